@@ -1,0 +1,237 @@
+"""Reading a stored-to-be instance once: identity, validation, metadata, frames, index values.
+
+``parse_instance`` is the single place where a STOW part is parsed. It reads the header up to
+the pixel data (never the pixel data itself, so a 2 GB instance costs a few kilobytes of
+memory), then computes everything that retrieval and search will need.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
+from pydicom.uid import UID
+
+from dicom_core.domain import index_attributes
+from dicom_core.domain.dicomjson import dataset_json_bytes
+from dicom_core.domain.frames import FrameLayoutError, frame_index
+from dicom_core.domain.model import FrameIndex, IndexAttributes, InstanceKey
+from dicom_core.domain.validation import AttributeProblem, dataset_problems, uid_problem
+
+# Failure and warning reason codes of the store response (conformance statement).
+PROCESSING_FAILURE = 272
+VALIDATION_FAILURE = 43264
+STUDY_MISMATCH = 43265
+INSTANCE_EXISTS = 45070
+INSTANCE_BEING_CREATED = 45071
+WARNING_SOP_CLASS_MISMATCH = 45063
+WARNING_VALIDATION = 1
+
+REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+REQUIRED_TAGS = {0x0020000D, 0x0020000E, 0x00080018, 0x00080016, 0x00100020}
+
+# The attributes QIDO searches (conformance statement table); in API v1 they fail a store.
+SEARCHABLE_TAGS = {
+    0x0020000D,  # StudyInstanceUID
+    0x00100010,  # PatientName
+    0x00100020,  # PatientID
+    0x00100030,  # PatientBirthDate
+    0x00080050,  # AccessionNumber
+    0x00080090,  # ReferringPhysicianName
+    0x00080020,  # StudyDate
+    0x00081030,  # StudyDescription
+    0x0020000E,  # SeriesInstanceUID
+    0x00080060,  # Modality
+    0x00400244,  # PerformedProcedureStepStartDate
+    0x00081090,  # ManufacturerModelName
+    0x00080018,  # SOPInstanceUID
+}
+
+
+class InstanceRejected(Exception):
+    """The part cannot be stored; ``failure_code`` goes into the FailedSOPSequence."""
+
+    def __init__(
+        self,
+        failure_code: int,
+        message: str,
+        *,
+        sop_class_uid: str | None = None,
+        sop_uid: str | None = None,
+        comments: list[str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.failure_code = failure_code
+        self.message = message
+        self.sop_class_uid = sop_class_uid
+        self.sop_uid = sop_uid
+        self.comments = comments if comments is not None else [message]
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedInstance:
+    key: InstanceKey
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    file_size: int
+    metadata_json: bytes
+    attributes: IndexAttributes
+    frames: FrameIndex | None
+    problems: list[AttributeProblem] = field(default_factory=list)
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    elem = ds.get(Tag(keyword))
+    if elem is None:
+        return None
+    try:
+        value = elem.value
+    except Exception:
+        return ""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        value = str(value[0]) if len(value) else ""
+    return value.rstrip(" \x00")
+
+
+def _int(ds: Dataset, keyword: str, default: int) -> int:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+def parse_instance(path: Path) -> ParsedInstance:
+    """Parse the staged part at ``path`` (preamble already zeroed) or raise InstanceRejected."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        head = handle.read(132)
+        if len(head) < 132 or head[128:132] != b"DICM":
+            raise InstanceRejected(
+                VALIDATION_FAILURE, "The part is not a DICOM Part 10 file (no 'DICM' prefix)."
+            )
+        handle.seek(0)
+        try:
+            ds = dcmread(handle, stop_before_pixels=True, defer_size="1 MB")
+        except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as exc:
+            raise InstanceRejected(
+                VALIDATION_FAILURE, f"The part could not be read as DICOM: {exc}"
+            ) from exc
+        except Exception as exc:
+            raise InstanceRejected(
+                VALIDATION_FAILURE, f"The part could not be read as DICOM: {exc}"
+            ) from exc
+
+        sop_class = _text(ds, "SOPClassUID")
+        sop_uid = _text(ds, "SOPInstanceUID")
+        ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "").rstrip(" \x00")
+        little_endian = _check_transfer_syntax(ts, sop_class, sop_uid)
+        key = _check_required(ds, sop_class, sop_uid)
+
+        problems = [p for p in dataset_problems(ds) if p.tag not in REQUIRED_TAGS]
+        frames: FrameIndex | None = None
+        try:
+            frames = frame_index(
+                handle,
+                little_endian=little_endian,
+                number_of_frames=_int(ds, "NumberOfFrames", 1),
+                rows=_int(ds, "Rows", 0),
+                columns=_int(ds, "Columns", 0),
+                samples_per_pixel=_int(ds, "SamplesPerPixel", 1),
+                bits_allocated=_int(ds, "BitsAllocated", 0),
+                extended_offsets=None,
+            )
+        except FrameLayoutError as exc:
+            problems.append(
+                AttributeProblem(0x7FE00010, "PixelData", f"(7FE0,0010) PixelData: {exc}")
+            )
+
+        attributes = index_attributes.extract(ds, skip_tags=[p.tag for p in problems])
+        metadata = dataset_json_bytes(ds)
+    return ParsedInstance(
+        key=key,
+        sop_class_uid=sop_class or "",
+        transfer_syntax_uid=ts,
+        file_size=size,
+        metadata_json=metadata,
+        attributes=attributes,
+        frames=frames,
+        problems=problems,
+    )
+
+
+def _check_transfer_syntax(ts: str, sop_class: str | None, sop_uid: str | None) -> bool:
+    if not ts:
+        raise InstanceRejected(
+            VALIDATION_FAILURE,
+            "The file meta information has no TransferSyntaxUID (0002,0010).",
+            sop_class_uid=sop_class,
+            sop_uid=sop_uid,
+        )
+    uid = UID(ts)
+    if not uid.is_transfer_syntax:
+        raise InstanceRejected(
+            VALIDATION_FAILURE,
+            f"Transfer syntax {ts} is not a transfer syntax this service knows.",
+            sop_class_uid=sop_class,
+            sop_uid=sop_uid,
+        )
+    if uid.is_implicit_VR:
+        raise InstanceRejected(
+            VALIDATION_FAILURE,
+            f"Transfer syntax {ts} uses implicit VR; only explicit VR transfer syntaxes are"
+            " accepted.",
+            sop_class_uid=sop_class,
+            sop_uid=sop_uid,
+        )
+    return bool(uid.is_little_endian)
+
+
+def _check_required(ds: Dataset, sop_class: str | None, sop_uid: str | None) -> InstanceKey:
+    comments: list[str] = []
+    values: dict[str, str] = {}
+    for keyword in REQUIRED_UIDS:
+        value = _text(ds, keyword)
+        tag = Tag(keyword)
+        label = f"({tag.group:04X},{tag.element:04X}) {keyword}"
+        if value is None:
+            comments.append(f"{label} is required but missing.")
+            continue
+        problem = uid_problem(value)
+        if problem is None and value.strip(".") == "":
+            problem = f'UID "{value}" has no digits or letters'
+        if problem is not None:
+            comments.append(f"{label}: {problem}.")
+            continue
+        values[keyword] = value
+    patient_id = ds.get("PatientID")
+    if patient_id is None:
+        comments.append("(0010,0020) PatientID is required but missing (it may be empty).")
+    else:
+        comments.extend(dataset_problems_for(ds, 0x00100020))
+    if comments:
+        raise InstanceRejected(
+            VALIDATION_FAILURE,
+            " ".join(comments),
+            sop_class_uid=values.get("SOPClassUID") or None,
+            sop_uid=values.get("SOPInstanceUID") or None,
+            comments=comments,
+        )
+    return InstanceKey(
+        values["StudyInstanceUID"], values["SeriesInstanceUID"], values["SOPInstanceUID"]
+    )
+
+
+def dataset_problems_for(ds: Dataset, tag: int) -> list[str]:
+    """Validation messages for one top-level attribute of ``ds``."""
+    single = Dataset()
+    single[tag] = ds[tag]
+    return [p.message for p in dataset_problems(single)]

@@ -1,0 +1,38 @@
+"""Deleting stored files without ever losing track of one.
+
+Index rows go first (readers stop seeing the instance at once), then the file. If the file
+delete fails, a message on the ``blob-cleanup`` queue retries it from a queue-triggered
+function, so a transient storage error never leaves an orphan file behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dicom_core.storage.ports import BlobStore, JobQueue
+
+log = logging.getLogger(__name__)
+
+CLEANUP_QUEUE = "blob-cleanup"
+MESSAGE_SCHEMA = 1
+
+
+class BlobJanitor:
+    def __init__(self, blobs: BlobStore, queue: JobQueue) -> None:
+        self._blobs = blobs
+        self._queue = queue
+
+    async def delete(self, blob_key: str) -> None:
+        """Delete now; on failure, leave the work to the cleanup queue."""
+        try:
+            await self._blobs.delete(blob_key)
+        except Exception:
+            log.warning("deleting %s failed; queued for cleanup", blob_key, exc_info=True)
+            await self._queue.send(CLEANUP_QUEUE, {"schema": MESSAGE_SCHEMA, "blob": blob_key})
+
+    async def handle_message(self, body: dict[str, Any]) -> None:
+        """Queue handler: delete the named blob (idempotent; raises to be retried)."""
+        if body.get("schema") != MESSAGE_SCHEMA or not isinstance(body.get("blob"), str):
+            raise ValueError(f"unexpected {CLEANUP_QUEUE} message: {body!r}")
+        await self._blobs.delete(body["blob"])

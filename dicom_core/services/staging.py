@@ -1,0 +1,88 @@
+"""Spooling STOW parts to disk as they arrive, with the 128-byte preamble zeroed.
+
+A request body is never held in memory: each part streams into its own staging file, and the
+first 132 bytes are held back just long enough to replace the preamble with NULs (the
+conformance statement's preamble sanitisation). A part that starts directly with 'DICM'
+gets a zeroed preamble added, so every stored file is a proper Part 10 file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+_PREAMBLE = 128
+_PREFIX = b"DICM"
+
+
+class PartSpool:
+    """One part being written; call ``write`` for each chunk, then ``close``."""
+
+    _HEAD = _PREAMBLE + len(_PREFIX)
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = 0
+        self._head = bytearray()
+        self._head_written = False
+        self._handle: BinaryIO | None = open(path, "wb")  # noqa: SIM115 - closed in close()
+
+    def write(self, data: bytes | memoryview) -> None:
+        assert self._handle is not None
+        if not self._head_written:
+            need = self._HEAD - len(self._head)
+            self._head += data[:need]
+            data = data[need:]
+            if len(self._head) < self._HEAD:
+                return
+            self._write_head()
+        if data:
+            self._handle.write(data)
+            self.size += len(data)
+
+    def _write_head(self) -> None:
+        assert self._handle is not None
+        head = bytes(self._head)
+        if head[:4] == _PREFIX:
+            head = bytes(_PREAMBLE) + head
+        elif head[_PREAMBLE : _PREAMBLE + 4] == _PREFIX:
+            head = bytes(_PREAMBLE) + head[_PREAMBLE:]
+        self._handle.write(head)
+        self.size += len(head)
+        self._head_written = True
+        self._head.clear()
+
+    def close(self) -> None:
+        """Finish the file (a part shorter than a preamble is written as it came)."""
+        if self._handle is None:
+            return
+        if not self._head_written:
+            self._write_head()
+        self._handle.close()
+        self._handle = None
+
+    def discard(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class StagingArea:
+    """Creates spool files in one directory and removes whatever a request leaves behind."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def new_part(self) -> PartSpool:
+        return PartSpool(self.directory / f"{uuid.uuid4().hex}.part")
+
+    @staticmethod
+    def remove(path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

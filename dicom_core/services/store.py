@@ -1,0 +1,272 @@
+"""Store (STOW-RS): PS3.18 10.5 with the service's rules (conformance statement, "Store").
+
+Parts arrive already spooled to disk (``staging.py``). Each one is parsed once, checked, its
+identity reserved in the index, its file moved into the blob store, and only then committed
+to the index, so a reader sees either the whole instance or nothing. Failures are per
+instance (FailedSOPSequence); the status code summarises them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dicom_core.domain.instance import (
+    INSTANCE_BEING_CREATED,
+    INSTANCE_EXISTS,
+    PROCESSING_FAILURE,
+    SEARCHABLE_TAGS,
+    STUDY_MISMATCH,
+    VALIDATION_FAILURE,
+    WARNING_SOP_CLASS_MISMATCH,
+    WARNING_VALIDATION,
+    InstanceRejected,
+    ParsedInstance,
+    parse_instance,
+)
+from dicom_core.domain.model import InstanceKey, Reservation, StoredInstance
+from dicom_core.services.blob_cleanup import BlobJanitor
+from dicom_core.storage.ports import (
+    BlobStore,
+    IndexStore,
+    InstanceBeingCreated,
+    InstanceExists,
+    StorageUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    key: InstanceKey
+    sop_class_uid: str
+    retrieve_url: str
+    warning_reason: int | None = None
+    comments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FailedEntry:
+    failure_reason: int
+    sop_class_uid: str | None
+    sop_uid: str | None
+    comments: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class StoreResult:
+    """The outcome of one store request, per instance; renders the response dataset."""
+
+    study_url: str | None = None
+    stored: list[StoredEntry] = field(default_factory=list)
+    failed: list[FailedEntry] = field(default_factory=list)
+
+    @property
+    def status(self) -> int:
+        if not self.stored and not self.failed:
+            return 204
+        if not self.stored:
+            return 409
+        if self.failed or any(entry.warning_reason for entry in self.stored):
+            return 202
+        return 200
+
+    def to_dicom_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if self.study_url and self.stored:
+            body["00081190"] = {"vr": "UR", "Value": [self.study_url]}
+        if self.failed:
+            body["00081198"] = {"vr": "SQ", "Value": [_failed_item(f) for f in self.failed]}
+        if self.stored:
+            body["00081199"] = {"vr": "SQ", "Value": [_stored_item(s) for s in self.stored]}
+        return body
+
+
+def _comments(comments: Sequence[str]) -> dict[str, Any]:
+    return {
+        "vr": "SQ",
+        "Value": [{"00000902": {"vr": "LO", "Value": [comment]}} for comment in comments],
+    }
+
+
+def _failed_item(entry: FailedEntry) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    if entry.sop_class_uid:
+        item["00081150"] = {"vr": "UI", "Value": [entry.sop_class_uid]}
+    if entry.sop_uid:
+        item["00081155"] = {"vr": "UI", "Value": [entry.sop_uid]}
+    item["00081197"] = {"vr": "US", "Value": [entry.failure_reason]}
+    if entry.comments:
+        item["00741048"] = _comments(entry.comments)
+    return item
+
+
+def _stored_item(entry: StoredEntry) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "00081150": {"vr": "UI", "Value": [entry.sop_class_uid]},
+        "00081155": {"vr": "UI", "Value": [entry.key.sop_uid]},
+        "00081190": {"vr": "UR", "Value": [entry.retrieve_url]},
+    }
+    if entry.warning_reason is not None:
+        item["00081196"] = {"vr": "US", "Value": [entry.warning_reason]}
+        if entry.comments:
+            item["00741048"] = _comments(entry.comments)
+    return item
+
+
+def instance_url(base_url: str, key: InstanceKey) -> str:
+    return f"{base_url}/studies/{key.study_uid}/series/{key.series_uid}/instances/{key.sop_uid}"
+
+
+class StoreService:
+    def __init__(self, index: IndexStore, blobs: BlobStore, janitor: BlobJanitor) -> None:
+        self._index = index
+        self._blobs = blobs
+        self._janitor = janitor
+
+    async def store_instances(
+        self,
+        parts: Sequence[Path],
+        *,
+        study_uid: str | None,
+        upsert: bool,
+        api_version: int,
+        base_url: str,
+    ) -> StoreResult:
+        """Store every spooled part; each part's file is consumed or removed."""
+        result = StoreResult(study_url=f"{base_url}/studies/{study_uid}" if study_uid else None)
+        try:
+            for path in parts:
+                outcome = await self._store_one(
+                    path,
+                    study_uid=study_uid,
+                    upsert=upsert,
+                    api_version=api_version,
+                    base_url=base_url,
+                )
+                if isinstance(outcome, StoredEntry):
+                    result.stored.append(outcome)
+                else:
+                    result.failed.append(outcome)
+        finally:
+            for path in parts:
+                path.unlink(missing_ok=True)
+        return result
+
+    async def _store_one(
+        self, path: Path, *, study_uid: str | None, upsert: bool, api_version: int, base_url: str
+    ) -> StoredEntry | FailedEntry:
+        try:
+            parsed = await asyncio.to_thread(parse_instance, path)
+        except InstanceRejected as rejected:
+            return FailedEntry(
+                rejected.failure_code,
+                rejected.sop_class_uid,
+                rejected.sop_uid,
+                tuple(rejected.comments),
+            )
+        key = parsed.key
+        if study_uid is not None and key.study_uid != study_uid:
+            return FailedEntry(
+                STUDY_MISMATCH,
+                parsed.sop_class_uid,
+                key.sop_uid,
+                (
+                    f"StudyInstanceUID {key.study_uid} of the instance does not match"
+                    f" {study_uid} of the request URL.",
+                ),
+            )
+        warning_reason: int | None = None
+        comments = tuple(problem.message for problem in parsed.problems)
+        if parsed.problems:
+            searchable = [p for p in parsed.problems if p.tag in SEARCHABLE_TAGS]
+            if api_version < 2 and searchable:
+                return FailedEntry(
+                    VALIDATION_FAILURE,
+                    parsed.sop_class_uid,
+                    key.sop_uid,
+                    tuple(p.message for p in searchable),
+                )
+            warning_reason = WARNING_VALIDATION if api_version >= 2 else WARNING_SOP_CLASS_MISMATCH
+        failure = await self._write(path, parsed, upsert)
+        if failure is not None:
+            return failure
+        return StoredEntry(
+            key=key,
+            sop_class_uid=parsed.sop_class_uid,
+            retrieve_url=instance_url(base_url, key),
+            warning_reason=warning_reason,
+            comments=comments,
+        )
+
+    async def _write(self, path: Path, parsed: ParsedInstance, upsert: bool) -> FailedEntry | None:
+        key = parsed.key
+        try:
+            reservation = await self._index.begin_instance(key, upsert=upsert)
+        except InstanceExists:
+            return FailedEntry(
+                INSTANCE_EXISTS,
+                parsed.sop_class_uid,
+                key.sop_uid,
+                (
+                    "An instance with the same study, series and SOP instance UIDs is already"
+                    " stored; delete it first or use PUT to replace it.",
+                ),
+            )
+        except InstanceBeingCreated:
+            return FailedEntry(
+                INSTANCE_BEING_CREATED,
+                parsed.sop_class_uid,
+                key.sop_uid,
+                ("The same instance is being stored by another request.",),
+            )
+        stored = StoredInstance(
+            key=key,
+            sop_class_uid=parsed.sop_class_uid,
+            transfer_syntax_uid=parsed.transfer_syntax_uid,
+            file_size=parsed.file_size,
+            metadata_json=parsed.metadata_json,
+            attributes=parsed.attributes,
+            frames=parsed.frames,
+        )
+        try:
+            await self._blobs.put_file(reservation.blob_key, path)
+            replaced = await self._index.commit_instance(reservation, stored)
+        except (InstanceExists, InstanceBeingCreated):
+            await self._undo(reservation.blob_key, reservation)
+            return FailedEntry(
+                INSTANCE_BEING_CREATED,
+                parsed.sop_class_uid,
+                key.sop_uid,
+                ("The same instance was stored by another request at the same time.",),
+            )
+        except StorageUnavailable:
+            await self._undo(reservation.blob_key, reservation)
+            raise
+        except Exception:
+            log.exception("storing %s failed", key)
+            await self._undo(reservation.blob_key, reservation)
+            return FailedEntry(
+                PROCESSING_FAILURE,
+                parsed.sop_class_uid,
+                key.sop_uid,
+                ("The instance could not be stored because of an internal error.",),
+            )
+        for old_blob in replaced:
+            await self._delete_blob(old_blob)
+        return None
+
+    async def _undo(self, blob_key: str, reservation: Reservation) -> None:
+        try:
+            await self._index.abort_instance(reservation)
+        except Exception:
+            log.exception("releasing reservation %s failed", reservation)
+        await self._delete_blob(blob_key)
+
+    async def _delete_blob(self, blob_key: str) -> None:
+        await self._janitor.delete(blob_key)

@@ -1,0 +1,214 @@
+"""The SQLite index schema of the local backend, for the whole service.
+
+Tables and why they exist:
+- ``instance``: one row per stored (status 1) or reserved (status 0) instance version. The
+  ``watermark`` is a monotonic id that names the stored file and orders "latest wins". It keeps
+  the precomputed DICOM JSON, the frame byte ranges and the instance's own copies of the
+  searchable attributes (so study/series summaries can be recomputed after a delete).
+- ``series`` and ``study``: summaries that QIDO searches, holding the attributes of the latest
+  stored instance, counts and ModalitiesInStudy; recomputed in the same transaction as every
+  commit and delete.
+- ``extended_query_tag``, ``eqt_value``, ``eqt_error``: user-added query tags, their indexed
+  values per level and the reindex errors.
+- ``external_metadata``: study-level values sent with STOW headers (msdicom-meta-*).
+- ``workitem`` and ``workitem_value``: UPS-RS workitems and their searchable values (including
+  sequence paths such as ReferencedRequestSequence.AccessionNumber).
+- ``operation``: long-running operations (reindex) with their checkpoint, so they resume.
+- ``change_feed``: an append-only log of creates, updates and deletes.
+- ``job``: the local durable job queue (visible_at leases give at-least-once delivery).
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+# Searchable attribute columns, by keyword. Shared by the instance row (its own values) and
+# the study/series summaries (the latest instance's values).
+STUDY_COLUMNS: dict[str, str] = {
+    "PatientName": "patient_name",
+    "PatientID": "patient_id",
+    "PatientBirthDate": "patient_birth_date",
+    "AccessionNumber": "accession_number",
+    "ReferringPhysicianName": "referring_physician_name",
+    "StudyDate": "study_date",
+    "StudyTime": "study_time",
+    "StudyDescription": "study_description",
+}
+STUDY_NORMALIZED_COLUMNS: dict[str, str] = {
+    "PatientName": "patient_name_norm",
+    "ReferringPhysicianName": "referring_physician_name_norm",
+}
+SERIES_COLUMNS: dict[str, str] = {
+    "Modality": "modality",
+    "PerformedProcedureStepStartDate": "pps_start_date",
+    "ManufacturerModelName": "manufacturer_model_name",
+}
+INSTANCE_COLUMNS: dict[str, str] = {
+    "InstanceNumber": "instance_number",
+}
+
+_study_cols = ",\n    ".join(
+    f"{c} TEXT" for c in [*STUDY_COLUMNS.values(), *STUDY_NORMALIZED_COLUMNS.values()]
+)
+_series_cols = ",\n    ".join(f"{c} TEXT" for c in SERIES_COLUMNS.values())
+
+DDL = f"""
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+
+CREATE TABLE IF NOT EXISTS instance (
+    watermark INTEGER PRIMARY KEY AUTOINCREMENT,
+    study_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    sop_uid TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    original_watermark INTEGER,
+    sop_class_uid TEXT,
+    transfer_syntax_uid TEXT,
+    blob_key TEXT NOT NULL DEFAULT '',
+    file_size INTEGER,
+    number_of_frames INTEGER,
+    frames BLOB,
+    metadata BLOB,
+    {_study_cols},
+    {_series_cols},
+    instance_number INTEGER,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (study_uid, series_uid, sop_uid, status)
+);
+CREATE INDEX IF NOT EXISTS instance_by_series
+    ON instance (study_uid, series_uid, status, watermark);
+CREATE INDEX IF NOT EXISTS instance_by_sop ON instance (sop_uid);
+
+CREATE TABLE IF NOT EXISTS series (
+    study_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    latest_watermark INTEGER NOT NULL,
+    {_series_cols},
+    num_instances INTEGER NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (study_uid, series_uid)
+);
+CREATE INDEX IF NOT EXISTS series_by_uid ON series (series_uid);
+CREATE INDEX IF NOT EXISTS series_by_latest ON series (latest_watermark);
+CREATE INDEX IF NOT EXISTS series_by_modality ON series (modality);
+
+CREATE TABLE IF NOT EXISTS study (
+    study_uid TEXT PRIMARY KEY,
+    latest_watermark INTEGER NOT NULL,
+    {_study_cols},
+    modalities TEXT,
+    num_series INTEGER NOT NULL,
+    num_instances INTEGER NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS study_by_latest ON study (latest_watermark);
+CREATE INDEX IF NOT EXISTS study_by_patient_id ON study (patient_id);
+CREATE INDEX IF NOT EXISTS study_by_date ON study (study_date);
+CREATE INDEX IF NOT EXISTS study_by_accession ON study (accession_number);
+
+CREATE TABLE IF NOT EXISTS extended_query_tag (
+    tag_key INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL UNIQUE,
+    vr TEXT NOT NULL,
+    private_creator TEXT,
+    level TEXT NOT NULL,
+    status TEXT NOT NULL,
+    query_status TEXT NOT NULL,
+    error_count INTEGER NOT NULL DEFAULT 0,
+    operation_id TEXT,
+    created_at TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS eqt_value (
+    tag_key INTEGER NOT NULL,
+    study_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL DEFAULT '',
+    sop_uid TEXT NOT NULL DEFAULT '',
+    watermark INTEGER NOT NULL,
+    text_value TEXT,
+    num_value REAL,
+    norm_value TEXT,
+    PRIMARY KEY (tag_key, study_uid, series_uid, sop_uid)
+);
+CREATE INDEX IF NOT EXISTS eqt_value_by_text ON eqt_value (tag_key, text_value);
+CREATE INDEX IF NOT EXISTS eqt_value_by_num ON eqt_value (tag_key, num_value);
+
+CREATE TABLE IF NOT EXISTS eqt_error (
+    tag_key INTEGER NOT NULL,
+    study_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    sop_uid TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (tag_key, study_uid, series_uid, sop_uid)
+);
+
+CREATE TABLE IF NOT EXISTS external_metadata (
+    study_uid TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    vr TEXT NOT NULL,
+    text_value TEXT,
+    num_value REAL,
+    norm_value TEXT,
+    PRIMARY KEY (study_uid, tag)
+);
+CREATE TABLE IF NOT EXISTS external_metadata_tag (
+    tag TEXT PRIMARY KEY,
+    vr TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS workitem (
+    workitem_key INTEGER PRIMARY KEY AUTOINCREMENT,
+    workitem_uid TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL,
+    transaction_uid TEXT,
+    patient_name TEXT,
+    patient_name_norm TEXT,
+    patient_id TEXT,
+    study_uid TEXT,
+    scheduled_start_datetime TEXT,
+    dataset BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS workitem_value (
+    workitem_key INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    value TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS workitem_value_by_path ON workitem_value (path, value);
+
+CREATE TABLE IF NOT EXISTS operation (
+    operation_id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    status TEXT NOT NULL,
+    percent_complete INTEGER NOT NULL DEFAULT 0,
+    resources TEXT NOT NULL DEFAULT '[]',
+    checkpoint TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS change_feed (
+    sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+    timestamp TEXT NOT NULL,
+    action TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    sop_uid TEXT NOT NULL,
+    watermark INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS job (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    body TEXT NOT NULL,
+    visible_at REAL NOT NULL,
+    dequeue_count INTEGER NOT NULL DEFAULT 0,
+    receipt TEXT,
+    poison_reason TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_by_queue ON job (queue, poison_reason, visible_at);
+"""

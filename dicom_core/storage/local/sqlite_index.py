@@ -1,0 +1,319 @@
+"""The local index adapter: ``IndexStore`` on SQLite (see ``schema.py`` for the tables)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from datetime import UTC, datetime
+
+from dicom_core.domain.identifiers import blob_key_for
+from dicom_core.domain.model import (
+    FrameIndex,
+    InstanceKey,
+    InstanceRecord,
+    Reservation,
+    StoredInstance,
+)
+from dicom_core.storage.local.schema import (
+    INSTANCE_COLUMNS,
+    SERIES_COLUMNS,
+    STUDY_COLUMNS,
+    STUDY_NORMALIZED_COLUMNS,
+)
+from dicom_core.storage.local.sqlite_db import SqliteDatabase
+from dicom_core.storage.ports import InstanceBeingCreated, InstanceExists
+
+CREATING, CREATED = 0, 1
+
+_RECORD_COLUMNS = (
+    "study_uid, series_uid, sop_uid, watermark, sop_class_uid, transfer_syntax_uid, blob_key,"
+    " file_size, frames, created_at"
+)
+_STUDY_ATTR_COLUMNS = [*STUDY_COLUMNS.values(), *STUDY_NORMALIZED_COLUMNS.values()]
+_SERIES_ATTR_COLUMNS = list(SERIES_COLUMNS.values())
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _record(row: sqlite3.Row | tuple[object, ...]) -> InstanceRecord:
+    (study, series, sop, watermark, sop_class, ts, blob_key, size, frames, created) = row
+    return InstanceRecord(
+        key=InstanceKey(str(study), str(series), str(sop)),
+        watermark=int(watermark),  # type: ignore[call-overload]
+        sop_class_uid=str(sop_class or ""),
+        transfer_syntax_uid=str(ts or ""),
+        blob_key=str(blob_key),
+        file_size=int(size or 0),  # type: ignore[call-overload]
+        frames=FrameIndex.from_json(frames) if frames else None,  # type: ignore[arg-type]
+        created_at=str(created),
+    )
+
+
+def _scope(
+    study_uid: str, series_uid: str | None, sop_uid: str | None
+) -> tuple[str, tuple[str, ...]]:
+    clauses, params = ["study_uid = ?"], [study_uid]
+    if series_uid is not None:
+        clauses.append("series_uid = ?")
+        params.append(series_uid)
+    if sop_uid is not None:
+        clauses.append("sop_uid = ?")
+        params.append(sop_uid)
+    return " AND ".join(clauses), tuple(params)
+
+
+class SqliteIndexStore:
+    def __init__(self, db: SqliteDatabase, *, stale_create_seconds: int = 3600) -> None:
+        self._db = db
+        self._stale_seconds = stale_create_seconds
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def begin_instance(self, key: InstanceKey, *, upsert: bool) -> Reservation:
+        return await self._db.run(lambda: self._begin(key, upsert))
+
+    def _begin(self, key: InstanceKey, upsert: bool) -> Reservation:
+        now = _now()
+        with self._db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT watermark, status, created_at FROM instance"
+                " WHERE study_uid = ? AND series_uid = ? AND sop_uid = ?",
+                (key.study_uid, key.series_uid, key.sop_uid),
+            ).fetchall()
+            for watermark, status, created_at in rows:
+                if status == CREATED and not upsert:
+                    raise InstanceExists(key)
+                if status == CREATING:
+                    if not self._is_stale(created_at):
+                        raise InstanceBeingCreated(key)
+                    # A crashed attempt: its reservation (and any file) is abandoned.
+                    conn.execute("DELETE FROM instance WHERE watermark = ?", (watermark,))
+            cursor = conn.execute(
+                "INSERT INTO instance (study_uid, series_uid, sop_uid, status, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (key.study_uid, key.series_uid, key.sop_uid, CREATING, now, now),
+            )
+            watermark = int(cursor.lastrowid or 0)
+            blob_key = blob_key_for(key.study_uid, key.series_uid, key.sop_uid, watermark)
+            conn.execute(
+                "UPDATE instance SET blob_key = ? WHERE watermark = ?", (blob_key, watermark)
+            )
+        return Reservation(key=key, watermark=watermark, blob_key=blob_key, upsert=upsert)
+
+    def _is_stale(self, created_at: str) -> bool:
+        created = datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp()
+        return time.time() - created > self._stale_seconds
+
+    async def commit_instance(
+        self, reservation: Reservation, instance: StoredInstance
+    ) -> list[str]:
+        return await self._db.run(lambda: self._commit(reservation, instance))
+
+    def _commit(self, reservation: Reservation, instance: StoredInstance) -> list[str]:
+        key = reservation.key
+        attrs = instance.attributes
+        values: dict[str, object] = {
+            "status": CREATED,
+            "sop_class_uid": instance.sop_class_uid,
+            "transfer_syntax_uid": instance.transfer_syntax_uid,
+            "file_size": instance.file_size,
+            "number_of_frames": instance.frames.count if instance.frames else 0,
+            "frames": instance.frames.to_json() if instance.frames else None,
+            "metadata": instance.metadata_json,
+            "updated_at": _now(),
+        }
+        for keyword, column in STUDY_COLUMNS.items():
+            values[column] = attrs.study.get(keyword)
+        for keyword, column in STUDY_NORMALIZED_COLUMNS.items():
+            values[column] = attrs.normalized.get(keyword)
+        for keyword, column in SERIES_COLUMNS.items():
+            values[column] = attrs.series.get(keyword)
+        for keyword, column in INSTANCE_COLUMNS.items():
+            values[column] = attrs.instance.get(keyword)
+        assignments = ", ".join(f"{column} = ?" for column in values)
+        with self._db.transaction() as conn:
+            replaced = conn.execute(
+                "SELECT watermark, blob_key FROM instance WHERE study_uid = ? AND series_uid = ?"
+                " AND sop_uid = ? AND status = ?",
+                (key.study_uid, key.series_uid, key.sop_uid, CREATED),
+            ).fetchall()
+            if replaced and not reservation.upsert:
+                raise InstanceExists(key)
+            for old_watermark, _ in replaced:
+                conn.execute("DELETE FROM instance WHERE watermark = ?", (old_watermark,))
+            updated = conn.execute(
+                f"UPDATE instance SET {assignments} WHERE watermark = ? AND status = ?",
+                (*values.values(), reservation.watermark, CREATING),
+            ).rowcount
+            if updated != 1:
+                raise InstanceBeingCreated(key)
+            self._refresh_summaries(conn, key.study_uid, key.series_uid)
+            conn.execute(
+                "INSERT INTO change_feed (timestamp, action, study_uid, series_uid, sop_uid,"
+                " watermark) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    _now(),
+                    "update" if replaced else "create",
+                    key.study_uid,
+                    key.series_uid,
+                    key.sop_uid,
+                    reservation.watermark,
+                ),
+            )
+        return [str(blob_key) for _, blob_key in replaced]
+
+    async def abort_instance(self, reservation: Reservation) -> None:
+        def abort() -> None:
+            with self._db.transaction() as conn:
+                conn.execute(
+                    "DELETE FROM instance WHERE watermark = ? AND status = ?",
+                    (reservation.watermark, CREATING),
+                )
+
+        await self._db.run(abort)
+
+    async def delete_instances(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[str]:
+        return await self._db.run(lambda: self._delete(study_uid, series_uid, sop_uid))
+
+    def _delete(self, study_uid: str, series_uid: str | None, sop_uid: str | None) -> list[str]:
+        where, params = _scope(study_uid, series_uid, sop_uid)
+        with self._db.transaction() as conn:
+            rows = conn.execute(
+                f"SELECT watermark, series_uid, sop_uid, blob_key FROM instance"
+                f" WHERE {where} AND status = ?",
+                (*params, CREATED),
+            ).fetchall()
+            if not rows:
+                return []
+            conn.execute(f"DELETE FROM instance WHERE {where} AND status = ?", (*params, CREATED))
+            now = _now()
+            conn.executemany(
+                "INSERT INTO change_feed (timestamp, action, study_uid, series_uid, sop_uid,"
+                " watermark) VALUES (?, 'delete', ?, ?, ?, ?)",
+                [(now, study_uid, series, sop, watermark) for watermark, series, sop, _ in rows],
+            )
+            for series in sorted({row[1] for row in rows}):
+                self._refresh_summaries(conn, study_uid, series)
+            conn.execute(f"DELETE FROM eqt_value WHERE {where}", params)
+            if series_uid is None and sop_uid is None:
+                conn.execute("DELETE FROM external_metadata WHERE study_uid = ?", (study_uid,))
+        return [str(row[3]) for row in rows]
+
+    def _refresh_summaries(self, conn: sqlite3.Connection, study_uid: str, series_uid: str) -> None:
+        """Recompute the series and study summaries from their latest stored instance."""
+        series_cols = ", ".join(_SERIES_ATTR_COLUMNS)
+        latest = conn.execute(
+            f"SELECT watermark, {series_cols} FROM instance WHERE study_uid = ? AND series_uid = ?"
+            " AND status = ? ORDER BY watermark DESC LIMIT 1",
+            (study_uid, series_uid, CREATED),
+        ).fetchone()
+        now = _now()
+        if latest is None:
+            conn.execute(
+                "DELETE FROM series WHERE study_uid = ? AND series_uid = ?", (study_uid, series_uid)
+            )
+        else:
+            (count,) = conn.execute(
+                "SELECT count(*) FROM instance WHERE study_uid = ? AND series_uid = ?"
+                " AND status = ?",
+                (study_uid, series_uid, CREATED),
+            ).fetchone()
+            placeholders = ", ".join("?" for _ in _SERIES_ATTR_COLUMNS)
+            updates = ", ".join(f"{c} = excluded.{c}" for c in _SERIES_ATTR_COLUMNS)
+            conn.execute(
+                f"INSERT INTO series (study_uid, series_uid, latest_watermark, {series_cols},"
+                f" num_instances, updated_at) VALUES (?, ?, ?, {placeholders}, ?, ?)"
+                f" ON CONFLICT (study_uid, series_uid) DO UPDATE SET"
+                f" latest_watermark = excluded.latest_watermark, {updates},"
+                f" num_instances = excluded.num_instances, updated_at = excluded.updated_at",
+                (study_uid, series_uid, *latest, count, now),
+            )
+        study_cols = ", ".join(_STUDY_ATTR_COLUMNS)
+        latest_study = conn.execute(
+            f"SELECT watermark, {study_cols} FROM instance WHERE study_uid = ? AND status = ?"
+            " ORDER BY watermark DESC LIMIT 1",
+            (study_uid, CREATED),
+        ).fetchone()
+        if latest_study is None:
+            conn.execute("DELETE FROM study WHERE study_uid = ?", (study_uid,))
+            return
+        num_series, num_instances, modalities = conn.execute(
+            "SELECT count(*), coalesce(sum(num_instances), 0),"
+            " (SELECT group_concat(modality, '\\') FROM (SELECT DISTINCT modality FROM series"
+            "   WHERE study_uid = ?1 AND modality IS NOT NULL AND modality != ''"
+            "   ORDER BY modality))"
+            " FROM series WHERE study_uid = ?1",
+            (study_uid,),
+        ).fetchone()
+        placeholders = ", ".join("?" for _ in _STUDY_ATTR_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _STUDY_ATTR_COLUMNS)
+        conn.execute(
+            f"INSERT INTO study (study_uid, latest_watermark, {study_cols}, modalities,"
+            f" num_series, num_instances, updated_at) VALUES (?, ?, {placeholders}, ?, ?, ?, ?)"
+            f" ON CONFLICT (study_uid) DO UPDATE SET latest_watermark = excluded.latest_watermark,"
+            f" {updates}, modalities = excluded.modalities, num_series = excluded.num_series,"
+            f" num_instances = excluded.num_instances, updated_at = excluded.updated_at",
+            (study_uid, *latest_study, modalities, num_series, num_instances, now),
+        )
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def get_instance(self, key: InstanceKey) -> InstanceRecord | None:
+        def read() -> InstanceRecord | None:
+            row = (
+                self._db.connection()
+                .execute(
+                    f"SELECT {_RECORD_COLUMNS} FROM instance WHERE study_uid = ? AND series_uid = ?"
+                    " AND sop_uid = ? AND status = ?",
+                    (key.study_uid, key.series_uid, key.sop_uid, CREATED),
+                )
+                .fetchone()
+            )
+            return _record(row) if row else None
+
+        return await self._db.run(read)
+
+    async def list_instances(
+        self, study_uid: str, series_uid: str | None = None
+    ) -> list[InstanceRecord]:
+        where, params = _scope(study_uid, series_uid, None)
+
+        def read() -> list[InstanceRecord]:
+            rows = (
+                self._db.connection()
+                .execute(
+                    f"SELECT {_RECORD_COLUMNS} FROM instance WHERE {where} AND status = ?"
+                    " ORDER BY watermark",
+                    (*params, CREATED),
+                )
+                .fetchall()
+            )
+            return [_record(row) for row in rows]
+
+        return await self._db.run(read)
+
+    async def get_metadata(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[bytes]:
+        where, params = _scope(study_uid, series_uid, sop_uid)
+
+        def read() -> list[bytes]:
+            rows = (
+                self._db.connection()
+                .execute(
+                    f"SELECT metadata FROM instance WHERE {where} AND status = ?"
+                    " ORDER BY watermark",
+                    (*params, CREATED),
+                )
+                .fetchall()
+            )
+            return [bytes(row[0]) for row in rows]
+
+        return await self._db.run(read)
+
+    async def close(self) -> None:
+        return None

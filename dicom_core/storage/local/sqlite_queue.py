@@ -1,0 +1,103 @@
+"""The local job queue adapter: ``JobQueue`` on a SQLite table.
+
+Durable (a crash loses no job) and at-least-once, like Storage queues: a received message is
+leased until ``visible_at``; if its handler neither completes nor abandons it (the process
+died), it becomes visible again and is delivered once more with a higher dequeue count.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from dicom_core.storage.local.sqlite_db import SqliteDatabase
+from dicom_core.storage.ports import QueueMessage
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class SqliteJobQueue:
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    async def send(self, queue: str, body: dict[str, Any], *, delay_seconds: float = 0) -> None:
+        def insert() -> None:
+            with self._db.transaction() as conn:
+                conn.execute(
+                    "INSERT INTO job (queue, body, visible_at, created_at) VALUES (?, ?, ?, ?)",
+                    (queue, orjson.dumps(body).decode(), time.time() + delay_seconds, _now_text()),
+                )
+
+        await self._db.run(insert)
+
+    async def receive(
+        self, queue: str, *, max_messages: int = 1, visibility_timeout: float = 30
+    ) -> Sequence[QueueMessage]:
+        def claim() -> list[QueueMessage]:
+            now = time.time()
+            receipt = uuid.uuid4().hex
+            with self._db.transaction() as conn:
+                rows = conn.execute(
+                    "SELECT id FROM job WHERE queue = ? AND poison_reason IS NULL"
+                    " AND visible_at <= ? ORDER BY id LIMIT ?",
+                    (queue, now, max_messages),
+                ).fetchall()
+                messages = []
+                for (job_id,) in rows:
+                    body, count = conn.execute(
+                        "UPDATE job SET visible_at = ?, dequeue_count = dequeue_count + 1,"
+                        " receipt = ? WHERE id = ? RETURNING body, dequeue_count",
+                        (now + visibility_timeout, receipt, job_id),
+                    ).fetchone()
+                    messages.append(
+                        QueueMessage(
+                            id=str(job_id),
+                            queue=queue,
+                            body=orjson.loads(body),
+                            dequeue_count=int(count),
+                            receipt=receipt,
+                        )
+                    )
+            return messages
+
+        return await self._db.run(claim)
+
+    async def complete(self, message: QueueMessage) -> None:
+        def delete() -> None:
+            with self._db.transaction() as conn:
+                conn.execute(
+                    "DELETE FROM job WHERE id = ? AND receipt = ?",
+                    (int(message.id), message.receipt),
+                )
+
+        await self._db.run(delete)
+
+    async def abandon(self, message: QueueMessage) -> None:
+        def release() -> None:
+            with self._db.transaction() as conn:
+                conn.execute(
+                    "UPDATE job SET visible_at = ? WHERE id = ? AND receipt = ?",
+                    (time.time(), int(message.id), message.receipt),
+                )
+
+        await self._db.run(release)
+
+    async def dead_letter(self, message: QueueMessage, reason: str) -> None:
+        def poison() -> None:
+            with self._db.transaction() as conn:
+                conn.execute(
+                    "UPDATE job SET poison_reason = ? WHERE id = ? AND receipt = ?",
+                    (reason or "failed", int(message.id), message.receipt),
+                )
+
+        await self._db.run(poison)
+
+    async def close(self) -> None:
+        return None

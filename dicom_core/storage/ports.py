@@ -1,0 +1,130 @@
+"""Storage ports: what the services need from an index, a blob store and a job queue.
+
+Each port is a ``typing.Protocol`` with two adapters, ``local`` (SQLite + files + a SQLite job
+table) and ``azure`` (Cosmos DB + Blob Storage + Storage queues). One contract test suite runs
+unchanged against both. Ports speak in domain types (``dicom_core.domain.model``), never in
+SQL, HTTP or SDK types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from dicom_core.domain.model import InstanceKey, InstanceRecord, Reservation, StoredInstance
+
+
+class InstanceExists(Exception):
+    """POST of an instance that is already stored (failure 45070)."""
+
+
+class InstanceBeingCreated(Exception):
+    """Another request holds the instance identity, or a failed attempt left it (45071)."""
+
+
+class BlobNotFound(Exception):
+    """The blob store has no object under the key."""
+
+
+class StorageUnavailable(Exception):
+    """The backing store cannot be reached right now; the web layer answers 503."""
+
+
+class IndexStore(Protocol):
+    """The index: what is stored, where its file is, and what QIDO searches.
+
+    Writes follow a two-step protocol so that an instance is either fully stored or invisible:
+    ``begin_instance`` reserves the identity (and allocates the watermark that names the file),
+    the file is written, then ``commit_instance`` makes file, metadata and index attributes
+    visible in one step. ``abort_instance`` releases a reservation whose file failed.
+    """
+
+    async def begin_instance(self, key: InstanceKey, *, upsert: bool) -> Reservation: ...
+
+    async def commit_instance(
+        self, reservation: Reservation, instance: StoredInstance
+    ) -> list[str]:
+        """Make the instance visible; returns the blob keys of versions it replaced."""
+        ...
+
+    async def abort_instance(self, reservation: Reservation) -> None: ...
+
+    async def get_instance(self, key: InstanceKey) -> InstanceRecord | None: ...
+
+    async def list_instances(
+        self, study_uid: str, series_uid: str | None = None
+    ) -> list[InstanceRecord]:
+        """Fully stored instances of a study or series, oldest first."""
+        ...
+
+    async def get_metadata(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[bytes]:
+        """Precomputed DICOM JSON objects (one per instance) of a study, series or instance."""
+        ...
+
+    async def delete_instances(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[str]:
+        """Remove instances from the index; returns their blob keys (empty if none matched)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class BlobStore(Protocol):
+    """Stored DICOM files, addressed by key. Create-only writes; byte-range reads."""
+
+    async def put_file(self, key: str, source: Path, *, overwrite: bool = False) -> None:
+        """Store the file at ``source`` under ``key`` and consume ``source``.
+
+        With ``overwrite=False`` an existing object is never replaced (FileExistsError).
+        """
+        ...
+
+    def read_stream(self, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]: ...
+
+    async def read_range(self, key: str, offset: int, length: int) -> bytes: ...
+
+    async def size(self, key: str) -> int: ...
+
+    async def delete(self, key: str) -> bool:
+        """Delete one object; True if it existed."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMessage:
+    """A job message as received from a queue, with what is needed to settle it."""
+
+    id: str
+    queue: str
+    body: dict[str, Any]
+    dequeue_count: int
+    receipt: str
+
+
+class JobQueue(Protocol):
+    """Durable job queues driving the queue-triggered functions (at-least-once delivery)."""
+
+    async def send(self, queue: str, body: dict[str, Any], *, delay_seconds: float = 0) -> None: ...
+
+    async def receive(
+        self, queue: str, *, max_messages: int = 1, visibility_timeout: float = 30
+    ) -> Sequence[QueueMessage]: ...
+
+    async def complete(self, message: QueueMessage) -> None: ...
+
+    async def abandon(self, message: QueueMessage) -> None:
+        """Make a message visible again at once (the handler failed)."""
+        ...
+
+    async def dead_letter(self, message: QueueMessage, reason: str) -> None:
+        """Move a message that keeps failing to the queue's poison path."""
+        ...
+
+    async def close(self) -> None: ...

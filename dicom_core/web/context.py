@@ -1,0 +1,95 @@
+"""What every handler needs from a request: the services, the API version, the base URL.
+
+``ServiceContainer`` builds the services lazily on first use (never at import time, so
+importing ``function_app`` reads no setting) and can be reconfigured by tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from dicom_core.bootstrap import Services, build_services
+from dicom_core.domain.identifiers import check_uid
+from dicom_core.errors import DicomWebError, NotFound
+from dicom_core.settings import Settings, SettingsError
+from dicom_core.storage.ports import BlobNotFound, StorageUnavailable
+from dicom_core.web import responses
+
+log = logging.getLogger(__name__)
+
+
+class ServiceContainer:
+    def __init__(
+        self, settings_factory: Callable[[], Settings] = Settings.from_environment
+    ) -> None:
+        self._settings_factory = settings_factory
+        self._services: Services | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Services:
+        if self._services is None:
+            async with self._lock:
+                if self._services is None:
+                    self._services = build_services(self._settings_factory())
+        return self._services
+
+    async def configure(self, settings: Settings) -> None:
+        """Replace the services (tests point the app at their own data directory)."""
+        async with self._lock:
+            if self._services is not None:
+                await self._services.close()
+            self._services = None
+            self._settings_factory = lambda: settings
+
+
+def api_version(request: Request) -> int:
+    raw = str(request.path_params.get("version", ""))
+    if raw not in {"1", "2"}:
+        raise NotFound(
+            f"API version 'v{raw}' is not supported; use one of: "
+            f"{', '.join('/' + v for v in responses.SUPPORTED_VERSIONS)}."
+        )
+    return int(raw)
+
+
+def path_uid(request: Request, name: str, what: str) -> str:
+    return check_uid(str(request.path_params.get(name, "")), what)
+
+
+def base_url(request: Request, version: int) -> str:
+    """The service root as the client sees it, behind proxies too (X-Forwarded-*)."""
+    headers = request.headers
+    proto = headers.get("x-forwarded-proto", "").split(",")[0].strip() or request.url.scheme
+    host = (
+        headers.get("x-forwarded-host", "").split(",")[0].strip()
+        or headers.get("host")
+        or request.url.netloc
+    )
+    return f"{proto}://{host}/v{version}"
+
+
+Handler = Callable[[Request, Services], Awaitable[Response]]
+
+
+async def handle(request: Request, container: ServiceContainer, handler: Handler) -> Response:
+    """Run a handler and turn known errors into their status codes; never a bare 500."""
+    try:
+        services = await container.get()
+        return await handler(request, services)
+    except DicomWebError as exc:
+        return responses.error(exc.status, exc.message)
+    except StorageUnavailable as exc:
+        return responses.error(503, f"The service is unavailable: {exc}", {"Retry-After": "5"})
+    except BlobNotFound as exc:
+        log.error("indexed file missing: %s", exc)
+        return responses.error(424, "A stored file the index refers to is missing.")
+    except SettingsError as exc:
+        return responses.error(503, f"The service is misconfigured: {exc}")
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.url.path)
+        return responses.error(500, "The server encountered an internal error.")

@@ -1,0 +1,39 @@
+"""Building HTTP responses: DICOM JSON bodies and JSON error bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+DICOM_JSON = "application/dicom+json"
+SUPPORTED_VERSIONS = ("v1", "v2")
+
+
+def dicom_json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=DICOM_JSON, headers=headers)
+
+
+def raw_dicom_json(
+    body: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(body, status_code=status, media_type=DICOM_JSON, headers=headers)
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """A JSON error body; ``message`` names the problem for the client."""
+    return Response(
+        orjson.dumps({"status": status, "message": message}),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def unknown_route(path: str) -> Response:
+    return error(
+        404,
+        f"No resource at '/{path.lstrip('/')}'. URLs start with an API version: "
+        f"{', '.join('/' + v for v in SUPPORTED_VERSIONS)} (for example /v2/studies).",
+    )

@@ -1,0 +1,82 @@
+"""The route table: one function per DICOMweb route, one per job queue.
+
+Each body is a single call into ``dicom_core.web``; nothing else lives here. Requests and
+responses use the HTTP-streams types (Starlette under the hood), so bodies stream in Azure
+and in the local host alike. Routes are grouped by transaction family.
+"""
+
+import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response
+
+from dicom_core import web
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+services = web.ServiceContainer()
+
+STUDY = "v{version}/studies/{study}"
+SERIES = STUDY + "/series/{series}"
+INSTANCE = SERIES + "/instances/{instance}"
+
+# --- STOW-RS ---------------------------------------------------------------------------------
+
+
+@app.route(route="v{version}/studies", methods=["POST", "PUT"])
+async def stow_store_instances(req: Request) -> Response:
+    return await web.store_instances(req, services)
+
+
+@app.route(route=STUDY, methods=["POST", "PUT"])
+async def stow_store_study_instances(req: Request) -> Response:
+    return await web.store_instances(req, services)
+
+
+# --- WADO-RS ---------------------------------------------------------------------------------
+
+
+@app.route(route=STUDY, methods=["GET"])
+async def wado_retrieve_study(req: Request) -> Response:
+    return await web.retrieve(req, services)
+
+
+@app.route(route=SERIES, methods=["GET"])
+async def wado_retrieve_series(req: Request) -> Response:
+    return await web.retrieve(req, services)
+
+
+@app.route(route=INSTANCE, methods=["GET"])
+async def wado_retrieve_instance(req: Request) -> Response:
+    return await web.retrieve(req, services)
+
+
+# --- Delete ----------------------------------------------------------------------------------
+
+
+@app.route(route=STUDY, methods=["DELETE"])
+async def delete_study(req: Request) -> Response:
+    return await web.delete(req, services)
+
+
+@app.route(route=SERIES, methods=["DELETE"])
+async def delete_series(req: Request) -> Response:
+    return await web.delete(req, services)
+
+
+@app.route(route=INSTANCE, methods=["DELETE"])
+async def delete_instance(req: Request) -> Response:
+    return await web.delete(req, services)
+
+
+# --- Jobs ------------------------------------------------------------------------------------
+
+
+@app.queue_trigger(arg_name="msg", queue_name=web.CLEANUP_QUEUE, connection="AzureWebJobsStorage")
+async def jobs_cleanup_blob(msg: func.QueueMessage) -> None:
+    await web.cleanup_blob(msg.get_json(), services)
+
+
+# --- Anything else: 404 naming the supported versions (lowest route precedence) --------------
+
+
+@app.route(route="{*path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
+async def unknown_route(req: Request) -> Response:
+    return await web.unknown_route(req)
