@@ -34,21 +34,34 @@ install_orthanc() {
     return
   fi
   log "installing orthanc and orthanc-dicomweb with apt-get"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-    orthanc orthanc-dicomweb >&2
+  local packages=(orthanc orthanc-dicomweb)
+  # On a fresh machine the package lists may be missing: update once, then retry.
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+    "${packages[@]}" >&2; then
+    apt-get update >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      "${packages[@]}" >&2
+  fi
   stop_debian_service
 }
 
 # The package's postinst may start the system service (where policy-rc.d allows it). It binds
-# 8042 and 4242 with the /var/lib/orthanc database, so it must not be what we measure.
+# 8042 and 4242 with the /var/lib/orthanc database, so it must not be what we measure. Only
+# the service itself is stopped (systemd unit, or the process in the init script's pidfile):
+# matching processes by name would also hit the Orthanc this script started.
 stop_debian_service() {
-  if [[ -x /etc/init.d/orthanc ]] && /etc/init.d/orthanc status >/dev/null 2>&1; then
-    log "stopping the Debian orthanc service started by the package"
-    if command -v systemctl >/dev/null && systemctl is-active --quiet orthanc 2>/dev/null; then
-      systemctl stop orthanc >&2
-    else
-      /etc/init.d/orthanc stop >&2 || true
-    fi
+  if [[ -d /run/systemd/system ]] && systemctl is-active --quiet orthanc 2>/dev/null; then
+    log "stopping the Debian orthanc service (systemd)"
+    systemctl stop orthanc >&2
+    return
+  fi
+  local pid=""
+  if [[ -r /run/orthanc.pid ]]; then
+    read -r pid </run/orthanc.pid || true
+  fi
+  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && [[ -x /etc/init.d/orthanc ]]; then
+    log "stopping the Debian orthanc service (pid $pid)"
+    /etc/init.d/orthanc stop >&2 || true
   fi
 }
 

@@ -401,7 +401,9 @@ def run_small(
         clock["cpu0"], clock["t0"] = time.process_time(), time.perf_counter()
         clock["deadline"] = clock["t0"] + time_limit
 
-    start_line = threading.Barrier(concurrency, action=start_clock)
+    # The timeout only matters if a warm-up hangs; the barrier then breaks instead of waiting.
+    start_line = threading.Barrier(concurrency, action=start_clock, timeout=request_timeout + 30)
+    crashes: list[BaseException] = []
 
     def worker(slot: int) -> None:
         local = PhaseResult(name="", concurrency=concurrency)
@@ -416,6 +418,9 @@ def run_small(
                     break
                 status, detail = poster.post(bodies[index], headers)
                 local.record(status, len(bodies[index]), detail)
+        except BaseException as error:  # a bug, not a failed request: report it from main
+            crashes.append(error)
+            start_line.abort()  # release the other threads rather than leave them waiting
         finally:
             poster.close()
         with lock:
@@ -436,6 +441,8 @@ def run_small(
             thread.join()
         result.seconds = time.perf_counter() - clock["t0"]
         result.client_cpu = time.process_time() - clock["cpu0"]
+    if crashes:
+        raise RuntimeError(f"a client thread crashed: {crashes[0]!r}") from crashes[0]
     if probe is not None:
         result.rss_baseline, result.rss_peak = probe.baseline, probe.peak
         result.server_cpu = probe.cpu_seconds

@@ -31,7 +31,7 @@ class RouteTemplate:
         found = self.pattern.fullmatch(path.strip("/"))
         if found is None:
             return None
-        return {name: value for name, value in found.groupdict().items() if value is not None}
+        return {name: value for name, value in found.groupdict().items() if value}
 
 
 def compile_template(template: str) -> RouteTemplate:

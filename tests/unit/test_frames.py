@@ -1,0 +1,65 @@
+"""Frame byte ranges computed at store time equal the frames pydicom extracts itself."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.encaps import generate_frames
+
+from dicom_core.domain.instance import parse_instance
+from tests.factories import make_instance
+
+FILES = [
+    "CT_small.dcm",  # native, one frame
+    "emri_small.dcm",  # native, 10 frames
+    "MR_small_bigendian.dcm",  # native, big endian
+    "JPEG2000.dcm",  # encapsulated, one frame
+    "SC_rgb_rle_2frame.dcm",  # RLE, one fragment per frame
+    "emri_small_jpeg_2k_lossless.dcm",  # J2K, 10 frames
+    "SC_rgb_jpeg_dcmtk.dcm",  # JPEG baseline
+]
+
+
+def _frames_read_back(path: Path) -> list[bytes]:
+    parsed = parse_instance(path)
+    assert parsed.frames is not None
+    data = path.read_bytes()
+    return [
+        b"".join(data[offset : offset + length] for offset, length in fragments)
+        for fragments in parsed.frames.fragments
+    ]
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_frame_index_matches_pydicom_frames(name: str, tmp_path: Path) -> None:
+    source = get_testdata_file(name)
+    assert source is not None
+    path = tmp_path / name
+    shutil.copy(source, path)
+    ds = dcmread(path)
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    if ds.file_meta.TransferSyntaxUID.is_encapsulated:
+        expected = list(generate_frames(ds.PixelData, number_of_frames=count))
+        got = [frame.rstrip(b"\x00") for frame in _frames_read_back(path)]
+        assert got == [frame.rstrip(b"\x00") for frame in expected]
+    else:
+        size = len(ds.PixelData) // count
+        expected = [ds.PixelData[i * size : (i + 1) * size] for i in range(count)]
+        assert _frames_read_back(path) == expected
+
+
+def test_instance_without_pixel_data_has_no_frames(tmp_path: Path) -> None:
+    path = tmp_path / "no-pixels.dcm"
+    path.write_bytes(make_instance(PixelData=None))
+    assert parse_instance(path).frames is None
+
+
+def test_multiframe_instance_has_one_range_per_frame(tmp_path: Path) -> None:
+    path = tmp_path / "multi.dcm"
+    path.write_bytes(make_instance(rows=4, columns=3, frames=5))
+    frames = parse_instance(path).frames
+    assert frames is not None and frames.count == 5 and frames.frame_length == 4 * 3 * 2
