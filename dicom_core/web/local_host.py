@@ -74,27 +74,28 @@ def read_registry(app: func.FunctionApp) -> tuple[list[HttpFunction], list[Queue
     http: list[HttpFunction] = []
     queues: list[QueueFunction] = []
     for function in app.get_functions():
-        trigger = function.get_trigger()
+        trigger: Any = function.get_trigger()
+        name = str(function.get_function_name())
         user_function = function.get_user_function()
         kind = type(trigger).__name__
         if kind == "HttpTrigger":
             methods = trigger.methods or list(func.HttpMethod)
             http.append(
                 HttpFunction(
-                    name=function.get_function_name(),
-                    route=compile_template(trigger.route or function.get_function_name()),
+                    name=name,
+                    route=compile_template(str(trigger.route or name)),
                     methods=frozenset(str(getattr(m, "value", m)).upper() for m in methods),
                     handler=user_function,
-                    arg_name=trigger.name,
+                    arg_name=str(trigger.name),
                 )
             )
         elif kind == "QueueTrigger":
             queues.append(
                 QueueFunction(
-                    name=function.get_function_name(),
-                    queue=trigger.queue_name,
+                    name=name,
+                    queue=str(trigger.queue_name),
                     handler=user_function,
-                    arg_name=trigger.name,
+                    arg_name=str(trigger.name),
                 )
             )
         else:

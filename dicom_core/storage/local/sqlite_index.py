@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from dicom_core.domain.identifiers import blob_key_for
 from dicom_core.domain.model import (
@@ -37,16 +38,16 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _record(row: sqlite3.Row | tuple[object, ...]) -> InstanceRecord:
+def _record(row: tuple[Any, ...]) -> InstanceRecord:
     (study, series, sop, watermark, sop_class, ts, blob_key, size, frames, created) = row
     return InstanceRecord(
         key=InstanceKey(str(study), str(series), str(sop)),
-        watermark=int(watermark),  # type: ignore[call-overload]
+        watermark=int(watermark),
         sop_class_uid=str(sop_class or ""),
         transfer_syntax_uid=str(ts or ""),
         blob_key=str(blob_key),
-        file_size=int(size or 0),  # type: ignore[call-overload]
-        frames=FrameIndex.from_json(frames) if frames else None,  # type: ignore[arg-type]
+        file_size=int(size or 0),
+        frames=FrameIndex.from_json(frames) if frames else None,
         created_at=str(created),
     )
 
