@@ -61,7 +61,9 @@ def build_services(settings: Settings) -> Services:
         index=index,
         blobs=blobs,
         queue=queue,
-        staging=StagingArea(settings.effective_staging_dir),
+        staging=StagingArea(
+            settings.effective_staging_dir, stale_seconds=settings.stale_create_seconds
+        ),
         janitor=janitor,
         store=StoreService(index, blobs, janitor),
         delete=DeleteService(index, janitor),

@@ -105,6 +105,9 @@ class Reservation:
     watermark: int
     blob_key: str
     upsert: bool
+    # Files of abandoned attempts (a crash between writing the file and committing) whose
+    # reservations this one took over; the store deletes them.
+    abandoned_blob_keys: tuple[str, ...] = ()
 
 
 JsonDict = dict[str, Any]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import BinaryIO
@@ -75,9 +76,18 @@ class PartSpool:
 class StagingArea:
     """Creates spool files in one directory and removes whatever a request leaves behind."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, stale_seconds: float = 3600) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
+        self._remove_stale(stale_seconds)
+
+    def _remove_stale(self, stale_seconds: float) -> None:
+        """Remove spool files a crashed process left behind (older than any live request)."""
+        cutoff = time.time() - stale_seconds
+        for leftover in self.directory.glob("*.part"):
+            with contextlib.suppress(OSError):
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
 
     def new_part(self) -> PartSpool:
         return PartSpool(self.directory / f"{uuid.uuid4().hex}.part")

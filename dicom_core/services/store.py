@@ -225,6 +225,8 @@ class StoreService:
                 key.sop_uid,
                 ("The same instance is being stored by another request.",),
             )
+        for abandoned in reservation.abandoned_blob_keys:
+            await self._delete_blob(abandoned)
         stored = StoredInstance(
             key=key,
             sop_class_uid=parsed.sop_class_uid,

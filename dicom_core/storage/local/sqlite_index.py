@@ -79,18 +79,20 @@ class SqliteIndexStore:
         now = _now()
         with self._db.transaction() as conn:
             rows = conn.execute(
-                "SELECT watermark, status, created_at FROM instance"
+                "SELECT watermark, status, created_at, blob_key FROM instance"
                 " WHERE study_uid = ? AND series_uid = ? AND sop_uid = ?",
                 (key.study_uid, key.series_uid, key.sop_uid),
             ).fetchall()
-            for watermark, status, created_at in rows:
+            abandoned: list[str] = []
+            for watermark, status, created_at, old_blob in rows:
                 if status == CREATED and not upsert:
                     raise InstanceExists(key)
                 if status == CREATING:
                     if not self._is_stale(created_at):
                         raise InstanceBeingCreated(key)
-                    # A crashed attempt: its reservation (and any file) is abandoned.
+                    # A crashed attempt: take over its reservation; its file is deleted.
                     conn.execute("DELETE FROM instance WHERE watermark = ?", (watermark,))
+                    abandoned.append(str(old_blob))
             cursor = conn.execute(
                 "INSERT INTO instance (study_uid, series_uid, sop_uid, status, created_at,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -101,7 +103,13 @@ class SqliteIndexStore:
             conn.execute(
                 "UPDATE instance SET blob_key = ? WHERE watermark = ?", (blob_key, watermark)
             )
-        return Reservation(key=key, watermark=watermark, blob_key=blob_key, upsert=upsert)
+        return Reservation(
+            key=key,
+            watermark=watermark,
+            blob_key=blob_key,
+            upsert=upsert,
+            abandoned_blob_keys=tuple(abandoned),
+        )
 
     def _is_stale(self, created_at: str) -> bool:
         created = datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp()
