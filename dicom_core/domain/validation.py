@@ -62,6 +62,12 @@ _SPECIFIC_CHARACTER_SET = 0x00080005
 _PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 # Groups that never belong to the data set proper: command elements and file meta information.
 _SKIPPED_GROUPS = frozenset({0x0000, 0x0002})
+# The first four bytes of a sequence's value: an item, or the delimiter of an empty sequence.
+_ITEM_TAG_LE = b"\xfe\xff\x00\xe0"
+_ITEM_TAG_BE = b"\xff\xfe\xe0\x00"
+_SEQ_END_LE = b"\xfe\xff\xdd\xe0"
+_SEQ_END_BE = b"\xff\xfe\xe0\xdd"
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 
 # Binary VRs: pydicom hands us opaque bytes and PS3.5 puts no constraint we could check.
 _OPAQUE_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
@@ -518,10 +524,10 @@ def _numbers_problem(value: object, vr: str) -> str | None:
         where = f"value {index} " if len(items) > 1 else ""
         if vr in ("FL", "FD"):
             if not isinstance(item, Real) or isinstance(item, bool):
-                return f"{where}{item!r:.{_SHOWN_CHARS}} is not a number, which {vr} needs"
+                return f"{where}{_show(repr(item))} is not a number, which {vr} needs"
             continue
         if not isinstance(item, Integral) or isinstance(item, bool):
-            return f"{where}{item!r:.{_SHOWN_CHARS}} is not an integer, which {vr} needs"
+            return f"{where}{_show(repr(item))} is not an integer, which {vr} needs"
         if not low <= int(item) <= high:
             return f"{where}{int(item)} is outside the range {low} to {high} of {vr}"
     return None
@@ -546,15 +552,52 @@ def _first_value_problem(values: list[str], vr: str) -> str | None:
     return None
 
 
+def _free_text_problem(value: str, vr: str) -> str | None:
+    """ST/LT carry free text; only their maximum length in characters is enforced."""
+    trimmed = value.rstrip(_PADDING)
+    limit = _TEXT_MAX_CHARS[vr]
+    if len(trimmed) > limit:
+        return f"{_show(trimmed)} is {len(trimmed)} characters long; at most {limit} are allowed"
+    return None
+
+
+def _parse_raw_sequence(raw: RawDataElement, ds: Dataset | None, charset: _Charset) -> DataElement:
+    """Parse a still-raw sequence without touching ``ds``, refusing what pydicom glosses over.
+
+    pydicom's item reader is forgiving: it takes any 8 bytes as an item header. A sequence whose
+    value does not open with an item tag is reported rather than validated as if it were sound.
+    Truncated elements inside the items are caught by :func:`_truncation_problem` as they are
+    checked.
+    """
+    data = raw.value
+    if isinstance(data, bytes | bytearray) and data:
+        header = bytes(data[:4])
+        little = (_ITEM_TAG_LE, _SEQ_END_LE)
+        big = (_ITEM_TAG_BE, _SEQ_END_BE)
+        if header not in (little if raw.is_little_endian else big):
+            raise _Unreadable(f"sequence does not start with an item tag (found {header!r})")
+    try:
+        return convert_raw_data_element(raw, encoding=list(charset.codecs), ds=ds)
+    except Exception as exc:
+        raise _Unreadable(f"sequence could not be parsed ({type(exc).__name__})") from exc
+
+
+def _truncation_problem(elem: DataElement | RawDataElement) -> str | None:
+    """A raw value shorter than its declared length: pydicom keeps what it got, silently."""
+    if not isinstance(elem, RawDataElement) or elem.length == _UNDEFINED_LENGTH:
+        return None
+    data = elem.value
+    if isinstance(data, bytes | bytearray) and len(data) < elem.length:
+        return f"value is truncated ({len(data)} of {elem.length} declared bytes present)"
+    return None
+
+
 def _sequence_problem(
     elem: DataElement | RawDataElement, ds: Dataset | None, charset: _Charset
 ) -> str | None:
     """Depth-first search of the items; the first nested problem stands for the sequence."""
     if isinstance(elem, RawDataElement):
-        try:
-            elem = convert_raw_data_element(elem, encoding=list(charset.codecs), ds=ds)
-        except Exception as exc:
-            raise _Unreadable(f"sequence could not be parsed ({type(exc).__name__})") from exc
+        elem = _parse_raw_sequence(elem, ds, charset)
     items = elem.value
     if items is None:
         return None
@@ -576,6 +619,9 @@ def _check(elem: DataElement | RawDataElement, ds: Dataset | None, charset: _Cha
         vr = _effective_vr(_resolve_vr(elem, ds))
         if vr in _OPAQUE_VRS or tag in _PIXEL_DATA_TAGS:
             return None
+        truncated = _truncation_problem(elem)
+        if truncated is not None:
+            return f"{_label(tag)}: {truncated}"
         if vr == "SQ":
             reason = _sequence_problem(elem, ds, charset)
             return None if reason is None else f"{_label(tag)} > {reason}"
@@ -584,7 +630,7 @@ def _check(elem: DataElement | RawDataElement, ds: Dataset | None, charset: _Cha
         else:
             values = _text_values(elem.value, vr, charset)
             if vr in _TEXT_MAX_CHARS and values:
-                reason = _first_length_problem(values[0], vr)
+                reason = _free_text_problem(values[0], vr)
             elif vr in _UNCHECKED_TEXT_VRS:
                 reason = None
             else:
@@ -592,17 +638,8 @@ def _check(elem: DataElement | RawDataElement, ds: Dataset | None, charset: _Cha
     except _Unreadable as exc:
         reason = str(exc)
     except Exception as exc:
-        reason = f"value could not be read ({type(exc).__name__}: {str(exc)[:_SHOWN_CHARS]})"
+        reason = f"value could not be read ({type(exc).__name__}: {_show(str(exc))})"
     return None if reason is None else f"{_label(tag)}: {reason}"
-
-
-def _first_length_problem(value: str, vr: str) -> str | None:
-    """ST/LT carry free text; only their maximum length in characters is enforced."""
-    trimmed = value.rstrip(_PADDING)
-    limit = _TEXT_MAX_CHARS[vr]
-    if len(trimmed) > limit:
-        return f"{_show(trimmed)} is {len(trimmed)} characters long; at most {limit} are allowed"
-    return None
 
 
 def _skipped(tag: int) -> bool:
