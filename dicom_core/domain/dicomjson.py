@@ -6,15 +6,16 @@ time and kept with the instance; metadata requests never re-read the stored file
 
 Why this module does not simply call pydicom's ``DataElement.to_json_dict`` per element: doing
 so first turns every raw element into a ``DataElement`` holding value objects (``IS``,
-``DSfloat``, ``PersonName``, ``UID``...) and then unpicks them again, about 20 us an element,
-which capped store throughput. Elements still in the raw form ``dcmread`` leaves them in are
-therefore converted here straight from their bytes, following pydicom's decoding rules (the
-same padding strips, the same character set handling, the same retry as text when a number
-does not parse) so the values match what pydicom would give. Everything unusual goes through
-pydicom's own conversion instead, so the result never depends on which path was taken:
-sequences, ambiguous VRs (their VR depends on other elements), LUT descriptors (pydicom adjusts
-their first value), deferred values, elements already converted, and any pydicom
-configuration or hook that changes decoding.
+``DSfloat``, ``PersonName``, ``UID``...), parses raw sequences into item datasets, and then
+unpicks it all again, about 25 us an element, which capped store throughput. Elements still in
+the raw form ``dcmread`` leaves them in (sequences of defined length included) are therefore
+converted here straight from their bytes, following pydicom's decoding rules (the same
+padding strips, the same character set handling, the same retry as text when a number does
+not parse) so the values match what pydicom would give. Everything unusual goes through
+pydicom's own conversion instead, so the result does not depend on which path was taken:
+ambiguous VRs (their VR depends on other elements), LUT descriptors (pydicom adjusts their
+first value), deferred values, sequences not laid out plainly, elements already converted,
+and any pydicom configuration or hook that changes decoding.
 
 Where pydicom's JSON is wrong per PS3.18 F.2, or where it raised, this module differs on
 purpose (each case is tested in tests/unit/test_dicomjson.py):
@@ -44,11 +45,23 @@ from typing import Any, Final
 import orjson
 import pydicom.valuerep
 from pydicom import config
-from pydicom.charset import decode_bytes, default_encoding
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom._dicom_dict import DicomDictionary  # the table pydicom's VR lookup reads first
+from pydicom.charset import convert_encodings, decode_bytes, default_encoding
+from pydicom.datadict import dictionary_VR, private_dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.hooks import hooks, raw_element_value, raw_element_vr
-from pydicom.valuerep import DA, DT, TEXT_VR_DELIMS, TM, DSfloat, PersonName
+from pydicom.tag import BaseTag
+from pydicom.valuerep import (
+    DA,
+    DT,
+    EXPLICIT_VR_LENGTH_16,
+    EXPLICIT_VR_LENGTH_32,
+    TEXT_VR_DELIMS,
+    TM,
+    DSfloat,
+    PersonName,
+)
 
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW"})
 
@@ -63,7 +76,7 @@ _JSON_VRS: Final = frozenset(
     }
 )  # fmt: skip
 # Dropped as soon as the VR is known, without converting the value. "US or OW" is not here:
-# pydicom may resolve it to US (LUT Data with 8-bit entries), which is then kept.
+# pydicom resolves LUT Data to US when the LUT Descriptor gives one entry, which is kept.
 _DROP_UNCONVERTED: Final = (BINARY_VRS - {"US or OW"}) | {"US or SS or OW"}
 # pydicom adds 65536 to a negative first value of these (LUT descriptors read as SS), so
 # they are left to pydicom.
@@ -81,8 +94,8 @@ _DEFAULT_ENCODINGS: Final = [default_encoding]
 _LATIN1: Final = "latin-1"
 
 
-class _NotANumber(Exception):
-    """A numeric value that cannot become a JSON number: the element keeps only its VR."""
+class _Unconvertible(Exception):
+    """A value that cannot become a JSON value: the element keeps only its VR."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,7 +133,7 @@ def _json_int(value: int) -> int:
     """Refuse integers that orjson cannot write, so that serialising never raises."""
     if _JSON_INT_MIN <= value <= _JSON_INT_MAX:
         return value
-    raise _NotANumber
+    raise _Unconvertible
 
 
 def _decode(value: bytes, encodings: list[str]) -> str:
@@ -154,8 +167,8 @@ def _raw_ae(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonOb
 
 
 def _raw_ui(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonObject:
-    """UI: the value is padded with a NUL (or, wrongly, a space)."""
-    return _strings(vr, value.decode(_LATIN1).rstrip("\x00 ").split("\\"))
+    """UI: NUL (or space) padding off the value, and pydicom's ``UID`` strips each UID."""
+    return _strings(vr, [uid.strip() for uid in value.decode(_LATIN1).rstrip("\x00 ").split("\\")])
 
 
 def _raw_ur(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonObject:
@@ -172,7 +185,11 @@ def _raw_text(vr: str, value: bytes, little: bool, encodings: list[str]) -> Json
 
 def _raw_multi_text(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonObject:
     """LO, SH, UC: decoded once, then split; padding is stripped from each value."""
-    return _strings(vr, [part.rstrip("\x00 ") for part in _decode(value, encodings).split("\\")])
+    text = _decode(value, encodings)
+    if "\\" not in text:  # the usual single value, without building lists
+        text = text.rstrip("\x00 ")
+        return {"vr": vr, "Value": [text]} if text else {"vr": vr}
+    return _strings(vr, [part.rstrip("\x00 ") for part in text.split("\\")])
 
 
 def _raw_pn(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonObject:
@@ -217,7 +234,7 @@ def _numbers_from_text(
     parts = [part.rstrip("\x00 ") for part in _decode(value, encodings).split("\\")]
     try:
         values = [number(part) if part else None for part in parts]
-    except (ValueError, OverflowError, _NotANumber):
+    except (ValueError, OverflowError, _Unconvertible):
         return {"vr": vr}
     return _finish(vr, values)
 
@@ -234,7 +251,7 @@ def _raw_is(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonOb
         values = [_integer_string(part) for part in parts]
     except ValueError:
         return _numbers_from_text(vr, value, encodings, _int_text)
-    except (OverflowError, _NotANumber):  # "inf", "1e400", > 64 bits: pydicom raised
+    except (OverflowError, _Unconvertible):  # "inf", "1e400", > 64 bits: pydicom raised
         return {"vr": vr}
     return _finish(vr, values)
 
@@ -271,15 +288,16 @@ def _raw_at(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonOb
 def _raw_binary_numbers(code: str, size: int) -> _RawConverter:
     """US, SS, UL, SL, FL, FD, SV, UV: fixed-size binary numbers in the transfer syntax's
     byte order. pydicom raised when the length is not a multiple of the size."""
+    single = {True: struct.Struct(f"<{code}").unpack, False: struct.Struct(f">{code}").unpack}
 
     def convert(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonObject:
         length = len(value)
+        if length == size:  # by far the most common case
+            return {"vr": vr, "Value": list(single[little](value))}
         if length % size or not length:
             return {"vr": vr}
-        return {
-            "vr": vr,
-            "Value": list(struct.unpack(f"{'<' if little else '>'}{length // size}{code}", value)),
-        }
+        numbers = struct.unpack(f"{'<' if little else '>'}{length // size}{code}", value)
+        return {"vr": vr, "Value": list(numbers)}
 
     return convert
 
@@ -321,8 +339,11 @@ _RAW_CONVERTERS: Final[dict[str, _RawConverter]] = {
 def _element_values(value: Any) -> list[Any] | None:
     """The values of a converted element as a list, or ``None`` when it is empty.
 
-    Mirrors ``DataElement.VM``: strings, bytes and person names are one value unless empty,
-    anything else iterable holds its values, anything else is one value.
+    Mirrors ``DataElement.VM`` and ``to_json_dict``: strings, bytes and person names are one
+    value unless empty, other iterables hold their values, anything else is one value. A
+    container holding a single value stays wrapped, as in ``to_json_dict`` (pydicom unwraps
+    single values on assignment; only its AT reading of 5 to 7 bytes leaves one wrapped,
+    and that element then has just its VR, whichever path converts it).
     """
     if value is None:
         return None
@@ -331,6 +352,8 @@ def _element_values(value: Any) -> list[Any] | None:
     try:
         values = list(value)
     except TypeError:
+        return [value]
+    if len(values) == 1:
         return [value]
     return values or None
 
@@ -359,12 +382,12 @@ def _text_value(value: Any) -> Any:
         return str(value) or None
     if isinstance(value, int | float):
         return value
-    raise _NotANumber
+    raise _Unconvertible
 
 
 def _from_element(elem: DataElement, fast: bool) -> JsonObject | None:
     """The attribute object of a converted element, or ``None`` when it is left out."""
-    vr = elem.VR
+    vr = str(elem.VR)  # pydicom's VR enum, as the plain string the raw path gives
     if vr == "SQ":
         try:
             items = [_dataset(item, fast) for item in elem.value or ()]
@@ -396,14 +419,236 @@ def _from_element(elem: DataElement, fast: bool) -> JsonObject | None:
 def _via_pydicom(ds: Dataset, tag: int, vr: str | None, fast: bool) -> JsonObject | None:
     """Convert one element with pydicom (``ds[tag]``, which also resolves ambiguous VRs).
 
-    If pydicom raises (a wrong value length, an ambiguous VR it cannot resolve...), the
-    element keeps only its VR, or is left out when that VR is not one JSON can carry.
+    If pydicom raises (a wrong value length, an ambiguous VR it cannot resolve, an unusable
+    Specific Character Set...), the element keeps only its VR, or is left out when that VR
+    is not one JSON can carry.
     """
     try:
         elem = ds[tag]
     except Exception:  # never fail the whole dataset for one element
+        # The VR as far as pydicom got: still raw, or converted with its VR corrected
+        # before the value failed ("US or SS" that became US, holding 3 bytes).
+        partial = ds._dict.get(BaseTag(tag))
+        if isinstance(partial, DataElement):
+            vr = str(partial.VR)
+        elif isinstance(partial, RawDataElement):
+            try:
+                vr = _raw_vr(ds, partial)
+            except Exception:  # no VR to report: leave the element out
+                return None
         return {"vr": vr} if vr in _JSON_VRS else None
     return _from_element(elem, fast)
+
+
+def _raw_vr(ds: Dataset, raw: RawDataElement) -> str:
+    """The VR pydicom gives a raw element: the explicit one, else its own lookup (implicit
+    VR, or UN it replaces by the dictionary VR, private dictionaries keyed by the creator)."""
+    vr = raw.VR
+    if vr is None or vr == "UN":
+        found: dict[str, Any] = {}
+        raw_element_vr(raw, found, ds=ds)
+        vr = found["VR"]
+    return str(vr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw sequences.
+#
+# pydicom keeps a sequence of defined length as raw bytes until it is accessed, then parses
+# it into item datasets (``convert_SQ``), which costs more than converting the items. Such
+# sequences are parsed here instead, for the well-formed layout only: items and elements
+# that end exactly where their lengths say, known explicit VRs, no undefined lengths inside
+# items. Anything else (and anything needing the item as a pydicom dataset: ambiguous VRs,
+# LUT descriptors) raises _Unsupported and pydicom parses the whole sequence as before.
+
+
+class _Unsupported(Exception):
+    """A raw sequence not parsed here exactly as pydicom would parse it."""
+
+
+_ParsedItem = dict[int, tuple[str | None, int, bytes]]
+
+_ITEM: Final = 0xFFFEE000
+_ITEM_END: Final = 0xFFFEE00D
+_SEQUENCE_END: Final = 0xFFFEE0DD
+_UNDEFINED_LENGTH: Final = 0xFFFFFFFF
+_LONG_LENGTH_VRS: Final = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
+_SHORT_LENGTH_VRS: Final = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_16)
+_IMPLICIT_HEADER: Final = {True: struct.Struct("<HHL"), False: struct.Struct(">HHL")}
+_EXPLICIT_HEADER: Final = {True: struct.Struct("<HH2sH"), False: struct.Struct(">HH2sH")}
+_LONG_LENGTH: Final = {True: struct.Struct("<L"), False: struct.Struct(">L")}
+
+
+def _parse_items(value: bytes, little: bool, implicit: bool) -> list[_ParsedItem]:
+    """Split a sequence value into items of ``{tag: (VR or None, length, value)}``.
+
+    As in pydicom, a sequence delimiter ends the sequence, and a tag repeated in an item
+    keeps its last occurrence.
+    """
+    header = _IMPLICIT_HEADER[little]
+    items: list[_ParsedItem] = []
+    position, end = 0, len(value)
+    while position < end:
+        if end - position < 8:
+            raise _Unsupported
+        group, element, length = header.unpack_from(value, position)
+        position += 8
+        tag = group << 16 | element
+        if tag == _SEQUENCE_END:
+            break
+        if tag != _ITEM:
+            raise _Unsupported
+        if length == _UNDEFINED_LENGTH:
+            item, position = _parse_item(value, position, None, little, implicit)
+        elif length > end - position:
+            raise _Unsupported
+        else:
+            item, position = _parse_item(value, position, position + length, little, implicit)
+        items.append(item)
+    return items
+
+
+def _parse_item(
+    value: bytes, position: int, stop: int | None, little: bool, implicit: bool
+) -> tuple[_ParsedItem, int]:
+    """The elements of one item, from ``position`` to ``stop`` or to its item delimiter."""
+    elements: _ParsedItem = {}
+    limit = len(value) if stop is None else stop
+    implicit_header = _IMPLICIT_HEADER[little]
+    explicit_header = _EXPLICIT_HEADER[little]
+    first = True
+    vr: str | None = None
+    while stop is None or position < stop:
+        if limit - position < 8:
+            raise _Unsupported
+        if implicit:
+            group, element, length = implicit_header.unpack_from(value, position)
+        else:
+            group, element, vr_bytes, length = explicit_header.unpack_from(value, position)
+        position += 8
+        tag = group << 16 | element
+        if tag == _ITEM_END:
+            if stop is not None or not (implicit or vr_bytes == b"\x00\x00"):
+                raise _Unsupported
+            return elements, position
+        if not implicit:
+            if first and not (0x40 < vr_bytes[0] < 0x5B and 0x40 < vr_bytes[1] < 0x5B):
+                raise _Unsupported  # pydicom would read this item as implicit VR
+            vr = vr_bytes.decode(_LATIN1)
+            if vr in _LONG_LENGTH_VRS:
+                if limit - position < 4:
+                    raise _Unsupported
+                (length,) = _LONG_LENGTH[little].unpack_from(value, position)
+                position += 4
+            elif vr not in _SHORT_LENGTH_VRS:
+                raise _Unsupported
+        first = False
+        if length > limit - position:  # also an undefined length
+            raise _Unsupported
+        elements[tag] = (vr, length, value[position : position + length])
+        position += length
+    return elements, position
+
+
+def _private_creator(elements: _ParsedItem, tag: int, encodings: list[str]) -> str:
+    """The private creator value pydicom would look a private tag's VR up with."""
+    found = elements.get(tag)
+    if found is None:
+        return ""
+    vr, length, value = found
+    if vr not in (None, "LO", "UN") or not 0x0010 <= tag & 0xFFFF < 0x0100:
+        raise _Unsupported  # the creator would not be read as LO
+    if vr == "UN" and not config.replace_un_with_known_vr:
+        raise _Unsupported
+    if not length:
+        return ""
+    names = _decode(value, encodings).split("\\")
+    if len(names) != 1:
+        raise _Unsupported  # pydicom would look the VR up with a list of names
+    return names[0].rstrip("\x00 ")
+
+
+def _item_vr(
+    tag: int, vr: str | None, value: bytes, elements: _ParsedItem, encodings: list[str]
+) -> str:
+    """The VR of an item element with an implicit or UN VR, as pydicom's lookup finds it."""
+    if (tag >> 16) & 1:  # private
+        if vr == "UN" and not config.replace_un_with_known_vr:
+            return "UN"
+        element = tag & 0xFFFF
+        if 0x0010 <= element < 0x0100:
+            return "LO"  # a private creator
+        if not element & 0xFF00:
+            return "UN"
+        creator = _private_creator(elements, (tag & 0xFFFF0000) | element >> 8, encodings)
+        try:
+            return private_dictionary_VR(BaseTag(tag), creator) if creator else "UN"
+        except KeyError:
+            return "UN"
+    if vr == "UN" and (not config.replace_un_with_known_vr or len(value) >= 0xFFFF):
+        return "UN"
+    entry = DicomDictionary.get(tag)
+    if entry is not None:
+        return entry[0]
+    try:
+        return dictionary_VR(tag)  # repeating groups
+    except KeyError:
+        return "UL" if not tag & 0xFFFF else "UN"
+
+
+def _item_encodings(
+    charset: tuple[str | None, int, bytes], little: bool, implicit: bool
+) -> list[str]:
+    """The character sets of an item with its own Specific Character Set (pydicom's)."""
+    vr, length, value = charset
+    raw = RawDataElement(BaseTag(_SPECIFIC_CHARACTER_SET), vr, length, value, 0, implicit, little)
+    encodings = convert_encodings(convert_raw_data_element(raw).value)
+    if not encodings:
+        raise _Unsupported
+    return [encodings] if isinstance(encodings, str) else list(encodings)
+
+
+def _sequence_json(value: bytes, little: bool, implicit: bool, encodings: list[str]) -> JsonObject:
+    """The attribute object of a raw sequence value (raises _Unsupported)."""
+    items = [
+        _item_json(item, little, implicit, encodings)
+        for item in _parse_items(value, little, implicit)
+    ]
+    return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+
+
+def _item_json(
+    elements: _ParsedItem, little: bool, implicit: bool, encodings: list[str]
+) -> JsonObject:
+    """The DICOM JSON object of one parsed item (raises _Unsupported)."""
+    charset = elements.get(_SPECIFIC_CHARACTER_SET)
+    if charset is not None:
+        encodings = _item_encodings(charset, little, implicit)
+    out: JsonObject = {}
+    for tag in sorted(elements):
+        if tag >> 16 == 0x0002 or not tag & 0xFFFF:
+            continue
+        vr, length, value = elements[tag]
+        if vr is None or vr == "UN":
+            vr = _item_vr(tag, vr, value, elements, encodings)
+        if vr in _DROP_UNCONVERTED:
+            continue
+        key = f"{tag:08X}"
+        if not length:
+            if vr not in _JSON_VRS:
+                raise _Unsupported
+            out[key] = {"vr": vr}
+        elif vr == "SQ":
+            out[key] = _sequence_json(value, little, implicit, encodings)
+        else:
+            convert = _RAW_CONVERTERS.get(vr)
+            if convert is None or tag in _LUT_DESCRIPTOR_TAGS:
+                raise _Unsupported
+            if tag == _SPECIFIC_CHARACTER_SET:
+                out[key] = convert(vr, value, little, _DEFAULT_ENCODINGS)
+            else:
+                out[key] = convert(vr, value, little, encodings)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,11 +659,13 @@ def _fast_path_applies() -> bool:
     """Whether pydicom is configured as the raw converters assume (its defaults).
 
     Anything that changes how pydicom decodes values (a RAISE validation mode, date/time or
-    numpy conversion, Decimal DS, empty values as None, element callbacks or hooks) sends
-    every element through pydicom, so the output follows the configuration as before.
+    numpy conversion, Decimal DS, empty values as None, wrong lengths as UN, element
+    callbacks or hooks) sends every element through pydicom, so the output follows the
+    configuration as before. (``replace_un_with_known_vr`` is honoured by both paths.)
     """
     return (
         config.settings.reading_validation_mode in (config.WARN, config.IGNORE)
+        and not config.convert_wrong_length_to_UN
         and not config.datetime_conversion
         and not config.use_DS_numpy
         and not config.use_IS_numpy
@@ -437,7 +684,9 @@ def _encodings(ds: Dataset) -> list[str]:
     charset = ds.original_character_set or ds._character_set
     if not charset:
         return _DEFAULT_ENCODINGS
-    return [charset] if isinstance(charset, str) else list(charset)
+    if isinstance(charset, str):
+        return [charset]
+    return charset if isinstance(charset, list) else list(charset)  # only ever read
 
 
 def _from_raw(
@@ -445,22 +694,28 @@ def _from_raw(
 ) -> JsonObject | None:
     """The attribute object of an element still in raw form, or ``None`` to leave it out."""
     vr = raw.VR
-    if vr is None or vr == "UN":
-        # Implicit VR, or UN that pydicom replaces by the dictionary VR: its own lookup,
-        # including private dictionaries keyed by the private creator.
-        found: dict[str, Any] = {}
-        raw_element_vr(raw, found, encoding=encodings, ds=ds)
-        vr = found["VR"]
+    if vr is None:
+        entry = DicomDictionary.get(tag)  # where pydicom's own lookup finds a public tag
+        vr = entry[0] if entry is not None else _raw_vr(ds, raw)
+    elif vr == "UN":
+        vr = _raw_vr(ds, raw)
     if vr in _DROP_UNCONVERTED:
         return None
     convert = _RAW_CONVERTERS.get(vr)
-    if convert is None or tag in _LUT_DESCRIPTOR_TAGS:
+    value = raw.value
+    if convert is None or tag in _LUT_DESCRIPTOR_TAGS or value is None:
+        # Sequences, ambiguous VRs, LUT descriptors, deferred values (pydicom reads those
+        # from the file); a raw sequence of defined length is parsed here if it can be.
+        if vr == "SQ" and raw.length == 0:
+            return {"vr": "SQ"}
+        if vr == "SQ" and value and raw.length != _UNDEFINED_LENGTH:
+            try:
+                return _sequence_json(value, raw.is_little_endian, raw.is_implicit_VR, encodings)
+            except Exception:  # _Unsupported, or a layout the parser did not expect
+                pass
         return _via_pydicom(ds, tag, vr, fast)
     if raw.length == 0:
         return {"vr": vr}
-    value = raw.value
-    if value is None:  # deferred read: pydicom fetches the value from the file
-        return _via_pydicom(ds, tag, vr, fast)
     if tag == _SPECIFIC_CHARACTER_SET:
         encodings = _DEFAULT_ENCODINGS
     return convert(vr, value, raw.is_little_endian, encodings)
@@ -469,17 +724,16 @@ def _from_raw(
 def _dataset(ds: Dataset, fast: bool) -> JsonObject:
     """The DICOM JSON object of one dataset or sequence item (warnings already silenced)."""
     out: JsonObject = {}
-    elements = ds._dict
     encodings = _DEFAULT_ENCODINGS
     if fast:
         try:
             encodings = _encodings(ds)
         except Exception:  # let pydicom deal with each element of this one
             fast = False
-    for tag in sorted(elements, key=int):
+    # Plain int tags: pydicom's BaseTag compares in Python, which is slow to sort and test.
+    for tag, elem in sorted([(int(tag), elem) for tag, elem in ds._dict.items()]):
         if tag >> 16 == 0x0002 or not tag & 0xFFFF:
             continue
-        elem = elements[tag]
         converted: JsonObject | None
         try:
             if isinstance(elem, DataElement):
