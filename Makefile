@@ -7,8 +7,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 PORT ?= 7071
 DATA_DIR ?= .data
+# Azurite and the Cosmos DB server (npm, pinned by tools/emulators/package-lock.json) for the
+# azure backend's tests and `make run-azure`; reinstalled only when the lock file changes.
+EMULATORS := tools/emulators/node_modules/.installed-$(shell sha1sum tools/emulators/package-lock.json | cut -c1-12)
 
-.PHONY: run test lint typecheck venv clean
+.PHONY: run run-azure test lint typecheck venv emulators clean
 
 venv: $(STAMP)
 
@@ -18,8 +21,21 @@ $(STAMP): requirements.txt requirements-dev.txt
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-* && touch $@
 
+emulators: $(EMULATORS)
+
+$(EMULATORS): tools/emulators/package.json tools/emulators/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed for Azurite and the Cosmos DB server" >&2; exit 1; }
+	@npm ci --prefix tools/emulators --no-audit --no-fund --loglevel=error
+	@rm -f tools/emulators/node_modules/.installed-* && touch $@
+
 run: $(STAMP)
 	PORT=$(PORT) DATA_DIR=$(DATA_DIR) $(PY) -m dicom_core.web.local_host
+
+# The same app on the azure backend, against Azurite and the Cosmos DB server on loopback
+# (in memory: stopping it stops them and forgets what was stored).
+run-azure: $(STAMP) $(EMULATORS)
+	PORT=$(PORT) DATA_DIR=$(DATA_DIR) $(PY) tools/emulators/launcher.py run -- \
+		$(PY) -m dicom_core.web.local_host
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -27,7 +43,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: $(STAMP)
+test: $(STAMP) $(EMULATORS)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 

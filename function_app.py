@@ -48,6 +48,76 @@ async def wado_retrieve_instance(req: Request) -> Response:
     return await web.retrieve(req, services)
 
 
+@app.route(route=STUDY + "/metadata", methods=["GET"])
+async def wado_retrieve_study_metadata(req: Request) -> Response:
+    return await web.retrieve_metadata(req, services)
+
+
+@app.route(route=SERIES + "/metadata", methods=["GET"])
+async def wado_retrieve_series_metadata(req: Request) -> Response:
+    return await web.retrieve_metadata(req, services)
+
+
+# The curl tutorial's series-metadata request drops the slash after "studies"; served as
+# written so the tutorial works unchanged.
+@app.route(route="v{version}/studies{study}/series/{series}/metadata", methods=["GET"])
+async def wado_retrieve_series_metadata_tutorial_path(req: Request) -> Response:
+    return await web.retrieve_metadata(req, services)
+
+
+@app.route(route=INSTANCE + "/metadata", methods=["GET"])
+async def wado_retrieve_instance_metadata(req: Request) -> Response:
+    return await web.retrieve_metadata(req, services)
+
+
+@app.route(route=INSTANCE + "/frames/{frames}", methods=["GET"])
+async def wado_retrieve_frames(req: Request) -> Response:
+    return await web.retrieve_frames(req, services)
+
+
+@app.route(route=INSTANCE + "/rendered", methods=["GET"])
+async def wado_retrieve_rendered_instance(req: Request) -> Response:
+    return await web.retrieve_rendered(req, services)
+
+
+@app.route(route=INSTANCE + "/frames/{frame}/rendered", methods=["GET"])
+async def wado_retrieve_rendered_frame(req: Request) -> Response:
+    return await web.retrieve_rendered(req, services)
+
+
+# --- QIDO-RS ---------------------------------------------------------------------------------
+
+
+@app.route(route="v{version}/studies", methods=["GET"])
+async def qido_search_for_studies(req: Request) -> Response:
+    return await web.search_for_studies(req, services)
+
+
+@app.route(route="v{version}/series", methods=["GET"])
+async def qido_search_for_series(req: Request) -> Response:
+    return await web.search_for_series(req, services)
+
+
+@app.route(route="v{version}/instances", methods=["GET"])
+async def qido_search_for_instances(req: Request) -> Response:
+    return await web.search_for_instances(req, services)
+
+
+@app.route(route=STUDY + "/series", methods=["GET"])
+async def qido_search_for_study_series(req: Request) -> Response:
+    return await web.search_for_series(req, services)
+
+
+@app.route(route=STUDY + "/instances", methods=["GET"])
+async def qido_search_for_study_instances(req: Request) -> Response:
+    return await web.search_for_instances(req, services)
+
+
+@app.route(route=SERIES + "/instances", methods=["GET"])
+async def qido_search_for_series_instances(req: Request) -> Response:
+    return await web.search_for_instances(req, services)
+
+
 # --- Delete ----------------------------------------------------------------------------------
 
 

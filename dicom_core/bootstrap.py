@@ -6,9 +6,14 @@ from dataclasses import dataclass
 
 from dicom_core.services.blob_cleanup import BlobJanitor
 from dicom_core.services.delete import DeleteService
+from dicom_core.services.frames import FrameService
+from dicom_core.services.metadata import MetadataService
+from dicom_core.services.rendering import RenderingService
 from dicom_core.services.retrieve import RetrieveService
+from dicom_core.services.search import SearchService
 from dicom_core.services.staging import StagingArea
 from dicom_core.services.store import StoreService
+from dicom_core.services.transcoding import TranscodingService
 from dicom_core.settings import Settings, SettingsError
 from dicom_core.storage.ports import BlobStore, IndexStore, JobQueue
 
@@ -24,6 +29,11 @@ class Services:
     store: StoreService
     delete: DeleteService
     retrieve: RetrieveService
+    search: SearchService
+    metadata: MetadataService
+    frames: FrameService
+    transcoding: TranscodingService
+    rendering: RenderingService
 
     async def close(self) -> None:
         await self.index.close()
@@ -44,18 +54,30 @@ def build_storage(settings: Settings) -> tuple[IndexStore, BlobStore, JobQueue]:
             FileBlobStore(settings.data_dir / "blobs"),
             SqliteJobQueue(db),
         )
-    raise SettingsError(
-        "DICOM_STORAGE=azure is not available in this build yet; use DICOM_STORAGE=local"
-    )
+    if settings.storage == "azure":
+        from dicom_core.storage.azure.factory import build_azure_storage
+
+        return build_azure_storage(settings)
+    raise SettingsError(f"DICOM_STORAGE={settings.storage!r} is not a known backend")
 
 
 def build_job_queue(settings: Settings) -> JobQueue:
+    if settings.storage == "azure":
+        # The queue alone: the local host's pollers need no index or blob clients.
+        from dicom_core.storage.azure.factory import build_azure_job_queue
+
+        return build_azure_job_queue(settings)
     return build_storage(settings)[2]
 
 
 def build_services(settings: Settings) -> Services:
     index, blobs, queue = build_storage(settings)
     janitor = BlobJanitor(blobs, queue)
+    # An index that deletes in several steps (Cosmos) hands the janitor the files of steps
+    # already done when a later one fails, so no file outlives its index entry.
+    set_orphan_sink = getattr(index, "set_orphan_sink", None)
+    if set_orphan_sink is not None:
+        set_orphan_sink(janitor.delete)
     return Services(
         settings=settings,
         index=index,
@@ -68,4 +90,11 @@ def build_services(settings: Settings) -> Services:
         store=StoreService(index, blobs, janitor),
         delete=DeleteService(index, janitor),
         retrieve=RetrieveService(index, blobs),
+        search=SearchService(index),
+        metadata=MetadataService(index),
+        frames=FrameService(index, blobs, max_transcode_bytes=settings.max_transcode_bytes),
+        transcoding=TranscodingService(blobs, max_transcode_bytes=settings.max_transcode_bytes),
+        rendering=RenderingService(
+            index, blobs, max_transcode_bytes=settings.max_transcode_bytes
+        ),
     )

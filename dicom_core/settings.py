@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 GIB = 1024**3
@@ -44,6 +44,81 @@ def _bool(values: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _text(values: Mapping[str, str], name: str) -> str | None:
+    raw = values.get(name)
+    return raw.strip() if raw is not None and raw.strip() else None
+
+
+@dataclass(frozen=True, slots=True)
+class AzureSettings:
+    """Where the azure backend finds Cosmos DB, Blob Storage and the job queues.
+
+    Two ways in, as in the Functions host: a connection string (keys: the local emulators, or
+    accounts that still allow shared keys), or identity-based settings (an account name or
+    service URIs, plus an optional managed identity client id) that use
+    ``DefaultAzureCredential``, so no secret is ever an app setting in Azure.
+    """
+
+    storage_connection: str | None = None
+    storage_account: str | None = None
+    blob_service_uri: str | None = None
+    queue_service_uri: str | None = None
+    storage_credential: str | None = None
+    storage_client_id: str | None = None
+    cosmos_connection: str | None = None
+    cosmos_endpoint: str | None = None
+    cosmos_credential: str | None = None
+    cosmos_client_id: str | None = None
+    cosmos_database: str = "dicom"
+    cosmos_index_container: str = "index"
+    cosmos_system_container: str = "system"
+    blob_container: str = "dicom-files"
+    create_resources: bool | None = None
+    retry_seconds: int = 6
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, str]) -> AzureSettings:
+        return cls(
+            storage_connection=_text(values, "AzureWebJobsStorage"),
+            storage_account=_text(values, "AzureWebJobsStorage__accountName"),
+            blob_service_uri=_text(values, "AzureWebJobsStorage__blobServiceUri"),
+            queue_service_uri=_text(values, "AzureWebJobsStorage__queueServiceUri"),
+            storage_credential=_text(values, "AzureWebJobsStorage__credential"),
+            storage_client_id=_text(values, "AzureWebJobsStorage__clientId"),
+            cosmos_connection=_text(values, "DICOM_COSMOS_CONNECTION"),
+            cosmos_endpoint=_text(values, "COSMOS__accountEndpoint"),
+            cosmos_credential=_text(values, "COSMOS__credential"),
+            cosmos_client_id=_text(values, "COSMOS__clientId"),
+            cosmos_database=_text(values, "DICOM_COSMOS_DATABASE") or "dicom",
+            cosmos_index_container=_text(values, "DICOM_COSMOS_INDEX_CONTAINER") or "index",
+            cosmos_system_container=_text(values, "DICOM_COSMOS_SYSTEM_CONTAINER") or "system",
+            blob_container=_text(values, "DICOM_BLOB_CONTAINER") or "dicom-files",
+            create_resources=(
+                _bool(values, "DICOM_AZURE_CREATE_RESOURCES", False)
+                if _text(values, "DICOM_AZURE_CREATE_RESOURCES")
+                else None
+            ),
+            retry_seconds=_int(values, "DICOM_AZURE_RETRY_SECONDS", 6, minimum=0),
+        )
+
+    def check(self) -> None:
+        """Fail early, naming the settings, when the azure backend cannot be reached at all."""
+        if not (
+            self.storage_connection
+            or self.storage_account
+            or (self.blob_service_uri and self.queue_service_uri)
+        ):
+            raise SettingsError(
+                "DICOM_STORAGE=azure needs AzureWebJobsStorage (a connection string) or"
+                " AzureWebJobsStorage__accountName (or __blobServiceUri and __queueServiceUri)"
+            )
+        if not (self.cosmos_connection or self.cosmos_endpoint):
+            raise SettingsError(
+                "DICOM_STORAGE=azure needs DICOM_COSMOS_CONNECTION (a connection string) or"
+                " COSMOS__accountEndpoint (identity-based)"
+            )
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting the service reads. Documented one by one in local.settings.json.example."""
@@ -54,6 +129,7 @@ class Settings:
     max_transcode_bytes: int = 100 * MIB
     stale_create_seconds: int = 3600
     staging_dir: Path | None = None
+    azure: AzureSettings = field(default_factory=AzureSettings)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, str]) -> Settings:
@@ -69,6 +145,7 @@ class Settings:
             max_transcode_bytes=_int(values, "DICOM_MAX_TRANSCODE_BYTES", 100 * MIB, minimum=1),
             stale_create_seconds=_int(values, "DICOM_STALE_CREATE_SECONDS", 3600, minimum=1),
             staging_dir=Path(staging) if staging else None,
+            azure=AzureSettings.from_mapping(values),
         )
 
     @classmethod
@@ -85,4 +162,4 @@ class Settings:
         return self.staging_dir or (self.data_dir / "staging")
 
 
-__all__ = ["GIB", "MIB", "Settings", "SettingsError"]
+__all__ = ["GIB", "MIB", "AzureSettings", "Settings", "SettingsError"]

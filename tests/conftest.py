@@ -1,4 +1,11 @@
-"""Shared fixtures: a real server process (the local host, exactly as `make run` starts it)."""
+"""Shared fixtures: a real server process (the local host, exactly as `make run` starts it).
+
+The session ``server`` runs once per storage backend (test ids ``[local]`` and ``[azure]``):
+``local`` is SQLite and files, ``azure`` is Cosmos DB, Blob Storage and Storage queues on the
+real emulators (Azurite and the Cosmos DB server, started once per session by ``emulators``).
+``DICOM_TEST_BACKENDS=local`` (or ``azure``) runs one of them only. Tests that reach into one
+backend's stores directly are marked ``local_backend`` or ``azure_backend`` and run there only.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +15,27 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
+from dicom_core.settings import AzureSettings
+
+if TYPE_CHECKING:
+    from tests.azure_backdoor import RemoteFile
+    from tools.emulators.launcher import Emulators
+
 ROOT = Path(__file__).resolve().parent.parent
+BACKENDS = [
+    name
+    for name in os.environ.get("DICOM_TEST_BACKENDS", "local,azure").split(",")
+    if name.strip() in {"local", "azure"}
+]
 
 
 def free_port() -> int:
@@ -30,11 +50,23 @@ class Server:
     data_dir: Path
     process: subprocess.Popen[bytes]
     log_path: Path
+    backend: str = "local"
+    env: dict[str, str] = field(default_factory=dict)
+    """The settings the server was started with (beyond the defaults)."""
 
     def client(self, **kwargs: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=120, **kwargs)  # type: ignore[arg-type]
 
-    def stored_files(self) -> list[Path]:
+    @property
+    def azure(self) -> AzureSettings:
+        """The azure backend's settings of this server (its account, database, container)."""
+        return AzureSettings.from_mapping(self.env)
+
+    def stored_files(self) -> list[Path] | list[RemoteFile]:
+        if self.backend == "azure":
+            from tests.azure_backdoor import blob_files
+
+            return blob_files(self.azure)
         blobs = self.data_dir / "blobs"
         return sorted(p for p in blobs.rglob("*") if p.is_file()) if blobs.exists() else []
 
@@ -75,7 +107,14 @@ def start_server(tmp: Path, **env: str) -> Server:
     else:
         process.kill()
         raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
-    return Server(url=url, data_dir=data_dir, process=process, log_path=log_path)
+    return Server(
+        url=url,
+        data_dir=data_dir,
+        process=process,
+        log_path=log_path,
+        backend=environment["DICOM_STORAGE"],
+        env=dict(env),
+    )
 
 
 def stop_server(server: Server) -> int:
@@ -88,10 +127,53 @@ def stop_server(server: Server) -> int:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(tmp_path_factory.mktemp("server"))
+def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulators]:
+    """Azurite and the Cosmos DB server, in memory on free loopback ports, for the session."""
+    from tools.emulators.launcher import Emulators
+
+    running = Emulators(tmp_path_factory.mktemp("emulators")).start()
+    yield running
+    running.stop()
+
+
+def azure_environment(emulators: Emulators) -> dict[str, str]:
+    """Settings of the azure backend on the emulators, with an account and database of its own.
+
+    Each server gets its own Azurite account (queue names are fixed by the function app) and
+    its own Cosmos database, so servers of one session never see each other's data.
+    """
+    return emulators.environment(
+        database=f"dicom-{uuid.uuid4().hex[:12]}", account=emulators.take_account()
+    )
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def server(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    env = azure_environment(request.getfixturevalue("emulators")) if backend == "azure" else {}
+    running = start_server(tmp_path_factory.mktemp(f"server-{backend}"), **env)
     yield running
     stop_server(running)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``local_backend`` (``azure_backend``) reach into that backend's stores
+    directly: they run on that backend only."""
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("backend") if callspec is not None else None
+        other = {"local": "azure_backend", "azure": "local_backend"}.get(str(backend))
+        (dropped if other and item.get_closest_marker(other) else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture()

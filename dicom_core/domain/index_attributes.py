@@ -4,14 +4,15 @@ Rules from the conformance statement: only the first value of a wrongly multi-va
 single-value element is indexed; values padded with NULs are indexed without the padding;
 an attribute that failed validation is not indexed. PN values also get a normalised form
 (case-folded, accents removed, name parts separated by spaces) for case- and
-accent-insensitive and fuzzy prefix-word matching.
+accent-insensitive and fuzzy prefix-word matching, and the other case-insensitive strings a
+case-folded one (``dicom_core.query.matching`` explains how searches use these keys).
 """
 
 from __future__ import annotations
 
 import unicodedata
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
@@ -31,6 +32,15 @@ STUDY_KEYWORDS = (
 SERIES_KEYWORDS = ("Modality", "PerformedProcedureStepStartDate", "ManufacturerModelName")
 INSTANCE_KEYWORDS = ("InstanceNumber",)
 PERSON_NAME_KEYWORDS = ("PatientName", "ReferringPhysicianName")
+# Strings QIDO matches without regard to case (but with accents): their folded forms are
+# indexed too, so a search compares keys and no backend needs case-insensitive collation.
+FOLDED_KEYWORDS = (
+    "PatientID",
+    "AccessionNumber",
+    "StudyDescription",
+    "Modality",
+    "ManufacturerModelName",
+)
 
 
 def clean_text(value: object) -> str:
@@ -49,6 +59,26 @@ def normalize_person_name(value: str) -> str:
     for separator in "^=":
         stripped = stripped.replace(separator, " ")
     return " ".join(stripped.casefold().split())
+
+
+def fold_text(value: str) -> str:
+    """Case-folded text, accents kept: the key of case-insensitive string matching.
+
+    NFC first and last, so that a precomposed and a decomposed accent compare equal.
+    """
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", value).casefold())
+
+
+def normalized_forms(values: Mapping[str, object]) -> dict[str, str]:
+    """The matching keys of the PN and case-insensitive values among ``values`` (by keyword)."""
+    forms: dict[str, str] = {}
+    for keyword in PERSON_NAME_KEYWORDS:
+        if values.get(keyword):
+            forms[keyword] = normalize_person_name(str(values[keyword]))
+    for keyword in FOLDED_KEYWORDS:
+        if values.get(keyword):
+            forms[keyword] = fold_text(str(values[keyword]))
+    return forms
 
 
 def _first_value(ds: Dataset, keyword: str) -> str | None:
@@ -91,9 +121,5 @@ def extract(ds: Dataset, *, skip_tags: Iterable[int] = ()) -> IndexAttributes:
         instance["InstanceNumber"] = int(str(number)) if number is not None else None
     except ValueError:
         instance["InstanceNumber"] = None
-    normalized = {
-        keyword: normalize_person_name(str(study[keyword]))
-        for keyword in PERSON_NAME_KEYWORDS
-        if study.get(keyword)
-    }
+    normalized = normalized_forms({**study, **series})
     return IndexAttributes(study=study, series=series, instance=instance, normalized=normalized)

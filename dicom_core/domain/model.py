@@ -58,7 +58,9 @@ class IndexAttributes:
 
     Keys are DICOM keywords (``PatientName``); values are already normalised for storage:
     the first value of a wrongly multi-valued element, trailing spaces and NULs removed.
-    ``normalized`` holds the case-folded, accent-stripped forms used for PN matching.
+    ``normalized`` holds the matching keys QIDO compares: case-folded, accent-stripped forms
+    of PN values and case-folded forms of the other case-insensitive strings
+    (``index_attributes.normalized_forms``).
     """
 
     study: dict[str, str | int | float | None] = field(default_factory=dict)

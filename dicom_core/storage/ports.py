@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dicom_core.domain.model import InstanceKey, InstanceRecord, Reservation, StoredInstance
+from dicom_core.query.conditions import QueryDescription, QueryLevel
+from dicom_core.query.results import SearchMatch
 
 
 class InstanceExists(Exception):
@@ -69,6 +71,20 @@ class IndexStore(Protocol):
         self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
     ) -> list[str]:
         """Remove instances from the index; returns their blob keys (empty if none matched)."""
+        ...
+
+    async def search(
+        self, query: QueryDescription, *, metadata: frozenset[QueryLevel] = frozenset()
+    ) -> list[SearchMatch]:
+        """QIDO-RS: one page of matches, newest first.
+
+        The adapter compiles ``query`` (contract: ``dicom_core.query.conditions``) to its own
+        query language and must agree with ``dicom_core.query.matching``. For each level in
+        ``metadata`` it also returns the precomputed DICOM JSON of the latest stored instance
+        of the match's entity at that level (study, series, or the instance itself). Only the
+        attributes ``dicom_core.query.attributes.document_tags(query)`` names are read from
+        those documents, so an adapter may return documents cut down to them.
+        """
         ...
 
     async def close(self) -> None: ...

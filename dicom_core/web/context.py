@@ -38,6 +38,13 @@ class ServiceContainer:
                     self._services = build_services(self._settings_factory())
         return self._services
 
+    async def close(self) -> None:
+        """Release the services' connections (network-backed stores hold some) at shutdown."""
+        async with self._lock:
+            if self._services is not None:
+                await self._services.close()
+            self._services = None
+
     async def configure(self, settings: Settings) -> None:
         """Replace the services (tests point the app at their own data directory)."""
         async with self._lock:

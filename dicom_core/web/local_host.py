@@ -122,12 +122,14 @@ class LocalFunctionsHost:
         queue_factory: Callable[[], JobQueue] | None = None,
         max_dequeue_count: int = 5,
         poll_interval: float = 0.5,
+        on_shutdown: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.http_functions, self.queue_functions = read_registry(app)
         self._queue_factory = queue_factory
         self._queue: JobQueue | None = None
         self._max_dequeue = max_dequeue_count
         self._poll_interval = poll_interval
+        self._on_shutdown = on_shutdown
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
 
@@ -193,6 +195,12 @@ class LocalFunctionsHost:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self._queue is not None:
+            # Network-backed queues (Storage queues) hold connections until closed.
+            queue, self._queue = self._queue, None
+            await queue.close()
+        if self._on_shutdown is not None:
+            await self._on_shutdown()
 
     async def _poll(self, function: QueueFunction) -> None:
         assert self._queue is not None
@@ -229,10 +237,12 @@ def create_app() -> LocalFunctionsHost:
     """Factory for uvicorn: imports ``function_app`` from the working directory."""
     settings = Settings.from_environment()
     module = importlib.import_module(os.environ.get("DICOM_FUNCTION_APP_MODULE", "function_app"))
+    services: Any = getattr(module, "services", None)  # the app's ServiceContainer, if any
     return LocalFunctionsHost(
         module.app,
         queue_factory=lambda: build_job_queue(settings),
         max_dequeue_count=_max_dequeue_count(Path("host.json")),
+        on_shutdown=services.close if hasattr(services, "close") else None,
     )
 
 

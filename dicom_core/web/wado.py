@@ -2,6 +2,8 @@
 
 Instances are streamed from the blob store chunk by chunk, inside a multipart/related body
 or as a single application/dicom body; a study of several GB is never held in memory.
+Instances stored in another transfer syntax than the one negotiated are transcoded on the
+way out (``dicom_core.services.transcoding``), frame by frame, also streamed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dicom_core.errors import NotAcceptable
 from dicom_core.web.context import api_version, path_uid
 from dicom_core.web.multipart import closing_delimiter, new_boundary, part_header
 from dicom_core.web.negotiation import MediaRange, parse_accept
+from dicom_core.web.wado_params import original_version
 
 DICOM = "application/dicom"
 MULTIPART = "multipart/related"
@@ -54,14 +57,20 @@ def _rendition(media: MediaRange, single_instance: bool) -> Rendition | None:
     syntax = media.params.get("transfer-syntax")
     if media.media_type in {"*/*", "multipart/*", "application/*"}:
         multipart = not single_instance or media.media_type == "multipart/*"
-        return Rendition(multipart=multipart, transfer_syntax=syntax or "*")
+        syntax = syntax or "*"
+        if syntax not in SUPPORTED_SYNTAXES:
+            return None
+        return Rendition(multipart=multipart, transfer_syntax=syntax)
     if media.media_type == DICOM:
         if not single_instance:
             return None
         multipart = False
     elif media.media_type == MULTIPART:
-        part_type = media.params.get("type", DICOM).lower()
-        if part_type != DICOM:
+        part_type = media.params.get("type", DICOM).strip().lower()
+        if part_type in {"*/*", "application/*"}:
+            # Any part type (dicomweb-client's default): the instances as stored.
+            syntax = syntax or "*"
+        elif part_type != DICOM:
             return None
         multipart = True
     else:
@@ -70,18 +79,6 @@ def _rendition(media: MediaRange, single_instance: bool) -> Rendition | None:
     if syntax not in SUPPORTED_SYNTAXES:
         return None
     return Rendition(multipart=multipart, transfer_syntax=syntax)
-
-
-def _check_transcoding(records: Sequence[InstanceRecord], rendition: Rendition) -> None:
-    if rendition.transfer_syntax == "*":
-        return
-    for record in records:
-        if record.transfer_syntax_uid != rendition.transfer_syntax:
-            raise NotAcceptable(
-                f"Instance {record.key.sop_uid} is stored as {record.transfer_syntax_uid};"
-                f" transcoding to {rendition.transfer_syntax} is not available. Ask for"
-                " transfer-syntax=* to receive it as stored."
-            )
 
 
 async def retrieve(request: Request, services: Services) -> Response:
@@ -98,31 +95,70 @@ async def retrieve(request: Request, services: Services) -> Response:
         if "instance" in request.path_params
         else None
     )
+    original_version(request)
     rendition = negotiate_instances(
         request.headers.getlist("accept"), single_instance=sop is not None
     )
     records = await services.retrieve.find_instances(study, series, sop)
-    _check_transcoding(records, rendition)
+    target = rendition.transfer_syntax
+    services.transcoding.check(records, target)
     if not rendition.multipart:
         record = records[0]
+        if services.transcoding.needs_transcoding(record, target):
+            # The first chunk holds the header and the first frame: a source that cannot be
+            # decoded is still a 406 here, before the response starts.
+            body = await _started(services.transcoding.stream(record, target))
+            return StreamingResponse(body, media_type=f"{DICOM}; transfer-syntax={target}")
         return StreamingResponse(
             services.retrieve.open_file(record),
             media_type=f"{DICOM}; transfer-syntax={record.transfer_syntax_uid}",
             headers={"Content-Length": str(record.file_size)},
         )
+    first: AsyncIterator[bytes] | None = None
+    if services.transcoding.needs_transcoding(records[0], target):
+        first = await _started(services.transcoding.stream(records[0], target))
     boundary = new_boundary()
     return StreamingResponse(
-        _multipart_body(services, records, boundary),
+        _multipart_body(services, records, boundary, target, first),
         headers={
             "Content-Type": f'{MULTIPART}; type="{DICOM}"; boundary={boundary}',
         },
     )
 
 
+async def _started(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Produce the first chunk now (so its errors become a status code), then stream."""
+    first = await anext(chunks)
+
+    async def replay() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return replay()
+
+
 async def _multipart_body(
-    services: Services, records: Sequence[InstanceRecord], boundary: str
+    services: Services,
+    records: Sequence[InstanceRecord],
+    boundary: str,
+    target: str,
+    first: AsyncIterator[bytes] | None = None,
 ) -> AsyncIterator[bytes]:
+    """One part per instance; a failure after the first byte aborts the connection, so a
+    client never mistakes a truncated body for a complete one. ``first`` is the already
+    started transcoding of the first instance, if it needs one."""
     for position, record in enumerate(records):
+        if services.transcoding.needs_transcoding(record, target):
+            yield part_header(
+                boundary,
+                {"Content-Type": f"{DICOM}; transfer-syntax={target}"},
+                first=position == 0,
+            )
+            chunks = first if position == 0 and first is not None else None
+            async for chunk in chunks or services.transcoding.stream(record, target):
+                yield chunk
+            continue
         yield part_header(
             boundary,
             {

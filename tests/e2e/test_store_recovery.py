@@ -5,12 +5,15 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from pydicom.dataset import Dataset
 
 from tests.conftest import Server
 from tests.factories import make_dataset, multipart, to_bytes
 
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=DICOMwebBoundary'
+# These tests fake a crashed store in the SQLite index; the azure variant is in test_azure_backend.
+pytestmark = pytest.mark.local_backend
 
 
 def _simulate_crashed_store(server: Server, ds: Dataset, created_at: str) -> Path:

@@ -20,6 +20,8 @@ Tables and why they exist:
 
 from __future__ import annotations
 
+from dicom_core.query.attributes import SUMMARY_TAGS
+
 SCHEMA_VERSION = 1
 
 # Searchable attribute columns, by keyword. Shared by the instance row (its own values) and
@@ -34,23 +36,50 @@ STUDY_COLUMNS: dict[str, str] = {
     "StudyTime": "study_time",
     "StudyDescription": "study_description",
 }
+# Matching keys (dicom_core.query.matching.index_key): PN normalised, other strings case-folded.
 STUDY_NORMALIZED_COLUMNS: dict[str, str] = {
     "PatientName": "patient_name_norm",
     "ReferringPhysicianName": "referring_physician_name_norm",
+    "PatientID": "patient_id_fold",
+    "AccessionNumber": "accession_number_fold",
+    "StudyDescription": "study_description_fold",
 }
 SERIES_COLUMNS: dict[str, str] = {
     "Modality": "modality",
     "PerformedProcedureStepStartDate": "pps_start_date",
     "ManufacturerModelName": "manufacturer_model_name",
 }
+SERIES_NORMALIZED_COLUMNS: dict[str, str] = {
+    "Modality": "modality_fold",
+    "ManufacturerModelName": "manufacturer_model_name_fold",
+}
 INSTANCE_COLUMNS: dict[str, str] = {
     "InstanceNumber": "instance_number",
 }
 
+# The study text keys the trigram index covers: study column -> index column.
+STUDY_TEXT_TABLE = "study_text"
+STUDY_TEXT_COLUMNS: dict[str, str] = {
+    "patient_name_norm": "patient_name",
+    "referring_physician_name_norm": "referring_physician_name",
+    "patient_id_fold": "patient_id",
+    "accession_number_fold": "accession_number",
+    "study_description_fold": "study_description",
+}
+
+_summary_tags = ", ".join(f"'{tag}'" for tag in sorted(SUMMARY_TAGS))
+
+_text_columns = ", ".join(STUDY_TEXT_COLUMNS.values())
+_text_values = ", ".join(f"' ' || new.{c}" for c in STUDY_TEXT_COLUMNS)
+_text_changed = " OR ".join(f"old.{c} IS NOT new.{c}" for c in STUDY_TEXT_COLUMNS)
+_text_updates = ", ".join(f"{t} = ' ' || new.{c}" for c, t in STUDY_TEXT_COLUMNS.items())
+
 _study_cols = ",\n    ".join(
     f"{c} TEXT" for c in [*STUDY_COLUMNS.values(), *STUDY_NORMALIZED_COLUMNS.values()]
 )
-_series_cols = ",\n    ".join(f"{c} TEXT" for c in SERIES_COLUMNS.values())
+_series_cols = ",\n    ".join(
+    f"{c} TEXT" for c in [*SERIES_COLUMNS.values(), *SERIES_NORMALIZED_COLUMNS.values()]
+)
 
 DDL = f"""
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -92,6 +121,7 @@ CREATE TABLE IF NOT EXISTS series (
 CREATE INDEX IF NOT EXISTS series_by_uid ON series (series_uid);
 CREATE INDEX IF NOT EXISTS series_by_latest ON series (latest_watermark);
 CREATE INDEX IF NOT EXISTS series_by_modality ON series (modality);
+CREATE INDEX IF NOT EXISTS series_by_modality_key ON series (modality_fold, study_uid);
 
 CREATE TABLE IF NOT EXISTS study (
     study_uid TEXT PRIMARY KEY,
@@ -106,6 +136,48 @@ CREATE INDEX IF NOT EXISTS study_by_latest ON study (latest_watermark);
 CREATE INDEX IF NOT EXISTS study_by_patient_id ON study (patient_id);
 CREATE INDEX IF NOT EXISTS study_by_date ON study (study_date);
 CREATE INDEX IF NOT EXISTS study_by_accession ON study (accession_number);
+CREATE INDEX IF NOT EXISTS study_by_patient_id_key ON study (patient_id_fold);
+CREATE INDEX IF NOT EXISTS study_by_accession_key ON study (accession_number_fold);
+CREATE INDEX IF NOT EXISTS study_by_patient_name_key ON study (patient_name_norm);
+
+-- QIDO wildcard and fuzzy matching on the study's text keys, as a trigram index (FTS5) kept in
+-- step with the study summaries by triggers. Each column holds ' ' || key, so a fuzzy word can
+-- be found at the start of any name component ('* word*'). sqlite_query.py uses it only to
+-- narrow the candidates; the exact GLOB on the study row still decides.
+CREATE VIRTUAL TABLE IF NOT EXISTS {STUDY_TEXT_TABLE} USING fts5(
+    {_text_columns},
+    tokenize = 'trigram case_sensitive 1'
+);
+CREATE TRIGGER IF NOT EXISTS study_text_insert AFTER INSERT ON study BEGIN
+    INSERT INTO {STUDY_TEXT_TABLE} (rowid, {_text_columns}) VALUES (new.rowid, {_text_values});
+END;
+CREATE TRIGGER IF NOT EXISTS study_text_update
+    AFTER UPDATE OF {", ".join(STUDY_TEXT_COLUMNS)} ON study
+    WHEN {_text_changed}
+BEGIN
+    UPDATE {STUDY_TEXT_TABLE} SET {_text_updates} WHERE rowid = old.rowid;
+END;
+CREATE TRIGGER IF NOT EXISTS study_text_delete AFTER DELETE ON study BEGIN
+    DELETE FROM {STUDY_TEXT_TABLE} WHERE rowid = old.rowid;
+END;
+
+-- QIDO results mostly carry the default and "includefield=all" attributes; this keeps just
+-- those of each stored instance's DICOM JSON (a few hundred bytes instead of kilobytes), so
+-- a page of 100 results parses little. Written by trigger when the metadata is.
+CREATE TABLE IF NOT EXISTS instance_summary (
+    watermark INTEGER PRIMARY KEY,
+    doc TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS instance_summary_write AFTER UPDATE OF metadata ON instance
+    WHEN new.metadata IS NOT NULL
+BEGIN
+    INSERT OR REPLACE INTO instance_summary (watermark, doc)
+    SELECT new.watermark, json_group_object(key, json(value))
+    FROM json_each(CAST(new.metadata AS TEXT)) WHERE key IN ({_summary_tags});
+END;
+CREATE TRIGGER IF NOT EXISTS instance_summary_delete AFTER DELETE ON instance BEGIN
+    DELETE FROM instance_summary WHERE watermark = old.watermark;
+END;
 
 CREATE TABLE IF NOT EXISTS extended_query_tag (
     tag_key INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -15,13 +15,18 @@ from dicom_core.domain.model import (
     Reservation,
     StoredInstance,
 )
+from dicom_core.query.attributes import SUMMARY_TAGS, document_tags
+from dicom_core.query.conditions import QueryDescription, QueryLevel
+from dicom_core.query.results import SearchMatch
 from dicom_core.storage.local.schema import (
     INSTANCE_COLUMNS,
     SERIES_COLUMNS,
+    SERIES_NORMALIZED_COLUMNS,
     STUDY_COLUMNS,
     STUDY_NORMALIZED_COLUMNS,
 )
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
+from dicom_core.storage.local.sqlite_query import compile_search
 from dicom_core.storage.ports import InstanceBeingCreated, InstanceExists
 
 CREATING, CREATED = 0, 1
@@ -31,7 +36,7 @@ _RECORD_COLUMNS = (
     " file_size, frames, created_at"
 )
 _STUDY_ATTR_COLUMNS = [*STUDY_COLUMNS.values(), *STUDY_NORMALIZED_COLUMNS.values()]
-_SERIES_ATTR_COLUMNS = list(SERIES_COLUMNS.values())
+_SERIES_ATTR_COLUMNS = [*SERIES_COLUMNS.values(), *SERIES_NORMALIZED_COLUMNS.values()]
 
 
 def _now() -> str:
@@ -139,6 +144,8 @@ class SqliteIndexStore:
             values[column] = attrs.normalized.get(keyword)
         for keyword, column in SERIES_COLUMNS.items():
             values[column] = attrs.series.get(keyword)
+        for keyword, column in SERIES_NORMALIZED_COLUMNS.items():
+            values[column] = attrs.normalized.get(keyword)
         for keyword, column in INSTANCE_COLUMNS.items():
             values[column] = attrs.instance.get(keyword)
         assignments = ", ".join(f"{column} = ?" for column in values)
@@ -324,5 +331,64 @@ class SqliteIndexStore:
 
         return await self._db.run(read)
 
+    async def search(
+        self, query: QueryDescription, *, metadata: frozenset[QueryLevel] = frozenset()
+    ) -> list[SearchMatch]:
+        """QIDO-RS: the page of matches, newest first (compiled by ``sqlite_query``).
+
+        When every attribute the results read from documents is a summary attribute, the
+        small per-instance summary documents stand in for the full DICOM JSON.
+        """
+        summary = document_tags(query) <= SUMMARY_TAGS
+        compiled = compile_search(query, metadata, summary=summary)
+        levels = sorted(metadata)
+
+        def read() -> list[SearchMatch]:
+            rows = self._db.connection().execute(compiled.sql, compiled.params).fetchall()
+            return [_search_match(row, levels) for row in rows]
+
+        return await self._db.run(read)
+
     async def close(self) -> None:
         return None
+
+
+def _int(value: object) -> int:
+    assert isinstance(value, int | str | float), value
+    return int(value)
+
+
+def _optional_int(value: object) -> int | None:
+    return None if value is None else _int(value)
+
+
+def _document(value: object) -> bytes | None:
+    """A metadata column as UTF-8 bytes (summary documents are stored as text)."""
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return bytes(value)  # type: ignore[call-overload]
+
+
+def _search_match(row: tuple[object, ...], levels: list[QueryLevel]) -> SearchMatch:
+    """A result row (columns of ``sqlite_query.compile_search``) as a ``SearchMatch``."""
+    documents: list[bytes | None] = [None, None, None]
+    for position, level in enumerate(levels, start=11):
+        documents[level] = _document(row[position])
+    modalities = row[8]
+    return SearchMatch(
+        study_uid=str(row[0]),
+        series_uid=None if row[1] is None else str(row[1]),
+        sop_uid=None if row[2] is None else str(row[2]),
+        study_watermark=_int(row[3]),
+        series_watermark=_optional_int(row[4]),
+        instance_watermark=_optional_int(row[5]),
+        study_series=_int(row[6] or 0),
+        study_instances=_int(row[7] or 0),
+        modalities=tuple(str(modalities).split("\\")) if modalities else (),
+        series_instances=_optional_int(row[9]),
+        study_metadata=documents[QueryLevel.STUDY],
+        series_metadata=documents[QueryLevel.SERIES],
+        instance_metadata=documents[QueryLevel.INSTANCE],
+    )

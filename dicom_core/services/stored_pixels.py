@@ -1,0 +1,119 @@
+"""Reading a stored instance's pixel data through the byte ranges computed at store time.
+
+Shared by frame retrieval, transcoding and rendering: a frame is one byte-range read of the
+stored file (its fragments, for encapsulated data, are contiguous but for the 8-byte item
+headers between them), and the header that precedes the pixel data is another. The whole
+file is read only by the fallback paths, for instances whose frames could not be mapped at
+store time, and only below the transcoding size limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+
+from dicom_core.domain.model import InstanceKey, InstanceRecord
+from dicom_core.domain.pixels import PixelFormat
+from dicom_core.errors import NotAcceptable, NotFound
+from dicom_core.storage.ports import BlobStore, IndexStore
+
+
+class StoredPixels:
+    """The pixel data of one stored instance, read range by range."""
+
+    def __init__(self, blobs: BlobStore, record: InstanceRecord) -> None:
+        self._blobs = blobs
+        self.record = record
+
+    @property
+    def has_frame_ranges(self) -> bool:
+        """True when store time mapped every frame to byte ranges (the fast paths)."""
+        frames = self.record.frames
+        return frames is not None and frames.count > 0
+
+    @property
+    def frame_count(self) -> int:
+        frames = self.record.frames
+        return frames.count if frames is not None else 0
+
+    @property
+    def pixel_data_offset(self) -> int:
+        """Where the first frame's bytes start: everything before it is header."""
+        frames = self.record.frames
+        assert frames is not None and frames.count > 0
+        return frames.fragments[0][0][0]
+
+    async def frame(self, number: int) -> bytes:
+        """Frame ``number`` (1-based) as stored: native bytes, or the fragments joined."""
+        frames = self.record.frames
+        assert frames is not None
+        pieces = frames.fragments[number - 1]
+        start = pieces[0][0]
+        end = pieces[-1][0] + pieces[-1][1]
+        data = await self._blobs.read_range(self.record.blob_key, start, end - start)
+        if len(pieces) == 1:
+            return data
+        view = memoryview(data)
+        return b"".join(view[offset - start : offset - start + length] for offset, length in pieces)
+
+    async def header(self) -> bytes:
+        """The stored bytes before the first frame, Pixel Data element header included."""
+        return await self._blobs.read_range(self.record.blob_key, 0, self.pixel_data_offset)
+
+    async def header_and_frame(self, number: int) -> tuple[bytes, bytes]:
+        """The header and frame ``number``; one read when the frame follows the header."""
+        frames = self.record.frames
+        assert frames is not None
+        pieces = frames.fragments[number - 1]
+        start = self.pixel_data_offset
+        if len(pieces) > 1 or pieces[0][0] != start:
+            return await self.header(), await self.frame(number)
+        data = await self._blobs.read_range(self.record.blob_key, 0, start + pieces[0][1])
+        return data[:start], data[start:]
+
+    async def whole_file(self) -> bytes:
+        chunks = [chunk async for chunk in self._blobs.read_stream(self.record.blob_key)]
+        return b"".join(chunks)
+
+
+async def get_record(index: IndexStore, key: InstanceKey) -> InstanceRecord:
+    """The stored instance ``key`` names; 404 when there is none."""
+    record = await index.get_instance(key)
+    if record is None:
+        raise NotFound(
+            f"Instance {key.sop_uid} was not found in series {key.series_uid} of study"
+            f" {key.study_uid}."
+        )
+    return record
+
+
+async def pixel_format(index: IndexStore, record: InstanceRecord) -> PixelFormat | None:
+    """The instance's Image Pixel module, from the DICOM JSON kept at store time."""
+    key = record.key
+    documents = await index.get_metadata(key.study_uid, key.series_uid, key.sop_uid)
+    if not documents:
+        return None
+    return PixelFormat.from_dicom_json(orjson.loads(documents[0]))
+
+
+def check_frame_numbers(numbers: Sequence[int], count: int, sop_uid: str) -> None:
+    """404 for a frame the instance does not have (frame numbers are 1-based)."""
+    for number in numbers:
+        if number > count:
+            raise NotFound(
+                f"Frame {number} does not exist: instance {sop_uid} has {count}"
+                f" frame{'s' if count != 1 else ''}."
+            )
+
+
+def check_size(record: InstanceRecord, limit: int, action: str) -> None:
+    """406 when a file is too large to transcode or render (conformance statement)."""
+    if record.file_size > limit:
+        raise NotAcceptable(
+            f"Instance {record.key.sop_uid} is {record.file_size} bytes; files over {limit}"
+            f" bytes cannot be {action}. Ask for transfer-syntax=* to receive it as stored."
+            if action == "transcoded"
+            else f"Instance {record.key.sop_uid} is {record.file_size} bytes; files over"
+            f" {limit} bytes cannot be {action}."
+        )

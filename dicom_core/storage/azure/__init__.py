@@ -1,0 +1,15 @@
+"""The azure storage adapters: Cosmos DB (NoSQL API) index, Blob Storage files, Storage queues.
+
+They implement the same ports as the local backend (``dicom_core.storage.ports``) and pass the
+same contract tests, against Azurite and a Cosmos DB server in tests and against real accounts
+in Azure. This package is the only place in ``dicom_core`` that imports ``azure.*`` SDKs.
+
+- ``clients``: credentials and SDK clients from the settings (connection strings for the
+  emulators, ``DefaultAzureCredential`` with the Functions identity-based names in Azure).
+- ``retry``: one retry policy and one translation of SDK errors to the ports' exceptions, so
+  that an unreachable store is a 503 (``StorageUnavailable``), never a 500.
+- ``cosmos_schema``: containers, partition keys and indexing policies, declared once.
+- ``cosmos_index``: ``IndexStore`` on Cosmos DB; ``cosmos_query``: QIDO compiled to Cosmos SQL.
+- ``blob_store``: ``BlobStore`` on Blob Storage; ``storage_queue``: ``JobQueue`` on Storage
+  queues, in the base64 message format the Functions queue trigger reads.
+"""

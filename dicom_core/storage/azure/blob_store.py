@@ -1,0 +1,187 @@
+"""The azure blob adapter: ``BlobStore`` on one Blob Storage container.
+
+- Uploads stream the staged file in 1 MiB blocks (four staged at a time, committed with one
+  Put Block List), so memory stays bounded for a 2 GB instance.
+- ``overwrite=False`` is a create-only write: the commit carries ``If-None-Match: *`` and an
+  existing blob makes it fail (``FileExistsError``), never replaced.
+- Frames are byte-range reads (``x-ms-range``); streams are read chunk by chunk.
+- A missing container (a new account, an emulator restarted empty) is created on first write
+  when the adapter may create resources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
+
+from dicom_core.settings import AzureSettings
+from dicom_core.storage.azure.clients import StorageClients
+from dicom_core.storage.azure.retry import RetryPolicy, is_transient, status_of, unexpected
+from dicom_core.storage.ports import BlobNotFound, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+_UPLOAD_CONCURRENCY = 4
+
+
+def _container_missing(exc: BaseException) -> bool:
+    return getattr(exc, "error_code", None) == "ContainerNotFound"
+
+
+class AzureBlobStore:
+    def __init__(
+        self, clients: StorageClients, settings: AzureSettings, *, create_resources: bool = True
+    ) -> None:
+        self._clients = clients
+        self._container_name = settings.blob_container
+        self._create = create_resources
+        self._retry = RetryPolicy(settings.retry_seconds)
+        self._container_ready = False
+
+    def _container(self) -> Any:
+        return self._clients.blob_service().get_container_client(self._container_name)
+
+    async def _ensure_container(self) -> None:
+        if self._container_ready or not self._create:
+            return
+        with contextlib.suppress(ResourceExistsError):
+            await self._container().create_container()
+        self._container_ready = True
+
+    async def _call(self, what: str, operation: Any) -> Any:
+        """Run ``operation`` with retries; SDK errors that remain become the ports' errors."""
+        try:
+            return await self._retry.run(operation, f"Blob Storage ({what})")
+        except (StorageUnavailable, BlobNotFound, FileExistsError):
+            raise
+        except ResourceNotFoundError as exc:
+            raise BlobNotFound(what) from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith(("azure.", "aiohttp")) or is_transient(exc):
+                raise unexpected("Blob Storage", exc) from exc
+            raise
+
+    async def put_file(self, key: str, source: Path, *, overwrite: bool = False) -> None:
+        size = source.stat().st_size
+
+        async def upload() -> None:
+            await self._ensure_container()
+            blob = self._container().get_blob_client(key)
+            with open(source, "rb") as handle:
+                try:
+                    await blob.upload_blob(
+                        handle,
+                        length=size,
+                        overwrite=overwrite,
+                        max_concurrency=_UPLOAD_CONCURRENCY,
+                    )
+                except ResourceExistsError as exc:
+                    raise FileExistsError(key) from exc
+                except ResourceNotFoundError as exc:
+                    if not _container_missing(exc) or not self._create:
+                        raise
+                    self._container_ready = False
+                    raise _Retry from exc
+
+        try:
+            await self._call(key, upload)
+        except _Retry:
+            await self._call(key, upload)
+        # Like the local store, a stored file consumes its staged source.
+        await asyncio.to_thread(source.unlink, True)
+
+    async def read_stream(self, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        async def open_download() -> Any:
+            return await self._container().get_blob_client(key).download_blob()
+
+        downloader = await self._call(key, open_download)
+        try:
+            async for chunk in downloader.chunks():
+                for start in range(0, len(chunk), chunk_size):
+                    yield chunk[start : start + chunk_size]
+        except Exception as exc:
+            # The response has started; all that is left is to end it with an error.
+            if type(exc).__module__.startswith(("azure.", "aiohttp")) or is_transient(exc):
+                raise unexpected("Blob Storage", exc) from exc
+            raise
+
+    async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+
+        async def download() -> bytes:
+            blob = self._container().get_blob_client(key)
+            try:
+                stream = await blob.download_blob(offset=offset, length=length)
+            except HttpResponseError as exc:
+                if status_of(exc) == 416:  # the range starts past the end, as pread gives b""
+                    return b""
+                raise
+            return bytes(await stream.readall())
+
+        result: bytes = await self._call(key, download)
+        return result
+
+    async def size(self, key: str) -> int:
+        async def properties() -> int:
+            props = await self._container().get_blob_client(key).get_blob_properties()
+            return int(props.size)
+
+        result: int = await self._call(key, properties)
+        return result
+
+    async def delete(self, key: str) -> bool:
+        async def remove() -> bool:
+            try:
+                await self._container().get_blob_client(key).delete_blob(delete_snapshots="include")
+            except ResourceNotFoundError:
+                return False
+            return True
+
+        result: bool = await self._call(key, remove)
+        return result
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every blob whose key starts with ``prefix`` (a study's or series' files).
+
+        Not part of the port: a maintenance tool for files left behind (the index decides
+        what is stored, and deletes go through it).
+        """
+        if not prefix or prefix.startswith("/"):
+            raise ValueError("a prefix delete needs a non-empty relative prefix")
+
+        async def remove_all() -> int:
+            container = self._container()
+            names = [blob.name async for blob in container.list_blobs(name_starts_with=prefix)]
+            semaphore = asyncio.Semaphore(8)
+
+            async def remove(name: str) -> None:
+                async with semaphore:
+                    with contextlib.suppress(ResourceNotFoundError):
+                        await container.delete_blob(name, delete_snapshots="include")
+
+            await asyncio.gather(*(remove(name) for name in names))
+            return len(names)
+
+        try:
+            result: int = await self._call(prefix, remove_all)
+        except BlobNotFound:
+            return 0  # no container: nothing to delete
+        return result
+
+    async def close(self) -> None:
+        await self._clients.close()
+
+
+class _Retry(Exception):
+    """The container was missing and has been forgotten: create it and upload again."""

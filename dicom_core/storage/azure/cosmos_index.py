@@ -1,0 +1,731 @@
+"""The azure index adapter: ``IndexStore`` on Cosmos DB (NoSQL API, async SDK).
+
+Documents and containers are described in ``cosmos_schema``; how a write changes them in
+``cosmos_docs``. The protocol of the port maps onto Cosmos like this:
+
+- ``begin_instance`` creates the reservation document with create-only semantics (a second
+  store of the same instance gets 409 and answers 45071), after checking that no stored
+  instance is in the way; the watermark comes from an atomic ``incr`` patch on a counter.
+- ``commit_instance`` writes, in one transactional batch in the study's partition: the
+  instance document, the deletion of the reservation, the series and study summaries and the
+  change-feed entry. Every replace is guarded by the ETag read just before, so two stores in
+  the same study never lose each other's counts: the loser re-reads and tries again. A reader
+  sees the instance with its summaries, or nothing.
+- ``delete_instances`` removes instances in batches of the same kind (oldest first, so the
+  summaries stay true after each batch).
+
+Every call runs under ``RetryPolicy``: a store that stays unreachable is a
+``StorageUnavailable`` (503). A 404 whose sub-status says the container or database is gone
+(an emulator restarted empty, a container deleted by hand) recreates them and runs the call
+again, when the adapter may create resources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from azure.core import MatchConditions
+from azure.cosmos import PartitionKey
+from azure.cosmos.exceptions import (
+    CosmosAccessConditionFailedError,
+    CosmosBatchOperationError,
+    CosmosHttpResponseError,
+    CosmosResourceExistsError,
+    CosmosResourceNotFoundError,
+)
+
+from dicom_core.domain.identifiers import blob_key_for
+from dicom_core.domain.model import InstanceKey, InstanceRecord, Reservation, StoredInstance
+from dicom_core.errors import DicomWebError
+from dicom_core.query.conditions import QueryDescription, QueryLevel
+from dicom_core.query.results import SearchMatch
+from dicom_core.settings import AzureSettings
+from dicom_core.storage.azure import cosmos_docs as docs
+from dicom_core.storage.azure.clients import CosmosClients
+from dicom_core.storage.azure.cosmos_io import (
+    ContainerGone,
+    owner_missing,
+    query_items,
+    read_item,
+)
+from dicom_core.storage.azure.cosmos_query import run_search
+from dicom_core.storage.azure.cosmos_schema import (
+    COUNTER_PARTITION,
+    FEED_COUNTER,
+    INDEX_CONTAINER,
+    INSTANCE,
+    METAPART,
+    RESERVATION,
+    SERIES,
+    STUDY,
+    STUDY_DOC_ID,
+    SYSTEM_CONTAINER,
+    WATERMARK_COUNTER,
+    ContainerSpec,
+    instance_id,
+    reservation_id,
+    series_id,
+)
+from dicom_core.storage.azure.retry import RetryPolicy, unexpected
+from dicom_core.storage.ports import (
+    InstanceBeingCreated,
+    InstanceExists,
+    StorageUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Doc = dict[str, Any]
+
+CONFLICT_SECONDS = 30.0
+"""How long a write keeps re-reading and retrying after losing ETag races (then 503)."""
+PROPAGATION_CONCURRENCY = 16
+READ_CONCURRENCY = 32
+DELETE_CHUNK_OPERATIONS = 90
+"""Operations per delete batch, below the 100 real Cosmos allows, leaving room for summaries."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class _Conflict(Exception):
+    """A write lost an ETag race; the step re-reads and runs again."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Containers:
+    index: Any
+    system: Any
+
+
+class CosmosIndexStore:
+    """``IndexStore`` on the ``index`` and ``system`` containers (see ``cosmos_schema``)."""
+
+    def __init__(
+        self,
+        clients: CosmosClients,
+        settings: AzureSettings,
+        *,
+        stale_create_seconds: int = 3600,
+        create_resources: bool = True,
+        orphan_sink: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self._clients = clients
+        self._settings = settings
+        self._stale_seconds = stale_create_seconds
+        self._create = create_resources
+        self._orphan_sink = orphan_sink
+        self._retry = RetryPolicy(settings.retry_seconds)
+        self._ready: _Containers | None = None
+        self._lock = asyncio.Lock()
+        self._reservation_etags: dict[tuple[InstanceKey, int], str] = {}
+
+    def set_orphan_sink(self, sink: Callable[[str], Awaitable[None]]) -> None:
+        """Where the files of a delete that failed half-way go (the janitor, in bootstrap)."""
+        self._orphan_sink = sink
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def containers(self) -> _Containers:
+        """The container clients, creating database and containers first when allowed."""
+        if self._ready is not None:
+            return self._ready
+        async with self._lock:
+            if self._ready is None:
+                self._ready = await self._retry.run(self._open, "Cosmos DB")
+        return self._ready
+
+    async def _open(self) -> _Containers:
+        client = await self._clients.client()
+        name = self._settings.cosmos_database
+        names = {
+            INDEX_CONTAINER.setting: self._settings.cosmos_index_container,
+            SYSTEM_CONTAINER.setting: self._settings.cosmos_system_container,
+        }
+        if not self._create:
+            database = client.get_database_client(name)
+            return _Containers(
+                index=database.get_container_client(names[INDEX_CONTAINER.setting]),
+                system=database.get_container_client(names[SYSTEM_CONTAINER.setting]),
+            )
+        database = await client.create_database_if_not_exists(name)
+
+        async def create(spec: ContainerSpec) -> Any:
+            return await database.create_container_if_not_exists(
+                id=names[spec.setting],
+                partition_key=PartitionKey(path=spec.partition_key),
+                indexing_policy=spec.indexing_policy,
+                unique_key_policy={"uniqueKeys": spec.unique_keys} if spec.unique_keys else None,
+            )
+
+        index, system = await asyncio.gather(create(INDEX_CONTAINER), create(SYSTEM_CONTAINER))
+        return _Containers(index=index, system=system)
+
+    async def _run(self, what: str, step: Callable[[_Containers], Awaitable[T]]) -> T:
+        """Run one protocol step with retries; recreate containers once if they vanished."""
+        for attempt in range(2):
+            try:
+                containers = await self.containers()
+                return await self._retry.run(functools.partial(step, containers), what)
+            except ContainerGone as exc:
+                self._ready = None
+                if attempt == 0 and self._create:
+                    log.warning("Cosmos DB containers are missing; recreating them (%s)", exc)
+                    continue
+                raise StorageUnavailable(
+                    "the Cosmos DB database or containers of the index do not exist"
+                ) from exc
+            except (StorageUnavailable, DicomWebError, InstanceExists, InstanceBeingCreated):
+                raise
+            except CosmosHttpResponseError as exc:
+                if owner_missing(exc) and attempt == 0 and self._create:
+                    self._ready = None
+                    continue
+                raise unexpected("Cosmos DB", exc) from exc
+            except Exception as exc:
+                if type(exc).__module__.startswith(("azure.", "aiohttp")):
+                    raise unexpected("Cosmos DB", exc) from exc
+                raise
+        raise StorageUnavailable("Cosmos DB")  # pragma: no cover - the loop always returns
+
+    async def _next(self, system: Any, counter: str, count: int = 1) -> int:
+        """Atomically advance a counter by ``count``; returns its new value (the last one).
+
+        A missing counter is created seeded from the clock (milliseconds), so that an index
+        recreated empty never hands out a watermark, and so a blob name, used before.
+        """
+        operations = [{"op": "incr", "path": "/value", "value": count}]
+        for _ in range(3):
+            try:
+                doc = await system.patch_item(
+                    counter, partition_key=COUNTER_PARTITION, patch_operations=operations
+                )
+                return int(doc["value"])
+            except CosmosResourceNotFoundError as exc:
+                if owner_missing(exc):
+                    raise ContainerGone(str(exc)) from exc
+                seed = {"id": counter, "pk": COUNTER_PARTITION, "value": int(time.time() * 1000)}
+                with contextlib.suppress(CosmosResourceExistsError):
+                    await system.create_item(seed)
+        raise StorageUnavailable(f"the {counter} counter could not be advanced")
+
+    def _is_stale(self, created_at: str) -> bool:
+        created = datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp()
+        return time.time() - created > self._stale_seconds
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def begin_instance(self, key: InstanceKey, *, upsert: bool) -> Reservation:
+        owner = uuid.uuid4().hex
+        return await self._run("Cosmos DB", lambda c: self._begin(c, key, upsert, owner))
+
+    async def _begin(
+        self, c: _Containers, key: InstanceKey, upsert: bool, owner: str
+    ) -> Reservation:
+        pk = key.study_uid
+        rid = reservation_id(key.series_uid, key.sop_uid)
+        for _ in range(3):
+            if upsert:
+                existing, watermark = None, await self._next(c.system, WATERMARK_COUNTER)
+            else:
+                existing, watermark = await asyncio.gather(
+                    read_item(c.index, instance_id(key.series_uid, key.sop_uid), pk),
+                    self._next(c.system, WATERMARK_COUNTER),
+                )
+            if existing is not None:
+                raise InstanceExists(key)
+            doc: Doc = {
+                "id": rid,
+                "pk": pk,
+                "kind": RESERVATION,
+                "study": key.study_uid,
+                "series": key.series_uid,
+                "sop": key.sop_uid,
+                "wm": watermark,
+                "blobKey": blob_key_for(key.study_uid, key.series_uid, key.sop_uid, watermark),
+                "owner": owner,
+                "upsert": upsert,
+                "createdAt": _now(),
+            }
+            abandoned: list[str] = []
+            try:
+                held = dict(await c.index.create_item(doc))
+            except CosmosResourceExistsError:
+                current = await read_item(c.index, rid, pk)
+                if current is None:
+                    continue  # released between our create and our read: try again
+                if current.get("owner") == owner:
+                    held = current  # our own earlier attempt, whose answer was lost
+                elif not self._is_stale(str(current.get("createdAt"))):
+                    raise InstanceBeingCreated(key) from None
+                else:
+                    # A crashed attempt: take its reservation over; its file is deleted.
+                    try:
+                        held = dict(
+                            await c.index.replace_item(
+                                rid,
+                                doc,
+                                etag=current["_etag"],
+                                match_condition=MatchConditions.IfNotModified,
+                            )
+                        )
+                    except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
+                        raise InstanceBeingCreated(key) from None
+                    abandoned.append(str(current["blobKey"]))
+            wm = int(held["wm"])
+            self._reservation_etags[(key, wm)] = str(held["_etag"])
+            return Reservation(
+                key=key,
+                watermark=wm,
+                blob_key=str(held["blobKey"]),
+                upsert=upsert,
+                abandoned_blob_keys=tuple(abandoned),
+            )
+        raise InstanceBeingCreated(key)
+
+    async def commit_instance(
+        self, reservation: Reservation, instance: StoredInstance
+    ) -> list[str]:
+        packed = docs.pack_metadata(instance.metadata_json)
+        parts = docs.split_metadata(packed)
+        try:
+            replaced = await self._run(
+                "Cosmos DB", lambda c: self._commit(c, reservation, instance, packed, parts)
+            )
+        except BaseException:
+            if parts:
+                await self._drop_metaparts(reservation.key.study_uid, reservation.watermark)
+            raise
+        self._reservation_etags.pop((reservation.key, reservation.watermark), None)
+        return replaced
+
+    async def _commit(
+        self,
+        c: _Containers,
+        reservation: Reservation,
+        instance: StoredInstance,
+        packed: str,
+        parts: list[str],
+    ) -> list[str]:
+        key = reservation.key
+        pk = key.study_uid
+        now = _now()
+        for part in docs.metapart_documents(pk, reservation.watermark, parts):
+            await c.index.upsert_item(part)
+        instance_doc = docs.instance_document(
+            reservation, instance, now=now, packed=packed, parts=len(parts)
+        )
+        etag = self._reservation_etags.get((key, reservation.watermark))
+        if etag is None:
+            held = await read_item(c.index, reservation_id(key.series_uid, key.sop_uid), pk)
+            if held is None or int(held["wm"]) != reservation.watermark:
+                raise InstanceBeingCreated(key)
+            etag = str(held["_etag"])
+        for backoff in _conflict_backoff():
+            old, series, study, sequence = await asyncio.gather(
+                read_item(c.index, instance_doc["id"], pk),
+                read_item(c.index, series_id(key.series_uid), pk),
+                read_item(c.index, STUDY_DOC_ID, pk),
+                self._next(c.system, FEED_COUNTER),
+            )
+            if old is not None and int(old["wm"]) == reservation.watermark:
+                return []  # this very commit already happened; its answer was lost
+            if old is not None and not reservation.upsert:
+                raise InstanceExists(key)
+            plan = docs.plan_commit(
+                reservation=reservation,
+                reservation_etag=etag,
+                instance_doc=instance_doc,
+                old_instance=old,
+                series_doc=series,
+                study_doc=study,
+                sequence=sequence,
+                now=now,
+            )
+            try:
+                await self._execute(c, pk, plan)
+            except _Conflict as conflict:
+                if str(conflict) == "reservation":
+                    raise InstanceBeingCreated(key) from None
+                if str(conflict) == "instance" and not reservation.upsert:
+                    raise InstanceExists(key) from None
+                await asyncio.sleep(backoff)
+                continue
+            if plan.propagate:
+                await self._propagate_safely(c, pk)
+            if old is None:
+                return []
+            if int(old.get("metaParts") or 0):
+                await self._drop_metaparts(pk, int(old["wm"]))
+            return [str(old["blobKey"])]
+        raise StorageUnavailable(f"too many concurrent writes to study {pk}")
+
+    async def _execute(self, c: _Containers, pk: str, plan: docs.BatchPlan) -> list[Any]:
+        """Run a transactional batch; an ETag or existence failure becomes ``_Conflict``."""
+        try:
+            return list(
+                await c.index.execute_item_batch(batch_operations=plan.operations, partition_key=pk)
+            )
+        except CosmosBatchOperationError as exc:
+            name = plan.names[exc.error_index] if exc.error_index < len(plan.names) else "?"
+            if exc.status_code in {404, 409, 412}:
+                raise _Conflict(name) from exc
+            raise  # throttled or failing: RetryPolicy decides by its status code
+        except CosmosResourceNotFoundError as exc:
+            raise ContainerGone(str(exc)) from exc
+
+    async def abort_instance(self, reservation: Reservation) -> None:
+        key = reservation.key
+
+        async def abort(c: _Containers) -> None:
+            rid = reservation_id(key.series_uid, key.sop_uid)
+            held = await read_item(c.index, rid, key.study_uid)
+            if held is None or int(held["wm"]) != reservation.watermark:
+                return
+            with contextlib.suppress(CosmosResourceNotFoundError, CosmosAccessConditionFailedError):
+                await c.index.delete_item(
+                    rid,
+                    partition_key=key.study_uid,
+                    etag=held["_etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+
+        await self._run("Cosmos DB", abort)
+        self._reservation_etags.pop((key, reservation.watermark), None)
+
+    async def delete_instances(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[str]:
+        """Delete in batches, oldest first; files of batches already done are never lost.
+
+        A failure after some batches have been applied hands their blob keys to the orphan
+        sink (the janitor deletes them now or through the cleanup queue) before raising.
+        """
+        removed: list[str] = []
+        try:
+            while True:
+                step = await self._run(
+                    "Cosmos DB", lambda c: self._delete_step(c, study_uid, series_uid, sop_uid)
+                )
+                if step is None:
+                    return removed
+                removed.extend(step)
+        except BaseException:
+            if removed and self._orphan_sink is not None:
+                for blob_key in removed:
+                    try:
+                        await self._orphan_sink(blob_key)
+                    except Exception:
+                        log.exception("could not schedule the deletion of %s", blob_key)
+            raise
+
+    async def _delete_step(
+        self, c: _Containers, study_uid: str, series_uid: str | None, sop_uid: str | None
+    ) -> list[str] | None:
+        """Remove one batch of instances; None when nothing in scope is left."""
+        pk = study_uid
+        for backoff in _conflict_backoff():
+            clauses = ["c.pk = @pk", "c.kind = @kind"]
+            params: dict[str, object] = {"@pk": pk, "@kind": INSTANCE, "@n": 95}
+            if series_uid is not None:
+                clauses.append("c.series = @series")
+                params["@series"] = series_uid
+            if sop_uid is not None:
+                clauses.append("c.sop = @sop")
+                params["@sop"] = sop_uid
+            candidates, summaries = await asyncio.gather(
+                query_items(
+                    c.index,
+                    "SELECT TOP @n c.id, c.series, c.sop, c.wm, c.blobKey, c.metaParts, c._etag"
+                    f" FROM c WHERE {' AND '.join(clauses)} ORDER BY c.wm",
+                    params,
+                    partition=pk,
+                ),
+                query_items(
+                    c.index,
+                    "SELECT * FROM c WHERE c.pk = @pk AND (c.kind = @series OR c.kind = @study)",
+                    {"@pk": pk, "@series": SERIES, "@study": STUDY},
+                    partition=pk,
+                ),
+            )
+            if not candidates:
+                return None
+            study = next((d for d in summaries if d["kind"] == STUDY), None)
+            series_docs = {str(d["series"]): d for d in summaries if d["kind"] == SERIES}
+            chunk = _delete_chunk(candidates)
+            if study is None or any(str(d["series"]) not in series_docs for d in chunk):
+                # An instance without summaries can only be a commit in flight; wait for it.
+                await asyncio.sleep(backoff)
+                continue
+            removed_ids = {str(d["id"]) for d in chunk}
+            next_latest: dict[str, Mapping[str, Any] | None] = {}
+            for uid in {str(d["series"]) for d in chunk}:
+                current = series_docs[uid]
+                gone = sum(1 for d in chunk if str(d["series"]) == uid)
+                if current["latestId"] in removed_ids and int(current["count"]) > gone:
+                    next_latest[uid] = await self._newest_instance(c, pk, uid, removed_ids)
+            if any(doc is None for doc in next_latest.values()):
+                await asyncio.sleep(backoff)
+                continue
+            last = await self._next(c.system, FEED_COUNTER, len(chunk))
+            sequences = list(range(last - len(chunk) + 1, last + 1))
+            plan = docs.plan_delete(
+                study_doc=study,
+                series_docs=series_docs,
+                removed=chunk,
+                next_latest=next_latest,
+                sequences=sequences,
+                now=_now(),
+            )
+            try:
+                await self._execute(c, pk, plan)
+            except _Conflict:
+                await asyncio.sleep(backoff)
+                continue
+            if plan.propagate:
+                await self._propagate_safely(c, pk)
+            return plan.removed_blob_keys
+        raise StorageUnavailable(f"too many concurrent writes to study {pk}")
+
+    async def _newest_instance(
+        self, c: _Containers, pk: str, series_uid: str, excluded: set[str]
+    ) -> Doc | None:
+        found = await query_items(
+            c.index,
+            "SELECT TOP 1 c.id, c.wm, c.own FROM c WHERE c.pk = @pk AND c.kind = @kind"
+            " AND c.series = @series AND NOT ARRAY_CONTAINS(@excluded, c.id)"
+            " ORDER BY c.wm DESC",
+            {"@pk": pk, "@kind": INSTANCE, "@series": series_uid, "@excluded": sorted(excluded)},
+            partition=pk,
+        )
+        return found[0] if found else None
+
+    async def _drop_metaparts(self, pk: str, watermark: int) -> None:
+        """Best effort: slices of an aborted or replaced instance's DICOM JSON."""
+        try:
+            c = await self.containers()
+            parts = await query_items(
+                c.index,
+                "SELECT c.id FROM c WHERE c.pk = @pk AND c.kind = @kind AND c.wm = @wm",
+                {"@pk": pk, "@kind": METAPART, "@wm": watermark},
+                partition=pk,
+            )
+            for part in parts:
+                with contextlib.suppress(CosmosResourceNotFoundError):
+                    await c.index.delete_item(part["id"], partition_key=pk)
+        except Exception:
+            log.warning(
+                "could not remove metadata slices of watermark %s", watermark, exc_info=True
+            )
+
+    # -- propagation of summary keys --------------------------------------------------------
+
+    async def _propagate_safely(self, c: _Containers, pk: str) -> None:
+        """Propagate now; on failure the study stays dirty and the next write finishes it."""
+        try:
+            await self._propagate(c, pk)
+        except Exception:
+            log.warning("propagating summary keys of study %s failed", pk, exc_info=True)
+
+    async def _propagate(self, c: _Containers, pk: str) -> None:
+        """Bring every copy of the study's and series' keys up to their summaries' versions."""
+        semaphore = asyncio.Semaphore(PROPAGATION_CONCURRENCY)
+
+        async def patch(item: str, operations: list[Doc], condition: str) -> None:
+            async with semaphore:
+                # 412: a newer copy is already there; 404: the document is gone.
+                with contextlib.suppress(
+                    CosmosAccessConditionFailedError, CosmosResourceNotFoundError
+                ):
+                    await c.index.patch_item(
+                        item,
+                        partition_key=pk,
+                        patch_operations=operations,
+                        filter_predicate=condition,
+                    )
+
+        for _ in range(5):
+            study = await read_item(c.index, STUDY_DOC_ID, pk)
+            if study is None or not study.get("dirty"):
+                return
+            found = await query_items(
+                c.index,
+                "SELECT c.id, c.kind, c.series, c.skv, c.rkv, c.rk FROM c WHERE c.pk = @pk"
+                " AND (c.kind = @series OR c.kind = @instance)",
+                {"@pk": pk, "@series": SERIES, "@instance": INSTANCE},
+                partition=pk,
+            )
+            kv = int(study["kv"])
+            series_keys = {
+                str(d["series"]): (d["rk"], int(d.get("rkv", 0)))
+                for d in found
+                if d["kind"] == SERIES
+            }
+            jobs = []
+            for d in found:
+                if int(d.get("skv", 0)) < kv:
+                    jobs.append(
+                        patch(
+                            d["id"],
+                            [
+                                {"op": "set", "path": "/sk", "value": study["sk"]},
+                                {"op": "set", "path": "/skv", "value": kv},
+                            ],
+                            f"from c where c.skv < {kv}",
+                        )
+                    )
+                if d["kind"] == INSTANCE and str(d["series"]) in series_keys:
+                    rk, rkv = series_keys[str(d["series"])]
+                    if int(d.get("rkv", 0)) < rkv:
+                        jobs.append(
+                            patch(
+                                d["id"],
+                                [
+                                    {"op": "set", "path": "/rk", "value": rk},
+                                    {"op": "set", "path": "/rkv", "value": rkv},
+                                ],
+                                f"from c where c.rkv < {rkv}",
+                            )
+                        )
+            await asyncio.gather(*jobs)
+            try:
+                await c.index.patch_item(
+                    STUDY_DOC_ID,
+                    partition_key=pk,
+                    patch_operations=[{"op": "set", "path": "/dirty", "value": False}],
+                    etag=study["_etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+                return
+            except CosmosAccessConditionFailedError:
+                continue  # the study changed meanwhile: look again
+            except CosmosResourceNotFoundError:
+                return
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def get_instance(self, key: InstanceKey) -> InstanceRecord | None:
+        async def read(c: _Containers) -> InstanceRecord | None:
+            doc = await read_item(c.index, instance_id(key.series_uid, key.sop_uid), key.study_uid)
+            return docs.record_from_document(doc) if doc else None
+
+        return await self._run("Cosmos DB", read)
+
+    async def list_instances(
+        self, study_uid: str, series_uid: str | None = None
+    ) -> list[InstanceRecord]:
+        async def read(c: _Containers) -> list[InstanceRecord]:
+            found = await self._scope_query(c, docs.RECORD_FIELDS, study_uid, series_uid, None)
+            return [docs.record_from_document(doc) for doc in found]
+
+        return await self._run("Cosmos DB", read)
+
+    async def _scope_query(
+        self,
+        c: _Containers,
+        fields: str,
+        study_uid: str,
+        series_uid: str | None,
+        sop_uid: str | None,
+    ) -> list[Doc]:
+        clauses = ["c.pk = @pk", "c.kind = @kind"]
+        params: dict[str, object] = {"@pk": study_uid, "@kind": INSTANCE}
+        if series_uid is not None:
+            clauses.append("c.series = @series")
+            params["@series"] = series_uid
+        if sop_uid is not None:
+            clauses.append("c.sop = @sop")
+            params["@sop"] = sop_uid
+        projection = ", ".join(f"c.{name.strip()}" for name in fields.split(","))
+        return await query_items(
+            c.index,
+            f"SELECT {projection} FROM c WHERE {' AND '.join(clauses)} ORDER BY c.wm",
+            params,
+            partition=study_uid,
+        )
+
+    async def get_metadata(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[bytes]:
+        async def read(c: _Containers) -> list[bytes]:
+            if series_uid is not None and sop_uid is not None:
+                doc = await read_item(c.index, instance_id(series_uid, sop_uid), study_uid)
+                found = [doc] if doc else []
+            else:
+                found = await self._scope_query(
+                    c, "wm, meta, metaParts", study_uid, series_uid, sop_uid
+                )
+            return await self._unpack_all(c, study_uid, found)
+
+        return await self._run("Cosmos DB", read)
+
+    async def _unpack_all(self, c: _Containers, pk: str, found: Sequence[Doc]) -> list[bytes]:
+        return list(await asyncio.gather(*(self._unpack(c, pk, doc) for doc in found)))
+
+    async def _unpack(self, c: _Containers, pk: str, doc: Mapping[str, Any]) -> bytes:
+        if doc.get("meta"):
+            return docs.unpack_metadata(str(doc["meta"]))
+        parts = await query_items(
+            c.index,
+            "SELECT c.part, c.data FROM c WHERE c.pk = @pk AND c.kind = @kind AND c.wm = @wm",
+            {"@pk": pk, "@kind": METAPART, "@wm": int(doc["wm"])},
+            partition=pk,
+        )
+        parts.sort(key=lambda part: int(part["part"]))
+        return docs.unpack_metadata("".join(str(part["data"]) for part in parts))
+
+    async def search(
+        self, query: QueryDescription, *, metadata: frozenset[QueryLevel] = frozenset()
+    ) -> list[SearchMatch]:
+        return await self._run(
+            "Cosmos DB",
+            lambda c: run_search(
+                c.index, query, metadata, lambda pk, doc: self._unpack(c, pk, doc)
+            ),
+        )
+
+    async def close(self) -> None:
+        self._ready = None
+        await self._clients.close()
+
+
+def _conflict_backoff() -> Iterator[float]:
+    """Rounds of a write that may lose ETag races, each with the pause to take after a loss.
+
+    Exponential with full jitter (5 ms doubling up to 400 ms), so that writers racing on one
+    study's summaries spread out instead of colliding again; bounded in time, not in rounds.
+    """
+    deadline = time.monotonic() + CONFLICT_SECONDS
+    ceiling = 0.005
+    while time.monotonic() < deadline:
+        wait = random.uniform(0, ceiling)
+        ceiling = min(ceiling * 2, 0.4)
+        yield wait
+
+
+def _delete_chunk(candidates: Sequence[Doc]) -> list[Doc]:
+    """The oldest candidates whose deletion fits one batch with its summaries and feed."""
+    chunk: list[Doc] = []
+    series: set[str] = set()
+    operations = 1  # the study summary
+    for doc in candidates:
+        cost = 2 + int(doc.get("metaParts") or 0)  # instance, feed entry, metadata slices
+        new_series = 0 if str(doc["series"]) in series else 1
+        if chunk and operations + cost + new_series > DELETE_CHUNK_OPERATIONS:
+            break
+        chunk.append(doc)
+        series.add(str(doc["series"]))
+        operations += cost + new_series
+    return chunk

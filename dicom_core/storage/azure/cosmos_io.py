@@ -1,0 +1,64 @@
+"""Point reads and queries on Cosmos DB containers, with the two 404s told apart.
+
+A 404 means "no such item" for a point read, but "no such container or database" when Cosmos
+adds sub-status 1003; the second becomes ``ContainerGone`` so that the adapter can recreate
+its containers (an emulator restarted empty, a container deleted by hand) and run the call
+again, instead of answering "not found" for data that exists elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from azure.cosmos.exceptions import CosmosResourceNotFoundError
+
+from dicom_core.storage.azure.retry import sub_status_of
+
+Doc = dict[str, Any]
+
+OWNER_MISSING = 1003
+"""Cosmos sub-status of a 404: the container or database of the request does not exist."""
+
+
+class ContainerGone(Exception):
+    """A request found its container or database missing (404 with sub-status 1003)."""
+
+
+def owner_missing(exc: BaseException) -> bool:
+    return isinstance(exc, CosmosResourceNotFoundError) and sub_status_of(exc) == OWNER_MISSING
+
+
+async def read_item(container: Any, item_id: str, partition: str) -> Doc | None:
+    """A point read; None for a missing item (a missing container raises ``ContainerGone``)."""
+    try:
+        return dict(await container.read_item(item_id, partition_key=partition))
+    except CosmosResourceNotFoundError as exc:
+        if owner_missing(exc):
+            raise ContainerGone(str(exc)) from exc
+        return None
+
+
+async def query_items(
+    container: Any,
+    sql: str,
+    parameters: Mapping[str, object] | None = None,
+    *,
+    partition: str | None = None,
+    page_size: int | None = None,
+) -> list[Doc]:
+    """All results of a parameterised query (single-partition when ``partition`` is given).
+
+    The Cosmos DB server used in tests ignores the partition-key header on queries (real
+    Cosmos answers from that logical partition only), so callers that name a partition also
+    filter on ``c.pk`` in the query text.
+    """
+    params = [{"name": name, "value": value} for name, value in (parameters or {}).items()]
+    try:
+        results = container.query_items(
+            sql, parameters=params, partition_key=partition, max_item_count=page_size
+        )
+        return [dict(item) async for item in results]
+    except CosmosResourceNotFoundError as exc:
+        # A query has no item to miss: its 404 always means the container is gone.
+        raise ContainerGone(str(exc)) from exc

@@ -1,0 +1,252 @@
+"""Compiles a QIDO-RS ``QueryDescription`` to one parameterised SQLite statement.
+
+The meaning of each condition is ``dicom_core.query.matching``; this module only translates
+it, and tests/property/test_query_compiler.py checks the translation against that reference
+on random data. Every value from the request travels as a bound parameter; the SQL text is
+assembled from this module's own fragments and the schema's column names only.
+
+Tables (``schema.py``): ``study`` and ``series`` are summaries holding the latest stored
+instance's values and matching keys (``*_norm`` for PN, ``*_fold`` for case-insensitive
+strings), ``instance`` the instances. The statement pages first (WHERE, ORDER BY the latest
+watermark descending, LIMIT/OFFSET) and only then joins the page to the precomputed DICOM
+JSON of the latest instances it needs, so skipped rows never load metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dicom_core.query.conditions import (
+    Condition,
+    FuzzyMatch,
+    ListMatch,
+    QueryAttribute,
+    QueryDescription,
+    QueryLevel,
+    RangeMatch,
+    ValueMatch,
+    WildcardMatch,
+)
+from dicom_core.storage.local.schema import (
+    SERIES_COLUMNS,
+    SERIES_NORMALIZED_COLUMNS,
+    STUDY_COLUMNS,
+    STUDY_NORMALIZED_COLUMNS,
+    STUDY_TEXT_COLUMNS,
+    STUDY_TEXT_TABLE,
+)
+
+CREATED = 1
+
+# Aliases: st = study summary, se = series summary, i = instance.
+_UID_COLUMNS: dict[str, dict[QueryLevel, str]] = {
+    # The finest table a level has, so that scoped searches use that table's own index.
+    "StudyInstanceUID": {
+        QueryLevel.STUDY: "st.study_uid",
+        QueryLevel.SERIES: "se.study_uid",
+        QueryLevel.INSTANCE: "i.study_uid",
+    },
+    "SeriesInstanceUID": {QueryLevel.SERIES: "se.series_uid", QueryLevel.INSTANCE: "i.series_uid"},
+    "SOPInstanceUID": {QueryLevel.INSTANCE: "i.sop_uid"},
+}
+
+
+class UnsupportedCondition(ValueError):
+    """A condition this index cannot evaluate (an extended query tag, before that issue)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledSearch:
+    sql: str
+    params: tuple[object, ...]
+
+
+def glob_pattern(pattern: str) -> str:
+    """A DICOM wildcard pattern as a GLOB pattern: ``*`` and ``?`` carry over, ``[`` is escaped.
+
+    GLOB is case-sensitive and compares whole characters, which is what the keys need: the
+    case was folded when the keys were made.
+    """
+    return pattern.replace("[", "[[]")
+
+
+def _column(attribute: QueryAttribute, level: QueryLevel) -> str:
+    """The column holding the attribute's matching key, seen from a search at ``level``."""
+    if attribute.extended:
+        raise UnsupportedCondition(f"extended query tag {attribute.tag} is not indexed here")
+    uid_columns = _UID_COLUMNS.get(attribute.keyword)
+    if uid_columns is not None:
+        return uid_columns[level]
+    table = "st" if attribute.level is QueryLevel.STUDY else "se"
+    normalized = STUDY_NORMALIZED_COLUMNS if table == "st" else SERIES_NORMALIZED_COLUMNS
+    plain = STUDY_COLUMNS if table == "st" else SERIES_COLUMNS
+    column = normalized.get(attribute.keyword) or plain.get(attribute.keyword)
+    if column is None:
+        raise UnsupportedCondition(f"{attribute.keyword} has no column in the SQLite index")
+    return f"{table}.{column}"
+
+
+def _predicate(condition: Condition, column: str, params: list[object]) -> str:
+    """The SQL test of one key column against one condition (see conditions.py)."""
+    if isinstance(condition, ValueMatch):
+        params.append(condition.key)
+        return f"{column} = ?"
+    if isinstance(condition, ListMatch):
+        params.extend(condition.keys)
+        return f"{column} IN ({', '.join('?' for _ in condition.keys)})"
+    if isinstance(condition, RangeMatch):
+        tests = [f"{column} <> ''"]
+        if condition.lower is not None:
+            params.append(condition.lower)
+            tests.append(f"{column} >= ?")
+        if condition.upper is not None:
+            params.append(condition.upper)
+            tests.append(f"{column} <= ?")
+        return "(" + " AND ".join(tests) + ")"
+    if isinstance(condition, WildcardMatch):
+        params.append(glob_pattern(condition.pattern))
+        return f"{column} GLOB ?"
+    if isinstance(condition, FuzzyMatch):
+        # A word matches at a component start: after the leading space added here, or after
+        # the single spaces that separate components in the key.
+        tests = []
+        for word in condition.words:
+            params.append("* " + glob_pattern(word) + "*")
+            tests.append(f"(' ' || {column}) GLOB ?")
+        return "(" + " AND ".join(tests) + ")"
+    raise UnsupportedCondition(f"unknown condition {condition!r}")
+
+
+# The trigram index finds candidates only through a run of at least three literal characters;
+# a shorter pattern would make it read every row, slower than the plain scan.
+_MIN_TRIGRAM_RUN = 3
+
+
+def _literal_run(pattern: str) -> int:
+    longest = current = 0
+    for ch in pattern:
+        current = 0 if ch in "*?" else current + 1
+        longest = max(longest, current)
+    return longest
+
+
+def _trigram_prefilter(condition: Condition, column: str, params: list[object]) -> str | None:
+    """``st.rowid IN (...)`` from the study text index, for wildcard and fuzzy conditions.
+
+    The index columns hold ``' ' || key``, so the GLOB patterns are those of ``_predicate``
+    with the leading space; the exact predicate still runs on the rows it lets through.
+    """
+    table, _, key_column = column.partition(".")
+    text_column = STUDY_TEXT_COLUMNS.get(key_column)
+    if table != "st" or text_column is None:
+        return None
+    if isinstance(condition, WildcardMatch):
+        pattern = " " + condition.pattern
+    elif isinstance(condition, FuzzyMatch):
+        pattern = "* " + max(condition.words, key=lambda w: _literal_run(" " + w)) + "*"
+    else:
+        return None
+    if "[" in pattern or _literal_run(pattern) < _MIN_TRIGRAM_RUN:
+        return None
+    params.append(pattern)
+    return f"st.rowid IN (SELECT rowid FROM {STUDY_TEXT_TABLE} WHERE {text_column} GLOB ?)"
+
+
+def _where(query: QueryDescription, params: list[object]) -> list[str]:
+    level = query.level
+    clauses: list[str] = []
+    for condition in query.conditions:
+        attribute = condition.attribute
+        if attribute.multiple:
+            if attribute.keyword != "ModalitiesInStudy":
+                raise UnsupportedCondition(f"{attribute.keyword} is not a list in this index")
+            # Any series of the study; EXISTS stops at the first one.
+            inner = _predicate(condition, "m.modality_fold", params)
+            clauses.append(
+                f"EXISTS (SELECT 1 FROM series m WHERE m.study_uid = st.study_uid AND {inner})"
+            )
+            continue
+        column = _column(attribute, level)
+        prefilter = _trigram_prefilter(condition, column, params)
+        if prefilter is not None:
+            clauses.append(prefilter)
+        clauses.append(_predicate(condition, column, params))
+    return clauses
+
+
+_PAGE_SELECT: dict[QueryLevel, str] = {
+    QueryLevel.STUDY: (
+        "SELECT st.study_uid AS study_uid, NULL AS series_uid, NULL AS sop_uid,"
+        " st.latest_watermark AS study_wm, NULL AS series_wm, NULL AS instance_wm,"
+        " st.num_series AS study_series, st.num_instances AS study_instances,"
+        " st.modalities AS modalities, NULL AS series_instances, st.latest_watermark AS sort_wm"
+        " FROM study st"
+    ),
+    QueryLevel.SERIES: (
+        "SELECT se.study_uid AS study_uid, se.series_uid AS series_uid, NULL AS sop_uid,"
+        " st.latest_watermark AS study_wm, se.latest_watermark AS series_wm,"
+        " NULL AS instance_wm, st.num_series AS study_series,"
+        " st.num_instances AS study_instances, st.modalities AS modalities,"
+        " se.num_instances AS series_instances, se.latest_watermark AS sort_wm"
+        " FROM series se JOIN study st ON st.study_uid = se.study_uid"
+    ),
+    QueryLevel.INSTANCE: (
+        "SELECT i.study_uid AS study_uid, i.series_uid AS series_uid, i.sop_uid AS sop_uid,"
+        " st.latest_watermark AS study_wm, se.latest_watermark AS series_wm,"
+        " i.watermark AS instance_wm, st.num_series AS study_series,"
+        " st.num_instances AS study_instances, st.modalities AS modalities,"
+        " se.num_instances AS series_instances, i.watermark AS sort_wm"
+        " FROM instance i"
+        " JOIN series se ON se.study_uid = i.study_uid AND se.series_uid = i.series_uid"
+        " JOIN study st ON st.study_uid = i.study_uid"
+    ),
+}
+_ORDER: dict[QueryLevel, str] = {
+    QueryLevel.STUDY: "st.latest_watermark",
+    QueryLevel.SERIES: "se.latest_watermark",
+    QueryLevel.INSTANCE: "i.watermark",
+}
+_METADATA_JOINS: dict[QueryLevel, tuple[str, str]] = {
+    QueryLevel.STUDY: ("sm", "study_wm"),
+    QueryLevel.SERIES: ("rm", "series_wm"),
+    QueryLevel.INSTANCE: ("im", "instance_wm"),
+}
+# The largest OFFSET SQLite takes as an integer; anything beyond is past any real index.
+_MAX_OFFSET = (1 << 62) - 1
+
+
+def compile_search(
+    query: QueryDescription,
+    metadata: frozenset[QueryLevel] = frozenset(),
+    *,
+    summary: bool = False,
+) -> CompiledSearch:
+    """One statement returning the page's identifiers, aggregates and the requested metadata.
+
+    Columns: study_uid, series_uid, sop_uid, study_wm, series_wm, instance_wm, study_series,
+    study_instances, modalities, series_instances, sort_wm, then one metadata column per
+    level in ``metadata`` (study, series, instance order): the instance's full DICOM JSON, or
+    with ``summary`` its ``instance_summary`` document (the default and "all" attributes).
+    """
+    level = query.level
+    params: list[object] = []
+    clauses = _where(query, params)
+    if level is QueryLevel.INSTANCE:
+        clauses.insert(0, f"i.status = {CREATED}")
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    page = f"{_PAGE_SELECT[level]}{where} ORDER BY {_ORDER[level]} DESC LIMIT ? OFFSET ?"
+    params.extend([query.limit, min(query.offset, _MAX_OFFSET)])
+    selected = ["page.*"]
+    joins = []
+    for wanted in sorted(metadata):
+        if wanted > level:
+            raise ValueError(f"a {level.label} search has no {wanted.label} metadata")
+        alias, key = _METADATA_JOINS[wanted]
+        table, column = ("instance_summary", "doc") if summary else ("instance", "metadata")
+        selected.append(f"{alias}.{column}")
+        joins.append(f" LEFT JOIN {table} {alias} ON {alias}.watermark = page.{key}")
+    sql = (
+        f"WITH page AS ({page}) SELECT {', '.join(selected)} FROM page{''.join(joins)}"
+        " ORDER BY page.sort_wm DESC"
+    )
+    return CompiledSearch(sql=sql, params=tuple(params))

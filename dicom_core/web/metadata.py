@@ -1,0 +1,37 @@
+"""Retrieve metadata over HTTP (PS3.18 10.4.1.1.4) with ETag / If-None-Match revalidation."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from dicom_core.bootstrap import Services
+from dicom_core.web import responses
+from dicom_core.web.context import api_version
+from dicom_core.web.renditions import negotiate_metadata
+from dicom_core.web.wado_params import original_version, series_uid, sop_uid, study_uid
+
+
+async def retrieve_metadata(request: Request, services: Services) -> Response:
+    api_version(request)
+    study, series, sop = study_uid(request), series_uid(request), sop_uid(request)
+    original_version(request)
+    negotiate_metadata(request.headers.getlist("accept"))
+    document = await services.metadata.retrieve_metadata(study, series, sop)
+    if _matches(request.headers.getlist("if-none-match"), document.etag):
+        return Response(status_code=304, headers={"ETag": document.etag})
+    return responses.raw_dicom_json(document.body, headers={"ETag": document.etag})
+
+
+def _matches(if_none_match: list[str], etag: str) -> bool:
+    """RFC 9110 13.1.2: weak comparison against each listed tag; ``*`` matches any."""
+    for header in if_none_match:
+        for candidate in header.split(","):
+            tag = candidate.strip()
+            if tag == "*":
+                return True
+            if tag.startswith("W/"):
+                tag = tag[2:]
+            if tag == etag or tag == etag.strip('"'):
+                return True
+    return False

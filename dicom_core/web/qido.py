@@ -1,0 +1,107 @@
+"""QIDO-RS over HTTP: the six search resources (conformance statement, "Search (QIDO-RS)").
+
+HTTP concerns only: which resource the URL names, the URI length limit (414), Accept
+negotiation (application/dicom+json, or plain application/json for clients that ask for it;
+406 otherwise), the query string as a multi-dict (``includefield=a&includefield=b`` keeps
+both), and 204 for an empty result. Parsing is ``dicom_core.query.parser``; searching and
+building the results is ``dicom_core.services.search``.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from dicom_core.bootstrap import Services
+from dicom_core.errors import NotAcceptable, UriTooLong
+from dicom_core.query.conditions import QueryResource
+from dicom_core.query.parser import parse_query
+from dicom_core.web.context import api_version, path_uid
+from dicom_core.web.negotiation import parse_accept
+from dicom_core.web.responses import DICOM_JSON, dicom_json
+
+MAX_URI_LENGTH = 8192
+JSON = "application/json"
+
+
+def _check_uri_length(request: Request) -> None:
+    """414 for a request target (path and query) longer than the service supports."""
+    raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string") or b""
+    length = len(raw_path) + (len(query) + 1 if query else 0)
+    if length > MAX_URI_LENGTH:
+        raise UriTooLong(
+            f"The request URI is {length} characters long; the maximum supported length is"
+            f" {MAX_URI_LENGTH}."
+        )
+
+
+def _media_type(request: Request) -> str:
+    """application/dicom+json unless the client accepts only application/json."""
+    ranges = parse_accept(request.headers.getlist("accept"))
+    if not ranges:
+        return DICOM_JSON
+    for media in ranges:
+        if media.q <= 0:
+            continue
+        if media.matches(DICOM_JSON):
+            return DICOM_JSON
+        if media.media_type == JSON:
+            return JSON
+    raise NotAcceptable(
+        "Search results are offered as application/dicom+json (or application/json); the"
+        " Accept header admits neither."
+    )
+
+
+def _resource(request: Request, level: str) -> tuple[QueryResource, str | None, str | None]:
+    study = (
+        path_uid(request, "study", "study instance UID in the URL")
+        if "study" in request.path_params
+        else None
+    )
+    series = (
+        path_uid(request, "series", "series instance UID in the URL")
+        if "series" in request.path_params
+        else None
+    )
+    if level == "studies":
+        return QueryResource.ALL_STUDIES, None, None
+    if level == "series":
+        return (QueryResource.STUDY_SERIES if study else QueryResource.ALL_SERIES), study, None
+    if series is not None:
+        return QueryResource.STUDY_SERIES_INSTANCES, study, series
+    if study is not None:
+        return QueryResource.STUDY_INSTANCES, study, None
+    return QueryResource.ALL_INSTANCES, None, None
+
+
+async def _search(request: Request, services: Services, level: str) -> Response:
+    _check_uri_length(request)
+    api_version(request)
+    resource, study, series = _resource(request, level)
+    media_type = _media_type(request)
+    query = parse_query(
+        request.query_params.multi_items(), resource, study_uid=study, series_uid=series
+    )
+    results = await services.search.search(query)
+    if not results:
+        return Response(status_code=204)
+    response = dicom_json(results)
+    response.headers["content-type"] = media_type
+    return response
+
+
+async def search_for_studies(request: Request, services: Services) -> Response:
+    """GET ../studies"""
+    return await _search(request, services, "studies")
+
+
+async def search_for_series(request: Request, services: Services) -> Response:
+    """GET ../series and ../studies/{study}/series"""
+    return await _search(request, services, "series")
+
+
+async def search_for_instances(request: Request, services: Services) -> Response:
+    """GET ../instances, ../studies/{study}/instances and .../series/{series}/instances"""
+    return await _search(request, services, "instances")

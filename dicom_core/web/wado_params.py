@@ -1,0 +1,97 @@
+"""Reading WADO-RS request parameters: UIDs, frame numbers, quality, the original-version header.
+
+Every malformed value is a 400 whose message names the parameter and what was wrong, before
+any lookup happens.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from starlette.requests import Request
+
+from dicom_core.domain.model import InstanceKey
+from dicom_core.domain.render import DEFAULT_QUALITY
+from dicom_core.errors import BadRequest
+from dicom_core.web.context import path_uid
+
+#: Request header selecting the original version of an instance after a bulk update
+#: (conformance statement, "Retrieve original version").
+ORIGINAL_VERSION_HEADER: Final = "msdicom-request-original"
+_MAX_FRAMES_PER_REQUEST: Final = 100_000
+
+
+def study_uid(request: Request) -> str:
+    return path_uid(request, "study", "study instance UID in the URL")
+
+
+def series_uid(request: Request) -> str | None:
+    if "series" not in request.path_params:
+        return None
+    return path_uid(request, "series", "series instance UID in the URL")
+
+
+def sop_uid(request: Request) -> str | None:
+    if "instance" not in request.path_params:
+        return None
+    return path_uid(request, "instance", "SOP instance UID in the URL")
+
+
+def instance_key(request: Request) -> InstanceKey:
+    series, sop = series_uid(request), sop_uid(request)
+    assert series is not None and sop is not None, "route without series and instance"
+    return InstanceKey(study_uid(request), series, sop)
+
+
+def original_version(request: Request) -> bool:
+    """True when the client asks for the original version (``msdicom-request-original``).
+
+    Only one version of an instance exists until bulk update does, so both values return it;
+    anything but true or false is refused rather than silently ignored.
+    """
+    raw = request.headers.get(ORIGINAL_VERSION_HEADER)
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in {"true", "false"}:
+        return value == "true"
+    raise BadRequest(f"The {ORIGINAL_VERSION_HEADER} header must be true or false, got {raw!r}.")
+
+
+def frame_numbers(raw: str) -> list[int]:
+    """Parse a frame list such as ``1,3,5``: 1-based frame numbers, in the order asked."""
+    parts = [part.strip() for part in raw.split(",")]
+    if not raw.strip() or any(not part for part in parts):
+        raise BadRequest(
+            f"The frame list {raw!r} is malformed; give frame numbers (from 1) separated by"
+            " commas, for example frames/1,2,3."
+        )
+    if len(parts) > _MAX_FRAMES_PER_REQUEST:
+        raise BadRequest(f"At most {_MAX_FRAMES_PER_REQUEST} frames can be requested at once.")
+    numbers: list[int] = []
+    for part in parts:
+        if not part.isascii() or not part.isdigit() or int(part) < 1:
+            raise BadRequest(
+                f"Frame number {part!r} is invalid; frame numbers are integers starting at 1."
+            )
+        numbers.append(int(part))
+    return numbers
+
+
+def frame_number(raw: str) -> int:
+    """The single frame of a rendered-frame URL."""
+    numbers = frame_numbers(raw)
+    if len(numbers) != 1:
+        raise BadRequest("A rendered image shows one frame; give a single frame number.")
+    return numbers[0]
+
+
+def quality(request: Request) -> int:
+    """The ``quality`` query parameter: an integer from 1 to 100, 100 when absent."""
+    values = request.query_params.getlist("quality")
+    if not values:
+        return DEFAULT_QUALITY
+    raw = values[-1].strip()
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 100:
+        raise BadRequest(f"The quality parameter must be an integer from 1 to 100, got {raw!r}.")
+    return int(raw)

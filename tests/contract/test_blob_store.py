@@ -1,0 +1,89 @@
+"""The ``BlobStore`` contract, on both backends, checked through the port and a raw listing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dicom_core.storage.ports import BlobNotFound
+from tests.contract.conftest import Stores
+
+
+def staged(tmp_path: Path, data: bytes, name: str = "part") -> Path:
+    path = tmp_path / f"{name}-{os.urandom(4).hex()}.part"
+    path.write_bytes(data)
+    return path
+
+
+async def read_all(stores: Stores, key: str, chunk_size: int = 1 << 20) -> bytes:
+    return b"".join([chunk async for chunk in stores.blobs.read_stream(key, chunk_size=chunk_size)])
+
+
+async def test_put_consumes_the_staged_file_and_reads_back(stores: Stores, tmp_path: Path) -> None:
+    data = os.urandom(70_000)
+    source = staged(tmp_path, data)
+    await stores.blobs.put_file("1.2/3.4/5.6_7.dcm", source)
+    assert not source.exists()
+    assert await stores.raw_blob_keys() == ["1.2/3.4/5.6_7.dcm"]
+    assert await read_all(stores, "1.2/3.4/5.6_7.dcm") == data
+    assert await stores.blobs.size("1.2/3.4/5.6_7.dcm") == len(data)
+
+
+async def test_streams_come_in_chunks_no_larger_than_asked(stores: Stores, tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    await stores.blobs.put_file("s/a.dcm", staged(tmp_path, data))
+    chunks = [chunk async for chunk in stores.blobs.read_stream("s/a.dcm", chunk_size=65536)]
+    assert b"".join(chunks) == data
+    assert max(len(chunk) for chunk in chunks) <= 65536
+
+
+async def test_a_large_file_is_uploaded_in_blocks(stores: Stores, tmp_path: Path) -> None:
+    """Above 1 MiB the azure adapter stages blocks; the bytes must come back intact."""
+    data = os.urandom(9 << 20)
+    await stores.blobs.put_file("big/file.dcm", staged(tmp_path, data))
+    assert await stores.blobs.size("big/file.dcm") == len(data)
+    assert (
+        await stores.blobs.read_range("big/file.dcm", (8 << 20) - 10, 20)
+        == data[(8 << 20) - 10 : (8 << 20) + 10]
+    )
+    assert await read_all(stores, "big/file.dcm") == data
+
+
+async def test_writes_are_create_only_unless_overwriting(stores: Stores, tmp_path: Path) -> None:
+    await stores.blobs.put_file("k/x.dcm", staged(tmp_path, b"first"))
+    second = staged(tmp_path, b"second")
+    with pytest.raises(FileExistsError):
+        await stores.blobs.put_file("k/x.dcm", second)
+    assert second.exists()  # a refused write leaves its source for the caller to remove
+    assert await read_all(stores, "k/x.dcm") == b"first"
+    await stores.blobs.put_file("k/x.dcm", second, overwrite=True)
+    assert await read_all(stores, "k/x.dcm") == b"second"
+
+
+async def test_byte_ranges(stores: Stores, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 40
+    await stores.blobs.put_file("r/f.dcm", staged(tmp_path, data))
+    assert await stores.blobs.read_range("r/f.dcm", 0, 10) == data[:10]
+    assert await stores.blobs.read_range("r/f.dcm", 1000, 333) == data[1000:1333]
+    assert await stores.blobs.read_range("r/f.dcm", len(data) - 5, 50) == data[-5:]
+    assert await stores.blobs.read_range("r/f.dcm", len(data) + 5, 50) == b""
+
+
+async def test_missing_blobs(stores: Stores) -> None:
+    with pytest.raises(BlobNotFound):
+        await read_all(stores, "no/such.dcm")
+    with pytest.raises(BlobNotFound):
+        await stores.blobs.read_range("no/such.dcm", 0, 4)
+    with pytest.raises(BlobNotFound):
+        await stores.blobs.size("no/such.dcm")
+    assert await stores.blobs.delete("no/such.dcm") is False
+
+
+async def test_delete_removes_exactly_one(stores: Stores, tmp_path: Path) -> None:
+    for name in ("d/1/a.dcm", "d/1/b.dcm", "d/2/c.dcm"):
+        await stores.blobs.put_file(name, staged(tmp_path, name.encode()))
+    assert await stores.blobs.delete("d/1/a.dcm") is True
+    assert await stores.blobs.delete("d/1/a.dcm") is False
+    assert await stores.raw_blob_keys() == ["d/1/b.dcm", "d/2/c.dcm"]

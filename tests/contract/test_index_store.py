@@ -1,0 +1,326 @@
+"""The ``IndexStore`` contract, on both backends, checked through the port and a back door."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import orjson
+import pytest
+from pydicom.uid import generate_uid
+
+from dicom_core.domain.identifiers import blob_key_for
+from dicom_core.domain.index_attributes import normalized_forms
+from dicom_core.domain.model import FrameIndex, IndexAttributes, InstanceKey, StoredInstance
+from dicom_core.query.conditions import QueryLevel, QueryResource
+from dicom_core.query.parser import parse_query
+from dicom_core.storage.ports import IndexStore, InstanceBeingCreated, InstanceExists
+from tests.contract.conftest import Stores, StoresFactory
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+EXPLICIT = "1.2.840.10008.1.2.1"
+
+
+def new_key(study: str | None = None, series: str | None = None) -> InstanceKey:
+    return InstanceKey(study or generate_uid(), series or generate_uid(), generate_uid())
+
+
+def instance(
+    key: InstanceKey,
+    *,
+    patient_id: str = "P1",
+    modality: str = "CT",
+    metadata: bytes | None = None,
+    frames: FrameIndex | None = None,
+) -> StoredInstance:
+    study = {"PatientID": patient_id, "PatientName": "Doe^John", "StudyDate": "20240102"}
+    series = {"Modality": modality}
+    return StoredInstance(
+        key=key,
+        sop_class_uid=CT,
+        transfer_syntax_uid=EXPLICIT,
+        file_size=1234,
+        metadata_json=metadata or orjson.dumps({"00080018": {"vr": "UI", "Value": [key.sop_uid]}}),
+        attributes=IndexAttributes(
+            study=dict(study),
+            series=dict(series),
+            instance={"InstanceNumber": 1},
+            normalized=normalized_forms({**study, **series}),
+        ),
+        frames=frames,
+    )
+
+
+async def store(index: IndexStore, key: InstanceKey, **kwargs: object) -> int:
+    reservation = await index.begin_instance(key, upsert=False)
+    await index.commit_instance(reservation, instance(key, **kwargs))  # type: ignore[arg-type]
+    return reservation.watermark
+
+
+async def test_a_reserved_instance_is_invisible_until_committed(stores: Stores) -> None:
+    index, key = stores.index, new_key()
+    reservation = await index.begin_instance(key, upsert=False)
+    assert reservation.key == key
+    assert reservation.blob_key == blob_key_for(
+        key.study_uid, key.series_uid, key.sop_uid, reservation.watermark
+    )
+    assert await index.get_instance(key) is None
+    assert await index.list_instances(key.study_uid) == []
+    assert await index.get_metadata(key.study_uid) == []
+    assert await stores.raw_instance_states(key) == [("creating", reservation.watermark)]
+
+    frames = FrameIndex(
+        encapsulated=False, fragments=(((200, 512),), ((712, 512),)), frame_length=512
+    )
+    replaced = await index.commit_instance(reservation, instance(key, frames=frames))
+    assert replaced == []
+    record = await index.get_instance(key)
+    assert record is not None
+    assert (record.key, record.watermark, record.blob_key) == (
+        key,
+        reservation.watermark,
+        reservation.blob_key,
+    )
+    assert (record.sop_class_uid, record.transfer_syntax_uid, record.file_size) == (
+        CT,
+        EXPLICIT,
+        1234,
+    )
+    assert record.frames == frames
+    assert record.created_at
+    assert [r.key for r in await index.list_instances(key.study_uid)] == [key]
+    assert await index.get_metadata(key.study_uid, key.series_uid, key.sop_uid) == [
+        instance(key).metadata_json
+    ]
+    assert await stores.raw_instance_states(key) == [("created", reservation.watermark)]
+
+
+async def test_a_second_store_of_a_reserved_instance_is_refused(stores: Stores) -> None:
+    key = new_key()
+    await stores.index.begin_instance(key, upsert=False)
+    with pytest.raises(InstanceBeingCreated):
+        await stores.index.begin_instance(key, upsert=False)
+    with pytest.raises(InstanceBeingCreated):
+        await stores.index.begin_instance(key, upsert=True)
+
+
+async def test_post_of_a_stored_instance_is_refused_and_put_replaces_it(stores: Stores) -> None:
+    index, key = stores.index, new_key()
+    first = await store(index, key, patient_id="OLD")
+    with pytest.raises(InstanceExists):
+        await index.begin_instance(key, upsert=False)
+
+    reservation = await index.begin_instance(key, upsert=True)
+    assert reservation.watermark > first
+    # While the replacement is being written, readers still see the stored version.
+    record = await index.get_instance(key)
+    assert record is not None and record.watermark == first
+    replaced = await index.commit_instance(
+        reservation, instance(key, patient_id="NEW", metadata=b'{"new": 1}')
+    )
+    assert replaced == [blob_key_for(key.study_uid, key.series_uid, key.sop_uid, first)]
+    record = await index.get_instance(key)
+    assert record is not None and record.watermark == reservation.watermark
+    assert await index.get_metadata(key.study_uid) == [b'{"new": 1}']
+    assert await stores.raw_instance_states(key) == [("created", reservation.watermark)]
+    summary = await stores.raw_study_summary(key.study_uid)
+    assert summary is not None
+    assert (summary["instances"], summary["patient_id"]) == (1, "new")
+
+
+async def test_abort_releases_the_identity(stores: Stores) -> None:
+    index, key = stores.index, new_key()
+    reservation = await index.begin_instance(key, upsert=False)
+    await index.abort_instance(reservation)
+    assert await stores.raw_instance_states(key) == []
+    again = await index.begin_instance(key, upsert=False)
+    assert again.watermark != reservation.watermark
+    await index.abort_instance(reservation)  # a stale abort leaves the new claim alone
+    assert await stores.raw_instance_states(key) == [("creating", again.watermark)]
+
+
+async def test_a_stale_reservation_is_taken_over_and_its_file_named(
+    make_stores: StoresFactory,
+) -> None:
+    stores = await make_stores(DICOM_STALE_CREATE_SECONDS="1")
+    key = new_key()
+    crashed = await stores.index.begin_instance(key, upsert=False)
+    await asyncio.sleep(1.2)
+    taken = await stores.index.begin_instance(key, upsert=False)
+    assert taken.abandoned_blob_keys == (crashed.blob_key,)
+    await stores.index.commit_instance(taken, instance(key))
+    assert await stores.raw_instance_states(key) == [("created", taken.watermark)]
+
+
+async def test_listing_is_oldest_first_and_scoped(stores: Stores) -> None:
+    index = stores.index
+    study, series_a, series_b = generate_uid(), generate_uid(), generate_uid()
+    keys = [new_key(study, series_a), new_key(study, series_b), new_key(study, series_a)]
+    for key in keys:
+        await store(index, key)
+    assert [r.key for r in await index.list_instances(study)] == keys
+    assert [r.key for r in await index.list_instances(study, series_a)] == [keys[0], keys[2]]
+    assert await index.list_instances(study, generate_uid()) == []
+    assert len(await index.get_metadata(study)) == 3
+    assert len(await index.get_metadata(study, series_b)) == 1
+
+
+async def test_summaries_keep_the_latest_values_counts_and_modalities(stores: Stores) -> None:
+    index = stores.index
+    study = generate_uid()
+    ct, mr = generate_uid(), generate_uid()
+    await store(index, new_key(study, ct), patient_id="A", modality="CT")
+    await store(index, new_key(study, ct), patient_id="B", modality="CT")
+    last = new_key(study, mr)
+    await store(index, last, patient_id="C", modality="MR")
+    summary = await stores.raw_study_summary(study)
+    assert summary is not None
+    assert (summary["series"], summary["instances"]) == (2, 3)
+    assert summary["modalities"] == ["CT", "MR"]
+    assert summary["patient_id"] == "c"
+
+    # Deleting the latest instance makes the one before it the latest again.
+    assert len(await index.delete_instances(study, mr, last.sop_uid)) == 1
+    summary = await stores.raw_study_summary(study)
+    assert summary is not None
+    assert (summary["series"], summary["instances"], summary["modalities"]) == (1, 2, ["CT"])
+    assert summary["patient_id"] == "b"
+    query = parse_query([("PatientID", "b")], QueryResource.ALL_INSTANCES)
+    found = await index.search(query)
+    assert {m.study_uid for m in found} == {study}
+    assert len(found) == 2  # both CT instances: the study's PatientID is now B
+
+
+async def test_delete_returns_the_files_of_what_it_removed(stores: Stores) -> None:
+    index = stores.index
+    study, series = generate_uid(), generate_uid()
+    keys = [new_key(study, series), new_key(study, series), new_key(study)]
+    marks = [await store(index, key) for key in keys]
+    blob = [
+        blob_key_for(k.study_uid, k.series_uid, k.sop_uid, w)
+        for k, w in zip(keys, marks, strict=True)
+    ]
+
+    assert await index.delete_instances(study, series, generate_uid()) == []
+    assert await index.delete_instances(generate_uid()) == []
+    assert await index.delete_instances(study, series, keys[0].sop_uid) == [blob[0]]
+    assert sorted(await index.delete_instances(study, series)) == [blob[1]]
+    assert await index.delete_instances(study) == [blob[2]]
+    assert await index.list_instances(study) == []
+    assert await stores.raw_study_summary(study) is None
+    for key in keys:
+        assert await stores.raw_instance_states(key) == []
+
+
+async def test_a_large_study_is_deleted_whole(stores: Stores) -> None:
+    """More instances than one Cosmos transactional batch holds (100 operations)."""
+    index = stores.index
+    study = generate_uid()
+    series = [generate_uid() for _ in range(3)]
+    keys = [new_key(study, series[n % 3]) for n in range(130)]
+    semaphore = asyncio.Semaphore(8)
+
+    async def add(key: InstanceKey) -> None:
+        async with semaphore:
+            await store(index, key)
+
+    await asyncio.gather(*(add(key) for key in keys))
+    summary = await stores.raw_study_summary(study)
+    assert summary is not None and (summary["series"], summary["instances"]) == (3, 130)
+    removed = await index.delete_instances(study)
+    assert len(removed) == len(set(removed)) == 130
+    assert await index.list_instances(study) == []
+    assert await stores.raw_study_summary(study) is None
+
+
+async def test_concurrent_stores_into_one_study_lose_no_count(stores: Stores) -> None:
+    index = stores.index
+    study, series = generate_uid(), generate_uid()
+    keys = [new_key(study, series if n % 2 else None) for n in range(24)]
+    await asyncio.gather(*(store(index, key, patient_id=f"P{n}") for n, key in enumerate(keys)))
+    summary = await stores.raw_study_summary(study)
+    assert summary is not None
+    assert summary["instances"] == 24
+    assert summary["series"] == 1 + 12
+    records = await index.list_instances(study)
+    assert sorted(r.key for r in records) == sorted(keys)
+    newest = max(records, key=lambda r: r.watermark)
+    assert summary["latest"] == newest.watermark
+
+
+async def test_concurrent_stores_of_one_instance_admit_exactly_one(stores: Stores) -> None:
+    key = new_key()
+
+    async def attempt() -> str:
+        try:
+            await store(stores.index, key)
+        except (InstanceExists, InstanceBeingCreated) as exc:
+            return type(exc).__name__
+        return "stored"
+
+    outcomes = await asyncio.gather(*(attempt() for _ in range(6)))
+    assert outcomes.count("stored") == 1
+    assert [state for state, _ in await stores.raw_instance_states(key)] == ["created"]
+
+
+async def test_large_metadata_round_trips(stores: Stores) -> None:
+    """DICOM JSON that does not fit one Cosmos document (2 MB) even compressed."""
+    key = new_key()
+    payload = orjson.dumps({"7FE10010": {"vr": "OB", "InlineBinary": os.urandom(1_600_000).hex()}})
+    await store(stores.index, key, metadata=payload)
+    assert await stores.index.get_metadata(key.study_uid, key.series_uid, key.sop_uid) == [payload]
+    assert await stores.index.get_metadata(key.study_uid) == [payload]
+    reservation = await stores.index.begin_instance(key, upsert=True)
+    await stores.index.commit_instance(reservation, instance(key, metadata=b"{}"))
+    assert await stores.index.get_metadata(key.study_uid) == [b"{}"]
+    await stores.index.delete_instances(key.study_uid)
+    assert await stores.index.get_metadata(key.study_uid) == []
+
+
+async def test_search_pages_newest_first_with_aggregates_and_metadata(stores: Stores) -> None:
+    index = stores.index
+    patient = f"PAT-{generate_uid()[-12:]}"
+    study_a, study_b = generate_uid(), generate_uid()
+    a1 = new_key(study_a)
+    await store(index, a1, patient_id=patient, modality="CT")
+    await store(index, new_key(study_a, a1.series_uid), patient_id=patient, modality="CT")
+    await store(index, new_key(study_a), patient_id=patient, modality="SR")
+    b1 = new_key(study_b)
+    await store(index, b1, patient_id=patient.lower(), modality="MR")
+
+    query = parse_query([("PatientID", patient)], QueryResource.ALL_STUDIES)
+    found = await index.search(query, metadata=frozenset({QueryLevel.STUDY}))
+    assert [m.study_uid for m in found] == [study_b, study_a]
+    by_study = {m.study_uid: m for m in found}
+    assert (by_study[study_a].study_series, by_study[study_a].study_instances) == (2, 3)
+    assert by_study[study_a].modalities == ("CT", "SR")
+    assert by_study[study_b].study_metadata == instance(b1).metadata_json
+
+    page = await index.search(
+        parse_query(
+            [("PatientID", patient), ("limit", "1"), ("offset", "1")], QueryResource.ALL_STUDIES
+        )
+    )
+    assert [m.study_uid for m in page] == [study_a]
+
+    series = await index.search(
+        parse_query(
+            [("StudyInstanceUID", study_a), ("ModalitiesInStudy", "ct")], QueryResource.ALL_SERIES
+        ),
+        metadata=frozenset({QueryLevel.SERIES}),
+    )
+    assert len(series) == 2
+    assert {m.series_instances for m in series} == {1, 2}
+    assert all(m.series_metadata for m in series)
+
+    instances = await index.search(
+        parse_query(
+            [("Modality", "ct"), ("SeriesInstanceUID", a1.series_uid)],
+            QueryResource.STUDY_INSTANCES,
+            study_uid=study_a,
+        ),
+        metadata=frozenset({QueryLevel.INSTANCE}),
+    )
+    assert [m.sop_uid for m in instances][-1] == a1.sop_uid
+    assert instances[-1].instance_metadata == instance(a1).metadata_json
+    assert all(m.series_instances == 2 and m.study_instances == 3 for m in instances)

@@ -1,0 +1,76 @@
+"""The ``JobQueue`` contract, on both backends, checked through the port and raw messages."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.contract.conftest import Stores
+
+
+async def test_send_receive_complete(stores: Stores) -> None:
+    queue = stores.queue_name()
+    await stores.queue.send(queue, {"schema": 1, "blob": "a/b.dcm"})
+    assert await stores.raw_messages(queue) == [{"schema": 1, "blob": "a/b.dcm"}]
+    [message] = await stores.queue.receive(queue, visibility_timeout=30)
+    assert (message.queue, message.body, message.dequeue_count) == (
+        queue,
+        {"schema": 1, "blob": "a/b.dcm"},
+        1,
+    )
+    assert await stores.queue.receive(queue) == []  # leased: invisible to others
+    await stores.queue.complete(message)
+    assert await stores.raw_messages(queue) == []
+
+
+async def test_receive_from_an_unused_queue_is_empty(stores: Stores) -> None:
+    assert await stores.queue.receive(stores.queue_name()) == []
+
+
+async def test_abandon_redelivers_with_a_higher_dequeue_count(stores: Stores) -> None:
+    queue = stores.queue_name()
+    await stores.queue.send(queue, {"n": 1})
+    [first] = await stores.queue.receive(queue)
+    await stores.queue.abandon(first)
+    [second] = await stores.queue.receive(queue)
+    assert second.body == {"n": 1}
+    assert second.dequeue_count == 2
+    await stores.queue.complete(second)
+
+
+async def test_an_expired_lease_redelivers(stores: Stores) -> None:
+    queue = stores.queue_name()
+    await stores.queue.send(queue, {"n": 2})
+    [first] = await stores.queue.receive(queue, visibility_timeout=1)
+    await asyncio.sleep(1.5)
+    [again] = await stores.queue.receive(queue)
+    assert again.body == {"n": 2} and again.dequeue_count == 2
+    await stores.queue.complete(again)
+
+
+async def test_delayed_messages_wait(stores: Stores) -> None:
+    queue = stores.queue_name()
+    await stores.queue.send(queue, {"later": True}, delay_seconds=1)
+    assert await stores.queue.receive(queue) == []
+    await asyncio.sleep(1.5)
+    [message] = await stores.queue.receive(queue)
+    assert message.body == {"later": True}
+
+
+async def test_receive_takes_at_most_the_number_asked_in_order(stores: Stores) -> None:
+    queue = stores.queue_name()
+    for n in range(5):
+        await stores.queue.send(queue, {"n": n})
+    first = await stores.queue.receive(queue, max_messages=3)
+    rest = await stores.queue.receive(queue, max_messages=10)
+    assert len(first) == 3
+    assert sorted(m.body["n"] for m in [*first, *rest]) == list(range(5))
+
+
+async def test_dead_letter_moves_the_message_to_the_poison_path(stores: Stores) -> None:
+    queue = stores.queue_name()
+    await stores.queue.send(queue, {"bad": True})
+    [message] = await stores.queue.receive(queue)
+    await stores.queue.dead_letter(message, "ValueError: unexpected message")
+    assert await stores.queue.receive(queue) == []
+    assert await stores.raw_messages(queue) == []
+    assert await stores.raw_messages(queue, poison=True) == [{"bad": True}]

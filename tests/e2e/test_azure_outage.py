@@ -1,0 +1,221 @@
+"""The azure backend when its stores go away: 503 (or 424), never 500, nothing half stored,
+and service again as soon as they are back.
+
+These tests stop and restart the emulators, so they run on emulators of their own (not the
+session's) with a server that gives up retrying after one second.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pydicom.dataset import Dataset
+
+from tests.azure_backdoor import blob_files, cosmos_query
+from tests.conftest import BACKENDS, Server, start_server, stop_server
+from tests.factories import make_dataset, multipart, to_bytes
+from tools.emulators.launcher import Emulators
+
+pytestmark = pytest.mark.skipif("azure" not in BACKENDS, reason="azure backend not tested")
+
+MULTIPART = 'multipart/related; type="application/dicom"; boundary=DICOMwebBoundary'
+UNAVAILABLE = {503, 424}
+
+
+@pytest.fixture(scope="module")
+def outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Emulators, Server]]:
+    emulators = Emulators(tmp_path_factory.mktemp("outage-emulators")).start()
+    server = start_server(
+        tmp_path_factory.mktemp("outage-server"),
+        **emulators.environment(),
+        DICOM_AZURE_RETRY_SECONDS="1",
+    )
+    yield emulators, server
+    stop_server(server)
+    emulators.stop()
+
+
+@pytest.fixture()
+def running(outage: tuple[Emulators, Server]) -> Iterator[tuple[Emulators, Server]]:
+    """The pair, with both emulators up again after the test whatever it did."""
+    yield outage
+    emulators, _ = outage
+    for process, start in ((emulators._azurite, emulators.start_azurite),
+                           (emulators._cosmos, emulators.start_cosmos)):  # fmt: skip
+        if process is None or process.process is None or process.process.poll() is not None:
+            start()
+
+
+def store(client: httpx.Client, *datasets: Dataset) -> httpx.Response:
+    return client.post(
+        "/v2/studies",
+        content=multipart([to_bytes(ds) for ds in datasets]),
+        headers={"Content-Type": MULTIPART, "Accept": "application/dicom+json"},
+    )
+
+
+def instance_path(ds: Dataset) -> str:
+    return (
+        f"/v2/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}"
+    )
+
+
+def eventually(check: object, timeout: float = 15) -> httpx.Response:
+    """Retry a request until it succeeds (the server reconnects on its own)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = check()  # type: ignore[operator]
+        if response.status_code < 300 or time.monotonic() > deadline:
+            return response  # type: ignore[no-any-return]
+        time.sleep(0.2)
+
+
+def test_cosmos_outage_is_503_and_the_service_recovers(
+    running: tuple[Emulators, Server],
+) -> None:
+    emulators, server = running
+    stored = make_dataset()
+    with server.client() as client:
+        assert store(client, stored).status_code == 200
+        emulators.stop_cosmos()
+        ds = make_dataset()
+        answers = [
+            store(client, ds),
+            client.get(f"/v2/studies?PatientID={ds.PatientID}"),
+            client.get(instance_path(stored), headers={"Accept": "application/dicom"}),
+            client.get(instance_path(stored) + "/metadata"),
+            client.delete(f"/v2/studies/{stored.StudyInstanceUID}"),
+        ]
+        assert [a.status_code for a in answers] == [503] * len(answers), [a.text for a in answers]
+        assert all(a.headers.get("Retry-After") for a in answers)
+        # No file of the refused store was left behind.
+        assert not [f for f in blob_files(server.azure) if ds.SOPInstanceUID in f.name]
+
+        emulators.start_cosmos()  # back, and empty: the index is recreated on first use
+        assert eventually(lambda: store(client, ds)).status_code == 200
+        retrieved = client.get(instance_path(ds), headers={"Accept": "application/dicom"})
+        assert retrieved.status_code == 200
+        assert retrieved.content[132:] == to_bytes(ds)[132:]
+        found = client.get("/v2/studies", params={"PatientID": ds.PatientID})
+        assert found.status_code == 200
+        assert [s["0020000D"]["Value"][0] for s in found.json()] == [ds.StudyInstanceUID]
+
+
+def test_azurite_outage_is_503_and_the_service_recovers(
+    running: tuple[Emulators, Server],
+) -> None:
+    emulators, server = running
+    stored = make_dataset()
+    with server.client() as client:
+        assert store(client, stored).status_code == 200
+        emulators.stop_azurite()
+        ds = make_dataset()
+        refused = store(client, ds)
+        assert refused.status_code == 503, refused.text
+        # The index never saw it: searching needs no blob and still answers.
+        search = client.get("/v2/instances", params={"SOPInstanceUID": ds.SOPInstanceUID})
+        assert search.status_code == 204
+        assert (
+            cosmos_query(
+                server.azure, "SELECT c.kind FROM c WHERE c.sop = @sop", {"@sop": ds.SOPInstanceUID}
+            )
+            == []
+        )
+        metadata = client.get(instance_path(stored) + "/metadata")
+        assert metadata.status_code == 200  # precomputed: no file read
+        frames = client.get(
+            instance_path(stored) + "/frames/1",
+            headers={"Accept": 'multipart/related; type="application/octet-stream"'},
+        )
+        assert frames.status_code in UNAVAILABLE, frames.text
+
+        emulators.start_azurite()  # back, and empty: its files are gone
+        assert eventually(lambda: store(client, ds)).status_code == 200
+        retrieved = client.get(instance_path(ds), headers={"Accept": "application/dicom"})
+        assert retrieved.status_code == 200
+        lost = client.get(
+            instance_path(stored) + "/frames/1",
+            headers={"Accept": 'multipart/related; type="application/octet-stream"'},
+        )
+        assert lost.status_code == 424  # indexed, but its file went with the old Azurite
+
+
+def _big_dataset(megabytes: int) -> Dataset:
+    side = int((megabytes * 1024 * 1024 / 2) ** 0.5)
+    return make_dataset(rows=side, columns=side)
+
+
+def _when_reserved(server: Server, sop_uid: str, then: object) -> threading.Thread:
+    """Call ``then`` as soon as the store of ``sop_uid`` has reserved it (its upload begins)."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            found = cosmos_query(
+                server.azure,
+                "SELECT c.kind FROM c WHERE c.sop = @sop AND c.kind = 'reservation'",
+                {"@sop": sop_uid},
+            )
+            if found:
+                then()  # type: ignore[operator]
+                return
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    return thread
+
+
+def test_azurite_stopping_during_an_upload_leaves_nothing_half_stored(
+    running: tuple[Emulators, Server],
+) -> None:
+    emulators, server = running
+    ds = _big_dataset(100)
+
+    def crash() -> None:
+        emulators.pause_azurite()  # freeze the upload where it is, then kill
+        emulators.stop_azurite()
+
+    watcher = _when_reserved(server, ds.SOPInstanceUID, crash)
+    with server.client() as client:
+        response = store(client, ds)
+    watcher.join()
+    assert response.status_code == 503, response.text
+    assert (
+        cosmos_query(
+            server.azure, "SELECT c.kind FROM c WHERE c.sop = @sop", {"@sop": ds.SOPInstanceUID}
+        )
+        == []
+    )  # neither an instance nor a reservation: the identity is free again
+    emulators.start_azurite()
+    with server.client() as client:
+        assert eventually(lambda: store(client, ds)).status_code == 200
+
+
+def test_cosmos_stopping_during_an_upload_leaves_no_orphan_file(
+    running: tuple[Emulators, Server], tmp_path: Path
+) -> None:
+    emulators, server = running
+    ds = _big_dataset(100)
+
+    def crash() -> None:
+        # Hold the upload while Cosmos goes away, so the commit is what fails.
+        emulators.pause_azurite()
+        try:
+            emulators.stop_cosmos()
+        finally:
+            emulators.resume_azurite()
+
+    watcher = _when_reserved(server, ds.SOPInstanceUID, crash)
+    with server.client() as client:
+        response = store(client, ds)
+    watcher.join()
+    assert response.status_code == 503, response.text
+    # The file was written, the commit failed: the file was deleted again.
+    assert not [f for f in blob_files(server.azure) if ds.SOPInstanceUID in f.name]

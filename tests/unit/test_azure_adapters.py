@@ -1,0 +1,169 @@
+"""The azure adapters' pure parts: settings, clients, retries, documents, the query compiler.
+
+Everything that talks to a store is tested against the real emulators in tests/contract and
+tests/e2e; these are the rules that need no server.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError
+
+from dicom_core.errors import DependencyFailed
+from dicom_core.query.conditions import QueryResource
+from dicom_core.query.parser import parse_query
+from dicom_core.settings import AzureSettings, Settings, SettingsError
+from dicom_core.storage.azure import cosmos_docs as docs
+from dicom_core.storage.azure.clients import StorageClients, parse_connection_string
+from dicom_core.storage.azure.cosmos_query import compile_search, element_regex_for, regex_for
+from dicom_core.storage.azure.factory import build_azure_storage
+from dicom_core.storage.azure.retry import RetryPolicy, is_transient, unexpected
+from dicom_core.storage.ports import StorageUnavailable
+
+IDENTITY = {
+    "DICOM_STORAGE": "azure",
+    "AzureWebJobsStorage__accountName": "dicomstore",
+    "AzureWebJobsStorage__credential": "managedidentity",
+    "AzureWebJobsStorage__clientId": "00000000-0000-0000-0000-000000000001",
+    "COSMOS__accountEndpoint": "https://dicom.documents.azure.com:443/",
+    "COSMOS__credential": "managedidentity",
+    "COSMOS__clientId": "00000000-0000-0000-0000-000000000001",
+}
+
+
+def test_settings_use_the_functions_connection_names() -> None:
+    azure = Settings.from_mapping(IDENTITY).azure
+    assert azure.storage_account == "dicomstore"
+    assert azure.storage_credential == "managedidentity"
+    assert azure.cosmos_endpoint == "https://dicom.documents.azure.com:443/"
+    assert (azure.cosmos_database, azure.cosmos_index_container, azure.blob_container) == (
+        "dicom",
+        "index",
+        "dicom-files",
+    )
+    azure.check()
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"DICOM_COSMOS_CONNECTION": "AccountEndpoint=x;AccountKey=y;"}, "AzureWebJobsStorage"),
+        ({"AzureWebJobsStorage": "UseDevelopmentStorage=true"}, "DICOM_COSMOS_CONNECTION"),
+    ],
+)
+def test_missing_connections_are_named(values: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        AzureSettings.from_mapping(values).check()
+
+
+async def test_identity_settings_build_clients_without_keys_or_resources() -> None:
+    settings = Settings.from_mapping(IDENTITY)
+    index, blobs, queue = build_azure_storage(settings)
+    assert (index._create, blobs._create, queue._create) == (False, False, False)
+    clients = StorageClients(settings.azure)
+    try:
+        assert clients.blob_service().url.startswith("https://dicomstore.blob.core.windows.net")
+        assert clients.queue_service().url.startswith("https://dicomstore.queue.core.windows.net")
+        assert type(clients._credential).__name__ == "ManagedIdentityCredential"
+    finally:
+        await clients.close()
+        await index.close()
+        await blobs.close()
+        await queue.close()
+
+
+async def test_keys_let_the_app_create_what_it_needs_unless_told_otherwise() -> None:
+    keys = {
+        "DICOM_STORAGE": "azure",
+        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+        "DICOM_COSMOS_CONNECTION": "AccountEndpoint=https://127.0.0.1:8081/;AccountKey=a2V5;",
+    }
+    for extra, expected in (({}, True), ({"DICOM_AZURE_CREATE_RESOURCES": "false"}, False)):
+        index, blobs, queue = build_azure_storage(Settings.from_mapping({**keys, **extra}))
+        assert (index._create, blobs._create, queue._create) == (expected,) * 3
+        for store in (index, blobs, queue):
+            await store.close()
+
+
+def test_connection_strings_keep_equals_signs_in_values() -> None:
+    parts = parse_connection_string("AccountEndpoint=https://h:1/;AccountKey=abc==;")
+    assert parts == {"accountendpoint": "https://h:1/", "accountkey": "abc=="}
+    with pytest.raises(SettingsError):
+        parse_connection_string("nonsense")
+
+
+async def test_retries_transient_failures_then_answers_unavailable() -> None:
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise ServiceRequestError("connection refused")
+        return "ok"
+
+    assert await RetryPolicy(5, first_delay=0.01).run(flaky, "store") == "ok"
+    assert calls == 3
+
+    async def down() -> None:
+        raise ServiceRequestError("connection refused")
+
+    with pytest.raises(StorageUnavailable):
+        await RetryPolicy(0.05, first_delay=0.01).run(down, "store")
+
+    async def missing() -> None:
+        raise ResourceNotFoundError("no such blob")
+
+    with pytest.raises(ResourceNotFoundError):  # not transient: the caller decides
+        await RetryPolicy(5).run(missing, "store")
+
+
+def test_which_errors_are_transient_and_what_the_rest_become() -> None:
+    throttled = HttpResponseError("busy")
+    throttled.status_code = 429
+    forbidden = HttpResponseError("no")
+    forbidden.status_code = 403
+    assert is_transient(throttled) and not is_transient(forbidden)
+    assert isinstance(unexpected("Cosmos DB", throttled), StorageUnavailable)
+    assert isinstance(unexpected("Cosmos DB", forbidden), DependencyFailed)
+
+
+def test_metadata_is_compressed_and_split_only_when_too_large() -> None:
+    small = b'{"00100010": {"vr": "PN"}}' * 10
+    assert docs.unpack_metadata(docs.pack_metadata(small)) == small
+    assert docs.split_metadata(docs.pack_metadata(small)) == []
+    packed = "x" * (docs.INLINE_METADATA_CHARS + 5)
+    parts = docs.split_metadata(packed)
+    assert len(parts) == 2 and "".join(parts) == packed
+
+
+def test_wildcards_become_anchored_regexes_with_literals_escaped() -> None:
+    assert regex_for("a*b?c") == "a.*b.c"
+    assert regex_for("x[1].(y)") == r"x\[1\]\.\(y\)"
+    element = element_regex_for("c*")
+    assert re.search(element, docs.joined(["ct", "mr"]))
+    assert not re.search(element_regex_for("c*r"), docs.joined(["ct", "mr"]))
+
+
+def test_request_values_never_enter_the_query_text() -> None:
+    hostile = "x' OR 1=1 --"
+    query = parse_query(
+        [("PatientID", hostile), ("StudyDescription", "a*b"), ("limit", "5"), ("offset", "2")],
+        QueryResource.ALL_STUDIES,
+    )
+    compiled = compile_search(query)
+    assert "OR 1=1" not in compiled.sql and "a*b" not in compiled.sql
+    assert "x' or 1=1 --" in compiled.parameters.values()
+    assert compiled.sql.startswith("SELECT TOP @p")
+    assert compiled.parameters[compiled.sql.split()[2]] == 7  # offset + limit
+    assert "ORDER BY c.latestWm DESC" in compiled.sql
+    assert compiled.partition is None
+
+
+def test_a_study_scoped_search_is_a_single_partition_query() -> None:
+    query = parse_query([], QueryResource.STUDY_SERIES, study_uid="1.2.3")
+    compiled = compile_search(query)
+    assert compiled.partition == "1.2.3"
+    assert "c.pk = " in compiled.sql

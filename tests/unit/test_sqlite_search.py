@@ -1,0 +1,198 @@
+"""``SqliteIndexStore.search``: hand-picked cases the random tests may rarely reach.
+
+Each case also asks the reference matcher, so a failure says which side is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from dicom_core.domain.model import InstanceKey
+from dicom_core.query.conditions import QueryLevel, QueryResource
+from dicom_core.query.matching import matches
+from dicom_core.query.parser import parse_query
+from dicom_core.storage.local.sqlite_db import SqliteDatabase
+from dicom_core.storage.local.sqlite_index import SqliteIndexStore
+from dicom_core.storage.local.sqlite_query import compile_search
+from tests.fixtures.index_rows import add_instance
+
+R = QueryResource
+
+
+@pytest.fixture()
+async def store(tmp_path: Path) -> AsyncIterator[SqliteIndexStore]:
+    db = SqliteDatabase(tmp_path / "index.sqlite")
+    yield SqliteIndexStore(db)
+    db.close()
+
+
+async def studies(store: SqliteIndexStore, *params: tuple[str, str]) -> list[str]:
+    found = await store.search(parse_query(list(params), R.ALL_STUDIES))
+    return [m.study_uid for m in found]
+
+
+@pytest.mark.parametrize(
+    ("stored", "query", "expected"),
+    [
+        ("x[1]", "x[1]*", True),  # GLOB's bracket classes must not leak through
+        ("x1", "x[1]*", False),
+        ("a[b", "a[*", True),
+        ("Échographie", "écho*", True),
+        ("Échographie", "echo*", False),
+        ("Straße", "STRASSE", True),  # full Unicode case folding, not ASCII-only
+        ("ΣΊΣΥΦΟΣ", "σίσυφος", True),
+        ("it's", "it's", True),
+        ("'; DROP TABLE study; --", "'; DROP TABLE study; --", True),  # values are bound
+        ("a%b_c", "a%b?c", True),  # LIKE metacharacters mean nothing here
+        ("axbyc", "a%b_c", False),
+    ],
+)
+async def test_case_insensitive_string_matching(
+    store: SqliteIndexStore, stored: str, query: str, expected: bool
+) -> None:
+    await add_instance(store, "1.1", "1.1.1", "1.1.1.1", study={"StudyDescription": stored})
+    found = await studies(store, ("StudyDescription", query))
+    [condition] = parse_query([("StudyDescription", query)], R.ALL_STUDIES).conditions
+    assert matches(condition, stored) is expected
+    assert found == (["1.1"] if expected else [])
+
+
+@pytest.mark.parametrize(
+    ("stored", "query", "fuzzy", "expected"),
+    [
+        ("John^Doe", "joh", True, True),
+        ("John^Doe", "jo do", True, True),
+        ("John^Doe", "ohn", True, False),
+        ("Van Der Berg^Jan", "ber", True, True),
+        ("Van Der Berg^Jan", "erg", True, False),
+        ("Müller^Hans", "MULLER^HANS", False, True),
+        ("Müller^Hans", "mül*", False, True),
+        ("Müller^Hans", "*ans", False, True),
+        ("Müller^Hans", "muller", False, False),
+        ("Yamada^Tarou=山田^太郎", "山田", True, True),
+        ("O'Brien^Ann", "o'b", True, True),
+        ("[x]^Ann", "[x", True, True),
+    ],
+)
+async def test_person_name_matching(
+    store: SqliteIndexStore, stored: str, query: str, fuzzy: bool, expected: bool
+) -> None:
+    await add_instance(store, "1.1", "1.1.1", "1.1.1.1", study={"PatientName": stored})
+    params = [("PatientName", query), ("fuzzymatching", str(fuzzy).lower())]
+    [condition] = parse_query(params, R.ALL_STUDIES).conditions
+    assert matches(condition, stored) is expected
+    assert await studies(store, *params) == (["1.1"] if expected else [])
+
+
+async def test_results_come_newest_first_and_page_with_limit_and_offset(
+    store: SqliteIndexStore,
+) -> None:
+    for n in range(5):
+        await add_instance(store, f"1.{n}", f"1.{n}.1", f"1.{n}.1.1", study={"PatientID": "P"})
+    await add_instance(store, "1.0", "1.0.1", "1.0.1.2", study={"PatientID": "P"})  # 1.0 again
+    assert await studies(store, ("PatientID", "p")) == ["1.0", "1.4", "1.3", "1.2", "1.1"]
+    paged = await studies(store, ("PatientID", "p"), ("limit", "2"), ("offset", "1"))
+    assert paged == ["1.4", "1.3"]
+    assert await studies(store, ("PatientID", "p"), ("offset", "5")) == []
+
+
+async def test_study_values_are_the_latest_instance_values(store: SqliteIndexStore) -> None:
+    await add_instance(store, "1.1", "1.1.1", "1.1.1.1", study={"PatientID": "OLD"})
+    await add_instance(store, "1.1", "1.1.2", "1.1.2.1", study={"PatientID": "NEW"})
+    assert await studies(store, ("PatientID", "OLD")) == []
+    assert await studies(store, ("PatientID", "NEW")) == ["1.1"]
+    series = await store.search(parse_query([("PatientID", "NEW")], R.ALL_SERIES))
+    assert sorted(m.series_uid or "" for m in series) == ["1.1.1", "1.1.2"]
+
+
+async def test_modalities_in_study_and_counts(store: SqliteIndexStore) -> None:
+    await add_instance(store, "1.1", "1.1.1", "1.1.1.1", series={"Modality": "CT"})
+    await add_instance(store, "1.1", "1.1.1", "1.1.1.2", series={"Modality": "CT"})
+    await add_instance(store, "1.1", "1.1.2", "1.1.2.1", series={"Modality": "SR"})
+    await add_instance(store, "1.2", "1.2.1", "1.2.1.1", series={"Modality": "MR"})
+    assert await studies(store, ("ModalitiesInStudy", "sr")) == ["1.1"]
+    assert await studies(store, ("ModalitiesInStudy", "MR\\SR")) == ["1.2", "1.1"]
+    assert await studies(store, ("ModalitiesInStudy", "M*")) == ["1.2"]
+    [match] = await store.search(parse_query([("StudyInstanceUID", "1.1")], R.ALL_STUDIES))
+    assert (match.study_series, match.study_instances, match.modalities) == (2, 3, ("CT", "SR"))
+    series = await store.search(parse_query([], R.STUDY_SERIES, study_uid="1.1"))
+    assert [(m.series_uid, m.series_instances) for m in series] == [("1.1.2", 1), ("1.1.1", 2)]
+
+
+async def test_date_ranges(store: SqliteIndexStore) -> None:
+    for n, day in enumerate(["20240101", "20240115", "20240131", "20240201"]):
+        await add_instance(store, f"1.{n}", f"1.{n}.1", f"1.{n}.1.1", study={"StudyDate": day})
+    assert await studies(store, ("StudyDate", "20240115-20240131")) == ["1.2", "1.1"]
+    assert await studies(store, ("StudyDate", "20240131-")) == ["1.3", "1.2"]
+    assert await studies(store, ("StudyDate", "-20240101")) == ["1.0"]
+    assert await studies(store, ("StudyDate", "20240115")) == ["1.1"]
+
+
+async def test_scoped_resources_and_uid_lists(store: SqliteIndexStore) -> None:
+    await add_instance(store, "1.1", "1.1.1", "1.1.1.1")
+    await add_instance(store, "1.1", "1.1.2", "1.1.2.1")
+    await add_instance(store, "1.2", "1.2.1", "1.2.1.1")
+    query = parse_query([], R.STUDY_SERIES_INSTANCES, study_uid="1.1", series_uid="1.1.2")
+    assert [m.sop_uid for m in await store.search(query)] == ["1.1.2.1"]
+    query = parse_query([("SOPInstanceUID", "1.1.1.1,1.2.1.1")], R.STUDY_INSTANCES, study_uid="1.1")
+    assert [m.sop_uid for m in await store.search(query)] == ["1.1.1.1"]
+    query = parse_query([("StudyInstanceUID", "1.2\\1.1")], R.ALL_INSTANCES)
+    assert len(await store.search(query)) == 3
+
+
+async def test_reserved_and_deleted_instances_are_not_found(store: SqliteIndexStore) -> None:
+    await add_instance(store, "1.1", "1.1.1", "1.1.1.1")
+    await add_instance(store, "1.1", "1.1.1", "1.1.1.2")
+    await store.begin_instance(InstanceKey("1.1", "1.1.1", "1.1.1.3"), upsert=False)
+    found = await store.search(parse_query([], R.ALL_INSTANCES))
+    assert sorted(m.sop_uid or "" for m in found) == ["1.1.1.1", "1.1.1.2"]
+    await store.delete_instances("1.1", "1.1.1", "1.1.1.2")
+    found = await store.search(parse_query([], R.ALL_INSTANCES))
+    assert [m.sop_uid for m in found] == ["1.1.1.1"]
+    [study] = await store.search(parse_query([], R.ALL_STUDIES))
+    assert study.study_instances == 1
+
+
+async def test_metadata_of_the_latest_instances_comes_back(store: SqliteIndexStore) -> None:
+    await add_instance(store, "1.1", "1.1.1", "1.1.1.1", metadata={"n": 1})
+    await add_instance(store, "1.1", "1.1.2", "1.1.2.1", metadata={"n": 2})
+    levels = frozenset(QueryLevel)
+    private = [("includefield", "00091001")]  # not a summary attribute: whole documents
+    found = await store.search(parse_query(private, R.ALL_INSTANCES), metadata=levels)
+    by_sop = {m.sop_uid: m for m in found}
+    first = by_sop["1.1.1.1"]
+    assert orjson.loads(first.instance_metadata or b"") == {"n": 1}
+    assert orjson.loads(first.series_metadata or b"") == {"n": 1}
+    assert orjson.loads(first.study_metadata or b"") == {"n": 2}  # the study's latest
+    [plain] = await store.search(parse_query([("SOPInstanceUID", "1.1.2.1")], R.ALL_INSTANCES))
+    assert plain.instance_metadata is None
+
+
+def test_compiled_sql_binds_every_value() -> None:
+    query = parse_query(
+        [("PatientName", "x'); DROP TABLE study; --"), ("StudyDescription", "*';*")],
+        R.ALL_STUDIES,
+    )
+    compiled = compile_search(query)
+    assert "DROP" not in compiled.sql
+    assert "'" not in compiled.sql.replace("' '", "")
+
+
+async def test_summary_documents_stand_in_when_only_summary_attributes_are_read(
+    store: SqliteIndexStore,
+) -> None:
+    name = {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane"}]}
+    private = {"vr": "LO", "Value": ["x"]}
+    await add_instance(
+        store, "1.1", "1.1.1", "1.1.1.1", metadata={"00100010": name, "00091001": private}
+    )
+    study = frozenset({QueryLevel.STUDY})
+    [summary] = await store.search(parse_query([], R.ALL_STUDIES), metadata=study)
+    assert orjson.loads(summary.study_metadata or b"") == {"00100010": name}
+    asked = parse_query([("includefield", "00091001")], R.ALL_STUDIES)
+    [whole] = await store.search(asked, metadata=study)
+    assert orjson.loads(whole.study_metadata or b"") == {"00100010": name, "00091001": private}

@@ -1,0 +1,204 @@
+#!/usr/bin/env node
+// Starts @vercel/cosmosdb-server (an in-memory Cosmos DB NoSQL-API server) on loopback, with
+// the few fixes our tests need so that it answers like the real service where we depend on it.
+//
+//   node tools/emulators/cosmos.js [--port N] [--host 127.0.0.1]
+//
+// Port 0 (the default) picks a free port. Once listening it prints one line,
+//   COSMOS_READY https://127.0.0.1:PORT
+// which the test fixtures and `make run-azure` wait for. SIGTERM/SIGINT stop it.
+//
+// Gaps of the server that we design around in dicom_core/storage/azure instead of patching
+// here (each is commented there too):
+// - no OFFSET/LIMIT, DISTINCT, GROUP BY or LIKE in queries: we page with TOP and continuation
+//   tokens, keep ModalitiesInStudy as a precomputed array, and match wildcards with
+//   STARTSWITH/RegexMatch. Real Cosmos supports all four, but OFFSET is costly there anyway.
+// - the partition-key header does not scope queries (real Cosmos answers only from the named
+//   logical partition): every query we send names its partition key in the WHERE clause too.
+"use strict";
+
+const path = require("path");
+
+const serverLib = path.join(
+  path.dirname(require.resolve("@vercel/cosmosdb-server/package.json")),
+  "lib"
+);
+
+// --- Fix 1: reading a missing item answers 404, not 500 ----------------------------------
+// Real Cosmos answers a point read of a missing item with 404 NotFound (sub-status 0). The
+// server's read handler dereferences the missing document while checking partition-key
+// components and throws, which becomes a 500. We must patch the handler module before
+// routes.js reads it, because the route table captures the function when it is loaded.
+const readDocument = require(path.join(serverLib, "handler", "read-document.js"));
+const partitionHeader = require(path.join(serverLib, "utils", "get-partition-from-header.js"));
+const originalReadDocument = readDocument.default;
+readDocument.default = (account, req, res, params) => {
+  const collection = account.database(params.dbId).collection(params.collId);
+  if (collection.read()) {
+    const header = partitionHeader.default(req);
+    let partition;
+    try {
+      partition = partitionHeader.parsePartitionKey(header, params.docId);
+    } catch (err) {
+      partition = undefined;
+    }
+    if (partition !== undefined && !collection.document(params.docId, partition).read()) {
+      res.statusCode = 404;
+      return {
+        code: "NotFound",
+        message: "Entity with the specified id does not exist in the system."
+      };
+    }
+  }
+  return originalReadDocument(account, req, res, params);
+};
+
+// --- Fix 2: transactional batch is atomic and takes the partition key from the header ---------
+// Real Cosmos runs a transactional batch (all operations in one logical partition) atomically:
+// if one operation fails, none is applied, the failed one reports its status and the others
+// 424. The server reads each operation's partition key from the operation itself, which the
+// Python SDK never sends (it names the partition once, in the request header), so every
+// operation failed; and operations that did succeed before a failure stayed applied. This
+// handler applies the operations in order, remembers each document's previous state, and
+// restores those states in reverse order when an operation fails.
+const batchModule = require(path.join(serverLib, "handler", "batch-documents.js"));
+const documentOperations = require(path.join(serverLib, "handler", "_document-operations.js"));
+const readJson = require(path.join(serverLib, "json.js")).default;
+const trueHeader = require(path.join(serverLib, "true-header.js")).default;
+
+const OPERATIONS = {
+  Create: documentOperations.createOperation,
+  Upsert: documentOperations.upsertOperation,
+  Read: documentOperations.readOperation,
+  Delete: documentOperations.deleteOperation,
+  Replace: documentOperations.replaceOperation
+};
+
+batchModule.default = async (account, req, res, params) => {
+  const body = await readJson(req);
+  const collection = account.database(params.dbId).collection(params.collId);
+  if (!collection.read()) {
+    res.statusCode = 404;
+    return {};
+  }
+  if (!Array.isArray(body)) {
+    res.statusCode = 400;
+    return { message: "Invalid request body" };
+  }
+  const atomic = trueHeader(req, "x-ms-cosmos-batch-atomic") || !trueHeader(req, "x-ms-cosmos-batch-continue-on-error");
+  const headerKey = partitionHeader.default(req);
+  const documents = collection.documents;
+  const undo = [];
+  const results = [];
+  let failedAt = -1;
+  for (let i = 0; i < body.length; i += 1) {
+    const op = body[i] || {};
+    const run = OPERATIONS[op.operationType];
+    if (!run) {
+      res.statusCode = 400;
+      return { message: `Operation type '${op.operationType}' is not supported in Batch.` };
+    }
+    const id = op.id || (op.resourceBody && op.resourceBody.id);
+    const input = { ...op, partitionKey: op.partitionKey !== undefined ? op.partitionKey : headerKey };
+    let partition;
+    try {
+      partition = partitionHeader.parsePartitionKey(input.partitionKey, id);
+    } catch (err) {
+      partition = id;
+    }
+    const before = id ? collection.document(id, partition).read() : undefined;
+    // Real Cosmos checks If-None-Match "*" on create-like operations in a batch too.
+    if (op.ifNoneMatch === "*" && before) {
+      results.push({ statusCode: 409, requestCharge: 0 });
+      failedAt = i;
+      break;
+    }
+    const result = run(collection, input);
+    if (result.statusCode >= 400) {
+      results.push({ statusCode: result.statusCode, requestCharge: 0 });
+      failedAt = i;
+      break;
+    }
+    undo.push({ id, partition, before: before ? { ...before } : undefined });
+    results.push({
+      statusCode: result.statusCode || 200,
+      requestCharge: 1,
+      eTag: result.body ? result.body._etag : undefined,
+      resourceBody: result.body
+    });
+  }
+  if (failedAt >= 0 && atomic) {
+    for (let j = undo.length - 1; j >= 0; j -= 1) {
+      const { id, partition, before } = undo[j];
+      if (collection.document(id, partition).read()) documents.delete(id, partition);
+      // Put the earlier version back exactly (same _rid, _etag and _ts).
+      if (before) documents._set(before);
+    }
+    const failed = results[failedAt];
+    const answer = body.map((_, k) => (k === failedAt ? failed : { statusCode: 424, requestCharge: 0 }));
+    // Real Cosmos answers a failed batch with 207 Multi-Status and the per-operation results.
+    res.statusCode = 207;
+    return answer;
+  }
+  return results;
+};
+
+// --- Fix 3: a 404 on documents because their container (or database) is gone says so -----
+// Real Cosmos marks "the owner resource does not exist" with x-ms-substatus 1003, so a client
+// can tell a missing item from a missing container (after this in-memory server restarts,
+// every container is gone; our adapter then recreates its containers and retries).
+const routesModule = require(path.join(serverLib, "routes.js"));
+const originalRoute = routesModule.default;
+routesModule.default = req => {
+  const found = originalRoute(req);
+  if (!found) return found;
+  const [params, handler] = found;
+  const wrapped = async (account, request, res, routeParams) => {
+    const body = await handler(account, request, res, routeParams);
+    const onDocuments = /\/docs(\/|\?|$)/.test(request.url || "");
+    if (res.statusCode === 404 && onDocuments) {
+      const database = account.database(routeParams.dbId);
+      if (!database.read() || !database.collection(routeParams.collId).read()) {
+        res.setHeader("x-ms-substatus", "1003");
+      }
+    }
+    return body;
+  };
+  return [params, wrapped];
+};
+
+// index.js reads "./routes" through require's cache, so it sees the wrapped router.
+const { createHttpsServer } = require(path.join(serverLib, "index.js"));
+
+function parseArgs(argv) {
+  const args = { port: 0, host: "127.0.0.1" };
+  for (let i = 0; i < argv.length; i += 1) {
+    if (argv[i] === "--port") args.port = parseInt(argv[(i += 1)], 10);
+    else if (argv[i] === "--host") args.host = argv[(i += 1)];
+  }
+  return args;
+}
+
+const args = parseArgs(process.argv.slice(2));
+
+// --- Fix 4: keep-alive ---------------------------------------------------------------------
+// The server sends `Connection: close` on every response unless asked otherwise, so each SDK
+// call pays a new TCP and TLS handshake (40-60 ms). Real Cosmos keeps connections open; the
+// server's own keepAlive option restores that.
+const server = createHttpsServer({ keepAlive: true });
+server.keepAliveTimeout = 120000;
+server.headersTimeout = 125000;
+
+server.listen(args.port, args.host, () => {
+  const { port } = server.address();
+  process.stdout.write(`COSMOS_READY https://${args.host}:${port}\n`);
+});
+
+function stop() {
+  server.close(() => process.exit(0));
+  // Open keep-alive connections would hold close() back; they carry no state worth waiting for.
+  if (typeof server.closeAllConnections === "function") server.closeAllConnections();
+  setTimeout(() => process.exit(0), 2000).unref();
+}
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);
