@@ -10,6 +10,9 @@ DATA_DIR ?= .data
 # Azurite and the Cosmos DB server (npm, pinned by tools/emulators/package-lock.json) for the
 # azure backend's tests and `make run-azure`; reinstalled only when the lock file changes.
 EMULATORS := tools/emulators/node_modules/.installed-$(shell sha1sum tools/emulators/package-lock.json | cut -c1-12)
+# checkov (policy checks of infra/*.bicep) in its own venv: its pins clash with ours.
+INFRA_VENV := .venv-infra
+INFRA_STAMP := $(INFRA_VENV)/.installed-$(shell sha1sum requirements-infra.txt | cut -c1-12)
 
 .PHONY: run run-azure test lint typecheck venv emulators clean
 
@@ -20,6 +23,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-* && touch $@
+
+$(INFRA_STAMP): requirements-infra.txt
+	@test -x $(INFRA_VENV)/bin/python || $(PYTHON) -m venv $(INFRA_VENV)
+	@$(INFRA_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-infra.txt
+	@rm -f $(INFRA_VENV)/.installed-* && touch $@
 
 emulators: $(EMULATORS)
 
@@ -43,9 +51,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: $(STAMP) $(EMULATORS)
+test: $(STAMP) $(EMULATORS) $(INFRA_STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(INFRA_VENV) .pytest_cache .mypy_cache .ruff_cache

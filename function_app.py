@@ -136,6 +136,89 @@ async def delete_instance(req: Request) -> Response:
     return await web.delete(req, services)
 
 
+# --- Extended query tags ---------------------------------------------------------------------
+
+
+@app.route(route="v{version}/extendedquerytags", methods=["POST"])
+async def eqt_add_tags(req: Request) -> Response:
+    return await web.add_extended_query_tags(req, services)
+
+
+@app.route(route="v{version}/extendedquerytags", methods=["GET"])
+async def eqt_list_tags(req: Request) -> Response:
+    return await web.list_extended_query_tags(req, services)
+
+
+@app.route(route="v{version}/extendedquerytags/{tagPath}", methods=["GET", "PATCH", "DELETE"])
+async def eqt_tag(req: Request) -> Response:
+    return await web.extended_query_tag(req, services)
+
+
+@app.route(route="v{version}/extendedquerytags/{tagPath}/errors", methods=["GET"])
+async def eqt_tag_errors(req: Request) -> Response:
+    return await web.extended_query_tag_errors(req, services)
+
+
+# --- Operations ------------------------------------------------------------------------------
+
+
+@app.route(route="v{version}/operations/{operationId}", methods=["GET"])
+async def operations_get(req: Request) -> Response:
+    return await web.get_operation(req, services)
+
+
+# --- UPS-RS ----------------------------------------------------------------------------------
+
+WORKITEM = "v{version}/workitems/{workitem}"
+
+
+@app.route(route="v{version}/workitems", methods=["POST"])
+async def ups_create_workitem(req: Request) -> Response:
+    return await web.ups_create(req, services)
+
+
+@app.route(route="v{version}/workitems", methods=["GET"])
+async def ups_search_workitems(req: Request) -> Response:
+    return await web.ups_search(req, services)
+
+
+@app.route(route=WORKITEM, methods=["GET"])
+async def ups_retrieve_workitem(req: Request) -> Response:
+    return await web.ups_retrieve(req, services)
+
+
+@app.route(route=WORKITEM, methods=["POST"])
+async def ups_update_workitem(req: Request) -> Response:
+    return await web.ups_update(req, services)
+
+
+@app.route(route=WORKITEM + "/state", methods=["PUT"])
+async def ups_change_workitem_state(req: Request) -> Response:
+    return await web.ups_change_state(req, services)
+
+
+@app.route(route=WORKITEM + "/cancelrequest", methods=["POST"])
+async def ups_request_workitem_cancellation(req: Request) -> Response:
+    return await web.ups_cancel_request(req, services)
+
+
+# Watch and Event (subscriptions): 501, as the Azure service does not implement them. The
+# global subscription UID (1.2.840.10008.5.1.4.34.5) is matched by {workitem}.
+@app.route(route=WORKITEM + "/subscribers/{aetitle}", methods=["POST", "DELETE"])
+async def ups_subscription(req: Request) -> Response:
+    return await web.ups_subscription(req, services)
+
+
+@app.route(route=WORKITEM + "/subscribers/{aetitle}/suspend", methods=["POST"])
+async def ups_suspend_subscription(req: Request) -> Response:
+    return await web.ups_subscription(req, services)
+
+
+@app.route(route="v{version}/subscribers/{aetitle}", methods=["GET"])
+async def ups_open_subscription_channel(req: Request) -> Response:
+    return await web.ups_subscription(req, services)
+
+
 # --- Jobs ------------------------------------------------------------------------------------
 
 
@@ -144,9 +227,14 @@ async def jobs_cleanup_blob(msg: func.QueueMessage) -> None:
     await web.cleanup_blob(msg.get_json(), services)
 
 
+@app.queue_trigger(arg_name="msg", queue_name=web.REINDEX_QUEUE, connection="AzureWebJobsStorage")
+async def jobs_reindex_batch(msg: func.QueueMessage) -> None:
+    await web.reindex_batch(msg.get_json(), services, dequeue_count=msg.dequeue_count or 1)
+
+
 # --- Anything else: 404 naming the supported versions (lowest route precedence) --------------
 
 
 @app.route(route="{*path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
 async def unknown_route(req: Request) -> Response:
-    return await web.unknown_route(req)
+    return await web.unknown_route(req, services)

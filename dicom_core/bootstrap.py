@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from dicom_core.services.blob_cleanup import BlobJanitor
 from dicom_core.services.delete import DeleteService
+from dicom_core.services.extended_query_tags import ExtendedQueryTagService
+from dicom_core.services.external_metadata import ExternalMetadataService
 from dicom_core.services.frames import FrameService
 from dicom_core.services.metadata import MetadataService
 from dicom_core.services.rendering import RenderingService
@@ -14,6 +16,7 @@ from dicom_core.services.search import SearchService
 from dicom_core.services.staging import StagingArea
 from dicom_core.services.store import StoreService
 from dicom_core.services.transcoding import TranscodingService
+from dicom_core.services.workitems import WorkitemService
 from dicom_core.settings import Settings, SettingsError
 from dicom_core.storage.ports import BlobStore, IndexStore, JobQueue
 
@@ -34,6 +37,11 @@ class Services:
     frames: FrameService
     transcoding: TranscodingService
     rendering: RenderingService
+    workitems: WorkitemService
+    query_tags: ExtendedQueryTagService | None = None
+    """Extended query tags and operations; None where the backend has no store for them yet."""
+    external_metadata: ExternalMetadataService | None = None
+    """STOW msdicom-meta-* values; None where the backend has no store for them yet."""
 
     async def close(self) -> None:
         await self.index.close()
@@ -70,8 +78,33 @@ def build_job_queue(settings: Settings) -> JobQueue:
     return build_storage(settings)[2]
 
 
+def build_query_tags(settings: Settings, index: IndexStore) -> ExtendedQueryTagService | None:
+    """The extended-query-tag service, on the index's own database (local backend)."""
+    from dicom_core.storage.local.sqlite_index import SqliteIndexStore
+
+    if isinstance(index, SqliteIndexStore):
+        from dicom_core.storage.local.sqlite_eqt import SqliteQueryTagStore
+
+        return ExtendedQueryTagService(
+            SqliteQueryTagStore(index.database), batch_size=settings.reindex_batch_size
+        )
+    return None
+
+
+def build_external_metadata(index: IndexStore) -> ExternalMetadataService | None:
+    """The external-metadata service, on the index's own database (local backend)."""
+    from dicom_core.storage.local.sqlite_index import SqliteIndexStore
+
+    if isinstance(index, SqliteIndexStore):
+        from dicom_core.storage.local.sqlite_eqt import SqliteExternalMetadataStore
+
+        return ExternalMetadataService(SqliteExternalMetadataStore(index.database))
+    return None
+
+
 def build_services(settings: Settings) -> Services:
     index, blobs, queue = build_storage(settings)
+    query_tags = build_query_tags(settings, index)
     janitor = BlobJanitor(blobs, queue)
     # An index that deletes in several steps (Cosmos) hands the janitor the files of steps
     # already done when a later one fails, so no file outlives its index entry.
@@ -87,14 +120,20 @@ def build_services(settings: Settings) -> Services:
             settings.effective_staging_dir, stale_seconds=settings.stale_create_seconds
         ),
         janitor=janitor,
-        store=StoreService(index, blobs, janitor),
+        store=StoreService(
+            index,
+            blobs,
+            janitor,
+            after_commit=query_tags.index_instance if query_tags is not None else None,
+        ),
         delete=DeleteService(index, janitor),
         retrieve=RetrieveService(index, blobs),
         search=SearchService(index),
         metadata=MetadataService(index),
         frames=FrameService(index, blobs, max_transcode_bytes=settings.max_transcode_bytes),
         transcoding=TranscodingService(blobs, max_transcode_bytes=settings.max_transcode_bytes),
-        rendering=RenderingService(
-            index, blobs, max_transcode_bytes=settings.max_transcode_bytes
-        ),
+        rendering=RenderingService(index, blobs, max_transcode_bytes=settings.max_transcode_bytes),
+        workitems=WorkitemService(index),
+        query_tags=query_tags,
+        external_metadata=build_external_metadata(index),
     )

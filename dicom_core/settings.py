@@ -119,6 +119,104 @@ class AzureSettings:
             )
 
 
+def _list(values: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = values.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+OWNER_ROLE = "DicomDataOwner"
+READER_ROLE = "DicomDataReader"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Entra ID bearer tokens, validated the same way locally and in Azure.
+
+    Off by default so ``make run`` needs no identity provider; when on, the audience, the
+    issuer and the signing keys' URL are required, because a token checked against nothing is
+    not checked at all. Lists accept several values: Entra issues v1 tokens (issuer
+    ``https://sts.windows.net/{tenant}/``, audience the App ID URI) and v2 tokens (issuer
+    ``https://login.microsoftonline.com/{tenant}/v2.0``, audience the client id).
+    """
+
+    enabled: bool = False
+    audiences: tuple[str, ...] = ()
+    issuers: tuple[str, ...] = ()
+    jwks_url: str | None = None
+    leeway_seconds: int = 60
+    jwks_cache_seconds: int = 3600
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, str]) -> AuthSettings:
+        settings = cls(
+            enabled=_bool(values, "DICOM_AUTH_ENABLED", False),
+            audiences=_list(values, "DICOM_AUTH_AUDIENCE", ()),
+            issuers=_list(values, "DICOM_AUTH_ISSUER", ()),
+            jwks_url=_text(values, "DICOM_AUTH_JWKS_URL"),
+            leeway_seconds=_int(values, "DICOM_AUTH_LEEWAY_SECONDS", 60, minimum=0),
+            jwks_cache_seconds=_int(values, "DICOM_AUTH_JWKS_CACHE_SECONDS", 3600, minimum=1),
+        )
+        if settings.enabled:
+            for name, value in (
+                ("DICOM_AUTH_AUDIENCE", settings.audiences),
+                ("DICOM_AUTH_ISSUER", settings.issuers),
+                ("DICOM_AUTH_JWKS_URL", settings.jwks_url),
+            ):
+                if not value:
+                    raise SettingsError(f"DICOM_AUTH_ENABLED=true needs {name}")
+        return settings
+
+
+@dataclass(frozen=True, slots=True)
+class CorsSettings:
+    """Cross-origin access for browser viewers (OHIF) served from another origin.
+
+    Off while no origin is configured. The default headers are the ones viewers send
+    (``Accept``, ``Authorization``, ``Content-Type``); the exposed headers let a page read the
+    ones DICOMweb answers carry beyond the CORS-safelisted few.
+    """
+
+    origins: tuple[str, ...] = ()
+    headers: tuple[str, ...] = ("Accept", "Authorization", "Content-Type")
+    methods: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+    expose_headers: tuple[str, ...] = (
+        "Content-Length",
+        "Content-Location",
+        "Location",
+        "Retry-After",
+        "Warning",
+        "WWW-Authenticate",
+    )
+    max_age: int = 3600
+    allow_credentials: bool = False
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, str]) -> CorsSettings:
+        defaults = cls()
+        origins = tuple(o.rstrip("/").lower() for o in _list(values, "DICOM_CORS_ORIGINS", ()))
+        settings = cls(
+            origins=origins,
+            headers=_list(values, "DICOM_CORS_HEADERS", defaults.headers),
+            methods=tuple(m.upper() for m in _list(values, "DICOM_CORS_METHODS", defaults.methods)),
+            expose_headers=_list(values, "DICOM_CORS_EXPOSE_HEADERS", defaults.expose_headers),
+            max_age=_int(values, "DICOM_CORS_MAX_AGE", defaults.max_age, minimum=0),
+            allow_credentials=_bool(values, "DICOM_CORS_ALLOW_CREDENTIALS", False),
+        )
+        # Credentials with any origin would let every site act with a user's cookies.
+        if settings.allow_credentials and "*" in settings.origins:
+            raise SettingsError(
+                "DICOM_CORS_ALLOW_CREDENTIALS=true needs a list of origins in DICOM_CORS_ORIGINS,"
+                " not *"
+            )
+        return settings
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.origins)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting the service reads. Documented one by one in local.settings.json.example."""
@@ -129,7 +227,10 @@ class Settings:
     max_transcode_bytes: int = 100 * MIB
     stale_create_seconds: int = 3600
     staging_dir: Path | None = None
+    reindex_batch_size: int = 100
     azure: AzureSettings = field(default_factory=AzureSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    cors: CorsSettings = field(default_factory=CorsSettings)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, str]) -> Settings:
@@ -145,7 +246,10 @@ class Settings:
             max_transcode_bytes=_int(values, "DICOM_MAX_TRANSCODE_BYTES", 100 * MIB, minimum=1),
             stale_create_seconds=_int(values, "DICOM_STALE_CREATE_SECONDS", 3600, minimum=1),
             staging_dir=Path(staging) if staging else None,
+            reindex_batch_size=_int(values, "DICOM_REINDEX_BATCH_SIZE", 100, minimum=1),
             azure=AzureSettings.from_mapping(values),
+            auth=AuthSettings.from_mapping(values),
+            cors=CorsSettings.from_mapping(values),
         )
 
     @classmethod
@@ -162,4 +266,14 @@ class Settings:
         return self.staging_dir or (self.data_dir / "staging")
 
 
-__all__ = ["GIB", "MIB", "AzureSettings", "Settings", "SettingsError"]
+__all__ = [
+    "GIB",
+    "MIB",
+    "OWNER_ROLE",
+    "READER_ROLE",
+    "AuthSettings",
+    "AzureSettings",
+    "CorsSettings",
+    "Settings",
+    "SettingsError",
+]

@@ -119,6 +119,11 @@ class TextMatching(Enum):
     PERSON_NAME = "person-name"
 
 
+# ``QueryAttribute.path`` of an external-metadata attribute (STOW msdicom-meta-* headers) starts
+# with this marker; index adapters look its values up in their external-metadata store.
+EXTERNAL_METADATA_PATH = "msdicom-meta"
+
+
 @dataclass(frozen=True, slots=True)
 class QueryAttribute:
     """A searchable attribute: what it is, where its value lives, how it compares.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,11 +123,23 @@ def instance_url(base_url: str, key: InstanceKey) -> str:
     return f"{base_url}/studies/{key.study_uid}/series/{key.series_uid}/instances/{key.sop_uid}"
 
 
+AfterCommit = Callable[[InstanceKey, int, bytes], Awaitable[None]]
+
+
 class StoreService:
-    def __init__(self, index: IndexStore, blobs: BlobStore, janitor: BlobJanitor) -> None:
+    def __init__(
+        self,
+        index: IndexStore,
+        blobs: BlobStore,
+        janitor: BlobJanitor,
+        *,
+        after_commit: AfterCommit | None = None,
+    ) -> None:
         self._index = index
         self._blobs = blobs
         self._janitor = janitor
+        # Indexes a committed instance for extended query tags being added or ready.
+        self._after_commit = after_commit
 
     async def store_instances(
         self,
@@ -261,6 +273,11 @@ class StoreService:
             )
         for old_blob in replaced:
             await self._delete_blob(old_blob)
+        if self._after_commit is not None:
+            try:
+                await self._after_commit(key, reservation.watermark, parsed.metadata_json)
+            except Exception:
+                log.exception("indexing %s for extended query tags failed", key)
         return None
 
     async def _undo(self, blob_key: str, reservation: Reservation) -> None:

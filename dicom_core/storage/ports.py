@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dicom_core.domain.model import InstanceKey, InstanceRecord, Reservation, StoredInstance
+from dicom_core.domain.workitems import WorkitemRecord
 from dicom_core.query.conditions import QueryDescription, QueryLevel
 from dicom_core.query.results import SearchMatch
+from dicom_core.query.workitems import WorkitemQuery
 
 
 class InstanceExists(Exception):
@@ -32,6 +34,14 @@ class BlobNotFound(Exception):
 
 class StorageUnavailable(Exception):
     """The backing store cannot be reached right now; the web layer answers 503."""
+
+
+class WorkitemExists(Exception):
+    """Create of a workitem whose UID is already taken (409)."""
+
+
+class WorkitemChanged(Exception):
+    """A workitem write named a version that is no longer current (another write won)."""
 
 
 class IndexStore(Protocol):
@@ -84,6 +94,26 @@ class IndexStore(Protocol):
         of the match's entity at that level (study, series, or the instance itself). Only the
         attributes ``dicom_core.query.attributes.document_tags(query)`` names are read from
         those documents, so an adapter may return documents cut down to them.
+        """
+        ...
+
+    # -- UPS-RS workitems (dicom_core.services.workitems) ------------------------------------
+
+    async def create_workitem(self, uid: str, dataset: dict[str, Any]) -> None:
+        """Store a new workitem (its dataset holds state and lock); WorkitemExists if taken."""
+        ...
+
+    async def get_workitem(self, uid: str) -> WorkitemRecord | None: ...
+
+    async def replace_workitem(self, uid: str, dataset: dict[str, Any], *, version: str) -> None:
+        """Replace the dataset if ``version`` is still current; WorkitemChanged otherwise."""
+        ...
+
+    async def search_workitems(self, query: WorkitemQuery) -> list[WorkitemRecord]:
+        """Search Workitems: one page (``offset``, ``limit``) of matches, newest first.
+
+        What matches is ``dicom_core.query.workitems.workitem_matches``; an adapter compiles
+        the conditions against the keys of ``workitem_keys`` it stored with the workitem.
         """
         ...
 

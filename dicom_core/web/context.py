@@ -19,6 +19,7 @@ from dicom_core.errors import DicomWebError, NotFound
 from dicom_core.settings import Settings, SettingsError
 from dicom_core.storage.ports import BlobNotFound, StorageUnavailable
 from dicom_core.web import responses
+from dicom_core.web.gate import Gate
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class ServiceContainer:
     ) -> None:
         self._settings_factory = settings_factory
         self._services: Services | None = None
+        self._gate: Gate | None = None
         self._lock = asyncio.Lock()
 
     async def get(self) -> Services:
@@ -51,7 +53,14 @@ class ServiceContainer:
             if self._services is not None:
                 await self._services.close()
             self._services = None
+            self._gate = None
             self._settings_factory = lambda: settings
+
+    def gate(self) -> Gate:
+        """CORS and auth for this app, built once from the settings (keeps the key cache)."""
+        if self._gate is None:
+            self._gate = Gate(self._settings_factory())
+        return self._gate
 
 
 def api_version(request: Request) -> int:
@@ -83,7 +92,23 @@ def base_url(request: Request, version: int) -> str:
 Handler = Callable[[Request, Services], Awaitable[Response]]
 
 
+async def guard(
+    request: Request, container: ServiceContainer, run: Callable[[], Awaitable[Response]]
+) -> Response:
+    """CORS and authentication around ``run`` (see ``dicom_core.web.gate``)."""
+    try:
+        gate = container.gate()
+    except SettingsError as exc:
+        return responses.error(503, f"The service is misconfigured: {exc}")
+    return await gate.guard(request, run)
+
+
 async def handle(request: Request, container: ServiceContainer, handler: Handler) -> Response:
+    """Run a handler behind the gate (CORS, token) and map known errors to status codes."""
+    return await guard(request, container, lambda: _run(request, container, handler))
+
+
+async def _run(request: Request, container: ServiceContainer, handler: Handler) -> Response:
     """Run a handler and turn known errors into their status codes; never a bare 500."""
     try:
         services = await container.get()

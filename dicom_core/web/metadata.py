@@ -8,16 +8,18 @@ from starlette.responses import Response
 from dicom_core.bootstrap import Services
 from dicom_core.web import responses
 from dicom_core.web.context import api_version
+from dicom_core.web.external_metadata import with_external_metadata
 from dicom_core.web.renditions import negotiate_metadata
 from dicom_core.web.wado_params import original_version, series_uid, sop_uid, study_uid
 
 
 async def retrieve_metadata(request: Request, services: Services) -> Response:
-    api_version(request)
+    version = api_version(request)
     study, series, sop = study_uid(request), series_uid(request), sop_uid(request)
     original_version(request)
     negotiate_metadata(request.headers.getlist("accept"))
     document = await services.metadata.retrieve_metadata(study, series, sop)
+    document = await with_external_metadata(request, services, version, document)
     if _matches(request.headers.getlist("if-none-match"), document.etag):
         return Response(status_code=304, headers={"ETag": document.etag})
     return responses.raw_dicom_json(document.body, headers={"ETag": document.etag})

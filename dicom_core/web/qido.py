@@ -17,6 +17,11 @@ from dicom_core.errors import NotAcceptable, UriTooLong
 from dicom_core.query.conditions import QueryResource
 from dicom_core.query.parser import parse_query
 from dicom_core.web.context import api_version, path_uid
+from dicom_core.web.extended_query_tags import (
+    add_external_results,
+    check_extended_query,
+    extended_search,
+)
 from dicom_core.web.negotiation import parse_accept
 from dicom_core.web.responses import DICOM_JSON, dicom_json
 
@@ -81,13 +86,20 @@ async def _search(request: Request, services: Services, level: str) -> Response:
     api_version(request)
     resource, study, series = _resource(request, level)
     media_type = _media_type(request)
+    extended = await extended_search(services, request)
     query = parse_query(
-        request.query_params.multi_items(), resource, study_uid=study, series_uid=series
+        request.query_params.multi_items(),
+        resource,
+        study_uid=study,
+        series_uid=series,
+        catalog=extended.catalog,
     )
+    headers = check_extended_query(query, extended)
     results = await services.search.search(query)
+    await add_external_results(extended, results)
     if not results:
-        return Response(status_code=204)
-    response = dicom_json(results)
+        return Response(status_code=204, headers=headers)
+    response = dicom_json(results, headers=headers)
     response.headers["content-type"] = media_type
     return response
 

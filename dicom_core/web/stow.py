@@ -17,6 +17,7 @@ from dicom_core.errors import BadRequest, NotAcceptable, PayloadTooLarge, Unsupp
 from dicom_core.services.staging import PartSpool
 from dicom_core.web import responses
 from dicom_core.web.context import api_version, base_url, path_uid
+from dicom_core.web.external_metadata import check_external_metadata, save_external_metadata
 from dicom_core.web.multipart import (
     MultipartError,
     MultipartParser,
@@ -49,6 +50,7 @@ async def store_instances(request: Request, services: Services) -> Response:
             f"The request body of {declared} bytes exceeds the {limit}-byte limit."
         )
 
+    external = await check_external_metadata(request, services, version)
     paths = await _spool_body(request, services, limit)
     result = await services.store.store_instances(
         paths,
@@ -57,6 +59,7 @@ async def store_instances(request: Request, services: Services) -> Response:
         api_version=version,
         base_url=base_url(request, version),
     )
+    await save_external_metadata(services, external, {e.key.study_uid for e in result.stored})
     if result.status == 204:
         return Response(status_code=204)
     return responses.dicom_json(result.to_dicom_json(), status=result.status)

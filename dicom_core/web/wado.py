@@ -109,14 +109,17 @@ async def retrieve(request: Request, services: Services) -> Response:
             # decoded is still a 406 here, before the response starts.
             body = await _started(services.transcoding.stream(record, target))
             return StreamingResponse(body, media_type=f"{DICOM}; transfer-syntax={target}")
+        # Reading the first chunk before answering turns an unreachable blob store into a
+        # 503 instead of a 200 whose body breaks off.
         return StreamingResponse(
-            services.retrieve.open_file(record),
+            await _started(services.retrieve.open_file(record)),
             media_type=f"{DICOM}; transfer-syntax={record.transfer_syntax_uid}",
             headers={"Content-Length": str(record.file_size)},
         )
-    first: AsyncIterator[bytes] | None = None
     if services.transcoding.needs_transcoding(records[0], target):
         first = await _started(services.transcoding.stream(records[0], target))
+    else:
+        first = await _started(services.retrieve.open_file(records[0]))
     boundary = new_boundary()
     return StreamingResponse(
         _multipart_body(services, records, boundary, target, first),
@@ -147,7 +150,7 @@ async def _multipart_body(
 ) -> AsyncIterator[bytes]:
     """One part per instance; a failure after the first byte aborts the connection, so a
     client never mistakes a truncated body for a complete one. ``first`` is the already
-    started transcoding of the first instance, if it needs one."""
+    started stream of the first instance (transcoded or as stored)."""
     for position, record in enumerate(records):
         if services.transcoding.needs_transcoding(record, target):
             yield part_header(
@@ -167,6 +170,7 @@ async def _multipart_body(
             },
             first=position == 0,
         )
-        async for chunk in services.retrieve.open_file(record):
+        stored = first if position == 0 and first is not None else None
+        async for chunk in stored or services.retrieve.open_file(record):
             yield chunk
     yield closing_delimiter(boundary)

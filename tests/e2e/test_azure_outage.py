@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -45,6 +44,7 @@ def running(outage: tuple[Emulators, Server]) -> Iterator[tuple[Emulators, Serve
     """The pair, with both emulators up again after the test whatever it did."""
     yield outage
     emulators, _ = outage
+    emulators.resume_azurite()
     for process, start in ((emulators._azurite, emulators.start_azurite),
                            (emulators._cosmos, emulators.start_cosmos)):  # fmt: skip
         if process is None or process.process is None or process.process.poll() is not None:
@@ -134,6 +134,12 @@ def test_azurite_outage_is_503_and_the_service_recovers(
             headers={"Accept": 'multipart/related; type="application/octet-stream"'},
         )
         assert frames.status_code in UNAVAILABLE, frames.text
+        for accept in (
+            "application/dicom; transfer-syntax=*",
+            "multipart/related; type=application/dicom; transfer-syntax=*",
+        ):
+            whole = client.get(instance_path(stored), headers={"Accept": accept})
+            assert whole.status_code in UNAVAILABLE, whole.text  # a status, not a cut-off 200
 
         emulators.start_azurite()  # back, and empty: its files are gone
         assert eventually(lambda: store(client, ds)).status_code == 200
@@ -146,13 +152,8 @@ def test_azurite_outage_is_503_and_the_service_recovers(
         assert lost.status_code == 424  # indexed, but its file went with the old Azurite
 
 
-def _big_dataset(megabytes: int) -> Dataset:
-    side = int((megabytes * 1024 * 1024 / 2) ** 0.5)
-    return make_dataset(rows=side, columns=side)
-
-
 def _when_reserved(server: Server, sop_uid: str, then: object) -> threading.Thread:
-    """Call ``then`` as soon as the store of ``sop_uid`` has reserved it (its upload begins)."""
+    """Call ``then`` as soon as the store of ``sop_uid`` has reserved it in the index."""
 
     def watch() -> None:
         deadline = time.monotonic() + 30
@@ -176,13 +177,11 @@ def test_azurite_stopping_during_an_upload_leaves_nothing_half_stored(
     running: tuple[Emulators, Server],
 ) -> None:
     emulators, server = running
-    ds = _big_dataset(100)
-
-    def crash() -> None:
-        emulators.pause_azurite()  # freeze the upload where it is, then kill
-        emulators.stop_azurite()
-
-    watcher = _when_reserved(server, ds.SOPInstanceUID, crash)
+    ds = make_dataset(rows=512, columns=512)
+    # Azurite is frozen first, so the upload that follows the reservation hangs until the
+    # crash, whatever the machine's speed.
+    emulators.pause_azurite()
+    watcher = _when_reserved(server, ds.SOPInstanceUID, emulators.stop_azurite)
     with server.client() as client:
         response = store(client, ds)
     watcher.join()
@@ -199,19 +198,16 @@ def test_azurite_stopping_during_an_upload_leaves_nothing_half_stored(
 
 
 def test_cosmos_stopping_during_an_upload_leaves_no_orphan_file(
-    running: tuple[Emulators, Server], tmp_path: Path
+    running: tuple[Emulators, Server],
 ) -> None:
     emulators, server = running
-    ds = _big_dataset(100)
+    ds = make_dataset(rows=512, columns=512)
 
     def crash() -> None:
-        # Hold the upload while Cosmos goes away, so the commit is what fails.
-        emulators.pause_azurite()
-        try:
-            emulators.stop_cosmos()
-        finally:
-            emulators.resume_azurite()
+        emulators.stop_cosmos()
+        emulators.resume_azurite()  # the upload completes; the commit is what fails
 
+    emulators.pause_azurite()
     watcher = _when_reserved(server, ds.SOPInstanceUID, crash)
     with server.client() as client:
         response = store(client, ds)

@@ -76,6 +76,7 @@ from dicom_core.storage.azure.cosmos_schema import (
     reservation_id,
     series_id,
 )
+from dicom_core.storage.azure.cosmos_workitems import CosmosWorkitems
 from dicom_core.storage.azure.retry import RetryPolicy, unexpected
 from dicom_core.storage.ports import (
     InstanceBeingCreated,
@@ -110,7 +111,7 @@ class _Containers:
     system: Any
 
 
-class CosmosIndexStore:
+class CosmosIndexStore(CosmosWorkitems):
     """``IndexStore`` on the ``index`` and ``system`` containers (see ``cosmos_schema``)."""
 
     def __init__(

@@ -23,7 +23,8 @@ transactional batch, and a study-scoped read is a single-partition query. Docume
   (``rk``), that instance's study keys (``lsk``, to recompute the study after deletes), a copy
   of the study's keys (``sk``), the latest watermark and instance id, the instance count.
 - ``study`` (``study``): the study summary. Matching keys of its latest instance (``sk``,
-  including ``ModalitiesInStudy`` as a list of folded modalities), per-series counts and
+  including ``ModalitiesInStudy`` as a list of folded modalities and, for wildcard matching,
+  as one joined string ``ModalitiesInStudy_joined``), per-series counts and
   modalities (``series``), totals, raw ``modalities``, and ``dirty`` while copies of changed
   keys are being propagated to its series and instances.
 - ``feed`` (``f|{seq}``): a change feed entry (create, update, delete) with its sequence.

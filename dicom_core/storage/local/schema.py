@@ -203,8 +203,30 @@ CREATE TABLE IF NOT EXISTS eqt_value (
     norm_value TEXT,
     PRIMARY KEY (tag_key, study_uid, series_uid, sop_uid)
 );
-CREATE INDEX IF NOT EXISTS eqt_value_by_text ON eqt_value (tag_key, text_value);
+CREATE INDEX IF NOT EXISTS eqt_value_by_key ON eqt_value (tag_key, norm_value);
 CREATE INDEX IF NOT EXISTS eqt_value_by_num ON eqt_value (tag_key, num_value);
+CREATE INDEX IF NOT EXISTS eqt_value_by_entity ON eqt_value (study_uid, series_uid, sop_uid);
+-- A deleted instance takes its extended-query-tag values with it, and so does the last
+-- instance of a series (series-level values) or of a study (study-level values). A replaced
+-- version (PUT) loses its row here too; the store indexes the new version after its commit.
+CREATE TRIGGER IF NOT EXISTS eqt_value_instance_delete AFTER DELETE ON instance
+    WHEN old.status = 1
+BEGIN
+    DELETE FROM eqt_value WHERE study_uid = old.study_uid AND series_uid = old.series_uid
+        AND sop_uid = old.sop_uid;
+    DELETE FROM eqt_value WHERE study_uid = old.study_uid AND series_uid = old.series_uid
+        AND sop_uid = '' AND NOT EXISTS (SELECT 1 FROM instance WHERE study_uid = old.study_uid
+        AND series_uid = old.series_uid AND status = 1);
+    DELETE FROM eqt_value WHERE study_uid = old.study_uid AND series_uid = '' AND sop_uid = ''
+        AND NOT EXISTS (SELECT 1 FROM instance WHERE study_uid = old.study_uid AND status = 1);
+END;
+-- External metadata belongs to its study: it goes when the study's last instance is deleted
+-- (not when one is replaced: the new version is reserved, status 0, at that moment).
+CREATE TRIGGER IF NOT EXISTS external_metadata_study_delete AFTER DELETE ON instance
+    WHEN old.status = 1 AND NOT EXISTS (SELECT 1 FROM instance WHERE study_uid = old.study_uid)
+BEGIN
+    DELETE FROM external_metadata WHERE study_uid = old.study_uid;
+END;
 
 CREATE TABLE IF NOT EXISTS eqt_error (
     tag_key INTEGER NOT NULL,
@@ -242,7 +264,8 @@ CREATE TABLE IF NOT EXISTS workitem (
     scheduled_start_datetime TEXT,
     dataset BLOB NOT NULL,
     created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS workitem_value (
     workitem_key INTEGER NOT NULL,
@@ -250,6 +273,8 @@ CREATE TABLE IF NOT EXISTS workitem_value (
     value TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS workitem_value_by_path ON workitem_value (path, value);
+CREATE INDEX IF NOT EXISTS workitem_value_by_workitem
+    ON workitem_value (workitem_key, path, value);
 
 CREATE TABLE IF NOT EXISTS operation (
     operation_id TEXT PRIMARY KEY,

@@ -27,6 +27,7 @@ from dicom_core.storage.local.schema import (
 )
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_query import compile_search
+from dicom_core.storage.local.sqlite_workitems import SqliteWorkitems
 from dicom_core.storage.ports import InstanceBeingCreated, InstanceExists
 
 CREATING, CREATED = 0, 1
@@ -70,10 +71,15 @@ def _scope(
     return " AND ".join(clauses), tuple(params)
 
 
-class SqliteIndexStore:
+class SqliteIndexStore(SqliteWorkitems):
     def __init__(self, db: SqliteDatabase, *, stale_create_seconds: int = 3600) -> None:
         self._db = db
         self._stale_seconds = stale_create_seconds
+
+    @property
+    def database(self) -> SqliteDatabase:
+        """The shared database, for stores that must write in the same transactions."""
+        return self._db
 
     # -- writes -----------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dicom_core.query.conditions import (
+    EXTERNAL_METADATA_PATH,
     Condition,
     FuzzyMatch,
     ListMatch,
@@ -152,6 +153,45 @@ def _trigram_prefilter(condition: Condition, column: str, params: list[object]) 
     return f"st.rowid IN (SELECT rowid FROM {STUDY_TEXT_TABLE} WHERE {text_column} GLOB ?)"
 
 
+# Extended query tags: the VRs whose values the index keeps as numbers (eqt_value.num_value).
+_NUMERIC_VRS = frozenset({"DS", "FD", "FL", "IS", "SL", "SS", "UL", "US"})
+# How an extended tag's entity (eqt_value row) joins the searched rows, by the tag's level.
+_EXTENDED_SCOPE: dict[QueryLevel, str] = {
+    QueryLevel.STUDY: "v.study_uid = st.study_uid AND v.series_uid = '' AND v.sop_uid = ''",
+    QueryLevel.SERIES: (
+        "v.study_uid = se.study_uid AND v.series_uid = se.series_uid AND v.sop_uid = ''"
+    ),
+    QueryLevel.INSTANCE: (
+        "v.study_uid = i.study_uid AND v.series_uid = i.series_uid AND v.sop_uid = i.sop_uid"
+    ),
+}
+
+
+def _extended_clause(condition: Condition, level: QueryLevel, params: list[object]) -> str:
+    """``EXISTS`` over the tag's indexed values (``eqt_value``) for the searched entity."""
+    attribute = condition.attribute
+    if attribute.level > level:
+        raise UnsupportedCondition(f"{attribute.tag} is not searchable at {level.label} level")
+    external = attribute.path[:1] == (EXTERNAL_METADATA_PATH,)
+    params.append(attribute.tag)
+    if attribute.vr in _NUMERIC_VRS:
+        if not isinstance(condition, ValueMatch):
+            raise UnsupportedCondition(f"{attribute.tag} ({attribute.vr}) takes single values")
+        params.append(float(condition.key))
+        test = "v.num_value = ?"
+    else:
+        test = _predicate(condition, "v.norm_value", params)
+    if external:  # study-level values sent as STOW headers
+        return (
+            "EXISTS (SELECT 1 FROM external_metadata v"
+            f" WHERE v.tag = ? AND v.study_uid = st.study_uid AND {test})"
+        )
+    return (
+        "EXISTS (SELECT 1 FROM eqt_value v JOIN extended_query_tag t ON t.tag_key = v.tag_key"
+        f" WHERE t.path = ? AND {_EXTENDED_SCOPE[attribute.level]} AND {test})"
+    )
+
+
 def _where(query: QueryDescription, params: list[object]) -> list[str]:
     level = query.level
     clauses: list[str] = []
@@ -165,6 +205,9 @@ def _where(query: QueryDescription, params: list[object]) -> list[str]:
             clauses.append(
                 f"EXISTS (SELECT 1 FROM series m WHERE m.study_uid = st.study_uid AND {inner})"
             )
+            continue
+        if attribute.extended:
+            clauses.append(_extended_clause(condition, level, params))
             continue
         column = _column(attribute, level)
         prefilter = _trigram_prefilter(condition, column, params)

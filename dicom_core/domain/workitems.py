@@ -1,0 +1,317 @@
+"""UPS workitems (PS3.4 Annex CC): attribute requirements per transaction and the state machine.
+
+Pure rules, no I/O: the workitem service applies them to DICOM JSON datasets and maps the
+``WorkitemRuleError`` kinds to status codes. The requirement tables follow the SCU columns of
+PS3.4 Table CC.2.5-3 for the top-level attributes; as the conformance statement says, every
+conditional code (1C, 2C) is treated as optional, so only these kinds are enforced:
+
+- ``REQUIRED``: present with a value (type 1);
+- ``REQUIRED_MAY_BE_EMPTY``: present, value optional (type 2);
+- ``EMPTY_IF_PRESENT``: may be sent, but without a value (nothing has been performed yet);
+- ``NOT_EMPTY_IF_PRESENT``: may be omitted, but when sent it needs a value (type 1 on N-SET);
+- ``NOT_ALLOWED``: must not be present.
+
+The Transaction UID (0008,1195) is the ownership lock: it is set when a workitem is claimed
+(SCHEDULED -> IN PROGRESS), must accompany every later change, and is never returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+from typing import Any
+
+UPS_PUSH_SOP_CLASS = "1.2.840.10008.5.1.4.34.6.1"
+GLOBAL_SUBSCRIPTION_UID = "1.2.840.10008.5.1.4.34.5"
+
+SOP_CLASS_UID = "00080016"
+SOP_INSTANCE_UID = "00080018"
+TRANSACTION_UID = "00081195"
+PROCEDURE_STEP_STATE = "00741000"
+CANCELLATION_DATETIME = "00404052"
+REASON_FOR_CANCELLATION = "00741238"
+
+
+class State(StrEnum):
+    """The four states of a UPS (PS3.4 CC.1.1)."""
+
+    SCHEDULED = "SCHEDULED"
+    IN_PROGRESS = "IN PROGRESS"
+    CANCELED = "CANCELED"
+    COMPLETED = "COMPLETED"
+
+    @property
+    def final(self) -> bool:
+        return self in (State.CANCELED, State.COMPLETED)
+
+
+class Requirement(Enum):
+    REQUIRED = "1"
+    REQUIRED_MAY_BE_EMPTY = "2"
+    EMPTY_IF_PRESENT = "empty"
+    NOT_EMPTY_IF_PRESENT = "not empty"
+    NOT_ALLOWED = "-"
+
+
+class Transaction(Enum):
+    CREATE = "create"
+    UPDATE = "update"
+    CHANGE_STATE = "change state"
+
+
+R = Requirement
+
+# Top-level attributes by tag: (keyword, requirement). Attributes not listed are optional.
+CREATE_REQUIREMENTS: dict[str, tuple[str, Requirement]] = {
+    TRANSACTION_UID: ("TransactionUID", R.NOT_ALLOWED),
+    "00741200": ("ScheduledProcedureStepPriority", R.REQUIRED),
+    "00741204": ("ProcedureStepLabel", R.REQUIRED),
+    "00404005": ("ScheduledProcedureStepStartDateTime", R.REQUIRED),
+    "00404041": ("InputReadinessState", R.REQUIRED),
+    PROCEDURE_STEP_STATE: ("ProcedureStepState", R.REQUIRED),
+    "00100010": ("PatientName", R.REQUIRED_MAY_BE_EMPTY),
+    "00100020": ("PatientID", R.REQUIRED_MAY_BE_EMPTY),
+    "00100030": ("PatientBirthDate", R.REQUIRED_MAY_BE_EMPTY),
+    "00100040": ("PatientSex", R.REQUIRED_MAY_BE_EMPTY),
+    "0040A370": ("ReferencedRequestSequence", R.REQUIRED_MAY_BE_EMPTY),
+    "00404025": ("ScheduledStationNameCodeSequence", R.REQUIRED_MAY_BE_EMPTY),
+    "00404026": ("ScheduledStationClassCodeSequence", R.REQUIRED_MAY_BE_EMPTY),
+    "00404027": ("ScheduledStationGeographicLocationCodeSequence", R.REQUIRED_MAY_BE_EMPTY),
+    "00404018": ("ScheduledWorkitemCodeSequence", R.REQUIRED_MAY_BE_EMPTY),
+    "00404021": ("InputInformationSequence", R.REQUIRED_MAY_BE_EMPTY),
+    "00741002": ("ProcedureStepProgressInformationSequence", R.EMPTY_IF_PRESENT),
+    "00741216": ("UnifiedProcedureStepPerformedProcedureSequence", R.EMPTY_IF_PRESENT),
+}
+
+UPDATE_REQUIREMENTS: dict[str, tuple[str, Requirement]] = {
+    SOP_CLASS_UID: ("SOPClassUID", R.NOT_ALLOWED),
+    SOP_INSTANCE_UID: ("SOPInstanceUID", R.NOT_ALLOWED),
+    TRANSACTION_UID: ("TransactionUID", R.NOT_ALLOWED),
+    PROCEDURE_STEP_STATE: ("ProcedureStepState", R.NOT_ALLOWED),
+    "00741200": ("ScheduledProcedureStepPriority", R.NOT_EMPTY_IF_PRESENT),
+    "00741204": ("ProcedureStepLabel", R.NOT_EMPTY_IF_PRESENT),
+    "00404005": ("ScheduledProcedureStepStartDateTime", R.NOT_EMPTY_IF_PRESENT),
+    "00404041": ("InputReadinessState", R.NOT_EMPTY_IF_PRESENT),
+}
+
+CHANGE_STATE_REQUIREMENTS: dict[str, tuple[str, Requirement]] = {
+    TRANSACTION_UID: ("TransactionUID", R.REQUIRED),
+    PROCEDURE_STEP_STATE: ("ProcedureStepState", R.REQUIRED),
+}
+
+REQUIREMENTS = {
+    Transaction.CREATE: CREATE_REQUIREMENTS,
+    Transaction.UPDATE: UPDATE_REQUIREMENTS,
+    Transaction.CHANGE_STATE: CHANGE_STATE_REQUIREMENTS,
+}
+
+
+class Failure(Enum):
+    """Why a rule rejected a request; the service maps each kind to a status code."""
+
+    INVALID = "invalid"  # the dataset breaks the requirements: 400
+    WRONG_STATE = "wrong state"  # not valid in the current state: 400
+    MISSING_LOCK = "missing lock"  # Transaction UID needed but absent: 400
+    WRONG_LOCK = "wrong lock"  # Transaction UID does not match: 400
+    ALREADY = "already"  # already in the requested (final) state: 409 + Warning
+    CONFLICT = "conflict"  # inconsistent with the current state (cancel request): 409
+
+
+class WorkitemRuleError(Exception):
+    def __init__(self, failure: Failure, message: str) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.message = message
+
+
+def has_value(element: Any) -> bool:
+    """Whether a DICOM JSON element carries a value (a Value with at least one entry)."""
+    if not isinstance(element, Mapping):
+        return False
+    value = element.get("Value")
+    if isinstance(value, list) and value and any(v not in (None, "") for v in value):
+        return True
+    return bool(element.get("InlineBinary") or element.get("BulkDataURI"))
+
+
+def first_string(dataset: Mapping[str, Any], tag: str) -> str | None:
+    """The first value of a string attribute, stripped, or None when absent or empty."""
+    element = dataset.get(tag)
+    values = element.get("Value") if isinstance(element, Mapping) else None
+    for value in values if isinstance(values, list) else []:
+        if isinstance(value, Mapping):  # a PN value
+            value = value.get("Alphabetic")
+        text = "" if value is None else str(value).strip()
+        if text:
+            return text
+    return None
+
+
+def check_requirements(transaction: Transaction, dataset: Mapping[str, Any]) -> None:
+    """Raise ``WorkitemRuleError(INVALID)`` naming every attribute that breaks the table."""
+    problems: list[str] = []
+    for tag, (keyword, requirement) in REQUIREMENTS[transaction].items():
+        present = tag in dataset
+        filled = present and has_value(dataset[tag])
+        name = f"{keyword} ({tag[:4]},{tag[4:]})"
+        if requirement is R.REQUIRED and not filled:
+            problems.append(f"{name} is required and must have a value")
+        elif requirement is R.REQUIRED_MAY_BE_EMPTY and not present:
+            problems.append(f"{name} is required (it may be empty)")
+        elif requirement is R.EMPTY_IF_PRESENT and filled:
+            problems.append(f"{name} must be empty")
+        elif requirement is R.NOT_EMPTY_IF_PRESENT and present and not filled:
+            problems.append(f"{name} must not be empty")
+        elif requirement is R.NOT_ALLOWED and present:
+            problems.append(f"{name} must not be present")
+    if transaction is Transaction.CREATE and PROCEDURE_STEP_STATE in dataset:
+        state = first_string(dataset, PROCEDURE_STEP_STATE)
+        if state is not None and state != State.SCHEDULED.value:
+            problems.append(
+                f"ProcedureStepState (0074,1000) must be SCHEDULED on create, not {state!r}"
+            )
+    if problems:
+        raise WorkitemRuleError(
+            Failure.INVALID,
+            f"The dataset does not meet the {transaction.value} requirements: "
+            + "; ".join(problems)
+            + ".",
+        )
+
+
+def parse_state(value: str | None) -> State:
+    for state in State:
+        if state.value == value:
+            return state
+    raise WorkitemRuleError(
+        Failure.INVALID,
+        f"ProcedureStepState (0074,1000) {value!r} is not one of "
+        + ", ".join(s.value for s in State if s is not State.SCHEDULED)
+        + ".",
+    )
+
+
+def check_update(state: State, current_lock: str | None, given_lock: str | None) -> None:
+    """Update Workitem: who may change a workitem in which state (PS3.4 CC.2.6, PS3.18 11.6)."""
+    if state.final:
+        raise WorkitemRuleError(
+            Failure.WRONG_STATE, f"The workitem is {state.value} and can no longer be updated."
+        )
+    if state is State.SCHEDULED:
+        if given_lock is not None:
+            raise WorkitemRuleError(
+                Failure.WRONG_STATE,
+                "The workitem is SCHEDULED (not owned): send the update without a Transaction UID.",
+            )
+        return
+    if given_lock is None:
+        raise WorkitemRuleError(
+            Failure.MISSING_LOCK,
+            "The workitem is IN PROGRESS: the update must carry its Transaction UID.",
+        )
+    if given_lock != current_lock:
+        raise WorkitemRuleError(
+            Failure.WRONG_LOCK, "The Transaction UID does not match the workitem's owner."
+        )
+
+
+def change_state(state: State, current_lock: str | None, requested: State, lock: str) -> State:
+    """Change UPS State (PS3.4 Table CC.1.1-2): the new state, or the reason it is refused."""
+    if requested is State.SCHEDULED:
+        raise WorkitemRuleError(Failure.INVALID, "A workitem cannot be changed back to SCHEDULED.")
+    if state is State.SCHEDULED:
+        if requested is State.IN_PROGRESS:
+            return State.IN_PROGRESS
+        raise WorkitemRuleError(
+            Failure.WRONG_STATE,
+            f"The workitem is SCHEDULED, not yet IN PROGRESS: it cannot become"
+            f" {requested.value} (claim it first, or request its cancellation).",
+        )
+    if state is State.IN_PROGRESS:
+        if lock != current_lock:
+            raise WorkitemRuleError(
+                Failure.WRONG_LOCK, "The Transaction UID does not match the workitem's owner."
+            )
+        if requested is State.IN_PROGRESS:
+            raise WorkitemRuleError(Failure.WRONG_STATE, "The workitem is already IN PROGRESS.")
+        return requested
+    if requested is state:
+        raise WorkitemRuleError(
+            Failure.ALREADY, f"The UPS is already in the requested state of {state.value}."
+        )
+    raise WorkitemRuleError(
+        Failure.WRONG_STATE,
+        f"The workitem is {state.value}, a final state: it cannot become {requested.value}.",
+    )
+
+
+def request_cancellation(state: State) -> State:
+    """Request Cancellation: only a SCHEDULED workitem can be canceled this way (no Watch/Event
+    classes forward the request to an owner), so an owned one is refused."""
+    if state is State.SCHEDULED:
+        return State.CANCELED
+    if state is State.CANCELED:
+        raise WorkitemRuleError(
+            Failure.ALREADY, "The UPS is already in the requested state of CANCELED."
+        )
+    raise WorkitemRuleError(
+        Failure.CONFLICT,
+        f"The workitem is {state.value}: only a SCHEDULED workitem can be canceled by request"
+        + (
+            " (its owner can cancel it by changing its state)."
+            if state is State.IN_PROGRESS
+            else "."
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """The Change UPS State data elements of a request."""
+
+    lock: str
+    requested: State
+
+
+def read_state_change(dataset: Mapping[str, Any]) -> StateChange:
+    try:
+        check_requirements(Transaction.CHANGE_STATE, dataset)
+    except WorkitemRuleError as exc:
+        missing_lock = not has_value(dataset.get(TRANSACTION_UID))
+        if missing_lock and has_value(dataset.get(PROCEDURE_STEP_STATE)):
+            raise WorkitemRuleError(Failure.MISSING_LOCK, exc.message) from None
+        raise
+    return StateChange(
+        lock=str(first_string(dataset, TRANSACTION_UID)),
+        requested=parse_state(first_string(dataset, PROCEDURE_STEP_STATE)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkitemRecord:
+    """A stored workitem: its full dataset (Transaction UID included) and an opaque version.
+
+    ``version`` changes on every write; a write names the version it read, so two clients
+    racing to claim or update the same workitem cannot both win (optimistic concurrency).
+    ``sequence`` orders workitems by creation (search returns newest first).
+    """
+
+    uid: str
+    dataset: dict[str, Any]
+    version: str
+    sequence: int
+
+    @property
+    def state(self) -> State:
+        return parse_state(first_string(self.dataset, PROCEDURE_STEP_STATE) or "SCHEDULED")
+
+    @property
+    def lock(self) -> str | None:
+        return first_string(self.dataset, TRANSACTION_UID)
+
+
+PATIENT_NAME = "00100010"
+PATIENT_ID = "00100020"
+STUDY_UID = "0020000D"
+SCHEDULED_START = "00404005"

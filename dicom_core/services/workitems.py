@@ -1,0 +1,218 @@
+"""The Worklist service (UPS-RS): create, retrieve, update, change state, request cancellation
+and search of workitems (conformance statement, "Worklist Service (UPS-RS)").
+
+The rules are pure (``dicom_core.domain.workitems``); this service reads the workitem, applies
+them and writes back under optimistic concurrency: a write names the version it read, and a
+write that lost a race re-reads and re-applies the rules, so of two clients claiming the same
+SCHEDULED workitem one wins and the other is told the workitem is no longer SCHEDULED.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from dicom_core.domain.identifiers import check_uid
+from dicom_core.domain.workitems import (
+    CANCELLATION_DATETIME,
+    PROCEDURE_STEP_STATE,
+    REASON_FOR_CANCELLATION,
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    TRANSACTION_UID,
+    UPS_PUSH_SOP_CLASS,
+    Failure,
+    State,
+    Transaction,
+    WorkitemRecord,
+    WorkitemRuleError,
+    change_state,
+    check_requirements,
+    check_update,
+    first_string,
+    read_state_change,
+    request_cancellation,
+)
+from dicom_core.errors import BadRequest, Conflict, DicomWebError, NotFound
+from dicom_core.query.workitems import DEFAULT_RETURN_TAGS, WorkitemQuery
+from dicom_core.storage.ports import IndexStore, WorkitemChanged, WorkitemExists
+
+WRITE_ATTEMPTS = 5
+_TAG = re.compile(r"[0-9A-Fa-f]{8}")
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+
+
+def check_workitem_uid(value: str, what: str) -> str:
+    """A workitem UID must be a proper DICOM UID (PS3.5 9.1): it names the workitem for good."""
+    uid = check_uid(value, what)
+    if len(uid) > 64 or not _UID.fullmatch(uid):
+        raise BadRequest(
+            f"The {what} is not a valid UID: '{uid}' must be dot-separated numbers (no leading"
+            " zeros), at most 64 characters."
+        )
+    return uid
+
+
+Dataset = dict[str, Any]
+
+
+class AlreadyInState(Conflict):
+    """The workitem already is in the (final) state asked for: 409 with an HTTP Warning."""
+
+    @property
+    def warning(self) -> str:
+        return f'299 - "{self.message}"'
+
+
+def _error(exc: WorkitemRuleError) -> DicomWebError:
+    if exc.failure is Failure.ALREADY:
+        return AlreadyInState(exc.message)
+    if exc.failure is Failure.CONFLICT:
+        return Conflict(exc.message)
+    return BadRequest(exc.message)
+
+
+def check_dataset(dataset: Any) -> Dataset:
+    """A DICOM JSON object: 8-hex-digit tags mapping to elements that name their VR."""
+    if not isinstance(dataset, dict):
+        raise BadRequest("The request body must be a DICOM JSON dataset (a JSON object).")
+    for tag, element in dataset.items():
+        if not _TAG.fullmatch(str(tag)):
+            raise BadRequest(f"'{tag}' in the dataset is not a tag of 8 hexadecimal digits.")
+        if not isinstance(element, dict) or not isinstance(element.get("vr"), str):
+            raise BadRequest(f"The element {tag} of the dataset is not an object with a 'vr'.")
+    return {str(tag).upper(): element for tag, element in dataset.items()}
+
+
+def without_lock(dataset: Mapping[str, Any]) -> Dataset:
+    """The workitem as clients see it: the Transaction UID is only ever known to the owner."""
+    return {tag: element for tag, element in dataset.items() if tag != TRANSACTION_UID}
+
+
+def _string(vr: str, value: str) -> dict[str, Any]:
+    return {"vr": vr, "Value": [value]}
+
+
+def _now_dt() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+
+
+class WorkitemService:
+    def __init__(self, index: IndexStore) -> None:
+        self._index = index
+
+    async def create(self, dataset: Dataset, url_uid: str | None) -> str:
+        """Create Workitem; returns the workitem UID (from the URL or the dataset)."""
+        dataset = check_dataset(dataset)
+        given = first_string(dataset, SOP_INSTANCE_UID)
+        if url_uid is not None:
+            uid = check_workitem_uid(url_uid, "workitem UID in the URL")
+            if given is not None and given != uid:
+                raise BadRequest(
+                    f"The workitem UID in the URL ({uid}) differs from the dataset's"
+                    f" SOPInstanceUID ({given})."
+                )
+        elif given is None:
+            raise BadRequest(
+                "The workitem UID is missing: give it in the URL (POST ../workitems?{uid}) or"
+                " as SOPInstanceUID (0008,0018) in the dataset."
+            )
+        else:
+            uid = check_workitem_uid(given, "SOPInstanceUID (0008,0018) of the dataset")
+        try:
+            check_requirements(Transaction.CREATE, dataset)
+        except WorkitemRuleError as exc:
+            raise _error(exc) from None
+        dataset[SOP_INSTANCE_UID] = _string("UI", uid)
+        dataset.setdefault(SOP_CLASS_UID, _string("UI", UPS_PUSH_SOP_CLASS))
+        try:
+            await self._index.create_workitem(uid, dataset)
+        except WorkitemExists:
+            raise Conflict(f"The workitem {uid} already exists.") from None
+        return uid
+
+    async def _read(self, uid: str) -> WorkitemRecord:
+        record = await self._index.get_workitem(uid)
+        if record is None:
+            raise NotFound(f"The workitem {uid} was not found.")
+        return record
+
+    async def retrieve(self, uid: str) -> Dataset:
+        return without_lock((await self._read(uid)).dataset)
+
+    async def _change(self, uid: str, apply: Callable[[WorkitemRecord], Dataset]) -> None:
+        """Read, apply the rules, write conditionally; re-run after a lost race."""
+        for _ in range(WRITE_ATTEMPTS):
+            record = await self._read(uid)
+            try:
+                dataset = apply(record)
+            except WorkitemRuleError as exc:
+                raise _error(exc) from None
+            try:
+                await self._index.replace_workitem(uid, dataset, version=record.version)
+                return
+            except WorkitemChanged:
+                continue
+        raise Conflict(f"The workitem {uid} is being changed by other requests; try again.")
+
+    async def update(self, uid: str, changes: Dataset, transaction_uid: str | None) -> None:
+        """Update Workitem: replace the given top-level attributes (sequences whole)."""
+        changes = check_dataset(changes)
+        try:
+            check_requirements(Transaction.UPDATE, changes)
+        except WorkitemRuleError as exc:
+            raise _error(exc) from None
+
+        def apply(record: WorkitemRecord) -> Dataset:
+            check_update(record.state, record.lock, transaction_uid)
+            return {**record.dataset, **changes}
+
+        await self._change(uid, apply)
+
+    async def change_state(self, uid: str, request: Dataset) -> None:
+        """Change Workitem State: claim (sets the lock), complete or cancel."""
+        try:
+            wanted = read_state_change(check_dataset(request))
+        except WorkitemRuleError as exc:
+            raise _error(exc) from None
+
+        def apply(record: WorkitemRecord) -> Dataset:
+            new_state = change_state(record.state, record.lock, wanted.requested, wanted.lock)
+            dataset = dict(record.dataset)
+            dataset[PROCEDURE_STEP_STATE] = _string("CS", new_state.value)
+            if new_state is State.IN_PROGRESS:
+                dataset[TRANSACTION_UID] = _string("UI", wanted.lock)
+            if new_state is State.CANCELED:
+                dataset.setdefault(CANCELLATION_DATETIME, _string("DT", _now_dt()))
+            return dataset
+
+        await self._change(uid, apply)
+
+    async def request_cancellation(self, uid: str, request: Dataset) -> None:
+        """Request Cancellation: cancels a SCHEDULED workitem (no owner to forward it to)."""
+        info = check_dataset(request)
+
+        def apply(record: WorkitemRecord) -> Dataset:
+            new_state = request_cancellation(record.state)
+            dataset = dict(record.dataset)
+            dataset[PROCEDURE_STEP_STATE] = _string("CS", new_state.value)
+            dataset[CANCELLATION_DATETIME] = _string("DT", _now_dt())
+            if REASON_FOR_CANCELLATION in info:
+                dataset[REASON_FOR_CANCELLATION] = info[REASON_FOR_CANCELLATION]
+            return dataset
+
+        await self._change(uid, apply)
+
+    async def search(self, query: WorkitemQuery) -> list[Dataset]:
+        """Search Workitems: one page of matches, newest first, cut to the returned tags."""
+        page = await self._index.search_workitems(query)
+        wanted = DEFAULT_RETURN_TAGS | set(query.include.tags)
+        results = []
+        for record in page:
+            dataset = without_lock(record.dataset)
+            if not query.include.all:
+                dataset = {tag: el for tag, el in dataset.items() if tag in wanted}
+            results.append(dict(sorted(dataset.items())))
+        return results

@@ -1,0 +1,150 @@
+"""UPS-RS workitems on Cosmos DB: documents in the ``system`` container.
+
+Each workitem is one document (``kind`` "workitem", ``id`` ``w|{uid}``) in the logical
+partition ``pk`` = "workitems", so listing the worklist is a single-partition query and
+needs no new container (nor a Bicep change). Creation is create-only (409 from Cosmos means
+the UID is taken); every replace is conditional on the ETag read before it, which makes the
+Transaction UID lock safe against two clients claiming the same workitem at once.
+
+Search: a document carries the matching keys of its searchable attributes
+(``query.workitems.workitem_keys``), the top-level ones (all of value multiplicity 1) as
+``wv.k<tag>`` strings that conditions compile to with QIDO's predicates (``cosmos_query``).
+Conditions on paths through sequences (``ReferencedRequestSequence.AccessionNumber``) match
+any item's value; the Cosmos DB server of the tests cannot evaluate ``EXISTS`` over a list
+that some documents lack, so those are checked on the candidates the query returns, with the
+reference matcher (``wk`` keeps their keys for a later compiled form). Newest first by ``seq``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from azure.core import MatchConditions
+from azure.cosmos.exceptions import (
+    CosmosAccessConditionFailedError,
+    CosmosResourceExistsError,
+    CosmosResourceNotFoundError,
+)
+
+from dicom_core.domain.workitems import WorkitemRecord
+from dicom_core.query.workitems import WorkitemQuery, workitem_keys, workitem_matches
+from dicom_core.storage.azure.cosmos_io import ContainerGone, owner_missing, query_items, read_item
+from dicom_core.storage.azure.cosmos_query import _Parameters, predicate
+from dicom_core.storage.ports import WorkitemChanged, WorkitemExists
+
+T = TypeVar("T")
+WORKITEM = "workitem"
+WORKITEM_PARTITION = "workitems"
+WORKITEM_COUNTER = "workitem"
+
+
+def workitem_id(uid: str) -> str:
+    return f"w|{uid}"
+
+
+def _search_fields(dataset: dict[str, Any]) -> dict[str, Any]:
+    keys = workitem_keys(dataset)
+    top = {f"k{path}": values[0] for path, values in keys.items() if "." not in path}
+    return {"wk": keys, "wv": top}
+
+
+def compile_workitem_search(query: WorkitemQuery) -> tuple[str, dict[str, object], bool]:
+    """The Cosmos SQL of a workitem search, its parameters, and whether it is exact.
+
+    Exact (no condition through a sequence): the query returns the first ``offset + limit``
+    matches itself. Otherwise it returns every candidate for the conditions it could compile.
+    """
+    params = _Parameters()
+    clauses = [f"c.pk = {params.add(WORKITEM_PARTITION)}", f"c.kind = {params.add(WORKITEM)}"]
+    exact = True
+    for condition in query.conditions:
+        path = condition.attribute.path
+        if len(path) == 1:
+            clauses.append(predicate(condition, f"c.wv.k{path[0]}", params))
+        else:
+            exact = False
+    top = f"TOP {params.add(query.offset + query.limit)} " if exact else ""
+    sql = f"SELECT {top}* FROM c WHERE {' AND '.join(clauses)} ORDER BY c.seq DESC"
+    return sql, params.values, exact
+
+
+def _record(doc: dict[str, Any]) -> WorkitemRecord:
+    return WorkitemRecord(
+        uid=str(doc["uid"]),
+        dataset=dict(doc["dataset"]),
+        version=str(doc["_etag"]),
+        sequence=int(doc["seq"]),
+    )
+
+
+class CosmosWorkitems:
+    """Mixed into ``CosmosIndexStore``: the workitem methods of the ``IndexStore`` port."""
+
+    _run: Callable[..., Awaitable[Any]]
+    _next: Callable[..., Awaitable[int]]
+
+    async def create_workitem(self, uid: str, dataset: dict[str, Any]) -> None:
+        async def create(c: Any) -> None:
+            if await read_item(c.system, workitem_id(uid), WORKITEM_PARTITION) is not None:
+                raise WorkitemExists(uid)
+            sequence = await self._next(c.system, WORKITEM_COUNTER)
+            doc = {
+                "id": workitem_id(uid),
+                "pk": WORKITEM_PARTITION,
+                "kind": WORKITEM,
+                "uid": uid,
+                "seq": sequence,
+                "dataset": dataset,
+                **_search_fields(dataset),
+            }
+            try:
+                await c.system.create_item(doc)
+            except CosmosResourceExistsError as exc:
+                raise WorkitemExists(uid) from exc
+
+        await self._run("Cosmos DB", create)
+
+    async def get_workitem(self, uid: str) -> WorkitemRecord | None:
+        async def read(c: Any) -> WorkitemRecord | None:
+            doc = await read_item(c.system, workitem_id(uid), WORKITEM_PARTITION)
+            return _record(doc) if doc else None
+
+        result: WorkitemRecord | None = await self._run("Cosmos DB", read)
+        return result
+
+    async def replace_workitem(self, uid: str, dataset: dict[str, Any], *, version: str) -> None:
+        async def replace(c: Any) -> None:
+            current = await read_item(c.system, workitem_id(uid), WORKITEM_PARTITION)
+            if current is None or current["_etag"] != version:
+                raise WorkitemChanged(uid)
+            kept = {key: value for key, value in current.items() if not key.startswith("_")}
+            body = kept | {"dataset": dataset, **_search_fields(dataset)}
+            try:
+                await c.system.replace_item(
+                    workitem_id(uid),
+                    body,
+                    etag=version,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except CosmosAccessConditionFailedError as exc:
+                raise WorkitemChanged(uid) from exc
+            except CosmosResourceNotFoundError as exc:
+                if owner_missing(exc):
+                    raise ContainerGone(str(exc)) from exc
+                raise WorkitemChanged(uid) from exc
+
+        await self._run("Cosmos DB", replace)
+
+    async def search_workitems(self, query: WorkitemQuery) -> list[WorkitemRecord]:
+        sql, params, exact = compile_workitem_search(query)
+
+        async def read(c: Any) -> list[WorkitemRecord]:
+            found = await query_items(c.system, sql, params, partition=WORKITEM_PARTITION)
+            records = [_record(doc) for doc in found]
+            if not exact:
+                records = [r for r in records if workitem_matches(query, r.dataset)]
+            return records[query.offset : query.offset + query.limit]
+
+        result: list[WorkitemRecord] = await self._run("Cosmos DB", read)
+        return result

@@ -1,0 +1,501 @@
+"""The local adapter of the extended-query-tag and operation store, on the shared SQLite file.
+
+Why it shares the database with the job queue: a reindex batch writes its index values, moves
+the operation's checkpoint and enqueues the continuation message in one transaction (an
+outbox by construction), so a crash anywhere leaves either the old checkpoint with its
+message, or the new checkpoint with the next message; never both, never neither.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from dicom_core.domain.extended_query_tags import (
+    InvalidValue,
+    QueryTagDefinition,
+    QueryTagStatusValues,
+    extract_value,
+    query_attribute,
+)
+from dicom_core.domain.model import InstanceKey
+from dicom_core.services.extended_query_tags import (
+    BatchOutcome,
+    OperationRecord,
+    QueryTagRecord,
+    ReindexCheckpoint,
+    TagConflict,
+    TooManyTags,
+)
+from dicom_core.services.external_metadata import ExternalValue, ExternalVrConflict
+from dicom_core.storage.local.sqlite_db import SqliteDatabase
+
+_TAG_COLUMNS = (
+    "tag_key, path, vr, private_creator, level, status, query_status, error_count,"
+    " operation_id, created_at"
+)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _tag(row: Sequence[Any]) -> QueryTagRecord:
+    return QueryTagRecord(
+        key=int(row[0]),
+        path=str(row[1]),
+        vr=str(row[2]),
+        private_creator=row[3],
+        level=str(row[4]),
+        status=str(row[5]),
+        query_status=str(row[6]),
+        error_count=int(row[7]),
+        operation_id=row[8],
+    )
+
+
+def _operation(row: Sequence[Any]) -> OperationRecord:
+    return OperationRecord(
+        operation_id=str(row[0]),
+        type=str(row[1]),
+        status=str(row[2]),
+        percent_complete=int(row[3]),
+        resources=tuple(orjson.loads(row[4])),
+        checkpoint=ReindexCheckpoint.from_json(orjson.loads(row[5])) if row[5] else None,
+        created_at=str(row[6]),
+        updated_at=str(row[7]),
+    )
+
+
+def _enqueue(conn: sqlite3.Connection, queue: str, body: dict[str, Any]) -> None:
+    """Insert a job as ``SqliteJobQueue.send`` does, inside the caller's transaction."""
+    conn.execute(
+        "INSERT INTO job (queue, body, visible_at, created_at) VALUES (?, ?, ?, ?)",
+        (queue, orjson.dumps(body).decode(), time.time(), _now()),
+    )
+
+
+def _level_scope(level: str, key: InstanceKey) -> tuple[str, str, str]:
+    if level == "Study":
+        return key.study_uid, "", ""
+    if level == "Series":
+        return key.study_uid, key.series_uid, ""
+    return key.study_uid, key.series_uid, key.sop_uid
+
+
+def _index_one(
+    conn: sqlite3.Connection,
+    tag: QueryTagRecord,
+    key: InstanceKey,
+    watermark: int,
+    doc: dict[str, Any],
+) -> None:
+    """Upsert one instance's value for one tag, or record why it cannot be indexed.
+
+    Idempotent: values are keyed by (tag, entity) and the latest watermark wins; errors are
+    keyed by (tag, instance), and only a newly recorded error disables the tag.
+    """
+    attribute = query_attribute(tag.path, tag.vr, tag.level, tag.private_creator)
+    try:
+        value = extract_value(doc, attribute)
+    except InvalidValue as exc:
+        inserted = conn.execute(
+            "INSERT OR IGNORE INTO eqt_error"
+            " (tag_key, study_uid, series_uid, sop_uid, created_at, message)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (tag.key, key.study_uid, key.series_uid, key.sop_uid, _now(), str(exc)),
+        ).rowcount
+        if inserted:
+            conn.execute(
+                "UPDATE extended_query_tag SET query_status = 'Disabled',"
+                " error_count = (SELECT COUNT(*) FROM eqt_error WHERE tag_key = ?)"
+                " WHERE tag_key = ?",
+                (tag.key, tag.key),
+            )
+        return
+    if value is None:
+        return
+    study, series, sop = _level_scope(tag.level, key)
+    conn.execute(
+        "INSERT INTO eqt_value"
+        " (tag_key, study_uid, series_uid, sop_uid, watermark, text_value, num_value, norm_value)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (tag_key, study_uid, series_uid, sop_uid) DO UPDATE SET"
+        " watermark = excluded.watermark, text_value = excluded.text_value,"
+        " num_value = excluded.num_value, norm_value = excluded.norm_value"
+        " WHERE excluded.watermark >= eqt_value.watermark",
+        (tag.key, study, series, sop, watermark, value.text, value.number, value.norm),
+    )
+
+
+class SqliteQueryTagStore:
+    """``QueryTagStore`` on SQLite (see ``dicom_core.services.extended_query_tags``)."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    # -- tags ----------------------------------------------------------------------------------
+
+    async def list_tags(self) -> list[QueryTagRecord]:
+        def read() -> list[QueryTagRecord]:
+            rows = self._db.connection().execute(
+                f"SELECT {_TAG_COLUMNS} FROM extended_query_tag ORDER BY tag_key"
+            )
+            return [_tag(r) for r in rows.fetchall()]
+
+        return await self._db.run(read)
+
+    async def get_tag(self, path: str) -> QueryTagRecord | None:
+        def read() -> QueryTagRecord | None:
+            row = (
+                self._db.connection()
+                .execute(f"SELECT {_TAG_COLUMNS} FROM extended_query_tag WHERE path = ?", (path,))
+                .fetchone()
+            )
+            return None if row is None else _tag(row)
+
+        return await self._db.run(read)
+
+    async def add_tags(
+        self,
+        definitions: Sequence[QueryTagDefinition],
+        operation_id: str,
+        *,
+        max_tags: int,
+        queue: str,
+        message: dict[str, Any],
+    ) -> OperationRecord:
+        def write() -> OperationRecord:
+            now = _now()
+            with self._db.transaction() as conn:
+                paths = [d.path for d in definitions]
+                marks = ", ".join("?" for _ in paths)
+                existing = [
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT path FROM extended_query_tag WHERE path IN ({marks})", paths
+                    )
+                ]
+                if existing:
+                    raise TagConflict(existing)
+                (count,) = conn.execute("SELECT COUNT(*) FROM extended_query_tag").fetchone()
+                if count + len(definitions) > max_tags:
+                    raise TooManyTags(count)
+                keys = []
+                for d in definitions:
+                    (key,) = conn.execute(
+                        "INSERT INTO extended_query_tag (path, vr, private_creator, level, status,"
+                        " query_status, error_count, operation_id, created_at)"
+                        " VALUES (?, ?, ?, ?, 'Adding', 'Enabled', 0, ?, ?) RETURNING tag_key",
+                        (d.path, d.vr, d.private_creator, d.level.value, operation_id, now),
+                    ).fetchone()
+                    keys.append(int(key))
+                (high, total) = conn.execute(
+                    "SELECT COALESCE(MAX(watermark), 0), COUNT(*) FROM instance WHERE status = 1"
+                ).fetchone()
+                checkpoint = ReindexCheckpoint(
+                    tag_keys=tuple(keys), after=0, until=int(high), total=int(total), done=0
+                )
+                conn.execute(
+                    "INSERT INTO operation (operation_id, type, status, percent_complete,"
+                    " resources, checkpoint, created_at, updated_at)"
+                    " VALUES (?, 'Reindex', 'NotStarted', 0, ?, ?, ?, ?)",
+                    (
+                        operation_id,
+                        orjson.dumps(paths).decode(),
+                        orjson.dumps(checkpoint.to_json()).decode(),
+                        now,
+                        now,
+                    ),
+                )
+                _enqueue(conn, queue, {**message, "checkpoint": checkpoint.to_json()})
+                row = conn.execute(
+                    "SELECT * FROM operation WHERE operation_id = ?", (operation_id,)
+                ).fetchone()
+            return _operation(row)
+
+        return await self._db.run(write)
+
+    async def set_query_status(self, path: str, query_status: str) -> QueryTagRecord | None:
+        def write() -> QueryTagRecord | None:
+            with self._db.transaction() as conn:
+                conn.execute(
+                    "UPDATE extended_query_tag SET query_status = ? WHERE path = ?",
+                    (query_status, path),
+                )
+                row = conn.execute(
+                    f"SELECT {_TAG_COLUMNS} FROM extended_query_tag WHERE path = ?", (path,)
+                ).fetchone()
+            return None if row is None else _tag(row)
+
+        return await self._db.run(write)
+
+    async def delete_tag(self, path: str, *, batch_size: int = 5000) -> bool:
+        """Mark the tag Deleting, remove its values in bounded transactions, then the tag."""
+
+        def mark() -> int | None:
+            with self._db.transaction() as conn:
+                row = conn.execute(
+                    "UPDATE extended_query_tag SET status = 'Deleting' WHERE path = ?"
+                    " RETURNING tag_key",
+                    (path,),
+                ).fetchone()
+            return None if row is None else int(row[0])
+
+        key = await self._db.run(mark)
+        if key is None:
+            return False
+
+        def purge_some() -> int:
+            with self._db.transaction() as conn:
+                return conn.execute(
+                    "DELETE FROM eqt_value WHERE rowid IN"
+                    " (SELECT rowid FROM eqt_value WHERE tag_key = ? LIMIT ?)",
+                    (key, batch_size),
+                ).rowcount
+
+        while await self._db.run(purge_some):
+            pass
+
+        def finish() -> None:
+            with self._db.transaction() as conn:
+                conn.execute("DELETE FROM eqt_error WHERE tag_key = ?", (key,))
+                conn.execute("DELETE FROM extended_query_tag WHERE tag_key = ?", (key,))
+
+        await self._db.run(finish)
+        return True
+
+    async def list_errors(self, tag_key: int, *, limit: int, offset: int) -> list[dict[str, str]]:
+        def read() -> list[dict[str, str]]:
+            rows = self._db.connection().execute(
+                "SELECT study_uid, series_uid, sop_uid, created_at, message FROM eqt_error"
+                " WHERE tag_key = ? ORDER BY created_at, sop_uid LIMIT ? OFFSET ?",
+                (tag_key, limit, offset),
+            )
+            return [
+                {
+                    "studyInstanceUid": r[0],
+                    "seriesInstanceUid": r[1],
+                    "sopInstanceUid": r[2],
+                    "createdTime": r[3],
+                    "errorMessage": r[4],
+                }
+                for r in rows.fetchall()
+            ]
+
+        return await self._db.run(read)
+
+    # -- operations ----------------------------------------------------------------------------
+
+    async def get_operation(self, operation_id: str) -> OperationRecord | None:
+        def read() -> OperationRecord | None:
+            row = (
+                self._db.connection()
+                .execute("SELECT * FROM operation WHERE operation_id = ?", (operation_id,))
+                .fetchone()
+            )
+            return None if row is None else _operation(row)
+
+        return await self._db.run(read)
+
+    async def fail_operation(self, operation_id: str) -> None:
+        def write() -> None:
+            with self._db.transaction() as conn:
+                conn.execute(
+                    "UPDATE operation SET status = 'Failed', updated_at = ?"
+                    " WHERE operation_id = ? AND status NOT IN ('Completed', 'Failed')",
+                    (_now(), operation_id),
+                )
+
+        await self._db.run(write)
+
+    async def reindex_batch(
+        self,
+        operation_id: str,
+        checkpoint: ReindexCheckpoint,
+        *,
+        batch_size: int,
+        queue: str,
+        message: dict[str, Any],
+    ) -> BatchOutcome:
+        """Index one watermark batch; a stale checkpoint (already done) changes nothing."""
+
+        def work() -> BatchOutcome:
+            with self._db.transaction() as conn:
+                row = conn.execute(
+                    "SELECT * FROM operation WHERE operation_id = ?", (operation_id,)
+                ).fetchone()
+                if row is None:
+                    return BatchOutcome.STALE
+                operation = _operation(row)
+                if (
+                    operation.status in ("Completed", "Failed")
+                    or operation.checkpoint != checkpoint
+                ):
+                    return BatchOutcome.STALE
+                marks = ", ".join("?" for _ in checkpoint.tag_keys)
+                tags = [
+                    _tag(r)
+                    for r in conn.execute(
+                        f"SELECT {_TAG_COLUMNS} FROM extended_query_tag"
+                        f" WHERE tag_key IN ({marks}) AND status != 'Deleting'",
+                        checkpoint.tag_keys,
+                    ).fetchall()
+                ]
+                rows = conn.execute(
+                    "SELECT watermark, study_uid, series_uid, sop_uid, metadata FROM instance"
+                    " WHERE status = 1 AND watermark > ? AND watermark <= ?"
+                    " ORDER BY watermark LIMIT ?",
+                    (checkpoint.after, checkpoint.until, batch_size),
+                ).fetchall()
+                for watermark, study, series, sop, metadata in rows:
+                    if not metadata:
+                        continue
+                    doc = orjson.loads(metadata)
+                    key = InstanceKey(study, series, sop)
+                    for tag in tags:
+                        _index_one(conn, tag, key, int(watermark), doc)
+                finished = len(rows) < batch_size or not tags
+                done = min(checkpoint.done + len(rows), checkpoint.total)
+                following = ReindexCheckpoint(
+                    tag_keys=checkpoint.tag_keys,
+                    after=int(rows[-1][0]) if rows else checkpoint.until,
+                    until=checkpoint.until,
+                    total=checkpoint.total,
+                    done=checkpoint.total if finished else done,
+                )
+                if finished:
+                    status, percent = "Completed", 100
+                    conn.execute(
+                        f"UPDATE extended_query_tag SET status = 'Ready', operation_id = NULL"
+                        f" WHERE tag_key IN ({marks}) AND status = 'Adding'",
+                        checkpoint.tag_keys,
+                    )
+                else:
+                    status = "Running"
+                    percent = min(99, done * 100 // max(checkpoint.total, 1))
+                    _enqueue(conn, queue, {**message, "checkpoint": following.to_json()})
+                conn.execute(
+                    "UPDATE operation SET status = ?, percent_complete = ?, checkpoint = ?,"
+                    " updated_at = ? WHERE operation_id = ?",
+                    (
+                        status,
+                        percent,
+                        orjson.dumps(following.to_json()).decode(),
+                        _now(),
+                        operation_id,
+                    ),
+                )
+            return BatchOutcome.COMPLETED if finished else BatchOutcome.CONTINUED
+
+        return await self._db.run(work)
+
+    # -- store time ----------------------------------------------------------------------------
+
+    async def index_instance(self, key: InstanceKey, watermark: int, metadata_json: bytes) -> None:
+        """Index a newly stored instance for every tag being added or ready."""
+
+        def write() -> None:
+            conn = self._db.connection()
+            tags = [
+                _tag(r)
+                for r in conn.execute(
+                    f"SELECT {_TAG_COLUMNS} FROM extended_query_tag WHERE status != ?",
+                    (QueryTagStatusValues.DELETING.value,),
+                ).fetchall()
+            ]
+            if not tags:
+                return
+            doc = orjson.loads(metadata_json)
+            with self._db.transaction() as conn:
+                for tag in tags:
+                    _index_one(conn, tag, key, watermark, doc)
+
+        await self._db.run(write)
+
+    async def queryable_tags(self) -> list[QueryTagRecord]:
+        """Ready tags with QIDO enabled; the search catalog adds these."""
+        tags = await self.list_tags()
+        return [t for t in tags if t.status == "Ready" and t.query_status == "Enabled"]
+
+    async def erroneous_tags(self) -> list[QueryTagRecord]:
+        tags = await self.list_tags()
+        return [t for t in tags if t.error_count > 0]
+
+
+class SqliteExternalMetadataStore:
+    """``ExternalMetadataStore`` on SQLite: ``external_metadata_tag`` fixes each tag's VR."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    async def tag_vrs(self, tags: Sequence[str]) -> dict[str, str]:
+        def read() -> dict[str, str]:
+            marks = ", ".join("?" for _ in tags)
+            rows = self._db.connection().execute(
+                f"SELECT tag, vr FROM external_metadata_tag WHERE tag IN ({marks})", list(tags)
+            )
+            return {str(t): str(v) for t, v in rows.fetchall()}
+
+        return await self._db.run(read)
+
+    async def known_tags(self) -> dict[str, str]:
+        def read() -> dict[str, str]:
+            rows = self._db.connection().execute("SELECT tag, vr FROM external_metadata_tag")
+            return {str(t): str(v) for t, v in rows.fetchall()}
+
+        return await self._db.run(read)
+
+    async def save(self, study_uids: Sequence[str], values: Sequence[ExternalValue]) -> None:
+        def write() -> None:
+            with self._db.transaction() as conn:
+                for value in values:
+                    conn.execute(
+                        "INSERT OR IGNORE INTO external_metadata_tag (tag, vr) VALUES (?, ?)",
+                        (value.tag, value.vr),
+                    )
+                    (vr,) = conn.execute(
+                        "SELECT vr FROM external_metadata_tag WHERE tag = ?", (value.tag,)
+                    ).fetchone()
+                    if vr != value.vr:  # another request fixed it first
+                        raise ExternalVrConflict(value.tag, str(vr))
+                    for study in study_uids:
+                        conn.execute(
+                            "INSERT INTO external_metadata"
+                            " (study_uid, tag, vr, text_value, num_value, norm_value)"
+                            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (study_uid, tag) DO UPDATE"
+                            " SET vr = excluded.vr, text_value = excluded.text_value,"
+                            " num_value = excluded.num_value, norm_value = excluded.norm_value",
+                            (
+                                study,
+                                value.tag,
+                                value.vr,
+                                value.value,
+                                value.indexed.number,
+                                value.indexed.norm,
+                            ),
+                        )
+
+        await self._db.run(write)
+
+    async def study_values(
+        self, study_uids: Sequence[str]
+    ) -> dict[str, list[tuple[str, str, str]]]:
+        def read() -> dict[str, list[tuple[str, str, str]]]:
+            marks = ", ".join("?" for _ in study_uids)
+            rows = self._db.connection().execute(
+                "SELECT study_uid, tag, vr, text_value FROM external_metadata"
+                f" WHERE study_uid IN ({marks}) ORDER BY tag",
+                list(study_uids),
+            )
+            out: dict[str, list[tuple[str, str, str]]] = {}
+            for study, tag, vr, text in rows.fetchall():
+                out.setdefault(str(study), []).append((str(tag), str(vr), str(text)))
+            return out
+
+        return await self._db.run(read)

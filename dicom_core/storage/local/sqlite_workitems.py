@@ -1,0 +1,150 @@
+"""UPS-RS workitems on the local SQLite index (tables ``workitem`` and ``workitem_value``).
+
+The dataset is kept whole as JSON; ``version`` is bumped on every write and a replace names
+the version it read, so concurrent claims of one workitem cannot both succeed. Searches are
+compiled to SQL: ``workitem_value`` holds one row per matching key of a searchable attribute
+(``query.workitems.workitem_keys``, several for a path through a sequence), and each condition
+becomes an ``EXISTS`` over those rows with the same key tests as QIDO (``sqlite_query``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from dicom_core.domain.workitems import (
+    PATIENT_ID,
+    PATIENT_NAME,
+    SCHEDULED_START,
+    STUDY_UID,
+    WorkitemRecord,
+    first_string,
+)
+from dicom_core.query.workitems import WorkitemQuery, path_name, workitem_keys
+from dicom_core.storage.local.sqlite_db import SqliteDatabase
+from dicom_core.storage.local.sqlite_query import _predicate
+from dicom_core.storage.ports import WorkitemChanged, WorkitemExists
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _columns(dataset: dict[str, Any]) -> tuple[Any, ...]:
+    """The denormalised columns (state, lock, a few searchable values) kept for inspection."""
+    return (
+        first_string(dataset, "00741000") or "SCHEDULED",
+        first_string(dataset, "00081195"),
+        first_string(dataset, PATIENT_NAME),
+        first_string(dataset, PATIENT_ID),
+        first_string(dataset, STUDY_UID),
+        first_string(dataset, SCHEDULED_START),
+        orjson.dumps(dataset),
+    )
+
+
+def _write_values(conn: sqlite3.Connection, uid: str, dataset: dict[str, Any]) -> None:
+    """Replace the workitem's matching keys (in the caller's transaction)."""
+    (key,) = conn.execute(
+        "SELECT workitem_key FROM workitem WHERE workitem_uid = ?", (uid,)
+    ).fetchone()
+    conn.execute("DELETE FROM workitem_value WHERE workitem_key = ?", (key,))
+    conn.executemany(
+        "INSERT INTO workitem_value (workitem_key, path, value) VALUES (?, ?, ?)",
+        [(key, path, value) for path, values in workitem_keys(dataset).items() for value in values],
+    )
+
+
+def compile_workitem_search(query: WorkitemQuery) -> tuple[str, list[object]]:
+    """The SQL of one page of a workitem search, newest first, and its parameters."""
+    params: list[object] = []
+    clauses = []
+    for condition in query.conditions:
+        params.append(path_name(condition.attribute.path))
+        test = _predicate(condition, "v.value", params)
+        clauses.append(
+            "EXISTS (SELECT 1 FROM workitem_value v WHERE v.workitem_key = w.workitem_key"
+            f" AND v.path = ? AND {test})"
+        )
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    params.extend((query.limit, query.offset))
+    sql = (
+        "SELECT w.workitem_uid, w.dataset, w.version, w.workitem_key FROM workitem w"
+        f"{where} ORDER BY w.workitem_key DESC LIMIT ? OFFSET ?"
+    )
+    return sql, params
+
+
+def _record(row: tuple[Any, ...]) -> WorkitemRecord:
+    uid, dataset, version, key = row
+    return WorkitemRecord(
+        uid=str(uid), dataset=orjson.loads(dataset), version=str(version), sequence=int(key)
+    )
+
+
+class SqliteWorkitems:
+    """Mixed into ``SqliteIndexStore``: the workitem methods of the ``IndexStore`` port."""
+
+    _db: SqliteDatabase
+
+    async def create_workitem(self, uid: str, dataset: dict[str, Any]) -> None:
+        def insert() -> None:
+            now = _now()
+            try:
+                with self._db.transaction() as conn:
+                    conn.execute(
+                        "INSERT INTO workitem (workitem_uid, state, transaction_uid,"
+                        " patient_name, patient_id, study_uid, scheduled_start_datetime,"
+                        " dataset, created_at, updated_at, version)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                        (uid, *_columns(dataset), now, now),
+                    )
+                    _write_values(conn, uid, dataset)
+            except sqlite3.IntegrityError as exc:
+                raise WorkitemExists(uid) from exc
+
+        await self._db.run(insert)
+
+    async def get_workitem(self, uid: str) -> WorkitemRecord | None:
+        def read() -> WorkitemRecord | None:
+            row = (
+                self._db.connection()
+                .execute(
+                    "SELECT workitem_uid, dataset, version, workitem_key FROM workitem"
+                    " WHERE workitem_uid = ?",
+                    (uid,),
+                )
+                .fetchone()
+            )
+            return _record(row) if row else None
+
+        return await self._db.run(read)
+
+    async def replace_workitem(self, uid: str, dataset: dict[str, Any], *, version: str) -> None:
+        def replace() -> None:
+            with self._db.transaction() as conn:
+                changed = conn.execute(
+                    "UPDATE workitem SET state = ?, transaction_uid = ?, patient_name = ?,"
+                    " patient_id = ?, study_uid = ?, scheduled_start_datetime = ?, dataset = ?,"
+                    " updated_at = ?, version = version + 1"
+                    " WHERE workitem_uid = ? AND version = ?",
+                    (*_columns(dataset), _now(), uid, int(version)),
+                ).rowcount
+                if changed == 1:
+                    _write_values(conn, uid, dataset)
+            if changed != 1:
+                raise WorkitemChanged(uid)
+
+        await self._db.run(replace)
+
+    async def search_workitems(self, query: WorkitemQuery) -> list[WorkitemRecord]:
+        sql, params = compile_workitem_search(query)
+
+        def read() -> list[WorkitemRecord]:
+            rows = self._db.connection().execute(sql, params).fetchall()
+            return [_record(row) for row in rows]
+
+        return await self._db.run(read)

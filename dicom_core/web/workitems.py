@@ -1,0 +1,168 @@
+"""UPS-RS over HTTP (conformance statement, "Worklist Service (UPS-RS)").
+
+HTTP concerns only: media types (415 for a body that is not application/dicom+json, 406 for
+an Accept that excludes it), the UIDs carried in query strings (``POST ../workitems?{uid}``
+and ``POST ../workitems/{uid}?{transaction-uid}``, with ``AffectedSOPInstanceUID=`` and
+``transaction=`` accepted as the named forms), Location headers, the HTTP ``Warning`` header
+for a workitem already in the requested state, 204 for an empty search, and 501 for the
+Watch and Event subscription routes, which the Azure service does not implement.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from dicom_core.bootstrap import Services
+from dicom_core.errors import BadRequest, NotAcceptable, UnsupportedMediaType
+from dicom_core.query.workitems import parse_workitem_query
+from dicom_core.services.workitems import AlreadyInState, check_workitem_uid
+from dicom_core.web.context import api_version, base_url, path_uid
+from dicom_core.web.negotiation import parse_accept
+from dicom_core.web.responses import DICOM_JSON, dicom_json, error
+
+JSON = "application/json"
+MAX_BODY_BYTES = 4 << 20
+
+
+def _check_accept(request: Request) -> None:
+    ranges = parse_accept(request.headers.getlist("accept"))
+    if not ranges:
+        return
+    for media in ranges:
+        if media.q > 0 and (media.matches(DICOM_JSON) or media.media_type == JSON):
+            return
+    raise NotAcceptable("Workitems are offered as application/dicom+json only.")
+
+
+async def _body(request: Request, *, optional: bool = False) -> dict[str, Any]:
+    """The request's DICOM JSON dataset (an object, or an array holding one object)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await request.body()
+    if optional and not raw.strip() and not content_type:
+        return {}
+    if content_type not in (DICOM_JSON, JSON):
+        raise UnsupportedMediaType(
+            f"The Content-Type must be {DICOM_JSON}, got '{content_type or 'none'}'."
+        )
+    if len(raw) > MAX_BODY_BYTES:
+        raise BadRequest(f"The dataset is larger than {MAX_BODY_BYTES} bytes.")
+    if optional and not raw.strip():
+        return {}
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}.") from None
+    if isinstance(parsed, list):
+        if len(parsed) != 1:
+            raise BadRequest(
+                f"The request body must hold exactly one dataset, it holds {len(parsed)}."
+            )
+        parsed = parsed[0]
+    if not isinstance(parsed, dict):
+        raise BadRequest("The request body must be a DICOM JSON dataset (a JSON object).")
+    return parsed
+
+
+def _query_uid(request: Request, names: tuple[str, ...], what: str) -> str | None:
+    """A UID given as the bare query string (``?1.2.3``) or as one named parameter."""
+    raw = request.url.query
+    if not raw:
+        return None
+    pairs = parse_qsl(raw, keep_blank_values=True)
+    if len(pairs) != 1:
+        raise BadRequest(f"The query string must carry only the {what}, got '{raw}'.")
+    key, value = pairs[0]
+    if value == "":
+        return key.strip()
+    if key.strip().lower() not in names:
+        raise BadRequest(
+            f"Unknown query parameter '{key}'; give the {what} as '?{{uid}}' or"
+            f" '?{names[0]}={{uid}}'."
+        )
+    return value.strip()
+
+
+def _workitem(request: Request) -> str:
+    return check_workitem_uid(
+        path_uid(request, "workitem", "workitem UID in the URL"), "workitem UID in the URL"
+    )
+
+
+async def create(request: Request, services: Services) -> Response:
+    """POST ../workitems and ../workitems?{uid}: 201 with the workitem's location."""
+    version = api_version(request)
+    _check_accept(request)
+    url_uid = _query_uid(request, ("affectedsopinstanceuid", "workitem"), "workitem UID")
+    dataset = await _body(request)
+    uid = await services.workitems.create(dataset, url_uid)
+    location = f"{base_url(request, version)}/workitems/{uid}"
+    return Response(status_code=201, headers={"Location": location, "Content-Location": location})
+
+
+async def retrieve(request: Request, services: Services) -> Response:
+    """GET ../workitems/{uid}: the workitem without its Transaction UID."""
+    api_version(request)
+    _check_accept(request)
+    dataset = await services.workitems.retrieve(_workitem(request))
+    return dicom_json([dataset])
+
+
+async def update(request: Request, services: Services) -> Response:
+    """POST ../workitems/{uid}?{transaction-uid}"""
+    api_version(request)
+    uid = _workitem(request)
+    lock = _query_uid(request, ("transaction", "transactionuid"), "Transaction UID")
+    dataset = await _body(request)
+    await services.workitems.update(uid, dataset, lock)
+    return Response(status_code=200)
+
+
+async def change_state(request: Request, services: Services) -> Response:
+    """PUT ../workitems/{uid}/state"""
+    api_version(request)
+    _check_accept(request)
+    uid = _workitem(request)
+    dataset = await _body(request)
+    try:
+        await services.workitems.change_state(uid, dataset)
+    except AlreadyInState as exc:
+        return error(exc.status, exc.message, {"Warning": exc.warning})
+    return Response(status_code=200)
+
+
+async def cancel_request(request: Request, services: Services) -> Response:
+    """POST ../workitems/{uid}/cancelrequest: 202, or 409 with a Warning if already canceled."""
+    api_version(request)
+    uid = _workitem(request)
+    dataset = await _body(request, optional=True)
+    try:
+        await services.workitems.request_cancellation(uid, dataset)
+    except AlreadyInState as exc:
+        return error(exc.status, exc.message, {"Warning": exc.warning})
+    return Response(status_code=202)
+
+
+async def search(request: Request, services: Services) -> Response:
+    """GET ../workitems?...: 200 with matches, 204 when there are none."""
+    api_version(request)
+    _check_accept(request)
+    query = parse_workitem_query(request.query_params.multi_items())
+    results = await services.workitems.search(query)
+    if not results:
+        return Response(status_code=204)
+    return dicom_json(results)
+
+
+async def subscription(request: Request, services: Services) -> Response:
+    """The Watch and Event SOP classes (subscriptions) are not implemented, as in Azure."""
+    api_version(request)
+    return error(
+        501,
+        "Workitem subscriptions (UPS Watch and Event: create, suspend, delete subscription,"
+        " open subscription channel) are not implemented by this DICOM service.",
+    )

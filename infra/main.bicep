@@ -1,0 +1,227 @@
+// The DICOMweb service in one resource group: `azd up` provisions this, then deploys the app.
+// Identity everywhere: the Function App reaches Storage, Cosmos DB and Application Insights
+// with one user-assigned managed identity; shared keys and local auth are off on all three,
+// and no key or connection string is an app setting or an output.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; seeds the names of all resources.')
+param environmentName string
+
+@minLength(1)
+@description('Region of all resources (one that offers Flex Consumption).')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Resource group name; empty derives rg-<environment>.')
+param resourceGroupName string = ''
+
+@minLength(1)
+@description('Audience(s) tokens must carry, comma-separated: the App ID URI (api://...) and/or the client id of the app registration.')
+param authAudience string
+
+@description('Require Entra ID bearer tokens. Turn off only for a throw-away deployment without patient data.')
+param authEnabled bool = true
+
+@description('Origins allowed to call the API from a browser (the OHIF viewer), comma-separated, or *; empty turns CORS off.')
+param corsOrigins string = ''
+
+@description('Largest STOW request body in bytes (the Functions front end and the app both enforce it).')
+param maxRequestBytes int = 4294967296
+
+@description('Most instances the Flex Consumption plan scales out to.')
+param maximumInstanceCount int = 40
+
+@allowed([
+  2048
+  4096
+])
+@description('Memory of one Flex Consumption instance in MB; transcoding and rendering need headroom.')
+param instanceMemoryMB int = 2048
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var functionAppName = 'func-dicom-${resourceToken}'
+// The deployment package container of Flex Consumption (its name must stay below 64 chars).
+var deploymentContainerName = 'app-package-${take(resourceToken, 16)}'
+var tenantId = tenant().tenantId
+var authIssuers = 'https://login.microsoftonline.com/${tenantId}/v2.0,https://sts.windows.net/${tenantId}/'
+var authJwksUrl = 'https://login.microsoftonline.com/${tenantId}/discovery/v2.0/keys'
+
+// Names the app reads (dicom_core/settings.py defaults; cosmos_schema.py for containers).
+var cosmosDatabaseName = 'dicom'
+var blobContainerName = 'dicom-files'
+var cleanupQueueName = 'blob-cleanup'
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+// The one identity of the app; rbac.bicep grants it exactly what it uses.
+module identity 'br/public:avm/res/managed-identity/user-assigned-identity:0.4.1' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: 'id-dicom-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module logAnalytics 'br/public:avm/res/operational-insights/workspace:0.7.0' = {
+  name: 'logAnalytics'
+  scope: rg
+  params: {
+    name: 'log-${resourceToken}'
+    location: location
+    tags: tags
+    dataRetention: 30
+  }
+}
+
+module appInsights 'br/public:avm/res/insights/component:0.4.1' = {
+  name: 'appInsights'
+  scope: rg
+  params: {
+    name: 'appi-${resourceToken}'
+    location: location
+    tags: tags
+    workspaceResourceId: logAnalytics.outputs.resourceId
+    disableLocalAuth: true // telemetry is sent with the identity (Monitoring Metrics Publisher)
+  }
+}
+
+module storage 'br/public:avm/res/storage/storage-account:0.8.3' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: 'stdicom${resourceToken}'
+    location: location
+    tags: tags
+    allowBlobPublicAccess: false
+    allowSharedKeyAccess: false // identity only: no account key can reach DICOM data
+    minimumTlsVersion: 'TLS1_2'
+    dnsEndpointType: 'Standard'
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+    blobServices: {
+      // dicom-files: the DICOM instances; app-package: the Flex Consumption deployment package.
+      containers: [
+        {
+          name: blobContainerName
+        }
+        {
+          name: deploymentContainerName
+        }
+      ]
+    }
+    queueServices: {
+      // blob-cleanup: files of deleted instances (queue-triggered); -poison: the host's
+      // dead letters after maxDequeueCount failures (host.json).
+      queues: [
+        {
+          name: cleanupQueueName
+        }
+        {
+          name: '${cleanupQueueName}-poison'
+        }
+      ]
+    }
+    tableServices: {} // Table Storage: the Functions host's and the operation records' tables
+  }
+}
+
+module cosmos 'app/cosmos.bicep' = {
+  name: 'cosmos'
+  scope: rg
+  params: {
+    name: 'cosmos-dicom-${resourceToken}'
+    location: location
+    tags: tags
+    databaseName: cosmosDatabaseName
+  }
+}
+
+module plan 'br/public:avm/res/web/serverfarm:0.1.1' = {
+  name: 'plan'
+  scope: rg
+  params: {
+    name: 'plan-${resourceToken}'
+    location: location
+    tags: tags
+    sku: {
+      name: 'FC1'
+      tier: 'FlexConsumption'
+    }
+    reserved: true // Linux
+  }
+}
+
+module api 'app/api.bicep' = {
+  name: 'api'
+  scope: rg
+  params: {
+    name: functionAppName
+    location: location
+    tags: tags
+    planId: plan.outputs.resourceId
+    identityId: identity.outputs.resourceId
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsName: appInsights.outputs.name
+    cosmosEndpoint: cosmos.outputs.endpoint
+    cosmosDatabaseName: cosmosDatabaseName
+    blobContainerName: blobContainerName
+    authEnabled: authEnabled
+    authAudience: authAudience
+    authIssuers: authIssuers
+    authJwksUrl: authJwksUrl
+    corsOrigins: corsOrigins
+    maxRequestBytes: maxRequestBytes
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+  }
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    principalId: identity.outputs.principalId
+    storageAccountName: storage.outputs.name
+    cosmosAccountName: cosmos.outputs.name
+    appInsightsName: appInsights.outputs.name
+  }
+}
+
+// Outputs named like the app settings (azd stores them in .azure/<env>/.env); none is secret.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output SERVICE_API_NAME string = api.outputs.name
+output SERVICE_API_URI string = api.outputs.uri
+output AZURE_FUNCTION_NAME string = api.outputs.name
+output AzureWebJobsStorage__blobServiceUri string = 'https://${storage.outputs.name}.blob.${environment().suffixes.storage}'
+output AzureWebJobsStorage__queueServiceUri string = 'https://${storage.outputs.name}.queue.${environment().suffixes.storage}'
+output AzureWebJobsStorage__clientId string = identity.outputs.clientId
+output COSMOS__accountEndpoint string = cosmos.outputs.endpoint
+output COSMOS__clientId string = identity.outputs.clientId
+output DICOM_COSMOS_DATABASE string = cosmosDatabaseName
+output DICOM_BLOB_CONTAINER string = blobContainerName
+output DICOM_AUTH_AUDIENCE string = authAudience
+output DICOM_AUTH_ISSUER string = authIssuers
+output DICOM_AUTH_JWKS_URL string = authJwksUrl
+output DICOM_CORS_ORIGINS string = corsOrigins

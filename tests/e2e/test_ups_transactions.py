@@ -1,0 +1,416 @@
+"""UPS-RS create, retrieve, update, change state and request cancellation over HTTP
+(conformance statement, "Worklist Service (UPS-RS)"): every state path, every lock rule and
+the status codes of the spec's tables."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from pydicom.uid import generate_uid
+
+from tests.e2e.ups_support import (
+    DICOM_JSON,
+    HEADERS,
+    STATE,
+    TRANSACTION_UID,
+    change_state,
+    create,
+    element,
+    new_workitem,
+    retrieve,
+    state_of,
+    workitem,
+)
+
+# -- create ------------------------------------------------------------------------------------
+
+
+def test_create_with_uid_in_dataset_answers_201_with_location(client: httpx.Client) -> None:
+    uid = generate_uid()
+    response = create(client, workitem(uid))
+    assert response.status_code == 201, response.text
+    assert response.headers["location"].endswith(f"/v2/workitems/{uid}")
+    assert response.headers["content-location"] == response.headers["location"]
+    assert response.content == b""
+    stored = retrieve(client, uid)
+    assert stored["00080018"]["Value"] == [uid]
+    assert stored[STATE]["Value"] == ["SCHEDULED"]
+
+
+@pytest.mark.parametrize("form", ["?{uid}", "?AffectedSOPInstanceUID={uid}"])
+def test_create_with_uid_in_url(client: httpx.Client, form: str) -> None:
+    uid = generate_uid()
+    response = create(client, workitem(), form.format(uid=uid))
+    assert response.status_code == 201, response.text
+    assert retrieve(client, uid)["00080018"]["Value"] == [uid]
+
+
+def test_create_works_on_v1(client: httpx.Client) -> None:
+    uid = generate_uid()
+    response = client.post("/v1/workitems", json=[workitem(uid)], headers=HEADERS)
+    assert response.status_code == 201, response.text
+    assert response.headers["location"].endswith(f"/v1/workitems/{uid}")
+
+
+def test_create_twice_is_409(client: httpx.Client) -> None:
+    uid = generate_uid()
+    assert create(client, workitem(uid)).status_code == 201
+    response = create(client, workitem(uid))
+    assert response.status_code == 409
+    assert uid in response.json()["message"]
+
+
+def test_create_without_any_uid_is_400(client: httpx.Client) -> None:
+    response = create(client, workitem())
+    assert response.status_code == 400
+    assert "UID" in response.json()["message"]
+
+
+def test_create_with_differing_uids_is_400(client: httpx.Client) -> None:
+    response = create(client, workitem(generate_uid()), f"?{generate_uid()}")
+    assert response.status_code == 400
+
+
+def test_create_with_invalid_uid_is_400(client: httpx.Client) -> None:
+    assert create(client, workitem(), "?not-a-uid").status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("tag", "keyword"),
+    [
+        ("00741200", "ScheduledProcedureStepPriority"),
+        ("00741204", "ProcedureStepLabel"),
+        ("00404005", "ScheduledProcedureStepStartDateTime"),
+        ("00404041", "InputReadinessState"),
+        (STATE, "ProcedureStepState"),
+        ("00100010", "PatientName"),
+        ("0040A370", "ReferencedRequestSequence"),
+    ],
+)
+def test_create_missing_required_attribute_is_400(
+    client: httpx.Client, tag: str, keyword: str
+) -> None:
+    dataset = workitem(generate_uid())
+    del dataset[tag]
+    response = create(client, dataset)
+    assert response.status_code == 400
+    assert keyword in response.json()["message"]
+
+
+def test_create_type1_attribute_empty_is_400(client: httpx.Client) -> None:
+    dataset = workitem(generate_uid(), **{"00741204": element("LO")})
+    response = create(client, dataset)
+    assert response.status_code == 400
+    assert "ProcedureStepLabel" in response.json()["message"]
+
+
+def test_create_type2_attribute_may_be_empty(client: httpx.Client) -> None:
+    dataset = workitem(generate_uid(), **{"00100010": element("PN")})
+    assert create(client, dataset).status_code == 201
+
+
+def test_create_with_transaction_uid_is_400(client: httpx.Client) -> None:
+    dataset = workitem(generate_uid(), **{TRANSACTION_UID: element("UI", generate_uid())})
+    response = create(client, dataset)
+    assert response.status_code == 400
+    assert "TransactionUID" in response.json()["message"]
+
+
+def test_create_in_a_state_other_than_scheduled_is_400(client: httpx.Client) -> None:
+    dataset = workitem(generate_uid(), **{STATE: element("CS", "IN PROGRESS")})
+    assert create(client, dataset).status_code == 400
+
+
+def test_create_with_performed_information_filled_is_400(client: httpx.Client) -> None:
+    performed = element("SQ", {"00404050": element("DT", "20260101100000")})
+    dataset = workitem(generate_uid(), **{"00741216": performed})
+    response = create(client, dataset)
+    assert response.status_code == 400
+    assert "must be empty" in response.json()["message"]
+
+
+def test_create_with_other_content_type_is_415(client: httpx.Client) -> None:
+    response = client.post(
+        "/v2/workitems",
+        json=[workitem(generate_uid())],
+        headers={"Content-Type": "application/json+xml", "Accept": DICOM_JSON},
+    )
+    assert response.status_code == 415
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[]", b"[1]", b'{"x": 1}', b'{"00100010": 1}'])
+def test_create_with_malformed_body_is_400(client: httpx.Client, body: bytes) -> None:
+    response = client.post("/v2/workitems", content=body, headers=HEADERS)
+    assert response.status_code == 400
+
+
+# -- retrieve ----------------------------------------------------------------------------------
+
+
+def test_retrieve_unknown_workitem_is_404(client: httpx.Client) -> None:
+    response = client.get(f"/v2/workitems/{generate_uid()}", headers={"Accept": DICOM_JSON})
+    assert response.status_code == 404
+
+
+def test_retrieve_with_invalid_uid_is_400(client: httpx.Client) -> None:
+    response = client.get("/v2/workitems/not-a-uid", headers={"Accept": DICOM_JSON})
+    assert response.status_code == 400
+
+
+def test_retrieve_never_returns_the_transaction_uid(client: httpx.Client) -> None:
+    uid = new_workitem(client)
+    assert change_state(client, uid, "IN PROGRESS", generate_uid()).status_code == 200
+    stored = retrieve(client, uid)
+    assert TRANSACTION_UID not in stored
+    assert stored[STATE]["Value"] == ["IN PROGRESS"]
+
+
+def test_retrieve_with_unacceptable_accept_is_406(client: httpx.Client) -> None:
+    uid = new_workitem(client)
+    response = client.get(f"/v2/workitems/{uid}", headers={"Accept": "application/dicom"})
+    assert response.status_code == 406
+
+
+# -- update ------------------------------------------------------------------------------------
+
+
+def update(
+    client: httpx.Client, uid: str, changes: dict[str, object], query: str = ""
+) -> httpx.Response:
+    return client.post(f"/v2/workitems/{uid}{query}", json=[changes], headers=HEADERS)
+
+
+def test_update_scheduled_workitem_without_lock(client: httpx.Client) -> None:
+    uid = new_workitem(client)
+    response = update(client, uid, {"00741204": element("LO", "relabelled")})
+    assert response.status_code == 200, response.text
+    assert retrieve(client, uid)["00741204"]["Value"] == ["relabelled"]
+
+
+def test_update_scheduled_workitem_with_a_transaction_uid_is_400(client: httpx.Client) -> None:
+    uid = new_workitem(client)
+    response = update(client, uid, {"00741204": element("LO", "x")}, f"?{generate_uid()}")
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("form", ["?{lock}", "?transaction={lock}"])
+def test_update_in_progress_workitem_with_its_lock(client: httpx.Client, form: str) -> None:
+    uid, lock = new_workitem(client), generate_uid()
+    assert change_state(client, uid, "IN PROGRESS", lock).status_code == 200
+    response = update(client, uid, {"00741204": element("LO", "mine")}, form.format(lock=lock))
+    assert response.status_code == 200, response.text
+    assert retrieve(client, uid)["00741204"]["Value"] == ["mine"]
+
+
+def test_update_in_progress_workitem_without_or_with_wrong_lock_is_400(
+    client: httpx.Client,
+) -> None:
+    uid = new_workitem(client)
+    assert change_state(client, uid, "IN PROGRESS", generate_uid()).status_code == 200
+    changes = {"00741204": element("LO", "thief")}
+    assert update(client, uid, changes).status_code == 400
+    assert update(client, uid, changes, f"?{generate_uid()}").status_code == 400
+    assert retrieve(client, uid)["00741204"]["Value"] == ["label"]
+
+
+@pytest.mark.parametrize("final", ["COMPLETED", "CANCELED"])
+def test_update_final_workitem_is_400(client: httpx.Client, final: str) -> None:
+    uid, lock = new_workitem(client), generate_uid()
+    assert change_state(client, uid, "IN PROGRESS", lock).status_code == 200
+    assert change_state(client, uid, final, lock).status_code == 200
+    response = update(client, uid, {"00741204": element("LO", "late")}, f"?{lock}")
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("tag", [STATE, TRANSACTION_UID, "00080018", "00080016"])
+def test_update_of_a_forbidden_attribute_is_400(client: httpx.Client, tag: str) -> None:
+    uid = new_workitem(client)
+    vr = "CS" if tag == STATE else "UI"
+    value = "COMPLETED" if tag == STATE else generate_uid()
+    response = update(client, uid, {tag: element(vr, value)})
+    assert response.status_code == 400
+
+
+def test_update_emptying_a_type1_attribute_is_400(client: httpx.Client) -> None:
+    uid = new_workitem(client)
+    assert update(client, uid, {"00741200": element("CS")}).status_code == 400
+
+
+def test_update_unknown_workitem_is_404(client: httpx.Client) -> None:
+    response = update(client, generate_uid(), {"00741204": element("LO", "x")})
+    assert response.status_code == 404
+
+
+def test_update_with_other_content_type_is_415(client: httpx.Client) -> None:
+    uid = new_workitem(client)
+    response = client.post(
+        f"/v2/workitems/{uid}", content=b"{}", headers={"Content-Type": "text/plain"}
+    )
+    assert response.status_code == 415
+
+
+# -- change state ------------------------------------------------------------------------------
+
+
+def test_claim_then_complete(client: httpx.Client) -> None:
+    uid, lock = new_workitem(client), generate_uid()
+    response = change_state(client, uid, "IN PROGRESS", lock)
+    assert response.status_code == 200, response.text
+    assert change_state(client, uid, "COMPLETED", lock).status_code == 200
+    assert state_of(client, uid) == "COMPLETED"
+
+
+def test_claim_then_cancel(client: httpx.Client) -> None:
+    uid, lock = new_workitem(client), generate_uid()
+    assert change_state(client, uid, "IN PROGRESS", lock).status_code == 200
+    assert change_state(client, uid, "CANCELED", lock).status_code == 200
+    assert state_of(client, uid) == "CANCELED"
+
+
+@pytest.mark.parametrize("target", ["COMPLETED", "CANCELED"])
+def test_scheduled_cannot_skip_in_progress(client: httpx.Client, target: str) -> None:
+    uid = new_workitem(client)
+    assert change_state(client, uid, target, generate_uid()).status_code == 400
+    assert state_of(client, uid) == "SCHEDULED"
+
+
+def test_claiming_an_owned_workitem_is_400(client: httpx.Client) -> None:
+    uid, lock = new_workitem(client), generate_uid()
+    assert change_state(client, uid, "IN PROGRESS", lock).status_code == 200
+    assert change_state(client, uid, "IN PROGRESS", generate_uid()).status_code == 400
+    assert change_state(client, uid, "IN PROGRESS", lock).status_code == 400
+
+
+@pytest.mark.parametrize("target", ["COMPLETED", "CANCELED"])
+def test_wrong_lock_cannot_finish(client: httpx.Client, target: str) -> None:
+    uid = new_workitem(client)
+    assert change_state(client, uid, "IN PROGRESS", generate_uid()).status_code == 200
+    assert change_state(client, uid, target, generate_uid()).status_code == 400
+    assert state_of(client, uid) == "IN PROGRESS"
+
+
+def test_missing_lock_is_400(client: httpx.Client) -> None:
+    uid = new_workitem(client)
+    response = change_state(client, uid, "IN PROGRESS", None)
+    assert response.status_code == 400
+    assert "TransactionUID" in response.json()["message"]
+
+
+@pytest.mark.parametrize("state", ["SCHEDULED", "DONE", ""])
+def test_illegal_requested_state_is_400(client: httpx.Client, state: str) -> None:
+    uid = new_workitem(client)
+    body = {
+        STATE: element("CS", state) if state else element("CS"),
+        TRANSACTION_UID: element("UI", generate_uid()),
+    }
+    response = client.put(f"/v2/workitems/{uid}/state", json=[body], headers=HEADERS)
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("final", ["COMPLETED", "CANCELED"])
+def test_same_final_state_again_is_409_with_warning(client: httpx.Client, final: str) -> None:
+    uid, lock = new_workitem(client), generate_uid()
+    assert change_state(client, uid, "IN PROGRESS", lock).status_code == 200
+    assert change_state(client, uid, final, lock).status_code == 200
+    response = change_state(client, uid, final, lock)
+    assert response.status_code == 409
+    assert f"already in the requested state of {final}" in response.headers["warning"]
+
+
+@pytest.mark.parametrize(
+    ("final", "target"),
+    [
+        ("COMPLETED", "CANCELED"),
+        ("COMPLETED", "IN PROGRESS"),
+        ("CANCELED", "COMPLETED"),
+        ("CANCELED", "IN PROGRESS"),
+    ],
+)
+def test_final_states_are_final(client: httpx.Client, final: str, target: str) -> None:
+    uid, lock = new_workitem(client), generate_uid()
+    assert change_state(client, uid, "IN PROGRESS", lock).status_code == 200
+    assert change_state(client, uid, final, lock).status_code == 200
+    assert change_state(client, uid, target, lock).status_code == 400
+    assert state_of(client, uid) == final
+
+
+def test_change_state_of_unknown_workitem_is_404(client: httpx.Client) -> None:
+    assert change_state(client, generate_uid(), "IN PROGRESS", generate_uid()).status_code == 404
+
+
+def test_concurrent_claims_have_one_winner(client: httpx.Client) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    uid = new_workitem(client)
+    locks = [generate_uid() for _ in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(lambda lock: change_state(client, uid, "IN PROGRESS", lock), locks))
+    assert sorted(r.status_code for r in codes) == [200, 400, 400, 400]
+
+
+# -- request cancellation ----------------------------------------------------------------------
+
+
+def cancel(client: httpx.Client, uid: str, body: object = None) -> httpx.Response:
+    return client.post(f"/v2/workitems/{uid}/cancelrequest", json=[body or {}], headers=HEADERS)
+
+
+def test_cancel_request_on_scheduled_is_202(client: httpx.Client) -> None:
+    uid = new_workitem(client)
+    reason = {"00741238": element("LT", "patient left")}
+    response = cancel(client, uid, reason)
+    assert response.status_code == 202, response.text
+    stored = retrieve(client, uid)
+    assert stored[STATE]["Value"] == ["CANCELED"]
+    assert stored["00741238"]["Value"] == ["patient left"]
+
+
+def test_cancel_request_on_canceled_is_409_with_warning(client: httpx.Client) -> None:
+    uid = new_workitem(client)
+    assert cancel(client, uid).status_code == 202
+    response = cancel(client, uid)
+    assert response.status_code == 409
+    assert "The UPS is already in the requested state of CANCELED" in response.headers["warning"]
+    assert response.headers["warning"].startswith("299")
+
+
+def test_cancel_request_on_in_progress_or_completed_is_409(client: httpx.Client) -> None:
+    uid, lock = new_workitem(client), generate_uid()
+    assert change_state(client, uid, "IN PROGRESS", lock).status_code == 200
+    response = cancel(client, uid)
+    assert response.status_code == 409
+    assert "warning" not in response.headers
+    assert change_state(client, uid, "COMPLETED", lock).status_code == 200
+    assert cancel(client, uid).status_code == 409
+
+
+def test_cancel_request_on_unknown_workitem_is_404(client: httpx.Client) -> None:
+    assert cancel(client, generate_uid()).status_code == 404
+
+
+def test_cancel_request_with_other_content_type_is_415(client: httpx.Client) -> None:
+    uid = new_workitem(client)
+    response = client.post(
+        f"/v2/workitems/{uid}/cancelrequest", content=b"x", headers={"Content-Type": "text/plain"}
+    )
+    assert response.status_code == 415
+
+
+# -- subscriptions -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v2/workitems/{uid}/subscribers/MYAE"),
+        ("DELETE", "/v2/workitems/{uid}/subscribers/MYAE"),
+        ("POST", "/v2/workitems/1.2.840.10008.5.1.4.34.5/subscribers/MYAE"),
+        ("POST", "/v2/workitems/1.2.840.10008.5.1.4.34.5/subscribers/MYAE/suspend"),
+        ("GET", "/v2/subscribers/MYAE"),
+        ("GET", "/v1/subscribers/MYAE"),
+    ],
+)
+def test_subscriptions_are_not_implemented(client: httpx.Client, method: str, path: str) -> None:
+    response = client.request(method, path.format(uid=generate_uid()), headers=HEADERS)
+    assert response.status_code == 501
+    assert "not implemented" in response.json()["message"]

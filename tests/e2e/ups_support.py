@@ -1,0 +1,107 @@
+"""Helpers for the UPS-RS end-to-end tests: workitem datasets and the requests they send.
+
+The server is shared by the session, so every workitem gets fresh UIDs and a fresh PatientID,
+and searches are scoped by that PatientID.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+from pydicom.uid import generate_uid
+
+DICOM_JSON = "application/dicom+json"
+HEADERS = {"Content-Type": DICOM_JSON, "Accept": DICOM_JSON}
+TRANSACTION_UID = "00081195"
+STATE = "00741000"
+
+
+def unique(prefix: str = "P") -> str:
+    return f"{prefix[:5]}-{uuid.uuid4().hex[:10]}"
+
+
+def element(vr: str, *values: Any) -> dict[str, Any]:
+    return {"vr": vr, "Value": list(values)} if values else {"vr": vr}
+
+
+def code(value: str) -> dict[str, Any]:
+    return {
+        "00080100": element("SH", value),
+        "00080102": element("SH", "DCM"),
+        "00080104": element("LO", f"code {value}"),
+    }
+
+
+def workitem(
+    uid: str | None = None,
+    *,
+    patient_id: str | None = None,
+    patient_name: str = "Doe^John",
+    accession: str = "ACC1",
+    procedure_id: str = "RP1",
+    start: str = "20260101100000",
+    station: str = "STATION1",
+    **extra: dict[str, Any],
+) -> dict[str, Any]:
+    """A dataset meeting the create requirements (PS3.4 Table CC.2.5-3, SCU column)."""
+    dataset: dict[str, Any] = {
+        "00741200": element("CS", "MEDIUM"),
+        "00741204": element("LO", "label"),
+        "00404005": element("DT", start),
+        "00404041": element("CS", "READY"),
+        STATE: element("CS", "SCHEDULED"),
+        "00100010": element("PN", {"Alphabetic": patient_name}),
+        "00100020": element("LO", patient_id or unique()),
+        "00100030": element("DA"),
+        "00100040": element("CS", "O"),
+        "0020000D": element("UI", generate_uid()),
+        "0040A370": element(
+            "SQ",
+            {
+                "00080050": element("SH", accession),
+                "00401001": element("SH", procedure_id),
+                "0020000D": element("UI", generate_uid()),
+            },
+        ),
+        "00404025": element("SQ", code(station)),
+        "00404026": element("SQ", code("CLASS1")),
+        "00404027": element("SQ", code("GEO1")),
+        "00404018": element("SQ", code("WORK1")),
+        "00404021": element("SQ"),
+    }
+    if uid is not None:
+        dataset["00080018"] = element("UI", uid)
+    dataset.update(extra)
+    return dataset
+
+
+def create(client: httpx.Client, dataset: dict[str, Any], query: str = "") -> httpx.Response:
+    return client.post(f"/v2/workitems{query}", json=[dataset], headers=HEADERS)
+
+
+def new_workitem(client: httpx.Client, **kwargs: Any) -> str:
+    uid = generate_uid()
+    response = create(client, workitem(uid, **kwargs))
+    assert response.status_code == 201, response.text
+    return uid
+
+
+def change_state(client: httpx.Client, uid: str, state: str, lock: str | None) -> httpx.Response:
+    body: dict[str, Any] = {STATE: element("CS", state)}
+    if lock is not None:
+        body[TRANSACTION_UID] = element("UI", lock)
+    return client.put(f"/v2/workitems/{uid}/state", json=[body], headers=HEADERS)
+
+
+def retrieve(client: httpx.Client, uid: str) -> dict[str, Any]:
+    response = client.get(f"/v2/workitems/{uid}", headers={"Accept": DICOM_JSON})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert isinstance(body, list) and len(body) == 1
+    return dict(body[0])
+
+
+def state_of(client: httpx.Client, uid: str) -> str:
+    return str(retrieve(client, uid)[STATE]["Value"][0])

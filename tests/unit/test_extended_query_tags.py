@@ -1,0 +1,154 @@
+"""Extended query tags: request validation, value indexing, and the reindex batches' safety.
+
+The batch tests drive the local store directly: a message handled twice (at-least-once
+delivery) must find its checkpoint stale and change nothing, and the continuation is always
+enqueued in the same transaction as the checkpoint it carries.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from pydicom.uid import generate_uid
+
+from dicom_core.domain.extended_query_tags import (
+    InvalidValue,
+    QueryTagError,
+    extract_value,
+    parse_definitions,
+    parse_query_status,
+    query_attribute,
+)
+from dicom_core.services.extended_query_tags import (
+    REINDEX_QUEUE,
+    BatchOutcome,
+    ExtendedQueryTagService,
+    ReindexCheckpoint,
+)
+from dicom_core.storage.local.sqlite_db import SqliteDatabase
+from dicom_core.storage.local.sqlite_eqt import SqliteQueryTagStore
+from dicom_core.storage.local.sqlite_index import SqliteIndexStore
+from dicom_core.storage.local.sqlite_queue import SqliteJobQueue
+from tests.fixtures.index_rows import add_instance
+
+
+def test_definitions_accept_keywords_tags_and_any_case() -> None:
+    [age, private] = parse_definitions(
+        [
+            {"PATH": "patientage", "LEVEL": "STUDY"},
+            {"path": "00191001", "vr": "ss", "privatecreator": "Me", "level": "instance"},
+        ]
+    )
+    assert (age.path, age.vr, age.level.value) == ("00101010", "AS", "Study")
+    assert (private.vr, private.private_creator) == ("SS", "Me")
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"path": "00101010", "level": "Study", "privateCreator": "X"},
+        {"path": "0010101", "level": "Study"},
+        {"path": "00191001", "vr": "XX", "privateCreator": "X", "level": "Study"},
+        {"path": "00190010", "vr": "LO", "privateCreator": "X", "level": "Study"},
+        {"path": "00101010", "level": 3},
+    ],
+)
+def test_definitions_reject(entry: dict[str, object]) -> None:
+    with pytest.raises(QueryTagError):
+        parse_definitions([entry])
+
+
+def test_definitions_reject_more_than_once_in_one_request() -> None:
+    with pytest.raises(QueryTagError, match="more than once"):
+        parse_definitions([{"path": "PatientAge", "level": "Study"}] * 2)
+
+
+def test_query_status() -> None:
+    assert parse_query_status({"QUERYSTATUS": "enabled"}).value == "Enabled"
+    with pytest.raises(QueryTagError):
+        parse_query_status({"queryStatus": "maybe"})
+
+
+def test_values_by_vr() -> None:
+    weight = query_attribute("00101030", "DS", "Study", None)
+    assert extract_value({"00101030": {"vr": "DS", "Value": [70.5]}}, weight).number == 70.5
+    assert extract_value({}, weight) is None
+    with pytest.raises(InvalidValue):
+        extract_value({"00101030": {"vr": "DS", "Value": [1, 2]}}, weight)
+    number = query_attribute("00191001", "US", "Instance", "Maker")
+    doc = {"00190010": {"vr": "LO", "Value": ["Maker"]}, "00191001": {"vr": "US", "Value": [7]}}
+    assert extract_value(doc, number).number == 7
+    other = query_attribute("00191001", "US", "Instance", "Other")
+    assert extract_value(doc, other) is None
+    with pytest.raises(InvalidValue):
+        extract_value(
+            {"00191001": {"vr": "US", "Value": [70000]}},
+            query_attribute("00191001", "US", "Instance", None),
+        )
+    date = query_attribute("00080021", "DA", "Series", None)
+    with pytest.raises(InvalidValue):
+        extract_value({"00080021": {"vr": "DA", "Value": ["2024-01-01"]}}, date)
+
+
+async def test_a_batch_handled_twice_changes_nothing(tmp_path: Path) -> None:
+    db = SqliteDatabase(tmp_path / "index.sqlite")
+    index = SqliteIndexStore(db)
+    for n in range(7):
+        await add_instance(
+            index,
+            generate_uid(),
+            generate_uid(),
+            generate_uid(),
+            metadata={"00101010": {"vr": "AS", "Value": [f"{n:03d}Y"]}},
+        )
+    store = SqliteQueryTagStore(db)
+    service = ExtendedQueryTagService(store, batch_size=3)
+    operation = await service.add(parse_definitions([{"path": "PatientAge", "level": "Study"}]))
+    queue = SqliteJobQueue(db)
+    handled = 0
+    while messages := await queue.receive(REINDEX_QUEUE, max_messages=1):
+        [message] = messages
+        await service.handle_message(message.body)
+        await service.handle_message(message.body)  # redelivered: stale, no effect
+        checkpoint = ReindexCheckpoint.from_json(message.body["checkpoint"])
+        outcome = await store.reindex_batch(
+            operation.operation_id,
+            checkpoint,
+            batch_size=3,
+            queue=REINDEX_QUEUE,
+            message=message.body,
+        )
+        assert outcome is BatchOutcome.STALE
+        await queue.complete(message)
+        handled += 1
+    assert handled == 3  # 3 + 3 + 1 instances
+    done = await service.operation(operation.operation_id)
+    assert (done.status, done.percent_complete) == ("Completed", 100)
+    assert (await service.get("00101010")).status == "Ready"
+    rows = db.connection().execute("SELECT COUNT(*) FROM eqt_value").fetchone()
+    assert rows == (7,)
+    raw = db.connection().execute("SELECT checkpoint FROM operation").fetchone()[0]
+    assert orjson.loads(raw)["done"] == 7
+    db.close()
+
+
+async def test_at_most_128_tags(tmp_path: Path) -> None:
+    from pydicom._dicom_dict import DicomDictionary
+
+    from dicom_core.errors import BadRequest
+
+    db = SqliteDatabase(tmp_path / "index.sqlite")
+    service = ExtendedQueryTagService(SqliteQueryTagStore(db))
+    long_strings = [
+        f"{tag:08X}"
+        for tag, entry in DicomDictionary.items()
+        if entry[0] == "LO" and entry[1] == "1" and not entry[3] and tag >> 16 not in (0, 2)
+    ][:129]
+    first = parse_definitions([{"path": p, "level": "Instance"} for p in long_strings[:128]])
+    await service.add(first)
+    with pytest.raises(BadRequest, match="128"):
+        await service.add(parse_definitions([{"path": long_strings[128], "level": "Study"}]))
+    assert len(await service.list_tags()) == 128
+    db.close()

@@ -1,0 +1,201 @@
+"""The pure UPS rules (dicom_core.domain.workitems): requirement tables per transaction and the
+state machine of PS3.4 Table CC.1.1-2, every legal and illegal transition."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dicom_core.domain.workitems import (
+    CREATE_REQUIREMENTS,
+    UPDATE_REQUIREMENTS,
+    Failure,
+    Requirement,
+    State,
+    Transaction,
+    WorkitemRuleError,
+    change_state,
+    check_requirements,
+    check_update,
+    first_string,
+    has_value,
+    read_state_change,
+    request_cancellation,
+)
+
+S, P, X, C = State.SCHEDULED, State.IN_PROGRESS, State.CANCELED, State.COMPLETED
+LOCK, OTHER = "1.2.3", "1.2.4"
+
+
+def full(table: dict[str, tuple[str, Requirement]]) -> dict[str, Any]:
+    """A dataset meeting every requirement of the table."""
+    dataset: dict[str, Any] = {}
+    for tag, (_, requirement) in table.items():
+        if requirement is Requirement.REQUIRED:
+            dataset[tag] = {"vr": "CS", "Value": ["SCHEDULED" if tag == "00741000" else "X"]}
+        elif requirement is Requirement.REQUIRED_MAY_BE_EMPTY:
+            dataset[tag] = {"vr": "SQ"}
+    return dataset
+
+
+def failure(call: Any, *args: Any) -> Failure:
+    with pytest.raises(WorkitemRuleError) as caught:
+        call(*args)
+    return caught.value.failure
+
+
+# -- requirement tables ------------------------------------------------------------------------
+
+
+def test_a_complete_create_dataset_passes() -> None:
+    check_requirements(Transaction.CREATE, full(CREATE_REQUIREMENTS))
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [t for t, (_, r) in CREATE_REQUIREMENTS.items() if r.value in ("1", "2")],
+)
+def test_create_requires_types_1_and_2(tag: str) -> None:
+    dataset = full(CREATE_REQUIREMENTS)
+    del dataset[tag]
+    with pytest.raises(WorkitemRuleError) as caught:
+        check_requirements(Transaction.CREATE, dataset)
+    assert caught.value.failure is Failure.INVALID
+    assert CREATE_REQUIREMENTS[tag][0] in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "tag", [t for t, (_, r) in CREATE_REQUIREMENTS.items() if r is Requirement.REQUIRED]
+)
+def test_create_type1_needs_a_value(tag: str) -> None:
+    dataset = full(CREATE_REQUIREMENTS) | {tag: {"vr": "CS", "Value": [""]}}
+    assert failure(check_requirements, Transaction.CREATE, dataset) is Failure.INVALID
+
+
+def test_create_forbids_the_lock_and_performed_information() -> None:
+    for tag, element in (
+        ("00081195", {"vr": "UI"}),
+        ("00741216", {"vr": "SQ", "Value": [{}, {"00404050": {"vr": "DT", "Value": ["2026"]}}]}),
+    ):
+        dataset = full(CREATE_REQUIREMENTS) | {tag: element}
+        assert failure(check_requirements, Transaction.CREATE, dataset) is Failure.INVALID
+    empty = full(CREATE_REQUIREMENTS) | {"00741216": {"vr": "SQ"}}
+    check_requirements(Transaction.CREATE, empty)
+
+
+def test_create_state_must_be_scheduled() -> None:
+    dataset = full(CREATE_REQUIREMENTS) | {"00741000": {"vr": "CS", "Value": ["COMPLETED"]}}
+    assert failure(check_requirements, Transaction.CREATE, dataset) is Failure.INVALID
+
+
+def test_messages_name_every_problem() -> None:
+    with pytest.raises(WorkitemRuleError) as caught:
+        check_requirements(Transaction.CREATE, {})
+    for keyword, requirement in CREATE_REQUIREMENTS.values():
+        if requirement.value in ("1", "2"):
+            assert keyword in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "tag", [t for t, (_, r) in UPDATE_REQUIREMENTS.items() if r is Requirement.NOT_ALLOWED]
+)
+def test_update_forbids_identity_state_and_lock(tag: str) -> None:
+    dataset = {tag: {"vr": "UI", "Value": ["1.2"]}}
+    assert failure(check_requirements, Transaction.UPDATE, dataset) is Failure.INVALID
+
+
+def test_update_allows_partial_datasets_but_no_empty_type1() -> None:
+    check_requirements(Transaction.UPDATE, {"00741204": {"vr": "LO", "Value": ["x"]}})
+    check_requirements(Transaction.UPDATE, {})
+    dataset = {"00741204": {"vr": "LO"}}
+    assert failure(check_requirements, Transaction.UPDATE, dataset) is Failure.INVALID
+
+
+def test_values() -> None:
+    assert not has_value({"vr": "LO"})
+    assert not has_value({"vr": "LO", "Value": []})
+    assert not has_value({"vr": "LO", "Value": [""]})
+    assert has_value({"vr": "OB", "InlineBinary": "AA=="})
+    assert first_string({"t": {"vr": "PN", "Value": [{"Alphabetic": "A^B"}]}}, "t") == "A^B"
+    assert first_string({"t": {"vr": "LO", "Value": [None, " x "]}}, "t") == "x"
+    assert first_string({}, "t") is None
+
+
+# -- change state ------------------------------------------------------------------------------
+
+
+def test_read_state_change() -> None:
+    wanted = read_state_change(
+        {
+            "00081195": {"vr": "UI", "Value": [LOCK]},
+            "00741000": {"vr": "CS", "Value": ["IN PROGRESS"]},
+        }
+    )
+    assert (wanted.lock, wanted.requested) == (LOCK, P)
+    only_state = {"00741000": {"vr": "CS", "Value": ["IN PROGRESS"]}}
+    assert failure(read_state_change, only_state) is Failure.MISSING_LOCK
+    assert failure(read_state_change, {}) is Failure.INVALID
+    bad_state = {
+        "00081195": {"vr": "UI", "Value": [LOCK]},
+        "00741000": {"vr": "CS", "Value": ["PAUSED"]},
+    }
+    assert failure(read_state_change, bad_state) is Failure.INVALID
+
+
+@pytest.mark.parametrize(
+    ("state", "lock", "requested", "given", "result"),
+    [
+        (S, None, P, LOCK, P),
+        (P, LOCK, C, LOCK, C),
+        (P, LOCK, X, LOCK, X),
+    ],
+)
+def test_legal_transitions(
+    state: State, lock: str | None, requested: State, given: str, result: State
+) -> None:
+    assert change_state(state, lock, requested, given) is result
+
+
+@pytest.mark.parametrize(
+    ("state", "lock", "requested", "given", "expected"),
+    [
+        (S, None, C, LOCK, Failure.WRONG_STATE),
+        (S, None, X, LOCK, Failure.WRONG_STATE),
+        (S, None, S, LOCK, Failure.INVALID),
+        (P, LOCK, P, LOCK, Failure.WRONG_STATE),
+        (P, LOCK, P, OTHER, Failure.WRONG_LOCK),
+        (P, LOCK, C, OTHER, Failure.WRONG_LOCK),
+        (P, LOCK, X, OTHER, Failure.WRONG_LOCK),
+        (C, LOCK, C, LOCK, Failure.ALREADY),
+        (C, LOCK, X, LOCK, Failure.WRONG_STATE),
+        (C, LOCK, P, LOCK, Failure.WRONG_STATE),
+        (X, LOCK, X, LOCK, Failure.ALREADY),
+        (X, LOCK, C, LOCK, Failure.WRONG_STATE),
+        (X, LOCK, P, LOCK, Failure.WRONG_STATE),
+    ],
+)
+def test_illegal_transitions(
+    state: State, lock: str | None, requested: State, given: str, expected: Failure
+) -> None:
+    assert failure(change_state, state, lock, requested, given) is expected
+
+
+def test_request_cancellation() -> None:
+    assert request_cancellation(S) is X
+    assert failure(request_cancellation, X) is Failure.ALREADY
+    assert failure(request_cancellation, P) is Failure.CONFLICT
+    assert failure(request_cancellation, C) is Failure.CONFLICT
+
+
+# -- update ------------------------------------------------------------------------------------
+
+
+def test_update_lock_rules() -> None:
+    check_update(S, None, None)
+    check_update(P, LOCK, LOCK)
+    assert failure(check_update, S, None, LOCK) is Failure.WRONG_STATE
+    assert failure(check_update, P, LOCK, None) is Failure.MISSING_LOCK
+    assert failure(check_update, P, LOCK, OTHER) is Failure.WRONG_LOCK
+    assert failure(check_update, C, LOCK, LOCK) is Failure.WRONG_STATE
+    assert failure(check_update, X, LOCK, LOCK) is Failure.WRONG_STATE
