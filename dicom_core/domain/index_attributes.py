@@ -13,6 +13,7 @@ from __future__ import annotations
 import unicodedata
 import warnings
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
@@ -101,8 +102,33 @@ def _first_value(ds: Dataset, keyword: str) -> str | None:
     return text or None
 
 
-def extract(ds: Dataset, *, skip_tags: Iterable[int] = ()) -> IndexAttributes:
-    """Searchable values of ``ds`` at each level; tags in ``skip_tags`` failed validation."""
+def _first_json_value(document: Mapping[str, Any], keyword: str) -> str | None:
+    """The first value of an attribute in a DICOM JSON object, as DICOM text."""
+    element = document.get(f"{int(Tag(keyword)):08X}")
+    if not element or element.get("vr") == "SQ":
+        return None
+    values = element.get("Value") or []
+    value = values[0] if values else None
+    if value is None:
+        return None
+    if isinstance(value, dict):  # PN: rebuild the '='-separated component groups
+        groups = [value.get(g) or "" for g in ("Alphabetic", "Ideographic", "Phonetic")]
+        value = "=".join(groups).rstrip("=")
+    text = clean_text(value)
+    return text or None
+
+
+def extract(
+    ds: Dataset,
+    *,
+    skip_tags: Iterable[int] = (),
+    document: Mapping[str, Any] | None = None,
+) -> IndexAttributes:
+    """Searchable values of ``ds`` at each level; tags in ``skip_tags`` failed validation.
+
+    With ``document`` (the instance's DICOM JSON, already computed at store time) values are
+    read from it instead of being converted from the dataset a second time.
+    """
     skipped = set(skip_tags)
 
     def pick(keywords: tuple[str, ...]) -> dict[str, str | int | float | None]:
@@ -110,7 +136,10 @@ def extract(ds: Dataset, *, skip_tags: Iterable[int] = ()) -> IndexAttributes:
         for keyword in keywords:
             if int(Tag(keyword)) in skipped:
                 continue
-            out[keyword] = _first_value(ds, keyword)
+            if document is not None:
+                out[keyword] = _first_json_value(document, keyword)
+            else:
+                out[keyword] = _first_value(ds, keyword)
         return out
 
     study = pick(STUDY_KEYWORDS)

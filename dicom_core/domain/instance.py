@@ -11,6 +11,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -18,7 +19,7 @@ from pydicom.tag import Tag
 from pydicom.uid import UID
 
 from dicom_core.domain import index_attributes
-from dicom_core.domain.dicomjson import dataset_json_bytes
+from dicom_core.domain.dicomjson import dataset_json
 from dicom_core.domain.frames import FrameLayoutError, frame_index
 from dicom_core.domain.model import FrameIndex, IndexAttributes, InstanceKey
 from dicom_core.domain.validation import AttributeProblem, dataset_problems, uid_problem
@@ -134,9 +135,10 @@ def parse_instance(path: Path) -> ParsedInstance:
         sop_uid = _text(ds, "SOPInstanceUID")
         ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "").rstrip(" \x00")
         little_endian = _check_transfer_syntax(ts, sop_class, sop_uid)
-        key = _check_required(ds, sop_class, sop_uid)
+        found = dataset_problems(ds)
+        key = _check_required(ds, sop_class, sop_uid, found)
 
-        problems = [p for p in dataset_problems(ds) if p.tag not in REQUIRED_TAGS]
+        problems = [p for p in found if p.tag not in REQUIRED_TAGS]
         frames: FrameIndex | None = None
         try:
             frames = frame_index(
@@ -154,8 +156,11 @@ def parse_instance(path: Path) -> ParsedInstance:
                 AttributeProblem(0x7FE00010, "PixelData", f"(7FE0,0010) PixelData: {exc}")
             )
 
-        attributes = index_attributes.extract(ds, skip_tags=[p.tag for p in problems])
-        metadata = dataset_json_bytes(ds)
+        document = dataset_json(ds)
+        attributes = index_attributes.extract(
+            ds, skip_tags=[p.tag for p in problems], document=document
+        )
+        metadata = orjson.dumps(document)
     return ParsedInstance(
         key=key,
         sop_class_uid=sop_class or "",
@@ -195,7 +200,9 @@ def _check_transfer_syntax(ts: str, sop_class: str | None, sop_uid: str | None) 
     return bool(uid.is_little_endian)
 
 
-def _check_required(ds: Dataset, sop_class: str | None, sop_uid: str | None) -> InstanceKey:
+def _check_required(
+    ds: Dataset, sop_class: str | None, sop_uid: str | None, found: list[AttributeProblem]
+) -> InstanceKey:
     comments: list[str] = []
     values: dict[str, str] = {}
     for keyword in REQUIRED_UIDS:
@@ -216,7 +223,7 @@ def _check_required(ds: Dataset, sop_class: str | None, sop_uid: str | None) -> 
     if patient_id is None:
         comments.append("(0010,0020) PatientID is required but missing (it may be empty).")
     else:
-        comments.extend(dataset_problems_for(ds, 0x00100020))
+        comments.extend(p.message for p in found if p.tag == 0x00100020)
     if comments:
         raise InstanceRejected(
             VALIDATION_FAILURE,
@@ -228,10 +235,3 @@ def _check_required(ds: Dataset, sop_class: str | None, sop_uid: str | None) -> 
     return InstanceKey(
         values["StudyInstanceUID"], values["SeriesInstanceUID"], values["SOPInstanceUID"]
     )
-
-
-def dataset_problems_for(ds: Dataset, tag: int) -> list[str]:
-    """Validation messages for one top-level attribute of ``ds``."""
-    single = Dataset()
-    single[tag] = ds[tag]
-    return [p.message for p in dataset_problems(single)]
