@@ -53,6 +53,7 @@ typecheck: $(STAMP)
 
 test: $(STAMP) $(EMULATORS) $(INFRA_STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 clean:

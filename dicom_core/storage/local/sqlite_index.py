@@ -374,7 +374,9 @@ def _document(value: object) -> bytes | None:
         return value
     if isinstance(value, str):
         return value.encode()
-    return bytes(value)  # type: ignore[call-overload]
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"unexpected metadata column type {type(value).__name__}")
 
 
 def _search_match(row: tuple[object, ...], levels: list[QueryLevel]) -> SearchMatch:
