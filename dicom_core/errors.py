@@ -57,3 +57,16 @@ class DependencyFailed(DicomWebError):
     """A store answered, but not in a way the service can work with: 424."""
 
     status = 424
+
+
+def resource_not_found(
+    study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+) -> NotFound:
+    """The 404 for a study, series or instance that is not stored, naming the narrowest one."""
+    if sop_uid is not None:
+        return NotFound(
+            f"Instance {sop_uid} was not found in series {series_uid} of study {study_uid}."
+        )
+    if series_uid is not None:
+        return NotFound(f"Series {series_uid} was not found in study {study_uid}.")
+    return NotFound(f"Study {study_uid} was not found.")

@@ -54,6 +54,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 
+from dicom_core.errors import BadRequest
+
 
 class QueryLevel(IntEnum):
     """A level of the DICOM hierarchy; the order is coarse to fine."""
@@ -208,3 +210,8 @@ class QueryDescription:
     @property
     def level(self) -> QueryLevel:
         return self.resource.level
+
+
+class UnsupportedCondition(BadRequest):
+    """A condition an index adapter cannot evaluate: the query is refused with a 400 that says
+    why, rather than answered wrongly. Raised by the compilers, never by the parser."""

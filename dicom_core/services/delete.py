@@ -6,7 +6,7 @@ from search and retrieve at once; the files follow (``BlobJanitor``).
 
 from __future__ import annotations
 
-from dicom_core.errors import NotFound
+from dicom_core.errors import resource_not_found
 from dicom_core.services.blob_cleanup import BlobJanitor
 from dicom_core.storage.ports import IndexStore
 
@@ -22,13 +22,7 @@ class DeleteService:
         """Delete what the UIDs name; returns the number of instances deleted (404 if none)."""
         blob_keys = await self._index.delete_instances(study_uid, series_uid, sop_uid)
         if not blob_keys:
-            if sop_uid is not None:
-                raise NotFound(
-                    f"Instance {sop_uid} was not found in series {series_uid} of study {study_uid}."
-                )
-            if series_uid is not None:
-                raise NotFound(f"Series {series_uid} was not found in study {study_uid}.")
-            raise NotFound(f"Study {study_uid} was not found.")
+            raise resource_not_found(study_uid, series_uid, sop_uid)
         for blob_key in blob_keys:
             await self._janitor.delete(blob_key)
         return len(blob_keys)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from dicom_core.errors import NotFound
+from dicom_core.errors import resource_not_found
 from dicom_core.storage.ports import IndexStore
 
 
@@ -35,13 +35,7 @@ class MetadataService:
         """All instances' DICOM JSON of the resource, oldest first; 404 when there are none."""
         documents = await self._index.get_metadata(study_uid, series_uid, sop_uid)
         if not documents:
-            if sop_uid is not None:
-                raise NotFound(
-                    f"Instance {sop_uid} was not found in series {series_uid} of study {study_uid}."
-                )
-            if series_uid is not None:
-                raise NotFound(f"Series {series_uid} was not found in study {study_uid}.")
-            raise NotFound(f"Study {study_uid} was not found.")
+            raise resource_not_found(study_uid, series_uid, sop_uid)
         body = b"[" + b",".join(documents) + b"]"
         digest = hashlib.blake2b(body, digest_size=16).hexdigest()
         return MetadataDocument(body=body, etag=f'"{digest}"')

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from dicom_core.domain.model import InstanceKey, InstanceRecord
-from dicom_core.errors import NotFound
+from dicom_core.errors import resource_not_found
 from dicom_core.storage.ports import BlobStore, IndexStore
 
 
@@ -22,15 +22,11 @@ class RetrieveService:
             assert series_uid is not None
             record = await self._index.get_instance(InstanceKey(study_uid, series_uid, sop_uid))
             if record is None:
-                raise NotFound(
-                    f"Instance {sop_uid} was not found in series {series_uid} of study {study_uid}."
-                )
+                raise resource_not_found(study_uid, series_uid, sop_uid)
             return [record]
         records = await self._index.list_instances(study_uid, series_uid)
         if not records:
-            if series_uid is not None:
-                raise NotFound(f"Series {series_uid} was not found in study {study_uid}.")
-            raise NotFound(f"Study {study_uid} was not found.")
+            raise resource_not_found(study_uid, series_uid)
         return records
 
     def open_file(self, record: InstanceRecord) -> AsyncIterator[bytes]:

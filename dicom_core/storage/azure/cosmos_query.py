@@ -36,6 +36,7 @@ from dicom_core.query.conditions import (
     QueryDescription,
     QueryLevel,
     RangeMatch,
+    UnsupportedCondition,
     ValueMatch,
     WildcardMatch,
 )
@@ -76,10 +77,6 @@ _ORDER = {
     QueryLevel.SERIES: "c.latestWm",
     QueryLevel.INSTANCE: "c.wm",
 }
-
-
-class UnsupportedCondition(ValueError):
-    """A condition this index cannot evaluate (an extended query tag, before that issue)."""
 
 
 @dataclass(frozen=True, slots=True)

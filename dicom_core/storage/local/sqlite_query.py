@@ -25,6 +25,7 @@ from dicom_core.query.conditions import (
     QueryDescription,
     QueryLevel,
     RangeMatch,
+    UnsupportedCondition,
     ValueMatch,
     WildcardMatch,
 )
@@ -50,10 +51,6 @@ _UID_COLUMNS: dict[str, dict[QueryLevel, str]] = {
     "SeriesInstanceUID": {QueryLevel.SERIES: "se.series_uid", QueryLevel.INSTANCE: "i.series_uid"},
     "SOPInstanceUID": {QueryLevel.INSTANCE: "i.sop_uid"},
 }
-
-
-class UnsupportedCondition(ValueError):
-    """A condition this index cannot evaluate (an extended query tag, before that issue)."""
 
 
 @dataclass(frozen=True, slots=True)
