@@ -84,6 +84,8 @@ def start_server(tmp: Path, **env: str) -> Server:
         "PORT": str(port),
         "DATA_DIR": str(data_dir),
         "DICOM_STORAGE": "local",
+        # One process, so the PID the tests watch (memory, signals) is the one serving.
+        "DICOM_LOCAL_WORKERS": "1",
         **env,
     }
     with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor

@@ -255,7 +255,10 @@ def main() -> None:
     logging.basicConfig(level=os.environ.get("DICOM_LOG_LEVEL", "INFO"))
     port = int(os.environ.get("PORT", "7071"))
     host = os.environ.get("DICOM_HOST", "127.0.0.1")
-    workers = int(os.environ.get("DICOM_LOCAL_WORKERS", "1"))
+    # One process per core (at most 4): pydicom parsing and HTTP handling hold the GIL, so a
+    # single process uses one core. Worker processes share the SQLite index and job queue.
+    default_workers = min(os.cpu_count() or 1, 4)
+    workers = int(os.environ.get("DICOM_LOCAL_WORKERS") or default_workers)
     print(f"Serving the DICOMweb API on http://{host}:{port} (Ctrl-C stops it)", flush=True)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     uvicorn.run(
