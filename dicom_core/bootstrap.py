@@ -78,8 +78,14 @@ def build_job_queue(settings: Settings) -> JobQueue:
     return build_storage(settings)[2]
 
 
-def build_query_tags(settings: Settings, index: IndexStore) -> ExtendedQueryTagService | None:
-    """The extended-query-tag service, on the index's own database (local backend)."""
+def build_query_tags(
+    settings: Settings, index: IndexStore, queue: JobQueue | None = None
+) -> ExtendedQueryTagService | None:
+    """The extended-query-tag service, on the index's own database.
+
+    Local: the SQLite file (the queue is a table of it). Azure: the Cosmos ``system``
+    container, with ``queue`` (Storage queues) carrying the reindex continuations.
+    """
     from dicom_core.storage.local.sqlite_index import SqliteIndexStore
 
     if isinstance(index, SqliteIndexStore):
@@ -88,6 +94,14 @@ def build_query_tags(settings: Settings, index: IndexStore) -> ExtendedQueryTagS
         return ExtendedQueryTagService(
             SqliteQueryTagStore(index.database), batch_size=settings.reindex_batch_size
         )
+    if queue is not None and settings.storage == "azure":
+        from dicom_core.storage.azure.cosmos_eqt import CosmosQueryTagStore
+        from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
+
+        if isinstance(index, CosmosIndexStore):
+            return ExtendedQueryTagService(
+                CosmosQueryTagStore(index, queue), batch_size=settings.reindex_batch_size
+            )
     return None
 
 
@@ -99,12 +113,19 @@ def build_external_metadata(index: IndexStore) -> ExternalMetadataService | None
         from dicom_core.storage.local.sqlite_eqt import SqliteExternalMetadataStore
 
         return ExternalMetadataService(SqliteExternalMetadataStore(index.database))
+    # By module name, so the local backend never imports the azure SDK here.
+    if type(index).__module__ == "dicom_core.storage.azure.cosmos_index":
+        from dicom_core.storage.azure.cosmos_eqt import CosmosExternalMetadataStore
+        from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
+
+        if isinstance(index, CosmosIndexStore):
+            return ExternalMetadataService(CosmosExternalMetadataStore(index))
     return None
 
 
 def build_services(settings: Settings) -> Services:
     index, blobs, queue = build_storage(settings)
-    query_tags = build_query_tags(settings, index)
+    query_tags = build_query_tags(settings, index, queue)
     janitor = BlobJanitor(blobs, queue)
     # An index that deletes in several steps (Cosmos) hands the janitor the files of steps
     # already done when a later one fails, so no file outlives its index entry.

@@ -1,8 +1,8 @@
 """Extended query tags and reindex operations over HTTP (spec/extended-query-tags.md).
 
 Each module server is its own (tags are global to a service, so the shared session server is
-left alone). Marked ``local_backend``: the azure backend has no tag store yet, and the reindex
-tests insert index rows straight into the local SQLite file to have thousands of instances.
+left alone), one per backend. The reindex tests that insert index rows straight into the local
+SQLite file (to have thousands of instances) are marked ``local_backend``.
 """
 
 from __future__ import annotations
@@ -19,18 +19,19 @@ from pydicom.uid import generate_uid
 
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import Server, azure_environment, start_server, stop_server
 from tests.factories import make_dataset, multipart, to_bytes
 from tests.fixtures.index_rows import add_instance
-
-pytestmark = pytest.mark.local_backend
 
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=DICOMwebBoundary'
 
 
 @pytest.fixture(scope="module")
-def eqt_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(tmp_path_factory.mktemp("eqt"))
+def eqt_server(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    env = azure_environment(request.getfixturevalue("emulators")) if backend == "azure" else {}
+    running = start_server(tmp_path_factory.mktemp(f"eqt-{backend}"), **env)
     yield running
     stop_server(running)
 
@@ -187,6 +188,7 @@ def test_private_tag_and_store_time_indexing_and_qido(http: httpx.Client) -> Non
     assert http.get("/v2/studies", params={"BodyPartExamined": part}).status_code == 400
 
 
+@pytest.mark.local_backend
 def test_reindex_thousands_then_search(eqt_server: Server, http: httpx.Client) -> None:
     study = generate_uid()
     count = 2500

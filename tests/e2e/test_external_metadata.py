@@ -1,7 +1,6 @@
 """External metadata over HTTP (spec/external-metadata.md): STOW headers, metadata, QIDO.
 
-Marked ``local_backend``: the azure backend has no external-metadata store yet. The server is
-the module's own, since tag VRs are fixed service-wide.
+The server is the module's own (one per backend), since tag VRs are fixed service-wide.
 """
 
 from __future__ import annotations
@@ -13,18 +12,19 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import Server, azure_environment, start_server, stop_server
 from tests.factories import make_dataset, multipart, to_bytes
-
-pytestmark = pytest.mark.local_backend
 
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=DICOMwebBoundary'
 META = {"msdicom-request-meta": "true"}
 
 
 @pytest.fixture(scope="module")
-def meta_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(tmp_path_factory.mktemp("external-metadata"))
+def meta_server(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    env = azure_environment(request.getfixturevalue("emulators")) if backend == "azure" else {}
+    running = start_server(tmp_path_factory.mktemp(f"external-metadata-{backend}"), **env)
     yield running
     stop_server(running)
 

@@ -421,8 +421,16 @@ class CosmosIndexStore(CosmosWorkitems):
                     "Cosmos DB", lambda c: self._delete_step(c, study_uid, series_uid, sop_uid)
                 )
                 if step is None:
-                    return removed
+                    break
                 removed.extend(step)
+            if removed:
+                # Extended query tag values and external metadata of what was deleted.
+                from dicom_core.storage.azure.cosmos_eqt import drop_values
+
+                await self._run(
+                    "Cosmos DB", lambda c: drop_values(c.system, study_uid, series_uid, sop_uid)
+                )
+            return removed
         except BaseException:
             if removed and self._orphan_sink is not None:
                 for blob_key in removed:
@@ -690,12 +698,23 @@ class CosmosIndexStore(CosmosWorkitems):
     async def search(
         self, query: QueryDescription, *, metadata: frozenset[QueryLevel] = frozenset()
     ) -> list[SearchMatch]:
-        return await self._run(
-            "Cosmos DB",
-            lambda c: run_search(
-                c.index, query, metadata, lambda pk, doc: self._unpack(c, pk, doc)
-            ),
-        )
+        async def step(c: _Containers) -> list[SearchMatch]:
+            searched = query
+            restrictions: list[tuple[str, list[str]]] = []
+            if any(condition.attribute.extended for condition in query.conditions):
+                # Extended query tags and external metadata: their values are system documents.
+                from dicom_core.storage.azure.cosmos_eqt import resolve_extended
+
+                searched, restrictions = await resolve_extended(c.system, query)
+            return await run_search(
+                c.index,
+                searched,
+                metadata,
+                lambda pk, doc: self._unpack(c, pk, doc),
+                restrictions,
+            )
+
+        return await self._run("Cosmos DB", step)
 
     async def close(self) -> None:
         self._ready = None

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,8 +215,14 @@ def _condition(condition: Condition, params: _Parameters) -> str:
     return predicate(condition, field, params)
 
 
-def compile_search(query: QueryDescription) -> CompiledSearch:
-    """One query returning the identifiers of the first ``offset + limit`` matches."""
+def compile_search(
+    query: QueryDescription, restrictions: Sequence[tuple[str, Sequence[str]]] = ()
+) -> CompiledSearch:
+    """One query returning the identifiers of the first ``offset + limit`` matches.
+
+    ``restrictions``: (field, UIDs) pairs the matches' field must be one of; how conditions
+    on extended query tags, resolved beforehand against their value documents, take part.
+    """
     level = query.level
     params = _Parameters()
     clauses = [f"c.kind = {params.add(_KIND[level])}"]
@@ -226,6 +232,9 @@ def compile_search(query: QueryDescription) -> CompiledSearch:
         # it. Naming the partition in the text too keeps both right.
         clauses.append(f"c.pk = {params.add(partition)}")
     clauses.extend(_condition(condition, params) for condition in query.conditions)
+    clauses.extend(
+        f"ARRAY_CONTAINS({params.add(list(uids))}, {field})" for field, uids in restrictions
+    )
     top = params.add(min(query.offset + query.limit, _MAX_TOP))
     sql = (
         f"SELECT TOP {top} {_PROJECTION[level]} FROM c WHERE {' AND '.join(clauses)}"
@@ -239,12 +248,13 @@ async def run_search(
     query: QueryDescription,
     metadata: frozenset[QueryLevel],
     unpack: Unpack,
+    restrictions: Sequence[tuple[str, Sequence[str]]] = (),
 ) -> list[SearchMatch]:
     """The page of matches, newest first, with aggregates and the requested metadata."""
     for wanted in metadata:
         if wanted > query.level:
             raise ValueError(f"a {query.level.label} search has no {wanted.label} metadata")
-    compiled = compile_search(query)
+    compiled = compile_search(query, restrictions)
     rows = await _rows(container, compiled, query.offset)
     semaphore = asyncio.Semaphore(_READ_CONCURRENCY)
 

@@ -31,8 +31,10 @@ transactional batch, and a study-scoped read is a single-partition query. Docume
 - ``metapart`` (``m|{watermark}|{n}``): a slice of DICOM JSON too large for one document.
 
 Container ``system`` (``DICOM_COSMOS_SYSTEM_CONTAINER``), partition key ``/pk``: counters
-(``pk`` "counter": ``watermark``, ``changefeed``; atomic ``incr`` patches) and, in later
-issues, operation records (``pk`` = operation id) and extended query tag definitions.
+(``pk`` "counter": ``watermark``, ``changefeed``; atomic ``incr`` patches), workitems
+(``cosmos_workitems``), and extended query tags, their operations, errors and values, and
+external metadata (``cosmos_eqt``; every path of ``system`` is indexed, so they need no
+declaration here).
 """
 
 from __future__ import annotations

@@ -1,0 +1,782 @@
+"""Extended query tags, reindex operations and external metadata on Cosmos DB.
+
+Everything lives in the ``system`` container (partition ``/pk``, every path indexed), so no
+container, index or Bicep change is needed:
+
+- tag definitions (``kind`` "querytag", ``id`` ``t|{path}``) and operations (``kind``
+  "operation", ``id`` ``o|{id}``) share the partition ``pk`` = "querytags": there are at most
+  ``MAX_TAGS`` tags, and sharing one logical partition lets adding tags create the tags and
+  their operation in one transactional batch (all or nothing; a taken path fails the batch);
+- indexing errors (``kind`` "eqterr") in ``pk`` = ``e|{tag key}``, one per (tag, instance),
+  created create-only so that a redelivered batch does not count an error twice;
+- indexed values (``kind`` "eqtv") and external metadata values (``kind`` "xval") in
+  ``pk`` = ``v|{study}``, keyed by the entity of the tag's level, so a study's values sit
+  together and a value never needs a write to the index container's summaries (whose ETag
+  protocol belongs to ``cosmos_index``);
+- the external metadata tag -> VR registry (``kind`` "xtag") in ``pk`` = "xmeta-tags".
+
+Every read-modify-write of a tag or operation replaces on the ETag read before it.
+
+QIDO: a condition on an extended tag first finds the matching entities among the value
+documents (one parameterised query per condition), then restricts the index query with
+``ARRAY_CONTAINS`` over their UIDs (``cosmos_query.compile_search``'s ``restrictions``).
+
+Reindex continuation (at-least-once queue delivery): a batch moves the operation's checkpoint
+with a compare-and-set on its ETag, keeping the checkpoint it came from (``previous``) and
+``sent`` = false, and only then sends the next message (and sets ``sent``). A message whose
+checkpoint is not current does nothing, except when it is ``previous`` and the continuation
+was not sent: the send failed after the move, and the retried message sends it again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+from azure.core import MatchConditions
+from azure.cosmos.exceptions import (
+    CosmosAccessConditionFailedError,
+    CosmosBatchOperationError,
+    CosmosResourceExistsError,
+    CosmosResourceNotFoundError,
+)
+
+from dicom_core.domain.extended_query_tags import (
+    InvalidValue,
+    QueryTagDefinition,
+    extract_value,
+)
+from dicom_core.domain.model import InstanceKey
+from dicom_core.query.conditions import (
+    EXTERNAL_METADATA_PATH,
+    Condition,
+    QueryDescription,
+    QueryLevel,
+    UnsupportedCondition,
+    ValueMatch,
+)
+from dicom_core.services.extended_query_tags import (
+    BatchOutcome,
+    OperationRecord,
+    QueryTagRecord,
+    ReindexCheckpoint,
+    TagConflict,
+    TooManyTags,
+)
+from dicom_core.services.external_metadata import ExternalValue, ExternalVrConflict
+from dicom_core.storage.azure.cosmos_io import ContainerGone, owner_missing, query_items, read_item
+from dicom_core.storage.azure.cosmos_query import _Parameters, predicate
+from dicom_core.storage.azure.cosmos_schema import COUNTER_PARTITION, INSTANCE, WATERMARK_COUNTER
+from dicom_core.storage.ports import JobQueue
+
+if TYPE_CHECKING:
+    from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Doc = dict[str, Any]
+
+TAG_PARTITION = "querytags"
+XTAG_PARTITION = "xmeta-tags"
+TAG_KIND = "querytag"
+OPERATION_KIND = "operation"
+ERROR_KIND = "eqterr"
+VALUE_KIND = "eqtv"
+EXTERNAL_KIND = "xval"
+XTAG_KIND = "xtag"
+TAG_KEY_COUNTER = "querytag"
+_NUMERIC_VRS = frozenset({"DS", "FD", "FL", "IS", "SL", "SS", "UL", "US"})
+_CAS_ATTEMPTS = 10
+_DB = "Cosmos DB"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def tag_id(path: str) -> str:
+    return f"t|{path}"
+
+
+def operation_id_of(operation_id: str) -> str:
+    return f"o|{operation_id}"
+
+
+def error_partition(tag_key: int) -> str:
+    return f"e|{tag_key}"
+
+
+def value_partition(study_uid: str) -> str:
+    return f"v|{study_uid}"
+
+
+def _body(doc: Doc) -> Doc:
+    """A document without Cosmos's system properties, ready to be replaced."""
+    return {k: v for k, v in doc.items() if not k.startswith("_")}
+
+
+def _tag(doc: Doc) -> QueryTagRecord:
+    return QueryTagRecord(
+        key=int(doc["key"]),
+        path=str(doc["path"]),
+        vr=str(doc["vr"]),
+        private_creator=doc.get("privateCreator"),
+        level=str(doc["level"]),
+        status=str(doc["status"]),
+        query_status=str(doc["queryStatus"]),
+        error_count=int(doc.get("errorCount") or 0),
+        operation_id=doc.get("operationId"),
+    )
+
+
+def _operation(doc: Doc) -> OperationRecord:
+    checkpoint = doc.get("checkpoint")
+    return OperationRecord(
+        operation_id=str(doc["operationId"]),
+        type=str(doc["type"]),
+        status=str(doc["status"]),
+        percent_complete=int(doc["percentComplete"]),
+        resources=tuple(str(r) for r in doc["resources"]),
+        checkpoint=ReindexCheckpoint.from_json(checkpoint) if checkpoint else None,
+        created_at=str(doc["createdAt"]),
+        updated_at=str(doc["updatedAt"]),
+    )
+
+
+async def _replace(container: Any, doc: Doc) -> bool:
+    """Replace ``doc`` if nobody changed it since it was read; False when somebody did."""
+    try:
+        await container.replace_item(
+            doc["id"],
+            _body(doc),
+            etag=doc["_etag"],
+            match_condition=MatchConditions.IfNotModified,
+        )
+    except CosmosAccessConditionFailedError:
+        return False
+    except CosmosResourceNotFoundError as exc:
+        if owner_missing(exc):
+            raise ContainerGone(str(exc)) from exc
+        return False
+    return True
+
+
+async def _delete(container: Any, item: str, partition: str) -> None:
+    try:
+        await container.delete_item(item, partition_key=partition)
+    except CosmosResourceNotFoundError as exc:
+        if owner_missing(exc):
+            raise ContainerGone(str(exc)) from exc
+
+
+async def _count(
+    container: Any, sql: str, params: dict[str, object], partition: str | None = None
+) -> int:
+    """The number a ``SELECT VALUE COUNT(1)`` query answers (its rows are not objects, so
+    ``query_items`` cannot read them; summed in case partition ranges answer separately)."""
+    try:
+        results = container.query_items(
+            sql,
+            parameters=[{"name": k, "value": v} for k, v in params.items()],
+            partition_key=partition,
+        )
+        return sum([int(row) async for row in results])
+    except CosmosResourceNotFoundError as exc:
+        raise ContainerGone(str(exc)) from exc
+
+
+def _entity(level: str, key: InstanceKey) -> tuple[str, str]:
+    """The series and SOP UIDs a value of a tag at ``level`` is keyed by ("" above it)."""
+    if level == "Study":
+        return "", ""
+    if level == "Series":
+        return key.series_uid, ""
+    return key.series_uid, key.sop_uid
+
+
+# -- QIDO ------------------------------------------------------------------------------------
+
+
+def _value_test(condition: Condition, params: _Parameters) -> str:
+    attribute = condition.attribute
+    if attribute.vr in _NUMERIC_VRS:
+        if not isinstance(condition, ValueMatch):
+            raise UnsupportedCondition(f"{attribute.tag} ({attribute.vr}) takes single values")
+        return f"c.num = {params.add(float(condition.key))}"
+    return predicate(condition, "c.norm", params)
+
+
+async def resolve_extended(
+    system: Any, query: QueryDescription
+) -> tuple[QueryDescription, list[tuple[str, list[str]]]]:
+    """The query without its extended conditions, and the UID restrictions they stand for.
+
+    Each restriction is (field of the searched document, UIDs it must be one of); an empty
+    list matches nothing, as a condition no value satisfies should.
+    """
+    kept: list[Condition] = []
+    restrictions: list[tuple[str, list[str]]] = []
+    for condition in query.conditions:
+        attribute = condition.attribute
+        if not attribute.extended:
+            kept.append(condition)
+            continue
+        if attribute.level > query.level:
+            raise UnsupportedCondition(
+                f"{attribute.tag} is not searchable at {query.level.label} level"
+            )
+        params = _Parameters()
+        if attribute.path[:1] == (EXTERNAL_METADATA_PATH,):
+            kind, field, source = EXTERNAL_KIND, "c.pk", "study"
+            clauses = [f"c.tag = {params.add(attribute.tag)}"]
+        else:
+            kind = VALUE_KIND
+            field, source = {
+                QueryLevel.STUDY: ("c.pk", "study"),
+                QueryLevel.SERIES: ("c.series", "series"),
+                QueryLevel.INSTANCE: ("c.sop", "sop"),
+            }[attribute.level]
+            clauses = [f"c.path = {params.add(attribute.tag)}"]
+        clauses.insert(0, f"c.kind = {params.add(kind)}")
+        if query.study_uid is not None:
+            clauses.append(f"c.study = {params.add(query.study_uid)}")
+        clauses.append(_value_test(condition, params))
+        rows = await query_items(
+            system, f"SELECT c.{source} FROM c WHERE {' AND '.join(clauses)}", params.values
+        )
+        restrictions.append((field, sorted({str(row[source]) for row in rows})))
+    return dataclasses.replace(query, conditions=tuple(kept)), restrictions
+
+
+async def drop_values(
+    system: Any, study_uid: str, series_uid: str | None, sop_uid: str | None
+) -> None:
+    """Delete the values of deleted entities, as the local index does: values keyed inside the
+    deleted scope (a series-level value goes with its series, not with one of its instances)
+    and, when the whole study goes, its external metadata."""
+    partition = value_partition(study_uid)
+    params = _Parameters()
+    clauses = [f"c.pk = {params.add(partition)}"]
+    if series_uid is not None:
+        clauses.append(f"c.series = {params.add(series_uid)}")
+    if sop_uid is not None:
+        clauses.append(f"c.sop = {params.add(sop_uid)}")
+    if series_uid is not None:
+        clauses.append(f"c.kind = {params.add(VALUE_KIND)}")
+    rows = await query_items(
+        system,
+        f"SELECT c.id FROM c WHERE {' AND '.join(clauses)}",
+        params.values,
+        partition=partition,
+    )
+    for row in rows:
+        await _delete(system, str(row["id"]), partition)
+
+
+# -- the query tag store ---------------------------------------------------------------------
+
+
+class CosmosQueryTagStore:
+    """``QueryTagStore`` on Cosmos DB (see the module docstring for the documents)."""
+
+    def __init__(self, index: CosmosIndexStore, queue: JobQueue) -> None:
+        self._index = index
+        self._queue = queue
+
+    async def _run(self, step: Callable[[Any], Awaitable[T]]) -> T:
+        """Run on the index store's containers, with its retries and container recreation."""
+        return await self._index._run(_DB, step)
+
+    # -- tags ------------------------------------------------------------------------------
+
+    async def _tag_docs(self, system: Any) -> list[Doc]:
+        return await query_items(
+            system,
+            "SELECT * FROM c WHERE c.pk = @pk AND c.kind = @kind ORDER BY c.key",
+            {"@pk": TAG_PARTITION, "@kind": TAG_KIND},
+            partition=TAG_PARTITION,
+        )
+
+    async def list_tags(self) -> list[QueryTagRecord]:
+        docs = await self._run(lambda c: self._tag_docs(c.system))
+        return sorted((_tag(d) for d in docs), key=lambda t: t.key)
+
+    async def get_tag(self, path: str) -> QueryTagRecord | None:
+        doc = await self._run(lambda c: read_item(c.system, tag_id(path), TAG_PARTITION))
+        return None if doc is None else _tag(doc)
+
+    async def add_tags(
+        self,
+        definitions: Sequence[QueryTagDefinition],
+        operation_id: str,
+        *,
+        max_tags: int,
+        queue: str,
+        message: dict[str, Any],
+    ) -> OperationRecord:
+        async def write(c: Any) -> Doc:
+            existing = await self._tag_docs(c.system)
+            taken = {str(d["path"]) for d in existing}
+            conflicts = [d.path for d in definitions if d.path in taken]
+            if conflicts:
+                raise TagConflict(conflicts)
+            if len(existing) + len(definitions) > max_tags:
+                raise TooManyTags(len(existing))
+            first = await self._index._next(c.system, TAG_KEY_COUNTER, len(definitions))
+            keys = [first - len(definitions) + 1 + n for n in range(len(definitions))]
+            counter = await read_item(c.system, WATERMARK_COUNTER, COUNTER_PARTITION)
+            until = int(counter["value"]) if counter else 0
+            total = await _count(
+                c.index,
+                "SELECT VALUE COUNT(1) FROM c WHERE c.kind = @kind AND c.wm <= @until",
+                {"@kind": INSTANCE, "@until": until},
+            )
+            checkpoint = ReindexCheckpoint(
+                tag_keys=tuple(keys), after=0, until=until, total=total, done=0
+            )
+            now = _now()
+            operations: list[tuple[Any, ...]] = []
+            for key, d in zip(keys, definitions, strict=True):
+                tag_doc = {
+                    "id": tag_id(d.path),
+                    "pk": TAG_PARTITION,
+                    "kind": TAG_KIND,
+                    "key": key,
+                    "path": d.path,
+                    "vr": d.vr,
+                    "privateCreator": d.private_creator,
+                    "level": d.level.value,
+                    "status": "Adding",
+                    "queryStatus": "Enabled",
+                    "errorCount": 0,
+                    "operationId": operation_id,
+                    "createdAt": now,
+                }
+                operations.append(("create", (tag_doc,)))
+            op_doc = {
+                "id": operation_id_of(operation_id),
+                "pk": TAG_PARTITION,
+                "kind": OPERATION_KIND,
+                "operationId": operation_id,
+                "type": "Reindex",
+                "status": "NotStarted",
+                "percentComplete": 0,
+                "resources": [d.path for d in definitions],
+                "checkpoint": checkpoint.to_json(),
+                "previous": None,
+                "sent": False,
+                "createdAt": now,
+                "updatedAt": now,
+            }
+            operations.append(("create", (op_doc,)))
+            try:
+                await c.system.execute_item_batch(
+                    batch_operations=operations, partition_key=TAG_PARTITION
+                )
+            except CosmosBatchOperationError as exc:
+                if exc.status_code == 409:  # a concurrent add took one of the paths
+                    raise TagConflict([d.path for d in definitions]) from exc
+                raise
+            return op_doc
+
+        op_doc = await self._run(write)
+        try:
+            await self._queue.send(queue, {**message, "checkpoint": op_doc["checkpoint"]})
+        except Exception:
+            # Without its first message the operation would never run: undo the add.
+            log.exception("could not enqueue reindex %s; removing its tags", operation_id)
+            await self._undo_add(op_doc)
+            raise
+        try:
+            await self._mark_sent(operation_id, op_doc["checkpoint"])
+        except Exception:  # only an optimisation for redeliveries: the add has succeeded
+            log.warning("could not mark the first message of %s sent", operation_id)
+        return _operation(op_doc)
+
+    async def _undo_add(self, op_doc: Doc) -> None:
+        async def undo(c: Any) -> None:
+            for path in op_doc["resources"]:
+                await _delete(c.system, tag_id(str(path)), TAG_PARTITION)
+            await _delete(c.system, str(op_doc["id"]), TAG_PARTITION)
+
+        await self._run(undo)
+
+    async def _update_tag(
+        self, system: Any, path: str, change: Callable[[Doc], None]
+    ) -> Doc | None:
+        """Read-change-replace one tag document on its ETag, again while others win."""
+        for _ in range(_CAS_ATTEMPTS):
+            doc = await read_item(system, tag_id(path), TAG_PARTITION)
+            if doc is None:
+                return None
+            change(doc)
+            if await _replace(system, doc):
+                return doc
+        raise RuntimeError(f"the extended query tag {path} kept changing")
+
+    async def set_query_status(self, path: str, query_status: str) -> QueryTagRecord | None:
+        def change(doc: Doc) -> None:
+            doc["queryStatus"] = query_status
+
+        doc = await self._run(lambda c: self._update_tag(c.system, path, change))
+        return None if doc is None else _tag(doc)
+
+    async def delete_tag(self, path: str) -> bool:
+        """Mark the tag Deleting (QIDO stops using it), remove its values and errors, then it."""
+
+        def change(doc: Doc) -> None:
+            doc["status"] = "Deleting"
+
+        doc = await self._run(lambda c: self._update_tag(c.system, path, change))
+        if doc is None:
+            return False
+        key = int(doc["key"])
+
+        async def purge(c: Any) -> None:
+            values = await query_items(
+                c.system,
+                "SELECT c.id, c.pk FROM c WHERE c.kind = @kind AND c.tag = @key",
+                {"@kind": VALUE_KIND, "@key": key},
+            )
+            for value in values:
+                await _delete(c.system, str(value["id"]), str(value["pk"]))
+            errors = await query_items(
+                c.system,
+                "SELECT c.id FROM c WHERE c.pk = @pk",
+                {"@pk": error_partition(key)},
+                partition=error_partition(key),
+            )
+            for error in errors:
+                await _delete(c.system, str(error["id"]), error_partition(key))
+            await _delete(c.system, tag_id(path), TAG_PARTITION)
+
+        await self._run(purge)
+        return True
+
+    async def list_errors(self, tag_key: int, *, limit: int, offset: int) -> list[dict[str, str]]:
+        rows = await self._run(
+            lambda c: query_items(
+                c.system,
+                "SELECT * FROM c WHERE c.pk = @pk AND c.kind = @kind",
+                {"@pk": error_partition(tag_key), "@kind": ERROR_KIND},
+                partition=error_partition(tag_key),
+            )
+        )
+        rows.sort(key=lambda r: (str(r["createdAt"]), str(r["sop"])))
+        return [
+            {
+                "studyInstanceUid": str(r["study"]),
+                "seriesInstanceUid": str(r["series"]),
+                "sopInstanceUid": str(r["sop"]),
+                "createdTime": str(r["createdAt"]),
+                "errorMessage": str(r["message"]),
+            }
+            for r in rows[offset : offset + limit]
+        ]
+
+    # -- indexing ----------------------------------------------------------------------------
+
+    async def _record_error(
+        self, system: Any, tag: QueryTagRecord, key: InstanceKey, message: str
+    ) -> None:
+        """Record the error once per (tag, instance); a new one disables the tag's QIDO."""
+        partition = error_partition(tag.key)
+        error = {
+            "id": f"{key.study_uid}|{key.series_uid}|{key.sop_uid}",
+            "pk": partition,
+            "kind": ERROR_KIND,
+            "study": key.study_uid,
+            "series": key.series_uid,
+            "sop": key.sop_uid,
+            "createdAt": _now(),
+            "message": message,
+        }
+        try:
+            await system.create_item(error)
+        except CosmosResourceExistsError:
+            return
+        count = await _count(
+            system,
+            "SELECT VALUE COUNT(1) FROM c WHERE c.pk = @pk",
+            {"@pk": partition},
+            partition=partition,
+        )
+
+        def change(doc: Doc) -> None:
+            doc["queryStatus"] = "Disabled"
+            doc["errorCount"] = max(count, int(doc.get("errorCount") or 0))
+
+        await self._update_tag(system, tag.path, change)
+
+    async def _index_one(
+        self, system: Any, tag: QueryTagRecord, key: InstanceKey, watermark: int, doc: Doc
+    ) -> None:
+        """Upsert one instance's value for one tag (the newest watermark wins), or its error."""
+        try:
+            value = extract_value(doc, tag.attribute)
+        except InvalidValue as exc:
+            await self._record_error(system, tag, key, str(exc))
+            return
+        if value is None:
+            return
+        series, sop = _entity(tag.level, key)
+        partition = value_partition(key.study_uid)
+        body: Doc = {
+            "id": f"t{tag.key}|{series}|{sop}",
+            "pk": partition,
+            "kind": VALUE_KIND,
+            "tag": tag.key,
+            "path": tag.path,
+            "study": key.study_uid,
+            "series": series,
+            "sop": sop,
+            "wm": watermark,
+            "text": value.text,
+            "num": value.number,
+            "norm": value.norm,
+        }
+        for _ in range(_CAS_ATTEMPTS):
+            current = await read_item(system, body["id"], partition)
+            if current is None:
+                try:
+                    await system.create_item(body)
+                    return
+                except CosmosResourceExistsError:
+                    continue
+            if int(current["wm"]) > watermark:
+                return
+            if await _replace(system, {**body, "_etag": current["_etag"]}):
+                return
+        raise RuntimeError(f"the value of {tag.path} for {key} kept changing")
+
+    async def index_instance(self, key: InstanceKey, watermark: int, metadata_json: bytes) -> None:
+        tags = [t for t in await self.list_tags() if t.status != "Deleting"]
+        if not tags:
+            return
+        doc = orjson.loads(metadata_json)
+
+        async def write(c: Any) -> None:
+            for tag in tags:
+                await self._index_one(c.system, tag, key, watermark, doc)
+
+        await self._run(write)
+
+    async def queryable_tags(self) -> list[QueryTagRecord]:
+        return [
+            t for t in await self.list_tags() if t.status == "Ready" and t.query_status == "Enabled"
+        ]
+
+    async def erroneous_tags(self) -> list[QueryTagRecord]:
+        return [t for t in await self.list_tags() if t.error_count > 0]
+
+    # -- operations ----------------------------------------------------------------------------
+
+    async def get_operation(self, operation_id: str) -> OperationRecord | None:
+        doc = await self._run(
+            lambda c: read_item(c.system, operation_id_of(operation_id), TAG_PARTITION)
+        )
+        return None if doc is None else _operation(doc)
+
+    async def fail_operation(self, operation_id: str) -> None:
+        async def write(c: Any) -> None:
+            for _ in range(_CAS_ATTEMPTS):
+                doc = await read_item(c.system, operation_id_of(operation_id), TAG_PARTITION)
+                if doc is None or doc["status"] in ("Completed", "Failed"):
+                    return
+                doc["status"] = "Failed"
+                doc["updatedAt"] = _now()
+                if await _replace(c.system, doc):
+                    return
+
+        await self._run(write)
+
+    async def _mark_sent(self, operation_id: str, checkpoint: dict[str, Any]) -> None:
+        """Note that ``checkpoint``'s message went out, unless the operation moved past it
+        meanwhile (then ``sent`` belongs to a newer checkpoint, whose message may not be)."""
+
+        async def write(c: Any) -> None:
+            for _ in range(_CAS_ATTEMPTS):
+                doc = await read_item(c.system, operation_id_of(operation_id), TAG_PARTITION)
+                if doc is None or doc["checkpoint"] != checkpoint or doc.get("sent"):
+                    return
+                doc["sent"] = True
+                if await _replace(c.system, doc):
+                    return
+
+        await self._run(write)
+
+    async def _mark_ready(self, system: Any, tag_keys: Sequence[int]) -> None:
+        wanted = set(tag_keys)
+        for doc in await self._tag_docs(system):
+            if int(doc["key"]) in wanted and doc["status"] == "Adding":
+
+                def change(d: Doc) -> None:
+                    if d["status"] == "Adding":
+                        d["status"] = "Ready"
+                        d["operationId"] = None
+
+                await self._update_tag(system, str(doc["path"]), change)
+
+    async def reindex_batch(
+        self,
+        operation_id: str,
+        checkpoint: ReindexCheckpoint,
+        *,
+        batch_size: int,
+        queue: str,
+        message: dict[str, Any],
+    ) -> BatchOutcome:
+        """One watermark batch, then a compare-and-set of the checkpoint, then the send."""
+        outcome, resend = await self._run(
+            lambda c: self._batch(c, operation_id, checkpoint, batch_size)
+        )
+        if resend is not None:
+            await self._queue.send(queue, {**message, "checkpoint": resend})
+            await self._mark_sent(operation_id, resend)
+        return outcome
+
+    async def _batch(
+        self, c: Any, operation_id: str, checkpoint: ReindexCheckpoint, batch_size: int
+    ) -> tuple[BatchOutcome, dict[str, Any] | None]:
+        """The outcome, and the checkpoint whose message must (still) be sent, if any."""
+        op = await read_item(c.system, operation_id_of(operation_id), TAG_PARTITION)
+        if op is None:
+            return BatchOutcome.STALE, None
+        if op["status"] in ("Completed", "Failed"):
+            if op["status"] == "Completed":  # finish a completion cut short (idempotent)
+                await self._mark_ready(c.system, checkpoint.tag_keys)
+            return BatchOutcome.STALE, None
+        if op["checkpoint"] != checkpoint.to_json():
+            if op.get("previous") == checkpoint.to_json() and not op.get("sent"):
+                return BatchOutcome.STALE, dict(op["checkpoint"])  # the send had failed
+            return BatchOutcome.STALE, None
+        wanted = set(checkpoint.tag_keys)
+        tags = [
+            _tag(d)
+            for d in await self._tag_docs(c.system)
+            if int(d["key"]) in wanted and d["status"] != "Deleting"
+        ]
+        rows = await query_items(
+            c.index,
+            "SELECT TOP @n c.pk, c.series, c.sop, c.wm, c.meta FROM c"
+            " WHERE c.kind = @kind AND c.wm > @after AND c.wm <= @until ORDER BY c.wm",
+            {
+                "@n": batch_size,
+                "@kind": INSTANCE,
+                "@after": checkpoint.after,
+                "@until": checkpoint.until,
+            },
+        )
+        if tags:
+            for row in rows:
+                metadata = await self._index._unpack(c, str(row["pk"]), row)
+                doc = orjson.loads(metadata)
+                key = InstanceKey(str(row["pk"]), str(row["series"]), str(row["sop"]))
+                for tag in tags:
+                    await self._index_one(c.system, tag, key, int(row["wm"]), doc)
+        finished = len(rows) < batch_size or not tags
+        done = min(checkpoint.done + len(rows), checkpoint.total)
+        following = ReindexCheckpoint(
+            tag_keys=checkpoint.tag_keys,
+            after=int(rows[-1]["wm"]) if rows else checkpoint.until,
+            until=checkpoint.until,
+            total=checkpoint.total,
+            done=checkpoint.total if finished else done,
+        )
+        if finished:
+            # Tags first: a crash after this and before the CAS repeats the batch harmlessly.
+            await self._mark_ready(c.system, checkpoint.tag_keys)
+            op["status"], op["percentComplete"] = "Completed", 100
+        else:
+            op["status"] = "Running"
+            op["percentComplete"] = min(99, done * 100 // max(checkpoint.total, 1))
+        op["previous"] = checkpoint.to_json()
+        op["checkpoint"] = following.to_json()
+        op["sent"] = finished
+        op["updatedAt"] = _now()
+        if not await _replace(c.system, op):
+            return BatchOutcome.STALE, None  # a duplicate of this message moved it first
+        if finished:
+            return BatchOutcome.COMPLETED, None
+        return BatchOutcome.CONTINUED, following.to_json()
+
+
+# -- external metadata -----------------------------------------------------------------------
+
+
+class CosmosExternalMetadataStore:
+    """``ExternalMetadataStore`` on Cosmos DB: a create-only registry fixes each tag's VR."""
+
+    def __init__(self, index: CosmosIndexStore) -> None:
+        self._index = index
+
+    async def _run(self, step: Callable[[Any], Awaitable[T]]) -> T:
+        return await self._index._run(_DB, step)
+
+    async def known_tags(self) -> dict[str, str]:
+        rows = await self._run(
+            lambda c: query_items(
+                c.system,
+                "SELECT c.tag, c.vr FROM c WHERE c.pk = @pk",
+                {"@pk": XTAG_PARTITION},
+                partition=XTAG_PARTITION,
+            )
+        )
+        return {str(r["tag"]): str(r["vr"]) for r in rows}
+
+    async def tag_vrs(self, tags: Sequence[str]) -> dict[str, str]:
+        wanted = set(tags)
+        return {t: vr for t, vr in (await self.known_tags()).items() if t in wanted}
+
+    async def save(self, study_uids: Sequence[str], values: Sequence[ExternalValue]) -> None:
+        """Register every tag's VR first (a conflict writes no value), then the values."""
+
+        async def write(c: Any) -> None:
+            for value in values:
+                entry = {"id": value.tag, "pk": XTAG_PARTITION, "kind": XTAG_KIND}
+                try:
+                    await c.system.create_item({**entry, "tag": value.tag, "vr": value.vr})
+                except CosmosResourceExistsError:
+                    found = await read_item(c.system, value.tag, XTAG_PARTITION)
+                    vr = str(found["vr"]) if found else value.vr
+                    if vr != value.vr:  # another request fixed it first
+                        raise ExternalVrConflict(value.tag, vr) from None
+            for study in study_uids:
+                for value in values:
+                    await c.system.upsert_item(
+                        {
+                            "id": f"x|{value.tag}",
+                            "pk": value_partition(study),
+                            "kind": EXTERNAL_KIND,
+                            "study": study,
+                            "tag": value.tag,
+                            "vr": value.vr,
+                            "text": value.value,
+                            "num": value.indexed.number,
+                            "norm": value.indexed.norm,
+                        }
+                    )
+
+        await self._run(write)
+
+    async def study_values(
+        self, study_uids: Sequence[str]
+    ) -> dict[str, list[tuple[str, str, str]]]:
+        async def read(c: Any) -> dict[str, list[tuple[str, str, str]]]:
+            out: dict[str, list[tuple[str, str, str]]] = {}
+            for study in study_uids:
+                rows = await query_items(
+                    c.system,
+                    "SELECT c.tag, c.vr, c.text FROM c WHERE c.pk = @pk AND c.kind = @kind",
+                    {"@pk": value_partition(study), "@kind": EXTERNAL_KIND},
+                    partition=value_partition(study),
+                )
+                if rows:
+                    out[study] = sorted((str(r["tag"]), str(r["vr"]), str(r["text"])) for r in rows)
+            return out
+
+        return await self._run(read)

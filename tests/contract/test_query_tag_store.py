@@ -1,0 +1,142 @@
+"""The ``QueryTagStore`` port on both backends: reindex batches under at-least-once delivery.
+
+A queue may deliver a reindex message twice, or deliver it again after its handler moved the
+checkpoint but failed to send the continuation; neither may index twice, skip a batch, or
+stall the operation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydicom.uid import generate_uid
+
+from dicom_core.bootstrap import build_query_tags
+from dicom_core.domain.extended_query_tags import QueryTagDefinition, QueryTagLevelValues
+from dicom_core.services.extended_query_tags import (
+    BatchOutcome,
+    QueryTagStore,
+    ReindexCheckpoint,
+    TagConflict,
+    reindex_message,
+)
+from dicom_core.storage.ports import JobQueue
+from tests.contract.conftest import Stores
+from tests.fixtures.index_rows import add_instance
+
+AGE = QueryTagDefinition(path="00101010", vr="AS", level=QueryTagLevelValues.STUDY)
+
+
+def tag_store(stores: Stores, queue: JobQueue | None = None) -> QueryTagStore:
+    service = build_query_tags(stores.settings, stores.index, queue or stores.queue)
+    assert service is not None
+    store: QueryTagStore = service._store
+    return store
+
+
+async def fill(stores: Stores, count: int) -> None:
+    for n in range(count):
+        await add_instance(
+            stores.index,
+            generate_uid(),
+            generate_uid(),
+            generate_uid(),
+            metadata={"00101010": {"vr": "AS", "Value": [f"{n:03d}Y"]}},
+        )
+
+
+async def take(stores: Stores, queue: str) -> list[dict[str, Any]]:
+    """Receive and settle every visible message of ``queue``; their bodies."""
+    bodies: list[dict[str, Any]] = []
+    while True:
+        messages = await stores.queue.receive(queue, max_messages=32, visibility_timeout=60)
+        if not messages:
+            return bodies
+        for message in messages:
+            bodies.append(message.body)
+            await stores.queue.complete(message)
+
+
+async def test_duplicates_do_nothing_and_the_operation_completes(stores: Stores) -> None:
+    await fill(stores, 7)
+    store, queue = tag_store(stores), stores.queue_name()
+    operation = await store.add_tags(
+        [AGE], "op1", max_tags=128, queue=queue, message=reindex_message("op1")
+    )
+    assert operation.status == "NotStarted"
+    with pytest.raises(TagConflict):
+        await store.add_tags(
+            [AGE], "op2", max_tags=128, queue=queue, message=reindex_message("op2")
+        )
+    (first,) = await take(stores, queue)
+    checkpoint = ReindexCheckpoint.from_json(first["checkpoint"])
+    assert checkpoint.total == 7
+
+    async def run(cp: ReindexCheckpoint) -> BatchOutcome:
+        return await store.reindex_batch(
+            "op1", cp, batch_size=3, queue=queue, message=reindex_message("op1")
+        )
+
+    assert await run(checkpoint) is BatchOutcome.CONTINUED
+    (second,) = await take(stores, queue)
+    assert await run(checkpoint) is BatchOutcome.STALE  # redelivered: no batch, no message
+    assert await take(stores, queue) == []
+    outcomes = [await run(ReindexCheckpoint.from_json(second["checkpoint"]))]
+    while outcomes[-1] is BatchOutcome.CONTINUED:
+        (following,) = await take(stores, queue)
+        outcomes.append(await run(ReindexCheckpoint.from_json(following["checkpoint"])))
+    assert outcomes == [BatchOutcome.CONTINUED, BatchOutcome.COMPLETED]
+    done = await store.get_operation("op1")
+    assert done is not None and done.status == "Completed" and done.percent_complete == 100
+    tag = await store.get_tag("00101010")
+    assert tag is not None and tag.status == "Ready" and tag.error_count == 0
+    assert await run(checkpoint) is BatchOutcome.STALE
+    assert await take(stores, queue) == []
+    assert await store.delete_tag("00101010")
+    assert await store.get_tag("00101010") is None
+
+
+class FailingOnce:
+    """A queue whose first send fails after nothing was sent (a network error)."""
+
+    def __init__(self, inner: JobQueue) -> None:
+        self.inner = inner
+        self.failed = False
+
+    async def send(self, queue: str, body: dict[str, Any], *, delay_seconds: float = 0) -> None:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("the queue is unreachable")
+        await self.inner.send(queue, body, delay_seconds=delay_seconds)
+
+
+async def test_a_failed_continuation_is_sent_by_the_retry(stores: Stores) -> None:
+    if stores.backend != "azure":
+        pytest.skip("the local store enqueues in the batch's own transaction")
+    await fill(stores, 5)
+    queue = stores.queue_name()
+    store = tag_store(stores)
+    await store.add_tags([AGE], "op", max_tags=128, queue=queue, message=reindex_message("op"))
+    (first,) = await take(stores, queue)
+    checkpoint = ReindexCheckpoint.from_json(first["checkpoint"])
+    flaky = tag_store(stores, FailingOnce(stores.queue))  # type: ignore[arg-type]
+    with pytest.raises(ConnectionError):
+        await flaky.reindex_batch(
+            "op", checkpoint, batch_size=2, queue=queue, message=reindex_message("op")
+        )
+    assert await take(stores, queue) == []
+    moved = await store.get_operation("op")
+    assert moved is not None and moved.checkpoint is not None and moved.checkpoint.after > 0
+    # The retry of the same message indexes nothing again but sends the continuation once.
+    retried = await store.reindex_batch(
+        "op", checkpoint, batch_size=2, queue=queue, message=reindex_message("op")
+    )
+    assert retried is BatchOutcome.STALE
+    (resent,) = await take(stores, queue)
+    assert resent["checkpoint"] == moved.checkpoint.to_json()
+    again = await store.reindex_batch(
+        "op", checkpoint, batch_size=2, queue=queue, message=reindex_message("op")
+    )
+    assert again is BatchOutcome.STALE
+    assert await take(stores, queue) == []
