@@ -89,10 +89,10 @@ def parse_query(
         else:
             filters.append((key, value))
 
-    fuzzy = _parse_fuzzy(singles.get(FUZZYMATCHING))
-    limit = _parse_int(singles.get(LIMIT), DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
-    offset = _parse_int(singles.get(OFFSET), 0, minimum=0, maximum=None)
-    include = _parse_includes(includes)
+    fuzzy = parse_fuzzy(singles.get(FUZZYMATCHING))
+    limit = parse_int(singles.get(LIMIT), DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
+    offset = parse_int(singles.get(OFFSET), 0, minimum=0, maximum=None)
+    include = parse_includes(includes)
 
     conditions: list[Condition] = []
     universal: list[str] = []
@@ -105,7 +105,7 @@ def parse_query(
                 f" ('{seen[attribute.tag]}' and '{key}'); give each attribute once."
             )
         seen[attribute.tag] = key
-        condition = _condition(attribute, key, value, fuzzy)
+        condition = parse_condition(attribute, key, value, fuzzy)
         if condition is None:
             universal.append(attribute.tag)
         else:
@@ -134,7 +134,7 @@ def parse_query(
 # -- parameters --------------------------------------------------------------------------------
 
 
-def _parse_fuzzy(given: tuple[str, str] | None) -> bool:
+def parse_fuzzy(given: tuple[str, str] | None) -> bool:
     if given is None:
         return False
     key, value = given
@@ -144,7 +144,7 @@ def _parse_fuzzy(given: tuple[str, str] | None) -> bool:
     raise BadRequest(f"The query parameter '{key}' must be true or false, got '{value}'.")
 
 
-def _parse_int(
+def parse_int(
     given: tuple[str, str] | None, default: int, *, minimum: int, maximum: int | None
 ) -> int:
     if given is None:
@@ -164,7 +164,7 @@ def _parse_int(
     return number
 
 
-def _parse_includes(includes: list[tuple[str, str]]) -> IncludeFields:
+def parse_includes(includes: list[tuple[str, str]]) -> IncludeFields:
     """``includefield`` values: attribute IDs, comma lists of them, or ``all``.
 
     Any tag may be asked for, private ones too; a mixture of IDs and ``all`` means ``all``
@@ -224,7 +224,7 @@ def _searchable(key: str, resource: QueryResource, catalog: AttributeCatalog) ->
     )
 
 
-def _condition(attribute: QueryAttribute, key: str, raw: str, fuzzy: bool) -> Condition | None:
+def parse_condition(attribute: QueryAttribute, key: str, raw: str, fuzzy: bool) -> Condition | None:
     value = clean_value(raw)
     if not value:
         raise BadRequest(

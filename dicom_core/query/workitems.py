@@ -31,10 +31,10 @@ from dicom_core.query.parser import (
     INCLUDEFIELD,
     LIMIT,
     OFFSET,
-    _condition,
-    _parse_fuzzy,
-    _parse_includes,
-    _parse_int,
+    parse_condition,
+    parse_fuzzy,
+    parse_includes,
+    parse_int,
 )
 
 MAX_WORKITEM_LIMIT = 4000
@@ -151,18 +151,18 @@ def parse_workitem_query(items: Iterable[tuple[str, str]]) -> WorkitemQuery:
             raise BadRequest(f"The attribute '{name}' is given more than once.")
         seen.add(path)
         filters.append((name, value, attribute))
-    fuzzy = _parse_fuzzy(singles.get(FUZZYMATCHING))
+    fuzzy = parse_fuzzy(singles.get(FUZZYMATCHING))
     conditions = []
     for name, value, attribute in filters:
-        condition = _condition(attribute, name, value, fuzzy)
+        condition = parse_condition(attribute, name, value, fuzzy)
         if condition is not None:
             conditions.append(condition)
     return WorkitemQuery(
         conditions=tuple(conditions),
-        include=_parse_includes(includes),
+        include=parse_includes(includes),
         fuzzy=fuzzy,
-        limit=_parse_int(singles.get(LIMIT), DEFAULT_LIMIT, minimum=1, maximum=MAX_WORKITEM_LIMIT),
-        offset=_parse_int(singles.get(OFFSET), 0, minimum=0, maximum=None),
+        limit=parse_int(singles.get(LIMIT), DEFAULT_LIMIT, minimum=1, maximum=MAX_WORKITEM_LIMIT),
+        offset=parse_int(singles.get(OFFSET), 0, minimum=0, maximum=None),
     )
 
 

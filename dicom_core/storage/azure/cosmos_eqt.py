@@ -69,7 +69,7 @@ from dicom_core.services.extended_query_tags import (
 )
 from dicom_core.services.external_metadata import ExternalValue, ExternalVrConflict
 from dicom_core.storage.azure.cosmos_io import ContainerGone, owner_missing, query_items, read_item
-from dicom_core.storage.azure.cosmos_query import _Parameters, predicate
+from dicom_core.storage.azure.cosmos_query import Parameters, predicate
 from dicom_core.storage.azure.cosmos_schema import COUNTER_PARTITION, INSTANCE, WATERMARK_COUNTER
 from dicom_core.storage.ports import JobQueue
 
@@ -201,7 +201,7 @@ def _entity(level: str, key: InstanceKey) -> tuple[str, str]:
 # -- QIDO ------------------------------------------------------------------------------------
 
 
-def _value_test(condition: Condition, params: _Parameters) -> str:
+def _value_test(condition: Condition, params: Parameters) -> str:
     attribute = condition.attribute
     if attribute.vr in _NUMERIC_VRS:
         if not isinstance(condition, ValueMatch):
@@ -229,7 +229,7 @@ async def resolve_extended(
             raise UnsupportedCondition(
                 f"{attribute.tag} is not searchable at {query.level.label} level"
             )
-        params = _Parameters()
+        params = Parameters()
         if attribute.path[:1] == (EXTERNAL_METADATA_PATH,):
             kind, field, source = EXTERNAL_KIND, "c.pk", "study"
             clauses = [f"c.tag = {params.add(attribute.tag)}"]
@@ -259,7 +259,7 @@ async def drop_values(
     deleted scope (a series-level value goes with its series, not with one of its instances)
     and, when the whole study goes, its external metadata."""
     partition = value_partition(study_uid)
-    params = _Parameters()
+    params = Parameters()
     clauses = [f"c.pk = {params.add(partition)}"]
     if series_uid is not None:
         clauses.append(f"c.series = {params.add(series_uid)}")

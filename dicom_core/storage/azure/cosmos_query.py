@@ -87,7 +87,7 @@ class CompiledSearch:
     """The study partition when the resource URL names the study (a single-partition query)."""
 
 
-class _Parameters:
+class Parameters:
     def __init__(self) -> None:
         self.values: dict[str, object] = {}
 
@@ -132,7 +132,7 @@ def field_for(attribute: QueryAttribute) -> str:
     raise UnsupportedCondition(f"{attribute.keyword} is not kept in the Cosmos DB index")
 
 
-def predicate(condition: Condition, field: str, params: _Parameters) -> str:
+def predicate(condition: Condition, field: str, params: Parameters) -> str:
     """The Cosmos SQL test of one key against one condition (see ``query/conditions.py``)."""
     if isinstance(condition, ValueMatch):
         return f"{field} = {params.add(condition.key)}"
@@ -187,7 +187,7 @@ def element_regex_for(pattern: str) -> str:
     return "\\\\" + "".join(out) + "\\\\"
 
 
-def _list_condition(condition: Condition, field: str, params: _Parameters) -> str:
+def _list_condition(condition: Condition, field: str, params: Parameters) -> str:
     """A condition on a list key (ModalitiesInStudy): any element may satisfy it.
 
     ARRAY_CONTAINS for values and UID-style lists; one RegexMatch on the joined form for
@@ -207,7 +207,7 @@ def _list_condition(condition: Condition, field: str, params: _Parameters) -> st
     )
 
 
-def _condition(condition: Condition, params: _Parameters) -> str:
+def _condition(condition: Condition, params: Parameters) -> str:
     attribute = condition.attribute
     field = field_for(attribute)
     if attribute.multiple:
@@ -224,7 +224,7 @@ def compile_search(
     on extended query tags, resolved beforehand against their value documents, take part.
     """
     level = query.level
-    params = _Parameters()
+    params = Parameters()
     clauses = [f"c.kind = {params.add(_KIND[level])}"]
     partition = query.study_uid
     if partition is not None:

@@ -30,7 +30,7 @@ from azure.cosmos.exceptions import (
 from dicom_core.domain.workitems import WorkitemRecord
 from dicom_core.query.workitems import WorkitemQuery, workitem_keys, workitem_matches
 from dicom_core.storage.azure.cosmos_io import ContainerGone, owner_missing, query_items, read_item
-from dicom_core.storage.azure.cosmos_query import _Parameters, predicate
+from dicom_core.storage.azure.cosmos_query import Parameters, predicate
 from dicom_core.storage.ports import WorkitemChanged, WorkitemExists
 
 T = TypeVar("T")
@@ -55,7 +55,7 @@ def compile_workitem_search(query: WorkitemQuery) -> tuple[str, dict[str, object
     Exact (no condition through a sequence): the query returns the first ``offset + limit``
     matches itself. Otherwise it returns every candidate for the conditions it could compile.
     """
-    params = _Parameters()
+    params = Parameters()
     clauses = [f"c.pk = {params.add(WORKITEM_PARTITION)}", f"c.kind = {params.add(WORKITEM)}"]
     exact = True
     for condition in query.conditions:

@@ -84,7 +84,7 @@ def _column(attribute: QueryAttribute, level: QueryLevel) -> str:
     return f"{table}.{column}"
 
 
-def _predicate(condition: Condition, column: str, params: list[object]) -> str:
+def sql_predicate(condition: Condition, column: str, params: list[object]) -> str:
     """The SQL test of one key column against one condition (see conditions.py)."""
     if isinstance(condition, ValueMatch):
         params.append(condition.key)
@@ -131,7 +131,7 @@ def _literal_run(pattern: str) -> int:
 def _trigram_prefilter(condition: Condition, column: str, params: list[object]) -> str | None:
     """``st.rowid IN (...)`` from the study text index, for wildcard and fuzzy conditions.
 
-    The index columns hold ``' ' || key``, so the GLOB patterns are those of ``_predicate``
+    The index columns hold ``' ' || key``, so the GLOB patterns are those of ``sql_predicate``
     with the leading space; the exact predicate still runs on the rows it lets through.
     """
     table, _, key_column = column.partition(".")
@@ -177,7 +177,7 @@ def _extended_clause(condition: Condition, level: QueryLevel, params: list[objec
         params.append(float(condition.key))
         test = "v.num_value = ?"
     else:
-        test = _predicate(condition, "v.norm_value", params)
+        test = sql_predicate(condition, "v.norm_value", params)
     if external:  # study-level values sent as STOW headers
         return (
             "EXISTS (SELECT 1 FROM external_metadata v"
@@ -198,7 +198,7 @@ def _where(query: QueryDescription, params: list[object]) -> list[str]:
             if attribute.keyword != "ModalitiesInStudy":
                 raise UnsupportedCondition(f"{attribute.keyword} is not a list in this index")
             # Any series of the study; EXISTS stops at the first one.
-            inner = _predicate(condition, "m.modality_fold", params)
+            inner = sql_predicate(condition, "m.modality_fold", params)
             clauses.append(
                 f"EXISTS (SELECT 1 FROM series m WHERE m.study_uid = st.study_uid AND {inner})"
             )
@@ -210,7 +210,7 @@ def _where(query: QueryDescription, params: list[object]) -> list[str]:
         prefilter = _trigram_prefilter(condition, column, params)
         if prefilter is not None:
             clauses.append(prefilter)
-        clauses.append(_predicate(condition, column, params))
+        clauses.append(sql_predicate(condition, column, params))
     return clauses
 
 

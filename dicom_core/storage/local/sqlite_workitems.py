@@ -25,7 +25,7 @@ from dicom_core.domain.workitems import (
 )
 from dicom_core.query.workitems import WorkitemQuery, path_name, workitem_keys
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
-from dicom_core.storage.local.sqlite_query import _predicate
+from dicom_core.storage.local.sqlite_query import sql_predicate
 from dicom_core.storage.ports import WorkitemChanged, WorkitemExists
 
 
@@ -64,7 +64,7 @@ def compile_workitem_search(query: WorkitemQuery) -> tuple[str, list[object]]:
     clauses = []
     for condition in query.conditions:
         params.append(path_name(condition.attribute.path))
-        test = _predicate(condition, "v.value", params)
+        test = sql_predicate(condition, "v.value", params)
         clauses.append(
             "EXISTS (SELECT 1 FROM workitem_value v WHERE v.workitem_key = w.workitem_key"
             f" AND v.path = ? AND {test})"
