@@ -59,6 +59,7 @@ var authJwksUrl = 'https://login.microsoftonline.com/${tenantId}/discovery/v2.0/
 var cosmosDatabaseName = 'dicom'
 var blobContainerName = 'dicom-files'
 var cleanupQueueName = 'blob-cleanup'
+var reindexQueueName = 'reindex-batches'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: !empty(resourceGroupName) ? resourceGroupName : 'rg-${environmentName}'
@@ -128,14 +129,22 @@ module storage 'br/public:avm/res/storage/storage-account:0.8.3' = {
       ]
     }
     queueServices: {
-      // blob-cleanup: files of deleted instances (queue-triggered); -poison: the host's
-      // dead letters after maxDequeueCount failures (host.json).
+      // One queue per queue-triggered function in function_app.py (the identity may not
+      // create queues): blob-cleanup, files of deleted instances; reindex-batches, the
+      // extended-query-tag reindex. -poison: the host's dead letters after maxDequeueCount
+      // failures (host.json).
       queues: [
         {
           name: cleanupQueueName
         }
         {
           name: '${cleanupQueueName}-poison'
+        }
+        {
+          name: reindexQueueName
+        }
+        {
+          name: '${reindexQueueName}-poison'
         }
       ]
     }

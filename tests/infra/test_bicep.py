@@ -8,6 +8,7 @@ accepted in ``ACCEPTED`` (each with its reason, also listed in infra/README.md).
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 from pycep import BicepParser
 
-from dicom_core.services.blob_cleanup import CLEANUP_QUEUE
+import dicom_core.web as web
 from dicom_core.settings import AzureSettings, Settings
 from dicom_core.storage.azure.cosmos_schema import CONTAINERS
 
@@ -115,6 +116,24 @@ def test_plan_is_flex_consumption_and_runtime_is_the_projects_python(
     assert "cors" not in site["properties"]["siteConfig"]
 
 
+def queue_trigger_names() -> set[str]:
+    """Queue names of the queue-triggered functions, read from the route table's source.
+
+    Read, not imported: FunctionApp.get_functions() may be called once per app object.
+    """
+    names: set[str] = set()
+    for node in ast.walk(ast.parse((ROOT / "function_app.py").read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "queue_trigger":
+            for keyword in node.keywords:
+                if keyword.arg == "queue_name":
+                    value = keyword.value
+                    if isinstance(value, ast.Attribute):
+                        names.add(str(getattr(web, value.attr)))
+                    elif isinstance(value, ast.Constant):
+                        names.add(str(value.value))
+    return names
+
+
 def test_storage_has_identity_only_access_and_the_apps_containers_and_queues(
     templates: dict[str, dict[str, Any]],
 ) -> None:
@@ -125,9 +144,14 @@ def test_storage_has_identity_only_access_and_the_apps_containers_and_queues(
     assert variable(main, "blobContainerName") == AzureSettings().blob_container
     containers = {c["name"] for c in storage["blobServices"]["containers"]}
     assert {"blobContainerName", "deploymentContainerName"} <= containers
-    assert variable(main, "cleanupQueueName") == CLEANUP_QUEUE
-    queues = {q["name"] for q in storage["queueServices"]["queues"]}
-    assert queues == {"cleanupQueueName", "${cleanupQueueName}-poison"}
+    declared = set()
+    for entry in storage["queueServices"]["queues"]:
+        name = entry["name"]
+        match = re.fullmatch(r"\$\{(\w+)\}(-poison)?", name)
+        declared.add(variable(main, match[1]) + (match[2] or "") if match else variable(main, name))
+    triggered = queue_trigger_names()
+    assert triggered, "function_app.py has queue-triggered functions"
+    assert declared == triggered | {f"{name}-poison" for name in triggered}
     assert "tableServices" in storage
 
 
