@@ -45,11 +45,15 @@ class SqliteJobQueue:
             receipt = uuid.uuid4().hex
             # Idle pollers must not take the write lock every poll: stores commit through
             # the same database file. A plain read first; the claim re-checks under the lock.
-            waiting = self._db.connection().execute(
-                "SELECT 1 FROM job WHERE queue = ? AND poison_reason IS NULL"
-                " AND visible_at <= ? LIMIT 1",
-                (queue, now),
-            ).fetchone()
+            waiting = (
+                self._db.connection()
+                .execute(
+                    "SELECT 1 FROM job WHERE queue = ? AND poison_reason IS NULL"
+                    " AND visible_at <= ? LIMIT 1",
+                    (queue, now),
+                )
+                .fetchone()
+            )
             if waiting is None:
                 return []
             with self._db.transaction() as conn:
