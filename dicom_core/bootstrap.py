@@ -18,7 +18,7 @@ from dicom_core.services.store import StoreService
 from dicom_core.services.transcoding import TranscodingService
 from dicom_core.services.workitems import WorkitemService
 from dicom_core.settings import Settings, SettingsError
-from dicom_core.storage.ports import BlobStore, IndexStore, JobQueue
+from dicom_core.storage.ports import BlobStore, IndexStore, InstanceWriter, JobQueue
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +123,27 @@ def build_external_metadata(index: IndexStore) -> ExternalMetadataService | None
     return None
 
 
+def build_instance_writer(index: IndexStore, blobs: BlobStore) -> InstanceWriter | None:
+    """The one-transaction writer of the local backend (None elsewhere: two-step protocol).
+
+    It indexes extended query tags inside its own transaction, so the store needs no
+    after-commit hook when it is used.
+    """
+    from dicom_core.storage.local.file_blobs import FileBlobStore
+    from dicom_core.storage.local.sqlite_index import SqliteIndexStore
+
+    if isinstance(index, SqliteIndexStore) and isinstance(blobs, FileBlobStore):
+        from dicom_core.storage.local.instance_writer import SqliteInstanceWriter
+        from dicom_core.storage.local.sqlite_eqt import SqliteQueryTagStore
+
+        return SqliteInstanceWriter(index, blobs, hooks=(SqliteQueryTagStore(index.database),))
+    return None
+
+
 def build_services(settings: Settings) -> Services:
     index, blobs, queue = build_storage(settings)
     query_tags = build_query_tags(settings, index, queue)
+    writer = build_instance_writer(index, blobs)
     janitor = BlobJanitor(blobs, queue)
     # An index that deletes in several steps (Cosmos) hands the janitor the files of steps
     # already done when a later one fails, so no file outlives its index entry.
@@ -145,7 +163,10 @@ def build_services(settings: Settings) -> Services:
             index,
             blobs,
             janitor,
-            after_commit=query_tags.index_instance if query_tags is not None else None,
+            writer=writer,
+            after_commit=(
+                query_tags.index_instance if query_tags is not None and writer is None else None
+            ),
         ),
         delete=DeleteService(index, janitor),
         retrieve=RetrieveService(index, blobs),

@@ -35,7 +35,9 @@ from dicom_core.storage.ports import (
     IndexStore,
     InstanceBeingCreated,
     InstanceExists,
+    InstanceWriter,
     StorageUnavailable,
+    WrittenInstance,
 )
 
 log = logging.getLogger(__name__)
@@ -123,6 +125,10 @@ def instance_url(base_url: str, key: InstanceKey) -> str:
     return f"{base_url}/studies/{key.study_uid}/series/{key.series_uid}/instances/{key.sop_uid}"
 
 
+#: Parts up to this size are parsed on the event loop: their header is small, so a parse takes
+#: about a millisecond, less than handing it to a thread and back under load.
+INLINE_PARSE_BYTES = 4 << 20
+
 AfterCommit = Callable[[InstanceKey, int, bytes], Awaitable[None]]
 
 
@@ -133,12 +139,17 @@ class StoreService:
         blobs: BlobStore,
         janitor: BlobJanitor,
         *,
+        writer: InstanceWriter | None = None,
         after_commit: AfterCommit | None = None,
     ) -> None:
         self._index = index
         self._blobs = blobs
         self._janitor = janitor
-        # Indexes a committed instance for extended query tags being added or ready.
+        # A backend that can store file and index entry in one step (local) passes its writer;
+        # otherwise the two-step reserve/commit protocol of the index is used.
+        self._writer = writer
+        # Indexes a committed instance for extended query tags being added or ready (when the
+        # writer does not do it in its own transaction).
         self._after_commit = after_commit
 
     async def store_instances(
@@ -174,7 +185,10 @@ class StoreService:
         self, path: Path, *, study_uid: str | None, upsert: bool, api_version: int, base_url: str
     ) -> StoredEntry | FailedEntry:
         try:
-            parsed = await asyncio.to_thread(parse_instance, path)
+            if path.stat().st_size <= INLINE_PARSE_BYTES:
+                parsed = parse_instance(path)
+            else:
+                parsed = await asyncio.to_thread(parse_instance, path)
         except InstanceRejected as rejected:
             return FailedEntry(
                 rejected.failure_code,
@@ -218,8 +232,20 @@ class StoreService:
 
     async def _write(self, path: Path, parsed: ParsedInstance, upsert: bool) -> FailedEntry | None:
         key = parsed.key
+        stored = StoredInstance(
+            key=key,
+            sop_class_uid=parsed.sop_class_uid,
+            transfer_syntax_uid=parsed.transfer_syntax_uid,
+            file_size=parsed.file_size,
+            metadata_json=parsed.metadata_json,
+            attributes=parsed.attributes,
+            frames=parsed.frames,
+        )
         try:
-            reservation = await self._index.begin_instance(key, upsert=upsert)
+            if self._writer is not None:
+                written = await self._writer.write_instance(path, stored, upsert=upsert)
+            else:
+                written = await self._write_in_steps(path, stored, upsert)
         except InstanceExists:
             return FailedEntry(
                 INSTANCE_EXISTS,
@@ -237,48 +263,45 @@ class StoreService:
                 key.sop_uid,
                 ("The same instance is being stored by another request.",),
             )
-        for abandoned in reservation.abandoned_blob_keys:
-            await self._delete_blob(abandoned)
-        stored = StoredInstance(
-            key=key,
-            sop_class_uid=parsed.sop_class_uid,
-            transfer_syntax_uid=parsed.transfer_syntax_uid,
-            file_size=parsed.file_size,
-            metadata_json=parsed.metadata_json,
-            attributes=parsed.attributes,
-            frames=parsed.frames,
-        )
-        try:
-            await self._blobs.put_file(reservation.blob_key, path)
-            replaced = await self._index.commit_instance(reservation, stored)
-        except (InstanceExists, InstanceBeingCreated):
-            await self._undo(reservation.blob_key, reservation)
-            return FailedEntry(
-                INSTANCE_BEING_CREATED,
-                parsed.sop_class_uid,
-                key.sop_uid,
-                ("The same instance was stored by another request at the same time.",),
-            )
         except StorageUnavailable:
-            await self._undo(reservation.blob_key, reservation)
             raise
         except Exception:
             log.exception("storing %s failed", key)
-            await self._undo(reservation.blob_key, reservation)
             return FailedEntry(
                 PROCESSING_FAILURE,
                 parsed.sop_class_uid,
                 key.sop_uid,
                 ("The instance could not be stored because of an internal error.",),
             )
-        for old_blob in replaced:
-            await self._delete_blob(old_blob)
+        for obsolete in written.obsolete_blob_keys:
+            await self._delete_blob(obsolete)
         if self._after_commit is not None:
             try:
-                await self._after_commit(key, reservation.watermark, parsed.metadata_json)
+                await self._after_commit(key, written.watermark, parsed.metadata_json)
             except Exception:
                 log.exception("indexing %s for extended query tags failed", key)
         return None
+
+    async def _write_in_steps(
+        self, path: Path, stored: StoredInstance, upsert: bool
+    ) -> WrittenInstance:
+        """The two-step protocol: reserve, write the file, commit (undone on failure)."""
+        reservation = await self._index.begin_instance(stored.key, upsert=upsert)
+        try:
+            await self._blobs.put_file(reservation.blob_key, path)
+            replaced = await self._index.commit_instance(reservation, stored)
+        except InstanceExists as exc:
+            # Another request stored it between our reservation and commit: a race (45071).
+            await self._undo(reservation.blob_key, reservation)
+            raise InstanceBeingCreated(stored.key) from exc
+        except BaseException:
+            await self._undo(reservation.blob_key, reservation)
+            raise
+        return WrittenInstance(
+            watermark=reservation.watermark,
+            blob_key=reservation.blob_key,
+            obsolete_blob_keys=(*reservation.abandoned_blob_keys, *replaced),
+        )
 
     async def _undo(self, blob_key: str, reservation: Reservation) -> None:
         try:

@@ -120,6 +120,34 @@ class IndexStore(Protocol):
     async def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class WrittenInstance:
+    """What an ``InstanceWriter`` did: the new version and the files it made obsolete."""
+
+    watermark: int
+    blob_key: str
+    # Files of the versions an upsert replaced, and of crashed attempts whose reservations
+    # were taken over; the store deletes them once the write is visible.
+    obsolete_blob_keys: tuple[str, ...] = ()
+
+
+class InstanceWriter(Protocol):
+    """Stores an instance's file and index entry in one step, where a backend can.
+
+    The local backend keeps both on one machine, so it reserves, moves the file into place and
+    commits inside a single SQLite write transaction: one lock, one commit, no window in which
+    a crash leaves a reservation behind. Backends without this capability use the two-step
+    ``IndexStore`` protocol instead. Either way, a failed write leaves nothing visible and no
+    stored file behind (``source`` itself stays the caller's to remove).
+    """
+
+    async def write_instance(
+        self, source: Path, instance: StoredInstance, *, upsert: bool
+    ) -> WrittenInstance:
+        """Raises InstanceExists, InstanceBeingCreated or StorageUnavailable."""
+        ...
+
+
 class BlobStore(Protocol):
     """Stored DICOM files, addressed by key. Create-only writes; byte-range reads."""
 

@@ -32,27 +32,30 @@ class FileBlobStore:
         return self.root.joinpath(*segments)
 
     async def put_file(self, key: str, source: Path, *, overwrite: bool = False) -> None:
+        await asyncio.to_thread(self.place_file, key, source, overwrite=overwrite)
+
+    def place_file(self, key: str, source: Path, *, overwrite: bool = False) -> None:
+        """Move ``source`` to ``key`` (blocking; ``put_file`` runs it in a thread).
+
+        Create-only unless ``overwrite``: an existing file raises FileExistsError.
+        """
         target = self.path_for(key)
-
-        def move() -> None:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if overwrite:
-                os.replace(source, target)
-                return
-            # link() fails if the target exists: an atomic create-only write.
-            try:
-                os.link(source, target)
-            except OSError as exc:
-                if isinstance(exc, FileExistsError):
-                    raise
-                # File systems without hard links: fall back to a checked rename.
-                if target.exists():
-                    raise FileExistsError(str(target)) from exc
-                os.replace(source, target)
-                return
-            source.unlink()
-
-        await asyncio.to_thread(move)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            os.replace(source, target)
+            return
+        # link() fails if the target exists: an atomic create-only write.
+        try:
+            os.link(source, target)
+        except OSError as exc:
+            if isinstance(exc, FileExistsError):
+                raise
+            # File systems without hard links: fall back to a checked rename.
+            if target.exists():
+                raise FileExistsError(str(target)) from exc
+            os.replace(source, target)
+            return
+        source.unlink()
 
     async def read_stream(self, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
         path = self.path_for(key)
@@ -88,22 +91,22 @@ class FileBlobStore:
             raise BlobNotFound(key) from exc
 
     async def delete(self, key: str) -> bool:
+        return await asyncio.to_thread(self.remove_file, key)
+
+    def remove_file(self, key: str) -> bool:
+        """Delete ``key``'s file (blocking); False if there was none."""
         path = self.path_for(key)
-
-        def remove() -> bool:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                return False
-            # Prune empty series/study directories so deleted data leaves nothing behind.
-            for parent in (path.parent, path.parent.parent):
-                if parent == self.root:
-                    break
-                with contextlib.suppress(OSError):
-                    parent.rmdir()
-            return True
-
-        return await asyncio.to_thread(remove)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        # Prune empty series/study directories so deleted data leaves nothing behind.
+        for parent in (path.parent, path.parent.parent):
+            if parent == self.root:
+                break
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        return True
 
     async def close(self) -> None:
         return None

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -19,6 +22,18 @@ from dicom_core.storage.ports import StorageUnavailable
 
 T = TypeVar("T")
 
+#: How long a writer waits for another to finish before the request fails with a 503.
+LOCK_TIMEOUT_SECONDS = 30.0
+# Polling delays while another writer holds the database. A store's transaction takes well
+# under a millisecond, so the first retry comes quickly; long holders (a reindex batch) are
+# polled every few milliseconds. SQLite's own busy handler sleeps 1, 2, 5, 10... ms.
+FIRST_RETRY = 0.0002
+LAST_RETRY = 0.004
+
+
+class WriterBusy(Exception):
+    """``transaction(wait=False)`` found another writer holding the database."""
+
 
 class SqliteDatabase:
     def __init__(self, path: Path) -> None:
@@ -27,6 +42,11 @@ class SqliteDatabase:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # Writers queue here rather than in SQLite's busy handler, whose sleeps are far longer
+        # than a store's transaction: threads of this process on a lock, processes sharing the
+        # file on an flock of a sibling file (released by the kernel if a process dies).
+        self._write_lock = threading.Lock()
+        self._lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         with self._connect() as conn:
             self._migrate(conn)
 
@@ -62,16 +82,53 @@ class SqliteDatabase:
         return conn
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction taken up front (BEGIN IMMEDIATE), so two writers never deadlock."""
+    def transaction(self, *, wait: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction taken up front (BEGIN IMMEDIATE), so two writers never deadlock.
+
+        With ``wait=False`` it raises ``WriterBusy`` at once when another writer holds the
+        database: the store takes its write on the event loop when the database is free and
+        retries later when it is not, rather than waiting in a thread that would then hold the
+        lock while it queues for the GIL.
+        """
         conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
+        self._lock_writers(wait)
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            self._write_lock.release()
+
+    def _lock_writers(self, wait: bool) -> None:
+        """Take this process's writer lock, then the file lock shared by all processes."""
+        deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
+        if not self._write_lock.acquire(timeout=LOCK_TIMEOUT_SECONDS if wait else 0):
+            if wait:
+                raise sqlite3.OperationalError("database is locked by a writer of this process")
+            raise WriterBusy
+        delay = FIRST_RETRY
+        while True:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if not wait or time.monotonic() > deadline:
+                    self._write_lock.release()
+                    if wait:
+                        raise sqlite3.OperationalError(
+                            "database is locked by another process"
+                        ) from None
+                    raise WriterBusy from None
+            except BaseException:
+                self._write_lock.release()
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, LAST_RETRY)
 
     async def run(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` in a worker thread; a locked or unreadable database becomes a 503."""
@@ -86,3 +143,6 @@ class SqliteDatabase:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
             self._connections.clear()
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1

@@ -402,21 +402,43 @@ class SqliteQueryTagStore:
 
         def write() -> None:
             conn = self._db.connection()
-            tags = [
-                _tag(r)
-                for r in conn.execute(
-                    f"SELECT {_TAG_COLUMNS} FROM extended_query_tag WHERE status != ?",
-                    (QueryTagStatusValues.DELETING.value,),
-                ).fetchall()
-            ]
-            if not tags:
+            if not self._has_tags(conn):
                 return
-            doc = orjson.loads(metadata_json)
             with self._db.transaction() as conn:
-                for tag in tags:
-                    _index_one(conn, tag, key, watermark, doc)
+                self.index_in_transaction(conn, key, watermark, metadata_json)
 
         await self._db.run(write)
+
+    @staticmethod
+    def _has_tags(conn: sqlite3.Connection) -> bool:
+        return (
+            conn.execute(
+                "SELECT 1 FROM extended_query_tag WHERE status != ? LIMIT 1",
+                (QueryTagStatusValues.DELETING.value,),
+            ).fetchone()
+            is not None
+        )
+
+    def index_in_transaction(
+        self, conn: sqlite3.Connection, key: InstanceKey, watermark: int, metadata_json: bytes
+    ) -> None:
+        """``index_instance`` inside the caller's write transaction (the local store's).
+
+        Indexing in the instance's own commit means no reader ever sees it stored but not yet
+        searchable by a ready tag.
+        """
+        tags = [
+            _tag(r)
+            for r in conn.execute(
+                f"SELECT {_TAG_COLUMNS} FROM extended_query_tag WHERE status != ?",
+                (QueryTagStatusValues.DELETING.value,),
+            ).fetchall()
+        ]
+        if not tags:
+            return
+        doc = orjson.loads(metadata_json)
+        for tag in tags:
+            _index_one(conn, tag, key, watermark, doc)
 
     async def queryable_tags(self) -> list[QueryTagRecord]:
         """Ready tags with QIDO enabled; the search catalog adds these."""

@@ -87,33 +87,35 @@ class SqliteIndexStore(SqliteWorkitems):
         return await self._db.run(lambda: self._begin(key, upsert))
 
     def _begin(self, key: InstanceKey, upsert: bool) -> Reservation:
-        now = _now()
         with self._db.transaction() as conn:
-            rows = conn.execute(
-                "SELECT watermark, status, created_at, blob_key FROM instance"
-                " WHERE study_uid = ? AND series_uid = ? AND sop_uid = ?",
-                (key.study_uid, key.series_uid, key.sop_uid),
-            ).fetchall()
-            abandoned: list[str] = []
-            for watermark, status, created_at, old_blob in rows:
-                if status == CREATED and not upsert:
-                    raise InstanceExists(key)
-                if status == CREATING:
-                    if not self._is_stale(created_at):
-                        raise InstanceBeingCreated(key)
-                    # A crashed attempt: take over its reservation; its file is deleted.
-                    conn.execute("DELETE FROM instance WHERE watermark = ?", (watermark,))
-                    abandoned.append(str(old_blob))
-            cursor = conn.execute(
-                "INSERT INTO instance (study_uid, series_uid, sop_uid, status, created_at,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (key.study_uid, key.series_uid, key.sop_uid, CREATING, now, now),
-            )
-            watermark = int(cursor.lastrowid or 0)
-            blob_key = blob_key_for(key.study_uid, key.series_uid, key.sop_uid, watermark)
-            conn.execute(
-                "UPDATE instance SET blob_key = ? WHERE watermark = ?", (blob_key, watermark)
-            )
+            return self.reserve(conn, key, upsert=upsert)
+
+    def reserve(self, conn: sqlite3.Connection, key: InstanceKey, *, upsert: bool) -> Reservation:
+        """Claim ``key`` in the caller's write transaction (``begin_instance``'s body)."""
+        now = _now()
+        rows = conn.execute(
+            "SELECT watermark, status, created_at, blob_key FROM instance"
+            " WHERE study_uid = ? AND series_uid = ? AND sop_uid = ?",
+            (key.study_uid, key.series_uid, key.sop_uid),
+        ).fetchall()
+        abandoned: list[str] = []
+        for watermark, status, created_at, old_blob in rows:
+            if status == CREATED and not upsert:
+                raise InstanceExists(key)
+            if status == CREATING:
+                if not self._is_stale(created_at):
+                    raise InstanceBeingCreated(key)
+                # A crashed attempt: take over its reservation; its file is deleted.
+                conn.execute("DELETE FROM instance WHERE watermark = ?", (watermark,))
+                abandoned.append(str(old_blob))
+        cursor = conn.execute(
+            "INSERT INTO instance (study_uid, series_uid, sop_uid, status, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (key.study_uid, key.series_uid, key.sop_uid, CREATING, now, now),
+        )
+        watermark = int(cursor.lastrowid or 0)
+        blob_key = blob_key_for(key.study_uid, key.series_uid, key.sop_uid, watermark)
+        conn.execute("UPDATE instance SET blob_key = ? WHERE watermark = ?", (blob_key, watermark))
         return Reservation(
             key=key,
             watermark=watermark,
@@ -132,6 +134,16 @@ class SqliteIndexStore(SqliteWorkitems):
         return await self._db.run(lambda: self._commit(reservation, instance))
 
     def _commit(self, reservation: Reservation, instance: StoredInstance) -> list[str]:
+        with self._db.transaction() as conn:
+            return self.finish(conn, reservation, instance)
+
+    def finish(
+        self, conn: sqlite3.Connection, reservation: Reservation, instance: StoredInstance
+    ) -> list[str]:
+        """Make a reserved instance visible in the caller's write transaction.
+
+        ``commit_instance``'s body: returns the blob keys of the versions it replaced.
+        """
         key = reservation.key
         attrs = instance.attributes
         values: dict[str, object] = {
@@ -155,35 +167,34 @@ class SqliteIndexStore(SqliteWorkitems):
         for keyword, column in INSTANCE_COLUMNS.items():
             values[column] = attrs.instance.get(keyword)
         assignments = ", ".join(f"{column} = ?" for column in values)
-        with self._db.transaction() as conn:
-            replaced = conn.execute(
-                "SELECT watermark, blob_key FROM instance WHERE study_uid = ? AND series_uid = ?"
-                " AND sop_uid = ? AND status = ?",
-                (key.study_uid, key.series_uid, key.sop_uid, CREATED),
-            ).fetchall()
-            if replaced and not reservation.upsert:
-                raise InstanceExists(key)
-            for old_watermark, _ in replaced:
-                conn.execute("DELETE FROM instance WHERE watermark = ?", (old_watermark,))
-            updated = conn.execute(
-                f"UPDATE instance SET {assignments} WHERE watermark = ? AND status = ?",
-                (*values.values(), reservation.watermark, CREATING),
-            ).rowcount
-            if updated != 1:
-                raise InstanceBeingCreated(key)
-            self._refresh_summaries(conn, key.study_uid, key.series_uid)
-            conn.execute(
-                "INSERT INTO change_feed (timestamp, action, study_uid, series_uid, sop_uid,"
-                " watermark) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    _now(),
-                    "update" if replaced else "create",
-                    key.study_uid,
-                    key.series_uid,
-                    key.sop_uid,
-                    reservation.watermark,
-                ),
-            )
+        replaced = conn.execute(
+            "SELECT watermark, blob_key FROM instance WHERE study_uid = ? AND series_uid = ?"
+            " AND sop_uid = ? AND status = ?",
+            (key.study_uid, key.series_uid, key.sop_uid, CREATED),
+        ).fetchall()
+        if replaced and not reservation.upsert:
+            raise InstanceExists(key)
+        for old_watermark, _ in replaced:
+            conn.execute("DELETE FROM instance WHERE watermark = ?", (old_watermark,))
+        updated = conn.execute(
+            f"UPDATE instance SET {assignments} WHERE watermark = ? AND status = ?",
+            (*values.values(), reservation.watermark, CREATING),
+        ).rowcount
+        if updated != 1:
+            raise InstanceBeingCreated(key)
+        self._refresh_summaries(conn, key.study_uid, key.series_uid)
+        conn.execute(
+            "INSERT INTO change_feed (timestamp, action, study_uid, series_uid, sop_uid,"
+            " watermark) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                _now(),
+                "update" if replaced else "create",
+                key.study_uid,
+                key.series_uid,
+                key.sop_uid,
+                reservation.watermark,
+            ),
+        )
         return [str(blob_key) for _, blob_key in replaced]
 
     async def abort_instance(self, reservation: Reservation) -> None:

@@ -1,0 +1,222 @@
+"""The local one-transaction store (``SqliteInstanceWriter``) and the writers' lock.
+
+These run on a real SQLite file and a real blob directory. A second ``SqliteDatabase`` on the
+same file stands in for another server process: it has its own connection and its own
+descriptor for the lock file, so the file lock conflicts exactly as between processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from pydicom.uid import generate_uid
+
+from dicom_core.domain.index_attributes import normalized_forms
+from dicom_core.domain.model import IndexAttributes, InstanceKey, StoredInstance
+from dicom_core.storage.local.file_blobs import FileBlobStore
+from dicom_core.storage.local.instance_writer import SqliteInstanceWriter
+from dicom_core.storage.local.sqlite_db import SqliteDatabase, WriterBusy
+from dicom_core.storage.local.sqlite_index import SqliteIndexStore
+from dicom_core.storage.ports import InstanceExists, StorageUnavailable
+
+
+class Broken(Exception):
+    pass
+
+
+class FailingHook:
+    """A commit hook that fails after the file was placed and the row written."""
+
+    def index_in_transaction(
+        self, conn: sqlite3.Connection, key: InstanceKey, watermark: int, metadata_json: bytes
+    ) -> None:
+        raise Broken("indexing failed")
+
+
+def stored(key: InstanceKey, patient_id: str = "P1") -> StoredInstance:
+    study = {"PatientID": patient_id}
+    return StoredInstance(
+        key=key,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        file_size=4,
+        metadata_json=orjson.dumps({"00100020": {"vr": "LO", "Value": [patient_id]}}),
+        attributes=IndexAttributes(
+            study=study, series={}, instance={}, normalized=normalized_forms(study)
+        ),
+    )
+
+
+def new_key() -> InstanceKey:
+    return InstanceKey(generate_uid(), generate_uid(), generate_uid())
+
+
+class Local:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.db = SqliteDatabase(root / "index.sqlite")
+        self.index = SqliteIndexStore(self.db)
+        self.blobs = FileBlobStore(root / "blobs")
+        self.staging = root / "staging"
+        self.staging.mkdir()
+
+    def writer(self, **kwargs: object) -> SqliteInstanceWriter:
+        return SqliteInstanceWriter(self.index, self.blobs, **kwargs)  # type: ignore[arg-type]
+
+    def staged(self, content: bytes = b"DICM") -> Path:
+        path = self.staging / f"{generate_uid()}.part"
+        path.write_bytes(content)
+        return path
+
+    def stored_files(self) -> list[Path]:
+        return sorted(p for p in (self.root / "blobs").rglob("*") if p.is_file())
+
+    def rows(self) -> list[tuple[int, int]]:
+        with sqlite3.connect(self.root / "index.sqlite") as conn:
+            return conn.execute("SELECT watermark, status FROM instance").fetchall()
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[Local]:
+    stores = Local(tmp_path)
+    yield stores
+    stores.db.close()
+
+
+@pytest.fixture
+def other_process(local: Local) -> Iterator[SqliteDatabase]:
+    """The same database opened again, as a second server process would."""
+    db = SqliteDatabase(local.root / "index.sqlite")
+    yield db
+    db.close()
+
+
+def hold_write_lock(db: SqliteDatabase, seconds: float) -> tuple[threading.Thread, threading.Event]:
+    """Hold ``db``'s write transaction in a thread for ``seconds``; the event fires once held."""
+    held = threading.Event()
+
+    def hold() -> None:
+        with db.transaction():
+            held.set()
+            time.sleep(seconds)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert held.wait(5)
+    return thread, held
+
+
+async def test_file_and_index_entry_appear_together(local: Local) -> None:
+    key = new_key()
+    source = local.staged(b"DICM and the rest")
+    written = await local.writer().write_instance(source, stored(key), upsert=False)
+
+    record = await local.index.get_instance(key)
+    assert record is not None
+    assert record.watermark == written.watermark
+    assert record.blob_key == written.blob_key
+    assert local.blobs.path_for(written.blob_key).read_bytes() == b"DICM and the rest"
+    assert not source.exists()
+    assert written.obsolete_blob_keys == ()
+
+
+async def test_a_second_post_is_refused_and_leaves_no_file(local: Local) -> None:
+    key = new_key()
+    writer = local.writer()
+    await writer.write_instance(local.staged(), stored(key), upsert=False)
+    second = local.staged(b"DICM second")
+    with pytest.raises(InstanceExists):
+        await writer.write_instance(second, stored(key), upsert=False)
+    assert len(local.stored_files()) == 1
+    assert second.exists(), "the caller's staged file is the caller's to remove"
+    assert [status for _, status in local.rows()] == [1]
+
+
+async def test_put_replaces_and_names_the_replaced_file(local: Local) -> None:
+    key = new_key()
+    writer = local.writer()
+    first = await writer.write_instance(local.staged(b"DICM v1"), stored(key), upsert=False)
+    second = await writer.write_instance(
+        local.staged(b"DICM v2"), stored(key, patient_id="P2"), upsert=True
+    )
+    assert second.obsolete_blob_keys == (first.blob_key,)
+    record = await local.index.get_instance(key)
+    assert record is not None and record.watermark == second.watermark
+    assert local.rows() == [(second.watermark, 1)]
+    assert local.blobs.path_for(second.blob_key).read_bytes() == b"DICM v2"
+
+
+async def test_a_failure_after_placing_the_file_leaves_nothing(local: Local) -> None:
+    key = new_key()
+    writer = local.writer(hooks=(FailingHook(),))
+    with pytest.raises(Broken):
+        await writer.write_instance(local.staged(), stored(key), upsert=False)
+    assert await local.index.get_instance(key) is None
+    assert local.rows() == []
+    assert local.stored_files() == []
+
+
+async def test_a_store_waits_for_another_process_without_blocking_the_loop(
+    local: Local, other_process: SqliteDatabase
+) -> None:
+    thread, _ = hold_write_lock(other_process, 0.3)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticking = asyncio.create_task(ticker())
+    started = time.monotonic()
+    key = new_key()
+    await local.writer().write_instance(local.staged(), stored(key), upsert=False)
+    waited = time.monotonic() - started
+    ticking.cancel()
+    thread.join()
+
+    assert waited >= 0.2, "the store must wait for the other writer's commit"
+    assert ticks >= 10, "the event loop kept running while the store waited"
+    assert await local.index.get_instance(key) is not None
+
+
+async def test_a_store_gives_up_with_storage_unavailable(
+    local: Local, other_process: SqliteDatabase
+) -> None:
+    thread, _ = hold_write_lock(other_process, 1.0)
+    key = new_key()
+    source = local.staged()
+    with pytest.raises(StorageUnavailable):
+        await local.writer(lock_timeout=0.2).write_instance(source, stored(key), upsert=False)
+    thread.join()
+    assert local.rows() == []
+    assert local.stored_files() == []
+    assert source.exists()
+
+
+def test_writers_of_two_processes_take_turns(local: Local, other_process: SqliteDatabase) -> None:
+    thread, _ = hold_write_lock(other_process, 0.3)
+    with pytest.raises(WriterBusy), local.db.transaction(wait=False):
+        pass
+    started = time.monotonic()
+    with local.db.transaction() as conn:
+        conn.execute("INSERT INTO schema_version (version) VALUES (99)")
+    assert time.monotonic() - started >= 0.2
+    thread.join()
+    with other_process.transaction() as conn:
+        assert conn.execute("SELECT count(*) FROM schema_version WHERE version = 99").fetchone()[0]
+
+
+def test_a_rolled_back_transaction_releases_both_locks(local: Local) -> None:
+    with pytest.raises(Broken), local.db.transaction():
+        raise Broken
+    with local.db.transaction(wait=False) as conn:
+        conn.execute("SELECT 1")
