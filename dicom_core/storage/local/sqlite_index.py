@@ -182,7 +182,10 @@ class SqliteIndexStore(SqliteWorkitems):
         ).rowcount
         if updated != 1:
             raise InstanceBeingCreated(key)
-        self._refresh_summaries(conn, key.study_uid, key.series_uid)
+        if replaced or self._newer_in_study(conn, key.study_uid, reservation.watermark):
+            self._refresh_summaries(conn, key.study_uid, key.series_uid)
+        else:
+            self._add_to_summaries(conn, key, reservation.watermark, values)
         conn.execute(
             "INSERT INTO change_feed (timestamp, action, study_uid, series_uid, sop_uid,"
             " watermark) VALUES (?, ?, ?, ?, ?, ?)",
@@ -235,6 +238,74 @@ class SqliteIndexStore(SqliteWorkitems):
             if series_uid is None and sop_uid is None:
                 conn.execute("DELETE FROM external_metadata WHERE study_uid = ?", (study_uid,))
         return [str(row[3]) for row in rows]
+
+    @staticmethod
+    def _newer_in_study(conn: sqlite3.Connection, study_uid: str, watermark: int) -> bool:
+        """Whether the study already shows a later instance (reserved after, committed first).
+
+        The one-transaction writer never meets one; the two-step protocol can.
+        """
+        row = conn.execute(
+            "SELECT latest_watermark FROM study WHERE study_uid = ?", (study_uid,)
+        ).fetchone()
+        return row is not None and int(row[0]) > watermark
+
+    def _add_to_summaries(
+        self,
+        conn: sqlite3.Connection,
+        key: InstanceKey,
+        watermark: int,
+        values: dict[str, object],
+    ) -> None:
+        """Count a newly stored instance into its series and study summaries.
+
+        Called for an instance that replaces nothing and is the latest of its study, so its
+        values become the summaries' (latest wins) and the counts go up by one: two upserts
+        instead of the recount that ``_refresh_summaries`` does, whose cost grows with the size
+        of the series.
+        """
+        now = _now()
+        series_cols = ", ".join(_SERIES_ATTR_COLUMNS)
+        placeholders = ", ".join("?" for _ in _SERIES_ATTR_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _SERIES_ATTR_COLUMNS)
+        (series_instances,) = conn.execute(
+            f"INSERT INTO series (study_uid, series_uid, latest_watermark, {series_cols},"
+            f" num_instances, updated_at) VALUES (?, ?, ?, {placeholders}, 1, ?)"
+            f" ON CONFLICT (study_uid, series_uid) DO UPDATE SET"
+            f" latest_watermark = excluded.latest_watermark, {updates},"
+            f" num_instances = series.num_instances + 1, updated_at = excluded.updated_at"
+            f" RETURNING num_instances",
+            (
+                key.study_uid,
+                key.series_uid,
+                watermark,
+                *(values[c] for c in _SERIES_ATTR_COLUMNS),
+                now,
+            ),
+        ).fetchone()
+        new_series = 1 if series_instances == 1 else 0
+        study_cols = ", ".join(_STUDY_ATTR_COLUMNS)
+        placeholders = ", ".join("?" for _ in _STUDY_ATTR_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _STUDY_ATTR_COLUMNS)
+        conn.execute(
+            f"INSERT INTO study (study_uid, latest_watermark, {study_cols}, modalities,"
+            f" num_series, num_instances, updated_at) VALUES (?, ?, {placeholders},"
+            f" (SELECT group_concat(modality, '\\') FROM (SELECT DISTINCT modality FROM series"
+            f"   WHERE study_uid = ? AND modality IS NOT NULL AND modality != ''"
+            f"   ORDER BY modality)), 1, 1, ?)"
+            f" ON CONFLICT (study_uid) DO UPDATE SET latest_watermark = excluded.latest_watermark,"
+            f" {updates}, modalities = excluded.modalities,"
+            f" num_series = study.num_series + ?, num_instances = study.num_instances + 1,"
+            f" updated_at = excluded.updated_at",
+            (
+                key.study_uid,
+                watermark,
+                *(values[c] for c in _STUDY_ATTR_COLUMNS),
+                key.study_uid,
+                now,
+                new_series,
+            ),
+        )
 
     def _refresh_summaries(self, conn: sqlite3.Connection, study_uid: str, series_uid: str) -> None:
         """Recompute the series and study summaries from their latest stored instance."""

@@ -1,0 +1,118 @@
+"""Study and series summaries kept up to date by stores equal ones recomputed from scratch.
+
+A new instance is counted into the summaries incrementally (``_add_to_summaries``); upserts,
+deletes and out-of-order commits recompute them (``_refresh_summaries``). Whatever the mix,
+the rows QIDO reads must be exactly what a full recount gives.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dicom_core.domain.index_attributes import normalized_forms
+from dicom_core.domain.model import IndexAttributes, InstanceKey, StoredInstance
+from dicom_core.storage.local.sqlite_db import SqliteDatabase
+from dicom_core.storage.local.sqlite_index import SqliteIndexStore
+
+STUDIES = ("1.2.3.1", "1.2.3.2")
+SERIES = ("1.2.4.1", "1.2.4.2", "1.2.4.3")
+SOPS = ("1.2.5.1", "1.2.5.2", "1.2.5.3", "1.2.5.4")
+
+store_op = st.tuples(
+    st.just("store"),
+    st.sampled_from(STUDIES),
+    st.sampled_from(SERIES),
+    st.sampled_from(SOPS),
+    st.sampled_from(["CT", "MR", "", None]),
+    st.sampled_from(["Doe^Jane", "Roe^Rich", None]),
+)
+delete_op = st.tuples(
+    st.just("delete"),
+    st.sampled_from(STUDIES),
+    st.sampled_from([*SERIES, None]),
+    st.sampled_from([*SOPS, None]),
+)
+# Two reservations committed in the opposite order: the later reservation commits first.
+crossed_op = st.tuples(
+    st.just("crossed"), st.sampled_from(STUDIES), st.sampled_from(SERIES), st.just(None)
+)
+
+
+def stored(key: InstanceKey, modality: str | None, patient: str | None) -> StoredInstance:
+    study = {"PatientName": patient}
+    series = {"Modality": modality}
+    return StoredInstance(
+        key=key,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        file_size=0,
+        metadata_json=orjson.dumps({}),
+        attributes=IndexAttributes(
+            study=study, series=series, instance={}, normalized=normalized_forms(study)
+        ),
+    )
+
+
+def summaries(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
+    tables = {}
+    for table, order in (("study", "study_uid"), ("series", "study_uid, series_uid")):
+        columns = [
+            row[1] for row in conn.execute(f"PRAGMA table_info({table})") if row[1] != "updated_at"
+        ]
+        tables[table] = conn.execute(
+            f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order}"
+        ).fetchall()
+    return tables
+
+
+def apply(index: SqliteIndexStore, db: SqliteDatabase, op: tuple[Any, ...]) -> None:
+    kind = op[0]
+    if kind == "store":
+        _, study, series, sop, modality, patient = op
+        key = InstanceKey(study, series, sop)
+        with db.transaction() as conn:
+            reservation = index.reserve(conn, key, upsert=True)
+            index.finish(conn, reservation, stored(key, modality, patient))
+    elif kind == "delete":
+        _, study, series, sop = op
+        if series is None:
+            sop = None
+        index._delete(study, series, sop)
+    else:
+        _, study, series, _ = op
+        first, second = InstanceKey(study, series, "9.1"), InstanceKey(study, series, "9.2")
+        early = index._begin(first, True)
+        late = index._begin(second, True)
+        index._commit(late, stored(second, "US", "Late^Last"))
+        index._commit(early, stored(first, "XA", "Early^First"))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(store_op, store_op, delete_op, crossed_op), min_size=1, max_size=25))
+def test_summaries_match_a_full_recount(ops: list[tuple[Any, ...]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        db = SqliteDatabase(Path(tmp) / "index.sqlite")
+        index = SqliteIndexStore(db)
+        try:
+            for op in ops:
+                apply(index, db, op)
+            conn = db.connection()
+            kept = summaries(conn)
+            with db.transaction() as conn:
+                pairs = conn.execute(
+                    "SELECT DISTINCT study_uid, series_uid FROM instance WHERE status = 1"
+                ).fetchall()
+                conn.execute("DELETE FROM series")
+                conn.execute("DELETE FROM study")
+                for study, series in pairs:
+                    index._refresh_summaries(conn, study, series)
+            assert summaries(db.connection()) == kept
+        finally:
+            db.close()
