@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
@@ -87,11 +88,15 @@ class ParsedInstance:
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:
-    elem = ds.get(Tag(keyword))
+    """The first value of a UID attribute as text; None when absent, "" when empty."""
+    elem = ds.get_item(Tag(keyword))
     if elem is None:
         return None
+    if isinstance(elem, RawDataElement) and elem.VR == "UI" and isinstance(elem.value, bytes):
+        # Read straight from the bytes: converting the element costs more than the whole rule.
+        return elem.value.split(b"\\", 1)[0].decode("latin-1").rstrip(" \x00")
     try:
-        value = elem.value
+        value = ds[Tag(keyword)].value
     except Exception:
         return ""
     if value is None:
@@ -102,10 +107,29 @@ def _text(ds: Dataset, keyword: str) -> str | None:
 
 
 def _int(ds: Dataset, keyword: str, default: int) -> int:
+    """The first value of an integer attribute (US or IS), or ``default`` if absent or bad."""
+    elem = ds.get_item(Tag(keyword))
+    if elem is None:
+        return default
+    if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
+        raw = elem.value
+        if elem.VR == "US":
+            if len(raw) < 2:
+                return default
+            return int.from_bytes(raw[:2], "little" if elem.is_little_endian else "big")
+        if elem.VR == "IS":
+            text = raw.split(b"\\", 1)[0].strip(b" \x00")
+            if not text:
+                return default
+            if text.isdigit():
+                return int(text)
+            # Signs, "1.0" and the like: pydicom's own reading decides below.
     try:
-        value = ds.get(keyword)
+        value = ds[Tag(keyword)].value
         return int(value) if value not in (None, "") else default
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, KeyError):
+        return default
+    except Exception:
         return default
 
 
@@ -219,8 +243,7 @@ def _check_required(
             comments.append(f"{label}: {problem}.")
             continue
         values[keyword] = value
-    patient_id = ds.get("PatientID")
-    if patient_id is None:
+    if 0x00100020 not in ds:
         comments.append("(0010,0020) PatientID is required but missing (it may be empty).")
     else:
         comments.extend(p.message for p in found if p.tag == 0x00100020)

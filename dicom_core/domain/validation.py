@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import NamedTuple
+from typing import NamedTuple, TypeGuard
 
 from pydicom.charset import convert_encodings, decode_bytes, default_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag
@@ -663,10 +663,39 @@ def _dataset_findings(ds: Dataset, charset: _Charset) -> list[tuple[int, str]]:
             continue
         if elem is None:
             continue
-        message = _check(elem, ds, charset)
+        message = _check_raw(elem, charset) if _cacheable(elem) else _check(elem, ds, charset)
         if message is not None:
             findings.append((key, message))
     return findings
+
+
+# The instances of a series repeat most of their header byte for byte (patient, study, series,
+# equipment, geometry), so a check's outcome is remembered per (tag, VR, bytes, character set):
+# it depends on nothing else for an explicit-VR, non-sequence element read whole. Small values
+# only, and the table is emptied when full, so memory stays bounded (~2 MB).
+_CACHED_VALUE_BYTES = 256
+_CACHE_ENTRIES = 8192
+_check_cache: dict[tuple[object, ...], str | None] = {}
+
+
+def _cacheable(elem: DataElement | RawDataElement) -> TypeGuard[RawDataElement]:
+    if not isinstance(elem, RawDataElement) or not elem.VR or elem.VR == "SQ":
+        return False
+    value = elem.value
+    return isinstance(value, bytes) and len(value) == elem.length <= _CACHED_VALUE_BYTES
+
+
+def _check_raw(elem: RawDataElement, charset: _Charset) -> str | None:
+    key = (int(elem.tag), elem.VR, elem.value, elem.is_little_endian, charset)
+    try:
+        return _check_cache[key]
+    except KeyError:
+        pass
+    message = _check(elem, None, charset)
+    if len(_check_cache) >= _CACHE_ENTRIES:
+        _check_cache.clear()
+    _check_cache[key] = message
+    return message
 
 
 def _first_dataset_problem(ds: Dataset, inherited: _Charset) -> str | None:

@@ -771,6 +771,25 @@ def test_dataset_problems_utf8_length_counted_in_characters() -> None:
     assert dataset_problems(ds) == []
 
 
+def test_repeated_values_are_judged_under_each_instances_own_character_set() -> None:
+    """The same bytes, remembered from one instance, must not decide for the next one."""
+    name = raw(0x00100010, "PN", b"M\xfcller^J")
+    latin1 = dataset_of(name)
+    utf8 = dataset_of(raw(0x00080005, "CS", b"ISO_IR 192"), name)
+    for _ in range(2):
+        assert dataset_problems(latin1) == []
+        [problem] = dataset_problems(utf8)
+        assert "cannot be decoded using character set ISO_IR 192" in problem.message
+
+
+def test_repeated_values_keep_their_own_tag_in_the_message() -> None:
+    bad_date = b"2024-01-01"
+    first = dataset_problems(dataset_of(raw(0x00080020, "DA", bad_date)))
+    second = dataset_problems(dataset_of(raw(0x00100030, "DA", bad_date)))
+    assert [p.tag for p in first] == [0x00080020] and "StudyDate" in first[0].message
+    assert [p.tag for p in second] == [0x00100030] and "PatientBirthDate" in second[0].message
+
+
 def test_dataset_problems_latin1_without_character_set_accepted() -> None:
     """Undeclared Latin-1 is common in the wild; pydicom reads it, and so does the service."""
     ds = dataset_of(raw(0x00100010, "PN", "Müller^Jürgen".encode("latin-1")))
