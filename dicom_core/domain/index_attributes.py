@@ -32,6 +32,13 @@ STUDY_KEYWORDS = (
 )
 SERIES_KEYWORDS = ("Modality", "PerformedProcedureStepStartDate", "ManufacturerModelName")
 INSTANCE_KEYWORDS = ("InstanceNumber",)
+
+# Each keyword's tag, looked up once: pydicom's keyword lookup is slow next to everything else
+# a store does per attribute.
+_TAGS: dict[str, int] = {
+    keyword: int(Tag(keyword))
+    for keyword in (*STUDY_KEYWORDS, *SERIES_KEYWORDS, *INSTANCE_KEYWORDS)
+}
 PERSON_NAME_KEYWORDS = ("PatientName", "ReferringPhysicianName")
 # Strings QIDO matches without regard to case (but with accents): their folded forms are
 # indexed too, so a search compares keys and no backend needs case-insensitive collation.
@@ -104,7 +111,8 @@ def _first_value(ds: Dataset, keyword: str) -> str | None:
 
 def _first_json_value(document: Mapping[str, Any], keyword: str) -> str | None:
     """The first value of an attribute in a DICOM JSON object, as DICOM text."""
-    element = document.get(f"{int(Tag(keyword)):08X}")
+    tag = _TAGS.get(keyword)
+    element = document.get(f"{int(Tag(keyword)) if tag is None else tag:08X}")
     if not element or element.get("vr") == "SQ":
         return None
     values = element.get("Value") or []
@@ -134,7 +142,7 @@ def extract(
     def pick(keywords: tuple[str, ...]) -> dict[str, str | int | float | None]:
         out: dict[str, str | int | float | None] = {}
         for keyword in keywords:
-            if int(Tag(keyword)) in skipped:
+            if _TAGS[keyword] in skipped:
                 continue
             if document is not None:
                 out[keyword] = _first_json_value(document, keyword)

@@ -7,6 +7,7 @@ memory), then computes everything that retrieval and search will need.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,16 +88,22 @@ class ParsedInstance:
     problems: list[AttributeProblem] = field(default_factory=list)
 
 
+@functools.cache
+def _tag(keyword: str) -> int:
+    """A keyword's tag (pydicom's keyword lookup is slow to repeat for every instance)."""
+    return int(Tag(keyword))
+
+
 def _text(ds: Dataset, keyword: str) -> str | None:
     """The first value of a UID attribute as text; None when absent, "" when empty."""
-    elem = ds.get_item(Tag(keyword))
+    elem = ds.get_item(_tag(keyword))
     if elem is None:
         return None
     if isinstance(elem, RawDataElement) and elem.VR == "UI" and isinstance(elem.value, bytes):
         # Read straight from the bytes: converting the element costs more than the whole rule.
         return elem.value.split(b"\\", 1)[0].decode("latin-1").rstrip(" \x00")
     try:
-        value = ds[Tag(keyword)].value
+        value = ds[_tag(keyword)].value
     except Exception:
         return ""
     if value is None:
@@ -108,7 +115,7 @@ def _text(ds: Dataset, keyword: str) -> str | None:
 
 def _int(ds: Dataset, keyword: str, default: int) -> int:
     """The first value of an integer attribute (US or IS), or ``default`` if absent or bad."""
-    elem = ds.get_item(Tag(keyword))
+    elem = ds.get_item(_tag(keyword))
     if elem is None:
         return default
     if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
@@ -125,7 +132,7 @@ def _int(ds: Dataset, keyword: str, default: int) -> int:
                 return int(text)
             # Signs, "1.0" and the like: pydicom's own reading decides below.
     try:
-        value = ds[Tag(keyword)].value
+        value = ds[_tag(keyword)].value
         return int(value) if value not in (None, "") else default
     except (TypeError, ValueError, KeyError):
         return default
@@ -231,8 +238,8 @@ def _check_required(
     values: dict[str, str] = {}
     for keyword in REQUIRED_UIDS:
         value = _text(ds, keyword)
-        tag = Tag(keyword)
-        label = f"({tag.group:04X},{tag.element:04X}) {keyword}"
+        tag = _tag(keyword)
+        label = f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword}"
         if value is None:
             comments.append(f"{label} is required but missing.")
             continue
