@@ -78,12 +78,19 @@ def our_server(workers: int | None) -> Iterator[str]:
 @contextlib.contextmanager
 def orthanc() -> Iterator[str]:
     script = str(HERE / "orthanc.sh")
-    subprocess.run(["bash", script, "start"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["bash", script, "start"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         port = os.environ.get("ORTHANC_HTTP_PORT", "8042")
         yield f"http://127.0.0.1:{port}/dicom-web"
     finally:
-        subprocess.run(["bash", script, "stop"], check=False, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["bash", script, "stop"],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
 
 def run_stow(url: str, count: int, concurrency: str) -> dict[int, float]:
