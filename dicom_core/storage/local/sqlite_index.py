@@ -38,6 +38,35 @@ _RECORD_COLUMNS = (
 )
 _STUDY_ATTR_COLUMNS = [*STUDY_COLUMNS.values(), *STUDY_NORMALIZED_COLUMNS.values()]
 _SERIES_ATTR_COLUMNS = [*SERIES_COLUMNS.values(), *SERIES_NORMALIZED_COLUMNS.values()]
+_STUDY_SELECT = ", ".join(_STUDY_ATTR_COLUMNS)
+_STUDY_MARKS = ", ".join("?" for _ in _STUDY_ATTR_COLUMNS)
+_SERIES_SELECT = ", ".join(_SERIES_ATTR_COLUMNS)
+_SERIES_MARKS = ", ".join("?" for _ in _SERIES_ATTR_COLUMNS)
+# ModalitiesInStudy from the study's series summaries (one parameter: the study UID).
+_MODALITIES_OF_STUDY = (
+    "SELECT group_concat(modality, '\\') FROM (SELECT DISTINCT modality FROM series"
+    " WHERE study_uid = ? AND modality IS NOT NULL AND modality != '' ORDER BY modality)"
+)
+
+
+def _pick(values: dict[str, object], columns: list[str]) -> list[object]:
+    return [values[column] for column in columns]
+
+
+def _changed(
+    columns: list[str], current: tuple[Any, ...], values: dict[str, object]
+) -> dict[str, object]:
+    """The columns whose new value differs from the stored one, with their new values."""
+    return {
+        column: values[column]
+        for column, old in zip(columns, current, strict=True)
+        if old != values[column]
+    }
+
+
+def _assignments(changed: dict[str, object]) -> str:
+    """', a = ?, b = ?' for an UPDATE's SET list (empty when nothing changed)."""
+    return "".join(f", {column} = ?" for column in changed)
 
 
 def _now() -> str:
@@ -182,10 +211,8 @@ class SqliteIndexStore(SqliteWorkitems):
         ).rowcount
         if updated != 1:
             raise InstanceBeingCreated(key)
-        if replaced or self._newer_in_study(conn, key.study_uid, reservation.watermark):
+        if replaced or not self._add_to_summaries(conn, key, reservation.watermark, values):
             self._refresh_summaries(conn, key.study_uid, key.series_uid)
-        else:
-            self._add_to_summaries(conn, key, reservation.watermark, values)
         conn.execute(
             "INSERT INTO change_feed (timestamp, action, study_uid, series_uid, sop_uid,"
             " watermark) VALUES (?, ?, ?, ?, ?, ?)",
@@ -239,73 +266,79 @@ class SqliteIndexStore(SqliteWorkitems):
                 conn.execute("DELETE FROM external_metadata WHERE study_uid = ?", (study_uid,))
         return [str(row[3]) for row in rows]
 
-    @staticmethod
-    def _newer_in_study(conn: sqlite3.Connection, study_uid: str, watermark: int) -> bool:
-        """Whether the study already shows a later instance (reserved after, committed first).
-
-        The one-transaction writer never meets one; the two-step protocol can.
-        """
-        row = conn.execute(
-            "SELECT latest_watermark FROM study WHERE study_uid = ?", (study_uid,)
-        ).fetchone()
-        return row is not None and int(row[0]) > watermark
-
     def _add_to_summaries(
         self,
         conn: sqlite3.Connection,
         key: InstanceKey,
         watermark: int,
         values: dict[str, object],
-    ) -> None:
-        """Count a newly stored instance into its series and study summaries.
+    ) -> bool:
+        """Count a newly stored instance into its series and study summaries, if it can be.
 
-        Called for an instance that replaces nothing and is the latest of its study, so its
-        values become the summaries' (latest wins) and the counts go up by one: two upserts
-        instead of the recount that ``_refresh_summaries`` does, whose cost grows with the size
-        of the series.
+        It can when the instance is the latest of its study: its values become the summaries'
+        (latest wins) and the counts go up by one, with no recount of the series. Only the
+        columns whose values change are written, so the summaries' indexes are left alone
+        unless an attribute really changed (most instances of a series repeat its values).
+        Returns False, having written nothing, when a later instance is already counted (the
+        two-step protocol can commit out of order); the caller then recomputes.
         """
-        now = _now()
-        series_cols = ", ".join(_SERIES_ATTR_COLUMNS)
-        placeholders = ", ".join("?" for _ in _SERIES_ATTR_COLUMNS)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in _SERIES_ATTR_COLUMNS)
-        (series_instances,) = conn.execute(
-            f"INSERT INTO series (study_uid, series_uid, latest_watermark, {series_cols},"
-            f" num_instances, updated_at) VALUES (?, ?, ?, {placeholders}, 1, ?)"
-            f" ON CONFLICT (study_uid, series_uid) DO UPDATE SET"
-            f" latest_watermark = excluded.latest_watermark, {updates},"
-            f" num_instances = series.num_instances + 1, updated_at = excluded.updated_at"
-            f" RETURNING num_instances",
-            (
-                key.study_uid,
-                key.series_uid,
-                watermark,
-                *(values[c] for c in _SERIES_ATTR_COLUMNS),
-                now,
-            ),
+        study = conn.execute(
+            f"SELECT latest_watermark, {_STUDY_SELECT} FROM study WHERE study_uid = ?",
+            (key.study_uid,),
         ).fetchone()
-        new_series = 1 if series_instances == 1 else 0
-        study_cols = ", ".join(_STUDY_ATTR_COLUMNS)
-        placeholders = ", ".join("?" for _ in _STUDY_ATTR_COLUMNS)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in _STUDY_ATTR_COLUMNS)
+        if study is not None and int(study[0]) > watermark:
+            return False
+        now = _now()
+        series = conn.execute(
+            f"SELECT {_SERIES_SELECT} FROM series WHERE study_uid = ? AND series_uid = ?",
+            (key.study_uid, key.series_uid),
+        ).fetchone()
+        new_series = series is None
+        if new_series:
+            conn.execute(
+                f"INSERT INTO series (study_uid, series_uid, latest_watermark, {_SERIES_SELECT},"
+                f" num_instances, updated_at) VALUES (?, ?, ?, {_SERIES_MARKS}, 1, ?)",
+                (
+                    key.study_uid,
+                    key.series_uid,
+                    watermark,
+                    *_pick(values, _SERIES_ATTR_COLUMNS),
+                    now,
+                ),
+            )
+            modality_changed = True
+        else:
+            changed = _changed(_SERIES_ATTR_COLUMNS, series, values)
+            conn.execute(
+                "UPDATE series SET latest_watermark = ?, num_instances = num_instances + 1,"
+                f" updated_at = ?{_assignments(changed)} WHERE study_uid = ? AND series_uid = ?",
+                (watermark, now, *changed.values(), key.study_uid, key.series_uid),
+            )
+            modality_changed = "modality" in changed
+        if study is None:
+            conn.execute(
+                f"INSERT INTO study (study_uid, latest_watermark, {_STUDY_SELECT}, modalities,"
+                f" num_series, num_instances, updated_at) VALUES (?, ?, {_STUDY_MARKS},"
+                f" ({_MODALITIES_OF_STUDY}), 1, 1, ?)",
+                (key.study_uid, watermark, *_pick(values, _STUDY_ATTR_COLUMNS), key.study_uid, now),
+            )
+            return True
+        changed = _changed(_STUDY_ATTR_COLUMNS, study[1:], values)
+        modalities = f", modalities = ({_MODALITIES_OF_STUDY})" if modality_changed else ""
         conn.execute(
-            f"INSERT INTO study (study_uid, latest_watermark, {study_cols}, modalities,"
-            f" num_series, num_instances, updated_at) VALUES (?, ?, {placeholders},"
-            f" (SELECT group_concat(modality, '\\') FROM (SELECT DISTINCT modality FROM series"
-            f"   WHERE study_uid = ? AND modality IS NOT NULL AND modality != ''"
-            f"   ORDER BY modality)), 1, 1, ?)"
-            f" ON CONFLICT (study_uid) DO UPDATE SET latest_watermark = excluded.latest_watermark,"
-            f" {updates}, modalities = excluded.modalities,"
-            f" num_series = study.num_series + ?, num_instances = study.num_instances + 1,"
-            f" updated_at = excluded.updated_at",
+            "UPDATE study SET latest_watermark = ?, num_series = num_series + ?,"
+            f" num_instances = num_instances + 1, updated_at = ?{_assignments(changed)}"
+            f"{modalities} WHERE study_uid = ?",
             (
-                key.study_uid,
                 watermark,
-                *(values[c] for c in _STUDY_ATTR_COLUMNS),
-                key.study_uid,
+                int(new_series),
                 now,
-                new_series,
+                *changed.values(),
+                *((key.study_uid,) if modality_changed else ()),
+                key.study_uid,
             ),
         )
+        return True
 
     def _refresh_summaries(self, conn: sqlite3.Connection, study_uid: str, series_uid: str) -> None:
         """Recompute the series and study summaries from their latest stored instance."""
