@@ -12,14 +12,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dicom_core.domain.index_attributes import normalized_forms
-from dicom_core.domain.model import IndexAttributes, InstanceKey, StoredInstance
+from dicom_core.domain.model import InstanceKey, StoredInstance
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
+from tests.fixtures.index_rows import stored_instance
 
 STUDIES = ("1.2.3.1", "1.2.3.2")
 SERIES = ("1.2.4.1", "1.2.4.2", "1.2.4.3")
@@ -46,18 +45,7 @@ crossed_op = st.tuples(
 
 
 def stored(key: InstanceKey, modality: str | None, patient: str | None) -> StoredInstance:
-    study = {"PatientName": patient}
-    series = {"Modality": modality}
-    return StoredInstance(
-        key=key,
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
-        file_size=0,
-        metadata_json=orjson.dumps({}),
-        attributes=IndexAttributes(
-            study=study, series=series, instance={}, normalized=normalized_forms(study)
-        ),
-    )
+    return stored_instance(key, study={"PatientName": patient}, series={"Modality": modality})
 
 
 def summaries(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:

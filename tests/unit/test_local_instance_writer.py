@@ -14,17 +14,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 import pytest
 from pydicom.uid import generate_uid
 
-from dicom_core.domain.index_attributes import normalized_forms
-from dicom_core.domain.model import IndexAttributes, InstanceKey, StoredInstance
+from dicom_core.domain.model import InstanceKey, StoredInstance
 from dicom_core.storage.local.file_blobs import FileBlobStore
 from dicom_core.storage.local.instance_writer import SqliteInstanceWriter
 from dicom_core.storage.local.sqlite_db import SqliteDatabase, WriterBusy
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
 from dicom_core.storage.ports import InstanceExists, StorageUnavailable
+from tests.fixtures.index_rows import stored_instance
 
 
 class Broken(Exception):
@@ -41,16 +40,11 @@ class FailingHook:
 
 
 def stored(key: InstanceKey, patient_id: str = "P1") -> StoredInstance:
-    study = {"PatientID": patient_id}
-    return StoredInstance(
-        key=key,
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
+    return stored_instance(
+        key,
+        study={"PatientID": patient_id},
+        metadata={"00100020": {"vr": "LO", "Value": [patient_id]}},
         file_size=4,
-        metadata_json=orjson.dumps({"00100020": {"vr": "LO", "Value": [patient_id]}}),
-        attributes=IndexAttributes(
-            study=study, series={}, instance={}, normalized=normalized_forms(study)
-        ),
     )
 
 
