@@ -13,6 +13,7 @@ import os
 import tempfile
 import types
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,13 +99,9 @@ def _query(
     parameters: dict[str, object] | None,
     container: str | None,
 ) -> list[dict[str, Any]]:
-    from azure.cosmos import CosmosClient
     from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
-    client = CosmosClient(
-        parts["accountendpoint"], credential=parts["accountkey"], enable_endpoint_discovery=False
-    )
-    try:
+    with _cosmos_client(parts) as client:
         target = client.get_database_client(settings.cosmos_database).get_container_client(
             container or settings.cosmos_index_container
         )
@@ -118,8 +115,35 @@ def _query(
             ]
         except CosmosResourceNotFoundError:
             return []
+
+
+@contextlib.contextmanager
+def _cosmos_client(parts: dict[str, str]) -> Iterator[Any]:
+    """A sync Cosmos client whose connections are closed however the call ends.
+
+    The client owns an HTTP session it opens in its constructor, which reads the account: when
+    that fails (an outage test stopped the server) there is no client to close, and the
+    session's TLS socket was left for the garbage collector, which then warned in whatever
+    test happened to run. Our own session is closed in every case.
+    """
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+    from azure.cosmos import CosmosClient
+
+    session = requests.Session()
+    try:
+        client = CosmosClient(
+            parts["accountendpoint"],
+            credential=parts["accountkey"],
+            enable_endpoint_discovery=False,
+            transport=RequestsTransport(session=session, session_owner=False),
+        )
+        try:
+            yield client
+        finally:
+            client.close()
     finally:
-        client.close()
+        session.close()
 
 
 def queue_peek(settings: AzureSettings, queue: str) -> list[str]:
@@ -137,25 +161,16 @@ def queue_peek(settings: AzureSettings, queue: str) -> list[str]:
 
 def cosmos_upsert(settings: AzureSettings, document: dict[str, Any]) -> None:
     """Write a raw document into the index container (to fake what a crash leaves behind)."""
-    from azure.cosmos import CosmosClient
-
     from dicom_core.storage.azure.clients import parse_connection_string
 
     assert settings.cosmos_connection
     parts = parse_connection_string(settings.cosmos_connection)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InsecureRequestWarning)
-        client = CosmosClient(
-            parts["accountendpoint"],
-            credential=parts["accountkey"],
-            enable_endpoint_discovery=False,
-        )
-        try:
+        with _cosmos_client(parts) as client:
             client.get_database_client(settings.cosmos_database).get_container_client(
                 settings.cosmos_index_container
             ).upsert_item(document)
-        finally:
-            client.close()
 
 
 def blob_put(settings: AzureSettings, key: str, data: bytes) -> None:
