@@ -342,9 +342,9 @@ class SqliteIndexStore(SqliteWorkitems):
 
     def _refresh_summaries(self, conn: sqlite3.Connection, study_uid: str, series_uid: str) -> None:
         """Recompute the series and study summaries from their latest stored instance."""
-        series_cols = ", ".join(_SERIES_ATTR_COLUMNS)
         latest = conn.execute(
-            f"SELECT watermark, {series_cols} FROM instance WHERE study_uid = ? AND series_uid = ?"
+            f"SELECT watermark, {_SERIES_SELECT} FROM instance WHERE study_uid = ?"
+            " AND series_uid = ?"
             " AND status = ? ORDER BY watermark DESC LIMIT 1",
             (study_uid, series_uid, CREATED),
         ).fetchone()
@@ -359,19 +359,17 @@ class SqliteIndexStore(SqliteWorkitems):
                 " AND status = ?",
                 (study_uid, series_uid, CREATED),
             ).fetchone()
-            placeholders = ", ".join("?" for _ in _SERIES_ATTR_COLUMNS)
             updates = ", ".join(f"{c} = excluded.{c}" for c in _SERIES_ATTR_COLUMNS)
             conn.execute(
-                f"INSERT INTO series (study_uid, series_uid, latest_watermark, {series_cols},"
-                f" num_instances, updated_at) VALUES (?, ?, ?, {placeholders}, ?, ?)"
+                f"INSERT INTO series (study_uid, series_uid, latest_watermark, {_SERIES_SELECT},"
+                f" num_instances, updated_at) VALUES (?, ?, ?, {_SERIES_MARKS}, ?, ?)"
                 f" ON CONFLICT (study_uid, series_uid) DO UPDATE SET"
                 f" latest_watermark = excluded.latest_watermark, {updates},"
                 f" num_instances = excluded.num_instances, updated_at = excluded.updated_at",
                 (study_uid, series_uid, *latest, count, now),
             )
-        study_cols = ", ".join(_STUDY_ATTR_COLUMNS)
         latest_study = conn.execute(
-            f"SELECT watermark, {study_cols} FROM instance WHERE study_uid = ? AND status = ?"
+            f"SELECT watermark, {_STUDY_SELECT} FROM instance WHERE study_uid = ? AND status = ?"
             " ORDER BY watermark DESC LIMIT 1",
             (study_uid, CREATED),
         ).fetchone()
@@ -379,18 +377,14 @@ class SqliteIndexStore(SqliteWorkitems):
             conn.execute("DELETE FROM study WHERE study_uid = ?", (study_uid,))
             return
         num_series, num_instances, modalities = conn.execute(
-            "SELECT count(*), coalesce(sum(num_instances), 0),"
-            " (SELECT group_concat(modality, '\\') FROM (SELECT DISTINCT modality FROM series"
-            "   WHERE study_uid = ?1 AND modality IS NOT NULL AND modality != ''"
-            "   ORDER BY modality))"
-            " FROM series WHERE study_uid = ?1",
-            (study_uid,),
+            f"SELECT count(*), coalesce(sum(num_instances), 0), ({_MODALITIES_OF_STUDY})"
+            " FROM series WHERE study_uid = ?",
+            (study_uid, study_uid),
         ).fetchone()
-        placeholders = ", ".join("?" for _ in _STUDY_ATTR_COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in _STUDY_ATTR_COLUMNS)
         conn.execute(
-            f"INSERT INTO study (study_uid, latest_watermark, {study_cols}, modalities,"
-            f" num_series, num_instances, updated_at) VALUES (?, ?, {placeholders}, ?, ?, ?, ?)"
+            f"INSERT INTO study (study_uid, latest_watermark, {_STUDY_SELECT}, modalities,"
+            f" num_series, num_instances, updated_at) VALUES (?, ?, {_STUDY_MARKS}, ?, ?, ?, ?)"
             f" ON CONFLICT (study_uid) DO UPDATE SET latest_watermark = excluded.latest_watermark,"
             f" {updates}, modalities = excluded.modalities, num_series = excluded.num_series,"
             f" num_instances = excluded.num_instances, updated_at = excluded.updated_at",
