@@ -18,6 +18,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicom_core.domain.model import InstanceKey, StoredInstance
+from dicom_core.storage.local import sqlite_db
 from dicom_core.storage.local.file_blobs import FileBlobStore
 from dicom_core.storage.local.instance_writer import SqliteInstanceWriter
 from dicom_core.storage.local.sqlite_db import SqliteDatabase, WriterBusy
@@ -214,3 +215,24 @@ def test_a_rolled_back_transaction_releases_both_locks(local: Local) -> None:
         raise Broken
     with local.db.transaction(wait=False) as conn:
         conn.execute("SELECT 1")
+
+
+async def test_a_writer_in_a_thread_gives_up_with_storage_unavailable(
+    local: Local, other_process: SqliteDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_db, "LOCK_TIMEOUT_SECONDS", 0.2)
+    thread, _ = hold_write_lock(other_process, 1.0)
+
+    def write() -> None:
+        with local.db.transaction() as conn:
+            conn.execute("INSERT INTO schema_version (version) VALUES (98)")
+
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable):
+        await local.db.run(write)
+    assert time.monotonic() - started >= 0.2
+    thread.join()
+    with local.db.transaction() as conn:
+        assert not conn.execute(
+            "SELECT count(*) FROM schema_version WHERE version = 98"
+        ).fetchone()[0]

@@ -31,8 +31,11 @@ FIRST_RETRY = 0.0002
 LAST_RETRY = 0.004
 
 
-class WriterBusy(Exception):
-    """``transaction(wait=False)`` found another writer holding the database."""
+class WriterBusy(sqlite3.OperationalError):
+    """Another writer holds the database: at once with ``wait=False``, else after the timeout.
+
+    An ``OperationalError``, so ``run`` turns it into a 503 like SQLite's own "locked".
+    """
 
 
 class SqliteDatabase:
@@ -106,29 +109,24 @@ class SqliteDatabase:
 
     def _lock_writers(self, wait: bool) -> None:
         """Take this process's writer lock, then the file lock shared by all processes."""
-        deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
-        if not self._write_lock.acquire(timeout=LOCK_TIMEOUT_SECONDS if wait else 0):
-            if wait:
-                raise sqlite3.OperationalError("database is locked by a writer of this process")
-            raise WriterBusy
-        delay = FIRST_RETRY
-        while True:
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if not wait or time.monotonic() > deadline:
-                    self._write_lock.release()
-                    if wait:
-                        raise sqlite3.OperationalError(
-                            "database is locked by another process"
-                        ) from None
-                    raise WriterBusy from None
-            except BaseException:
-                self._write_lock.release()
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, LAST_RETRY)
+        timeout = LOCK_TIMEOUT_SECONDS if wait else 0.0
+        deadline = time.monotonic() + timeout
+        if not self._write_lock.acquire(timeout=timeout):
+            raise WriterBusy("the database is locked by another writer of this process")
+        try:
+            delay = FIRST_RETRY
+            while True:
+                try:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise WriterBusy("the database is locked by another process") from None
+                time.sleep(delay)
+                delay = min(delay * 2, LAST_RETRY)
+        except BaseException:
+            self._write_lock.release()
+            raise
 
     async def run(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` in a worker thread; a locked or unreadable database becomes a 503."""

@@ -401,23 +401,10 @@ class SqliteQueryTagStore:
         """Index a newly stored instance for every tag being added or ready."""
 
         def write() -> None:
-            conn = self._db.connection()
-            if not self._has_tags(conn):
-                return
             with self._db.transaction() as conn:
                 self.index_in_transaction(conn, key, watermark, metadata_json)
 
         await self._db.run(write)
-
-    @staticmethod
-    def _has_tags(conn: sqlite3.Connection) -> bool:
-        return (
-            conn.execute(
-                "SELECT 1 FROM extended_query_tag WHERE status != ? LIMIT 1",
-                (QueryTagStatusValues.DELETING.value,),
-            ).fetchone()
-            is not None
-        )
 
     def index_in_transaction(
         self, conn: sqlite3.Connection, key: InstanceKey, watermark: int, metadata_json: bytes
