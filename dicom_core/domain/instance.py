@@ -140,9 +140,13 @@ def _int(ds: Dataset, keyword: str, default: int) -> int:
         return default
 
 
-def parse_instance(path: Path) -> ParsedInstance:
-    """Parse the staged part at ``path`` (preamble already zeroed) or raise InstanceRejected."""
-    size = path.stat().st_size
+def parse_instance(path: Path, size: int | None = None) -> ParsedInstance:
+    """Parse the staged part at ``path`` (preamble already zeroed) or raise InstanceRejected.
+
+    ``size`` is the file's size when the caller already has it.
+    """
+    if size is None:
+        size = path.stat().st_size
     with open(path, "rb") as handle, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         head = handle.read(132)

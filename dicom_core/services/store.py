@@ -185,10 +185,11 @@ class StoreService:
         self, path: Path, *, study_uid: str | None, upsert: bool, api_version: int, base_url: str
     ) -> StoredEntry | FailedEntry:
         try:
-            if path.stat().st_size <= INLINE_PARSE_BYTES:
-                parsed = parse_instance(path)
+            size = path.stat().st_size
+            if size <= INLINE_PARSE_BYTES:
+                parsed = parse_instance(path, size)
             else:
-                parsed = await asyncio.to_thread(parse_instance, path)
+                parsed = await asyncio.to_thread(parse_instance, path, size)
         except InstanceRejected as rejected:
             return FailedEntry(
                 rejected.failure_code,
