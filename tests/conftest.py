@@ -9,6 +9,7 @@ backend's stores directly are marked ``local_backend`` or ``azure_backend`` and 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -154,14 +155,28 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@contextlib.contextmanager
+def backend_server(
+    name: str,
+    backend: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator[Server]:
+    """A server of its own on ``backend``: its own data directory, on azure its own database."""
+    env = azure_environment(request.getfixturevalue("emulators")) if backend == "azure" else {}
+    running = start_server(tmp_path_factory.mktemp(f"{name}-{backend}"), **env)
+    try:
+        yield running
+    finally:
+        stop_server(running)
+
+
 @pytest.fixture(scope="session")
 def server(
     backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Server]:
-    env = azure_environment(request.getfixturevalue("emulators")) if backend == "azure" else {}
-    running = start_server(tmp_path_factory.mktemp(f"server-{backend}"), **env)
-    yield running
-    stop_server(running)
+    with backend_server("server", backend, tmp_path_factory, request) as running:
+        yield running
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

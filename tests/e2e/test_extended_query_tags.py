@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
-from tests.conftest import Server, azure_environment, start_server, stop_server
+from tests.conftest import Server, backend_server, start_server, stop_server
 from tests.factories import make_dataset, multipart, to_bytes
 from tests.fixtures.index_rows import add_instance
 
@@ -30,10 +30,8 @@ MULTIPART = 'multipart/related; type="application/dicom"; boundary=DICOMwebBound
 def eqt_server(
     backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Server]:
-    env = azure_environment(request.getfixturevalue("emulators")) if backend == "azure" else {}
-    running = start_server(tmp_path_factory.mktemp(f"eqt-{backend}"), **env)
-    yield running
-    stop_server(running)
+    with backend_server("eqt", backend, tmp_path_factory, request) as running:
+        yield running
 
 
 @pytest.fixture()

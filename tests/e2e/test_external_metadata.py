@@ -12,7 +12,7 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
-from tests.conftest import Server, azure_environment, start_server, stop_server
+from tests.conftest import Server, backend_server
 from tests.factories import make_dataset, multipart, to_bytes
 
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=DICOMwebBoundary'
@@ -23,10 +23,8 @@ META = {"msdicom-request-meta": "true"}
 def meta_server(
     backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Server]:
-    env = azure_environment(request.getfixturevalue("emulators")) if backend == "azure" else {}
-    running = start_server(tmp_path_factory.mktemp(f"external-metadata-{backend}"), **env)
-    yield running
-    stop_server(running)
+    with backend_server("external-metadata", backend, tmp_path_factory, request) as running:
+        yield running
 
 
 @pytest.fixture()
