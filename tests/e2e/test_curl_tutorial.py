@@ -8,15 +8,13 @@ the status code. Later issues append their requests to the same walk.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Server, start_server, stop_server
-from tests.fixtures.tutorial_files import make_tutorial_files
+from tests.conftest import Server
+from tests.e2e.curl_support import fill, run_curl, tutorial_server
 
 STOW = [
     # Store instances using multipart/related
@@ -47,32 +45,12 @@ DELETE = [
 
 @pytest.fixture(scope="module")
 def tutorial(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
-    if shutil.which("curl") is None:
-        pytest.fail("curl is required for the tutorial tests (apt-get install curl)")
-    tmp = tmp_path_factory.mktemp("tutorial")
-    files = tmp / "dcms"
-    files.mkdir()
-    make_tutorial_files(files)
-    server = start_server(tmp)
-    yield server, files
-    stop_server(server)
+    with tutorial_server(tmp_path_factory, "tutorial") as running:
+        yield running
 
 
 def run(command: str, server: Server, files: Path, version: str = "2") -> tuple[int, bytes]:
-    filled = (
-        command.replace("{Service URL}", server.url)
-        .replace("{version}", version)
-        .replace("{path-to-dicoms}", str(files))
-    )
-    writes_output = "--output" in filled
-    observed = filled + (
-        ' -s -w "%{http_code}"' if writes_output else ' -s -o body.out -w "%{http_code}"'
-    )
-    done = subprocess.run(
-        ["bash", "-c", observed], cwd=files, capture_output=True, timeout=60, check=True
-    )
-    body_file = files / ("suppressWarnings.txt" if writes_output else "body.out")
-    return int(done.stdout.decode()[-3:]), body_file.read_bytes()
+    return run_curl(fill(command, server, version=version, files=files), files)
 
 
 def test_curl_tutorial_store_retrieve_upsert_and_delete_work_as_written(

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import Server
+from tests.e2e.curl_support import fill, run_curl, tutorial_server
 from tests.factories import make_dataset, multipart, to_bytes
-from tests.fixtures.tutorial_files import TUTORIAL_FILES, make_tutorial_files
+from tests.fixtures.tutorial_files import TUTORIAL_FILES
 
 TUTORIAL_QIDO = [
     'curl --request GET "{Service URL}/v{version}/studies?StudyInstanceUID=1.2.826.0.1.3680043.8.498.13230779778012324449356534479549187420" --header "Accept: application/dicom+json" --header "Authorization: Bearer {token value}"',  # noqa: E501
@@ -52,13 +51,13 @@ GUIDE_SERIES = "1.2.840.113619.2.55.3.604688.987654321"
 
 @pytest.fixture(scope="module")
 def guide_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
-    if shutil.which("curl") is None:
-        pytest.fail("curl is required for the tutorial tests (apt-get install curl)")
-    tmp = tmp_path_factory.mktemp("qido-guides")
-    files = tmp / "dcms"
-    files.mkdir()
-    make_tutorial_files(files)
-    server = start_server(tmp)
+    with tutorial_server(tmp_path_factory, "qido-guides") as (server, files):
+        store_guide_documents(server, files)
+        yield server, files
+
+
+def store_guide_documents(server: Server, files: Path) -> None:
+    """Store the tutorial's three files and the guide's CT study."""
     parts = [(files / f.name).read_bytes() for f in TUTORIAL_FILES]
     parts += [
         to_bytes(
@@ -81,21 +80,6 @@ def guide_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ser
         timeout=60,
     )
     assert response.status_code == 200, response.text
-    yield server, files
-    stop_server(server)
-
-
-def curl(command: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[int, bytes]:
-    observed = command + ' -s -o body.out -w "%{http_code}"'
-    done = subprocess.run(
-        ["bash", "-c", observed],
-        cwd=cwd,
-        capture_output=True,
-        timeout=60,
-        check=True,
-        env=env,
-    )
-    return int(done.stdout.decode()[-3:]), (cwd / "body.out").read_bytes()
 
 
 @pytest.mark.parametrize("version", ["1", "2"])
@@ -105,8 +89,8 @@ def test_curl_tutorial_searches_work_as_written(
     server, files = guide_server
     expected_uids = ["0020000D", "0020000E", "0020000E", "00080018", "00080018", "00080018"]
     for command, tag in zip(TUTORIAL_QIDO, expected_uids, strict=True):
-        filled = command.replace("{Service URL}", server.url).replace("{version}", version)
-        status, body = curl(filled, files)
+        filled = fill(command, server, version=version)
+        status, body = run_curl(filled, files)
         assert status == 200, (command, body)
         results = json.loads(body)
         assert len(results) == 1, command
@@ -123,7 +107,7 @@ def test_ingest_guide_searches_work_as_written_without_accept(
     assignments = ""
     answers: list[list[dict[str, object]]] = []
     for snippet in GUIDE_QIDO:
-        status, body = curl(assignments + snippet, files, env)
+        status, body = run_curl(assignments + snippet, files, env)
         assert status == 200, (snippet, body)
         answers.append(json.loads(body))
         assignments += "".join(

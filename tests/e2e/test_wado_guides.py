@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +23,11 @@ import pytest
 from PIL import Image
 from pydicom import dcmread
 
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import Server
+from tests.e2e.curl_support import fill, run_curl, tutorial_server
 from tests.e2e.wado_support import encode, read, sample
 from tests.factories import multipart_parts
-from tests.fixtures.tutorial_files import COLUMNS, ROWS, STUDY_UID, make_tutorial_files
+from tests.fixtures.tutorial_files import COLUMNS, ROWS, STUDY_UID
 
 TUTORIAL_METADATA = [
     # Retrieve metadata of all instances in study
@@ -79,12 +79,13 @@ curl -s -H "Authorization: Bearer $TOKEN" \\
 @pytest.fixture(scope="module")
 def documents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
     """A server holding the tutorial's three files and the guide's study."""
-    if shutil.which("curl") is None:
-        pytest.fail("curl is required for the tutorial tests (apt-get install curl)")
-    tmp = tmp_path_factory.mktemp("wado-guides")
-    files = tmp / "dcms"
-    make_tutorial_files(files)
-    server = start_server(tmp)
+    with tutorial_server(tmp_path_factory, "wado-guides") as (server, files):
+        store_documents(server, files)
+        yield server, files
+
+
+def store_documents(server: Server, files: Path) -> None:
+    """Store the tutorial's three files and the guide's study."""
     with server.client() as client:
         for path in sorted(files.glob("*.dcm")):
             response = client.post(
@@ -109,33 +110,11 @@ def documents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server
                 headers={"Content-Type": "application/dicom", "Accept": "application/dicom+json"},
             )
             assert response.status_code == 200, response.text
-    yield server, files
-    stop_server(server)
 
 
-def run(
-    command: str, server: Server, cwd: Path, env: dict[str, str] | None = None
-) -> tuple[int, bytes]:
+def run(command: str, server: Server, cwd: Path) -> tuple[int, bytes]:
     """Run a tutorial command with its placeholders filled; return status and body."""
-    filled = (
-        command.replace("{Service URL}", server.url)
-        .replace("{version}", "2")
-        .replace("{token value}", "token")
-    )
-    writes_output = "--output" in filled
-    observed = filled + (
-        ' -s -w "%{http_code}"' if writes_output else ' -s -o body.out -w "%{http_code}"'
-    )
-    done = subprocess.run(
-        ["bash", "-c", observed],
-        cwd=cwd,
-        capture_output=True,
-        timeout=60,
-        check=True,
-        env={**os.environ, **(env or {})},
-    )
-    body = cwd / ("suppressWarnings.txt" if writes_output else "body.out")
-    return int(done.stdout.decode()[-3:]), body.read_bytes()
+    return run_curl(fill(command, server), cwd)
 
 
 def test_tutorial_metadata_requests_work_as_written(documents: tuple[Server, Path]) -> None:
