@@ -38,3 +38,19 @@ def test_sort_key_puts_literals_before_parameters_and_catch_all_last() -> None:
         "v{version}/studies/{study}",
         "{*path}",
     ]
+
+
+def test_catch_all_is_the_last_function_in_the_hosts_registration_order() -> None:
+    """The host registers routes by function name (ordinal, case-insensitive), first match
+    wins: a catch-all anywhere but last hides every function whose name sorts after it."""
+    import function_app
+
+    functions = function_app.app.get_functions()
+    names = sorted((str(f.get_function_name()) for f in functions), key=str.upper)
+    catch_alls = [
+        str(f.get_function_name())
+        for f in functions
+        if "{*" in str(getattr(f.get_trigger(), "route", "") or "")
+    ]
+    assert catch_alls == ["zz_unknown_route"]
+    assert names[-1] == "zz_unknown_route"
