@@ -1,4 +1,4 @@
-// The Function App on Flex Consumption (Linux, Python 3.11) with identity-based settings only.
+// The Function App on Flex Consumption (Linux, Python 3.13) with identity-based settings only.
 //
 // A native Microsoft.Web/sites resource: Flex Consumption is configured through
 // `functionAppConfig` (runtime, scale, deployment storage), which the pinned AVM web/site
@@ -73,7 +73,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.11' // the version the project targets (pyproject.toml)
+        // The version the project targets (pyproject.toml). From 3.13 the platform loads the
+        // Python runtime the app pins (azure-functions-runtime in requirements.txt); Flex
+        // Consumption supports 3.13 until 2029.
+        version: '3.13'
       }
     }
   }

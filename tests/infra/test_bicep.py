@@ -110,6 +110,10 @@ def test_plan_is_flex_consumption_and_runtime_is_the_projects_python(
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     target = project["project"]["requires-python"].removeprefix(">=")
     assert runtime == {"name": "python", "version": target}
+    # 3.13: the first version whose Functions runtime is the azure-functions-runtime package the
+    # app pins; Flex Consumption supports it until 2029.
+    assert runtime["version"] == "3.13"
+    assert re.search(r"(?m)^azure-functions-runtime==", (ROOT / "requirements.txt").read_text())
     assert site["identity"]["type"] == "UserAssigned"
     assert site["properties"]["httpsOnly"] is True
     # Platform CORS would answer preflights itself and bypass DICOM_CORS_*.
