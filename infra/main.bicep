@@ -44,6 +44,22 @@ param maximumInstanceCount int = 40
 @description('Memory of one Flex Consumption instance in MB; transcoding and rendering need headroom.')
 param instanceMemoryMB int = 2048
 
+// Flex Consumption gives Python apps 1 concurrent HTTP request per instance unless told
+// otherwise (16 or 32 for other languages, by instance memory): a synchronous Python function
+// holds its worker for the whole request. Left at 1, every request in flight would take an
+// instance of its own, so the app could serve no more than maximumInstanceCount requests at
+// once and a viewer's burst of frame requests would start one cold instance each. This app is
+// async from end to end: a request mostly waits on Blob Storage or Cosmos DB, bodies stream in
+// and out in MiB-sized blocks and ranges (a multi-GB STOW holds a few MiB, not the body), and
+// parsing, transcoding and rendering run in worker threads. So 16, the platform's figure for
+// 2048 MB instances in the languages that share an instance: about 128 MB of the instance per
+// request in flight, against a few MiB for a streamed STOW or WADO request; transcoding and
+// rendering (inputs up to DICOM_MAX_TRANSCODE_BYTES, 100 MiB) are the heavy and rare case.
+// With instanceMemoryMB 4096, 32 keeps the same share. See infra/README.md.
+@minValue(1)
+@description('HTTP requests one Flex Consumption instance serves at once before the platform adds an instance (16 suits 2048 MB, 32 suits 4096 MB).')
+param httpPerInstanceConcurrency int = 16
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
@@ -202,6 +218,7 @@ module api 'app/api.bicep' = {
     maxRequestBytes: maxRequestBytes
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
   }
 }
 

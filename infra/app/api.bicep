@@ -23,6 +23,7 @@ param corsOrigins string
 param maxRequestBytes int
 param maximumInstanceCount int
 param instanceMemoryMB int
+param httpPerInstanceConcurrency int
 
 var blobServiceUri = 'https://${storageAccountName}.blob.${environment().suffixes.storage}'
 var queueServiceUri = 'https://${storageAccountName}.queue.${environment().suffixes.storage}'
@@ -70,6 +71,13 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        triggers: {
+          http: {
+            // Set, not left to the platform, whose Python default is 1: the app is async and
+            // streams, so one instance serves many requests (main.bicep says why 16).
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'

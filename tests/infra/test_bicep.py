@@ -120,6 +120,26 @@ def test_plan_is_flex_consumption_and_runtime_is_the_projects_python(
     assert "cors" not in site["properties"]["siteConfig"]
 
 
+# Concurrent HTTP requests per Flex instance: set, because the platform's Python default is 1 (one
+# instance per request in flight), and this async, streaming app shares an instance well.
+HTTP_PER_INSTANCE_CONCURRENCY = 16
+
+
+def test_http_concurrency_per_instance_is_set_for_an_async_app(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    main = templates["main.bicep"]
+    parameter = main["parameters"]["httpPerInstanceConcurrency"]
+    assert parameter["type"] == "int"
+    assert parameter["default"] == HTTP_PER_INSTANCE_CONCURRENCY
+    assert main["parameters"]["instanceMemoryMB"]["default"] == 2048  # the size 16 is chosen for
+    api = config(main, "modules", "api")["params"]
+    assert api["httpPerInstanceConcurrency"] == "httpPerInstanceConcurrency"
+    site = config(templates["app/api.bicep"], "resources", "site")
+    scale = site["properties"]["functionAppConfig"]["scaleAndConcurrency"]
+    assert scale["triggers"] == {"http": {"perInstanceConcurrency": "httpPerInstanceConcurrency"}}
+
+
 def queue_trigger_names() -> set[str]:
     """Queue names of the queue-triggered functions, read from the route table's source.
 
