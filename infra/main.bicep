@@ -76,6 +76,10 @@ var cosmosDatabaseName = 'dicom'
 var blobContainerName = 'dicom-files'
 var cleanupQueueName = 'blob-cleanup'
 var reindexQueueName = 'reindex-batches'
+// Days a deleted DICOM file (blob soft delete) or container stays restorable: the window of the
+// Cosmos DB index's continuous backup (Continuous7Days in app/cosmos.bicep), so files and index
+// can be brought back to the same point in time and no deleted data outlives the other.
+var deletedDataRetentionDays = 7
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: !empty(resourceGroupName) ? resourceGroupName : 'rg-${environmentName}'
@@ -134,6 +138,21 @@ module storage 'br/public:avm/res/storage/storage-account:0.8.3' = {
       bypass: 'AzureServices'
     }
     blobServices: {
+      // Soft delete, written out rather than left to the module's defaults (on, 7 days, in the
+      // version pinned above), because it is a decision about patients' data. On: a study deleted
+      // by mistake (a wrong DELETE, an operator's script, a bug in the blob-cleanup job) keeps its
+      // files for deletedDataRetentionDays; a stored file is the whole instance, so an undeleted
+      // one can simply be stored again. The API still treats a delete as final, as the DICOM
+      // service does: the app never reads soft-deleted blobs, and they are purged when the days
+      // run out. The price: deleted data is billed like live data until then, and PHI lingers as
+      // long (as it does in the index's backup). Applies to every container of the account.
+      deleteRetentionPolicyEnabled: true
+      deleteRetentionPolicyDays: deletedDataRetentionDays
+      containerDeleteRetentionPolicyEnabled: true // a deleted dicom-files container comes back whole
+      containerDeleteRetentionPolicyDays: deletedDataRetentionDays
+      // No versioning: file names carry the watermark and are written create-only, so no file is
+      // ever overwritten, and versions would keep nothing that soft delete does not.
+      isVersioningEnabled: false
       // dicom-files: the DICOM instances; app-package: the Flex Consumption deployment package.
       containers: [
         {

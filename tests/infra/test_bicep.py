@@ -179,6 +179,25 @@ def test_storage_has_identity_only_access_and_the_apps_containers_and_queues(
     assert "tableServices" in storage
 
 
+def test_deleted_dicom_files_stay_restorable_as_long_as_the_index_backup(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    """Blob and container soft delete are on, written out (not the AVM module's defaults), and
+    keep deleted data exactly as long as the Cosmos DB continuous backup keeps the index."""
+    main = templates["main.bicep"]
+    blob = config(main, "modules", "storage")["params"]["blobServices"]
+    days = variable(main, "deletedDataRetentionDays")
+    assert blob["deleteRetentionPolicyEnabled"] is True
+    assert blob["deleteRetentionPolicyDays"] == "deletedDataRetentionDays"
+    assert blob["containerDeleteRetentionPolicyEnabled"] is True
+    assert blob["containerDeleteRetentionPolicyDays"] == "deletedDataRetentionDays"
+    assert blob["isVersioningEnabled"] is False  # names are create-only: nothing is overwritten
+    assert "deleteRetentionPolicyAllowPermanentDelete" not in blob
+    account = config(templates["app/cosmos.bicep"], "resources", "account")["properties"]
+    assert account["backupPolicy"]["type"] == "Continuous"
+    assert account["backupPolicy"]["continuousModeProperties"]["tier"] == f"Continuous{days}Days"
+
+
 def test_cosmos_is_serverless_keyless_and_declares_the_codes_containers(
     templates: dict[str, dict[str, Any]],
 ) -> None:
