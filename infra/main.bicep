@@ -138,14 +138,14 @@ module storage 'br/public:avm/res/storage/storage-account:0.8.3' = {
       bypass: 'AzureServices'
     }
     blobServices: {
-      // Soft delete, written out rather than left to the module's defaults (on, 7 days, in the
-      // version pinned above), because it is a decision about patients' data. On: a study deleted
-      // by mistake (a wrong DELETE, an operator's script, a bug in the blob-cleanup job) keeps its
-      // files for deletedDataRetentionDays; a stored file is the whole instance, so an undeleted
-      // one can simply be stored again. The API still treats a delete as final, as the DICOM
-      // service does: the app never reads soft-deleted blobs, and they are purged when the days
-      // run out. The price: deleted data is billed like live data until then, and PHI lingers as
-      // long (as it does in the index's backup). Applies to every container of the account.
+      // Soft delete, written out rather than left to the module's defaults (both on, blobs for
+      // 7 days, in the version pinned above): it is a decision about patients' data. On: a study
+      // deleted by mistake (a wrong DELETE, an operator's script, a bug in the blob-cleanup job)
+      // keeps its files for deletedDataRetentionDays; a stored file is the whole instance, so an
+      // undeleted one can simply be stored again. The API still treats a delete as final, as the
+      // DICOM service does: the app never reads soft-deleted blobs, and they are purged when the
+      // days run out. The price: deleted data is billed like live data until then, and PHI
+      // lingers as long (as it does in the index's backup). Covers every container of the account.
       deleteRetentionPolicyEnabled: true
       deleteRetentionPolicyDays: deletedDataRetentionDays
       containerDeleteRetentionPolicyEnabled: true // a deleted dicom-files container comes back whole
