@@ -2,9 +2,10 @@
 // Starts @vercel/cosmosdb-server (an in-memory Cosmos DB NoSQL-API server) on loopback, with
 // the few fixes our tests need so that it answers like the real service where we depend on it.
 //
-//   node tools/emulators/cosmos.js [--port N] [--host 127.0.0.1]
+//   node tools/emulators/cosmos.js [--port N] [--host 127.0.0.1] [--partition-ranges N]
 //
-// Port 0 (the default) picks a free port. Once listening it prints one line,
+// Port 0 (the default) picks a free port. Every container is split into N physical partition
+// key ranges (4 by default; see Fix 5). Once listening it prints one line,
 //   COSMOS_READY https://127.0.0.1:PORT
 // which the test fixtures and `make run-azure` wait for. SIGTERM/SIGINT stop it.
 //
@@ -13,16 +14,33 @@
 // - no OFFSET/LIMIT, DISTINCT, GROUP BY or LIKE in queries: we page with TOP and continuation
 //   tokens, keep ModalitiesInStudy as a precomputed array, and match wildcards with
 //   STARTSWITH/RegexMatch. Real Cosmos supports all four, but OFFSET is costly there anyway.
+//   (Fix 5 therefore plans ORDER BY, TOP and SELECT VALUE aggregates only.)
 // - the partition-key header does not scope queries (real Cosmos answers only from the named
 //   logical partition): every query we send names its partition key in the WHERE clause too.
 "use strict";
 
 const path = require("path");
+const queryPlan = require("./query-plan.js");
 
 const serverLib = path.join(
   path.dirname(require.resolve("@vercel/cosmosdb-server/package.json")),
   "lib"
 );
+
+function parseArgs(argv) {
+  const args = { port: 0, host: "127.0.0.1", partitionRanges: 4 };
+  for (let i = 0; i < argv.length; i += 1) {
+    if (argv[i] === "--port") args.port = parseInt(argv[(i += 1)], 10);
+    else if (argv[i] === "--host") args.host = argv[(i += 1)];
+    else if (argv[i] === "--partition-ranges") args.partitionRanges = parseInt(argv[(i += 1)], 10);
+  }
+  if (!(args.partitionRanges >= 1 && args.partitionRanges <= 64)) {
+    throw new Error("--partition-ranges takes a number from 1 to 64");
+  }
+  return args;
+}
+
+const args = parseArgs(process.argv.slice(2));
 
 // --- Fix 1: reading a missing item answers 404, not 500 ----------------------------------
 // Real Cosmos answers a point read of a missing item with 404 NotFound (sub-status 0). The
@@ -143,6 +161,175 @@ batchModule.default = async (account, req, res, params) => {
   return results;
 };
 
+// --- Fix 5: cross-partition queries go through query plans, as on real Cosmos --------------
+// The server keeps one partition key range per container and runs every query whole, so the
+// SDK never sees what real Cosmos makes it do for a cross-partition query with ORDER BY, TOP or
+// an aggregate: the gateway refuses it (400, sub-status 1004), the SDK asks for the query plan,
+// sends the plan's rewritten query to each partition key range (rows shaped
+// {_rid, orderByItems, payload}), and merges, limits and aggregates the answers itself. Here:
+// - every container has N partition key ranges, splitting the hash space evenly; a document
+//   belongs to the range holding its effective partition key, hashed as Cosmos does;
+// - a query with neither a partition key nor a range names, that needs a plan, answers 400 with
+//   sub-status 1004 (other cross-partition queries are answered whole, as the gateway does);
+// - a query plan request answers the plan (query-plan.js writes the rewritten query);
+// - a query naming a partition key range (and, for a feed range, start and end keys) runs on
+//   that range's documents only.
+// A query naming a partition key still runs on every document (see the gaps above).
+const collectionModule = require(path.join(serverLib, "account", "collection.js"));
+const PartitionKeyRanges = require(path.join(serverLib, "account", "partition-key-ranges.js")).default;
+const BaseCollection = collectionModule.default;
+
+collectionModule.default = class extends BaseCollection {
+  constructor(data) {
+    super(data);
+    if (data) {
+      this.partitionKeyRanges = new PartitionKeyRanges(this, ["/id"]);
+      for (const range of queryPlan.partitionRanges(args.partitionRanges)) {
+        this.partitionKeyRanges.create({
+          ...range,
+          ridPrefix: Number(range.id),
+          throughputFraction: 1 / args.partitionRanges,
+          status: "online",
+          parents: []
+        });
+      }
+    }
+  }
+};
+
+const queryModule = require(path.join(serverLib, "handler", "query-documents.js"));
+const readItems = require(path.join(serverLib, "handler", "_read-items.js")).default;
+const cosmosQuery = require(require.resolve("@zeit/cosmosdb-query", { paths: [serverLib] }));
+
+function headerValue(req, name) {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+// Effective partition keys by partition key value: hashing is the costly part of a range query.
+const effectiveKeys = new Map();
+
+function effectiveKeyOf(doc, definition) {
+  const paths = (definition && definition.paths) || ["/id"];
+  if (!paths.every(p => p.lastIndexOf("/") === 0)) {
+    return queryPlan.documentPartitionKey(doc, definition);
+  }
+  const key = JSON.stringify([definition && definition.kind, paths.map(p => doc[p.slice(1)])]);
+  let epk = effectiveKeys.get(key);
+  if (epk === undefined) {
+    epk = queryPlan.documentPartitionKey(doc, definition);
+    if (effectiveKeys.size >= 100000) effectiveKeys.clear();
+    effectiveKeys.set(key, epk);
+  }
+  return epk;
+}
+
+// The documents of the range the request names, or undefined if it names none.
+function rangeDocuments(collection, req, documents) {
+  const rangeId = headerValue(req, "x-ms-documentdb-partitionkeyrangeid");
+  if (rangeId === undefined) return undefined;
+  const id = String(rangeId).split(",").pop();
+  const range = collection.partitionKeyRanges._item("/id", id, id).read();
+  if (!range) {
+    const err = new Error(`partition key range ${id} does not exist`);
+    err.goneRange = true;
+    throw err;
+  }
+  const start = headerValue(req, "x-ms-start-epk");
+  const end = headerValue(req, "x-ms-end-epk");
+  const min = start !== undefined && start > range.minInclusive ? start : range.minInclusive;
+  const max = end !== undefined && (range.maxExclusive === "FF" || end < range.maxExclusive)
+    ? end
+    : range.maxExclusive;
+  const definition = collection.read().partitionKey;
+  return documents.filter(doc => queryPlan.inRange(effectiveKeyOf(doc, definition), min, max));
+}
+
+function badRequest(res, message) {
+  res.statusCode = 400;
+  return { code: "BadRequest", message };
+}
+
+queryModule.default = async (account, req, res, params) =>
+  readItems(req, res, "Documents", async ({ continuation, maxItemCount }) => {
+    const body = await readJson(req);
+    if (!body.query) return badRequest(res, "missing query");
+    const collection = account.database(params.dbId).collection(params.collId);
+    const container = collection.read();
+    if (!container) return null;
+    const items = collection.documents;
+    const query = items._getQuery(body.query);
+    const named =
+      headerValue(req, "x-ms-documentdb-partitionkey") !== undefined ||
+      headerValue(req, "x-ms-documentdb-partitionkeyrangeid") !== undefined;
+    if (!named) {
+      const paths = (container.partitionKey || {}).paths || [];
+      if (
+        !trueHeader(req, "x-ms-documentdb-query-enablecrosspartition") &&
+        paths.length &&
+        !query.containsPartitionKeys(paths)
+      ) {
+        return badRequest(res, "missing partition keys");
+      }
+      if (queryPlan.needsPlan(query.ast)) {
+        let plan;
+        try {
+          plan = queryPlan.planFor(query.ast, body.parameters);
+        } catch (err) {
+          if (err instanceof queryPlan.UnsupportedQuery) return badRequest(res, err.message);
+          throw err;
+        }
+        res.setHeader("x-ms-substatus", "1004");
+        return {
+          ...badRequest(res, "The cross-partition query needs a query plan: ask for it and run it per partition key range."),
+          additionalErrorInfo: JSON.stringify(plan)
+        };
+      }
+    }
+    let documents = [...items._data.values()].map(item => item.read());
+    try {
+      documents = rangeDocuments(collection, req, documents) || documents;
+    } catch (err) {
+      if (!err.goneRange) throw err;
+      res.statusCode = 410;
+      res.setHeader("x-ms-substatus", "1002");
+      return { code: "Gone", message: err.message };
+    }
+    const perRange = queryPlan.perRangeQuery(query.ast);
+    const run = perRange ? cosmosQuery.default(perRange.text) : query;
+    const compositeIndexes = (container.indexingPolicy || {}).compositeIndexes || [];
+    let result;
+    try {
+      result = run.exec(documents, {
+        parameters: body.parameters,
+        udf: items._userDefinedFunctions(),
+        maxItemCount,
+        continuation,
+        compositeIndexes
+      });
+    } catch (err) {
+      return badRequest(res, err.message);
+    }
+    return perRange ? { ...result, result: perRange.wrap(result.result) } : result;
+  });
+
+// The answer to a query plan request (POST on docs with x-ms-cosmos-is-query-plan-request).
+async function answerQueryPlan(account, req, res, params) {
+  const body = await readJson(req);
+  if (!account.database(params.dbId).collection(params.collId).read()) {
+    res.statusCode = 404;
+    return {};
+  }
+  try {
+    return queryPlan.planFor(cosmosQuery.default(body.query || "").ast, body.parameters);
+  } catch (err) {
+    if (err instanceof cosmosQuery.SyntaxError || err instanceof queryPlan.UnsupportedQuery) {
+      return badRequest(res, err.message);
+    }
+    throw err;
+  }
+}
+
 // --- Fix 3: a 404 on documents because their container (or database) is gone says so -----
 // Real Cosmos marks "the owner resource does not exist" with x-ms-substatus 1003, so a client
 // can tell a missing item from a missing container (after this in-memory server restarts,
@@ -152,7 +339,11 @@ const originalRoute = routesModule.default;
 routesModule.default = req => {
   const found = originalRoute(req);
   if (!found) return found;
-  const [params, handler] = found;
+  const [params] = found;
+  // A query plan request is a POST without the query header: the table takes it for a create.
+  const planRequest =
+    trueHeader(req, "x-ms-cosmos-is-query-plan-request") && params.collId && !params.docId;
+  const handler = planRequest ? answerQueryPlan : found[1];
   const wrapped = async (account, request, res, routeParams) => {
     const body = await handler(account, request, res, routeParams);
     const onDocuments = /\/docs(\/|\?|$)/.test(request.url || "");
@@ -169,17 +360,6 @@ routesModule.default = req => {
 
 // index.js reads "./routes" through require's cache, so it sees the wrapped router.
 const { createHttpsServer } = require(path.join(serverLib, "index.js"));
-
-function parseArgs(argv) {
-  const args = { port: 0, host: "127.0.0.1" };
-  for (let i = 0; i < argv.length; i += 1) {
-    if (argv[i] === "--port") args.port = parseInt(argv[(i += 1)], 10);
-    else if (argv[i] === "--host") args.host = argv[(i += 1)];
-  }
-  return args;
-}
-
-const args = parseArgs(process.argv.slice(2));
 
 // --- Fix 4: keep-alive ---------------------------------------------------------------------
 // The server sends `Connection: close` on every response unless asked otherwise, so each SDK
