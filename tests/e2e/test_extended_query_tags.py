@@ -192,16 +192,20 @@ def test_reindex_thousands_then_search(eqt_server: Server, http: httpx.Client) -
     count = 2500
 
     async def fill() -> None:
-        index = SqliteIndexStore(SqliteDatabase(eqt_server.data_dir / "index.sqlite"))
-        for n in range(count):
-            age = f"{n % 50:03d}Y"
-            await add_instance(
-                index,
-                study if n < 10 else generate_uid(),
-                generate_uid(),
-                generate_uid(),
-                metadata={"00101010": {"vr": "AS", "Value": [age]}},
-            )
+        db = SqliteDatabase(eqt_server.data_dir / "index.sqlite")
+        index = SqliteIndexStore(db)
+        try:
+            for n in range(count):
+                age = f"{n % 50:03d}Y"
+                await add_instance(
+                    index,
+                    study if n < 10 else generate_uid(),
+                    generate_uid(),
+                    generate_uid(),
+                    metadata={"00101010": {"vr": "AS", "Value": [age]}},
+                )
+        finally:
+            db.close()
 
     asyncio.run(fill())
     reference = add_tags(http, [{"path": "00101010", "level": "Study"}])
@@ -249,15 +253,19 @@ def test_reindex_survives_a_kill(tmp_path: Path) -> None:
     try:
 
         async def fill() -> None:
-            index = SqliteIndexStore(SqliteDatabase(server.data_dir / "index.sqlite"))
-            for n in range(count):
-                await add_instance(
-                    index,
-                    generate_uid(),
-                    generate_uid(),
-                    generate_uid(),
-                    metadata={"00080070": {"vr": "LO", "Value": [f"Maker{n % 3}"]}},
-                )
+            db = SqliteDatabase(server.data_dir / "index.sqlite")
+            index = SqliteIndexStore(db)
+            try:
+                for n in range(count):
+                    await add_instance(
+                        index,
+                        generate_uid(),
+                        generate_uid(),
+                        generate_uid(),
+                        metadata={"00080070": {"vr": "LO", "Value": [f"Maker{n % 3}"]}},
+                    )
+            finally:
+                db.close()
 
         asyncio.run(fill())
         with server.client() as client:
@@ -291,11 +299,14 @@ def test_reindex_survives_a_kill(tmp_path: Path) -> None:
                 )
                 assert found.status_code == 200
         db = SqliteDatabase(server.data_dir / "index.sqlite")
-        rows = (
-            db.connection()
-            .execute("SELECT COUNT(*), COUNT(DISTINCT sop_uid) FROM eqt_value")
-            .fetchone()
-        )
+        try:
+            rows = (
+                db.connection()
+                .execute("SELECT COUNT(*), COUNT(DISTINCT sop_uid) FROM eqt_value")
+                .fetchone()
+            )
+        finally:
+            db.close()
         total = rows[0]
         assert total == rows[1] == count
     finally:

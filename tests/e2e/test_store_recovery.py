@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -22,7 +23,9 @@ def _simulate_crashed_store(server: Server, ds: Dataset, created_at: str) -> Pat
     path = server.data_dir / "blobs" / key
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"half written")
-    with sqlite3.connect(server.data_dir / "index.sqlite") as conn:
+    with contextlib.closing(
+        sqlite3.connect(server.data_dir / "index.sqlite", isolation_level=None)
+    ) as conn:
         conn.execute(
             "INSERT INTO instance (watermark, study_uid, series_uid, sop_uid, status, blob_key,"
             " created_at, updated_at) VALUES (999999, ?, ?, ?, 0, ?, ?, ?)",
@@ -48,7 +51,9 @@ def test_store_of_an_instance_reserved_by_a_live_store_returns_45071(server: Ser
     assert response.status_code == 409
     assert response.json()["00081198"]["Value"][0]["00081197"]["Value"] == [45071]
     orphan.unlink()
-    with sqlite3.connect(server.data_dir / "index.sqlite") as conn:
+    with contextlib.closing(
+        sqlite3.connect(server.data_dir / "index.sqlite", isolation_level=None)
+    ) as conn:
         conn.execute("DELETE FROM instance WHERE watermark = 999999")
 
 

@@ -8,6 +8,7 @@ descriptor for the lock file, so the file lock conflicts exactly as between proc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
@@ -74,7 +75,7 @@ class Local:
         return sorted(p for p in (self.root / "blobs").rglob("*") if p.is_file())
 
     def rows(self) -> list[tuple[int, int]]:
-        with sqlite3.connect(self.root / "index.sqlite") as conn:
+        with contextlib.closing(sqlite3.connect(self.root / "index.sqlite")) as conn:
             return conn.execute("SELECT watermark, status FROM instance").fetchall()
 
 

@@ -50,7 +50,8 @@ class SqliteDatabase:
         # file on an flock of a sibling file (released by the kernel if a process dies).
         self._write_lock = threading.Lock()
         self._lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        with self._connect() as conn:
+        # A Connection used as a context manager commits but does not close: close it here.
+        with contextlib.closing(self._connect()) as conn:
             self._migrate(conn)
 
     def _connect(self) -> sqlite3.Connection:

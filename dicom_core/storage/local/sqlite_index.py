@@ -465,7 +465,9 @@ class SqliteIndexStore(SqliteWorkitems):
         return await self._db.run(read)
 
     async def close(self) -> None:
-        return None
+        """Closes the database: the index owns it, and the queue and tag stores built on it
+        are closed with the index (``Services.close``). Closing twice is harmless."""
+        self._db.close()
 
 
 def _int(value: object) -> int:
