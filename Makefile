@@ -1,10 +1,15 @@
 # Two commands a new user needs: `make run` and `make test`. Both set themselves up.
 SHELL := /bin/bash
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# Python 3.13: what the app runs on in Azure (Flex Consumption), and the first version whose
+# Functions runtime (azure-functions-runtime) is a package the app pins. pyenv provides it here.
+# The first candidate that really is 3.13 (a pyenv shim may exist without the version selected).
+PYTHON ?= $(shell for p in python3.13 $$(pyenv root 2>/dev/null)/versions/3.13*/bin/python3.13; do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null && { echo "$$p"; break; }; done)
 VENV := .venv
 PY := $(VENV)/bin/python
-# The stamp changes whenever the pinned requirements change, so a second run is quick.
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+# The stamp changes whenever the pinned requirements or the Python version change, so a second
+# run is quick and a venv of another Python is rebuilt.
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)-py313
 PORT ?= 7071
 DATA_DIR ?= .data
 # Azurite and the Cosmos DB server (npm, pinned by tools/emulators/package-lock.json) for the
@@ -19,7 +24,8 @@ INFRA_STAMP := $(INFRA_VENV)/.installed-$(shell sha1sum requirements-infra.txt |
 venv: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -n "$(PYTHON)" || { echo "Python 3.13 is needed (python3.13 on PATH, or make PYTHON=/path/to/python3.13); see the README" >&2; exit 1; }
+	@$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-* && touch $@
@@ -37,13 +43,13 @@ $(EMULATORS): tools/emulators/package.json tools/emulators/package-lock.json
 	@rm -f tools/emulators/node_modules/.installed-* && touch $@
 
 run: $(STAMP)
-	PORT=$(PORT) DATA_DIR=$(DATA_DIR) $(PY) -m dicom_core.web.local_host
+	PORT=$(PORT) DATA_DIR=$(DATA_DIR) $(PY) -m functions_host
 
 # The same app on the azure backend, against Azurite and the Cosmos DB server on loopback
 # (in memory: stopping it stops them and forgets what was stored).
 run-azure: $(STAMP) $(EMULATORS)
 	PORT=$(PORT) DATA_DIR=$(DATA_DIR) $(PY) tools/emulators/launcher.py run -- \
-		$(PY) -m dicom_core.web.local_host
+		$(PY) -m functions_host
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -25,7 +25,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from typing import Final
 
 __all__ = [
     "ContentType",
@@ -244,7 +244,7 @@ class PartEnd:
     """The current part's body is complete (its closing delimiter has been seen)."""
 
 
-Event: TypeAlias = PartStart | PartData | PartEnd
+type Event = PartStart | PartData | PartEnd
 
 
 class _State(enum.Enum):
