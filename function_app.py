@@ -232,7 +232,7 @@ async def jobs_reindex_batch(msg: func.QueueMessage) -> None:
     await web.reindex_batch(msg.get_json(), services, dequeue_count=msg.dequeue_count or 1)
 
 
-# --- Anything else: 404 naming the supported versions ----------------------------------------
+# --- Anything else: 405 with Allow, or 404 naming the versions ------------------------------
 # The Functions host does not rank routes by specificity: it registers them in the order of
 # function names (ordinal, case-insensitive) and the first template-and-method match wins. A
 # catch-all must therefore be the last function by name, or it swallows every route after it.
@@ -241,4 +241,4 @@ async def jobs_reindex_batch(msg: func.QueueMessage) -> None:
 
 @app.route(route="{*path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
 async def zz_unknown_route(req: Request) -> Response:
-    return await web.unknown_route(req, services)
+    return await web.unknown_route(req, services, app)

@@ -397,7 +397,7 @@ class OurServer:
             "DICOM_LOG_LEVEL": "WARNING",
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dicom_core.web.local_host"],
+            [sys.executable, "-m", "functions_host"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

@@ -13,7 +13,7 @@ starts, dirty pages of the previous run are flushed (``sync``), so that neither 
 for the other's write-back.
 
 Each run is ``benchmarks/stow.py`` (its own corpus of fresh UIDs, same client, no large
-instance). Ours runs as ``make run`` would (``python -m dicom_core.web.local_host``) on port
+instance). Ours runs as ``make run`` would (``python -m functions_host``) on port
 7081 with a temporary DATA_DIR; Orthanc is started and stopped by ``benchmarks/orthanc.sh``.
 """
 
@@ -58,7 +58,7 @@ def our_server(workers: int | None) -> Iterator[str]:
         if workers:
             env["DICOM_LOCAL_WORKERS"] = str(workers)
         process = subprocess.Popen(
-            [sys.executable, "-m", "dicom_core.web.local_host"],
+            [sys.executable, "-m", "functions_host"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

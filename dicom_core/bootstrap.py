@@ -75,7 +75,10 @@ def build_job_queue(settings: Settings) -> JobQueue:
         from dicom_core.storage.azure.factory import build_azure_job_queue
 
         return build_azure_job_queue(settings)
-    return build_storage(settings)[2]
+    from dicom_core.storage.local.sqlite_db import SqliteDatabase
+    from dicom_core.storage.local.sqlite_queue import SqliteJobQueue
+
+    return SqliteJobQueue(SqliteDatabase(settings.data_dir / "index.sqlite"), owns_database=True)
 
 
 def build_query_tags(

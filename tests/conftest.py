@@ -76,7 +76,9 @@ class Server:
         return sorted(staging.glob("*")) if staging.exists() else []
 
 
-def start_server(tmp: Path, **env: str) -> Server:
+def start_server(tmp: Path, *, app_dir: Path = ROOT, **env: str) -> Server:
+    """The app in ``app_dir`` (this project's by default) behind the runtime-driven host, as
+    ``make run`` starts it."""
     port = free_port()
     data_dir = tmp / "data"
     log_path = tmp / "server.log"
@@ -87,12 +89,14 @@ def start_server(tmp: Path, **env: str) -> Server:
         "DICOM_STORAGE": "local",
         # One process, so the PID the tests watch (memory, signals) is the one serving.
         "DICOM_LOCAL_WORKERS": "1",
+        # The host package and dicom_core come from this project whatever the app folder.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         **env,
     }
     with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
-            [sys.executable, "-m", "dicom_core.web.local_host"],
-            cwd=ROOT,
+            [sys.executable, "-m", "functions_host"],
+            cwd=app_dir,
             env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -180,6 +181,11 @@ class QueueMessage:
     body: dict[str, Any]
     dequeue_count: int
     receipt: str
+    # What the queue trigger reports beside the body (its InsertionTime, ExpirationTime and
+    # NextVisibleTime metadata), where the queue knows it.
+    inserted_at: datetime | None = None
+    expires_at: datetime | None = None
+    next_visible_at: datetime | None = None
 
 
 class JobQueue(Protocol):

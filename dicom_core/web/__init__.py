@@ -19,11 +19,11 @@ from dicom_core.web import frames as _frames
 from dicom_core.web import metadata as _metadata
 from dicom_core.web import qido as _qido
 from dicom_core.web import rendered as _rendered
-from dicom_core.web import responses
 from dicom_core.web import stow as _stow
 from dicom_core.web import wado as _wado
 from dicom_core.web import workitems as _workitems
 from dicom_core.web.context import ServiceContainer, guard, handle
+from dicom_core.web.unmatched import unmatched
 
 __all__ = [
     "CLEANUP_QUEUE",
@@ -92,12 +92,16 @@ async def search_for_instances(request: Request, container: ServiceContainer) ->
     return await handle(request, container, _qido.search_for_instances)
 
 
-async def unknown_route(request: Request, container: ServiceContainer | None = None) -> Response:
-    """404 naming the versions; behind the gate when the app passes its container (CORS on
-    404s, preflights of every route, which all land here, and the token)."""
+async def unknown_route(
+    request: Request, container: ServiceContainer | None = None, app: Any = None
+) -> Response:
+    """The catch-all: 405 with Allow where another function's route matches with another
+    method (``app`` is the FunctionApp), else 404 naming the versions. Behind the gate when
+    the app passes its container (CORS on these answers, preflights of every route, which
+    all land here, and the token)."""
 
     async def not_found() -> Response:
-        return responses.unknown_route(request.url.path)
+        return unmatched(app, request.method, request.url.path)
 
     if container is None:
         return await not_found()

@@ -79,7 +79,6 @@ __all__ = [
     "host_routes",
     "registration_order",
     "request_path",
-    "sort_key",
 ]
 
 # --- Ordinal, case-insensitive comparison (System.Globalization.OrdinalCasing) -----------
@@ -1676,9 +1675,3 @@ def request_path(raw_path: bytes | str) -> str:
         decoded += data[at:after] if character is None else character
         at = after
     return _remove_dot_segments(bytes(decoded)).decode("utf-8")
-
-
-def sort_key(route: RouteTemplate) -> tuple[int]:
-    """TEMPORARY, remove with dicom_core/web/local_host.py: the old local host still sorts
-    by this. Catch-alls last, everything else in the order given (the sort is stable)."""
-    return (1,) if route.is_catch_all else (0,)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -53,7 +54,7 @@ class Stores:
     # -- back doors -------------------------------------------------------------------------
 
     def _sqlite(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(self.settings.data_dir / "index.sqlite") as conn:
+        with contextlib.closing(sqlite3.connect(self.settings.data_dir / "index.sqlite")) as conn:
             return conn.execute(sql, params).fetchall()
 
     def _cosmos(
@@ -152,17 +153,12 @@ class Stores:
         """
 
         def read() -> list[dict[str, Any]]:
+            name = f"{queue}-poison" if poison else queue
             if self.backend == "local":
-                condition = "IS NOT NULL" if poison else "IS NULL"
-                rows = self._sqlite(
-                    f"SELECT body FROM job WHERE queue = ? AND poison_reason {condition}"
-                    " ORDER BY id",
-                    (queue,),
-                )
+                rows = self._sqlite("SELECT body FROM job WHERE queue = ? ORDER BY id", (name,))
                 return [orjson.loads(body) for (body,) in rows]
             from tests.azure_backdoor import queue_peek
 
-            name = f"{queue}-poison" if poison else queue
             return [
                 orjson.loads(base64.b64decode(text, validate=True))
                 for text in queue_peek(self.settings.azure, name)

@@ -74,3 +74,17 @@ async def test_dead_letter_moves_the_message_to_the_poison_path(stores: Stores) 
     assert await stores.queue.receive(queue) == []
     assert await stores.raw_messages(queue) == []
     assert await stores.raw_messages(queue, poison=True) == [{"bad": True}]
+    # The poison queue is a queue of its own, as the Functions host's is: nothing polls it,
+    # but an operator can receive from it.
+    [parked] = await stores.queue.receive(queue + "-poison")
+    assert parked.body == {"bad": True}
+
+
+async def test_received_messages_carry_the_trigger_metadata_times(stores: Stores) -> None:
+    queue = stores.queue_name()
+    await stores.queue.send(queue, {"n": 1})
+    [message] = await stores.queue.receive(queue, visibility_timeout=60)
+    assert message.inserted_at is not None and message.next_visible_at is not None
+    assert message.inserted_at.tzinfo is not None
+    lease = (message.next_visible_at - message.inserted_at).total_seconds()
+    assert 50 <= lease <= 70

@@ -728,8 +728,9 @@ def test_catch_all_is_the_last_function_in_the_hosts_registration_order() -> Non
     """The host registers routes by function name (ordinal, case-insensitive), first match
     wins: a catch-all anywhere but last hides every function whose name sorts after it."""
     import function_app
+    from dicom_core.web.unmatched import app_functions
 
-    functions = function_app.app.get_functions()
+    functions = app_functions(function_app.app)
     names = registration_order(str(f.get_function_name()) for f in functions)
     catch_alls = [
         str(f.get_function_name())

@@ -116,6 +116,9 @@ class StorageJobQueue:
                         body=decode_body(str(message.content)),
                         dequeue_count=int(message.dequeue_count or 1),
                         receipt=str(message.pop_receipt),
+                        inserted_at=message.inserted_on,
+                        expires_at=message.expires_on,
+                        next_visible_at=message.next_visible_on,
                     )
                 )
                 if len(messages) >= max_messages:

@@ -308,4 +308,8 @@ CREATE TABLE IF NOT EXISTS job (
     created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS job_by_queue ON job (queue, poison_reason, visible_at);
+-- Poison messages live in "<queue>-poison", as the Functions host's do; databases written
+-- before that kept them in their own queue, marked only by poison_reason.
+UPDATE job SET queue = queue || '-poison'
+    WHERE poison_reason IS NOT NULL AND queue NOT LIKE '%-poison';
 """

@@ -19,13 +19,23 @@ from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.ports import QueueMessage
 
 
+def _parse_time(text: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
 def _now_text() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class SqliteJobQueue:
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: SqliteDatabase, *, owns_database: bool = False) -> None:
+        """``owns_database``: ``close`` closes ``db`` too (a queue opened on its own, as the
+        host's queue pump opens it; the app's queue shares the index's database)."""
         self._db = db
+        self._owns = owns_database
 
     async def send(self, queue: str, body: dict[str, Any], *, delay_seconds: float = 0) -> None:
         def insert() -> None:
@@ -48,8 +58,7 @@ class SqliteJobQueue:
             waiting = (
                 self._db.connection()
                 .execute(
-                    "SELECT 1 FROM job WHERE queue = ? AND poison_reason IS NULL"
-                    " AND visible_at <= ? LIMIT 1",
+                    "SELECT 1 FROM job WHERE queue = ? AND visible_at <= ? LIMIT 1",
                     (queue, now),
                 )
                 .fetchone()
@@ -58,15 +67,14 @@ class SqliteJobQueue:
                 return []
             with self._db.transaction() as conn:
                 rows = conn.execute(
-                    "SELECT id FROM job WHERE queue = ? AND poison_reason IS NULL"
-                    " AND visible_at <= ? ORDER BY id LIMIT ?",
+                    "SELECT id FROM job WHERE queue = ? AND visible_at <= ? ORDER BY id LIMIT ?",
                     (queue, now, max_messages),
                 ).fetchall()
                 messages = []
                 for (job_id,) in rows:
-                    body, count = conn.execute(
+                    body, count, created = conn.execute(
                         "UPDATE job SET visible_at = ?, dequeue_count = dequeue_count + 1,"
-                        " receipt = ? WHERE id = ? RETURNING body, dequeue_count",
+                        " receipt = ? WHERE id = ? RETURNING body, dequeue_count, created_at",
                         (now + visibility_timeout, receipt, job_id),
                     ).fetchone()
                     messages.append(
@@ -76,6 +84,8 @@ class SqliteJobQueue:
                             body=orjson.loads(body),
                             dequeue_count=int(count),
                             receipt=receipt,
+                            inserted_at=_parse_time(created),
+                            next_visible_at=datetime.fromtimestamp(now + visibility_timeout, UTC),
                         )
                     )
             return messages
@@ -105,12 +115,23 @@ class SqliteJobQueue:
     async def dead_letter(self, message: QueueMessage, reason: str) -> None:
         def poison() -> None:
             with self._db.transaction() as conn:
+                # The host's poison path: the message moves to "<queue>-poison", where an
+                # operator finds it (with the reason here) and no trigger polls it.
+                # Like a message sent anew there: visible now, never yet dequeued.
                 conn.execute(
-                    "UPDATE job SET poison_reason = ? WHERE id = ? AND receipt = ?",
-                    (reason or "failed", int(message.id), message.receipt),
+                    "UPDATE job SET queue = ?, poison_reason = ?, visible_at = ?,"
+                    " dequeue_count = 0, receipt = NULL WHERE id = ? AND receipt = ?",
+                    (
+                        message.queue + "-poison",
+                        reason or "failed",
+                        time.time(),
+                        int(message.id),
+                        message.receipt,
+                    ),
                 )
 
         await self._db.run(poison)
 
     async def close(self) -> None:
-        return None
+        if self._owns:
+            self._db.close()

@@ -1,0 +1,138 @@
+"""Queue-triggered functions, delivered as the host's queue trigger delivers them.
+
+Each message reaches the runtime as an InvocationRequest: the body as the trigger's string
+input (the text the producer wrote, base64-decoded on Storage queues by the queue adapter),
+and the trigger metadata the host adds (DequeueCount, Id, PopReceipt, InsertionTime,
+ExpirationTime, NextVisibleTime). A failed invocation is retried until host.json's
+``maxDequeueCount``, then the message goes to the ``<queue>-poison`` queue, on the SQLite queue
+and on Azure Storage queues alike.
+
+Differences from Azure, on purpose: the host backs an idle queue's polling off up to
+``maxPollingInterval`` (a minute by default); this one polls every ``poll_interval`` seconds so
+a job starts promptly on a laptop. A failed message is made visible again at once rather than
+after ``visibilityTimeout``, so retries do not stall tests for 30 s each. A message is leased
+for 30 s and the lease is not renewed (the host leases for 10 minutes and renews while the
+function runs), so a killed host's job comes back within 30 s; our jobs are short batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from dicom_core.storage.ports import JobQueue, QueueMessage
+from functions_host.worker import IndexedFunction, RuntimeWorker
+
+log = logging.getLogger("functions_host.queues")
+
+
+class QueuePump:
+    """Polls each queue-triggered function's queue and invokes it, ``batch_size`` at a time."""
+
+    def __init__(
+        self,
+        worker: RuntimeWorker,
+        functions: list[IndexedFunction],
+        queue_factory: Callable[[], JobQueue],
+        *,
+        max_dequeue_count: int = 5,
+        batch_size: int = 4,
+        poll_interval: float = 0.5,
+        lease_seconds: float = 30.0,
+    ) -> None:
+        self._worker = worker
+        self._functions = functions
+        self._factory = queue_factory
+        self._max_dequeue = max_dequeue_count
+        self._batch = batch_size
+        self._poll = poll_interval
+        self._lease = lease_seconds
+        self._queue: JobQueue | None = None
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        if not self._functions:
+            return
+        self._queue = self._factory()
+        for function in self._functions:
+            self._tasks.append(asyncio.create_task(self._run(function)))
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._queue is not None:
+            queue, self._queue = self._queue, None
+            await queue.close()
+
+    async def _run(self, function: IndexedFunction) -> None:
+        assert self._queue is not None
+        queue, name = self._queue, str(function.trigger["queueName"])
+        while not self._stopping.is_set():
+            try:
+                messages = await queue.receive(
+                    name, max_messages=self._batch, visibility_timeout=self._lease
+                )
+            except Exception:
+                log.exception("receiving from queue %s failed", name)
+                messages = []
+            if messages:
+                await asyncio.gather(*(self._deliver(queue, function, m) for m in messages))
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self._poll)
+
+    async def _deliver(
+        self, queue: JobQueue, function: IndexedFunction, message: QueueMessage
+    ) -> None:
+        protos = self._worker.protos
+        binding = protos.ParameterBinding(
+            name=str(function.trigger["name"]),
+            data=protos.TypedData(string=orjson.dumps(message.body).decode()),
+        )
+        try:
+            response = await self._worker.invoke(
+                function,
+                [binding],
+                trigger_metadata=trigger_metadata(protos, message),
+                retry=(message.dequeue_count - 1, self._max_dequeue - 1),
+            )
+            error = None if self._worker.succeeded(response) else self._worker.failure(response)
+        except TimeoutError:
+            error = "the function timed out (host.json functionTimeout)"
+        if error is None:
+            await queue.complete(message)
+            return
+        log.error("queue function %s failed on message %s: %s", function.name, message.id, error)
+        if message.dequeue_count >= self._max_dequeue:
+            await queue.dead_letter(message, error)
+        else:
+            await queue.abandon(message)
+
+
+def trigger_metadata(protos: Any, message: QueueMessage) -> Mapping[str, Any]:
+    """The queue trigger's metadata, typed as the host sends it: numbers and times as JSON."""
+
+    def when(moment: datetime | None) -> Any:
+        return protos.TypedData(json=orjson.dumps(moment.isoformat()).decode()) if moment else None
+
+    fields = {
+        "Id": protos.TypedData(string=message.id),
+        "PopReceipt": protos.TypedData(string=message.receipt),
+        "DequeueCount": protos.TypedData(json=str(message.dequeue_count)),
+        "InsertionTime": when(message.inserted_at),
+        "ExpirationTime": when(message.expires_at),
+        "NextVisibleTime": when(message.next_visible_at),
+    }
+    return {key: value for key, value in fields.items() if value is not None}

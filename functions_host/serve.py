@@ -1,0 +1,183 @@
+"""``make run``: the app behind the stand-in host, one runtime per serving process.
+
+Each serving process is what one Azure instance holds: the host's front (routing and
+forwarding) and a runtime worker with its own HTTP-streams server, on one event loop. Several
+processes share the listening port, as the previous local host did, because parsing and HTTP
+handling hold the GIL.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from dicom_core.bootstrap import build_job_queue
+from dicom_core.settings import Settings
+from dicom_core.storage.ports import JobQueue
+from dicom_core.web.routing import HttpTrigger, RouteTable, host_routes
+from functions_host.http import HttpForwarder
+from functions_host.queues import QueuePump
+from functions_host.worker import (
+    IndexedFunction,
+    RuntimeWorker,
+    app_directory,
+    function_timeout,
+    read_host_json,
+)
+
+log = logging.getLogger("functions_host")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+def http_routes(functions: tuple[IndexedFunction, ...], route_prefix: str) -> RouteTable:
+    """The host's route table, built from the runtime's function metadata as the host builds
+    it (``host_routes``); a function the host would refuse gets no route, and says why."""
+    triggers = []
+    for function in functions:
+        trigger = function.trigger
+        if str(trigger.get("type", "")).lower() != "httptrigger":
+            continue
+        methods = trigger.get("methods")
+        triggers.append(
+            HttpTrigger(
+                function.name,
+                trigger.get("route"),
+                None if methods is None else tuple(str(m) for m in methods),
+            )
+        )
+    built = host_routes(triggers, route_prefix)
+    for name, reason in built.refused.items():
+        log.error("function %s gets no route: %s", name, reason)
+    return built.table
+
+
+def route_prefix(host_json: dict[str, Any]) -> str:
+    """host.json's ``extensions.http.routePrefix``; the host's default is ``api``."""
+    http = host_json.get("extensions", {}).get("http", {})
+    prefix = http.get("routePrefix") if isinstance(http, dict) else None
+    return "api" if prefix is None else str(prefix)
+
+
+class FunctionsHost:
+    """An ASGI app: the lifespan starts the runtime and the queue pump, requests go through
+    the host's routing to the runtime."""
+
+    def __init__(self, app_dir: Path, queue_factory: Callable[[], JobQueue] | None) -> None:
+        self._app_dir = app_dir
+        self._host_json = read_host_json(app_dir)
+        self._timeout = function_timeout(self._host_json)
+        self._queue_factory = queue_factory
+        self.worker = RuntimeWorker(app_dir, function_timeout=self._timeout)
+        self._forwarder: HttpForwarder | None = None
+        self._pump: QueuePump | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            assert self._forwarder is not None, "the host has not started"
+            await self._forwarder(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    try:
+                        await self.start()
+                    except Exception as exc:
+                        log.exception("the host could not start")
+                        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                        return
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await self.stop()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    async def start(self) -> None:
+        _quiet_per_request_logs()
+        await self.worker.start()
+        _quiet_per_request_logs()
+        functions = self.worker.functions
+        table = http_routes(functions, route_prefix(self._host_json))
+        self._forwarder = HttpForwarder(
+            self.worker, table, {f.name: f for f in functions}, timeout=self._timeout
+        )
+        await self._forwarder.start()
+        queues = self._host_json.get("extensions", {}).get("queues", {})
+        queue_functions = [
+            f for f in functions if str(f.trigger.get("type", "")).lower() == "queuetrigger"
+        ]
+        if queue_functions and self._queue_factory is not None:
+            self._pump = QueuePump(
+                self.worker,
+                queue_functions,
+                self._queue_factory,
+                max_dequeue_count=int(queues.get("maxDequeueCount", 5)),
+                batch_size=int(queues.get("batchSize", 16)),
+            )
+            await self._pump.start()
+
+    async def stop(self) -> None:
+        if self._pump is not None:
+            await self._pump.stop()
+        if self._forwarder is not None:
+            await self._forwarder.close()
+        await self.worker.stop()
+        # Not something Azure does (it ends the worker process), but closing the app's
+        # clients here keeps their sockets from outliving the event loop.
+        app_module = sys.modules.get("function_app")
+        close = getattr(getattr(app_module, "services", None), "close", None)
+        if close is not None:
+            await close()
+
+
+def create_app() -> FunctionsHost:
+    """Factory for uvicorn: the app in the working directory, on the configured backend."""
+    settings = Settings.from_environment()
+    app_dir = app_directory()
+    if str(app_dir) not in sys.path:
+        sys.path.insert(0, str(app_dir))
+    return FunctionsHost(app_dir, lambda: build_job_queue(settings))
+
+
+def _quiet_per_request_logs() -> None:
+    """The runtime logs two lines per invocation and its uvicorn an access line per request;
+    in Azure those go to Application Insights, here they would cost more than the work."""
+    if os.environ.get("DICOM_LOG_LEVEL", "INFO").upper() != "DEBUG":
+        importlib.import_module("azure_functions_runtime.logging").logger.setLevel(logging.WARNING)
+    # The runtime's uvicorn configures "uvicorn.access" anew when it starts; the front's own
+    # access log follows DICOM_ACCESS_LOG.
+    if os.environ.get("DICOM_ACCESS_LOG", "false").lower() != "true":
+        logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+def main() -> None:
+    import uvicorn
+
+    logging.basicConfig(level=os.environ.get("DICOM_LOG_LEVEL", "INFO"))
+    port = int(os.environ.get("PORT", "7071"))
+    host = os.environ.get("DICOM_HOST", "127.0.0.1")
+    # One process per core (at most 4): pydicom parsing and HTTP handling hold the GIL, so a
+    # single process uses one core. Worker processes share the SQLite index and job queue.
+    default_workers = min(os.cpu_count() or 1, 4)
+    workers = int(os.environ.get("DICOM_LOCAL_WORKERS") or default_workers)
+    print(f"Serving the DICOMweb API on http://{host}:{port} (Ctrl-C stops it)", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    uvicorn.run(
+        "functions_host.serve:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers if workers > 1 else None,
+        log_level=os.environ.get("DICOM_LOG_LEVEL", "info").lower(),
+        access_log=os.environ.get("DICOM_ACCESS_LOG", "false").lower() == "true",
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )

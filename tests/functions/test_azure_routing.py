@@ -1,0 +1,184 @@
+"""Every request of the conformance statement and the tutorials reaches its function under
+the Functions host's routing rules, replayed over the metadata the runtime itself produces.
+
+The host registers routes in function-name order and takes the first template-and-method
+match (``dicom_core.web.routing``). A function is named here by the ``web`` handler its body
+calls, not by its own name, so renaming a function keeps this test true, unless the new name
+changes what the host reaches first: then it fails, naming the request.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dicom_core.web.routing import RouteTable
+from functions_host.serve import http_routes
+from functions_host.worker import IndexedFunction
+
+ROOT = Path(__file__).resolve().parents[2]
+ST, SE, IN = "1.2.840.113619.2.1", "1.2.840.113619.2.1.2", "1.2.840.113619.2.1.2.3"
+STUDY = f"/v2/studies/{ST}"
+SERIES = f"{STUDY}/series/{SE}"
+INSTANCE = f"{SERIES}/instances/{IN}"
+WORKITEM = "/v2/workitems/1.2.3.4"
+
+# (method, URL, the web handler that must answer). From the conformance statement's tables
+# (STOW, WADO, QIDO, delete, UPS), extended-query-tags.md, and the tutorials' URLs.
+REQUESTS = [
+    ("POST", "/v2/studies", "store_instances"),
+    ("PUT", "/v2/studies", "store_instances"),
+    ("POST", STUDY, "store_instances"),
+    ("PUT", STUDY, "store_instances"),
+    ("POST", "/v1/studies", "store_instances"),
+    ("GET", STUDY, "retrieve"),
+    ("GET", f"{STUDY}/metadata", "retrieve_metadata"),
+    ("GET", SERIES, "retrieve"),
+    ("GET", f"{SERIES}/metadata", "retrieve_metadata"),
+    ("GET", INSTANCE, "retrieve"),
+    ("GET", f"{INSTANCE}/metadata", "retrieve_metadata"),
+    ("GET", f"{INSTANCE}/rendered", "retrieve_rendered"),
+    ("GET", f"{INSTANCE}/frames/1", "retrieve_frames"),
+    ("GET", f"{INSTANCE}/frames/4,5,6", "retrieve_frames"),
+    ("GET", f"{INSTANCE}/frames/1/rendered", "retrieve_rendered"),
+    ("GET", f"/v2/studies{ST}/series/{SE}/metadata", "retrieve_metadata"),  # curl tutorial
+    ("GET", "/v2/studies", "search_for_studies"),
+    ("GET", "/v2/studies?PatientName=DOE&fuzzymatching=true", "search_for_studies"),
+    ("GET", "/v2/series", "search_for_series"),
+    ("GET", f"{STUDY}/series", "search_for_series"),
+    ("GET", "/v2/instances", "search_for_instances"),
+    ("GET", f"{STUDY}/instances", "search_for_instances"),
+    ("GET", f"{SERIES}/instances", "search_for_instances"),
+    ("DELETE", STUDY, "delete"),
+    ("DELETE", SERIES, "delete"),
+    ("DELETE", INSTANCE, "delete"),
+    ("POST", "/v2/workitems", "ups_create"),
+    ("POST", "/v2/workitems?1.2.3.4", "ups_create"),
+    ("POST", f"{WORKITEM}?1.2.3.9", "ups_update"),
+    ("GET", "/v2/workitems?PatientName=DOE", "ups_search"),
+    ("GET", WORKITEM, "ups_retrieve"),
+    ("PUT", f"{WORKITEM}/state", "ups_change_state"),
+    ("POST", f"{WORKITEM}/cancelrequest", "ups_cancel_request"),
+    ("POST", f"{WORKITEM}/subscribers/MYAE?deletionlock=true", "ups_subscription"),
+    ("POST", "/v2/workitems/1.2.840.10008.5.1.4.34.5/subscribers/MYAE/suspend", "ups_subscription"),
+    ("DELETE", f"{WORKITEM}/subscribers/MYAE", "ups_subscription"),
+    ("GET", "/v2/subscribers/MYAE", "ups_subscription"),
+    ("POST", "/v2/extendedquerytags", "add_extended_query_tags"),
+    ("GET", "/v2/extendedquerytags", "list_extended_query_tags"),
+    ("GET", "/v2/extendedquerytags/00101001", "extended_query_tag"),
+    ("PATCH", "/v2/extendedquerytags/00101001", "extended_query_tag"),
+    ("DELETE", "/v2/extendedquerytags/00101001", "extended_query_tag"),
+    ("GET", "/v2/extendedquerytags/00101001/errors", "extended_query_tag_errors"),
+    ("GET", "/v2/operations/1d4b2a3c-9f8e-4c1b-a2d3-4e5f6a7b8c9d", "get_operation"),
+]
+
+# One wrong method and one unknown URL per family: both reach the catch-all, which answers
+# 405 (with Allow) for the first and 404 for the second.
+WRONG_METHODS = [
+    ("PATCH", "/v2/studies"),
+    ("POST", f"{SERIES}/metadata"),
+    ("PUT", f"{INSTANCE}/frames/1"),
+    ("DELETE", "/v2/series"),
+    ("PATCH", INSTANCE),
+    ("DELETE", "/v2/workitems"),
+    ("PUT", "/v2/extendedquerytags"),
+    ("DELETE", "/v2/operations/1d4b2a3c-9f8e-4c1b-a2d3-4e5f6a7b8c9d"),
+]
+UNKNOWN = [
+    ("POST", "/studies"),
+    ("GET", f"{INSTANCE}/frames"),
+    ("GET", f"{INSTANCE}/bulkdata/1"),
+    ("GET", "/v2/patients"),
+    ("DELETE", f"{INSTANCE}/extra"),
+    ("GET", f"{WORKITEM}/history"),
+    ("GET", "/v2/extendedquerytags/00101001/errors/1"),
+    ("GET", "/v2/operations"),
+    ("GET", "/"),
+]
+CATCH_ALL = "unknown_route"
+
+
+@pytest.fixture(scope="module")
+def table() -> RouteTable:
+    """The host's routes, from the runtime's own FunctionsMetadataResponse."""
+    printed = subprocess.run(
+        [sys.executable, "-m", "functions_host.metadata"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    functions = tuple(
+        IndexedFunction(name=f["name"], function_id=f["name"], bindings=tuple(f["bindings"]))
+        for f in json.loads(printed)
+    )
+    return http_routes(functions, route_prefix="")
+
+
+@pytest.fixture(scope="module")
+def handlers() -> dict[str, str]:
+    """Function name -> the ``web`` handler its body calls (each body is that one call)."""
+    tree = ast.parse((ROOT / "function_app.py").read_text())
+    found: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef):
+            calls = [
+                n.func.attr
+                for n in ast.walk(node)
+                if isinstance(n, ast.Call)
+                and isinstance(n.func, ast.Attribute)
+                and isinstance(n.func.value, ast.Name)
+                and n.func.value.id == "web"
+            ]
+            assert len(calls) == 1, f"{node.name} should make exactly one web call"
+            found[node.name] = calls[0]
+    return found
+
+
+def reached(table: RouteTable, handlers: dict[str, str], method: str, url: str) -> str:
+    path = url.split("?", 1)[0]
+    resolved = table.resolve(method, path)
+    assert resolved is not None, f"{method} {url}: no function, the host would answer 404"
+    return handlers[resolved[0].function]
+
+
+@pytest.mark.parametrize(("method", "url", "handler"), REQUESTS)
+def test_each_documented_request_reaches_its_function(
+    table: RouteTable, handlers: dict[str, str], method: str, url: str, handler: str
+) -> None:
+    assert reached(table, handlers, method, url) == handler, f"{method} {url}"
+
+
+@pytest.mark.parametrize(("method", "url"), WRONG_METHODS)
+def test_a_wrong_method_reaches_the_catch_all_which_can_name_the_allowed_ones(
+    table: RouteTable, handlers: dict[str, str], method: str, url: str
+) -> None:
+    assert reached(table, handlers, method, url) == CATCH_ALL
+    allowed = table.allowed_methods(url)
+    assert allowed and method not in allowed
+
+
+@pytest.mark.parametrize(("method", "url"), UNKNOWN)
+def test_an_unknown_url_reaches_the_catch_all_with_nothing_allowed(
+    table: RouteTable, handlers: dict[str, str], method: str, url: str
+) -> None:
+    assert reached(table, handlers, method, url) == CATCH_ALL
+    assert table.allowed_methods(url) == frozenset()
+
+
+def test_every_http_function_is_reached_by_some_request(
+    table: RouteTable, handlers: dict[str, str]
+) -> None:
+    """A function no documented request reaches is dead in Azure: the order hides it."""
+    reached_functions = {
+        resolved[0].function
+        for method, url, _ in REQUESTS
+        if (resolved := table.resolve(method, url.split("?", 1)[0])) is not None
+    }
+    unreached = {route.function for route in table.routes} - reached_functions
+    assert unreached == {name for name, call in handlers.items() if call == CATCH_ALL}

@@ -1,0 +1,170 @@
+"""The runtime-driven host: a small app (tests/functions/sample_app) served as Azure serves
+it, through azure-functions-runtime, over HTTP, with queue messages on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dicom_core.bootstrap import build_job_queue
+from dicom_core.settings import Settings
+from tests.conftest import Server, azure_environment, start_server, stop_server
+
+SAMPLE_APP = Path(__file__).with_name("sample_app")
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("sample-host")
+    received = tmp / "received"
+    received.mkdir()
+    running = start_server(tmp, app_dir=SAMPLE_APP, RECEIVED_DIR=str(received))
+    try:
+        yield running
+    finally:
+        stop_server(running)
+
+
+def get(server: Server, path: str, method: str = "GET") -> httpx.Response:
+    with server.client() as client:
+        return client.request(method, path)
+
+
+def test_routes_go_to_the_first_function_by_name_not_the_most_specific(sample: Server) -> None:
+    # "things/special" is more specific, but a_thing sorts first and its template matches.
+    answer = get(sample, "/things/special").json()
+    assert answer["function"] == "a_thing"
+    assert answer["params"] == {"thing": "special"}
+    # With a method a_thing does not take, the next function in name order answers.
+    assert get(sample, "/things/special", "DELETE").json()["function"] == "b_things_special"
+
+
+def test_route_parameters_reach_the_function_through_the_invocation(sample: Server) -> None:
+    answer = get(sample, "/STUDIES1.2.3/x?b=2&a=1&a=3").json()
+    assert answer["function"] == "c_complex"
+    assert answer["params"] == {"study": "1.2.3"}
+    assert answer["query"] == [["a", "1"], ["a", "3"], ["b", "2"]]
+    assert get(sample, "/Studies9/X/more").json()["params"] == {"study": "9", "rest": "more"}
+
+
+def test_each_request_carries_an_invocation_id_and_forwarded_headers(sample: Server) -> None:
+    first = get(sample, "/things/a").json()
+    second = get(sample, "/things/b").json()
+    assert first["invocation"] and first["invocation"] != second["invocation"]
+    assert first["forwarded_host"] == sample.url.removeprefix("http://")
+    assert first["forwarded_proto"] == "http"
+    with sample.client() as client:
+        spoofed = client.get("/things/c", headers={"x-ms-invocation-id": "mine"}).json()
+    assert spoofed["invocation"] not in ("", "mine")
+
+
+def test_unmatched_paths_and_methods_reach_the_catch_all_last(sample: Server) -> None:
+    answer = get(sample, "/no/such/thing")
+    assert answer.status_code == 404
+    assert answer.json()["function"] == "z_fallback"
+    assert answer.json()["params"] == {"path": "no/such/thing"}
+    # No function takes PATCH, the catch-all included: the host's own empty 404.
+    bare = get(sample, "/things/a", "PATCH")
+    assert bare.status_code == 404 and bare.content == b""
+
+
+def test_request_and_response_bodies_stream_through_the_host(sample: Server) -> None:
+    body = os.urandom(3 * 1024 * 1024) * 8  # 24 MiB
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 1 << 20):
+            yield body[start : start + (1 << 20)]
+
+    with sample.client() as client:
+        echoed = client.post("/echo", content=chunks()).json()
+        assert echoed == {"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
+        with client.stream("GET", "/stream/300") as streamed:
+            assert streamed.status_code == 200
+            total = hashlib.sha256()
+            for chunk in streamed.iter_bytes():
+                total.update(chunk)
+    expected = hashlib.sha256(b"".join(bytes([n % 256]) * 65536 for n in range(300)))
+    assert total.hexdigest() == expected.hexdigest()
+
+
+def test_a_failing_function_gets_a_500_and_the_host_keeps_serving(sample: Server) -> None:
+    for _ in range(3):
+        assert get(sample, "/fail").status_code == 500
+    assert get(sample, "/things/ok").status_code == 200
+
+
+@pytest.fixture(params=["local", "azure"])
+def queue_host(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Server, Settings, Path]]:
+    backend = str(request.param)
+    if backend not in os.environ.get("DICOM_TEST_BACKENDS", "local,azure"):
+        pytest.skip(f"backend {backend} not selected")
+    env = azure_environment(request.getfixturevalue("emulators")) if backend == "azure" else {}
+    received = tmp_path / "received"
+    received.mkdir()
+    running = start_server(tmp_path, app_dir=SAMPLE_APP, RECEIVED_DIR=str(received), **env)
+    settings = Settings.from_mapping(
+        {"DICOM_STORAGE": backend, "DATA_DIR": str(running.data_dir), **env}
+    )
+    try:
+        yield running, settings, received
+    finally:
+        stop_server(running)
+
+
+def _records(folder: Path, count: int, timeout: float = 60) -> dict[str, dict[str, object]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json")}
+        if len(found) >= count:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"only {sorted(p.stem for p in folder.glob('*.json'))} arrived")
+
+
+def test_queue_messages_arrive_with_trigger_metadata_and_retry_to_poison(
+    queue_host: tuple[Server, Settings, Path],
+) -> None:
+    server, settings, received = queue_host
+
+    async def send() -> None:
+        queue = build_job_queue(settings)
+        try:
+            await queue.send("work", {"n": 1})
+            await queue.send("work", {"n": 2, "fail": True})
+        finally:
+            await queue.close()
+
+    asyncio.run(send())
+    # host.json: maxDequeueCount 3, so the failing message is tried three times.
+    records = _records(received, 4)
+    assert set(records) == {"1-1", "2-1", "2-2", "2-3"}
+    ok = records["1-1"]
+    assert ok["body"] == {"n": 1}
+    assert ok["id"] and ok["pop_receipt"]
+    assert ok["insertion_time"] and ok["time_next_visible"]
+
+    async def poisoned() -> list[dict[str, object]]:
+        queue = build_job_queue(settings)
+        try:
+            for _ in range(100):
+                parked = await queue.receive("work-poison")
+                if parked:
+                    return [m.body for m in parked]
+                await asyncio.sleep(0.1)
+            return []
+        finally:
+            await queue.close()
+
+    assert asyncio.run(poisoned()) == [{"n": 2, "fail": True}]
+    time.sleep(1)
+    assert not (received / "2-4.json").exists()
