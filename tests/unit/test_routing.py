@@ -18,13 +18,13 @@ from dicom_core.web.routing import (
     HttpTrigger,
     Route,
     RouteTable,
-    _parse_parameter,
     apply_route_prefix,
     compile_template,
     host_routes,
     registration_order,
     request_path,
 )
+from dicom_core.web.routing.template_parser import _parse_parameter
 
 # --- Template syntax --------------------------------------------------------------------
 
