@@ -42,13 +42,19 @@ $(EMULATORS): tools/emulators/package.json tools/emulators/package-lock.json
 	@npm ci --prefix tools/emulators --no-audit --no-fund --loglevel=error
 	@rm -f tools/emulators/node_modules/.installed-* && touch $@
 
+# How make run reaches the functions (functions_host/direct.py): "direct" calls the runtime's
+# own function objects in process, routed as Azure routes; "runtime" goes through
+# azure-functions-runtime and its HTTP server as in Azure, at about half the request rate.
+# The tests always use "runtime".
+ENGINE ?= direct
+
 run: $(STAMP)
-	PORT=$(PORT) DATA_DIR=$(DATA_DIR) $(PY) -m functions_host
+	PORT=$(PORT) DATA_DIR=$(DATA_DIR) DICOM_HOST_ENGINE=$(ENGINE) $(PY) -m functions_host
 
 # The same app on the azure backend, against Azurite and the Cosmos DB server on loopback
 # (in memory: stopping it stops them and forgets what was stored).
 run-azure: $(STAMP) $(EMULATORS)
-	PORT=$(PORT) DATA_DIR=$(DATA_DIR) $(PY) tools/emulators/launcher.py run -- \
+	PORT=$(PORT) DATA_DIR=$(DATA_DIR) DICOM_HOST_ENGINE=$(ENGINE) $(PY) tools/emulators/launcher.py run -- \
 		$(PY) -m functions_host
 
 lint: $(STAMP)

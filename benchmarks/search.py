@@ -389,6 +389,7 @@ class OurServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v2"
         env = {
+            "DICOM_HOST_ENGINE": "direct",  # as make run serves
             **os.environ,
             "PORT": str(self.port),
             "DATA_DIR": str(data_dir),

@@ -54,7 +54,13 @@ def wait_until_up(url: str, timeout: float = 60) -> None:
 @contextlib.contextmanager
 def our_server(workers: int | None) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="stow-compare-") as data:
-        env = {**os.environ, "DATA_DIR": data, "PORT": str(OUR_PORT), "DICOM_LOG_LEVEL": "WARNING"}
+        env = {
+            "DICOM_HOST_ENGINE": "direct",  # as make run serves; the environment may override
+            **os.environ,
+            "DATA_DIR": data,
+            "PORT": str(OUR_PORT),
+            "DICOM_LOG_LEVEL": "WARNING",
+        }
         if workers:
             env["DICOM_LOCAL_WORKERS"] = str(workers)
         process = subprocess.Popen(

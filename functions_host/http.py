@@ -33,6 +33,7 @@ import aiohttp
 from yarl import URL
 
 from dicom_core.web.routing import HostRoutingError, RouteTable, request_path
+from functions_host.direct import call_directly
 from functions_host.worker import IndexedFunction, RuntimeWorker
 
 log = logging.getLogger("functions_host.http")
@@ -77,8 +78,12 @@ class HttpForwarder:
         functions: dict[str, IndexedFunction],
         *,
         timeout: float,
+        direct: bool = False,
     ) -> None:
+        """``direct``: call the runtime's function objects in process instead of invoking
+        them through the runtime and its HTTP server (``functions_host.direct``)."""
         self._worker = worker
+        self._direct = direct
         self._table = table
         self._functions = functions
         self._timeout = timeout
@@ -116,6 +121,11 @@ class HttpForwarder:
             return
         route, params = resolved
         function = self._functions[route.function]
+        if self._direct:
+            handler = self._worker.function_object(function)
+            arg = str(function.trigger["name"])
+            await call_directly(handler, arg, function.name, params, scope, receive, send)
+            return
         invocation_id = str(uuid.uuid4())
         protos = self._worker.protos
         binding = protos.ParameterBinding(

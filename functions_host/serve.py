@@ -33,6 +33,11 @@ from functions_host.worker import (
 
 log = logging.getLogger("functions_host")
 
+# How HTTP invocations reach the functions: "runtime" through azure-functions-runtime and its
+# HTTP-streams server, as in Azure; "direct" calls the runtime's function objects in process
+# (functions_host.direct). Queue invocations always go through the runtime.
+ENGINES = ("runtime", "direct")
+
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -71,7 +76,18 @@ class FunctionsHost:
     """An ASGI app: the lifespan starts the runtime and the queue pump, requests go through
     the host's routing to the runtime."""
 
-    def __init__(self, app_dir: Path, queue_factory: Callable[[], JobQueue] | None) -> None:
+    def __init__(
+        self,
+        app_dir: Path,
+        queue_factory: Callable[[], JobQueue] | None,
+        *,
+        engine: str = "runtime",
+    ) -> None:
+        if engine not in ENGINES:
+            raise ValueError(
+                f"DICOM_HOST_ENGINE must be one of {', '.join(ENGINES)}, not {engine!r}"
+            )
+        self._engine = engine
         self._app_dir = app_dir
         self._host_json = read_host_json(app_dir)
         self._timeout = function_timeout(self._host_json)
@@ -107,7 +123,11 @@ class FunctionsHost:
         functions = self.worker.functions
         table = http_routes(functions, route_prefix(self._host_json))
         self._forwarder = HttpForwarder(
-            self.worker, table, {f.name: f for f in functions}, timeout=self._timeout
+            self.worker,
+            table,
+            {f.name: f for f in functions},
+            timeout=self._timeout,
+            direct=self._engine == "direct",
         )
         await self._forwarder.start()
         queues = self._host_json.get("extensions", {}).get("queues", {})
@@ -144,7 +164,8 @@ def create_app() -> FunctionsHost:
     app_dir = app_directory()
     if str(app_dir) not in sys.path:
         sys.path.insert(0, str(app_dir))
-    return FunctionsHost(app_dir, lambda: build_job_queue(settings))
+    engine = os.environ.get("DICOM_HOST_ENGINE", "runtime").strip().lower() or "runtime"
+    return FunctionsHost(app_dir, lambda: build_job_queue(settings), engine=engine)
 
 
 def _quiet_per_request_logs() -> None:

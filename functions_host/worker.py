@@ -187,6 +187,16 @@ class RuntimeWorker:
         async with asyncio.timeout(self._timeout):
             return await self._runtime.invocation_request(self._request(invocation_request=message))
 
+    def function_object(self, function: IndexedFunction) -> Any:
+        """The Python function the runtime indexed and would invoke for ``function``: its
+        registry's own object, for the direct engine (``functions_host.direct``)."""
+        from azure_functions_runtime import handle_event
+
+        info = handle_event._functions.get_function(function.function_id)
+        if info is None:
+            raise WorkerError(f"the runtime has no function {function.name} loaded")
+        return info.func
+
     def succeeded(self, response: Any) -> bool:
         return bool(response.result.status == self.protos.StatusResult.Success)
 

@@ -89,6 +89,8 @@ def start_server(tmp: Path, *, app_dir: Path = ROOT, **env: str) -> Server:
         "DICOM_STORAGE": "local",
         # One process, so the PID the tests watch (memory, signals) is the one serving.
         "DICOM_LOCAL_WORKERS": "1",
+        # Every end-to-end test goes through azure-functions-runtime, as Azure does.
+        "DICOM_HOST_ENGINE": "runtime",
         # The host package and dicom_core come from this project whatever the app folder.
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         **env,

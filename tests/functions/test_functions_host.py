@@ -168,3 +168,44 @@ def test_queue_messages_arrive_with_trigger_metadata_and_retry_to_poison(
     assert asyncio.run(poisoned()) == [{"n": 2, "fail": True}]
     time.sleep(1)
     assert not (received / "2-4.json").exists()
+
+
+@pytest.fixture(scope="module")
+def direct(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The same app on the direct engine (make run's): same routes, same function objects."""
+    tmp = tmp_path_factory.mktemp("sample-direct")
+    (tmp / "received").mkdir()
+    running = start_server(
+        tmp,
+        app_dir=SAMPLE_APP,
+        RECEIVED_DIR=str(tmp / "received"),
+        DICOM_HOST_ENGINE="direct",
+    )
+    try:
+        yield running
+    finally:
+        stop_server(running)
+
+
+def test_the_direct_engine_routes_and_streams_as_the_runtime_does(
+    sample: Server, direct: Server
+) -> None:
+    for path in ("/things/special", "/STUDIES1.2.3/x?b=2&a=1", "/Studies9/X/more", "/no/where"):
+        through_runtime = get(sample, path)
+        called_directly = get(direct, path)
+        assert called_directly.status_code == through_runtime.status_code
+        for key in ("function", "params", "path", "query"):
+            assert called_directly.json()[key] == through_runtime.json()[key], (path, key)
+    assert get(direct, "/things/special", "DELETE").json()["function"] == "b_things_special"
+    assert get(direct, "/things/a", "PATCH").status_code == 404
+    body = os.urandom(5 * 1024 * 1024)
+    with direct.client() as client:
+        assert (
+            client.post("/echo", content=body).json()["sha256"] == hashlib.sha256(body).hexdigest()
+        )
+        assert len(client.get("/stream/40").content) == 40 * 65536
+
+
+def test_the_direct_engine_answers_500_when_a_function_fails(direct: Server) -> None:
+    assert get(direct, "/fail").status_code == 500
+    assert get(direct, "/things/ok").status_code == 200
