@@ -1,18 +1,22 @@
-"""What the Functions runtime's extra HTTP hop costs: our app on two hosts, and Orthanc.
+"""Our app on its two engines and on the legacy host, against Orthanc.
 
 Usage::
 
     python benchmarks/host_compare.py [--rounds 3] [--workers N] [--quick]
-        [--servers runtime,direct,orthanc] [--stow-count 300] [--seconds 8]
+        [--servers runtime,direct,legacy,orthanc] [--stow-count 300] [--seconds 8]
         [--concurrency 4] [--qido-studies 100] [--study-instances 40]
 
-The three servers:
+The four servers:
 
-* ``runtime``: ``python -m functions_host``, what ``make run`` serves today. The stand-in
-  host routes each request, invokes the function through Azure's Python runtime
-  (azure-functions-runtime) and forwards the request over loopback to the runtime's own
-  uvicorn server: one extra HTTP hop per request.
-* ``direct``: the previous local host, which called the functions in-process from its own
+* ``runtime``: ``python -m functions_host`` with ``DICOM_HOST_ENGINE=runtime`` (the module's
+  default, and what the tests use). The stand-in host routes each request as the Functions
+  host does, invokes the function through Azure's Python runtime (azure-functions-runtime)
+  and forwards the request over loopback to the runtime's own HTTP-streams server: one extra
+  HTTP hop per request. It shows the path a request takes in Azure.
+* ``direct``: ``python -m functions_host`` with ``DICOM_HOST_ENGINE=direct``, what ``make run``
+  serves by default (``ENGINE`` in the Makefile). Same routing and the runtime's own
+  function objects, but called in process (``functions_host/direct.py``): no hop.
+* ``legacy``: the previous local host, which called the functions in-process from its own
   uvicorn server. It is no longer in the work tree; at run time ``git show`` extracts
   ``dicom_core/web/local_host.py`` and ``dicom_core/web/routing.py`` of commit 6ed7be3 into
   a temporary package ``legacy_host`` (``local_host.py`` + ``routing.py``). Only two lines
@@ -24,7 +28,11 @@ The three servers:
 * ``orthanc``: a fresh Orthanc with the DICOMweb plugin, started and stopped by
   ``benchmarks/orthanc.sh`` (which installs it from Debian if needed), as a known reference.
 
-Ours both run the same app code on the same local backend (fresh temporary DATA_DIR,
+Why these four: ``make run``'s engine (``direct``) must stay ahead of Orthanc and near the
+legacy host it replaced (ratios direct/orthanc and direct/legacy); the ``runtime`` engine
+shows what Azure's path costs on top of it (ratio runtime/direct).
+
+Ours all run the same app code on the same local backend (fresh temporary DATA_DIR,
 ``DICOM_LOG_LEVEL=WARNING``, cwd = repo root) with the same number of worker processes
 (``--workers``, by default what ``make run`` uses: one per core, at most 4). Everything is on
 loopback (127.0.0.1) only.
@@ -53,11 +61,12 @@ too: the difference between ``runtime`` and ``direct`` is the hop's CPU cost.
 Why rounds: on a shared or virtual machine the CPU speed drifts by tens of percent from
 minute to minute, so one run per server says more about the minute than the server. Each
 round starts every server fresh, one after the other, with dirty pages flushed first
-(``sync``) so that no server pays for another's write-back, and the order rotates every
-round (each server goes first, second and last in turn). The medians over rounds are the
-figures to quote, with the ratios runtime/direct and runtime/orthanc. ``--quick`` (two
-rounds, small counts, short phases; about 2-3 minutes) is a smoke run whose figures mean
-little. Counts and durations are bounded; the script never asserts on time.
+(``sync``) so that no server pays for another's write-back, and the order rotates by one
+place every round (so that no server always runs first or last). The medians over rounds
+are the figures to quote, with the ratios direct/legacy, runtime/direct and direct/orthanc
+(each printed when both its servers ran). ``--quick`` (two rounds, small counts, short
+phases; about 20 s per server and round) is a smoke run whose figures mean little. Counts
+and durations are bounded; the script never asserts on time.
 """
 
 from __future__ import annotations
@@ -102,7 +111,13 @@ from stow_compare import wait_until_up  # noqa: E402
 MB = 1_000_000
 LEGACY_COMMIT = "6ed7be3"
 LOOPBACK = "127.0.0.1"
-SERVERS = ("runtime", "direct", "orthanc")
+SERVERS = ("runtime", "direct", "legacy", "orthanc")
+#: (numerator, denominator, column head): the ratios of the summary, when both servers ran.
+RATIOS = (
+    ("direct", "legacy", "dir/legacy"),
+    ("runtime", "direct", "rt/direct"),
+    ("direct", "orthanc", "dir/orthanc"),
+)
 STUDY_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 #: The study search's date range: inside search.py's years (2015-2024), so the instances
 #: that corpus.py dates today (STOW corpus, CT study) never match it.
@@ -162,7 +177,7 @@ def free_port() -> int:
 
 
 def extract_legacy_host(target: Path) -> list[str]:
-    """Write the old direct host as package ``legacy_host`` under ``target``.
+    """Write the legacy host as package ``legacy_host`` under ``target``.
 
     Returns what was changed beyond the two renaming rewrites (nothing so far), so that a
     run says so. A rewrite that does not apply exactly once stops the run: silently running
@@ -212,7 +227,8 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def app_server(name: str, workers: int, legacy_dir: Path) -> Iterator[Running]:
-    """One of ours, fresh: ``runtime`` (python -m functions_host) or ``direct`` (old host)."""
+    """One of ours, fresh: ``runtime`` or ``direct`` (python -m functions_host with that
+    DICOM_HOST_ENGINE), or ``legacy`` (the host of commit 6ed7be3)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix=f"host-compare-{name}-") as scratch:
         data = Path(scratch) / "data"
@@ -226,12 +242,16 @@ def app_server(name: str, workers: int, legacy_dir: Path) -> Iterator[Running]:
             "DICOM_HOST": LOOPBACK,
             "DICOM_LOCAL_WORKERS": str(workers),
         }
-        if name == "runtime":
+        if name in ("runtime", "direct"):
+            env["DICOM_HOST_ENGINE"] = name
             command = [sys.executable, "-m", "functions_host"]
-        else:
+        elif name == "legacy":
+            env.pop("DICOM_HOST_ENGINE", None)
             paths = [str(legacy_dir), str(ROOT), os.environ.get("PYTHONPATH", "")]
             env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
             command = [sys.executable, "-m", "legacy_host.local_host"]
+        else:
+            raise ValueError(f"not one of our servers: {name!r}")
         log_path = Path(scratch) / "server.log"
         with log_path.open("wb") as server_log:
             process = subprocess.Popen(
@@ -691,21 +711,16 @@ def print_summary(results: dict[str, list[RunFigures]], servers: Sequence[str]) 
         ("cpu_ms", "server CPU per correct answer, ms (medians; its whole process tree)"),
     ):
         print(f"\n{title}")
+        ratios = [(a, b, head) for a, b, head in RATIOS if a in servers and b in servers]
         header = f"{'workload':<22} {'unit':<7}" + "".join(f"{s:>11}" for s in servers)
-        if "runtime" in servers and "direct" in servers:
-            header += f"{'rt/direct':>10}"
-        if "runtime" in servers and "orthanc" in servers:
-            header += f"{'rt/orthanc':>11}"
+        header += "".join(f"{head:>12}" for _, _, head in ratios)
         print(header)
         print("-" * len(header))
         for key, unit in ROWS:
             medians = {s: median_of(results[s], table, key) for s in servers}
             line = f"{key:<22} {unit if table == 'rate' else 'ms':<7}"
             line += "".join(" " + _cell(medians[s]) for s in servers)
-            if "runtime" in servers and "direct" in servers:
-                line += "  " + _ratio(medians["runtime"], medians["direct"])
-            if "runtime" in servers and "orthanc" in servers:
-                line += "   " + _ratio(medians["runtime"], medians["orthanc"])
+            line += "".join("    " + _ratio(medians[a], medians[b]) for a, b, _ in ratios)
             print(line)
     errors = {s: sum(sum(run.errors.values()) for run in results[s]) for s in servers}
     print(
@@ -720,14 +735,14 @@ def print_summary(results: dict[str, list[RunFigures]], servers: Sequence[str]) 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="smoke run, 2-3 minutes: 2 rounds, small counts"
+        "--quick", action="store_true", help="smoke run: 2 rounds, small counts, short phases"
     )
     parser.add_argument("--rounds", type=int, help="rounds (default 3, --quick 2)")
     parser.add_argument(
         "--workers",
         type=int,
         default=min(os.cpu_count() or 1, 4),
-        help="worker processes of both our hosts (default: make run's, one per core, max 4)",
+        help="worker processes of each of our servers (default: make run's, one per core, max 4)",
     )
     parser.add_argument("--servers", default=",".join(SERVERS), help="subset, comma-separated")
     parser.add_argument("--stow-count", type=int, help="STOW instances per level (300; quick 150)")
@@ -755,10 +770,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     servers: list[str] = args.server_list
     with tempfile.TemporaryDirectory(prefix="host-compare-") as scratch:
         legacy_dir = Path(scratch) / "legacy"
-        if "direct" in servers:
+        if "legacy" in servers:
             tweaks = extract_legacy_host(legacy_dir)
             log(
-                f"direct = the local host of {LEGACY_COMMIT}, extracted to {legacy_dir}; "
+                f"legacy = the local host of {LEGACY_COMMIT}, extracted to {legacy_dir}; "
                 + ("tweaks: " + "; ".join(tweaks) if tweaks else "no compatibility tweak needed")
             )
         started = time.monotonic()
@@ -769,10 +784,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         starters: dict[str, Callable[[], contextlib.AbstractContextManager[Running]]] = {
             "runtime": lambda: app_server("runtime", args.workers, legacy_dir),
             "direct": lambda: app_server("direct", args.workers, legacy_dir),
+            "legacy": lambda: app_server("legacy", args.workers, legacy_dir),
             "orthanc": orthanc_server,
         }
         print(
-            f"{args.rounds} round(s); our hosts with {args.workers} worker process(es); "
+            f"{args.rounds} round(s); our servers with {args.workers} worker process(es); "
             f"STOW {args.stow_count} instances per level; GET phases {args.seconds:g} s with "
             f"{args.concurrency} clients; QIDO corpus {args.qido_studies} studies "
             f"({matching(corpus)} in the searched date range); "
