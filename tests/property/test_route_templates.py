@@ -225,3 +225,25 @@ def test_kestrel_decoding_gives_back_each_segment_with_its_slashes_kept_encoded(
     raw = "/" + "/".join(quote(part, safe="") for part in parts)
     expected = "/" + "/".join(part.replace("/", "%2F") for part in parts)
     assert request_path(raw.encode("ascii")) == expected
+
+
+@SETTINGS
+@given(cases(), st.data())
+def test_the_segment_count_filter_never_refuses_a_path_that_matches(
+    case: Case, data: st.DataObject
+) -> None:
+    """``RouteTemplate.fits`` lets ``RouteTable`` skip templates by path length: it is exact
+    where it matters, never refusing a path (of any length, trailing slash or not) that the
+    full match accepts, and refusing only paths the full match refuses."""
+    from dicom_core.web.routing.templates import path_segment_count
+
+    template = compile_template(case.template())
+    filled = data.draw(st.integers(0, len(case.optional)))
+    drop = data.draw(st.integers(0, len(case.texts(filled))))
+    extra = tuple(data.draw(st.lists(values, max_size=2)))
+    texts = case.texts(filled)[: len(case.texts(filled)) - drop] + list(extra)
+    for path in ("/" + "/".join(texts), "/" + "/".join(texts) + "/"):
+        if template.route_values(path) is not None:
+            assert template.fits(path_segment_count(path)), path
+        if not template.fits(path_segment_count(path)):
+            assert template.route_values(path) is None, path

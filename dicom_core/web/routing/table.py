@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from dicom_core.web.routing.dotnet_text import _dotnet_trim, _fold, _utf16
-from dicom_core.web.routing.templates import RouteTemplate, compile_template
+from dicom_core.web.routing.templates import RouteTemplate, compile_template, path_segment_count
 
 
 def _registration_key(name: str) -> tuple[int, ...]:
@@ -88,7 +88,10 @@ class RouteTable:
     def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         """The route that serves ``method path`` and its route values, or None (the host
         then answers 404: it never answers 405 itself)."""
+        count = path_segment_count(path)
         for route in self.routes:
+            if not route.template.fits(count):
+                continue  # route_values would refuse it in its first pass anyway
             values = route.template.route_values(path)
             if values is not None and route.accepts(method, values):
                 return route, {name: value for name, value in values.items() if value is not None}

@@ -49,6 +49,12 @@ def _tokenize(path: str) -> list[tuple[int, str]]:
     return tokens
 
 
+def path_segment_count(path: str) -> int:
+    """How many segments ``PathTokenizer`` makes of ``path``: what ``RouteTable`` compares
+    with each template's bounds before trying to match it."""
+    return len(_tokenize(path))
+
+
 def _match_complex(parts: _Segment, request: str, values: dict[str, str | None]) -> bool:
     """``MatchComplexSegment``: a segment of literals and parameters, matched from the right.
 
@@ -147,6 +153,8 @@ class RouteTemplate:
         init=False, repr=False, compare=False
     )
     _optional: frozenset[str] = field(init=False, repr=False, compare=False)
+    _min_segments: int = field(init=False, repr=False, compare=False)
+    _max_segments: int | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         segments = _parse_template(self.template)
@@ -171,6 +179,33 @@ class RouteTemplate:
         object.__setattr__(self, "_checks", checks)
         optional = frozenset(_fold(p.name) for p in parameters if p.kind is _Kind.OPTIONAL)
         object.__setattr__(self, "_optional", optional)
+        # The path lengths _match_path can accept: its first pass refuses a path with more
+        # segments than the template (unless it ends in a catch-all) or with fewer than the
+        # template's last segment that is not a lone optional, defaulted or catch-all
+        # parameter. Knowing them lets a route table skip most templates at once.
+        least = len(segments)
+        while least and self._omittable(segments[least - 1], defaults):
+            least -= 1
+        catch_all = any(
+            (p := _simple_parameter(segment)) is not None and p.kind is _Kind.CATCH_ALL
+            for segment in segments
+        )
+        object.__setattr__(self, "_min_segments", least)
+        object.__setattr__(self, "_max_segments", None if catch_all else len(segments))
+
+    @staticmethod
+    def _omittable(segment: _Segment, defaults: Mapping[str, str]) -> bool:
+        parameter = _simple_parameter(segment)
+        return parameter is not None and (
+            parameter.kind in (_Kind.OPTIONAL, _Kind.CATCH_ALL) or parameter.name in defaults
+        )
+
+    def fits(self, segment_count: int) -> bool:
+        """Whether a path of ``segment_count`` segments (``path_segment_count``) can match
+        at all; False means ``route_values`` would return None without trying."""
+        if segment_count < self._min_segments:
+            return False
+        return self._max_segments is None or segment_count <= self._max_segments
 
     @property
     def is_catch_all(self) -> bool:
