@@ -354,8 +354,8 @@ def qido_check(expected: int, uid_tag: str) -> Check:
     return check
 
 
-def frame_check(frame_bytes: int) -> Check:
-    """One multipart part of exactly ``frame_bytes`` bytes."""
+def multipart_check(parts_problem: Callable[[list[memoryview]], str | None]) -> Check:
+    """A 200 multipart answer whose parts ``parts_problem`` finds nothing wrong with."""
 
     def check(status: int, content_type: str, body: bytes) -> str | None:
         if status != 200:
@@ -363,29 +363,33 @@ def frame_check(frame_bytes: int) -> Check:
         parts = multipart_parts(content_type, body)
         if parts is None:
             return f"not a multipart answer ({content_type})"
+        return parts_problem(parts)
+
+    return check
+
+
+def frame_check(frame_bytes: int) -> Check:
+    """One multipart part of exactly ``frame_bytes`` bytes."""
+
+    def problem(parts: list[memoryview]) -> str | None:
         if len(parts) != 1 or len(parts[0]) != frame_bytes:
             return f"parts of {[len(p) for p in parts]} bytes, expected one of {frame_bytes}"
         return None
 
-    return check
+    return multipart_check(problem)
 
 
 def study_check(instances: int) -> Check:
     """One Part 10 part (preamble, then "DICM") per stored instance."""
 
-    def check(status: int, content_type: str, body: bytes) -> str | None:
-        if status != 200:
-            return f"status {status}"
-        parts = multipart_parts(content_type, body)
-        if parts is None:
-            return f"not a multipart answer ({content_type})"
+    def problem(parts: list[memoryview]) -> str | None:
         if len(parts) != instances:
             return f"{len(parts)} parts, expected {instances}"
         if not all(bytes(p[128:132]) == b"DICM" for p in parts):
             return "a part that is not a Part 10 file"
         return None
 
-    return check
+    return multipart_check(problem)
 
 
 class CheckedStowPoster(StdlibPoster):
