@@ -166,6 +166,15 @@ class AuthSettings:
             ):
                 if not value:
                     raise SettingsError(f"DICOM_AUTH_ENABLED=true needs {name}")
+        if settings.jwks_url is not None:
+            # Keys fetched over plain HTTP (or ftp, data:, ...) could be anyone's, and every
+            # token they "verify" with them would be accepted.
+            scheme = settings.jwks_url.partition(":")[0].lower()
+            if scheme not in ("https", "file") or "://" not in settings.jwks_url:
+                raise SettingsError(
+                    "DICOM_AUTH_JWKS_URL must be an https:// (or file://) URL, "
+                    f"not {settings.jwks_url!r}"
+                )
         return settings
 
 

@@ -6,6 +6,9 @@ an RSA key generated for the test run, so no key material lives in the repositor
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import importlib.util
 import json
 import re
@@ -18,6 +21,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import ROOT, Server, start_server, stop_server
@@ -63,9 +67,13 @@ class Issuer:
 
 
 def write_jwks(path: Path, key: rsa.RSAPrivateKey) -> None:
+    """The tenant's keys: ours, declared for RS256, and a second one, as Entra publishes several."""
     public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
     public.update({"kid": KID, "use": "sig", "alg": "RS256"})
-    path.write_text(json.dumps({"keys": [public]}))
+    spare = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(spare.public_key()))
+    other.update({"kid": "test-key-0", "use": "sig"})
+    path.write_text(json.dumps({"keys": [other, public]}))
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +168,62 @@ def test_auth_matrix_answers_expected_status(
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
     if expected == 403:
         assert "insufficient_scope" in response.headers["WWW-Authenticate"]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def forged_token(alg: str, secret: bytes | None, payload: dict[str, Any]) -> str:
+    """A token no honest library makes: unsigned (``none``) or HMAC-signed with ``secret``."""
+    header = {"alg": alg, "typ": "JWT", "kid": KID}
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(payload).encode())}"
+    if secret is None:
+        return signing_input + "."
+    digest = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(digest)}"
+
+
+def owner_claims() -> dict[str, Any]:
+    now = int(time.time())
+    return {"aud": AUDIENCE, "iss": ISSUER, "exp": now + 600, "roles": ["DicomDataOwner"]}
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("alg none", "'none' is not accepted"),
+        ("HS256 with the public key", "'HS256' is not accepted"),
+        ("missing exp", "exp"),
+        ("no kid, several keys", "names no signing key"),
+        ("alg other than the key declares", "RS512 does not match"),
+    ],
+)
+def test_auth_forged_or_incomplete_token_answers_401_with_challenge(
+    secured: Server, issuer: Issuer, case: str, reason: str
+) -> None:
+    # given: a token that must never authorise a write
+    pem = issuer.key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    no_exp = {k: v for k, v in owner_claims().items() if k != "exp"}
+    tokens = {
+        "alg none": lambda: forged_token("none", None, owner_claims()),
+        "HS256 with the public key": lambda: forged_token("HS256", pem, owner_claims()),
+        "missing exp": lambda: jwt.encode(no_exp, issuer.key, "RS256", headers={"kid": KID}),
+        "no kid, several keys": lambda: jwt.encode(owner_claims(), issuer.key, "RS256"),
+        "alg other than the key declares": lambda: jwt.encode(
+            owner_claims(), issuer.key, "RS512", headers={"kid": KID}
+        ),
+    }
+    # when
+    with secured.client() as client:
+        response = store(client, bearer(tokens[case]()))
+    # then
+    assert response.status_code == 401, response.text
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer") and 'error="invalid_token"' in challenge
+    assert reason in challenge
 
 
 def test_auth_reader_cannot_delete_but_owner_can(secured: Server, issuer: Issuer) -> None:
