@@ -56,10 +56,10 @@ def build_storage(settings: Settings) -> tuple[IndexStore, BlobStore, JobQueue]:
         from dicom_core.storage.local.sqlite_index import SqliteIndexStore
         from dicom_core.storage.local.sqlite_queue import SqliteJobQueue
 
-        db = SqliteDatabase(settings.data_dir / "index.sqlite")
+        db = SqliteDatabase(settings.data_dir / "index.sqlite", durable=settings.durable_writes)
         return (
             SqliteIndexStore(db, stale_create_seconds=settings.stale_create_seconds),
-            FileBlobStore(settings.data_dir / "blobs"),
+            FileBlobStore(settings.data_dir / "blobs", durable=settings.durable_writes),
             SqliteJobQueue(db),
         )
     if settings.storage == "azure":
@@ -78,7 +78,8 @@ def build_job_queue(settings: Settings) -> JobQueue:
     from dicom_core.storage.local.sqlite_db import SqliteDatabase
     from dicom_core.storage.local.sqlite_queue import SqliteJobQueue
 
-    return SqliteJobQueue(SqliteDatabase(settings.data_dir / "index.sqlite"), owns_database=True)
+    database = SqliteDatabase(settings.data_dir / "index.sqlite", durable=settings.durable_writes)
+    return SqliteJobQueue(database, owns_database=True)
 
 
 def build_query_tags(

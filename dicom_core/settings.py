@@ -237,6 +237,8 @@ class Settings:
     stale_create_seconds: int = 3600
     staging_dir: Path | None = None
     reindex_batch_size: int = 100
+    durable_writes: bool = True
+    """Local backend: sync file, directory and index before a store is acknowledged."""
     azure: AzureSettings = field(default_factory=AzureSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     cors: CorsSettings = field(default_factory=CorsSettings)
@@ -256,6 +258,7 @@ class Settings:
             stale_create_seconds=_int(values, "DICOM_STALE_CREATE_SECONDS", 3600, minimum=1),
             staging_dir=Path(staging) if staging else None,
             reindex_batch_size=_int(values, "DICOM_REINDEX_BATCH_SIZE", 100, minimum=1),
+            durable_writes=_bool(values, "DICOM_DURABLE_WRITES", True),
             azure=AzureSettings.from_mapping(values),
             auth=AuthSettings.from_mapping(values),
             cors=CorsSettings.from_mapping(values),

@@ -3,10 +3,13 @@
 Pure rules, no I/O: the workitem service applies them to DICOM JSON datasets and maps the
 ``WorkitemRuleError`` kinds to status codes. The requirement tables follow the SCU columns of
 PS3.4 Table CC.2.5-3 for the top-level attributes; as the conformance statement says, every
-conditional code (1C, 2C) is treated as optional, so only these kinds are enforced:
+conditional code (1C, 2C) is treated as optional, so only these kinds are enforced (checked
+against microsoft/dicom-server's ``WorkitemDatasetValidatorExtension``, whose top-level codes
+they follow; a 1C attribute, when sent, still needs a value, as PS3.5 7.4 defines type 1C):
 
 - ``REQUIRED``: present with a value (type 1);
 - ``REQUIRED_MAY_BE_EMPTY``: present, value optional (type 2);
+- ``REQUIRED_EMPTY``: present, without a value (type 2 that the SCU must leave empty);
 - ``EMPTY_IF_PRESENT``: may be sent, but without a value (nothing has been performed yet);
 - ``NOT_EMPTY_IF_PRESENT``: may be omitted, but when sent it needs a value (type 1 on N-SET);
 - ``NOT_ALLOWED``: must not be present.
@@ -49,6 +52,7 @@ class State(StrEnum):
 class Requirement(Enum):
     REQUIRED = "1"
     REQUIRED_MAY_BE_EMPTY = "2"
+    REQUIRED_EMPTY = "2, empty"
     EMPTY_IF_PRESENT = "empty"
     NOT_EMPTY_IF_PRESENT = "not empty"
     NOT_ALLOWED = "-"
@@ -63,36 +67,73 @@ class Transaction(Enum):
 R = Requirement
 
 # Top-level attributes by tag: (keyword, requirement). Attributes not listed are optional.
+# The service fills the SCP-side attributes before these checks (SOPClassUID, WorklistLabel,
+# ScheduledProcedureStepModificationDateTime, ProcedureStepState when absent), as PS3.4
+# Table CC.2.5-3 gives them to the SCP.
 CREATE_REQUIREMENTS: dict[str, tuple[str, Requirement]] = {
-    TRANSACTION_UID: ("TransactionUID", R.NOT_ALLOWED),
+    # 2/2 and empty: the lock does not exist before the workitem is claimed.
+    TRANSACTION_UID: ("TransactionUID", R.REQUIRED_EMPTY),
+    "00080005": ("SpecificCharacterSet", R.NOT_EMPTY_IF_PRESENT),  # 1C/1C
     "00741200": ("ScheduledProcedureStepPriority", R.REQUIRED),
     "00741204": ("ProcedureStepLabel", R.REQUIRED),
     "00404005": ("ScheduledProcedureStepStartDateTime", R.REQUIRED),
     "00404041": ("InputReadinessState", R.REQUIRED),
     PROCEDURE_STEP_STATE: ("ProcedureStepState", R.REQUIRED),
-    "00100010": ("PatientName", R.REQUIRED_MAY_BE_EMPTY),
-    "00100020": ("PatientID", R.REQUIRED_MAY_BE_EMPTY),
-    "00100030": ("PatientBirthDate", R.REQUIRED_MAY_BE_EMPTY),
-    "00100040": ("PatientSex", R.REQUIRED_MAY_BE_EMPTY),
-    "0040A370": ("ReferencedRequestSequence", R.REQUIRED_MAY_BE_EMPTY),
+    "00741210": ("ScheduledProcessingParametersSequence", R.REQUIRED_MAY_BE_EMPTY),  # 2/2
     "00404025": ("ScheduledStationNameCodeSequence", R.REQUIRED_MAY_BE_EMPTY),
     "00404026": ("ScheduledStationClassCodeSequence", R.REQUIRED_MAY_BE_EMPTY),
     "00404027": ("ScheduledStationGeographicLocationCodeSequence", R.REQUIRED_MAY_BE_EMPTY),
     "00404018": ("ScheduledWorkitemCodeSequence", R.REQUIRED_MAY_BE_EMPTY),
+    "00400400": ("CommentsOnTheScheduledProcedureStep", R.REQUIRED_MAY_BE_EMPTY),  # 2/2
     "00404021": ("InputInformationSequence", R.REQUIRED_MAY_BE_EMPTY),
-    "00741002": ("ProcedureStepProgressInformationSequence", R.EMPTY_IF_PRESENT),
-    "00741216": ("UnifiedProcedureStepPerformedProcedureSequence", R.EMPTY_IF_PRESENT),
+    "0020000D": ("StudyInstanceUID", R.NOT_EMPTY_IF_PRESENT),  # 1C/2
+    "00100010": ("PatientName", R.REQUIRED_MAY_BE_EMPTY),
+    "00100020": ("PatientID", R.NOT_EMPTY_IF_PRESENT),  # 1C/2, was wrongly 2/2
+    "00100021": ("IssuerOfPatientID", R.REQUIRED_MAY_BE_EMPTY),  # 2/2 (CC.2.5-2e)
+    "00100024": ("IssuerOfPatientIDQualifiersSequence", R.REQUIRED_MAY_BE_EMPTY),  # 2/2
+    "00101002": ("OtherPatientIDsSequence", R.REQUIRED_MAY_BE_EMPTY),  # 2/2
+    "00100030": ("PatientBirthDate", R.REQUIRED_MAY_BE_EMPTY),
+    "00100040": ("PatientSex", R.REQUIRED_MAY_BE_EMPTY),
+    "00380010": ("AdmissionID", R.REQUIRED_MAY_BE_EMPTY),  # 2/2
+    "00380014": ("IssuerOfAdmissionIDSequence", R.REQUIRED_MAY_BE_EMPTY),  # 2/2
+    "00081080": ("AdmittingDiagnosesDescription", R.REQUIRED_MAY_BE_EMPTY),  # 2/2
+    "00081084": ("AdmittingDiagnosesCodeSequence", R.REQUIRED_MAY_BE_EMPTY),  # 2/2
+    "0040A370": ("ReferencedRequestSequence", R.REQUIRED_MAY_BE_EMPTY),
+    "00741224": ("ReplacedProcedureStepSequence", R.NOT_EMPTY_IF_PRESENT),  # 1C/1C
+    # 2/2 with every item attribute "not allowed": nothing has progressed or been performed.
+    "00741002": ("ProcedureStepProgressInformationSequence", R.REQUIRED_EMPTY),
+    "00741216": ("UnifiedProcedureStepPerformedProcedureSequence", R.REQUIRED_EMPTY),
 }
 
+# N-SET: identity, state and lock are not the request's to change; neither is the patient
+# (the UPS Relationship Module is "not allowed" on N-SET). 3/1 attributes need a value.
 UPDATE_REQUIREMENTS: dict[str, tuple[str, Requirement]] = {
     SOP_CLASS_UID: ("SOPClassUID", R.NOT_ALLOWED),
     SOP_INSTANCE_UID: ("SOPInstanceUID", R.NOT_ALLOWED),
+    # The lock travels in the URL (PS3.18 11.6); Microsoft ignores one in the body, we refuse it.
     TRANSACTION_UID: ("TransactionUID", R.NOT_ALLOWED),
     PROCEDURE_STEP_STATE: ("ProcedureStepState", R.NOT_ALLOWED),
+    "00080005": ("SpecificCharacterSet", R.NOT_EMPTY_IF_PRESENT),  # 1C/1C
     "00741200": ("ScheduledProcedureStepPriority", R.NOT_EMPTY_IF_PRESENT),
     "00741204": ("ProcedureStepLabel", R.NOT_EMPTY_IF_PRESENT),
+    "00741202": ("WorklistLabel", R.NOT_EMPTY_IF_PRESENT),  # 3/1
     "00404005": ("ScheduledProcedureStepStartDateTime", R.NOT_EMPTY_IF_PRESENT),
+    "00404011": ("ExpectedCompletionDateTime", R.NOT_EMPTY_IF_PRESENT),  # 3/1
+    "00404018": ("ScheduledWorkitemCodeSequence", R.NOT_EMPTY_IF_PRESENT),  # 3/1
+    "00400400": ("CommentsOnTheScheduledProcedureStep", R.NOT_EMPTY_IF_PRESENT),  # 3/1
     "00404041": ("InputReadinessState", R.NOT_EMPTY_IF_PRESENT),
+    "00100010": ("PatientName", R.NOT_ALLOWED),
+    "00100020": ("PatientID", R.NOT_ALLOWED),
+    "00100021": ("IssuerOfPatientID", R.NOT_ALLOWED),
+    "00100024": ("IssuerOfPatientIDQualifiersSequence", R.NOT_ALLOWED),
+    "00100030": ("PatientBirthDate", R.NOT_ALLOWED),
+    "00100040": ("PatientSex", R.NOT_ALLOWED),
+    "00380010": ("AdmissionID", R.NOT_ALLOWED),
+    "00380014": ("IssuerOfAdmissionIDSequence", R.NOT_ALLOWED),
+    "00081080": ("AdmittingDiagnosesDescription", R.NOT_ALLOWED),
+    "00081084": ("AdmittingDiagnosesCodeSequence", R.NOT_ALLOWED),
+    "0040A370": ("ReferencedRequestSequence", R.NOT_ALLOWED),
+    "00741224": ("ReplacedProcedureStepSequence", R.NOT_ALLOWED),
 }
 
 CHANGE_STATE_REQUIREMENTS: dict[str, tuple[str, Requirement]] = {
@@ -159,7 +200,9 @@ def check_requirements(transaction: Transaction, dataset: Mapping[str, Any]) -> 
             problems.append(f"{name} is required and must have a value")
         elif requirement is R.REQUIRED_MAY_BE_EMPTY and not present:
             problems.append(f"{name} is required (it may be empty)")
-        elif requirement is R.EMPTY_IF_PRESENT and filled:
+        elif requirement is R.REQUIRED_EMPTY and not present:
+            problems.append(f"{name} is required, without a value")
+        elif requirement in (R.REQUIRED_EMPTY, R.EMPTY_IF_PRESENT) and filled:
             problems.append(f"{name} must be empty")
         elif requirement is R.NOT_EMPTY_IF_PRESENT and present and not filled:
             problems.append(f"{name} must not be empty")

@@ -99,6 +99,29 @@ def _now_dt() -> str:
     return datetime.now(UTC).strftime("%Y%m%d%H%M%S")
 
 
+MODIFICATION_DATETIME = "00404010"
+WORKLIST_LABEL = "00741202"
+DEFAULT_WORKLIST_LABEL = "worklist"
+
+
+def fill_provider_attributes(dataset: Dataset, *, creating: bool) -> None:
+    """Set what PS3.4 Table CC.2.5-3 makes the SCP's job, before the requirements are checked.
+
+    On create and on every update the modification time is the server's (x/1, never trusted
+    from the client). On create the SOP class is always UPS Push, an absent or empty
+    WorklistLabel gets the server's default (2/1) and an absent ProcedureStepState starts as
+    SCHEDULED, as Microsoft's service does; a state other than SCHEDULED is still refused.
+    """
+    dataset[MODIFICATION_DATETIME] = _string("DT", _now_dt())
+    if not creating:
+        return
+    dataset[SOP_CLASS_UID] = _string("UI", UPS_PUSH_SOP_CLASS)
+    if first_string(dataset, WORKLIST_LABEL) is None:
+        dataset[WORKLIST_LABEL] = _string("LO", DEFAULT_WORKLIST_LABEL)
+    if PROCEDURE_STEP_STATE not in dataset:
+        dataset[PROCEDURE_STEP_STATE] = _string("CS", State.SCHEDULED.value)
+
+
 class WorkitemService:
     def __init__(self, index: IndexStore) -> None:
         self._index = index
@@ -121,12 +144,14 @@ class WorkitemService:
             )
         else:
             uid = check_workitem_uid(given, "SOPInstanceUID (0008,0018) of the dataset")
+        fill_provider_attributes(dataset, creating=True)
         try:
             check_requirements(Transaction.CREATE, dataset)
         except WorkitemRuleError as exc:
             raise _error(exc) from None
         dataset[SOP_INSTANCE_UID] = _string("UI", uid)
-        dataset.setdefault(SOP_CLASS_UID, _string("UI", UPS_PUSH_SOP_CLASS))
+        # Sent empty as Type 2 asks; the lock is set when the workitem is claimed.
+        dataset.pop(TRANSACTION_UID, None)
         try:
             await self._index.create_workitem(uid, dataset)
         except WorkitemExists:
@@ -164,6 +189,7 @@ class WorkitemService:
             check_requirements(Transaction.UPDATE, changes)
         except WorkitemRuleError as exc:
             raise _error(exc) from None
+        fill_provider_attributes(changes, creating=False)
 
         def apply(record: WorkitemRecord) -> Dataset:
             check_update(record.state, record.lock, transaction_uid)

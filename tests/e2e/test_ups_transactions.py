@@ -82,9 +82,12 @@ def test_create_with_invalid_uid_is_400(client: httpx.Client) -> None:
         ("00741204", "ProcedureStepLabel"),
         ("00404005", "ScheduledProcedureStepStartDateTime"),
         ("00404041", "InputReadinessState"),
-        (STATE, "ProcedureStepState"),
         ("00100010", "PatientName"),
         ("0040A370", "ReferencedRequestSequence"),
+        (TRANSACTION_UID, "TransactionUID"),
+        ("00380010", "AdmissionID"),
+        ("00101002", "OtherPatientIDsSequence"),
+        ("00741002", "ProcedureStepProgressInformationSequence"),
     ],
 )
 def test_create_missing_required_attribute_is_400(
@@ -109,11 +112,56 @@ def test_create_type2_attribute_may_be_empty(client: httpx.Client) -> None:
     assert create(client, dataset).status_code == 201
 
 
-def test_create_with_transaction_uid_is_400(client: httpx.Client) -> None:
+def test_create_with_a_transaction_uid_value_is_400(client: httpx.Client) -> None:
     dataset = workitem(generate_uid(), **{TRANSACTION_UID: element("UI", generate_uid())})
     response = create(client, dataset)
     assert response.status_code == 400
-    assert "TransactionUID" in response.json()["message"]
+    assert "TransactionUID (0008,1195) must be empty" in response.json()["message"]
+
+
+@pytest.mark.parametrize("lock", [element("UI"), {"vr": "UI", "Value": []}])
+def test_create_with_empty_transaction_uid_answers_201(
+    client: httpx.Client, lock: dict[str, object]
+) -> None:
+    # PS3.4 Table CC.2.5-3: Transaction UID is type 2 on N-CREATE, sent empty
+    uid = generate_uid()
+    response = create(client, workitem(uid, **{TRANSACTION_UID: lock}))
+    assert response.status_code == 201, response.text
+    assert TRANSACTION_UID not in retrieve(client, uid)
+
+
+def test_create_fills_the_attributes_table_cc_2_5_3_gives_the_provider(
+    client: httpx.Client,
+) -> None:
+    # given: no state, no worklist label, a foreign SOP class and a client modification time
+    uid = generate_uid()
+    dataset = workitem(
+        uid, **{"00080016": element("UI", "1.2.3"), "00404010": element("DT", "1999")}
+    )
+    del dataset[STATE]
+    # when
+    response = create(client, dataset)
+    # then
+    assert response.status_code == 201, response.text
+    stored = retrieve(client, uid)
+    assert stored[STATE]["Value"] == ["SCHEDULED"]
+    assert stored["00741202"] == element("LO", "worklist")
+    assert stored["00080016"] == element("UI", "1.2.840.10008.5.1.4.34.6.1")
+    assert stored["00404010"]["vr"] == "DT"
+    assert stored["00404010"]["Value"][0] > "2025"
+
+
+def test_create_keeps_a_given_worklist_label(client: httpx.Client) -> None:
+    uid = generate_uid()
+    assert create(client, workitem(uid, **{"00741202": element("LO", "CT")})).status_code == 201
+    assert retrieve(client, uid)["00741202"]["Value"] == ["CT"]
+
+
+def test_create_with_empty_patient_id_is_400(client: httpx.Client) -> None:
+    # 1C/2: optional, but a sent Patient ID needs a value
+    response = create(client, workitem(generate_uid(), **{"00100020": element("LO")}))
+    assert response.status_code == 400
+    assert "PatientID (0010,0020) must not be empty" in response.json()["message"]
 
 
 def test_create_in_a_state_other_than_scheduled_is_400(client: httpx.Client) -> None:
@@ -229,6 +277,27 @@ def test_update_of_a_forbidden_attribute_is_400(client: httpx.Client, tag: str) 
     value = "COMPLETED" if tag == STATE else generate_uid()
     response = update(client, uid, {tag: element(vr, value)})
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("tag", "keyword"),
+    [("00100010", "PatientName"), ("00100020", "PatientID"), ("00380010", "AdmissionID")],
+)
+def test_update_of_the_patient_is_400(client: httpx.Client, tag: str, keyword: str) -> None:
+    # the UPS Relationship Module is "not allowed" on N-SET
+    uid = new_workitem(client)
+    value = {"Alphabetic": "Other^Name"} if tag == "00100010" else "X"
+    response = update(client, uid, {tag: element("PN" if tag == "00100010" else "LO", value)})
+    assert response.status_code == 400
+    assert f"{keyword} ({tag[:4]},{tag[4:]}) must not be present" in response.json()["message"]
+    assert retrieve(client, uid)[tag] != element("LO", "X")
+
+
+def test_update_sets_the_modification_datetime(client: httpx.Client) -> None:
+    uid = new_workitem(client)
+    changes = {"00741204": element("LO", "new"), "00404010": element("DT", "19990101")}
+    assert update(client, uid, changes).status_code == 200
+    assert retrieve(client, uid)["00404010"]["Value"][0] > "2025"
 
 
 def test_update_emptying_a_type1_attribute_is_400(client: httpx.Client) -> None:

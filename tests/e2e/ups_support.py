@@ -47,6 +47,7 @@ def workitem(
 ) -> dict[str, Any]:
     """A dataset meeting the create requirements (PS3.4 Table CC.2.5-3, SCU column)."""
     dataset: dict[str, Any] = {
+        TRANSACTION_UID: element("UI"),
         "00741200": element("CS", "MEDIUM"),
         "00741204": element("LO", "label"),
         "00404005": element("DT", start),
@@ -70,6 +71,17 @@ def workitem(
         "00404027": element("SQ", code("GEO1")),
         "00404018": element("SQ", code("WORK1")),
         "00404021": element("SQ"),
+        "00741210": element("SQ"),
+        "00400400": element("LT"),
+        "00100021": element("LO"),
+        "00100024": element("SQ"),
+        "00101002": element("SQ"),
+        "00380010": element("LO"),
+        "00380014": element("SQ"),
+        "00081080": element("LO"),
+        "00081084": element("SQ"),
+        "00741002": element("SQ"),
+        "00741216": element("SQ"),
     }
     if uid is not None:
         dataset["00080018"] = element("UI", uid)

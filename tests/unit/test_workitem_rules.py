@@ -34,7 +34,7 @@ def full(table: dict[str, tuple[str, Requirement]]) -> dict[str, Any]:
     for tag, (_, requirement) in table.items():
         if requirement is Requirement.REQUIRED:
             dataset[tag] = {"vr": "CS", "Value": ["SCHEDULED" if tag == "00741000" else "X"]}
-        elif requirement is Requirement.REQUIRED_MAY_BE_EMPTY:
+        elif requirement in (Requirement.REQUIRED_MAY_BE_EMPTY, Requirement.REQUIRED_EMPTY):
             dataset[tag] = {"vr": "SQ"}
     return dataset
 
@@ -54,7 +54,7 @@ def test_a_complete_create_dataset_passes() -> None:
 
 @pytest.mark.parametrize(
     "tag",
-    [t for t, (_, r) in CREATE_REQUIREMENTS.items() if r.value in ("1", "2")],
+    [t for t, (_, r) in CREATE_REQUIREMENTS.items() if r.value in ("1", "2", "2, empty")],
 )
 def test_create_requires_types_1_and_2(tag: str) -> None:
     dataset = full(CREATE_REQUIREMENTS)
@@ -73,15 +73,66 @@ def test_create_type1_needs_a_value(tag: str) -> None:
     assert failure(check_requirements, Transaction.CREATE, dataset) is Failure.INVALID
 
 
-def test_create_forbids_the_lock_and_performed_information() -> None:
+def test_create_forbids_a_lock_value_and_performed_information() -> None:
     for tag, element in (
-        ("00081195", {"vr": "UI"}),
+        ("00081195", {"vr": "UI", "Value": ["1.2.3"]}),
         ("00741216", {"vr": "SQ", "Value": [{}, {"00404050": {"vr": "DT", "Value": ["2026"]}}]}),
+        ("00741002", {"vr": "SQ", "Value": [{"00741004": {"vr": "DS", "Value": [50]}}]}),
     ):
         dataset = full(CREATE_REQUIREMENTS) | {tag: element}
-        assert failure(check_requirements, Transaction.CREATE, dataset) is Failure.INVALID
-    empty = full(CREATE_REQUIREMENTS) | {"00741216": {"vr": "SQ"}}
+        with pytest.raises(
+            WorkitemRuleError, match=r"\(" + tag[:4] + "," + tag[4:] + r"\) must be"
+        ):
+            check_requirements(Transaction.CREATE, dataset)
+    empty = full(CREATE_REQUIREMENTS) | {"00741216": {"vr": "SQ"}, "00081195": {"vr": "UI"}}
     check_requirements(Transaction.CREATE, empty)
+
+
+@pytest.mark.parametrize(
+    "lock", [{"vr": "UI"}, {"vr": "UI", "Value": []}, {"vr": "UI", "Value": [""]}]
+)
+def test_create_accepts_the_transaction_uid_present_and_empty(lock: dict[str, Any]) -> None:
+    # PS3.4 Table CC.2.5-3: Transaction UID is 2/2 on N-CREATE, and empty
+    check_requirements(Transaction.CREATE, full(CREATE_REQUIREMENTS) | {"00081195": lock})
+
+
+def test_create_requires_the_transaction_uid() -> None:
+    dataset = full(CREATE_REQUIREMENTS)
+    del dataset["00081195"]
+    with pytest.raises(WorkitemRuleError, match=r"TransactionUID \(0008,1195\) is required"):
+        check_requirements(Transaction.CREATE, dataset)
+
+
+@pytest.mark.parametrize("tag", ["00100020", "0020000D", "00080005", "00741224"])
+def test_create_conditional_type1_is_optional_but_not_empty(tag: str) -> None:
+    dataset = full(CREATE_REQUIREMENTS)
+    dataset.pop(tag, None)
+    check_requirements(Transaction.CREATE, dataset)
+    with pytest.raises(WorkitemRuleError, match="must not be empty"):
+        check_requirements(Transaction.CREATE, dataset | {tag: {"vr": "LO"}})
+
+
+@pytest.mark.parametrize(
+    "keyword",
+    [
+        "ScheduledProcessingParametersSequence",
+        "CommentsOnTheScheduledProcedureStep",
+        "IssuerOfPatientID",
+        "IssuerOfPatientIDQualifiersSequence",
+        "OtherPatientIDsSequence",
+        "AdmissionID",
+        "IssuerOfAdmissionIDSequence",
+        "AdmittingDiagnosesDescription",
+        "AdmittingDiagnosesCodeSequence",
+        "ProcedureStepProgressInformationSequence",
+        "UnifiedProcedureStepPerformedProcedureSequence",
+    ],
+)
+def test_create_type2_attributes_of_table_cc_2_5_3_are_listed(keyword: str) -> None:
+    assert (keyword, Requirement.REQUIRED_MAY_BE_EMPTY) in CREATE_REQUIREMENTS.values() or (
+        keyword,
+        Requirement.REQUIRED_EMPTY,
+    ) in CREATE_REQUIREMENTS.values()
 
 
 def test_create_state_must_be_scheduled() -> None:
@@ -93,7 +144,7 @@ def test_messages_name_every_problem() -> None:
     with pytest.raises(WorkitemRuleError) as caught:
         check_requirements(Transaction.CREATE, {})
     for keyword, requirement in CREATE_REQUIREMENTS.values():
-        if requirement.value in ("1", "2"):
+        if requirement.value in ("1", "2", "2, empty"):
             assert keyword in caught.value.message
 
 
@@ -103,6 +154,22 @@ def test_messages_name_every_problem() -> None:
 def test_update_forbids_identity_state_and_lock(tag: str) -> None:
     dataset = {tag: {"vr": "UI", "Value": ["1.2"]}}
     assert failure(check_requirements, Transaction.UPDATE, dataset) is Failure.INVALID
+
+
+@pytest.mark.parametrize(
+    "tag", ["00100010", "00100020", "00100030", "00100040", "0040A370", "00380010"]
+)
+def test_update_forbids_the_relationship_module(tag: str) -> None:
+    dataset = {tag: {"vr": "LO", "Value": ["x"]}}
+    with pytest.raises(WorkitemRuleError, match="must not be present"):
+        check_requirements(Transaction.UPDATE, dataset)
+
+
+@pytest.mark.parametrize("tag", ["00741202", "00404011", "00404018", "00400400"])
+def test_update_type_3_1_attributes_need_a_value(tag: str) -> None:
+    check_requirements(Transaction.UPDATE, {tag: {"vr": "LO", "Value": ["x"]}})
+    with pytest.raises(WorkitemRuleError, match="must not be empty"):
+        check_requirements(Transaction.UPDATE, {tag: {"vr": "LO"}})
 
 
 def test_update_allows_partial_datasets_but_no_empty_type1() -> None:

@@ -4,6 +4,9 @@
   Put Block List), so memory stays bounded for a 2 GB instance.
 - ``overwrite=False`` is a create-only write: the commit carries ``If-None-Match: *`` and an
   existing blob makes it fail (``FileExistsError``), never replaced.
+- Durable when acknowledged: Blob Storage answers Put Block List only once the blob is
+  committed to its replicas, so a store needs no sync of its own here (the local backend's
+  ``DICOM_DURABLE_WRITES`` does not apply).
 - Frames are byte-range reads (``x-ms-range``); streams are read chunk by chunk.
 - A missing container (a new account, an emulator restarted empty) is created on first write
   when the adapter may create resources.

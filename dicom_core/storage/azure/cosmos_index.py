@@ -14,6 +14,9 @@ Documents and containers are described in ``cosmos_schema``; how a write changes
 - ``delete_instances`` removes instances in batches of the same kind (oldest first, so the
   summaries stay true after each batch).
 
+A write Cosmos DB acknowledges is durable (committed to a quorum of its replicas), so an
+acknowledged store needs no sync of its own; ``DICOM_DURABLE_WRITES`` is a local setting.
+
 Every call runs under ``RetryPolicy``: a store that stays unreachable is a
 ``StorageUnavailable`` (503). A 404 whose sub-status says the container or database is gone
 (an emulator restarted empty, a container deleted by hand) recreates them and runs the call

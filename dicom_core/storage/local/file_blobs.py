@@ -3,6 +3,13 @@
 Keys are '/'-separated relative paths built from validated UIDs; every segment is checked
 again here so that no key can leave the root. Writes consume a staged file with a rename
 (the staging directory sits on the same file system), so a stored file is written once.
+
+Durability (``durable=True``, the default; ``DICOM_DURABLE_WRITES``): a placed file must
+survive a power cut once the store is acknowledged, so ``place_file`` syncs, in this order,
+the file's data (before it gets its final name, so the name never points at a file whose
+blocks were lost), then every directory whose entries changed: the file's own directory and
+the parent of any directory it created. A rename alone is atomic but not durable: without
+the directory sync the new name may be gone after a crash even though the data is not.
 """
 
 from __future__ import annotations
@@ -19,10 +26,33 @@ from dicom_core.storage.ports import BlobNotFound
 _SEGMENT = re.compile(r"^[0-9A-Za-z._-]{1,128}$")
 
 
+def sync_file(path: Path) -> None:
+    """Flush ``path``'s data and inode to disk (any descriptor of the file will do on Linux)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_directory(path: Path) -> None:
+    """Flush ``path``'s entries (names created, renamed or removed in it) to disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class FileBlobStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, durable: bool = True) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        self.durable = durable
+        created = self._make_directories(root)
+        if durable:
+            # The root's own name, once per start: a fresh DATA_DIR needs it synced.
+            for directory in {root, *created}:
+                sync_directory(directory.parent)
 
     def path_for(self, key: str) -> Path:
         segments = key.split("/")
@@ -34,13 +64,49 @@ class FileBlobStore:
     async def put_file(self, key: str, source: Path, *, overwrite: bool = False) -> None:
         await asyncio.to_thread(self.place_file, key, source, overwrite=overwrite)
 
-    def place_file(self, key: str, source: Path, *, overwrite: bool = False) -> None:
+    def place_file(
+        self, key: str, source: Path, *, overwrite: bool = False, source_synced: bool = False
+    ) -> None:
         """Move ``source`` to ``key`` (blocking; ``put_file`` runs it in a thread).
 
-        Create-only unless ``overwrite``: an existing file raises FileExistsError.
+        Create-only unless ``overwrite``: an existing file raises FileExistsError. When the
+        store is durable, the file and the directory entries are on disk when this returns;
+        ``source_synced`` says the caller already synced the data (the local writer does it
+        before taking the index's write lock, so the slow part is not serialised).
         """
         target = self.path_for(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if self.durable and not source_synced:
+            sync_file(source)
+        created = self._make_directories(target.parent)
+        self._move(source, target, overwrite=overwrite)
+        if self.durable:
+            # The file's directory first, then upwards: each created directory's name lives
+            # in its parent. The order among them does not matter, only that all precede the
+            # caller's commit.
+            sync_directory(target.parent)
+            for directory in created:
+                sync_directory(directory.parent)
+
+    def _make_directories(self, directory: Path) -> list[Path]:
+        """Create ``directory`` and missing ancestors; returns those created, deepest first."""
+        missing: list[Path] = []
+        while not directory.is_dir():
+            missing.append(directory)
+            directory = directory.parent
+        created: list[Path] = []
+        for path in reversed(missing):
+            # Made by a concurrent put_file meanwhile: its name may not be synced yet, so it
+            # counts as created here too. (The local writer places files under the index's
+            # write lock, so there a directory that exists was synced by the store that made
+            # it before that store committed.)
+            with contextlib.suppress(FileExistsError):
+                path.mkdir()
+            created.append(path)
+        created.reverse()
+        return created
+
+    @staticmethod
+    def _move(source: Path, target: Path, *, overwrite: bool) -> None:
         if overwrite:
             os.replace(source, target)
             return

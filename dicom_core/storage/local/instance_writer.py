@@ -14,6 +14,20 @@ does not block the loop: it retries after a short sleep.
 
 Extended-query-tag values are written in the same transaction, so an instance never becomes
 visible before a ready tag can find it.
+
+Durability (``DICOM_DURABLE_WRITES``, on by default): a store is acknowledged only once the
+file's data, its directory entry and the index commit are on disk, synced in that order so
+that no crash can leave a committed row naming a missing or empty file:
+
+1. the staged file's data, in a worker thread before the write lock is taken, so the sync
+   that costs the most (it writes the instance's bytes) runs concurrently with other stores;
+2. under the lock: the rename into place, then the file's directory (and the parent of any
+   directory created), before the COMMIT can become durable;
+3. the COMMIT itself, which under ``synchronous=FULL`` syncs the WAL before it returns.
+
+A crash between 2 and 3 leaves a file no committed row names; its watermark was never
+committed, so the next reservation may get it again, and the rename then replaces the
+orphan (see ``_write``).
 """
 
 from __future__ import annotations
@@ -24,7 +38,7 @@ from pathlib import Path
 from typing import Protocol
 
 from dicom_core.domain.model import InstanceKey, StoredInstance
-from dicom_core.storage.local.file_blobs import FileBlobStore
+from dicom_core.storage.local.file_blobs import FileBlobStore, sync_file
 from dicom_core.storage.local.sqlite_db import (
     FIRST_RETRY,
     LAST_RETRY,
@@ -61,6 +75,8 @@ class SqliteInstanceWriter:
     async def write_instance(
         self, source: Path, instance: StoredInstance, *, upsert: bool
     ) -> WrittenInstance:
+        if self._blobs.durable:
+            await asyncio.to_thread(sync_file, source)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._lock_timeout
         delay = FIRST_RETRY
@@ -83,7 +99,12 @@ class SqliteInstanceWriter:
         try:
             with self._db.transaction(wait=False) as conn:
                 reservation = self._index.reserve(conn, instance.key, upsert=upsert)
-                self._blobs.place_file(reservation.blob_key, source)
+                # The watermark is fresh (AUTOINCREMENT never hands out a committed one), so a
+                # file already at this key is an orphan of a store whose commit a crash lost:
+                # replace it rather than fail the store.
+                self._blobs.place_file(
+                    reservation.blob_key, source, overwrite=True, source_synced=True
+                )
                 placed = reservation.blob_key
                 replaced = self._index.finish(conn, reservation, instance)
                 for hook in self._hooks:

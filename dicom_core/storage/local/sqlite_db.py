@@ -2,6 +2,12 @@
 
 SQLite calls block, so they run in worker threads, each with its own connection (WAL mode lets
 readers proceed while one writer commits). Several server processes may share the file.
+
+Durability: with ``durable=True`` (the default; ``DICOM_DURABLE_WRITES``) the database runs
+``synchronous=FULL``, so in WAL mode every COMMIT returns only after the WAL is synced, and an
+acknowledged store's index entry survives a power cut. ``synchronous=NORMAL`` (scratch use)
+syncs only at checkpoints: the database stays consistent, but the last commits before a
+crash of the machine may be lost.
 """
 
 from __future__ import annotations
@@ -39,8 +45,9 @@ class WriterBusy(sqlite3.OperationalError):
 
 
 class SqliteDatabase:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, durable: bool = True) -> None:
         self.path = path
+        self.durable = durable
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -53,11 +60,19 @@ class SqliteDatabase:
         # A Connection used as a context manager commits but does not close: close it here.
         with contextlib.closing(self._connect()) as conn:
             self._migrate(conn)
+        if durable:
+            # The database file's own name (SQLite syncs the directory for its WAL, not for
+            # the main file it creates): once per start, cheap.
+            fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=30000")
         return conn

@@ -1,0 +1,243 @@
+"""Durable stores on the local backend: what is synced, in which order, and the setting.
+
+A power cut cannot be staged in a unit test, so these tests record the calls that make a
+store durable instead: every ``os.fsync`` (resolved to the path its descriptor names), the
+rename that places the file, and the COMMIT statement SQLite runs. A store must sync the
+file's data before the file gets its final name, the directory entries before the COMMIT,
+and the COMMIT itself (``synchronous=FULL`` in WAL mode: the WAL is synced before COMMIT
+returns), all before the writer returns.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom.uid import generate_uid
+
+from dicom_core.bootstrap import build_storage
+from dicom_core.domain.identifiers import blob_key_for
+from dicom_core.domain.model import InstanceKey
+from dicom_core.settings import Settings
+from dicom_core.storage.local.file_blobs import FileBlobStore
+from dicom_core.storage.local.instance_writer import SqliteInstanceWriter
+from dicom_core.storage.local.sqlite_db import SqliteDatabase
+from dicom_core.storage.local.sqlite_index import SqliteIndexStore
+from tests.fixtures.index_rows import stored_instance
+
+SYNCHRONOUS_NORMAL = 1
+SYNCHRONOUS_FULL = 2
+
+
+class Recorder:
+    """Records syncs, renames and commits, in the order they happen, then does them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.events: list[tuple[str, str]] = []
+        real_fsync, real_replace, real_link = os.fsync, os.replace, os.link
+
+        def fsync(fd: int) -> None:
+            self.events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+            real_fsync(fd)
+
+        def replace(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+            self.events.append(("place", os.fspath(target)))
+            real_replace(source, target)
+
+        def link(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+            self.events.append(("place", os.fspath(target)))
+            real_link(source, target)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "replace", replace)
+        monkeypatch.setattr(os, "link", link)
+
+    def watch(self, conn: sqlite3.Connection) -> None:
+        def trace(statement: str) -> None:
+            if statement.strip().upper() == "COMMIT":
+                self.events.append(("commit", ""))
+
+        conn.set_trace_callback(trace)
+
+    def syncs(self) -> list[str]:
+        return [path for kind, path in self.events if kind == "fsync"]
+
+
+class Local:
+    def __init__(self, root: Path, *, durable: bool) -> None:
+        self.root = root
+        self.db = SqliteDatabase(root / "index.sqlite", durable=durable)
+        self.index = SqliteIndexStore(self.db)
+        self.blobs = FileBlobStore(root / "blobs", durable=durable)
+        self.writer = SqliteInstanceWriter(self.index, self.blobs)
+        self.staging = root / "staging"
+        self.staging.mkdir()
+
+    def staged(self, content: bytes) -> Path:
+        path = self.staging / f"{generate_uid()}.part"
+        path.write_bytes(content)
+        return path
+
+
+@pytest.fixture(params=[True, False], ids=["durable", "scratch"])
+def local(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Local]:
+    stores = Local(tmp_path, durable=request.param)
+    yield stores
+    stores.db.close()
+
+
+@pytest.fixture
+def durable(tmp_path: Path) -> Iterator[Local]:
+    stores = Local(tmp_path, durable=True)
+    yield stores
+    stores.db.close()
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Iterator[Local]:
+    stores = Local(tmp_path, durable=False)
+    yield stores
+    stores.db.close()
+
+
+def new_key(study_uid: str | None = None, series_uid: str | None = None) -> InstanceKey:
+    return InstanceKey(study_uid or generate_uid(), series_uid or generate_uid(), generate_uid())
+
+
+async def test_a_store_syncs_file_then_directories_then_commit_before_returning(
+    durable: Local, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local = durable
+    recorder = Recorder(monkeypatch)
+    recorder.watch(local.db.connection())
+    key = new_key()
+    source = local.staged(b"DICM first")
+
+    written = await local.writer.write_instance(source, stored_instance(key), upsert=False)
+
+    target = local.blobs.path_for(written.blob_key)
+    series_dir, study_dir, root = target.parent, target.parent.parent, local.root / "blobs"
+    # A new study: the file's data under its staged name, the rename, the series directory
+    # (the file's name), the study directory (the new series' name), the blob root (the new
+    # study's name), and only then the COMMIT.
+    assert recorder.events == [
+        ("fsync", str(source)),
+        ("place", str(target)),
+        ("fsync", str(series_dir)),
+        ("fsync", str(study_dir)),
+        ("fsync", str(root)),
+        ("commit", ""),
+    ]
+    # The COMMIT syncs the WAL before it returns: FULL, in WAL mode, on the writer's connection.
+    conn = local.db.connection()
+    assert conn.execute("PRAGMA synchronous").fetchone() == (SYNCHRONOUS_FULL,)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert target.read_bytes() == b"DICM first"
+
+
+async def test_a_store_into_an_existing_series_syncs_only_the_series_directory(
+    durable: Local, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local = durable
+    first = new_key()
+    await local.writer.write_instance(local.staged(b"one"), stored_instance(first), upsert=False)
+    recorder = Recorder(monkeypatch)
+    recorder.watch(local.db.connection())
+    source = local.staged(b"two")
+
+    written = await local.writer.write_instance(
+        source, stored_instance(new_key(first.study_uid, first.series_uid)), upsert=False
+    )
+
+    target = local.blobs.path_for(written.blob_key)
+    assert recorder.events == [
+        ("fsync", str(source)),
+        ("place", str(target)),
+        ("fsync", str(target.parent)),
+        ("commit", ""),
+    ]
+
+
+async def test_scratch_mode_syncs_nothing_and_commits_with_normal(
+    scratch: Local, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = Recorder(monkeypatch)
+    local = scratch
+    recorder.watch(local.db.connection())
+
+    written = await local.writer.write_instance(
+        local.staged(b"scratch"), stored_instance(new_key()), upsert=False
+    )
+
+    assert recorder.syncs() == []
+    assert [kind for kind, _ in recorder.events] == ["place", "commit"]
+    conn = local.db.connection()
+    assert conn.execute("PRAGMA synchronous").fetchone() == (SYNCHRONOUS_NORMAL,)
+    assert local.blobs.path_for(written.blob_key).read_bytes() == b"scratch"
+
+
+async def test_put_file_syncs_the_data_before_the_name_and_the_directory_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blobs = FileBlobStore(tmp_path / "blobs")
+    source = tmp_path / "part"
+    source.write_bytes(b"data")
+    (tmp_path / "blobs" / "a").mkdir()
+    recorder = Recorder(monkeypatch)
+
+    await blobs.put_file("a/b.dcm", source)
+
+    target = tmp_path / "blobs" / "a" / "b.dcm"
+    assert recorder.events == [
+        ("fsync", str(source)),
+        ("place", str(target)),
+        ("fsync", str(target.parent)),
+    ]
+
+
+async def test_an_orphan_file_left_at_a_reused_watermark_is_replaced(local: Local) -> None:
+    """A crash after the rename but before the COMMIT leaves a file that no row names.
+
+    Its watermark was never committed, so the next reservation gets it again: the store
+    replaces the orphan instead of failing on it.
+    """
+    key = new_key()
+    orphan = local.blobs.path_for(blob_key_for(key.study_uid, key.series_uid, key.sop_uid, 1))
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"left by a crash")
+
+    written = await local.writer.write_instance(
+        local.staged(b"DICM stored"), stored_instance(key), upsert=False
+    )
+
+    assert local.blobs.path_for(written.blob_key) == orphan
+    assert orphan.read_bytes() == b"DICM stored"
+    record = await local.index.get_instance(key)
+    assert record is not None and record.blob_key == written.blob_key
+
+
+@pytest.mark.parametrize(
+    ("value", "durable", "synchronous"),
+    [(None, True, SYNCHRONOUS_FULL), ("true", True, SYNCHRONOUS_FULL), ("false", False, 1)],
+)
+async def test_the_setting_reaches_the_local_adapters(
+    tmp_path: Path, value: str | None, durable: bool, synchronous: int
+) -> None:
+    values = {"DATA_DIR": str(tmp_path)}
+    if value is not None:
+        values["DICOM_DURABLE_WRITES"] = value
+    settings = Settings.from_mapping(values)
+    assert settings.durable_writes is durable
+
+    index, blobs, queue = build_storage(settings)
+    try:
+        assert isinstance(index, SqliteIndexStore) and isinstance(blobs, FileBlobStore)
+        assert blobs.durable is durable
+        conn = index.database.connection()
+        assert conn.execute("PRAGMA synchronous").fetchone() == (synchronous,)
+    finally:
+        await queue.close()
+        await index.close()
