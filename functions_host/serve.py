@@ -21,6 +21,7 @@ from dicom_core.bootstrap import build_job_queue
 from dicom_core.settings import Settings
 from dicom_core.storage.ports import JobQueue
 from dicom_core.web.routing import HttpTrigger, RouteTable, host_routes
+from functions_host.front import FrontProtocol
 from functions_host.http import HttpForwarder
 from functions_host.queues import QueuePump
 from functions_host.worker import (
@@ -197,6 +198,8 @@ def main() -> None:
         host=host,
         port=port,
         workers=workers if workers > 1 else None,
+        # httptools, with the request-head limits of Azure's Kestrel (414, 431): front.py.
+        http=FrontProtocol,
         log_level=os.environ.get("DICOM_LOG_LEVEL", "info").lower(),
         access_log=os.environ.get("DICOM_ACCESS_LOG", "false").lower() == "true",
         timeout_graceful_shutdown=5,

@@ -1,0 +1,93 @@
+"""The HTTP front's request-head limits: 414 for a long request target, 431 for large headers.
+
+In Azure a request reaches the Functions host through Kestrel, whose defaults refuse a request
+line over 8 KiB (``MaxRequestLineSize``, 8,192 bytes) with 414 URI Too Long and request headers
+over 32 KiB in all (``MaxRequestHeadersTotalSize``) with 431, before any function runs. The
+DICOM service's conformance statement gives the same figure to clients: "414 (URI Too Long)
+URI exceeded maximum supported length of 8192 characters". (On Windows plans IIS's
+``maxUrl``/``maxQueryString`` of the host's web.config cut in earlier, with a 404; this app
+targets Flex Consumption, which is Linux, so Kestrel's behaviour is the one to stand in for.)
+
+uvicorn's httptools protocol has no such limits, and fails on its own terms instead: a target
+of 64 KiB or more overflows the 16-bit offsets of httptools' URL parser, which uvicorn answers
+with 400 "Invalid HTTP request received.", and below that nothing is refused at all. So the
+front's protocol counts the target and the headers while the parser hands them over, and
+answers 414 or 431 itself, at the first byte past the limit: the rest of an oversized head is
+never buffered, and the app never sees the request.
+
+What is measured, and how it differs from Kestrel:
+- the request target as sent (path, ``?`` and query), at most ``MAX_REQUEST_TARGET`` bytes:
+  the length the conformance statement speaks of, and the one ``dicom_core.web.qido`` checks.
+  Kestrel counts the whole request line, so it refuses targets some 15 bytes shorter (the
+  method, two spaces, ``HTTP/1.1`` and CRLF);
+- header names and values, at most ``MAX_HEADER_BYTES`` together;
+- the answer carries a JSON body naming the limit, as the app's own errors do; Kestrel's has
+  no body.
+"""
+
+from __future__ import annotations
+
+import json
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+MAX_REQUEST_TARGET = 8192
+MAX_HEADER_BYTES = 32 * 1024
+
+_REASONS = {414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
+
+
+class HeadTooLarge(Exception):
+    """Raised inside a parser callback to stop parsing a request head past a limit."""
+
+
+class FrontProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with Kestrel's request-head limits (module docstring)."""
+
+    _refusal: tuple[int, str] | None = None
+    _header_bytes = 0
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._refusal = None
+        self._header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        if len(self.url) + len(url) > MAX_REQUEST_TARGET:
+            self._refuse(
+                414,
+                f"The request URI is longer than {MAX_REQUEST_TARGET} characters, the maximum"
+                " supported length.",
+            )
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > MAX_HEADER_BYTES:
+            self._refuse(
+                431,
+                f"The request headers are larger than {MAX_HEADER_BYTES} bytes in all, the"
+                " maximum supported size.",
+            )
+        super().on_header(name, value)
+
+    def _refuse(self, status: int, message: str) -> None:
+        # httptools turns an exception in a callback into a parser error, which uvicorn
+        # answers through send_400_response: that is where the refusal is sent instead.
+        self._refusal = (status, message)
+        raise HeadTooLarge(message)
+
+    def send_400_response(self, msg: str) -> None:
+        if self._refusal is None:
+            super().send_400_response(msg)
+            return
+        status, message = self._refusal
+        body = json.dumps({"status": status, "message": message}, separators=(",", ":")).encode()
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
+        for name, value in self.server_state.default_headers:
+            head.append(name + b": " + value + b"\r\n")
+        head.append(b"content-type: application/json\r\n")
+        head.append(b"content-length: %d\r\n" % len(body))
+        head.append(b"connection: close\r\n\r\n")
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
