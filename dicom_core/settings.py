@@ -233,6 +233,7 @@ class Settings:
     storage: str = "local"
     data_dir: Path = Path(".data")
     max_request_bytes: int = 4 * GIB
+    max_json_body_bytes: int = 4 * MIB
     max_transcode_bytes: int = 100 * MIB
     stale_create_seconds: int = 3600
     staging_dir: Path | None = None
@@ -254,6 +255,7 @@ class Settings:
             storage=storage,
             data_dir=data_dir,
             max_request_bytes=_int(values, "DICOM_MAX_REQUEST_BYTES", 4 * GIB, minimum=1),
+            max_json_body_bytes=_int(values, "DICOM_MAX_JSON_BODY_BYTES", 4 * MIB, minimum=1),
             max_transcode_bytes=_int(values, "DICOM_MAX_TRANSCODE_BYTES", 100 * MIB, minimum=1),
             stale_create_seconds=_int(values, "DICOM_STALE_CREATE_SECONDS", 3600, minimum=1),
             staging_dir=Path(staging) if staging else None,

@@ -3,10 +3,10 @@
 The parser is where every rule about what a client may ask is enforced, so that compilers
 never see a bad request: keys are attribute IDs (keyword or 8 hex digits) searchable at the
 resource's levels, or one of ``includefield`` (any number, comma lists too), ``limit``
-(1 to 200, default 100), ``offset`` (0 or more) and ``fuzzymatching`` (true or false), each
-of the last three at most once. Anything else is a 400 whose message names the parameter:
-an unknown or unsearchable attribute, an attribute given twice, an empty value, a bad date
-or time, a range without bounds (``-``), a bad limit or offset.
+(1 to 200, default 100), ``offset`` (0 to ``MAX_OFFSET``) and ``fuzzymatching`` (true or
+false), each of the last three at most once. Anything else is a 400 whose message names the
+parameter: an unknown or unsearchable attribute, an attribute given twice, an empty value, a
+bad date or time, a range without bounds (``-``), a bad limit or offset.
 
 Values become condition keys here (``matching.index_key``): DA/TM/DT single values or ranges
 (``a-b``, ``a-``, ``-b``); UID lists separated by ``,`` or ``\\``; ModalitiesInStudy lists
@@ -57,6 +57,15 @@ LIMIT = "limit"
 OFFSET = "offset"
 FUZZYMATCHING = "fuzzymatching"
 _SINGLE_PARAMETERS = (LIMIT, OFFSET, FUZZYMATCHING)
+MAX_OFFSET = 10_000
+"""The largest ``offset`` of a search (QIDO, workitems, extended query tag errors).
+
+Each index pages newest first, so a page at ``offset`` reads ``offset + limit`` entries: on
+Cosmos DB a ``SELECT TOP (offset + limit)`` that an unbounded offset turns into a read of the
+whole index, charged in request units, for a page that is usually empty. Past 10,000 results a
+client narrows its query (a date range, a modality) instead of paging; Azure's own service takes
+any 32-bit offset, but its index is SQL Server, where the cost is its own. A larger offset is a
+400 naming this maximum."""
 _ALL = "all"
 _STUDY_UID = tag_of("StudyInstanceUID")
 _SERIES_UID = tag_of("SeriesInstanceUID")
@@ -91,7 +100,7 @@ def parse_query(
 
     fuzzy = parse_fuzzy(singles.get(FUZZYMATCHING))
     limit = parse_int(singles.get(LIMIT), DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
-    offset = parse_int(singles.get(OFFSET), 0, minimum=0, maximum=None)
+    offset = parse_int(singles.get(OFFSET), 0, minimum=0, maximum=MAX_OFFSET)
     include = parse_includes(includes)
 
     conditions: list[Condition] = []

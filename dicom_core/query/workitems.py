@@ -7,6 +7,7 @@ words), applied to the workitem attributes the spec lists, including the attribu
 sequences it names (``ReferencedRequestSequence.AccessionNumber``, or by tags
 ``0040A370.00080050``): a sequence attribute matches when any item's value does. What
 differs from QIDO: ``limit`` goes up to 4000, and only the listed attributes are searchable.
+``offset`` has QIDO's maximum (``parser.MAX_OFFSET``), for the same reason.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dicom_core.query.parser import (
     FUZZYMATCHING,
     INCLUDEFIELD,
     LIMIT,
+    MAX_OFFSET,
     OFFSET,
     parse_condition,
     parse_fuzzy,
@@ -162,7 +164,7 @@ def parse_workitem_query(items: Iterable[tuple[str, str]]) -> WorkitemQuery:
         include=parse_includes(includes),
         fuzzy=fuzzy,
         limit=parse_int(singles.get(LIMIT), DEFAULT_LIMIT, minimum=1, maximum=MAX_WORKITEM_LIMIT),
-        offset=parse_int(singles.get(OFFSET), 0, minimum=0, maximum=None),
+        offset=parse_int(singles.get(OFFSET), 0, minimum=0, maximum=MAX_OFFSET),
     )
 
 

@@ -27,12 +27,13 @@ from dicom_core.query.conditions import (
     QueryDescription,
     ValueMatch,
 )
+from dicom_core.query.parser import MAX_OFFSET
 from dicom_core.services.extended_query_tags import ExtendedQueryTagService
 from dicom_core.services.external_metadata import ExternalMetadataService, requested
+from dicom_core.web.bodies import read_limited
 from dicom_core.web.context import api_version, base_url
 
 _JSON = "application/json"
-_MAX_BODY = 1 << 20
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -48,15 +49,13 @@ def _service(services: Services) -> ExtendedQueryTagService:
     return service  # type: ignore[no-any-return]
 
 
-async def _read_json(request: Request) -> Any:
+async def _read_json(request: Request, services: Services) -> Any:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type and content_type != _JSON and not content_type.endswith("+json"):
         raise UnsupportedMediaType(
             f"The content type '{content_type}' is not supported; send application/json."
         )
-    body = await request.body()
-    if len(body) > _MAX_BODY:
-        raise BadRequest("The request body is too large.")
+    body = await read_limited(request, services.settings.max_json_body_bytes)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -74,7 +73,7 @@ async def add_tags(request: Request, services: Services) -> Response:
     version = api_version(request)
     service = _service(services)
     try:
-        definitions = parse_definitions(await _read_json(request))
+        definitions = parse_definitions(await _read_json(request, services))
     except QueryTagError as exc:
         raise BadRequest(str(exc)) from exc
     operation = await service.add(definitions)
@@ -98,7 +97,7 @@ async def tag(request: Request, services: Services) -> Response:
         return Response(status_code=204)
     if request.method == "PATCH":
         try:
-            query_status = parse_query_status(await _read_json(request))
+            query_status = parse_query_status(await _read_json(request, services))
         except QueryTagError as exc:
             raise BadRequest(str(exc)) from exc
         updated = await service.set_query_status(path, query_status.value)
@@ -114,8 +113,10 @@ def _int_param(request: Request, name: str, default: int, maximum: int | None) -
         value = int(raw)
     except ValueError as exc:
         raise BadRequest(f"The query parameter '{name}' must be an integer.") from exc
-    if value < 0 or (maximum is not None and value > maximum) or (name == "limit" and value < 1):
-        raise BadRequest(f"The query parameter '{name}' is out of range.")
+    minimum = 1 if name == "limit" else 0
+    if value < minimum or (maximum is not None and value > maximum):
+        allowed = f"from {minimum} to {maximum}" if maximum is not None else f"{minimum} or more"
+        raise BadRequest(f"The query parameter '{name}' is out of range: give {allowed}.")
     return value
 
 
@@ -123,7 +124,7 @@ async def tag_errors(request: Request, services: Services) -> Response:
     api_version(request)
     path = _tag_path(request)
     limit = _int_param(request, "limit", 100, 200)
-    offset = _int_param(request, "offset", 0, None)
+    offset = _int_param(request, "offset", 0, MAX_OFFSET)
     errors = await _service(services).errors(path, limit=limit, offset=offset)
     return _json(errors)
 

@@ -21,12 +21,12 @@ from dicom_core.bootstrap import Services
 from dicom_core.errors import BadRequest, NotAcceptable, UnsupportedMediaType
 from dicom_core.query.workitems import parse_workitem_query
 from dicom_core.services.workitems import AlreadyInState, check_workitem_uid
+from dicom_core.web.bodies import read_limited
 from dicom_core.web.context import api_version, base_url, path_uid
 from dicom_core.web.negotiation import parse_accept
 from dicom_core.web.responses import DICOM_JSON, dicom_json, error
 
 JSON = "application/json"
-MAX_BODY_BYTES = 4 << 20
 
 
 def _check_accept(request: Request) -> None:
@@ -39,18 +39,20 @@ def _check_accept(request: Request) -> None:
     raise NotAcceptable("Workitems are offered as application/dicom+json only.")
 
 
-async def _body(request: Request, *, optional: bool = False) -> dict[str, Any]:
-    """The request's DICOM JSON dataset (an object, or an array holding one object)."""
+async def _body(request: Request, services: Services, *, optional: bool = False) -> dict[str, Any]:
+    """The request's DICOM JSON dataset (an object, or an array holding one object).
+
+    The body is read with ``DICOM_MAX_JSON_BODY_BYTES`` as its limit (413 past it), so a
+    client cannot make the service hold more than that in memory to find out it is too large.
+    """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    raw = await request.body()
+    if content_type and content_type not in (DICOM_JSON, JSON):
+        raise UnsupportedMediaType(f"The Content-Type must be {DICOM_JSON}, got '{content_type}'.")
+    raw = await read_limited(request, services.settings.max_json_body_bytes, what="dataset")
     if optional and not raw.strip() and not content_type:
         return {}
-    if content_type not in (DICOM_JSON, JSON):
-        raise UnsupportedMediaType(
-            f"The Content-Type must be {DICOM_JSON}, got '{content_type or 'none'}'."
-        )
-    if len(raw) > MAX_BODY_BYTES:
-        raise BadRequest(f"The dataset is larger than {MAX_BODY_BYTES} bytes.")
+    if not content_type:
+        raise UnsupportedMediaType(f"The Content-Type must be {DICOM_JSON}, got 'none'.")
     if optional and not raw.strip():
         return {}
     try:
@@ -98,7 +100,7 @@ async def create(request: Request, services: Services) -> Response:
     version = api_version(request)
     _check_accept(request)
     url_uid = _query_uid(request, ("affectedsopinstanceuid", "workitem"), "workitem UID")
-    dataset = await _body(request)
+    dataset = await _body(request, services)
     uid = await services.workitems.create(dataset, url_uid)
     location = f"{base_url(request, version)}/workitems/{uid}"
     return Response(status_code=201, headers={"Location": location, "Content-Location": location})
@@ -117,7 +119,7 @@ async def update(request: Request, services: Services) -> Response:
     api_version(request)
     uid = _workitem(request)
     lock = _query_uid(request, ("transaction", "transactionuid"), "Transaction UID")
-    dataset = await _body(request)
+    dataset = await _body(request, services)
     await services.workitems.update(uid, dataset, lock)
     return Response(status_code=200)
 
@@ -127,7 +129,7 @@ async def change_state(request: Request, services: Services) -> Response:
     api_version(request)
     _check_accept(request)
     uid = _workitem(request)
-    dataset = await _body(request)
+    dataset = await _body(request, services)
     try:
         await services.workitems.change_state(uid, dataset)
     except AlreadyInState as exc:
@@ -139,7 +141,7 @@ async def cancel_request(request: Request, services: Services) -> Response:
     """POST ../workitems/{uid}/cancelrequest: 202, or 409 with a Warning if already canceled."""
     api_version(request)
     uid = _workitem(request)
-    dataset = await _body(request, optional=True)
+    dataset = await _body(request, services, optional=True)
     try:
         await services.workitems.request_cancellation(uid, dataset)
     except AlreadyInState as exc:

@@ -15,7 +15,7 @@ from dicom_core.query.conditions import (
     ValueMatch,
     WildcardMatch,
 )
-from dicom_core.query.parser import parse_query
+from dicom_core.query.parser import MAX_OFFSET, parse_query
 
 R = QueryResource
 
@@ -106,7 +106,12 @@ def test_null_padding_is_stripped_from_values() -> None:
 def test_limit_and_offset_bounds() -> None:
     assert parse(("limit", "1")).limit == 1
     assert parse(("limit", "200")).limit == 200
-    assert parse(("offset", "1000000")).offset == 1000000
+    assert parse(("offset", str(MAX_OFFSET))).offset == MAX_OFFSET
+
+
+def test_an_offset_past_the_maximum_is_refused_naming_it() -> None:
+    message = bad(("offset", str(MAX_OFFSET + 1)))
+    assert "offset" in message and f"0 to {MAX_OFFSET}" in message
 
 
 @pytest.mark.parametrize(

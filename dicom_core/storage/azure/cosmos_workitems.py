@@ -13,6 +13,10 @@ Conditions on paths through sequences (``ReferencedRequestSequence.AccessionNumb
 any item's value; the Cosmos DB server of the tests cannot evaluate ``EXISTS`` over a list
 that some documents lack, so those are checked on the candidates the query returns, with the
 reference matcher (``wk`` keeps their keys for a later compiled form). Newest first by ``seq``.
+
+Paging reads no more than a page needs: an exact query asks for ``TOP (offset + limit)``
+(clamped to the 32-bit integer TOP takes; the parser already caps both), and the candidates of
+an inexact one are read page by page until ``offset + limit`` of them have matched.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ T = TypeVar("T")
 WORKITEM = "workitem"
 WORKITEM_PARTITION = "workitems"
 WORKITEM_COUNTER = "workitem"
+# TOP takes a 32-bit integer.
+_MAX_TOP = 2**31 - 1
 
 
 def workitem_id(uid: str) -> str:
@@ -64,7 +70,7 @@ def compile_workitem_search(query: WorkitemQuery) -> tuple[str, dict[str, object
             clauses.append(predicate(condition, f"c.wv.k{path[0]}", params))
         else:
             exact = False
-    top = f"TOP {params.add(query.offset + query.limit)} " if exact else ""
+    top = f"TOP {params.add(min(query.offset + query.limit, _MAX_TOP))} " if exact else ""
     sql = f"SELECT {top}* FROM c WHERE {' AND '.join(clauses)} ORDER BY c.seq DESC"
     return sql, params.values, exact
 
@@ -140,11 +146,36 @@ class CosmosWorkitems:
         sql, params, exact = compile_workitem_search(query)
 
         async def read(c: Any) -> list[WorkitemRecord]:
-            found = await query_items(c.system, sql, params, partition=WORKITEM_PARTITION)
-            records = [_record(doc) for doc in found]
-            if not exact:
-                records = [r for r in records if workitem_matches(query, r.dataset)]
+            if exact:
+                found = await query_items(c.system, sql, params, partition=WORKITEM_PARTITION)
+                records = [_record(doc) for doc in found]
+            else:
+                records = await _first_matches(c.system, sql, params, query)
             return records[query.offset : query.offset + query.limit]
 
         result: list[WorkitemRecord] = await self._run("Cosmos DB", read)
         return result
+
+
+async def _first_matches(
+    container: Any, sql: str, params: dict[str, object], query: WorkitemQuery
+) -> list[WorkitemRecord]:
+    """The first ``offset + limit`` candidates that match, newest first: the query's pages are
+    read only until the page the client asked for is complete, not to the end of the list."""
+    wanted = query.offset + query.limit
+    matched: list[WorkitemRecord] = []
+    parameters = [{"name": name, "value": value} for name, value in params.items()]
+    try:
+        results = container.query_items(
+            sql, parameters=parameters, partition_key=WORKITEM_PARTITION
+        )
+        async for doc in results:
+            record = _record(dict(doc))
+            if workitem_matches(query, record.dataset):
+                matched.append(record)
+                if len(matched) >= wanted:
+                    break
+    except CosmosResourceNotFoundError as exc:
+        # A query has no item to miss: its 404 means the container is gone (cosmos_io).
+        raise ContainerGone(str(exc)) from exc
+    return matched

@@ -58,6 +58,9 @@ def _write_values(conn: sqlite3.Connection, uid: str, dataset: dict[str, Any]) -
     )
 
 
+_MAX_OFFSET = (1 << 62) - 1
+
+
 def compile_workitem_search(query: WorkitemQuery) -> tuple[str, list[object]]:
     """The SQL of one page of a workitem search, newest first, and its parameters."""
     params: list[object] = []
@@ -70,7 +73,9 @@ def compile_workitem_search(query: WorkitemQuery) -> tuple[str, list[object]]:
             f" AND v.path = ? AND {test})"
         )
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    params.extend((query.limit, query.offset))
+    # The parser caps the offset (query.parser.MAX_OFFSET); the clamp keeps a query built
+    # elsewhere within the 64-bit integer SQLite binds.
+    params.extend((query.limit, min(query.offset, _MAX_OFFSET)))
     sql = (
         "SELECT w.workitem_uid, w.dataset, w.version, w.workitem_key FROM workitem w"
         f"{where} ORDER BY w.workitem_key DESC LIMIT ? OFFSET ?"
