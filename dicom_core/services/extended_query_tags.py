@@ -23,6 +23,7 @@ from dicom_core.domain.extended_query_tags import (
 )
 from dicom_core.domain.model import InstanceKey
 from dicom_core.errors import BadRequest, Conflict, NotFound
+from dicom_core.query.attributes import CORE_CATALOG, describe_tag
 from dicom_core.query.conditions import QueryAttribute
 
 log = logging.getLogger(__name__)
@@ -222,6 +223,14 @@ class ExtendedQueryTagService:
         self._batch_size = batch_size
 
     async def add(self, definitions: Sequence[QueryTagDefinition]) -> OperationRecord:
+        # A tag QIDO already searches (at any level) is refused, as Microsoft's service does:
+        # indexing it again would only start a reindex whose values no search ever reads.
+        supported = [describe_tag(d.path) for d in definitions if CORE_CATALOG.find(d.path)]
+        if supported:
+            raise BadRequest(
+                f"The query tag(s) {', '.join(supported)} are already supported by QIDO and"
+                " cannot be added as extended query tags."
+            )
         operation_id = uuid.uuid4().hex
         try:
             return await self._store.add_tags(

@@ -321,3 +321,48 @@ def test_deleted_instances_take_their_values_along(http: httpx.Client) -> None:
     assert http.delete(f"/v2/studies/{study}/series/{series}").status_code == 204
     store(http, study_uid=study, series_uid=series, ProtocolName=None)
     assert http.get("/v2/series", params={"ProtocolName": protocol}).status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("path", "level", "named"),
+    [
+        ("PatientName", "Study", "PatientName (00100010)"),
+        ("ManufacturerModelName", "Series", "ManufacturerModelName (00081090)"),
+        ("0020000D", "Study", "StudyInstanceUID (0020000D)"),
+    ],
+)
+def test_add_a_tag_qido_already_supports_is_400_naming_it(
+    http: httpx.Client, path: str, level: str, named: str
+) -> None:
+    response = http.post("/v2/extendedquerytags", json=[{"path": path, "level": level}])
+    assert response.status_code == 400, response.text
+    assert named in response.json()["message"]
+    assert "already supported" in response.json()["message"]
+    # no tag was recorded, so no reindex runs
+    assert http.get(f"/v2/extendedquerytags/{named[-9:-1]}").status_code == 404
+
+
+def test_store_warning_on_an_indexed_tag_is_not_an_indexing_error(http: httpx.Client) -> None:
+    # given: a ready tag
+    reference = add_tags(http, [{"path": "Laterality", "level": "Series"}])
+    assert wait_done(http, reference["href"])[0]["status"] == "Completed"
+    # when: v2 stores an instance whose value for it breaks its VR (a warning, not a failure)
+    ds = make_dataset(Laterality="not a code string")
+    response = http.post(
+        "/v2/studies",
+        content=multipart([to_bytes(ds)]),
+        headers={"Content-Type": MULTIPART, "Accept": "application/dicom+json"},
+    )
+    assert response.status_code == 202, response.text
+    assert "00081196" in response.json()["00081199"]["Value"][0]  # WarningReason
+    # then: the tag has no errors, stays enabled, and the value is simply not searchable
+    tag = http.get("/v2/extendedquerytags/00200060").json()
+    assert "errors" not in tag
+    assert tag["queryStatus"] == "Enabled"
+    assert http.get("/v2/extendedquerytags/00200060/errors").json() == []
+    found = http.get(
+        "/v2/series",
+        params={"StudyInstanceUID": ds.StudyInstanceUID, "Laterality": "not a code string"},
+    )
+    assert found.status_code == 204
+    assert "erroneous-dicom-attributes" not in found.headers

@@ -7,6 +7,7 @@ enqueued in the same transaction as the checkpoint it carries.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import orjson
@@ -21,6 +22,7 @@ from dicom_core.domain.extended_query_tags import (
     parse_query_status,
     query_attribute,
 )
+from dicom_core.query.attributes import CORE_CATALOG
 from dicom_core.services.extended_query_tags import (
     REINDEX_QUEUE,
     BatchOutcome,
@@ -144,11 +146,67 @@ async def test_at_most_128_tags(tmp_path: Path) -> None:
     long_strings = [
         f"{tag:08X}"
         for tag, entry in DicomDictionary.items()
-        if entry[0] == "LO" and entry[1] == "1" and not entry[3] and tag >> 16 not in (0, 2)
+        if entry[0] == "LO"
+        and entry[1] == "1"
+        and not entry[3]
+        and tag >> 16 not in (0, 2)
+        and CORE_CATALOG.find(f"{tag:08X}") is None
     ][:129]
     first = parse_definitions([{"path": p, "level": "Instance"} for p in long_strings[:128]])
     await service.add(first)
     with pytest.raises(BadRequest, match="128"):
         await service.add(parse_definitions([{"path": long_strings[128], "level": "Study"}]))
     assert len(await service.list_tags()) == 128
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "level", "named"),
+    [
+        ("PatientName", "Study", "PatientName (00100010)"),
+        ("00081090", "Series", "ManufacturerModelName (00081090)"),
+        ("StudyDate", "Instance", "StudyDate (00080020)"),
+        ("SOPInstanceUID", "Instance", "SOPInstanceUID (00080018)"),
+    ],
+)
+async def test_add_refuses_a_tag_qido_already_supports(
+    tmp_path: Path, path: str, level: str, named: str
+) -> None:
+    from dicom_core.errors import BadRequest
+
+    db = SqliteDatabase(tmp_path / "index.sqlite")
+    service = ExtendedQueryTagService(SqliteQueryTagStore(db))
+    wanted = [{"path": "PatientAge", "level": "Study"}, {"path": path, "level": level}]
+    with pytest.raises(BadRequest, match=rf"{re.escape(named)} are already supported by QIDO"):
+        await service.add(parse_definitions(wanted))
+    # nothing was added and no reindex was started
+    assert await service.list_tags() == []
+    assert db.connection().execute("SELECT COUNT(*) FROM operation").fetchone() == (0,)
+    db.close()
+
+
+async def test_store_time_indexing_leaves_an_invalid_value_out_without_an_error(
+    tmp_path: Path,
+) -> None:
+    # given: a ready tag, then an instance whose value for it only earned a store warning
+    db = SqliteDatabase(tmp_path / "index.sqlite")
+    store = SqliteQueryTagStore(db)
+    service = ExtendedQueryTagService(store)
+    operation = await service.add(parse_definitions([{"path": "PatientSex", "level": "Study"}]))
+    queue = SqliteJobQueue(db)
+    while messages := await queue.receive(REINDEX_QUEUE, max_messages=1):
+        await service.handle_message(messages[0].body)
+        await queue.complete(messages[0])
+    assert (await service.operation(operation.operation_id)).status == "Completed"
+    from dicom_core.domain.model import InstanceKey
+
+    key = InstanceKey(generate_uid(), generate_uid(), generate_uid())
+    metadata = orjson.dumps({"00100040": {"vr": "CS", "Value": ["not a code string"]}})
+    # when
+    await service.index_instance(key, 1, metadata)
+    # then
+    tag = await service.get("00100040")
+    assert (tag.error_count, tag.query_status) == (0, "Enabled")
+    assert await service.errors("00100040", limit=10, offset=0) == []
+    assert db.connection().execute("SELECT COUNT(*) FROM eqt_value").fetchone() == (0,)
     db.close()

@@ -513,13 +513,25 @@ class CosmosQueryTagStore:
         await self._update_tag(system, tag.path, change)
 
     async def _index_one(
-        self, system: Any, tag: QueryTagRecord, key: InstanceKey, watermark: int, doc: Doc
+        self,
+        system: Any,
+        tag: QueryTagRecord,
+        key: InstanceKey,
+        watermark: int,
+        doc: Doc,
+        *,
+        record_errors: bool = True,
     ) -> None:
-        """Upsert one instance's value for one tag (the newest watermark wins), or its error."""
+        """Upsert one instance's value for one tag (the newest watermark wins), or its error.
+
+        At store time (``record_errors=False``) an invalid value is only left out: the store
+        answer already reported it as a validation warning, which is not an indexing error.
+        """
         try:
             value = extract_value(doc, tag.attribute)
         except InvalidValue as exc:
-            await self._record_error(system, tag, key, str(exc))
+            if record_errors:
+                await self._record_error(system, tag, key, str(exc))
             return
         if value is None:
             return
@@ -561,7 +573,7 @@ class CosmosQueryTagStore:
 
         async def write(c: Any) -> None:
             for tag in tags:
-                await self._index_one(c.system, tag, key, watermark, doc)
+                await self._index_one(c.system, tag, key, watermark, doc, record_errors=False)
 
         await self._run(write)
 

@@ -94,16 +94,23 @@ def _index_one(
     key: InstanceKey,
     watermark: int,
     doc: dict[str, Any],
+    *,
+    record_errors: bool = True,
 ) -> None:
     """Upsert one instance's value for one tag, or record why it cannot be indexed.
 
     Idempotent: values are keyed by (tag, entity) and the latest watermark wins; errors are
-    keyed by (tag, instance), and only a newly recorded error disables the tag.
+    keyed by (tag, instance), and only a newly recorded error disables the tag. At store time
+    (``record_errors=False``) an invalid value is only left out: the store answer already
+    reported it as a validation warning, and such warnings are not indexing errors (the
+    conformance statement, "Search changes from v1").
     """
     attribute = query_attribute(tag.path, tag.vr, tag.level, tag.private_creator)
     try:
         value = extract_value(doc, attribute)
     except InvalidValue as exc:
+        if not record_errors:
+            return
         inserted = conn.execute(
             "INSERT OR IGNORE INTO eqt_error"
             " (tag_key, study_uid, series_uid, sop_uid, created_at, message)"
@@ -425,7 +432,7 @@ class SqliteQueryTagStore:
             return
         doc = orjson.loads(metadata_json)
         for tag in tags:
-            _index_one(conn, tag, key, watermark, doc)
+            _index_one(conn, tag, key, watermark, doc, record_errors=False)
 
     async def queryable_tags(self) -> list[QueryTagRecord]:
         """Ready tags with QIDO enabled; the search catalog adds these."""
