@@ -8,11 +8,15 @@ handling hold the GIL.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import logging
+import multiprocessing
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -160,13 +164,71 @@ class FunctionsHost:
 
 
 def create_app() -> FunctionsHost:
-    """Factory for uvicorn: the app in the working directory, on the configured backend."""
+    """Factory for uvicorn: the app in the working directory, on the configured backend.
+
+    uvicorn calls it in each serving process, before that process serves: the place where a
+    worker process ties its life to the main process (``die_with_parent``)."""
+    die_with_parent()
     settings = Settings.from_environment()
     app_dir = app_directory()
     if str(app_dir) not in sys.path:
         sys.path.insert(0, str(app_dir))
     engine = os.environ.get("DICOM_HOST_ENGINE", "runtime").strip().lower() or "runtime"
     return FunctionsHost(app_dir, lambda: build_job_queue(settings), engine=engine)
+
+
+# prctl(2) option: the signal the kernel sends this process when the thread that created it
+# exits (<linux/prctl.h>).
+_PR_SET_PDEATHSIG = 1
+_PARENT_POLL_SECONDS = 1.0
+
+
+def die_with_parent() -> None:
+    """In a worker process of ``make run``, end when the main process ends, however it ends.
+
+    The main process stops its workers when it is stopped in order (SIGINT, SIGTERM), but a
+    SIGKILL, or a crash, leaves them running: orphans that keep serving the shared port with
+    nobody to stop them. So each worker asks for SIGTERM (uvicorn's own stop signal, which
+    finishes the requests under way within ``timeout_graceful_shutdown``) when its parent
+    dies: on Linux through the kernel's parent-death signal, elsewhere by a thread that watches
+    its parent's PID. The main process itself (no multiprocessing parent) is left alone: its
+    parent is a shell or a supervisor, whose end need not end the server.
+
+    The parent may have died before this runs; the PID check after setting the signal catches
+    that (the process was then re-parented, so the kernel will never send it).
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.pid is None:
+        return
+    if sys.platform.startswith("linux") and _set_parent_death_signal(signal.SIGTERM):
+        if os.getppid() != parent.pid:
+            log.error("the main process %d ended before this worker started", parent.pid)
+            raise SystemExit(1)
+        return
+    threading.Thread(
+        target=_watch_parent, args=(parent.pid,), name="parent-watch", daemon=True
+    ).start()
+
+
+def _set_parent_death_signal(signum: int) -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0:
+            return True
+        error = ctypes.get_errno()
+    except (OSError, AttributeError) as exc:
+        log.warning("no parent-death signal (%s); watching the parent instead", exc)
+        return False
+    log.warning("prctl(PR_SET_PDEATHSIG) failed (%s); watching the parent instead", error)
+    return False
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Where prctl is missing: SIGTERM to this process once its parent has gone."""
+    while os.getppid() == parent_pid:
+        time.sleep(_PARENT_POLL_SECONDS)
+    log.error("the main process %d has ended; this worker stops", parent_pid)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _quiet_per_request_logs() -> None:
