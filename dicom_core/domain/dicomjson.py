@@ -153,12 +153,26 @@ def _decode(value: bytes, encodings: list[str]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Raw element converters: bytes as read from the file -> attribute object.
-# Each mirrors pydicom.values.convert_value for its VR under the default configuration.
+# Each mirrors pydicom.values.convert_value for its VR under the default configuration, except
+# that text values keep a trailing NUL (see ``_unpad``).
+
+
+def _unpad(text: str) -> str:
+    """A text value without its trailing spaces, but with any trailing NULs kept.
+
+    The conformance statement says retrieved metadata includes the null character when the
+    attribute was padded with nulls and stored as is (pydicom strips them). Space is the
+    padding the standard defines for these VRs; a NUL is part of what the sender stored. A
+    value made of padding only is still an empty value. UI (whose padding is NUL) and the
+    numeric strings (JSON numbers) are not read through this.
+    """
+    kept = text.rstrip(" ")
+    return kept if kept.strip("\x00 ") else ""
 
 
 def _raw_plain(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonObject:
-    """AS, CS, DA, DT, TM: trailing spaces and NULs off the whole value, then split."""
-    return _strings(vr, value.decode(_LATIN1).rstrip(" \x00").split("\\"))
+    """AS, CS, DA, DT, TM: trailing spaces off the whole value (NULs kept), then split."""
+    return _strings(vr, _unpad(value.decode(_LATIN1)).split("\\"))
 
 
 def _raw_ae(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonObject:
@@ -179,7 +193,7 @@ def _raw_ur(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonOb
 
 def _raw_text(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonObject:
     """LT, ST, UT: a single value in the dataset's character set; backslash is text."""
-    text = _decode(value, encodings).rstrip("\x00 ")
+    text = _unpad(_decode(value, encodings))
     return {"vr": vr, "Value": [text]} if text else {"vr": vr}
 
 
@@ -187,14 +201,15 @@ def _raw_multi_text(vr: str, value: bytes, little: bool, encodings: list[str]) -
     """LO, SH, UC: decoded once, then split; padding is stripped from each value."""
     text = _decode(value, encodings)
     if "\\" not in text:  # the usual single value, without building lists
-        text = text.rstrip("\x00 ")
+        text = _unpad(text)
         return {"vr": vr, "Value": [text]} if text else {"vr": vr}
-    return _strings(vr, [part.rstrip("\x00 ") for part in text.split("\\")])
+    return _strings(vr, [_unpad(part) for part in text.split("\\")])
 
 
 def _raw_pn(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonObject:
-    """PN: padding off the bytes, decoded once, split into values and component groups."""
-    text = _decode(value.rstrip(b"\x00 "), encodings)
+    """PN: padding off the bytes (NULs kept), decoded once, split into values and groups."""
+    value = value.rstrip(b" ")
+    text = _decode(value if value.strip(b"\x00 ") else b"", encodings)
     return _finish(vr, [_person_name(part.split("=")) for part in text.split("\\")])
 
 

@@ -315,7 +315,8 @@ def index_value(value: Any, attribute: QueryAttribute) -> IndexedValue | None:
     if vr == "PN":
         if isinstance(value, dict):
             value = value.get("Alphabetic", "")
-        text = str(value).strip()
+        # The stored metadata keeps a trailing NUL the sender padded with; it is not matched.
+        text = str(value).rstrip(" \x00").strip()
         if not text:
             return None
         if len(text) > 64 * 5:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import httpx
 import pytest
 from pydicom.uid import generate_uid
@@ -135,3 +137,37 @@ def test_metadata_accepts_the_original_version_header(client: httpx.Client) -> N
         stored.instance + "/metadata", headers={**ACCEPT, "msdicom-request-original": "true"}
     )
     assert response.status_code == 200
+
+
+def test_metadata_keeps_a_trailing_nul_the_sender_padded_with(client: httpx.Client) -> None:
+    # given: values padded with NULs instead of spaces, stored as is
+    ds = make_dataset(PatientID=f"NUL-{generate_uid()[-12:]}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about a NUL in a CS value
+        ds.PatientName = "Doe^Jane\x00\x00"
+        ds.StudyDescription = "Brain\x00"
+        ds.Modality = "MR\x00\x00"
+        ds.AccessionNumber = "  \x00\x00"  # padding only: still an empty value
+        stored = store(client, ds)
+    # when
+    response = client.get(stored.instance + "/metadata", headers=ACCEPT)
+    # then: "Retrieved metadata includes the null character" (conformance statement)
+    assert response.status_code == 200
+    [item] = response.json()
+    assert item["00100010"] == {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane\x00\x00"}]}
+    assert item["00081030"] == {"vr": "LO", "Value": ["Brain\x00"]}
+    assert item["00080060"] == {"vr": "CS", "Value": ["MR\x00\x00"]}
+    assert item["00080050"] == {"vr": "SH"}
+    assert item["00080018"] == {"vr": "UI", "Value": [ds.SOPInstanceUID]}  # UI pads with NUL
+    # and searches still match the value without its padding
+    found = client.get(
+        "/v2/studies",
+        params={"PatientID": ds.PatientID, "PatientName": "Doe^Jane", "StudyDescription": "Brain"},
+        headers=ACCEPT,
+    )
+    assert found.status_code == 200, found.text
+    assert [study["0020000D"]["Value"][0] for study in found.json()] == [ds.StudyInstanceUID]
+    series = client.get(
+        f"/v2/studies/{ds.StudyInstanceUID}/series", params={"Modality": "MR"}, headers=ACCEPT
+    )
+    assert series.status_code == 200, series.text

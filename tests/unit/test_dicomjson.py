@@ -105,6 +105,49 @@ def _reference_element(elem: DataElement) -> dict[str, Any] | None:
     return {"vr": vr, "Value": values}
 
 
+# Text VRs whose trailing NULs the module keeps ("Retrieved metadata includes the null
+# character"): after the whole value, or after each value for LO, SH and UC.
+NUL_KEPT_WHOLE = frozenset({"AS", "CS", "DA", "DT", "TM", "PN", "LT", "ST", "UT"})
+NUL_KEPT_EACH = frozenset({"LO", "SH", "UC"})
+NUL_MARK = "\x01"  # a character pydicom does not strip, standing in for a kept NUL
+
+
+def _mark_trailing_nuls(value: bytes) -> bytes:
+    kept = value.rstrip(b" ")
+    core = kept.rstrip(b"\x00 ")
+    if not core:
+        return value  # padding only: an empty value either way
+    return core + kept[len(core) :].replace(b"\x00", NUL_MARK.encode())
+
+
+def _keep_nuls_in_raw(ds: Dataset, tag: BaseTag) -> bool:
+    """Mark the trailing NULs of a raw text element so pydicom keeps them; True if any."""
+    raw = ds._dict[tag]
+    if not isinstance(raw, RawDataElement) or not isinstance(raw.value, bytes):
+        return False
+    vr = _element_vr(ds, tag)
+    if vr in NUL_KEPT_WHOLE:
+        marked = _mark_trailing_nuls(raw.value)
+    elif vr in NUL_KEPT_EACH:
+        marked = b"\\".join(_mark_trailing_nuls(part) for part in raw.value.split(b"\\"))
+    else:
+        return False
+    if marked == raw.value:
+        return False
+    ds._dict[tag] = raw._replace(value=marked, length=len(marked))
+    return True
+
+
+def _unmark(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return obj.replace(NUL_MARK, "\x00")
+    if isinstance(obj, list):
+        return [_unmark(item) for item in obj]
+    if isinstance(obj, dict):
+        return {key: _unmark(value) for key, value in obj.items()}
+    return obj
+
+
 def reference_dataset_json(ds: Dataset) -> dict[str, Any]:
     """pydicom's ``to_json_dict`` per element, same filtering as the module."""
     out: dict[str, Any] = {}
@@ -113,6 +156,7 @@ def reference_dataset_json(ds: Dataset) -> dict[str, Any]:
         for tag in sorted(ds._dict):
             if tag.group == 0x0002 or tag.element == 0:
                 continue
+            marked = _keep_nuls_in_raw(ds, tag)
             try:
                 elem = ds[tag]
             except Exception:
@@ -124,7 +168,7 @@ def reference_dataset_json(ds: Dataset) -> dict[str, Any]:
                 continue
             converted = _reference_element(elem)
             if converted is not None:
-                out[f"{tag:08X}"] = converted
+                out[f"{tag:08X}"] = _unmark(converted) if marked else converted
     return out
 
 
@@ -285,7 +329,7 @@ def test_person_name_with_three_groups() -> None:
     [
         (b"Doe^John", [{"Alphabetic": "Doe^John"}]),
         (b"Doe^John=", [{"Alphabetic": "Doe^John"}]),
-        (b"Doe^John \x00", [{"Alphabetic": "Doe^John"}]),
+        (b"Doe^John \x00", [{"Alphabetic": "Doe^John \x00"}]),  # a NUL is kept
         (b"A\\B^C ", [{"Alphabetic": "A"}, {"Alphabetic": "B^C"}]),
         # F.2.2: pydicom wrote "Alphabetic": "" here.
         (b"=Ideo", [{"Ideographic": "Ideo"}]),
@@ -398,10 +442,10 @@ def test_binary_numbers() -> None:
         ("AE", b" STORESCP \\ X", ["STORESCP", "X"]),
         ("DA", b"20240102", ["20240102"]),
         ("TM", b"101010.5 ", ["101010.5"]),
-        ("DT", b"20240102101010\x00", ["20240102101010"]),
-        ("LO", b"One \\Two\x00", ["One", "Two"]),
+        ("DT", b"20240102101010\x00", ["20240102101010\x00"]),
+        ("LO", b"One \\Two\x00", ["One", "Two\x00"]),
         ("SH", b"\x00\x00", None),
-        ("LT", b"a\\b \x00", ["a\\b"]),
+        ("LT", b"a\\b \x00", ["a\\b \x00"]),
         ("ST", b"  leading kept", ["  leading kept"]),
         ("UT", b"text\r\nmore  ", ["text\r\nmore"]),
         ("UR", b"http://x/y ", ["http://x/y"]),
@@ -642,7 +686,9 @@ def test_undecodable_text_uses_replacement_characters_like_pydicom() -> None:
     check([(0x00080005, "CS", b"NOT A CHARSET"), (0x00081030, "LO", b"\xe9t\xe9")])
 
 
-def test_trailing_nul_padding() -> None:
+def test_trailing_nul_padding_is_kept_except_in_uids_and_numbers() -> None:
+    # "Retrieved metadata includes the null character when the attribute was padded with
+    # nulls and stored as is" (conformance statement); UI pads with NUL by definition.
     got = check(
         [
             (0x00080016, "UI", b"1.2.3\x00"),
@@ -656,12 +702,12 @@ def test_trailing_nul_padding() -> None:
         ]
     )
     assert got["00080016"]["Value"] == ["1.2.3"]
-    assert got["00080060"]["Value"] == ["CT"]
-    assert got["00081030"]["Value"] == ["Study"]
-    assert got["00100010"]["Value"] == [{"Alphabetic": "Doe"}]
+    assert got["00080060"]["Value"] == ["CT\x00\x00"]
+    assert got["00081030"]["Value"] == ["Study\x00"]
+    assert got["00100010"]["Value"] == [{"Alphabetic": "Doe\x00"}]
     assert got["00200013"]["Value"] == [7]
     assert got["00181050"]["Value"] == [2.5]
-    assert got["00081080"]["Value"] == ["A", "B"]
+    assert got["00081080"]["Value"] == ["A\x00", "B\x00"]
     assert got["00180015"]["Value"] == ["\x00HEAD"]
 
 

@@ -210,3 +210,10 @@ async def test_store_time_indexing_leaves_an_invalid_value_out_without_an_error(
     assert await service.errors("00100040", limit=10, offset=0) == []
     assert db.connection().execute("SELECT COUNT(*) FROM eqt_value").fetchone() == (0,)
     db.close()
+
+
+def test_person_name_index_value_leaves_the_kept_nul_padding_out() -> None:
+    # the metadata keeps a sender's NUL padding; the indexed value must not carry it
+    name = query_attribute("00101001", "PN", "Study", None)
+    value = extract_value({"00101001": {"vr": "PN", "Value": [{"Alphabetic": "Doe^J\x00"}]}}, name)
+    assert value is not None and value.text == "Doe^J"
