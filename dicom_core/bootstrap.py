@@ -148,7 +148,9 @@ def build_services(settings: Settings) -> Services:
     index, blobs, queue = build_storage(settings)
     query_tags = build_query_tags(settings, index, queue)
     writer = build_instance_writer(index, blobs)
-    janitor = BlobJanitor(blobs, queue)
+    # Local files stay readable while a retrieve holds them open; blobs need the delay.
+    delete_delay = settings.azure.blob_delete_delay_seconds if settings.storage == "azure" else 0
+    janitor = BlobJanitor(blobs, queue, delay_seconds=delete_delay)
     # An index that deletes in several steps (Cosmos) hands the janitor the files of steps
     # already done when a later one fails, so no file outlives its index entry.
     set_orphan_sink = getattr(index, "set_orphan_sink", None)

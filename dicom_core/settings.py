@@ -75,6 +75,7 @@ class AzureSettings:
     blob_container: str = "dicom-files"
     create_resources: bool | None = None
     retry_seconds: int = 6
+    blob_delete_delay_seconds: int = 600
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, str]) -> AzureSettings:
@@ -99,6 +100,9 @@ class AzureSettings:
                 else None
             ),
             retry_seconds=_int(values, "DICOM_AZURE_RETRY_SECONDS", 6, minimum=0),
+            blob_delete_delay_seconds=_int(
+                values, "DICOM_AZURE_BLOB_DELETE_DELAY_SECONDS", 600, minimum=0
+            ),
         )
 
     def check(self) -> None:

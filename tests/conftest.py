@@ -151,9 +151,14 @@ def azure_environment(emulators: Emulators) -> dict[str, str]:
     Each server gets its own Azurite account (queue names are fixed by the function app) and
     its own Cosmos database, so servers of one session never see each other's data.
     """
-    return emulators.environment(
-        database=f"dicom-{uuid.uuid4().hex[:12]}", account=emulators.take_account()
-    )
+    return {
+        **emulators.environment(
+            database=f"dicom-{uuid.uuid4().hex[:12]}", account=emulators.take_account()
+        ),
+        # Deleted files go at once, so tests can check that nothing is left behind; the
+        # retrieve-during-delete tests set a delay of their own.
+        "DICOM_AZURE_BLOB_DELETE_DELAY_SECONDS": "0",
+    }
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -3,6 +3,11 @@
 Index rows go first (readers stop seeing the instance at once), then the file. If the file
 delete fails, a message on the ``blob-cleanup`` queue retries it from a queue-triggered
 function, so a transient storage error never leaves an orphan file behind.
+
+With a delay (the azure backend's ``DICOM_AZURE_BLOB_DELETE_DELAY_SECONDS``) every delete goes
+through that queue, made visible only after the delay: a retrieve that opened the blob before
+the delete keeps reading it that long (Blob Storage, unlike a local file held open, has no
+other way to keep a deleted object readable for a reader already streaming it).
 """
 
 from __future__ import annotations
@@ -19,12 +24,26 @@ MESSAGE_SCHEMA = 1
 
 
 class BlobJanitor:
-    def __init__(self, blobs: BlobStore, queue: JobQueue) -> None:
+    def __init__(self, blobs: BlobStore, queue: JobQueue, *, delay_seconds: float = 0) -> None:
         self._blobs = blobs
         self._queue = queue
+        self._delay = delay_seconds
 
     async def delete(self, blob_key: str) -> None:
-        """Delete now; on failure, leave the work to the cleanup queue."""
+        """Delete now, or after the delay; on failure, leave the work to the cleanup queue."""
+        if self._delay > 0:
+            try:
+                await self._queue.send(
+                    CLEANUP_QUEUE,
+                    {"schema": MESSAGE_SCHEMA, "blob": blob_key},
+                    delay_seconds=self._delay,
+                )
+                return
+            except Exception:
+                # Better to cut a reader (it sees a truncated body) than to lose the file.
+                log.warning(
+                    "queueing the delete of %s failed; deleting now", blob_key, exc_info=True
+                )
         try:
             await self._blobs.delete(blob_key)
         except Exception:

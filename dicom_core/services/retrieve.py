@@ -1,12 +1,34 @@
-"""Retrieve (WADO-RS, PS3.18 10.4): which stored files answer a request, and their bytes."""
+"""Retrieve (WADO-RS, PS3.18 10.4): which stored files answer a request, and their bytes.
+
+Every file of an answer is opened before the answer starts (``open_instances``). A file
+missing then is still a status code; once open, a concurrent delete of the study cannot cut
+the stream (``BlobReader``). A delete that wins the race between listing and opening is seen
+by listing again, so the answer is the study as it stands after that delete.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
 from dicom_core.domain.model import InstanceKey, InstanceRecord
 from dicom_core.errors import resource_not_found
-from dicom_core.storage.ports import BlobStore, IndexStore
+from dicom_core.storage.ports import BlobNotFound, BlobReader, BlobStore, IndexStore
+
+# Blobs opened at once for one answer (Get Blob Properties calls on Azure, open() locally).
+_OPEN_CONCURRENCY = 16
+# Listings retried when deletes keep removing files between listing and opening.
+_LIST_ATTEMPTS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedInstance:
+    """An instance of an answer with its file already open."""
+
+    record: InstanceRecord
+    reader: BlobReader
 
 
 class RetrieveService:
@@ -29,6 +51,60 @@ class RetrieveService:
             raise resource_not_found(study_uid, series_uid)
         return records
 
+    async def open_instances(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[OpenedInstance]:
+        """The instances a retrieve names, each with its file open; 404 when there are none.
+
+        A file found missing whose index entry is gone too was deleted after the listing:
+        list again. One whose entry still names it is really missing (BlobNotFound, a 424).
+        """
+        for _ in range(_LIST_ATTEMPTS):
+            records = await self.find_instances(study_uid, series_uid, sop_uid)
+            try:
+                readers = await self._open_all(records)
+            except BlobNotFound as missing:
+                if await self._still_indexed(records, str(missing)):
+                    raise
+                continue
+            return [OpenedInstance(r, reader) for r, reader in zip(records, readers, strict=True)]
+        raise BlobNotFound(f"files of {study_uid} kept vanishing while it was being read")
+
+    async def _open_all(self, records: Sequence[InstanceRecord]) -> list[BlobReader]:
+        """Open every file, or none: on any failure the ones opened are closed again."""
+        semaphore = asyncio.Semaphore(_OPEN_CONCURRENCY)
+
+        async def open_one(record: InstanceRecord) -> BlobReader:
+            async with semaphore:
+                return await self._blobs.open_reader(record.blob_key)
+
+        results = await asyncio.gather(
+            *(open_one(record) for record in records), return_exceptions=True
+        )
+        readers = [r for r in results if not isinstance(r, BaseException)]
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            await close_all(readers)
+            # A missing file decides the retry; any other failure is reported as it is.
+            raise next((f for f in failures if not isinstance(f, BlobNotFound)), failures[0])
+        return readers
+
+    async def _still_indexed(self, records: Sequence[InstanceRecord], missing_key: str) -> bool:
+        """Whether the index still points at a file that is missing (not a delete race)."""
+        for record in records:
+            if record.blob_key != missing_key:
+                continue
+            current = await self._index.get_instance(record.key)
+            return current is not None and current.blob_key == record.blob_key
+        return True  # not one of ours: report it
+
     def open_file(self, record: InstanceRecord) -> AsyncIterator[bytes]:
-        """The stored file's bytes, streamed in chunks."""
+        """The stored file's bytes, streamed in chunks (read lazily: no delete protection)."""
         return self._blobs.read_stream(record.blob_key)
+
+
+async def close_all(readers: Sequence[BlobReader]) -> None:
+    """Close every reader; closing never fails an answer."""
+    for reader in readers:
+        with contextlib.suppress(Exception):
+            await reader.close()

@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from dicom_core.bootstrap import Services
-from dicom_core.domain.model import InstanceRecord
 from dicom_core.errors import NotAcceptable
+from dicom_core.services.retrieve import OpenedInstance, close_all
 from dicom_core.web.context import api_version, path_uid
 from dicom_core.web.multipart import closing_delimiter, new_boundary, part_header
 from dicom_core.web.negotiation import MediaRange, parse_accept
@@ -99,7 +99,20 @@ async def retrieve(request: Request, services: Services) -> Response:
     rendition = negotiate_instances(
         request.headers.getlist("accept"), single_instance=sop is not None
     )
-    records = await services.retrieve.find_instances(study, series, sop)
+    # Every file is opened before the status line: a delete racing this request either
+    # wins before (a 404, or the study without what it removed) or cannot cut the body.
+    opened = await services.retrieve.open_instances(study, series, sop)
+    try:
+        return await _answer(services, rendition, opened)
+    except BaseException:
+        await close_all([item.reader for item in opened])
+        raise
+
+
+async def _answer(
+    services: Services, rendition: Rendition, opened: Sequence[OpenedInstance]
+) -> Response:
+    records = [item.record for item in opened]
     target = rendition.transfer_syntax
     services.transcoding.check(records, target)
     if not rendition.multipart:
@@ -108,25 +121,38 @@ async def retrieve(request: Request, services: Services) -> Response:
             # The first chunk holds the header and the first frame: a source that cannot be
             # decoded is still a 406 here, before the response starts.
             body = await _started(services.transcoding.stream(record, target))
-            return StreamingResponse(body, media_type=f"{DICOM}; transfer-syntax={target}")
+            return StreamingResponse(
+                _closing(body, opened), media_type=f"{DICOM}; transfer-syntax={target}"
+            )
         # Reading the first chunk before answering turns an unreachable blob store into a
         # 503 instead of a 200 whose body breaks off.
         return StreamingResponse(
-            await _started(services.retrieve.open_file(record)),
+            _closing(await _started(opened[0].reader.read_stream()), opened),
             media_type=f"{DICOM}; transfer-syntax={record.transfer_syntax_uid}",
-            headers={"Content-Length": str(record.file_size)},
+            headers={"Content-Length": str(opened[0].reader.size)},
         )
     if services.transcoding.needs_transcoding(records[0], target):
         first = await _started(services.transcoding.stream(records[0], target))
     else:
-        first = await _started(services.retrieve.open_file(records[0]))
+        first = await _started(opened[0].reader.read_stream())
     boundary = new_boundary()
     return StreamingResponse(
-        _multipart_body(services, records, boundary, target, first),
+        _closing(_multipart_body(services, opened, boundary, target, first), opened),
         headers={
             "Content-Type": f'{MULTIPART}; type="{DICOM}"; boundary={boundary}',
         },
     )
+
+
+async def _closing(
+    chunks: AsyncIterator[bytes], opened: Sequence[OpenedInstance]
+) -> AsyncIterator[bytes]:
+    """Stream ``chunks``, then close the answer's files however the stream ends."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        await close_all([item.reader for item in opened])
 
 
 async def _started(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -143,15 +169,17 @@ async def _started(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 async def _multipart_body(
     services: Services,
-    records: Sequence[InstanceRecord],
+    opened: Sequence[OpenedInstance],
     boundary: str,
     target: str,
     first: AsyncIterator[bytes] | None = None,
 ) -> AsyncIterator[bytes]:
     """One part per instance; a failure after the first byte aborts the connection, so a
-    client never mistakes a truncated body for a complete one. ``first`` is the already
-    started stream of the first instance (transcoded or as stored)."""
-    for position, record in enumerate(records):
+    client never mistakes a truncated body for a complete one: the closing delimiter is
+    written only after every part. ``first`` is the already started stream of the first
+    instance (transcoded or as stored)."""
+    for position, item in enumerate(opened):
+        record = item.record
         if services.transcoding.needs_transcoding(record, target):
             yield part_header(
                 boundary,
@@ -166,11 +194,11 @@ async def _multipart_body(
             boundary,
             {
                 "Content-Type": f"{DICOM}; transfer-syntax={record.transfer_syntax_uid}",
-                "Content-Length": str(record.file_size),
+                "Content-Length": str(item.reader.size),
             },
             first=position == 0,
         )
         stored = first if position == 0 and first is not None else None
-        async for chunk in stored or services.retrieve.open_file(record):
+        async for chunk in stored or item.reader.read_stream():
             yield chunk
     yield closing_delimiter(boundary)

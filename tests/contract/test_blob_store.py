@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from dicom_core.errors import DependencyFailed
 from dicom_core.storage.ports import BlobNotFound
 from tests.contract.conftest import Stores
 
@@ -87,3 +88,26 @@ async def test_delete_removes_exactly_one(stores: Stores, tmp_path: Path) -> Non
     assert await stores.blobs.delete("d/1/a.dcm") is True
     assert await stores.blobs.delete("d/1/a.dcm") is False
     assert await stores.raw_blob_keys() == ["d/1/b.dcm", "d/2/c.dcm"]
+
+
+async def test_an_opened_reader_streams_the_object_as_opened(
+    stores: Stores, tmp_path: Path
+) -> None:
+    """What a retrieve relies on: opening fails for a missing object (still a status code);
+    once open, the bytes come back whole, and never another object's bytes."""
+    with pytest.raises(BlobNotFound):
+        await stores.blobs.open_reader("r/missing.dcm")
+    data = os.urandom(300_000)
+    await stores.blobs.put_file("r/a.dcm", staged(tmp_path, data))
+    reader = await stores.blobs.open_reader("r/a.dcm")
+    assert reader.key == "r/a.dcm" and reader.size == len(data)
+    await stores.blobs.put_file("r/a.dcm", staged(tmp_path, b"replaced"), overwrite=True)
+    if stores.backend == "local":
+        # The open descriptor still names the file as opened.
+        chunks = [chunk async for chunk in reader.read_stream(chunk_size=65536)]
+        assert b"".join(chunks) == data and max(map(len, chunks)) <= 65536
+    else:
+        # Pinned to the ETag seen at opening: other bytes are an error, never the answer.
+        with pytest.raises(DependencyFailed, match="status 412"):
+            _ = [chunk async for chunk in reader.read_stream()]
+    await reader.close()

@@ -8,6 +8,10 @@
   committed to its replicas, so a store needs no sync of its own here (the local backend's
   ``DICOM_DURABLE_WRITES`` does not apply).
 - Frames are byte-range reads (``x-ms-range``); streams are read chunk by chunk.
+- A retrieve opens its blobs before answering (``open_reader``: one Get Blob Properties each),
+  so a missing blob is still a status code, and reads them with ``If-Match`` on the ETag seen
+  then. Deletes wait for the cleanup delay (``BlobJanitor``), so an answer already streaming
+  keeps reading what it opened.
 - A missing container (a new account, an emulator restarted empty) is created on first write
   when the adapter may create resources.
 """
@@ -21,6 +25,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from azure.core import MatchConditions
 from azure.core.exceptions import (
     HttpResponseError,
     ResourceExistsError,
@@ -118,6 +123,34 @@ class AzureBlobStore:
                 raise unexpected("Blob Storage", exc) from exc
             raise
 
+    async def open_reader(self, key: str) -> AzureBlobReader:
+        """Take the blob's ETag and size now; the read later is pinned to that ETag."""
+
+        async def properties() -> tuple[str, int]:
+            props = await self._container().get_blob_client(key).get_blob_properties()
+            return str(props.etag), int(props.size)
+
+        etag, size = await self._call(key, properties)
+        return AzureBlobReader(self, key, etag, size)
+
+    async def _read_pinned(self, key: str, etag: str, chunk_size: int) -> AsyncIterator[bytes]:
+        async def open_download() -> Any:
+            return await (
+                self._container()
+                .get_blob_client(key)
+                .download_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
+            )
+
+        downloader = await self._call(key, open_download)
+        try:
+            async for chunk in downloader.chunks():
+                for start in range(0, len(chunk), chunk_size):
+                    yield chunk[start : start + chunk_size]
+        except Exception as exc:
+            if type(exc).__module__.startswith(("azure.", "aiohttp")) or is_transient(exc):
+                raise unexpected("Blob Storage", exc) from exc
+            raise
+
     async def read_range(self, key: str, offset: int, length: int) -> bytes:
         if length <= 0:
             return b""
@@ -184,6 +217,36 @@ class AzureBlobStore:
 
     async def close(self) -> None:
         await self._clients.close()
+
+
+class AzureBlobReader:
+    """A blob opened by its ETag (``BlobReader``): the read fails rather than return other
+    content, and the cleanup delay keeps a deleted blob readable while answers finish."""
+
+    def __init__(self, store: AzureBlobStore, key: str, etag: str, size: int) -> None:
+        self._store = store
+        self._key = key
+        self.etag = etag
+        self._size = size
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    async def read_stream(self, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        read = 0
+        async for chunk in self._store._read_pinned(self._key, self.etag, chunk_size):
+            read += len(chunk)
+            yield chunk
+        if read != self._size:
+            raise OSError(f"{self._key} gave {read} of {self._size} bytes")
+
+    async def close(self) -> None:
+        return None  # nothing is held between reads
 
 
 class _Retry(Exception):

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import functools
 import os
 import re
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from dicom_core.storage.ports import BlobNotFound
+from dicom_core.storage.ports import BlobNotFound, StorageUnavailable
 
 _SEGMENT = re.compile(r"^[0-9A-Za-z._-]{1,128}$")
 
@@ -138,6 +141,34 @@ class FileBlobStore:
         finally:
             handle.close()
 
+    async def open_reader(self, key: str) -> LocalBlobReader:
+        """Open the file now: the descriptor keeps it readable if a delete unlinks it.
+
+        An answer holds one descriptor per instance while it streams, so the process's soft
+        limit is raised to its hard limit once; past that, opening fails with a 503.
+        """
+        _raise_open_file_limit()
+        path = self.path_for(key)
+
+        def open_file() -> tuple[int, int]:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                return fd, os.fstat(fd).st_size
+            except BaseException:
+                os.close(fd)
+                raise
+
+        try:
+            fd, size = await asyncio.to_thread(open_file)
+        except FileNotFoundError as exc:
+            raise BlobNotFound(key) from exc
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                # Out of descriptors: a 503 before the answer starts, never a cut body.
+                raise StorageUnavailable(f"too many open files to read {key}") from exc
+            raise
+        return LocalBlobReader(key, fd, size)
+
     async def read_range(self, key: str, offset: int, length: int) -> bytes:
         path = self.path_for(key)
 
@@ -176,3 +207,55 @@ class FileBlobStore:
 
     async def close(self) -> None:
         return None
+
+
+@functools.cache
+def _raise_open_file_limit() -> None:
+    """Lift the soft RLIMIT_NOFILE to the hard limit (once; where the platform has one)."""
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class LocalBlobReader:
+    """A stored file held open by its descriptor (``BlobReader``).
+
+    Reads use ``pread`` from the descriptor, never the path, so unlinking the file (a delete
+    of the instance) leaves what this reader streams whole. The descriptor is closed by
+    ``close``, or when the reader is collected if a response was dropped before its body ran.
+    """
+
+    def __init__(self, key: str, fd: int, size: int) -> None:
+        self._key = key
+        self._fd = fd
+        self._size = size
+        self._closer = weakref.finalize(self, os.close, fd)
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    async def read_stream(self, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        offset = 0
+        while offset < self._size:
+            if not self._closer.alive:
+                raise ValueError(f"reader of {self._key} is closed")
+            chunk = await asyncio.to_thread(
+                os.pread, self._fd, min(chunk_size, self._size - offset), offset
+            )
+            if not chunk:
+                # The file is shorter than when it was opened: only a broken disk or a writer
+                # outside the service can do that. End the body as a failure, never short.
+                raise OSError(errno.EIO, f"{self._key} ended at {offset} of {self._size} bytes")
+            offset += len(chunk)
+            yield chunk
+
+    async def close(self) -> None:
+        self._closer()

@@ -1,0 +1,330 @@
+"""WADO-RS retrieve against in-memory fakes: what a client gets when files vanish or break.
+
+- Every file of an answer is opened before the status line, so a delete after that point
+  cannot shorten the answer, and one between listing and opening is seen by listing again.
+- A read that still fails after the status line ends the multipart body without its closing
+  boundary (and the exception reaches the host, which aborts the connection): a client can
+  always tell it from a complete answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+
+from dicom_core.bootstrap import Services
+from dicom_core.domain.model import InstanceKey, InstanceRecord
+from dicom_core.errors import DicomWebError
+from dicom_core.services.blob_cleanup import CLEANUP_QUEUE, BlobJanitor
+from dicom_core.services.retrieve import RetrieveService
+from dicom_core.storage.local.file_blobs import FileBlobStore
+from dicom_core.storage.ports import BlobNotFound
+from dicom_core.web import wado
+from dicom_core.web.multipart import MultipartError, MultipartParser, PartData, PartStart
+
+STUDY = "1.2.3"
+SERIES = "1.2.3.4"
+AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+
+def record(number: int) -> InstanceRecord:
+    sop = f"1.2.3.4.{number}"
+    return InstanceRecord(
+        key=InstanceKey(STUDY, SERIES, sop),
+        watermark=number,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        blob_key=f"{STUDY}/{SERIES}/{sop}_{number}.dcm",
+        file_size=len(content(number)),
+        frames=None,
+        created_at="2024-01-01T00:00:00Z",
+    )
+
+
+def content(number: int) -> bytes:
+    return bytes([number]) * (3000 + number)
+
+
+class FakeIndex:
+    """The index's read side; ``stale`` lists instances once more after they are deleted."""
+
+    def __init__(self, records: list[InstanceRecord]) -> None:
+        self.records = {r.key: r for r in records}
+        self.stale: list[InstanceRecord] | None = None
+
+    async def list_instances(
+        self, study_uid: str, series_uid: str | None = None
+    ) -> list[InstanceRecord]:
+        if self.stale is not None:
+            listed, self.stale = self.stale, None
+            return listed
+        return sorted(self.records.values(), key=lambda r: r.watermark)
+
+    async def get_instance(self, key: InstanceKey) -> InstanceRecord | None:
+        return self.records.get(key)
+
+
+@dataclass
+class MemoryReader:
+    key: str
+    data: bytes
+    fail_after: int | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    async def read_stream(self, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        for start in range(0, len(self.data), 1000):
+            if self.fail_after is not None and start >= self.fail_after:
+                raise OSError(f"disk error reading {self.key} at {start}")
+            yield self.data[start : start + 1000]
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class MemoryBlobs:
+    """Blobs in a dict; an opened reader keeps the bytes it opened (as the real stores do)."""
+
+    objects: dict[str, bytes] = field(default_factory=dict)
+    fail_after: dict[str, int] = field(default_factory=dict)
+
+    def read_stream(self, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        async def chunks() -> AsyncIterator[bytes]:
+            if key not in self.objects:
+                raise BlobNotFound(key)
+            reader = MemoryReader(key, self.objects[key], self.fail_after.get(key))
+            async for chunk in reader.read_stream():
+                yield chunk
+
+        return chunks()
+
+    async def open_reader(self, key: str) -> MemoryReader:
+        if key not in self.objects:
+            raise BlobNotFound(key)
+        return MemoryReader(key, self.objects[key], self.fail_after.get(key))
+
+
+class AsStored:
+    """Transcoding that is never needed: these tests ask for the files as stored."""
+
+    def check(self, records: object, target: str) -> None:
+        assert target == "*"
+
+    def needs_transcoding(self, record: object, target: str) -> bool:
+        return False
+
+
+def services_for(index: FakeIndex, blobs: MemoryBlobs) -> Services:
+    retrieve = RetrieveService(index, blobs)  # type: ignore[arg-type]
+    return cast(Services, SimpleNamespace(retrieve=retrieve, transcoding=AsStored()))
+
+
+def study_request(accept: str = AS_STORED) -> Request:
+    return Request(
+        {
+            "type": "http",
+            "method": "GET",
+            "path": f"/v2/studies/{STUDY}",
+            "query_string": b"",
+            "headers": [(b"accept", accept.encode())],
+            "path_params": {"version": "2", "study": STUDY},
+        }
+    )
+
+
+def stored(count: int) -> tuple[FakeIndex, MemoryBlobs]:
+    records = [record(n) for n in range(1, count + 1)]
+    blobs = MemoryBlobs({r.blob_key: content(n) for n, r in enumerate(records, start=1)})
+    return FakeIndex(records), blobs
+
+
+async def drain(response: StreamingResponse) -> tuple[bytes, BaseException | None]:
+    body = bytearray()
+    try:
+        async for chunk in response.body_iterator:
+            body += chunk if isinstance(chunk, bytes) else chunk.encode()
+    except Exception as exc:
+        return bytes(body), exc
+    return bytes(body), None
+
+
+def parse(response: StreamingResponse, body: bytes) -> list[bytes]:
+    """The parts of a complete multipart body; MultipartError if it was cut short."""
+    boundary = response.headers["content-type"].split("boundary=")[1].strip('"')
+    parser = MultipartParser(boundary.encode())
+    events = [*parser.feed(body), *parser.close()]
+    parts: list[bytes] = []
+    for event in events:
+        if isinstance(event, PartStart):
+            parts.append(b"")
+        elif isinstance(event, PartData):
+            parts[-1] += event.data
+    return parts
+
+
+def run[T](make: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(make())  # type: ignore[arg-type]
+
+
+def test_retrieve_read_failing_mid_part_ends_body_without_closing_boundary() -> None:
+    index, blobs = stored(3)
+    blobs.fail_after[record(2).blob_key] = 2000  # the second part breaks after 2,000 bytes
+
+    async def scenario() -> tuple[StreamingResponse, bytes, BaseException | None]:
+        response = await wado.retrieve(study_request(), services_for(index, blobs))
+        assert isinstance(response, StreamingResponse)
+        body, error = await drain(response)
+        return response, body, error
+
+    response, body, error = run(scenario)
+    assert response.status_code == 200
+    assert isinstance(error, OSError)  # raised to the host, which aborts the connection
+    boundary = response.headers["content-type"].split("boundary=")[1]
+    assert f"--{boundary}--".encode() not in body
+    assert content(1) in body and body.endswith(content(2)[:2000])
+    with pytest.raises(MultipartError, match="before the closing boundary"):
+        parse(response, body)
+
+
+def test_retrieve_single_instance_read_failing_ends_short_of_content_length() -> None:
+    index, blobs = stored(1)
+    blobs.fail_after[record(1).blob_key] = 2000
+    request = study_request("application/dicom; transfer-syntax=*")
+    request.scope["path_params"].update(series=SERIES, instance=record(1).key.sop_uid)
+
+    async def scenario() -> tuple[StreamingResponse, bytes, BaseException | None]:
+        response = await wado.retrieve(request, services_for(index, blobs))
+        assert isinstance(response, StreamingResponse)
+        return (response, *await drain(response))
+
+    response, body, error = run(scenario)
+    assert response.status_code == 200
+    assert isinstance(error, OSError)
+    assert int(response.headers["content-length"]) == len(content(1)) > len(body)
+
+
+def test_retrieve_files_deleted_after_the_answer_started_are_still_sent_whole() -> None:
+    index, blobs = stored(3)
+
+    async def scenario() -> tuple[StreamingResponse, bytes, BaseException | None]:
+        response = await wado.retrieve(study_request(), services_for(index, blobs))
+        assert isinstance(response, StreamingResponse)
+        blobs.objects.clear()  # the study is deleted while the answer streams
+        index.records.clear()
+        return (response, *await drain(response))
+
+    response, body, error = run(scenario)
+    assert error is None
+    assert parse(response, body) == [content(1), content(2), content(3)]
+
+
+def test_retrieve_file_deleted_between_listing_and_opening_lists_again() -> None:
+    index, blobs = stored(3)
+    index.stale = sorted(index.records.values(), key=lambda r: r.watermark)
+    del index.records[record(2).key]  # deleted after the listing: index first, then the file
+    del blobs.objects[record(2).blob_key]
+
+    async def scenario() -> tuple[StreamingResponse, bytes, BaseException | None]:
+        response = await wado.retrieve(study_request(), services_for(index, blobs))
+        assert isinstance(response, StreamingResponse)
+        return (response, *await drain(response))
+
+    response, body, error = run(scenario)
+    assert error is None
+    assert parse(response, body) == [content(1), content(3)]
+
+
+def test_retrieve_whole_study_deleted_between_listing_and_opening_is_404() -> None:
+    index, blobs = stored(2)
+    index.stale = sorted(index.records.values(), key=lambda r: r.watermark)
+    index.records.clear()
+    blobs.objects.clear()
+    with pytest.raises(DicomWebError) as raised:
+        run(lambda: wado.retrieve(study_request(), services_for(index, blobs)))
+    assert raised.value.status == 404
+
+
+def test_retrieve_file_missing_while_still_indexed_is_blob_not_found() -> None:
+    index, blobs = stored(2)
+    del blobs.objects[record(2).blob_key]  # the index still points at it: really missing
+    with pytest.raises(BlobNotFound):  # the web layer's 424
+        run(lambda: wado.retrieve(study_request(), services_for(index, blobs)))
+
+
+# -- the stores and the janitor ---------------------------------------------------------------
+
+
+def test_local_reader_reads_a_file_unlinked_after_opening(tmp_path: Any) -> None:
+    store = FileBlobStore(tmp_path / "blobs")
+    source = tmp_path / "source"
+    data = bytes(range(256)) * 5000
+    source.write_bytes(data)
+
+    async def scenario() -> bytes:
+        await store.put_file("a/b/c.dcm", source)
+        reader = await store.open_reader("a/b/c.dcm")
+        assert await store.delete("a/b/c.dcm")
+        try:
+            return b"".join([chunk async for chunk in reader.read_stream(chunk_size=4096)])
+        finally:
+            await reader.close()
+
+    assert run(scenario) == data
+    assert not (tmp_path / "blobs" / "a").exists()
+
+
+def test_local_reader_of_a_missing_file_is_blob_not_found(tmp_path: Any) -> None:
+    store = FileBlobStore(tmp_path / "blobs")
+    with pytest.raises(BlobNotFound):
+        run(lambda: store.open_reader("a/b/missing.dcm"))
+
+
+@dataclass
+class RecordingQueue:
+    sent: list[tuple[str, dict[str, Any], float]] = field(default_factory=list)
+    broken: bool = False
+
+    async def send(self, queue: str, body: dict[str, Any], *, delay_seconds: float = 0) -> None:
+        if self.broken:
+            raise ConnectionError("queue down")
+        self.sent.append((queue, body, delay_seconds))
+
+
+@dataclass
+class RecordingBlobs:
+    deleted: list[str] = field(default_factory=list)
+
+    async def delete(self, key: str) -> bool:
+        self.deleted.append(key)
+        return True
+
+
+def test_janitor_with_a_delay_queues_the_delete_instead_of_deleting() -> None:
+    blobs, queue = RecordingBlobs(), RecordingQueue()
+    janitor = BlobJanitor(blobs, queue, delay_seconds=600)  # type: ignore[arg-type]
+    run(lambda: janitor.delete("s/e/i_1.dcm"))
+    assert blobs.deleted == []
+    assert queue.sent == [(CLEANUP_QUEUE, {"schema": 1, "blob": "s/e/i_1.dcm"}, 600)]
+
+
+def test_janitor_with_a_delay_deletes_at_once_when_the_queue_fails() -> None:
+    blobs, queue = RecordingBlobs(), RecordingQueue(broken=True)
+    janitor = BlobJanitor(blobs, queue, delay_seconds=600)  # type: ignore[arg-type]
+    run(lambda: janitor.delete("s/e/i_1.dcm"))
+    assert blobs.deleted == ["s/e/i_1.dcm"]
+
+
+def test_janitor_without_a_delay_deletes_at_once() -> None:
+    blobs, queue = RecordingBlobs(), RecordingQueue()
+    run(lambda: BlobJanitor(blobs, queue).delete("s/e/i_1.dcm"))  # type: ignore[arg-type]
+    assert blobs.deleted == ["s/e/i_1.dcm"] and queue.sent == []
