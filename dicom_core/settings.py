@@ -239,6 +239,7 @@ class Settings:
     max_request_bytes: int = 4 * GIB
     max_json_body_bytes: int = 4 * MIB
     max_transcode_bytes: int = 100 * MIB
+    max_decoded_bytes: int = 512 * MIB
     stale_create_seconds: int = 3600
     staging_dir: Path | None = None
     reindex_batch_size: int = 100
@@ -261,6 +262,7 @@ class Settings:
             max_request_bytes=_int(values, "DICOM_MAX_REQUEST_BYTES", 4 * GIB, minimum=1),
             max_json_body_bytes=_int(values, "DICOM_MAX_JSON_BODY_BYTES", 4 * MIB, minimum=1),
             max_transcode_bytes=_int(values, "DICOM_MAX_TRANSCODE_BYTES", 100 * MIB, minimum=1),
+            max_decoded_bytes=_int(values, "DICOM_MAX_DECODED_BYTES", 512 * MIB, minimum=1),
             stale_create_seconds=_int(values, "DICOM_STALE_CREATE_SECONDS", 3600, minimum=1),
             staging_dir=Path(staging) if staging else None,
             reindex_batch_size=_int(values, "DICOM_REINDEX_BATCH_SIZE", 100, minimum=1),

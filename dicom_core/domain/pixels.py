@@ -33,6 +33,8 @@ from pydicom.pixels.encoders.base import get_encoder
 from pydicom.pixels.utils import pack_bits
 from pydicom.uid import UID
 
+from dicom_core.domain.codestreams import CodestreamError, bytes_per_sample, check_frame
+
 EXPLICIT_VR_LITTLE_ENDIAN: Final = "1.2.840.10008.1.2.1"
 IMPLICIT_VR_LITTLE_ENDIAN: Final = "1.2.840.10008.1.2"
 EXPLICIT_VR_BIG_ENDIAN: Final = "1.2.840.10008.1.2.2"
@@ -79,6 +81,10 @@ _BITS_ALLOCATED, _BITS_STORED, _PIXEL_REPRESENTATION = "00280100", "00280101", "
 
 class PixelDataError(ValueError):
     """Pixel data that cannot be decoded or encoded as asked; the message names why."""
+
+
+class DecodedSizeError(PixelDataError):
+    """Decoding would produce more bytes than the service allows (DICOM_MAX_DECODED_BYTES)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +162,16 @@ class PixelFormat:
             return None
 
     @property
+    def decoded_frame_bytes(self) -> int:
+        """Bytes a decoder allocates for one frame: at least one byte per sample."""
+        return (
+            self.rows
+            * self.columns
+            * self.samples_per_pixel
+            * bytes_per_sample(self.bits_allocated)
+        )
+
+    @property
     def native_frame_length(self) -> int:
         """Bytes of one uncompressed, colour-by-pixel frame (bit-packed when 1 bit)."""
         bits = self.rows * self.columns * self.samples_per_pixel * self.bits_allocated
@@ -194,6 +210,40 @@ class EncodedFrame:
     format: PixelFormat
 
 
+def check_decoded_size(fmt: PixelFormat, frames: int, limit: int) -> None:
+    """Refuse, before any decoding, a request whose decoded frames would pass ``limit`` bytes.
+
+    The limit bounds what decoding allocates and produces, not what is stored: a few kilobytes
+    of JPEG may legitimately decode to gigabytes.
+    """
+    size = fmt.decoded_frame_bytes * max(frames, 1)
+    if size > limit:
+        raise DecodedSizeError(
+            f"{frames} frame{'s' if frames != 1 else ''} of {fmt.rows}x{fmt.columns} pixels,"
+            f" {fmt.samples_per_pixel} sample(s) of {fmt.bits_allocated} bits, decode to {size}"
+            f" bytes, over the service's limit of {limit} bytes"
+        )
+
+
+def check_codestream(data: bytes, transfer_syntax: str, fmt: PixelFormat) -> None:
+    """Refuse a compressed frame whose own header contradicts ``fmt`` (read, not decoded).
+
+    Decoders size their output from the codestream, so a frame claiming more pixels than the
+    instance declares must never reach one.
+    """
+    try:
+        check_frame(
+            data,
+            transfer_syntax,
+            rows=fmt.rows,
+            columns=fmt.columns,
+            samples_per_pixel=fmt.samples_per_pixel,
+            bits_allocated=fmt.bits_allocated,
+        )
+    except CodestreamError as exc:
+        raise PixelDataError(str(exc)) from exc
+
+
 def is_encapsulated(transfer_syntax: str) -> bool:
     return bool(UID(transfer_syntax).is_encapsulated)
 
@@ -226,6 +276,8 @@ def decode_frame(
             f"pixel data in transfer syntax {transfer_syntax} cannot be decoded by this service"
         )
     encapsulated = is_encapsulated(transfer_syntax)
+    if encapsulated:
+        check_codestream(data, transfer_syntax, fmt)
     if as_rgb is None:
         as_rgb = encapsulated
     options = fmt.decoder_options()

@@ -24,6 +24,7 @@ from typing import Final
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import generate_frames
 from pydicom.filewriter import dcmwrite
 from pydicom.pixels.utils import iter_pixels
 from pydicom.tag import Tag
@@ -37,6 +38,8 @@ from dicom_core.domain.pixels import (
     DecodedFrame,
     PixelDataError,
     PixelFormat,
+    check_codestream,
+    check_decoded_size,
     encode_jpeg2000_lossless,
     native_bytes,
 )
@@ -164,12 +167,13 @@ def fragment_item(data: bytes) -> bytes:
     return _ITEM + struct.pack("<I", len(padded)) + padded
 
 
-def transcode_whole_file(data: bytes, target_syntax: str) -> bytes:
+def transcode_whole_file(data: bytes, target_syntax: str, *, max_decoded_bytes: int) -> bytes:
     """Transcode a complete Part 10 file in memory, with pydicom.
 
     The fallback for instances without frame byte ranges: files without pixel data (only the
     encoding changes), and pixel data whose layout did not match its attributes at store time.
-    The caller bounds ``data`` by the transcoding size limit.
+    The caller bounds ``data`` by the transcoding size limit; every frame is held decoded at
+    once here, so their total is checked against ``max_decoded_bytes`` before decoding.
     """
     if target_syntax not in TRANSCODE_TARGETS:
         raise PixelDataError(f"transcoding to {target_syntax} is not supported")
@@ -180,6 +184,10 @@ def transcode_whole_file(data: bytes, target_syntax: str) -> bytes:
             _swap_to_little_endian(ds)
         ds.file_meta.TransferSyntaxUID = UID(target_syntax)
         return _write(ds)
+    fmt = PixelFormat.from_dataset(ds)
+    if fmt is None:
+        raise PixelDataError("the instance's Image Pixel attributes are incomplete")
+    check_decoded_size(fmt, fmt.number_of_frames, max_decoded_bytes)
     frames = list(decoded_frames(ds, source))
     if target_syntax == JPEG_2000_LOSSLESS:
         encoded = [encode_jpeg2000_lossless(frame) for frame in frames]
@@ -247,6 +255,8 @@ def decoded_frames(
         photometric = "YBR_FULL"
     out = replace(fmt, photometric_interpretation=photometric, planar_configuration=0)
     single = replace(out, number_of_frames=1)
+    if encapsulated:
+        _check_codestreams(ds, source, fmt)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -254,3 +264,16 @@ def decoded_frames(
                 yield DecodedFrame(array=array, format=single)
     except Exception as exc:
         raise PixelDataError(f"the pixel data could not be decoded: {exc}") from exc
+
+
+def _check_codestreams(ds: Dataset, source: str, fmt: PixelFormat) -> None:
+    """Read every compressed frame's header before pydicom decodes any of them (decoders size
+    their output from the codestream; see :func:`dicom_core.domain.pixels.check_codestream`)."""
+    try:
+        fragments = list(generate_frames(ds.PixelData, number_of_frames=fmt.number_of_frames))
+    except Exception as exc:
+        raise PixelDataError(
+            f"the encapsulated pixel data cannot be split into frames: {exc}"
+        ) from exc
+    for data in fragments:
+        check_codestream(data, source, fmt)

@@ -4,8 +4,10 @@ As stored, a frame is a byte-range read of the stored file at the offsets comput
 time, whatever the file's size. In another transfer syntax, the same read feeds a decoder for
 that one frame (never the whole file), in a worker thread so the event loop keeps serving.
 Everything that can fail is checked by :meth:`FrameService.prepare`, before the caller starts
-a response: unknown frames (404), an untranscodable source or a file over the size limit
-(406).
+a response: unknown frames (404), an untranscodable source, a file over the size limit or
+frames whose decoded size passes the decoding limit (406). A frame whose codestream header
+contradicts the instance's attributes, or that does not decode, fails when it is read (406);
+the web layer reads the first frame before it answers.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dicom_core.domain.transcode import decoded_frames, parse_file, pixel_vr_bef
 from dicom_core.errors import NotAcceptable, NotFound
 from dicom_core.services.stored_pixels import (
     StoredPixels,
+    check_decoded,
     check_frame_numbers,
     check_size,
     get_record,
@@ -53,10 +56,18 @@ class FrameSet:
 
 
 class FrameService:
-    def __init__(self, index: IndexStore, blobs: BlobStore, *, max_transcode_bytes: int) -> None:
+    def __init__(
+        self,
+        index: IndexStore,
+        blobs: BlobStore,
+        *,
+        max_transcode_bytes: int,
+        max_decoded_bytes: int,
+    ) -> None:
         self._index = index
         self._blobs = blobs
         self._limit = max_transcode_bytes
+        self._decoded_limit = max_decoded_bytes
 
     async def find_instance(self, key: InstanceKey) -> InstanceRecord:
         return await get_record(self._index, key)
@@ -87,6 +98,9 @@ class FrameService:
                 f"Instance {record.key.sop_uid} lacks the Image Pixel attributes needed to"
                 " transcode its frames; ask for transfer-syntax=*."
             )
+        check_decoded(
+            fmt, len(numbers), self._decoded_limit, record.key.sop_uid, f"transcoded to {target}"
+        )
         if source == pixels.EXPLICIT_VR_BIG_ENDIAN and fmt.bits_allocated <= 8:
             offset = stored.pixel_data_offset
             head = await self._blobs.read_range(record.blob_key, offset - 12, 12)
@@ -131,6 +145,10 @@ class FrameService:
         else:
             wanted = target or pixels.EXPLICIT_VR_LITTLE_ENDIAN
             self._check_transcodable(record, wanted)
+            # Frame n is found by decoding frames 1 to n of the parsed file.
+            check_decoded(
+                fmt, sum(numbers), self._decoded_limit, record.key.sop_uid, f"read as {wanted}"
+            )
         lock = asyncio.Lock()
         parsed: list[Dataset] = []
 

@@ -3,8 +3,9 @@
 Rendering needs the lookup tables and windows of the header (the precomputed DICOM JSON
 leaves binary VRs such as palette LUT data out), so the stored header is parsed from a range
 read that stops before the pixel data; the frame comes from its own range read. Decoding and
-rendering run in a worker thread. Files over the size limit answer 406 (conformance
-statement, "Retrieve response status codes").
+rendering run in a worker thread. Files over the size limit, frames whose decoded size passes
+the decoding limit and frames whose codestream header contradicts the instance's attributes
+answer 406 before any decoding (conformance statement, "Retrieve response status codes").
 """
 
 from __future__ import annotations
@@ -17,12 +18,18 @@ from pydicom.dataset import Dataset
 
 from dicom_core.domain import pixels
 from dicom_core.domain.model import InstanceKey
-from dicom_core.domain.pixels import PixelDataError, PixelFormat, decode_frame
+from dicom_core.domain.pixels import (
+    PixelDataError,
+    PixelFormat,
+    check_decoded_size,
+    decode_frame,
+)
 from dicom_core.domain.render import render_frame
 from dicom_core.domain.transcode import decoded_frames, parse_file, parse_header, pixel_vr_before
 from dicom_core.errors import NotAcceptable, NotFound
 from dicom_core.services.stored_pixels import (
     StoredPixels,
+    check_decoded,
     check_frame_numbers,
     check_size,
     get_record,
@@ -48,10 +55,18 @@ class _RenderHeader:
 
 
 class RenderingService:
-    def __init__(self, index: IndexStore, blobs: BlobStore, *, max_transcode_bytes: int) -> None:
+    def __init__(
+        self,
+        index: IndexStore,
+        blobs: BlobStore,
+        *,
+        max_transcode_bytes: int,
+        max_decoded_bytes: int,
+    ) -> None:
         self._index = index
         self._blobs = blobs
         self._limit = max_transcode_bytes
+        self._decoded_limit = max_decoded_bytes
         # Keyed by blob key, which names one immutable stored version: a replaced instance
         # gets a new key, so an entry can never go stale.
         self._headers: OrderedDict[str, _RenderHeader] = OrderedDict()
@@ -68,6 +83,8 @@ class RenderingService:
                 raise NotFound(f"Instance {key.sop_uid} has no pixel data to render.")
             check_frame_numbers([frame_number], fmt.number_of_frames, key.sop_uid)
             check_size(record, self._limit, "rendered")
+            # The fallback decodes frames 1 to frame_number to reach the one asked for.
+            check_decoded(fmt, frame_number, self._decoded_limit, key.sop_uid, "rendered")
             data = await stored.whole_file()
             return await asyncio.to_thread(_render_parsed, data, frame_number, media_type, quality)
         check_frame_numbers([frame_number], stored.frame_count, key.sop_uid)
@@ -77,16 +94,17 @@ class RenderingService:
             raise NotAcceptable(
                 f"Instance {key.sop_uid} is stored as {source}, which cannot be rendered."
             )
+        limit = self._decoded_limit
         cached = self._headers.get(record.blob_key)
         if cached is not None:
             self._headers.move_to_end(record.blob_key)
             frame = await stored.frame(frame_number)
             return await asyncio.to_thread(
-                _render, cached, frame, source, frame_number, media_type, quality
+                _render, cached, frame, source, frame_number, media_type, quality, limit
             )
         prefix, frame = await stored.header_and_frame(frame_number)
         header, image = await asyncio.to_thread(
-            _parse_and_render, prefix, frame, source, frame_number, media_type, quality
+            _parse_and_render, prefix, frame, source, frame_number, media_type, quality, limit
         )
         self._headers[record.blob_key] = header
         if len(self._headers) > _HEADER_CACHE_SIZE:
@@ -95,7 +113,13 @@ class RenderingService:
 
 
 def _parse_and_render(
-    prefix: bytes, frame: bytes, source: str, number: int, media_type: str, quality: int
+    prefix: bytes,
+    frame: bytes,
+    source: str,
+    number: int,
+    media_type: str,
+    quality: int,
+    limit: int,
 ) -> tuple[_RenderHeader, bytes]:
     """Parse the stored header, then render with it (which converts what rendering reads)."""
     try:
@@ -109,13 +133,22 @@ def _parse_and_render(
             "The instance cannot be rendered: its Image Pixel attributes are incomplete."
         )
     header = _RenderHeader(dataset=dataset, format=fmt)
-    return header, _render(header, frame, source, number, media_type, quality)
+    return header, _render(header, frame, source, number, media_type, quality, limit)
 
 
 def _render(
-    header: _RenderHeader, frame: bytes, source: str, number: int, media_type: str, quality: int
+    header: _RenderHeader,
+    frame: bytes,
+    source: str,
+    number: int,
+    media_type: str,
+    quality: int,
+    limit: int,
 ) -> bytes:
+    """Decode and render one frame; the size limit and the codestream header are checked
+    first (``decode_frame`` reads the header), so a refused frame allocates nothing."""
     try:
+        check_decoded_size(header.format, 1, limit)
         decoded = decode_frame(frame, source, header.format, as_rgb=True)
         return render_frame(
             header.dataset, decoded, frame_index=number - 1, media_type=media_type, quality=quality

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import orjson
 
 from dicom_core.domain.model import InstanceKey, InstanceRecord
-from dicom_core.domain.pixels import PixelFormat
+from dicom_core.domain.pixels import DecodedSizeError, PixelFormat, check_decoded_size
 from dicom_core.errors import NotAcceptable, NotFound
 from dicom_core.storage.ports import BlobStore, IndexStore
 
@@ -117,3 +117,15 @@ def check_size(record: InstanceRecord, limit: int, action: str) -> None:
             else f"Instance {record.key.sop_uid} is {record.file_size} bytes; files over"
             f" {limit} bytes cannot be {action}."
         )
+
+
+def check_decoded(fmt: PixelFormat, frames: int, limit: int, sop_uid: str, action: str) -> None:
+    """406 before decoding when ``frames`` frames of ``fmt`` would decode past ``limit`` bytes.
+
+    The conformance statement answers 406 to rendered and transcoded requests for files too
+    large; what costs memory and time is the decoded size, so that is what is bounded.
+    """
+    try:
+        check_decoded_size(fmt, frames, limit)
+    except DecodedSizeError as exc:
+        raise NotAcceptable(f"Instance {sop_uid} cannot be {action}: {exc}.") from exc

@@ -1,11 +1,17 @@
 """Retrieving whole instances in another transfer syntax (conformance statement, "Retrieve
 transfer syntax"): Explicit VR Little Endian or JPEG 2000 Lossless, from the listed sources.
 
-The transcoded instance is produced as a stream: the stored header is parsed once (a range
-read up to the pixel data), then frames are read, decoded and re-encoded one at a time in a
-worker thread. Native output streams as it is made; JPEG 2000 output needs every frame's
-length for the Basic Offset Table before the first frame, so encoded frames wait in a spooled
-temporary file (memory up to a bound, then disk) until the header can be written.
+The stored header is parsed once (a range read up to the pixel data), then frames are read,
+decoded and re-encoded one at a time in a worker thread, so memory holds one decoded frame.
+Before anything is decoded, the instance's decoded size (every frame) is checked against the
+decoding limit, and each frame's codestream header against the instance's attributes.
+
+Every frame is encoded before the first byte of the instance is produced: encoded frames wait
+in a spooled temporary file (memory up to a bound, then disk). JPEG 2000 output needs every
+frame's length for the Basic Offset Table anyway; for native output it means that a frame
+that fails to decode is known before the caller answers (a 406 for a single instance, or,
+inside a multipart answer already under way, before that instance's part has any content).
+A transcoded instance is never a well-formed file with fewer frames than it declares.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from dicom_core.domain.transcode import (
     transcode_whole_file,
 )
 from dicom_core.errors import NotAcceptable
-from dicom_core.services.stored_pixels import StoredPixels, check_size
+from dicom_core.services.stored_pixels import StoredPixels, check_decoded, check_size
 from dicom_core.storage.ports import BlobStore
 
 AS_STORED = "*"
@@ -40,9 +46,12 @@ _CHUNK = 1 << 20
 
 
 class TranscodingService:
-    def __init__(self, blobs: BlobStore, *, max_transcode_bytes: int) -> None:
+    def __init__(
+        self, blobs: BlobStore, *, max_transcode_bytes: int, max_decoded_bytes: int
+    ) -> None:
         self._blobs = blobs
         self._limit = max_transcode_bytes
+        self._decoded_limit = max_decoded_bytes
 
     @staticmethod
     def needs_transcoding(record: InstanceRecord, target: str) -> bool:
@@ -74,7 +83,7 @@ class TranscodingService:
         stored = StoredPixels(self._blobs, record)
         if not stored.has_frame_ranges:
             data = await stored.whole_file()
-            yield await asyncio.to_thread(_whole_file, data, target)
+            yield await asyncio.to_thread(_whole_file, data, target, self._decoded_limit)
             return
         source = record.transfer_syntax_uid
         prefix = await stored.header()
@@ -87,58 +96,66 @@ class TranscodingService:
                 f" transcode it to {target}."
             )
         fmt = replace(fmt, number_of_frames=stored.frame_count)
+        check_decoded(
+            fmt,
+            stored.frame_count,
+            self._decoded_limit,
+            record.key.sop_uid,
+            f"transcoded to {target}",
+        )
 
         async def frame(number: int) -> EncodedFrame:
             data = await stored.frame(number)
             return await asyncio.to_thread(_transcode_frame, data, source, target, fmt)
 
-        if target == pixels.JPEG_2000_LOSSLESS:
-            async for chunk in _encapsulated(ds, source, target, stored.frame_count, frame):
-                yield chunk
-            return
-        first = await frame(1)
-        header = await asyncio.to_thread(
-            header_bytes, ds, source_syntax=source, target_syntax=target, fmt=first.format
-        )
-        total = len(first.data) * stored.frame_count
-        yield header + native_pixel_data_header(total, first.format.bits_allocated) + first.data
-        for number in range(2, stored.frame_count + 1):
-            encoded = await frame(number)
-            if len(encoded.data) != len(first.data):
-                raise NotAcceptable(f"Frame {number} decodes to a different size than frame 1.")
-            yield encoded.data
-        if total & 1:
-            yield b"\x00"
+        async for chunk in _spooled(ds, source, target, stored.frame_count, frame):
+            yield chunk
 
 
-async def _encapsulated(
+async def _spooled(
     ds: Dataset,
     source: str,
     target: str,
     count: int,
     read_frame: Callable[[int], Awaitable[EncodedFrame]],
 ) -> AsyncIterator[bytes]:
-    """Encode every frame into a spool, then write header, offset table, items, delimiter."""
+    """Encode every frame into a spool, then write the header, the pixel data framing (offset
+    table and items for JPEG 2000, one element for native data) and the frames."""
+    encapsulated = target == pixels.JPEG_2000_LOSSLESS
     spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY)  # noqa: SIM115
     try:
         lengths: list[int] = []
         out_format: PixelFormat | None = None
         for number in range(1, count + 1):
             encoded = await read_frame(number)
-            item = fragment_item(encoded.data)
-            lengths.append(len(item) - 8)
-            await asyncio.to_thread(spool.write, item)
-            if out_format is None or encoded.format.bits_stored > out_format.bits_stored:
-                out_format = encoded.format
+            if encapsulated:
+                item = fragment_item(encoded.data)
+                lengths.append(len(item) - 8)
+                await asyncio.to_thread(spool.write, item)
+                if out_format is None or encoded.format.bits_stored > out_format.bits_stored:
+                    out_format = encoded.format
+                continue
+            if lengths and len(encoded.data) != lengths[0]:
+                raise NotAcceptable(f"Frame {number} decodes to a different size than frame 1.")
+            lengths.append(len(encoded.data))
+            await asyncio.to_thread(spool.write, encoded.data)
+            out_format = out_format or encoded.format
         assert out_format is not None
         header = await asyncio.to_thread(
             header_bytes, ds, source_syntax=source, target_syntax=target, fmt=out_format
         )
-        yield header + encapsulated_pixel_data_header(lengths)
+        total = sum(lengths)
+        if encapsulated:
+            yield header + encapsulated_pixel_data_header(lengths)
+        else:
+            yield header + native_pixel_data_header(total, out_format.bits_allocated)
         await asyncio.to_thread(spool.seek, 0)
         while chunk := await asyncio.to_thread(spool.read, _CHUNK):
             yield chunk
-        yield SEQUENCE_DELIMITER
+        if encapsulated:
+            yield SEQUENCE_DELIMITER
+        elif total & 1:
+            yield b"\x00"
     finally:
         spool.close()
 
@@ -150,8 +167,8 @@ def _transcode_frame(data: bytes, source: str, target: str, fmt: PixelFormat) ->
         raise NotAcceptable(f"The instance cannot be transcoded to {target}: {exc}.") from exc
 
 
-def _whole_file(data: bytes, target: str) -> bytes:
+def _whole_file(data: bytes, target: str, max_decoded_bytes: int) -> bytes:
     try:
-        return transcode_whole_file(data, target)
+        return transcode_whole_file(data, target, max_decoded_bytes=max_decoded_bytes)
     except PixelDataError as exc:
         raise NotAcceptable(f"The instance cannot be transcoded to {target}: {exc}.") from exc

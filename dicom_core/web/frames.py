@@ -4,11 +4,18 @@ Each part's Content-Type names its media type and the transfer syntax of the byt
 which is how viewers (cornerstone, in OHIF) pick a decoder. Small answers, the common case
 of one frame per request, are built in memory and sent with a Content-Length; large ones
 (many frames of a big instance) are streamed frame by frame.
+
+Whatever can be decided is decided before the status line: every frame of a buffered answer,
+and the first frame of a streamed one, is read (and transcoded) before the response starts, so
+a frame that cannot be decoded is a 406. A frame that fails once a streamed answer is under
+way ends the body without the closing delimiter: the multipart is visibly incomplete, and
+never a well-formed answer with fewer frames than asked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Final
 
@@ -16,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from dicom_core.bootstrap import Services
+from dicom_core.errors import DicomWebError
 from dicom_core.services.frames import FrameSet
 from dicom_core.web.context import api_version
 from dicom_core.web.multipart import closing_delimiter, new_boundary, part_header
@@ -26,6 +34,8 @@ from dicom_core.web.wado_params import frame_numbers, instance_key, original_ver
 BUFFERED_RESPONSE_BYTES: Final = 8 * 1024 * 1024
 #: Frames read or transcoded at once for a buffered answer.
 _PARALLEL_READS: Final = 4
+
+_log = logging.getLogger(__name__)
 
 
 async def retrieve_frames(request: Request, services: Services) -> Response:
@@ -49,8 +59,10 @@ async def retrieve_frames(request: Request, services: Services) -> Response:
         payloads = await _read_all(frames, numbers)
         body = b"".join(_framed(boundary, part_type, payloads))
         return Response(body, headers={"Content-Type": content_type})
+    first = await frames.read(numbers[0])
     return StreamingResponse(
-        _stream(frames, numbers, boundary, part_type), headers={"Content-Type": content_type}
+        _stream(frames, numbers, boundary, part_type, first),
+        headers={"Content-Type": content_type},
     )
 
 
@@ -77,18 +89,29 @@ def _framed(boundary: str, part_type: str, payloads: Sequence[bytes]) -> list[by
 
 
 async def _stream(
-    frames: FrameSet, numbers: Sequence[int], boundary: str, part_type: str
+    frames: FrameSet, numbers: Sequence[int], boundary: str, part_type: str, first: bytes
 ) -> AsyncIterator[bytes]:
-    """One part at a time; the next frame is read while the current one is sent."""
-    pending = asyncio.ensure_future(frames.read(numbers[0]))
+    """One part at a time; the next frame is read while the current one is sent.
+
+    ``first`` is the first frame, read before the response started. A later frame that fails
+    ends the body here, without the closing delimiter (the status line is already sent).
+    """
+    pending: asyncio.Future[bytes] | None = None
     try:
         for position in range(len(numbers)):
-            payload = await pending
+            payload = first if pending is None else await pending
             if position + 1 < len(numbers):
                 pending = asyncio.ensure_future(frames.read(numbers[position + 1]))
             headers = {"Content-Type": part_type, "Content-Length": str(len(payload))}
             yield part_header(boundary, headers, first=position == 0) + payload
         yield closing_delimiter(boundary)
+    except Exception as exc:  # anything: the status line is sent, only the body can tell
+        _log.warning(
+            "frames of instance %s ended without the closing delimiter: %s",
+            frames.record.key.sop_uid,
+            exc.message if isinstance(exc, DicomWebError) else repr(exc),
+            exc_info=not isinstance(exc, DicomWebError),
+        )
     finally:
-        if not pending.done():
+        if pending is not None and not pending.done():
             pending.cancel()

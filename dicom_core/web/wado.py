@@ -118,7 +118,7 @@ async def _answer(
     if not rendition.multipart:
         record = records[0]
         if services.transcoding.needs_transcoding(record, target):
-            # The first chunk holds the header and the first frame: a source that cannot be
+            # The first chunk comes once every frame is transcoded: a frame that cannot be
             # decoded is still a 406 here, before the response starts.
             body = await _started(services.transcoding.stream(record, target))
             return StreamingResponse(
@@ -187,8 +187,14 @@ async def _multipart_body(
                 first=position == 0,
             )
             chunks = first if position == 0 and first is not None else None
-            async for chunk in chunks or services.transcoding.stream(record, target):
-                yield chunk
+            try:
+                async for chunk in chunks or services.transcoding.stream(record, target):
+                    yield chunk
+            except NotAcceptable:
+                # Every frame is transcoded before the instance's first byte, so this part is
+                # still empty; ending here, without the closing delimiter, leaves a multipart
+                # a client sees is incomplete, instead of a shorter answer that looks whole.
+                return
             continue
         yield part_header(
             boundary,

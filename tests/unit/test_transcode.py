@@ -190,8 +190,13 @@ def test_unknown_or_undecodable_syntaxes_are_refused(syntax: str) -> None:
 
 def test_corrupt_frames_raise_pixel_data_error() -> None:
     fmt = PixelFormat(64, 64, 1, 16, 16, 0, "MONOCHROME2")
-    with pytest.raises(PixelDataError, match="decoded"):
+    with pytest.raises(PixelDataError, match="SIZ segment is truncated"):
         decode_frame(b"\xff\x4f\xff\x51garbage", pixels.JPEG_2000_LOSSLESS, fmt)
+    ds = load("MR_small_jp2klossless.dcm")
+    whole = frame_bytes(ds, 0)
+    broken = whole[: len(whole) // 2]  # a sound SIZ, then the data breaks off
+    with pytest.raises(PixelDataError, match="decoded"):
+        decode_frame(broken, pixels.JPEG_2000_LOSSLESS, PixelFormat.from_dataset(ds) or fmt)
 
 
 def test_pixel_format_from_dicom_json() -> None:
@@ -295,7 +300,9 @@ def test_header_bytes_describe_the_new_pixels() -> None:
 def test_transcode_whole_file_without_pixel_data_changes_only_the_encoding() -> None:
     with open(get_testdata_file("test-SR.dcm"), "rb") as handle:
         data = handle.read()
-    out = dcmread(io.BytesIO(transcode_whole_file(data, "1.2.840.10008.1.2.4.90")))
+    out = dcmread(
+        io.BytesIO(transcode_whole_file(data, "1.2.840.10008.1.2.4.90", max_decoded_bytes=1 << 30))
+    )
     assert out.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"
     assert out.ContentSequence == load("test-SR.dcm").ContentSequence
 
@@ -303,7 +310,9 @@ def test_transcode_whole_file_without_pixel_data_changes_only_the_encoding() -> 
 def test_transcode_whole_file_decodes_unmapped_pixel_data() -> None:
     with open(get_testdata_file("SC_ybr_full_422_uncompressed.dcm"), "rb") as handle:
         data = handle.read()
-    out = dcmread(io.BytesIO(transcode_whole_file(data, "1.2.840.10008.1.2.4.90")))
+    out = dcmread(
+        io.BytesIO(transcode_whole_file(data, "1.2.840.10008.1.2.4.90", max_decoded_bytes=1 << 30))
+    )
     assert out.PhotometricInterpretation == "YBR_FULL"
     np.testing.assert_array_equal(
         out.pixel_array, load("SC_ybr_full_422_uncompressed.dcm").pixel_array
@@ -312,4 +321,4 @@ def test_transcode_whole_file_decodes_unmapped_pixel_data() -> None:
 
 def test_transcode_to_an_unsupported_target_is_refused() -> None:
     with pytest.raises(PixelDataError, match="not supported"):
-        transcode_whole_file(b"", "1.2.840.10008.1.2.4.50")
+        transcode_whole_file(b"", "1.2.840.10008.1.2.4.50", max_decoded_bytes=1 << 30)
