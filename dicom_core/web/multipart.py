@@ -8,11 +8,13 @@ events back, and body bytes are released as soon as they provably cannot belong 
 Keeping it free of I/O also lets the same code serve the async HTTP layer, the tests and the
 benchmarks without adapters.
 
-The grammar is RFC 2046 section 5.1.1, applied leniently where real DICOMweb clients deviate from
-it: bare LF line endings, transport padding after a boundary, a first delimiter at the very start
-of the body, a missing line break after the closing delimiter, and ``Content-Type`` headers with
-odd spacing or quoting. Anything that cannot be read unambiguously raises :class:`MultipartError`,
-whose message is short enough to be returned to the client in a 400 response.
+The grammar is RFC 2046 section 5.1.1: a delimiter is CRLF, ``--`` and the boundary, followed by
+transport padding and CRLF (or ``--`` for the last one); the boundary text anywhere else is part
+data. It is applied leniently where real DICOMweb clients deviate from it: bodies framed with bare
+LF throughout, a first delimiter at the very start of the body, a missing line break after the
+closing delimiter, and ``Content-Type`` headers with odd spacing or quoting. Anything that cannot
+be read unambiguously raises :class:`MultipartError`, whose message is short enough to be returned
+to the client in a 400 response.
 
 The writer helpers at the end build the framing for multipart WADO-RS responses; the response body
 itself is streamed by the caller between those frames.
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
+    "MAX_TRANSPORT_PADDING",
     "ContentType",
     "Event",
     "MultipartError",
@@ -56,6 +59,13 @@ _BOUNDARY_RE: Final = re.compile(rb"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()
 
 # Transport padding allowed between a boundary and its line break.
 _PADDING_RE: Final = re.compile(rb"[ \t]*")
+
+MAX_TRANSPORT_PADDING: Final = 256
+"""Most spaces and tabs accepted between a boundary and its line break (RFC 2046 sets none).
+
+A candidate delimiter is held back until its line break arrives, so this bounds the bytes held
+between feeds; clients pad with a space or two at most. A longer run makes the candidate data.
+"""
 
 # How far sniff_boundary() looks for the end of the first line: the longest legal boundary plus
 # generous room for transport padding. Bounding it keeps a huge "head" from being scanned.
@@ -251,10 +261,18 @@ class _State(enum.Enum):
     """Where the parser is in the RFC 2046 grammar."""
 
     PREAMBLE = enum.auto()  # before the first delimiter
-    AFTER_DELIMITER = enum.auto()  # just read "--boundary"; deciding between part and close
     HEADERS = enum.auto()  # reading a part's header lines
     BODY = enum.auto()  # streaming a part's body until the next delimiter
     EPILOGUE = enum.auto()  # after "--boundary--"; everything is ignored
+
+
+class _Tail(enum.Enum):
+    """What follows a candidate ``--boundary``: it decides whether the candidate delimits."""
+
+    DATA = enum.auto()  # not a delimiter: the bytes belong to the part (or preamble)
+    NEXT = enum.auto()  # a delimiter; a new part's headers follow
+    CLOSE = enum.auto()  # the close delimiter; the epilogue follows
+    UNDECIDED = enum.auto()  # the buffer ends before the tail could be classified
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,12 +289,24 @@ class MultipartParser:
 
     Throughput is the design constraint: bodies can be gigabytes, so the body is searched with
     ``bytes.find`` (C speed) and, when a chunk holds no delimiter, it is emitted as-is without
-    copying. The only bytes held back between feeds are a possible start of a delimiter (at most
-    ``len(boundary) + 4`` bytes), plus, while reading headers, at most ``max_header_bytes``.
+    copying. The only bytes held back between feeds are a possible delimiter whose tail has not
+    arrived yet (at most ``len(boundary) + MAX_TRANSPORT_PADDING + 8`` bytes), plus, while
+    reading headers, at most ``max_header_bytes``.
 
-    The delimiter is a line break, ``--`` and the boundary. A line break is CRLF or a bare LF
-    (some clients write LF only); consequently a part body that ends in CR followed by an
-    LF-only delimiter loses that CR, an ambiguity inherent to accepting bare LF.
+    What is a delimiter (RFC 2046 section 5.1.1): a line break, ``--`` and the boundary, then
+    transport padding (spaces and tabs, at most :data:`MAX_TRANSPORT_PADDING`) and a line
+    break; or, for the close delimiter, ``--`` after the boundary, then padding and a line break
+    or the end of the body. The first delimiter may also stand at the very start of the body.
+    Anything else, including the boundary text without a preceding line break, or with one but
+    followed by other bytes, is part data and passes through unchanged: a DICOM instance may
+    well contain the boundary text (an encapsulated report quoting a multipart message, say),
+    and refusing the whole request for it would be wrong.
+
+    The line break is CRLF, as RFC 2046 requires. Some clients write bare LF throughout, so the
+    line break after the *first* delimiter fixes the framing of the whole body: CRLF there
+    means only CRLF ``--boundary`` delimits later parts (a bare LF ``--boundary`` is data);
+    a bare LF there means LF-framed, where ``\\n--boundary`` delimits and a CR just before it
+    is dropped with it (the ambiguity inherent to LF framing).
 
     After a :class:`MultipartError` the parser is unusable: every later call raises again.
     """
@@ -285,13 +315,13 @@ class MultipartParser:
         "_boundary",
         "_buf",
         "_closed",
-        "_delimiter",
+        "_crlf",
         "_failure",
         "_header_bytes",
         "_headers",
         "_last_header",
         "_max_header_bytes",
-        "_padded",
+        "_needle",
         "_received_any",
         "_state",
     )
@@ -315,14 +345,16 @@ class MultipartParser:
         if max_header_bytes < 1:
             raise ValueError("max_header_bytes must be positive")
         self._boundary = boundary
-        self._delimiter = b"\n--" + boundary
+        # What a delimiter starts with. Until the first delimiter fixes the framing, a bare LF
+        # suffices (the preamble is discarded anyway, and the first line break may be LF).
+        self._needle = b"\n--" + boundary
+        self._crlf: bool | None = None
         self._max_header_bytes = max_header_bytes
         # A virtual line break in front of the body lets a first delimiter at offset 0 be found
         # by the same search as every other delimiter.
         self._buf = b"\n"
         self._state = _State.PREAMBLE
         self._received_any = False
-        self._padded = False
         self._headers: dict[str, str] = {}
         self._last_header: str | None = None
         self._header_bytes = 0
@@ -335,8 +367,7 @@ class MultipartParser:
         """Consume the next chunk of the body and return the events it completes.
 
         Raises :class:`MultipartError` as soon as the input is certainly malformed (oversized or
-        broken headers, junk after a delimiter), so a bad upload is rejected without reading the
-        rest of it.
+        broken headers), so a bad upload is rejected without reading the rest of it.
         """
         if self._closed:
             raise RuntimeError("MultipartParser.feed() called after close()")
@@ -363,8 +394,9 @@ class MultipartParser:
         An entirely empty body is accepted and yields nothing, leaving the decision about
         "no instances" to the caller. A body in which the first delimiter never appears, or
         which stops before the closing ``--boundary--``, is an error: accepting it would store
-        a truncated instance. Every event has already been returned by :meth:`feed`, so the
-        list is always empty; it is returned to keep the feed/close protocol uniform.
+        a truncated instance. A close delimiter at the very end of the body (no line break
+        after it) can only be recognised here, so the last :class:`PartEnd` may come from this
+        call.
         """
         if self._failure is not None:
             raise MultipartError(str(self._failure))
@@ -374,6 +406,10 @@ class MultipartParser:
         state = self._state
         if state is _State.EPILOGUE:
             return []
+        if state in (_State.PREAMBLE, _State.BODY) and self._is_final_close(self._buf):
+            self._state = _State.EPILOGUE
+            self._buf = b""
+            return [PartEnd()] if state is _State.BODY else []
         if state is _State.PREAMBLE:
             if not self._received_any:
                 return []
@@ -403,8 +439,6 @@ class MultipartParser:
                 step = self._scan_body(buf, pos, events)
             elif state is _State.HEADERS:
                 step = self._scan_headers(buf, pos, events)
-            elif state is _State.AFTER_DELIMITER:
-                step = self._scan_after_delimiter(buf, pos)
             elif state is _State.PREAMBLE:
                 step = self._scan_preamble(buf, pos)
             else:
@@ -413,60 +447,127 @@ class MultipartParser:
                 return
             pos = step
 
+    def _find_delimiter(self, buf: bytes, pos: int) -> tuple[int, _Tail, int]:
+        """Find the first real (or undecided) delimiter in ``buf[pos:]``.
+
+        Returns ``(index, tail, end)``: ``index`` where the needle starts, ``tail`` what it
+        is, and ``end`` the offset just past it. Candidates followed by anything else are
+        skipped as data. ``(-1, _Tail.DATA, -1)`` means no candidate remains in ``buf``.
+        """
+        needle = self._needle
+        index = buf.find(needle, pos)
+        while index != -1:
+            tail, end = self._classify_tail(buf, index + len(needle))
+            if tail is not _Tail.DATA:
+                return index, tail, end
+            index = buf.find(needle, index + 1)
+        return -1, _Tail.DATA, -1
+
+    def _classify_tail(self, buf: bytes, pos: int) -> tuple[_Tail, int]:
+        """Classify what follows a candidate ``--boundary`` that ends at ``pos``.
+
+        A delimiter continues with transport padding and a line break; a close delimiter with
+        ``--``, padding, and a line break or the end of the body (which only :meth:`close`
+        can see, hence UNDECIDED at the end of the buffer). Padding longer than
+        :data:`MAX_TRANSPORT_PADDING` makes the candidate data, which bounds what is held back.
+        """
+        size = len(buf)
+        after = self._skip_padding(buf, pos)
+        if after is None:
+            return _Tail.DATA, -1
+        if after >= size:
+            return _Tail.UNDECIDED, -1
+        if after == pos and buf[after] == _DASH:
+            if after + 1 >= size:
+                return _Tail.UNDECIDED, -1
+            if buf[after + 1] != _DASH:
+                return _Tail.DATA, -1
+            after = self._skip_padding(buf, after + 2)
+            if after is None:
+                return _Tail.DATA, -1
+            if after >= size:
+                return _Tail.UNDECIDED, -1
+            return self._after_line_break(buf, after, _Tail.CLOSE)
+        return self._after_line_break(buf, after, _Tail.NEXT)
+
+    def _after_line_break(self, buf: bytes, pos: int, kind: _Tail) -> tuple[_Tail, int]:
+        """Return ``kind`` and the offset past the line break at ``pos``, if there is one.
+
+        CRLF is always a line break; a bare LF only while the framing is not known to be CRLF.
+        A CR at the very end of the buffer leaves the tail undecided.
+        """
+        byte = buf[pos]
+        if byte == _CR:
+            if pos + 1 >= len(buf):
+                return _Tail.UNDECIDED, -1
+            return (kind, pos + 2) if buf[pos + 1] == _LF else (_Tail.DATA, -1)
+        if byte == _LF and self._crlf is not True:
+            return kind, pos + 1
+        return _Tail.DATA, -1
+
+    @staticmethod
+    def _skip_padding(buf: bytes, pos: int) -> int | None:
+        """Return the offset after the spaces and tabs at ``pos``, or ``None`` if too many."""
+        match = _PADDING_RE.match(buf, pos, pos + MAX_TRANSPORT_PADDING + 1)
+        end = pos if match is None else match.end()
+        return None if end - pos > MAX_TRANSPORT_PADDING else end
+
+    def _is_final_close(self, held: bytes) -> bool:
+        """Tell whether the bytes held at the end of input are exactly a close delimiter."""
+        if self._crlf is not True and held[:1] == b"\r":
+            held = held[1:]
+        needle = self._needle
+        if not held.startswith(needle + b"--"):
+            return False
+        # The line break after a close delimiter is optional; half of one (a CR) is tolerated.
+        return held[len(needle) + 2 :].removesuffix(b"\r").strip(b" \t") == b""
+
+    def _fix_framing(self, buf: bytes, end: int) -> None:
+        """After the first delimiter, fix CRLF or bare-LF framing for the rest of the body."""
+        if self._crlf is None:
+            self._crlf = buf[end - 2 : end] == b"\r\n"
+            if self._crlf:
+                self._needle = b"\r" + self._needle
+
     def _hold_from(self, buf: bytes, start: int) -> int:
         """Return the index from which ``buf`` must be kept because a delimiter may begin there.
 
-        Called only after ``find`` failed, so a delimiter can start only within the last
-        ``len(delimiter) - 1`` bytes, at an LF whose remainder is a prefix of the delimiter
-        (plus the CR before that LF). A trailing CR is also kept as it may precede an LF.
-        Holding back nothing in the common case lets :meth:`_scan_body` emit whole chunks
-        without copying.
+        Called only after no candidate was found whole, so a delimiter can start only within
+        the last ``len(needle) - 1`` bytes, where the rest of ``buf`` is a prefix of the needle.
+        In LF framing the CR before that LF is kept too, and so is a trailing CR. Holding back
+        nothing in the common case lets :meth:`_scan_body` emit whole chunks without copying.
         """
-        delimiter = self._delimiter
+        needle = self._needle
+        first = needle[:1]
         size = len(buf)
-        index = buf.find(b"\n", max(start, size - len(delimiter) + 1))
+        index = buf.find(first, max(start, size - len(needle) + 1))
         while index != -1:
-            if delimiter.startswith(buf[index:]):
-                return index - 1 if index > start and buf[index - 1] == _CR else index
-            index = buf.find(b"\n", index + 1)
+            if needle.startswith(buf[index:]):
+                return self._with_cr(buf, start, index)
+            index = buf.find(first, index + 1)
         return size - 1 if size > start and buf[size - 1] == _CR else size
+
+    def _with_cr(self, buf: bytes, start: int, index: int) -> int:
+        """In LF framing a CR right before the delimiter's LF belongs to the delimiter."""
+        if self._crlf is not True and index > start and buf[index - 1] == _CR:
+            return index - 1
+        return index
 
     def _scan_preamble(self, buf: bytes, pos: int) -> int | None:
         """Skip everything up to the first delimiter, keeping only a possible delimiter start."""
-        index = buf.find(self._delimiter, pos)
+        index, tail, end = self._find_delimiter(buf, pos)
         if index == -1:
             self._buf = buf[self._hold_from(buf, pos) :]
             return None
-        self._state = _State.AFTER_DELIMITER
-        self._padded = False
-        return index + len(self._delimiter)
-
-    def _scan_after_delimiter(self, buf: bytes, pos: int) -> int | None:
-        """Decide what follows ``--boundary``: ``--`` (close), padding, or a line break."""
-        size = len(buf)
-        padding_end = _PADDING_RE.match(buf, pos)
-        if padding_end is not None and padding_end.end() > pos:
-            self._padded = True
-            pos = padding_end.end()
-        if pos >= size:
-            return None  # padding consumed; nothing to keep
-        byte = buf[pos]
-        if byte == _LF:
-            self._start_headers()
-            return pos + 1
-        if byte == _CR or (byte == _DASH and not self._padded):
-            if pos + 1 >= size:
-                self._buf = buf[pos:]
-                return None
-            following = buf[pos + 1]
-            if byte == _CR and following == _LF:
-                self._start_headers()
-                return pos + 2
-            if byte == _DASH and following == _DASH:
-                self._state = _State.EPILOGUE
-                return pos + 2
-        shown = _shorten(self._boundary.decode("latin-1"))
-        raise MultipartError(f'unexpected data after boundary "{shown}"')
+        if tail is _Tail.UNDECIDED:
+            self._buf = buf[index:]
+            return None
+        if tail is _Tail.CLOSE:
+            self._state = _State.EPILOGUE
+            return end
+        self._fix_framing(buf, end)
+        self._start_headers()
+        return end
 
     def _start_headers(self) -> None:
         """Reset per-part header state at the start of a new part."""
@@ -528,21 +629,25 @@ class MultipartParser:
         covers it entirely and CPython returns the same object: the chunk passes through
         without a copy.
         """
-        delimiter = self._delimiter
-        index = buf.find(delimiter, pos)
+        index, tail, end = self._find_delimiter(buf, pos)
         if index == -1:
             keep = self._hold_from(buf, pos)
             if keep > pos:
                 events.append(PartData(buf[pos:keep]))
             self._buf = buf[keep:]
             return None
-        end = index - 1 if index > pos and buf[index - 1] == _CR else index
-        if end > pos:
-            events.append(PartData(buf[pos:end]))
+        data_end = self._with_cr(buf, pos, index)
+        if data_end > pos:
+            events.append(PartData(buf[pos:data_end]))
+        if tail is _Tail.UNDECIDED:
+            self._buf = buf[data_end:]
+            return None
         events.append(PartEnd())
-        self._state = _State.AFTER_DELIMITER
-        self._padded = False
-        return index + len(delimiter)
+        if tail is _Tail.CLOSE:
+            self._state = _State.EPILOGUE
+        else:
+            self._start_headers()
+        return end
 
 
 def _decode_header(raw: bytes) -> str:

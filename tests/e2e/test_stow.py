@@ -290,6 +290,32 @@ def test_store_zeroes_the_preamble(client: httpx.Client) -> None:
     assert stored[128:] == data[128:]
 
 
+@pytest.mark.parametrize(
+    "quoted",
+    [
+        "see --DICOMwebBoundary above",  # no line break before it
+        "line\r\n--DICOMwebBoundary-x",  # CRLF before it, then neither "--" nor a line break
+        "line\r\n--DICOMwebBoundary--x",
+        "line\n--DICOMwebBoundary\r\nnext",  # bare LF before it in a CRLF-framed body
+    ],
+)
+def test_store_boundary_text_inside_instance_is_stored_byte_exact(
+    client: httpx.Client, quoted: str
+) -> None:
+    # RFC 2046: only CRLF "--boundary" padding CRLF (or "--") delimits; an instance quoting the
+    # boundary (here in an LT comment) is data, stored and served unchanged.
+    ds = make_dataset(ImageComments=quoted)
+    data = to_bytes(ds)
+    assert b"--DICOMwebBoundary" in data
+    response = post(client, multipart([data, make_instance()]))
+    assert response.status_code == 200
+    assert len(seq(response.json(), "00081199")) == 2
+    stored = client.get(
+        instance_path(ds), headers={"Accept": "application/dicom; transfer-syntax=*"}
+    ).content
+    assert stored[128:] == data[128:]
+
+
 @pytest.mark.parametrize("path", ["/studies", "/v3/studies", "/api/v2/studies", "/v2/nothing/here"])
 def test_unknown_paths_return_404_naming_versions(client: httpx.Client, path: str) -> None:
     response = client.post(path, content=b"x", headers={"Content-Type": "application/dicom"})

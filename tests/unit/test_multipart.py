@@ -13,6 +13,7 @@ from typing import cast
 import pytest
 
 from dicom_core.web.multipart import (
+    MAX_TRANSPORT_PADDING,
     ContentType,
     Event,
     MultipartError,
@@ -357,8 +358,8 @@ TWO_PART_BODY = (
     ("cut", "message"),
     [
         (1, "not found"),
-        (3, "before the closing boundary"),
-        (4, "before the closing boundary"),
+        (3, "not found"),  # "--b" without its line break is not yet a delimiter
+        (4, "not found"),
         (5, "inside part headers"),
         (10, "inside part headers"),
         (39, "inside part headers"),
@@ -439,25 +440,60 @@ def test_parser_continuation_without_previous_header_raises() -> None:
 
 
 @pytest.mark.parametrize(
-    "body",
+    "payload",
     [
-        b"--bX\r\n\r\nx\r\n--b--",
-        b"--b\r\n\r\nx\r\n--b-x",
-        b"--b\rx\n\r\nx\r\n--b--",
-        b"--b  --\r\n",
-        b"--b\r\n\r\nx\r\n--bb\r\n",
+        b"x\r\n--b-x",  # "--b" after CRLF, then neither "--" nor a line break
+        b"x\r\n--bb\r\n",  # a longer boundary is another boundary
+        b"x\r\n--bX\r\n--b--y",
+        b"\r\n--b\rx\n",  # CR not followed by LF
+        b"\r\n--b  --\r\n",  # "--" after padding does not close
+        b"\r\n--b--x\r\n",  # text right after a close delimiter
+        b"\r\n--b-- x",
+        b"--b\r\n",  # no line break before it
+        b"x--b--\r\n",
+        b"\n--b\r\n",  # bare LF in a CRLF-framed body
+        b"\n--b--\r\n",
+        b"\r\n--b" + b" " * (MAX_TRANSPORT_PADDING + 1) + b"\r\n",  # padding beyond the cap
     ],
 )
-def test_parser_junk_after_boundary_raises(body: bytes) -> None:
+@pytest.mark.parametrize("chunk_size", [None, 1, 3])
+def test_parser_boundary_text_inside_part_is_data(payload: bytes, chunk_size: int | None) -> None:
+    # RFC 2046: only CRLF "--b" padding CRLF (or "--") delimits; everything else is content.
+    body = b"--b\r\nA: 1\r\n\r\n" + payload + b"\r\n--b \t\r\n\r\nnext\r\n--b--\r\n"
+    assert parse(body, "b", chunk_size) == [({"a": "1"}, payload), ({}, b"next")]
+
+
+@pytest.mark.parametrize(
+    "preamble",
+    [b"--bX\r\n", b"--b-x\r\n", b"x\r\n--b  --\r\n", b"--b--x\r\n", b"--b\rx\r\n"],
+)
+def test_parser_boundary_text_in_preamble_is_skipped(preamble: bytes) -> None:
+    body = preamble + b"--b\r\n\r\nx\r\n--b--"
+    assert parse(body, "b", 1) == [({}, b"x")]
+
+
+@pytest.mark.parametrize("ending", [b"", b" ", b"\t ", b"\r", b"  \r"])
+def test_parser_close_delimiter_at_end_of_body_accepted(ending: bytes) -> None:
+    assert parse(b"--b\r\n\r\nx\r\n--b--" + ending, "b", 1) == [({}, b"x")]
+
+
+def test_parser_bare_lf_framing_fixed_by_first_delimiter() -> None:
+    # An LF-framed body keeps working; in it, "\n--b" delimits and CRLF "--b" does too.
+    body = b"--b\n\nfirst\r\n--b\n\nsecond\n--bx\n--b--"
+    assert parse(body, "b") == [({}, b"first"), ({}, b"second\n--bx")]
+
+
+def test_parser_boundary_text_only_part_never_closed_raises() -> None:
     parser = MultipartParser(b"b")
-    with pytest.raises(MultipartError, match='unexpected data after boundary "b"'):
-        parser.feed(body)
+    parser.feed(b"--b\r\n\r\nx\r\n--b-x")
+    with pytest.raises(MultipartError, match="before the closing boundary"):
+        parser.close()
 
 
 def test_parser_after_failure_further_calls_raise() -> None:
     parser = MultipartParser(b"b")
     with pytest.raises(MultipartError):
-        parser.feed(b"--bX")
+        parser.feed(b"--b\r\nno colon\r\n")
     with pytest.raises(MultipartError):
         parser.feed(b"more")
     with pytest.raises(MultipartError):
