@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from typing import Any
 
@@ -123,3 +124,49 @@ def multipart_parts(body: bytes, content_type: str) -> list[tuple[dict[str, str]
             headers[name.strip().lower()] = value.strip()
         parts.append((headers, payload))
     return parts
+
+
+def nested_sequence_bytes(depth: int, *, defined_length: bool) -> bytes:
+    """ContentSequence (0040,A730) nested ``depth`` levels, one item a level, explicit VR LE.
+
+    Built from the inside out without recursion (pydicom's writer recurses once a level), with
+    either defined lengths or undefined lengths and delimiters; the innermost item holds a
+    CodeMeaning (0008,0104) "leaf".
+    """
+    value = b"leaf"
+    inner = struct.pack("<HH2sH", 0x0008, 0x0104, b"LO", len(value)) + value
+    for _ in range(depth):
+        if defined_length:
+            item = struct.pack("<HHI", 0xFFFE, 0xE000, len(inner)) + inner
+            inner = struct.pack("<HH2sHI", 0x0040, 0xA730, b"SQ", 0, len(item)) + item
+        else:
+            item = (
+                struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+                + inner
+                + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+            )
+            inner = (
+                struct.pack("<HH2sHI", 0x0040, 0xA730, b"SQ", 0, 0xFFFFFFFF)
+                + item
+                + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+            )
+    return inner
+
+
+def make_nested_instance(depth: int, *, defined_length: bool = False) -> tuple[Dataset, bytes]:
+    """A small instance whose ContentSequence nests ``depth`` levels, and its Part 10 bytes.
+
+    The sequence is appended after the dataset pydicom wrote: (0040,A730) sorts after every
+    attribute make_dataset sets except the pixel data, which is therefore left out.
+    """
+    ds = make_dataset(PixelData=None)
+    data = to_bytes(ds) + nested_sequence_bytes(depth, defined_length=defined_length)
+    return ds, data
+
+
+def nested_sequence_json(depth: int) -> dict[str, Any]:
+    """DICOM JSON of the same ContentSequence nesting (built iteratively, like the bytes)."""
+    item: dict[str, Any] = {"00080104": {"vr": "LO", "Value": ["leaf"]}}
+    for _ in range(depth - 1):
+        item = {"0040A730": {"vr": "SQ", "Value": [item]}}
+    return {"0040A730": {"vr": "SQ", "Value": [item]}}

@@ -769,7 +769,10 @@ def dataset_json(ds: Dataset) -> dict[str, Any]:
 
     Never raises: a value that cannot be converted leaves its attribute with only its VR.
     pydicom's warnings about malformed values are silenced; malformed data is normal input
-    for a store and must not fail it (nor, with warnings as errors, the tests).
+    for a store and must not fail it (nor, with warnings as errors, the tests). The walk
+    recurses once per sequence level (and orjson writes at most 255 nested containers), so
+    callers bound the nesting first with
+    :func:`dicom_core.domain.nesting.dataset_nesting_problem`, as ``parse_instance`` does.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -24,6 +24,7 @@ from dicom_core.domain import index_attributes
 from dicom_core.domain.dicomjson import dataset_json
 from dicom_core.domain.frames import FrameLayoutError, frame_index
 from dicom_core.domain.model import FrameIndex, IndexAttributes, InstanceKey
+from dicom_core.domain.nesting import MAX_SEQUENCE_DEPTH, dataset_nesting_problem
 from dicom_core.domain.validation import AttributeProblem, dataset_problems, uid_problem
 
 # Failure and warning reason codes of the store response (conformance statement).
@@ -157,6 +158,14 @@ def parse_instance(path: Path, size: int | None = None) -> ParsedInstance:
         handle.seek(0)
         try:
             ds = dcmread(handle, stop_before_pixels=True, defer_size="1 MB")
+        except RecursionError:
+            # pydicom parses sequences of undefined length recursively while reading; a few
+            # hundred levels exhaust Python's stack before the nesting check below can run.
+            raise InstanceRejected(
+                VALIDATION_FAILURE,
+                f"The part's sequences nest too deep to be read; at most {MAX_SEQUENCE_DEPTH}"
+                " levels are accepted.",
+            ) from None
         except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as exc:
             raise InstanceRejected(
                 VALIDATION_FAILURE, f"The part could not be read as DICOM: {exc}"
@@ -168,6 +177,13 @@ def parse_instance(path: Path, size: int | None = None) -> ParsedInstance:
 
         sop_class = _text(ds, "SOPClassUID")
         sop_uid = _text(ds, "SOPInstanceUID")
+        # Before any recursive walk (validation, DICOM JSON, orjson): they are safe only up to
+        # MAX_SEQUENCE_DEPTH levels.
+        too_deep = dataset_nesting_problem(ds)
+        if too_deep is not None:
+            raise InstanceRejected(
+                VALIDATION_FAILURE, f"{too_deep}.", sop_class_uid=sop_class, sop_uid=sop_uid
+            )
         ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "").rstrip(" \x00")
         little_endian = _check_transfer_syntax(ts, sop_class, sop_uid)
         found = dataset_problems(ds)

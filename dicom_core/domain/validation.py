@@ -728,7 +728,9 @@ def dataset_problems(ds: Dataset) -> list[AttributeProblem]:
     """List every failing top-level attribute of ``ds`` with its first problem, in tag order.
 
     File meta information, group lengths and pixel data are not examined. The dataset is not
-    modified: raw elements are read without being converted in place.
+    modified: raw elements are read without being converted in place. The walk recurses once
+    per sequence level, so callers bound the nesting first with
+    :func:`dicom_core.domain.nesting.dataset_nesting_problem`, as ``parse_instance`` does.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

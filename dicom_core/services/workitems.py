@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dicom_core.domain.identifiers import check_uid
+from dicom_core.domain.nesting import json_nesting_problem
 from dicom_core.domain.workitems import (
     CANCELLATION_DATETIME,
     PROCEDURE_STEP_STATE,
@@ -83,6 +84,10 @@ def check_dataset(dataset: Any) -> Dataset:
             raise BadRequest(f"'{tag}' in the dataset is not a tag of 8 hexadecimal digits.")
         if not isinstance(element, dict) or not isinstance(element.get("vr"), str):
             raise BadRequest(f"The element {tag} of the dataset is not an object with a 'vr'.")
+    # Before anything walks the items recursively (requirement checks, orjson when storing).
+    too_deep = json_nesting_problem(dataset)
+    if too_deep is not None:
+        raise BadRequest(f"The dataset is refused: {too_deep}.")
     return {str(tag).upper(): element for tag, element in dataset.items()}
 
 

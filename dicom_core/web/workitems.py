@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dicom_core.bootstrap import Services
+from dicom_core.domain.nesting import MAX_SEQUENCE_DEPTH
 from dicom_core.errors import BadRequest, NotAcceptable, UnsupportedMediaType
 from dicom_core.query.workitems import parse_workitem_query
 from dicom_core.services.workitems import AlreadyInState, check_workitem_uid
@@ -58,6 +59,13 @@ async def _body(request: Request, services: Services, *, optional: bool = False)
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc).lower():
+            # orjson stops reading at 1024 nested containers: a dataset nested hundreds of
+            # sequences deep, refused here for the reason the dataset check would give.
+            raise BadRequest(
+                f"The dataset is refused: its sequences nest more than {MAX_SEQUENCE_DEPTH}"
+                f" levels deep; at most {MAX_SEQUENCE_DEPTH} are accepted."
+            ) from None
         raise BadRequest(f"The request body is not valid JSON: {exc}.") from None
     if isinstance(parsed, list):
         if len(parsed) != 1:

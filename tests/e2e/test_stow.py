@@ -9,8 +9,9 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
+from dicom_core.domain.nesting import MAX_SEQUENCE_DEPTH
 from tests.conftest import Server
-from tests.factories import make_dataset, make_instance, multipart, to_bytes
+from tests.factories import make_dataset, make_instance, make_nested_instance, multipart, to_bytes
 
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=DICOMwebBoundary'
 ACCEPT = {"Accept": "application/dicom+json"}
@@ -314,6 +315,53 @@ def test_store_boundary_text_inside_instance_is_stored_byte_exact(
         instance_path(ds), headers={"Accept": "application/dicom; transfer-syntax=*"}
     ).content
     assert stored[128:] == data[128:]
+
+
+def content_depth(document: dict) -> int:
+    """How many ContentSequence levels a DICOM JSON object holds (iteratively)."""
+    levels = 0
+    while "0040A730" in document:
+        document = document["0040A730"]["Value"][0]
+        levels += 1
+    return levels
+
+
+@pytest.mark.parametrize("defined_length", [False, True])
+@pytest.mark.parametrize("depth", [10, MAX_SEQUENCE_DEPTH])
+def test_store_nested_sequences_within_limit_are_stored_and_served(
+    client: httpx.Client, depth: int, defined_length: bool
+) -> None:
+    ds, data = make_nested_instance(depth, defined_length=defined_length)
+    response = post(client, multipart([data]))
+    assert response.status_code == 200, response.text
+    metadata = client.get(f"{instance_path(ds)}/metadata", headers=ACCEPT)
+    assert metadata.status_code == 200
+    [document] = metadata.json()
+    assert content_depth(document) == depth
+    series = client.get(
+        f"/v2/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/metadata",
+        headers=ACCEPT,
+    )
+    assert series.status_code == 200
+    assert content_depth(series.json()[0]) == depth
+
+
+@pytest.mark.parametrize("defined_length", [False, True])
+@pytest.mark.parametrize("depth", [100, 1000])
+def test_store_nested_sequences_past_limit_fail_with_43264_and_a_reason(
+    client: httpx.Client, depth: int, defined_length: bool
+) -> None:
+    ds, data = make_nested_instance(depth, defined_length=defined_length)
+    other = make_dataset()
+    response = post(client, multipart([data, to_bytes(other)]))
+    assert response.status_code == 202, response.text  # one stored, one failed
+    assert failure_reasons(response) == [43264]
+    [failed] = seq(response.json(), "00081198")
+    [comment] = [item["00000902"]["Value"][0] for item in seq(failed, "00741048")]
+    assert "nest" in comment
+    assert f"at most {MAX_SEQUENCE_DEPTH}" in comment
+    assert client.get(f"{instance_path(ds)}/metadata", headers=ACCEPT).status_code == 404
+    assert client.get(f"{instance_path(other)}/metadata", headers=ACCEPT).status_code == 200
 
 
 @pytest.mark.parametrize("path", ["/studies", "/v3/studies", "/api/v2/studies", "/v2/nothing/here"])

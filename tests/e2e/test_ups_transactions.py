@@ -5,9 +5,11 @@ the status codes of the spec's tables."""
 from __future__ import annotations
 
 import httpx
+import orjson
 import pytest
 from pydicom.uid import generate_uid
 
+from dicom_core.domain.nesting import MAX_SEQUENCE_DEPTH
 from tests.e2e.ups_support import (
     DICOM_JSON,
     HEADERS,
@@ -190,6 +192,52 @@ def test_create_with_other_content_type_is_415(client: httpx.Client) -> None:
 def test_create_with_malformed_body_is_400(client: httpx.Client, body: bytes) -> None:
     response = client.post("/v2/workitems", content=body, headers=HEADERS)
     assert response.status_code == 400
+
+
+def nested_workitem_body(uid: str, depth: int) -> bytes:
+    """A create body whose InputInformationSequence nests ``depth`` sequence levels.
+
+    Written as text, iteratively: JSON encoders recurse per level and stop long before 1,000.
+    """
+    opening = b'{"0040A730":{"vr":"SQ","Value":['
+    leaf = b'{"00080104":{"vr":"LO","Value":["leaf"]}}'
+    inner = opening * (depth - 1) + leaf + b"]}}" * (depth - 1)
+    base = orjson.dumps([workitem(uid, **{"00404021": element("SQ")})])
+    marker = b'"00404021":{"vr":"SQ"}'
+    assert marker in base
+    return base.replace(marker, b'"00404021":{"vr":"SQ","Value":[' + inner + b"]}")
+
+
+@pytest.mark.parametrize("depth", [10, MAX_SEQUENCE_DEPTH])
+def test_create_with_nested_sequences_within_limit_is_stored_and_served(
+    client: httpx.Client, depth: int
+) -> None:
+    uid = generate_uid()
+    response = client.post(
+        "/v2/workitems", content=nested_workitem_body(uid, depth), headers=HEADERS
+    )
+    assert response.status_code == 201, response.text
+    item = retrieve(client, uid)["00404021"]["Value"][0]
+    levels = 1
+    while "0040A730" in item:
+        item = item["0040A730"]["Value"][0]
+        levels += 1
+    assert levels == depth
+    assert item == {"00080104": {"vr": "LO", "Value": ["leaf"]}}
+
+
+@pytest.mark.parametrize("depth", [MAX_SEQUENCE_DEPTH + 1, 100, 1000])
+def test_create_with_nested_sequences_past_limit_is_400_with_a_reason(
+    client: httpx.Client, depth: int
+) -> None:
+    uid = generate_uid()
+    response = client.post(
+        "/v2/workitems", content=nested_workitem_body(uid, depth), headers=HEADERS
+    )
+    assert response.status_code == 400, response.text
+    message = response.json()["message"]
+    assert f"nest more than {MAX_SEQUENCE_DEPTH} levels deep" in message
+    assert client.get(f"/v2/workitems/{uid}", headers={"Accept": DICOM_JSON}).status_code == 404
 
 
 # -- retrieve ----------------------------------------------------------------------------------
