@@ -29,9 +29,13 @@ class BlobJanitor:
         self._queue = queue
         self._delay = delay_seconds
 
-    async def delete(self, blob_key: str) -> None:
-        """Delete now, or after the delay; on failure, leave the work to the cleanup queue."""
-        if self._delay > 0:
+    async def delete(self, blob_key: str, *, unseen: bool = False) -> None:
+        """Delete now, or after the delay; on failure, leave the work to the cleanup queue.
+
+        ``unseen``: the file was never visible (a store that failed before its commit), so no
+        retrieve can have opened it and the delay protects nobody: it goes at once.
+        """
+        if self._delay > 0 and not unseen:
             try:
                 await self._queue.send(
                     CLEANUP_QUEUE,

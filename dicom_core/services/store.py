@@ -309,7 +309,8 @@ class StoreService:
             await self._index.abort_instance(reservation)
         except Exception:
             log.exception("releasing reservation %s failed", reservation)
-        await self._delete_blob(blob_key)
+        # Never committed, so never visible: no retrieve can be reading it; no delay needed.
+        await self._janitor.delete(blob_key, unseen=True)
 
     async def _delete_blob(self, blob_key: str) -> None:
         await self._janitor.delete(blob_key)

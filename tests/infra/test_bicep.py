@@ -263,6 +263,8 @@ def test_app_settings_configure_the_azure_backend_auth_and_streaming(
             "DICOM_AUTH_ENABLED": "True",  # what ARM's string(true) gives
             "DICOM_MAX_REQUEST_BYTES": "4294967296",
             "DICOM_CORS_ORIGINS": "",
+            # main.bicep passes the tenant's key set: https://login.microsoftonline.com/...
+            "DICOM_AUTH_JWKS_URL": "https://login.microsoftonline.com/t/discovery/v2.0/keys",
         }
     )
     parsed = Settings.from_mapping(literal)
