@@ -34,7 +34,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.corpus import ct_instances  # noqa: E402
 from benchmarks.stow import Multipart  # noqa: E402
+from benchmarks.stow_compare import wait_until_up  # noqa: E402
 
 PORT = 7093
 SYSCALLS = "fsync,fdatasync,rename,renameat,renameat2,link,linkat,write,writev,sendto,sendmsg"
@@ -120,19 +120,6 @@ def check_instance(events: list[Event], sop_uid: str) -> tuple[bool, str]:
     return True, "file, directory, index WAL synced before the answer"
 
 
-def wait_until_up(url: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"{url} did not come up within {timeout:.0f} s")
-
-
 def stow(root: str, instances: list[bytes]) -> list[str]:
     """One STOW request; returns the SOP Instance UIDs its answer acknowledges."""
     multipart = Multipart()
@@ -191,7 +178,7 @@ def main() -> int:
         acknowledged: list[str] = []
         try:
             root = f"http://127.0.0.1:{PORT}/v2"
-            wait_until_up(f"{root}/studies")
+            wait_until_up(f"{root}/studies", timeout=90)
             for _ in range(args.requests):
                 batch = [next(corpus) for _ in range(args.parts)]
                 acknowledged += stow(root, batch)

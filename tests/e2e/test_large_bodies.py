@@ -2,50 +2,19 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from benchmarks.corpus import large_instance_file
 from tests.conftest import Server, start_server, stop_server
 from tests.factories import make_instance, multipart
+from tests.memory import PeakSampler
 
 GIB = 1024**3
 MIB = 1024**2
-
-
-def _rss(pid: int) -> int:
-    process = psutil.Process(pid)
-    return int(process.memory_info().rss)
-
-
-class PeakSampler:
-    """Samples a process's resident memory every 20 ms while a block runs."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.baseline = _rss(pid)
-        self.peak = self.baseline
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss(self.pid))
-            time.sleep(0.02)
-
-    def __enter__(self) -> PeakSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _file_body(path: Path, boundary: str) -> Iterator[bytes]:

@@ -10,15 +10,12 @@ transcoding route must refuse it from the codestream header alone, with small me
 
 from __future__ import annotations
 
-import contextlib
 import struct
 import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import numpy as np
-import psutil
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
@@ -27,6 +24,7 @@ from pydicom.pixels import get_encoder
 from tests.conftest import Server, backend_server
 from tests.e2e.wado_support import Stored, parts, sample, store
 from tests.factories import make_dataset
+from tests.memory import PeakSampler
 
 MIB = 1024**2
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -50,45 +48,6 @@ def bomb_server(
 def http(bomb_server: Server) -> Iterator[httpx.Client]:
     with bomb_server.client() as client:
         yield client
-
-
-def _rss(pid: int) -> int:
-    """Resident memory of the server and every process it started."""
-    process = psutil.Process(pid)
-    total = process.memory_info().rss
-    for child in process.children(recursive=True):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += child.memory_info().rss
-    return int(total)
-
-
-class PeakSampler:
-    """Samples resident memory every 10 ms while a block runs."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.baseline = _rss(pid)
-        self.peak = self.baseline
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss(self.pid))
-            time.sleep(0.01)
-
-    def __enter__(self) -> PeakSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss(self.pid))
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.baseline
 
 
 def patch_sof(codestream: bytes, rows: int, columns: int) -> bytes:
