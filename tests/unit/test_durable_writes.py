@@ -4,8 +4,8 @@ A power cut cannot be staged in a unit test, so these tests record the calls tha
 store durable instead: every ``os.fsync`` (resolved to the path its descriptor names), the
 rename that places the file, and the COMMIT statement SQLite runs. A store must sync the
 file's data before the file gets its final name, the directory entries before the COMMIT,
-and the COMMIT itself (``synchronous=FULL`` in WAL mode: the WAL is synced before COMMIT
-returns), all before the writer returns.
+and the WAL after the COMMIT (outside the writers' lock, so concurrent stores share the wait),
+all before the writer returns.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from dicom_core.storage.local.sqlite_index import SqliteIndexStore
 from tests.fixtures.index_rows import stored_instance
 
 SYNCHRONOUS_NORMAL = 1
-SYNCHRONOUS_FULL = 2
 
 
 class Recorder:
@@ -122,7 +121,8 @@ async def test_a_store_syncs_file_then_directories_then_commit_before_returning(
     series_dir, study_dir, root = target.parent, target.parent.parent, local.root / "blobs"
     # A new study: the file's data under its staged name, the rename, the series directory
     # (the file's name), the study directory (the new series' name), the blob root (the new
-    # study's name), and only then the COMMIT.
+    # study's name), then the COMMIT, then the WAL that holds it.
+    wal = f"{local.db.path}-wal"
     assert recorder.events == [
         ("fsync", str(source)),
         ("place", str(target)),
@@ -130,10 +130,9 @@ async def test_a_store_syncs_file_then_directories_then_commit_before_returning(
         ("fsync", str(study_dir)),
         ("fsync", str(root)),
         ("commit", ""),
+        ("fsync", wal),
     ]
-    # The COMMIT syncs the WAL before it returns: FULL, in WAL mode, on the writer's connection.
     conn = local.db.connection()
-    assert conn.execute("PRAGMA synchronous").fetchone() == (SYNCHRONOUS_FULL,)
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert target.read_bytes() == b"DICM first"
 
@@ -158,6 +157,7 @@ async def test_a_store_into_an_existing_series_syncs_only_the_series_directory(
         ("place", str(target)),
         ("fsync", str(target.parent)),
         ("commit", ""),
+        ("fsync", f"{local.db.path}-wal"),
     ]
 
 
@@ -219,12 +219,9 @@ async def test_an_orphan_file_left_at_a_reused_watermark_is_replaced(local: Loca
     assert record is not None and record.blob_key == written.blob_key
 
 
-@pytest.mark.parametrize(
-    ("value", "durable", "synchronous"),
-    [(None, True, SYNCHRONOUS_FULL), ("true", True, SYNCHRONOUS_FULL), ("false", False, 1)],
-)
+@pytest.mark.parametrize(("value", "durable"), [(None, True), ("true", True), ("false", False)])
 async def test_the_setting_reaches_the_local_adapters(
-    tmp_path: Path, value: str | None, durable: bool, synchronous: int
+    tmp_path: Path, value: str | None, durable: bool
 ) -> None:
     values = {"DATA_DIR": str(tmp_path)}
     if value is not None:
@@ -236,8 +233,23 @@ async def test_the_setting_reaches_the_local_adapters(
     try:
         assert isinstance(index, SqliteIndexStore) and isinstance(blobs, FileBlobStore)
         assert blobs.durable is durable
-        conn = index.database.connection()
-        assert conn.execute("PRAGMA synchronous").fetchone() == (synchronous,)
+        assert index.database.durable is durable
     finally:
         await queue.close()
         await index.close()
+
+
+@pytest.mark.parametrize(("mode", "synced"), [("durable", True), ("scratch", False)])
+async def test_other_write_transactions_sync_the_wal_after_commit(
+    mode: str, synced: bool, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deletes, tags and queue writes use ``transaction``: durable, the WAL is synced after
+    the COMMIT and before it returns; scratch, never."""
+    local: Local = request.getfixturevalue(mode)
+    recorder = Recorder(monkeypatch)
+    recorder.watch(local.db.connection())
+    with local.db.transaction() as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS probe (n INTEGER)")
+        conn.execute("INSERT INTO probe VALUES (1)")
+    expected = [("commit", "")] + ([("fsync", f"{local.db.path}-wal")] if synced else [])
+    assert recorder.events == expected

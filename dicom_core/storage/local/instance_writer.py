@@ -83,7 +83,12 @@ class SqliteInstanceWriter:
         try:
             while True:
                 try:
-                    return self._write(source, instance, upsert)
+                    written = self._write(source, instance, upsert)
+                    # The WAL sync that makes the commit durable, outside the writers' lock and
+                    # off the event loop; nothing is acknowledged before it returns.
+                    if self._db.durable:
+                        await asyncio.to_thread(self._db.sync_wal)
+                    return written
                 except WriterBusy:
                     if loop.time() > deadline:
                         raise StorageUnavailable(
@@ -97,7 +102,7 @@ class SqliteInstanceWriter:
     def _write(self, source: Path, instance: StoredInstance, upsert: bool) -> WrittenInstance:
         placed: str | None = None
         try:
-            with self._db.transaction(wait=False) as conn:
+            with self._db.transaction(wait=False, defer_sync=True) as conn:
                 reservation = self._index.reserve(conn, instance.key, upsert=upsert)
                 # The watermark is fresh (AUTOINCREMENT never hands out a committed one), so a
                 # file already at this key is an orphan of a store whose commit a crash lost:

@@ -3,10 +3,10 @@
 SQLite calls block, so they run in worker threads, each with its own connection (WAL mode lets
 readers proceed while one writer commits). Several server processes may share the file.
 
-Durability: with ``durable=True`` (the default; ``DICOM_DURABLE_WRITES``) the database runs
-``synchronous=FULL``, so in WAL mode every COMMIT returns only after the WAL is synced, and an
-acknowledged store's index entry survives a power cut. ``synchronous=NORMAL`` (scratch use)
-syncs only at checkpoints: the database stays consistent, but the last commits before a
+Durability: with ``durable=True`` (the default; ``DICOM_DURABLE_WRITES``) every write
+transaction syncs the WAL after its COMMIT (``transaction``, ``sync_wal``) before it returns,
+so an acknowledged store's index entry survives a power cut. Without it (scratch use) the WAL
+is synced only at checkpoints: the database stays consistent, but the last commits before a
 crash of the machine may be lost.
 """
 
@@ -72,7 +72,9 @@ class SqliteDatabase:
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+        # NORMAL in both modes: a durable database syncs the WAL itself after each COMMIT,
+        # outside the writers' lock (sync_wal), rather than inside it as FULL would.
+        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
@@ -101,16 +103,24 @@ class SqliteDatabase:
         return conn
 
     @contextlib.contextmanager
-    def transaction(self, *, wait: bool = True) -> Iterator[sqlite3.Connection]:
+    def transaction(
+        self, *, wait: bool = True, defer_sync: bool = False
+    ) -> Iterator[sqlite3.Connection]:
         """A write transaction taken up front (BEGIN IMMEDIATE), so two writers never deadlock.
 
         With ``wait=False`` it raises ``WriterBusy`` at once when another writer holds the
         database: the store takes its write on the event loop when the database is free and
         retries later when it is not, rather than waiting in a thread that would then hold the
         lock while it queues for the GIL.
+
+        Durable databases sync the WAL after the COMMIT, once the writers' lock is released, so
+        other writers commit while this one waits for the disk (one sync can then cover
+        several commits: group commit). ``defer_sync=True`` leaves that sync to the caller
+        (``sync_wal``), who must do it before acknowledging anything.
         """
         conn = self.connection()
         self._lock_writers(wait)
+        committed = False
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -119,9 +129,31 @@ class SqliteDatabase:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            committed = True
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             self._write_lock.release()
+        if committed and not defer_sync:
+            self.sync_wal()
+
+    def sync_wal(self) -> None:
+        """Make every COMMIT so far durable: fsync the WAL (a no-op for scratch databases).
+
+        Safe with ``synchronous=NORMAL``: a commit's frames are in the WAL file when COMMIT
+        returns, and recovery replays every committed frame it finds intact; a checkpoint
+        syncs the WAL before copying it back. A WAL that no longer exists was checkpointed
+        (and synced) and removed, so there is nothing left to sync.
+        """
+        if not self.durable:
+            return
+        try:
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _lock_writers(self, wait: bool) -> None:
         """Take this process's writer lock, then the file lock shared by all processes."""
