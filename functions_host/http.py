@@ -89,8 +89,20 @@ class HttpForwarder:
         self._timeout = timeout
         self._upstream = URL(worker.http_uri)
         self._session: aiohttp.ClientSession | None = None
+        # The direct engine's callables and their trigger argument, looked up once in the
+        # runtime's registry rather than per request.
+        self._handlers = (
+            {
+                name: (worker.function_object(function), str(function.trigger["name"]))
+                for name, function in functions.items()
+            }
+            if direct
+            else {}
+        )
 
     async def start(self) -> None:
+        if self._direct:
+            return  # nothing is forwarded
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, force_close=False),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
@@ -122,8 +134,7 @@ class HttpForwarder:
         route, params = resolved
         function = self._functions[route.function]
         if self._direct:
-            handler = self._worker.function_object(function)
-            arg = str(function.trigger["name"])
+            handler, arg = self._handlers[route.function]
             await call_directly(handler, arg, function.name, params, scope, receive, send)
             return
         invocation_id = str(uuid.uuid4())

@@ -109,19 +109,8 @@ class AzureBlobStore:
         await asyncio.to_thread(source.unlink, True)
 
     async def read_stream(self, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
-        async def open_download() -> Any:
-            return await self._container().get_blob_client(key).download_blob()
-
-        downloader = await self._call(key, open_download)
-        try:
-            async for chunk in downloader.chunks():
-                for start in range(0, len(chunk), chunk_size):
-                    yield chunk[start : start + chunk_size]
-        except Exception as exc:
-            # The response has started; all that is left is to end it with an error.
-            if type(exc).__module__.startswith(("azure.", "aiohttp")) or is_transient(exc):
-                raise unexpected("Blob Storage", exc) from exc
-            raise
+        async for chunk in self._download(key, None, chunk_size):
+            yield chunk
 
     async def open_reader(self, key: str) -> AzureBlobReader:
         """Take the blob's ETag and size now; the read later is pinned to that ETag."""
@@ -133,12 +122,15 @@ class AzureBlobStore:
         etag, size = await self._call(key, properties)
         return AzureBlobReader(self, key, etag, size)
 
-    async def _read_pinned(self, key: str, etag: str, chunk_size: int) -> AsyncIterator[bytes]:
+    async def _download(self, key: str, etag: str | None, chunk_size: int) -> AsyncIterator[bytes]:
+        """The blob in ``chunk_size`` pieces; with ``etag``, only that version of it."""
+
         async def open_download() -> Any:
-            return await (
-                self._container()
-                .get_blob_client(key)
-                .download_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
+            blob = self._container().get_blob_client(key)
+            if etag is None:
+                return await blob.download_blob()
+            return await blob.download_blob(
+                etag=etag, match_condition=MatchConditions.IfNotModified
             )
 
         downloader = await self._call(key, open_download)
@@ -147,6 +139,7 @@ class AzureBlobStore:
                 for start in range(0, len(chunk), chunk_size):
                     yield chunk[start : start + chunk_size]
         except Exception as exc:
+            # The response has started; all that is left is to end it with an error.
             if type(exc).__module__.startswith(("azure.", "aiohttp")) or is_transient(exc):
                 raise unexpected("Blob Storage", exc) from exc
             raise
@@ -239,7 +232,7 @@ class AzureBlobReader:
 
     async def read_stream(self, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
         read = 0
-        async for chunk in self._store._read_pinned(self._key, self.etag, chunk_size):
+        async for chunk in self._store._download(self._key, self.etag, chunk_size):
             read += len(chunk)
             yield chunk
         if read != self._size:
