@@ -23,7 +23,9 @@ that no crash can leave a committed row naming a missing or empty file:
    that costs the most (it writes the instance's bytes) runs concurrently with other stores;
 2. under the lock: the rename into place, then the file's directory (and the parent of any
    directory created), before the COMMIT can become durable;
-3. the COMMIT itself, which under ``synchronous=FULL`` syncs the WAL before it returns.
+3. the COMMIT, then, with the lock released and off the event loop, the WAL that holds it
+   (``SqliteDatabase.sync_wal``): other stores commit meanwhile, and one sync may cover
+   several commits.
 
 A crash between 2 and 3 leaves a file no committed row names; its watermark was never
 committed, so the next reservation may get it again, and the rename then replaces the
