@@ -1005,8 +1005,14 @@ def test_generated_values_match_reference(
 
 
 # Nested raw sequences in every encoding, with private tags, creators and item character sets.
+# PixelRepresentation (0028,0103) is left out: pydicom reads it to resolve "US or SS" VRs in
+# the items around it, and a malformed one (say 1 byte, big endian) makes the reference lose
+# the items of a sibling sequence, while the module keeps what the bytes hold. Found by this
+# test; the oracle, not the module, is wrong there. Valid values are covered by the files tests.
 PUBLIC_TAGS = sorted(
-    tag for tag, entry in DicomDictionary.items() if entry[0] != "SQ" and tag >> 16 != 0xFFFE
+    tag
+    for tag, entry in DicomDictionary.items()
+    if entry[0] != "SQ" and tag >> 16 != 0xFFFE and tag != 0x00280103
 )[::7]
 SEQUENCE_TAGS = sorted(tag for tag, entry in DicomDictionary.items() if entry[0] == "SQ")[::9]
 PRIVATE_TAGS = [
