@@ -11,10 +11,13 @@ host (``python -m functions_host``, direct engine, one worker, a temporary DATA_
 every instance a response acknowledged, it checks that, before the response's first bytes
 were sent on the socket:
 
-- the staged file was synced (``fsync``) before it was renamed to its final name (data first,
-  so the name never points at lost blocks);
+- the file's data was synced, under its staged name before the rename or under its final
+  name after it (the local writer renames first: the fresh name means nothing until the
+  commit);
 - the final name's directory was synced after the rename (the name itself);
-- the index's WAL was synced (``fsync``/``fdatasync`` of ``index.sqlite-wal``) after that.
+- the index's COMMIT (SQLite's writes to ``index.sqlite-wal``) came after both, so no crash
+  can leave a committed row naming lost data;
+- the WAL was synced (``fsync``/``fdatasync``) after the COMMIT.
 
 It prints one line per instance and the verdict; the exit status is 0 only if every instance
 passed. Run it with ``DICOM_DURABLE_WRITES=false`` to see the check fail. Needs ``strace``
@@ -48,7 +51,9 @@ from benchmarks.stow import Multipart  # noqa: E402
 from benchmarks.stow_compare import wait_until_up  # noqa: E402
 
 PORT = 7093
-SYSCALLS = "fsync,fdatasync,rename,renameat,renameat2,link,linkat,write,writev,sendto,sendmsg"
+SYSCALLS = (
+    "fsync,fdatasync,rename,renameat,renameat2,link,linkat,write,writev,pwrite64,sendto,sendmsg"
+)
 _LINE = re.compile(r"^(?P<pid>\d+)\s+(?P<call>\w+)\((?P<args>.*)\)\s+=\s+(?P<ret>-?\d+)")
 _FD_PATH = re.compile(r"^\d+<(?P<path>[^>]*)>")
 _STRINGS = re.compile(r'"((?:[^"\\]|\\.)*)"')
@@ -56,7 +61,7 @@ _STRINGS = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    kind: str  # "sync", "place" or "respond"
+    kind: str  # "sync", "place", "wal-write" or "respond"
     path: str = ""
     source: str = ""
 
@@ -86,6 +91,8 @@ def parse_trace(text: str) -> list[Event]:
             names = _STRINGS.findall(args)
             if len(names) >= 2:
                 events.append(Event("place", names[1], names[0]))
+        elif call in {"write", "pwrite64"} and args.split(",", 1)[0].endswith("-wal>"):
+            events.append(Event("wal-write"))
         elif "TCP:" in args.split(",", 1)[0]:
             data = _STRINGS.search(args)
             if data and data.group(1).startswith("HTTP/1.1 "):
@@ -95,7 +102,7 @@ def parse_trace(text: str) -> list[Event]:
 
 def check_instance(events: list[Event], sop_uid: str) -> tuple[bool, str]:
     """Was ``sop_uid``'s file, directory and index synced before its answer was sent?"""
-    final = re.compile(rf"/{re.escape(sop_uid)}_\d+\.dcm$")
+    final = re.compile(rf"/{re.escape(sop_uid)}_[0-9a-f]+\.dcm$")
     placed = next(
         (i for i, e in enumerate(events) if e.kind == "place" and final.search(e.path)), None
     )
@@ -105,19 +112,30 @@ def check_instance(events: list[Event], sop_uid: str) -> tuple[bool, str]:
     answer = next((i for i in range(placed, len(events)) if events[i].kind == "respond"), None)
     if answer is None:
         return False, "no answer traced after the rename"
-    before = events[:placed]
+    # Everything since the previous answer belongs to this request (they go one at a time).
+    start = max((i for i in range(placed) if events[i].kind == "respond"), default=-1) + 1
+    before = events[start:placed]
     window = events[placed + 1 : answer]
-    if not any(e.kind == "sync" and e.path == place.source for e in before):
-        return False, f"staged file {place.source} not synced before the rename"
+
+    def synced(path: str, among: list[Event]) -> int | None:
+        return next((i for i, e in enumerate(among) if e.kind == "sync" and e.path == path), None)
+
+    data_sync = synced(place.path, window)
+    if synced(place.source, before) is None and data_sync is None:
+        return False, f"{place.path}: data not synced before the answer"
     directory = os.path.dirname(place.path)
-    dir_sync = next(
-        (i for i, e in enumerate(window) if e.kind == "sync" and e.path == directory), None
-    )
+    dir_sync = synced(directory, window)
     if dir_sync is None:
         return False, f"directory {directory} not synced between rename and answer"
-    if not any(e.kind == "sync" and e.path.endswith("-wal") for e in window[dir_sync + 1 :]):
-        return False, "index WAL not synced after the directory and before the answer"
-    return True, "file, directory, index WAL synced before the answer"
+    last_sync = max(dir_sync, data_sync if data_sync is not None else -1)
+    wal_writes = [i for i, e in enumerate(window) if e.kind == "wal-write"]
+    if not wal_writes:
+        return False, "no COMMIT (write to the index WAL) traced before the answer"
+    if wal_writes[0] < last_sync:
+        return False, "the index was written before the file and its directory were synced"
+    if not any(e.kind == "sync" and e.path.endswith("-wal") for e in window[wal_writes[-1] :]):
+        return False, "index WAL not synced after the COMMIT and before the answer"
+    return True, "file, directory, then COMMIT and WAL synced before the answer"
 
 
 def stow(root: str, instances: list[bytes]) -> list[str]:

@@ -20,6 +20,10 @@ def check_uid(value: str, what: str) -> str:
     return value
 
 
-def blob_key_for(study_uid: str, series_uid: str, sop_uid: str, watermark: int) -> str:
-    """The stored file's key. The watermark keeps two versions of one instance apart."""
-    return f"{study_uid}/{series_uid}/{sop_uid}_{watermark}.dcm"
+def blob_key_for(study_uid: str, series_uid: str, sop_uid: str, version: int | str) -> str:
+    """The stored file's key. ``version`` keeps two versions of one instance apart.
+
+    It is the watermark where the index hands one out before the file is written (Cosmos),
+    and a random token where the file is placed before its index entry exists (local).
+    """
+    return f"{study_uid}/{series_uid}/{sop_uid}_{version}.dcm"

@@ -1,11 +1,11 @@
 """Durable stores on the local backend: what is synced, in which order, and the setting.
 
 A power cut cannot be staged in a unit test, so these tests record the calls that make a
-store durable instead: every ``os.fsync`` (resolved to the path its descriptor names), the
-rename that places the file, and the COMMIT statement SQLite runs. A store must sync the
-file's data before the file gets its final name, the directory entries before the COMMIT,
-and the WAL after the COMMIT (outside the writers' lock, so concurrent stores share the wait),
-all before the writer returns.
+store durable instead: every ``os.fsync`` and ``os.fdatasync`` (resolved to the path its
+descriptor names), the rename that places the file, and the COMMIT statement SQLite runs. A
+store must sync the file's data and its directory entries before the COMMIT, and the WAL after
+the COMMIT (outside the writers' lock, so concurrent stores share the wait), all before the
+writer returns.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicom_core.bootstrap import build_storage
-from dicom_core.domain.identifiers import blob_key_for
 from dicom_core.domain.model import InstanceKey
 from dicom_core.settings import Settings
 from dicom_core.storage.local.file_blobs import FileBlobStore
@@ -36,11 +35,16 @@ class Recorder:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.events: list[tuple[str, str]] = []
-        real_fsync, real_replace, real_link = os.fsync, os.replace, os.link
+        real_fsync, real_fdatasync = os.fsync, os.fdatasync
+        real_replace, real_link = os.replace, os.link
 
         def fsync(fd: int) -> None:
             self.events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
             real_fsync(fd)
+
+        def fdatasync(fd: int) -> None:
+            self.events.append(("fdatasync", os.readlink(f"/proc/self/fd/{fd}")))
+            real_fdatasync(fd)
 
         def replace(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
             self.events.append(("place", os.fspath(target)))
@@ -51,6 +55,7 @@ class Recorder:
             real_link(source, target)
 
         monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
         monkeypatch.setattr(os, "replace", replace)
         monkeypatch.setattr(os, "link", link)
 
@@ -62,7 +67,7 @@ class Recorder:
         conn.set_trace_callback(trace)
 
     def syncs(self) -> list[str]:
-        return [path for kind, path in self.events if kind == "fsync"]
+        return [path for kind, path in self.events if kind in {"fsync", "fdatasync"}]
 
 
 class Local:
@@ -106,7 +111,7 @@ def new_key(study_uid: str | None = None, series_uid: str | None = None) -> Inst
     return InstanceKey(study_uid or generate_uid(), series_uid or generate_uid(), generate_uid())
 
 
-async def test_a_store_syncs_file_then_directories_then_commit_before_returning(
+async def test_a_store_places_then_syncs_file_and_directories_then_commits(
     durable: Local, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     local = durable
@@ -119,45 +124,49 @@ async def test_a_store_syncs_file_then_directories_then_commit_before_returning(
 
     target = local.blobs.path_for(written.blob_key)
     series_dir, study_dir, root = target.parent, target.parent.parent, local.root / "blobs"
-    # A new study: the file's data under its staged name, the rename, the series directory
-    # (the file's name), the study directory (the new series' name), the blob root (the new
-    # study's name), then the COMMIT, then the WAL that holds it.
-    wal = f"{local.db.path}-wal"
+    # The rename to a fresh name nothing refers to, the file's data, the series directory (the
+    # file's name), the study directory (the series' name), the blob root (the study's name),
+    # then the COMMIT, then the WAL that holds it.
     assert recorder.events == [
-        ("fsync", str(source)),
         ("place", str(target)),
+        ("fsync", str(target)),
         ("fsync", str(series_dir)),
         ("fsync", str(study_dir)),
         ("fsync", str(root)),
         ("commit", ""),
-        ("fsync", wal),
+        ("fdatasync", f"{local.db.path}-wal"),
     ]
+    assert not source.exists()
     conn = local.db.connection()
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert target.read_bytes() == b"DICM first"
 
 
-async def test_a_store_into_an_existing_series_syncs_only_the_series_directory(
+async def test_a_store_into_an_existing_series_syncs_every_directory_all_the_same(
     durable: Local, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The series may have been made a moment ago by a store whose syncs are still running."""
     local = durable
     first = new_key()
     await local.writer.write_instance(local.staged(b"one"), stored_instance(first), upsert=False)
     recorder = Recorder(monkeypatch)
     recorder.watch(local.db.connection())
-    source = local.staged(b"two")
 
     written = await local.writer.write_instance(
-        source, stored_instance(new_key(first.study_uid, first.series_uid)), upsert=False
+        local.staged(b"two"),
+        stored_instance(new_key(first.study_uid, first.series_uid)),
+        upsert=False,
     )
 
     target = local.blobs.path_for(written.blob_key)
     assert recorder.events == [
-        ("fsync", str(source)),
         ("place", str(target)),
+        ("fsync", str(target)),
         ("fsync", str(target.parent)),
+        ("fsync", str(target.parent.parent)),
+        ("fsync", str(local.root / "blobs")),
         ("commit", ""),
-        ("fsync", f"{local.db.path}-wal"),
+        ("fdatasync", f"{local.db.path}-wal"),
     ]
 
 
@@ -195,28 +204,23 @@ async def test_put_file_syncs_the_data_before_the_name_and_the_directory_after(
         ("fsync", str(source)),
         ("place", str(target)),
         ("fsync", str(target.parent)),
+        ("fsync", str(tmp_path / "blobs")),
     ]
 
 
-async def test_an_orphan_file_left_at_a_reused_watermark_is_replaced(local: Local) -> None:
-    """A crash after the rename but before the COMMIT leaves a file that no row names.
-
-    Its watermark was never committed, so the next reservation gets it again: the store
-    replaces the orphan instead of failing on it.
-    """
+async def test_every_store_gets_a_file_name_of_its_own(local: Local) -> None:
+    """A crash before the COMMIT leaves an orphan; no later store may be handed its name."""
     key = new_key()
-    orphan = local.blobs.path_for(blob_key_for(key.study_uid, key.series_uid, key.sop_uid, 1))
-    orphan.parent.mkdir(parents=True)
-    orphan.write_bytes(b"left by a crash")
-
-    written = await local.writer.write_instance(
-        local.staged(b"DICM stored"), stored_instance(key), upsert=False
+    first = await local.writer.write_instance(
+        local.staged(b"DICM v1"), stored_instance(key), upsert=False
+    )
+    second = await local.writer.write_instance(
+        local.staged(b"DICM v2"), stored_instance(key), upsert=True
     )
 
-    assert local.blobs.path_for(written.blob_key) == orphan
-    assert orphan.read_bytes() == b"DICM stored"
-    record = await local.index.get_instance(key)
-    assert record is not None and record.blob_key == written.blob_key
+    assert first.blob_key != second.blob_key
+    assert second.obsolete_blob_keys == (first.blob_key,)
+    assert local.blobs.path_for(second.blob_key).read_bytes() == b"DICM v2"
 
 
 @pytest.mark.parametrize(("value", "durable"), [(None, True), ("true", True), ("false", False)])
@@ -251,5 +255,5 @@ async def test_other_write_transactions_sync_the_wal_after_commit(
     with local.db.transaction() as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS probe (n INTEGER)")
         conn.execute("INSERT INTO probe VALUES (1)")
-    expected = [("commit", "")] + ([("fsync", f"{local.db.path}-wal")] if synced else [])
+    expected = [("commit", "")] + ([("fdatasync", f"{local.db.path}-wal")] if synced else [])
     assert recorder.events == expected

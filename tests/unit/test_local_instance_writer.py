@@ -131,7 +131,7 @@ async def test_a_second_post_is_refused_and_leaves_no_file(local: Local) -> None
     with pytest.raises(InstanceExists):
         await writer.write_instance(second, stored(key), upsert=False)
     assert len(local.stored_files()) == 1
-    assert second.exists(), "the caller's staged file is the caller's to remove"
+    assert not second.exists(), "placed before the transaction, then removed with it"
     assert [status for _, status in local.rows()] == [1]
 
 
@@ -195,7 +195,7 @@ async def test_a_store_gives_up_with_storage_unavailable(
     thread.join()
     assert local.rows() == []
     assert local.stored_files() == []
-    assert source.exists()
+    assert not source.exists(), "placed before the transaction, then removed with it"
 
 
 def test_writers_of_two_processes_take_turns(local: Local, other_process: SqliteDatabase) -> None:

@@ -5,11 +5,18 @@ again here so that no key can leave the root. Writes consume a staged file with 
 (the staging directory sits on the same file system), so a stored file is written once.
 
 Durability (``durable=True``, the default; ``DICOM_DURABLE_WRITES``): a placed file must
-survive a power cut once the store is acknowledged, so ``place_file`` syncs, in this order,
-the file's data (before it gets its final name, so the name never points at a file whose
-blocks were lost), then every directory whose entries changed: the file's own directory and
-the parent of any directory it created. A rename alone is atomic but not durable: without
-the directory sync the new name may be gone after a crash even though the data is not.
+survive a power cut once the store is acknowledged, so both ways of placing a file sync its
+data and every directory whose entries changed: the file's own directory and the parent of
+any directory it created. A rename alone is atomic but not durable: without the directory
+sync the new name may be gone after a crash even though the data is not.
+
+- ``place_file`` may replace a file that something already names, so it syncs the data
+  before the rename: the name never points at a file whose blocks were lost.
+- ``place_new_file`` places a file under a fresh key that nothing names until the caller
+  commits a reference, so it renames first and syncs after. A crash in between leaves at worst
+  an unnamed orphan, and on a journalling file system (ext4, XFS) the file's sync then commits
+  the rename with it, so the directory's sync finds nothing left to write: one journal commit
+  per file instead of two.
 """
 
 from __future__ import annotations
@@ -67,28 +74,60 @@ class FileBlobStore:
     async def put_file(self, key: str, source: Path, *, overwrite: bool = False) -> None:
         await asyncio.to_thread(self.place_file, key, source, overwrite=overwrite)
 
-    def place_file(
-        self, key: str, source: Path, *, overwrite: bool = False, source_synced: bool = False
-    ) -> None:
+    def place_file(self, key: str, source: Path, *, overwrite: bool = False) -> None:
         """Move ``source`` to ``key`` (blocking; ``put_file`` runs it in a thread).
 
         Create-only unless ``overwrite``: an existing file raises FileExistsError. When the
-        store is durable, the file and the directory entries are on disk when this returns;
-        ``source_synced`` says the caller already synced the data (the local writer does it
-        before taking the index's write lock, so the slow part is not serialised).
+        store is durable, the file and the directory entries are on disk when this returns.
         """
         target = self.path_for(key)
-        if self.durable and not source_synced:
-            sync_file(source)
-        created = self._make_directories(target.parent)
-        self._move(source, target, overwrite=overwrite)
         if self.durable:
-            # The file's directory first, then upwards: each created directory's name lives
-            # in its parent. The order among them does not matter, only that all precede the
-            # caller's commit.
-            sync_directory(target.parent)
-            for directory in created:
-                sync_directory(directory.parent)
+            sync_file(source)
+        self._move_into_place(source, target, overwrite=overwrite)
+        if self.durable:
+            self._sync_directories(target)
+
+    def place_new_file(self, key: str, source: Path) -> None:
+        """Move ``source`` to a fresh ``key`` nothing names yet, then sync (blocking).
+
+        Create-only. Durable once this returns, like ``place_file``; the caller must not
+        publish the key before then (see the module docstring for why the order differs).
+        """
+        target = self.path_for(key)
+        self._move_into_place(source, target, overwrite=False)
+        if self.durable:
+            sync_file(target)
+            self._sync_directories(target)
+
+    def _sync_directories(self, target: Path) -> None:
+        """Sync every directory from the file's own up to the root, where each name lives.
+
+        All of them, not only those this call created: a directory another store (or
+        process) made a moment ago may not have its name synced yet, and this store must not
+        be acknowledged before it is. A directory with nothing new to write syncs in
+        microseconds. The order does not matter, only that all precede the caller's commit.
+        """
+        for directory in target.parents:
+            sync_directory(directory)
+            if directory == self.root:
+                break
+
+    def _move_into_place(self, source: Path, target: Path, *, overwrite: bool) -> None:
+        """Create the target's directories and move the file.
+
+        A concurrent delete prunes directories it empties (``remove_file``), so one made here
+        can vanish before the move: then they are made again, a few times at most.
+        """
+        attempts = 3
+        while True:
+            try:
+                self._make_directories(target.parent)
+                self._move(source, target, overwrite=overwrite)
+                return
+            except FileNotFoundError:
+                attempts -= 1
+                if attempts == 0 or not source.exists():
+                    raise
 
     def _make_directories(self, directory: Path) -> list[Path]:
         """Create ``directory`` and missing ancestors; returns those created, deepest first."""
@@ -98,10 +137,7 @@ class FileBlobStore:
             directory = directory.parent
         created: list[Path] = []
         for path in reversed(missing):
-            # Made by a concurrent put_file meanwhile: its name may not be synced yet, so it
-            # counts as created here too. (The local writer places files under the index's
-            # write lock, so there a directory that exists was synced by the store that made
-            # it before that store committed.)
+            # Made by a concurrent store meanwhile: fine, its name is synced all the same.
             with contextlib.suppress(FileExistsError):
                 path.mkdir()
             created.append(path)

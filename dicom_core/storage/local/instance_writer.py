@@ -1,10 +1,10 @@
-"""The local ``InstanceWriter``: reserve, place the file and commit in one SQLite transaction.
+"""The local ``InstanceWriter``: place the file, then reserve and commit in one transaction.
 
 The generic store protocol (``begin_instance``, write the file, ``commit_instance``) exists for
 backends whose index and files live in different services. Locally both are on one disk, so
-one write transaction covers all three steps: the rename that places the file costs
-microseconds, a crash can leave no reservation behind, and each store takes SQLite's write
-lock once instead of twice.
+the writer places the file first, under a fresh key nothing names yet, and then one write
+transaction reserves the key and commits the instance: a crash can leave no reservation
+behind, and each store takes SQLite's write lock once instead of twice.
 
 The transaction runs on the event loop, not in a worker thread. It is short (well under a
 millisecond for a store), and a thread holding the write lock would have to win the GIL back
@@ -16,31 +16,33 @@ Extended-query-tag values are written in the same transaction, so an instance ne
 visible before a ready tag can find it.
 
 Durability (``DICOM_DURABLE_WRITES``, on by default): a store is acknowledged only once the
-file's data, its directory entry and the index commit are on disk, synced in that order so
+file's data, its directory entries and the index commit are on disk, synced in that order so
 that no crash can leave a committed row naming a missing or empty file:
 
-1. the staged file's data, in a worker thread before the write lock is taken, so the sync
-   that costs the most (it writes the instance's bytes) runs concurrently with other stores;
-2. under the lock: the rename into place, then the file's directory (and the parent of any
-   directory created), before the COMMIT can become durable;
-3. the COMMIT, then, with the lock released and off the event loop, the WAL that holds it
+1. in a worker thread, with no lock held: the rename to a fresh key, then the file's data and
+   the directories (``FileBlobStore.place_new_file``). Concurrent stores sync at the same
+   time, and the file system's journal commits them together (group commit);
+2. the transaction, with no sync in it, so the writers' lock is held for SQLite's work only;
+3. with the lock released and off the event loop, the WAL that holds the commit
    (``SqliteDatabase.sync_wal``): other stores commit meanwhile, and one sync may cover
    several commits.
 
-A crash between 2 and 3 leaves a file no committed row names; its watermark was never
-committed, so the next reservation may get it again, and the rename then replaces the
-orphan (see ``_write``).
+A crash before 3 leaves at worst a file no committed row names (an orphan under a key no
+store will reuse); an instance the index shows is always whole. A store that fails at 2 (a
+conflict, a locked index) removes its file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import uuid
 from pathlib import Path
 from typing import Protocol
 
+from dicom_core.domain.identifiers import blob_key_for
 from dicom_core.domain.model import InstanceKey, StoredInstance
-from dicom_core.storage.local.file_blobs import FileBlobStore, sync_file
+from dicom_core.storage.local.file_blobs import FileBlobStore
 from dicom_core.storage.local.sqlite_db import (
     FIRST_RETRY,
     LAST_RETRY,
@@ -77,20 +79,35 @@ class SqliteInstanceWriter:
     async def write_instance(
         self, source: Path, instance: StoredInstance, *, upsert: bool
     ) -> WrittenInstance:
+        key = instance.key
+        blob_key = blob_key_for(key.study_uid, key.series_uid, key.sop_uid, uuid.uuid4().hex)
         if self._blobs.durable:
-            await asyncio.to_thread(sync_file, source)
+            await asyncio.to_thread(self._blobs.place_new_file, blob_key, source)
+        else:
+            self._blobs.place_new_file(blob_key, source)
+        try:
+            written = await self._commit(blob_key, instance, upsert)
+        except BaseException:
+            # Never committed: nothing names the file.
+            self._blobs.remove_file(blob_key)
+            raise
+        # The WAL sync that makes the commit durable, outside the writers' lock and off the
+        # event loop; nothing is acknowledged before it returns.
+        if self._db.durable:
+            await asyncio.to_thread(self._db.sync_wal)
+        return written
+
+    async def _commit(
+        self, blob_key: str, instance: StoredInstance, upsert: bool
+    ) -> WrittenInstance:
+        """The transaction, retried while another writer holds the database."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._lock_timeout
         delay = FIRST_RETRY
         try:
             while True:
                 try:
-                    written = self._write(source, instance, upsert)
-                    # The WAL sync that makes the commit durable, outside the writers' lock and
-                    # off the event loop; nothing is acknowledged before it returns.
-                    if self._db.durable:
-                        await asyncio.to_thread(self._db.sync_wal)
-                    return written
+                    return self._write(blob_key, instance, upsert)
                 except WriterBusy:
                     if loop.time() > deadline:
                         raise StorageUnavailable(
@@ -101,30 +118,16 @@ class SqliteInstanceWriter:
         except sqlite3.OperationalError as exc:
             raise StorageUnavailable(f"the local index is unavailable: {exc}") from exc
 
-    def _write(self, source: Path, instance: StoredInstance, upsert: bool) -> WrittenInstance:
-        placed: str | None = None
-        try:
-            with self._db.transaction(wait=False, defer_sync=True) as conn:
-                reservation = self._index.reserve(conn, instance.key, upsert=upsert)
-                # The watermark is fresh (AUTOINCREMENT never hands out a committed one), so a
-                # file already at this key is an orphan of a store whose commit a crash lost:
-                # replace it rather than fail the store.
-                self._blobs.place_file(
-                    reservation.blob_key, source, overwrite=True, source_synced=True
+    def _write(self, blob_key: str, instance: StoredInstance, upsert: bool) -> WrittenInstance:
+        with self._db.transaction(wait=False, defer_sync=True) as conn:
+            reservation = self._index.reserve(conn, instance.key, upsert=upsert, blob_key=blob_key)
+            replaced = self._index.finish(conn, reservation, instance)
+            for hook in self._hooks:
+                hook.index_in_transaction(
+                    conn, instance.key, reservation.watermark, instance.metadata_json
                 )
-                placed = reservation.blob_key
-                replaced = self._index.finish(conn, reservation, instance)
-                for hook in self._hooks:
-                    hook.index_in_transaction(
-                        conn, instance.key, reservation.watermark, instance.metadata_json
-                    )
-        except BaseException:
-            # Rolled back: the file must not outlive the index entry it was placed for.
-            if placed is not None:
-                self._blobs.remove_file(placed)
-            raise
         return WrittenInstance(
             watermark=reservation.watermark,
-            blob_key=reservation.blob_key,
+            blob_key=blob_key,
             obsolete_blob_keys=(*replaced, *reservation.abandoned_blob_keys),
         )

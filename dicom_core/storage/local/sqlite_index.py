@@ -119,8 +119,19 @@ class SqliteIndexStore(SqliteWorkitems):
         with self._db.transaction() as conn:
             return self.reserve(conn, key, upsert=upsert)
 
-    def reserve(self, conn: sqlite3.Connection, key: InstanceKey, *, upsert: bool) -> Reservation:
-        """Claim ``key`` in the caller's write transaction (``begin_instance``'s body)."""
+    def reserve(
+        self,
+        conn: sqlite3.Connection,
+        key: InstanceKey,
+        *,
+        upsert: bool,
+        blob_key: str | None = None,
+    ) -> Reservation:
+        """Claim ``key`` in the caller's write transaction (``begin_instance``'s body).
+
+        The file's key is made from the new watermark unless the caller already placed the
+        file under ``blob_key``.
+        """
         now = _now()
         rows = conn.execute(
             "SELECT watermark, status, created_at, blob_key FROM instance"
@@ -138,13 +149,16 @@ class SqliteIndexStore(SqliteWorkitems):
                 conn.execute("DELETE FROM instance WHERE watermark = ?", (watermark,))
                 abandoned.append(str(old_blob))
         cursor = conn.execute(
-            "INSERT INTO instance (study_uid, series_uid, sop_uid, status, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (key.study_uid, key.series_uid, key.sop_uid, CREATING, now, now),
+            "INSERT INTO instance (study_uid, series_uid, sop_uid, status, blob_key,"
+            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (key.study_uid, key.series_uid, key.sop_uid, CREATING, blob_key or "", now, now),
         )
         watermark = int(cursor.lastrowid or 0)
-        blob_key = blob_key_for(key.study_uid, key.series_uid, key.sop_uid, watermark)
-        conn.execute("UPDATE instance SET blob_key = ? WHERE watermark = ?", (blob_key, watermark))
+        if blob_key is None:
+            blob_key = blob_key_for(key.study_uid, key.series_uid, key.sop_uid, watermark)
+            conn.execute(
+                "UPDATE instance SET blob_key = ? WHERE watermark = ?", (blob_key, watermark)
+            )
         return Reservation(
             key=key,
             watermark=watermark,
