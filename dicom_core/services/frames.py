@@ -79,7 +79,7 @@ class FrameService:
 
         ``target`` is the transfer syntax wanted, or None for as stored.
         """
-        stored = StoredPixels(self._blobs, record)
+        stored = StoredPixels(self._blobs, record, self._index)
         source = record.transfer_syntax_uid
         as_stored = target is None or target == source
         if not stored.has_frame_ranges:
@@ -103,7 +103,7 @@ class FrameService:
         )
         if source == pixels.EXPLICIT_VR_BIG_ENDIAN and fmt.bits_allocated <= 8:
             offset = stored.pixel_data_offset
-            head = await self._blobs.read_range(record.blob_key, offset - 12, 12)
+            head = await stored.read_range(offset - 12, 12)
             fmt = replace(fmt, pixel_vr=pixel_vr_before(head, 12))
 
         async def transcoded(number: int) -> bytes:

@@ -76,7 +76,7 @@ class RenderingService:
     ) -> bytes:
         """Render frame ``frame_number`` (1-based) of the instance ``key`` names."""
         record = await get_record(self._index, key)
-        stored = StoredPixels(self._blobs, record)
+        stored = StoredPixels(self._blobs, record, self._index)
         if not stored.has_frame_ranges:
             fmt = await pixel_format(self._index, record)
             if fmt is None:

@@ -16,15 +16,42 @@ import orjson
 from dicom_core.domain.model import InstanceKey, InstanceRecord
 from dicom_core.domain.pixels import DecodedSizeError, PixelFormat, check_decoded_size
 from dicom_core.errors import NotAcceptable, NotFound
-from dicom_core.storage.ports import BlobStore, IndexStore
+from dicom_core.storage.ports import BlobNotFound, BlobStore, IndexStore
 
 
 class StoredPixels:
-    """The pixel data of one stored instance, read range by range."""
+    """The pixel data of one stored instance, read range by range.
 
-    def __init__(self, blobs: BlobStore, record: InstanceRecord) -> None:
+    Reads go by key, after the index lookup: a delete in between leaves a file missing whose
+    index entry is gone too. With ``index``, such a read is a 404 (the instance was deleted),
+    and only a file missing under a live entry stays ``BlobNotFound`` (a 424).
+    """
+
+    def __init__(
+        self, blobs: BlobStore, record: InstanceRecord, index: IndexStore | None = None
+    ) -> None:
         self._blobs = blobs
+        self._index = index
         self.record = record
+
+    async def read_range(self, offset: int, length: int) -> bytes:
+        """``length`` bytes of the stored file from ``offset``."""
+        try:
+            return await self._blobs.read_range(self.record.blob_key, offset, length)
+        except BlobNotFound:
+            await self._raise_if_deleted()
+            raise
+
+    async def _raise_if_deleted(self) -> None:
+        if self._index is None:
+            return
+        key = self.record.key
+        current = await self._index.get_instance(key)
+        if current is None or current.blob_key != self.record.blob_key:
+            raise NotFound(
+                f"Instance {key.sop_uid} of series {key.series_uid} in study {key.study_uid}"
+                " was deleted or replaced while it was being read."
+            )
 
     @property
     def has_frame_ranges(self) -> bool:
@@ -51,7 +78,7 @@ class StoredPixels:
         pieces = frames.fragments[number - 1]
         start = pieces[0][0]
         end = pieces[-1][0] + pieces[-1][1]
-        data = await self._blobs.read_range(self.record.blob_key, start, end - start)
+        data = await self.read_range(start, end - start)
         if len(pieces) == 1:
             return data
         view = memoryview(data)
@@ -59,7 +86,7 @@ class StoredPixels:
 
     async def header(self) -> bytes:
         """The stored bytes before the first frame, Pixel Data element header included."""
-        return await self._blobs.read_range(self.record.blob_key, 0, self.pixel_data_offset)
+        return await self.read_range(0, self.pixel_data_offset)
 
     async def header_and_frame(self, number: int) -> tuple[bytes, bytes]:
         """The header and frame ``number``; one read when the frame follows the header."""
@@ -69,11 +96,15 @@ class StoredPixels:
         start = self.pixel_data_offset
         if len(pieces) > 1 or pieces[0][0] != start:
             return await self.header(), await self.frame(number)
-        data = await self._blobs.read_range(self.record.blob_key, 0, start + pieces[0][1])
+        data = await self.read_range(0, start + pieces[0][1])
         return data[:start], data[start:]
 
     async def whole_file(self) -> bytes:
-        chunks = [chunk async for chunk in self._blobs.read_stream(self.record.blob_key)]
+        try:
+            chunks = [chunk async for chunk in self._blobs.read_stream(self.record.blob_key)]
+        except BlobNotFound:
+            await self._raise_if_deleted()
+            raise
         return b"".join(chunks)
 
 

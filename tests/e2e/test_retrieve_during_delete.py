@@ -159,3 +159,53 @@ def test_deleted_blobs_are_removed_after_the_delay(
             time.sleep(0.5)
     finally:
         stop_server(server)
+
+
+def frame_or_rendering(server: Server, path: str, accept: str) -> str:
+    """One frame or rendered request; name what came back."""
+    with server.client() as client:
+        answer = client.get(path, headers={"Accept": accept})
+    if answer.status_code == 200 and answer.content:
+        return "complete"
+    if answer.status_code == 404:
+        return "not_found"
+    return f"status_{answer.status_code}"
+
+
+@pytest.mark.parametrize(
+    ("suffix", "accept"),
+    [
+        ("frames/1", "application/octet-stream; transfer-syntax=*"),
+        ("rendered", "image/png"),
+    ],
+    ids=["frames", "rendered"],
+)
+def test_frames_and_renderings_during_a_delete_are_whole_or_404(
+    delete_server: Server, suffix: str, accept: str
+) -> None:
+    """A file deleted between the index lookup and the read is a 404, not a 424."""
+    with delete_server.client() as client:
+        study, files = store_study(client, rows=64, columns=64)
+        series = client.get(f"/v2/studies/{study}/series").json()[0]["0020000E"]["Value"][0]
+    paths = [f"/v2/studies/{study}/series/{series}/instances/{uid}/{suffix}" for uid in files]
+    outcomes: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+    enough = threading.Event()
+
+    def request(number: int) -> None:
+        outcome = frame_or_rendering(delete_server, paths[number % len(paths)], accept)
+        with lock:
+            outcomes[outcome] += 1
+            if outcomes["complete"] >= DELETE_AFTER:
+                enough.set()
+
+    with concurrent.futures.ThreadPoolExecutor(THREADS) as pool:
+        futures = [pool.submit(request, n) for n in range(RETRIEVES)]
+        assert enough.wait(timeout=300), dict(outcomes)
+        with delete_server.client() as client:
+            assert client.delete(f"/v2/studies/{study}").status_code == 204
+        for future in futures:
+            future.result()
+    print(f"\n{delete_server.backend} {suffix}: {dict(outcomes)}")
+    assert set(outcomes) <= {"complete", "not_found"}, dict(outcomes)
+    assert outcomes["not_found"] > 0, dict(outcomes)
