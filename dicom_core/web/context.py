@@ -1,4 +1,5 @@
-"""What every handler needs from a request: the services, the API version, the base URL.
+"""What every handler needs from a request: the services, the API version, the UIDs of the
+path, the base URL.
 
 ``ServiceContainer`` builds the services lazily on first use (never at import time, so
 importing ``function_app`` reads no setting) and can be reconfigured by tests.
@@ -9,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from dicom_core.bootstrap import Services, build_services
 from dicom_core.domain.identifiers import check_uid
+from dicom_core.domain.model import InstanceKey
 from dicom_core.errors import DicomWebError, NotFound
 from dicom_core.settings import Settings, SettingsError
 from dicom_core.storage.ports import BlobNotFound, StorageUnavailable
@@ -73,8 +76,43 @@ def api_version(request: Request) -> int:
     return int(raw)
 
 
-def path_uid(request: Request, name: str, what: str) -> str:
-    return check_uid(str(request.path_params.get(name, "")), what)
+#: What each UID segment of a route template names, for the 400 a malformed one gets.
+_PATH_UIDS: Final = {
+    "study": "study instance UID in the URL",
+    "series": "series instance UID in the URL",
+    "instance": "SOP instance UID in the URL",
+    "workitem": "workitem UID in the URL",
+}
+
+
+def path_uid(request: Request, name: str) -> str:
+    """The UID of the route's ``{name}`` segment, checked: a 400 names the segment."""
+    return check_uid(str(request.path_params.get(name, "")), _PATH_UIDS[name])
+
+
+def optional_path_uid(request: Request, name: str) -> str | None:
+    """``path_uid`` where the route has a ``{name}`` segment, None where it has none (one
+    handler serves the study, series and instance routes of a transaction)."""
+    return path_uid(request, name) if name in request.path_params else None
+
+
+def study_uid(request: Request) -> str:
+    return path_uid(request, "study")
+
+
+def series_uid(request: Request) -> str | None:
+    return optional_path_uid(request, "series")
+
+
+def sop_uid(request: Request) -> str | None:
+    return optional_path_uid(request, "instance")
+
+
+def instance_key(request: Request) -> InstanceKey:
+    """The instance an instance-level route (frames, rendered) names."""
+    series, sop = series_uid(request), sop_uid(request)
+    assert series is not None and sop is not None, "route without series and instance"
+    return InstanceKey(study_uid(request), series, sop)
 
 
 def base_url(request: Request, version: int) -> str:

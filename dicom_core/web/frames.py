@@ -25,10 +25,10 @@ from starlette.responses import Response, StreamingResponse
 from dicom_core.bootstrap import Services
 from dicom_core.errors import DicomWebError
 from dicom_core.services.frames import FrameSet
-from dicom_core.web.context import api_version
+from dicom_core.web.context import api_version, instance_key
 from dicom_core.web.multipart import closing_delimiter, new_boundary, part_header
 from dicom_core.web.renditions import negotiate_frames
-from dicom_core.web.wado_params import frame_numbers, instance_key, original_version
+from dicom_core.web.wado_params import frame_numbers, original_version
 
 #: Answers estimated below this size are built in memory (one write, a Content-Length).
 BUFFERED_RESPONSE_BYTES: Final = 8 * 1024 * 1024

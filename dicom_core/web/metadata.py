@@ -7,10 +7,10 @@ from starlette.responses import Response
 
 from dicom_core.bootstrap import Services
 from dicom_core.web import responses
-from dicom_core.web.context import api_version
+from dicom_core.web.context import api_version, series_uid, sop_uid, study_uid
 from dicom_core.web.external_metadata import with_external_metadata
 from dicom_core.web.renditions import negotiate_metadata
-from dicom_core.web.wado_params import original_version, series_uid, sop_uid, study_uid
+from dicom_core.web.wado_params import original_version
 
 
 async def retrieve_metadata(request: Request, services: Services) -> Response:

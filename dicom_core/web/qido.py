@@ -16,7 +16,7 @@ from dicom_core.bootstrap import Services
 from dicom_core.errors import NotAcceptable, UriTooLong
 from dicom_core.query.conditions import QueryResource
 from dicom_core.query.parser import parse_query
-from dicom_core.web.context import api_version, path_uid
+from dicom_core.web.context import api_version, optional_path_uid, series_uid
 from dicom_core.web.extended_query_tags import (
     add_external_results,
     check_extended_query,
@@ -60,16 +60,7 @@ def _media_type(request: Request) -> str:
 
 
 def _resource(request: Request, level: str) -> tuple[QueryResource, str | None, str | None]:
-    study = (
-        path_uid(request, "study", "study instance UID in the URL")
-        if "study" in request.path_params
-        else None
-    )
-    series = (
-        path_uid(request, "series", "series instance UID in the URL")
-        if "series" in request.path_params
-        else None
-    )
+    study, series = optional_path_uid(request, "study"), series_uid(request)
     if level == "studies":
         return QueryResource.ALL_STUDIES, None, None
     if level == "series":

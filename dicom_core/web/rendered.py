@@ -7,9 +7,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dicom_core.bootstrap import Services
-from dicom_core.web.context import api_version
+from dicom_core.web.context import api_version, instance_key
 from dicom_core.web.renditions import negotiate_rendered
-from dicom_core.web.wado_params import frame_number, instance_key, original_version, quality
+from dicom_core.web.wado_params import frame_number, original_version, quality
 
 
 async def retrieve_rendered(request: Request, services: Services) -> Response:

@@ -16,7 +16,7 @@ from dicom_core.bootstrap import Services
 from dicom_core.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from dicom_core.services.staging import PartSpool
 from dicom_core.web import responses
-from dicom_core.web.context import api_version, base_url, path_uid
+from dicom_core.web.context import api_version, base_url, optional_path_uid
 from dicom_core.web.external_metadata import check_external_metadata, save_external_metadata
 from dicom_core.web.multipart import (
     MultipartError,
@@ -34,11 +34,7 @@ DICOM = "application/dicom"
 
 async def store_instances(request: Request, services: Services) -> Response:
     version = api_version(request)
-    study_uid = (
-        path_uid(request, "study", "study instance UID in the URL")
-        if "study" in request.path_params
-        else None
-    )
+    study_uid = optional_path_uid(request, "study")
     if not accepts(request.headers.getlist("accept"), responses.DICOM_JSON):
         raise NotAcceptable(
             "Store answers only in application/dicom+json; change the Accept header."

@@ -17,7 +17,7 @@ from starlette.responses import Response, StreamingResponse
 from dicom_core.bootstrap import Services
 from dicom_core.errors import NotAcceptable
 from dicom_core.services.retrieve import OpenedInstance, close_all
-from dicom_core.web.context import api_version, path_uid
+from dicom_core.web.context import api_version, series_uid, sop_uid, study_uid
 from dicom_core.web.multipart import closing_delimiter, new_boundary, part_header
 from dicom_core.web.negotiation import MediaRange, parse_accept
 from dicom_core.web.wado_params import original_version
@@ -84,17 +84,7 @@ def _rendition(media: MediaRange, single_instance: bool) -> Rendition | None:
 async def retrieve(request: Request, services: Services) -> Response:
     """GET a study, a series or an instance."""
     api_version(request)
-    study = path_uid(request, "study", "study instance UID in the URL")
-    series = (
-        path_uid(request, "series", "series instance UID in the URL")
-        if "series" in request.path_params
-        else None
-    )
-    sop = (
-        path_uid(request, "instance", "SOP instance UID in the URL")
-        if "instance" in request.path_params
-        else None
-    )
+    study, series, sop = study_uid(request), series_uid(request), sop_uid(request)
     original_version(request)
     rendition = negotiate_instances(
         request.headers.getlist("accept"), single_instance=sop is not None

@@ -1,7 +1,8 @@
-"""Reading WADO-RS request parameters: UIDs, frame numbers, quality, the original-version header.
+"""Reading WADO-RS request parameters: frame numbers, quality, the original-version header.
 
 Every malformed value is a 400 whose message names the parameter and what was wrong, before
-any lookup happens.
+any lookup happens. The UIDs of the path are read by ``dicom_core.web.context``, as for every
+other transaction.
 """
 
 from __future__ import annotations
@@ -10,37 +11,13 @@ from typing import Final
 
 from starlette.requests import Request
 
-from dicom_core.domain.model import InstanceKey
 from dicom_core.domain.render import DEFAULT_QUALITY
 from dicom_core.errors import BadRequest
-from dicom_core.web.context import path_uid
 
 #: Request header selecting the original version of an instance after a bulk update
 #: (conformance statement, "Retrieve original version").
 ORIGINAL_VERSION_HEADER: Final = "msdicom-request-original"
 _MAX_FRAMES_PER_REQUEST: Final = 100_000
-
-
-def study_uid(request: Request) -> str:
-    return path_uid(request, "study", "study instance UID in the URL")
-
-
-def series_uid(request: Request) -> str | None:
-    if "series" not in request.path_params:
-        return None
-    return path_uid(request, "series", "series instance UID in the URL")
-
-
-def sop_uid(request: Request) -> str | None:
-    if "instance" not in request.path_params:
-        return None
-    return path_uid(request, "instance", "SOP instance UID in the URL")
-
-
-def instance_key(request: Request) -> InstanceKey:
-    series, sop = series_uid(request), sop_uid(request)
-    assert series is not None and sop is not None, "route without series and instance"
-    return InstanceKey(study_uid(request), series, sop)
 
 
 def original_version(request: Request) -> bool:

@@ -98,9 +98,7 @@ def _query_uid(request: Request, names: tuple[str, ...], what: str) -> str | Non
 
 
 def _workitem(request: Request) -> str:
-    return check_workitem_uid(
-        path_uid(request, "workitem", "workitem UID in the URL"), "workitem UID in the URL"
-    )
+    return check_workitem_uid(path_uid(request, "workitem"), "workitem UID in the URL")
 
 
 async def create(request: Request, services: Services) -> Response:
