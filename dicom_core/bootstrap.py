@@ -147,6 +147,7 @@ def build_instance_writer(index: IndexStore, blobs: BlobStore) -> InstanceWriter
 def build_services(settings: Settings) -> Services:
     index, blobs, queue = build_storage(settings)
     query_tags = build_query_tags(settings, index, queue)
+    external_metadata = build_external_metadata(index)
     writer = build_instance_writer(index, blobs)
     # Local files stay readable while a retrieve holds them open; blobs need the delay.
     delete_delay = settings.azure.blob_delete_delay_seconds if settings.storage == "azure" else 0
@@ -173,6 +174,7 @@ def build_services(settings: Settings) -> Services:
             after_commit=(
                 query_tags.index_instance if query_tags is not None and writer is None else None
             ),
+            external_metadata=external_metadata,
         ),
         delete=DeleteService(index, janitor),
         retrieve=RetrieveService(index, blobs),
@@ -197,5 +199,5 @@ def build_services(settings: Settings) -> Services:
         ),
         workitems=WorkitemService(index),
         query_tags=query_tags,
-        external_metadata=build_external_metadata(index),
+        external_metadata=external_metadata,
     )

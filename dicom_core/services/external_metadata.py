@@ -19,6 +19,8 @@ from dicom_core.query.conditions import EXTERNAL_METADATA_PATH, QueryAttribute, 
 
 HEADER_PREFIX = "msdicom-meta-"
 REQUEST_HEADER = "msdicom-request-meta"
+#: External metadata is a v2 feature: v1 requests neither store nor return it.
+FIRST_API_VERSION = 2
 PRIVATE_CREATOR = "Microsoft"
 # The spec's table: the extended query tag VRs without DS.
 SUPPORTED_VRS = frozenset(

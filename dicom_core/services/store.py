@@ -1,9 +1,16 @@
 """Store (STOW-RS): PS3.18 10.5 with the service's rules (conformance statement, "Store").
 
-Parts arrive already spooled to disk (``staging.py``). Each one is parsed once, checked, its
-identity reserved in the index, its file moved into the blob store, and only then committed
-to the index, so a reader sees either the whole instance or nothing. Failures are per
-instance (FailedSOPSequence); the status code summarises them.
+``StoreService.store_instances`` is the whole transaction, in this order:
+
+1. the external metadata sent with the request (v2 ``msdicom-meta-*``) is validated, and a
+   VR that contradicts the stored one refused, before the body is read: one bad value fails
+   the whole transaction, so nothing may be stored (spec/external-metadata.md);
+2. the body's parts are received, spooled to disk (``staging.py``, through the caller);
+3. each part is parsed once, checked, its identity reserved in the index, its file moved
+   into the blob store, and only then committed to the index, so a reader sees either the
+   whole instance or nothing. Failures are per instance (FailedSOPSequence); the status code
+   summarises them;
+4. the external metadata is saved for the studies stored.
 """
 
 from __future__ import annotations
@@ -29,7 +36,14 @@ from dicom_core.domain.instance import (
     parse_instance,
 )
 from dicom_core.domain.model import InstanceKey, Reservation, StoredInstance
+from dicom_core.errors import BadRequest
 from dicom_core.services.blob_cleanup import BlobJanitor
+from dicom_core.services.external_metadata import (
+    FIRST_API_VERSION,
+    ExternalMetadataService,
+    ExternalValue,
+    parse_headers,
+)
 from dicom_core.storage.ports import (
     BlobStore,
     IndexStore,
@@ -130,6 +144,9 @@ def instance_url(base_url: str, key: InstanceKey) -> str:
 INLINE_PARSE_BYTES = 4 << 20
 
 AfterCommit = Callable[[InstanceKey, int, bytes], Awaitable[None]]
+#: Reads the request body into spooled part files (the web layer's, for HTTP): called once the
+#: request's external metadata is known to be valid, so a refused request is never read.
+ReceiveParts = Callable[[], Awaitable[Sequence[Path]]]
 
 
 class StoreService:
@@ -141,10 +158,13 @@ class StoreService:
         *,
         writer: InstanceWriter | None = None,
         after_commit: AfterCommit | None = None,
+        external_metadata: ExternalMetadataService | None = None,
     ) -> None:
         self._index = index
         self._blobs = blobs
         self._janitor = janitor
+        # None where the backend has no store for external metadata yet.
+        self._external_metadata = external_metadata
         # A backend that can store file and index entry in one step (local) passes its writer;
         # otherwise the two-step reserve/commit protocol of the index is used.
         self._writer = writer
@@ -153,6 +173,42 @@ class StoreService:
         self._after_commit = after_commit
 
     async def store_instances(
+        self,
+        receive_parts: ReceiveParts,
+        *,
+        study_uid: str | None,
+        upsert: bool,
+        api_version: int,
+        base_url: str,
+        external_metadata: Sequence[tuple[str, str]] = (),
+    ) -> StoreResult:
+        """One store request: check ``external_metadata`` (the ``msdicom-meta-*`` name and
+        value pairs sent with it), receive the parts, store each one, save the metadata for
+        the studies stored. ``study_uid`` is the study the URL names (each instance must
+        belong to it); ``upsert`` replaces instances already stored (PUT)."""
+        external = await self._check_external_metadata(external_metadata, api_version)
+        parts = await receive_parts()
+        result = await self._store_parts(
+            parts, study_uid=study_uid, upsert=upsert, api_version=api_version, base_url=base_url
+        )
+        if external and result.stored and self._external_metadata is not None:
+            studies = sorted({entry.key.study_uid for entry in result.stored})
+            await self._external_metadata.save(studies, external)
+        return result
+
+    async def _check_external_metadata(
+        self, headers: Sequence[tuple[str, str]], api_version: int
+    ) -> list[ExternalValue]:
+        """The validated values, or a 400 (malformed) or 409 (VR conflict); none before v2."""
+        if not headers or api_version < FIRST_API_VERSION:
+            return []
+        if self._external_metadata is None:
+            raise BadRequest("External metadata is not available on this storage backend yet.")
+        values = parse_headers(headers)
+        await self._external_metadata.check(values)
+        return values
+
+    async def _store_parts(
         self,
         parts: Sequence[Path],
         *,

@@ -9,14 +9,7 @@ import orjson
 from starlette.requests import Request
 
 from dicom_core.bootstrap import Services
-from dicom_core.errors import BadRequest
-from dicom_core.services.external_metadata import (
-    HEADER_PREFIX,
-    ExternalMetadataService,
-    ExternalValue,
-    parse_headers,
-    requested,
-)
+from dicom_core.services.external_metadata import ExternalMetadataService, requested
 from dicom_core.services.metadata import MetadataDocument
 
 _STUDY_UID = "0020000D"
@@ -24,29 +17,6 @@ _STUDY_UID = "0020000D"
 
 def _service(services: Services) -> ExternalMetadataService | None:
     return getattr(services, "external_metadata", None)
-
-
-async def check_external_metadata(
-    request: Request, services: Services, version: int
-) -> list[ExternalValue]:
-    """Validate the STOW ``msdicom-meta-*`` headers before anything is stored (v2 only)."""
-    headers = [(k, v) for k, v in request.headers.items() if k.lower().startswith(HEADER_PREFIX)]
-    if not headers or version < 2:
-        return []
-    service = _service(services)
-    if service is None:
-        raise BadRequest("External metadata is not available on this storage backend yet.")
-    values = parse_headers(headers)
-    await service.check(values)
-    return values
-
-
-async def save_external_metadata(
-    services: Services, values: list[ExternalValue], study_uids: set[str]
-) -> None:
-    service = _service(services)
-    if service is not None and values:
-        await service.save(sorted(study_uids), values)
 
 
 async def with_external_metadata(

@@ -1,5 +1,8 @@
 """STOW-RS over HTTP: reading the request body into spooled parts, rendering the result.
 
+The transaction itself (external metadata, storing, the outcome per instance) is
+``StoreService.store_instances``; this module hands it the headers and a body reader.
+
 Bodies stream: each multipart part (or the single application/dicom body) goes straight to
 a staging file, so memory stays flat whatever the size. Nothing is stored until the whole
 body has been read and is well-formed: a truncated or malformed body stores nothing (400).
@@ -14,10 +17,10 @@ from starlette.responses import Response
 
 from dicom_core.bootstrap import Services
 from dicom_core.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
+from dicom_core.services.external_metadata import HEADER_PREFIX
 from dicom_core.services.staging import PartSpool
 from dicom_core.web import responses
 from dicom_core.web.context import api_version, base_url, optional_path_uid
-from dicom_core.web.external_metadata import check_external_metadata, save_external_metadata
 from dicom_core.web.multipart import (
     MultipartError,
     MultipartParser,
@@ -46,16 +49,18 @@ async def store_instances(request: Request, services: Services) -> Response:
             f"The request body of {declared} bytes exceeds the {limit}-byte limit."
         )
 
-    external = await check_external_metadata(request, services, version)
-    paths = await _spool_body(request, services, limit)
     result = await services.store.store_instances(
-        paths,
+        lambda: _spool_body(request, services, limit),
         study_uid=study_uid,
         upsert=request.method == "PUT",
         api_version=version,
         base_url=base_url(request, version),
+        external_metadata=[
+            (name, value)
+            for name, value in request.headers.items()
+            if name.lower().startswith(HEADER_PREFIX)
+        ],
     )
-    await save_external_metadata(services, external, {e.key.study_uid for e in result.stored})
     if result.status == 204:
         return Response(status_code=204)
     return responses.dicom_json(result.to_dicom_json(), status=result.status)

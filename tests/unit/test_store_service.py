@@ -1,0 +1,149 @@
+"""``StoreService.store_instances``: the whole store transaction, without HTTP.
+
+The services are the local backend's, built by ``build_services`` on a temporary data
+directory; the body is a list of part files handed over by ``receive``, as the web layer
+hands over the parts it spooled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from dicom_core.bootstrap import Services, build_services
+from dicom_core.errors import BadRequest, Conflict
+from dicom_core.services.store import StoreResult
+from dicom_core.settings import Settings
+from tests.factories import make_dataset, to_bytes
+
+PRIVATE_TAG = "00191100"
+BASE_URL = "http://dicom.test/v2"
+
+
+@pytest.fixture()
+async def services(tmp_path: Path) -> AsyncIterator[Services]:
+    built = build_services(
+        Settings.from_mapping({"DATA_DIR": str(tmp_path / "data"), "DICOM_STORAGE": "local"})
+    )
+    yield built
+    await built.close()
+
+
+class Body:
+    """The parts of one request, written when the service asks for them (and only then)."""
+
+    def __init__(self, folder: Path, parts: Sequence[bytes]) -> None:
+        self._folder = folder
+        self._parts = parts
+        self.received = False
+
+    async def __call__(self) -> list[Path]:
+        self.received = True
+        self._folder.mkdir(exist_ok=True)
+        paths = []
+        for position, data in enumerate(self._parts):
+            path = self._folder / f"part-{position}"
+            path.write_bytes(data)
+            paths.append(path)
+        return paths
+
+
+async def store(
+    services: Services,
+    body: Body,
+    *,
+    headers: Sequence[tuple[str, str]] = (),
+    api_version: int = 2,
+) -> StoreResult:
+    return await services.store.store_instances(
+        body,
+        study_uid=None,
+        upsert=False,
+        api_version=api_version,
+        base_url=BASE_URL,
+        external_metadata=headers,
+    )
+
+
+async def external_elements(services: Services, *studies: str) -> dict[str, object]:
+    assert services.external_metadata is not None
+    return dict(await services.external_metadata.elements(list(studies)))
+
+
+async def test_store_instances_with_a_conflicting_vr_refuses_before_reading_the_body(
+    services: Services, tmp_path: Path
+) -> None:
+    # given: the tag was first stored as LO
+    first = make_dataset()
+    header = (f"msdicom-meta-LO-{PRIVATE_TAG}", "first")
+    stored = await store(services, Body(tmp_path / "a", [to_bytes(first)]), headers=[header])
+    assert stored.status == 200
+    # when: another request sends it as SH
+    body = Body(tmp_path / "b", [to_bytes(make_dataset())])
+    with pytest.raises(Conflict, match=f"{PRIVATE_TAG} exists with VR LO"):
+        await store(services, body, headers=[(f"msdicom-meta-SH-{PRIVATE_TAG}", "second")])
+    # then: the body was never read, so nothing of it was stored, and the tag keeps its VR
+    assert not body.received
+    assert services.external_metadata is not None
+    [known] = await services.external_metadata.attributes()
+    assert (known.tag, known.vr) == (PRIVATE_TAG, "LO")
+
+
+async def test_store_instances_with_a_malformed_header_refuses_before_reading_the_body(
+    services: Services, tmp_path: Path
+) -> None:
+    body = Body(tmp_path / "a", [to_bytes(make_dataset())])
+    with pytest.raises(BadRequest, match="not a private tag"):
+        await store(services, body, headers=[("msdicom-meta-LO-00100010", "public")])
+    assert not body.received
+
+
+async def test_store_instances_saves_external_metadata_for_the_stored_studies_only(
+    services: Services, tmp_path: Path
+) -> None:
+    # given: one valid instance and one part that is not DICOM at all
+    kept = make_dataset()
+    body = Body(tmp_path / "a", [to_bytes(kept), b"not a DICOM file"])
+    # when
+    result = await store(services, body, headers=[(f"msdicom-meta-LO-{PRIVATE_TAG}", "kept")])
+    # then
+    assert (len(result.stored), len(result.failed), result.status) == (1, 1, 202)
+    elements = await external_elements(services, kept.StudyInstanceUID)
+    assert elements[kept.StudyInstanceUID] == {
+        "00190011": {"vr": "LO", "Value": ["Microsoft"]},
+        PRIVATE_TAG: {"vr": "LO", "Value": ["kept"]},
+    }
+
+
+async def test_store_instances_with_nothing_stored_saves_no_external_metadata(
+    services: Services, tmp_path: Path
+) -> None:
+    body = Body(tmp_path / "a", [b"not a DICOM file"])
+    result = await store(services, body, headers=[(f"msdicom-meta-LO-{PRIVATE_TAG}", "lost")])
+    assert result.status == 409
+    assert services.external_metadata is not None
+    assert await services.external_metadata.attributes() == []
+
+
+async def test_store_instances_on_v1_ignores_external_metadata(
+    services: Services, tmp_path: Path
+) -> None:
+    dataset = make_dataset()
+    body = Body(tmp_path / "a", [to_bytes(dataset)])
+    # A header v2 would refuse (a public tag) is not even looked at.
+    result = await store(
+        services, body, headers=[("msdicom-meta-LO-00100010", "public")], api_version=1
+    )
+    assert result.status == 200
+    assert await external_elements(services, dataset.StudyInstanceUID) == {}
+
+
+async def test_store_instances_removes_the_parts_it_received(
+    services: Services, tmp_path: Path
+) -> None:
+    body = Body(tmp_path / "a", [to_bytes(make_dataset()), b"not a DICOM file"])
+    await store(services, body)
+    assert body.received
+    assert list((tmp_path / "a").iterdir()) == []
