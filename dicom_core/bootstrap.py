@@ -178,8 +178,8 @@ def build_services(settings: Settings) -> Services:
         ),
         delete=DeleteService(index, janitor),
         retrieve=RetrieveService(index, blobs),
-        search=SearchService(index),
-        metadata=MetadataService(index),
+        search=SearchService(index, query_tags=query_tags, external_metadata=external_metadata),
+        metadata=MetadataService(index, external_metadata=external_metadata),
         frames=FrameService(
             index,
             blobs,

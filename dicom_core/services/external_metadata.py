@@ -21,6 +21,7 @@ HEADER_PREFIX = "msdicom-meta-"
 REQUEST_HEADER = "msdicom-request-meta"
 #: External metadata is a v2 feature: v1 requests neither store nor return it.
 FIRST_API_VERSION = 2
+STUDY_INSTANCE_UID = "0020000D"
 PRIVATE_CREATOR = "Microsoft"
 # The spec's table: the extended query tag VRs without DS.
 SUPPORTED_VRS = frozenset(
@@ -162,6 +163,25 @@ class ExternalMetadataService:
 
     async def attributes(self) -> list[QueryAttribute]:
         return [attribute(tag, vr) for tag, vr in (await self._store.known_tags()).items()]
+
+    async def add_to(self, datasets: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """DICOM JSON datasets (search results, instance metadata) with their studies' external
+        elements, which win over the dataset's own; a dataset given some is re-sorted into tag
+        order, the others are returned as they are. None when no study has any (the caller
+        keeps what it has, a stored metadata document and its ETag for instance)."""
+        elements = await self.elements(sorted({_study_of(d) for d in datasets}))
+        if not elements:
+            return None
+        merged: list[dict[str, Any]] = []
+        for dataset in datasets:
+            extra = elements.get(_study_of(dataset))
+            merged.append(dict(sorted({**dataset, **extra}.items())) if extra else dataset)
+        return merged
+
+
+def _study_of(dataset: dict[str, Any]) -> str:
+    values = dataset.get(STUDY_INSTANCE_UID, {}).get("Value") or [""]
+    return str(values[0])
 
 
 def _json_value(vr: str, value: str) -> Any:

@@ -16,6 +16,13 @@ result carries is the conformance statement's rule ("Search response"):
 
 Study attributes come from the study's latest instance and series attributes from the
 series' latest instance, also in series and instance results ("the latest wins").
+
+What a query may match on is decided per search (spec/extended-query-tags.md,
+spec/external-metadata.md): the core attributes, the extended query tags whose query status
+is enabled, and, when a v2 request asks for external metadata, its tags, which then win over
+an extended query tag with the same path (and whose values each result then carries). An
+extended tag of a numeric VR supports single value matching only, and fuzzy matching applies
+to PN alone; a tag with indexing errors is named back to the client.
 """
 
 from __future__ import annotations
@@ -27,20 +34,34 @@ from typing import Any
 
 import orjson
 
+from dicom_core.domain.extended_query_tags import NUMERIC_VRS
+from dicom_core.errors import BadRequest
 from dicom_core.query.attributes import (
     COMPUTED_TAGS,
+    CORE_CATALOG,
     INSTANCE_AVAILABILITY,
     MODALITIES_IN_STUDY,
     NUMBER_OF_SERIES_RELATED_INSTANCES,
     NUMBER_OF_STUDY_RELATED_INSTANCES,
     NUMBER_OF_STUDY_RELATED_SERIES,
     SUMMARY_TAGS,
+    AttributeCatalog,
     response_tags,
     source_level,
     tag_of,
 )
-from dicom_core.query.conditions import QueryDescription, QueryLevel
+from dicom_core.query.conditions import (
+    EXTERNAL_METADATA_PATH,
+    FuzzyMatch,
+    QueryDescription,
+    QueryLevel,
+    QueryResource,
+    ValueMatch,
+)
+from dicom_core.query.parser import parse_query
 from dicom_core.query.results import SearchMatch
+from dicom_core.services.extended_query_tags import ExtendedQueryTagService
+from dicom_core.services.external_metadata import FIRST_API_VERSION, ExternalMetadataService
 from dicom_core.storage.ports import IndexStore
 
 JsonDict = dict[str, Any]
@@ -185,15 +206,120 @@ def _computed(tag: str, match: SearchMatch) -> JsonDict:
     return _count(match.series_instances)
 
 
-class SearchService:
-    """QIDO-RS searches over the index; the web layer hands it parsed queries."""
+@dataclass(frozen=True, slots=True)
+class SearchCatalog:
+    """What one search may match on, and what it needs to know about the extended tags."""
 
-    def __init__(self, index: IndexStore, cache: SummaryCache | None = None) -> None:
+    attributes: AttributeCatalog
+    erroneous: frozenset[str]
+    """Paths of the queryable extended query tags with indexing errors."""
+    external: ExternalMetadataService | None = None
+    """Set when the results carry their studies' external metadata."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResults:
+    """The results of one search, and the extended query tags it used that have indexing
+    errors (their values may be missing from some results)."""
+
+    results: list[JsonDict]
+    erroneous_tags: tuple[str, ...] = ()
+
+
+class SearchService:
+    """QIDO-RS searches over the index: parses the query against the catalog of the moment,
+    checks what extended tags allow, searches, and adds external metadata when asked."""
+
+    def __init__(
+        self,
+        index: IndexStore,
+        cache: SummaryCache | None = None,
+        *,
+        query_tags: ExtendedQueryTagService | None = None,
+        external_metadata: ExternalMetadataService | None = None,
+    ) -> None:
         self._index = index
         self._cache = cache if cache is not None else SummaryCache()
+        # None where the backend has no store for them yet: core attributes only.
+        self._query_tags = query_tags
+        self._external_metadata = external_metadata
+
+    async def search_for(
+        self,
+        resource: QueryResource,
+        parameters: Iterable[tuple[str, str]],
+        *,
+        study_uid: str | None = None,
+        series_uid: str | None = None,
+        api_version: int,
+        with_external_metadata: bool = False,
+    ) -> SearchResults:
+        """One QIDO-RS search: ``parameters`` are the query string's pairs (repeated keys
+        kept), ``study_uid`` and ``series_uid`` the (validated) UIDs of the resource URL.
+        ``with_external_metadata`` is the client's ``msdicom-request-meta`` (v2 only)."""
+        catalog = await self.catalog(
+            with_external_metadata=with_external_metadata and api_version >= FIRST_API_VERSION
+        )
+        query = parse_query(
+            parameters,
+            resource,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            catalog=catalog.attributes,
+        )
+        erroneous = check_extended_conditions(query, catalog)
+        results = await self.search(query)
+        if catalog.external is not None and results:
+            with_external = await catalog.external.add_to(results)
+            if with_external is not None:
+                results = with_external
+        return SearchResults(results, erroneous)
+
+    async def catalog(self, *, with_external_metadata: bool = False) -> SearchCatalog:
+        """The core attributes, the queryable extended query tags and, when asked, the
+        external metadata tags, which then win over a tag with the same path."""
+        tags = await self._query_tags.queryable() if self._query_tags is not None else []
+        attributes = [t.attribute for t in tags]
+        external = self._external_metadata if with_external_metadata else None
+        if external is not None:
+            extra = await external.attributes()
+            paths = {a.tag for a in extra}
+            attributes = [a for a in attributes if a.tag not in paths] + extra
+        return SearchCatalog(
+            CORE_CATALOG.with_extended(attributes),
+            frozenset(t.path for t in tags if t.error_count),
+            external,
+        )
 
     async def search(self, query: QueryDescription) -> list[JsonDict]:
         """The matching studies, series or instances as DICOM JSON objects, newest first."""
         plan = ResponsePlan.for_query(query)
         matches = await self._index.search(query, metadata=plan.metadata_levels)
         return plan.render(matches, self._cache)
+
+
+def check_extended_conditions(query: QueryDescription, catalog: SearchCatalog) -> tuple[str, ...]:
+    """400 for a kind of matching that an extended tag's VR does not allow; else the tags the
+    query matches on or returns that have indexing errors, sorted."""
+    used: list[str] = []
+    for condition in query.conditions:
+        attribute = condition.attribute
+        if not attribute.extended:
+            continue
+        if attribute.path[:1] != (EXTERNAL_METADATA_PATH,):  # external metadata has no errors
+            used.append(attribute.tag)
+        if attribute.vr in NUMERIC_VRS:
+            if not isinstance(condition, ValueMatch):
+                raise BadRequest(
+                    f"The extended query tag {attribute.tag} ({attribute.vr}) supports single"
+                    " value matching only."
+                )
+            try:
+                float(condition.key)
+            except ValueError as exc:
+                raise BadRequest(
+                    f"The value '{condition.key}' of {attribute.tag} is not a number."
+                ) from exc
+        elif isinstance(condition, FuzzyMatch) and attribute.vr != "PN":
+            raise BadRequest(f"Fuzzy matching is not supported on {attribute.tag}.")
+    return tuple(sorted(t for t in (*used, *query.returned_tags) if t in catalog.erroneous))

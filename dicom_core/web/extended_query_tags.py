@@ -5,7 +5,6 @@ Responses are plain JSON with camelCase fields; request field names are case-ins
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -20,16 +19,8 @@ from dicom_core.domain.extended_query_tags import (
     resolve_path,
 )
 from dicom_core.errors import BadRequest, DicomWebError, UnsupportedMediaType
-from dicom_core.query.attributes import CORE_CATALOG, AttributeCatalog
-from dicom_core.query.conditions import (
-    EXTERNAL_METADATA_PATH,
-    FuzzyMatch,
-    QueryDescription,
-    ValueMatch,
-)
 from dicom_core.query.parser import MAX_OFFSET
 from dicom_core.services.extended_query_tags import ExtendedQueryTagService
-from dicom_core.services.external_metadata import ExternalMetadataService, requested
 from dicom_core.web.bodies import read_limited
 from dicom_core.web.context import api_version, base_url
 
@@ -134,83 +125,3 @@ async def operation(request: Request, services: Services) -> Response:
     operation_id = str(request.path_params.get("operationId", "")).strip()
     found = await _service(services).operation(operation_id)
     return _json(found.to_json(base), 200 if found.done else 202)
-
-
-# -- QIDO --------------------------------------------------------------------------------------
-
-ERRONEOUS_HEADER = "erroneous-dicom-attributes"
-_NUMERIC_VRS = frozenset({"DS", "FD", "FL", "IS", "SL", "SS", "UL", "US"})
-
-
-@dataclass(frozen=True, slots=True)
-class ExtendedSearch:
-    """The QIDO catalog with the queryable extended tags, and those with indexing errors."""
-
-    catalog: AttributeCatalog
-    erroneous: frozenset[str]
-    external: ExternalMetadataService | None = None
-
-
-async def extended_search(services: Services, request: Request) -> ExtendedSearch:
-    """The catalog of one search: core attributes, queryable extended query tags, and (v2 with
-    ``msdicom-request-meta: true``) external metadata tags, which then win over a tag with the
-    same path."""
-    service = getattr(services, "query_tags", None)
-    tags = await service.queryable() if service is not None else []
-    attributes = [t.attribute for t in tags]
-    external: ExternalMetadataService | None = getattr(services, "external_metadata", None)
-    if external is not None and not (api_version(request) >= 2 and requested(request.headers)):
-        external = None
-    if external is not None:
-        extra = await external.attributes()
-        paths = {a.tag for a in extra}
-        attributes = [a for a in attributes if a.tag not in paths] + extra
-    return ExtendedSearch(
-        CORE_CATALOG.with_extended(attributes),
-        frozenset(t.path for t in tags if t.error_count),
-        external,
-    )
-
-
-async def add_external_results(search: ExtendedSearch, results: list[dict[str, Any]]) -> None:
-    """With ``msdicom-request-meta: true``, each result carries its study's external metadata."""
-    if search.external is None or not results:
-        return
-    studies = {_study_of(r) for r in results}
-    elements = await search.external.elements(sorted(studies))
-    for position, result in enumerate(results):
-        extra = elements.get(_study_of(result))
-        if extra:
-            results[position] = dict(sorted({**result, **extra}.items()))
-
-
-def _study_of(result: dict[str, Any]) -> str:
-    values = result.get("0020000D", {}).get("Value") or [""]
-    return str(values[0])
-
-
-def check_extended_query(query: QueryDescription, search: ExtendedSearch) -> dict[str, str]:
-    """400 for matching an extended tag's VR does not allow; the erroneous-tags header."""
-    used: list[str] = []
-    for condition in query.conditions:
-        attribute = condition.attribute
-        if not attribute.extended:
-            continue
-        if attribute.path[:1] != (EXTERNAL_METADATA_PATH,):  # external metadata has no errors
-            used.append(attribute.tag)
-        if attribute.vr in _NUMERIC_VRS:
-            if not isinstance(condition, ValueMatch):
-                raise BadRequest(
-                    f"The extended query tag {attribute.tag} ({attribute.vr}) supports single"
-                    " value matching only."
-                )
-            try:
-                float(condition.key)
-            except ValueError as exc:
-                raise BadRequest(
-                    f"The value '{condition.key}' of {attribute.tag} is not a number."
-                ) from exc
-        elif isinstance(condition, FuzzyMatch) and attribute.vr != "PN":
-            raise BadRequest(f"Fuzzy matching is not supported on {attribute.tag}.")
-    flagged = sorted(t for t in (*used, *query.returned_tags) if t in search.erroneous)
-    return {ERRONEOUS_HEADER: ",".join(flagged)} if flagged else {}

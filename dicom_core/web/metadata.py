@@ -1,4 +1,8 @@
-"""Retrieve metadata over HTTP (PS3.18 10.4.1.1.4) with ETag / If-None-Match revalidation."""
+"""Retrieve metadata over HTTP (PS3.18 10.4.1.1.4) with ETag / If-None-Match revalidation.
+
+The document, external metadata included when ``msdicom-request-meta`` asks for it, is
+``MetadataService``'s; this module negotiates and answers 200 or 304.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dicom_core.bootstrap import Services
+from dicom_core.services.external_metadata import requested
 from dicom_core.web import responses
 from dicom_core.web.context import api_version, series_uid, sop_uid, study_uid
-from dicom_core.web.external_metadata import with_external_metadata
 from dicom_core.web.renditions import negotiate_metadata
 from dicom_core.web.wado_params import original_version
 
@@ -18,8 +22,13 @@ async def retrieve_metadata(request: Request, services: Services) -> Response:
     study, series, sop = study_uid(request), series_uid(request), sop_uid(request)
     original_version(request)
     negotiate_metadata(request.headers.getlist("accept"))
-    document = await services.metadata.retrieve_metadata(study, series, sop)
-    document = await with_external_metadata(request, services, version, document)
+    document = await services.metadata.retrieve_metadata(
+        study,
+        series,
+        sop,
+        api_version=version,
+        with_external_metadata=requested(request.headers),
+    )
     if _matches(request.headers.getlist("if-none-match"), document.etag):
         return Response(status_code=304, headers={"ETag": document.etag})
     return responses.raw_dicom_json(document.body, headers={"ETag": document.etag})

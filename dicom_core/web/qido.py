@@ -3,8 +3,9 @@
 HTTP concerns only: which resource the URL names, the URI length limit (414), Accept
 negotiation (application/dicom+json, or plain application/json for clients that ask for it;
 406 otherwise), the query string as a multi-dict (``includefield=a&includefield=b`` keeps
-both), and 204 for an empty result. Parsing is ``dicom_core.query.parser``; searching and
-building the results is ``dicom_core.services.search``.
+both), the ``msdicom-request-meta`` and ``erroneous-dicom-attributes`` headers, and 204 for
+an empty result. Parsing the query against the catalog of the moment (extended query tags,
+external metadata), searching and building the results is ``dicom_core.services.search``.
 """
 
 from __future__ import annotations
@@ -15,18 +16,15 @@ from starlette.responses import Response
 from dicom_core.bootstrap import Services
 from dicom_core.errors import NotAcceptable, UriTooLong
 from dicom_core.query.conditions import QueryResource
-from dicom_core.query.parser import parse_query
+from dicom_core.services.external_metadata import requested
 from dicom_core.web.context import api_version, optional_path_uid, series_uid
-from dicom_core.web.extended_query_tags import (
-    add_external_results,
-    check_extended_query,
-    extended_search,
-)
 from dicom_core.web.negotiation import parse_accept
 from dicom_core.web.responses import DICOM_JSON, dicom_json
 
 MAX_URI_LENGTH = 8192
 JSON = "application/json"
+#: Names the extended query tags a search used whose indexing had errors.
+ERRONEOUS_HEADER = "erroneous-dicom-attributes"
 
 
 def _check_uri_length(request: Request) -> None:
@@ -74,23 +72,22 @@ def _resource(request: Request, level: str) -> tuple[QueryResource, str | None, 
 
 async def _search(request: Request, services: Services, level: str) -> Response:
     _check_uri_length(request)
-    api_version(request)
+    version = api_version(request)
     resource, study, series = _resource(request, level)
     media_type = _media_type(request)
-    extended = await extended_search(services, request)
-    query = parse_query(
-        request.query_params.multi_items(),
+    found = await services.search.search_for(
         resource,
+        request.query_params.multi_items(),
         study_uid=study,
         series_uid=series,
-        catalog=extended.catalog,
+        api_version=version,
+        with_external_metadata=requested(request.headers),
     )
-    headers = check_extended_query(query, extended)
-    results = await services.search.search(query)
-    await add_external_results(extended, results)
-    if not results:
+    erroneous = found.erroneous_tags
+    headers = {ERRONEOUS_HEADER: ",".join(erroneous)} if erroneous else {}
+    if not found.results:
         return Response(status_code=204, headers=headers)
-    response = dicom_json(results, headers=headers)
+    response = dicom_json(found.results, headers=headers)
     response.headers["content-type"] = media_type
     return response
 

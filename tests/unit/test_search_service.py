@@ -1,16 +1,27 @@
-"""``SearchService``: which attributes a result carries and whose latest instance supplies them.
+"""``SearchService``: which attributes a result carries and whose latest instance supplies them,
+and what a search may match on (extended query tags, external metadata).
 
-The index is a fake that returns prepared matches, so these tests see only the response rules.
+For the response rules the index is a fake that returns prepared matches, so these tests see
+only those rules; the catalog tests run on the local backend's services.
 """
 
 from __future__ import annotations
 
-import orjson
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import orjson
+import pytest
+
+from dicom_core.bootstrap import Services
+from dicom_core.domain.extended_query_tags import parse_definitions
+from dicom_core.errors import BadRequest
 from dicom_core.query.conditions import QueryDescription, QueryLevel, QueryResource
 from dicom_core.query.parser import parse_query
 from dicom_core.query.results import SearchMatch
 from dicom_core.services.search import ResponsePlan, SearchService
+from tests.factories import make_dataset
+from tests.fixtures.services import local_services, run_reindex, store_datasets
 
 R = QueryResource
 STUDY_DOC = {
@@ -121,3 +132,86 @@ def test_plan_for_all_instances_reads_each_level_from_its_own_latest_instance() 
     assert plan.sources["00080060"] is QueryLevel.SERIES
     assert plan.sources["00080018"] is QueryLevel.INSTANCE
     assert plan.sources["0020000D"] is QueryLevel.INSTANCE  # any instance carries its UIDs
+
+
+# --- What a search may match on: extended query tags and external metadata ----------------
+# On the local backend's services, so the catalog comes from real tag and metadata stores.
+
+
+@pytest.fixture()
+async def services(tmp_path: Path) -> AsyncIterator[Services]:
+    async with local_services(tmp_path / "data") as built:
+        yield built
+
+
+async def add_ready_tag(services: Services, path: str, level: str) -> None:
+    assert services.query_tags is not None
+    await services.query_tags.add(parse_definitions([{"path": path, "level": level}]))
+    await run_reindex(services)
+
+
+async def test_search_for_on_an_extended_tag_finds_the_reindexed_study(
+    services: Services, tmp_path: Path
+) -> None:
+    weighed = make_dataset(PatientWeight="71.5")
+    await store_datasets(services, tmp_path / "parts", weighed, make_dataset(PatientWeight="80"))
+    await add_ready_tag(services, "PatientWeight", "Study")
+    found = await services.search.search_for(
+        R.ALL_STUDIES, [("PatientWeight", "71.5")], api_version=2
+    )
+    assert [r["0020000D"]["Value"] for r in found.results] == [[weighed.StudyInstanceUID]]
+    assert found.erroneous_tags == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "refusal"),
+    [("7*", "supports single value matching only"), ("70-80", "is not a number")],
+)
+async def test_search_for_on_a_numeric_extended_tag_allows_single_numbers_only(
+    services: Services, value: str, refusal: str
+) -> None:
+    await add_ready_tag(services, "PatientWeight", "Study")
+    with pytest.raises(BadRequest, match=refusal):
+        await services.search.search_for(R.ALL_STUDIES, [("PatientWeight", value)], api_version=2)
+
+
+async def test_search_for_names_an_enabled_extended_tag_with_indexing_errors(
+    services: Services, tmp_path: Path
+) -> None:
+    # given: PatientSex could not be indexed for one instance, and was enabled again
+    await store_datasets(services, tmp_path / "parts", make_dataset(PatientSex="not a code"))
+    await add_ready_tag(services, "PatientSex", "Study")
+    assert services.query_tags is not None
+    await services.query_tags.set_query_status("00100040", "Enabled")
+    # when
+    matched = await services.search.search_for(R.ALL_STUDIES, [("PatientSex", "F")], api_version=2)
+    plain = await services.search.search_for(R.ALL_STUDIES, [("PatientID", "x")], api_version=2)
+    # then
+    assert matched.erroneous_tags == ("00100040",)
+    assert plain.erroneous_tags == ()
+
+
+async def test_search_for_with_external_metadata_matches_and_returns_it_in_v2_only(
+    services: Services, tmp_path: Path
+) -> None:
+    # given
+    dataset = make_dataset()
+    header = ("msdicom-meta-LO-00191100", "Ward 7")
+    await store_datasets(services, tmp_path / "parts", dataset, headers=[header])
+    asked = [("00191100", "Ward 7")]
+    # when
+    [result] = (
+        await services.search.search_for(
+            R.ALL_STUDIES, asked, api_version=2, with_external_metadata=True
+        )
+    ).results
+    # then
+    assert result["0020000D"]["Value"] == [dataset.StudyInstanceUID]
+    assert result["00191100"] == {"vr": "LO", "Value": ["Ward 7"]}
+    assert result["00190011"] == {"vr": "LO", "Value": ["Microsoft"]}
+    assert list(result) == sorted(result)
+    for version, with_external in ((1, True), (2, False)):  # the tag is unknown without it
+        with pytest.raises(BadRequest, match="00191100"):
+            await services.search.search_for(
+                R.ALL_STUDIES, asked, api_version=version, with_external_metadata=with_external
+            )

@@ -1,70 +1,29 @@
 """``StoreService.store_instances``: the whole store transaction, without HTTP.
 
-The services are the local backend's, built by ``build_services`` on a temporary data
-directory; the body is a list of part files handed over by ``receive``, as the web layer
-hands over the parts it spooled.
+The services are the local backend's (``tests.fixtures.services``); the body is a list of
+part files handed over when the service asks for them, as the web layer hands over the parts
+it spooled.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from dicom_core.bootstrap import Services, build_services
+from dicom_core.bootstrap import Services
 from dicom_core.errors import BadRequest, Conflict
-from dicom_core.services.store import StoreResult
-from dicom_core.settings import Settings
 from tests.factories import make_dataset, to_bytes
+from tests.fixtures.services import Body, local_services, store
 
 PRIVATE_TAG = "00191100"
-BASE_URL = "http://dicom.test/v2"
 
 
 @pytest.fixture()
 async def services(tmp_path: Path) -> AsyncIterator[Services]:
-    built = build_services(
-        Settings.from_mapping({"DATA_DIR": str(tmp_path / "data"), "DICOM_STORAGE": "local"})
-    )
-    yield built
-    await built.close()
-
-
-class Body:
-    """The parts of one request, written when the service asks for them (and only then)."""
-
-    def __init__(self, folder: Path, parts: Sequence[bytes]) -> None:
-        self._folder = folder
-        self._parts = parts
-        self.received = False
-
-    async def __call__(self) -> list[Path]:
-        self.received = True
-        self._folder.mkdir(exist_ok=True)
-        paths = []
-        for position, data in enumerate(self._parts):
-            path = self._folder / f"part-{position}"
-            path.write_bytes(data)
-            paths.append(path)
-        return paths
-
-
-async def store(
-    services: Services,
-    body: Body,
-    *,
-    headers: Sequence[tuple[str, str]] = (),
-    api_version: int = 2,
-) -> StoreResult:
-    return await services.store.store_instances(
-        body,
-        study_uid=None,
-        upsert=False,
-        api_version=api_version,
-        base_url=BASE_URL,
-        external_metadata=headers,
-    )
+    async with local_services(tmp_path / "data") as built:
+        yield built
 
 
 async def external_elements(services: Services, *studies: str) -> dict[str, object]:
