@@ -1,17 +1,26 @@
 """The route table: one function per DICOMweb route, one per job queue.
 
-Each body is a single call into ``dicom_core.web``; nothing else lives here. Requests and
+Each body is a single call into ``dicom_core.web``; nothing else lives here. An HTTP body is
+``handle(req, services, <module>.<handler>)``: the handler is the one in
+``dicom_core/web/<module>.py`` that serves the route, and ``handle`` puts it behind the gate
+(CORS, token) and maps service errors to status codes, for every route alike. Requests and
 responses use the HTTP-streams types (Starlette under the hood), so bodies stream in Azure
 and in the local host alike. Routes are grouped by transaction family.
+
+To add a route: a function here, and its handler in the module of its transaction family.
 """
 
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from dicom_core import web
+from dicom_core.web import delete, frames, metadata, qido, rendered, stow, wado, workitems
+from dicom_core.web import extended_query_tags as eqt
+from dicom_core.web.context import ServiceContainer, handle
+from dicom_core.web.unmatched import unknown_route
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
-services = web.ServiceContainer()
+services = ServiceContainer()
 
 STUDY = "v{version}/studies/{study}"
 SERIES = STUDY + "/series/{series}"
@@ -22,12 +31,12 @@ INSTANCE = SERIES + "/instances/{instance}"
 
 @app.route(route="v{version}/studies", methods=["POST", "PUT"])
 async def stow_store_instances(req: Request) -> Response:
-    return await web.store_instances(req, services)
+    return await handle(req, services, stow.store_instances)
 
 
 @app.route(route=STUDY, methods=["POST", "PUT"])
 async def stow_store_study_instances(req: Request) -> Response:
-    return await web.store_instances(req, services)
+    return await handle(req, services, stow.store_instances)
 
 
 # --- WADO-RS ---------------------------------------------------------------------------------
@@ -35,54 +44,54 @@ async def stow_store_study_instances(req: Request) -> Response:
 
 @app.route(route=STUDY, methods=["GET"])
 async def wado_retrieve_study(req: Request) -> Response:
-    return await web.retrieve(req, services)
+    return await handle(req, services, wado.retrieve)
 
 
 @app.route(route=SERIES, methods=["GET"])
 async def wado_retrieve_series(req: Request) -> Response:
-    return await web.retrieve(req, services)
+    return await handle(req, services, wado.retrieve)
 
 
 @app.route(route=INSTANCE, methods=["GET"])
 async def wado_retrieve_instance(req: Request) -> Response:
-    return await web.retrieve(req, services)
+    return await handle(req, services, wado.retrieve)
 
 
 @app.route(route=STUDY + "/metadata", methods=["GET"])
 async def wado_retrieve_study_metadata(req: Request) -> Response:
-    return await web.retrieve_metadata(req, services)
+    return await handle(req, services, metadata.retrieve_metadata)
 
 
 @app.route(route=SERIES + "/metadata", methods=["GET"])
 async def wado_retrieve_series_metadata(req: Request) -> Response:
-    return await web.retrieve_metadata(req, services)
+    return await handle(req, services, metadata.retrieve_metadata)
 
 
 # The curl tutorial's series-metadata request drops the slash after "studies"; served as
 # written so the tutorial works unchanged.
 @app.route(route="v{version}/studies{study}/series/{series}/metadata", methods=["GET"])
 async def wado_retrieve_series_metadata_tutorial_path(req: Request) -> Response:
-    return await web.retrieve_metadata(req, services)
+    return await handle(req, services, metadata.retrieve_metadata)
 
 
 @app.route(route=INSTANCE + "/metadata", methods=["GET"])
 async def wado_retrieve_instance_metadata(req: Request) -> Response:
-    return await web.retrieve_metadata(req, services)
+    return await handle(req, services, metadata.retrieve_metadata)
 
 
 @app.route(route=INSTANCE + "/frames/{frames}", methods=["GET"])
 async def wado_retrieve_frames(req: Request) -> Response:
-    return await web.retrieve_frames(req, services)
+    return await handle(req, services, frames.retrieve_frames)
 
 
 @app.route(route=INSTANCE + "/rendered", methods=["GET"])
 async def wado_retrieve_rendered_instance(req: Request) -> Response:
-    return await web.retrieve_rendered(req, services)
+    return await handle(req, services, rendered.retrieve_rendered)
 
 
 @app.route(route=INSTANCE + "/frames/{frame}/rendered", methods=["GET"])
 async def wado_retrieve_rendered_frame(req: Request) -> Response:
-    return await web.retrieve_rendered(req, services)
+    return await handle(req, services, rendered.retrieve_rendered)
 
 
 # --- QIDO-RS ---------------------------------------------------------------------------------
@@ -90,32 +99,32 @@ async def wado_retrieve_rendered_frame(req: Request) -> Response:
 
 @app.route(route="v{version}/studies", methods=["GET"])
 async def qido_search_for_studies(req: Request) -> Response:
-    return await web.search_for_studies(req, services)
+    return await handle(req, services, qido.search_for_studies)
 
 
 @app.route(route="v{version}/series", methods=["GET"])
 async def qido_search_for_series(req: Request) -> Response:
-    return await web.search_for_series(req, services)
+    return await handle(req, services, qido.search_for_series)
 
 
 @app.route(route="v{version}/instances", methods=["GET"])
 async def qido_search_for_instances(req: Request) -> Response:
-    return await web.search_for_instances(req, services)
+    return await handle(req, services, qido.search_for_instances)
 
 
 @app.route(route=STUDY + "/series", methods=["GET"])
 async def qido_search_for_study_series(req: Request) -> Response:
-    return await web.search_for_series(req, services)
+    return await handle(req, services, qido.search_for_series)
 
 
 @app.route(route=STUDY + "/instances", methods=["GET"])
 async def qido_search_for_study_instances(req: Request) -> Response:
-    return await web.search_for_instances(req, services)
+    return await handle(req, services, qido.search_for_instances)
 
 
 @app.route(route=SERIES + "/instances", methods=["GET"])
 async def qido_search_for_series_instances(req: Request) -> Response:
-    return await web.search_for_instances(req, services)
+    return await handle(req, services, qido.search_for_instances)
 
 
 # --- Delete ----------------------------------------------------------------------------------
@@ -123,17 +132,17 @@ async def qido_search_for_series_instances(req: Request) -> Response:
 
 @app.route(route=STUDY, methods=["DELETE"])
 async def delete_study(req: Request) -> Response:
-    return await web.delete(req, services)
+    return await handle(req, services, delete.delete)
 
 
 @app.route(route=SERIES, methods=["DELETE"])
 async def delete_series(req: Request) -> Response:
-    return await web.delete(req, services)
+    return await handle(req, services, delete.delete)
 
 
 @app.route(route=INSTANCE, methods=["DELETE"])
 async def delete_instance(req: Request) -> Response:
-    return await web.delete(req, services)
+    return await handle(req, services, delete.delete)
 
 
 # --- Extended query tags ---------------------------------------------------------------------
@@ -141,22 +150,22 @@ async def delete_instance(req: Request) -> Response:
 
 @app.route(route="v{version}/extendedquerytags", methods=["POST"])
 async def eqt_add_tags(req: Request) -> Response:
-    return await web.add_extended_query_tags(req, services)
+    return await handle(req, services, eqt.add_tags)
 
 
 @app.route(route="v{version}/extendedquerytags", methods=["GET"])
 async def eqt_list_tags(req: Request) -> Response:
-    return await web.list_extended_query_tags(req, services)
+    return await handle(req, services, eqt.list_tags)
 
 
 @app.route(route="v{version}/extendedquerytags/{tagPath}", methods=["GET", "PATCH", "DELETE"])
 async def eqt_tag(req: Request) -> Response:
-    return await web.extended_query_tag(req, services)
+    return await handle(req, services, eqt.tag)
 
 
 @app.route(route="v{version}/extendedquerytags/{tagPath}/errors", methods=["GET"])
 async def eqt_tag_errors(req: Request) -> Response:
-    return await web.extended_query_tag_errors(req, services)
+    return await handle(req, services, eqt.tag_errors)
 
 
 # --- Operations ------------------------------------------------------------------------------
@@ -164,7 +173,7 @@ async def eqt_tag_errors(req: Request) -> Response:
 
 @app.route(route="v{version}/operations/{operationId}", methods=["GET"])
 async def operations_get(req: Request) -> Response:
-    return await web.get_operation(req, services)
+    return await handle(req, services, eqt.operation)
 
 
 # --- UPS-RS ----------------------------------------------------------------------------------
@@ -174,49 +183,49 @@ WORKITEM = "v{version}/workitems/{workitem}"
 
 @app.route(route="v{version}/workitems", methods=["POST"])
 async def ups_create_workitem(req: Request) -> Response:
-    return await web.ups_create(req, services)
+    return await handle(req, services, workitems.create)
 
 
 @app.route(route="v{version}/workitems", methods=["GET"])
 async def ups_search_workitems(req: Request) -> Response:
-    return await web.ups_search(req, services)
+    return await handle(req, services, workitems.search)
 
 
 @app.route(route=WORKITEM, methods=["GET"])
 async def ups_retrieve_workitem(req: Request) -> Response:
-    return await web.ups_retrieve(req, services)
+    return await handle(req, services, workitems.retrieve)
 
 
 @app.route(route=WORKITEM, methods=["POST"])
 async def ups_update_workitem(req: Request) -> Response:
-    return await web.ups_update(req, services)
+    return await handle(req, services, workitems.update)
 
 
 @app.route(route=WORKITEM + "/state", methods=["PUT"])
 async def ups_change_workitem_state(req: Request) -> Response:
-    return await web.ups_change_state(req, services)
+    return await handle(req, services, workitems.change_state)
 
 
 @app.route(route=WORKITEM + "/cancelrequest", methods=["POST"])
 async def ups_request_workitem_cancellation(req: Request) -> Response:
-    return await web.ups_cancel_request(req, services)
+    return await handle(req, services, workitems.cancel_request)
 
 
 # Watch and Event (subscriptions): 501, as the Azure service does not implement them. The
 # global subscription UID (1.2.840.10008.5.1.4.34.5) is matched by {workitem}.
 @app.route(route=WORKITEM + "/subscribers/{aetitle}", methods=["POST", "DELETE"])
 async def ups_subscription(req: Request) -> Response:
-    return await web.ups_subscription(req, services)
+    return await handle(req, services, workitems.subscription)
 
 
 @app.route(route=WORKITEM + "/subscribers/{aetitle}/suspend", methods=["POST"])
 async def ups_suspend_subscription(req: Request) -> Response:
-    return await web.ups_subscription(req, services)
+    return await handle(req, services, workitems.subscription)
 
 
 @app.route(route="v{version}/subscribers/{aetitle}", methods=["GET"])
 async def ups_open_subscription_channel(req: Request) -> Response:
-    return await web.ups_subscription(req, services)
+    return await handle(req, services, workitems.subscription)
 
 
 # --- Jobs ------------------------------------------------------------------------------------
@@ -241,4 +250,4 @@ async def jobs_reindex_batch(msg: func.QueueMessage) -> None:
 
 @app.route(route="{*path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
 async def zz_unknown_route(req: Request) -> Response:
-    return await web.unknown_route(req, services, app)
+    return await unknown_route(req, services, app)

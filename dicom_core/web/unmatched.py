@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.requests import Request
 from starlette.responses import Response
 
 from dicom_core.web import responses
+from dicom_core.web.context import ServiceContainer, guard
 from dicom_core.web.routing import HttpTrigger, RouteTable, host_routes
 
 _tables: dict[int, RouteTable] = {}
@@ -67,3 +69,14 @@ def unmatched(app: Any, method: str, path: str) -> Response:
             405, f"Method {method.upper()} is not allowed here; use {methods}.", {"Allow": methods}
         )
     return responses.unknown_route(path)
+
+
+async def unknown_route(request: Request, container: ServiceContainer, app: Any) -> Response:
+    """The catch-all function's body: ``unmatched`` for the FunctionApp ``app``, behind the
+    gate (CORS on these answers, the preflights of every route, which all land here, and the
+    token)."""
+
+    async def not_found() -> Response:
+        return unmatched(app, request.method, request.url.path)
+
+    return await guard(request, container, not_found)

@@ -3,7 +3,7 @@ the Functions host's routing rules, replayed over the metadata the runtime itsel
 
 The host registers routes in function-name order and takes the first template-and-method
 match (``dicom_core.web.routing``). A function is named here by the ``web`` handler its body
-calls, not by its own name, so renaming a function keeps this test true, unless the new name
+runs, not by its own name, so renaming a function keeps this test true, unless the new name
 changes what the host reaches first: then it fails, naming the request.
 """
 
@@ -31,50 +31,54 @@ WORKITEM = "/v2/workitems/1.2.3.4"
 # (method, URL, the web handler that must answer). From the conformance statement's tables
 # (STOW, WADO, QIDO, delete, UPS), extended-query-tags.md, and the tutorials' URLs.
 REQUESTS = [
-    ("POST", "/v2/studies", "store_instances"),
-    ("PUT", "/v2/studies", "store_instances"),
-    ("POST", STUDY, "store_instances"),
-    ("PUT", STUDY, "store_instances"),
-    ("POST", "/v1/studies", "store_instances"),
-    ("GET", STUDY, "retrieve"),
-    ("GET", f"{STUDY}/metadata", "retrieve_metadata"),
-    ("GET", SERIES, "retrieve"),
-    ("GET", f"{SERIES}/metadata", "retrieve_metadata"),
-    ("GET", INSTANCE, "retrieve"),
-    ("GET", f"{INSTANCE}/metadata", "retrieve_metadata"),
-    ("GET", f"{INSTANCE}/rendered", "retrieve_rendered"),
-    ("GET", f"{INSTANCE}/frames/1", "retrieve_frames"),
-    ("GET", f"{INSTANCE}/frames/4,5,6", "retrieve_frames"),
-    ("GET", f"{INSTANCE}/frames/1/rendered", "retrieve_rendered"),
-    ("GET", f"/v2/studies{ST}/series/{SE}/metadata", "retrieve_metadata"),  # curl tutorial
-    ("GET", "/v2/studies", "search_for_studies"),
-    ("GET", "/v2/studies?PatientName=DOE&fuzzymatching=true", "search_for_studies"),
-    ("GET", "/v2/series", "search_for_series"),
-    ("GET", f"{STUDY}/series", "search_for_series"),
-    ("GET", "/v2/instances", "search_for_instances"),
-    ("GET", f"{STUDY}/instances", "search_for_instances"),
-    ("GET", f"{SERIES}/instances", "search_for_instances"),
-    ("DELETE", STUDY, "delete"),
-    ("DELETE", SERIES, "delete"),
-    ("DELETE", INSTANCE, "delete"),
-    ("POST", "/v2/workitems", "ups_create"),
-    ("POST", "/v2/workitems?1.2.3.4", "ups_create"),
-    ("POST", f"{WORKITEM}?1.2.3.9", "ups_update"),
-    ("GET", "/v2/workitems?PatientName=DOE", "ups_search"),
-    ("GET", WORKITEM, "ups_retrieve"),
-    ("PUT", f"{WORKITEM}/state", "ups_change_state"),
-    ("POST", f"{WORKITEM}/cancelrequest", "ups_cancel_request"),
-    ("POST", f"{WORKITEM}/subscribers/MYAE?deletionlock=true", "ups_subscription"),
-    ("POST", "/v2/workitems/1.2.840.10008.5.1.4.34.5/subscribers/MYAE/suspend", "ups_subscription"),
-    ("DELETE", f"{WORKITEM}/subscribers/MYAE", "ups_subscription"),
-    ("GET", "/v2/subscribers/MYAE", "ups_subscription"),
-    ("POST", "/v2/extendedquerytags", "add_extended_query_tags"),
-    ("GET", "/v2/extendedquerytags", "list_extended_query_tags"),
-    ("GET", "/v2/extendedquerytags/00101001", "extended_query_tag"),
-    ("PATCH", "/v2/extendedquerytags/00101001", "extended_query_tag"),
-    ("DELETE", "/v2/extendedquerytags/00101001", "extended_query_tag"),
-    ("GET", "/v2/extendedquerytags/00101001/errors", "extended_query_tag_errors"),
-    ("GET", "/v2/operations/1d4b2a3c-9f8e-4c1b-a2d3-4e5f6a7b8c9d", "get_operation"),
+    ("POST", "/v2/studies", "stow.store_instances"),
+    ("PUT", "/v2/studies", "stow.store_instances"),
+    ("POST", STUDY, "stow.store_instances"),
+    ("PUT", STUDY, "stow.store_instances"),
+    ("POST", "/v1/studies", "stow.store_instances"),
+    ("GET", STUDY, "wado.retrieve"),
+    ("GET", f"{STUDY}/metadata", "metadata.retrieve_metadata"),
+    ("GET", SERIES, "wado.retrieve"),
+    ("GET", f"{SERIES}/metadata", "metadata.retrieve_metadata"),
+    ("GET", INSTANCE, "wado.retrieve"),
+    ("GET", f"{INSTANCE}/metadata", "metadata.retrieve_metadata"),
+    ("GET", f"{INSTANCE}/rendered", "rendered.retrieve_rendered"),
+    ("GET", f"{INSTANCE}/frames/1", "frames.retrieve_frames"),
+    ("GET", f"{INSTANCE}/frames/4,5,6", "frames.retrieve_frames"),
+    ("GET", f"{INSTANCE}/frames/1/rendered", "rendered.retrieve_rendered"),
+    ("GET", f"/v2/studies{ST}/series/{SE}/metadata", "metadata.retrieve_metadata"),  # curl tutorial
+    ("GET", "/v2/studies", "qido.search_for_studies"),
+    ("GET", "/v2/studies?PatientName=DOE&fuzzymatching=true", "qido.search_for_studies"),
+    ("GET", "/v2/series", "qido.search_for_series"),
+    ("GET", f"{STUDY}/series", "qido.search_for_series"),
+    ("GET", "/v2/instances", "qido.search_for_instances"),
+    ("GET", f"{STUDY}/instances", "qido.search_for_instances"),
+    ("GET", f"{SERIES}/instances", "qido.search_for_instances"),
+    ("DELETE", STUDY, "delete.delete"),
+    ("DELETE", SERIES, "delete.delete"),
+    ("DELETE", INSTANCE, "delete.delete"),
+    ("POST", "/v2/workitems", "workitems.create"),
+    ("POST", "/v2/workitems?1.2.3.4", "workitems.create"),
+    ("POST", f"{WORKITEM}?1.2.3.9", "workitems.update"),
+    ("GET", "/v2/workitems?PatientName=DOE", "workitems.search"),
+    ("GET", WORKITEM, "workitems.retrieve"),
+    ("PUT", f"{WORKITEM}/state", "workitems.change_state"),
+    ("POST", f"{WORKITEM}/cancelrequest", "workitems.cancel_request"),
+    ("POST", f"{WORKITEM}/subscribers/MYAE?deletionlock=true", "workitems.subscription"),
+    (
+        "POST",
+        "/v2/workitems/1.2.840.10008.5.1.4.34.5/subscribers/MYAE/suspend",
+        "workitems.subscription",
+    ),
+    ("DELETE", f"{WORKITEM}/subscribers/MYAE", "workitems.subscription"),
+    ("GET", "/v2/subscribers/MYAE", "workitems.subscription"),
+    ("POST", "/v2/extendedquerytags", "eqt.add_tags"),
+    ("GET", "/v2/extendedquerytags", "eqt.list_tags"),
+    ("GET", "/v2/extendedquerytags/00101001", "eqt.tag"),
+    ("PATCH", "/v2/extendedquerytags/00101001", "eqt.tag"),
+    ("DELETE", "/v2/extendedquerytags/00101001", "eqt.tag"),
+    ("GET", "/v2/extendedquerytags/00101001/errors", "eqt.tag_errors"),
+    ("GET", "/v2/operations/1d4b2a3c-9f8e-4c1b-a2d3-4e5f6a7b8c9d", "eqt.operation"),
 ]
 
 # One wrong method and one unknown URL per family: both reach the catch-all, which answers
@@ -120,23 +124,41 @@ def table() -> RouteTable:
     return http_routes(functions, route_prefix="")
 
 
+def web_names(tree: ast.Module) -> set[str]:
+    """The names function_app.py imports from ``dicom_core.web`` (modules and functions)."""
+    names: set[str] = set()
+    for node in tree.body:
+        if not isinstance(node, ast.ImportFrom) or node.module is None:
+            continue
+        if node.module == "dicom_core" or node.module.startswith("dicom_core.web"):
+            names.update(alias.asname or alias.name for alias in node.names)
+    return names
+
+
+def root_name(node: ast.expr) -> str | None:
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
 @pytest.fixture(scope="module")
 def handlers() -> dict[str, str]:
-    """Function name -> the ``web`` handler its body calls (each body is that one call)."""
+    """Function name -> the ``web`` handler its body runs (each body is one call into
+    ``dicom_core.web``): for ``handle(req, services, qido.search_for_series)`` the handler
+    is ``qido.search_for_series``, for any other call the function it calls."""
     tree = ast.parse((ROOT / "function_app.py").read_text())
+    web = web_names(tree)
     found: dict[str, str] = {}
     for node in tree.body:
         if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef):
             calls = [
-                n.func.attr
-                for n in ast.walk(node)
-                if isinstance(n, ast.Call)
-                and isinstance(n.func, ast.Attribute)
-                and isinstance(n.func.value, ast.Name)
-                and n.func.value.id == "web"
+                n for n in ast.walk(node) if isinstance(n, ast.Call) and root_name(n.func) in web
             ]
             assert len(calls) == 1, f"{node.name} should make exactly one web call"
-            found[node.name] = calls[0]
+            [call] = calls
+            handler = call.args[2] if ast.unparse(call.func) == "handle" else call.func
+            assert root_name(handler) in web, f"{node.name}: {ast.unparse(handler)} is not web's"
+            found[node.name] = ast.unparse(handler)
     return found
 
 
