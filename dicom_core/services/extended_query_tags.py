@@ -16,15 +16,12 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
-from dicom_core.domain.extended_query_tags import (
-    MAX_TAGS,
-    QueryTagDefinition,
-    query_attribute,
-)
+from dicom_core.domain.extended_query_tags import MAX_TAGS, QueryTagDefinition
 from dicom_core.domain.model import InstanceKey
 from dicom_core.errors import BadRequest, Conflict, NotFound
 from dicom_core.query.attributes import CORE_CATALOG, describe_tag
 from dicom_core.query.conditions import QueryAttribute
+from dicom_core.query.indexed_values import query_attribute
 
 log = logging.getLogger(__name__)
 

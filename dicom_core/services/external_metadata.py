@@ -12,10 +12,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from dicom_core.domain.extended_query_tags import IndexedValue, InvalidValue, index_value
 from dicom_core.errors import BadRequest, Conflict
 from dicom_core.query.attributes import matching_for_vr
 from dicom_core.query.conditions import EXTERNAL_METADATA_PATH, QueryAttribute, QueryLevel
+from dicom_core.query.indexed_values import IndexedValue, InvalidValue, index_value
 
 HEADER_PREFIX = "msdicom-meta-"
 REQUEST_HEADER = "msdicom-request-meta"

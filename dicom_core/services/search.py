@@ -34,7 +34,6 @@ from typing import Any
 
 import orjson
 
-from dicom_core.domain.extended_query_tags import NUMERIC_VRS
 from dicom_core.errors import BadRequest
 from dicom_core.query.attributes import (
     COMPUTED_TAGS,
@@ -58,6 +57,7 @@ from dicom_core.query.conditions import (
     QueryResource,
     ValueMatch,
 )
+from dicom_core.query.indexed_values import NUMERIC_VRS
 from dicom_core.query.parser import parse_query
 from dicom_core.query.results import SearchMatch
 from dicom_core.services.extended_query_tags import ExtendedQueryTagService

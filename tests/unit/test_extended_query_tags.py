@@ -15,14 +15,12 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicom_core.domain.extended_query_tags import (
-    InvalidValue,
     QueryTagError,
-    extract_value,
     parse_definitions,
     parse_query_status,
-    query_attribute,
 )
 from dicom_core.query.attributes import CORE_CATALOG
+from dicom_core.query.indexed_values import InvalidValue, extract_value, query_attribute
 from dicom_core.services.extended_query_tags import (
     REINDEX_QUEUE,
     BatchOutcome,

@@ -45,11 +45,7 @@ from azure.cosmos.exceptions import (
     CosmosResourceNotFoundError,
 )
 
-from dicom_core.domain.extended_query_tags import (
-    InvalidValue,
-    QueryTagDefinition,
-    extract_value,
-)
+from dicom_core.domain.extended_query_tags import QueryTagDefinition
 from dicom_core.domain.model import InstanceKey
 from dicom_core.query.conditions import (
     EXTERNAL_METADATA_PATH,
@@ -59,6 +55,7 @@ from dicom_core.query.conditions import (
     UnsupportedCondition,
     ValueMatch,
 )
+from dicom_core.query.indexed_values import InvalidValue, extract_value
 from dicom_core.services.extended_query_tags import (
     BatchOutcome,
     OperationRecord,

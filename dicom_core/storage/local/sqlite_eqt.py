@@ -16,14 +16,9 @@ from typing import Any
 
 import orjson
 
-from dicom_core.domain.extended_query_tags import (
-    InvalidValue,
-    QueryTagDefinition,
-    QueryTagStatusValues,
-    extract_value,
-    query_attribute,
-)
+from dicom_core.domain.extended_query_tags import QueryTagDefinition, QueryTagStatusValues
 from dicom_core.domain.model import InstanceKey
+from dicom_core.query.indexed_values import InvalidValue, extract_value, query_attribute
 from dicom_core.services.extended_query_tags import (
     BatchOutcome,
     OperationRecord,
