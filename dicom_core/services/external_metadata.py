@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from dicom_core.errors import BadRequest, Conflict
 from dicom_core.query.attributes import matching_for_vr
 from dicom_core.query.conditions import EXTERNAL_METADATA_PATH, QueryAttribute, QueryLevel
-from dicom_core.query.indexed_values import IndexedValue, InvalidValue, index_value
+from dicom_core.query.indexed_values import InvalidValue, index_value
+from dicom_core.storage.ports import ExternalMetadataStore, ExternalValue, ExternalVrConflict
 
 HEADER_PREFIX = "msdicom-meta-"
 REQUEST_HEADER = "msdicom-request-meta"
@@ -29,16 +29,6 @@ SUPPORTED_VRS = frozenset(
     | {"UL", "US"}
 )
 _NAME = re.compile(r"([A-Za-z]{2})-([0-9A-Fa-f]{8})")
-
-
-@dataclass(frozen=True, slots=True)
-class ExternalValue:
-    """One validated header: the tag, its VR, the raw value and its index forms."""
-
-    tag: str
-    vr: str
-    value: str
-    indexed: IndexedValue
 
 
 def attribute(tag: str, vr: str) -> QueryAttribute:
@@ -97,31 +87,6 @@ def parse_headers(headers: Iterable[tuple[str, str]]) -> list[ExternalValue]:
             continue  # empty values are not stored (the spec: null or empty is not indexed)
         values[tag] = ExternalValue(tag=tag, vr=vr, value=raw.strip(), indexed=indexed)
     return list(values.values())
-
-
-class ExternalVrConflict(Exception):
-    """The tag was fixed with another VR (by a concurrent request); the store answers 409."""
-
-    def __init__(self, tag: str, vr: str) -> None:
-        super().__init__(f"{tag} {vr}")
-        self.tag = tag
-        self.vr = vr
-
-
-class ExternalMetadataStore(Protocol):
-    async def tag_vrs(self, tags: Sequence[str]) -> dict[str, str]: ...
-
-    async def save(self, study_uids: Sequence[str], values: Sequence[ExternalValue]) -> None:
-        """Fix each new tag's VR and upsert the study values (all or nothing)."""
-        ...
-
-    async def study_values(
-        self, study_uids: Sequence[str]
-    ) -> dict[str, list[tuple[str, str, str]]]:
-        """(tag, vr, value) per study."""
-        ...
-
-    async def known_tags(self) -> dict[str, str]: ...
 
 
 class ExternalMetadataService:

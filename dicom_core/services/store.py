@@ -41,11 +41,11 @@ from dicom_core.services.blob_cleanup import BlobJanitor
 from dicom_core.services.external_metadata import (
     FIRST_API_VERSION,
     ExternalMetadataService,
-    ExternalValue,
     parse_headers,
 )
 from dicom_core.storage.ports import (
     BlobStore,
+    ExternalValue,
     IndexStore,
     InstanceBeingCreated,
     InstanceExists,

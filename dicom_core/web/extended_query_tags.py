@@ -21,6 +21,7 @@ from dicom_core.domain.extended_query_tags import (
 from dicom_core.errors import BadRequest, DicomWebError, UnsupportedMediaType
 from dicom_core.query.parser import MAX_OFFSET
 from dicom_core.services.extended_query_tags import ExtendedQueryTagService
+from dicom_core.storage.ports import OperationRecord, QueryTagRecord
 from dicom_core.web.bodies import read_limited
 from dicom_core.web.context import api_version, base_url
 
@@ -29,6 +30,43 @@ _JSON = "application/json"
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=_JSON, headers=headers)
+
+
+def tag_json(tag: QueryTagRecord, base_url: str) -> dict[str, Any]:
+    """The spec's Extended Query Tag object (camelCase)."""
+    body: dict[str, Any] = {
+        "path": tag.path,
+        "vr": tag.vr,
+    }
+    if tag.private_creator:
+        body["privateCreator"] = tag.private_creator
+    body["level"] = tag.level
+    body["status"] = tag.status
+    body["queryStatus"] = tag.query_status
+    if tag.error_count:
+        body["errors"] = {
+            "count": tag.error_count,
+            "href": f"{base_url}/extendedquerytags/{tag.path}/errors",
+        }
+    if tag.operation_id and tag.status == "Adding":
+        body["operation"] = {
+            "id": tag.operation_id,
+            "href": f"{base_url}/operations/{tag.operation_id}",
+        }
+    return body
+
+
+def operation_json(operation: OperationRecord, base_url: str) -> dict[str, Any]:
+    """The spec's Operation object."""
+    return {
+        "operationId": operation.operation_id,
+        "type": operation.type,
+        "createdTime": operation.created_at,
+        "lastUpdatedTime": operation.updated_at,
+        "status": operation.status,
+        "percentComplete": operation.percent_complete,
+        "resources": [f"{base_url}/extendedquerytags/{p}" for p in operation.resources],
+    }
 
 
 def _service(services: Services) -> ExtendedQueryTagService:
@@ -75,7 +113,7 @@ async def add_tags(request: Request, services: Services) -> Response:
 async def list_tags(request: Request, services: Services) -> Response:
     base = base_url(request, api_version(request))
     tags = await _service(services).list_tags()
-    return _json([t.to_json(base) for t in tags])
+    return _json([tag_json(t, base) for t in tags])
 
 
 async def tag(request: Request, services: Services) -> Response:
@@ -92,8 +130,8 @@ async def tag(request: Request, services: Services) -> Response:
         except QueryTagError as exc:
             raise BadRequest(str(exc)) from exc
         updated = await service.set_query_status(path, query_status.value)
-        return _json(updated.to_json(base))
-    return _json((await service.get(path)).to_json(base))
+        return _json(tag_json(updated, base))
+    return _json(tag_json(await service.get(path), base))
 
 
 def _int_param(request: Request, name: str, default: int, maximum: int | None) -> int:
@@ -124,4 +162,4 @@ async def operation(request: Request, services: Services) -> Response:
     base = base_url(request, api_version(request))
     operation_id = str(request.path_params.get("operationId", "")).strip()
     found = await _service(services).operation(operation_id)
-    return _json(found.to_json(base), 200 if found.done else 202)
+    return _json(operation_json(found, base), 200 if found.done else 202)

@@ -14,14 +14,14 @@ from pydicom.uid import generate_uid
 
 from dicom_core.bootstrap import build_query_tags
 from dicom_core.domain.extended_query_tags import QueryTagDefinition, QueryTagLevelValues
-from dicom_core.services.extended_query_tags import (
+from dicom_core.services.extended_query_tags import reindex_message
+from dicom_core.storage.ports import (
     BatchOutcome,
+    JobQueue,
     QueryTagStore,
     ReindexCheckpoint,
     TagConflict,
-    reindex_message,
 )
-from dicom_core.storage.ports import JobQueue
 from tests.contract.conftest import Stores
 from tests.fixtures.index_rows import add_instance
 

@@ -21,16 +21,12 @@ from dicom_core.domain.extended_query_tags import (
 )
 from dicom_core.query.attributes import CORE_CATALOG
 from dicom_core.query.indexed_values import InvalidValue, extract_value, query_attribute
-from dicom_core.services.extended_query_tags import (
-    REINDEX_QUEUE,
-    BatchOutcome,
-    ExtendedQueryTagService,
-    ReindexCheckpoint,
-)
+from dicom_core.services.extended_query_tags import REINDEX_QUEUE, ExtendedQueryTagService
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_eqt import SqliteQueryTagStore
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
 from dicom_core.storage.local.sqlite_queue import SqliteJobQueue
+from dicom_core.storage.ports import BatchOutcome, ReindexCheckpoint
 from tests.fixtures.index_rows import add_instance
 
 

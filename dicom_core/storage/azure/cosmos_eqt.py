@@ -56,19 +56,20 @@ from dicom_core.query.conditions import (
     ValueMatch,
 )
 from dicom_core.query.indexed_values import InvalidValue, extract_value
-from dicom_core.services.extended_query_tags import (
+from dicom_core.storage.azure.cosmos_io import ContainerGone, owner_missing, query_items, read_item
+from dicom_core.storage.azure.cosmos_query import Parameters, predicate
+from dicom_core.storage.azure.cosmos_schema import COUNTER_PARTITION, INSTANCE, WATERMARK_COUNTER
+from dicom_core.storage.ports import (
     BatchOutcome,
+    ExternalValue,
+    ExternalVrConflict,
+    JobQueue,
     OperationRecord,
     QueryTagRecord,
     ReindexCheckpoint,
     TagConflict,
     TooManyTags,
 )
-from dicom_core.services.external_metadata import ExternalValue, ExternalVrConflict
-from dicom_core.storage.azure.cosmos_io import ContainerGone, owner_missing, query_items, read_item
-from dicom_core.storage.azure.cosmos_query import Parameters, predicate
-from dicom_core.storage.azure.cosmos_schema import COUNTER_PARTITION, INSTANCE, WATERMARK_COUNTER
-from dicom_core.storage.ports import JobQueue
 
 if TYPE_CHECKING:
     from dicom_core.storage.azure.cosmos_index import CosmosIndexStore

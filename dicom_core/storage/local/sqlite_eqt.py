@@ -19,16 +19,17 @@ import orjson
 from dicom_core.domain.extended_query_tags import QueryTagDefinition, QueryTagStatusValues
 from dicom_core.domain.model import InstanceKey
 from dicom_core.query.indexed_values import InvalidValue, extract_value, query_attribute
-from dicom_core.services.extended_query_tags import (
+from dicom_core.storage.local.sqlite_db import SqliteDatabase
+from dicom_core.storage.ports import (
     BatchOutcome,
+    ExternalValue,
+    ExternalVrConflict,
     OperationRecord,
     QueryTagRecord,
     ReindexCheckpoint,
     TagConflict,
     TooManyTags,
 )
-from dicom_core.services.external_metadata import ExternalValue, ExternalVrConflict
-from dicom_core.storage.local.sqlite_db import SqliteDatabase
 
 _TAG_COLUMNS = (
     "tag_key, path, vr, private_creator, level, status, query_status, error_count,"

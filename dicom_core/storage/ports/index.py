@@ -1,16 +1,12 @@
-"""Storage ports: what the services need from an index, a blob store and a job queue.
+"""The index port: what is stored, where each file is, and what QIDO searches.
 
-Each port is a ``typing.Protocol`` with two adapters, ``local`` (SQLite + files + a SQLite job
-table) and ``azure`` (Cosmos DB + Blob Storage + Storage queues). One contract test suite runs
-unchanged against both. Ports speak in domain types (``dicom_core.domain.model``), never in
-SQL, HTTP or SDK types.
+``IndexStore`` is the two-step protocol every backend offers; ``InstanceWriter`` is the
+one-step capability a backend may add when file and index live on one machine.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,22 +23,6 @@ class InstanceExists(Exception):
 
 class InstanceBeingCreated(Exception):
     """Another request holds the instance identity, or a failed attempt left it (45071)."""
-
-
-class BlobNotFound(Exception):
-    """The blob store has no object under the key."""
-
-
-class StorageUnavailable(Exception):
-    """The backing store cannot be reached right now; the web layer answers 503."""
-
-
-class WorkitemExists(Exception):
-    """Create of a workitem whose UID is already taken (409)."""
-
-
-class WorkitemChanged(Exception):
-    """A workitem write named a version that is no longer current (another write won)."""
 
 
 class IndexStore(Protocol):
@@ -147,90 +127,3 @@ class InstanceWriter(Protocol):
     ) -> WrittenInstance:
         """Raises InstanceExists, InstanceBeingCreated or StorageUnavailable."""
         ...
-
-
-class BlobReader(Protocol):
-    """One stored object, opened before a response starts and readable until closed.
-
-    Opening is where a missing object shows (``BlobNotFound``), while a retrieve can still
-    answer with a status code. Once open, a concurrent delete does not cut the read: the local
-    store holds the file open (POSIX keeps an unlinked file readable), Blob Storage deletes
-    only after the cleanup delay and the read is pinned to the ETag seen at opening.
-    """
-
-    @property
-    def key(self) -> str: ...
-
-    @property
-    def size(self) -> int: ...
-
-    def read_stream(self, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
-        """The object's bytes as opened, in chunks; an error here can only end the body."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-class BlobStore(Protocol):
-    """Stored DICOM files, addressed by key. Create-only writes; byte-range reads."""
-
-    async def put_file(self, key: str, source: Path, *, overwrite: bool = False) -> None:
-        """Store the file at ``source`` under ``key`` and consume ``source``.
-
-        With ``overwrite=False`` an existing object is never replaced (FileExistsError).
-        """
-        ...
-
-    def read_stream(self, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]: ...
-
-    async def open_reader(self, key: str) -> BlobReader:
-        """Open ``key`` for a read that a concurrent delete cannot cut; BlobNotFound if none."""
-        ...
-
-    async def read_range(self, key: str, offset: int, length: int) -> bytes: ...
-
-    async def size(self, key: str) -> int: ...
-
-    async def delete(self, key: str) -> bool:
-        """Delete one object; True if it existed."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class QueueMessage:
-    """A job message as received from a queue, with what is needed to settle it."""
-
-    id: str
-    queue: str
-    body: dict[str, Any]
-    dequeue_count: int
-    receipt: str
-    # What the queue trigger reports beside the body (its InsertionTime, ExpirationTime and
-    # NextVisibleTime metadata), where the queue knows it.
-    inserted_at: datetime | None = None
-    expires_at: datetime | None = None
-    next_visible_at: datetime | None = None
-
-
-class JobQueue(Protocol):
-    """Durable job queues driving the queue-triggered functions (at-least-once delivery)."""
-
-    async def send(self, queue: str, body: dict[str, Any], *, delay_seconds: float = 0) -> None: ...
-
-    async def receive(
-        self, queue: str, *, max_messages: int = 1, visibility_timeout: float = 30
-    ) -> Sequence[QueueMessage]: ...
-
-    async def complete(self, message: QueueMessage) -> None: ...
-
-    async def abandon(self, message: QueueMessage) -> None:
-        """Make a message visible again at once (the handler failed)."""
-        ...
-
-    async def dead_letter(self, message: QueueMessage, reason: str) -> None:
-        """Move a message that keeps failing to the queue's poison path."""
-        ...
-
-    async def close(self) -> None: ...

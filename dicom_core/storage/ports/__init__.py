@@ -1,0 +1,71 @@
+"""Storage ports: what the services need from storage, one module per port.
+
+Each port is a ``typing.Protocol`` with two adapters, ``local`` (SQLite + files + a SQLite job
+table) and ``azure`` (Cosmos DB + Blob Storage + Storage queues). One contract test suite runs
+unchanged against both. Ports speak in domain and query types, never in SQL, HTTP or SDK
+types; each port's records and errors live in its module, and this package names them all so
+that callers import from ``dicom_core.storage.ports``:
+
+- ``index``: ``IndexStore`` (the two-step store protocol, retrieve and QIDO) and the
+  ``InstanceWriter`` capability;
+- ``blobs``: ``BlobStore`` and ``BlobReader``;
+- ``queue``: ``JobQueue``;
+- ``workitems``: the UPS-RS workitems;
+- ``query_tags``: ``QueryTagStore``, extended query tags and their reindex operations;
+- ``external_metadata``: ``ExternalMetadataStore``;
+- ``errors``: ``StorageUnavailable``, which any port may raise.
+"""
+
+from __future__ import annotations
+
+from dicom_core.storage.ports.blobs import BlobNotFound, BlobReader, BlobStore
+from dicom_core.storage.ports.errors import StorageUnavailable
+from dicom_core.storage.ports.external_metadata import (
+    ExternalMetadataStore,
+    ExternalValue,
+    ExternalVrConflict,
+)
+from dicom_core.storage.ports.index import (
+    IndexStore,
+    InstanceBeingCreated,
+    InstanceExists,
+    InstanceWriter,
+    WrittenInstance,
+)
+from dicom_core.storage.ports.query_tags import (
+    BatchOutcome,
+    OperationRecord,
+    QueryTagRecord,
+    QueryTagStore,
+    ReindexCheckpoint,
+    TagConflict,
+    TooManyTags,
+)
+from dicom_core.storage.ports.queue import JobQueue, QueueMessage
+from dicom_core.storage.ports.workitems import WorkitemChanged, WorkitemExists
+
+__all__ = [
+    "BatchOutcome",
+    "BlobNotFound",
+    "BlobReader",
+    "BlobStore",
+    "ExternalMetadataStore",
+    "ExternalValue",
+    "ExternalVrConflict",
+    "IndexStore",
+    "InstanceBeingCreated",
+    "InstanceExists",
+    "InstanceWriter",
+    "JobQueue",
+    "OperationRecord",
+    "QueryTagRecord",
+    "QueryTagStore",
+    "QueueMessage",
+    "ReindexCheckpoint",
+    "StorageUnavailable",
+    "TagConflict",
+    "TooManyTags",
+    "WorkitemChanged",
+    "WorkitemExists",
+    "WrittenInstance",
+]
