@@ -1,8 +1,14 @@
-"""The composition root: the only place that chooses adapters for the storage ports."""
+"""The composition root: builds the storage backend the settings name and the services on it.
+
+``DICOM_STORAGE`` picks the backend in ``backend_factory``, the one place that knows which
+backends exist. Each backend builds all its ports itself (``Backend``), so nothing here
+depends on which one was picked.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from dicom_core.services.blob_cleanup import BlobJanitor
 from dicom_core.services.delete import DeleteService
@@ -18,15 +24,13 @@ from dicom_core.services.store import StoreService
 from dicom_core.services.transcoding import TranscodingService
 from dicom_core.services.workitems import WorkitemService
 from dicom_core.settings import Settings, SettingsError
-from dicom_core.storage.ports import BlobStore, IndexStore, InstanceWriter, JobQueue
+from dicom_core.storage.ports import Backend, JobQueue
 
 
 @dataclass(frozen=True, slots=True)
 class Services:
     settings: Settings
-    index: IndexStore
-    blobs: BlobStore
-    queue: JobQueue
+    backend: Backend
     staging: StagingArea
     janitor: BlobJanitor
     store: StoreService
@@ -38,130 +42,55 @@ class Services:
     transcoding: TranscodingService
     rendering: RenderingService
     workitems: WorkitemService
-    query_tags: ExtendedQueryTagService | None = None
-    """Extended query tags and operations; None where the backend has no store for them yet."""
-    external_metadata: ExternalMetadataService | None = None
-    """STOW msdicom-meta-* values; None where the backend has no store for them yet."""
+    query_tags: ExtendedQueryTagService
+    """Extended query tags and their reindex operations."""
+    external_metadata: ExternalMetadataService
+    """STOW msdicom-meta-* values."""
 
     async def close(self) -> None:
-        await self.index.close()
-        await self.blobs.close()
-        await self.queue.close()
+        await self.backend.close()
 
 
-def build_storage(settings: Settings) -> tuple[IndexStore, BlobStore, JobQueue]:
+class BackendFactory(Protocol):
+    """What ``dicom_core.storage.local.factory`` and ``dicom_core.storage.azure.factory`` offer."""
+
+    def build_backend(self, settings: Settings) -> Backend: ...
+
+    def build_job_queue(self, settings: Settings) -> JobQueue: ...
+
+
+def backend_factory(settings: Settings) -> BackendFactory:
+    """The backend ``DICOM_STORAGE`` names. Imported only when chosen, so the local backend
+    never loads the Azure SDKs."""
     if settings.storage == "local":
-        from dicom_core.storage.local.file_blobs import FileBlobStore
-        from dicom_core.storage.local.sqlite_db import SqliteDatabase
-        from dicom_core.storage.local.sqlite_index import SqliteIndexStore
-        from dicom_core.storage.local.sqlite_queue import SqliteJobQueue
+        from dicom_core.storage.local import factory as local
 
-        db = SqliteDatabase(settings.data_dir / "index.sqlite", durable=settings.durable_writes)
-        return (
-            SqliteIndexStore(db, stale_create_seconds=settings.stale_create_seconds),
-            FileBlobStore(settings.data_dir / "blobs", durable=settings.durable_writes),
-            SqliteJobQueue(db),
-        )
+        return local
     if settings.storage == "azure":
-        from dicom_core.storage.azure.factory import build_azure_storage
+        from dicom_core.storage.azure import factory as azure
 
-        return build_azure_storage(settings)
+        return azure
     raise SettingsError(f"DICOM_STORAGE={settings.storage!r} is not a known backend")
 
 
+def build_backend(settings: Settings) -> Backend:
+    return backend_factory(settings).build_backend(settings)
+
+
 def build_job_queue(settings: Settings) -> JobQueue:
-    if settings.storage == "azure":
-        # The queue alone: the local host's pollers need no index or blob clients.
-        from dicom_core.storage.azure.factory import build_azure_job_queue
-
-        return build_azure_job_queue(settings)
-    from dicom_core.storage.local.sqlite_db import SqliteDatabase
-    from dicom_core.storage.local.sqlite_queue import SqliteJobQueue
-
-    database = SqliteDatabase(settings.data_dir / "index.sqlite", durable=settings.durable_writes)
-    return SqliteJobQueue(database, owns_database=True)
-
-
-def build_query_tags(
-    settings: Settings, index: IndexStore, queue: JobQueue | None = None
-) -> ExtendedQueryTagService | None:
-    """The extended-query-tag service, on the index's own database.
-
-    Local: the SQLite file (the queue is a table of it). Azure: the Cosmos ``system``
-    container, with ``queue`` (Storage queues) carrying the reindex continuations.
-    """
-    from dicom_core.storage.local.sqlite_index import SqliteIndexStore
-
-    if isinstance(index, SqliteIndexStore):
-        from dicom_core.storage.local.sqlite_eqt import SqliteQueryTagStore
-
-        return ExtendedQueryTagService(
-            SqliteQueryTagStore(index.database), batch_size=settings.reindex_batch_size
-        )
-    if queue is not None and settings.storage == "azure":
-        from dicom_core.storage.azure.cosmos_eqt import CosmosQueryTagStore
-        from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
-
-        if isinstance(index, CosmosIndexStore):
-            return ExtendedQueryTagService(
-                CosmosQueryTagStore(index, queue), batch_size=settings.reindex_batch_size
-            )
-    return None
-
-
-def build_external_metadata(index: IndexStore) -> ExternalMetadataService | None:
-    """The external-metadata service, on the index's own database (local backend)."""
-    from dicom_core.storage.local.sqlite_index import SqliteIndexStore
-
-    if isinstance(index, SqliteIndexStore):
-        from dicom_core.storage.local.sqlite_eqt import SqliteExternalMetadataStore
-
-        return ExternalMetadataService(SqliteExternalMetadataStore(index.database))
-    # By module name, so the local backend never imports the azure SDK here.
-    if type(index).__module__ == "dicom_core.storage.azure.cosmos_index":
-        from dicom_core.storage.azure.cosmos_eqt import CosmosExternalMetadataStore
-        from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
-
-        if isinstance(index, CosmosIndexStore):
-            return ExternalMetadataService(CosmosExternalMetadataStore(index))
-    return None
-
-
-def build_instance_writer(index: IndexStore, blobs: BlobStore) -> InstanceWriter | None:
-    """The one-transaction writer of the local backend (None elsewhere: two-step protocol).
-
-    It indexes extended query tags inside its own transaction, so the store needs no
-    after-commit hook when it is used.
-    """
-    from dicom_core.storage.local.file_blobs import FileBlobStore
-    from dicom_core.storage.local.sqlite_index import SqliteIndexStore
-
-    if isinstance(index, SqliteIndexStore) and isinstance(blobs, FileBlobStore):
-        from dicom_core.storage.local.instance_writer import SqliteInstanceWriter
-        from dicom_core.storage.local.sqlite_eqt import SqliteQueryTagStore
-
-        return SqliteInstanceWriter(index, blobs, hooks=(SqliteQueryTagStore(index.database),))
-    return None
+    """The job queue alone: the local host's queue pollers need no index or blob store."""
+    return backend_factory(settings).build_job_queue(settings)
 
 
 def build_services(settings: Settings) -> Services:
-    index, blobs, queue = build_storage(settings)
-    query_tags = build_query_tags(settings, index, queue)
-    external_metadata = build_external_metadata(index)
-    writer = build_instance_writer(index, blobs)
-    # Local files stay readable while a retrieve holds them open; blobs need the delay.
-    delete_delay = settings.azure.blob_delete_delay_seconds if settings.storage == "azure" else 0
-    janitor = BlobJanitor(blobs, queue, delay_seconds=delete_delay)
-    # An index that deletes in several steps (Cosmos) hands the janitor the files of steps
-    # already done when a later one fails, so no file outlives its index entry.
-    set_orphan_sink = getattr(index, "set_orphan_sink", None)
-    if set_orphan_sink is not None:
-        set_orphan_sink(janitor.delete)
+    backend = build_backend(settings)
+    index, blobs = backend.index, backend.blobs
+    janitor = BlobJanitor(blobs, backend.queue, delay_seconds=backend.blob_delete_delay_seconds)
+    query_tags = ExtendedQueryTagService(backend.query_tags, batch_size=settings.reindex_batch_size)
+    external_metadata = ExternalMetadataService(backend.external_metadata)
     return Services(
         settings=settings,
-        index=index,
-        blobs=blobs,
-        queue=queue,
+        backend=backend,
         staging=StagingArea(
             settings.effective_staging_dir, stale_seconds=settings.stale_create_seconds
         ),
@@ -170,10 +99,8 @@ def build_services(settings: Settings) -> Services:
             index,
             blobs,
             janitor,
-            writer=writer,
-            after_commit=(
-                query_tags.index_instance if query_tags is not None and writer is None else None
-            ),
+            writer=backend.writer,
+            after_commit=query_tags.index_instance,
             external_metadata=external_metadata,
         ),
         delete=DeleteService(index, janitor),

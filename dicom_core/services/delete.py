@@ -20,7 +20,11 @@ class DeleteService:
         self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
     ) -> int:
         """Delete what the UIDs name; returns the number of instances deleted (404 if none)."""
-        blob_keys = await self._index.delete_instances(study_uid, series_uid, sop_uid)
+        # An index that deletes in several steps hands the janitor the files of the steps
+        # already done when a later one fails, so no file outlives its index entry.
+        blob_keys = await self._index.delete_instances(
+            study_uid, series_uid, sop_uid, orphans=self._janitor.delete
+        )
         if not blob_keys:
             raise resource_not_found(study_uid, series_uid, sop_uid)
         for blob_key in blob_keys:

@@ -168,8 +168,8 @@ class StoreService:
         # A backend that can store file and index entry in one step (local) passes its writer;
         # otherwise the two-step reserve/commit protocol of the index is used.
         self._writer = writer
-        # Indexes a committed instance for extended query tags being added or ready (when the
-        # writer does not do it in its own transaction).
+        # Indexes a committed instance for extended query tags being added or ready, after a
+        # two-step store (a writer does it in its own transaction: ``InstanceWriter``).
         self._after_commit = after_commit
 
     async def store_instances(
@@ -332,7 +332,7 @@ class StoreService:
             )
         for obsolete in written.obsolete_blob_keys:
             await self._delete_blob(obsolete)
-        if self._after_commit is not None:
+        if self._writer is None and self._after_commit is not None:
             try:
                 await self._after_commit(key, written.watermark, parsed.metadata_json)
             except Exception:

@@ -39,6 +39,4 @@ async def reindex_batch(
 ) -> None:
     """Queue handler: one reindex batch; the last allowed attempt fails the operation."""
     services = await container.get()
-    if services.query_tags is None:
-        raise RuntimeError("extended query tags are not available on this backend")
     await services.query_tags.handle_message(body, final_attempt=dequeue_count >= MAX_DEQUEUE_COUNT)

@@ -18,9 +18,8 @@ from dicom_core.domain.extended_query_tags import (
     parse_query_status,
     resolve_path,
 )
-from dicom_core.errors import BadRequest, DicomWebError, UnsupportedMediaType
+from dicom_core.errors import BadRequest, UnsupportedMediaType
 from dicom_core.query.parser import MAX_OFFSET
-from dicom_core.services.extended_query_tags import ExtendedQueryTagService
 from dicom_core.storage.ports import OperationRecord, QueryTagRecord
 from dicom_core.web.bodies import read_limited
 from dicom_core.web.context import api_version, base_url
@@ -69,15 +68,6 @@ def operation_json(operation: OperationRecord, base_url: str) -> dict[str, Any]:
     }
 
 
-def _service(services: Services) -> ExtendedQueryTagService:
-    service = getattr(services, "query_tags", None)
-    if service is None:
-        raise DicomWebError(
-            "Extended query tags are not available on this storage backend yet.", status=501
-        )
-    return service  # type: ignore[no-any-return]
-
-
 async def _read_json(request: Request, services: Services) -> Any:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type and content_type != _JSON and not content_type.endswith("+json"):
@@ -100,7 +90,7 @@ def _tag_path(request: Request) -> str:
 
 async def add_tags(request: Request, services: Services) -> Response:
     version = api_version(request)
-    service = _service(services)
+    service = services.query_tags
     try:
         definitions = parse_definitions(await _read_json(request, services))
     except QueryTagError as exc:
@@ -112,14 +102,14 @@ async def add_tags(request: Request, services: Services) -> Response:
 
 async def list_tags(request: Request, services: Services) -> Response:
     base = base_url(request, api_version(request))
-    tags = await _service(services).list_tags()
+    tags = await services.query_tags.list_tags()
     return _json([tag_json(t, base) for t in tags])
 
 
 async def tag(request: Request, services: Services) -> Response:
     """GET, PATCH and DELETE of one tag (one function per route, dispatched on the method)."""
     base = base_url(request, api_version(request))
-    service = _service(services)
+    service = services.query_tags
     path = _tag_path(request)
     if request.method == "DELETE":
         await service.delete(path)
@@ -154,12 +144,12 @@ async def tag_errors(request: Request, services: Services) -> Response:
     path = _tag_path(request)
     limit = _int_param(request, "limit", 100, 200)
     offset = _int_param(request, "offset", 0, MAX_OFFSET)
-    errors = await _service(services).errors(path, limit=limit, offset=offset)
+    errors = await services.query_tags.errors(path, limit=limit, offset=offset)
     return _json(errors)
 
 
 async def operation(request: Request, services: Services) -> Response:
     base = base_url(request, api_version(request))
     operation_id = str(request.path_params.get("operationId", "")).strip()
-    found = await _service(services).operation(operation_id)
+    found = await services.query_tags.operation(operation_id)
     return _json(operation_json(found, base), 200 if found.done else 202)

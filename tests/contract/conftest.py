@@ -1,6 +1,6 @@
 """The storage ports' contract suites run unchanged on both backends (ids ``local``/``azure``).
 
-``stores`` builds the three adapters exactly as the app does (``bootstrap.build_storage``) on
+``stores`` builds the backend exactly as the app does (``bootstrap.build_backend``) on
 fresh, private storage: a temporary directory for ``local``; for ``azure`` a Cosmos database,
 a blob container and queue names of its own on the session's emulators. Each ``Stores`` also
 opens back doors into what the adapters wrote (raw SQLite rows, raw Cosmos documents, raw blob
@@ -22,10 +22,10 @@ from typing import Any
 import orjson
 import pytest
 
-from dicom_core.bootstrap import build_storage
+from dicom_core.bootstrap import build_backend
 from dicom_core.domain.model import InstanceKey
 from dicom_core.settings import Settings
-from dicom_core.storage.ports import BlobStore, IndexStore, JobQueue
+from dicom_core.storage.ports import Backend, BlobStore, IndexStore, JobQueue, QueryTagStore
 from tests.conftest import BACKENDS
 
 StoresFactory = Callable[..., Awaitable["Stores"]]
@@ -35,17 +35,29 @@ StoresFactory = Callable[..., Awaitable["Stores"]]
 class Stores:
     backend: str
     settings: Settings
-    index: IndexStore
-    blobs: BlobStore
-    queue: JobQueue
+    ports: Backend
     _closed: bool = field(default=False, repr=False)
+
+    @property
+    def index(self) -> IndexStore:
+        return self.ports.index
+
+    @property
+    def blobs(self) -> BlobStore:
+        return self.ports.blobs
+
+    @property
+    def queue(self) -> JobQueue:
+        return self.ports.queue
+
+    @property
+    def query_tags(self) -> QueryTagStore:
+        return self.ports.query_tags
 
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
-            await self.index.close()
-            await self.blobs.close()
-            await self.queue.close()
+            await self.ports.close()
 
     def queue_name(self) -> str:
         """A queue name no other test uses (Storage rules: lower case, digits, hyphens)."""
@@ -182,8 +194,7 @@ async def make_stores(
 
     async def factory(**extra: str) -> Stores:
         settings = Settings.from_mapping({**environment, **extra})
-        index, blobs, queue = build_storage(settings)
-        stores = Stores(backend, settings, index, blobs, queue)
+        stores = Stores(backend, settings, build_backend(settings))
         made.append(stores)
         return stores
 

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from pydicom.uid import generate_uid
 
-from dicom_core.bootstrap import build_query_tags
 from dicom_core.domain.extended_query_tags import QueryTagDefinition, QueryTagLevelValues
 from dicom_core.services.extended_query_tags import reindex_message
 from dicom_core.storage.ports import (
@@ -29,10 +28,14 @@ AGE = QueryTagDefinition(path="00101010", vr="AS", level=QueryTagLevelValues.STU
 
 
 def tag_store(stores: Stores, queue: JobQueue | None = None) -> QueryTagStore:
-    service = build_query_tags(stores.settings, stores.index, queue or stores.queue)
-    assert service is not None
-    store: QueryTagStore = service._store
-    return store
+    """The backend's store, or (azure) one that sends its continuations through ``queue``."""
+    if queue is None:
+        return stores.query_tags
+    from dicom_core.storage.azure.cosmos_eqt import CosmosQueryTagStore
+    from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
+
+    assert isinstance(stores.index, CosmosIndexStore)
+    return CosmosQueryTagStore(stores.index, queue)
 
 
 async def fill(stores: Stores, count: int) -> None:

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from dicom_core.query.conditions import QueryDescription
 from dicom_core.settings import Settings
-from dicom_core.storage.azure.factory import build_azure_storage
+from dicom_core.storage.azure.factory import build_backend
 from tests.conftest import BACKENDS
 from tests.fixtures.index_rows import add_instance
 from tests.property.test_query_compiler import Model, models, queries
@@ -46,7 +46,8 @@ async def _index_and_search(
 ) -> list[list[tuple[str, str | None, str | None]]]:
     database = f"prop-{uuid.uuid4().hex[:12]}"
     config = Settings.from_mapping({**environment, "DICOM_COSMOS_DATABASE": database})
-    index, blobs, queue = build_azure_storage(config)
+    backend = build_backend(config)
+    index = backend.index
     try:
         for i in model.instances:
             i.watermark = await add_instance(
@@ -56,13 +57,11 @@ async def _index_and_search(
         for query in searches:
             found = await index.search(query)
             results.append([(m.study_uid, m.series_uid, m.sop_uid) for m in found])
-        client = await index._clients.client()
+        client = await index._clients.client()  # type: ignore[attr-defined]
         await client.delete_database(database)
         return results
     finally:
-        await index.close()
-        await blobs.close()
-        await queue.close()
+        await backend.close()
 
 
 @COSMOS_SETTINGS

@@ -18,7 +18,7 @@ from dicom_core.settings import AzureSettings, Settings, SettingsError
 from dicom_core.storage.azure import cosmos_docs as docs
 from dicom_core.storage.azure.clients import StorageClients, parse_connection_string
 from dicom_core.storage.azure.cosmos_query import compile_search, element_regex_for, regex_for
-from dicom_core.storage.azure.factory import build_azure_storage
+from dicom_core.storage.azure.factory import build_backend
 from dicom_core.storage.azure.retry import RetryPolicy, is_transient, unexpected
 from dicom_core.storage.ports import StorageUnavailable
 
@@ -60,8 +60,9 @@ def test_missing_connections_are_named(values: dict[str, str], named: str) -> No
 
 async def test_identity_settings_build_clients_without_keys_or_resources() -> None:
     settings = Settings.from_mapping(IDENTITY)
-    index, blobs, queue = build_azure_storage(settings)
-    assert (index._create, blobs._create, queue._create) == (False, False, False)
+    backend = build_backend(settings)
+    index, blobs, queue = backend.index, backend.blobs, backend.queue
+    assert (index._create, blobs._create, queue._create) == (False, False, False)  # type: ignore[attr-defined]
     clients = StorageClients(settings.azure)
     try:
         assert clients.blob_service().url.startswith("https://dicomstore.blob.core.windows.net")
@@ -69,9 +70,7 @@ async def test_identity_settings_build_clients_without_keys_or_resources() -> No
         assert type(clients._credential).__name__ == "ManagedIdentityCredential"
     finally:
         await clients.close()
-        await index.close()
-        await blobs.close()
-        await queue.close()
+        await backend.close()
 
 
 async def test_keys_let_the_app_create_what_it_needs_unless_told_otherwise() -> None:
@@ -81,10 +80,10 @@ async def test_keys_let_the_app_create_what_it_needs_unless_told_otherwise() -> 
         "DICOM_COSMOS_CONNECTION": "AccountEndpoint=https://127.0.0.1:8081/;AccountKey=a2V5;",
     }
     for extra, expected in (({}, True), ({"DICOM_AZURE_CREATE_RESOURCES": "false"}, False)):
-        index, blobs, queue = build_azure_storage(Settings.from_mapping({**keys, **extra}))
-        assert (index._create, blobs._create, queue._create) == (expected,) * 3
-        for store in (index, blobs, queue):
-            await store.close()
+        backend = build_backend(Settings.from_mapping({**keys, **extra}))
+        index, blobs, queue = backend.index, backend.blobs, backend.queue
+        assert (index._create, blobs._create, queue._create) == (expected,) * 3  # type: ignore[attr-defined]
+        await backend.close()
 
 
 def test_connection_strings_keep_equals_signs_in_values() -> None:

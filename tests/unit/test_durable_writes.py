@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
-from dicom_core.bootstrap import build_storage
+from dicom_core.bootstrap import build_backend
 from dicom_core.domain.model import InstanceKey
 from dicom_core.settings import Settings
 from dicom_core.storage.local.file_blobs import FileBlobStore
@@ -233,14 +233,14 @@ async def test_the_setting_reaches_the_local_adapters(
     settings = Settings.from_mapping(values)
     assert settings.durable_writes is durable
 
-    index, blobs, queue = build_storage(settings)
+    backend = build_backend(settings)
+    index, blobs = backend.index, backend.blobs
     try:
         assert isinstance(index, SqliteIndexStore) and isinstance(blobs, FileBlobStore)
         assert blobs.durable is durable
         assert index.database.durable is durable
     finally:
-        await queue.close()
-        await index.close()
+        await backend.close()
 
 
 @pytest.mark.parametrize(("mode", "synced"), [("durable", True), ("scratch", False)])

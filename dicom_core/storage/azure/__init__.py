@@ -12,4 +12,5 @@ in Azure. This package is the only place in ``dicom_core`` that imports ``azure.
 - ``cosmos_index``: ``IndexStore`` on Cosmos DB; ``cosmos_query``: QIDO compiled to Cosmos SQL.
 - ``blob_store``: ``BlobStore`` on Blob Storage; ``storage_queue``: ``JobQueue`` on Storage
   queues, in the base64 message format the Functions queue trigger reads.
+- ``factory``: the complete azure ``Backend`` from the settings.
 """

@@ -84,6 +84,7 @@ from dicom_core.storage.azure.retry import RetryPolicy, unexpected
 from dicom_core.storage.ports import (
     InstanceBeingCreated,
     InstanceExists,
+    OrphanSink,
     StorageUnavailable,
 )
 
@@ -124,21 +125,15 @@ class CosmosIndexStore(CosmosWorkitems):
         *,
         stale_create_seconds: int = 3600,
         create_resources: bool = True,
-        orphan_sink: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._clients = clients
         self._settings = settings
         self._stale_seconds = stale_create_seconds
         self._create = create_resources
-        self._orphan_sink = orphan_sink
         self._retry = RetryPolicy(settings.retry_seconds)
         self._ready: _Containers | None = None
         self._lock = asyncio.Lock()
         self._reservation_etags: dict[tuple[InstanceKey, int], str] = {}
-
-    def set_orphan_sink(self, sink: Callable[[str], Awaitable[None]]) -> None:
-        """Where the files of a delete that failed half-way go (the janitor, in bootstrap)."""
-        self._orphan_sink = sink
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -410,12 +405,17 @@ class CosmosIndexStore(CosmosWorkitems):
         self._reservation_etags.pop((key, reservation.watermark), None)
 
     async def delete_instances(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        orphans: OrphanSink | None = None,
     ) -> list[str]:
         """Delete in batches, oldest first; files of batches already done are never lost.
 
-        A failure after some batches have been applied hands their blob keys to the orphan
-        sink (the janitor deletes them now or through the cleanup queue) before raising.
+        A failure after some batches have been applied hands their blob keys to ``orphans``
+        (the store's janitor deletes them now or through the cleanup queue) before raising.
         """
         removed: list[str] = []
         try:
@@ -435,10 +435,10 @@ class CosmosIndexStore(CosmosWorkitems):
                 )
             return removed
         except BaseException:
-            if removed and self._orphan_sink is not None:
+            if removed and orphans is not None:
                 for blob_key in removed:
                     try:
-                        await self._orphan_sink(blob_key)
+                        await orphans(blob_key)
                     except Exception:
                         log.exception("could not schedule the deletion of %s", blob_key)
             raise

@@ -1,12 +1,20 @@
-"""Builds the azure adapters from the settings (called by ``dicom_core.bootstrap``)."""
+"""Builds the azure backend from the settings (``dicom_core.bootstrap`` picks it for
+``DICOM_STORAGE=azure``).
+
+Cosmos DB holds the index, the workitems, the extended query tags and external metadata (the
+stores of the ``system`` container share the index store's client and containers); Blob
+Storage holds the files and Storage queues carry the jobs.
+"""
 
 from __future__ import annotations
 
 from dicom_core.settings import Settings
 from dicom_core.storage.azure.blob_store import AzureBlobStore
 from dicom_core.storage.azure.clients import CosmosClients, StorageClients
+from dicom_core.storage.azure.cosmos_eqt import CosmosExternalMetadataStore, CosmosQueryTagStore
 from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
 from dicom_core.storage.azure.storage_queue import StorageJobQueue
+from dicom_core.storage.ports import Backend
 
 
 def _create_resources(settings: Settings, uses_keys: bool) -> bool:
@@ -19,32 +27,38 @@ def _create_resources(settings: Settings, uses_keys: bool) -> bool:
     return uses_keys if explicit is None else explicit
 
 
-def build_azure_storage(
-    settings: Settings,
-) -> tuple[CosmosIndexStore, AzureBlobStore, StorageJobQueue]:
+def build_backend(settings: Settings) -> Backend:
     azure = settings.azure
     azure.check()
     cosmos = CosmosClients(azure)
     blob_clients, queue_clients = StorageClients(azure), StorageClients(azure)
-    return (
-        CosmosIndexStore(
-            cosmos,
-            azure,
-            stale_create_seconds=settings.stale_create_seconds,
-            create_resources=_create_resources(settings, cosmos.uses_keys()),
-        ),
-        AzureBlobStore(
+    index = CosmosIndexStore(
+        cosmos,
+        azure,
+        stale_create_seconds=settings.stale_create_seconds,
+        create_resources=_create_resources(settings, cosmos.uses_keys()),
+    )
+    queue = build_job_queue(settings, queue_clients)
+    return Backend(
+        index=index,
+        blobs=AzureBlobStore(
             blob_clients,
             azure,
             create_resources=_create_resources(settings, blob_clients.uses_keys()),
         ),
-        build_azure_job_queue(settings, queue_clients),
+        queue=queue,
+        # Reindex continuations go through the Storage queues (an outbox on the operation).
+        query_tags=CosmosQueryTagStore(index, queue),
+        external_metadata=CosmosExternalMetadataStore(index),
+        # Index and files are separate services: the two-step protocol of the index.
+        writer=None,
+        # Blob Storage cannot keep a deleted blob readable for a reader already streaming it.
+        blob_delete_delay_seconds=azure.blob_delete_delay_seconds,
     )
 
 
-def build_azure_job_queue(
-    settings: Settings, clients: StorageClients | None = None
-) -> StorageJobQueue:
+def build_job_queue(settings: Settings, clients: StorageClients | None = None) -> StorageJobQueue:
+    """The queue alone (the local host's queue pollers need no index or blob clients)."""
     azure = settings.azure
     azure.check()
     clients = clients or StorageClients(azure)

@@ -137,7 +137,7 @@ def _index_one(
 
 
 class SqliteQueryTagStore:
-    """``QueryTagStore`` on SQLite (see ``dicom_core.services.extended_query_tags``)."""
+    """``QueryTagStore`` on SQLite (the port: ``dicom_core.storage.ports.query_tags``)."""
 
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db

@@ -28,7 +28,7 @@ from dicom_core.storage.local.schema import (
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_query import compile_search
 from dicom_core.storage.local.sqlite_workitems import SqliteWorkitems
-from dicom_core.storage.ports import InstanceBeingCreated, InstanceExists
+from dicom_core.storage.ports import InstanceBeingCreated, InstanceExists, OrphanSink
 
 CREATING, CREATED = 0, 1
 
@@ -252,8 +252,14 @@ class SqliteIndexStore(SqliteWorkitems):
         await self._db.run(abort)
 
     async def delete_instances(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        orphans: OrphanSink | None = None,
     ) -> list[str]:
+        """One transaction: all or nothing, so ``orphans`` is never needed."""
         return await self._db.run(lambda: self._delete(study_uid, series_uid, sop_uid))
 
     def _delete(self, study_uid: str, series_uid: str | None, sop_uid: str | None) -> list[str]:
@@ -480,7 +486,7 @@ class SqliteIndexStore(SqliteWorkitems):
 
     async def close(self) -> None:
         """Closes the database: the index owns it, and the queue and tag stores built on it
-        are closed with the index (``Services.close``). Closing twice is harmless."""
+        are closed with the index (``Backend.close``). Closing twice is harmless."""
         self._db.close()
 
 

@@ -13,11 +13,13 @@ that callers import from ``dicom_core.storage.ports``:
 - ``workitems``: the UPS-RS workitems;
 - ``query_tags``: ``QueryTagStore``, extended query tags and their reindex operations;
 - ``external_metadata``: ``ExternalMetadataStore``;
-- ``errors``: ``StorageUnavailable``, which any port may raise.
+- ``errors``: ``StorageUnavailable``, which any port may raise;
+- ``backend``: ``Backend``, all the ports of one backend as one object.
 """
 
 from __future__ import annotations
 
+from dicom_core.storage.ports.backend import Backend
 from dicom_core.storage.ports.blobs import BlobNotFound, BlobReader, BlobStore
 from dicom_core.storage.ports.errors import StorageUnavailable
 from dicom_core.storage.ports.external_metadata import (
@@ -30,6 +32,7 @@ from dicom_core.storage.ports.index import (
     InstanceBeingCreated,
     InstanceExists,
     InstanceWriter,
+    OrphanSink,
     WrittenInstance,
 )
 from dicom_core.storage.ports.query_tags import (
@@ -45,6 +48,7 @@ from dicom_core.storage.ports.queue import JobQueue, QueueMessage
 from dicom_core.storage.ports.workitems import WorkitemChanged, WorkitemExists
 
 __all__ = [
+    "Backend",
     "BatchOutcome",
     "BlobNotFound",
     "BlobReader",
@@ -58,6 +62,7 @@ __all__ = [
     "InstanceWriter",
     "JobQueue",
     "OperationRecord",
+    "OrphanSink",
     "QueryTagRecord",
     "QueryTagStore",
     "QueueMessage",

@@ -6,6 +6,7 @@ one-step capability a backend may add when file and index live on one machine.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +24,10 @@ class InstanceExists(Exception):
 
 class InstanceBeingCreated(Exception):
     """Another request holds the instance identity, or a failed attempt left it (45071)."""
+
+
+OrphanSink = Callable[[str], Awaitable[None]]
+"""Takes the blob key of a file whose index entry is gone, to delete the file."""
 
 
 class IndexStore(Protocol):
@@ -59,9 +64,20 @@ class IndexStore(Protocol):
         ...
 
     async def delete_instances(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        orphans: OrphanSink | None = None,
     ) -> list[str]:
-        """Remove instances from the index; returns their blob keys (empty if none matched)."""
+        """Remove instances from the index; returns their blob keys (empty if none matched).
+
+        An adapter that removes them in several steps (Cosmos DB: a batch per step) and fails
+        after some steps were applied hands the blob keys of those steps to ``orphans`` before
+        raising, so that no file outlives its index entry. One that removes them in one
+        transaction (SQLite) never needs to.
+        """
         ...
 
     async def search(
@@ -120,6 +136,9 @@ class InstanceWriter(Protocol):
     a crash leaves a reservation behind. Backends without this capability use the two-step
     ``IndexStore`` protocol instead. Either way, a failed write leaves nothing visible and no
     stored file behind (``source`` itself stays the caller's to remove).
+
+    A writer also indexes the instance's extended query tag values in its own transaction,
+    which the two-step protocol leaves to the store's after-commit step.
     """
 
     async def write_instance(

@@ -1,0 +1,46 @@
+"""Builds the local backend from the settings (``dicom_core.bootstrap`` picks it for
+``DICOM_STORAGE=local``).
+
+One SQLite file under the data directory holds the index, the extended query tags and
+external metadata, and the job table, so a store, a reindex batch and the message that
+continues it commit together; files live beside it under ``blobs/``.
+"""
+
+from __future__ import annotations
+
+from dicom_core.settings import Settings
+from dicom_core.storage.local.file_blobs import FileBlobStore
+from dicom_core.storage.local.instance_writer import SqliteInstanceWriter
+from dicom_core.storage.local.sqlite_db import SqliteDatabase
+from dicom_core.storage.local.sqlite_eqt import SqliteExternalMetadataStore, SqliteQueryTagStore
+from dicom_core.storage.local.sqlite_index import SqliteIndexStore
+from dicom_core.storage.local.sqlite_queue import SqliteJobQueue
+from dicom_core.storage.ports import Backend, JobQueue
+
+
+def _database(settings: Settings) -> SqliteDatabase:
+    return SqliteDatabase(settings.data_dir / "index.sqlite", durable=settings.durable_writes)
+
+
+def build_backend(settings: Settings) -> Backend:
+    db = _database(settings)
+    index = SqliteIndexStore(db, stale_create_seconds=settings.stale_create_seconds)
+    blobs = FileBlobStore(settings.data_dir / "blobs", durable=settings.durable_writes)
+    query_tags = SqliteQueryTagStore(db)
+    return Backend(
+        index=index,
+        blobs=blobs,
+        queue=SqliteJobQueue(db),
+        query_tags=query_tags,
+        external_metadata=SqliteExternalMetadataStore(db),
+        # Reserve, place the file and commit (extended query tags included) in one
+        # transaction: file and index are on one machine.
+        writer=SqliteInstanceWriter(index, blobs, hooks=(query_tags,)),
+        # A local file held open stays readable after its delete: no delay is needed.
+        blob_delete_delay_seconds=0,
+    )
+
+
+def build_job_queue(settings: Settings) -> JobQueue:
+    """The queue alone, on its own connection (the local host's queue pollers)."""
+    return SqliteJobQueue(_database(settings), owns_database=True)

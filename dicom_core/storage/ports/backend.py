@@ -1,0 +1,40 @@
+"""A storage backend as one object: every port, built together, closed together.
+
+``dicom_core.storage.local.factory`` and ``dicom_core.storage.azure.factory`` each build a
+complete ``Backend`` from the settings; the composition root (``dicom_core.bootstrap``) picks
+one by ``DICOM_STORAGE`` and wires the services to its ports without looking inside. What
+differs between backends is said here, as data, instead of being found out by inspecting the
+adapters' types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dicom_core.storage.ports.blobs import BlobStore
+from dicom_core.storage.ports.external_metadata import ExternalMetadataStore
+from dicom_core.storage.ports.index import IndexStore, InstanceWriter
+from dicom_core.storage.ports.query_tags import QueryTagStore
+from dicom_core.storage.ports.queue import JobQueue
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    index: IndexStore
+    blobs: BlobStore
+    queue: JobQueue
+    query_tags: QueryTagStore
+    external_metadata: ExternalMetadataStore
+    writer: InstanceWriter | None
+    """The one-step store of file and index entry, where the backend has one (local); None:
+    the store uses the index's two-step protocol."""
+    blob_delete_delay_seconds: float
+    """How long a deleted file must stay readable for a retrieve that opened it. 0 where an
+    open file stays readable by itself (local files); the setting's delay on Blob Storage."""
+
+    async def close(self) -> None:
+        """Release connections and files. The stores that share the index's database or
+        clients (query tags, external metadata) are closed with it."""
+        await self.index.close()
+        await self.blobs.close()
+        await self.queue.close()
