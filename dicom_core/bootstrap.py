@@ -124,7 +124,7 @@ def build_services(settings: Settings) -> Services:
             max_transcode_bytes=settings.max_transcode_bytes,
             max_decoded_bytes=settings.max_decoded_bytes,
         ),
-        workitems=WorkitemService(index),
+        workitems=WorkitemService(backend.workitems),
         query_tags=query_tags,
         external_metadata=external_metadata,
     )

@@ -38,7 +38,7 @@ from dicom_core.domain.workitems import (
 )
 from dicom_core.errors import BadRequest, Conflict, DicomWebError, NotFound
 from dicom_core.query.workitems import DEFAULT_RETURN_TAGS, WorkitemQuery
-from dicom_core.storage.ports import IndexStore, WorkitemChanged, WorkitemExists
+from dicom_core.storage.ports import WorkitemChanged, WorkitemExists, WorkitemStore
 
 WRITE_ATTEMPTS = 5
 _TAG = re.compile(r"[0-9A-Fa-f]{8}")
@@ -128,8 +128,8 @@ def fill_provider_attributes(dataset: Dataset, *, creating: bool) -> None:
 
 
 class WorkitemService:
-    def __init__(self, index: IndexStore) -> None:
-        self._index = index
+    def __init__(self, store: WorkitemStore) -> None:
+        self._store = store
 
     async def create(self, dataset: Dataset, url_uid: str | None) -> str:
         """Create Workitem; returns the workitem UID (from the URL or the dataset)."""
@@ -158,13 +158,13 @@ class WorkitemService:
         # Sent empty as Type 2 asks; the lock is set when the workitem is claimed.
         dataset.pop(TRANSACTION_UID, None)
         try:
-            await self._index.create_workitem(uid, dataset)
+            await self._store.create_workitem(uid, dataset)
         except WorkitemExists:
             raise Conflict(f"The workitem {uid} already exists.") from None
         return uid
 
     async def _read(self, uid: str) -> WorkitemRecord:
-        record = await self._index.get_workitem(uid)
+        record = await self._store.get_workitem(uid)
         if record is None:
             raise NotFound(f"The workitem {uid} was not found.")
         return record
@@ -181,7 +181,7 @@ class WorkitemService:
             except WorkitemRuleError as exc:
                 raise _error(exc) from None
             try:
-                await self._index.replace_workitem(uid, dataset, version=record.version)
+                await self._store.replace_workitem(uid, dataset, version=record.version)
                 return
             except WorkitemChanged:
                 continue
@@ -238,7 +238,7 @@ class WorkitemService:
 
     async def search(self, query: WorkitemQuery) -> list[Dataset]:
         """Search Workitems: one page of matches, newest first, cut to the returned tags."""
-        page = await self._index.search_workitems(query)
+        page = await self._store.search_workitems(query)
         wanted = DEFAULT_RETURN_TAGS | set(query.include.tags)
         results = []
         for record in page:

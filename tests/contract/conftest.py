@@ -25,7 +25,14 @@ import pytest
 from dicom_core.bootstrap import build_backend
 from dicom_core.domain.model import InstanceKey
 from dicom_core.settings import Settings
-from dicom_core.storage.ports import Backend, BlobStore, IndexStore, JobQueue, QueryTagStore
+from dicom_core.storage.ports import (
+    Backend,
+    BlobStore,
+    IndexStore,
+    JobQueue,
+    QueryTagStore,
+    WorkitemStore,
+)
 from tests.conftest import BACKENDS
 
 StoresFactory = Callable[..., Awaitable["Stores"]]
@@ -49,6 +56,10 @@ class Stores:
     @property
     def queue(self) -> JobQueue:
         return self.ports.queue
+
+    @property
+    def workitems(self) -> WorkitemStore:
+        return self.ports.workitems
 
     @property
     def query_tags(self) -> QueryTagStore:

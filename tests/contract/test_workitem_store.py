@@ -1,4 +1,4 @@
-"""The workitem methods of the ``IndexStore`` port, on both backends: create-only creation,
+"""The ``WorkitemStore`` port, on both backends: create-only creation,
 reads, conditional replaces (the basis of the Transaction UID lock) and newest-first listing."""
 
 from __future__ import annotations
@@ -23,39 +23,39 @@ def dataset(label: str) -> dict[str, object]:
 
 async def test_create_read_and_refuse_a_second_create(stores: Stores) -> None:
     uid = generate_uid()
-    assert await stores.index.get_workitem(uid) is None
-    await stores.index.create_workitem(uid, dataset("one"))
-    record = await stores.index.get_workitem(uid)
+    assert await stores.workitems.get_workitem(uid) is None
+    await stores.workitems.create_workitem(uid, dataset("one"))
+    record = await stores.workitems.get_workitem(uid)
     assert record is not None
     assert record.uid == uid and record.dataset == dataset("one")
     with pytest.raises(WorkitemExists):
-        await stores.index.create_workitem(uid, dataset("two"))
+        await stores.workitems.create_workitem(uid, dataset("two"))
 
 
 async def test_replace_needs_the_current_version(stores: Stores) -> None:
     uid = generate_uid()
-    await stores.index.create_workitem(uid, dataset("one"))
-    first = await stores.index.get_workitem(uid)
+    await stores.workitems.create_workitem(uid, dataset("one"))
+    first = await stores.workitems.get_workitem(uid)
     assert first is not None
-    await stores.index.replace_workitem(uid, dataset("two"), version=first.version)
-    second = await stores.index.get_workitem(uid)
+    await stores.workitems.replace_workitem(uid, dataset("two"), version=first.version)
+    second = await stores.workitems.get_workitem(uid)
     assert second is not None and second.dataset == dataset("two")
     assert second.version != first.version
     with pytest.raises(WorkitemChanged):
-        await stores.index.replace_workitem(uid, dataset("stale"), version=first.version)
+        await stores.workitems.replace_workitem(uid, dataset("stale"), version=first.version)
     with pytest.raises(WorkitemChanged):
-        await stores.index.replace_workitem(generate_uid(), dataset("x"), version=first.version)
+        await stores.workitems.replace_workitem(generate_uid(), dataset("x"), version=first.version)
 
 
 async def test_of_racing_replaces_one_wins(stores: Stores) -> None:
     uid = generate_uid()
-    await stores.index.create_workitem(uid, dataset("one"))
-    read = await stores.index.get_workitem(uid)
+    await stores.workitems.create_workitem(uid, dataset("one"))
+    read = await stores.workitems.get_workitem(uid)
     assert read is not None
 
     async def replace(label: str) -> bool:
         try:
-            await stores.index.replace_workitem(uid, dataset(label), version=read.version)
+            await stores.workitems.replace_workitem(uid, dataset(label), version=read.version)
         except WorkitemChanged:
             return False
         return True
@@ -95,27 +95,27 @@ async def test_search_agrees_with_the_reference_matcher(stores: Stores, query: s
     made = [generate_uid() for _ in range(4)]
     for n, uid in enumerate(made):
         accessions = ["A1", "B2"] if n % 2 else [f"A{n}"]
-        await stores.index.create_workitem(
+        await stores.workitems.create_workitem(
             uid, item(uid, patient, accessions, f"2026010{n + 1}120000")
         )
     pairs = [("PatientID", patient)]
     pairs += [tuple(part.split("=", 1)) for part in query.split("&") if part]  # type: ignore[misc]
     parsed = parse_workitem_query(pairs)
     everything = parse_workitem_query([("PatientID", patient), ("limit", "4000")])
-    stored = await stores.index.search_workitems(everything)
+    stored = await stores.workitems.search_workitems(everything)
     assert [r.uid for r in stored] == made[::-1]  # newest first
     expected = [r.uid for r in stored if workitem_matches(parsed, r.dataset)]
     expected = expected[parsed.offset : parsed.offset + parsed.limit]
-    found = await stores.index.search_workitems(parsed)
+    found = await stores.workitems.search_workitems(parsed)
     assert [r.uid for r in found] == expected
 
 
 async def test_search_sees_replaced_values(stores: Stores) -> None:
     uid, patient = generate_uid(), generate_uid()[-16:]
-    await stores.index.create_workitem(uid, item("x", patient, ["OLD"], "20260101"))
-    record = await stores.index.get_workitem(uid)
+    await stores.workitems.create_workitem(uid, item("x", patient, ["OLD"], "20260101"))
+    record = await stores.workitems.get_workitem(uid)
     assert record is not None
-    await stores.index.replace_workitem(
+    await stores.workitems.replace_workitem(
         uid, item("x", patient, ["NEW"], "20260202"), version=record.version
     )
     for key, value, hits in (
@@ -125,4 +125,4 @@ async def test_search_sees_replaced_values(stores: Stores) -> None:
         ("ScheduledProcedureStepStartDateTime", "20260202", 1),
     ):
         query = parse_workitem_query([("PatientID", patient), (key, value)])
-        assert len(await stores.index.search_workitems(query)) == hits, (key, value)
+        assert len(await stores.workitems.search_workitems(query)) == hits, (key, value)

@@ -2,7 +2,7 @@
 
 Random worklists (names with accents and case, IDs, several accession numbers per workitem,
 start date-times, states) and random queries (exact, wildcard, range, fuzzy, paths through
-sequences, paging) are stored through the real ``SqliteIndexStore`` and searched with its
+sequences, paging) are stored through the real ``SqliteWorkitemStore`` and searched with its
 compiled SQL; the page must equal what ``query.workitems.workitem_matches`` selects, in order.
 (The Cosmos adapter is held to the same reference by ``tests/contract/test_workitem_store``.)
 """
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from dicom_core.query.workitems import parse_workitem_query, workitem_matches
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
-from dicom_core.storage.local.sqlite_index import SqliteIndexStore
+from dicom_core.storage.local.sqlite_workitems import SqliteWorkitemStore
 
 NAMES = ["Müller^Hans", "muller^anna", "Doe^John", "DOE^Jane", "Smith"]
 WORDS = ["ACC1", "acc2", "X-1", "RP"]
@@ -82,14 +82,14 @@ async def _check(items: list[dict[str, Any]], query_pairs: list[tuple[str, str]]
     with tempfile.TemporaryDirectory() as tmp:
         db = SqliteDatabase(Path(tmp) / "index.sqlite")
         try:
-            index = SqliteIndexStore(db)
+            store = SqliteWorkitemStore(db)
             for n, dataset in enumerate(items):
-                await index.create_workitem(f"1.2.{n + 1}", dataset)
+                await store.create_workitem(f"1.2.{n + 1}", dataset)
             query = parse_workitem_query(query_pairs)
             newest_first = [(f"1.2.{n + 1}", d) for n, d in enumerate(items)][::-1]
             expected = [uid for uid, d in newest_first if workitem_matches(query, d)]
             expected = expected[query.offset : query.offset + query.limit]
-            found = [record.uid for record in await index.search_workitems(query)]
+            found = [record.uid for record in await store.search_workitems(query)]
             assert found == expected, query_pairs
         finally:
             db.close()

@@ -79,7 +79,6 @@ from dicom_core.storage.azure.cosmos_schema import (
     reservation_id,
     series_id,
 )
-from dicom_core.storage.azure.cosmos_workitems import CosmosWorkitems
 from dicom_core.storage.azure.retry import RetryPolicy, unexpected
 from dicom_core.storage.ports import (
     InstanceBeingCreated,
@@ -115,7 +114,7 @@ class _Containers:
     system: Any
 
 
-class CosmosIndexStore(CosmosWorkitems):
+class CosmosIndexStore:
     """``IndexStore`` on the ``index`` and ``system`` containers (see ``cosmos_schema``)."""
 
     def __init__(

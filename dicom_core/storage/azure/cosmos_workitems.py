@@ -22,7 +22,7 @@ an inexact one are read page by page until ``offset + limit`` of them have match
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from azure.core import MatchConditions
 from azure.cosmos.exceptions import (
@@ -37,7 +37,11 @@ from dicom_core.storage.azure.cosmos_io import ContainerGone, owner_missing, que
 from dicom_core.storage.azure.cosmos_query import Parameters, predicate
 from dicom_core.storage.ports import WorkitemChanged, WorkitemExists
 
+if TYPE_CHECKING:
+    from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
+
 T = TypeVar("T")
+_DB = "Cosmos DB"
 WORKITEM = "workitem"
 WORKITEM_PARTITION = "workitems"
 WORKITEM_COUNTER = "workitem"
@@ -84,17 +88,21 @@ def _record(doc: dict[str, Any]) -> WorkitemRecord:
     )
 
 
-class CosmosWorkitems:
-    """Mixed into ``CosmosIndexStore``: the workitem methods of the ``IndexStore`` port."""
+class CosmosWorkitemStore:
+    """``WorkitemStore`` on the ``system`` container, through the index store's client,
+    containers and retry policy (``CosmosIndexStore._run``) and its counters."""
 
-    _run: Callable[..., Awaitable[Any]]
-    _next: Callable[..., Awaitable[int]]
+    def __init__(self, index: CosmosIndexStore) -> None:
+        self._index = index
+
+    async def _run(self, step: Callable[[Any], Awaitable[T]]) -> T:
+        return await self._index._run(_DB, step)
 
     async def create_workitem(self, uid: str, dataset: dict[str, Any]) -> None:
         async def create(c: Any) -> None:
             if await read_item(c.system, workitem_id(uid), WORKITEM_PARTITION) is not None:
                 raise WorkitemExists(uid)
-            sequence = await self._next(c.system, WORKITEM_COUNTER)
+            sequence = await self._index._next(c.system, WORKITEM_COUNTER)
             doc = {
                 "id": workitem_id(uid),
                 "pk": WORKITEM_PARTITION,
@@ -109,14 +117,14 @@ class CosmosWorkitems:
             except CosmosResourceExistsError as exc:
                 raise WorkitemExists(uid) from exc
 
-        await self._run("Cosmos DB", create)
+        await self._run(create)
 
     async def get_workitem(self, uid: str) -> WorkitemRecord | None:
         async def read(c: Any) -> WorkitemRecord | None:
             doc = await read_item(c.system, workitem_id(uid), WORKITEM_PARTITION)
             return _record(doc) if doc else None
 
-        result: WorkitemRecord | None = await self._run("Cosmos DB", read)
+        result: WorkitemRecord | None = await self._run(read)
         return result
 
     async def replace_workitem(self, uid: str, dataset: dict[str, Any], *, version: str) -> None:
@@ -140,7 +148,7 @@ class CosmosWorkitems:
                     raise ContainerGone(str(exc)) from exc
                 raise WorkitemChanged(uid) from exc
 
-        await self._run("Cosmos DB", replace)
+        await self._run(replace)
 
     async def search_workitems(self, query: WorkitemQuery) -> list[WorkitemRecord]:
         sql, params, exact = compile_workitem_search(query)
@@ -153,7 +161,7 @@ class CosmosWorkitems:
                 records = await _first_matches(c.system, sql, params, query)
             return records[query.offset : query.offset + query.limit]
 
-        result: list[WorkitemRecord] = await self._run("Cosmos DB", read)
+        result: list[WorkitemRecord] = await self._run(read)
         return result
 
 

@@ -13,6 +13,7 @@ from dicom_core.storage.azure.blob_store import AzureBlobStore
 from dicom_core.storage.azure.clients import CosmosClients, StorageClients
 from dicom_core.storage.azure.cosmos_eqt import CosmosExternalMetadataStore, CosmosQueryTagStore
 from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
+from dicom_core.storage.azure.cosmos_workitems import CosmosWorkitemStore
 from dicom_core.storage.azure.storage_queue import StorageJobQueue
 from dicom_core.storage.ports import Backend
 
@@ -47,6 +48,7 @@ def build_backend(settings: Settings) -> Backend:
             create_resources=_create_resources(settings, blob_clients.uses_keys()),
         ),
         queue=queue,
+        workitems=CosmosWorkitemStore(index),
         # Reindex continuations go through the Storage queues (an outbox on the operation).
         query_tags=CosmosQueryTagStore(index, queue),
         external_metadata=CosmosExternalMetadataStore(index),

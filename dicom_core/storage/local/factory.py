@@ -1,8 +1,8 @@
 """Builds the local backend from the settings (``dicom_core.bootstrap`` picks it for
 ``DICOM_STORAGE=local``).
 
-One SQLite file under the data directory holds the index, the extended query tags and
-external metadata, and the job table, so a store, a reindex batch and the message that
+One SQLite file under the data directory holds the index, the workitems, the extended query
+tags and external metadata, and the job table, so a store, a reindex batch and the message that
 continues it commit together; files live beside it under ``blobs/``.
 """
 
@@ -15,6 +15,7 @@ from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_eqt import SqliteExternalMetadataStore, SqliteQueryTagStore
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
 from dicom_core.storage.local.sqlite_queue import SqliteJobQueue
+from dicom_core.storage.local.sqlite_workitems import SqliteWorkitemStore
 from dicom_core.storage.ports import Backend, JobQueue
 
 
@@ -31,6 +32,7 @@ def build_backend(settings: Settings) -> Backend:
         index=index,
         blobs=blobs,
         queue=SqliteJobQueue(db),
+        workitems=SqliteWorkitemStore(db),
         query_tags=query_tags,
         external_metadata=SqliteExternalMetadataStore(db),
         # Reserve, place the file and commit (extended query tags included) in one

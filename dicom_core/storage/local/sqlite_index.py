@@ -27,7 +27,6 @@ from dicom_core.storage.local.schema import (
 )
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_query import compile_search
-from dicom_core.storage.local.sqlite_workitems import SqliteWorkitems
 from dicom_core.storage.ports import InstanceBeingCreated, InstanceExists, OrphanSink
 
 CREATING, CREATED = 0, 1
@@ -100,7 +99,7 @@ def _scope(
     return " AND ".join(clauses), tuple(params)
 
 
-class SqliteIndexStore(SqliteWorkitems):
+class SqliteIndexStore:
     def __init__(self, db: SqliteDatabase, *, stale_create_seconds: int = 3600) -> None:
         self._db = db
         self._stale_seconds = stale_create_seconds
@@ -485,8 +484,8 @@ class SqliteIndexStore(SqliteWorkitems):
         return await self._db.run(read)
 
     async def close(self) -> None:
-        """Closes the database: the index owns it, and the queue and tag stores built on it
-        are closed with the index (``Backend.close``). Closing twice is harmless."""
+        """Closes the database: the index owns it, and the queue, workitem and tag stores built
+        on it are closed with the index (``Backend.close``). Closing twice is harmless."""
         self._db.close()
 
 

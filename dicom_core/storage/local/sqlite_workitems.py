@@ -1,4 +1,4 @@
-"""UPS-RS workitems on the local SQLite index (tables ``workitem`` and ``workitem_value``).
+"""UPS-RS workitems on the local SQLite file (tables ``workitem`` and ``workitem_value``).
 
 The dataset is kept whole as JSON; ``version`` is bumped on every write and a replace names
 the version it read, so concurrent claims of one workitem cannot both succeed. Searches are
@@ -90,10 +90,11 @@ def _record(row: tuple[Any, ...]) -> WorkitemRecord:
     )
 
 
-class SqliteWorkitems:
-    """Mixed into ``SqliteIndexStore``: the workitem methods of the ``IndexStore`` port."""
+class SqliteWorkitemStore:
+    """``WorkitemStore`` on the local SQLite file (the index's database)."""
 
-    _db: SqliteDatabase
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
 
     async def create_workitem(self, uid: str, dataset: dict[str, Any]) -> None:
         def insert() -> None:

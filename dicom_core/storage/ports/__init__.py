@@ -10,7 +10,7 @@ that callers import from ``dicom_core.storage.ports``:
   ``InstanceWriter`` capability;
 - ``blobs``: ``BlobStore`` and ``BlobReader``;
 - ``queue``: ``JobQueue``;
-- ``workitems``: the UPS-RS workitems;
+- ``workitems``: ``WorkitemStore``, the UPS-RS workitems;
 - ``query_tags``: ``QueryTagStore``, extended query tags and their reindex operations;
 - ``external_metadata``: ``ExternalMetadataStore``;
 - ``errors``: ``StorageUnavailable``, which any port may raise;
@@ -45,7 +45,7 @@ from dicom_core.storage.ports.query_tags import (
     TooManyTags,
 )
 from dicom_core.storage.ports.queue import JobQueue, QueueMessage
-from dicom_core.storage.ports.workitems import WorkitemChanged, WorkitemExists
+from dicom_core.storage.ports.workitems import WorkitemChanged, WorkitemExists, WorkitemStore
 
 __all__ = [
     "Backend",
@@ -72,5 +72,6 @@ __all__ = [
     "TooManyTags",
     "WorkitemChanged",
     "WorkitemExists",
+    "WorkitemStore",
     "WrittenInstance",
 ]

@@ -16,6 +16,7 @@ from dicom_core.storage.ports.external_metadata import ExternalMetadataStore
 from dicom_core.storage.ports.index import IndexStore, InstanceWriter
 from dicom_core.storage.ports.query_tags import QueryTagStore
 from dicom_core.storage.ports.queue import JobQueue
+from dicom_core.storage.ports.workitems import WorkitemStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,7 @@ class Backend:
     index: IndexStore
     blobs: BlobStore
     queue: JobQueue
+    workitems: WorkitemStore
     query_tags: QueryTagStore
     external_metadata: ExternalMetadataStore
     writer: InstanceWriter | None
@@ -34,7 +36,7 @@ class Backend:
 
     async def close(self) -> None:
         """Release connections and files. The stores that share the index's database or
-        clients (query tags, external metadata) are closed with it."""
+        clients (workitems, query tags, external metadata) are closed with it."""
         await self.index.close()
         await self.blobs.close()
         await self.queue.close()

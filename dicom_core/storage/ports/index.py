@@ -9,13 +9,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from dicom_core.domain.model import InstanceKey, InstanceRecord, Reservation, StoredInstance
-from dicom_core.domain.workitems import WorkitemRecord
 from dicom_core.query.conditions import QueryDescription, QueryLevel
 from dicom_core.query.results import SearchMatch
-from dicom_core.query.workitems import WorkitemQuery
 
 
 class InstanceExists(Exception):
@@ -91,26 +89,6 @@ class IndexStore(Protocol):
         of the match's entity at that level (study, series, or the instance itself). Only the
         attributes ``dicom_core.query.attributes.document_tags(query)`` names are read from
         those documents, so an adapter may return documents cut down to them.
-        """
-        ...
-
-    # -- UPS-RS workitems (dicom_core.services.workitems) ------------------------------------
-
-    async def create_workitem(self, uid: str, dataset: dict[str, Any]) -> None:
-        """Store a new workitem (its dataset holds state and lock); WorkitemExists if taken."""
-        ...
-
-    async def get_workitem(self, uid: str) -> WorkitemRecord | None: ...
-
-    async def replace_workitem(self, uid: str, dataset: dict[str, Any], *, version: str) -> None:
-        """Replace the dataset if ``version`` is still current; WorkitemChanged otherwise."""
-        ...
-
-    async def search_workitems(self, query: WorkitemQuery) -> list[WorkitemRecord]:
-        """Search Workitems: one page (``offset``, ``limit``) of matches, newest first.
-
-        What matches is ``dicom_core.query.workitems.workitem_matches``; an adapter compiles
-        the conditions against the keys of ``workitem_keys`` it stored with the workitem.
         """
         ...
 
