@@ -59,6 +59,7 @@ run-azure: $(STAMP) $(EMULATORS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -66,6 +67,7 @@ typecheck: $(STAMP)
 test: $(STAMP) $(EMULATORS) $(INFRA_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 clean:
