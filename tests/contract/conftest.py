@@ -1,10 +1,18 @@
-"""The storage ports' contract suites run unchanged on both backends (ids ``local``/``azure``).
+"""The storage ports' contract suites run unchanged on both backends (ids ``local``/``azure``)
+and on the in-memory fakes of ``tests.fakes`` (id ``memory``), so the fakes the service unit
+tests use cannot drift from what the adapters promise. ``memory`` needs no emulator and runs
+whatever ``DICOM_TEST_BACKENDS`` says.
 
 ``stores`` builds the backend exactly as the app does (``bootstrap.build_backend``) on
 fresh, private storage: a temporary directory for ``local``; for ``azure`` a Cosmos database,
 a blob container and queue names of its own on the session's emulators. Each ``Stores`` also
 opens back doors into what the adapters wrote (raw SQLite rows, raw Cosmos documents, raw blob
-listings, raw queue messages), so a port is never tested only through itself.
+listings, raw queue messages), so a port is never tested only through itself; on ``memory``
+the back doors read the fakes' own dicts and lists.
+
+Two parts of the contract are not faked, and their tests skip on ``memory``: QIDO search
+(``require_search``), which would mean a third query compiler, and the ``QueryTagStore``'s
+reindex operations (``query_tags``), which ``dicom_core.jobs`` tests.
 """
 
 from __future__ import annotations
@@ -34,6 +42,14 @@ from dicom_core.storage.ports import (
     WorkitemStore,
 )
 from tests.conftest import BACKENDS
+from tests.fakes import (
+    FakeBlobStore,
+    FakeIndexStore,
+    FakeJobQueue,
+    memory_backend,
+)
+
+MEMORY = "memory"
 
 StoresFactory = Callable[..., Awaitable["Stores"]]
 
@@ -63,7 +79,14 @@ class Stores:
 
     @property
     def query_tags(self) -> QueryTagStore:
+        if self.backend == MEMORY:
+            pytest.skip("the fakes do not run reindex operations (dicom_core.jobs tests them)")
         return self.ports.query_tags
+
+    def require_search(self) -> None:
+        """Skip on ``memory``: the fake index answers prepared matches, it compiles no QIDO."""
+        if self.backend == MEMORY:
+            pytest.skip("the fake index does not evaluate QIDO queries")
 
     async def close(self) -> None:
         if not self._closed:
@@ -90,6 +113,13 @@ class Stores:
     async def raw_instance_states(self, key: InstanceKey) -> list[tuple[str, int]]:
         """Every index entry of an identity as (``creating`` | ``created``, watermark)."""
 
+        if isinstance(self.index, FakeIndexStore):
+            claim = self.index.claims.get(key)
+            entry = self.index.stored.get(key)
+            states = [("creating", claim.reservation.watermark)] if claim else []
+            states += [("created", entry[0].watermark)] if entry else []
+            return sorted(states, key=lambda s: s[1])
+
         def read() -> list[tuple[str, int]]:
             if self.backend == "local":
                 rows = self._sqlite(
@@ -113,6 +143,8 @@ class Stores:
     async def raw_study_summary(self, study_uid: str) -> dict[str, Any] | None:
         """The study summary as stored: series and instance counts, modalities, latest wm,
         and the matching key (case-folded) of the latest instance's PatientID."""
+        if isinstance(self.index, FakeIndexStore):
+            return _memory_study_summary(self.index, study_uid)
 
         def read() -> dict[str, Any] | None:
             if self.backend == "local":
@@ -154,6 +186,9 @@ class Stores:
     async def raw_blob_keys(self) -> list[str]:
         """Every stored file, listed by the storage itself (not through the port)."""
 
+        if isinstance(self.blobs, FakeBlobStore):
+            return sorted(self.blobs.objects)
+
         def read() -> list[str]:
             if self.backend == "local":
                 root = self.settings.data_dir / "blobs"
@@ -175,8 +210,11 @@ class Stores:
         trigger reads); decoding it here checks that format.
         """
 
+        name = f"{queue}-poison" if poison else queue
+        if isinstance(self.queue, FakeJobQueue):
+            return self.queue.bodies(name)
+
         def read() -> list[dict[str, Any]]:
-            name = f"{queue}-poison" if poison else queue
             if self.backend == "local":
                 rows = self._sqlite("SELECT body FROM job WHERE queue = ? ORDER BY id", (name,))
                 return [orjson.loads(body) for (body,) in rows]
@@ -190,14 +228,35 @@ class Stores:
         return await asyncio.to_thread(read)
 
 
-@pytest.fixture(params=BACKENDS)
+def _memory_study_summary(index: FakeIndexStore, study_uid: str) -> dict[str, Any] | None:
+    """What the adapters keep as a study summary, computed from the fake's instances."""
+    entries = sorted(
+        (entry for key, entry in index.stored.items() if key.study_uid == study_uid),
+        key=lambda entry: entry[0].watermark,
+    )
+    if not entries:
+        return None
+    latest = entries[-1][1].attributes
+    modalities = {i.attributes.series.get("Modality") for _, i in entries}
+    return {
+        "series": len({record.key.series_uid for record, _ in entries}),
+        "instances": len(entries),
+        "modalities": sorted(m for m in modalities if m),
+        "latest": entries[-1][0].watermark,
+        "patient_id": latest.normalized.get("PatientID"),
+    }
+
+
+@pytest.fixture(params=[*BACKENDS, MEMORY])
 async def make_stores(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[StoresFactory]:
     """Build fresh stores of the test's backend; ``make_stores(DICOM_X="...")`` adds settings."""
     backend = str(request.param)
     made: list[Stores] = []
-    environment: dict[str, str] = {"DATA_DIR": str(tmp_path / "data"), "DICOM_STORAGE": backend}
+    # Settings for ``memory`` are the local ones (it reads only DICOM_STALE_CREATE_SECONDS).
+    storage = "local" if backend == MEMORY else backend
+    environment: dict[str, str] = {"DATA_DIR": str(tmp_path / "data"), "DICOM_STORAGE": storage}
     if backend == "azure":
         emulators = request.getfixturevalue("emulators")
         environment.update(emulators.environment(database=f"contract-{uuid.uuid4().hex[:12]}"))
@@ -205,7 +264,11 @@ async def make_stores(
 
     async def factory(**extra: str) -> Stores:
         settings = Settings.from_mapping({**environment, **extra})
-        stores = Stores(backend, settings, build_backend(settings))
+        if backend == MEMORY:
+            ports = memory_backend(stale_create_seconds=settings.stale_create_seconds)
+        else:
+            ports = build_backend(settings)
+        stores = Stores(backend, settings, ports)
         made.append(stores)
         return stores
 

@@ -102,8 +102,8 @@ async def test_an_opened_reader_streams_the_object_as_opened(
     reader = await stores.blobs.open_reader("r/a.dcm")
     assert reader.key == "r/a.dcm" and reader.size == len(data)
     await stores.blobs.put_file("r/a.dcm", staged(tmp_path, b"replaced"), overwrite=True)
-    if stores.backend == "local":
-        # The open descriptor still names the file as opened.
+    if stores.backend != "azure":
+        # The open descriptor (or the fake's bytes) still names the file as opened.
         chunks = [chunk async for chunk in reader.read_stream(chunk_size=65536)]
         assert b"".join(chunks) == data and max(map(len, chunks)) <= 65536
     else:

@@ -222,6 +222,7 @@ async def test_ranges_hold_documents_by_their_effective_partition_key(cosmos: Se
 
 
 async def test_search_across_many_studies_pages_newest_first(stores: Stores) -> None:
+    stores.require_search()
     index = stores.index
     patient = f"PAT-{generate_uid()[-12:]}"
     keys = []

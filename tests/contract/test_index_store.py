@@ -185,6 +185,7 @@ async def test_summaries_keep_the_latest_values_counts_and_modalities(stores: St
     assert summary is not None
     assert (summary["series"], summary["instances"], summary["modalities"]) == (1, 2, ["CT"])
     assert summary["patient_id"] == "b"
+    stores.require_search()
     query = parse_query([("PatientID", "b")], QueryResource.ALL_INSTANCES)
     found = await index.search(query)
     assert {m.study_uid for m in found} == {study}
@@ -278,6 +279,7 @@ async def test_large_metadata_round_trips(stores: Stores) -> None:
 
 
 async def test_search_pages_newest_first_with_aggregates_and_metadata(stores: Stores) -> None:
+    stores.require_search()
     index = stores.index
     patient = f"PAT-{generate_uid()[-12:]}"
     study_a, study_b = generate_uid(), generate_uid()

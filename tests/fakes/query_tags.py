@@ -1,0 +1,87 @@
+"""``FakeQueryTagStore``: extended query tags a test puts in place, without reindexing.
+
+Adding tags and running their reindex operation belong to ``dicom_core.jobs`` and its own
+tests; this fake only holds tag records, so that the services that read the catalog (store,
+search) can be tested with tags present. The operation methods raise ``NotImplementedError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from dicom_core.domain.extended_query_tags import QueryTagDefinition
+from dicom_core.domain.model import InstanceKey
+from dicom_core.storage.ports import (
+    BatchOutcome,
+    OperationRecord,
+    QueryTagRecord,
+    ReindexCheckpoint,
+)
+
+
+class FakeQueryTagStore:
+    """The ``QueryTagStore`` port's catalog; ``indexed`` records each ``index_instance``."""
+
+    def __init__(self, tags: Sequence[QueryTagRecord] = ()) -> None:
+        self.tags: dict[str, QueryTagRecord] = {tag.path: tag for tag in tags}
+        self.indexed: list[tuple[InstanceKey, int, bytes]] = []
+
+    async def list_tags(self) -> list[QueryTagRecord]:
+        return sorted(self.tags.values(), key=lambda tag: tag.key)
+
+    async def get_tag(self, path: str) -> QueryTagRecord | None:
+        return self.tags.get(path)
+
+    async def set_query_status(self, path: str, query_status: str) -> QueryTagRecord | None:
+        if path not in self.tags:
+            return None
+        self.tags[path] = dataclasses.replace(self.tags[path], query_status=query_status)
+        return self.tags[path]
+
+    async def delete_tag(self, path: str) -> bool:
+        return self.tags.pop(path, None) is not None
+
+    async def queryable_tags(self) -> list[QueryTagRecord]:
+        tags = await self.list_tags()
+        return [t for t in tags if t.status == "Ready" and t.query_status == "Enabled"]
+
+    async def erroneous_tags(self) -> list[QueryTagRecord]:
+        return [t for t in await self.list_tags() if t.error_count > 0]
+
+    async def index_instance(self, key: InstanceKey, watermark: int, metadata_json: bytes) -> None:
+        self.indexed.append((key, watermark, metadata_json))
+
+    # -- reindex operations: dicom_core.jobs and its tests ----------------------------------
+
+    async def add_tags(
+        self,
+        definitions: Sequence[QueryTagDefinition],
+        operation_id: str,
+        *,
+        max_tags: int,
+        queue: str,
+        message: dict[str, Any],
+    ) -> OperationRecord:
+        raise NotImplementedError("reindex operations are not faked")
+
+    async def list_errors(self, tag_key: int, *, limit: int, offset: int) -> list[dict[str, str]]:
+        raise NotImplementedError("reindex operations are not faked")
+
+    async def get_operation(self, operation_id: str) -> OperationRecord | None:
+        raise NotImplementedError("reindex operations are not faked")
+
+    async def fail_operation(self, operation_id: str) -> None:
+        raise NotImplementedError("reindex operations are not faked")
+
+    async def reindex_batch(
+        self,
+        operation_id: str,
+        checkpoint: ReindexCheckpoint,
+        *,
+        batch_size: int,
+        queue: str,
+        message: dict[str, Any],
+    ) -> BatchOutcome:
+        raise NotImplementedError("reindex operations are not faked")
