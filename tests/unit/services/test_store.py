@@ -1,0 +1,234 @@
+"""``StoreService`` on the fakes: what each part becomes (stored, warned, failed with which
+code) and what the index and the blob store hold afterwards.
+
+The service takes the two-step store here (the fakes have no ``InstanceWriter``), the path
+the azure backend takes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+
+from dicom_core.domain.instance import (
+    INSTANCE_BEING_CREATED,
+    INSTANCE_EXISTS,
+    STUDY_MISMATCH,
+    VALIDATION_FAILURE,
+    WARNING_SOP_CLASS_MISMATCH,
+    WARNING_VALIDATION,
+)
+from dicom_core.domain.model import InstanceKey, Reservation, StoredInstance
+from dicom_core.services.blob_cleanup import CLEANUP_QUEUE, BlobJanitor
+from dicom_core.services.store import StoreResult, StoreService
+from tests.factories import make_dataset, to_bytes
+from tests.fakes import FakeIndexStore, Fakes
+
+BASE = "http://dicom.test/v2"
+
+
+def key_of(dataset: Dataset) -> InstanceKey:
+    return InstanceKey(dataset.StudyInstanceUID, dataset.SeriesInstanceUID, dataset.SOPInstanceUID)
+
+
+class Store:
+    """The service over ``fakes``, called the way the web layer calls it."""
+
+    def __init__(self, fakes: Fakes, tmp_path: Path, service: StoreService | None = None) -> None:
+        janitor = BlobJanitor(fakes.blobs, fakes.queue)
+        self.service = service or StoreService(fakes.index, fakes.blobs, janitor)
+        self.indexed: list[InstanceKey] = []
+        self._spool = tmp_path / "parts"
+        self._spool.mkdir(exist_ok=True)
+        self._parts = 0
+
+    async def __call__(
+        self,
+        *parts: Dataset | bytes,
+        study_uid: str | None = None,
+        upsert: bool = False,
+        api_version: int = 2,
+    ) -> StoreResult:
+        paths = []
+        for part in parts:
+            self._parts += 1
+            path = self._spool / f"{self._parts}.part"
+            path.write_bytes(part if isinstance(part, bytes) else to_bytes(part))
+            paths.append(path)
+
+        async def receive_parts() -> list[Path]:
+            return paths
+
+        result = await self.service.store_instances(
+            receive_parts,
+            study_uid=study_uid,
+            upsert=upsert,
+            api_version=api_version,
+            base_url=BASE,
+        )
+        assert list(self._spool.iterdir()) == []  # every part consumed or removed
+        return result
+
+
+@pytest.fixture()
+def store(fakes: Fakes, tmp_path: Path) -> Store:
+    return Store(fakes, tmp_path)
+
+
+async def test_store_instances_of_new_instances_commits_each_with_its_file(
+    fakes: Fakes, store: Store
+) -> None:
+    first, second = make_dataset(), make_dataset()
+    result = await store(first, second)
+    assert result.status == 200 and result.failed == []
+    assert [entry.key for entry in result.stored] == [key_of(first), key_of(second)]
+    assert result.stored[0].retrieve_url == (
+        f"{BASE}/studies/{first.StudyInstanceUID}/series/{first.SeriesInstanceUID}"
+        f"/instances/{first.SOPInstanceUID}"
+    )
+    records = [await fakes.index.get_instance(key_of(ds)) for ds in (first, second)]
+    assert sorted(fakes.blobs.objects) == sorted(r.blob_key for r in records if r is not None)
+    assert fakes.index.claims == {}
+
+
+async def test_store_instances_post_of_a_stored_instance_fails_45070_and_keeps_it(
+    fakes: Fakes, store: Store
+) -> None:
+    dataset = make_dataset()
+    await store(dataset)
+    before = dict(fakes.blobs.objects)
+
+    result = await store(make_dataset(**uids(dataset), PatientID="OTHER"))
+
+    assert result.status == 409 and result.stored == []
+    [failed] = result.failed
+    assert (failed.failure_reason, failed.sop_uid) == (INSTANCE_EXISTS, dataset.SOPInstanceUID)
+    assert fakes.blobs.objects == before
+    assert fakes.index.claims == {}
+
+
+async def test_store_instances_put_replaces_the_instance_and_deletes_the_old_file(
+    fakes: Fakes, store: Store
+) -> None:
+    dataset = make_dataset()
+    await store(dataset)
+    old = await fakes.index.get_instance(key_of(dataset))
+    assert old is not None
+
+    result = await store(make_dataset(**uids(dataset), PatientID="NEW"), upsert=True)
+
+    assert result.status == 200
+    new = await fakes.index.get_instance(key_of(dataset))
+    assert new is not None and new.watermark > old.watermark
+    assert list(fakes.blobs.objects) == [new.blob_key]
+    [metadata] = await fakes.index.get_metadata(dataset.StudyInstanceUID)
+    assert b'"NEW"' in metadata
+
+
+async def test_store_instances_of_an_instance_being_stored_fails_45071(
+    fakes: Fakes, store: Store
+) -> None:
+    dataset = make_dataset()
+    await fakes.index.begin_instance(key_of(dataset), upsert=False)  # another request
+    result = await store(dataset)
+    assert [f.failure_reason for f in result.failed] == [INSTANCE_BEING_CREATED]
+    assert fakes.blobs.objects == {}
+
+
+class RivalCommitsFirst(FakeIndexStore):
+    """Between this request's reserve and commit, another request stores the same instance."""
+
+    async def commit_instance(
+        self, reservation: Reservation, instance: StoredInstance
+    ) -> list[str]:
+        if reservation.key not in self.stored:
+            mine = self.claims.pop(reservation.key)
+            rival = await self.begin_instance(reservation.key, upsert=False)
+            await super().commit_instance(rival, instance)
+            self.claims[reservation.key] = mine
+        return await super().commit_instance(reservation, instance)
+
+
+async def test_store_instances_that_lose_a_commit_race_fail_45071_and_leave_no_file(
+    tmp_path: Path,
+) -> None:
+    fakes = Fakes(index=RivalCommitsFirst())
+    result = await Store(fakes, tmp_path)(make_dataset())
+    assert [f.failure_reason for f in result.failed] == [INSTANCE_BEING_CREATED]
+    assert fakes.blobs.objects == {}  # this request's file, never visible, is gone
+    assert fakes.index.claims == {}
+
+
+async def test_store_instances_of_another_study_than_the_url_fail_43265(store: Store) -> None:
+    result = await store(make_dataset(), study_uid="1.2.3")
+    assert [f.failure_reason for f in result.failed] == [STUDY_MISMATCH]
+    assert result.study_url == f"{BASE}/studies/1.2.3"
+
+
+async def test_store_instances_of_a_part_that_is_not_dicom_fail_43264(
+    fakes: Fakes, store: Store
+) -> None:
+    result = await store(b"not a DICOM file", make_dataset())
+    assert result.status == 202
+    assert [f.failure_reason for f in result.failed] == [VALIDATION_FAILURE]
+    assert len(result.stored) == 1 and len(fakes.blobs.objects) == 1
+
+
+async def test_store_instances_with_an_invalid_searchable_value_warn_on_v2(store: Store) -> None:
+    result = await store(make_dataset(PatientBirthDate="notadate"))
+    [stored] = result.stored
+    assert (result.status, stored.warning_reason) == (202, WARNING_VALIDATION)
+    assert "PatientBirthDate" in stored.comments[0]
+
+
+async def test_store_instances_with_an_invalid_searchable_value_fail_on_v1(
+    fakes: Fakes, store: Store
+) -> None:
+    result = await store(make_dataset(PatientBirthDate="notadate"), api_version=1)
+    assert (result.status, [f.failure_reason for f in result.failed]) == (409, [VALIDATION_FAILURE])
+    assert fakes.index.stored == {}
+
+
+async def test_store_instances_with_an_invalid_other_value_warn_45063_on_v1(store: Store) -> None:
+    result = await store(make_dataset(SeriesDescription="x" * 100), api_version=1)
+    [stored] = result.stored
+    assert (result.status, stored.warning_reason) == (202, WARNING_SOP_CLASS_MISMATCH)
+
+
+async def test_store_instances_queue_the_delete_of_a_replaced_file_that_fails(
+    fakes: Fakes, store: Store
+) -> None:
+    dataset = make_dataset()
+    await store(dataset)
+    old = await fakes.index.get_instance(key_of(dataset))
+    assert old is not None
+    fakes.blobs.fail_deletes = True
+    result = await store(dataset, upsert=True)
+    assert result.status == 200
+    assert fakes.queue.bodies(CLEANUP_QUEUE) == [{"schema": 1, "blob": old.blob_key}]
+
+
+async def test_store_instances_index_each_committed_instance_for_query_tags(
+    fakes: Fakes, tmp_path: Path
+) -> None:
+    janitor = BlobJanitor(fakes.blobs, fakes.queue)
+    service = StoreService(
+        fakes.index, fakes.blobs, janitor, after_commit=fakes.query_tags.index_instance
+    )
+    dataset = make_dataset()
+    await Store(fakes, tmp_path, service)(dataset)
+    record = await fakes.index.get_instance(key_of(dataset))
+    assert record is not None
+    [metadata] = await fakes.index.get_metadata(dataset.StudyInstanceUID)
+    assert fakes.query_tags.indexed == [(key_of(dataset), record.watermark, metadata)]
+
+
+def uids(dataset: Dataset) -> dict[str, str]:
+    """The identity of ``dataset``, to make another version of the same instance."""
+    return {
+        "study_uid": dataset.StudyInstanceUID,
+        "series_uid": dataset.SeriesInstanceUID,
+        "sop_uid": dataset.SOPInstanceUID,
+    }
