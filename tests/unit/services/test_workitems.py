@@ -1,0 +1,220 @@
+"""``WorkitemService`` on the fake store: the UPS state machine as a client meets it (PS3.4
+Table CC.1.1-2), the Transaction UID lock, cancellation requests, and writes that lose a race.
+
+The rules themselves are tested in ``tests/unit/test_workitem_rules.py``; these tests check
+that the service reads, applies them and writes back as the conformance statement says.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydicom.uid import generate_uid
+
+from dicom_core.domain.workitems import WorkitemRecord
+from dicom_core.errors import BadRequest, Conflict, NotFound
+from dicom_core.query.workitems import parse_workitem_query
+from dicom_core.services.workitems import AlreadyInState, WorkitemService
+from tests.e2e.ups_support import STATE, TRANSACTION_UID, element, workitem
+from tests.fakes import Fakes, FakeWorkitemStore
+
+REASON = "00741238"
+CANCELLATION_DATETIME = "00404052"
+LABEL = "00741204"
+
+
+def state_change(state: str, lock: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {STATE: element("CS", state)}
+    if lock is not None:
+        body[TRANSACTION_UID] = element("UI", lock)
+    return body
+
+
+async def created(service: WorkitemService) -> str:
+    return await service.create(workitem(), generate_uid())
+
+
+async def state_of(service: WorkitemService, uid: str) -> str:
+    return str((await service.retrieve(uid))[STATE]["Value"][0])
+
+
+@pytest.fixture()
+def service(fakes: Fakes) -> WorkitemService:
+    return WorkitemService(fakes.workitems)
+
+
+async def test_create_stores_a_scheduled_workitem_without_a_lock(
+    fakes: Fakes, service: WorkitemService
+) -> None:
+    uid = generate_uid()
+    assert await service.create(workitem(), uid) == uid
+    record = fakes.workitems.records[uid]
+    assert record.state.value == "SCHEDULED" and record.lock is None
+    assert record.dataset["00080018"] == element("UI", uid)
+    with pytest.raises(Conflict, match="already exists"):
+        await service.create(workitem(), uid)
+
+
+async def test_create_refuses_a_url_uid_that_differs_from_the_dataset(
+    service: WorkitemService,
+) -> None:
+    with pytest.raises(BadRequest, match="differs"):
+        await service.create(workitem(generate_uid()), generate_uid())
+
+
+async def test_claim_sets_the_lock_which_retrieve_never_shows(
+    fakes: Fakes, service: WorkitemService
+) -> None:
+    uid = await created(service)
+    await service.change_state(uid, state_change("IN PROGRESS", "1.2.3"))
+    assert fakes.workitems.records[uid].lock == "1.2.3"
+    retrieved = await service.retrieve(uid)
+    assert retrieved[STATE] == element("CS", "IN PROGRESS")
+    assert TRANSACTION_UID not in retrieved
+
+
+async def test_an_owned_workitem_is_updated_and_completed_only_with_its_lock(
+    service: WorkitemService,
+) -> None:
+    uid = await created(service)
+    await service.change_state(uid, state_change("IN PROGRESS", "1.2.3"))
+    label = {LABEL: element("LO", "changed")}
+    with pytest.raises(BadRequest, match="must carry its Transaction UID"):
+        await service.update(uid, label, None)
+    with pytest.raises(BadRequest, match="does not match"):
+        await service.update(uid, label, "9.9.9")
+    await service.update(uid, label, "1.2.3")
+    assert (await service.retrieve(uid))[LABEL] == element("LO", "changed")
+
+    with pytest.raises(BadRequest, match="does not match"):
+        await service.change_state(uid, state_change("COMPLETED", "9.9.9"))
+    await service.change_state(uid, state_change("COMPLETED", "1.2.3"))
+    assert await state_of(service, uid) == "COMPLETED"
+    with pytest.raises(AlreadyInState) as already:
+        await service.change_state(uid, state_change("COMPLETED", "1.2.3"))
+    assert already.value.warning.startswith("299 - ")
+    with pytest.raises(BadRequest, match="can no longer be updated"):
+        await service.update(uid, label, "1.2.3")
+
+
+async def test_a_scheduled_workitem_is_updated_without_a_lock_and_cannot_skip_a_claim(
+    service: WorkitemService,
+) -> None:
+    uid = await created(service)
+    with pytest.raises(BadRequest, match="without a Transaction UID"):
+        await service.update(uid, {LABEL: element("LO", "x")}, "1.2.3")
+    await service.update(uid, {LABEL: element("LO", "x")}, None)
+    with pytest.raises(BadRequest, match="claim it first"):
+        await service.change_state(uid, state_change("COMPLETED", "1.2.3"))
+    with pytest.raises(BadRequest, match="TransactionUID"):
+        await service.change_state(uid, state_change("IN PROGRESS", None))
+
+
+async def test_the_owner_cancels_by_changing_the_state(service: WorkitemService) -> None:
+    uid = await created(service)
+    await service.change_state(uid, state_change("IN PROGRESS", "1.2.3"))
+    await service.change_state(uid, state_change("CANCELED", "1.2.3"))
+    dataset = await service.retrieve(uid)
+    assert dataset[STATE] == element("CS", "CANCELED")
+    assert CANCELLATION_DATETIME in dataset
+
+
+async def test_request_cancellation_cancels_a_scheduled_workitem_with_its_reason(
+    service: WorkitemService,
+) -> None:
+    uid = await created(service)
+    await service.request_cancellation(uid, {REASON: element("LT", "patient left")})
+    dataset = await service.retrieve(uid)
+    assert dataset[STATE] == element("CS", "CANCELED")
+    assert dataset[REASON] == element("LT", "patient left")
+    assert CANCELLATION_DATETIME in dataset
+    with pytest.raises(AlreadyInState):
+        await service.request_cancellation(uid, {})
+
+
+async def test_request_cancellation_of_an_owned_workitem_is_a_conflict(
+    service: WorkitemService,
+) -> None:
+    uid = await created(service)
+    await service.change_state(uid, state_change("IN PROGRESS", "1.2.3"))
+    with pytest.raises(Conflict) as refused:
+        await service.request_cancellation(uid, {})
+    assert not isinstance(refused.value, AlreadyInState)
+    assert await state_of(service, uid) == "IN PROGRESS"
+
+
+async def test_every_transaction_on_an_unknown_workitem_is_404(service: WorkitemService) -> None:
+    uid = generate_uid()
+    with pytest.raises(NotFound):
+        await service.retrieve(uid)
+    with pytest.raises(NotFound):
+        await service.update(uid, {}, None)
+    with pytest.raises(NotFound):
+        await service.change_state(uid, state_change("IN PROGRESS", "1.2.3"))
+    with pytest.raises(NotFound):
+        await service.request_cancellation(uid, {})
+
+
+class RivalClaimsFirst(FakeWorkitemStore):
+    """Another client claims the workitem between this request's read and its write."""
+
+    def __init__(self, rival_lock: str) -> None:
+        super().__init__()
+        self.rival_lock = rival_lock
+        self.writes = 0
+
+    async def replace_workitem(self, uid: str, dataset: dict[str, Any], *, version: str) -> None:
+        self.writes += 1
+        if self.writes == 1:
+            current = self.records[uid]
+            claimed = current.dataset | state_change("IN PROGRESS", self.rival_lock)
+            await super().replace_workitem(uid, claimed, version=current.version)
+        await super().replace_workitem(uid, dataset, version=version)
+
+
+async def test_of_two_racing_claims_the_loser_is_told_the_workitem_is_taken() -> None:
+    store = RivalClaimsFirst(rival_lock="7.7.7")
+    service = WorkitemService(store)
+    uid = await created(service)
+    with pytest.raises(BadRequest, match="does not match"):
+        await service.change_state(uid, state_change("IN PROGRESS", "1.2.3"))
+    assert store.records[uid].lock == "7.7.7"  # the rival's claim stands
+    # The lost write was not retried blindly: re-read, re-judged against the rival's claim,
+    # and refused without a second write.
+    assert store.writes == 1
+
+
+class AlwaysChanged(FakeWorkitemStore):
+    """Every write loses a race."""
+
+    async def replace_workitem(self, uid: str, dataset: dict[str, Any], *, version: str) -> None:
+        record = self.records[uid]
+        self.records[uid] = WorkitemRecord(uid, record.dataset, version + "'", record.sequence)
+        await super().replace_workitem(uid, dataset, version=version)
+
+
+async def test_a_write_that_keeps_losing_races_gives_up_with_a_conflict() -> None:
+    service = WorkitemService(AlwaysChanged())
+    uid = await created(service)
+    with pytest.raises(Conflict, match="being changed by other requests"):
+        await service.update(uid, {LABEL: element("LO", "x")}, None)
+
+
+async def test_search_returns_newest_first_without_locks_cut_to_the_returned_tags(
+    service: WorkitemService,
+) -> None:
+    patient = generate_uid()[-16:]
+    first = await service.create(workitem(patient_id=patient), generate_uid())
+    second = await service.create(workitem(patient_id=patient), generate_uid())
+    await service.change_state(second, state_change("IN PROGRESS", "1.2.3"))
+
+    found = await service.search(parse_workitem_query([("PatientID", patient)]))
+
+    assert [r["00080018"]["Value"][0] for r in found] == [second, first]
+    assert all(TRANSACTION_UID not in r for r in found)
+    assert all("0040A370" in r and "00380010" not in r for r in found)
+    everything = await service.search(
+        parse_workitem_query([("PatientID", patient), ("includefield", "all")])
+    )
+    assert "00380010" in everything[0] and TRANSACTION_UID not in everything[0]
