@@ -64,6 +64,8 @@ SUPPORTED_VRS: dict[str, frozenset[str]] = {
     "UL": frozenset({"single"}),
     "US": frozenset({"single"}),
 }
+# The VRs whose values the index keeps as numbers, so QIDO matches them by single value only.
+# Indexing, both index adapters and the QIDO request check use this one set.
 NUMERIC_VRS = frozenset({"DS", "FD", "FL", "IS", "SL", "SS", "UL", "US"})
 _INTEGER_RANGES = {
     "SS": (-(2**15), 2**15 - 1),

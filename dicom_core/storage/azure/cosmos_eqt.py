@@ -46,6 +46,7 @@ from azure.cosmos.exceptions import (
 )
 
 from dicom_core.domain.extended_query_tags import (
+    NUMERIC_VRS,
     InvalidValue,
     QueryTagDefinition,
     extract_value,
@@ -89,7 +90,6 @@ VALUE_KIND = "eqtv"
 EXTERNAL_KIND = "xval"
 XTAG_KIND = "xtag"
 TAG_KEY_COUNTER = "querytag"
-_NUMERIC_VRS = frozenset({"DS", "FD", "FL", "IS", "SL", "SS", "UL", "US"})
 _CAS_ATTEMPTS = 10
 _DB = "Cosmos DB"
 
@@ -203,7 +203,7 @@ def _entity(level: str, key: InstanceKey) -> tuple[str, str]:
 
 def _value_test(condition: Condition, params: Parameters) -> str:
     attribute = condition.attribute
-    if attribute.vr in _NUMERIC_VRS:
+    if attribute.vr in NUMERIC_VRS:
         if not isinstance(condition, ValueMatch):
             raise UnsupportedCondition(f"{attribute.tag} ({attribute.vr}) takes single values")
         return f"c.num = {params.add(float(condition.key))}"
