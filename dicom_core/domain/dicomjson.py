@@ -46,9 +46,8 @@ import orjson
 import pydicom.valuerep
 from pydicom import config
 from pydicom._dicom_dict import DicomDictionary  # the table pydicom's VR lookup reads first
-from pydicom.charset import convert_encodings, decode_bytes, default_encoding
 from pydicom.datadict import dictionary_VR, private_dictionary_VR
-from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.hooks import hooks, raw_element_value, raw_element_vr
 from pydicom.tag import BaseTag
@@ -57,10 +56,18 @@ from pydicom.valuerep import (
     DT,
     EXPLICIT_VR_LENGTH_16,
     EXPLICIT_VR_LENGTH_32,
-    TEXT_VR_DELIMS,
     TM,
     DSfloat,
     PersonName,
+)
+
+from dicom_core.domain.charsets import (
+    DEFAULT_ENCODINGS,
+    DEFAULT_REPERTOIRE,
+    SPECIFIC_CHARACTER_SET,
+    dataset_encodings,
+    decode_text,
+    raw_item_encodings,
 )
 
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW", "US or OW"})
@@ -81,17 +88,12 @@ _DROP_UNCONVERTED: Final = (BINARY_VRS - {"US or OW"}) | {"US or SS or OW"}
 # pydicom adds 65536 to a negative first value of these (LUT descriptors read as SS), so
 # they are left to pydicom.
 _LUT_DESCRIPTOR_TAGS: Final = frozenset({0x00281101, 0x00281102, 0x00281103, 0x00283002})
-_SPECIFIC_CHARACTER_SET: Final = 0x00080005
 _PN_GROUPS: Final = ("Alphabetic", "Ideographic", "Phonetic")
 _INT_VRS: Final = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV"})
 _FLOAT_VRS: Final = frozenset({"DS", "FD", "FL"})
 # orjson serialises integers in [-2**63, 2**64 - 1] only.
 _JSON_INT_MIN: Final = -(1 << 63)
 _JSON_INT_MAX: Final = (1 << 64) - 1
-_DEFAULT_ENCODINGS: Final = [default_encoding]
-# pydicom decodes the non-text VRs with "iso8859", which Python maps to the charmap codec
-# iso8859_1; its table is exactly Latin-1, and the builtin latin-1 codec is much faster.
-_LATIN1: Final = "latin-1"
 
 
 class _Unconvertible(Exception):
@@ -136,21 +138,6 @@ def _json_int(value: int) -> int:
     raise _Unconvertible
 
 
-def _decode(value: bytes, encodings: list[str]) -> str:
-    """Decode text of a character-set dependent VR, as ``pydicom.charset.decode_bytes`` does.
-
-    Without ISO 2022 escape sequences the whole value is decoded with the first character
-    set in one go, which is what pydicom does too; escapes, unknown codecs and undecodable
-    bytes (replacement characters plus a warning) are left to pydicom itself.
-    """
-    if b"\x1b" not in value:
-        try:
-            return value.decode(encodings[0])
-        except (LookupError, UnicodeError):
-            pass
-    return decode_bytes(value, encodings, TEXT_VR_DELIMS)
-
-
 # ---------------------------------------------------------------------------------------------
 # Raw element converters: bytes as read from the file -> attribute object.
 # Each mirrors pydicom.values.convert_value for its VR under the default configuration, except
@@ -172,34 +159,36 @@ def _unpad(text: str) -> str:
 
 def _raw_plain(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonObject:
     """AS, CS, DA, DT, TM: trailing spaces off the whole value (NULs kept), then split."""
-    return _strings(vr, _unpad(value.decode(_LATIN1)).split("\\"))
+    return _strings(vr, _unpad(value.decode(DEFAULT_REPERTOIRE)).split("\\"))
 
 
 def _raw_ae(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonObject:
     """AE: leading and trailing spaces are insignificant in each value."""
-    return _strings(vr, [part.strip() for part in value.decode(_LATIN1).split("\\")])
+    return _strings(vr, [part.strip() for part in value.decode(DEFAULT_REPERTOIRE).split("\\")])
 
 
 def _raw_ui(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonObject:
     """UI: NUL (or space) padding off the value, and pydicom's ``UID`` strips each UID."""
-    return _strings(vr, [uid.strip() for uid in value.decode(_LATIN1).rstrip("\x00 ").split("\\")])
+    return _strings(
+        vr, [uid.strip() for uid in value.decode(DEFAULT_REPERTOIRE).rstrip("\x00 ").split("\\")]
+    )
 
 
 def _raw_ur(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonObject:
     """UR: a single value; pydicom strips trailing whitespace (not NULs)."""
-    text = value.decode(_LATIN1).rstrip()
+    text = value.decode(DEFAULT_REPERTOIRE).rstrip()
     return {"vr": vr, "Value": [text]} if text else {"vr": vr}
 
 
 def _raw_text(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonObject:
     """LT, ST, UT: a single value in the dataset's character set; backslash is text."""
-    text = _unpad(_decode(value, encodings))
+    text = _unpad(decode_text(value, encodings))
     return {"vr": vr, "Value": [text]} if text else {"vr": vr}
 
 
 def _raw_multi_text(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonObject:
     """LO, SH, UC: decoded once, then split; padding is stripped from each value."""
-    text = _decode(value, encodings)
+    text = decode_text(value, encodings)
     if "\\" not in text:  # the usual single value, without building lists
         text = _unpad(text)
         return {"vr": vr, "Value": [text]} if text else {"vr": vr}
@@ -209,7 +198,7 @@ def _raw_multi_text(vr: str, value: bytes, little: bool, encodings: list[str]) -
 def _raw_pn(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonObject:
     """PN: padding off the bytes (NULs kept), decoded once, split into values and groups."""
     value = value.rstrip(b" ")
-    text = _decode(value if value.strip(b"\x00 ") else b"", encodings)
+    text = decode_text(value if value.strip(b"\x00 ") else b"", encodings)
     return _finish(vr, [_person_name(part.split("=")) for part in text.split("\\")])
 
 
@@ -246,7 +235,7 @@ def _numbers_from_text(
     ``to_json_dict`` then applies ``int``/``float`` to each text; if any fails, the element
     keeps only its VR.
     """
-    parts = [part.rstrip("\x00 ") for part in _decode(value, encodings).split("\\")]
+    parts = [part.rstrip("\x00 ") for part in decode_text(value, encodings).split("\\")]
     try:
         values = [number(part) if part else None for part in parts]
     except (ValueError, OverflowError, _Unconvertible):
@@ -261,7 +250,7 @@ def _int_text(text: str) -> int:
 
 def _raw_is(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonObject:
     """IS: trailing padding off the whole value, each value through ``_integer_string``."""
-    parts = value.decode(_LATIN1).rstrip(" \x00").split("\\")
+    parts = value.decode(DEFAULT_REPERTOIRE).rstrip(" \x00").split("\\")
     try:
         values = [_integer_string(part) for part in parts]
     except ValueError:
@@ -273,7 +262,7 @@ def _raw_is(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonOb
 
 def _raw_ds(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonObject:
     """DS: whitespace off both ends of the value, trailing NULs too, then split."""
-    parts = value.decode(_LATIN1).strip().rstrip(" \x00").split("\\")
+    parts = value.decode(DEFAULT_REPERTOIRE).strip().rstrip(" \x00").split("\\")
     try:
         values = [_decimal_string(part) for part in parts]
     except ValueError:
@@ -549,7 +538,7 @@ def _parse_item(
         if not implicit:
             if first and not (0x40 < vr_bytes[0] < 0x5B and 0x40 < vr_bytes[1] < 0x5B):
                 raise _Unsupported  # pydicom would read this item as implicit VR
-            vr = vr_bytes.decode(_LATIN1)
+            vr = vr_bytes.decode(DEFAULT_REPERTOIRE)
             if vr in _LONG_LENGTH_VRS:
                 if limit - position < 4:
                     raise _Unsupported
@@ -577,7 +566,7 @@ def _private_creator(elements: _ParsedItem, tag: int, encodings: list[str]) -> s
         raise _Unsupported
     if not length:
         return ""
-    names = _decode(value, encodings).split("\\")
+    names = decode_text(value, encodings).split("\\")
     if len(names) != 1:
         raise _Unsupported  # pydicom would look the VR up with a list of names
     return names[0].rstrip("\x00 ")
@@ -611,18 +600,6 @@ def _item_vr(
         return "UL" if not tag & 0xFFFF else "UN"
 
 
-def _item_encodings(
-    charset: tuple[str | None, int, bytes], little: bool, implicit: bool
-) -> list[str]:
-    """The character sets of an item with its own Specific Character Set (pydicom's)."""
-    vr, length, value = charset
-    raw = RawDataElement(BaseTag(_SPECIFIC_CHARACTER_SET), vr, length, value, 0, implicit, little)
-    encodings = convert_encodings(convert_raw_data_element(raw).value)
-    if not encodings:
-        raise _Unsupported
-    return [encodings] if isinstance(encodings, str) else list(encodings)
-
-
 def _sequence_json(value: bytes, little: bool, implicit: bool, encodings: list[str]) -> JsonObject:
     """The attribute object of a raw sequence value (raises _Unsupported)."""
     items = [
@@ -636,9 +613,12 @@ def _item_json(
     elements: _ParsedItem, little: bool, implicit: bool, encodings: list[str]
 ) -> JsonObject:
     """The DICOM JSON object of one parsed item (raises _Unsupported)."""
-    charset = elements.get(_SPECIFIC_CHARACTER_SET)
+    charset = elements.get(SPECIFIC_CHARACTER_SET)
     if charset is not None:
-        encodings = _item_encodings(charset, little, implicit)
+        charset_vr, length, value = charset
+        encodings = raw_item_encodings(charset_vr, length, value, little, implicit)
+        if not encodings:
+            raise _Unsupported
     out: JsonObject = {}
     for tag in sorted(elements):
         if tag >> 16 == 0x0002 or not tag & 0xFFFF:
@@ -659,8 +639,8 @@ def _item_json(
             convert = _RAW_CONVERTERS.get(vr)
             if convert is None or tag in _LUT_DESCRIPTOR_TAGS:
                 raise _Unsupported
-            if tag == _SPECIFIC_CHARACTER_SET:
-                out[key] = convert(vr, value, little, _DEFAULT_ENCODINGS)
+            if tag == SPECIFIC_CHARACTER_SET:
+                out[key] = convert(vr, value, little, DEFAULT_ENCODINGS)
             else:
                 out[key] = convert(vr, value, little, encodings)
     return out
@@ -693,17 +673,6 @@ def _fast_path_applies() -> bool:
     )
 
 
-def _encodings(ds: Dataset) -> list[str]:
-    """The character sets text of ``ds`` is decoded with, chosen as ``Dataset.__getitem__``
-    chooses them (the set read with the dataset, else its own or its parent's)."""
-    charset = ds.original_character_set or ds._character_set
-    if not charset:
-        return _DEFAULT_ENCODINGS
-    if isinstance(charset, str):
-        return [charset]
-    return charset if isinstance(charset, list) else list(charset)  # only ever read
-
-
 def _from_raw(
     ds: Dataset, tag: int, raw: RawDataElement, encodings: list[str], fast: bool
 ) -> JsonObject | None:
@@ -731,18 +700,18 @@ def _from_raw(
         return _via_pydicom(ds, tag, vr, fast)
     if raw.length == 0:
         return {"vr": vr}
-    if tag == _SPECIFIC_CHARACTER_SET:
-        encodings = _DEFAULT_ENCODINGS
+    if tag == SPECIFIC_CHARACTER_SET:
+        encodings = DEFAULT_ENCODINGS
     return convert(vr, value, raw.is_little_endian, encodings)
 
 
 def _dataset(ds: Dataset, fast: bool) -> JsonObject:
     """The DICOM JSON object of one dataset or sequence item (warnings already silenced)."""
     out: JsonObject = {}
-    encodings = _DEFAULT_ENCODINGS
+    encodings = DEFAULT_ENCODINGS
     if fast:
         try:
-            encodings = _encodings(ds)
+            encodings = dataset_encodings(ds)
         except Exception:  # let pydicom deal with each element of this one
             fast = False
     # Plain int tags: pydicom's BaseTag compares in Python, which is slow to sort and test.

@@ -32,13 +32,20 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import NamedTuple, TypeGuard
+from typing import TypeGuard
 
-from pydicom.charset import convert_encodings, decode_bytes, default_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
-from pydicom.valuerep import TEXT_VR_DELIMS
+
+from dicom_core.domain.charsets import (
+    DEFAULT_CHARSET,
+    DEFAULT_REPERTOIRE,
+    SPECIFIC_CHARACTER_SET,
+    Charset,
+    declared_charset,
+    decode_text_strictly,
+)
 
 __all__ = [
     "UID_MAX_LENGTH",
@@ -58,7 +65,6 @@ _PADDING = " \x00"
 _SHOWN_CHARS = 64
 _SHOWN_BYTES = 32
 
-_SPECIFIC_CHARACTER_SET = 0x00080005
 _PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 # Groups that never belong to the data set proper: command elements and file meta information.
 _SKIPPED_GROUPS = frozenset({0x0000, 0x0002})
@@ -82,8 +88,6 @@ _INTEGER_RANGES = {
     "UV": (0, 2**64 - 1),
     "AT": (0, 2**32 - 1),
 }
-# VRs whose bytes are decoded with (0008,0005) Specific Character Set (PS3.5 6.1.2.3).
-_CHARSET_VRS = frozenset({"SH", "LO", "UC", "ST", "LT", "UT", "PN"})
 # VRs that hold one value even if a backslash occurs in it (PS3.5 6.4).
 _SINGLE_VALUE_VRS = frozenset({"LT", "ST", "UT", "UR"})
 # Single-valued text whose only constraint worth enforcing is a maximum length in characters.
@@ -127,16 +131,6 @@ class AttributeProblem:
     tag: int
     keyword: str
     message: str
-
-
-class _Charset(NamedTuple):
-    """The (0008,0005) terms as written, for messages, and the Python codecs they map to."""
-
-    terms: tuple[str, ...]
-    codecs: tuple[str, ...]
-
-
-_DEFAULT_CHARSET = _Charset(("ISO_IR 6",), (default_encoding,))
 
 
 class _Unreadable(Exception):
@@ -401,23 +395,15 @@ _VALUE_RULES: dict[str, Callable[[str], str | None]] = {
 # Getting at values
 
 
-def _decode(data: bytes, vr: str, charset: _Charset) -> str:
+def _decode(data: bytes, vr: str, charset: Charset) -> str:
     """Decode element bytes the way pydicom would, but fail instead of substituting characters.
 
-    pydicom warns and inserts U+FFFD when bytes do not fit the declared character set; the
-    service must report that, so the warning is promoted to an error for this call only.
+    A value that does not fit the declared character set is a problem the service reports.
+    Default-repertoire VRs cannot fail here; whatever is not ASCII in them is caught by each
+    VR's own character rule.
     """
-    if vr not in _CHARSET_VRS:
-        # Default-repertoire VRs: pydicom reads them as Latin-1, which cannot fail. Whatever
-        # is not ASCII is caught by each VR's own character rule.
-        return data.decode(default_encoding)
-    delimiters = set(TEXT_VR_DELIMS)
-    if vr == "PN":
-        delimiters |= {0x5C, 0x5E, 0x3D}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            return decode_bytes(data, list(charset.codecs), delimiters)
+        return decode_text_strictly(data, vr, charset.codecs)
     except Exception as exc:
         terms = "\\".join(charset.terms)
         raise _Unreadable(
@@ -435,7 +421,7 @@ def _as_text(item: object) -> str:
     return str(item)
 
 
-def _text_values(value: object, vr: str, charset: _Charset) -> list[str]:
+def _text_values(value: object, vr: str, charset: Charset) -> list[str]:
     """Split an element value (raw bytes or converted Python values) into its text values."""
     if value is None:
         return []
@@ -449,32 +435,24 @@ def _text_values(value: object, vr: str, charset: _Charset) -> list[str]:
     return [_as_text(value)]
 
 
-def _charset_of(ds: Dataset, inherited: _Charset) -> _Charset:
+def _charset_of(ds: Dataset, inherited: Charset) -> Charset:
     """The character set in force for ``ds``: its own (0008,0005), else the enclosing one's."""
     try:
-        elem = ds.get_item(_SPECIFIC_CHARACTER_SET)
+        elem = ds.get_item(SPECIFIC_CHARACTER_SET)
     except Exception:
         return inherited
     if elem is None:
         return inherited
     value = elem.value
     if isinstance(value, bytes | bytearray):
-        terms = bytes(value).decode(default_encoding).split("\\")
+        terms = bytes(value).decode(DEFAULT_REPERTOIRE).split("\\")
     elif isinstance(value, str):
         terms = value.split("\\")
     elif isinstance(value, Sequence):
         terms = [_as_text(item) for item in value]
     else:
         return inherited
-    terms = [term.strip(_PADDING) for term in terms]
-    if not any(terms):
-        return _DEFAULT_CHARSET
-    try:
-        codecs = convert_encodings(list(terms))
-    except Exception:
-        # Unknown terms: pydicom falls back to its default codec, so do the same.
-        return _Charset(tuple(terms), (default_encoding,))
-    return _Charset(tuple(terms), tuple(codecs))
+    return declared_charset(terms)
 
 
 def _resolve_vr(elem: DataElement | RawDataElement, ds: Dataset | None) -> str:
@@ -561,7 +539,7 @@ def _free_text_problem(value: str, vr: str) -> str | None:
     return None
 
 
-def _parse_raw_sequence(raw: RawDataElement, ds: Dataset | None, charset: _Charset) -> DataElement:
+def _parse_raw_sequence(raw: RawDataElement, ds: Dataset | None, charset: Charset) -> DataElement:
     """Parse a still-raw sequence without touching ``ds``, refusing what pydicom glosses over.
 
     pydicom's item reader is forgiving: it takes any 8 bytes as an item header. A sequence whose
@@ -593,7 +571,7 @@ def _truncation_problem(elem: DataElement | RawDataElement) -> str | None:
 
 
 def _sequence_problem(
-    elem: DataElement | RawDataElement, ds: Dataset | None, charset: _Charset
+    elem: DataElement | RawDataElement, ds: Dataset | None, charset: Charset
 ) -> str | None:
     """Depth-first search of the items; the first nested problem stands for the sequence."""
     if isinstance(elem, RawDataElement):
@@ -612,7 +590,7 @@ def _sequence_problem(
     return None
 
 
-def _check(elem: DataElement | RawDataElement, ds: Dataset | None, charset: _Charset) -> str | None:
+def _check(elem: DataElement | RawDataElement, ds: Dataset | None, charset: Charset) -> str | None:
     """Validate one element and return its full message ("(gggg,eeee) Keyword: ...") or None."""
     tag = int(elem.tag)
     try:
@@ -647,7 +625,7 @@ def _skipped(tag: int) -> bool:
     return (tag >> 16) in _SKIPPED_GROUPS or (tag & 0xFFFF) == 0 or tag in _PIXEL_DATA_TAGS
 
 
-def _dataset_findings(ds: Dataset, charset: _Charset) -> list[tuple[int, str]]:
+def _dataset_findings(ds: Dataset, charset: Charset) -> list[tuple[int, str]]:
     """Every problem in ``ds`` as (top-level tag, message), in tag order."""
     charset = _charset_of(ds, charset)
     findings: list[tuple[int, str]] = []
@@ -685,7 +663,7 @@ def _cacheable(elem: DataElement | RawDataElement) -> TypeGuard[RawDataElement]:
     return isinstance(value, bytes) and len(value) == elem.length <= _CACHED_VALUE_BYTES
 
 
-def _check_raw(elem: RawDataElement, charset: _Charset) -> str | None:
+def _check_raw(elem: RawDataElement, charset: Charset) -> str | None:
     key = (int(elem.tag), elem.VR, elem.value, elem.is_little_endian, charset)
     try:
         return _check_cache[key]
@@ -698,7 +676,7 @@ def _check_raw(elem: RawDataElement, charset: _Charset) -> str | None:
     return message
 
 
-def _first_dataset_problem(ds: Dataset, inherited: _Charset) -> str | None:
+def _first_dataset_problem(ds: Dataset, inherited: Charset) -> str | None:
     """The first problem inside a sequence item, which is all the service reports for it."""
     findings = _dataset_findings(ds, inherited)
     return findings[0][1] if findings else None
@@ -718,7 +696,7 @@ def element_problem(elem: DataElement | RawDataElement) -> str | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return _check(elem, None, _DEFAULT_CHARSET)
+            return _check(elem, None, DEFAULT_CHARSET)
         except Exception as exc:
             tag = int(getattr(elem, "tag", 0))
             return f"{_label(tag)}: value could not be read ({type(exc).__name__})"
@@ -735,7 +713,7 @@ def dataset_problems(ds: Dataset) -> list[AttributeProblem]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            findings = _dataset_findings(ds, _DEFAULT_CHARSET)
+            findings = _dataset_findings(ds, DEFAULT_CHARSET)
         except Exception as exc:
             # Only reachable for objects that merely pretend to be datasets; say so rather
             # than pretend the instance is clean.
