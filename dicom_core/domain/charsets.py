@@ -44,9 +44,6 @@ DEFAULT_ENCODINGS: Final = [default_encoding]
 # a person name also the value, component group and component separators.
 _PN_DELIMS: Final = TEXT_VR_DELIMS | {0x5C, 0x5E, 0x3D}
 
-# Characters that only pad a term (trailing spaces; NULs, which the service accepts as padding).
-_PADDING: Final = " \x00"
-
 
 class Charset(NamedTuple):
     """The (0008,0005) terms as written, for messages, and the Python codecs they map to."""
@@ -61,18 +58,17 @@ DEFAULT_CHARSET: Final = Charset(("ISO_IR 6",), (default_encoding,))
 def declared_charset(terms: Sequence[str]) -> Charset:
     """The character set a Specific Character Set value with these ``terms`` declares.
 
-    Padding is stripped from each term; no term left means the default repertoire. Unknown
-    terms fall back to the default codec, as pydicom does, but keep their spelling for
-    messages.
+    The terms come without their padding; none that is not empty means the default
+    repertoire. Unknown terms fall back to the default codec, as pydicom does, but keep their
+    spelling for messages.
     """
-    stripped = tuple(term.strip(_PADDING) for term in terms)
-    if not any(stripped):
+    if not any(terms):
         return DEFAULT_CHARSET
     try:
-        codecs = convert_encodings(list(stripped))
+        codecs = convert_encodings(list(terms))
     except Exception:
-        return Charset(stripped, (default_encoding,))
-    return Charset(stripped, tuple(codecs))
+        return Charset(tuple(terms), (default_encoding,))
+    return Charset(tuple(terms), tuple(codecs))
 
 
 def dataset_encodings(ds: Dataset) -> list[str]:
