@@ -803,7 +803,7 @@ def test_latin1_is_pydicoms_default_encoding() -> None:
 @pytest.fixture
 def pydicom_must_not_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail if a sequence falls back to pydicom's parsing (the slow path)."""
-    import dicom_core.domain.dicomjson as module
+    import dicom_core.domain.dicomjson.walk as module
 
     def refuse(*args: Any) -> None:
         raise AssertionError("fell back to pydicom")
@@ -814,7 +814,7 @@ def pydicom_must_not_parse(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def pydicom_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The tags the module hands to pydicom's own conversion."""
-    import dicom_core.domain.dicomjson as module
+    import dicom_core.domain.dicomjson.walk as module
 
     calls: list[int] = []
     convert = module._via_pydicom

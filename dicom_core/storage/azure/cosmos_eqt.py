@@ -55,7 +55,7 @@ from dicom_core.query.conditions import (
     UnsupportedCondition,
     ValueMatch,
 )
-from dicom_core.query.indexed_values import InvalidValue, extract_value
+from dicom_core.query.indexed_values import NUMERIC_VRS, InvalidValue, extract_value
 from dicom_core.storage.azure.cosmos_io import ContainerGone, owner_missing, query_items, read_item
 from dicom_core.storage.azure.cosmos_query import Parameters, predicate
 from dicom_core.storage.azure.cosmos_schema import COUNTER_PARTITION, INSTANCE, WATERMARK_COUNTER
@@ -87,7 +87,6 @@ VALUE_KIND = "eqtv"
 EXTERNAL_KIND = "xval"
 XTAG_KIND = "xtag"
 TAG_KEY_COUNTER = "querytag"
-_NUMERIC_VRS = frozenset({"DS", "FD", "FL", "IS", "SL", "SS", "UL", "US"})
 _CAS_ATTEMPTS = 10
 _DB = "Cosmos DB"
 
@@ -201,7 +200,7 @@ def _entity(level: str, key: InstanceKey) -> tuple[str, str]:
 
 def _value_test(condition: Condition, params: Parameters) -> str:
     attribute = condition.attribute
-    if attribute.vr in _NUMERIC_VRS:
+    if attribute.vr in NUMERIC_VRS:
         if not isinstance(condition, ValueMatch):
             raise UnsupportedCondition(f"{attribute.tag} ({attribute.vr}) takes single values")
         return f"c.num = {params.add(float(condition.key))}"

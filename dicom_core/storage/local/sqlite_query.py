@@ -29,6 +29,7 @@ from dicom_core.query.conditions import (
     ValueMatch,
     WildcardMatch,
 )
+from dicom_core.query.indexed_values import NUMERIC_VRS
 from dicom_core.storage.local.schema import (
     SERIES_COLUMNS,
     SERIES_NORMALIZED_COLUMNS,
@@ -150,8 +151,6 @@ def _trigram_prefilter(condition: Condition, column: str, params: list[object]) 
     return f"st.rowid IN (SELECT rowid FROM {STUDY_TEXT_TABLE} WHERE {text_column} GLOB ?)"
 
 
-# Extended query tags: the VRs whose values the index keeps as numbers (eqt_value.num_value).
-_NUMERIC_VRS = frozenset({"DS", "FD", "FL", "IS", "SL", "SS", "UL", "US"})
 # How an extended tag's entity (eqt_value row) joins the searched rows, by the tag's level.
 _EXTENDED_SCOPE: dict[QueryLevel, str] = {
     QueryLevel.STUDY: "v.study_uid = st.study_uid AND v.series_uid = '' AND v.sop_uid = ''",
@@ -171,7 +170,7 @@ def _extended_clause(condition: Condition, level: QueryLevel, params: list[objec
         raise UnsupportedCondition(f"{attribute.tag} is not searchable at {level.label} level")
     external = attribute.path[:1] == (EXTERNAL_METADATA_PATH,)
     params.append(attribute.tag)
-    if attribute.vr in _NUMERIC_VRS:
+    if attribute.vr in NUMERIC_VRS:
         if not isinstance(condition, ValueMatch):
             raise UnsupportedCondition(f"{attribute.tag} ({attribute.vr}) takes single values")
         params.append(float(condition.key))

@@ -1,0 +1,59 @@
+"""How validation messages name attributes and quote values.
+
+Every message ends up in an ErrorComment of the store response, one line per attribute, so
+values are quoted escaped and truncated, and attributes are named "(gggg,eeee) Keyword".
+"""
+
+from __future__ import annotations
+
+from pydicom.datadict import keyword_for_tag
+
+# How much of an offending value a message quotes, so one huge value cannot bloat a response.
+_SHOWN_CHARS = 64
+_SHOWN_BYTES = 32
+
+
+def show(value: str) -> str:
+    """Quote a value for a one-line message: escaped, double-quoted, truncated when long.
+
+    Escaping keeps control characters, quotes and line breaks from splitting or confusing the
+    ErrorComment text; truncation keeps a multi-kilobyte value from dominating the response.
+    """
+    head = value[:_SHOWN_CHARS]
+    pieces: list[str] = []
+    for char in head:
+        if char in '"\\':
+            pieces.append("\\" + char)
+        elif char.isprintable():
+            pieces.append(char)
+        elif ord(char) < 0x100:
+            pieces.append(f"\\x{ord(char):02x}")
+        elif ord(char) < 0x10000:
+            pieces.append(f"\\u{ord(char):04x}")
+        else:
+            pieces.append(f"\\U{ord(char):08x}")
+    suffix = "..." if len(value) > _SHOWN_CHARS else ""
+    return '"' + "".join(pieces) + '"' + suffix
+
+
+def show_bytes(value: bytes) -> str:
+    """Render undecodable bytes; ``repr`` of bytes is ASCII-only and hence always one line."""
+    suffix = "..." if len(value) > _SHOWN_BYTES else ""
+    return repr(value[:_SHOWN_BYTES]) + suffix
+
+
+def tag_keyword(tag: int) -> str:
+    """The dictionary keyword, or "" for private tags whose meaning depends on their creator."""
+    if (tag >> 16) % 2 == 1:
+        return ""
+    try:
+        return keyword_for_tag(tag)
+    except Exception:
+        return ""
+
+
+def tag_label(tag: int) -> str:
+    """Render "(gggg,eeee) Keyword", the way every message names the attribute it is about."""
+    text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+    keyword = tag_keyword(tag)
+    return f"{text} {keyword}" if keyword else text
