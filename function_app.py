@@ -1,19 +1,22 @@
 """The route table: one function per DICOMweb route, one per job queue.
 
-Each body is a single call into ``dicom_core.web``; nothing else lives here. An HTTP body is
-``handle(req, services, <module>.<handler>)``: the handler is the one in
-``dicom_core/web/<module>.py`` that serves the route, and ``handle`` puts it behind the gate
-(CORS, token) and maps service errors to status codes, for every route alike. Requests and
+Each body is a single call into ``dicom_core.web`` (HTTP) or ``dicom_core.jobs`` (queues);
+nothing else lives here. An HTTP body is ``handle(req, services, <module>.<handler>)``: the
+handler is the one in ``dicom_core/web/<module>.py`` that serves the route, and ``handle`` puts
+it behind the gate (CORS, token) and maps service errors to status codes, for every route
+alike. Requests and
 responses use the HTTP-streams types (Starlette under the hood), so bodies stream in Azure
 and in the local host alike. Routes are grouped by transaction family.
 
 To add a route: a function here, and its handler in the module of its transaction family.
 """
 
+from pathlib import Path
+
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
-from dicom_core import web
+from dicom_core import jobs
 from dicom_core.web import delete, frames, metadata, qido, rendered, stow, wado, workitems
 from dicom_core.web import extended_query_tags as eqt
 from dicom_core.web.context import ServiceContainer, handle
@@ -21,6 +24,8 @@ from dicom_core.web.unmatched import unknown_route
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 services = ServiceContainer()
+# host.json's maxDequeueCount, read once: the same rule the host applies before the poison queue.
+retry = jobs.RetryRule.from_app_dir(Path(__file__).parent)
 
 STUDY = "v{version}/studies/{study}"
 SERIES = STUDY + "/series/{series}"
@@ -231,14 +236,16 @@ async def ups_open_subscription_channel(req: Request) -> Response:
 # --- Jobs ------------------------------------------------------------------------------------
 
 
-@app.queue_trigger(arg_name="msg", queue_name=web.CLEANUP_QUEUE, connection="AzureWebJobsStorage")
+@app.queue_trigger(arg_name="msg", queue_name=jobs.CLEANUP_QUEUE, connection="AzureWebJobsStorage")
 async def jobs_cleanup_blob(msg: func.QueueMessage) -> None:
-    await web.cleanup_blob(msg.get_json(), services)
+    await jobs.cleanup_blob(msg.get_json(), services)
 
 
-@app.queue_trigger(arg_name="msg", queue_name=web.REINDEX_QUEUE, connection="AzureWebJobsStorage")
+@app.queue_trigger(arg_name="msg", queue_name=jobs.REINDEX_QUEUE, connection="AzureWebJobsStorage")
 async def jobs_reindex_batch(msg: func.QueueMessage) -> None:
-    await web.reindex_batch(msg.get_json(), services, dequeue_count=msg.dequeue_count or 1)
+    await jobs.reindex_batch(
+        msg.get_json(), services, dequeue_count=msg.dequeue_count or 1, retry=retry
+    )
 
 
 # --- Anything else: 405 with Allow, or 404 naming the versions ------------------------------

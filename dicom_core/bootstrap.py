@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from dicom_core.jobs.reindex import ReindexJob, plan_reindex
 from dicom_core.services.blob_cleanup import BlobJanitor
 from dicom_core.services.delete import DeleteService
 from dicom_core.services.extended_query_tags import ExtendedQueryTagService
@@ -44,6 +45,8 @@ class Services:
     workitems: WorkitemService
     query_tags: ExtendedQueryTagService
     """Extended query tags and their reindex operations."""
+    reindex: ReindexJob
+    """The ``reindex-batches`` queue's batch step."""
     external_metadata: ExternalMetadataService
     """STOW msdicom-meta-* values."""
 
@@ -86,7 +89,7 @@ def build_services(settings: Settings) -> Services:
     backend = build_backend(settings)
     index, blobs = backend.index, backend.blobs
     janitor = BlobJanitor(blobs, backend.queue, delay_seconds=backend.blob_delete_delay_seconds)
-    query_tags = ExtendedQueryTagService(backend.query_tags, batch_size=settings.reindex_batch_size)
+    query_tags = ExtendedQueryTagService(backend.query_tags, plan_reindex=plan_reindex)
     external_metadata = ExternalMetadataService(backend.external_metadata)
     return Services(
         settings=settings,
@@ -126,5 +129,6 @@ def build_services(settings: Settings) -> Services:
         ),
         workitems=WorkitemService(backend.workitems),
         query_tags=query_tags,
+        reindex=ReindexJob(backend.query_tags, batch_size=settings.reindex_batch_size),
         external_metadata=external_metadata,
     )

@@ -4,8 +4,9 @@ Each message reaches the runtime as an InvocationRequest: the body as the trigge
 input (the text the producer wrote, base64-decoded on Storage queues by the queue adapter),
 and the trigger metadata the host adds (DequeueCount, Id, PopReceipt, InsertionTime,
 ExpirationTime, NextVisibleTime). A failed invocation is retried until host.json's
-``maxDequeueCount``, then the message goes to the ``<queue>-poison`` queue, on the SQLite queue
-and on Azure Storage queues alike.
+``maxDequeueCount`` (``dicom_core.jobs.RetryRule``, the rule the app's handlers read too),
+then the message goes to the ``<queue>-poison`` queue, on the SQLite queue and on Azure
+Storage queues alike.
 
 Differences from Azure, on purpose: the host backs an idle queue's polling off up to
 ``maxPollingInterval`` (a minute by default); this one polls every ``poll_interval`` seconds so
@@ -26,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from dicom_core.jobs.retry import RetryRule
 from dicom_core.storage.ports import JobQueue, QueueMessage
 from functions_host.worker import IndexedFunction, RuntimeWorker
 
@@ -41,7 +43,7 @@ class QueuePump:
         functions: list[IndexedFunction],
         queue_factory: Callable[[], JobQueue],
         *,
-        max_dequeue_count: int = 5,
+        retry: RetryRule | None = None,
         batch_size: int = 4,
         poll_interval: float = 0.5,
         lease_seconds: float = 30.0,
@@ -49,7 +51,7 @@ class QueuePump:
         self._worker = worker
         self._functions = functions
         self._factory = queue_factory
-        self._max_dequeue = max_dequeue_count
+        self._retry = retry or RetryRule()
         self._batch = batch_size
         self._poll = poll_interval
         self._lease = lease_seconds
@@ -106,7 +108,7 @@ class QueuePump:
                 function,
                 [binding],
                 trigger_metadata=trigger_metadata(protos, message),
-                retry=(message.dequeue_count - 1, self._max_dequeue - 1),
+                retry=(message.dequeue_count - 1, self._retry.max_dequeue_count - 1),
             )
             error = None if self._worker.succeeded(response) else self._worker.failure(response)
         except TimeoutError:
@@ -115,7 +117,7 @@ class QueuePump:
             await queue.complete(message)
             return
         log.error("queue function %s failed on message %s: %s", function.name, message.id, error)
-        if message.dequeue_count >= self._max_dequeue:
+        if self._retry.is_final(message.dequeue_count):
             await queue.dead_letter(message, error)
         else:
             await queue.abandon(message)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dicom_core.bootstrap import build_job_queue
+from dicom_core.jobs.retry import RetryRule
 from dicom_core.settings import Settings
 from dicom_core.storage.ports import JobQueue
 from dicom_core.web.routing import HttpTrigger, RouteTable, host_routes
@@ -144,7 +145,7 @@ class FunctionsHost:
                 self.worker,
                 queue_functions,
                 self._queue_factory,
-                max_dequeue_count=int(queues.get("maxDequeueCount", 5)),
+                retry=RetryRule.from_host_json(self._host_json),
                 batch_size=int(queues.get("batchSize", 16)),
             )
             await self._pump.start()

@@ -1,49 +1,40 @@
 """Extended query tags and their reindex operations (spec/extended-query-tags.md).
 
 Adding tags records them (status Adding), creates a Reindex operation and enqueues its first
-``reindex-batches`` message in one step. Each message carries a ``ReindexCheckpoint``: the
-queue-triggered handler indexes one bounded watermark batch, moves the checkpoint and enqueues
-the continuation (dicom-server's ContinueAsNew done by hand), so a crash or a redelivery
-repeats at most one batch, and repeating one does no harm (upserts keyed by entity).
+message in one step; the operation planner is injected (``dicom_core.jobs.reindex``, which
+sits above the services and runs the batches).
 """
 
 from __future__ import annotations
 
-import logging
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
-from dicom_core.domain.extended_query_tags import MAX_TAGS, QueryTagDefinition
+from dicom_core.domain.extended_query_tags import (
+    MAX_TAGS,
+    QueryStatusValues,
+    QueryTagDefinition,
+    QueryTagStatusValues,
+)
 from dicom_core.domain.model import InstanceKey
 from dicom_core.errors import BadRequest, Conflict, NotFound
 from dicom_core.query.attributes import CORE_CATALOG, describe_tag
 from dicom_core.storage.ports import (
-    BatchOutcome,
     OperationRecord,
+    OperationStart,
     QueryTagRecord,
     QueryTagStore,
-    ReindexCheckpoint,
     TagConflict,
     TooManyTags,
 )
 
-log = logging.getLogger(__name__)
-
-REINDEX_QUEUE = "reindex-batches"
-MESSAGE_SCHEMA = 1
-DEFAULT_BATCH_SIZE = 100
-
-
-def reindex_message(operation_id: str) -> dict[str, Any]:
-    """A ``reindex-batches`` message without its checkpoint (the store adds it)."""
-    return {"schema": MESSAGE_SCHEMA, "operationId": operation_id}
-
 
 class ExtendedQueryTagService:
-    def __init__(self, store: QueryTagStore, *, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(
+        self, store: QueryTagStore, *, plan_reindex: Callable[[str], OperationStart]
+    ) -> None:
         self._store = store
-        self._batch_size = batch_size
+        self._plan_reindex = plan_reindex
 
     async def add(self, definitions: Sequence[QueryTagDefinition]) -> OperationRecord:
         # A tag QIDO already searches (at any level) is refused, as Microsoft's service does:
@@ -60,8 +51,7 @@ class ExtendedQueryTagService:
                 definitions,
                 operation_id,
                 max_tags=MAX_TAGS,
-                queue=REINDEX_QUEUE,
-                message=reindex_message(operation_id),
+                start=self._plan_reindex(operation_id),
             )
         except TagConflict as exc:
             raise Conflict(
@@ -103,35 +93,16 @@ class ExtendedQueryTagService:
         return operation
 
     async def queryable(self) -> list[QueryTagRecord]:
-        return await self._store.queryable_tags()
+        """Ready tags with QIDO enabled: the ones the search catalog adds."""
+        return [
+            t
+            for t in await self._store.list_tags()
+            if t.status == QueryTagStatusValues.READY
+            and t.query_status == QueryStatusValues.ENABLED
+        ]
 
     async def erroneous(self) -> list[QueryTagRecord]:
-        return await self._store.erroneous_tags()
+        return [t for t in await self._store.list_tags() if t.error_count > 0]
 
     async def index_instance(self, key: InstanceKey, watermark: int, metadata_json: bytes) -> None:
         await self._store.index_instance(key, watermark, metadata_json)
-
-    async def handle_message(self, body: dict[str, Any], *, final_attempt: bool = False) -> None:
-        """Queue handler for ``reindex-batches``: one batch, then the continuation.
-
-        Raises to be retried; on the final attempt the operation is marked Failed first.
-        """
-        if body.get("schema") != MESSAGE_SCHEMA or not isinstance(body.get("operationId"), str):
-            raise ValueError(f"unexpected {REINDEX_QUEUE} message: {body!r}")
-        operation_id = body["operationId"]
-        try:
-            checkpoint = ReindexCheckpoint.from_json(body.get("checkpoint"))
-            outcome = await self._store.reindex_batch(
-                operation_id,
-                checkpoint,
-                batch_size=self._batch_size,
-                queue=REINDEX_QUEUE,
-                message=reindex_message(operation_id),
-            )
-        except Exception:
-            if final_attempt:
-                log.error("reindex operation %s failed for good", operation_id)
-                await self._store.fail_operation(operation_id)
-            raise
-        if outcome is BatchOutcome.STALE:
-            log.info("reindex message for %s is stale (already handled)", operation_id)

@@ -2,7 +2,9 @@
 
 A queue may deliver a reindex message twice, or deliver it again after its handler moved the
 checkpoint but failed to send the continuation; neither may index twice, skip a batch, or
-stall the operation.
+stall the operation. The batch step is ``dicom_core.jobs.reindex``'s; what is checked here is
+that each backend's primitives (compare and set the checkpoint with its continuation, resend
+a lost one) make it safe.
 """
 
 from __future__ import annotations
@@ -13,14 +15,8 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicom_core.domain.extended_query_tags import QueryTagDefinition, QueryTagLevelValues
-from dicom_core.services.extended_query_tags import reindex_message
-from dicom_core.storage.ports import (
-    BatchOutcome,
-    JobQueue,
-    QueryTagStore,
-    ReindexCheckpoint,
-    TagConflict,
-)
+from dicom_core.jobs.reindex import BatchOutcome, ReindexCheckpoint, ReindexJob, plan_reindex
+from dicom_core.storage.ports import JobQueue, QueryTagStore, TagConflict
 from tests.contract.conftest import Stores
 from tests.fixtures.index_rows import add_instance
 
@@ -65,21 +61,18 @@ async def test_duplicates_do_nothing_and_the_operation_completes(stores: Stores)
     await fill(stores, 7)
     store, queue = tag_store(stores), stores.queue_name()
     operation = await store.add_tags(
-        [AGE], "op1", max_tags=128, queue=queue, message=reindex_message("op1")
+        [AGE], "op1", max_tags=128, start=plan_reindex("op1", queue=queue)
     )
     assert operation.status == "NotStarted"
     with pytest.raises(TagConflict):
-        await store.add_tags(
-            [AGE], "op2", max_tags=128, queue=queue, message=reindex_message("op2")
-        )
+        await store.add_tags([AGE], "op2", max_tags=128, start=plan_reindex("op2", queue=queue))
     (first,) = await take(stores, queue)
     checkpoint = ReindexCheckpoint.from_json(first["checkpoint"])
-    assert checkpoint.total == 7
+    assert checkpoint.position.total == 7
+    job = ReindexJob(store, batch_size=3, queue=queue)
 
     async def run(cp: ReindexCheckpoint) -> BatchOutcome:
-        return await store.reindex_batch(
-            "op1", cp, batch_size=3, queue=queue, message=reindex_message("op1")
-        )
+        return await job.batch("op1", cp)
 
     assert await run(checkpoint) is BatchOutcome.CONTINUED
     (second,) = await take(stores, queue)
@@ -120,26 +113,21 @@ async def test_a_failed_continuation_is_sent_by_the_retry(stores: Stores) -> Non
     await fill(stores, 5)
     queue = stores.queue_name()
     store = tag_store(stores)
-    await store.add_tags([AGE], "op", max_tags=128, queue=queue, message=reindex_message("op"))
+    await store.add_tags([AGE], "op", max_tags=128, start=plan_reindex("op", queue=queue))
     (first,) = await take(stores, queue)
     checkpoint = ReindexCheckpoint.from_json(first["checkpoint"])
     flaky = tag_store(stores, FailingOnce(stores.queue))  # type: ignore[arg-type]
     with pytest.raises(ConnectionError):
-        await flaky.reindex_batch(
-            "op", checkpoint, batch_size=2, queue=queue, message=reindex_message("op")
-        )
+        await ReindexJob(flaky, batch_size=2, queue=queue).batch("op", checkpoint)
     assert await take(stores, queue) == []
     moved = await store.get_operation("op")
-    assert moved is not None and moved.checkpoint is not None and moved.checkpoint.after > 0
+    assert moved is not None and moved.checkpoint is not None and moved.checkpoint["after"] > 0
     # The retry of the same message indexes nothing again but sends the continuation once.
-    retried = await store.reindex_batch(
-        "op", checkpoint, batch_size=2, queue=queue, message=reindex_message("op")
-    )
+    job = ReindexJob(store, batch_size=2, queue=queue)
+    retried = await job.batch("op", checkpoint)
     assert retried is BatchOutcome.STALE
     (resent,) = await take(stores, queue)
-    assert resent["checkpoint"] == moved.checkpoint.to_json()
-    again = await store.reindex_batch(
-        "op", checkpoint, batch_size=2, queue=queue, message=reindex_message("op")
-    )
+    assert resent["checkpoint"] == moved.checkpoint
+    again = await job.batch("op", checkpoint)
     assert again is BatchOutcome.STALE
     assert await take(stores, queue) == []

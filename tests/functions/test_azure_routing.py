@@ -125,7 +125,7 @@ def table() -> RouteTable:
 
 
 def web_names(tree: ast.Module) -> set[str]:
-    """The names function_app.py imports from ``dicom_core.web`` (modules and functions)."""
+    """The names function_app.py imports from ``dicom_core`` (``jobs``) and ``dicom_core.web``."""
     names: set[str] = set()
     for node in tree.body:
         if not isinstance(node, ast.ImportFrom) or node.module is None:
@@ -143,9 +143,11 @@ def root_name(node: ast.expr) -> str | None:
 
 @pytest.fixture(scope="module")
 def handlers() -> dict[str, str]:
-    """Function name -> the ``web`` handler its body runs (each body is one call into
-    ``dicom_core.web``): for ``handle(req, services, qido.search_for_series)`` the handler
-    is ``qido.search_for_series``, for any other call the function it calls."""
+    """Function name -> the handler its body runs.
+
+    Each body is one call into ``dicom_core.web``, or ``dicom_core.jobs`` for a queue: for
+    ``handle(req, services, qido.search_for_series)`` the handler is
+    ``qido.search_for_series``, for any other call the function it calls."""
     tree = ast.parse((ROOT / "function_app.py").read_text())
     web = web_names(tree)
     found: dict[str, str] = {}

@@ -19,14 +19,20 @@ from dicom_core.domain.extended_query_tags import (
     parse_definitions,
     parse_query_status,
 )
+from dicom_core.jobs.reindex import (
+    REINDEX_QUEUE,
+    BatchOutcome,
+    ReindexCheckpoint,
+    ReindexJob,
+    plan_reindex,
+)
 from dicom_core.query.attributes import CORE_CATALOG
 from dicom_core.query.indexed_values import InvalidValue, extract_value, query_attribute
-from dicom_core.services.extended_query_tags import REINDEX_QUEUE, ExtendedQueryTagService
+from dicom_core.services.extended_query_tags import ExtendedQueryTagService
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_eqt import SqliteQueryTagStore
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
 from dicom_core.storage.local.sqlite_queue import SqliteJobQueue
-from dicom_core.storage.ports import BatchOutcome, ReindexCheckpoint
 from tests.fixtures.index_rows import add_instance
 
 
@@ -100,22 +106,17 @@ async def test_a_batch_handled_twice_changes_nothing(tmp_path: Path) -> None:
             metadata={"00101010": {"vr": "AS", "Value": [f"{n:03d}Y"]}},
         )
     store = SqliteQueryTagStore(db)
-    service = ExtendedQueryTagService(store, batch_size=3)
+    service = ExtendedQueryTagService(store, plan_reindex=plan_reindex)
+    job = ReindexJob(store, batch_size=3)
     operation = await service.add(parse_definitions([{"path": "PatientAge", "level": "Study"}]))
     queue = SqliteJobQueue(db)
     handled = 0
     while messages := await queue.receive(REINDEX_QUEUE, max_messages=1):
         [message] = messages
-        await service.handle_message(message.body)
-        await service.handle_message(message.body)  # redelivered: stale, no effect
+        await job.handle_message(message.body)
+        await job.handle_message(message.body)  # redelivered: stale, no effect
         checkpoint = ReindexCheckpoint.from_json(message.body["checkpoint"])
-        outcome = await store.reindex_batch(
-            operation.operation_id,
-            checkpoint,
-            batch_size=3,
-            queue=REINDEX_QUEUE,
-            message=message.body,
-        )
+        outcome = await job.batch(operation.operation_id, checkpoint)
         assert outcome is BatchOutcome.STALE
         await queue.complete(message)
         handled += 1
@@ -136,7 +137,7 @@ async def test_at_most_128_tags(tmp_path: Path) -> None:
     from dicom_core.errors import BadRequest
 
     db = SqliteDatabase(tmp_path / "index.sqlite")
-    service = ExtendedQueryTagService(SqliteQueryTagStore(db))
+    service = ExtendedQueryTagService(SqliteQueryTagStore(db), plan_reindex=plan_reindex)
     long_strings = [
         f"{tag:08X}"
         for tag, entry in DicomDictionary.items()
@@ -169,7 +170,7 @@ async def test_add_refuses_a_tag_qido_already_supports(
     from dicom_core.errors import BadRequest
 
     db = SqliteDatabase(tmp_path / "index.sqlite")
-    service = ExtendedQueryTagService(SqliteQueryTagStore(db))
+    service = ExtendedQueryTagService(SqliteQueryTagStore(db), plan_reindex=plan_reindex)
     wanted = [{"path": "PatientAge", "level": "Study"}, {"path": path, "level": level}]
     with pytest.raises(BadRequest, match=rf"{re.escape(named)} are already supported by QIDO"):
         await service.add(parse_definitions(wanted))
@@ -185,11 +186,11 @@ async def test_store_time_indexing_leaves_an_invalid_value_out_without_an_error(
     # given: a ready tag, then an instance whose value for it only earned a store warning
     db = SqliteDatabase(tmp_path / "index.sqlite")
     store = SqliteQueryTagStore(db)
-    service = ExtendedQueryTagService(store)
+    service = ExtendedQueryTagService(store, plan_reindex=plan_reindex)
     operation = await service.add(parse_definitions([{"path": "PatientSex", "level": "Study"}]))
     queue = SqliteJobQueue(db)
     while messages := await queue.receive(REINDEX_QUEUE, max_messages=1):
-        await service.handle_message(messages[0].body)
+        await ReindexJob(store).handle_message(messages[0].body)
         await queue.complete(messages[0])
     assert (await service.operation(operation.operation_id)).status == "Completed"
     from dicom_core.domain.model import InstanceKey

@@ -60,13 +60,15 @@ from dicom_core.storage.azure.cosmos_io import ContainerGone, owner_missing, que
 from dicom_core.storage.azure.cosmos_query import Parameters, predicate
 from dicom_core.storage.azure.cosmos_schema import COUNTER_PARTITION, INSTANCE, WATERMARK_COUNTER
 from dicom_core.storage.ports import (
-    BatchOutcome,
+    Continuation,
     ExternalValue,
     ExternalVrConflict,
+    IndexedInstance,
     JobQueue,
+    OperationProgress,
     OperationRecord,
+    OperationStart,
     QueryTagRecord,
-    ReindexCheckpoint,
     TagConflict,
     TooManyTags,
 )
@@ -138,7 +140,7 @@ def _operation(doc: Doc) -> OperationRecord:
         status=str(doc["status"]),
         percent_complete=int(doc["percentComplete"]),
         resources=tuple(str(r) for r in doc["resources"]),
-        checkpoint=ReindexCheckpoint.from_json(checkpoint) if checkpoint else None,
+        checkpoint=dict(checkpoint) if checkpoint else None,
         created_at=str(doc["createdAt"]),
         updated_at=str(doc["updatedAt"]),
     )
@@ -312,9 +314,10 @@ class CosmosQueryTagStore:
         operation_id: str,
         *,
         max_tags: int,
-        queue: str,
-        message: dict[str, Any],
+        start: OperationStart,
     ) -> OperationRecord:
+        first_message: list[Continuation] = []
+
         async def write(c: Any) -> Doc:
             existing = await self._tag_docs(c.system)
             taken = {str(d["path"]) for d in existing}
@@ -332,9 +335,8 @@ class CosmosQueryTagStore:
                 "SELECT VALUE COUNT(1) FROM c WHERE c.kind = @kind AND c.wm <= @until",
                 {"@kind": INSTANCE, "@until": until},
             )
-            checkpoint = ReindexCheckpoint(
-                tag_keys=tuple(keys), after=0, until=until, total=total, done=0
-            )
+            checkpoint, message = start(tuple(keys), until, total)
+            first_message[:] = [message]
             now = _now()
             operations: list[tuple[Any, ...]] = []
             for key, d in zip(keys, definitions, strict=True):
@@ -363,7 +365,7 @@ class CosmosQueryTagStore:
                 "status": "NotStarted",
                 "percentComplete": 0,
                 "resources": [d.path for d in definitions],
-                "checkpoint": checkpoint.to_json(),
+                "checkpoint": checkpoint,
                 "previous": None,
                 "sent": False,
                 "createdAt": now,
@@ -382,7 +384,7 @@ class CosmosQueryTagStore:
 
         op_doc = await self._run(write)
         try:
-            await self._queue.send(queue, {**message, "checkpoint": op_doc["checkpoint"]})
+            await self._queue.send(first_message[0].queue, first_message[0].body)
         except Exception:
             # Without its first message the operation would never run: undo the add.
             log.exception("could not enqueue reindex %s; removing its tags", operation_id)
@@ -574,14 +576,6 @@ class CosmosQueryTagStore:
 
         await self._run(write)
 
-    async def queryable_tags(self) -> list[QueryTagRecord]:
-        return [
-            t for t in await self.list_tags() if t.status == "Ready" and t.query_status == "Enabled"
-        ]
-
-    async def erroneous_tags(self) -> list[QueryTagRecord]:
-        return [t for t in await self.list_tags() if t.error_count > 0]
-
     # -- operations ----------------------------------------------------------------------------
 
     async def get_operation(self, operation_id: str) -> OperationRecord | None:
@@ -618,100 +612,99 @@ class CosmosQueryTagStore:
 
         await self._run(write)
 
-    async def _mark_ready(self, system: Any, tag_keys: Sequence[int]) -> None:
-        wanted = set(tag_keys)
-        for doc in await self._tag_docs(system):
-            if int(doc["key"]) in wanted and doc["status"] == "Adding":
+    # -- the primitives of a reindex batch --------------------------------------------------------
 
-                def change(d: Doc) -> None:
-                    if d["status"] == "Adding":
-                        d["status"] = "Ready"
-                        d["operationId"] = None
+    async def read_watermark_range(
+        self, after: int, until: int, limit: int
+    ) -> list[IndexedInstance]:
+        async def read(c: Any) -> list[IndexedInstance]:
+            rows = await query_items(
+                c.index,
+                "SELECT TOP @n c.pk, c.series, c.sop, c.wm, c.meta FROM c"
+                " WHERE c.kind = @kind AND c.wm > @after AND c.wm <= @until ORDER BY c.wm",
+                {"@n": limit, "@kind": INSTANCE, "@after": after, "@until": until},
+            )
+            return [
+                IndexedInstance(
+                    InstanceKey(str(row["pk"]), str(row["series"]), str(row["sop"])),
+                    int(row["wm"]),
+                    await self._index._unpack(c, str(row["pk"]), row),
+                )
+                for row in rows
+            ]
 
-                await self._update_tag(system, str(doc["path"]), change)
+        return await self._run(read)
 
-    async def reindex_batch(
+    async def write_values(
+        self, tags: Sequence[QueryTagRecord], instances: Sequence[IndexedInstance]
+    ) -> None:
+        async def write(c: Any) -> None:
+            for instance in instances:
+                if instance.metadata is None:
+                    continue
+                doc = orjson.loads(instance.metadata)
+                for tag in tags:
+                    await self._index_one(c.system, tag, instance.key, instance.watermark, doc)
+
+        await self._run(write)
+
+    async def mark_tags_ready(self, tag_keys: Sequence[int]) -> None:
+        async def write(c: Any) -> None:
+            wanted = set(tag_keys)
+            for doc in await self._tag_docs(c.system):
+                if int(doc["key"]) in wanted and doc["status"] == "Adding":
+
+                    def change(d: Doc) -> None:
+                        if d["status"] == "Adding":
+                            d["status"] = "Ready"
+                            d["operationId"] = None
+
+                    await self._update_tag(c.system, str(doc["path"]), change)
+
+        await self._run(write)
+
+    async def compare_and_set_checkpoint(
         self,
         operation_id: str,
-        checkpoint: ReindexCheckpoint,
-        *,
-        batch_size: int,
-        queue: str,
-        message: dict[str, Any],
-    ) -> BatchOutcome:
-        """One watermark batch, then a compare-and-set of the checkpoint, then the send."""
-        outcome, resend = await self._run(
-            lambda c: self._batch(c, operation_id, checkpoint, batch_size)
-        )
-        if resend is not None:
-            await self._queue.send(queue, {**message, "checkpoint": resend})
-            await self._mark_sent(operation_id, resend)
-        return outcome
+        expected: dict[str, Any],
+        progress: OperationProgress,
+        continuation: Continuation | None,
+    ) -> bool:
+        """An ETag-guarded replace of the operation, then the send (Cosmos and the queue share
+        no transaction): ``previous`` and ``sent`` let ``resend_continuation`` make up for a
+        send that failed, when the old message is redelivered."""
 
-    async def _batch(
-        self, c: Any, operation_id: str, checkpoint: ReindexCheckpoint, batch_size: int
-    ) -> tuple[BatchOutcome, dict[str, Any] | None]:
-        """The outcome, and the checkpoint whose message must (still) be sent, if any."""
-        op = await read_item(c.system, operation_id_of(operation_id), TAG_PARTITION)
-        if op is None:
-            return BatchOutcome.STALE, None
-        if op["status"] in ("Completed", "Failed"):
-            if op["status"] == "Completed":  # finish a completion cut short (idempotent)
-                await self._mark_ready(c.system, checkpoint.tag_keys)
-            return BatchOutcome.STALE, None
-        if op["checkpoint"] != checkpoint.to_json():
-            if op.get("previous") == checkpoint.to_json() and not op.get("sent"):
-                return BatchOutcome.STALE, dict(op["checkpoint"])  # the send had failed
-            return BatchOutcome.STALE, None
-        wanted = set(checkpoint.tag_keys)
-        tags = [
-            _tag(d)
-            for d in await self._tag_docs(c.system)
-            if int(d["key"]) in wanted and d["status"] != "Deleting"
-        ]
-        rows = await query_items(
-            c.index,
-            "SELECT TOP @n c.pk, c.series, c.sop, c.wm, c.meta FROM c"
-            " WHERE c.kind = @kind AND c.wm > @after AND c.wm <= @until ORDER BY c.wm",
-            {
-                "@n": batch_size,
-                "@kind": INSTANCE,
-                "@after": checkpoint.after,
-                "@until": checkpoint.until,
-            },
+        async def move(c: Any) -> bool:
+            op = await read_item(c.system, operation_id_of(operation_id), TAG_PARTITION)
+            if op is None or op["status"] in ("Completed", "Failed"):
+                return False
+            if op["checkpoint"] != expected:
+                return False
+            op["status"] = progress.status
+            op["percentComplete"] = progress.percent_complete
+            op["previous"] = expected
+            op["checkpoint"] = progress.checkpoint
+            op["sent"] = continuation is None
+            op["updatedAt"] = _now()
+            return await _replace(c.system, op)
+
+        if not await self._run(move):
+            return False
+        if continuation is not None:
+            await self._queue.send(continuation.queue, continuation.body)
+            await self._mark_sent(operation_id, progress.checkpoint)
+        return True
+
+    async def resend_continuation(
+        self, operation_id: str, stale: dict[str, Any], continuation: Continuation
+    ) -> None:
+        op = await self._run(
+            lambda c: read_item(c.system, operation_id_of(operation_id), TAG_PARTITION)
         )
-        if tags:
-            for row in rows:
-                metadata = await self._index._unpack(c, str(row["pk"]), row)
-                doc = orjson.loads(metadata)
-                key = InstanceKey(str(row["pk"]), str(row["series"]), str(row["sop"]))
-                for tag in tags:
-                    await self._index_one(c.system, tag, key, int(row["wm"]), doc)
-        finished = len(rows) < batch_size or not tags
-        done = min(checkpoint.done + len(rows), checkpoint.total)
-        following = ReindexCheckpoint(
-            tag_keys=checkpoint.tag_keys,
-            after=int(rows[-1]["wm"]) if rows else checkpoint.until,
-            until=checkpoint.until,
-            total=checkpoint.total,
-            done=checkpoint.total if finished else done,
-        )
-        if finished:
-            # Tags first: a crash after this and before the CAS repeats the batch harmlessly.
-            await self._mark_ready(c.system, checkpoint.tag_keys)
-            op["status"], op["percentComplete"] = "Completed", 100
-        else:
-            op["status"] = "Running"
-            op["percentComplete"] = min(99, done * 100 // max(checkpoint.total, 1))
-        op["previous"] = checkpoint.to_json()
-        op["checkpoint"] = following.to_json()
-        op["sent"] = finished
-        op["updatedAt"] = _now()
-        if not await _replace(c.system, op):
-            return BatchOutcome.STALE, None  # a duplicate of this message moved it first
-        if finished:
-            return BatchOutcome.COMPLETED, None
-        return BatchOutcome.CONTINUED, following.to_json()
+        if op is None or op.get("previous") != stale or op.get("sent"):
+            return
+        await self._queue.send(continuation.queue, continuation.body)
+        await self._mark_sent(operation_id, dict(op["checkpoint"]))
 
 
 # -- external metadata -----------------------------------------------------------------------

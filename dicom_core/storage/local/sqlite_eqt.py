@@ -1,9 +1,9 @@
 """The local adapter of the extended-query-tag and operation store, on the shared SQLite file.
 
-Why it shares the database with the job queue: a reindex batch writes its index values, moves
-the operation's checkpoint and enqueues the continuation message in one transaction (an
-outbox by construction), so a crash anywhere leaves either the old checkpoint with its
-message, or the new checkpoint with the next message; never both, never neither.
+Why it shares the database with the job queue: moving an operation's checkpoint and enqueuing
+the continuation message is one transaction (an outbox by construction), so a crash anywhere
+leaves either the old checkpoint with its message, or the new checkpoint with the next
+message; never both, never neither. The reindex algorithm itself is ``dicom_core.jobs``'.
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ from dicom_core.domain.model import InstanceKey
 from dicom_core.query.indexed_values import InvalidValue, extract_value, query_attribute
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.ports import (
-    BatchOutcome,
+    Continuation,
     ExternalValue,
     ExternalVrConflict,
+    IndexedInstance,
+    OperationProgress,
     OperationRecord,
+    OperationStart,
     QueryTagRecord,
-    ReindexCheckpoint,
     TagConflict,
     TooManyTags,
 )
@@ -62,7 +64,7 @@ def _operation(row: Sequence[Any]) -> OperationRecord:
         status=str(row[2]),
         percent_complete=int(row[3]),
         resources=tuple(orjson.loads(row[4])),
-        checkpoint=ReindexCheckpoint.from_json(orjson.loads(row[5])) if row[5] else None,
+        checkpoint=orjson.loads(row[5]) if row[5] else None,
         created_at=str(row[6]),
         updated_at=str(row[7]),
     )
@@ -170,8 +172,7 @@ class SqliteQueryTagStore:
         operation_id: str,
         *,
         max_tags: int,
-        queue: str,
-        message: dict[str, Any],
+        start: OperationStart,
     ) -> OperationRecord:
         def write() -> OperationRecord:
             now = _now()
@@ -201,9 +202,7 @@ class SqliteQueryTagStore:
                 (high, total) = conn.execute(
                     "SELECT COALESCE(MAX(watermark), 0), COUNT(*) FROM instance WHERE status = 1"
                 ).fetchone()
-                checkpoint = ReindexCheckpoint(
-                    tag_keys=tuple(keys), after=0, until=int(high), total=int(total), done=0
-                )
+                checkpoint, first = start(tuple(keys), int(high), int(total))
                 conn.execute(
                     "INSERT INTO operation (operation_id, type, status, percent_complete,"
                     " resources, checkpoint, created_at, updated_at)"
@@ -211,12 +210,12 @@ class SqliteQueryTagStore:
                     (
                         operation_id,
                         orjson.dumps(paths).decode(),
-                        orjson.dumps(checkpoint.to_json()).decode(),
+                        orjson.dumps(checkpoint).decode(),
                         now,
                         now,
                     ),
                 )
-                _enqueue(conn, queue, {**message, "checkpoint": checkpoint.to_json()})
+                _enqueue(conn, first.queue, first.body)
                 row = conn.execute(
                     "SELECT * FROM operation WHERE operation_id = ?", (operation_id,)
                 ).fetchone()
@@ -317,86 +316,91 @@ class SqliteQueryTagStore:
 
         await self._db.run(write)
 
-    async def reindex_batch(
+    # -- the primitives of a reindex batch --------------------------------------------------------
+
+    async def read_watermark_range(
+        self, after: int, until: int, limit: int
+    ) -> list[IndexedInstance]:
+        def read() -> list[IndexedInstance]:
+            rows = self._db.connection().execute(
+                "SELECT watermark, study_uid, series_uid, sop_uid, metadata FROM instance"
+                " WHERE status = 1 AND watermark > ? AND watermark <= ?"
+                " ORDER BY watermark LIMIT ?",
+                (after, until, limit),
+            )
+            return [
+                IndexedInstance(InstanceKey(study, series, sop), int(watermark), metadata or None)
+                for watermark, study, series, sop, metadata in rows.fetchall()
+            ]
+
+        return await self._db.run(read)
+
+    async def write_values(
+        self, tags: Sequence[QueryTagRecord], instances: Sequence[IndexedInstance]
+    ) -> None:
+        def write() -> None:
+            with self._db.transaction() as conn:
+                for instance in instances:
+                    if instance.metadata is None:
+                        continue
+                    doc = orjson.loads(instance.metadata)
+                    for tag in tags:
+                        _index_one(conn, tag, instance.key, instance.watermark, doc)
+
+        await self._db.run(write)
+
+    async def mark_tags_ready(self, tag_keys: Sequence[int]) -> None:
+        def write() -> None:
+            marks = ", ".join("?" for _ in tag_keys)
+            with self._db.transaction() as conn:
+                conn.execute(
+                    f"UPDATE extended_query_tag SET status = 'Ready', operation_id = NULL"
+                    f" WHERE tag_key IN ({marks}) AND status = 'Adding'",
+                    list(tag_keys),
+                )
+
+        await self._db.run(write)
+
+    async def compare_and_set_checkpoint(
         self,
         operation_id: str,
-        checkpoint: ReindexCheckpoint,
-        *,
-        batch_size: int,
-        queue: str,
-        message: dict[str, Any],
-    ) -> BatchOutcome:
-        """Index one watermark batch; a stale checkpoint (already done) changes nothing."""
+        expected: dict[str, Any],
+        progress: OperationProgress,
+        continuation: Continuation | None,
+    ) -> bool:
+        """The move and its message in one transaction: nothing is ever left unsent."""
 
-        def work() -> BatchOutcome:
+        def write() -> bool:
             with self._db.transaction() as conn:
                 row = conn.execute(
-                    "SELECT * FROM operation WHERE operation_id = ?", (operation_id,)
+                    "SELECT status, checkpoint FROM operation WHERE operation_id = ?",
+                    (operation_id,),
                 ).fetchone()
-                if row is None:
-                    return BatchOutcome.STALE
-                operation = _operation(row)
-                if (
-                    operation.status in ("Completed", "Failed")
-                    or operation.checkpoint != checkpoint
-                ):
-                    return BatchOutcome.STALE
-                marks = ", ".join("?" for _ in checkpoint.tag_keys)
-                tags = [
-                    _tag(r)
-                    for r in conn.execute(
-                        f"SELECT {_TAG_COLUMNS} FROM extended_query_tag"
-                        f" WHERE tag_key IN ({marks}) AND status != 'Deleting'",
-                        checkpoint.tag_keys,
-                    ).fetchall()
-                ]
-                rows = conn.execute(
-                    "SELECT watermark, study_uid, series_uid, sop_uid, metadata FROM instance"
-                    " WHERE status = 1 AND watermark > ? AND watermark <= ?"
-                    " ORDER BY watermark LIMIT ?",
-                    (checkpoint.after, checkpoint.until, batch_size),
-                ).fetchall()
-                for watermark, study, series, sop, metadata in rows:
-                    if not metadata:
-                        continue
-                    doc = orjson.loads(metadata)
-                    key = InstanceKey(study, series, sop)
-                    for tag in tags:
-                        _index_one(conn, tag, key, int(watermark), doc)
-                finished = len(rows) < batch_size or not tags
-                done = min(checkpoint.done + len(rows), checkpoint.total)
-                following = ReindexCheckpoint(
-                    tag_keys=checkpoint.tag_keys,
-                    after=int(rows[-1][0]) if rows else checkpoint.until,
-                    until=checkpoint.until,
-                    total=checkpoint.total,
-                    done=checkpoint.total if finished else done,
-                )
-                if finished:
-                    status, percent = "Completed", 100
-                    conn.execute(
-                        f"UPDATE extended_query_tag SET status = 'Ready', operation_id = NULL"
-                        f" WHERE tag_key IN ({marks}) AND status = 'Adding'",
-                        checkpoint.tag_keys,
-                    )
-                else:
-                    status = "Running"
-                    percent = min(99, done * 100 // max(checkpoint.total, 1))
-                    _enqueue(conn, queue, {**message, "checkpoint": following.to_json()})
+                if row is None or row[0] in ("Completed", "Failed"):
+                    return False
+                if (orjson.loads(row[1]) if row[1] else None) != expected:
+                    return False
                 conn.execute(
                     "UPDATE operation SET status = ?, percent_complete = ?, checkpoint = ?,"
                     " updated_at = ? WHERE operation_id = ?",
                     (
-                        status,
-                        percent,
-                        orjson.dumps(following.to_json()).decode(),
+                        progress.status,
+                        progress.percent_complete,
+                        orjson.dumps(progress.checkpoint).decode(),
                         _now(),
                         operation_id,
                     ),
                 )
-            return BatchOutcome.COMPLETED if finished else BatchOutcome.CONTINUED
+                if continuation is not None:
+                    _enqueue(conn, continuation.queue, continuation.body)
+            return True
 
-        return await self._db.run(work)
+        return await self._db.run(write)
+
+    async def resend_continuation(
+        self, operation_id: str, stale: dict[str, Any], continuation: Continuation
+    ) -> None:
+        """Nothing to make up for: every move enqueued its message in its own transaction."""
 
     # -- store time ----------------------------------------------------------------------------
 
@@ -429,15 +433,6 @@ class SqliteQueryTagStore:
         doc = orjson.loads(metadata_json)
         for tag in tags:
             _index_one(conn, tag, key, watermark, doc, record_errors=False)
-
-    async def queryable_tags(self) -> list[QueryTagRecord]:
-        """Ready tags with QIDO enabled; the search catalog adds these."""
-        tags = await self.list_tags()
-        return [t for t in tags if t.status == "Ready" and t.query_status == "Enabled"]
-
-    async def erroneous_tags(self) -> list[QueryTagRecord]:
-        tags = await self.list_tags()
-        return [t for t in tags if t.error_count > 0]
 
 
 class SqliteExternalMetadataStore:

@@ -2,14 +2,15 @@
 reindex operations that fill them (spec/extended-query-tags.md).
 
 The records are plain data; how they look in an HTTP response is the web layer's business.
-``ReindexCheckpoint`` is also the checkpoint a ``reindex-batches`` message carries.
+The reindex algorithm lives in ``dicom_core.jobs``: adapters give it primitives only (read a
+watermark range, write values and errors, compare and set an operation's checkpoint), and
+treat the checkpoint as opaque JSON.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any, Protocol
 
 from dicom_core.domain.extended_query_tags import QueryTagDefinition
@@ -34,44 +35,40 @@ class TooManyTags(Exception):
         self.existing = existing
 
 
-class BatchOutcome(Enum):
-    """What one reindex batch did: nothing (a stale checkpoint), moved on, or finished."""
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    """A job message to enqueue once an operation's checkpoint moves (or first starts)."""
 
-    STALE = "stale"
-    CONTINUED = "continued"
-    COMPLETED = "completed"
+    queue: str
+    body: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
-class ReindexCheckpoint:
-    """Where a reindex stands: instances with ``after < watermark <= until`` remain."""
+class OperationProgress:
+    """What a batch step writes to an operation: status, percentage and the next checkpoint."""
 
-    tag_keys: tuple[int, ...]
-    after: int
-    until: int
-    total: int
-    done: int
+    status: str
+    percent_complete: int
+    checkpoint: dict[str, Any]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "tagKeys": list(self.tag_keys),
-            "after": self.after,
-            "until": self.until,
-            "total": self.total,
-            "done": self.done,
-        }
 
-    @classmethod
-    def from_json(cls, body: Any) -> ReindexCheckpoint:
-        if not isinstance(body, dict):
-            raise ValueError(f"a reindex checkpoint must be an object, not {body!r}")
-        return cls(
-            tag_keys=tuple(int(k) for k in body["tagKeys"]),
-            after=int(body["after"]),
-            until=int(body["until"]),
-            total=int(body["total"]),
-            done=int(body["done"]),
-        )
+@dataclass(frozen=True, slots=True)
+class IndexedInstance:
+    """A stored instance as a batch reads it: key, watermark and its DICOM JSON (if any)."""
+
+    key: InstanceKey
+    watermark: int
+    metadata: bytes | None
+
+
+class OperationStart(Protocol):
+    """Plans a new operation from what ``add_tags`` saw inside its write: the new tags' keys,
+    the highest watermark and the count of stored instances. Returns the first checkpoint
+    (opaque JSON to the store) and the first message to enqueue."""
+
+    def __call__(
+        self, tag_keys: tuple[int, ...], until: int, total: int
+    ) -> tuple[dict[str, Any], Continuation]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +92,15 @@ class QueryTagRecord:
 
 @dataclass(frozen=True, slots=True)
 class OperationRecord:
-    """A long-running operation (a reindex) as stored, with the checkpoint it stands at."""
+    """A long-running operation (a reindex) as stored, with the checkpoint it stands at
+    (opaque JSON here; ``dicom_core.jobs`` reads it)."""
 
     operation_id: str
     type: str
     status: str
     percent_complete: int
     resources: tuple[str, ...]
-    checkpoint: ReindexCheckpoint | None
+    checkpoint: dict[str, Any] | None
     created_at: str
     updated_at: str
 
@@ -111,10 +109,57 @@ class OperationRecord:
         return self.status in ("Completed", "Failed")
 
 
-class QueryTagStore(Protocol):
-    """The storage port of extended query tags, their values and errors, and operations."""
+class ReindexPrimitives(Protocol):
+    """What a reindex batch (``dicom_core.jobs.reindex``) needs of a store, and no more."""
 
     async def list_tags(self) -> list[QueryTagRecord]: ...
+
+    async def get_operation(self, operation_id: str) -> OperationRecord | None: ...
+
+    async def fail_operation(self, operation_id: str) -> None: ...
+
+    async def read_watermark_range(
+        self, after: int, until: int, limit: int
+    ) -> list[IndexedInstance]:
+        """Up to ``limit`` stored instances with ``after < watermark <= until``, by watermark."""
+        ...
+
+    async def write_values(
+        self, tags: Sequence[QueryTagRecord], instances: Sequence[IndexedInstance]
+    ) -> None:
+        """Upsert each instance's value of each tag, or record why it cannot be indexed (an
+        error disables the tag). Idempotent: values are keyed by (tag, entity), the latest
+        watermark wins; errors are keyed by (tag, instance)."""
+        ...
+
+    async def mark_tags_ready(self, tag_keys: Sequence[int]) -> None:
+        """Tags still Adding become Ready and leave their operation (idempotent)."""
+        ...
+
+    async def compare_and_set_checkpoint(
+        self,
+        operation_id: str,
+        expected: dict[str, Any],
+        progress: OperationProgress,
+        continuation: Continuation | None,
+    ) -> bool:
+        """Move the operation from checkpoint ``expected`` to ``progress`` and enqueue
+        ``continuation``, as one step; False (nothing written) when the operation no longer
+        stands at ``expected`` or is done. Once True, the continuation is sent at least once:
+        a store that cannot enqueue in the same write notes whether it was sent, and
+        ``resend_continuation`` makes up for a send that failed."""
+        ...
+
+    async def resend_continuation(
+        self, operation_id: str, stale: dict[str, Any], continuation: Continuation
+    ) -> None:
+        """Send ``continuation`` if the operation moved on from ``stale`` but the message of
+        that move is not known to have gone out; otherwise nothing."""
+        ...
+
+
+class QueryTagStore(ReindexPrimitives, Protocol):
+    """The storage port of extended query tags, their values and errors, and operations."""
 
     async def get_tag(self, path: str) -> QueryTagRecord | None: ...
 
@@ -124,13 +169,10 @@ class QueryTagStore(Protocol):
         operation_id: str,
         *,
         max_tags: int,
-        queue: str,
-        message: dict[str, Any],
+        start: OperationStart,
     ) -> OperationRecord:
-        """Record the tags and the operation, and enqueue ``message`` with the first checkpoint.
-
-        Raises ``TagConflict`` or ``TooManyTags``; all or nothing.
-        """
+        """Record the tags and the operation, with the checkpoint and first message ``start``
+        plans; all or nothing. Raises ``TagConflict`` or ``TooManyTags``."""
         ...
 
     async def set_query_status(self, path: str, query_status: str) -> QueryTagRecord | None: ...
@@ -141,28 +183,6 @@ class QueryTagStore(Protocol):
         self, tag_key: int, *, limit: int, offset: int
     ) -> list[dict[str, str]]: ...
 
-    async def get_operation(self, operation_id: str) -> OperationRecord | None: ...
-
-    async def fail_operation(self, operation_id: str) -> None: ...
-
-    async def reindex_batch(
-        self,
-        operation_id: str,
-        checkpoint: ReindexCheckpoint,
-        *,
-        batch_size: int,
-        queue: str,
-        message: dict[str, Any],
-    ) -> BatchOutcome:
-        """Index one batch after ``checkpoint``; move the checkpoint and enqueue ``message``
-        with the next one (or complete the operation), atomically. A checkpoint that is not
-        the operation's current one is stale: nothing happens."""
-        ...
-
     async def index_instance(
         self, key: InstanceKey, watermark: int, metadata_json: bytes
     ) -> None: ...
-
-    async def queryable_tags(self) -> list[QueryTagRecord]: ...
-
-    async def erroneous_tags(self) -> list[QueryTagRecord]: ...

@@ -1,0 +1,46 @@
+"""The queue handlers: what each queue-triggered function in ``function_app.py`` calls.
+
+They are not HTTP, so they live with the jobs rather than in the web layer. Each takes the
+decoded message body and the app's service source; the retry rule says which delivery is the
+last before the poison queue.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from dicom_core.jobs.reindex import REINDEX_QUEUE, ReindexJob
+from dicom_core.jobs.retry import RetryRule
+from dicom_core.services.blob_cleanup import CLEANUP_QUEUE, BlobJanitor
+
+__all__ = ["CLEANUP_QUEUE", "REINDEX_QUEUE", "cleanup_blob", "reindex_batch"]
+
+
+class JobServices(Protocol):
+    """What the handlers use of the app's services."""
+
+    @property
+    def janitor(self) -> BlobJanitor: ...
+
+    @property
+    def reindex(self) -> ReindexJob: ...
+
+
+class ServiceSource(Protocol):
+    """The app's lazily built services (``dicom_core.web.ServiceContainer``)."""
+
+    async def get(self) -> JobServices: ...
+
+
+async def cleanup_blob(body: dict[str, Any], source: ServiceSource) -> None:
+    """``blob-cleanup``: delete a blob the index no longer references."""
+    services = await source.get()
+    await services.janitor.handle_message(body)
+
+
+async def reindex_batch(
+    body: dict[str, Any], source: ServiceSource, *, dequeue_count: int, retry: RetryRule
+) -> None:
+    """``reindex-batches``: one batch; the last allowed delivery fails the operation."""
+    services = await source.get()
+    await services.reindex.handle_message(body, final_attempt=retry.is_final(dequeue_count))
