@@ -36,6 +36,10 @@ REINDEX_QUEUE = "reindex-batches"
 DEFAULT_BATCH_SIZE = 100
 
 
+class CheckpointContention(Exception):
+    """The operation's record changed under a batch without moving: retry the message."""
+
+
 class BatchOutcome(Enum):
     """What one reindex batch did: nothing (a stale checkpoint), moved on, or finished."""
 
@@ -122,20 +126,8 @@ class ReindexJob:
         store = self._store
         expected = checkpoint.to_json()
         operation = await store.get_operation(operation_id)
-        if operation is None:
-            return BatchOutcome.STALE
-        if operation.done:
-            if operation.status == OperationStatusValues.COMPLETED:
-                # Finish a completion cut short between the CAS and the tags (idempotent).
-                await store.mark_tags_ready(checkpoint.tag_keys)
-            return BatchOutcome.STALE
-        if operation.checkpoint != expected:
-            if operation.checkpoint is not None:  # the move's own send may have failed
-                current = ReindexCheckpoint.from_json(operation.checkpoint)
-                await store.resend_continuation(
-                    operation_id, expected, self._message(operation_id, current)
-                )
-            return BatchOutcome.STALE
+        if operation is None or operation.done or operation.checkpoint != expected:
+            return await self._stale(operation_id, checkpoint)
         wanted = set(checkpoint.tag_keys)
         tags = [
             t
@@ -168,8 +160,35 @@ class ReindexJob:
         if not await store.compare_and_set_checkpoint(
             operation_id, expected, progress, continuation
         ):
-            return BatchOutcome.STALE  # a duplicate of this message moved it first
+            # A duplicate of this message moved it first, or (a store retrying a write whose
+            # answer was lost) this very step did: either way, settle as a stale message.
+            return await self._stale(operation_id, checkpoint)
         return BatchOutcome.COMPLETED if finished else BatchOutcome.CONTINUED
+
+    async def _stale(self, operation_id: str, checkpoint: ReindexCheckpoint) -> BatchOutcome:
+        """A message whose checkpoint the operation has left: index nothing, only repair what
+        an interrupted step may have left undone."""
+        store = self._store
+        operation = await store.get_operation(operation_id)
+        if operation is None:
+            return BatchOutcome.STALE
+        expected = checkpoint.to_json()
+        if operation.status == OperationStatusValues.COMPLETED:
+            # A completed operation's tags are Ready, whatever stopped a step (idempotent).
+            await store.mark_tags_ready(checkpoint.tag_keys)
+        elif operation.done or operation.checkpoint is None:
+            pass
+        elif operation.checkpoint == expected:
+            # Only after a failed move: something else wrote the record meanwhile. Completing
+            # the message now would stall the operation, so have it delivered again.
+            raise CheckpointContention(f"operation {operation_id} changed during its batch")
+        else:
+            # The move from this checkpoint happened; its own send may have failed.
+            current = ReindexCheckpoint.from_json(operation.checkpoint)
+            await store.resend_continuation(
+                operation_id, expected, self._message(operation_id, current)
+            )
+        return BatchOutcome.STALE
 
     def _message(self, operation_id: str, checkpoint: ReindexCheckpoint) -> Continuation:
         return reindex_message(operation_id, checkpoint, queue=self._queue)

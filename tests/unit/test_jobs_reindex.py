@@ -23,6 +23,7 @@ from dicom_core.jobs.operations import OperationKind
 from dicom_core.jobs.reindex import (
     REINDEX_QUEUE,
     BatchOutcome,
+    CheckpointContention,
     ReindexCheckpoint,
     ReindexJob,
     plan_reindex,
@@ -56,6 +57,8 @@ class FakeReindexStore:
     unsent: dict[str, tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=dict)
     crash_after_values: int | None = None
     lose_next_send: bool = False
+    lose_next_move_answer: bool = False
+    contend_next_move: bool = False
     fail_writes: bool = False
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -137,12 +140,20 @@ class FakeReindexStore:
         op = self.operations.get(operation_id)
         if op is None or op.done or op.checkpoint != expected:
             return False
+        if self.contend_next_move:  # another writer touched the record: the ETag differs
+            self.contend_next_move = False
+            return False
         self.operations[operation_id] = replace(
             op,
             status=progress.status,
             percent_complete=progress.percent_complete,
             checkpoint=progress.checkpoint,
         )
+        if self.lose_next_move_answer:  # moved, but a retried write found it moved already
+            self.lose_next_move_answer = False
+            if continuation is not None:
+                self.unsent[operation_id] = (expected, progress.checkpoint)
+            return False
         if continuation is not None:
             if self.lose_next_send:
                 self.lose_next_send = False
@@ -262,6 +273,32 @@ async def test_a_lost_continuation_is_sent_by_the_redelivery() -> None:
     assert await job.handle_message(first) is BatchOutcome.STALE
     assert store.sent == []
     assert await job.handle_message(resent) is BatchOutcome.COMPLETED
+
+
+async def test_a_move_whose_answer_was_lost_still_sends_its_continuation() -> None:
+    store = FakeReindexStore()
+    for w in range(1, 4):
+        store.store(w, "010Y")
+    first = store.add_age_tag("op")
+    store.take()
+    job = ReindexJob(store, batch_size=2)
+    store.lose_next_move_answer = True
+    assert await job.handle_message(first) is BatchOutcome.STALE
+    (continuation,) = store.take()
+    assert continuation["checkpoint"] == store.operations["op"].checkpoint
+    assert await job.handle_message(continuation) is BatchOutcome.COMPLETED
+
+
+async def test_a_move_lost_to_another_writer_is_retried_not_dropped() -> None:
+    store = FakeReindexStore()
+    store.store(1, "010Y")
+    first = store.add_age_tag("op")
+    store.take()
+    job = ReindexJob(store)
+    store.contend_next_move = True
+    with pytest.raises(CheckpointContention):
+        await job.handle_message(first)
+    assert await job.handle_message(first) is BatchOutcome.COMPLETED
 
 
 async def test_the_last_batch_may_be_empty_or_short() -> None:
