@@ -347,7 +347,7 @@ class WorkitemRecord:
 
     @property
     def state(self) -> State:
-        return parse_state(first_string(self.dataset, PROCEDURE_STEP_STATE) or "SCHEDULED")
+        return parse_state(first_string(self.dataset, PROCEDURE_STEP_STATE) or State.SCHEDULED)
 
     @property
     def lock(self) -> str | None:

@@ -18,8 +18,11 @@ import orjson
 from dicom_core.domain.workitems import (
     PATIENT_ID,
     PATIENT_NAME,
+    PROCEDURE_STEP_STATE,
     SCHEDULED_START,
     STUDY_UID,
+    TRANSACTION_UID,
+    State,
     WorkitemRecord,
     first_string,
 )
@@ -36,8 +39,8 @@ def _now() -> str:
 def _columns(dataset: dict[str, Any]) -> tuple[Any, ...]:
     """The denormalised columns (state, lock, a few searchable values) kept for inspection."""
     return (
-        first_string(dataset, "00741000") or "SCHEDULED",
-        first_string(dataset, "00081195"),
+        first_string(dataset, PROCEDURE_STEP_STATE) or State.SCHEDULED.value,
+        first_string(dataset, TRANSACTION_UID),
         first_string(dataset, PATIENT_NAME),
         first_string(dataset, PATIENT_ID),
         first_string(dataset, STUDY_UID),
