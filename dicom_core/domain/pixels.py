@@ -35,6 +35,7 @@ from pydicom.uid import UID
 
 from dicom_core.domain.codestreams import CodestreamError, bytes_per_sample, check_frame
 
+# Transfer Syntax UIDs (PS3.6 Table A-1): the names every layer uses for them.
 EXPLICIT_VR_LITTLE_ENDIAN: Final = "1.2.840.10008.1.2.1"
 IMPLICIT_VR_LITTLE_ENDIAN: Final = "1.2.840.10008.1.2"
 EXPLICIT_VR_BIG_ENDIAN: Final = "1.2.840.10008.1.2.2"
@@ -46,6 +47,11 @@ JPEG_LS_LOSSLESS: Final = "1.2.840.10008.1.2.4.80"
 JPEG_LS_NEAR_LOSSLESS: Final = "1.2.840.10008.1.2.4.81"
 JPEG_2000_LOSSLESS: Final = "1.2.840.10008.1.2.4.90"
 JPEG_2000: Final = "1.2.840.10008.1.2.4.91"
+JPEG_2000_MC_LOSSLESS: Final = "1.2.840.10008.1.2.4.92"
+JPEG_2000_MC: Final = "1.2.840.10008.1.2.4.93"
+HTJ2K_LOSSLESS: Final = "1.2.840.10008.1.2.4.201"
+HTJ2K_LOSSLESS_RPCL: Final = "1.2.840.10008.1.2.4.202"
+HTJ2K: Final = "1.2.840.10008.1.2.4.203"
 RLE_LOSSLESS: Final = "1.2.840.10008.1.2.5"
 
 #: What can be transcoded from: the conformance statement's list, plus the JPEG Extended and

@@ -52,14 +52,12 @@ _IMAGE_TYPES: Final[dict[str, tuple[str, frozenset[str]]]] = {
         frozenset({pixels.JPEG_2000_LOSSLESS, pixels.JPEG_2000}),
     ),
     "image/jpx": (
-        "1.2.840.10008.1.2.4.92",
-        frozenset({"1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93"}),
+        pixels.JPEG_2000_MC_LOSSLESS,
+        frozenset({pixels.JPEG_2000_MC_LOSSLESS, pixels.JPEG_2000_MC}),
     ),
     "image/jphc": (
-        "1.2.840.10008.1.2.4.201",
-        frozenset(
-            {"1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"}
-        ),
+        pixels.HTJ2K_LOSSLESS,
+        frozenset({pixels.HTJ2K_LOSSLESS, pixels.HTJ2K_LOSSLESS_RPCL, pixels.HTJ2K}),
     ),
     "image/dicom-rle": (pixels.RLE_LOSSLESS, frozenset({pixels.RLE_LOSSLESS})),
 }

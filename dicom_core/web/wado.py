@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from dicom_core.bootstrap import Services
+from dicom_core.domain.pixels import EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000_LOSSLESS
 from dicom_core.errors import NotAcceptable
 from dicom_core.services.retrieve import OpenedInstance, close_all
 from dicom_core.web.context import api_version, series_uid, sop_uid, study_uid
@@ -24,9 +25,7 @@ from dicom_core.web.wado_params import original_version
 
 DICOM = "application/dicom"
 MULTIPART = "multipart/related"
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
-JPEG2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
-SUPPORTED_SYNTAXES = ("*", EXPLICIT_VR_LITTLE_ENDIAN, JPEG2000_LOSSLESS)
+SUPPORTED_SYNTAXES = ("*", EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000_LOSSLESS)
 
 
 @dataclass(frozen=True, slots=True)
