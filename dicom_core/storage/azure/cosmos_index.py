@@ -95,7 +95,6 @@ Doc = dict[str, Any]
 CONFLICT_SECONDS = 30.0
 """How long a write keeps re-reading and retrying after losing ETag races (then 503)."""
 PROPAGATION_CONCURRENCY = 16
-READ_CONCURRENCY = 32
 DELETE_CHUNK_OPERATIONS = 90
 """Operations per delete batch, below the 100 real Cosmos allows, leaving room for summaries."""
 

@@ -57,7 +57,7 @@ Unpack = Callable[[str, Mapping[str, Any]], Awaitable[bytes]]
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 _REGEX_SPECIAL = frozenset("\\^$.|?*+()[]{}")
 # TOP takes a 32-bit integer; no index holds more rows than this.
-_MAX_TOP = 2**31 - 1
+MAX_TOP = 2**31 - 1
 _PAGE_SIZE = 1000
 _READ_CONCURRENCY = 32
 
@@ -235,7 +235,7 @@ def compile_search(
     clauses.extend(
         f"ARRAY_CONTAINS({params.add(list(uids))}, {field})" for field, uids in restrictions
     )
-    top = params.add(min(query.offset + query.limit, _MAX_TOP))
+    top = params.add(min(query.offset + query.limit, MAX_TOP))
     sql = (
         f"SELECT TOP {top} {_PROJECTION[level]} FROM c WHERE {' AND '.join(clauses)}"
         f" ORDER BY {_ORDER[level]} DESC"

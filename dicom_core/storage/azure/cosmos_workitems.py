@@ -34,7 +34,7 @@ from azure.cosmos.exceptions import (
 from dicom_core.domain.workitems import WorkitemRecord
 from dicom_core.query.workitems import WorkitemQuery, workitem_keys, workitem_matches
 from dicom_core.storage.azure.cosmos_io import ContainerGone, owner_missing, query_items, read_item
-from dicom_core.storage.azure.cosmos_query import Parameters, predicate
+from dicom_core.storage.azure.cosmos_query import MAX_TOP, Parameters, predicate
 from dicom_core.storage.ports import WorkitemChanged, WorkitemExists
 
 if TYPE_CHECKING:
@@ -45,8 +45,6 @@ _DB = "Cosmos DB"
 WORKITEM = "workitem"
 WORKITEM_PARTITION = "workitems"
 WORKITEM_COUNTER = "workitem"
-# TOP takes a 32-bit integer.
-_MAX_TOP = 2**31 - 1
 
 
 def workitem_id(uid: str) -> str:
@@ -74,7 +72,7 @@ def compile_workitem_search(query: WorkitemQuery) -> tuple[str, dict[str, object
             clauses.append(predicate(condition, f"c.wv.k{path[0]}", params))
         else:
             exact = False
-    top = f"TOP {params.add(min(query.offset + query.limit, _MAX_TOP))} " if exact else ""
+    top = f"TOP {params.add(min(query.offset + query.limit, MAX_TOP))} " if exact else ""
     sql = f"SELECT {top}* FROM c WHERE {' AND '.join(clauses)} ORDER BY c.seq DESC"
     return sql, params.values, exact
 

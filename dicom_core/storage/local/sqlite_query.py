@@ -251,7 +251,7 @@ _METADATA_JOINS: dict[QueryLevel, tuple[str, str]] = {
     QueryLevel.INSTANCE: ("im", "instance_wm"),
 }
 # The largest OFFSET SQLite takes as an integer; anything beyond is past any real index.
-_MAX_OFFSET = (1 << 62) - 1
+MAX_SQL_OFFSET = (1 << 62) - 1
 
 
 def compile_search(
@@ -274,7 +274,7 @@ def compile_search(
         clauses.insert(0, f"i.status = {CREATED}")
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     page = f"{_PAGE_SELECT[level]}{where} ORDER BY {_ORDER[level]} DESC LIMIT ? OFFSET ?"
-    params.extend([query.limit, min(query.offset, _MAX_OFFSET)])
+    params.extend([query.limit, min(query.offset, MAX_SQL_OFFSET)])
     selected = ["page.*"]
     joins = []
     for wanted in sorted(metadata):

@@ -28,7 +28,7 @@ from dicom_core.domain.workitems import (
 )
 from dicom_core.query.workitems import WorkitemQuery, path_name, workitem_keys
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
-from dicom_core.storage.local.sqlite_query import sql_predicate
+from dicom_core.storage.local.sqlite_query import MAX_SQL_OFFSET, sql_predicate
 from dicom_core.storage.ports import WorkitemChanged, WorkitemExists
 
 
@@ -61,9 +61,6 @@ def _write_values(conn: sqlite3.Connection, uid: str, dataset: dict[str, Any]) -
     )
 
 
-_MAX_OFFSET = (1 << 62) - 1
-
-
 def compile_workitem_search(query: WorkitemQuery) -> tuple[str, list[object]]:
     """The SQL of one page of a workitem search, newest first, and its parameters."""
     params: list[object] = []
@@ -78,7 +75,7 @@ def compile_workitem_search(query: WorkitemQuery) -> tuple[str, list[object]]:
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     # The parser caps the offset (query.parser.MAX_OFFSET); the clamp keeps a query built
     # elsewhere within the 64-bit integer SQLite binds.
-    params.extend((query.limit, min(query.offset, _MAX_OFFSET)))
+    params.extend((query.limit, min(query.offset, MAX_SQL_OFFSET)))
     sql = (
         "SELECT w.workitem_uid, w.dataset, w.version, w.workitem_key FROM workitem w"
         f"{where} ORDER BY w.workitem_key DESC LIMIT ? OFFSET ?"
