@@ -10,11 +10,17 @@ from dicom_core.domain.validation import uid_problem
 from dicom_core.errors import BadRequest
 
 
-def check_uid(value: str, what: str) -> str:
-    """Return ``value`` if it is a valid UID, else raise a 400 that names ``what`` is wrong."""
+def identifier_problem(value: str) -> str | None:
+    """Why ``value`` cannot identify a study, series or instance here, or None if it can."""
     problem = uid_problem(value)
     if problem is None and value.strip(".") == "":
         problem = f'UID "{value}" has no digits or letters'
+    return problem
+
+
+def check_uid(value: str, what: str) -> str:
+    """Return ``value`` if it is a valid UID, else raise a 400 that names ``what`` is wrong."""
+    problem = identifier_problem(value)
     if problem is not None:
         raise BadRequest(f"The {what} is not a valid UID: {problem}.")
     return value

@@ -23,9 +23,10 @@ from pydicom.uid import UID
 from dicom_core.domain import index_attributes
 from dicom_core.domain.dicomjson import dataset_json
 from dicom_core.domain.frames import FrameLayoutError, frame_index
+from dicom_core.domain.identifiers import identifier_problem
 from dicom_core.domain.model import FrameIndex, IndexAttributes, InstanceKey
 from dicom_core.domain.nesting import MAX_SEQUENCE_DEPTH, dataset_nesting_problem
-from dicom_core.domain.validation import AttributeProblem, dataset_problems, uid_problem
+from dicom_core.domain.validation import AttributeProblem, dataset_problems
 
 # Failure and warning reason codes of the store response (conformance statement).
 PROCESSING_FAILURE = 272
@@ -263,9 +264,7 @@ def _check_required(
         if value is None:
             comments.append(f"{label} is required but missing.")
             continue
-        problem = uid_problem(value)
-        if problem is None and value.strip(".") == "":
-            problem = f'UID "{value}" has no digits or letters'
+        problem = identifier_problem(value)
         if problem is not None:
             comments.append(f"{label}: {problem}.")
             continue
