@@ -14,10 +14,12 @@ from typing import Any
 from dicom_core.domain.extended_query_tags import QueryTagDefinition
 from dicom_core.domain.model import InstanceKey
 from dicom_core.storage.ports import (
-    BatchOutcome,
+    Continuation,
+    IndexedInstance,
+    OperationProgress,
     OperationRecord,
+    OperationStart,
     QueryTagRecord,
-    ReindexCheckpoint,
 )
 
 
@@ -43,13 +45,6 @@ class FakeQueryTagStore:
     async def delete_tag(self, path: str) -> bool:
         return self.tags.pop(path, None) is not None
 
-    async def queryable_tags(self) -> list[QueryTagRecord]:
-        tags = await self.list_tags()
-        return [t for t in tags if t.status == "Ready" and t.query_status == "Enabled"]
-
-    async def erroneous_tags(self) -> list[QueryTagRecord]:
-        return [t for t in await self.list_tags() if t.error_count > 0]
-
     async def index_instance(self, key: InstanceKey, watermark: int, metadata_json: bytes) -> None:
         self.indexed.append((key, watermark, metadata_json))
 
@@ -61,8 +56,7 @@ class FakeQueryTagStore:
         operation_id: str,
         *,
         max_tags: int,
-        queue: str,
-        message: dict[str, Any],
+        start: OperationStart,
     ) -> OperationRecord:
         raise NotImplementedError("reindex operations are not faked")
 
@@ -75,13 +69,29 @@ class FakeQueryTagStore:
     async def fail_operation(self, operation_id: str) -> None:
         raise NotImplementedError("reindex operations are not faked")
 
-    async def reindex_batch(
+    async def read_watermark_range(
+        self, after: int, until: int, limit: int
+    ) -> list[IndexedInstance]:
+        raise NotImplementedError("reindex operations are not faked")
+
+    async def write_values(
+        self, tags: Sequence[QueryTagRecord], instances: Sequence[IndexedInstance]
+    ) -> None:
+        raise NotImplementedError("reindex operations are not faked")
+
+    async def mark_tags_ready(self, tag_keys: Sequence[int]) -> None:
+        raise NotImplementedError("reindex operations are not faked")
+
+    async def compare_and_set_checkpoint(
         self,
         operation_id: str,
-        checkpoint: ReindexCheckpoint,
-        *,
-        batch_size: int,
-        queue: str,
-        message: dict[str, Any],
-    ) -> BatchOutcome:
+        expected: dict[str, Any],
+        progress: OperationProgress,
+        continuation: Continuation | None,
+    ) -> bool:
+        raise NotImplementedError("reindex operations are not faked")
+
+    async def resend_continuation(
+        self, operation_id: str, stale: dict[str, Any], continuation: Continuation
+    ) -> None:
         raise NotImplementedError("reindex operations are not faked")

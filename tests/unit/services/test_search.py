@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from dicom_core.errors import BadRequest
+from dicom_core.jobs.reindex import plan_reindex
 from dicom_core.query.conditions import (
     DEFAULT_LIMIT,
     EXTERNAL_METADATA_PATH,
@@ -53,7 +54,7 @@ def tag(
 def service(fakes: Fakes) -> SearchService:
     return SearchService(
         fakes.index,
-        query_tags=ExtendedQueryTagService(fakes.query_tags, batch_size=10),
+        query_tags=ExtendedQueryTagService(fakes.query_tags, plan_reindex=plan_reindex),
         external_metadata=ExternalMetadataService(fakes.external_metadata),
     )
 
