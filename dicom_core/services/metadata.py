@@ -38,11 +38,8 @@ class MetadataDocument:
 
 
 class MetadataService:
-    def __init__(
-        self, index: IndexStore, *, external_metadata: ExternalMetadataService | None = None
-    ) -> None:
+    def __init__(self, index: IndexStore, *, external_metadata: ExternalMetadataService) -> None:
         self._index = index
-        # None where the backend has no store for external metadata yet.
         self._external_metadata = external_metadata
 
     async def retrieve_metadata(
@@ -65,8 +62,6 @@ class MetadataService:
         return document
 
     async def _with_external_metadata(self, document: MetadataDocument) -> MetadataDocument:
-        if self._external_metadata is None:
-            return document
         instances: list[dict[str, Any]] = orjson.loads(document.body)
         merged = await self._external_metadata.add_to(instances)
         return document if merged is None else MetadataDocument.of(orjson.dumps(merged))

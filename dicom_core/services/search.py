@@ -235,12 +235,11 @@ class SearchService:
         index: IndexStore,
         cache: SummaryCache | None = None,
         *,
-        query_tags: ExtendedQueryTagService | None = None,
-        external_metadata: ExternalMetadataService | None = None,
+        query_tags: ExtendedQueryTagService,
+        external_metadata: ExternalMetadataService,
     ) -> None:
         self._index = index
         self._cache = cache if cache is not None else SummaryCache()
-        # None where the backend has no store for them yet: core attributes only.
         self._query_tags = query_tags
         self._external_metadata = external_metadata
 
@@ -278,7 +277,7 @@ class SearchService:
     async def catalog(self, *, with_external_metadata: bool = False) -> SearchCatalog:
         """The core attributes, the queryable extended query tags and, when asked, the
         external metadata tags, which then win over a tag with the same path."""
-        tags = await self._query_tags.queryable() if self._query_tags is not None else []
+        tags = await self._query_tags.queryable()
         attributes = [t.attribute for t in tags]
         external = self._external_metadata if with_external_metadata else None
         if external is not None:

@@ -36,7 +36,6 @@ from dicom_core.domain.instance import (
     parse_instance,
 )
 from dicom_core.domain.model import InstanceKey, Reservation, StoredInstance
-from dicom_core.errors import BadRequest
 from dicom_core.services.blob_cleanup import BlobJanitor
 from dicom_core.services.external_metadata import (
     FIRST_API_VERSION,
@@ -156,14 +155,13 @@ class StoreService:
         blobs: BlobStore,
         janitor: BlobJanitor,
         *,
+        external_metadata: ExternalMetadataService,
         writer: InstanceWriter | None = None,
         after_commit: AfterCommit | None = None,
-        external_metadata: ExternalMetadataService | None = None,
     ) -> None:
         self._index = index
         self._blobs = blobs
         self._janitor = janitor
-        # None where the backend has no store for external metadata yet.
         self._external_metadata = external_metadata
         # A backend that can store file and index entry in one step (local) passes its writer;
         # otherwise the two-step reserve/commit protocol of the index is used.
@@ -191,7 +189,7 @@ class StoreService:
         result = await self._store_parts(
             parts, study_uid=study_uid, upsert=upsert, api_version=api_version, base_url=base_url
         )
-        if external and result.stored and self._external_metadata is not None:
+        if external and result.stored:
             studies = sorted({entry.key.study_uid for entry in result.stored})
             await self._external_metadata.save(studies, external)
         return result
@@ -202,8 +200,6 @@ class StoreService:
         """The validated values, or a 400 (malformed) or 409 (VR conflict); none before v2."""
         if not headers or api_version < FIRST_API_VERSION:
             return []
-        if self._external_metadata is None:
-            raise BadRequest("External metadata is not available on this storage backend yet.")
         values = parse_headers(headers)
         await self._external_metadata.check(values)
         return values

@@ -22,6 +22,7 @@ from dicom_core.domain.instance import (
 )
 from dicom_core.domain.model import InstanceKey, Reservation, StoredInstance
 from dicom_core.services.blob_cleanup import CLEANUP_QUEUE, BlobJanitor
+from dicom_core.services.external_metadata import ExternalMetadataService
 from dicom_core.services.store import StoreResult, StoreService
 from tests.factories import make_dataset, to_bytes
 from tests.fakes import FakeIndexStore, Fakes
@@ -38,7 +39,12 @@ class Store:
 
     def __init__(self, fakes: Fakes, tmp_path: Path, service: StoreService | None = None) -> None:
         janitor = BlobJanitor(fakes.blobs, fakes.queue)
-        self.service = service or StoreService(fakes.index, fakes.blobs, janitor)
+        self.service = service or StoreService(
+            fakes.index,
+            fakes.blobs,
+            janitor,
+            external_metadata=ExternalMetadataService(fakes.external_metadata),
+        )
         self.indexed: list[InstanceKey] = []
         self._spool = tmp_path / "parts"
         self._spool.mkdir(exist_ok=True)
@@ -215,7 +221,11 @@ async def test_store_instances_index_each_committed_instance_for_query_tags(
 ) -> None:
     janitor = BlobJanitor(fakes.blobs, fakes.queue)
     service = StoreService(
-        fakes.index, fakes.blobs, janitor, after_commit=fakes.query_tags.index_instance
+        fakes.index,
+        fakes.blobs,
+        janitor,
+        external_metadata=ExternalMetadataService(fakes.external_metadata),
+        after_commit=fakes.query_tags.index_instance,
     )
     dataset = make_dataset()
     await Store(fakes, tmp_path, service)(dataset)
