@@ -12,7 +12,8 @@ in Azure. This package is the only place in ``dicom_core`` that imports ``azure.
 - ``cosmos_session``: the one Cosmos DB session every Cosmos store runs on (containers,
   retries, container recreation, counters, reading DICOM JSON back); ``cosmos_io``: point
   reads, queries and ETag-guarded writes.
-- ``cosmos_index``: ``IndexStore`` on Cosmos DB; ``cosmos_query``: QIDO compiled to Cosmos
+- ``cosmos_index``: ``IndexStore`` writes on Cosmos DB, with ``cosmos_propagation`` (summary
+  keys to their copies) and ``cosmos_index_reads``; ``cosmos_query``: QIDO compiled to Cosmos
   SQL; ``cosmos_docs``: the documents a write produces.
 - ``cosmos_eqt``: ``QueryTagStore`` (extended query tags, reindex operations);
   ``cosmos_extended_values``: their values and external metadata values, and QIDO over them;

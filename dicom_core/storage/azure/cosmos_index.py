@@ -18,8 +18,9 @@ A write Cosmos DB acknowledges is durable (committed to a quorum of its replicas
 acknowledged store needs no sync of its own; ``DICOM_DURABLE_WRITES`` is a local setting.
 
 Every call runs on the backend's ``CosmosSession`` (retries, container recreation, counters).
-The values of extended query tags and external metadata (searched and deleted with the
-instances) are ``cosmos_extended_values``'s.
+The writes live here; the propagation of changed summary keys to their copies is
+``cosmos_propagation``'s, the reads ``cosmos_index_reads``'s, and the values of extended query
+tags and external metadata (searched and deleted with the instances) ``cosmos_extended_values``'s.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ from dicom_core.domain.model import InstanceKey, InstanceRecord, Reservation, St
 from dicom_core.query.conditions import QueryDescription, QueryLevel
 from dicom_core.query.results import SearchMatch
 from dicom_core.storage.azure import cosmos_docs as docs
-from dicom_core.storage.azure.cosmos_extended_values import drop_values, resolve_extended
+from dicom_core.storage.azure import cosmos_index_reads as reads
+from dicom_core.storage.azure.cosmos_extended_values import drop_values
 from dicom_core.storage.azure.cosmos_io import ContainerGone, query_items, read_item
-from dicom_core.storage.azure.cosmos_query import run_search
+from dicom_core.storage.azure.cosmos_propagation import propagate_safely
 from dicom_core.storage.azure.cosmos_schema import (
     FEED_COUNTER,
     INSTANCE,
@@ -63,13 +65,7 @@ from dicom_core.storage.azure.cosmos_schema import (
     reservation_id,
     series_id,
 )
-from dicom_core.storage.azure.cosmos_session import (
-    Containers,
-    CosmosSession,
-    advance_counter,
-    unpack_all,
-    unpack_metadata,
-)
+from dicom_core.storage.azure.cosmos_session import Containers, CosmosSession, advance_counter
 from dicom_core.storage.ports import (
     InstanceBeingCreated,
     InstanceExists,
@@ -83,10 +79,8 @@ Doc = dict[str, Any]
 
 CONFLICT_SECONDS = 30.0
 """How long a write keeps re-reading and retrying after losing ETag races (then 503)."""
-PROPAGATION_CONCURRENCY = 16
 DELETE_CHUNK_OPERATIONS = 90
 """Operations per delete batch, below the 100 real Cosmos allows, leaving room for summaries."""
-PROPAGATION_CONCURRENCY = 16
 
 
 def _now() -> str:
@@ -433,22 +427,24 @@ class CosmosIndexStore:
     # -- reads ------------------------------------------------------------------------------
 
     async def get_instance(self, key: InstanceKey) -> InstanceRecord | None:
-        return await self._session.run(lambda c: read_instance(c, key))
+        return await self._session.run(lambda c: reads.read_instance(c, key))
 
     async def list_instances(
         self, study_uid: str, series_uid: str | None = None
     ) -> list[InstanceRecord]:
-        return await self._session.run(lambda c: list_records(c, study_uid, series_uid))
+        return await self._session.run(lambda c: reads.list_records(c, study_uid, series_uid))
 
     async def get_metadata(
         self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
     ) -> list[bytes]:
-        return await self._session.run(lambda c: read_metadata(c, study_uid, series_uid, sop_uid))
+        return await self._session.run(
+            lambda c: reads.read_metadata(c, study_uid, series_uid, sop_uid)
+        )
 
     async def search(
         self, query: QueryDescription, *, metadata: frozenset[QueryLevel] = frozenset()
     ) -> list[SearchMatch]:
-        return await self._session.run(lambda c: search_index(c, query, metadata))
+        return await self._session.run(lambda c: reads.search_index(c, query, metadata))
 
     async def close(self) -> None:
         await self._session.close()
@@ -482,154 +478,3 @@ def _delete_chunk(candidates: Sequence[Doc]) -> list[Doc]:
         series.add(str(doc["series"]))
         operations += cost + new_series
     return chunk
-
-
-# -- propagation of summary keys --------------------------------------------------------
-
-
-async def propagate_safely(index: Any, pk: str) -> None:
-    """Propagate now; on failure the study stays dirty and the next write finishes it."""
-    try:
-        await propagate(index, pk)
-    except Exception:
-        log.warning("propagating summary keys of study %s failed", pk, exc_info=True)
-
-
-async def propagate(index: Any, pk: str) -> None:
-    """Bring every copy of the study's and series' keys up to their summaries' versions."""
-    semaphore = asyncio.Semaphore(PROPAGATION_CONCURRENCY)
-
-    async def patch(item: str, operations: list[Doc], condition: str) -> None:
-        async with semaphore:
-            # 412: a newer copy is already there; 404: the document is gone.
-            with contextlib.suppress(CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
-                await index.patch_item(
-                    item,
-                    partition_key=pk,
-                    patch_operations=operations,
-                    filter_predicate=condition,
-                )
-
-    for _ in range(5):
-        study = await read_item(index, STUDY_DOC_ID, pk)
-        if study is None or not study.get("dirty"):
-            return
-        found = await query_items(
-            index,
-            "SELECT c.id, c.kind, c.series, c.skv, c.rkv, c.rk FROM c WHERE c.pk = @pk"
-            " AND (c.kind = @series OR c.kind = @instance)",
-            {"@pk": pk, "@series": SERIES, "@instance": INSTANCE},
-            partition=pk,
-        )
-        kv = int(study["kv"])
-        series_keys = {
-            str(d["series"]): (d["rk"], int(d.get("rkv", 0))) for d in found if d["kind"] == SERIES
-        }
-        jobs = []
-        for d in found:
-            if int(d.get("skv", 0)) < kv:
-                jobs.append(
-                    patch(
-                        d["id"],
-                        [
-                            {"op": "set", "path": "/sk", "value": study["sk"]},
-                            {"op": "set", "path": "/skv", "value": kv},
-                        ],
-                        f"from c where c.skv < {kv}",
-                    )
-                )
-            if d["kind"] == INSTANCE and str(d["series"]) in series_keys:
-                rk, rkv = series_keys[str(d["series"])]
-                if int(d.get("rkv", 0)) < rkv:
-                    jobs.append(
-                        patch(
-                            d["id"],
-                            [
-                                {"op": "set", "path": "/rk", "value": rk},
-                                {"op": "set", "path": "/rkv", "value": rkv},
-                            ],
-                            f"from c where c.rkv < {rkv}",
-                        )
-                    )
-        await asyncio.gather(*jobs)
-        try:
-            await index.patch_item(
-                STUDY_DOC_ID,
-                partition_key=pk,
-                patch_operations=[{"op": "set", "path": "/dirty", "value": False}],
-                etag=study["_etag"],
-                match_condition=MatchConditions.IfNotModified,
-            )
-            return
-        except CosmosAccessConditionFailedError:
-            continue  # the study changed meanwhile: look again
-        except CosmosResourceNotFoundError:
-            return
-
-
-# -- reads ------------------------------------------------------------------------------
-
-
-async def read_instance(c: Containers, key: InstanceKey) -> InstanceRecord | None:
-    doc = await read_item(c.index, instance_id(key.series_uid, key.sop_uid), key.study_uid)
-    return docs.record_from_document(doc) if doc else None
-
-
-async def list_records(
-    c: Containers, study_uid: str, series_uid: str | None
-) -> list[InstanceRecord]:
-    found = await scope_query(c.index, docs.RECORD_FIELDS, study_uid, series_uid, None)
-    return [docs.record_from_document(doc) for doc in found]
-
-
-async def scope_query(
-    index: Any,
-    fields: str,
-    study_uid: str,
-    series_uid: str | None,
-    sop_uid: str | None,
-) -> list[Doc]:
-    """The ``fields`` of the instances of a study, series or instance, oldest first."""
-    clauses = ["c.pk = @pk", "c.kind = @kind"]
-    params: dict[str, object] = {"@pk": study_uid, "@kind": INSTANCE}
-    if series_uid is not None:
-        clauses.append("c.series = @series")
-        params["@series"] = series_uid
-    if sop_uid is not None:
-        clauses.append("c.sop = @sop")
-        params["@sop"] = sop_uid
-    projection = ", ".join(f"c.{name.strip()}" for name in fields.split(","))
-    return await query_items(
-        index,
-        f"SELECT {projection} FROM c WHERE {' AND '.join(clauses)} ORDER BY c.wm",
-        params,
-        partition=study_uid,
-    )
-
-
-async def read_metadata(
-    c: Containers, study_uid: str, series_uid: str | None, sop_uid: str | None
-) -> list[bytes]:
-    if series_uid is not None and sop_uid is not None:
-        doc = await read_item(c.index, instance_id(series_uid, sop_uid), study_uid)
-        found = [doc] if doc else []
-    else:
-        found = await scope_query(c.index, "wm, meta, metaParts", study_uid, series_uid, sop_uid)
-    return await unpack_all(c.index, study_uid, found)
-
-
-async def search_index(
-    c: Containers, query: QueryDescription, metadata: frozenset[QueryLevel]
-) -> list[SearchMatch]:
-    searched = query
-    restrictions: list[tuple[str, list[str]]] = []
-    if any(condition.attribute.extended for condition in query.conditions):
-        # Extended query tags and external metadata: their values are system documents.
-        searched, restrictions = await resolve_extended(c.system, query)
-    return await run_search(
-        c.index,
-        searched,
-        metadata,
-        lambda pk, doc: unpack_metadata(c.index, pk, doc),
-        restrictions,
-    )
