@@ -31,7 +31,7 @@ def tag_store(stores: Stores, queue: JobQueue | None = None) -> QueryTagStore:
     from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
 
     assert isinstance(stores.index, CosmosIndexStore)
-    return CosmosQueryTagStore(stores.index, queue)
+    return CosmosQueryTagStore(stores.index.session, queue)
 
 
 async def fill(stores: Stores, count: int) -> None:

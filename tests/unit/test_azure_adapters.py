@@ -62,7 +62,9 @@ async def test_identity_settings_build_clients_without_keys_or_resources() -> No
     settings = Settings.from_mapping(IDENTITY)
     backend = build_backend(settings)
     index, blobs, queue = backend.index, backend.blobs, backend.queue
-    assert (index._create, blobs._create, queue._create) == (False, False, False)  # type: ignore[attr-defined]
+    # The Cosmos stores create resources through their one session.
+    session = index.session  # type: ignore[attr-defined]
+    assert (session._create, blobs._create, queue._create) == (False, False, False)  # type: ignore[attr-defined]
     clients = StorageClients(settings.azure)
     try:
         assert clients.blob_service().url.startswith("https://dicomstore.blob.core.windows.net")
@@ -82,7 +84,8 @@ async def test_keys_let_the_app_create_what_it_needs_unless_told_otherwise() -> 
     for extra, expected in (({}, True), ({"DICOM_AZURE_CREATE_RESOURCES": "false"}, False)):
         backend = build_backend(Settings.from_mapping({**keys, **extra}))
         index, blobs, queue = backend.index, backend.blobs, backend.queue
-        assert (index._create, blobs._create, queue._create) == (expected,) * 3  # type: ignore[attr-defined]
+        session = index.session  # type: ignore[attr-defined]
+        assert (session._create, blobs._create, queue._create) == (expected,) * 3  # type: ignore[attr-defined]
         await backend.close()
 
 

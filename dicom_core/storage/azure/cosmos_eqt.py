@@ -1,4 +1,4 @@
-"""Extended query tags, reindex operations and external metadata on Cosmos DB.
+"""Extended query tags and their reindex operations on Cosmos DB: ``CosmosQueryTagStore``.
 
 Everything lives in the ``system`` container (partition ``/pk``, every path indexed), so no
 container, index or Bicep change is needed:
@@ -9,17 +9,11 @@ container, index or Bicep change is needed:
   their operation in one transactional batch (all or nothing; a taken path fails the batch);
 - indexing errors (``kind`` "eqterr") in ``pk`` = ``e|{tag key}``, one per (tag, instance),
   created create-only so that a redelivered batch does not count an error twice;
-- indexed values (``kind`` "eqtv") and external metadata values (``kind`` "xval") in
-  ``pk`` = ``v|{study}``, keyed by the entity of the tag's level, so a study's values sit
-  together and a value never needs a write to the index container's summaries (whose ETag
-  protocol belongs to ``cosmos_index``);
-- the external metadata tag -> VR registry (``kind`` "xtag") in ``pk`` = "xmeta-tags".
+- indexed values (``kind`` "eqtv") in ``pk`` = ``v|{study}``, keyed by the entity of the tag's
+  level; their layout, the QIDO over them and their deletion with the instances they describe
+  are ``cosmos_extended_values``'s.
 
 Every read-modify-write of a tag or operation replaces on the ETag read before it.
-
-QIDO: a condition on an extended tag first finds the matching entities among the value
-documents (one parameterised query per condition), then restricts the index query with
-``ARRAY_CONTAINS`` over their UIDs (``cosmos_query.compile_search``'s ``restrictions``).
 
 Reindex continuation (at-least-once queue delivery): a batch moves the operation's checkpoint
 with a compare-and-set on its ETag, keeping the checkpoint it came from (``previous``) and
@@ -30,39 +24,34 @@ was not sent: the send failed after the move, and the retried message sends it a
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import orjson
-from azure.core import MatchConditions
-from azure.cosmos.exceptions import (
-    CosmosAccessConditionFailedError,
-    CosmosBatchOperationError,
-    CosmosResourceExistsError,
-    CosmosResourceNotFoundError,
-)
+from azure.cosmos.exceptions import CosmosBatchOperationError, CosmosResourceExistsError
 
 from dicom_core.domain.extended_query_tags import QueryTagDefinition
 from dicom_core.domain.model import InstanceKey
-from dicom_core.query.conditions import (
-    EXTERNAL_METADATA_PATH,
-    Condition,
-    QueryDescription,
-    QueryLevel,
-    UnsupportedCondition,
-    ValueMatch,
+from dicom_core.query.indexed_values import InvalidValue, extract_value
+from dicom_core.storage.azure.cosmos_extended_values import VALUE_KIND, value_partition
+from dicom_core.storage.azure.cosmos_io import (
+    count_items,
+    delete_if_present,
+    query_items,
+    read_item,
+    replace_if_unchanged,
 )
-from dicom_core.query.indexed_values import NUMERIC_VRS, InvalidValue, extract_value
-from dicom_core.storage.azure.cosmos_io import ContainerGone, owner_missing, query_items, read_item
-from dicom_core.storage.azure.cosmos_query import Parameters, predicate
 from dicom_core.storage.azure.cosmos_schema import COUNTER_PARTITION, INSTANCE, WATERMARK_COUNTER
+from dicom_core.storage.azure.cosmos_session import (
+    Containers,
+    CosmosSession,
+    advance_counter,
+    unpack_metadata,
+)
 from dicom_core.storage.ports import (
     Continuation,
-    ExternalValue,
-    ExternalVrConflict,
     IndexedInstance,
     JobQueue,
     OperationProgress,
@@ -73,24 +62,15 @@ from dicom_core.storage.ports import (
     TooManyTags,
 )
 
-if TYPE_CHECKING:
-    from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
-
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 Doc = dict[str, Any]
 
 TAG_PARTITION = "querytags"
-XTAG_PARTITION = "xmeta-tags"
 TAG_KIND = "querytag"
 OPERATION_KIND = "operation"
 ERROR_KIND = "eqterr"
-VALUE_KIND = "eqtv"
-EXTERNAL_KIND = "xval"
-XTAG_KIND = "xtag"
 TAG_KEY_COUNTER = "querytag"
 _CAS_ATTEMPTS = 10
-_DB = "Cosmos DB"
 
 
 def _now() -> str:
@@ -107,15 +87,6 @@ def operation_id_of(operation_id: str) -> str:
 
 def error_partition(tag_key: int) -> str:
     return f"e|{tag_key}"
-
-
-def value_partition(study_uid: str) -> str:
-    return f"v|{study_uid}"
-
-
-def _body(doc: Doc) -> Doc:
-    """A document without Cosmos's system properties, ready to be replaced."""
-    return {k: v for k, v in doc.items() if not k.startswith("_")}
 
 
 def _tag(doc: Doc) -> QueryTagRecord:
@@ -146,48 +117,6 @@ def _operation(doc: Doc) -> OperationRecord:
     )
 
 
-async def _replace(container: Any, doc: Doc) -> bool:
-    """Replace ``doc`` if nobody changed it since it was read; False when somebody did."""
-    try:
-        await container.replace_item(
-            doc["id"],
-            _body(doc),
-            etag=doc["_etag"],
-            match_condition=MatchConditions.IfNotModified,
-        )
-    except CosmosAccessConditionFailedError:
-        return False
-    except CosmosResourceNotFoundError as exc:
-        if owner_missing(exc):
-            raise ContainerGone(str(exc)) from exc
-        return False
-    return True
-
-
-async def _delete(container: Any, item: str, partition: str) -> None:
-    try:
-        await container.delete_item(item, partition_key=partition)
-    except CosmosResourceNotFoundError as exc:
-        if owner_missing(exc):
-            raise ContainerGone(str(exc)) from exc
-
-
-async def _count(
-    container: Any, sql: str, params: dict[str, object], partition: str | None = None
-) -> int:
-    """The number a ``SELECT VALUE COUNT(1)`` query answers (its rows are not objects, so
-    ``query_items`` cannot read them; summed in case partition ranges answer separately)."""
-    try:
-        results = container.query_items(
-            sql,
-            parameters=[{"name": k, "value": v} for k, v in params.items()],
-            partition_key=partition,
-        )
-        return sum([int(row) async for row in results])
-    except CosmosResourceNotFoundError as exc:
-        raise ContainerGone(str(exc)) from exc
-
-
 def _entity(level: str, key: InstanceKey) -> tuple[str, str]:
     """The series and SOP UIDs a value of a tag at ``level`` is keyed by ("" above it)."""
     if level == "Study":
@@ -197,98 +126,15 @@ def _entity(level: str, key: InstanceKey) -> tuple[str, str]:
     return key.series_uid, key.sop_uid
 
 
-# -- QIDO ------------------------------------------------------------------------------------
-
-
-def _value_test(condition: Condition, params: Parameters) -> str:
-    attribute = condition.attribute
-    if attribute.vr in NUMERIC_VRS:
-        if not isinstance(condition, ValueMatch):
-            raise UnsupportedCondition(f"{attribute.tag} ({attribute.vr}) takes single values")
-        return f"c.num = {params.add(float(condition.key))}"
-    return predicate(condition, "c.norm", params)
-
-
-async def resolve_extended(
-    system: Any, query: QueryDescription
-) -> tuple[QueryDescription, list[tuple[str, list[str]]]]:
-    """The query without its extended conditions, and the UID restrictions they stand for.
-
-    Each restriction is (field of the searched document, UIDs it must be one of); an empty
-    list matches nothing, as a condition no value satisfies should.
-    """
-    kept: list[Condition] = []
-    restrictions: list[tuple[str, list[str]]] = []
-    for condition in query.conditions:
-        attribute = condition.attribute
-        if not attribute.extended:
-            kept.append(condition)
-            continue
-        if attribute.level > query.level:
-            raise UnsupportedCondition(
-                f"{attribute.tag} is not searchable at {query.level.label} level"
-            )
-        params = Parameters()
-        if attribute.path[:1] == (EXTERNAL_METADATA_PATH,):
-            kind, field, source = EXTERNAL_KIND, "c.pk", "study"
-            clauses = [f"c.tag = {params.add(attribute.tag)}"]
-        else:
-            kind = VALUE_KIND
-            field, source = {
-                QueryLevel.STUDY: ("c.pk", "study"),
-                QueryLevel.SERIES: ("c.series", "series"),
-                QueryLevel.INSTANCE: ("c.sop", "sop"),
-            }[attribute.level]
-            clauses = [f"c.path = {params.add(attribute.tag)}"]
-        clauses.insert(0, f"c.kind = {params.add(kind)}")
-        if query.study_uid is not None:
-            clauses.append(f"c.study = {params.add(query.study_uid)}")
-        clauses.append(_value_test(condition, params))
-        rows = await query_items(
-            system, f"SELECT c.{source} FROM c WHERE {' AND '.join(clauses)}", params.values
-        )
-        restrictions.append((field, sorted({str(row[source]) for row in rows})))
-    return dataclasses.replace(query, conditions=tuple(kept)), restrictions
-
-
-async def drop_values(
-    system: Any, study_uid: str, series_uid: str | None, sop_uid: str | None
-) -> None:
-    """Delete the values of deleted entities, as the local index does: values keyed inside the
-    deleted scope (a series-level value goes with its series, not with one of its instances)
-    and, when the whole study goes, its external metadata."""
-    partition = value_partition(study_uid)
-    params = Parameters()
-    clauses = [f"c.pk = {params.add(partition)}"]
-    if series_uid is not None:
-        clauses.append(f"c.series = {params.add(series_uid)}")
-    if sop_uid is not None:
-        clauses.append(f"c.sop = {params.add(sop_uid)}")
-    if series_uid is not None:
-        clauses.append(f"c.kind = {params.add(VALUE_KIND)}")
-    rows = await query_items(
-        system,
-        f"SELECT c.id FROM c WHERE {' AND '.join(clauses)}",
-        params.values,
-        partition=partition,
-    )
-    for row in rows:
-        await _delete(system, str(row["id"]), partition)
-
-
 # -- the query tag store ---------------------------------------------------------------------
 
 
 class CosmosQueryTagStore:
     """``QueryTagStore`` on Cosmos DB (see the module docstring for the documents)."""
 
-    def __init__(self, index: CosmosIndexStore, queue: JobQueue) -> None:
-        self._index = index
+    def __init__(self, session: CosmosSession, queue: JobQueue) -> None:
+        self._session = session
         self._queue = queue
-
-    async def _run(self, step: Callable[[Any], Awaitable[T]]) -> T:
-        """Run on the index store's containers, with its retries and container recreation."""
-        return await self._index._run(_DB, step)
 
     # -- tags ------------------------------------------------------------------------------
 
@@ -301,11 +147,11 @@ class CosmosQueryTagStore:
         )
 
     async def list_tags(self) -> list[QueryTagRecord]:
-        docs = await self._run(lambda c: self._tag_docs(c.system))
+        docs = await self._session.run(lambda c: self._tag_docs(c.system))
         return sorted((_tag(d) for d in docs), key=lambda t: t.key)
 
     async def get_tag(self, path: str) -> QueryTagRecord | None:
-        doc = await self._run(lambda c: read_item(c.system, tag_id(path), TAG_PARTITION))
+        doc = await self._session.run(lambda c: read_item(c.system, tag_id(path), TAG_PARTITION))
         return None if doc is None else _tag(doc)
 
     async def add_tags(
@@ -318,7 +164,7 @@ class CosmosQueryTagStore:
     ) -> OperationRecord:
         first_message: list[Continuation] = []
 
-        async def write(c: Any) -> Doc:
+        async def write(c: Containers) -> Doc:
             existing = await self._tag_docs(c.system)
             taken = {str(d["path"]) for d in existing}
             conflicts = [d.path for d in definitions if d.path in taken]
@@ -326,11 +172,11 @@ class CosmosQueryTagStore:
                 raise TagConflict(conflicts)
             if len(existing) + len(definitions) > max_tags:
                 raise TooManyTags(len(existing))
-            first = await self._index._next(c.system, TAG_KEY_COUNTER, len(definitions))
+            first = await advance_counter(c.system, TAG_KEY_COUNTER, len(definitions))
             keys = [first - len(definitions) + 1 + n for n in range(len(definitions))]
             counter = await read_item(c.system, WATERMARK_COUNTER, COUNTER_PARTITION)
             until = int(counter["value"]) if counter else 0
-            total = await _count(
+            total = await count_items(
                 c.index,
                 "SELECT VALUE COUNT(1) FROM c WHERE c.kind = @kind AND c.wm <= @until",
                 {"@kind": INSTANCE, "@until": until},
@@ -382,7 +228,7 @@ class CosmosQueryTagStore:
                 raise
             return op_doc
 
-        op_doc = await self._run(write)
+        op_doc = await self._session.run(write)
         try:
             await self._queue.send(first_message[0].queue, first_message[0].body)
         except Exception:
@@ -397,12 +243,12 @@ class CosmosQueryTagStore:
         return _operation(op_doc)
 
     async def _undo_add(self, op_doc: Doc) -> None:
-        async def undo(c: Any) -> None:
+        async def undo(c: Containers) -> None:
             for path in op_doc["resources"]:
-                await _delete(c.system, tag_id(str(path)), TAG_PARTITION)
-            await _delete(c.system, str(op_doc["id"]), TAG_PARTITION)
+                await delete_if_present(c.system, tag_id(str(path)), TAG_PARTITION)
+            await delete_if_present(c.system, str(op_doc["id"]), TAG_PARTITION)
 
-        await self._run(undo)
+        await self._session.run(undo)
 
     async def _update_tag(
         self, system: Any, path: str, change: Callable[[Doc], None]
@@ -413,7 +259,7 @@ class CosmosQueryTagStore:
             if doc is None:
                 return None
             change(doc)
-            if await _replace(system, doc):
+            if await replace_if_unchanged(system, doc):
                 return doc
         raise RuntimeError(f"the extended query tag {path} kept changing")
 
@@ -421,7 +267,7 @@ class CosmosQueryTagStore:
         def change(doc: Doc) -> None:
             doc["queryStatus"] = query_status
 
-        doc = await self._run(lambda c: self._update_tag(c.system, path, change))
+        doc = await self._session.run(lambda c: self._update_tag(c.system, path, change))
         return None if doc is None else _tag(doc)
 
     async def delete_tag(self, path: str) -> bool:
@@ -430,19 +276,19 @@ class CosmosQueryTagStore:
         def change(doc: Doc) -> None:
             doc["status"] = "Deleting"
 
-        doc = await self._run(lambda c: self._update_tag(c.system, path, change))
+        doc = await self._session.run(lambda c: self._update_tag(c.system, path, change))
         if doc is None:
             return False
         key = int(doc["key"])
 
-        async def purge(c: Any) -> None:
+        async def purge(c: Containers) -> None:
             values = await query_items(
                 c.system,
                 "SELECT c.id, c.pk FROM c WHERE c.kind = @kind AND c.tag = @key",
                 {"@kind": VALUE_KIND, "@key": key},
             )
             for value in values:
-                await _delete(c.system, str(value["id"]), str(value["pk"]))
+                await delete_if_present(c.system, str(value["id"]), str(value["pk"]))
             errors = await query_items(
                 c.system,
                 "SELECT c.id FROM c WHERE c.pk = @pk",
@@ -450,14 +296,14 @@ class CosmosQueryTagStore:
                 partition=error_partition(key),
             )
             for error in errors:
-                await _delete(c.system, str(error["id"]), error_partition(key))
-            await _delete(c.system, tag_id(path), TAG_PARTITION)
+                await delete_if_present(c.system, str(error["id"]), error_partition(key))
+            await delete_if_present(c.system, tag_id(path), TAG_PARTITION)
 
-        await self._run(purge)
+        await self._session.run(purge)
         return True
 
     async def list_errors(self, tag_key: int, *, limit: int, offset: int) -> list[dict[str, str]]:
-        rows = await self._run(
+        rows = await self._session.run(
             lambda c: query_items(
                 c.system,
                 "SELECT * FROM c WHERE c.pk = @pk AND c.kind = @kind",
@@ -498,7 +344,7 @@ class CosmosQueryTagStore:
             await system.create_item(error)
         except CosmosResourceExistsError:
             return
-        count = await _count(
+        count = await count_items(
             system,
             "SELECT VALUE COUNT(1) FROM c WHERE c.pk = @pk",
             {"@pk": partition},
@@ -560,7 +406,7 @@ class CosmosQueryTagStore:
                     continue
             if int(current["wm"]) > watermark:
                 return
-            if await _replace(system, {**body, "_etag": current["_etag"]}):
+            if await replace_if_unchanged(system, {**body, "_etag": current["_etag"]}):
                 return
         raise RuntimeError(f"the value of {tag.path} for {key} kept changing")
 
@@ -570,54 +416,54 @@ class CosmosQueryTagStore:
             return
         doc = orjson.loads(metadata_json)
 
-        async def write(c: Any) -> None:
+        async def write(c: Containers) -> None:
             for tag in tags:
                 await self._index_one(c.system, tag, key, watermark, doc, record_errors=False)
 
-        await self._run(write)
+        await self._session.run(write)
 
     # -- operations ----------------------------------------------------------------------------
 
     async def get_operation(self, operation_id: str) -> OperationRecord | None:
-        doc = await self._run(
+        doc = await self._session.run(
             lambda c: read_item(c.system, operation_id_of(operation_id), TAG_PARTITION)
         )
         return None if doc is None else _operation(doc)
 
     async def fail_operation(self, operation_id: str) -> None:
-        async def write(c: Any) -> None:
+        async def write(c: Containers) -> None:
             for _ in range(_CAS_ATTEMPTS):
                 doc = await read_item(c.system, operation_id_of(operation_id), TAG_PARTITION)
                 if doc is None or doc["status"] in ("Completed", "Failed"):
                     return
                 doc["status"] = "Failed"
                 doc["updatedAt"] = _now()
-                if await _replace(c.system, doc):
+                if await replace_if_unchanged(c.system, doc):
                     return
 
-        await self._run(write)
+        await self._session.run(write)
 
     async def _mark_sent(self, operation_id: str, checkpoint: dict[str, Any]) -> None:
         """Note that ``checkpoint``'s message went out, unless the operation moved past it
         meanwhile (then ``sent`` belongs to a newer checkpoint, whose message may not be)."""
 
-        async def write(c: Any) -> None:
+        async def write(c: Containers) -> None:
             for _ in range(_CAS_ATTEMPTS):
                 doc = await read_item(c.system, operation_id_of(operation_id), TAG_PARTITION)
                 if doc is None or doc["checkpoint"] != checkpoint or doc.get("sent"):
                     return
                 doc["sent"] = True
-                if await _replace(c.system, doc):
+                if await replace_if_unchanged(c.system, doc):
                     return
 
-        await self._run(write)
+        await self._session.run(write)
 
     # -- the primitives of a reindex batch --------------------------------------------------------
 
     async def read_watermark_range(
         self, after: int, until: int, limit: int
     ) -> list[IndexedInstance]:
-        async def read(c: Any) -> list[IndexedInstance]:
+        async def read(c: Containers) -> list[IndexedInstance]:
             rows = await query_items(
                 c.index,
                 "SELECT TOP @n c.pk, c.series, c.sop, c.wm, c.meta FROM c"
@@ -628,17 +474,17 @@ class CosmosQueryTagStore:
                 IndexedInstance(
                     InstanceKey(str(row["pk"]), str(row["series"]), str(row["sop"])),
                     int(row["wm"]),
-                    await self._index._unpack(c, str(row["pk"]), row),
+                    await unpack_metadata(c.index, str(row["pk"]), row),
                 )
                 for row in rows
             ]
 
-        return await self._run(read)
+        return await self._session.run(read)
 
     async def write_values(
         self, tags: Sequence[QueryTagRecord], instances: Sequence[IndexedInstance]
     ) -> None:
-        async def write(c: Any) -> None:
+        async def write(c: Containers) -> None:
             for instance in instances:
                 if instance.metadata is None:
                     continue
@@ -646,10 +492,10 @@ class CosmosQueryTagStore:
                 for tag in tags:
                     await self._index_one(c.system, tag, instance.key, instance.watermark, doc)
 
-        await self._run(write)
+        await self._session.run(write)
 
     async def mark_tags_ready(self, tag_keys: Sequence[int]) -> None:
-        async def write(c: Any) -> None:
+        async def write(c: Containers) -> None:
             wanted = set(tag_keys)
             for doc in await self._tag_docs(c.system):
                 if int(doc["key"]) in wanted and doc["status"] == "Adding":
@@ -661,7 +507,7 @@ class CosmosQueryTagStore:
 
                     await self._update_tag(c.system, str(doc["path"]), change)
 
-        await self._run(write)
+        await self._session.run(write)
 
     async def compare_and_set_checkpoint(
         self,
@@ -674,7 +520,7 @@ class CosmosQueryTagStore:
         no transaction): ``previous`` and ``sent`` let ``resend_continuation`` make up for a
         send that failed, when the old message is redelivered."""
 
-        async def move(c: Any) -> bool:
+        async def move(c: Containers) -> bool:
             op = await read_item(c.system, operation_id_of(operation_id), TAG_PARTITION)
             if op is None or op["status"] in ("Completed", "Failed"):
                 return False
@@ -686,9 +532,9 @@ class CosmosQueryTagStore:
             op["checkpoint"] = progress.checkpoint
             op["sent"] = continuation is None
             op["updatedAt"] = _now()
-            return await _replace(c.system, op)
+            return await replace_if_unchanged(c.system, op)
 
-        if not await self._run(move):
+        if not await self._session.run(move):
             return False
         if continuation is not None:
             await self._queue.send(continuation.queue, continuation.body)
@@ -698,87 +544,10 @@ class CosmosQueryTagStore:
     async def resend_continuation(
         self, operation_id: str, stale: dict[str, Any], continuation: Continuation
     ) -> None:
-        op = await self._run(
+        op = await self._session.run(
             lambda c: read_item(c.system, operation_id_of(operation_id), TAG_PARTITION)
         )
         if op is None or op.get("previous") != stale or op.get("sent"):
             return
         await self._queue.send(continuation.queue, continuation.body)
         await self._mark_sent(operation_id, dict(op["checkpoint"]))
-
-
-# -- external metadata -----------------------------------------------------------------------
-
-
-class CosmosExternalMetadataStore:
-    """``ExternalMetadataStore`` on Cosmos DB: a create-only registry fixes each tag's VR."""
-
-    def __init__(self, index: CosmosIndexStore) -> None:
-        self._index = index
-
-    async def _run(self, step: Callable[[Any], Awaitable[T]]) -> T:
-        return await self._index._run(_DB, step)
-
-    async def known_tags(self) -> dict[str, str]:
-        rows = await self._run(
-            lambda c: query_items(
-                c.system,
-                "SELECT c.tag, c.vr FROM c WHERE c.pk = @pk",
-                {"@pk": XTAG_PARTITION},
-                partition=XTAG_PARTITION,
-            )
-        )
-        return {str(r["tag"]): str(r["vr"]) for r in rows}
-
-    async def tag_vrs(self, tags: Sequence[str]) -> dict[str, str]:
-        wanted = set(tags)
-        return {t: vr for t, vr in (await self.known_tags()).items() if t in wanted}
-
-    async def save(self, study_uids: Sequence[str], values: Sequence[ExternalValue]) -> None:
-        """Register every tag's VR first (a conflict writes no value), then the values."""
-
-        async def write(c: Any) -> None:
-            for value in values:
-                entry = {"id": value.tag, "pk": XTAG_PARTITION, "kind": XTAG_KIND}
-                try:
-                    await c.system.create_item({**entry, "tag": value.tag, "vr": value.vr})
-                except CosmosResourceExistsError:
-                    found = await read_item(c.system, value.tag, XTAG_PARTITION)
-                    vr = str(found["vr"]) if found else value.vr
-                    if vr != value.vr:  # another request fixed it first
-                        raise ExternalVrConflict(value.tag, vr) from None
-            for study in study_uids:
-                for value in values:
-                    await c.system.upsert_item(
-                        {
-                            "id": f"x|{value.tag}",
-                            "pk": value_partition(study),
-                            "kind": EXTERNAL_KIND,
-                            "study": study,
-                            "tag": value.tag,
-                            "vr": value.vr,
-                            "text": value.value,
-                            "num": value.indexed.number,
-                            "norm": value.indexed.norm,
-                        }
-                    )
-
-        await self._run(write)
-
-    async def study_values(
-        self, study_uids: Sequence[str]
-    ) -> dict[str, list[tuple[str, str, str]]]:
-        async def read(c: Any) -> dict[str, list[tuple[str, str, str]]]:
-            out: dict[str, list[tuple[str, str, str]]] = {}
-            for study in study_uids:
-                rows = await query_items(
-                    c.system,
-                    "SELECT c.tag, c.vr, c.text FROM c WHERE c.pk = @pk AND c.kind = @kind",
-                    {"@pk": value_partition(study), "@kind": EXTERNAL_KIND},
-                    partition=value_partition(study),
-                )
-                if rows:
-                    out[study] = sorted((str(r["tag"]), str(r["vr"]), str(r["text"])) for r in rows)
-            return out
-
-        return await self._run(read)

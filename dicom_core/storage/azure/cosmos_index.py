@@ -17,69 +17,55 @@ Documents and containers are described in ``cosmos_schema``; how a write changes
 A write Cosmos DB acknowledges is durable (committed to a quorum of its replicas), so an
 acknowledged store needs no sync of its own; ``DICOM_DURABLE_WRITES`` is a local setting.
 
-Every call runs under ``RetryPolicy``: a store that stays unreachable is a
-``StorageUnavailable`` (503). A 404 whose sub-status says the container or database is gone
-(an emulator restarted empty, a container deleted by hand) recreates them and runs the call
-again, when the adapter may create resources.
+Every call runs on the backend's ``CosmosSession`` (retries, container recreation, counters).
+The writes live here; the propagation of changed summary keys to their copies is
+``cosmos_propagation``'s, the reads ``cosmos_index_reads``'s, and the values of extended query
+tags and external metadata (searched and deleted with the instances) ``cosmos_extended_values``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from azure.core import MatchConditions
-from azure.cosmos import PartitionKey
 from azure.cosmos.exceptions import (
     CosmosAccessConditionFailedError,
     CosmosBatchOperationError,
-    CosmosHttpResponseError,
     CosmosResourceExistsError,
     CosmosResourceNotFoundError,
 )
 
 from dicom_core.domain.identifiers import blob_key_for
 from dicom_core.domain.model import InstanceKey, InstanceRecord, Reservation, StoredInstance
-from dicom_core.errors import DicomWebError
 from dicom_core.query.conditions import QueryDescription, QueryLevel
 from dicom_core.query.results import SearchMatch
-from dicom_core.settings import AzureSettings
 from dicom_core.storage.azure import cosmos_docs as docs
-from dicom_core.storage.azure.clients import CosmosClients
-from dicom_core.storage.azure.cosmos_io import (
-    ContainerGone,
-    owner_missing,
-    query_items,
-    read_item,
-)
-from dicom_core.storage.azure.cosmos_query import run_search
+from dicom_core.storage.azure import cosmos_index_reads as reads
+from dicom_core.storage.azure.cosmos_extended_values import drop_values
+from dicom_core.storage.azure.cosmos_io import ContainerGone, query_items, read_item
+from dicom_core.storage.azure.cosmos_propagation import propagate_safely
 from dicom_core.storage.azure.cosmos_schema import (
-    COUNTER_PARTITION,
     FEED_COUNTER,
-    INDEX_CONTAINER,
     INSTANCE,
     METAPART,
     RESERVATION,
     SERIES,
     STUDY,
     STUDY_DOC_ID,
-    SYSTEM_CONTAINER,
     WATERMARK_COUNTER,
-    ContainerSpec,
     instance_id,
     reservation_id,
     series_id,
 )
-from dicom_core.storage.azure.retry import RetryPolicy, unexpected
+from dicom_core.storage.azure.cosmos_session import Containers, CosmosSession, advance_counter
 from dicom_core.storage.ports import (
     InstanceBeingCreated,
     InstanceExists,
@@ -89,12 +75,10 @@ from dicom_core.storage.ports import (
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 Doc = dict[str, Any]
 
 CONFLICT_SECONDS = 30.0
 """How long a write keeps re-reading and retrying after losing ETag races (then 503)."""
-PROPAGATION_CONCURRENCY = 16
 DELETE_CHUNK_OPERATIONS = 90
 """Operations per delete batch, below the 100 real Cosmos allows, leaving room for summaries."""
 
@@ -107,116 +91,18 @@ class _Conflict(Exception):
     """A write lost an ETag race; the step re-reads and runs again."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Containers:
-    index: Any
-    system: Any
-
-
 class CosmosIndexStore:
     """``IndexStore`` on the ``index`` and ``system`` containers (see ``cosmos_schema``)."""
 
-    def __init__(
-        self,
-        clients: CosmosClients,
-        settings: AzureSettings,
-        *,
-        stale_create_seconds: int = 3600,
-        create_resources: bool = True,
-    ) -> None:
-        self._clients = clients
-        self._settings = settings
+    def __init__(self, session: CosmosSession, *, stale_create_seconds: int = 3600) -> None:
+        self._session = session
         self._stale_seconds = stale_create_seconds
-        self._create = create_resources
-        self._retry = RetryPolicy(settings.retry_seconds)
-        self._ready: _Containers | None = None
-        self._lock = asyncio.Lock()
         self._reservation_etags: dict[tuple[InstanceKey, int], str] = {}
 
-    # -- plumbing ---------------------------------------------------------------------------
-
-    async def containers(self) -> _Containers:
-        """The container clients, creating database and containers first when allowed."""
-        if self._ready is not None:
-            return self._ready
-        async with self._lock:
-            if self._ready is None:
-                self._ready = await self._retry.run(self._open, "Cosmos DB")
-        return self._ready
-
-    async def _open(self) -> _Containers:
-        client = await self._clients.client()
-        name = self._settings.cosmos_database
-        names = {
-            INDEX_CONTAINER.setting: self._settings.cosmos_index_container,
-            SYSTEM_CONTAINER.setting: self._settings.cosmos_system_container,
-        }
-        if not self._create:
-            database = client.get_database_client(name)
-            return _Containers(
-                index=database.get_container_client(names[INDEX_CONTAINER.setting]),
-                system=database.get_container_client(names[SYSTEM_CONTAINER.setting]),
-            )
-        database = await client.create_database_if_not_exists(name)
-
-        async def create(spec: ContainerSpec) -> Any:
-            return await database.create_container_if_not_exists(
-                id=names[spec.setting],
-                partition_key=PartitionKey(path=spec.partition_key),
-                indexing_policy=spec.indexing_policy,
-                unique_key_policy={"uniqueKeys": spec.unique_keys} if spec.unique_keys else None,
-            )
-
-        index, system = await asyncio.gather(create(INDEX_CONTAINER), create(SYSTEM_CONTAINER))
-        return _Containers(index=index, system=system)
-
-    async def _run(self, what: str, step: Callable[[_Containers], Awaitable[T]]) -> T:
-        """Run one protocol step with retries; recreate containers once if they vanished."""
-        for attempt in range(2):
-            try:
-                containers = await self.containers()
-                return await self._retry.run(functools.partial(step, containers), what)
-            except ContainerGone as exc:
-                self._ready = None
-                if attempt == 0 and self._create:
-                    log.warning("Cosmos DB containers are missing; recreating them (%s)", exc)
-                    continue
-                raise StorageUnavailable(
-                    "the Cosmos DB database or containers of the index do not exist"
-                ) from exc
-            except (StorageUnavailable, DicomWebError, InstanceExists, InstanceBeingCreated):
-                raise
-            except CosmosHttpResponseError as exc:
-                if owner_missing(exc) and attempt == 0 and self._create:
-                    self._ready = None
-                    continue
-                raise unexpected("Cosmos DB", exc) from exc
-            except Exception as exc:
-                if type(exc).__module__.startswith(("azure.", "aiohttp")):
-                    raise unexpected("Cosmos DB", exc) from exc
-                raise
-        raise StorageUnavailable("Cosmos DB")  # pragma: no cover - the loop always returns
-
-    async def _next(self, system: Any, counter: str, count: int = 1) -> int:
-        """Atomically advance a counter by ``count``; returns its new value (the last one).
-
-        A missing counter is created seeded from the clock (milliseconds), so that an index
-        recreated empty never hands out a watermark, and so a blob name, used before.
-        """
-        operations = [{"op": "incr", "path": "/value", "value": count}]
-        for _ in range(3):
-            try:
-                doc = await system.patch_item(
-                    counter, partition_key=COUNTER_PARTITION, patch_operations=operations
-                )
-                return int(doc["value"])
-            except CosmosResourceNotFoundError as exc:
-                if owner_missing(exc):
-                    raise ContainerGone(str(exc)) from exc
-                seed = {"id": counter, "pk": COUNTER_PARTITION, "value": int(time.time() * 1000)}
-                with contextlib.suppress(CosmosResourceExistsError):
-                    await system.create_item(seed)
-        raise StorageUnavailable(f"the {counter} counter could not be advanced")
+    @property
+    def session(self) -> CosmosSession:
+        """The session this store runs on (the backend's other Cosmos stores share it)."""
+        return self._session
 
     def _is_stale(self, created_at: str) -> bool:
         created = datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp()
@@ -226,20 +112,20 @@ class CosmosIndexStore:
 
     async def begin_instance(self, key: InstanceKey, *, upsert: bool) -> Reservation:
         owner = uuid.uuid4().hex
-        return await self._run("Cosmos DB", lambda c: self._begin(c, key, upsert, owner))
+        return await self._session.run(lambda c: self._begin(c, key, upsert, owner))
 
     async def _begin(
-        self, c: _Containers, key: InstanceKey, upsert: bool, owner: str
+        self, c: Containers, key: InstanceKey, upsert: bool, owner: str
     ) -> Reservation:
         pk = key.study_uid
         rid = reservation_id(key.series_uid, key.sop_uid)
         for _ in range(3):
             if upsert:
-                existing, watermark = None, await self._next(c.system, WATERMARK_COUNTER)
+                existing, watermark = None, await advance_counter(c.system, WATERMARK_COUNTER)
             else:
                 existing, watermark = await asyncio.gather(
                     read_item(c.index, instance_id(key.series_uid, key.sop_uid), pk),
-                    self._next(c.system, WATERMARK_COUNTER),
+                    advance_counter(c.system, WATERMARK_COUNTER),
                 )
             if existing is not None:
                 raise InstanceExists(key)
@@ -298,8 +184,8 @@ class CosmosIndexStore:
         packed = docs.pack_metadata(instance.metadata_json)
         parts = docs.split_metadata(packed)
         try:
-            replaced = await self._run(
-                "Cosmos DB", lambda c: self._commit(c, reservation, instance, packed, parts)
+            replaced = await self._session.run(
+                lambda c: self._commit(c, reservation, instance, packed, parts)
             )
         except BaseException:
             if parts:
@@ -310,7 +196,7 @@ class CosmosIndexStore:
 
     async def _commit(
         self,
-        c: _Containers,
+        c: Containers,
         reservation: Reservation,
         instance: StoredInstance,
         packed: str,
@@ -335,7 +221,7 @@ class CosmosIndexStore:
                 read_item(c.index, instance_doc["id"], pk),
                 read_item(c.index, series_id(key.series_uid), pk),
                 read_item(c.index, STUDY_DOC_ID, pk),
-                self._next(c.system, FEED_COUNTER),
+                advance_counter(c.system, FEED_COUNTER),
             )
             if old is not None and int(old["wm"]) == reservation.watermark:
                 return []  # this very commit already happened; its answer was lost
@@ -361,7 +247,7 @@ class CosmosIndexStore:
                 await asyncio.sleep(backoff)
                 continue
             if plan.propagate:
-                await self._propagate_safely(c, pk)
+                await propagate_safely(c.index, pk)
             if old is None:
                 return []
             if int(old.get("metaParts") or 0):
@@ -369,7 +255,7 @@ class CosmosIndexStore:
             return [str(old["blobKey"])]
         raise StorageUnavailable(f"too many concurrent writes to study {pk}")
 
-    async def _execute(self, c: _Containers, pk: str, plan: docs.BatchPlan) -> list[Any]:
+    async def _execute(self, c: Containers, pk: str, plan: docs.BatchPlan) -> list[Any]:
         """Run a transactional batch; an ETag or existence failure becomes ``_Conflict``."""
         try:
             return list(
@@ -386,7 +272,7 @@ class CosmosIndexStore:
     async def abort_instance(self, reservation: Reservation) -> None:
         key = reservation.key
 
-        async def abort(c: _Containers) -> None:
+        async def abort(c: Containers) -> None:
             rid = reservation_id(key.series_uid, key.sop_uid)
             held = await read_item(c.index, rid, key.study_uid)
             if held is None or int(held["wm"]) != reservation.watermark:
@@ -399,7 +285,7 @@ class CosmosIndexStore:
                     match_condition=MatchConditions.IfNotModified,
                 )
 
-        await self._run("Cosmos DB", abort)
+        await self._session.run(abort)
         self._reservation_etags.pop((key, reservation.watermark), None)
 
     async def delete_instances(
@@ -418,18 +304,16 @@ class CosmosIndexStore:
         removed: list[str] = []
         try:
             while True:
-                step = await self._run(
-                    "Cosmos DB", lambda c: self._delete_step(c, study_uid, series_uid, sop_uid)
+                step = await self._session.run(
+                    lambda c: self._delete_step(c, study_uid, series_uid, sop_uid)
                 )
                 if step is None:
                     break
                 removed.extend(step)
             if removed:
                 # Extended query tag values and external metadata of what was deleted.
-                from dicom_core.storage.azure.cosmos_eqt import drop_values
-
-                await self._run(
-                    "Cosmos DB", lambda c: drop_values(c.system, study_uid, series_uid, sop_uid)
+                await self._session.run(
+                    lambda c: drop_values(c.system, study_uid, series_uid, sop_uid)
                 )
             return removed
         except BaseException:
@@ -442,7 +326,7 @@ class CosmosIndexStore:
             raise
 
     async def _delete_step(
-        self, c: _Containers, study_uid: str, series_uid: str | None, sop_uid: str | None
+        self, c: Containers, study_uid: str, series_uid: str | None, sop_uid: str | None
     ) -> list[str] | None:
         """Remove one batch of instances; None when nothing in scope is left."""
         pk = study_uid
@@ -489,7 +373,7 @@ class CosmosIndexStore:
             if any(doc is None for doc in next_latest.values()):
                 await asyncio.sleep(backoff)
                 continue
-            last = await self._next(c.system, FEED_COUNTER, len(chunk))
+            last = await advance_counter(c.system, FEED_COUNTER, len(chunk))
             sequences = list(range(last - len(chunk) + 1, last + 1))
             plan = docs.plan_delete(
                 study_doc=study,
@@ -505,12 +389,12 @@ class CosmosIndexStore:
                 await asyncio.sleep(backoff)
                 continue
             if plan.propagate:
-                await self._propagate_safely(c, pk)
+                await propagate_safely(c.index, pk)
             return plan.removed_blob_keys
         raise StorageUnavailable(f"too many concurrent writes to study {pk}")
 
     async def _newest_instance(
-        self, c: _Containers, pk: str, series_uid: str, excluded: set[str]
+        self, c: Containers, pk: str, series_uid: str, excluded: set[str]
     ) -> Doc | None:
         found = await query_items(
             c.index,
@@ -525,7 +409,7 @@ class CosmosIndexStore:
     async def _drop_metaparts(self, pk: str, watermark: int) -> None:
         """Best effort: slices of an aborted or replaced instance's DICOM JSON."""
         try:
-            c = await self.containers()
+            c = await self._session.containers()
             parts = await query_items(
                 c.index,
                 "SELECT c.id FROM c WHERE c.pk = @pk AND c.kind = @kind AND c.wm = @wm",
@@ -540,186 +424,30 @@ class CosmosIndexStore:
                 "could not remove metadata slices of watermark %s", watermark, exc_info=True
             )
 
-    # -- propagation of summary keys --------------------------------------------------------
-
-    async def _propagate_safely(self, c: _Containers, pk: str) -> None:
-        """Propagate now; on failure the study stays dirty and the next write finishes it."""
-        try:
-            await self._propagate(c, pk)
-        except Exception:
-            log.warning("propagating summary keys of study %s failed", pk, exc_info=True)
-
-    async def _propagate(self, c: _Containers, pk: str) -> None:
-        """Bring every copy of the study's and series' keys up to their summaries' versions."""
-        semaphore = asyncio.Semaphore(PROPAGATION_CONCURRENCY)
-
-        async def patch(item: str, operations: list[Doc], condition: str) -> None:
-            async with semaphore:
-                # 412: a newer copy is already there; 404: the document is gone.
-                with contextlib.suppress(
-                    CosmosAccessConditionFailedError, CosmosResourceNotFoundError
-                ):
-                    await c.index.patch_item(
-                        item,
-                        partition_key=pk,
-                        patch_operations=operations,
-                        filter_predicate=condition,
-                    )
-
-        for _ in range(5):
-            study = await read_item(c.index, STUDY_DOC_ID, pk)
-            if study is None or not study.get("dirty"):
-                return
-            found = await query_items(
-                c.index,
-                "SELECT c.id, c.kind, c.series, c.skv, c.rkv, c.rk FROM c WHERE c.pk = @pk"
-                " AND (c.kind = @series OR c.kind = @instance)",
-                {"@pk": pk, "@series": SERIES, "@instance": INSTANCE},
-                partition=pk,
-            )
-            kv = int(study["kv"])
-            series_keys = {
-                str(d["series"]): (d["rk"], int(d.get("rkv", 0)))
-                for d in found
-                if d["kind"] == SERIES
-            }
-            jobs = []
-            for d in found:
-                if int(d.get("skv", 0)) < kv:
-                    jobs.append(
-                        patch(
-                            d["id"],
-                            [
-                                {"op": "set", "path": "/sk", "value": study["sk"]},
-                                {"op": "set", "path": "/skv", "value": kv},
-                            ],
-                            f"from c where c.skv < {kv}",
-                        )
-                    )
-                if d["kind"] == INSTANCE and str(d["series"]) in series_keys:
-                    rk, rkv = series_keys[str(d["series"])]
-                    if int(d.get("rkv", 0)) < rkv:
-                        jobs.append(
-                            patch(
-                                d["id"],
-                                [
-                                    {"op": "set", "path": "/rk", "value": rk},
-                                    {"op": "set", "path": "/rkv", "value": rkv},
-                                ],
-                                f"from c where c.rkv < {rkv}",
-                            )
-                        )
-            await asyncio.gather(*jobs)
-            try:
-                await c.index.patch_item(
-                    STUDY_DOC_ID,
-                    partition_key=pk,
-                    patch_operations=[{"op": "set", "path": "/dirty", "value": False}],
-                    etag=study["_etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
-                return
-            except CosmosAccessConditionFailedError:
-                continue  # the study changed meanwhile: look again
-            except CosmosResourceNotFoundError:
-                return
-
     # -- reads ------------------------------------------------------------------------------
 
     async def get_instance(self, key: InstanceKey) -> InstanceRecord | None:
-        async def read(c: _Containers) -> InstanceRecord | None:
-            doc = await read_item(c.index, instance_id(key.series_uid, key.sop_uid), key.study_uid)
-            return docs.record_from_document(doc) if doc else None
-
-        return await self._run("Cosmos DB", read)
+        return await self._session.run(lambda c: reads.read_instance(c, key))
 
     async def list_instances(
         self, study_uid: str, series_uid: str | None = None
     ) -> list[InstanceRecord]:
-        async def read(c: _Containers) -> list[InstanceRecord]:
-            found = await self._scope_query(c, docs.RECORD_FIELDS, study_uid, series_uid, None)
-            return [docs.record_from_document(doc) for doc in found]
-
-        return await self._run("Cosmos DB", read)
-
-    async def _scope_query(
-        self,
-        c: _Containers,
-        fields: str,
-        study_uid: str,
-        series_uid: str | None,
-        sop_uid: str | None,
-    ) -> list[Doc]:
-        clauses = ["c.pk = @pk", "c.kind = @kind"]
-        params: dict[str, object] = {"@pk": study_uid, "@kind": INSTANCE}
-        if series_uid is not None:
-            clauses.append("c.series = @series")
-            params["@series"] = series_uid
-        if sop_uid is not None:
-            clauses.append("c.sop = @sop")
-            params["@sop"] = sop_uid
-        projection = ", ".join(f"c.{name.strip()}" for name in fields.split(","))
-        return await query_items(
-            c.index,
-            f"SELECT {projection} FROM c WHERE {' AND '.join(clauses)} ORDER BY c.wm",
-            params,
-            partition=study_uid,
-        )
+        return await self._session.run(lambda c: reads.list_records(c, study_uid, series_uid))
 
     async def get_metadata(
         self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
     ) -> list[bytes]:
-        async def read(c: _Containers) -> list[bytes]:
-            if series_uid is not None and sop_uid is not None:
-                doc = await read_item(c.index, instance_id(series_uid, sop_uid), study_uid)
-                found = [doc] if doc else []
-            else:
-                found = await self._scope_query(
-                    c, "wm, meta, metaParts", study_uid, series_uid, sop_uid
-                )
-            return await self._unpack_all(c, study_uid, found)
-
-        return await self._run("Cosmos DB", read)
-
-    async def _unpack_all(self, c: _Containers, pk: str, found: Sequence[Doc]) -> list[bytes]:
-        return list(await asyncio.gather(*(self._unpack(c, pk, doc) for doc in found)))
-
-    async def _unpack(self, c: _Containers, pk: str, doc: Mapping[str, Any]) -> bytes:
-        if doc.get("meta"):
-            return docs.unpack_metadata(str(doc["meta"]))
-        parts = await query_items(
-            c.index,
-            "SELECT c.part, c.data FROM c WHERE c.pk = @pk AND c.kind = @kind AND c.wm = @wm",
-            {"@pk": pk, "@kind": METAPART, "@wm": int(doc["wm"])},
-            partition=pk,
+        return await self._session.run(
+            lambda c: reads.read_metadata(c, study_uid, series_uid, sop_uid)
         )
-        parts.sort(key=lambda part: int(part["part"]))
-        return docs.unpack_metadata("".join(str(part["data"]) for part in parts))
 
     async def search(
         self, query: QueryDescription, *, metadata: frozenset[QueryLevel] = frozenset()
     ) -> list[SearchMatch]:
-        async def step(c: _Containers) -> list[SearchMatch]:
-            searched = query
-            restrictions: list[tuple[str, list[str]]] = []
-            if any(condition.attribute.extended for condition in query.conditions):
-                # Extended query tags and external metadata: their values are system documents.
-                from dicom_core.storage.azure.cosmos_eqt import resolve_extended
-
-                searched, restrictions = await resolve_extended(c.system, query)
-            return await run_search(
-                c.index,
-                searched,
-                metadata,
-                lambda pk, doc: self._unpack(c, pk, doc),
-                restrictions,
-            )
-
-        return await self._run("Cosmos DB", step)
+        return await self._session.run(lambda c: reads.search_index(c, query, metadata))
 
     async def close(self) -> None:
-        self._ready = None
-        await self._clients.close()
+        await self._session.close()
 
 
 def _conflict_backoff() -> Iterator[float]:

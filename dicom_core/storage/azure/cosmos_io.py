@@ -1,4 +1,5 @@
-"""Point reads and queries on Cosmos DB containers, with the two 404s told apart.
+"""Point reads, queries and ETag-guarded writes on Cosmos DB containers, with the two 404s
+told apart.
 
 A 404 means "no such item" for a point read, but "no such container or database" when Cosmos
 adds sub-status 1003; the second becomes ``ContainerGone`` so that the adapter can recreate
@@ -11,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from azure.cosmos.exceptions import CosmosResourceNotFoundError
+from azure.core import MatchConditions
+from azure.cosmos.exceptions import CosmosAccessConditionFailedError, CosmosResourceNotFoundError
 
 from dicom_core.storage.azure.retry import sub_status_of
 
@@ -62,3 +64,53 @@ async def query_items(
     except CosmosResourceNotFoundError as exc:
         # A query has no item to miss: its 404 always means the container is gone.
         raise ContainerGone(str(exc)) from exc
+
+
+async def count_items(
+    container: Any, sql: str, parameters: Mapping[str, object], partition: str | None = None
+) -> int:
+    """The number a ``SELECT VALUE COUNT(1)`` query answers (its rows are not objects, so
+    ``query_items`` cannot read them; summed in case partition ranges answer separately)."""
+    try:
+        results = container.query_items(
+            sql,
+            parameters=[{"name": k, "value": v} for k, v in parameters.items()],
+            partition_key=partition,
+        )
+        return sum([int(row) async for row in results])
+    except CosmosResourceNotFoundError as exc:
+        raise ContainerGone(str(exc)) from exc
+
+
+def without_system_properties(doc: Mapping[str, Any]) -> Doc:
+    """A document without Cosmos's system properties (``_etag``, ``_ts``...), ready to be
+    written back."""
+    return {k: v for k, v in doc.items() if not k.startswith("_")}
+
+
+async def replace_if_unchanged(container: Any, doc: Doc) -> bool:
+    """Replace ``doc`` if nobody changed it since it was read (its ``_etag``); False when
+    somebody did, or deleted it."""
+    try:
+        await container.replace_item(
+            doc["id"],
+            without_system_properties(doc),
+            etag=doc["_etag"],
+            match_condition=MatchConditions.IfNotModified,
+        )
+    except CosmosAccessConditionFailedError:
+        return False
+    except CosmosResourceNotFoundError as exc:
+        if owner_missing(exc):
+            raise ContainerGone(str(exc)) from exc
+        return False
+    return True
+
+
+async def delete_if_present(container: Any, item_id: str, partition: str) -> None:
+    """Delete an item; one already gone is fine (a missing container raises ``ContainerGone``)."""
+    try:
+        await container.delete_item(item_id, partition_key=partition)
+    except CosmosResourceNotFoundError as exc:
+        if owner_missing(exc):
+            raise ContainerGone(str(exc)) from exc

@@ -21,8 +21,7 @@ an inexact one are read page by page until ``offset + limit`` of them have match
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.cosmos.exceptions import (
@@ -33,15 +32,17 @@ from azure.cosmos.exceptions import (
 
 from dicom_core.domain.workitems import WorkitemRecord
 from dicom_core.query.workitems import WorkitemQuery, workitem_keys, workitem_matches
-from dicom_core.storage.azure.cosmos_io import ContainerGone, owner_missing, query_items, read_item
+from dicom_core.storage.azure.cosmos_io import (
+    ContainerGone,
+    owner_missing,
+    query_items,
+    read_item,
+    without_system_properties,
+)
 from dicom_core.storage.azure.cosmos_query import MAX_TOP, Parameters, predicate
+from dicom_core.storage.azure.cosmos_session import Containers, CosmosSession, advance_counter
 from dicom_core.storage.ports import WorkitemChanged, WorkitemExists
 
-if TYPE_CHECKING:
-    from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
-
-T = TypeVar("T")
-_DB = "Cosmos DB"
 WORKITEM = "workitem"
 WORKITEM_PARTITION = "workitems"
 WORKITEM_COUNTER = "workitem"
@@ -87,20 +88,16 @@ def _record(doc: dict[str, Any]) -> WorkitemRecord:
 
 
 class CosmosWorkitemStore:
-    """``WorkitemStore`` on the ``system`` container, through the index store's client,
-    containers and retry policy (``CosmosIndexStore._run``) and its counters."""
+    """``WorkitemStore`` on the ``system`` container of the backend's one Cosmos session."""
 
-    def __init__(self, index: CosmosIndexStore) -> None:
-        self._index = index
-
-    async def _run(self, step: Callable[[Any], Awaitable[T]]) -> T:
-        return await self._index._run(_DB, step)
+    def __init__(self, session: CosmosSession) -> None:
+        self._session = session
 
     async def create_workitem(self, uid: str, dataset: dict[str, Any]) -> None:
-        async def create(c: Any) -> None:
+        async def create(c: Containers) -> None:
             if await read_item(c.system, workitem_id(uid), WORKITEM_PARTITION) is not None:
                 raise WorkitemExists(uid)
-            sequence = await self._index._next(c.system, WORKITEM_COUNTER)
+            sequence = await advance_counter(c.system, WORKITEM_COUNTER)
             doc = {
                 "id": workitem_id(uid),
                 "pk": WORKITEM_PARTITION,
@@ -115,23 +112,25 @@ class CosmosWorkitemStore:
             except CosmosResourceExistsError as exc:
                 raise WorkitemExists(uid) from exc
 
-        await self._run(create)
+        await self._session.run(create)
 
     async def get_workitem(self, uid: str) -> WorkitemRecord | None:
-        async def read(c: Any) -> WorkitemRecord | None:
+        async def read(c: Containers) -> WorkitemRecord | None:
             doc = await read_item(c.system, workitem_id(uid), WORKITEM_PARTITION)
             return _record(doc) if doc else None
 
-        result: WorkitemRecord | None = await self._run(read)
+        result: WorkitemRecord | None = await self._session.run(read)
         return result
 
     async def replace_workitem(self, uid: str, dataset: dict[str, Any], *, version: str) -> None:
-        async def replace(c: Any) -> None:
+        async def replace(c: Containers) -> None:
             current = await read_item(c.system, workitem_id(uid), WORKITEM_PARTITION)
             if current is None or current["_etag"] != version:
                 raise WorkitemChanged(uid)
-            kept = {key: value for key, value in current.items() if not key.startswith("_")}
-            body = kept | {"dataset": dataset, **_search_fields(dataset)}
+            body = without_system_properties(current) | {
+                "dataset": dataset,
+                **_search_fields(dataset),
+            }
             try:
                 await c.system.replace_item(
                     workitem_id(uid),
@@ -146,12 +145,12 @@ class CosmosWorkitemStore:
                     raise ContainerGone(str(exc)) from exc
                 raise WorkitemChanged(uid) from exc
 
-        await self._run(replace)
+        await self._session.run(replace)
 
     async def search_workitems(self, query: WorkitemQuery) -> list[WorkitemRecord]:
         sql, params, exact = compile_workitem_search(query)
 
-        async def read(c: Any) -> list[WorkitemRecord]:
+        async def read(c: Containers) -> list[WorkitemRecord]:
             if exact:
                 found = await query_items(c.system, sql, params, partition=WORKITEM_PARTITION)
                 records = [_record(doc) for doc in found]
@@ -159,7 +158,7 @@ class CosmosWorkitemStore:
                 records = await _first_matches(c.system, sql, params, query)
             return records[query.offset : query.offset + query.limit]
 
-        result: list[WorkitemRecord] = await self._run(read)
+        result: list[WorkitemRecord] = await self._session.run(read)
         return result
 
 

@@ -1,9 +1,9 @@
 """Builds the azure backend from the settings (``dicom_core.bootstrap`` picks it for
 ``DICOM_STORAGE=azure``).
 
-Cosmos DB holds the index, the workitems, the extended query tags and external metadata (the
-stores of the ``system`` container share the index store's client and containers); Blob
-Storage holds the files and Storage queues carry the jobs.
+Cosmos DB holds the index, the workitems, the extended query tags and external metadata: the
+four Cosmos stores run on one ``CosmosSession`` (one client, one pair of containers, one retry
+policy). Blob Storage holds the files and Storage queues carry the jobs.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from __future__ import annotations
 from dicom_core.settings import Settings
 from dicom_core.storage.azure.blob_store import AzureBlobStore
 from dicom_core.storage.azure.clients import CosmosClients, StorageClients
-from dicom_core.storage.azure.cosmos_eqt import CosmosExternalMetadataStore, CosmosQueryTagStore
+from dicom_core.storage.azure.cosmos_eqt import CosmosQueryTagStore
+from dicom_core.storage.azure.cosmos_external_metadata import CosmosExternalMetadataStore
 from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
+from dicom_core.storage.azure.cosmos_session import CosmosSession
 from dicom_core.storage.azure.cosmos_workitems import CosmosWorkitemStore
 from dicom_core.storage.azure.storage_queue import StorageJobQueue
 from dicom_core.storage.ports import Backend
@@ -33,12 +35,10 @@ def build_backend(settings: Settings) -> Backend:
     azure.check()
     cosmos = CosmosClients(azure)
     blob_clients, queue_clients = StorageClients(azure), StorageClients(azure)
-    index = CosmosIndexStore(
-        cosmos,
-        azure,
-        stale_create_seconds=settings.stale_create_seconds,
-        create_resources=_create_resources(settings, cosmos.uses_keys()),
+    session = CosmosSession(
+        cosmos, azure, create_resources=_create_resources(settings, cosmos.uses_keys())
     )
+    index = CosmosIndexStore(session, stale_create_seconds=settings.stale_create_seconds)
     queue = build_job_queue(settings, queue_clients)
     return Backend(
         index=index,
@@ -48,10 +48,10 @@ def build_backend(settings: Settings) -> Backend:
             create_resources=_create_resources(settings, blob_clients.uses_keys()),
         ),
         queue=queue,
-        workitems=CosmosWorkitemStore(index),
+        workitems=CosmosWorkitemStore(session),
         # Reindex continuations go through the Storage queues (an outbox on the operation).
-        query_tags=CosmosQueryTagStore(index, queue),
-        external_metadata=CosmosExternalMetadataStore(index),
+        query_tags=CosmosQueryTagStore(session, queue),
+        external_metadata=CosmosExternalMetadataStore(session),
         # Index and files are separate services: the two-step protocol of the index.
         writer=None,
         # Blob Storage cannot keep a deleted blob readable for a reader already streaming it.

@@ -1,0 +1,88 @@
+"""The reads of the Cosmos DB index: instance records, DICOM JSON and QIDO searches.
+
+Each is one protocol step on a session's containers (``CosmosIndexStore`` runs it under the
+session's retries). They read committed documents only: an instance document is written in
+the same transactional batch as its summaries (``cosmos_index``), so a read sees an instance
+together with its summaries, or not at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dicom_core.domain.model import InstanceKey, InstanceRecord
+from dicom_core.query.conditions import QueryDescription, QueryLevel
+from dicom_core.query.results import SearchMatch
+from dicom_core.storage.azure import cosmos_docs as docs
+from dicom_core.storage.azure.cosmos_extended_values import resolve_extended
+from dicom_core.storage.azure.cosmos_io import query_items, read_item
+from dicom_core.storage.azure.cosmos_query import run_search
+from dicom_core.storage.azure.cosmos_schema import INSTANCE, instance_id
+from dicom_core.storage.azure.cosmos_session import Containers, unpack_all, unpack_metadata
+
+Doc = dict[str, Any]
+
+
+async def read_instance(c: Containers, key: InstanceKey) -> InstanceRecord | None:
+    doc = await read_item(c.index, instance_id(key.series_uid, key.sop_uid), key.study_uid)
+    return docs.record_from_document(doc) if doc else None
+
+
+async def list_records(
+    c: Containers, study_uid: str, series_uid: str | None
+) -> list[InstanceRecord]:
+    found = await scope_query(c.index, docs.RECORD_FIELDS, study_uid, series_uid, None)
+    return [docs.record_from_document(doc) for doc in found]
+
+
+async def scope_query(
+    index: Any,
+    fields: str,
+    study_uid: str,
+    series_uid: str | None,
+    sop_uid: str | None,
+) -> list[Doc]:
+    """The ``fields`` of the instances of a study, series or instance, oldest first."""
+    clauses = ["c.pk = @pk", "c.kind = @kind"]
+    params: dict[str, object] = {"@pk": study_uid, "@kind": INSTANCE}
+    if series_uid is not None:
+        clauses.append("c.series = @series")
+        params["@series"] = series_uid
+    if sop_uid is not None:
+        clauses.append("c.sop = @sop")
+        params["@sop"] = sop_uid
+    projection = ", ".join(f"c.{name.strip()}" for name in fields.split(","))
+    return await query_items(
+        index,
+        f"SELECT {projection} FROM c WHERE {' AND '.join(clauses)} ORDER BY c.wm",
+        params,
+        partition=study_uid,
+    )
+
+
+async def read_metadata(
+    c: Containers, study_uid: str, series_uid: str | None, sop_uid: str | None
+) -> list[bytes]:
+    if series_uid is not None and sop_uid is not None:
+        doc = await read_item(c.index, instance_id(series_uid, sop_uid), study_uid)
+        found = [doc] if doc else []
+    else:
+        found = await scope_query(c.index, "wm, meta, metaParts", study_uid, series_uid, sop_uid)
+    return await unpack_all(c.index, study_uid, found)
+
+
+async def search_index(
+    c: Containers, query: QueryDescription, metadata: frozenset[QueryLevel]
+) -> list[SearchMatch]:
+    searched = query
+    restrictions: list[tuple[str, list[str]]] = []
+    if any(condition.attribute.extended for condition in query.conditions):
+        # Extended query tags and external metadata: their values are system documents.
+        searched, restrictions = await resolve_extended(c.system, query)
+    return await run_search(
+        c.index,
+        searched,
+        metadata,
+        lambda pk, doc: unpack_metadata(c.index, pk, doc),
+        restrictions,
+    )
