@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -47,6 +46,7 @@ from azure.cosmos.exceptions import (
 
 from dicom_core.domain.extended_query_tags import QueryTagDefinition
 from dicom_core.domain.model import InstanceKey
+from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.query.conditions import (
     EXTERNAL_METADATA_PATH,
     Condition,
@@ -91,10 +91,6 @@ XTAG_KIND = "xtag"
 TAG_KEY_COUNTER = "querytag"
 _CAS_ATTEMPTS = 10
 _DB = "Cosmos DB"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def tag_id(path: str) -> str:
@@ -337,7 +333,7 @@ class CosmosQueryTagStore:
             )
             checkpoint, message = start(tuple(keys), until, total)
             first_message[:] = [message]
-            now = _now()
+            now = utc_timestamp()
             operations: list[tuple[Any, ...]] = []
             for key, d in zip(keys, definitions, strict=True):
                 tag_doc = {
@@ -491,7 +487,7 @@ class CosmosQueryTagStore:
             "study": key.study_uid,
             "series": key.series_uid,
             "sop": key.sop_uid,
-            "createdAt": _now(),
+            "createdAt": utc_timestamp(),
             "message": message,
         }
         try:
@@ -591,7 +587,7 @@ class CosmosQueryTagStore:
                 if doc is None or doc["status"] in ("Completed", "Failed"):
                     return
                 doc["status"] = "Failed"
-                doc["updatedAt"] = _now()
+                doc["updatedAt"] = utc_timestamp()
                 if await _replace(c.system, doc):
                     return
 
@@ -685,7 +681,7 @@ class CosmosQueryTagStore:
             op["previous"] = expected
             op["checkpoint"] = progress.checkpoint
             op["sent"] = continuation is None
-            op["updatedAt"] = _now()
+            op["updatedAt"] = utc_timestamp()
             return await _replace(c.system, op)
 
         if not await self._run(move):

@@ -34,7 +34,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from azure.core import MatchConditions
@@ -49,6 +48,7 @@ from azure.cosmos.exceptions import (
 
 from dicom_core.domain.identifiers import blob_key_for
 from dicom_core.domain.model import InstanceKey, InstanceRecord, Reservation, StoredInstance
+from dicom_core.domain.timestamps import seconds_since, utc_timestamp
 from dicom_core.errors import DicomWebError
 from dicom_core.query.conditions import QueryDescription, QueryLevel
 from dicom_core.query.results import SearchMatch
@@ -97,10 +97,6 @@ CONFLICT_SECONDS = 30.0
 PROPAGATION_CONCURRENCY = 16
 DELETE_CHUNK_OPERATIONS = 90
 """Operations per delete batch, below the 100 real Cosmos allows, leaving room for summaries."""
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class _Conflict(Exception):
@@ -219,8 +215,7 @@ class CosmosIndexStore:
         raise StorageUnavailable(f"the {counter} counter could not be advanced")
 
     def _is_stale(self, created_at: str) -> bool:
-        created = datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp()
-        return time.time() - created > self._stale_seconds
+        return seconds_since(created_at) > self._stale_seconds
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -254,7 +249,7 @@ class CosmosIndexStore:
                 "blobKey": blob_key_for(key.study_uid, key.series_uid, key.sop_uid, watermark),
                 "owner": owner,
                 "upsert": upsert,
-                "createdAt": _now(),
+                "createdAt": utc_timestamp(),
             }
             abandoned: list[str] = []
             try:
@@ -318,7 +313,7 @@ class CosmosIndexStore:
     ) -> list[str]:
         key = reservation.key
         pk = key.study_uid
-        now = _now()
+        now = utc_timestamp()
         for part in docs.metapart_documents(pk, reservation.watermark, parts):
             await c.index.upsert_item(part)
         instance_doc = docs.instance_document(
@@ -497,7 +492,7 @@ class CosmosIndexStore:
                 removed=chunk,
                 next_latest=next_latest,
                 sequences=sequences,
-                now=_now(),
+                now=utc_timestamp(),
             )
             try:
                 await self._execute(c, pk, plan)

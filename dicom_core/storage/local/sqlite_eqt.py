@@ -11,13 +11,13 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from dicom_core.domain.extended_query_tags import QueryTagDefinition, QueryTagStatusValues
 from dicom_core.domain.model import InstanceKey
+from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.query.indexed_values import InvalidValue, extract_value, query_attribute
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.ports import (
@@ -37,10 +37,6 @@ _TAG_COLUMNS = (
     "tag_key, path, vr, private_creator, level, status, query_status, error_count,"
     " operation_id, created_at"
 )
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _tag(row: Sequence[Any]) -> QueryTagRecord:
@@ -74,7 +70,7 @@ def _enqueue(conn: sqlite3.Connection, queue: str, body: dict[str, Any]) -> None
     """Insert a job as ``SqliteJobQueue.send`` does, inside the caller's transaction."""
     conn.execute(
         "INSERT INTO job (queue, body, visible_at, created_at) VALUES (?, ?, ?, ?)",
-        (queue, orjson.dumps(body).decode(), time.time(), _now()),
+        (queue, orjson.dumps(body).decode(), time.time(), utc_timestamp()),
     )
 
 
@@ -113,7 +109,7 @@ def _index_one(
             "INSERT OR IGNORE INTO eqt_error"
             " (tag_key, study_uid, series_uid, sop_uid, created_at, message)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (tag.key, key.study_uid, key.series_uid, key.sop_uid, _now(), str(exc)),
+            (tag.key, key.study_uid, key.series_uid, key.sop_uid, utc_timestamp(), str(exc)),
         ).rowcount
         if inserted:
             conn.execute(
@@ -175,7 +171,7 @@ class SqliteQueryTagStore:
         start: OperationStart,
     ) -> OperationRecord:
         def write() -> OperationRecord:
-            now = _now()
+            now = utc_timestamp()
             with self._db.transaction() as conn:
                 paths = [d.path for d in definitions]
                 marks = ", ".join("?" for _ in paths)
@@ -311,7 +307,7 @@ class SqliteQueryTagStore:
                 conn.execute(
                     "UPDATE operation SET status = 'Failed', updated_at = ?"
                     " WHERE operation_id = ? AND status NOT IN ('Completed', 'Failed')",
-                    (_now(), operation_id),
+                    (utc_timestamp(), operation_id),
                 )
 
         await self._db.run(write)
@@ -387,7 +383,7 @@ class SqliteQueryTagStore:
                         progress.status,
                         progress.percent_complete,
                         orjson.dumps(progress.checkpoint).decode(),
-                        _now(),
+                        utc_timestamp(),
                         operation_id,
                     ),
                 )

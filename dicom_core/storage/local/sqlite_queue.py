@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.ports import QueueMessage
 
@@ -24,10 +25,6 @@ def _parse_time(text: str | None) -> datetime | None:
         return datetime.fromisoformat(text) if text else None
     except ValueError:
         return None
-
-
-def _now_text() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class SqliteJobQueue:
@@ -42,7 +39,12 @@ class SqliteJobQueue:
             with self._db.transaction() as conn:
                 conn.execute(
                     "INSERT INTO job (queue, body, visible_at, created_at) VALUES (?, ?, ?, ?)",
-                    (queue, orjson.dumps(body).decode(), time.time() + delay_seconds, _now_text()),
+                    (
+                        queue,
+                        orjson.dumps(body).decode(),
+                        time.time() + delay_seconds,
+                        utc_timestamp("seconds"),
+                    ),
                 )
 
         await self._db.run(insert)
