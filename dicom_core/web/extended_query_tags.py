@@ -14,6 +14,7 @@ from starlette.responses import Response
 from dicom_core.bootstrap import Services
 from dicom_core.domain.extended_query_tags import (
     QueryTagError,
+    QueryTagStatusValues,
     parse_definitions,
     parse_query_status,
     resolve_path,
@@ -47,7 +48,7 @@ def tag_json(tag: QueryTagRecord, base_url: str) -> dict[str, Any]:
             "count": tag.error_count,
             "href": f"{base_url}/extendedquerytags/{tag.path}/errors",
         }
-    if tag.operation_id and tag.status == "Adding":
+    if tag.operation_id and tag.status == QueryTagStatusValues.ADDING:
         body["operation"] = {
             "id": tag.operation_id,
             "href": f"{base_url}/operations/{tag.operation_id}",

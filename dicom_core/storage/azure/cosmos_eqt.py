@@ -44,8 +44,14 @@ from azure.cosmos.exceptions import (
     CosmosResourceNotFoundError,
 )
 
-from dicom_core.domain.extended_query_tags import QueryTagDefinition
+from dicom_core.domain.extended_query_tags import (
+    QueryStatusValues,
+    QueryTagDefinition,
+    QueryTagLevelValues,
+    QueryTagStatusValues,
+)
 from dicom_core.domain.model import InstanceKey
+from dicom_core.domain.operations import FINISHED_STATUSES, OperationKind, OperationStatusValues
 from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.query.conditions import (
     EXTERNAL_METADATA_PATH,
@@ -186,9 +192,9 @@ async def _count(
 
 def _entity(level: str, key: InstanceKey) -> tuple[str, str]:
     """The series and SOP UIDs a value of a tag at ``level`` is keyed by ("" above it)."""
-    if level == "Study":
+    if level == QueryTagLevelValues.STUDY:
         return "", ""
-    if level == "Series":
+    if level == QueryTagLevelValues.SERIES:
         return key.series_uid, ""
     return key.series_uid, key.sop_uid
 
@@ -345,8 +351,8 @@ class CosmosQueryTagStore:
                     "vr": d.vr,
                     "privateCreator": d.private_creator,
                     "level": d.level.value,
-                    "status": "Adding",
-                    "queryStatus": "Enabled",
+                    "status": QueryTagStatusValues.ADDING.value,
+                    "queryStatus": QueryStatusValues.ENABLED.value,
                     "errorCount": 0,
                     "operationId": operation_id,
                     "createdAt": now,
@@ -357,8 +363,8 @@ class CosmosQueryTagStore:
                 "pk": TAG_PARTITION,
                 "kind": OPERATION_KIND,
                 "operationId": operation_id,
-                "type": "Reindex",
-                "status": "NotStarted",
+                "type": OperationKind.REINDEX.value,
+                "status": OperationStatusValues.NOT_STARTED.value,
                 "percentComplete": 0,
                 "resources": [d.path for d in definitions],
                 "checkpoint": checkpoint,
@@ -424,7 +430,7 @@ class CosmosQueryTagStore:
         """Mark the tag Deleting (QIDO stops using it), remove its values and errors, then it."""
 
         def change(doc: Doc) -> None:
-            doc["status"] = "Deleting"
+            doc["status"] = QueryTagStatusValues.DELETING.value
 
         doc = await self._run(lambda c: self._update_tag(c.system, path, change))
         if doc is None:
@@ -502,7 +508,7 @@ class CosmosQueryTagStore:
         )
 
         def change(doc: Doc) -> None:
-            doc["queryStatus"] = "Disabled"
+            doc["queryStatus"] = QueryStatusValues.DISABLED.value
             doc["errorCount"] = max(count, int(doc.get("errorCount") or 0))
 
         await self._update_tag(system, tag.path, change)
@@ -561,7 +567,7 @@ class CosmosQueryTagStore:
         raise RuntimeError(f"the value of {tag.path} for {key} kept changing")
 
     async def index_instance(self, key: InstanceKey, watermark: int, metadata_json: bytes) -> None:
-        tags = [t for t in await self.list_tags() if t.status != "Deleting"]
+        tags = [t for t in await self.list_tags() if t.status != QueryTagStatusValues.DELETING]
         if not tags:
             return
         doc = orjson.loads(metadata_json)
@@ -584,9 +590,9 @@ class CosmosQueryTagStore:
         async def write(c: Any) -> None:
             for _ in range(_CAS_ATTEMPTS):
                 doc = await read_item(c.system, operation_id_of(operation_id), TAG_PARTITION)
-                if doc is None or doc["status"] in ("Completed", "Failed"):
+                if doc is None or doc["status"] in FINISHED_STATUSES:
                     return
-                doc["status"] = "Failed"
+                doc["status"] = OperationStatusValues.FAILED.value
                 doc["updatedAt"] = utc_timestamp()
                 if await _replace(c.system, doc):
                     return
@@ -648,11 +654,11 @@ class CosmosQueryTagStore:
         async def write(c: Any) -> None:
             wanted = set(tag_keys)
             for doc in await self._tag_docs(c.system):
-                if int(doc["key"]) in wanted and doc["status"] == "Adding":
+                if int(doc["key"]) in wanted and doc["status"] == QueryTagStatusValues.ADDING:
 
                     def change(d: Doc) -> None:
-                        if d["status"] == "Adding":
-                            d["status"] = "Ready"
+                        if d["status"] == QueryTagStatusValues.ADDING:
+                            d["status"] = QueryTagStatusValues.READY.value
                             d["operationId"] = None
 
                     await self._update_tag(c.system, str(doc["path"]), change)
@@ -672,7 +678,7 @@ class CosmosQueryTagStore:
 
         async def move(c: Any) -> bool:
             op = await read_item(c.system, operation_id_of(operation_id), TAG_PARTITION)
-            if op is None or op["status"] in ("Completed", "Failed"):
+            if op is None or op["status"] in FINISHED_STATUSES:
                 return False
             if op["checkpoint"] != expected:
                 return False

@@ -15,8 +15,14 @@ from typing import Any
 
 import orjson
 
-from dicom_core.domain.extended_query_tags import QueryTagDefinition, QueryTagStatusValues
+from dicom_core.domain.extended_query_tags import (
+    QueryStatusValues,
+    QueryTagDefinition,
+    QueryTagLevelValues,
+    QueryTagStatusValues,
+)
 from dicom_core.domain.model import InstanceKey
+from dicom_core.domain.operations import FINISHED_STATUSES, OperationKind, OperationStatusValues
 from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.query.indexed_values import InvalidValue, extract_value, query_attribute
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
@@ -75,9 +81,9 @@ def _enqueue(conn: sqlite3.Connection, queue: str, body: dict[str, Any]) -> None
 
 
 def _level_scope(level: str, key: InstanceKey) -> tuple[str, str, str]:
-    if level == "Study":
+    if level == QueryTagLevelValues.STUDY:
         return key.study_uid, "", ""
-    if level == "Series":
+    if level == QueryTagLevelValues.SERIES:
         return key.study_uid, key.series_uid, ""
     return key.study_uid, key.series_uid, key.sop_uid
 
@@ -113,10 +119,10 @@ def _index_one(
         ).rowcount
         if inserted:
             conn.execute(
-                "UPDATE extended_query_tag SET query_status = 'Disabled',"
+                "UPDATE extended_query_tag SET query_status = ?,"
                 " error_count = (SELECT COUNT(*) FROM eqt_error WHERE tag_key = ?)"
                 " WHERE tag_key = ?",
-                (tag.key, tag.key),
+                (QueryStatusValues.DISABLED, tag.key, tag.key),
             )
         return
     if value is None:
@@ -191,8 +197,17 @@ class SqliteQueryTagStore:
                     (key,) = conn.execute(
                         "INSERT INTO extended_query_tag (path, vr, private_creator, level, status,"
                         " query_status, error_count, operation_id, created_at)"
-                        " VALUES (?, ?, ?, ?, 'Adding', 'Enabled', 0, ?, ?) RETURNING tag_key",
-                        (d.path, d.vr, d.private_creator, d.level.value, operation_id, now),
+                        " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?) RETURNING tag_key",
+                        (
+                            d.path,
+                            d.vr,
+                            d.private_creator,
+                            d.level,
+                            QueryTagStatusValues.ADDING,
+                            QueryStatusValues.ENABLED,
+                            operation_id,
+                            now,
+                        ),
                     ).fetchone()
                     keys.append(int(key))
                 (high, total) = conn.execute(
@@ -202,9 +217,11 @@ class SqliteQueryTagStore:
                 conn.execute(
                     "INSERT INTO operation (operation_id, type, status, percent_complete,"
                     " resources, checkpoint, created_at, updated_at)"
-                    " VALUES (?, 'Reindex', 'NotStarted', 0, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, 0, ?, ?, ?, ?)",
                     (
                         operation_id,
+                        OperationKind.REINDEX,
+                        OperationStatusValues.NOT_STARTED,
                         orjson.dumps(paths).decode(),
                         orjson.dumps(checkpoint).decode(),
                         now,
@@ -239,9 +256,8 @@ class SqliteQueryTagStore:
         def mark() -> int | None:
             with self._db.transaction() as conn:
                 row = conn.execute(
-                    "UPDATE extended_query_tag SET status = 'Deleting' WHERE path = ?"
-                    " RETURNING tag_key",
-                    (path,),
+                    "UPDATE extended_query_tag SET status = ? WHERE path = ? RETURNING tag_key",
+                    (QueryTagStatusValues.DELETING, path),
                 ).fetchone()
             return None if row is None else int(row[0])
 
@@ -305,9 +321,14 @@ class SqliteQueryTagStore:
         def write() -> None:
             with self._db.transaction() as conn:
                 conn.execute(
-                    "UPDATE operation SET status = 'Failed', updated_at = ?"
-                    " WHERE operation_id = ? AND status NOT IN ('Completed', 'Failed')",
-                    (utc_timestamp(), operation_id),
+                    "UPDATE operation SET status = ?, updated_at = ?"
+                    " WHERE operation_id = ? AND status NOT IN (?, ?)",
+                    (
+                        OperationStatusValues.FAILED,
+                        utc_timestamp(),
+                        operation_id,
+                        *FINISHED_STATUSES,
+                    ),
                 )
 
         await self._db.run(write)
@@ -350,9 +371,9 @@ class SqliteQueryTagStore:
             marks = ", ".join("?" for _ in tag_keys)
             with self._db.transaction() as conn:
                 conn.execute(
-                    f"UPDATE extended_query_tag SET status = 'Ready', operation_id = NULL"
-                    f" WHERE tag_key IN ({marks}) AND status = 'Adding'",
-                    list(tag_keys),
+                    "UPDATE extended_query_tag SET status = ?, operation_id = NULL"
+                    f" WHERE tag_key IN ({marks}) AND status = ?",
+                    (QueryTagStatusValues.READY, *tag_keys, QueryTagStatusValues.ADDING),
                 )
 
         await self._db.run(write)
@@ -372,7 +393,7 @@ class SqliteQueryTagStore:
                     "SELECT status, checkpoint FROM operation WHERE operation_id = ?",
                     (operation_id,),
                 ).fetchone()
-                if row is None or row[0] in ("Completed", "Failed"):
+                if row is None or row[0] in FINISHED_STATUSES:
                     return False
                 if (orjson.loads(row[1]) if row[1] else None) != expected:
                     return False
@@ -421,7 +442,7 @@ class SqliteQueryTagStore:
             _tag(r)
             for r in conn.execute(
                 f"SELECT {_TAG_COLUMNS} FROM extended_query_tag WHERE status != ?",
-                (QueryTagStatusValues.DELETING.value,),
+                (QueryTagStatusValues.DELETING,),
             ).fetchall()
         ]
         if not tags:
