@@ -19,17 +19,16 @@ from dicom_core.domain.extended_query_tags import (
     parse_query_status,
     resolve_path,
 )
+from dicom_core.domain.media_types import JSON
 from dicom_core.errors import BadRequest, UnsupportedMediaType
 from dicom_core.query.parser import MAX_OFFSET
 from dicom_core.storage.ports import OperationRecord, QueryTagRecord
 from dicom_core.web.bodies import read_limited
 from dicom_core.web.context import api_version, base_url
 
-_JSON = "application/json"
-
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type=_JSON, headers=headers)
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
 
 
 def tag_json(tag: QueryTagRecord, base_url: str) -> dict[str, Any]:
@@ -71,7 +70,7 @@ def operation_json(operation: OperationRecord, base_url: str) -> dict[str, Any]:
 
 async def _read_json(request: Request, services: Services) -> Any:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type and content_type != _JSON and not content_type.endswith("+json"):
+    if content_type and content_type != JSON and not content_type.endswith("+json"):
         raise UnsupportedMediaType(
             f"The content type '{content_type}' is not supported; send application/json."
         )
