@@ -8,12 +8,13 @@ beside the matching rules those values must agree with.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+
+from dicom_core.domain.tags import parse_attribute_id
 
 MAX_TAGS = 128
 
@@ -62,7 +63,6 @@ SUPPORTED_VRS: dict[str, frozenset[str]] = {
     "UL": frozenset({"single"}),
     "US": frozenset({"single"}),
 }
-_HEX_TAG = re.compile(r"[0-9A-Fa-f]{8}")
 
 
 class QueryTagError(ValueError):
@@ -97,12 +97,11 @@ def resolve_path(raw: str) -> str:
     if not isinstance(raw, str) or not raw.strip():
         raise QueryTagError("The tag path is missing or empty.")
     text = raw.strip()
-    if _HEX_TAG.fullmatch(text):
-        return text.upper()
-    tag = tag_for_keyword(text)
-    if tag is None:
-        # Keywords are accepted case-insensitively too (PatientId for PatientID).
-        tag = _keyword_ignoring_case(text)
+    path = parse_attribute_id(text)
+    if path is not None:
+        return path
+    # Keywords are accepted case-insensitively too (PatientId for PatientID).
+    tag = _keyword_ignoring_case(text)
     if tag is None:
         raise QueryTagError(f"The tag path '{raw}' is neither a tag (8 hex digits) nor a keyword.")
     return f"{tag:08X}"

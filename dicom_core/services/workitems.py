@@ -15,6 +15,7 @@ from typing import Any
 
 from dicom_core.domain.identifiers import check_uid
 from dicom_core.domain.nesting import json_nesting_problem
+from dicom_core.domain.tags import HEX_TAG
 from dicom_core.domain.timestamps import dicom_datetime_now
 from dicom_core.domain.workitems import (
     CANCELLATION_DATETIME,
@@ -41,7 +42,6 @@ from dicom_core.query.workitems import DEFAULT_RETURN_TAGS, WorkitemQuery
 from dicom_core.storage.ports import WorkitemChanged, WorkitemExists, WorkitemStore
 
 WRITE_ATTEMPTS = 5
-_TAG = re.compile(r"[0-9A-Fa-f]{8}")
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
 
@@ -80,7 +80,7 @@ def check_dataset(dataset: Any) -> Dataset:
     if not isinstance(dataset, dict):
         raise BadRequest("The request body must be a DICOM JSON dataset (a JSON object).")
     for tag, element in dataset.items():
-        if not _TAG.fullmatch(str(tag)):
+        if not HEX_TAG.fullmatch(str(tag)):
             raise BadRequest(f"'{tag}' in the dataset is not a tag of 8 hexadecimal digits.")
         if not isinstance(element, dict) or not isinstance(element.get("vr"), str):
             raise BadRequest(f"The element {tag} of the dataset is not an object with a 'vr'.")
