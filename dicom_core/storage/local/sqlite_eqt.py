@@ -9,7 +9,6 @@ message; never both, never neither. The reindex algorithm itself is ``dicom_core
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +25,7 @@ from dicom_core.domain.operations import FINISHED_STATUSES, OperationKind, Opera
 from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.query.indexed_values import InvalidValue, extract_value, query_attribute
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
+from dicom_core.storage.local.sqlite_queue import insert_job
 from dicom_core.storage.ports import (
     Continuation,
     ExternalValue,
@@ -69,14 +69,6 @@ def _operation(row: Sequence[Any]) -> OperationRecord:
         checkpoint=orjson.loads(row[5]) if row[5] else None,
         created_at=str(row[6]),
         updated_at=str(row[7]),
-    )
-
-
-def _enqueue(conn: sqlite3.Connection, queue: str, body: dict[str, Any]) -> None:
-    """Insert a job as ``SqliteJobQueue.send`` does, inside the caller's transaction."""
-    conn.execute(
-        "INSERT INTO job (queue, body, visible_at, created_at) VALUES (?, ?, ?, ?)",
-        (queue, orjson.dumps(body).decode(), time.time(), utc_timestamp()),
     )
 
 
@@ -228,7 +220,7 @@ class SqliteQueryTagStore:
                         now,
                     ),
                 )
-                _enqueue(conn, first.queue, first.body)
+                insert_job(conn, first.queue, first.body)
                 row = conn.execute(
                     "SELECT * FROM operation WHERE operation_id = ?", (operation_id,)
                 ).fetchone()
@@ -409,7 +401,7 @@ class SqliteQueryTagStore:
                     ),
                 )
                 if continuation is not None:
-                    _enqueue(conn, continuation.queue, continuation.body)
+                    insert_job(conn, continuation.queue, continuation.body)
             return True
 
         return await self._db.run(write)
