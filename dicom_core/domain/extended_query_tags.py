@@ -14,6 +14,7 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 
+from dicom_core.domain.model import InstanceKey
 from dicom_core.domain.tags import parse_attribute_id
 
 MAX_TAGS = 128
@@ -90,6 +91,17 @@ def _ci(entry: dict[str, Any], name: str) -> Any:
 
 def is_private(path: str) -> bool:
     return int(path[:4], 16) % 2 == 1
+
+
+def value_entity(level: str, key: InstanceKey) -> tuple[str, str, str]:
+    """The study, series and SOP UIDs that key a value of a tag at ``level`` for the instance
+    ``key``: "" below the level, so a study-level tag holds one value per study, which every
+    instance of the study writes (the latest watermark wins) on both backends."""
+    if level == QueryTagLevelValues.STUDY:
+        return key.study_uid, "", ""
+    if level == QueryTagLevelValues.SERIES:
+        return key.study_uid, key.series_uid, ""
+    return key.study_uid, key.series_uid, key.sop_uid
 
 
 def resolve_path(raw: str) -> str:

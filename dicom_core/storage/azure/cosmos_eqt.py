@@ -47,8 +47,8 @@ from azure.cosmos.exceptions import (
 from dicom_core.domain.extended_query_tags import (
     QueryStatusValues,
     QueryTagDefinition,
-    QueryTagLevelValues,
     QueryTagStatusValues,
+    value_entity,
 )
 from dicom_core.domain.model import InstanceKey
 from dicom_core.domain.operations import FINISHED_STATUSES, OperationKind, OperationStatusValues
@@ -188,15 +188,6 @@ async def _count(
         return sum([int(row) async for row in results])
     except CosmosResourceNotFoundError as exc:
         raise ContainerGone(str(exc)) from exc
-
-
-def _entity(level: str, key: InstanceKey) -> tuple[str, str]:
-    """The series and SOP UIDs a value of a tag at ``level`` is keyed by ("" above it)."""
-    if level == QueryTagLevelValues.STUDY:
-        return "", ""
-    if level == QueryTagLevelValues.SERIES:
-        return key.series_uid, ""
-    return key.series_uid, key.sop_uid
 
 
 # -- QIDO ------------------------------------------------------------------------------------
@@ -536,7 +527,7 @@ class CosmosQueryTagStore:
             return
         if value is None:
             return
-        series, sop = _entity(tag.level, key)
+        _, series, sop = value_entity(tag.level, key)
         partition = value_partition(key.study_uid)
         body: Doc = {
             "id": f"t{tag.key}|{series}|{sop}",

@@ -17,8 +17,8 @@ import orjson
 from dicom_core.domain.extended_query_tags import (
     QueryStatusValues,
     QueryTagDefinition,
-    QueryTagLevelValues,
     QueryTagStatusValues,
+    value_entity,
 )
 from dicom_core.domain.model import InstanceKey
 from dicom_core.domain.operations import FINISHED_STATUSES, OperationKind, OperationStatusValues
@@ -72,14 +72,6 @@ def _operation(row: Sequence[Any]) -> OperationRecord:
     )
 
 
-def _level_scope(level: str, key: InstanceKey) -> tuple[str, str, str]:
-    if level == QueryTagLevelValues.STUDY:
-        return key.study_uid, "", ""
-    if level == QueryTagLevelValues.SERIES:
-        return key.study_uid, key.series_uid, ""
-    return key.study_uid, key.series_uid, key.sop_uid
-
-
 def _index_one(
     conn: sqlite3.Connection,
     tag: QueryTagRecord,
@@ -119,7 +111,7 @@ def _index_one(
         return
     if value is None:
         return
-    study, series, sop = _level_scope(tag.level, key)
+    study, series, sop = value_entity(tag.level, key)
     conn.execute(
         "INSERT INTO eqt_value"
         " (tag_key, study_uid, series_uid, sop_uid, watermark, text_value, num_value, norm_value)"
