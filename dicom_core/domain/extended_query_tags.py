@@ -8,12 +8,14 @@ beside the matching rules those values must agree with.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+
+from dicom_core.domain.model import InstanceKey
+from dicom_core.domain.tags import parse_attribute_id
 
 MAX_TAGS = 128
 
@@ -62,7 +64,6 @@ SUPPORTED_VRS: dict[str, frozenset[str]] = {
     "UL": frozenset({"single"}),
     "US": frozenset({"single"}),
 }
-_HEX_TAG = re.compile(r"[0-9A-Fa-f]{8}")
 
 
 class QueryTagError(ValueError):
@@ -92,17 +93,27 @@ def is_private(path: str) -> bool:
     return int(path[:4], 16) % 2 == 1
 
 
+def value_entity(level: str, key: InstanceKey) -> tuple[str, str, str]:
+    """The study, series and SOP UIDs that key a value of a tag at ``level`` for the instance
+    ``key``: "" below the level, so a study-level tag holds one value per study, which every
+    instance of the study writes (the latest watermark wins) on both backends."""
+    if level == QueryTagLevelValues.STUDY:
+        return key.study_uid, "", ""
+    if level == QueryTagLevelValues.SERIES:
+        return key.study_uid, key.series_uid, ""
+    return key.study_uid, key.series_uid, key.sop_uid
+
+
 def resolve_path(raw: str) -> str:
     """A tag path given as 8 hex digits or a standard keyword -> 8 upper-case hex digits."""
     if not isinstance(raw, str) or not raw.strip():
         raise QueryTagError("The tag path is missing or empty.")
     text = raw.strip()
-    if _HEX_TAG.fullmatch(text):
-        return text.upper()
-    tag = tag_for_keyword(text)
-    if tag is None:
-        # Keywords are accepted case-insensitively too (PatientId for PatientID).
-        tag = _keyword_ignoring_case(text)
+    path = parse_attribute_id(text)
+    if path is not None:
+        return path
+    # Keywords are accepted case-insensitively too (PatientId for PatientID).
+    tag = _keyword_ignoring_case(text)
     if tag is None:
         raise QueryTagError(f"The tag path '{raw}' is neither a tag (8 hex digits) nor a keyword.")
     return f"{tag:08X}"

@@ -23,10 +23,9 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_voi
 
+from dicom_core.domain.media_types import JPEG, PNG
 from dicom_core.domain.pixels import DecodedFrame, PixelDataError
 
-JPEG: Final = "image/jpeg"
-PNG: Final = "image/png"
 DEFAULT_QUALITY: Final = 100
 
 _MONOCHROME: Final = frozenset({"MONOCHROME1", "MONOCHROME2"})

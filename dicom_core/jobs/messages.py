@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dicom_core.jobs.operations import OperationKind
+from dicom_core.domain.operations import OperationKind
 
 SCHEMA = 2
 _READABLE = frozenset({1, 2})

@@ -1,25 +1,11 @@
-"""The operation status record's rules: kinds, statuses and percent complete.
+"""The operation status record's rules: how far a running operation has come.
 
-What ``GET /operations/{id}`` reports is stored by the adapters (``OperationRecord``), but the
-rules that fill it live here once, for every kind of operation.
+What ``GET /operations/{id}`` reports is stored by the adapters (``OperationRecord``); the kinds
+and statuses are domain values (``dicom_core.domain.operations``), and the rules that fill the
+record live here once, for every kind of operation.
 """
 
 from __future__ import annotations
-
-from enum import StrEnum
-
-
-class OperationKind(StrEnum):
-    """The long-running operations; the value is the record's and the API's ``type``."""
-
-    REINDEX = "Reindex"
-
-
-class OperationStatusValues(StrEnum):
-    NOT_STARTED = "NotStarted"
-    RUNNING = "Running"
-    COMPLETED = "Completed"
-    FAILED = "Failed"
 
 
 def running_percent(done: int, total: int) -> int:

@@ -20,9 +20,10 @@ from enum import Enum
 from typing import Any
 
 from dicom_core.domain.extended_query_tags import QueryTagStatusValues
+from dicom_core.domain.operations import OperationKind, OperationStatusValues
 from dicom_core.jobs.checkpoint import WatermarkCheckpoint
 from dicom_core.jobs.messages import MalformedMessage, OperationMessage
-from dicom_core.jobs.operations import OperationKind, OperationStatusValues, running_percent
+from dicom_core.jobs.operations import running_percent
 from dicom_core.storage.ports import (
     Continuation,
     OperationProgress,
@@ -132,7 +133,7 @@ class ReindexJob:
         tags = [
             t
             for t in await store.list_tags()
-            if t.key in wanted and t.status != QueryTagStatusValues.DELETING.value
+            if t.key in wanted and t.status != QueryTagStatusValues.DELETING
         ]
         position = checkpoint.position
         rows = await store.read_watermark_range(position.after, position.until, self._batch_size)

@@ -6,7 +6,8 @@
   (``DEFAULT_TAGS``, ``OTHER_TAGS``), plus the aggregates the service computes rather than
   reads from an instance (``COMPUTED_TAGS``).
 * Attribute IDs: a keyword of the DICOM dictionary or ``{group}{element}`` in hex
-  (PS3.18 6.7.1.1.1, the two encodings the service supports).
+  (PS3.18 6.7.1.1.1, the two encodings the service supports), parsed by
+  ``dicom_core.domain.tags``.
 
 The statement lists ReferringPhysicianName as "(0009, 0090)"; that is a typo for (0008,0090),
 the tag of the keyword, which is what the service returns.
@@ -14,12 +15,12 @@ the tag of the keyword, which is what the service returns.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.datadict import keyword_for_tag
 
+from dicom_core.domain.tags import tag_of
 from dicom_core.query.conditions import (
     QueryAttribute,
     QueryDescription,
@@ -29,7 +30,6 @@ from dicom_core.query.conditions import (
 
 STUDY, SERIES, INSTANCE = QueryLevel.STUDY, QueryLevel.SERIES, QueryLevel.INSTANCE
 
-_HEX_TAG = re.compile(r"[0-9A-Fa-f]{8}")
 # VRs compared as exact strings: identifiers and canonical date/time keys. Numbers too, until
 # extended query tags bring numeric matching.
 _EXACT_VRS = frozenset({"UI", "DA", "TM", "DT", "IS", "DS", "SL", "SS", "UL", "US", "FL", "FD"})
@@ -42,22 +42,6 @@ def matching_for_vr(vr: str) -> TextMatching:
     if vr in _EXACT_VRS:
         return TextMatching.EXACT
     return TextMatching.CASE_INSENSITIVE
-
-
-def tag_of(keyword: str) -> str:
-    """The 8-hex-digit DICOM JSON key of a dictionary keyword (KeyError if unknown)."""
-    tag = tag_for_keyword(keyword)
-    if tag is None:
-        raise KeyError(keyword)
-    return f"{tag:08X}"
-
-
-def parse_attribute_id(text: str) -> str | None:
-    """The tag named by an attribute ID (``"PatientName"`` or ``"00100010"``), or None."""
-    if _HEX_TAG.fullmatch(text):
-        return text.upper()
-    tag = tag_for_keyword(text)
-    return None if tag is None else f"{tag:08X}"
 
 
 def describe_tag(tag: str) -> str:

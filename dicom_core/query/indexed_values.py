@@ -15,7 +15,7 @@ from typing import Any
 
 from pydicom.datadict import keyword_for_tag
 
-from dicom_core.domain.extended_query_tags import is_private
+from dicom_core.domain.extended_query_tags import QueryTagLevelValues, is_private
 from dicom_core.query.attributes import matching_for_vr
 from dicom_core.query.conditions import QueryAttribute, QueryLevel
 from dicom_core.query.matching import index_key
@@ -48,10 +48,11 @@ _PATTERNS = {
     "UI": re.compile(r"[0-9.]{1,64}"),
     "CS": re.compile(r"[A-Z0-9 _]*"),
 }
-_QUERY_LEVELS = {
-    "Study": QueryLevel.STUDY,
-    "Series": QueryLevel.SERIES,
-    "Instance": QueryLevel.INSTANCE,
+# Keyed by the level as stored (a str); the members compare and hash as their values.
+_QUERY_LEVELS: dict[str, QueryLevel] = {
+    QueryTagLevelValues.STUDY: QueryLevel.STUDY,
+    QueryTagLevelValues.SERIES: QueryLevel.SERIES,
+    QueryTagLevelValues.INSTANCE: QueryLevel.INSTANCE,
 }
 
 

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from dicom_core.domain.tags import parse_attribute_id, tag_of
 from dicom_core.errors import BadRequest
 from dicom_core.query.attributes import (
     CORE_CATALOG,
     AttributeCatalog,
     describe_tag,
-    parse_attribute_id,
-    tag_of,
 )
 from dicom_core.query.conditions import (
     DEFAULT_LIMIT,

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dicom_core.domain.tags import parse_attribute_id
 from dicom_core.errors import BadRequest
-from dicom_core.query.attributes import parse_attribute_id
 from dicom_core.query.conditions import (
     DEFAULT_LIMIT,
     Condition,

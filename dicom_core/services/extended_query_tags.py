@@ -12,9 +12,7 @@ from collections.abc import Callable, Sequence
 
 from dicom_core.domain.extended_query_tags import (
     MAX_TAGS,
-    QueryStatusValues,
     QueryTagDefinition,
-    QueryTagStatusValues,
 )
 from dicom_core.domain.model import InstanceKey
 from dicom_core.errors import BadRequest, Conflict, NotFound
@@ -94,12 +92,7 @@ class ExtendedQueryTagService:
 
     async def queryable(self) -> list[QueryTagRecord]:
         """Ready tags with QIDO enabled: the ones the search catalog adds."""
-        return [
-            t
-            for t in await self._store.list_tags()
-            if t.status == QueryTagStatusValues.READY
-            and t.query_status == QueryStatusValues.ENABLED
-        ]
+        return [t for t in await self._store.list_tags() if t.queryable]
 
     async def erroneous(self) -> list[QueryTagRecord]:
         return [t for t in await self._store.list_tags() if t.error_count > 0]

@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from dicom_core.domain.tags import tag_of
 from dicom_core.errors import BadRequest
 from dicom_core.query.attributes import (
     COMPUTED_TAGS,
@@ -47,7 +48,6 @@ from dicom_core.query.attributes import (
     AttributeCatalog,
     response_tags,
     source_level,
-    tag_of,
 )
 from dicom_core.query.conditions import (
     EXTERNAL_METADATA_PATH,

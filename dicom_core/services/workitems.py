@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from dicom_core.domain.identifiers import check_uid
 from dicom_core.domain.nesting import json_nesting_problem
+from dicom_core.domain.tags import HEX_TAG
+from dicom_core.domain.timestamps import dicom_datetime_now
 from dicom_core.domain.workitems import (
     CANCELLATION_DATETIME,
     PROCEDURE_STEP_STATE,
@@ -41,7 +42,6 @@ from dicom_core.query.workitems import DEFAULT_RETURN_TAGS, WorkitemQuery
 from dicom_core.storage.ports import WorkitemChanged, WorkitemExists, WorkitemStore
 
 WRITE_ATTEMPTS = 5
-_TAG = re.compile(r"[0-9A-Fa-f]{8}")
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
 
@@ -80,7 +80,7 @@ def check_dataset(dataset: Any) -> Dataset:
     if not isinstance(dataset, dict):
         raise BadRequest("The request body must be a DICOM JSON dataset (a JSON object).")
     for tag, element in dataset.items():
-        if not _TAG.fullmatch(str(tag)):
+        if not HEX_TAG.fullmatch(str(tag)):
             raise BadRequest(f"'{tag}' in the dataset is not a tag of 8 hexadecimal digits.")
         if not isinstance(element, dict) or not isinstance(element.get("vr"), str):
             raise BadRequest(f"The element {tag} of the dataset is not an object with a 'vr'.")
@@ -100,10 +100,6 @@ def _string(vr: str, value: str) -> dict[str, Any]:
     return {"vr": vr, "Value": [value]}
 
 
-def _now_dt() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-
-
 MODIFICATION_DATETIME = "00404010"
 WORKLIST_LABEL = "00741202"
 DEFAULT_WORKLIST_LABEL = "worklist"
@@ -117,7 +113,7 @@ def fill_provider_attributes(dataset: Dataset, *, creating: bool) -> None:
     WorklistLabel gets the server's default (2/1) and an absent ProcedureStepState starts as
     SCHEDULED, as Microsoft's service does; a state other than SCHEDULED is still refused.
     """
-    dataset[MODIFICATION_DATETIME] = _string("DT", _now_dt())
+    dataset[MODIFICATION_DATETIME] = _string("DT", dicom_datetime_now())
     if not creating:
         return
     dataset[SOP_CLASS_UID] = _string("UI", UPS_PUSH_SOP_CLASS)
@@ -216,7 +212,7 @@ class WorkitemService:
             if new_state is State.IN_PROGRESS:
                 dataset[TRANSACTION_UID] = _string("UI", wanted.lock)
             if new_state is State.CANCELED:
-                dataset.setdefault(CANCELLATION_DATETIME, _string("DT", _now_dt()))
+                dataset.setdefault(CANCELLATION_DATETIME, _string("DT", dicom_datetime_now()))
             return dataset
 
         await self._change(uid, apply)
@@ -229,7 +225,7 @@ class WorkitemService:
             new_state = request_cancellation(record.state)
             dataset = dict(record.dataset)
             dataset[PROCEDURE_STEP_STATE] = _string("CS", new_state.value)
-            dataset[CANCELLATION_DATETIME] = _string("DT", _now_dt())
+            dataset[CANCELLATION_DATETIME] = _string("DT", dicom_datetime_now())
             if REASON_FOR_CANCELLATION in info:
                 dataset[REASON_FOR_CANCELLATION] = info[REASON_FOR_CANCELLATION]
             return dataset

@@ -14,21 +14,21 @@ from starlette.responses import Response
 from dicom_core.bootstrap import Services
 from dicom_core.domain.extended_query_tags import (
     QueryTagError,
+    QueryTagStatusValues,
     parse_definitions,
     parse_query_status,
     resolve_path,
 )
+from dicom_core.domain.media_types import JSON
 from dicom_core.errors import BadRequest, UnsupportedMediaType
 from dicom_core.query.parser import MAX_OFFSET
 from dicom_core.storage.ports import OperationRecord, QueryTagRecord
 from dicom_core.web.bodies import read_limited
 from dicom_core.web.context import api_version, base_url
 
-_JSON = "application/json"
-
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type=_JSON, headers=headers)
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
 
 
 def tag_json(tag: QueryTagRecord, base_url: str) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def tag_json(tag: QueryTagRecord, base_url: str) -> dict[str, Any]:
             "count": tag.error_count,
             "href": f"{base_url}/extendedquerytags/{tag.path}/errors",
         }
-    if tag.operation_id and tag.status == "Adding":
+    if tag.operation_id and tag.status == QueryTagStatusValues.ADDING:
         body["operation"] = {
             "id": tag.operation_id,
             "href": f"{base_url}/operations/{tag.operation_id}",
@@ -70,7 +70,7 @@ def operation_json(operation: OperationRecord, base_url: str) -> dict[str, Any]:
 
 async def _read_json(request: Request, services: Services) -> Any:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type and content_type != _JSON and not content_type.endswith("+json"):
+    if content_type and content_type != JSON and not content_type.endswith("+json"):
         raise UnsupportedMediaType(
             f"The content type '{content_type}' is not supported; send application/json."
         )

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from dicom_core.bootstrap import Services
+from dicom_core.domain.media_types import MULTIPART_RELATED
 from dicom_core.errors import DicomWebError
 from dicom_core.services.frames import FrameSet
 from dicom_core.web.context import api_version, instance_key
@@ -54,7 +55,7 @@ async def retrieve_frames(request: Request, services: Services) -> Response:
     if not rendition.multipart:
         return Response(await frames.read(numbers[0]), media_type=part_type)
     boundary = new_boundary()
-    content_type = f'multipart/related; type="{rendition.media_type}"; boundary={boundary}'
+    content_type = f'{MULTIPART_RELATED}; type="{rendition.media_type}"; boundary={boundary}'
     if frames.frame_length * len(numbers) <= BUFFERED_RESPONSE_BYTES:
         payloads = await _read_all(frames, numbers)
         body = b"".join(_framed(boundary, part_type, payloads))

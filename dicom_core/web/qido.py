@@ -14,15 +14,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dicom_core.bootstrap import Services
+from dicom_core.domain.media_types import DICOM_JSON, JSON
 from dicom_core.errors import NotAcceptable, UriTooLong
 from dicom_core.query.conditions import QueryResource
 from dicom_core.services.external_metadata import requested
 from dicom_core.web.context import api_version, optional_path_uid, series_uid
 from dicom_core.web.negotiation import parse_accept
-from dicom_core.web.responses import DICOM_JSON, dicom_json
+from dicom_core.web.responses import dicom_json
 
 MAX_URI_LENGTH = 8192
-JSON = "application/json"
 #: Names the extended query tags a search used whose indexing had errors.
 ERRONEOUS_HEADER = "erroneous-dicom-attributes"
 

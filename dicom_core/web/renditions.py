@@ -21,18 +21,21 @@ from functools import lru_cache
 from typing import Final
 
 from dicom_core.domain import pixels
+from dicom_core.domain.media_types import (
+    DICOM_JSON,
+    IMAGE_JP2,
+    JPEG,
+    JSON,
+    MULTIPART_RELATED,
+    OCTET_STREAM,
+    PNG,
+)
 from dicom_core.errors import BadRequest, NotAcceptable
 from dicom_core.web.negotiation import MediaRange, parse_accept
 
-OCTET_STREAM: Final = "application/octet-stream"
-IMAGE_JP2: Final = "image/jp2"
-JPEG: Final = "image/jpeg"
-PNG: Final = "image/png"
-DICOM_JSON: Final = "application/dicom+json"
-
 #: Image media types of compressed frames: default transfer syntax, and all it may carry.
 _IMAGE_TYPES: Final[dict[str, tuple[str, frozenset[str]]]] = {
-    "image/jpeg": (
+    JPEG: (
         pixels.JPEG_LOSSLESS_SV1,
         frozenset(
             {
@@ -47,7 +50,7 @@ _IMAGE_TYPES: Final[dict[str, tuple[str, frozenset[str]]]] = {
         pixels.JPEG_LS_LOSSLESS,
         frozenset({pixels.JPEG_LS_LOSSLESS, pixels.JPEG_LS_NEAR_LOSSLESS}),
     ),
-    "image/jp2": (
+    IMAGE_JP2: (
         pixels.JPEG_2000_LOSSLESS,
         frozenset({pixels.JPEG_2000_LOSSLESS, pixels.JPEG_2000}),
     ),
@@ -129,7 +132,7 @@ def negotiate_frames(
 def _frame_rendition(media: MediaRange, stored_syntax: str) -> FrameRendition | None:
     kind = media.media_type
     syntax = media.params.get("transfer-syntax")
-    if kind == "multipart/related":
+    if kind == MULTIPART_RELATED:
         part = media.params.get("type", OCTET_STREAM).strip().lower() or OCTET_STREAM
         multipart = True
         if part in _WILDCARDS:
@@ -177,7 +180,7 @@ def negotiate_rendered(accept: Sequence[str]) -> str:
 def negotiate_metadata(accept: Sequence[str]) -> None:
     """Metadata comes in application/dicom+json only."""
     for media in _ranges(accept):
-        if media.media_type in (DICOM_JSON, "application/json", "application/*", "*/*"):
+        if media.media_type in (DICOM_JSON, JSON, "application/*", "*/*"):
             return
     raise NotAcceptable(
         "None of the Accept media types can be served for metadata; this resource offers"

@@ -7,7 +7,8 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-DICOM_JSON = "application/dicom+json"
+from dicom_core.domain.media_types import DICOM_JSON, JSON
+
 SUPPORTED_VERSIONS = ("v1", "v2")
 
 
@@ -26,7 +27,7 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> R
     return Response(
         orjson.dumps({"status": status, "message": message}),
         status_code=status,
-        media_type="application/json",
+        media_type=JSON,
         headers=headers,
     )
 

@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from dicom_core.bootstrap import Services
+from dicom_core.domain.media_types import DICOM, DICOM_JSON, MULTIPART_RELATED
 from dicom_core.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from dicom_core.services.external_metadata import HEADER_PREFIX
 from dicom_core.services.staging import PartSpool
@@ -32,13 +33,11 @@ from dicom_core.web.multipart import (
 )
 from dicom_core.web.negotiation import accepts
 
-DICOM = "application/dicom"
-
 
 async def store_instances(request: Request, services: Services) -> Response:
     version = api_version(request)
     study_uid = optional_path_uid(request, "study")
-    if not accepts(request.headers.getlist("accept"), responses.DICOM_JSON):
+    if not accepts(request.headers.getlist("accept"), DICOM_JSON):
         raise NotAcceptable(
             "Store answers only in application/dicom+json; change the Accept header."
         )
@@ -79,7 +78,7 @@ async def _spool_body(request: Request, services: Services, limit: int) -> list[
         raise UnsupportedMediaType(f"The Content-Type header is not valid: {exc}") from exc
     if content_type.media_type == DICOM:
         return await _spool_single(request, services, limit)
-    if content_type.media_type != "multipart/related":
+    if content_type.media_type != MULTIPART_RELATED:
         raise UnsupportedMediaType(
             f"Content-Type {content_type.media_type} is not supported; use multipart/related;"
             ' type="application/dicom" or application/dicom.'

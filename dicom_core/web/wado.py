@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from dicom_core.bootstrap import Services
+from dicom_core.domain.media_types import DICOM, MULTIPART_RELATED
 from dicom_core.domain.pixels import EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000_LOSSLESS
 from dicom_core.errors import NotAcceptable
 from dicom_core.services.retrieve import OpenedInstance, close_all
@@ -23,8 +24,6 @@ from dicom_core.web.multipart import closing_delimiter, new_boundary, part_heade
 from dicom_core.web.negotiation import MediaRange, parse_accept
 from dicom_core.web.wado_params import original_version
 
-DICOM = "application/dicom"
-MULTIPART = "multipart/related"
 SUPPORTED_SYNTAXES = ("*", EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000_LOSSLESS)
 
 
@@ -64,7 +63,7 @@ def _rendition(media: MediaRange, single_instance: bool) -> Rendition | None:
         if not single_instance:
             return None
         multipart = False
-    elif media.media_type == MULTIPART:
+    elif media.media_type == MULTIPART_RELATED:
         part_type = media.params.get("type", DICOM).strip().lower()
         if part_type in {"*/*", "application/*"}:
             # Any part type (dicomweb-client's default): the instances as stored.
@@ -128,7 +127,7 @@ async def _answer(
     return StreamingResponse(
         _closing(_multipart_body(services, opened, boundary, target, first), opened),
         headers={
-            "Content-Type": f'{MULTIPART}; type="{DICOM}"; boundary={boundary}',
+            "Content-Type": f'{MULTIPART_RELATED}; type="{DICOM}"; boundary={boundary}',
         },
     )
 

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dicom_core.bootstrap import Services
+from dicom_core.domain.media_types import DICOM_JSON, JSON
 from dicom_core.domain.nesting import MAX_SEQUENCE_DEPTH
 from dicom_core.errors import BadRequest, NotAcceptable, UnsupportedMediaType
 from dicom_core.query.workitems import parse_workitem_query
@@ -25,9 +26,7 @@ from dicom_core.services.workitems import AlreadyInState, check_workitem_uid
 from dicom_core.web.bodies import read_limited
 from dicom_core.web.context import api_version, base_url, path_uid
 from dicom_core.web.negotiation import parse_accept
-from dicom_core.web.responses import DICOM_JSON, dicom_json, error
-
-JSON = "application/json"
+from dicom_core.web.responses import dicom_json, error
 
 
 def _check_accept(request: Request) -> None:

@@ -34,6 +34,7 @@ from dicom_core.bootstrap import build_backend
 from dicom_core.domain.model import InstanceKey
 from dicom_core.settings import Settings
 from dicom_core.storage.ports import (
+    POISON_SUFFIX,
     Backend,
     BlobStore,
     IndexStore,
@@ -210,7 +211,7 @@ class Stores:
         trigger reads); decoding it here checks that format.
         """
 
-        name = f"{queue}-poison" if poison else queue
+        name = queue + POISON_SUFFIX if poison else queue
         if isinstance(self.queue, FakeJobQueue):
             return self.queue.bodies(name)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from dicom_core.storage.ports import POISON_SUFFIX
 from tests.contract.conftest import Stores
 
 
@@ -76,7 +77,7 @@ async def test_dead_letter_moves_the_message_to_the_poison_path(stores: Stores) 
     assert await stores.raw_messages(queue, poison=True) == [{"bad": True}]
     # The poison queue is a queue of its own, as the Functions host's is: nothing polls it,
     # but an operator can receive from it.
-    [parked] = await stores.queue.receive(queue + "-poison")
+    [parked] = await stores.queue.receive(queue + POISON_SUFFIX)
     assert parked.body == {"bad": True}
 
 

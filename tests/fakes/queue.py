@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dicom_core.storage.ports import QueueMessage
+from dicom_core.storage.ports import POISON_SUFFIX, QueueMessage
 
 
 @dataclass(slots=True)
@@ -91,7 +91,7 @@ class FakeJobQueue:
 
     async def dead_letter(self, message: QueueMessage, reason: str) -> None:
         if self._take(message) is not None:
-            parked = replace(message, queue=f"{message.queue}-poison")
+            parked = replace(message, queue=message.queue + POISON_SUFFIX)
             await self.send(parked.queue, parked.body)
 
     async def close(self) -> None:

@@ -17,9 +17,9 @@ import orjson
 import pytest
 
 from dicom_core.domain.model import InstanceKey
+from dicom_core.domain.operations import OperationKind
 from dicom_core.jobs.checkpoint import WatermarkCheckpoint
 from dicom_core.jobs.messages import MalformedMessage, OperationMessage
-from dicom_core.jobs.operations import OperationKind
 from dicom_core.jobs.reindex import (
     REINDEX_QUEUE,
     BatchOutcome,

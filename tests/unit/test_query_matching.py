@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from dicom_core.domain.tags import tag_of
 from dicom_core.errors import BadRequest
-from dicom_core.query.attributes import CORE_CATALOG, tag_of
+from dicom_core.query.attributes import CORE_CATALOG
 from dicom_core.query.conditions import (
     FuzzyMatch,
     ListMatch,

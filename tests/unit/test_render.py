@@ -14,8 +14,9 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, pixel_array
 
+from dicom_core.domain.media_types import PNG
 from dicom_core.domain.pixels import DecodedFrame, PixelFormat
-from dicom_core.domain.render import PNG, encode_image, render_frame, to_display
+from dicom_core.domain.render import encode_image, render_frame, to_display
 
 
 def gray_frame(array: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 16) -> DecodedFrame:

@@ -26,14 +26,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from azure.cosmos.exceptions import CosmosBatchOperationError, CosmosResourceExistsError
 
-from dicom_core.domain.extended_query_tags import QueryTagDefinition
+from dicom_core.domain.extended_query_tags import (
+    QueryStatusValues,
+    QueryTagDefinition,
+    QueryTagStatusValues,
+    value_entity,
+)
 from dicom_core.domain.model import InstanceKey
+from dicom_core.domain.operations import FINISHED_STATUSES, OperationKind, OperationStatusValues
+from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.query.indexed_values import InvalidValue, extract_value
 from dicom_core.storage.azure.cosmos_extended_values import VALUE_KIND, value_partition
 from dicom_core.storage.azure.cosmos_io import (
@@ -71,10 +77,6 @@ OPERATION_KIND = "operation"
 ERROR_KIND = "eqterr"
 TAG_KEY_COUNTER = "querytag"
 _CAS_ATTEMPTS = 10
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def tag_id(path: str) -> str:
@@ -115,15 +117,6 @@ def _operation(doc: Doc) -> OperationRecord:
         created_at=str(doc["createdAt"]),
         updated_at=str(doc["updatedAt"]),
     )
-
-
-def _entity(level: str, key: InstanceKey) -> tuple[str, str]:
-    """The series and SOP UIDs a value of a tag at ``level`` is keyed by ("" above it)."""
-    if level == "Study":
-        return "", ""
-    if level == "Series":
-        return key.series_uid, ""
-    return key.series_uid, key.sop_uid
 
 
 # -- the query tag store ---------------------------------------------------------------------
@@ -183,7 +176,7 @@ class CosmosQueryTagStore:
             )
             checkpoint, message = start(tuple(keys), until, total)
             first_message[:] = [message]
-            now = _now()
+            now = utc_timestamp()
             operations: list[tuple[Any, ...]] = []
             for key, d in zip(keys, definitions, strict=True):
                 tag_doc = {
@@ -195,8 +188,8 @@ class CosmosQueryTagStore:
                     "vr": d.vr,
                     "privateCreator": d.private_creator,
                     "level": d.level.value,
-                    "status": "Adding",
-                    "queryStatus": "Enabled",
+                    "status": QueryTagStatusValues.ADDING.value,
+                    "queryStatus": QueryStatusValues.ENABLED.value,
                     "errorCount": 0,
                     "operationId": operation_id,
                     "createdAt": now,
@@ -207,8 +200,8 @@ class CosmosQueryTagStore:
                 "pk": TAG_PARTITION,
                 "kind": OPERATION_KIND,
                 "operationId": operation_id,
-                "type": "Reindex",
-                "status": "NotStarted",
+                "type": OperationKind.REINDEX.value,
+                "status": OperationStatusValues.NOT_STARTED.value,
                 "percentComplete": 0,
                 "resources": [d.path for d in definitions],
                 "checkpoint": checkpoint,
@@ -274,7 +267,7 @@ class CosmosQueryTagStore:
         """Mark the tag Deleting (QIDO stops using it), remove its values and errors, then it."""
 
         def change(doc: Doc) -> None:
-            doc["status"] = "Deleting"
+            doc["status"] = QueryTagStatusValues.DELETING.value
 
         doc = await self._session.run(lambda c: self._update_tag(c.system, path, change))
         if doc is None:
@@ -337,7 +330,7 @@ class CosmosQueryTagStore:
             "study": key.study_uid,
             "series": key.series_uid,
             "sop": key.sop_uid,
-            "createdAt": _now(),
+            "createdAt": utc_timestamp(),
             "message": message,
         }
         try:
@@ -352,7 +345,7 @@ class CosmosQueryTagStore:
         )
 
         def change(doc: Doc) -> None:
-            doc["queryStatus"] = "Disabled"
+            doc["queryStatus"] = QueryStatusValues.DISABLED.value
             doc["errorCount"] = max(count, int(doc.get("errorCount") or 0))
 
         await self._update_tag(system, tag.path, change)
@@ -380,7 +373,7 @@ class CosmosQueryTagStore:
             return
         if value is None:
             return
-        series, sop = _entity(tag.level, key)
+        _, series, sop = value_entity(tag.level, key)
         partition = value_partition(key.study_uid)
         body: Doc = {
             "id": f"t{tag.key}|{series}|{sop}",
@@ -411,7 +404,7 @@ class CosmosQueryTagStore:
         raise RuntimeError(f"the value of {tag.path} for {key} kept changing")
 
     async def index_instance(self, key: InstanceKey, watermark: int, metadata_json: bytes) -> None:
-        tags = [t for t in await self.list_tags() if t.status != "Deleting"]
+        tags = [t for t in await self.list_tags() if t.status != QueryTagStatusValues.DELETING]
         if not tags:
             return
         doc = orjson.loads(metadata_json)
@@ -434,10 +427,10 @@ class CosmosQueryTagStore:
         async def write(c: Containers) -> None:
             for _ in range(_CAS_ATTEMPTS):
                 doc = await read_item(c.system, operation_id_of(operation_id), TAG_PARTITION)
-                if doc is None or doc["status"] in ("Completed", "Failed"):
+                if doc is None or doc["status"] in FINISHED_STATUSES:
                     return
-                doc["status"] = "Failed"
-                doc["updatedAt"] = _now()
+                doc["status"] = OperationStatusValues.FAILED.value
+                doc["updatedAt"] = utc_timestamp()
                 if await replace_if_unchanged(c.system, doc):
                     return
 
@@ -498,11 +491,11 @@ class CosmosQueryTagStore:
         async def write(c: Containers) -> None:
             wanted = set(tag_keys)
             for doc in await self._tag_docs(c.system):
-                if int(doc["key"]) in wanted and doc["status"] == "Adding":
+                if int(doc["key"]) in wanted and doc["status"] == QueryTagStatusValues.ADDING:
 
                     def change(d: Doc) -> None:
-                        if d["status"] == "Adding":
-                            d["status"] = "Ready"
+                        if d["status"] == QueryTagStatusValues.ADDING:
+                            d["status"] = QueryTagStatusValues.READY.value
                             d["operationId"] = None
 
                     await self._update_tag(c.system, str(doc["path"]), change)
@@ -522,7 +515,7 @@ class CosmosQueryTagStore:
 
         async def move(c: Containers) -> bool:
             op = await read_item(c.system, operation_id_of(operation_id), TAG_PARTITION)
-            if op is None or op["status"] in ("Completed", "Failed"):
+            if op is None or op["status"] in FINISHED_STATUSES:
                 return False
             if op["checkpoint"] != expected:
                 return False
@@ -531,7 +524,7 @@ class CosmosQueryTagStore:
             op["previous"] = expected
             op["checkpoint"] = progress.checkpoint
             op["sent"] = continuation is None
-            op["updatedAt"] = _now()
+            op["updatedAt"] = utc_timestamp()
             return await replace_if_unchanged(c.system, op)
 
         if not await self._session.run(move):

@@ -32,7 +32,6 @@ import random
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from azure.core import MatchConditions
@@ -45,6 +44,7 @@ from azure.cosmos.exceptions import (
 
 from dicom_core.domain.identifiers import blob_key_for
 from dicom_core.domain.model import InstanceKey, InstanceRecord, Reservation, StoredInstance
+from dicom_core.domain.timestamps import seconds_since, utc_timestamp
 from dicom_core.query.conditions import QueryDescription, QueryLevel
 from dicom_core.query.results import SearchMatch
 from dicom_core.storage.azure import cosmos_docs as docs
@@ -83,10 +83,6 @@ DELETE_CHUNK_OPERATIONS = 90
 """Operations per delete batch, below the 100 real Cosmos allows, leaving room for summaries."""
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 class _Conflict(Exception):
     """A write lost an ETag race; the step re-reads and runs again."""
 
@@ -105,8 +101,7 @@ class CosmosIndexStore:
         return self._session
 
     def _is_stale(self, created_at: str) -> bool:
-        created = datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp()
-        return time.time() - created > self._stale_seconds
+        return seconds_since(created_at) > self._stale_seconds
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -140,7 +135,7 @@ class CosmosIndexStore:
                 "blobKey": blob_key_for(key.study_uid, key.series_uid, key.sop_uid, watermark),
                 "owner": owner,
                 "upsert": upsert,
-                "createdAt": _now(),
+                "createdAt": utc_timestamp(),
             }
             abandoned: list[str] = []
             try:
@@ -204,7 +199,7 @@ class CosmosIndexStore:
     ) -> list[str]:
         key = reservation.key
         pk = key.study_uid
-        now = _now()
+        now = utc_timestamp()
         for part in docs.metapart_documents(pk, reservation.watermark, parts):
             await c.index.upsert_item(part)
         instance_doc = docs.instance_document(
@@ -381,7 +376,7 @@ class CosmosIndexStore:
                 removed=chunk,
                 next_latest=next_latest,
                 sequences=sequences,
-                now=_now(),
+                now=utc_timestamp(),
             )
             try:
                 await self._execute(c, pk, plan)

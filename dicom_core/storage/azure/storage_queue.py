@@ -28,11 +28,10 @@ from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from dicom_core.settings import AzureSettings
 from dicom_core.storage.azure.clients import StorageClients
 from dicom_core.storage.azure.retry import RetryPolicy, is_transient, unexpected
-from dicom_core.storage.ports import QueueMessage, StorageUnavailable
+from dicom_core.storage.ports import POISON_SUFFIX, QueueMessage, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
-POISON_SUFFIX = "-poison"
 # Storage queues: a message may be invisible for at most 7 days.
 _MAX_VISIBILITY = 7 * 24 * 3600
 

@@ -9,17 +9,23 @@ message; never both, never neither. The reindex algorithm itself is ``dicom_core
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from dicom_core.domain.extended_query_tags import QueryTagDefinition, QueryTagStatusValues
+from dicom_core.domain.extended_query_tags import (
+    QueryStatusValues,
+    QueryTagDefinition,
+    QueryTagStatusValues,
+    value_entity,
+)
 from dicom_core.domain.model import InstanceKey
+from dicom_core.domain.operations import FINISHED_STATUSES, OperationKind, OperationStatusValues
+from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.query.indexed_values import InvalidValue, extract_value, query_attribute
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
+from dicom_core.storage.local.sqlite_queue import insert_job
 from dicom_core.storage.ports import (
     Continuation,
     ExternalValue,
@@ -37,10 +43,6 @@ _TAG_COLUMNS = (
     "tag_key, path, vr, private_creator, level, status, query_status, error_count,"
     " operation_id, created_at"
 )
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _tag(row: Sequence[Any]) -> QueryTagRecord:
@@ -70,22 +72,6 @@ def _operation(row: Sequence[Any]) -> OperationRecord:
     )
 
 
-def _enqueue(conn: sqlite3.Connection, queue: str, body: dict[str, Any]) -> None:
-    """Insert a job as ``SqliteJobQueue.send`` does, inside the caller's transaction."""
-    conn.execute(
-        "INSERT INTO job (queue, body, visible_at, created_at) VALUES (?, ?, ?, ?)",
-        (queue, orjson.dumps(body).decode(), time.time(), _now()),
-    )
-
-
-def _level_scope(level: str, key: InstanceKey) -> tuple[str, str, str]:
-    if level == "Study":
-        return key.study_uid, "", ""
-    if level == "Series":
-        return key.study_uid, key.series_uid, ""
-    return key.study_uid, key.series_uid, key.sop_uid
-
-
 def _index_one(
     conn: sqlite3.Connection,
     tag: QueryTagRecord,
@@ -113,19 +99,19 @@ def _index_one(
             "INSERT OR IGNORE INTO eqt_error"
             " (tag_key, study_uid, series_uid, sop_uid, created_at, message)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (tag.key, key.study_uid, key.series_uid, key.sop_uid, _now(), str(exc)),
+            (tag.key, key.study_uid, key.series_uid, key.sop_uid, utc_timestamp(), str(exc)),
         ).rowcount
         if inserted:
             conn.execute(
-                "UPDATE extended_query_tag SET query_status = 'Disabled',"
+                "UPDATE extended_query_tag SET query_status = ?,"
                 " error_count = (SELECT COUNT(*) FROM eqt_error WHERE tag_key = ?)"
                 " WHERE tag_key = ?",
-                (tag.key, tag.key),
+                (QueryStatusValues.DISABLED, tag.key, tag.key),
             )
         return
     if value is None:
         return
-    study, series, sop = _level_scope(tag.level, key)
+    study, series, sop = value_entity(tag.level, key)
     conn.execute(
         "INSERT INTO eqt_value"
         " (tag_key, study_uid, series_uid, sop_uid, watermark, text_value, num_value, norm_value)"
@@ -175,7 +161,7 @@ class SqliteQueryTagStore:
         start: OperationStart,
     ) -> OperationRecord:
         def write() -> OperationRecord:
-            now = _now()
+            now = utc_timestamp()
             with self._db.transaction() as conn:
                 paths = [d.path for d in definitions]
                 marks = ", ".join("?" for _ in paths)
@@ -195,8 +181,17 @@ class SqliteQueryTagStore:
                     (key,) = conn.execute(
                         "INSERT INTO extended_query_tag (path, vr, private_creator, level, status,"
                         " query_status, error_count, operation_id, created_at)"
-                        " VALUES (?, ?, ?, ?, 'Adding', 'Enabled', 0, ?, ?) RETURNING tag_key",
-                        (d.path, d.vr, d.private_creator, d.level.value, operation_id, now),
+                        " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?) RETURNING tag_key",
+                        (
+                            d.path,
+                            d.vr,
+                            d.private_creator,
+                            d.level,
+                            QueryTagStatusValues.ADDING,
+                            QueryStatusValues.ENABLED,
+                            operation_id,
+                            now,
+                        ),
                     ).fetchone()
                     keys.append(int(key))
                 (high, total) = conn.execute(
@@ -206,16 +201,18 @@ class SqliteQueryTagStore:
                 conn.execute(
                     "INSERT INTO operation (operation_id, type, status, percent_complete,"
                     " resources, checkpoint, created_at, updated_at)"
-                    " VALUES (?, 'Reindex', 'NotStarted', 0, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, 0, ?, ?, ?, ?)",
                     (
                         operation_id,
+                        OperationKind.REINDEX,
+                        OperationStatusValues.NOT_STARTED,
                         orjson.dumps(paths).decode(),
                         orjson.dumps(checkpoint).decode(),
                         now,
                         now,
                     ),
                 )
-                _enqueue(conn, first.queue, first.body)
+                insert_job(conn, first.queue, first.body)
                 row = conn.execute(
                     "SELECT * FROM operation WHERE operation_id = ?", (operation_id,)
                 ).fetchone()
@@ -243,9 +240,8 @@ class SqliteQueryTagStore:
         def mark() -> int | None:
             with self._db.transaction() as conn:
                 row = conn.execute(
-                    "UPDATE extended_query_tag SET status = 'Deleting' WHERE path = ?"
-                    " RETURNING tag_key",
-                    (path,),
+                    "UPDATE extended_query_tag SET status = ? WHERE path = ? RETURNING tag_key",
+                    (QueryTagStatusValues.DELETING, path),
                 ).fetchone()
             return None if row is None else int(row[0])
 
@@ -309,9 +305,14 @@ class SqliteQueryTagStore:
         def write() -> None:
             with self._db.transaction() as conn:
                 conn.execute(
-                    "UPDATE operation SET status = 'Failed', updated_at = ?"
-                    " WHERE operation_id = ? AND status NOT IN ('Completed', 'Failed')",
-                    (_now(), operation_id),
+                    "UPDATE operation SET status = ?, updated_at = ?"
+                    " WHERE operation_id = ? AND status NOT IN (?, ?)",
+                    (
+                        OperationStatusValues.FAILED,
+                        utc_timestamp(),
+                        operation_id,
+                        *FINISHED_STATUSES,
+                    ),
                 )
 
         await self._db.run(write)
@@ -354,9 +355,9 @@ class SqliteQueryTagStore:
             marks = ", ".join("?" for _ in tag_keys)
             with self._db.transaction() as conn:
                 conn.execute(
-                    f"UPDATE extended_query_tag SET status = 'Ready', operation_id = NULL"
-                    f" WHERE tag_key IN ({marks}) AND status = 'Adding'",
-                    list(tag_keys),
+                    "UPDATE extended_query_tag SET status = ?, operation_id = NULL"
+                    f" WHERE tag_key IN ({marks}) AND status = ?",
+                    (QueryTagStatusValues.READY, *tag_keys, QueryTagStatusValues.ADDING),
                 )
 
         await self._db.run(write)
@@ -376,7 +377,7 @@ class SqliteQueryTagStore:
                     "SELECT status, checkpoint FROM operation WHERE operation_id = ?",
                     (operation_id,),
                 ).fetchone()
-                if row is None or row[0] in ("Completed", "Failed"):
+                if row is None or row[0] in FINISHED_STATUSES:
                     return False
                 if (orjson.loads(row[1]) if row[1] else None) != expected:
                     return False
@@ -387,12 +388,12 @@ class SqliteQueryTagStore:
                         progress.status,
                         progress.percent_complete,
                         orjson.dumps(progress.checkpoint).decode(),
-                        _now(),
+                        utc_timestamp(),
                         operation_id,
                     ),
                 )
                 if continuation is not None:
-                    _enqueue(conn, continuation.queue, continuation.body)
+                    insert_job(conn, continuation.queue, continuation.body)
             return True
 
         return await self._db.run(write)
@@ -425,7 +426,7 @@ class SqliteQueryTagStore:
             _tag(r)
             for r in conn.execute(
                 f"SELECT {_TAG_COLUMNS} FROM extended_query_tag WHERE status != ?",
-                (QueryTagStatusValues.DELETING.value,),
+                (QueryTagStatusValues.DELETING,),
             ).fetchall()
         ]
         if not tags:

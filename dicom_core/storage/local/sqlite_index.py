@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 from dicom_core.domain.identifiers import blob_key_for
@@ -15,6 +13,7 @@ from dicom_core.domain.model import (
     Reservation,
     StoredInstance,
 )
+from dicom_core.domain.timestamps import seconds_since, utc_timestamp
 from dicom_core.query.attributes import SUMMARY_TAGS, document_tags
 from dicom_core.query.conditions import QueryDescription, QueryLevel
 from dicom_core.query.results import SearchMatch
@@ -66,10 +65,6 @@ def _changed(
 def _assignments(changed: dict[str, object]) -> str:
     """', a = ?, b = ?' for an UPDATE's SET list (empty when nothing changed)."""
     return "".join(f", {column} = ?" for column in changed)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _record(row: tuple[Any, ...]) -> InstanceRecord:
@@ -131,7 +126,7 @@ class SqliteIndexStore:
         The file's key is made from the new watermark unless the caller already placed the
         file under ``blob_key``.
         """
-        now = _now()
+        now = utc_timestamp()
         rows = conn.execute(
             "SELECT watermark, status, created_at, blob_key FROM instance"
             " WHERE study_uid = ? AND series_uid = ? AND sop_uid = ?",
@@ -167,8 +162,7 @@ class SqliteIndexStore:
         )
 
     def _is_stale(self, created_at: str) -> bool:
-        created = datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp()
-        return time.time() - created > self._stale_seconds
+        return seconds_since(created_at) > self._stale_seconds
 
     async def commit_instance(
         self, reservation: Reservation, instance: StoredInstance
@@ -196,7 +190,7 @@ class SqliteIndexStore:
             "number_of_frames": instance.frames.count if instance.frames else 0,
             "frames": instance.frames.to_json() if instance.frames else None,
             "metadata": instance.metadata_json,
-            "updated_at": _now(),
+            "updated_at": utc_timestamp(),
         }
         for keyword, column in STUDY_COLUMNS.items():
             values[column] = attrs.study.get(keyword)
@@ -230,7 +224,7 @@ class SqliteIndexStore:
             "INSERT INTO change_feed (timestamp, action, study_uid, series_uid, sop_uid,"
             " watermark) VALUES (?, ?, ?, ?, ?, ?)",
             (
-                _now(),
+                utc_timestamp(),
                 "update" if replaced else "create",
                 key.study_uid,
                 key.series_uid,
@@ -272,7 +266,7 @@ class SqliteIndexStore:
             if not rows:
                 return []
             conn.execute(f"DELETE FROM instance WHERE {where} AND status = ?", (*params, CREATED))
-            now = _now()
+            now = utc_timestamp()
             conn.executemany(
                 "INSERT INTO change_feed (timestamp, action, study_uid, series_uid, sop_uid,"
                 " watermark) VALUES (?, 'delete', ?, ?, ?, ?)",
@@ -307,7 +301,7 @@ class SqliteIndexStore:
         ).fetchone()
         if study is not None and int(study[0]) > watermark:
             return False
-        now = _now()
+        now = utc_timestamp()
         series = conn.execute(
             f"SELECT {_SERIES_SELECT} FROM series WHERE study_uid = ? AND series_uid = ?",
             (key.study_uid, key.series_uid),
@@ -367,7 +361,7 @@ class SqliteIndexStore:
             " AND status = ? ORDER BY watermark DESC LIMIT 1",
             (study_uid, series_uid, CREATED),
         ).fetchone()
-        now = _now()
+        now = utc_timestamp()
         if latest is None:
             conn.execute(
                 "DELETE FROM series WHERE study_uid = ? AND series_uid = ?", (study_uid, series_uid)

@@ -7,6 +7,7 @@ died), it becomes visible again and is delivered once more with a higher dequeue
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
 from collections.abc import Sequence
@@ -15,8 +16,9 @@ from typing import Any
 
 import orjson
 
+from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
-from dicom_core.storage.ports import QueueMessage
+from dicom_core.storage.ports import POISON_SUFFIX, QueueMessage
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -26,8 +28,18 @@ def _parse_time(text: str | None) -> datetime | None:
         return None
 
 
-def _now_text() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+def insert_job(
+    conn: sqlite3.Connection, queue: str, body: dict[str, Any], *, delay_seconds: float = 0
+) -> None:
+    """Add a job to ``queue`` inside the caller's write transaction.
+
+    ``send`` uses it, and so do stores that enqueue a job in the same transaction as the
+    write it follows (an outbox: both happen or neither does).
+    """
+    conn.execute(
+        "INSERT INTO job (queue, body, visible_at, created_at) VALUES (?, ?, ?, ?)",
+        (queue, orjson.dumps(body).decode(), time.time() + delay_seconds, utc_timestamp("seconds")),
+    )
 
 
 class SqliteJobQueue:
@@ -40,10 +52,7 @@ class SqliteJobQueue:
     async def send(self, queue: str, body: dict[str, Any], *, delay_seconds: float = 0) -> None:
         def insert() -> None:
             with self._db.transaction() as conn:
-                conn.execute(
-                    "INSERT INTO job (queue, body, visible_at, created_at) VALUES (?, ?, ?, ?)",
-                    (queue, orjson.dumps(body).decode(), time.time() + delay_seconds, _now_text()),
-                )
+                insert_job(conn, queue, body, delay_seconds=delay_seconds)
 
         await self._db.run(insert)
 
@@ -122,7 +131,7 @@ class SqliteJobQueue:
                     "UPDATE job SET queue = ?, poison_reason = ?, visible_at = ?,"
                     " dequeue_count = 0, receipt = NULL WHERE id = ? AND receipt = ?",
                     (
-                        message.queue + "-poison",
+                        message.queue + POISON_SUFFIX,
                         reason or "failed",
                         time.time(),
                         int(message.id),

@@ -10,11 +10,11 @@ becomes an ``EXISTS`` over those rows with the same key tests as QIDO (``sqlite_
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.domain.workitems import (
     PATIENT_ID,
     PATIENT_NAME,
@@ -30,10 +30,6 @@ from dicom_core.query.workitems import WorkitemQuery, path_name, workitem_keys
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_query import MAX_SQL_OFFSET, sql_predicate
 from dicom_core.storage.ports import WorkitemChanged, WorkitemExists
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _columns(dataset: dict[str, Any]) -> tuple[Any, ...]:
@@ -98,7 +94,7 @@ class SqliteWorkitemStore:
 
     async def create_workitem(self, uid: str, dataset: dict[str, Any]) -> None:
         def insert() -> None:
-            now = _now()
+            now = utc_timestamp()
             try:
                 with self._db.transaction() as conn:
                     conn.execute(
@@ -137,7 +133,7 @@ class SqliteWorkitemStore:
                     " patient_id = ?, study_uid = ?, scheduled_start_datetime = ?, dataset = ?,"
                     " updated_at = ?, version = version + 1"
                     " WHERE workitem_uid = ? AND version = ?",
-                    (*_columns(dataset), _now(), uid, int(version)),
+                    (*_columns(dataset), utc_timestamp(), uid, int(version)),
                 ).rowcount
                 if changed == 1:
                     _write_values(conn, uid, dataset)

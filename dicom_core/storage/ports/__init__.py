@@ -47,7 +47,7 @@ from dicom_core.storage.ports.query_tags import (
     TagConflict,
     TooManyTags,
 )
-from dicom_core.storage.ports.queue import JobQueue, QueueMessage
+from dicom_core.storage.ports.queue import POISON_SUFFIX, JobQueue, QueueMessage
 from dicom_core.storage.ports.workitems import WorkitemChanged, WorkitemExists, WorkitemStore
 
 __all__ = [
@@ -69,6 +69,7 @@ __all__ = [
     "OperationRecord",
     "OperationStart",
     "OrphanSink",
+    "POISON_SUFFIX",
     "QueryTagRecord",
     "QueryTagStore",
     "QueueMessage",

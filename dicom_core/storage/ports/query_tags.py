@@ -13,8 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from dicom_core.domain.extended_query_tags import QueryTagDefinition
+from dicom_core.domain.extended_query_tags import (
+    QueryStatusValues,
+    QueryTagDefinition,
+    QueryTagStatusValues,
+)
 from dicom_core.domain.model import InstanceKey
+from dicom_core.domain.operations import FINISHED_STATUSES
 from dicom_core.query.conditions import QueryAttribute
 from dicom_core.query.indexed_values import query_attribute
 
@@ -89,6 +94,14 @@ class QueryTagRecord:
     def attribute(self) -> QueryAttribute:
         return query_attribute(self.path, self.vr, self.level, self.private_creator)
 
+    @property
+    def queryable(self) -> bool:
+        """Whether QIDO searches on the tag: it is Ready and its query status Enabled."""
+        return (
+            self.status == QueryTagStatusValues.READY
+            and self.query_status == QueryStatusValues.ENABLED
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class OperationRecord:
@@ -106,7 +119,7 @@ class OperationRecord:
 
     @property
     def done(self) -> bool:
-        return self.status in ("Completed", "Failed")
+        return self.status in FINISHED_STATUSES
 
 
 class ReindexPrimitives(Protocol):

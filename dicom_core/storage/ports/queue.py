@@ -24,6 +24,11 @@ class QueueMessage:
     next_visible_at: datetime | None = None
 
 
+#: Where ``JobQueue.dead_letter`` moves a message of queue ``q``: ``q + POISON_SUFFIX``, the
+#: Functions host's own poison queue name.
+POISON_SUFFIX = "-poison"
+
+
 class JobQueue(Protocol):
     """Durable job queues driving the queue-triggered functions (at-least-once delivery)."""
 
