@@ -7,15 +7,18 @@ partition key range, and merges (ORDER BY), cuts (TOP) and sums (COUNT) their an
 key ranges; these tests hold it to that, through the SDK the azure backend uses, and check that
 the backend's own cross-partition searches page correctly over several ranges. Each test fails
 on the server's old behaviour (one range, every query answered whole, no plans), which sends
-none of the requests recorded here. See docs/azure-backend.md, "Query plans".
+none of the requests recorded here. See docs/azure-backend.md, "Query plans". One test holds the
+server's SQL parser to linear time in the nesting of parentheses (Fix 6), which plans' rewritten
+queries deepen.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -216,6 +219,53 @@ async def test_ranges_hold_documents_by_their_effective_partition_key(cosmos: Se
             assert await container.is_feed_range_subset(feed_range, own), row
             seen.add(row["id"])
     assert len(seen) == INSTANCES + 1
+
+
+NESTING = 12
+
+
+@pytest.fixture()
+def own_cosmos(tmp_path: Path) -> Iterator[Emulators]:
+    """A Cosmos DB server for one test: one that hangs keeps no other test waiting behind it."""
+    server = Emulators(tmp_path)
+    server.start_cosmos()
+    try:
+        yield server
+    finally:
+        server.stop_cosmos()
+
+
+async def test_deeply_nested_conditions_are_answered(own_cosmos: Emulators) -> None:
+    """The server parses in linear time (cosmos.js, Fix 6).
+
+    Its SQL parser re-parsed the inside of each pair of parentheses once per precedence level,
+    about ten times more work per level (7 levels took 265 s), and the rewritten query of a plan
+    adds a level per AND. Without the fix, a parse of these 12 levels never ends; ``timeout``
+    only turns that into a failure instead of a hang.
+    """
+    recorder = Recorder()
+    condition = "c.wm >= @low"
+    for _ in range(NESTING):
+        condition = f"({condition} AND c.wm < @high)"
+    client = CosmosClient(
+        f"https://127.0.0.1:{own_cosmos.cosmos_port}/", COSMOS_KEY, raw_response_hook=recorder
+    )
+    async with client:
+        database = await client.create_database("nested")
+        container = await database.create_container("c", PartitionKey(path="/pk"))
+        for n in range(8):
+            await container.create_item({"id": f"i{n}", "pk": f"study-{n % 4}", "wm": n})
+        recorder.exchanges.clear()
+
+        rows = await query(
+            container,
+            f"SELECT TOP 3 c.id FROM c WHERE {condition} ORDER BY c.wm DESC",
+            {"@low": 2, "@high": 6},
+            timeout=120,
+        )
+
+    assert [r["id"] for r in rows] == ["i5", "i4", "i3"]
+    recorder.assert_planned()
 
 
 # -- the azure backend's own cross-partition searches (a contract for both backends) ----------

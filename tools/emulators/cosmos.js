@@ -19,7 +19,9 @@
 //   logical partition): every query we send names its partition key in the WHERE clause too.
 "use strict";
 
+const fs = require("fs");
 const path = require("path");
+const vm = require("vm");
 const queryPlan = require("./query-plan.js");
 
 const serverLib = path.join(
@@ -357,6 +359,67 @@ routesModule.default = req => {
   };
   return [params, wrapped];
 };
+
+// --- Fix 6: the SQL parser takes linear time, not exponential -------------------------------
+// @zeit/cosmosdb-query parses with PEG.js code generated without PEG.js's result cache, so each
+// level of parentheses re-parses the text inside it once per precedence level the grammar
+// tries: parsing grows about tenfold per level (measured: 6 levels 25 s, 7 levels 265 s). The
+// rewritten queries of query plans (Fix 5; query-plan.js prints every binary expression in
+// parentheses) nest one level per AND, so a QIDO query with four conditions took tens of
+// seconds to parse; the server has one thread, so every other request waited behind it and
+// clients saw connection timeouts. The cure is what PEG.js's `cache` option generates (packrat
+// parsing): each rule remembers, per input position, its result and where it ended, so it runs
+// at most once per position. The grammar's actions only build new nodes from their arguments,
+// so reusing a remembered result is safe. We add that memo to every rule function of the
+// shipped parser when the server starts. A query the memoizing parser rejects is parsed again
+// by the original one, so that the server's error message stays the same (the original lists
+// every expected token; the memo skips those of remembered failures).
+function memoizeSqlParser() {
+  const queryLib = path.dirname(require.resolve("@zeit/cosmosdb-query", { paths: [serverLib] }));
+  const file = path.join(queryLib, "parser.js");
+  const parser = require(file);
+  const entry = "function peg$parse(input, options) {\n";
+  const rule = /^ {2}function (peg\$parse[A-Za-z0-9_]+)\(\) \{$/gm;
+  let rules = 0;
+  let source = fs.readFileSync(file, "utf8").replace(rule, (line, name) => {
+    const id = rules;
+    rules += 1;
+    return [
+      `  function ${name}() {`,
+      `    var key = peg$currPos * RULE_COUNT + ${id}, memo = peg$memo.get(key);`,
+      "    if (memo !== undefined) { peg$currPos = memo.end; return memo.result; }",
+      `    var result = ${name}$once();`,
+      "    peg$memo.set(key, { end: peg$currPos, result: result });",
+      "    return result;",
+      "  }",
+      "",
+      `  function ${name}$once() {`
+    ].join("\n");
+  });
+  if (rules === 0 || !source.includes(entry)) {
+    throw new Error(`unexpected layout of ${file}: cannot memoize its rules`);
+  }
+  source = source
+    .replace(/RULE_COUNT/g, String(rules))
+    .replace(entry, `${entry}  var peg$memo = new Map();\n`);
+  const memoized = { exports: {} };
+  vm.runInThisContext(`(function (module, exports) {\n${source}\n})`, { filename: file })(
+    memoized,
+    memoized.exports
+  );
+  const original = parser.parse;
+  // The module object is shared, so every user of the parser, loaded before or after, sees this.
+  parser.parse = (input, options) => {
+    try {
+      return memoized.exports.parse(input, options);
+    } catch (err) {
+      if (!(err instanceof memoized.exports.SyntaxError)) throw err;
+      return original(input, options);
+    }
+  };
+}
+
+memoizeSqlParser();
 
 // index.js reads "./routes" through require's cache, so it sees the wrapped router.
 const { createHttpsServer } = require(path.join(serverLib, "index.js"));
