@@ -173,6 +173,20 @@ def cosmos_upsert(settings: AzureSettings, document: dict[str, Any]) -> None:
             ).upsert_item(document)
 
 
+def cosmos_drop_database(settings: AzureSettings) -> None:
+    """Delete the Cosmos database of ``settings`` with everything in it, if it exists."""
+    from azure.cosmos.exceptions import CosmosResourceNotFoundError
+
+    from dicom_core.storage.azure.clients import parse_connection_string
+
+    assert settings.cosmos_connection
+    parts = parse_connection_string(settings.cosmos_connection)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureRequestWarning)
+        with _cosmos_client(parts) as client, contextlib.suppress(CosmosResourceNotFoundError):
+            client.delete_database(settings.cosmos_database)
+
+
 def blob_put(settings: AzureSettings, key: str, data: bytes) -> None:
     from azure.storage.blob import BlobServiceClient
 
