@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from pycep import BicepParser
 
-import dicom_core.web as web
+import dicom_core.jobs as jobs
 from dicom_core.settings import AzureSettings, Settings
 from dicom_core.storage.azure.cosmos_schema import CONTAINERS
 
@@ -152,7 +152,8 @@ def queue_trigger_names() -> set[str]:
                 if keyword.arg == "queue_name":
                     value = keyword.value
                     if isinstance(value, ast.Attribute):
-                        names.add(str(getattr(web, value.attr)))
+                        assert ast.unparse(value.value) == "jobs", ast.unparse(value)
+                        names.add(str(getattr(jobs, value.attr)))
                     elif isinstance(value, ast.Constant):
                         names.add(str(value.value))
     return names
