@@ -16,17 +16,12 @@ from typing import Any
 from pydicom.datadict import keyword_for_tag
 
 from dicom_core.domain.extended_query_tags import QueryTagLevelValues, is_private
+from dicom_core.domain.validation import INTEGER_RANGES, IS_RANGE
 from dicom_core.query.attributes import matching_for_vr
 from dicom_core.query.conditions import QueryAttribute, QueryLevel
 from dicom_core.query.matching import index_key
 
 NUMERIC_VRS = frozenset({"DS", "FD", "FL", "IS", "SL", "SS", "UL", "US"})
-_INTEGER_RANGES = {
-    "SS": (-(2**15), 2**15 - 1),
-    "US": (0, 2**16 - 1),
-    "SL": (-(2**31), 2**31 - 1),
-    "UL": (0, 2**32 - 1),
-}
 _MAX_LENGTHS = {
     "AE": 16,
     "AS": 4,
@@ -144,10 +139,10 @@ def index_value(value: Any, attribute: QueryAttribute) -> IndexedValue | None:
             number = float(value)
         except (TypeError, ValueError) as exc:
             raise InvalidValue(f"The value '{value}' is not a valid {vr} number.") from exc
-        if vr in _INTEGER_RANGES or vr == "IS":
+        if vr in INTEGER_RANGES or vr == "IS":
             if number != int(number):
                 raise InvalidValue(f"The value '{value}' is not an integer ({vr}).")
-            low, high = _INTEGER_RANGES.get(vr, (-(2**31), 2**31 - 1))
+            low, high = INTEGER_RANGES.get(vr, IS_RANGE)
             if not low <= number <= high:
                 raise InvalidValue(f"The value '{value}' is out of range for {vr}.")
         return IndexedValue(text=None, number=number, norm=None)

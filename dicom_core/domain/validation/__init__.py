@@ -34,8 +34,11 @@ The modules, from the bottom up:
 
 from dicom_core.domain.validation.checks import AttributeProblem, dataset_problems, element_problem
 from dicom_core.domain.validation.uids import UID_MAX_LENGTH, is_valid_uid, uid_problem
+from dicom_core.domain.validation.vr_rules import INTEGER_RANGES, IS_RANGE
 
 __all__ = [
+    "INTEGER_RANGES",
+    "IS_RANGE",
     "UID_MAX_LENGTH",
     "AttributeProblem",
     "dataset_problems",

@@ -22,7 +22,8 @@ PADDING = " \x00"
 
 # Binary numbers: the only thing that can be wrong is a length that is not whole values.
 NUMBER_SIZES = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "AT": 4, "SV": 8, "UV": 8}
-_INTEGER_RANGES = {
+#: The values a binary integer VR can hold (PS3.5 Table 6.2-1).
+INTEGER_RANGES = {
     "US": (0, 2**16 - 1),
     "SS": (-(2**15), 2**15 - 1),
     "UL": (0, 2**32 - 1),
@@ -36,8 +37,9 @@ TEXT_MAX_CHARS = {"ST": 1024, "LT": 10240}
 # VRs that are only checked for being decodable text.
 UNCHECKED_TEXT_VRS = frozenset({"UT", "UC", "UR"})
 
-_INT32_MIN = -(2**31)
-_INT32_MAX = 2**31 - 1
+#: The values an IS (Integer String) can hold: a signed 32-bit integer (PS3.5 Table 6.2-1).
+IS_RANGE = (-(2**31), 2**31 - 1)
+_INT32_MIN, _INT32_MAX = IS_RANGE
 
 _AS_RE = re.compile(r"[0-9]{3}[DWMY]")
 _CS_RE = re.compile(r"[A-Z0-9 _]*")
@@ -70,7 +72,7 @@ def numbers_problem(value: object, vr: str) -> str | None:
     if value is None:
         return None
     items = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
-    low, high = _INTEGER_RANGES.get(vr, (-(2**15), 2**16 - 1))
+    low, high = INTEGER_RANGES.get(vr, (-(2**15), 2**16 - 1))
     for index, item in enumerate(items, start=1):
         where = f"value {index} " if len(items) > 1 else ""
         if vr in ("FL", "FD"):

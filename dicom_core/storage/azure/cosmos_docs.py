@@ -177,8 +177,9 @@ def record_from_document(doc: Mapping[str, Any]) -> InstanceRecord:
 # -- summaries -------------------------------------------------------------------------------
 
 
-def _clean(doc: Mapping[str, Any]) -> Doc:
-    """A document as read, without the system properties a write must not send back."""
+def without_system_properties(doc: Mapping[str, Any]) -> Doc:
+    """A document as read, without Cosmos's system properties (``_etag``, ``_ts``...), which
+    a write must not send back."""
     return {k: v for k, v in doc.items() if not k.startswith("_")}
 
 
@@ -220,7 +221,7 @@ def _series_entry(series_doc: Mapping[str, Any]) -> Doc:
 def _new_series(
     study_uid: str, series_uid: str, previous: Mapping[str, Any] | None, now: str
 ) -> Doc:
-    doc = _clean(previous) if previous else {}
+    doc = without_system_properties(previous) if previous else {}
     doc.update(
         id=series_id(series_uid),
         pk=study_uid,
@@ -255,7 +256,7 @@ def _study(
     """The study summary, and whether its keys changed (copies then need updating)."""
     keys = _with_modalities(base_keys, series_map)
     changed = previous is None or keys != previous.get("sk")
-    doc = _clean(previous) if previous else {}
+    doc = without_system_properties(previous) if previous else {}
     doc.update(
         id=STUDY_DOC_ID,
         pk=study_uid,

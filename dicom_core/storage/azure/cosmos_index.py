@@ -326,19 +326,13 @@ class CosmosIndexStore:
         """Remove one batch of instances; None when nothing in scope is left."""
         pk = study_uid
         for backoff in _conflict_backoff():
-            clauses = ["c.pk = @pk", "c.kind = @kind"]
-            params: dict[str, object] = {"@pk": pk, "@kind": INSTANCE, "@n": 95}
-            if series_uid is not None:
-                clauses.append("c.series = @series")
-                params["@series"] = series_uid
-            if sop_uid is not None:
-                clauses.append("c.sop = @sop")
-                params["@sop"] = sop_uid
+            where, params = reads.scope_filter(pk, series_uid, sop_uid)
+            params["@n"] = 95
             candidates, summaries = await asyncio.gather(
                 query_items(
                     c.index,
                     "SELECT TOP @n c.id, c.series, c.sop, c.wm, c.blobKey, c.metaParts, c._etag"
-                    f" FROM c WHERE {' AND '.join(clauses)} ORDER BY c.wm",
+                    f" FROM c WHERE {where} ORDER BY c.wm",
                     params,
                     partition=pk,
                 ),

@@ -35,14 +35,11 @@ async def list_records(
     return [docs.record_from_document(doc) for doc in found]
 
 
-async def scope_query(
-    index: Any,
-    fields: str,
-    study_uid: str,
-    series_uid: str | None,
-    sop_uid: str | None,
-) -> list[Doc]:
-    """The ``fields`` of the instances of a study, series or instance, oldest first."""
+def scope_filter(
+    study_uid: str, series_uid: str | None, sop_uid: str | None
+) -> tuple[str, dict[str, object]]:
+    """The WHERE condition and its parameters that select the instance documents of a study,
+    a series or one instance (in the study's partition)."""
     clauses = ["c.pk = @pk", "c.kind = @kind"]
     params: dict[str, object] = {"@pk": study_uid, "@kind": INSTANCE}
     if series_uid is not None:
@@ -51,10 +48,22 @@ async def scope_query(
     if sop_uid is not None:
         clauses.append("c.sop = @sop")
         params["@sop"] = sop_uid
+    return " AND ".join(clauses), params
+
+
+async def scope_query(
+    index: Any,
+    fields: str,
+    study_uid: str,
+    series_uid: str | None,
+    sop_uid: str | None,
+) -> list[Doc]:
+    """The ``fields`` of the instances of a study, series or instance, oldest first."""
+    where, params = scope_filter(study_uid, series_uid, sop_uid)
     projection = ", ".join(f"c.{name.strip()}" for name in fields.split(","))
     return await query_items(
         index,
-        f"SELECT {projection} FROM c WHERE {' AND '.join(clauses)} ORDER BY c.wm",
+        f"SELECT {projection} FROM c WHERE {where} ORDER BY c.wm",
         params,
         partition=study_uid,
     )

@@ -15,6 +15,7 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.cosmos.exceptions import CosmosAccessConditionFailedError, CosmosResourceNotFoundError
 
+from dicom_core.storage.azure.cosmos_docs import without_system_properties
 from dicom_core.storage.azure.retry import sub_status_of
 
 Doc = dict[str, Any]
@@ -80,12 +81,6 @@ async def count_items(
         return sum([int(row) async for row in results])
     except CosmosResourceNotFoundError as exc:
         raise ContainerGone(str(exc)) from exc
-
-
-def without_system_properties(doc: Mapping[str, Any]) -> Doc:
-    """A document without Cosmos's system properties (``_etag``, ``_ts``...), ready to be
-    written back."""
-    return {k: v for k, v in doc.items() if not k.startswith("_")}
 
 
 async def replace_if_unchanged(container: Any, doc: Doc) -> bool:

@@ -32,13 +32,8 @@ from azure.cosmos.exceptions import (
 
 from dicom_core.domain.workitems import WorkitemRecord
 from dicom_core.query.workitems import WorkitemQuery, workitem_keys, workitem_matches
-from dicom_core.storage.azure.cosmos_io import (
-    ContainerGone,
-    owner_missing,
-    query_items,
-    read_item,
-    without_system_properties,
-)
+from dicom_core.storage.azure.cosmos_docs import without_system_properties
+from dicom_core.storage.azure.cosmos_io import ContainerGone, owner_missing, query_items, read_item
 from dicom_core.storage.azure.cosmos_query import MAX_TOP, Parameters, predicate
 from dicom_core.storage.azure.cosmos_session import Containers, CosmosSession, advance_counter
 from dicom_core.storage.ports import WorkitemChanged, WorkitemExists
