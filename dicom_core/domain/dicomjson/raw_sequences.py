@@ -27,7 +27,7 @@ from dicom_core.domain.charsets import (
     decode_text,
     raw_item_encodings,
 )
-from dicom_core.domain.dicomjson.raw_values import RAW_CONVERTERS
+from dicom_core.domain.dicomjson.raw_values import converter_for
 from dicom_core.domain.dicomjson.values import (
     DROP_UNCONVERTED,
     JSON_VRS,
@@ -210,7 +210,7 @@ def _item_json(
         elif vr == "SQ":
             out[key] = sequence_json(value, little, implicit, encodings)
         else:
-            convert = RAW_CONVERTERS.get(vr)
+            convert = converter_for(vr)
             if convert is None or tag in LUT_DESCRIPTOR_TAGS:
                 raise _Unsupported
             if tag == SPECIFIC_CHARACTER_SET:

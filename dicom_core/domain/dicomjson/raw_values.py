@@ -194,7 +194,7 @@ def _raw_binary_numbers(code: str, size: int) -> RawConverter:
 
 
 # The converter of each VR that has one. Ambiguous VRs and SQ have none: they go elsewhere.
-RAW_CONVERTERS: Final[dict[str, RawConverter]] = {
+_RAW_CONVERTERS: Final[dict[str, RawConverter]] = {
     "AE": _raw_ae,
     "AS": _raw_plain,
     "AT": _raw_at,
@@ -222,3 +222,9 @@ RAW_CONVERTERS: Final[dict[str, RawConverter]] = {
     "UT": _raw_text,
     "UV": _raw_binary_numbers("Q", 8),
 }
+
+# The converter of a VR, or None: the table's bound ``get``. Callers in other modules use this
+# rather than ``_RAW_CONVERTERS.get(vr)``, because CPython 3.13 compiles a method call on a name
+# bound by ``from ... import`` as a plain attribute load, which would build a bound method for
+# every element converted (about 5% of ``dataset_json``).
+converter_for: Final = _RAW_CONVERTERS.get

@@ -27,7 +27,7 @@ from pydicom.valuerep import DSfloat
 from dicom_core.domain.charsets import DEFAULT_ENCODINGS, SPECIFIC_CHARACTER_SET, dataset_encodings
 from dicom_core.domain.dicomjson.converted import converted_json
 from dicom_core.domain.dicomjson.raw_sequences import UNDEFINED_LENGTH, sequence_json
-from dicom_core.domain.dicomjson.raw_values import RAW_CONVERTERS
+from dicom_core.domain.dicomjson.raw_values import converter_for
 from dicom_core.domain.dicomjson.values import (
     DROP_UNCONVERTED,
     JSON_VRS,
@@ -119,7 +119,7 @@ def _from_raw(
         vr = _raw_vr(ds, raw)
     if vr in DROP_UNCONVERTED:
         return None
-    convert = RAW_CONVERTERS.get(vr)
+    convert = converter_for(vr)
     value = raw.value
     if convert is None or tag in LUT_DESCRIPTOR_TAGS or value is None:
         # Sequences, ambiguous VRs, LUT descriptors, deferred values (pydicom reads those
