@@ -16,7 +16,7 @@ import orjson
 from dicom_core.domain.model import InstanceKey, InstanceRecord
 from dicom_core.domain.pixels import DecodedSizeError, PixelFormat, check_decoded_size
 from dicom_core.errors import NotAcceptable, NotFound
-from dicom_core.storage.ports import BlobNotFound, BlobStore, IndexStore
+from dicom_core.storage.ports import BlobNotFound, BlobReader, BlobStore, IndexStore
 
 
 class StoredPixels:
@@ -25,17 +25,28 @@ class StoredPixels:
     Reads go by key, after the index lookup: a delete in between leaves a file missing whose
     index entry is gone too. With ``index``, such a read is a 404 (the instance was deleted),
     and only a file missing under a live entry stays ``BlobNotFound`` (a 424).
+
+    With ``reader`` (the file opened before a response started), reads go through it instead,
+    so a delete racing the answer cannot take the file away halfway.
     """
 
     def __init__(
-        self, blobs: BlobStore, record: InstanceRecord, index: IndexStore | None = None
+        self,
+        blobs: BlobStore,
+        record: InstanceRecord,
+        index: IndexStore | None = None,
+        *,
+        reader: BlobReader | None = None,
     ) -> None:
         self._blobs = blobs
         self._index = index
+        self._reader = reader
         self.record = record
 
     async def read_range(self, offset: int, length: int) -> bytes:
         """``length`` bytes of the stored file from ``offset``."""
+        if self._reader is not None:
+            return await self._reader.read_range(offset, length)
         try:
             return await self._blobs.read_range(self.record.blob_key, offset, length)
         except BlobNotFound:
@@ -100,6 +111,8 @@ class StoredPixels:
         return data[:start], data[start:]
 
     async def whole_file(self) -> bytes:
+        if self._reader is not None:
+            return b"".join([chunk async for chunk in self._reader.read_stream()])
         try:
             chunks = [chunk async for chunk in self._blobs.read_stream(self.record.blob_key)]
         except BlobNotFound:

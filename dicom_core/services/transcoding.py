@@ -38,7 +38,7 @@ from dicom_core.domain.transcode import (
 )
 from dicom_core.errors import NotAcceptable
 from dicom_core.services.stored_pixels import StoredPixels, check_decoded, check_size
-from dicom_core.storage.ports import BlobStore
+from dicom_core.storage.ports import BlobReader, BlobStore
 
 AS_STORED = "*"
 _SPOOL_MEMORY = 32 * 1024 * 1024
@@ -74,13 +74,17 @@ class TranscodingService:
                 )
             check_size(record, self._limit, "transcoded")
 
-    async def stream(self, record: InstanceRecord, target: str) -> AsyncIterator[bytes]:
+    async def stream(
+        self, record: InstanceRecord, target: str, reader: BlobReader | None = None
+    ) -> AsyncIterator[bytes]:
         """The instance as a Part 10 file in ``target``, chunk by chunk.
 
+        ``reader`` is the file as opened before the response started: reading through it,
+        a delete racing a multi-instance answer cannot cut a later instance short.
         Raises NotAcceptable when the pixel data turns out not to be transcodable; callers
         that have not started their response yet turn it into a 406.
         """
-        stored = StoredPixels(self._blobs, record)
+        stored = StoredPixels(self._blobs, record, reader=reader)
         if not stored.has_frame_ranges:
             data = await stored.whole_file()
             yield await asyncio.to_thread(_whole_file, data, target, self._decoded_limit)

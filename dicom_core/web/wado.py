@@ -108,7 +108,7 @@ async def _answer(
         if services.transcoding.needs_transcoding(record, target):
             # The first chunk comes once every frame is transcoded: a frame that cannot be
             # decoded is still a 406 here, before the response starts.
-            body = await _started(services.transcoding.stream(record, target))
+            body = await _started(services.transcoding.stream(record, target, opened[0].reader))
             return StreamingResponse(
                 _closing(body, opened), media_type=f"{DICOM}; transfer-syntax={target}"
             )
@@ -120,7 +120,7 @@ async def _answer(
             headers={"Content-Length": str(opened[0].reader.size)},
         )
     if services.transcoding.needs_transcoding(records[0], target):
-        first = await _started(services.transcoding.stream(records[0], target))
+        first = await _started(services.transcoding.stream(records[0], target, opened[0].reader))
     else:
         first = await _started(opened[0].reader.read_stream())
     boundary = new_boundary()
@@ -176,7 +176,9 @@ async def _multipart_body(
             )
             chunks = first if position == 0 and first is not None else None
             try:
-                async for chunk in chunks or services.transcoding.stream(record, target):
+                async for chunk in chunks or services.transcoding.stream(
+                    record, target, item.reader
+                ):
                     yield chunk
             except NotAcceptable:
                 # Every frame is transcoded before the instance's first byte, so this part is

@@ -101,8 +101,11 @@ async def test_an_opened_reader_streams_the_object_as_opened(
     await stores.blobs.put_file("r/a.dcm", staged(tmp_path, data))
     reader = await stores.blobs.open_reader("r/a.dcm")
     assert reader.key == "r/a.dcm" and reader.size == len(data)
+    assert await reader.read_range(1000, 333) == data[1000:1333]
+    assert await reader.read_range(len(data) - 5, 50) == data[-5:]
     await stores.blobs.put_file("r/a.dcm", staged(tmp_path, b"replaced"), overwrite=True)
     if stores.backend != "azure":
+        assert await reader.read_range(0, 10) == data[:10]
         # The open descriptor (or the fake's bytes) still names the file as opened.
         chunks = [chunk async for chunk in reader.read_stream(chunk_size=65536)]
         assert b"".join(chunks) == data and max(map(len, chunks)) <= 65536
@@ -110,4 +113,6 @@ async def test_an_opened_reader_streams_the_object_as_opened(
         # Pinned to the ETag seen at opening: other bytes are an error, never the answer.
         with pytest.raises(DependencyFailed, match="status 412"):
             _ = [chunk async for chunk in reader.read_stream()]
+        with pytest.raises(DependencyFailed, match="status 412"):
+            await reader.read_range(0, 10)
     await reader.close()

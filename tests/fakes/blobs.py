@@ -32,6 +32,9 @@ class FakeBlobReader:
         for chunk in _chunks(self._data, chunk_size):
             yield chunk
 
+    async def read_range(self, offset: int, length: int) -> bytes:
+        return self._data[offset : offset + length]
+
     async def close(self) -> None:
         return None
 

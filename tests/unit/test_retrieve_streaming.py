@@ -11,23 +11,29 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from io import BytesIO
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from dicom_core.bootstrap import Services
+from dicom_core.domain.instance import parse_instance
 from dicom_core.domain.model import InstanceKey, InstanceRecord
 from dicom_core.errors import DicomWebError
 from dicom_core.services.blob_cleanup import CLEANUP_QUEUE, BlobJanitor
 from dicom_core.services.retrieve import RetrieveService
+from dicom_core.services.transcoding import TranscodingService
 from dicom_core.storage.local.file_blobs import FileBlobStore
 from dicom_core.storage.ports import BlobNotFound
 from dicom_core.web import wado
 from dicom_core.web.multipart import MultipartError, MultipartParser, PartData, PartStart
+from tests.factories import make_dataset, to_bytes
 
 STUDY = "1.2.3"
 SERIES = "1.2.3.4"
@@ -87,6 +93,9 @@ class MemoryReader:
                 raise OSError(f"disk error reading {self.key} at {start}")
             yield self.data[start : start + 1000]
 
+    async def read_range(self, offset: int, length: int) -> bytes:
+        return self.data[offset : offset + length]
+
     async def close(self) -> None:
         return None
 
@@ -107,6 +116,11 @@ class MemoryBlobs:
                 yield chunk
 
         return chunks()
+
+    async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        if key not in self.objects:
+            raise BlobNotFound(key)
+        return self.objects[key][offset : offset + length]
 
     async def open_reader(self, key: str) -> MemoryReader:
         if key not in self.objects:
@@ -226,6 +240,65 @@ def test_retrieve_files_deleted_after_the_answer_started_are_still_sent_whole() 
     response, body, error = run(scenario)
     assert error is None
     assert parse(response, body) == [content(1), content(2), content(3)]
+
+
+def test_transcoded_instances_deleted_after_the_answer_started_are_still_sent_whole(
+    tmp_path: Any,
+) -> None:
+    """Transcoding reads each instance's frames through the file opened before the status
+    line, so a delete cannot take the second or third instance away mid-answer."""
+    index, blobs = FakeIndex([]), MemoryBlobs()
+    for number in range(1, 4):
+        ds = make_dataset(
+            study_uid=STUDY,
+            series_uid=SERIES,
+            rows=8,
+            columns=8,
+            frames=2,
+        )
+        ds.compress(RLELossless)
+        path = tmp_path / f"{number}.dcm"
+        path.write_bytes(to_bytes(ds))
+        parsed = parse_instance(path)
+        assert parsed.frames is not None  # the frame-range path, read with read_range
+        stored_record = replace(
+            record(number),
+            key=parsed.key,
+            transfer_syntax_uid=parsed.transfer_syntax_uid,
+            blob_key=f"{STUDY}/{SERIES}/{parsed.key.sop_uid}.dcm",
+            file_size=parsed.file_size,
+            frames=parsed.frames,
+        )
+        index.records[parsed.key] = stored_record
+        blobs.objects[stored_record.blob_key] = path.read_bytes()
+    transcoding = TranscodingService(
+        blobs,  # type: ignore[arg-type]
+        max_transcode_bytes=1 << 30,
+        max_decoded_bytes=1 << 30,
+    )
+    services = cast(
+        Services,
+        SimpleNamespace(retrieve=RetrieveService(index, blobs), transcoding=transcoding),  # type: ignore[arg-type]
+    )
+    accept = (
+        f'multipart/related; type="application/dicom"; transfer-syntax={ExplicitVRLittleEndian}'
+    )
+
+    async def scenario() -> tuple[StreamingResponse, bytes, BaseException | None]:
+        response = await wado.retrieve(study_request(accept), services)
+        assert isinstance(response, StreamingResponse)
+        blobs.objects.clear()  # the study is deleted while the answer streams
+        index.records.clear()
+        return (response, *await drain(response))
+
+    response, body, error = run(scenario)
+    assert error is None
+    parts = parse(response, body)
+    assert len(parts) == 3
+    for part in parts:
+        ds = dcmread(BytesIO(part))
+        assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert ds.NumberOfFrames == 2 and len(ds.PixelData) == 2 * 8 * 8 * 2
 
 
 def test_retrieve_file_deleted_between_listing_and_opening_lists_again() -> None:

@@ -144,14 +144,22 @@ class AzureBlobStore:
                 raise unexpected("Blob Storage", exc) from exc
             raise
 
-    async def read_range(self, key: str, offset: int, length: int) -> bytes:
+    async def read_range(
+        self, key: str, offset: int, length: int, *, etag: str | None = None
+    ) -> bytes:
+        """``length`` bytes from ``offset``; with ``etag``, only from that version."""
         if length <= 0:
             return b""
 
         async def download() -> bytes:
             blob = self._container().get_blob_client(key)
+            pinned: dict[str, Any] = (
+                {}
+                if etag is None
+                else {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+            )
             try:
-                stream = await blob.download_blob(offset=offset, length=length)
+                stream = await blob.download_blob(offset=offset, length=length, **pinned)
             except HttpResponseError as exc:
                 if status_of(exc) == 416:  # the range starts past the end, as pread gives b""
                     return b""
@@ -237,6 +245,9 @@ class AzureBlobReader:
             yield chunk
         if read != self._size:
             raise OSError(f"{self._key} gave {read} of {self._size} bytes")
+
+    async def read_range(self, offset: int, length: int) -> bytes:
+        return await self._store.read_range(self._key, offset, length, etag=self.etag)
 
     async def close(self) -> None:
         return None  # nothing is held between reads

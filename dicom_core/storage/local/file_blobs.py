@@ -293,5 +293,10 @@ class LocalBlobReader:
             offset += len(chunk)
             yield chunk
 
+    async def read_range(self, offset: int, length: int) -> bytes:
+        if not self._closer.alive:
+            raise ValueError(f"reader of {self._key} is closed")
+        return await asyncio.to_thread(os.pread, self._fd, length, offset)
+
     async def close(self) -> None:
         self._closer()

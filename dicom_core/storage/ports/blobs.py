@@ -30,6 +30,10 @@ class BlobReader(Protocol):
         """The object's bytes as opened, in chunks; an error here can only end the body."""
         ...
 
+    async def read_range(self, offset: int, length: int) -> bytes:
+        """``length`` bytes of the object as opened, from ``offset`` (fewer at its end)."""
+        ...
+
     async def close(self) -> None: ...
 
 
