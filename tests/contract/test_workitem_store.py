@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 from pydicom.uid import generate_uid
 
+from dicom_core.domain.nesting import MAX_SEQUENCE_DEPTH
 from dicom_core.query.workitems import parse_workitem_query, workitem_matches
+from dicom_core.storage.azure.cosmos_session import Containers
+from dicom_core.storage.azure.cosmos_workitems import WORKITEM_PARTITION, workitem_id
 from dicom_core.storage.ports import WorkitemChanged, WorkitemExists
 from tests.contract.conftest import Stores
 
@@ -126,3 +130,48 @@ async def test_search_sees_replaced_values(stores: Stores) -> None:
     ):
         query = parse_workitem_query([("PatientID", patient), (key, value)])
         assert len(await stores.workitems.search_workitems(query)) == hits, (key, value)
+
+
+def nested(depth: int) -> dict[str, object]:
+    """A workitem whose InputInformationSequence nests ``depth`` sequence levels."""
+    item: dict[str, object] = {"00080018": {"vr": "UI", "Value": ["1.2.3"]}}
+    for _ in range(depth):
+        item = {"00404021": {"vr": "SQ", "Value": [item]}}
+    return {**dataset("deep"), **item}
+
+
+async def test_a_workitem_nested_as_deep_as_allowed_round_trips(stores: Stores) -> None:
+    """64 sequence levels are 193 nested JSON containers: past the 128 that Cosmos DB takes
+    in an item, so the adapter must not store the dataset as a nested object."""
+    uid = generate_uid()
+    await stores.workitems.create_workitem(uid, nested(MAX_SEQUENCE_DEPTH))
+    record = await stores.workitems.get_workitem(uid)
+    assert record is not None and record.dataset == nested(MAX_SEQUENCE_DEPTH)
+    changed = nested(MAX_SEQUENCE_DEPTH) | dataset("changed")
+    await stores.workitems.replace_workitem(uid, changed, version=record.version)
+    replaced = await stores.workitems.get_workitem(uid)
+    assert replaced is not None and replaced.dataset == changed
+
+
+async def test_cosmos_reads_workitems_written_with_the_dataset_as_an_object(
+    stores: Stores,
+) -> None:
+    """Documents written before the dataset was kept as text are still read and replaced."""
+    if stores.backend != "azure":
+        pytest.skip("the document layout of the Cosmos DB adapter")
+    uid = generate_uid()
+    await stores.workitems.create_workitem(uid, dataset("old"))
+    session = stores.workitems._session  # type: ignore[attr-defined]
+
+    async def rewrite_as_object(c: Containers) -> None:
+        doc = await c.system.read_item(workitem_id(uid), partition_key=WORKITEM_PARTITION)
+        doc["dataset"] = orjson.loads(doc.pop("dataset_json"))
+        await c.system.replace_item(workitem_id(uid), doc)
+
+    await session.run(rewrite_as_object)
+    record = await stores.workitems.get_workitem(uid)
+    assert record is not None and record.dataset == dataset("old")
+    new = dataset("new") | {"00100020": {"vr": "LO", "Value": [uid]}}
+    await stores.workitems.replace_workitem(uid, new, version=record.version)
+    found = await stores.workitems.search_workitems(parse_workitem_query([("PatientID", uid)]))
+    assert [(r.uid, r.dataset) for r in found] == [(uid, new)]

@@ -86,6 +86,43 @@ const documentOperations = require(path.join(serverLib, "handler", "_document-op
 const readJson = require(path.join(serverLib, "json.js")).default;
 const trueHeader = require(path.join(serverLib, "true-header.js")).default;
 
+// --- Fix 7: items nested deeper than 128 levels are refused ---------------------------------
+// Real Cosmos refuses an item whose objects and arrays nest more than 128 levels (the service
+// quotas page, "Maximum level of nesting for embedded objects / arrays"); this server stores
+// any depth, which hid that a deeply nested workitem could not be stored on Azure. Creates,
+// replaces and upserts, alone or in a batch, now answer 400 as the service does.
+const MAX_ITEM_NESTING = 128;
+
+function nestingDepth(value) {
+  // Iterative, so a document nested far past the limit cannot overflow the stack here.
+  let deepest = 0;
+  const stack = [[value, 1]];
+  while (stack.length > 0) {
+    const [current, depth] = stack.pop();
+    if (current === null || typeof current !== "object") continue;
+    if (depth > deepest) deepest = depth;
+    if (deepest > MAX_ITEM_NESTING) return deepest;
+    for (const child of Object.values(current)) stack.push([child, depth + 1]);
+  }
+  return deepest;
+}
+
+for (const name of ["createOperation", "replaceOperation", "upsertOperation"]) {
+  const original = documentOperations[name];
+  documentOperations[name] = (collection, input) => {
+    if (nestingDepth(input.resourceBody) > MAX_ITEM_NESTING) {
+      return {
+        statusCode: 400,
+        body: {
+          code: "BadRequest",
+          message: `The item nests objects or arrays more than ${MAX_ITEM_NESTING} levels deep.`
+        }
+      };
+    }
+    return original(collection, input);
+  };
+}
+
 const OPERATIONS = {
   Create: documentOperations.createOperation,
   Upsert: documentOperations.upsertOperation,

@@ -14,6 +14,12 @@ any item's value; the Cosmos DB server of the tests cannot evaluate ``EXISTS`` o
 that some documents lack, so those are checked on the candidates the query returns, with the
 reference matcher (``wk`` keeps their keys for a later compiled form). Newest first by ``seq``.
 
+The dataset is kept as DICOM JSON text (``dataset_json``), not as a nested object: Cosmos DB
+refuses items whose objects and arrays nest more than 128 levels, and each sequence level is
+three of them in DICOM JSON, so a workitem within ``MAX_SEQUENCE_DEPTH`` (64) could not be
+stored as an object. Documents written as objects (``dataset``) by earlier versions are still
+read. Nothing queries inside the dataset; searches use the ``wv`` and ``wk`` fields.
+
 Paging reads no more than a page needs: an exact query asks for ``TOP (offset + limit)``
 (clamped to the 32-bit integer TOP takes; the parser already caps both), and the candidates of
 an inexact one are read page by page until ``offset + limit`` of them have matched.
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from azure.core import MatchConditions
 from azure.cosmos.exceptions import (
     CosmosAccessConditionFailedError,
@@ -47,10 +54,20 @@ def workitem_id(uid: str) -> str:
     return f"w|{uid}"
 
 
-def _search_fields(dataset: dict[str, Any]) -> dict[str, Any]:
+def _dataset_fields(dataset: dict[str, Any]) -> dict[str, Any]:
+    """The fields a workitem document derives from its dataset: the dataset as text, and the
+    matching keys its searches compile to."""
     keys = workitem_keys(dataset)
     top = {f"k{path}": values[0] for path, values in keys.items() if "." not in path}
-    return {"wk": keys, "wv": top}
+    return {"dataset_json": orjson.dumps(dataset).decode(), "wk": keys, "wv": top}
+
+
+def _dataset(doc: dict[str, Any]) -> dict[str, Any]:
+    text = doc.get("dataset_json")
+    if text is None:
+        return dict(doc["dataset"])  # written as an object before dataset_json
+    loaded: dict[str, Any] = orjson.loads(text)
+    return loaded
 
 
 def compile_workitem_search(query: WorkitemQuery) -> tuple[str, dict[str, object], bool]:
@@ -76,7 +93,7 @@ def compile_workitem_search(query: WorkitemQuery) -> tuple[str, dict[str, object
 def _record(doc: dict[str, Any]) -> WorkitemRecord:
     return WorkitemRecord(
         uid=str(doc["uid"]),
-        dataset=dict(doc["dataset"]),
+        dataset=_dataset(doc),
         version=str(doc["_etag"]),
         sequence=int(doc["seq"]),
     )
@@ -99,8 +116,7 @@ class CosmosWorkitemStore:
                 "kind": WORKITEM,
                 "uid": uid,
                 "seq": sequence,
-                "dataset": dataset,
-                **_search_fields(dataset),
+                **_dataset_fields(dataset),
             }
             try:
                 await c.system.create_item(doc)
@@ -122,10 +138,9 @@ class CosmosWorkitemStore:
             current = await read_item(c.system, workitem_id(uid), WORKITEM_PARTITION)
             if current is None or current["_etag"] != version:
                 raise WorkitemChanged(uid)
-            body = without_system_properties(current) | {
-                "dataset": dataset,
-                **_search_fields(dataset),
-            }
+            body = without_system_properties(current)
+            body.pop("dataset", None)  # an earlier version's object form
+            body |= _dataset_fields(dataset)
             try:
                 await c.system.replace_item(
                     workitem_id(uid),
