@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -94,19 +94,37 @@ def other_process(local: Local) -> Iterator[SqliteDatabase]:
     db.close()
 
 
-def hold_write_lock(db: SqliteDatabase, seconds: float) -> tuple[threading.Thread, threading.Event]:
-    """Hold ``db``'s write transaction in a thread for ``seconds``; the event fires once held."""
-    held = threading.Event()
+@dataclass
+class HeldLock:
+    """Another process's write transaction, held in a thread until ``release`` is set.
+
+    ``events`` records, in order, when that transaction committed, so a test can show that a
+    writer waited for it without measuring time.
+    """
+
+    thread: threading.Thread
+    release: threading.Event
+    events: list[str]
+
+    def let_go(self) -> None:
+        self.release.set()
+        self.thread.join()
+
+
+def hold_write_lock(db: SqliteDatabase) -> HeldLock:
+    """Take ``db``'s write transaction in a thread and keep it until released."""
+    held, release, events = threading.Event(), threading.Event(), []
 
     def hold() -> None:
         with db.transaction():
             held.set()
-            time.sleep(seconds)
+            release.wait(30)
+        events.append("other committed")
 
     thread = threading.Thread(target=hold)
     thread.start()
     assert held.wait(5)
-    return thread, held
+    return HeldLock(thread, release, events)
 
 
 async def test_file_and_index_entry_appear_together(local: Local) -> None:
@@ -162,51 +180,48 @@ async def test_a_failure_after_placing_the_file_leaves_nothing(local: Local) -> 
 async def test_a_store_waits_for_another_process_without_blocking_the_loop(
     local: Local, other_process: SqliteDatabase
 ) -> None:
-    thread, _ = hold_write_lock(other_process, 0.3)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.01)
-
-    ticking = asyncio.create_task(ticker())
-    started = time.monotonic()
+    other = hold_write_lock(other_process)
     key = new_key()
-    await local.writer().write_instance(local.staged(), stored(key), upsert=False)
-    waited = time.monotonic() - started
-    ticking.cancel()
-    thread.join()
-
-    assert waited >= 0.2, "the store must wait for the other writer's commit"
-    assert ticks >= 10, "the event loop kept running while the store waited"
+    # A lock timeout well past the loop turns below: a store that blocked the event loop
+    # while waiting would give up (StorageUnavailable) before they could run.
+    store = asyncio.create_task(
+        local.writer(lock_timeout=30).write_instance(local.staged(), stored(key), upsert=False)
+    )
+    for _ in range(20):
+        await asyncio.sleep(0.01)  # the loop runs other work meanwhile
+    assert not store.done(), "the store must wait for the other writer's commit"
+    assert await local.index.get_instance(key) is None
+    other.release.set()
+    await store
+    other.thread.join()
+    assert other.events == ["other committed"]
     assert await local.index.get_instance(key) is not None
 
 
 async def test_a_store_gives_up_with_storage_unavailable(
     local: Local, other_process: SqliteDatabase
 ) -> None:
-    thread, _ = hold_write_lock(other_process, 1.0)
+    other = hold_write_lock(other_process)
     key = new_key()
     source = local.staged()
     with pytest.raises(StorageUnavailable):
         await local.writer(lock_timeout=0.2).write_instance(source, stored(key), upsert=False)
-    thread.join()
+    other.let_go()
     assert local.rows() == []
     assert local.stored_files() == []
     assert not source.exists(), "placed before the transaction, then removed with it"
 
 
 def test_writers_of_two_processes_take_turns(local: Local, other_process: SqliteDatabase) -> None:
-    thread, _ = hold_write_lock(other_process, 0.3)
+    other = hold_write_lock(other_process)
     with pytest.raises(WriterBusy), local.db.transaction(wait=False):
         pass
-    started = time.monotonic()
+    threading.Timer(0.3, other.release.set).start()  # lets go while the transaction waits
     with local.db.transaction() as conn:
+        other.events.append("ours began")
         conn.execute("INSERT INTO schema_version (version) VALUES (99)")
-    assert time.monotonic() - started >= 0.2
-    thread.join()
+    other.thread.join()
+    assert other.events == ["other committed", "ours began"]
     with other_process.transaction() as conn:
         assert conn.execute("SELECT count(*) FROM schema_version WHERE version = 99").fetchone()[0]
 
@@ -222,17 +237,15 @@ async def test_a_writer_in_a_thread_gives_up_with_storage_unavailable(
     local: Local, other_process: SqliteDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sqlite_db, "LOCK_TIMEOUT_SECONDS", 0.2)
-    thread, _ = hold_write_lock(other_process, 1.0)
+    other = hold_write_lock(other_process)
 
     def write() -> None:
         with local.db.transaction() as conn:
             conn.execute("INSERT INTO schema_version (version) VALUES (98)")
 
-    started = time.monotonic()
     with pytest.raises(StorageUnavailable):
         await local.db.run(write)
-    assert time.monotonic() - started >= 0.2
-    thread.join()
+    other.let_go()
     with local.db.transaction() as conn:
         assert not conn.execute(
             "SELECT count(*) FROM schema_version WHERE version = 98"
