@@ -9,7 +9,7 @@ import pytest
 
 from dicom_core.errors import DependencyFailed
 from dicom_core.storage.ports import BlobNotFound
-from tests.contract.conftest import Stores
+from tests.support.stores import Stores
 
 
 def staged(tmp_path: Path, data: bytes, name: str = "part") -> Path:

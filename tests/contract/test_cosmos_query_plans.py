@@ -28,8 +28,8 @@ from pydicom.uid import generate_uid
 
 from dicom_core.query.conditions import QueryResource
 from dicom_core.query.parser import parse_query
-from tests.contract.conftest import Stores
 from tests.contract.test_index_store import new_key, store
+from tests.support.stores import Stores
 from tools.emulators.launcher import COSMOS_KEY, Emulators
 
 STUDIES = 12

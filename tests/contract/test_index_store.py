@@ -15,7 +15,7 @@ from dicom_core.domain.model import FrameIndex, IndexAttributes, InstanceKey, St
 from dicom_core.query.conditions import QueryLevel, QueryResource
 from dicom_core.query.parser import parse_query
 from dicom_core.storage.ports import IndexStore, InstanceBeingCreated, InstanceExists
-from tests.contract.conftest import Stores, StoresFactory
+from tests.support.stores import Stores, StoresFactory
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"

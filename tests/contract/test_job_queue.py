@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from dicom_core.storage.ports import POISON_SUFFIX
-from tests.contract.conftest import Stores
+from tests.support.stores import Stores
 
 
 async def test_send_receive_complete(stores: Stores) -> None:

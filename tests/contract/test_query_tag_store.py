@@ -17,8 +17,8 @@ from pydicom.uid import generate_uid
 from dicom_core.domain.extended_query_tags import QueryTagDefinition, QueryTagLevelValues
 from dicom_core.jobs.reindex import BatchOutcome, ReindexCheckpoint, ReindexJob, plan_reindex
 from dicom_core.storage.ports import JobQueue, QueryTagStore, TagConflict
-from tests.contract.conftest import Stores
-from tests.fixtures.index_rows import add_instance
+from tests.support.index_rows import add_instance
+from tests.support.stores import Stores
 
 AGE = QueryTagDefinition(path="00101010", vr="AS", level=QueryTagLevelValues.STUDY)
 

@@ -14,7 +14,7 @@ from dicom_core.query.workitems import parse_workitem_query, workitem_matches
 from dicom_core.storage.azure.cosmos_session import Containers
 from dicom_core.storage.azure.cosmos_workitems import WORKITEM_PARTITION, workitem_id
 from dicom_core.storage.ports import WorkitemChanged, WorkitemExists
-from tests.contract.conftest import Stores
+from tests.support.stores import Stores
 
 
 def dataset(label: str) -> dict[str, object]:

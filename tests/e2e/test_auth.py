@@ -24,8 +24,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.conftest import ROOT, Server, start_server, stop_server
-from tests.factories import make_dataset, to_bytes
+from tests.support.factories import make_dataset, to_bytes
+from tests.support.server import ROOT, Server, start_server, stop_server
 
 AUDIENCE = "api://dicom-test"
 ISSUER = "https://login.microsoftonline.com/00000000-0000-0000-0000-00000000cafe/v2.0"

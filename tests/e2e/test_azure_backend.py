@@ -11,9 +11,9 @@ from pydicom.dataset import Dataset
 
 from dicom_core.domain.identifiers import blob_key_for
 from dicom_core.storage.azure.cosmos_schema import RESERVATION, reservation_id
-from tests.azure_backdoor import blob_files, blob_put, cosmos_query, cosmos_upsert
-from tests.conftest import Server
-from tests.factories import make_dataset, multipart, to_bytes
+from tests.support.azure_backdoor import blob_files, blob_put, cosmos_query, cosmos_upsert
+from tests.support.factories import make_dataset, multipart, to_bytes
+from tests.support.server import Server
 
 pytestmark = pytest.mark.azure_backend
 

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from pydicom.dataset import Dataset
 
-from tests.azure_backdoor import blob_files, cosmos_query
-from tests.conftest import BACKENDS, Server, start_server, stop_server
-from tests.factories import make_dataset, multipart, to_bytes
+from tests.support.azure_backdoor import blob_files, cosmos_query
+from tests.support.factories import make_dataset, multipart, to_bytes
+from tests.support.server import BACKENDS, Server, start_server, stop_server
 from tools.emulators.launcher import Emulators
 
 pytestmark = pytest.mark.skipif("azure" not in BACKENDS, reason="azure backend not tested")

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Server, start_server, stop_server
-from tests.factories import make_dataset, to_bytes
+from tests.support.factories import make_dataset, to_bytes
+from tests.support.server import Server, start_server, stop_server
 
 VIEWER = "http://viewer.example:3000"
 PREFLIGHT = {

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Server
-from tests.e2e.curl_support import fill, run_curl, tutorial_server
+from tests.support.curl import fill, run_curl, tutorial_server
+from tests.support.server import Server
 
 STOW = [
     # Store instances using multipart/related

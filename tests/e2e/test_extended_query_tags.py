@@ -19,9 +19,9 @@ from pydicom.uid import generate_uid
 
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
-from tests.conftest import Server, backend_server, start_server, stop_server
-from tests.factories import make_dataset, multipart, to_bytes
-from tests.fixtures.index_rows import add_instance
+from tests.support.factories import make_dataset, multipart, to_bytes
+from tests.support.index_rows import add_instance
+from tests.support.server import Server, backend_server, start_server, stop_server
 
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=DICOMwebBoundary'
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
-from tests.conftest import Server, backend_server
-from tests.factories import make_dataset, multipart, to_bytes
+from tests.support.factories import make_dataset, multipart, to_bytes
+from tests.support.server import Server, backend_server
 
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=DICOMwebBoundary'
 META = {"msdicom-request-meta": "true"}

@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from benchmarks.corpus import large_instance_file
-from tests.conftest import Server, start_server, stop_server
-from tests.factories import make_instance, multipart
-from tests.memory import PeakSampler
+from tests.support.factories import make_instance, multipart
+from tests.support.memory import PeakSampler
+from tests.support.server import Server, start_server, stop_server
 
 GIB = 1024**3
 MIB = 1024**2

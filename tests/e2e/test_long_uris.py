@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 from pydicom.uid import generate_uid
 
-from tests.conftest import Server
+from tests.support.server import Server
 
 LIMIT = 8192
 

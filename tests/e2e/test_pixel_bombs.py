@@ -21,10 +21,10 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels import get_encoder
 
-from tests.conftest import Server, backend_server
-from tests.e2e.wado_support import Stored, parts, sample, store
-from tests.factories import make_dataset
-from tests.memory import PeakSampler
+from tests.support.factories import make_dataset
+from tests.support.memory import PeakSampler
+from tests.support.server import Server, backend_server
+from tests.support.wado import Stored, parts, sample, store
 
 MIB = 1024**2
 EXPLICIT_LE = "1.2.840.10008.1.2.1"

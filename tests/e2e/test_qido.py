@@ -16,7 +16,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from tests.factories import make_dataset, multipart, to_bytes
+from tests.support.factories import make_dataset, multipart, to_bytes
 
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=DICOMwebBoundary'
 DICOM_JSON = "application/dicom+json"

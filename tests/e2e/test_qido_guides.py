@@ -18,10 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Server
-from tests.e2e.curl_support import fill, run_curl, tutorial_server
-from tests.factories import make_dataset, multipart, to_bytes
-from tests.fixtures.tutorial_files import TUTORIAL_FILES
+from tests.support.curl import fill, run_curl, tutorial_server
+from tests.support.factories import make_dataset, multipart, to_bytes
+from tests.support.server import Server
+from tests.support.tutorial_files import TUTORIAL_FILES
 
 TUTORIAL_QIDO = [
     'curl --request GET "{Service URL}/v{version}/studies?StudyInstanceUID=1.2.826.0.1.3680043.8.498.13230779778012324449356534479549187420" --header "Accept: application/dicom+json" --header "Authorization: Bearer {token value}"',  # noqa: E501

@@ -17,8 +17,8 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicom_core.query.parser import MAX_OFFSET
-from tests.conftest import Server, start_server, stop_server
-from tests.e2e.ups_support import DICOM_JSON, HEADERS, new_workitem, unique, workitem
+from tests.support.server import Server, start_server, stop_server
+from tests.support.ups import DICOM_JSON, HEADERS, new_workitem, unique, workitem
 
 LIMIT = 4000
 

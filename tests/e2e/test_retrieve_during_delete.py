@@ -22,8 +22,8 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
-from tests.conftest import Server, azure_environment, start_server, stop_server
-from tests.factories import make_dataset, multipart, multipart_parts, to_bytes
+from tests.support.factories import make_dataset, multipart, multipart_parts, to_bytes
+from tests.support.server import Server, azure_environment, start_server, stop_server
 
 INSTANCES = 20
 RETRIEVES = 200

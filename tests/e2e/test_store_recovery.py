@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 
-from tests.conftest import Server
-from tests.factories import make_dataset, multipart, to_bytes
+from tests.support.factories import make_dataset, multipart, to_bytes
+from tests.support.server import Server
 
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=DICOMwebBoundary'
 # These tests fake a crashed store in the SQLite index; the azure variant is in test_azure_backend.

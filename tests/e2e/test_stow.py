@@ -10,8 +10,14 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
 from dicom_core.domain.nesting import MAX_SEQUENCE_DEPTH
-from tests.conftest import Server
-from tests.factories import make_dataset, make_instance, make_nested_instance, multipart, to_bytes
+from tests.support.factories import (
+    make_dataset,
+    make_instance,
+    make_nested_instance,
+    multipart,
+    to_bytes,
+)
+from tests.support.server import Server
 
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=DICOMwebBoundary'
 ACCEPT = {"Accept": "application/dicom+json"}

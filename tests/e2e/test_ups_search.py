@@ -11,7 +11,7 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
-from tests.e2e.ups_support import (
+from tests.support.ups import (
     DICOM_JSON,
     STATE,
     TRANSACTION_UID,

@@ -10,7 +10,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicom_core.domain.nesting import MAX_SEQUENCE_DEPTH
-from tests.e2e.ups_support import (
+from tests.support.ups import (
     DICOM_JSON,
     HEADERS,
     STATE,

@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 from dicomweb_client.api import DICOMwebClient
 
-from tests.conftest import Server
-from tests.e2e.wado_support import EXPLICIT_LE, J2K_LOSSLESS, original_frame, store_sample
+from tests.support.server import Server
+from tests.support.wado import EXPLICIT_LE, J2K_LOSSLESS, original_frame, store_sample
 
 
 def test_dicomweb_client_retrieve_calls(server: Server, client: httpx.Client) -> None:

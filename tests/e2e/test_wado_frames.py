@@ -8,7 +8,8 @@ import pytest
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels import get_decoder, pixel_array
 
-from tests.e2e.wado_support import (
+from tests.support.factories import make_dataset
+from tests.support.wado import (
     EXPLICIT_LE,
     J2K_LOSSLESS,
     Stored,
@@ -20,7 +21,6 @@ from tests.e2e.wado_support import (
     store,
     store_sample,
 )
-from tests.factories import make_dataset
 
 ANY = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 DECODED = 'multipart/related; type="application/octet-stream"'

@@ -23,11 +23,11 @@ import pytest
 from PIL import Image
 from pydicom import dcmread
 
-from tests.conftest import Server
-from tests.e2e.curl_support import fill, run_curl, tutorial_server
-from tests.e2e.wado_support import encode, read, sample
-from tests.factories import multipart_parts
-from tests.fixtures.tutorial_files import COLUMNS, ROWS, STUDY_UID
+from tests.support.curl import fill, run_curl, tutorial_server
+from tests.support.factories import multipart_parts
+from tests.support.server import Server
+from tests.support.tutorial_files import COLUMNS, ROWS, STUDY_UID
+from tests.support.wado import encode, read, sample
 
 TUTORIAL_METADATA = [
     # Retrieve metadata of all instances in study

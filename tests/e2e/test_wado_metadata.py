@@ -8,8 +8,8 @@ import httpx
 import pytest
 from pydicom.uid import generate_uid
 
-from tests.e2e.wado_support import sample, store
-from tests.factories import make_dataset, to_bytes
+from tests.support.factories import make_dataset, to_bytes
+from tests.support.wado import sample, store
 
 ACCEPT = {"Accept": "application/dicom+json"}
 BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from pydicom.dataset import Dataset
 
-from tests.e2e.wado_support import Stored, store, store_sample
-from tests.factories import make_dataset, to_bytes
+from tests.support.factories import make_dataset, to_bytes
+from tests.support.wado import Stored, store, store_sample
 
 
 def image(response: httpx.Response) -> np.ndarray:

@@ -12,8 +12,9 @@ import pytest
 from pydicom.encaps import parse_basic_offsets
 from pydicom.uid import generate_uid
 
-from tests.conftest import Server, start_server, stop_server
-from tests.e2e.wado_support import (
+from tests.support.factories import make_dataset
+from tests.support.server import Server, start_server, stop_server
+from tests.support.wado import (
     EXPLICIT_LE,
     J2K_LOSSLESS,
     Stored,
@@ -24,7 +25,6 @@ from tests.e2e.wado_support import (
     store,
     store_sample,
 )
-from tests.factories import make_dataset
 
 # Sample files in every source syntax the conformance statement lists for transcoding (and
 # JPEG-LS, which the installed decoder handles too). Implicit VR Little Endian (1.2.840.10008

@@ -16,7 +16,7 @@ import pytest
 
 from dicom_core.bootstrap import build_job_queue
 from dicom_core.settings import Settings
-from tests.conftest import Server, azure_environment, start_server, stop_server
+from tests.support.server import Server, azure_environment, start_server, stop_server
 
 SAMPLE_APP = Path(__file__).with_name("sample_app")
 

@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import start_server
+from tests.support.server import start_server
 
 # A hang guard, not a timing claim: uvicorn's graceful stop takes up to 5 s after the signal.
 GONE_WITHIN = 30.0

@@ -46,9 +46,9 @@ from hypothesis import strategies as st
 from dicom_core.query.conditions import QueryDescription
 from dicom_core.settings import Settings
 from dicom_core.storage.azure.factory import build_backend
-from tests.conftest import BACKENDS
-from tests.fixtures.index_rows import add_instance
 from tests.property.test_query_compiler import Model, models, queries
+from tests.support.index_rows import add_instance
+from tests.support.server import BACKENDS
 
 if TYPE_CHECKING:
     from tools.emulators.launcher import Emulators
@@ -114,7 +114,7 @@ class LoopThread:
 @pytest.fixture(scope="module")
 def cosmos_run(emulators: Emulators) -> Iterator[tuple[LoopThread, dict[str, str]]]:
     """The run's event loop and the settings of its database (dropped at the end)."""
-    from tests.azure_backdoor import cosmos_drop_database
+    from tests.support.azure_backdoor import cosmos_drop_database
 
     environment = emulators.environment(database=f"prop-{uuid.uuid4().hex[:12]}")
     loop = LoopThread()

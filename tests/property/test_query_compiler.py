@@ -29,7 +29,7 @@ from dicom_core.query.matching import matches
 from dicom_core.query.parser import parse_query
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
-from tests.fixtures.index_rows import add_instance
+from tests.support.index_rows import add_instance
 
 SETTINGS = settings(
     max_examples=150,

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from dicom_core.domain.model import InstanceKey, StoredInstance
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
-from tests.fixtures.index_rows import stored_instance
+from tests.support.index_rows import stored_instance
 
 STUDIES = ("1.2.3.1", "1.2.3.2")
 SERIES = ("1.2.4.1", "1.2.4.2", "1.2.4.3")

@@ -25,7 +25,7 @@ from dicom_core.storage.local.file_blobs import FileBlobStore
 from dicom_core.storage.local.instance_writer import SqliteInstanceWriter
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
-from tests.fixtures.index_rows import stored_instance
+from tests.support.index_rows import stored_instance
 
 SYNCHRONOUS_NORMAL = 1
 

@@ -33,7 +33,7 @@ from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_eqt import SqliteQueryTagStore
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
 from dicom_core.storage.local.sqlite_queue import SqliteJobQueue
-from tests.fixtures.index_rows import add_instance
+from tests.support.index_rows import add_instance
 
 
 def test_definitions_accept_keywords_tags_and_any_case() -> None:

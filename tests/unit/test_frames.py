@@ -11,7 +11,7 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_frames
 
 from dicom_core.domain.instance import parse_instance
-from tests.factories import make_instance
+from tests.support.factories import make_instance
 
 FILES = [
     "CT_small.dcm",  # native, one frame

@@ -25,7 +25,7 @@ from dicom_core.storage.local.instance_writer import SqliteInstanceWriter
 from dicom_core.storage.local.sqlite_db import SqliteDatabase, WriterBusy
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
 from dicom_core.storage.ports import InstanceExists, StorageUnavailable
-from tests.fixtures.index_rows import stored_instance
+from tests.support.index_rows import stored_instance
 
 
 class Broken(Exception):

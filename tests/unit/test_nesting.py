@@ -23,7 +23,11 @@ from dicom_core.domain.nesting import (
     dataset_nesting_problem,
     json_nesting_problem,
 )
-from tests.factories import make_nested_instance, nested_sequence_bytes, nested_sequence_json
+from tests.support.factories import (
+    make_nested_instance,
+    nested_sequence_bytes,
+    nested_sequence_json,
+)
 
 CONTENT_SEQUENCE = 0x0040A730
 TOO_DEEP = "(0040,A730) ContentSequence: sequences nest more than 64 levels deep"

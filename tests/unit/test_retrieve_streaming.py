@@ -33,7 +33,7 @@ from dicom_core.storage.local.file_blobs import FileBlobStore
 from dicom_core.storage.ports import BlobNotFound
 from dicom_core.web import wado
 from dicom_core.web.multipart import MultipartError, MultipartParser, PartData, PartStart
-from tests.factories import make_dataset, to_bytes
+from tests.support.factories import make_dataset, to_bytes
 
 STUDY = "1.2.3"
 SERIES = "1.2.3.4"

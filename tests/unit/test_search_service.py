@@ -20,8 +20,8 @@ from dicom_core.query.conditions import QueryDescription, QueryLevel, QueryResou
 from dicom_core.query.parser import parse_query
 from dicom_core.query.results import SearchMatch
 from dicom_core.services.search import ResponsePlan, SearchService
-from tests.factories import make_dataset
-from tests.fixtures.services import local_services, run_reindex, store_datasets
+from tests.support.factories import make_dataset
+from tests.support.services import local_services, run_reindex, store_datasets
 
 R = QueryResource
 STUDY_DOC = {

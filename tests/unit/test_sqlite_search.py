@@ -18,7 +18,7 @@ from dicom_core.query.parser import parse_query
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
 from dicom_core.storage.local.sqlite_query import compile_search
-from tests.fixtures.index_rows import add_instance
+from tests.support.index_rows import add_instance
 
 R = QueryResource
 

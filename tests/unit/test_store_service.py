@@ -1,6 +1,6 @@
 """``StoreService.store_instances``: the whole store transaction, without HTTP.
 
-The services are the local backend's (``tests.fixtures.services``); the body is a list of
+The services are the local backend's (``tests.support.services``); the body is a list of
 part files handed over when the service asks for them, as the web layer hands over the parts
 it spooled.
 """
@@ -14,8 +14,8 @@ import pytest
 
 from dicom_core.bootstrap import Services
 from dicom_core.errors import BadRequest, Conflict
-from tests.factories import make_dataset, to_bytes
-from tests.fixtures.services import Body, local_services, store
+from tests.support.factories import make_dataset, to_bytes
+from tests.support.services import Body, local_services, store
 
 PRIVATE_TAG = "00191100"
 

@@ -1,4 +1,4 @@
-"""Tests for tests/fixtures/tutorial_files.py.
+"""Tests for tests/support/tutorial_files.py.
 
 The end-to-end tests replay the curl tutorial's requests with these files, so a wrong UID
 or a malformed file would show up there as a confusing 404 or 400. These tests pin the
@@ -15,7 +15,7 @@ import pydicom
 import pytest
 from pydicom.dataset import FileDataset
 
-from tests.fixtures.tutorial_files import make_tutorial_files
+from tests.support.tutorial_files import make_tutorial_files
 
 STUDY = "1.2.826.0.1.3680043.8.498.13230779778012324449356534479549187420"
 TABLE = {

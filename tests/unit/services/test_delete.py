@@ -12,7 +12,7 @@ from dicom_core.services.blob_cleanup import CLEANUP_QUEUE, BlobJanitor
 from dicom_core.services.delete import DeleteService
 from dicom_core.storage.ports import OrphanSink, StorageUnavailable
 from tests.fakes import FakeIndexStore, Fakes
-from tests.fixtures.index_rows import add_instance
+from tests.support.index_rows import add_instance
 
 STUDY, OTHER_STUDY = generate_uid(), generate_uid()
 CT, MR = generate_uid(), generate_uid()

@@ -24,8 +24,8 @@ from dicom_core.domain.model import InstanceKey, Reservation, StoredInstance
 from dicom_core.services.blob_cleanup import CLEANUP_QUEUE, BlobJanitor
 from dicom_core.services.external_metadata import ExternalMetadataService
 from dicom_core.services.store import StoreResult, StoreService
-from tests.factories import make_dataset, to_bytes
 from tests.fakes import FakeIndexStore, Fakes
+from tests.support.factories import make_dataset, to_bytes
 
 BASE = "http://dicom.test/v2"
 

@@ -16,8 +16,8 @@ from dicom_core.domain.workitems import WorkitemRecord
 from dicom_core.errors import BadRequest, Conflict, NotFound
 from dicom_core.query.workitems import parse_workitem_query
 from dicom_core.services.workitems import AlreadyInState, WorkitemService
-from tests.e2e.ups_support import STATE, TRANSACTION_UID, element, workitem
 from tests.fakes import Fakes, FakeWorkitemStore
+from tests.support.ups import STATE, TRANSACTION_UID, element, workitem
 
 REASON = "00741238"
 CANCELLATION_DATETIME = "00404052"

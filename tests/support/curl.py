@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Server, start_server, stop_server
-from tests.fixtures.tutorial_files import make_tutorial_files
+from tests.support.server import Server, start_server, stop_server
+from tests.support.tutorial_files import make_tutorial_files
 
 _OUTPUT = re.compile(r"--output\s+\"?([^\"\s]+)")
 

@@ -19,7 +19,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from tests.factories import multipart_parts
+from tests.support.factories import multipart_parts
 
 STORE_HEADERS = {"Content-Type": "application/dicom", "Accept": "application/dicom+json"}
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
