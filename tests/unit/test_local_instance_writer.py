@@ -98,7 +98,7 @@ def other_process(local: Local) -> Iterator[SqliteDatabase]:
 class HeldLock:
     """Another process's write transaction, held in a thread until ``release`` is set.
 
-    ``events`` records, in order, when that transaction committed, so a test can show that a
+    ``events`` records, in order, when that transaction ended, so a test can show that a
     writer waited for it without measuring time.
     """
 
@@ -119,7 +119,8 @@ def hold_write_lock(db: SqliteDatabase) -> HeldLock:
         with db.transaction():
             held.set()
             release.wait(30)
-        events.append("other committed")
+            # Recorded while the lock is still held: a writer that waited comes after it.
+            events.append("other committed")
 
     thread = threading.Thread(target=hold)
     thread.start()
