@@ -153,7 +153,7 @@ class SqliteDatabase:
         except FileNotFoundError:
             return
         try:
-            os.fdatasync(fd)
+            getattr(os, "fdatasync", os.fsync)(fd)  # macOS has no fdatasync
         finally:
             os.close(fd)
 
