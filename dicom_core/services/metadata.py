@@ -2,13 +2,19 @@
 
 The JSON of each instance was computed once at store time, without the binary VRs, and kept
 by the index; a metadata response is those documents joined into one array, with no file
-read and no parsing. The ETag is a digest of exactly the bytes sent, so it changes whenever
-any instance of the resource is added, replaced or removed, and a client revalidating with
-If-None-Match gets 304 for unchanged data (conformance statement, "Retrieve metadata cache
-validation").
+read and no parsing.
+
+The ETag (conformance statement, "Retrieve metadata cache validation") is a digest of the
+resource's version: the watermarks of its stored instances (``IndexStore.metadata_version``).
+A watermark names one stored version of one instance, whose metadata never changes, so the
+ETag changes whenever an instance is added, replaced or removed, and a revalidation with
+If-None-Match is answered from the index alone (``current_etag``), without reading or
+hashing any instance's JSON. The version is read before the documents: a store in between
+gives a body newer than its tag, which the next revalidation answers with a 200, never a
+tag newer than its body, which would keep a stale copy alive with a 304.
 
 With external metadata asked for (v2), each instance carries its study's external elements
-(spec/external-metadata.md); the body is then rebuilt, and the ETag is that of the new body.
+(spec/external-metadata.md); those elements then go into the ETag's digest too.
 """
 
 from __future__ import annotations
@@ -31,10 +37,12 @@ class MetadataDocument:
     body: bytes
     etag: str
 
-    @classmethod
-    def of(cls, body: bytes) -> MetadataDocument:
-        digest = hashlib.blake2b(body, digest_size=16).hexdigest()
-        return cls(body=body, etag=f'"{digest}"')
+
+def _etag(version: str, external: dict[str, dict[str, Any]] | None) -> str:
+    digest = hashlib.blake2b(version.encode(), digest_size=16)
+    if external is not None:
+        digest.update(b"|external|" + orjson.dumps(external, option=orjson.OPT_SORT_KEYS))
+    return f'"{digest.hexdigest()}"'
 
 
 class MetadataService:
@@ -53,15 +61,35 @@ class MetadataService:
     ) -> MetadataDocument:
         """All instances' DICOM JSON of the resource, oldest first; 404 when there are none.
         ``with_external_metadata`` is the client's ``msdicom-request-meta`` (v2 only)."""
+        version = await self._index.metadata_version(study_uid, series_uid, sop_uid)
         documents = await self._index.get_metadata(study_uid, series_uid, sop_uid)
-        if not documents:
+        if version is None or not documents:
             raise resource_not_found(study_uid, series_uid, sop_uid)
-        document = MetadataDocument.of(b"[" + b",".join(documents) + b"]")
-        if with_external_metadata and api_version >= FIRST_API_VERSION:
-            return await self._with_external_metadata(document)
-        return document
+        body = b"[" + b",".join(documents) + b"]"
+        if not (with_external_metadata and api_version >= FIRST_API_VERSION):
+            return MetadataDocument(body, _etag(version, None))
+        external = await self._external_metadata.elements([study_uid])
+        if external:
+            instances: list[dict[str, Any]] = orjson.loads(body)
+            merged = await self._external_metadata.add_to(instances)
+            if merged is not None:
+                body = orjson.dumps(merged)
+        return MetadataDocument(body, _etag(version, external))
 
-    async def _with_external_metadata(self, document: MetadataDocument) -> MetadataDocument:
-        instances: list[dict[str, Any]] = orjson.loads(document.body)
-        merged = await self._external_metadata.add_to(instances)
-        return document if merged is None else MetadataDocument.of(orjson.dumps(merged))
+    async def current_etag(
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        api_version: int = FIRST_API_VERSION,
+        with_external_metadata: bool = False,
+    ) -> str:
+        """The ETag ``retrieve_metadata`` would answer with now, from the index alone (and the
+        study's external elements when asked for); 404 when the resource has no instance."""
+        version = await self._index.metadata_version(study_uid, series_uid, sop_uid)
+        if version is None:
+            raise resource_not_found(study_uid, series_uid, sop_uid)
+        if not (with_external_metadata and api_version >= FIRST_API_VERSION):
+            return _etag(version, None)
+        return _etag(version, await self._external_metadata.elements([study_uid]))

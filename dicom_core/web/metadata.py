@@ -1,7 +1,9 @@
 """Retrieve metadata over HTTP (PS3.18 10.4.1.1.4) with ETag / If-None-Match revalidation.
 
 The document, external metadata included when ``msdicom-request-meta`` asks for it, is
-``MetadataService``'s; this module negotiates and answers 200 or 304.
+``MetadataService``'s; this module negotiates and answers 200 or 304. A request with
+If-None-Match first asks for the current ETag alone, which the index answers without reading
+any instance's JSON, and reads the document only when the tag does not match.
 """
 
 from __future__ import annotations
@@ -22,15 +24,18 @@ async def retrieve_metadata(request: Request, services: Services) -> Response:
     study, series, sop = study_uid(request), series_uid(request), sop_uid(request)
     original_version(request)
     negotiate_metadata(request.headers.getlist("accept"))
+    with_external = requested(request.headers)
+    if_none_match = request.headers.getlist("if-none-match")
+    if if_none_match:
+        # Revalidation: the ETag comes from the index alone; no instance JSON is read.
+        etag = await services.metadata.current_etag(
+            study, series, sop, api_version=version, with_external_metadata=with_external
+        )
+        if _matches(if_none_match, etag):
+            return Response(status_code=304, headers={"ETag": etag})
     document = await services.metadata.retrieve_metadata(
-        study,
-        series,
-        sop,
-        api_version=version,
-        with_external_metadata=requested(request.headers),
+        study, series, sop, api_version=version, with_external_metadata=with_external
     )
-    if _matches(request.headers.getlist("if-none-match"), document.etag):
-        return Response(status_code=304, headers={"ETag": document.etag})
     return responses.raw_dicom_json(document.body, headers={"ETag": document.etag})
 
 

@@ -124,6 +124,43 @@ def test_updates_the_value_and_wins_over_an_extended_query_tag(http: httpx.Clien
     assert found.status_code == 200, found.text
 
 
+def test_metadata_etag_follows_the_external_elements_it_carries(http: httpx.Client) -> None:
+    """A store into another series of the study that changes the study's external value
+    leaves this series' instances as they were, but not its metadata with external elements:
+    a revalidation of that must be a 200 with the new value, not a 304."""
+    study, series = generate_uid(), generate_uid()
+
+    def stow(series_uid: str, value: str) -> None:
+        ds = make_dataset(study_uid=study, series_uid=series_uid)
+        response = http.post(
+            "/v2/studies",
+            content=multipart([to_bytes(ds)]),
+            headers={
+                "Content-Type": MULTIPART,
+                "Accept": "application/dicom+json",
+                "msdicom-meta-LO-00271001": value,
+            },
+        )
+        assert response.status_code == 200, response.text
+
+    stow(series, "first")
+    path = f"/v2/studies/{study}/series/{series}/metadata"
+    with_meta = http.get(path, headers=META)
+    plain = http.get(path)
+    assert with_meta.headers["etag"] != plain.headers["etag"]
+    assert (
+        http.get(path, headers={**META, "If-None-Match": with_meta.headers["etag"]}).status_code
+        == 304
+    )
+
+    stow(generate_uid(), "second")
+    assert http.get(path, headers={"If-None-Match": plain.headers["etag"]}).status_code == 304
+    again = http.get(path, headers={**META, "If-None-Match": with_meta.headers["etag"]})
+    assert again.status_code == 200
+    assert again.json()[0]["00271001"]["Value"] == ["second"]
+    assert again.headers["etag"] != with_meta.headers["etag"]
+
+
 def test_deleting_the_study_deletes_its_external_metadata(http: httpx.Client) -> None:
     ds = make_dataset()
     body = multipart([to_bytes(ds)])

@@ -116,6 +116,12 @@ class FakeIndexStore:
             instance.metadata_json for _, instance in self._scope(study_uid, series_uid, sop_uid)
         ]
 
+    async def metadata_version(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> str | None:
+        found = self._scope(study_uid, series_uid, sop_uid)
+        return ",".join(str(record.watermark) for record, _ in found) or None
+
     async def delete_instances(
         self,
         study_uid: str,

@@ -430,6 +430,13 @@ class CosmosIndexStore:
             lambda c: reads.read_metadata(c, study_uid, series_uid, sop_uid)
         )
 
+    async def metadata_version(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> str | None:
+        return await self._session.run(
+            lambda c: reads.read_metadata_version(c, study_uid, series_uid, sop_uid)
+        )
+
     async def search(
         self, query: QueryDescription, *, metadata: frozenset[QueryLevel] = frozenset()
     ) -> list[SearchMatch]:

@@ -80,6 +80,19 @@ async def read_metadata(
     return await unpack_all(c.index, study_uid, found)
 
 
+async def read_metadata_version(
+    c: Containers, study_uid: str, series_uid: str | None, sop_uid: str | None
+) -> str | None:
+    """``IndexStore.metadata_version``: the watermarks of the scope, as ``read_metadata``
+    finds its instances, without their metadata (one point read or one projected query)."""
+    if series_uid is not None and sop_uid is not None:
+        doc = await read_item(c.index, instance_id(series_uid, sop_uid), study_uid)
+        found = [doc] if doc else []
+    else:
+        found = await scope_query(c.index, "wm", study_uid, series_uid, sop_uid)
+    return ",".join(str(doc["wm"]) for doc in found) or None
+
+
 async def search_index(
     c: Containers, query: QueryDescription, metadata: frozenset[QueryLevel]
 ) -> list[SearchMatch]:

@@ -459,6 +459,27 @@ class SqliteIndexStore:
 
         return await self._db.run(read)
 
+    async def metadata_version(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> str | None:
+        where, params = _scope(study_uid, series_uid, sop_uid)
+
+        def read() -> str | None:
+            # instance_by_series covers study, series, status and watermark: an index-only
+            # scan, no row (and no metadata) is read.
+            row = (
+                self._db.connection()
+                .execute(
+                    "SELECT group_concat(watermark, ',') FROM (SELECT watermark FROM instance"
+                    f" WHERE {where} AND status = ? ORDER BY watermark)",
+                    (*params, CREATED),
+                )
+                .fetchone()
+            )
+            return None if row is None or row[0] is None else str(row[0])
+
+        return await self._db.run(read)
+
     async def search(
         self, query: QueryDescription, *, metadata: frozenset[QueryLevel] = frozenset()
     ) -> list[SearchMatch]:

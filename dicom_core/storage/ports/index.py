@@ -61,6 +61,17 @@ class IndexStore(Protocol):
         """Precomputed DICOM JSON objects (one per instance) of a study, series or instance."""
         ...
 
+    async def metadata_version(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> str | None:
+        """The watermarks of the resource's stored instances, oldest first, as one string.
+
+        Each watermark names one stored version of one instance, whose metadata never changes,
+        so two equal strings mean equal ``get_metadata`` answers: what a metadata ETag is made
+        of, read from the index alone. None when the resource has no stored instance.
+        """
+        ...
+
     async def delete_instances(
         self,
         study_uid: str,

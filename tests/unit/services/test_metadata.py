@@ -1,0 +1,54 @@
+"""``MetadataService`` on the fakes: the ETag a revalidation is answered with comes from the
+index's version of the resource, and never from reading or hashing the instances' JSON."""
+
+from __future__ import annotations
+
+import pytest
+from pydicom.uid import generate_uid
+
+from dicom_core.errors import NotFound
+from dicom_core.services.external_metadata import ExternalMetadataService
+from dicom_core.services.metadata import MetadataService
+from tests.fakes import Fakes
+from tests.support.index_rows import add_instance
+
+STUDY, SERIES = generate_uid(), generate_uid()
+
+
+def service(fakes: Fakes) -> MetadataService:
+    return MetadataService(
+        fakes.index, external_metadata=ExternalMetadataService(fakes.external_metadata)
+    )
+
+
+async def test_a_revalidation_reads_no_instance_json(
+    fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for _ in range(3):
+        await add_instance(fakes.index, STUDY, SERIES, generate_uid())
+    metadata = service(fakes)
+    document = await metadata.retrieve_metadata(STUDY, SERIES)
+
+    async def no_json(*args: object, **kwargs: object) -> list[bytes]:
+        raise AssertionError("a revalidation read the instances' JSON")
+
+    monkeypatch.setattr(fakes.index, "get_metadata", no_json)
+    assert await metadata.current_etag(STUDY, SERIES) == document.etag
+
+
+async def test_the_etag_changes_with_the_instances_and_not_otherwise(fakes: Fakes) -> None:
+    metadata = service(fakes)
+    first = generate_uid()
+    await add_instance(fakes.index, STUDY, SERIES, first)
+    before = await metadata.current_etag(STUDY, SERIES)
+    assert await metadata.current_etag(STUDY, SERIES) == before
+    await add_instance(fakes.index, STUDY, SERIES, generate_uid())
+    after = await metadata.current_etag(STUDY, SERIES)
+    assert after != before
+    await fakes.index.delete_instances(STUDY, SERIES, first)
+    assert await metadata.current_etag(STUDY, SERIES) not in (before, after)
+
+
+async def test_a_resource_without_instances_is_404(fakes: Fakes) -> None:
+    with pytest.raises(NotFound):
+        await service(fakes).current_etag(generate_uid())
