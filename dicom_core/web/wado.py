@@ -119,16 +119,25 @@ async def _answer(
             media_type=f"{DICOM}; transfer-syntax={record.transfer_syntax_uid}",
             headers={"Content-Length": str(opened[0].reader.size)},
         )
+    boundary = new_boundary()
+    content_type = f'{MULTIPART_RELATED}; type="{DICOM}"; boundary={boundary}'
+    if not any(services.transcoding.needs_transcoding(record, target) for record in records):
+        # Every part as stored: the length of the whole answer is known before it starts.
+        first = await _started(opened[0].reader.read_stream())
+        headers = _stored_part_headers(opened, boundary)
+        length = sum(map(len, headers)) + sum(item.reader.size for item in opened)
+        length += len(closing_delimiter(boundary))
+        return StreamingResponse(
+            _closing(_stored_multipart_body(opened, headers, boundary, first), opened),
+            headers={"Content-Type": content_type, "Content-Length": str(length)},
+        )
     if services.transcoding.needs_transcoding(records[0], target):
         first = await _started(services.transcoding.stream(records[0], target, opened[0].reader))
     else:
         first = await _started(opened[0].reader.read_stream())
-    boundary = new_boundary()
     return StreamingResponse(
         _closing(_multipart_body(services, opened, boundary, target, first), opened),
-        headers={
-            "Content-Type": f'{MULTIPART_RELATED}; type="{DICOM}"; boundary={boundary}',
-        },
+        headers={"Content-Type": content_type},
     )
 
 
@@ -153,6 +162,36 @@ async def _started(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             yield chunk
 
     return replay()
+
+
+def _stored_part_headers(opened: Sequence[OpenedInstance], boundary: str) -> list[bytes]:
+    return [
+        part_header(
+            boundary,
+            {
+                "Content-Type": f"{DICOM}; transfer-syntax={item.record.transfer_syntax_uid}",
+                "Content-Length": str(item.reader.size),
+            },
+            first=position == 0,
+        )
+        for position, item in enumerate(opened)
+    ]
+
+
+async def _stored_multipart_body(
+    opened: Sequence[OpenedInstance],
+    headers: Sequence[bytes],
+    boundary: str,
+    first: AsyncIterator[bytes],
+) -> AsyncIterator[bytes]:
+    """Every instance as stored, in a body whose length was announced: the host writes each
+    chunk as it is, instead of copying it into chunked-encoding framing, and a body cut short
+    by a failing read is one a client sees is shorter than announced."""
+    for position, item in enumerate(opened):
+        yield headers[position]
+        async for chunk in first if position == 0 else item.reader.read_stream():
+            yield chunk
+    yield closing_delimiter(boundary)
 
 
 async def _multipart_body(
