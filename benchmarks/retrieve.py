@@ -22,6 +22,11 @@ What it measures, and why that way:
   - a 120-frame JPEG baseline instance (pydicom's ``color3d_jpeg_baseline.dcm``) transcoded
     to Explicit VR Little Endian: each request must decode one frame, not the file.
 * Whole instances as stored (``application/dicom; transfer-syntax=*``): MB/s.
+* A whole series of ``--whole-series`` 512 x 512 CT instances (263 MB for 500) as one
+  multipart answer, as a viewer prefetching a series or a research export asks for it. An
+  answer counts only with every part in it. The same bytes served by a minimal HTTP server in
+  this process (``loopback``: an asyncio server writing one prepared body) are the ceiling:
+  what the client and the loopback interface can move on this machine.
 * Rendered JPEG (``/rendered``, quality 90) of CT instances: latency percentiles.
 
 Each phase runs ``--seconds`` with ``--concurrency`` threads, each with its own keep-alive
@@ -33,6 +38,7 @@ relative: read ours next to Orthanc's. The script never asserts on time.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import io
 import random
@@ -78,6 +84,9 @@ class Corpus:
     j2k: list[str] = field(default_factory=list)
     jpeg: str = ""
     jpeg_frames: int = 0
+    whole_series: str = ""
+    whole_series_parts: int = 0
+    whole_series_bytes: bytes = b""
 
 
 def _instance_path(ds: pydicom.Dataset) -> str:
@@ -142,7 +151,11 @@ class Uploader:
 
 
 def build_corpus(
-    uploaders: Sequence[Uploader], workdir: Path, series_size: int, ct_count: int
+    uploaders: Sequence[Uploader],
+    workdir: Path,
+    series_size: int,
+    ct_count: int,
+    whole_series: int = 0,
 ) -> Corpus:
     """Make every instance once, store it on each server, and return the paths."""
     corpus = Corpus()
@@ -163,8 +176,23 @@ def build_corpus(
     large_header = pydicom.dcmread(large_path, stop_before_pixels=True)
     corpus.large = _instance_path(large_header)
     corpus.large_frames = int(large_header.NumberOfFrames)
+    whole = (
+        list(
+            ct_instances(whole_series, series_per_study=1, instances_per_study=whole_series, seed=7)
+        )
+        if whole_series
+        else []
+    )
+    if whole:
+        whole_header = _header(whole[0])
+        corpus.whole_series = (
+            f"/studies/{whole_header.StudyInstanceUID}/series/{whole_header.SeriesInstanceUID}"
+        )
+        corpus.whole_series_parts = len(whole)
+        corpus.whole_series_bytes = loopback_body(whole)
     for uploader in uploaders:
         started = time.monotonic()
+        uploader.store(whole)
         uploader.store(series)
         uploader.store(ct)
         uploader.store(j2k)
@@ -175,6 +203,76 @@ def build_corpus(
             f" {time.monotonic() - started:.1f} s"
         )
     return corpus
+
+
+LOOPBACK_BOUNDARY = "loopback-ceiling-boundary"
+
+
+def loopback_body(instances: Sequence[bytes]) -> bytes:
+    """The multipart body the loopback server answers with: the series, as a server would."""
+    parts = [
+        f"--{LOOPBACK_BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+        for data in instances
+    ]
+    return b"".join(parts) + f"--{LOOPBACK_BOUNDARY}--\r\n".encode()
+
+
+class LoopbackServer:
+    """The ceiling: a minimal HTTP/1.1 server on loopback that answers every GET with one
+    prepared body (Content-Length, keep-alive). No file reads, no parsing beyond finding the
+    end of the request head: what is left is the client and the loopback interface."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.head = (
+            'HTTP/1.1 200 OK\r\nContent-Type: multipart/related; type="application/dicom";'
+            f" boundary={LOOPBACK_BOUNDARY}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        self.port = 0
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> LoopbackServer:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}/dicom-web"
+
+    def _serve(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        server = self
+
+        class Answer(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = transport
+                self.pending = b""
+
+            def data_received(self, data: bytes) -> None:
+                self.pending += data
+                while b"\r\n\r\n" in self.pending:
+                    _, self.pending = self.pending.split(b"\r\n\r\n", 1)
+                    assert isinstance(self.transport, asyncio.WriteTransport)
+                    self.transport.write(server.head)
+                    self.transport.write(server.body)
+
+        listening = loop.run_until_complete(loop.create_server(Answer, "127.0.0.1", 0))
+        self.port = listening.sockets[0].getsockname()[1]
+        self._ready.set()
+        loop.run_forever()
+        listening.close()
+        loop.close()
 
 
 # --------------------------------------------------------------------------- the load
@@ -211,8 +309,12 @@ def run_phase(
     concurrency: int,
     seconds: float,
     warmup: float = 0.5,
+    check: Callable[[bytes], bool] | None = None,
 ) -> Result:
-    """Run ``concurrency`` clients for ``seconds``; each GETs what ``requests`` yields."""
+    """Run ``concurrency`` clients for ``seconds``; each GETs what ``requests`` yields.
+
+    An answer counts as an error unless its status is 200 and ``check`` (if any) accepts its
+    body."""
     parts = urlsplit(root)
     prefix = parts.path.rstrip("/")
     lock = threading.Lock()
@@ -246,10 +348,10 @@ def run_phase(
             mine["requests"] += 1
             mine["bytes"] += len(body)
             my_latencies.append(elapsed)
-            if status != 200:
+            if status != 200 or (check is not None and not check(body)):
                 mine["errors"] += 1
                 if not first_error:
-                    first_error.append(f"{status} for {path}: {body[:200]!r}")
+                    first_error.append(f"{status} for {path}: {body[:200]!r} ({len(body)} bytes)")
         conn.close()
         with lock:
             for key, value in mine.items():
@@ -332,7 +434,31 @@ def phases(
             cycle([p + "/rendered?quality=90" for p in corpus.ct], "image/jpeg"),
             "img",
         ),
+        *(
+            [
+                (
+                    f"whole series ({corpus.whole_series_parts} CT)",
+                    cycle([corpus.whole_series], WHOLE_SERIES_ACCEPT),
+                    "MB",
+                )
+            ]
+            if corpus.whole_series
+            else []
+        ),
     ]
+
+
+WHOLE_SERIES_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+
+def whole_series_check(parts: int) -> Callable[[bytes], bool]:
+    """A whole-series answer is right when it carries every instance: ``parts`` DICOM files
+    (each starts with the 'DICM' prefix after its preamble) and a closing boundary."""
+
+    def check(body: bytes) -> bool:
+        return body.count(b"DICM") >= parts and body.rstrip().endswith(b"--")
+
+    return check
 
 
 # --------------------------------------------------------------------------- output
@@ -369,6 +495,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--series-size", type=int, default=500)
     parser.add_argument("--ct-count", type=int, default=40)
+    parser.add_argument(
+        "--whole-series",
+        type=int,
+        default=500,
+        help="instances of the whole-series phase (512 x 512 CT; 0 leaves the phase out)",
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--only", default="", help="comma-separated phase name prefixes")
     return parser.parse_args(argv)
@@ -382,20 +514,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         servers.append(("orthanc", args.orthanc))
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         corpus = build_corpus(
-            [Uploader(root) for _, root in servers], Path(tmp), args.series_size, args.ct_count
+            [Uploader(root) for _, root in servers],
+            Path(tmp),
+            args.series_size,
+            args.ct_count,
+            args.whole_series,
         )
     wanted = [w.strip() for w in args.only.split(",") if w.strip()]
     results: list[Result] = []
-    for phase, requests, unit in phases(corpus):
-        if wanted and not any(phase.startswith(w) for w in wanted):
-            continue
-        for name, root in servers:
-            log(f"{phase} on {name}")
-            result = run_phase(
-                name, phase, root, requests, concurrency=args.concurrency, seconds=args.seconds
-            )
-            result.unit = unit
-            results.append(result)
+    with LoopbackServer(corpus.whole_series_bytes) as loopback:
+        for phase, requests, unit in phases(corpus):
+            if wanted and not any(phase.startswith(w) for w in wanted):
+                continue
+            whole = phase.startswith("whole series")
+            check = whole_series_check(corpus.whole_series_parts) if whole else None
+            measured = [*servers, ("loopback", loopback.root)] if whole else servers
+            for name, root in measured:
+                log(f"{phase} on {name}")
+                result = run_phase(
+                    name,
+                    phase,
+                    root,
+                    requests,
+                    concurrency=args.concurrency,
+                    seconds=args.seconds,
+                    check=check,
+                )
+                result.unit = unit
+                results.append(result)
     print(f"\nconcurrency {args.concurrency}, {args.seconds:g} s per phase\n")
     print_table(results)
     if any(r.phase.startswith("series metadata") for r in results):
