@@ -1,37 +1,55 @@
-"""Small request bodies (JSON datasets and definitions), read with a size limit.
+"""Request bodies read with a size limit: streamed (STOW) or held whole (JSON datasets).
 
 A body is refused with 413 before a byte of it is read when its Content-Length already passes
 the limit, and while it is read once the bytes received pass it, so a chunked body (no
-Content-Length) or one that lies about its length never costs more than the limit in memory.
-STOW has its own streaming reader (``stow``); this one is for bodies held whole to be parsed.
+Content-Length) or one that lies about its length never costs more than the limit. A client
+that goes away mid-body gets a 400 (which it will not read, but the request ends as one).
+``limited_chunks`` is the one reader; STOW spools its chunks to disk, ``read_limited`` keeps
+them for bodies parsed whole.
 """
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
 
 from starlette.requests import ClientDisconnect, Request
 
 from dicom_core.errors import BadRequest, PayloadTooLarge
 
 
-def _too_large(limit: int, what: str) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"The {what} is larger than the {limit}-byte limit (DICOM_MAX_JSON_BODY_BYTES)."
-    )
-
-
-async def read_limited(request: Request, limit: int, *, what: str = "request body") -> bytes:
-    """The whole body of ``request``; 413 naming ``limit`` as soon as it is known to pass it."""
+def check_declared_length(
+    request: Request, limit: int, too_large: Callable[[int | None], PayloadTooLarge]
+) -> None:
+    """Raise ``too_large(declared)`` when the body's Content-Length already passes ``limit``."""
     declared = request.headers.get("content-length", "").strip()
     if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit, what)
-    chunks: list[bytes] = []
+        raise too_large(int(declared))
+
+
+async def limited_chunks(
+    request: Request, limit: int, too_large: Callable[[int | None], PayloadTooLarge]
+) -> AsyncIterator[bytes]:
+    """The body of ``request`` chunk by chunk; ``too_large(declared)`` is raised as soon as
+    the body is known to pass ``limit`` (``declared`` is its Content-Length, or None when the
+    bytes received passed it)."""
+    check_declared_length(request, limit, too_large)
     received = 0
     try:
         async for chunk in request.stream():
             received += len(chunk)
             if received > limit:
-                raise _too_large(limit, what)
-            chunks.append(chunk)
+                raise too_large(None)
+            yield chunk
     except ClientDisconnect as exc:
         raise BadRequest("The client disconnected before the body was complete.") from exc
-    return b"".join(chunks)
+
+
+async def read_limited(request: Request, limit: int, *, what: str = "request body") -> bytes:
+    """The whole body of ``request``; 413 naming ``limit`` as soon as it is known to pass it."""
+
+    def too_large(_: int | None) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"The {what} is larger than the {limit}-byte limit (DICOM_MAX_JSON_BODY_BYTES)."
+        )
+
+    return b"".join([chunk async for chunk in limited_chunks(request, limit, too_large)])

@@ -10,9 +10,10 @@ body has been read and is well-formed: a truncated or malformed body stores noth
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from dicom_core.bootstrap import Services
@@ -21,6 +22,7 @@ from dicom_core.errors import BadRequest, NotAcceptable, PayloadTooLarge, Unsupp
 from dicom_core.services.external_metadata import HEADER_PREFIX
 from dicom_core.services.staging import PartSpool
 from dicom_core.web import responses
+from dicom_core.web.bodies import check_declared_length, limited_chunks
 from dicom_core.web.context import api_version, base_url, optional_path_uid
 from dicom_core.web.multipart import (
     MultipartError,
@@ -42,11 +44,7 @@ async def store_instances(request: Request, services: Services) -> Response:
             "Store answers only in application/dicom+json; change the Accept header."
         )
     limit = services.settings.max_request_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(
-            f"The request body of {declared} bytes exceeds the {limit}-byte limit."
-        )
+    check_declared_length(request, limit, _too_large(limit))
 
     result = await services.store.store_instances(
         lambda: _spool_body(request, services, limit),
@@ -91,19 +89,23 @@ async def _spool_body(request: Request, services: Services, limit: int) -> list[
     return await _spool_multipart(request, services, limit, content_type.params.get("boundary"))
 
 
+def _too_large(limit: int) -> Callable[[int | None], PayloadTooLarge]:
+    def error(declared: int | None) -> PayloadTooLarge:
+        if declared is not None:
+            return PayloadTooLarge(
+                f"The request body of {declared} bytes exceeds the {limit}-byte limit."
+            )
+        return PayloadTooLarge(f"The request body exceeds the {limit}-byte limit.")
+
+    return error
+
+
 async def _spool_single(request: Request, services: Services, limit: int) -> list[Path]:
     spool = services.staging.new_part()
-    received = 0
     try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > limit:
-                raise PayloadTooLarge(f"The request body exceeds the {limit}-byte limit.")
+        async for chunk in limited_chunks(request, limit, _too_large(limit)):
             spool.write(chunk)
         spool.close()
-    except ClientDisconnect as exc:
-        spool.discard()
-        raise BadRequest("The client disconnected before the body was complete.") from exc
     except BaseException:
         spool.discard()
         raise
@@ -123,7 +125,6 @@ async def _spool_multipart(
     except MultipartError as exc:
         raise BadRequest(f"The multipart boundary parameter is not valid: {exc}.") from exc
     head = b""
-    received = 0
 
     def handle(events: list[PartStart | PartData | PartEnd]) -> None:
         nonlocal current
@@ -147,10 +148,7 @@ async def _spool_multipart(
                 current = None
 
     try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > limit:
-                raise PayloadTooLarge(f"The request body exceeds the {limit}-byte limit.")
+        async for chunk in limited_chunks(request, limit, _too_large(limit)):
             if parser is None:
                 head += chunk
                 if len(head) < 80 and chunk:
@@ -178,9 +176,6 @@ async def _spool_multipart(
     except MultipartError as exc:
         _discard(spools)
         raise BadRequest(f"The multipart body is malformed: {exc}.") from exc
-    except ClientDisconnect as exc:
-        _discard(spools)
-        raise BadRequest("The client disconnected before the body was complete.") from exc
     except BaseException:
         _discard(spools)
         raise
