@@ -24,7 +24,7 @@ from dicom_core.domain import index_attributes
 from dicom_core.domain.dicomjson import dataset_json
 from dicom_core.domain.frames import FrameLayoutError, frame_index
 from dicom_core.domain.identifiers import identifier_problem
-from dicom_core.domain.model import FrameIndex, IndexAttributes, InstanceKey
+from dicom_core.domain.model import FrameIndex, InstanceKey, StoredInstance
 from dicom_core.domain.nesting import MAX_SEQUENCE_DEPTH, dataset_nesting_problem
 from dicom_core.domain.validation import AttributeProblem, dataset_problems
 
@@ -79,14 +79,10 @@ class InstanceRejected(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class ParsedInstance:
-    key: InstanceKey
-    sop_class_uid: str
-    transfer_syntax_uid: str
-    file_size: int
-    metadata_json: bytes
-    attributes: IndexAttributes
-    frames: FrameIndex | None
+class ParsedInstance(StoredInstance):
+    """What the index keeps about the instance (``StoredInstance``), and the problems the
+    parse found in attributes that are not required (warnings of the store's answer)."""
+
     problems: list[AttributeProblem] = field(default_factory=list)
 
 

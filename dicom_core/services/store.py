@@ -285,15 +285,7 @@ class StoreService:
 
     async def _write(self, path: Path, parsed: ParsedInstance, upsert: bool) -> FailedEntry | None:
         key = parsed.key
-        stored = StoredInstance(
-            key=key,
-            sop_class_uid=parsed.sop_class_uid,
-            transfer_syntax_uid=parsed.transfer_syntax_uid,
-            file_size=parsed.file_size,
-            metadata_json=parsed.metadata_json,
-            attributes=parsed.attributes,
-            frames=parsed.frames,
-        )
+        stored: StoredInstance = parsed  # the problems ride along; the index keeps the rest
         try:
             if self._writer is not None:
                 written = await self._writer.write_instance(path, stored, upsert=upsert)
