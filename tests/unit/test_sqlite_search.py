@@ -17,7 +17,7 @@ from dicom_core.query.matching import matches
 from dicom_core.query.parser import parse_query
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
-from dicom_core.storage.local.sqlite_query import compile_search
+from dicom_core.storage.local.sqlite_query import compile_search, modality_probe
 from tests.support.index_rows import add_instance
 
 R = QueryResource
@@ -121,6 +121,46 @@ async def test_modalities_in_study_and_counts(store: SqliteIndexStore) -> None:
     assert (match.study_series, match.study_instances, match.modalities) == (2, 3, ("CT", "SR"))
     series = await store.search(parse_query([], R.STUDY_SERIES, study_uid="1.1"))
     assert [(m.series_uid, m.series_instances) for m in series] == [("1.1.2", 1), ("1.1.1", 2)]
+
+
+@pytest.mark.parametrize("rare_modality_rows", [0, 2, 10**9])
+async def test_modalities_in_study_by_either_route(tmp_path: Path, rare_modality_rows: int) -> None:
+    """Both routes of a ModalitiesInStudy search find the same studies, in the same order: a
+    limit of 0 always tests each study, 10**9 always starts from the series, and 2 takes the
+    series route for a modality of one series and not for two (sqlite_query.modality_probe,
+    which at the study level counts series)."""
+    db = SqliteDatabase(tmp_path / "index.sqlite")
+    store = SqliteIndexStore(db, rare_modality_rows=rare_modality_rows)
+    try:
+        await add_instance(store, "1.1", "1.1.1", "1.1.1.1", series={"Modality": "CT"})
+        await add_instance(store, "1.1", "1.1.2", "1.1.2.1", series={"Modality": "SR"})
+        await add_instance(store, "1.2", "1.2.1", "1.2.1.1", series={"Modality": "MR"})
+        await add_instance(store, "1.3", "1.3.1", "1.3.1.1", series={"Modality": "ct"})
+        assert await studies(store, ("ModalitiesInStudy", "CT")) == ["1.3", "1.1"]
+        assert await studies(store, ("ModalitiesInStudy", "sr")) == ["1.1"]
+        assert await studies(store, ("ModalitiesInStudy", "MR\\SR")) == ["1.2", "1.1"]
+        assert await studies(store, ("ModalitiesInStudy", "US")) == []
+        assert await studies(store, ("ModalitiesInStudy", "C*")) == ["1.3", "1.1"]
+        series = parse_query([("ModalitiesInStudy", "SR")], R.ALL_SERIES)
+        assert sorted(m.series_uid or "" for m in await store.search(series)) == ["1.1.1", "1.1.2"]
+        instances = parse_query([("ModalitiesInStudy", "MR"), ("limit", "1")], R.ALL_INSTANCES)
+        assert [m.sop_uid for m in await store.search(instances)] == ["1.2.1.1"]
+    finally:
+        db.close()
+
+
+def test_modality_probe_counts_rows_only_for_values_an_index_seeks() -> None:
+    probe = modality_probe(parse_query([("ModalitiesInStudy", "CT\\MR")], R.ALL_STUDIES), 7)
+    assert probe is not None and probe.params == ("ct", "mr", 7)
+    assert modality_probe(parse_query([("ModalitiesInStudy", "C*")], R.ALL_STUDIES)) is None
+    assert modality_probe(parse_query([("PatientID", "x")], R.ALL_STUDIES)) is None
+    # At the instance level the series route sorts instances: the probe counts those.
+    instances = modality_probe(parse_query([("ModalitiesInStudy", "CT")], R.ALL_INSTANCES))
+    assert instances is not None and "JOIN instance i" in instances.sql
+    rare = compile_search(
+        parse_query([("ModalitiesInStudy", "CT")], R.ALL_STUDIES), rare_modality=True
+    )
+    assert "st.study_uid IN (SELECT m.study_uid FROM series m" in rare.sql
 
 
 async def test_date_ranges(store: SqliteIndexStore) -> None:

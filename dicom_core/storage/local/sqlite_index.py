@@ -25,7 +25,11 @@ from dicom_core.storage.local.schema import (
     STUDY_NORMALIZED_COLUMNS,
 )
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
-from dicom_core.storage.local.sqlite_query import compile_search
+from dicom_core.storage.local.sqlite_query import (
+    RARE_MODALITY_ROWS,
+    compile_search,
+    modality_probe,
+)
 from dicom_core.storage.ports import InstanceBeingCreated, InstanceExists, OrphanSink
 
 CREATING, CREATED = 0, 1
@@ -95,9 +99,18 @@ def _scope(
 
 
 class SqliteIndexStore:
-    def __init__(self, db: SqliteDatabase, *, stale_create_seconds: int = 3600) -> None:
+    def __init__(
+        self,
+        db: SqliteDatabase,
+        *,
+        stale_create_seconds: int = 3600,
+        rare_modality_rows: int | None = None,
+    ) -> None:
+        """``rare_modality_rows`` replaces the per-level limits of ``RARE_MODALITY_ROWS``
+        (tests use it to take either ModalitiesInStudy route)."""
         self._db = db
         self._stale_seconds = stale_create_seconds
+        self._rare_modality_rows = rare_modality_rows
 
     @property
     def database(self) -> SqliteDatabase:
@@ -491,9 +504,26 @@ class SqliteIndexStore:
         summary = document_tags(query) <= SUMMARY_TAGS
         compiled = compile_search(query, metadata, summary=summary)
         levels = sorted(metadata)
+        # A ModalitiesInStudy search starts from the modality's series when that route has few
+        # rows to sort (sqlite_query.RARE_MODALITY_ROWS): counted first, up to the limit.
+        limit = self._rare_modality_rows
+        if limit is None:
+            limit = RARE_MODALITY_ROWS[query.level]
+        probe = modality_probe(query, limit)
+        rare = (
+            None
+            if probe is None
+            else compile_search(query, metadata, summary=summary, rare_modality=True)
+        )
 
         def read() -> list[SearchMatch]:
-            rows = self._db.connection().execute(compiled.sql, compiled.params).fetchall()
+            conn = self._db.connection()
+            chosen = compiled
+            if probe is not None and rare is not None:
+                (count,) = conn.execute(probe.sql, probe.params).fetchone()
+                if int(count) < limit:
+                    chosen = rare
+            rows = conn.execute(chosen.sql, chosen.params).fetchall()
             return [_search_match(row, levels) for row in rows]
 
         return await self._db.run(read)

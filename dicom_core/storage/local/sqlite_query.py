@@ -188,7 +188,61 @@ def _extended_clause(condition: Condition, level: QueryLevel, params: list[objec
     )
 
 
-def _where(query: QueryDescription, params: list[object]) -> list[str]:
+RARE_MODALITY_ROWS: dict[QueryLevel, int] = {
+    QueryLevel.STUDY: 500,
+    QueryLevel.SERIES: 500,
+    QueryLevel.INSTANCE: 2000,
+}
+"""Below this many rows to sort, a ModalitiesInStudy search starts from the modality's series.
+
+A ModalitiesInStudy condition can be answered two ways, and each is slow where the other is
+fast. Testing each study (series, instance), newest first, for a series of the modality
+(EXISTS, the default) stops after a page of matches: quick for a common modality, but for a
+modality that few studies have it tests nearly every row, so its cost grows with the index
+(1.5 s for /instances?ModalitiesInStudy=US over 10^6 instances). Starting from the series of
+the modality (``series_by_modality_key``) reads the studies (their series, their instances)
+that have one and sorts them all: quick when they are few, slow for a common modality.
+``modality_probe`` counts those rows up to the level's limit (index lookups, stopped at the
+limit) and ``SqliteIndexStore.search`` starts from the series below it. The limits are about
+a millisecond of sorting (some 1.5 us a study or series row, 0.7 us an instance row, measured
+with benchmarks/scale.py). Above them the newest-first test reads about 100 x rows / matching
+rows before it has a page (benchmarks/SCALE.md).
+"""
+
+# Per level of the search: the rows that the series route would sort, for each matching series.
+_PROBE_JOINS: dict[QueryLevel, str] = {
+    QueryLevel.STUDY: "",
+    QueryLevel.SERIES: " JOIN series se ON se.study_uid = m.study_uid",
+    QueryLevel.INSTANCE: " JOIN instance i ON i.study_uid = m.study_uid",
+}
+
+
+def _modality_condition(query: QueryDescription) -> Condition | None:
+    """The ModalitiesInStudy condition, when it is one that the series index can seek."""
+    for condition in query.conditions:
+        attribute = condition.attribute
+        if attribute.multiple and attribute.keyword == "ModalitiesInStudy":
+            return condition if isinstance(condition, ValueMatch | ListMatch) else None
+    return None
+
+
+def modality_probe(query: QueryDescription, limit: int | None = None) -> CompiledSearch | None:
+    """How many rows the series route of the query's ModalitiesInStudy condition would read,
+    counted up to ``limit``; None when there is no such condition, or it is a wildcard (which
+    no index seeks). A study with several matching series counts several times: an upper
+    bound is all the choice needs. ``limit`` defaults to the level's ``RARE_MODALITY_ROWS``."""
+    condition = _modality_condition(query)
+    if condition is None:
+        return None
+    if limit is None:
+        limit = RARE_MODALITY_ROWS[query.level]
+    params: list[object] = []
+    inner = sql_predicate(condition, "m.modality_fold", params)
+    rows = f"SELECT 1 FROM series m{_PROBE_JOINS[query.level]} WHERE {inner} LIMIT ?"
+    return CompiledSearch(sql=f"SELECT count(*) FROM ({rows})", params=(*params, limit))
+
+
+def _where(query: QueryDescription, params: list[object], rare_modality: bool = False) -> list[str]:
     level = query.level
     clauses: list[str] = []
     for condition in query.conditions:
@@ -196,11 +250,13 @@ def _where(query: QueryDescription, params: list[object]) -> list[str]:
         if attribute.multiple:
             if attribute.keyword != "ModalitiesInStudy":
                 raise UnsupportedCondition(f"{attribute.keyword} is not a list in this index")
-            # Any series of the study; EXISTS stops at the first one.
             inner = sql_predicate(condition, "m.modality_fold", params)
-            clauses.append(
-                f"EXISTS (SELECT 1 FROM series m WHERE m.study_uid = st.study_uid AND {inner})"
-            )
+            if rare_modality:  # from the few matching series to their studies
+                clauses.append(f"st.study_uid IN (SELECT m.study_uid FROM series m WHERE {inner})")
+            else:  # any series of the study; EXISTS stops at the first one
+                clauses.append(
+                    f"EXISTS (SELECT 1 FROM series m WHERE m.study_uid = st.study_uid AND {inner})"
+                )
             continue
         if attribute.extended:
             clauses.append(_extended_clause(condition, level, params))
@@ -259,6 +315,7 @@ def compile_search(
     metadata: frozenset[QueryLevel] = frozenset(),
     *,
     summary: bool = False,
+    rare_modality: bool = False,
 ) -> CompiledSearch:
     """One statement returning the page's identifiers, aggregates and the requested metadata.
 
@@ -266,10 +323,12 @@ def compile_search(
     study_instances, modalities, series_instances, sort_wm, then one metadata column per
     level in ``metadata`` (study, series, instance order): the instance's full DICOM JSON, or
     with ``summary`` its ``instance_summary`` document (the default and "all" attributes).
+    ``rare_modality``: start from the series matching the ModalitiesInStudy condition, for
+    few matches (``RARE_MODALITY_ROWS``); the results are the same either way.
     """
     level = query.level
     params: list[object] = []
-    clauses = _where(query, params)
+    clauses = _where(query, params, rare_modality)
     if level is QueryLevel.INSTANCE:
         clauses.insert(0, f"i.status = {CREATED}")
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
