@@ -114,6 +114,7 @@ GIVEN_NAMES = [
 ]  # fmt: skip
 REFERRERS = [f"{f}^{g}" for f in ("Adler", "Brandt", "Costa", "Dubois") for g in ("A", "B", "C")]
 STATIONS = ["CT01", "CT02", "MR01", "MR02", "PETCT1"]
+ABSENT_MODALITIES = ["US", "MG", "XA"]  # modalities no study of the archive has
 
 
 @dataclass(frozen=True, slots=True)
@@ -575,7 +576,8 @@ def archive(workdir: Path, instances: int, seed: int) -> Archive:
 
 # -- the operations --------------------------------------------------------------------------
 
-Check = Callable[[Any], Awaitable[None]]
+Check = Callable[[Any], Awaitable[int]]
+"""Raises unless the answer is right; returns its size (results, or instances read)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -605,11 +607,12 @@ def _expect(expected: set[str], tag: str, exact: bool = False) -> Check:
     """Results are ``min(limit, len(expected))`` distinct members of ``expected`` (all of
     them when ``exact``)."""
 
-    async def check(answer: Any) -> None:
+    async def check(answer: Any) -> int:
         found = _uids_of(answer.results, T[tag])
         want = len(expected) if exact else min(DEFAULT_LIMIT, len(expected))
         if len(found) != want or len(set(found)) != want or not set(found) <= expected:
             raise AssertionError(f"{len(found)} results, expected {want} of {len(expected)}")
+        return want
 
     return check
 
@@ -662,9 +665,10 @@ class Operations:
     def qido_studies(self, rng: random.Random) -> Call:
         newest = [self.uids(p).study for p in reversed(self.plans[-DEFAULT_LIMIT:])]
 
-        async def check(answer: Any) -> None:
+        async def check(answer: Any) -> int:
             if _uids_of(answer.results, T["StudyInstanceUID"]) != newest:
                 raise AssertionError("the first page is not the newest studies, newest first")
+            return len(newest)
 
         return self._search(Search(QueryResource.ALL_STUDIES, []), check)
 
@@ -714,7 +718,13 @@ class Operations:
         return self._modality(rng.choice(["CT", "MR", "PT", "SR"]))
 
     def modality_absent(self, rng: random.Random) -> Call:
-        return self._modality(rng.choice(["US", "MG", "XA"]))  # none in this archive
+        return self._modality(rng.choice(ABSENT_MODALITIES))
+
+    def instances_modality_absent(self, rng: random.Random) -> Call:
+        search = Search(
+            QueryResource.ALL_INSTANCES, [("ModalitiesInStudy", rng.choice(ABSENT_MODALITIES))]
+        )
+        return self._search(search, _expect(set(), "SOPInstanceUID", exact=True))
 
     def study_series(self, rng: random.Random) -> Call:
         uids = self.uids(rng.choice(self.plans))
@@ -749,17 +759,18 @@ class Operations:
         expected = uids.instances[s] if series else [u for i in uids.instances for u in i]
         metadata = self.services.metadata
 
-        async def check_document(answer: Any) -> None:
+        async def check_document(answer: Any) -> int:
             documents = orjson.loads(answer.body)
             found = [d[T["SOPInstanceUID"]]["Value"][0] for d in documents]
             if sorted(found) != sorted(expected):
                 raise AssertionError(f"{len(found)} instances, expected {len(expected)}")
+            return len(found)
 
-        async def check_etag(answer: Any) -> None:
+        async def check_etag(answer: Any) -> int:
             document = await metadata.retrieve_metadata(study_uid, series_uid)
             if answer != document.etag:
                 raise AssertionError("the ETag differs from the one a 200 carries")
-            await check_document(document)
+            return await check_document(document)
 
         if etag:
             return Call(lambda: metadata.current_etag(study_uid, series_uid), check_etag)
@@ -787,6 +798,7 @@ OPERATIONS: list[tuple[str, str]] = [
     ("date_year", "QIDO studies, StudyDate 1 year"),
     ("modality", "QIDO studies, ModalitiesInStudy"),
     ("modality_absent", "QIDO studies, ModalitiesInStudy, none"),
+    ("instances_modality_absent", "QIDO instances, ModalitiesInStudy, none"),
     ("study_series", "QIDO series of a study"),
     ("series_instances", "QIDO instances of a series"),
     ("instance_by_uid", "QIDO instances, SOPInstanceUID"),
@@ -801,22 +813,15 @@ OPERATIONS: list[tuple[str, str]] = [
 class Figures:
     median_ms: float
     p90_ms: float
-    calls: int
+    mean_size: float  # results per call, or instances read
 
 
-async def measure(ops: Operations, name: str, calls: int, warmup: int) -> Figures:
-    """Time ``warmup + calls`` calls of one operation; the first ``warmup`` are not counted."""
-    samples: list[float] = []
-    for index, call in enumerate(ops.calls(name, warmup + calls)):
-        started = time.perf_counter()
-        answer = await call.run()
-        took = time.perf_counter() - started
-        await call.check(answer)
-        if index >= warmup:
-            samples.append(took)
+def figures(samples: list[float], sizes: list[int]) -> Figures:
     ordered = sorted(samples)
     return Figures(
-        statistics.median(samples) * 1e3, ordered[int(0.9 * len(ordered))] * 1e3, len(samples)
+        statistics.median(samples) * 1e3,
+        ordered[int(0.9 * len(ordered))] * 1e3,
+        statistics.mean(sizes),
     )
 
 
@@ -826,19 +831,47 @@ def settings_for(data_dir: Path) -> Settings:
     )
 
 
-async def measure_archive(arc: Archive, seed: int, calls: int, warmup: int) -> dict[str, Figures]:
-    services = build_services(settings_for(arc.data_dir))
-    ops = Operations(services, arc, seed)
-    results: dict[str, Figures] = {}
+def warm_page_cache(path: Path) -> float:
+    """Read the database file once, so that the OS caches it as a busy server's would be."""
+    started = time.perf_counter()
+    with open(path, "rb", buffering=0) as handle:
+        while handle.read(1 << 20):
+            pass
+    return time.perf_counter() - started
+
+
+async def measure_all(
+    archives: list[Archive], seed: int, calls: int, warmup: int
+) -> dict[int, dict[str, Figures]]:
+    """Time each operation on every archive, in rounds: one call per archive per round, the
+    order rotating, so that a slow spell of the (shared) machine hits every size alike."""
+    services = [build_services(settings_for(arc.data_dir)) for arc in archives]
+    ops = [Operations(service, arc, seed) for service, arc in zip(services, archives, strict=True)]
+    results: dict[int, dict[str, Figures]] = {arc.instances: {} for arc in archives}
     try:
         for name, label in OPERATIONS:
-            results[name] = figures = await measure(ops, name, calls, warmup)
-            print(
-                f"  {label:<38} p50 {figures.median_ms:8.2f} ms  p90 {figures.p90_ms:8.2f} ms",
-                flush=True,
-            )
+            planned = [op.calls(name, warmup + calls) for op in ops]
+            samples: list[list[float]] = [[] for _ in archives]
+            sizes: list[list[int]] = [[] for _ in archives]
+            for index in range(warmup + calls):
+                for k in range(len(archives)):
+                    a = (index + k) % len(archives)
+                    call = planned[a][index]
+                    started = time.perf_counter()
+                    answer = await call.run()
+                    took = time.perf_counter() - started
+                    size = await call.check(answer)
+                    if index >= warmup:
+                        samples[a].append(took)
+                        sizes[a].append(size)
+            cells = []
+            for a, arc in enumerate(archives):
+                found = results[arc.instances][name] = figures(samples[a], sizes[a])
+                cells.append(f"{found.median_ms:7.2f} {found.p90_ms:7.2f} ({found.mean_size:3.0f})")
+            print(f"  {label:<40}{'  '.join(cells)}", flush=True)
     finally:
-        await services.close()
+        for service in services:
+            await service.close()
     return results
 
 
@@ -871,10 +904,14 @@ async def explain(arc: Archive, seed: int) -> None:
 
 
 def table(sizes: list[int], results: dict[int, dict[str, Figures]]) -> str:
-    header = f"| operation | {' | '.join(f'{n:,} p50 / p90 ms' for n in sizes)} |"
-    lines = [header, "|" + " --- |" * (len(sizes) + 1)]
+    """Markdown: one row per operation, one column per size (p50 / p90 ms, mean size)."""
+    header = f"| operation | {' | '.join(f'{n:,}' for n in sizes)} |"
+    lines = [header, "| --- |" + " ---: |" * len(sizes)]
     for name, label in OPERATIONS:
-        cells = [f"{results[n][name].median_ms:.2f} / {results[n][name].p90_ms:.2f}" for n in sizes]
+        cells = []
+        for n in sizes:
+            found = results[n][name]
+            cells.append(f"{found.median_ms:.2f} / {found.p90_ms:.2f} ({found.mean_size:.0f})")
         lines.append(f"| {label} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
@@ -895,33 +932,40 @@ def main() -> None:
     )
     parser.add_argument("--explain", action="store_true", help="print each search's plan")
     parser.add_argument("--build-only", action="store_true", help="build the indexes, no timing")
+    parser.add_argument(
+        "--cold", action="store_true", help="do not read the databases into the OS cache first"
+    )
     args = parser.parse_args()
     if args.verify:
         verify_build(args.verify, args.seed)
         return
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     args.workdir.mkdir(parents=True, exist_ok=True)
-    results: dict[int, dict[str, Figures]] = {}
+    archives = []
     for size in sizes:
         arc = archive(args.workdir, size, args.seed)
+        archives.append(arc)
         db_bytes = sum(p.stat().st_size for p in arc.data_dir.glob("index.sqlite*"))
         built = "reused" if arc.build_seconds is None else f"built in {arc.build_seconds:.0f} s"
         print(
-            f"\n{size:,} instances, {len(arc.plans):,} studies,"
+            f"{size:,} instances, {len(arc.plans):,} studies,"
             f" {len({p.patient.number for p in arc.plans}):,} patients,"
             f" {sum(len(p.series) for p in arc.plans):,} series;"
             f" index {db_bytes / 1e9:.2f} GB, {built}",
             flush=True,
         )
-        if args.build_only:
-            continue
         if args.explain:
             asyncio.run(explain(arc, args.seed))
-            continue
-        results[size] = asyncio.run(measure_archive(arc, args.seed, args.calls, args.warmup))
-    if results:
-        print(f"\nservice time per call, {args.calls} calls each\n")
-        print(table([s for s in sizes if s in results], results))
+        elif not args.build_only and not args.cold:
+            took = warm_page_cache(arc.data_dir / "index.sqlite")
+            print(f"  read into the OS cache in {took:.1f} s", flush=True)
+    if args.build_only or args.explain:
+        return
+    columns = "  ".join(f"{f'{n:,}: p50 p90 (size)':>23}" for n in sizes)
+    print(f"\nservice time per call in ms, {args.calls} calls each\n{'':<42}{columns}")
+    results = asyncio.run(measure_all(archives, args.seed, args.calls, args.warmup))
+    print()
+    print(table(sizes, results))
 
 
 if __name__ == "__main__":
