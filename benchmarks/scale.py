@@ -18,7 +18,7 @@ The data (``plan_studies``) is generated, deterministic, and shaped like a hospi
 archive: studies of 100 to 300 instances in 2 to 4 series (a localizer, one to three image
 series, a dose report for some CT studies), patients with one to eight studies, ten years of
 study dates, CT, MR and PET-CT studies, unique accession numbers, a few thousand distinct
-patient names. Each instance's DICOM JSON (about 4 KB) is a real CT header, built with
+patient names. Each instance's DICOM JSON (about 5 KB) is a real CT header, built with
 pydicom and parsed by the store's own ``parse_instance``, with each study's, series' and
 instance's values substituted; its index attributes come from the store's own ``extract``.
 
@@ -301,7 +301,7 @@ def header_template() -> dict[str, Any]:
     """One CT instance's DICOM JSON as the store computes it (``parse_instance``).
 
     corpus.py's CT header with what a scanner adds (acquisition parameters, request and
-    procedure sequences, references to the localizer, a private block): about 4 KB, as real
+    procedure sequences, references to the localizer, a private block): about 5 KB, as real
     CT headers without their large private blocks are.
     """
     raw = next(ct_instances(1, rows=16, cols=16))
