@@ -190,6 +190,28 @@ async def test_metadata_version_names_the_stored_versions_of_a_scope(stores: Sto
     assert await index.metadata_version(study) == f"{marks[2]},{reservation.watermark}"
 
 
+async def test_versioned_metadata_is_the_metadata_with_its_version(stores: Stores) -> None:
+    """What a metadata 200 reads, in one call: the documents ``get_metadata`` answers and the
+    version ``metadata_version`` answers, at every level, and nothing for a missing scope."""
+    index = stores.index
+    study, series = generate_uid(), generate_uid()
+    keys = [new_key(study, series), new_key(study, series), new_key(study)]
+    for key in keys:
+        await store(index, key)
+    await index.begin_instance(new_key(study, series), upsert=False)  # reserved only
+    for scope in [
+        (study, None, None),
+        (study, series, None),
+        (study, series, keys[1].sop_uid),
+        (study, series, generate_uid()),
+        (generate_uid(), None, None),
+    ]:
+        found = await index.get_versioned_metadata(*scope)
+        assert found.version == await index.metadata_version(*scope)
+        assert list(found.documents) == await index.get_metadata(*scope)
+    assert (await index.get_versioned_metadata(generate_uid())).documents == ()
+
+
 async def test_summaries_keep_the_latest_values_counts_and_modalities(stores: Stores) -> None:
     index = stores.index
     study = generate_uid()

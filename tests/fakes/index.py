@@ -11,7 +11,12 @@ from dicom_core.domain.identifiers import blob_key_for
 from dicom_core.domain.model import InstanceKey, InstanceRecord, Reservation, StoredInstance
 from dicom_core.query.conditions import QueryDescription, QueryLevel
 from dicom_core.query.results import SearchMatch
-from dicom_core.storage.ports import InstanceBeingCreated, InstanceExists, OrphanSink
+from dicom_core.storage.ports import (
+    InstanceBeingCreated,
+    InstanceExists,
+    OrphanSink,
+    VersionedMetadata,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,15 @@ class FakeIndexStore:
     ) -> str | None:
         found = self._scope(study_uid, series_uid, sop_uid)
         return ",".join(str(record.watermark) for record, _ in found) or None
+
+    async def get_versioned_metadata(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> VersionedMetadata:
+        found = self._scope(study_uid, series_uid, sop_uid)
+        return VersionedMetadata(
+            version=",".join(str(record.watermark) for record, _ in found) or None,
+            documents=tuple(instance.metadata_json for _, instance in found),
+        )
 
     async def delete_instances(
         self,

@@ -71,6 +71,7 @@ from dicom_core.storage.ports import (
     InstanceExists,
     OrphanSink,
     StorageUnavailable,
+    VersionedMetadata,
 )
 
 log = logging.getLogger(__name__)
@@ -435,6 +436,13 @@ class CosmosIndexStore:
     ) -> str | None:
         return await self._session.run(
             lambda c: reads.read_metadata_version(c, study_uid, series_uid, sop_uid)
+        )
+
+    async def get_versioned_metadata(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> VersionedMetadata:
+        return await self._session.run(
+            lambda c: reads.read_versioned_metadata(c, study_uid, series_uid, sop_uid)
         )
 
     async def search(

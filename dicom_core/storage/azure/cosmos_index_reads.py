@@ -19,6 +19,7 @@ from dicom_core.storage.azure.cosmos_io import query_items, read_item
 from dicom_core.storage.azure.cosmos_query import run_search
 from dicom_core.storage.azure.cosmos_schema import INSTANCE, instance_id
 from dicom_core.storage.azure.cosmos_session import Containers, unpack_all, unpack_metadata
+from dicom_core.storage.ports import VersionedMetadata
 
 Doc = dict[str, Any]
 
@@ -69,14 +70,25 @@ async def scope_query(
     )
 
 
+async def _metadata_scope(
+    c: Containers, fields: str, study_uid: str, series_uid: str | None, sop_uid: str | None
+) -> list[Doc]:
+    """The instance documents of a metadata request, oldest first: one point read for an
+    instance, else one query projecting ``fields``."""
+    if series_uid is not None and sop_uid is not None:
+        doc = await read_item(c.index, instance_id(series_uid, sop_uid), study_uid)
+        return [doc] if doc else []
+    return await scope_query(c.index, fields, study_uid, series_uid, sop_uid)
+
+
+def _version(found: list[Doc]) -> str | None:
+    return ",".join(str(doc["wm"]) for doc in found) or None
+
+
 async def read_metadata(
     c: Containers, study_uid: str, series_uid: str | None, sop_uid: str | None
 ) -> list[bytes]:
-    if series_uid is not None and sop_uid is not None:
-        doc = await read_item(c.index, instance_id(series_uid, sop_uid), study_uid)
-        found = [doc] if doc else []
-    else:
-        found = await scope_query(c.index, "wm, meta, metaParts", study_uid, series_uid, sop_uid)
+    found = await _metadata_scope(c, "wm, meta, metaParts", study_uid, series_uid, sop_uid)
     return await unpack_all(c.index, study_uid, found)
 
 
@@ -85,12 +97,17 @@ async def read_metadata_version(
 ) -> str | None:
     """``IndexStore.metadata_version``: the watermarks of the scope, as ``read_metadata``
     finds its instances, without their metadata (one point read or one projected query)."""
-    if series_uid is not None and sop_uid is not None:
-        doc = await read_item(c.index, instance_id(series_uid, sop_uid), study_uid)
-        found = [doc] if doc else []
-    else:
-        found = await scope_query(c.index, "wm", study_uid, series_uid, sop_uid)
-    return ",".join(str(doc["wm"]) for doc in found) or None
+    return _version(await _metadata_scope(c, "wm", study_uid, series_uid, sop_uid))
+
+
+async def read_versioned_metadata(
+    c: Containers, study_uid: str, series_uid: str | None, sop_uid: str | None
+) -> VersionedMetadata:
+    """Both of the above from one point read or one query (slices of a split document
+    aside): the version is that of the very documents returned."""
+    found = await _metadata_scope(c, "wm, meta, metaParts", study_uid, series_uid, sop_uid)
+    documents = await unpack_all(c.index, study_uid, found)
+    return VersionedMetadata(version=_version(found), documents=tuple(documents))
 
 
 async def search_index(

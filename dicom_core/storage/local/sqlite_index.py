@@ -30,7 +30,12 @@ from dicom_core.storage.local.sqlite_query import (
     compile_search,
     modality_probe,
 )
-from dicom_core.storage.ports import InstanceBeingCreated, InstanceExists, OrphanSink
+from dicom_core.storage.ports import (
+    InstanceBeingCreated,
+    InstanceExists,
+    OrphanSink,
+    VersionedMetadata,
+)
 
 CREATING, CREATED = 0, 1
 
@@ -490,6 +495,28 @@ class SqliteIndexStore:
                 .fetchone()
             )
             return None if row is None or row[0] is None else str(row[0])
+
+        return await self._db.run(read)
+
+    async def get_versioned_metadata(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> VersionedMetadata:
+        where, params = _scope(study_uid, series_uid, sop_uid)
+
+        def read() -> VersionedMetadata:
+            rows = (
+                self._db.connection()
+                .execute(
+                    f"SELECT watermark, metadata FROM instance WHERE {where} AND status = ?"
+                    " ORDER BY watermark",
+                    (*params, CREATED),
+                )
+                .fetchall()
+            )
+            return VersionedMetadata(
+                version=",".join(str(row[0]) for row in rows) or None,
+                documents=tuple(bytes(row[1]) for row in rows),
+            )
 
         return await self._db.run(read)
 

@@ -33,6 +33,7 @@ from dicom_core.storage.ports.index import (
     InstanceExists,
     InstanceWriter,
     OrphanSink,
+    VersionedMetadata,
     WrittenInstance,
 )
 from dicom_core.storage.ports.query_tags import (
@@ -77,6 +78,7 @@ __all__ = [
     "StorageUnavailable",
     "TagConflict",
     "TooManyTags",
+    "VersionedMetadata",
     "WorkitemChanged",
     "WorkitemExists",
     "WorkitemStore",

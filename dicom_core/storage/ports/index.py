@@ -28,6 +28,15 @@ OrphanSink = Callable[[str], Awaitable[None]]
 """Takes the blob key of a file whose index entry is gone, to delete the file."""
 
 
+@dataclass(frozen=True, slots=True)
+class VersionedMetadata:
+    """The DICOM JSON of a resource's stored instances, oldest first, and its version (see
+    ``IndexStore.metadata_version``; None when there is no stored instance)."""
+
+    version: str | None
+    documents: tuple[bytes, ...]
+
+
 class IndexStore(Protocol):
     """The index: what is stored, where its file is, and what QIDO searches.
 
@@ -69,6 +78,17 @@ class IndexStore(Protocol):
         Each watermark names one stored version of one instance, whose metadata never changes,
         so two equal strings mean equal ``get_metadata`` answers: what a metadata ETag is made
         of, read from the index alone. None when the resource has no stored instance.
+        """
+        ...
+
+    async def get_versioned_metadata(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> VersionedMetadata:
+        """``get_metadata`` and ``metadata_version`` of the same instances, in one read.
+
+        The version names exactly the documents returned with it (a store or delete racing
+        the read changes both or neither), and the index is asked once, not twice: on Cosmos
+        DB one point read or one query instead of two.
         """
         ...
 

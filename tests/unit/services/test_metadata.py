@@ -36,6 +36,24 @@ async def test_a_revalidation_reads_no_instance_json(
     assert await metadata.current_etag(STUDY, SERIES) == document.etag
 
 
+async def test_a_200_reads_the_documents_and_their_version_in_one_index_call(
+    fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for _ in range(2):
+        await add_instance(fakes.index, STUDY, SERIES, generate_uid())
+    metadata = service(fakes)
+
+    async def second_read(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a 200 read the index twice")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(fakes.index, "metadata_version", second_read)
+        patched.setattr(fakes.index, "get_metadata", second_read)
+        document = await metadata.retrieve_metadata(STUDY, SERIES)
+    assert document.body.count(b"},{") == 1  # two instances
+    assert document.etag == await metadata.current_etag(STUDY, SERIES)
+
+
 async def test_the_etag_changes_with_the_instances_and_not_otherwise(fakes: Fakes) -> None:
     metadata = service(fakes)
     first = generate_uid()
