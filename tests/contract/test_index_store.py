@@ -281,6 +281,34 @@ async def test_a_large_study_is_deleted_whole(stores: Stores) -> None:
     assert await stores.raw_study_summary(study) is None
 
 
+async def test_a_scope_that_fits_one_batch_is_listed_once(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cosmos requests per delete (docs/azure-backend.md, "Cost per operation"): when the
+    listing holds the whole scope and the batch removes all of it, no second listing is sent
+    to confirm that nothing is left; what is outside the scope stays."""
+    if stores.backend != "azure":
+        pytest.skip("the local index deletes in one SQLite transaction")
+    from dicom_core.storage.azure import cosmos_index
+
+    index = stores.index
+    study, series = generate_uid(), generate_uid()
+    keys = [new_key(study, series) for _ in range(3)] + [new_key(study)]
+    for key in keys:
+        await store(index, key)
+    sent: list[str] = []
+    listing = cosmos_index.query_items
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        sent.append(str(args[1]))
+        return await listing(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cosmos_index, "query_items", counted)
+    assert len(await index.delete_instances(study, series)) == 3
+    assert sum("TOP @n" in sql for sql in sent) == 1
+    assert [r.key for r in await index.list_instances(study)] == [keys[3]]
+
+
 async def test_concurrent_stores_into_one_study_lose_no_count(stores: Stores) -> None:
     index = stores.index
     study, series = generate_uid(), generate_uid()

@@ -32,6 +32,7 @@ import random
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from azure.core import MatchConditions
@@ -82,6 +83,17 @@ CONFLICT_SECONDS = 30.0
 """How long a write keeps re-reading and retrying after losing ETag races (then 503)."""
 DELETE_CHUNK_OPERATIONS = 90
 """Operations per delete batch, below the 100 real Cosmos allows, leaving room for summaries."""
+DELETE_CANDIDATES = 95
+"""Instances a delete step lists (TOP): at least as many as one batch can remove."""
+
+
+@dataclass(frozen=True, slots=True)
+class _DeleteStep:
+    """One delete batch applied: the files it freed, and whether it removed the last
+    instance of the scope that its query listed."""
+
+    blob_keys: list[str]
+    last: bool
 
 
 class _Conflict(Exception):
@@ -296,6 +308,9 @@ class CosmosIndexStore:
 
         A failure after some batches have been applied hands their blob keys to ``orphans``
         (the store's janitor deletes them now or through the cleanup queue) before raising.
+        A step whose query listed the whole scope and whose batch removed all of it is the
+        last: no further query confirms that nothing is left (an instance committed after
+        that query is kept, as if it had been stored just after the delete).
         """
         removed: list[str] = []
         try:
@@ -305,7 +320,9 @@ class CosmosIndexStore:
                 )
                 if step is None:
                     break
-                removed.extend(step)
+                removed.extend(step.blob_keys)
+                if step.last:
+                    break
             if removed:
                 # Extended query tag values and external metadata of what was deleted.
                 await self._session.run(
@@ -323,12 +340,12 @@ class CosmosIndexStore:
 
     async def _delete_step(
         self, c: Containers, study_uid: str, series_uid: str | None, sop_uid: str | None
-    ) -> list[str] | None:
+    ) -> _DeleteStep | None:
         """Remove one batch of instances; None when nothing in scope is left."""
         pk = study_uid
         for backoff in _conflict_backoff():
             where, params = reads.scope_filter(pk, series_uid, sop_uid)
-            params["@n"] = 95
+            params["@n"] = DELETE_CANDIDATES
             candidates, summaries = await asyncio.gather(
                 query_items(
                     c.index,
@@ -380,7 +397,10 @@ class CosmosIndexStore:
                 continue
             if plan.propagate:
                 await propagate_safely(c.index, pk)
-            return plan.removed_blob_keys
+            # Fewer candidates than TOP means the query saw the whole scope; the batch (guarded
+            # by the summaries' ETags) removed all of it.
+            last = len(candidates) < DELETE_CANDIDATES and len(chunk) == len(candidates)
+            return _DeleteStep(plan.removed_blob_keys, last)
         raise StorageUnavailable(f"too many concurrent writes to study {pk}")
 
     async def _newest_instance(
