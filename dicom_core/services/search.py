@@ -28,7 +28,7 @@ to PN alone; a tag with indexing errors is named back to the client.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,19 +104,29 @@ class ResponsePlan:
         return set(self.sources) <= SUMMARY_TAGS
 
     def render(
-        self, matches: Sequence[SearchMatch], cache: SummaryCache | None = None
+        self,
+        matches: Sequence[SearchMatch],
+        cache: SummaryCache | None = None,
+        held: Mapping[int, JsonDict] | None = None,
     ) -> list[JsonDict]:
-        """The DICOM JSON result objects, in the order of ``matches`` (newest first)."""
+        """The DICOM JSON result objects, in the order of ``matches`` (newest first).
+
+        ``held``: the documents, by watermark, that the index was told were cached and so
+        left out of the matches (taken from ``cache`` then, so that no eviction since can
+        lose them).
+        """
         shared = cache if cache is not None and self.summary_only else None
-        local: dict[int, JsonDict] = {}
+        local: dict[int, JsonDict] = dict(held or {})
 
         def document(watermark: int | None, raw: bytes | str | None) -> JsonDict:
-            if watermark is None or raw is None:
+            if watermark is None:
                 return {}
             found = local.get(watermark)
             if found is None and shared is not None:
                 found = shared.get(watermark)
             if found is None:
+                if raw is None:
+                    return {}
                 found = _load(raw, self.summary_only)
                 if shared is not None:
                     shared.put(watermark, found)
@@ -291,10 +301,26 @@ class SearchService:
         )
 
     async def search(self, query: QueryDescription) -> list[JsonDict]:
-        """The matching studies, series or instances as DICOM JSON objects, newest first."""
+        """The matching studies, series or instances as DICOM JSON objects, newest first.
+
+        When the results need summary attributes only, the index is told which latest
+        instances' documents the cache holds, so it need not read them again (on Cosmos DB a
+        point read each); those are kept aside for this search as the index is told.
+        """
         plan = ResponsePlan.for_query(query)
-        matches = await self._index.search(query, metadata=plan.metadata_levels)
-        return plan.render(matches, self._cache)
+        held: dict[int, JsonDict] = {}
+        cached = None
+        if plan.summary_only:
+            cache = self._cache
+
+            def cached(watermark: int) -> bool:
+                found = cache.get(watermark)
+                if found is not None:
+                    held[watermark] = found
+                return found is not None
+
+        matches = await self._index.search(query, metadata=plan.metadata_levels, cached=cached)
+        return plan.render(matches, self._cache, held)
 
 
 def check_extended_conditions(query: QueryDescription, catalog: SearchCatalog) -> tuple[str, ...]:

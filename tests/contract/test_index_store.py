@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -401,3 +402,40 @@ async def test_search_pages_newest_first_with_aggregates_and_metadata(stores: St
     assert [m.sop_uid for m in instances][-1] == a1.sop_uid
     assert instances[-1].instance_metadata == instance(a1).metadata_json
     assert all(m.series_instances == 2 and m.study_instances == 3 for m in instances)
+
+
+async def test_search_may_leave_out_the_documents_the_caller_has_cached(stores: Stores) -> None:
+    """``cached`` names, by watermark, latest-instance documents the caller holds: the matches
+    are the same, each document is left out (Cosmos DB: no point read for it) or unchanged."""
+    stores.require_search()
+    index = stores.index
+    study = generate_uid()
+    first = new_key(study)
+    marks = [await store(index, first), await store(index, new_key(study, first.series_uid))]
+    query = parse_query([], QueryResource.STUDY_INSTANCES, study_uid=study)
+    levels = frozenset(QueryLevel)
+    full = await index.search(query, metadata=levels)
+    asked: list[int] = []
+
+    def cached(watermark: int) -> bool:
+        asked.append(watermark)
+        return watermark == marks[1]  # the series' and study's latest, and one instance
+
+    found = await index.search(query, metadata=levels, cached=cached)
+    assert len(found) == len(full) == 2
+    documents = ("study_metadata", "series_metadata", "instance_metadata")
+    for match, whole in zip(found, full, strict=True):
+        for name in documents:
+            assert getattr(match, name) in (None, getattr(whole, name))
+        assert replace(match, **dict.fromkeys(documents)) == replace(
+            whole, **dict.fromkeys(documents)
+        )
+    newest, older = found
+    if stores.backend == "azure":
+        assert set(asked) == set(marks)
+        assert (newest.study_metadata, newest.series_metadata, newest.instance_metadata) == (
+            None,
+            None,
+            None,
+        )
+        assert older.instance_metadata == full[1].instance_metadata

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -150,7 +151,11 @@ class FakeIndexStore:
         return [record.blob_key for record, _ in removed]
 
     async def search(
-        self, query: QueryDescription, *, metadata: frozenset[QueryLevel] = frozenset()
+        self,
+        query: QueryDescription,
+        *,
+        metadata: frozenset[QueryLevel] = frozenset(),
+        cached: Callable[[int], bool] | None = None,
     ) -> list[SearchMatch]:
         self.searches.append((query, metadata))
         return list(self.search_results)

@@ -7,8 +7,9 @@ only those rules; the catalog tests run on the local backend's services.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -19,7 +20,7 @@ from dicom_core.errors import BadRequest
 from dicom_core.query.conditions import QueryDescription, QueryLevel, QueryResource
 from dicom_core.query.parser import parse_query
 from dicom_core.query.results import SearchMatch
-from dicom_core.services.search import ResponsePlan, SearchService
+from dicom_core.services.search import ResponsePlan, SearchService, SummaryCache
 from tests.support.factories import make_dataset
 from tests.support.services import local_services, run_reindex, store_datasets
 
@@ -46,14 +47,33 @@ INSTANCE_DOC = {
 
 
 class FakeIndex:
+    """One prepared match per search; like the Cosmos adapter, it leaves out the documents
+    the caller says it has cached (and counts them in ``left_out``)."""
+
     def __init__(self) -> None:
         self.asked: frozenset[QueryLevel] | None = None
+        self.offered_cache = False
+        self.left_out = 0
 
     async def search(
-        self, query: QueryDescription, *, metadata: frozenset[QueryLevel] = frozenset()
+        self,
+        query: QueryDescription,
+        *,
+        metadata: frozenset[QueryLevel] = frozenset(),
+        cached: Callable[[int], bool] | None = None,
     ) -> list[SearchMatch]:
         self.asked = metadata
+        self.offered_cache = cached is not None
         level = query.level
+
+        def document(wanted: QueryLevel, watermark: int, doc: dict[str, Any]) -> bytes | None:
+            if wanted not in metadata:
+                return None
+            if cached is not None and cached(watermark):
+                self.left_out += 1
+                return None
+            return orjson.dumps(doc)
+
         return [
             SearchMatch(
                 study_uid="1.1",
@@ -66,11 +86,9 @@ class FakeIndex:
                 study_instances=7,
                 modalities=("CT", "MR"),
                 series_instances=3 if level >= QueryLevel.SERIES else None,
-                study_metadata=orjson.dumps(STUDY_DOC) if QueryLevel.STUDY in metadata else None,
-                series_metadata=orjson.dumps(SERIES_DOC) if QueryLevel.SERIES in metadata else None,
-                instance_metadata=orjson.dumps(INSTANCE_DOC)
-                if QueryLevel.INSTANCE in metadata
-                else None,
+                study_metadata=document(QueryLevel.STUDY, 9, STUDY_DOC),
+                series_metadata=document(QueryLevel.SERIES, 5, SERIES_DOC),
+                instance_metadata=document(QueryLevel.INSTANCE, 4, INSTANCE_DOC),
             )
         ]
 
@@ -126,6 +144,44 @@ async def test_includefield_all_adds_other_tags_and_instance_availability() -> N
     assert result["00200013"]["Value"] == [1]
     assert result["00080056"] == {"vr": "CS", "Value": ["ONLINE"]}
     assert "0008103E" not in result  # series level: not returned for a series' instances
+
+
+async def test_a_repeated_search_reads_no_cached_document_again() -> None:
+    """Summary attributes only: the index is told which latest instances' documents the
+    service has cached (by watermark, one immutable version each) and leaves them out, and
+    the results stay the same."""
+    index = FakeIndex()
+    service = SearchService(index, query_tags=None, external_metadata=None)  # type: ignore[arg-type]
+    query = parse_query([], R.ALL_INSTANCES)
+    first = await service.search(query)
+    assert index.offered_cache and index.left_out == 0
+    assert await service.search(query) == first
+    assert index.left_out == 3  # study, series and instance documents
+
+
+async def test_a_document_left_out_serves_its_search_though_the_cache_drops_it() -> None:
+    """The index left a document out because the cache held it; rendering then fills the
+    cache with the others and evicts it (capacity 1), yet this search still has it."""
+    index = FakeIndex()
+    service = SearchService(
+        index,
+        SummaryCache(capacity=1),
+        query_tags=None,  # type: ignore[arg-type]
+        external_metadata=None,  # type: ignore[arg-type]
+    )
+    query = parse_query([], R.ALL_INSTANCES)
+    first = await service.search(query)
+    assert await service.search(query) == first
+    assert index.left_out == 1
+
+
+async def test_a_search_needing_more_than_summaries_reads_every_document() -> None:
+    index = FakeIndex()
+    service = SearchService(index, query_tags=None, external_metadata=None)  # type: ignore[arg-type]
+    query = parse_query([("includefield", "00091001")], R.ALL_STUDIES)
+    first = await service.search(query)
+    assert await service.search(query) == first
+    assert not index.offered_cache and index.left_out == 0
 
 
 def test_plan_for_all_instances_reads_each_level_from_its_own_latest_instance() -> None:

@@ -31,7 +31,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -466,9 +466,13 @@ class CosmosIndexStore:
         )
 
     async def search(
-        self, query: QueryDescription, *, metadata: frozenset[QueryLevel] = frozenset()
+        self,
+        query: QueryDescription,
+        *,
+        metadata: frozenset[QueryLevel] = frozenset(),
+        cached: Callable[[int], bool] | None = None,
     ) -> list[SearchMatch]:
-        return await self._session.run(lambda c: reads.search_index(c, query, metadata))
+        return await self._session.run(lambda c: reads.search_index(c, query, metadata, cached))
 
     async def close(self) -> None:
         await self._session.close()

@@ -8,6 +8,7 @@ together with its summaries, or not at all.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from dicom_core.domain.model import InstanceKey, InstanceRecord
@@ -111,7 +112,10 @@ async def read_versioned_metadata(
 
 
 async def search_index(
-    c: Containers, query: QueryDescription, metadata: frozenset[QueryLevel]
+    c: Containers,
+    query: QueryDescription,
+    metadata: frozenset[QueryLevel],
+    cached: Callable[[int], bool] | None = None,
 ) -> list[SearchMatch]:
     searched = query
     restrictions: list[tuple[str, list[str]]] = []
@@ -124,4 +128,5 @@ async def search_index(
         metadata,
         lambda pk, doc: unpack_metadata(c.index, pk, doc),
         restrictions,
+        cached,
     )

@@ -17,7 +17,8 @@ Paging: ``SELECT TOP (offset + limit) ... ORDER BY <latest watermark> DESC``, re
 with continuation tokens and with a projection of a few small fields; the first ``offset``
 rows are skipped here. (The Cosmos DB server in our tests has no OFFSET/LIMIT; in real Cosmos
 OFFSET charges for the rows it skips anyway.) Aggregates (counts, modalities) and the DICOM JSON
-of the latest instances are then point reads for the page's rows only, run concurrently.
+of the latest instances are then point reads for the page's rows only, run concurrently; the
+JSON of a version the caller has cached is not read again (``cached``).
 """
 
 from __future__ import annotations
@@ -249,8 +250,13 @@ async def run_search(
     metadata: frozenset[QueryLevel],
     unpack: Unpack,
     restrictions: Sequence[tuple[str, Sequence[str]]] = (),
+    cached: Callable[[int], bool] | None = None,
 ) -> list[SearchMatch]:
-    """The page of matches, newest first, with aggregates and the requested metadata."""
+    """The page of matches, newest first, with aggregates and the requested metadata.
+
+    Each latest instance's DICOM JSON is a point read of its own, unless ``cached`` says
+    the caller holds that version already (``IndexStore.search``): then it is left out.
+    """
     for wanted in metadata:
         if wanted > query.level:
             raise ValueError(f"a {query.level.label} search has no {wanted.label} metadata")
@@ -280,8 +286,8 @@ async def run_search(
             )
             series = dict(zip(pairs, found_series, strict=True))
 
-    async def latest_metadata(pk: str, item: str | None) -> bytes | None:
-        if item is None:
+    async def latest_metadata(pk: str, item: str | None, watermark: int) -> bytes | None:
+        if item is None or (cached is not None and cached(watermark)):
             return None
         doc = await point_read(item, pk)
         if doc is None:
@@ -300,13 +306,13 @@ async def run_search(
             if series_doc is None:
                 return None
         study_meta, series_meta, instance_meta = await asyncio.gather(
-            latest_metadata(pk, str(study["latestId"]))
+            latest_metadata(pk, str(study["latestId"]), int(study["latestWm"]))
             if QueryLevel.STUDY in metadata
             else _none(),
-            latest_metadata(pk, str(series_doc["latestId"]))
+            latest_metadata(pk, str(series_doc["latestId"]), int(series_doc["latestWm"]))
             if series_doc is not None and QueryLevel.SERIES in metadata
             else _none(),
-            latest_metadata(pk, str(row["id"]))
+            latest_metadata(pk, str(row["id"]), int(row["wm"]))
             if level is QueryLevel.INSTANCE and QueryLevel.INSTANCE in metadata
             else _none(),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from dicom_core.domain.identifiers import blob_key_for
@@ -521,12 +522,17 @@ class SqliteIndexStore:
         return await self._db.run(read)
 
     async def search(
-        self, query: QueryDescription, *, metadata: frozenset[QueryLevel] = frozenset()
+        self,
+        query: QueryDescription,
+        *,
+        metadata: frozenset[QueryLevel] = frozenset(),
+        cached: Callable[[int], bool] | None = None,
     ) -> list[SearchMatch]:
         """QIDO-RS: the page of matches, newest first (compiled by ``sqlite_query``).
 
         When every attribute the results read from documents is a summary attribute, the
-        small per-instance summary documents stand in for the full DICOM JSON.
+        small per-instance summary documents stand in for the full DICOM JSON. They come with
+        the page's rows in one query, so ``cached`` would save nothing and is not used.
         """
         summary = document_tags(query) <= SUMMARY_TAGS
         compiled = compile_search(query, metadata, summary=summary)

@@ -110,7 +110,11 @@ class IndexStore(Protocol):
         ...
 
     async def search(
-        self, query: QueryDescription, *, metadata: frozenset[QueryLevel] = frozenset()
+        self,
+        query: QueryDescription,
+        *,
+        metadata: frozenset[QueryLevel] = frozenset(),
+        cached: Callable[[int], bool] | None = None,
     ) -> list[SearchMatch]:
         """QIDO-RS: one page of matches, newest first.
 
@@ -120,6 +124,11 @@ class IndexStore(Protocol):
         of the match's entity at that level (study, series, or the instance itself). Only the
         attributes ``dicom_core.query.attributes.document_tags(query)`` names are read from
         those documents, so an adapter may return documents cut down to them.
+
+        ``cached`` tells, by watermark, which of those documents the caller holds already (a
+        watermark names one immutable version of an instance). An adapter for which reading a
+        document is a request of its own (Cosmos DB: a point read) leaves those out, so the
+        match carries None there; one that reads them with the page anyway may ignore it.
         """
         ...
 
