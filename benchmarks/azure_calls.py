@@ -23,13 +23,13 @@ an operation costs there is the requests the server sends for it. This script co
   kind, with the bytes sent and received and the sizes of the documents written;
 * calls that happen after a delete's answer (the ``blob-cleanup`` queue deletes the files
   after ``DICOM_AZURE_BLOB_DELETE_DELAY_SECONDS``, 600 s in Azure, ``--delete-delay`` here)
-  are waited for and shown as "deferred". Queue polls that find nothing are the Functions
+  are waited for and shown as "later". Queue polls that find nothing are the Functions
   host's, not an operation's: they are left out.
 
 Warm-up: the first call of each kind in a fresh process also reads the account, creates (or
-finds) the database, containers and blob container and reads partition key ranges. One
-untimed round of every read operation runs first, and those one-time calls are printed
-separately ("startup").
+finds) the database, containers, blob container and queues and reads partition key ranges. A
+startup round (two STOWs, one read of each kind, one delete) runs first; its calls, these
+one-time calls included, are printed apart and counted in no operation.
 
 Request units are estimated, not measured: the Cosmos DB test server charges nothing. The
 estimate (``estimate_ru``) applies Microsoft's published figures to the measured sizes:
@@ -1177,7 +1177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             startup = scenarios(bench, args.repeat, args.rows)
         except Failure as exc:
             print(f"\nan answer was wrong, so nothing is reported: {exc}", file=sys.stderr)
-            print(f"(server log: {server.log_path})", file=sys.stderr)
+            print(server.log_path.read_text()[-3000:], file=sys.stderr)
             return 1
         report(bench.results, startup, args.verbose)
     return 0
