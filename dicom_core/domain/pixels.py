@@ -6,8 +6,11 @@ encapsulated data) and never from the whole file. The web and service layers han
 module the frame's bytes and a :class:`PixelFormat`, read from the DICOM JSON kept at store
 time or from a parsed header; nothing here performs I/O.
 
-Decoding and encoding go through pydicom's pixel-data plugins (pylibjpeg with its
-openjpeg, libjpeg and rle plugins, or pillow), one call per frame. Colour rule: compressed
+Decoding and encoding go through pydicom's pixel-data plugins, one call per frame: the
+imagecodecs plugin of :mod:`dicom_core.domain.codecs` first where it is preferred (JPEG
+lossless, JPEG-LS, JPEG 2000), for speed and because it leaves the GIL to other threads;
+otherwise, or if it refuses a frame, pydicom's own order (pylibjpeg with its openjpeg, libjpeg
+and rle plugins, then pillow). Colour rule: compressed
 sources are decoded the way pydicom's ``pixel_array`` decodes them by default, so YBR colour
 spaces come back as RGB (the JPEG decoders upsample YBR_FULL_422 anyway); native sources keep
 their colour space, so Big Endian to Little Endian is a pure byte-order change. The
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -33,7 +37,12 @@ from pydicom.pixels.encoders.base import get_encoder
 from pydicom.pixels.utils import pack_bits
 from pydicom.uid import UID
 
+from dicom_core.domain import codecs
 from dicom_core.domain.codestreams import CodestreamError, bytes_per_sample, check_frame
+
+# The one place where the imagecodecs plugin joins pydicom's registries: every decode and
+# encode of the service goes through this module.
+codecs.register()
 
 # Transfer Syntax UIDs (PS3.6 Table A-1): the names every layer uses for them.
 EXPLICIT_VR_LITTLE_ENDIAN: Final = "1.2.840.10008.1.2.1"
@@ -78,6 +87,8 @@ TRANSCODE_TARGETS: Final = frozenset({EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000_LOSSL
 LOSSY_SOURCES: Final = frozenset({JPEG_BASELINE, JPEG_EXTENDED, JPEG_LS_NEAR_LOSSLESS, JPEG_2000})
 #: pylibjpeg-openjpeg encodes with 6 resolution levels: smaller images go through Pillow.
 _MIN_OPENJPEG_SIZE: Final = 32
+#: One JPEG 2000 encode at a time through pydicom's plugin order (see _encode_jpeg2000).
+_PYDICOM_ORDER_ENCODING: Final = threading.Lock()
 
 # DICOM JSON keys of the Image Pixel module attributes (PS3.3 C.7.6.3).
 _SAMPLES, _PHOTOMETRIC, _PLANAR, _FRAMES = "00280002", "00280004", "00280006", "00280008"
@@ -295,7 +306,7 @@ def decode_frame(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            array, meta = get_decoder(transfer_syntax).as_array(source, index=0, **options)
+            array, meta = _decode(transfer_syntax, source, options)
     except Exception as exc:  # the plugins raise anything from ValueError to RuntimeError
         raise PixelDataError(f"the frame could not be decoded: {exc}") from exc
     photometric = str(meta.get("photometric_interpretation", fmt.photometric_interpretation))
@@ -312,6 +323,23 @@ def decode_frame(
         number_of_frames=1,
     )
     return DecodedFrame(array=array, format=decoded)
+
+
+def _decode(
+    transfer_syntax: str, source: bytes, options: dict[str, Any]
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Decode frame 0 of ``source`` with the preferred plugin, else with pydicom's order.
+
+    A frame the preferred plugin refuses goes to every plugin, in pydicom's order, as it did
+    before the preferred one existed; so a frame decodes wherever it decoded before.
+    """
+    decoder = get_decoder(transfer_syntax)
+    if preferred := codecs.preferred_decoder(transfer_syntax):
+        try:
+            return decoder.as_array(source, index=0, decoding_plugin=preferred, **options)
+        except Exception:  # the fallback below reports every plugin's failure
+            pass
+    return decoder.as_array(source, index=0, **options)
 
 
 def native_bytes(frame: DecodedFrame) -> bytes:
@@ -348,11 +376,10 @@ def encode_jpeg2000_lossless(frame: DecodedFrame) -> EncodedFrame:
     options.pop("planar_configuration", None)
     if fmt.samples_per_pixel > 1:
         options["planar_configuration"] = 0
-    encoder = get_encoder(JPEG_2000_LOSSLESS)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            data = encoder.encode(frame.array, **options)
+            data = _encode_jpeg2000(frame.array, options)
         return EncodedFrame(data=bytes(data), format=fmt)
     except Exception as first_error:
         if fmt.bits_stored >= fmt.bits_allocated:
@@ -364,10 +391,28 @@ def encode_jpeg2000_lossless(frame: DecodedFrame) -> EncodedFrame:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            data = encoder.encode(frame.array, **options)
+            data = _encode_jpeg2000(frame.array, options)
     except Exception as exc:
         raise PixelDataError(f"the frame could not be encoded as JPEG 2000: {exc}") from exc
     return EncodedFrame(data=bytes(data), format=widened)
+
+
+def _encode_jpeg2000(array: np.ndarray, options: dict[str, Any]) -> bytes:
+    """Encode with the preferred plugin, else with pydicom's order (as :func:`_decode`).
+
+    pydicom's order starts with pylibjpeg-openjpeg, whose encoder is not thread-safe: two
+    threads encoding at once crash the process now and then (5 runs in 12 of two threads
+    doing 40 encodes each). So that path encodes one frame at a time; imagecodecs, which
+    takes every frame of 256 pixels or more either way, needs no lock.
+    """
+    encoder = get_encoder(JPEG_2000_LOSSLESS)
+    if preferred := codecs.preferred_encoder(JPEG_2000_LOSSLESS):
+        try:
+            return encoder.encode(array, encoding_plugin=preferred, **options)
+        except Exception:  # the fallback below reports every plugin's failure
+            pass
+    with _PYDICOM_ORDER_ENCODING:
+        return encoder.encode(array, **options)
 
 
 def _encode_small_jpeg2000(frame: DecodedFrame) -> EncodedFrame:
