@@ -19,6 +19,7 @@ What it measures, and why that way:
   - a 100-frame, 52 MB instance as stored (random frames, so the server cannot win by
     reading one file sequentially),
   - JPEG 2000 lossless CT instances transcoded to Explicit VR Little Endian,
+  - JPEG lossless (process 14, selection value 1) CT instances, likewise,
   - a 120-frame JPEG baseline instance (pydicom's ``color3d_jpeg_baseline.dcm``) transcoded
     to Explicit VR Little Endian: each request must decode one frame, not the file.
 * Whole instances as stored (``application/dicom; transfer-syntax=*``): MB/s.
@@ -53,9 +54,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import imagecodecs
 import pydicom
 from pydicom.data import get_testdata_file
-from pydicom.uid import JPEG2000Lossless, generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1, generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import ct_instances, large_instance_file
@@ -82,6 +85,7 @@ class Corpus:
     large: str = ""
     large_frames: int = 0
     j2k: list[str] = field(default_factory=list)
+    jpeg_lossless: list[str] = field(default_factory=list)
     jpeg: str = ""
     jpeg_frames: int = 0
     whole_series: str = ""
@@ -104,6 +108,24 @@ def _to_j2k(data: bytes) -> bytes:
     """A CT instance re-encoded as JPEG 2000 lossless, with a fresh SOP Instance UID."""
     ds = pydicom.dcmread(io.BytesIO(data))
     ds.compress(JPEG2000Lossless, generate_instance_uid=True)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _to_jpeg_lossless(data: bytes) -> bytes:
+    """A CT instance re-encoded as JPEG lossless SV1 (libjpeg-turbo, via imagecodecs, since
+    pydicom cannot encode it), with a fresh SOP Instance UID."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    codestream = imagecodecs.jpeg8_encode(
+        ds.pixel_array, lossless=True, predictor=1, bitspersample=int(ds.BitsStored)
+    )
+    ds.PixelData = encapsulate([bytes(codestream)])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
@@ -167,6 +189,8 @@ def build_corpus(
     corpus.ct = [_instance_path(_header(data)) for data in ct]
     j2k = [_to_j2k(data) for data in ct[: max(ct_count // 2, 1)]]
     corpus.j2k = [_instance_path(_header(data)) for data in j2k]
+    lossless = [_to_jpeg_lossless(data) for data in ct[: max(ct_count // 2, 1)]]
+    corpus.jpeg_lossless = [_instance_path(_header(data)) for data in lossless]
     jpeg = _jpeg_instance()
     jpeg_header = _header(jpeg)
     corpus.jpeg = _instance_path(jpeg_header)
@@ -196,6 +220,7 @@ def build_corpus(
         uploader.store(series)
         uploader.store(ct)
         uploader.store(j2k)
+        uploader.store(lossless)
         uploader.store([jpeg])
         uploader.store_file(large_path)
         log(
@@ -416,6 +441,11 @@ def phases(
         (
             "J2K frames -> ExplVR LE",
             cycle([p + "/frames/1" for p in corpus.j2k], FRAMES_LE),
+            "frame",
+        ),
+        (
+            "JPEG-LL frames -> ExplVR LE",
+            cycle([p + "/frames/1" for p in corpus.jpeg_lossless], FRAMES_LE),
             "frame",
         ),
         (
