@@ -139,7 +139,8 @@ def preference(variant: str) -> Iterator[None]:
         yield
         return
     saved = codecs.preferred_decoder, codecs.preferred_encoder
-    codecs.preferred_decoder = codecs.preferred_encoder = lambda _syntax: ""  # type: ignore[assignment]
+    codecs.preferred_decoder = lambda *_args, **_kwargs: ""  # type: ignore[assignment]
+    codecs.preferred_encoder = lambda *_args, **_kwargs: ""  # type: ignore[assignment]
     try:
         yield
     finally:

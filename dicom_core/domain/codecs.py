@@ -125,11 +125,24 @@ def preferred_decoder(transfer_syntax: str) -> str:
     return ""
 
 
-def preferred_encoder(transfer_syntax: str) -> str:
-    """The plugin to ask for by name when encoding ``transfer_syntax``; "" for pydicom's order."""
-    if transfer_syntax in ENCODER_DEPENDENCIES and is_available(transfer_syntax):
+def preferred_encoder(transfer_syntax: str, *, rows: int, columns: int, bits_stored: int) -> str:
+    """The plugin to ask for by name when encoding such a frame; "" for pydicom's order.
+
+    Decided before encoding, not by the plugin refusing: pydicom logs every refusal as an
+    error with its traceback.
+    """
+    if (
+        transfer_syntax in ENCODER_DEPENDENCIES
+        and _encodes_as_openjpeg(rows, columns, bits_stored)
+        and is_available(transfer_syntax)
+    ):
         return PLUGIN
     return ""
+
+
+def _encodes_as_openjpeg(rows: int, columns: int, bits_stored: int) -> bool:
+    """True if imagecodecs encodes such a frame as pylibjpeg-openjpeg would."""
+    return min(rows, columns) >= _J2K_MIN_SIZE and bits_stored <= _J2K_MAX_BITS
 
 
 def _decode_frame(src: bytes, runner: DecodeRunner) -> bytes:
@@ -187,10 +200,11 @@ def _encode_frame(src: bytes, runner: EncodeRunner) -> bytes:
         raise NotImplementedError(f"{PLUGIN} does not encode {runner.transfer_syntax}")
     if runner.samples_per_pixel > 1 and runner.planar_configuration != 0:
         raise ValueError("only colour-by-pixel frames are encoded")
-    if min(runner.rows, runner.columns) < _J2K_MIN_SIZE:
-        raise ValueError(f"frames under {_J2K_MIN_SIZE} pixels either way are left to others")
-    if runner.bits_stored > _J2K_MAX_BITS:
-        raise ValueError(f"samples of more than {_J2K_MAX_BITS} bits are not encoded")
+    if not _encodes_as_openjpeg(runner.rows, runner.columns, runner.bits_stored):
+        raise ValueError(
+            f"frames under {_J2K_MIN_SIZE} pixels either way, or of more than {_J2K_MAX_BITS}"
+            " bits, are left to pylibjpeg-openjpeg"
+        )
     bits = _container_bits(runner.bits_stored)
     kind = "i" if runner.pixel_representation else "u"
     shape: tuple[int, ...] = (runner.rows, runner.columns)

@@ -406,7 +406,13 @@ def _encode_jpeg2000(array: np.ndarray, options: dict[str, Any]) -> bytes:
     takes every frame of 256 pixels or more either way, needs no lock.
     """
     encoder = get_encoder(JPEG_2000_LOSSLESS)
-    if preferred := codecs.preferred_encoder(JPEG_2000_LOSSLESS):
+    preferred = codecs.preferred_encoder(
+        JPEG_2000_LOSSLESS,
+        rows=options["rows"],
+        columns=options["columns"],
+        bits_stored=options["bits_stored"],
+    )
+    if preferred:
         try:
             return encoder.encode(array, encoding_plugin=preferred, **options)
         except Exception:  # the fallback below reports every plugin's failure

@@ -6,6 +6,7 @@ the two on the same frame, through pydicom, and the encoder's codestreams byte f
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from typing import Any
@@ -55,7 +56,9 @@ def test_plugin_is_registered_where_preferred_and_nowhere_else() -> None:
     for syntax in (uid.JPEGLosslessSV1, uid.JPEGLossless, uid.JPEGLSLossless, uid.JPEG2000):
         assert codecs.PLUGIN in get_decoder(syntax).available_plugins
         assert codecs.preferred_decoder(syntax) == codecs.PLUGIN
-    assert codecs.preferred_encoder(uid.JPEG2000Lossless) == codecs.PLUGIN
+    frame = {"rows": 512, "columns": 512, "bits_stored": 16}
+    assert codecs.preferred_encoder(uid.JPEG2000Lossless, **frame) == codecs.PLUGIN
+    assert codecs.preferred_encoder(uid.JPEG2000, **frame) == ""
     for syntax in (uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.RLELossless):
         assert codecs.PLUGIN not in get_decoder(syntax).available_plugins
         assert codecs.preferred_decoder(syntax) == ""
@@ -153,8 +156,19 @@ def test_encoding_equals_pylibjpeg_but_for_the_version_comment(
     assert without_version(new) == without_version(old)
 
 
-def test_small_frames_are_encoded_as_before() -> None:
-    """imagecodecs would use fewer resolutions under 256 pixels: pylibjpeg encodes those."""
+@pytest.mark.parametrize(
+    ("rows", "columns", "bits_stored"), [(255, 512, 16), (512, 200, 8), (512, 512, 32)]
+)
+def test_frames_imagecodecs_would_encode_otherwise_are_not_given_to_it(
+    rows: int, columns: int, bits_stored: int
+) -> None:
+    frame = {"rows": rows, "columns": columns, "bits_stored": bits_stored}
+    assert codecs.preferred_encoder(uid.JPEG2000Lossless, **frame) == ""
+
+
+def test_small_frames_are_encoded_as_before(caplog: pytest.LogCaptureFixture) -> None:
+    """imagecodecs would use fewer resolutions under 256 pixels: pylibjpeg encodes those,
+    without a refusal first (pydicom would log it as an error)."""
     image = ct_frame(128, 600)
     fmt = PixelFormat(
         rows=128,
@@ -167,8 +181,10 @@ def test_small_frames_are_encoded_as_before() -> None:
     )
     options = {**fmt.decoder_options()}
     old = get_encoder(uid.JPEG2000Lossless).encode(image, encoding_plugin=OLD, **options)
+    caplog.clear()
     encoded = pixels.encode_jpeg2000_lossless(DecodedFrame(array=image, format=fmt))
     assert encoded.data == old
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 def test_a_frame_the_preferred_plugin_refuses_goes_to_the_others(
