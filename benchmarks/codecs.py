@@ -321,10 +321,8 @@ def main() -> int:
     print(f"imagecodecs {imagecodecs.__version__}, pydicom {pydicom.__version__}, {os.cpu_count()}")
     print(f"CPUs. Correct frames/s, median of {args.rounds} rounds of {args.frames} frames per")
     print("thread; 'cores' = CPU seconds per second while two threads ran (2 = both at once);")
-    print("'GIL ms' = median wait of a Python thread for the GIL meanwhile (about half a call")
-    print(
-        "when the codec holds the GIL, near 0 when it does not); new/old compares 2-thread rates."
-    )
+    print("'GIL %' = share of the time another Python thread was kept from the GIL (near 100")
+    print("when the codec holds it, low when not); new/old compares the 2-thread rates.")
     header = f"{'case':40s}" + "".join(f"{name:>9s}" for name in COLUMNS)
     print(header)
     print("-" * len(header))
