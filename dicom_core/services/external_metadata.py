@@ -134,14 +134,21 @@ class ExternalMetadataService:
         elements, which win over the dataset's own; a dataset given some is re-sorted into tag
         order, the others are returned as they are. None when no study has any (the caller
         keeps what it has, a stored metadata document and its ETag for instance)."""
-        elements = await self.elements(sorted({_study_of(d) for d in datasets}))
-        if not elements:
-            return None
-        merged: list[dict[str, Any]] = []
-        for dataset in datasets:
-            extra = elements.get(_study_of(dataset))
-            merged.append(dict(sorted({**dataset, **extra}.items())) if extra else dataset)
-        return merged
+        return merge(datasets, await self.elements(sorted({_study_of(d) for d in datasets})))
+
+
+def merge(
+    datasets: Sequence[dict[str, Any]], elements: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]] | None:
+    """``datasets`` with the external ``elements`` of their studies (as ``elements`` reads
+    them), for a caller that read them already; None when there are none."""
+    if not elements:
+        return None
+    merged: list[dict[str, Any]] = []
+    for dataset in datasets:
+        extra = elements.get(_study_of(dataset))
+        merged.append(dict(sorted({**dataset, **extra}.items())) if extra else dataset)
+    return merged
 
 
 def _study_of(dataset: dict[str, Any]) -> str:

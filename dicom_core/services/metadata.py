@@ -27,7 +27,11 @@ from typing import Any
 import orjson
 
 from dicom_core.errors import resource_not_found
-from dicom_core.services.external_metadata import FIRST_API_VERSION, ExternalMetadataService
+from dicom_core.services.external_metadata import (
+    FIRST_API_VERSION,
+    ExternalMetadataService,
+    merge,
+)
 from dicom_core.storage.ports import IndexStore
 
 
@@ -42,7 +46,10 @@ class MetadataDocument:
 def _etag(version: str, external: dict[str, dict[str, Any]] | None) -> str:
     digest = hashlib.blake2b(version.encode(), digest_size=16)
     if external is not None:
-        digest.update(b"|external|" + orjson.dumps(external, option=orjson.OPT_SORT_KEYS))
+        digest.update(
+            b"|external|"
+            + orjson.dumps(external, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+        )
     return f'"{digest.hexdigest()}"'
 
 
@@ -69,12 +76,11 @@ class MetadataService:
         body = b"[" + b",".join(found.documents) + b"]"
         if not (with_external_metadata and api_version >= FIRST_API_VERSION):
             return MetadataDocument(body, _etag(version, None))
+        # One read of the external elements for both the body and its tag.
         external = await self._external_metadata.elements([study_uid])
-        if external:
-            instances: list[dict[str, Any]] = orjson.loads(body)
-            merged = await self._external_metadata.add_to(instances)
-            if merged is not None:
-                body = orjson.dumps(merged)
+        merged = merge(orjson.loads(body), external) if external else None
+        if merged is not None:
+            body = orjson.dumps(merged)
         return MetadataDocument(body, _etag(version, external))
 
     async def current_etag(

@@ -10,7 +10,7 @@ them for bodies parsed whole.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 from starlette.requests import ClientDisconnect, Request
 
@@ -28,7 +28,7 @@ def check_declared_length(
 
 async def limited_chunks(
     request: Request, limit: int, too_large: Callable[[int | None], PayloadTooLarge]
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes]:
     """The body of ``request`` chunk by chunk; ``too_large(declared)`` is raised as soon as
     the body is known to pass ``limit`` (``declared`` is its Content-Length, or None when the
     bytes received passed it)."""

@@ -11,6 +11,7 @@ body has been read and is well-formed: a truncated or malformed body stores noth
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import aclosing
 from pathlib import Path
 
 from starlette.requests import Request
@@ -103,8 +104,9 @@ def _too_large(limit: int) -> Callable[[int | None], PayloadTooLarge]:
 async def _spool_single(request: Request, services: Services, limit: int) -> list[Path]:
     spool = services.staging.new_part()
     try:
-        async for chunk in limited_chunks(request, limit, _too_large(limit)):
-            spool.write(chunk)
+        async with aclosing(limited_chunks(request, limit, _too_large(limit))) as chunks:
+            async for chunk in chunks:
+                spool.write(chunk)
         spool.close()
     except BaseException:
         spool.discard()
@@ -148,20 +150,21 @@ async def _spool_multipart(
                 current = None
 
     try:
-        async for chunk in limited_chunks(request, limit, _too_large(limit)):
-            if parser is None:
-                head += chunk
-                if len(head) < 80 and chunk:
-                    continue
-                sniffed = sniff_boundary(head)
-                if sniffed is None:
-                    raise BadRequest(
-                        "The multipart body has no boundary parameter in Content-Type and does"
-                        " not start with a boundary line."
-                    )
-                parser = MultipartParser(sniffed)
-                chunk, head = head, b""
-            handle(parser.feed(chunk))
+        async with aclosing(limited_chunks(request, limit, _too_large(limit))) as chunks:
+            async for chunk in chunks:
+                if parser is None:
+                    head += chunk
+                    if len(head) < 80 and chunk:
+                        continue
+                    sniffed = sniff_boundary(head)
+                    if sniffed is None:
+                        raise BadRequest(
+                            "The multipart body has no boundary parameter in Content-Type and does"
+                            " not start with a boundary line."
+                        )
+                    parser = MultipartParser(sniffed)
+                    chunk, head = head, b""
+                handle(parser.feed(chunk))
         if parser is None and head:
             sniffed = sniff_boundary(head)
             if sniffed is None:
