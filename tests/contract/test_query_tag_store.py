@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from pydicom.uid import generate_uid
 
@@ -131,3 +132,53 @@ async def test_a_failed_continuation_is_sent_by_the_retry(stores: Stores) -> Non
     again = await job.batch("op", checkpoint)
     assert again is BatchOutcome.STALE
     assert await take(stores, queue) == []
+
+
+async def test_cosmos_study_delete_keeps_the_values_of_an_instance_stored_meanwhile(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A study delete drops the values its removed instances wrote, not those of an instance a
+    concurrent store commits into the study while the delete runs (it stays in the index, so
+    a search on the tag must still find it)."""
+    if stores.backend != "azure":
+        pytest.skip("the Cosmos adapter's delete; SQLite drops values row by row in triggers")
+    from dicom_core.domain.model import InstanceKey
+    from dicom_core.storage.azure.cosmos_extended_values import VALUE_KIND, value_partition
+    from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
+    from dicom_core.storage.azure.cosmos_io import query_items
+
+    index = stores.index
+    assert isinstance(index, CosmosIndexStore)
+    store, queue = tag_store(stores), stores.queue_name()
+    await store.add_tags([AGE], "op", max_tags=128, start=plan_reindex("op", queue=queue))
+    study, series = generate_uid(), generate_uid()
+
+    async def stored(sop: str, age: str) -> tuple[InstanceKey, int]:
+        metadata = {"00101010": {"vr": "AS", "Value": [age]}}
+        watermark = await add_instance(index, study, series, sop, metadata=metadata)
+        key = InstanceKey(study, series, sop)
+        await store.index_instance(key, watermark, orjson.dumps(metadata))
+        return key, watermark
+
+    await stored(generate_uid(), "030Y")
+    original = index._delete_step
+    late: list[tuple[InstanceKey, int]] = []
+
+    async def step_then_store(*args: Any) -> Any:
+        result = await original(*args)
+        if not late:  # a store commits right after the delete's batch
+            late.append(await stored(generate_uid(), "040Y"))
+        return result
+
+    monkeypatch.setattr(index, "_delete_step", step_then_store)
+    await index.delete_instances(study)
+    ((key, watermark),) = late
+    assert await index.get_instance(key) is not None
+    c = await index.session.containers()
+    values = await query_items(
+        c.system,
+        "SELECT * FROM c WHERE c.pk = @pk AND c.kind = @kind",
+        {"@pk": value_partition(study), "@kind": VALUE_KIND},
+        partition=value_partition(study),
+    )
+    assert [(v["wm"], v["text"]) for v in values] == [(watermark, "040Y")]

@@ -20,6 +20,7 @@ it deleted.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from typing import Any
 
 from dicom_core.query.conditions import (
@@ -94,11 +95,23 @@ async def resolve_extended(
 
 
 async def drop_values(
-    system: Any, study_uid: str, series_uid: str | None, sop_uid: str | None
+    system: Any,
+    study_uid: str,
+    series_uid: str | None,
+    sop_uid: str | None,
+    *,
+    removed_watermarks: Collection[int],
+    study_gone: bool,
 ) -> None:
-    """Delete the values of deleted entities, as the local index does: values keyed inside the
-    deleted scope (a series-level value goes with its series, not with one of its instances)
-    and, when the whole study goes, its external metadata."""
+    """Delete the values that deleted instances wrote, as the local index does.
+
+    A value document keeps the watermark of the instance that wrote it (the newest wins), so a
+    value goes only when that instance was removed: an instance a concurrent store commits
+    into the deleted scope keeps its values (or writes them again, if the delete took the
+    older ones). A series- or study-level value written by an instance that stays is kept the
+    same way. External metadata belongs to the study, and goes only with the study's last
+    instance (``study_gone``).
+    """
     partition = value_partition(study_uid)
     params = Parameters()
     clauses = [f"c.pk = {params.add(partition)}"]
@@ -106,13 +119,16 @@ async def drop_values(
         clauses.append(f"c.series = {params.add(series_uid)}")
     if sop_uid is not None:
         clauses.append(f"c.sop = {params.add(sop_uid)}")
-    if series_uid is not None:
+    if series_uid is not None or not study_gone:
         clauses.append(f"c.kind = {params.add(VALUE_KIND)}")
     rows = await query_items(
         system,
-        f"SELECT c.id FROM c WHERE {' AND '.join(clauses)}",
+        f"SELECT c.id, c.kind, c.wm FROM c WHERE {' AND '.join(clauses)}",
         params.values,
         partition=partition,
     )
+    removed = set(removed_watermarks)
     for row in rows:
+        if row.get("kind") == VALUE_KIND and row.get("wm") not in removed:
+            continue
         await delete_if_present(system, str(row["id"]), partition)

@@ -94,6 +94,7 @@ class _DeleteStep:
 
     blob_keys: list[str]
     last: bool
+    watermarks: list[int]
 
 
 class _Conflict(Exception):
@@ -313,6 +314,7 @@ class CosmosIndexStore:
         that query is kept, as if it had been stored just after the delete).
         """
         removed: list[str] = []
+        watermarks: list[int] = []
         try:
             while True:
                 step = await self._session.run(
@@ -321,12 +323,14 @@ class CosmosIndexStore:
                 if step is None:
                     break
                 removed.extend(step.blob_keys)
+                watermarks.extend(step.watermarks)
                 if step.last:
                     break
             if removed:
-                # Extended query tag values and external metadata of what was deleted.
+                # Extended query tag values of what was deleted, and external metadata when
+                # the study is gone.
                 await self._session.run(
-                    lambda c: drop_values(c.system, study_uid, series_uid, sop_uid)
+                    lambda c: self._drop_values(c, study_uid, series_uid, sop_uid, watermarks)
                 )
             return removed
         except BaseException:
@@ -337,6 +341,30 @@ class CosmosIndexStore:
                     except Exception:
                         log.exception("could not schedule the deletion of %s", blob_key)
             raise
+
+    async def _drop_values(
+        self,
+        c: Containers,
+        study_uid: str,
+        series_uid: str | None,
+        sop_uid: str | None,
+        watermarks: list[int],
+    ) -> None:
+        study_gone = False
+        if series_uid is None and sop_uid is None:
+            where, params = reads.scope_filter(study_uid, None, None)
+            left = await query_items(
+                c.index, f"SELECT TOP 1 c.id FROM c WHERE {where}", params, partition=study_uid
+            )
+            study_gone = not left
+        await drop_values(
+            c.system,
+            study_uid,
+            series_uid,
+            sop_uid,
+            removed_watermarks=watermarks,
+            study_gone=study_gone,
+        )
 
     async def _delete_step(
         self, c: Containers, study_uid: str, series_uid: str | None, sop_uid: str | None
@@ -400,7 +428,7 @@ class CosmosIndexStore:
             # Fewer candidates than TOP means the query saw the whole scope; the batch (guarded
             # by the summaries' ETags) removed all of it.
             last = len(candidates) < DELETE_CANDIDATES and len(chunk) == len(candidates)
-            return _DeleteStep(plan.removed_blob_keys, last)
+            return _DeleteStep(plan.removed_blob_keys, last, [int(d["wm"]) for d in chunk])
         raise StorageUnavailable(f"too many concurrent writes to study {pk}")
 
     async def _newest_instance(
