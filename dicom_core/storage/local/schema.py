@@ -83,6 +83,10 @@ _series_cols = ",\n    ".join(
 
 DDL = f"""
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+-- A random name given to the database when it is created: metadata versions (ETags) start
+-- with it, so a re-created or restored database, whose watermarks start again, never answers
+-- 304 to an ETag of another database's content.
+CREATE TABLE IF NOT EXISTS database_identity (id TEXT NOT NULL);
 
 CREATE TABLE IF NOT EXISTS instance (
     watermark INTEGER PRIMARY KEY AUTOINCREMENT,

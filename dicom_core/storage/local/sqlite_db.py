@@ -19,6 +19,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -60,6 +61,9 @@ class SqliteDatabase:
         # A Connection used as a context manager commits but does not close: close it here.
         with contextlib.closing(self._connect()) as conn:
             self._migrate(conn)
+            row = conn.execute("SELECT id FROM database_identity").fetchone()
+        #: The database's own random name (schema.py, ``database_identity``).
+        self.identity = str(row[0])
         if durable:
             # The database file's own name (SQLite syncs the directory for its WAL, not for
             # the main file it creates): once per start, cheap.
@@ -88,6 +92,8 @@ class SqliteDatabase:
             row = conn.execute("SELECT version FROM schema_version").fetchone()
             if row is None:
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            if conn.execute("SELECT id FROM database_identity").fetchone() is None:
+                conn.execute("INSERT INTO database_identity (id) VALUES (?)", (uuid.uuid4().hex,))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

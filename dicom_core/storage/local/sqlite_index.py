@@ -495,7 +495,7 @@ class SqliteIndexStore:
                 )
                 .fetchone()
             )
-            return None if row is None or row[0] is None else str(row[0])
+            return None if row is None or row[0] is None else f"{self._db.identity}:{row[0]}"
 
         return await self._db.run(read)
 
@@ -515,7 +515,9 @@ class SqliteIndexStore:
                 .fetchall()
             )
             return VersionedMetadata(
-                version=",".join(str(row[0]) for row in rows) or None,
+                version=(
+                    f"{self._db.identity}:{','.join(str(row[0]) for row in rows)}" if rows else None
+                ),
                 documents=tuple(bytes(row[1]) for row in rows),
             )
 

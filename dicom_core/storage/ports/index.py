@@ -73,11 +73,14 @@ class IndexStore(Protocol):
     async def metadata_version(
         self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
     ) -> str | None:
-        """The watermarks of the resource's stored instances, oldest first, as one string.
+        """The watermarks of the resource's stored instances, oldest first, as one string,
+        after a ``prefix:`` naming the index where its watermarks could repeat.
 
         Each watermark names one stored version of one instance, whose metadata never changes,
         so two equal strings mean equal ``get_metadata`` answers: what a metadata ETag is made
-        of, read from the index alone. None when the resource has no stored instance.
+        of, read from the index alone. The local index names its database (a re-created one
+        starts its watermarks again); Cosmos DB's counter never repeats, so it needs none.
+        None when the resource has no stored instance.
         """
         ...
 
