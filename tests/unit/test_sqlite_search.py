@@ -5,6 +5,7 @@ Each case also asks the reference matcher, so a failure says which side is wrong
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -124,11 +125,22 @@ async def test_modalities_in_study_and_counts(store: SqliteIndexStore) -> None:
 
 
 @pytest.mark.parametrize("rare_modality_rows", [0, 2, 10**9])
-async def test_modalities_in_study_by_either_route(tmp_path: Path, rare_modality_rows: int) -> None:
+async def test_modalities_in_study_by_either_route(
+    tmp_path: Path, rare_modality_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Both routes of a ModalitiesInStudy search find the same studies, in the same order: a
     limit of 0 always tests each study, 10**9 always starts from the series, and 2 takes the
     series route for a modality of one series and not for two (sqlite_query.modality_probe,
     which at the study level counts series)."""
+    executed: list[str] = []
+    connect = SqliteDatabase._connect
+
+    def traced(self: SqliteDatabase) -> sqlite3.Connection:
+        conn = connect(self)
+        conn.set_trace_callback(executed.append)
+        return conn
+
+    monkeypatch.setattr(SqliteDatabase, "_connect", traced)
     db = SqliteDatabase(tmp_path / "index.sqlite")
     store = SqliteIndexStore(db, rare_modality_rows=rare_modality_rows)
     try:
@@ -136,7 +148,15 @@ async def test_modalities_in_study_by_either_route(tmp_path: Path, rare_modality
         await add_instance(store, "1.1", "1.1.2", "1.1.2.1", series={"Modality": "SR"})
         await add_instance(store, "1.2", "1.2.1", "1.2.1.1", series={"Modality": "MR"})
         await add_instance(store, "1.3", "1.3.1", "1.3.1.1", series={"Modality": "ct"})
+        executed.clear()
         assert await studies(store, ("ModalitiesInStudy", "CT")) == ["1.3", "1.1"]
+        # The route taken: from the series for 10**9 always, for 2 not (CT has two series).
+        from_series = any("IN (SELECT m.study_uid FROM series m" in sql for sql in executed)
+        assert from_series == (rare_modality_rows == 10**9)
+        executed.clear()
+        assert await studies(store, ("ModalitiesInStudy", "MR")) == ["1.2"]
+        from_series = any("IN (SELECT m.study_uid FROM series m" in sql for sql in executed)
+        assert from_series == (rare_modality_rows > 0)
         assert await studies(store, ("ModalitiesInStudy", "sr")) == ["1.1"]
         assert await studies(store, ("ModalitiesInStudy", "MR\\SR")) == ["1.2", "1.1"]
         assert await studies(store, ("ModalitiesInStudy", "US")) == []
