@@ -26,7 +26,8 @@ What it measures, and why that way:
 * A whole series of ``--whole-series`` 512 x 512 CT instances (263 MB for 500) as one
   multipart answer, as a viewer prefetching a series or a research export asks for it. An
   answer counts only with every part in it. The same bytes served by a minimal HTTP server in
-  this process (``loopback``: an asyncio server writing one prepared body) are the ceiling:
+  this process (``loopback``: a thread per connection handing one prepared body to the
+  kernel) are the ceiling:
   what the client and the loopback interface can move on this machine.
 * Rendered JPEG (``/rendered``, quality 90) of CT instances: latency percentiles.
 
@@ -39,10 +40,10 @@ relative: read ours next to Orthanc's. The script never asserts on time.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import http.client
 import io
 import random
+import socketserver
 import statistics
 import sys
 import tempfile
@@ -246,58 +247,49 @@ def loopback_body(instances: Sequence[bytes]) -> bytes:
 
 class LoopbackServer:
     """The ceiling: a minimal HTTP/1.1 server on loopback that answers every GET with one
-    prepared body (Content-Length, keep-alive). No file reads, no parsing beyond finding the
-    end of the request head: what is left is the client and the loopback interface."""
+    prepared body (Content-Length, keep-alive). A thread per connection hands the body to the
+    kernel with ``sendall`` of a memoryview: no file reads, no copies in Python, no parsing
+    beyond finding the end of the request head. What is left is the client and the loopback
+    interface."""
 
     def __init__(self, body: bytes) -> None:
-        self.body = body
+        self.body = memoryview(body)
         self.head = (
             'HTTP/1.1 200 OK\r\nContent-Type: multipart/related; type="application/dicom";'
             f" boundary={LOOPBACK_BOUNDARY}\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
-        self.port = 0
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=self._serve, daemon=True)
+        server = self
+
+        class Answer(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                pending = b""
+                while True:
+                    data = self.request.recv(65536)
+                    if not data:
+                        return
+                    pending += data
+                    while b"\r\n\r\n" in pending:
+                        _, pending = pending.split(b"\r\n\r\n", 1)
+                        self.request.sendall(server.head)
+                        self.request.sendall(server.body)
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Answer)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def __enter__(self) -> LoopbackServer:
         self._thread.start()
-        self._ready.wait(10)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._server.shutdown()
+        self._server.server_close()
         self._thread.join(10)
 
     @property
     def root(self) -> str:
         return f"http://127.0.0.1:{self.port}/dicom-web"
-
-    def _serve(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        server = self
-
-        class Answer(asyncio.Protocol):
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                self.transport = transport
-                self.pending = b""
-
-            def data_received(self, data: bytes) -> None:
-                self.pending += data
-                while b"\r\n\r\n" in self.pending:
-                    _, self.pending = self.pending.split(b"\r\n\r\n", 1)
-                    assert isinstance(self.transport, asyncio.WriteTransport)
-                    self.transport.write(server.head)
-                    self.transport.write(server.body)
-
-        listening = loop.run_until_complete(loop.create_server(Answer, "127.0.0.1", 0))
-        self.port = listening.sockets[0].getsockname()[1]
-        self._ready.set()
-        loop.run_forever()
-        listening.close()
-        loop.close()
 
 
 # --------------------------------------------------------------------------- the load
@@ -334,12 +326,13 @@ def run_phase(
     concurrency: int,
     seconds: float,
     warmup: float = 0.5,
-    check: Callable[[bytes], bool] | None = None,
+    check: Callable[[], BodyCheck] | None = None,
 ) -> Result:
     """Run ``concurrency`` clients for ``seconds``; each GETs what ``requests`` yields.
 
     An answer counts as an error unless its status is 200 and ``check`` (if any) accepts its
-    body."""
+    body. With ``check`` the body is read in 1 MiB chunks and fed to it, never held whole,
+    as a client that stores or forwards a large answer would read it."""
     parts = urlsplit(root)
     prefix = parts.path.rstrip("/")
     lock = threading.Lock()
@@ -361,22 +354,32 @@ def run_phase(
             try:
                 conn.request("GET", prefix + path, headers={"Accept": accept})
                 response = conn.getresponse()
-                body = response.read()
                 status = response.status
+                checker = check() if check is not None else None
+                if checker is None or status != 200:
+                    body = response.read()
+                    size = len(body)
+                else:
+                    size = 0
+                    while chunk := response.read(1 << 20):
+                        checker.feed(chunk)
+                        size += len(chunk)
+                    body = b""
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=120)
-                status, body = 0, str(exc).encode()
+                status, body, checker = 0, str(exc).encode(), None
+                size = len(body)
             elapsed = time.perf_counter() - began
             if now < start_at:
                 continue
             mine["requests"] += 1
-            mine["bytes"] += len(body)
+            mine["bytes"] += size
             my_latencies.append(elapsed)
-            if status != 200 or (check is not None and not check(body)):
+            if status != 200 or (check is not None and (checker is None or not checker.ok())):
                 mine["errors"] += 1
                 if not first_error:
-                    first_error.append(f"{status} for {path}: {body[:200]!r} ({len(body)} bytes)")
+                    first_error.append(f"{status} for {path}: {body[:200]!r} ({size} bytes)")
         conn.close()
         with lock:
             for key, value in mine.items():
@@ -481,14 +484,27 @@ def phases(
 WHOLE_SERIES_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 
-def whole_series_check(parts: int) -> Callable[[bytes], bool]:
-    """A whole-series answer is right when it carries every instance: ``parts`` DICOM files
-    (each starts with the 'DICM' prefix after its preamble) and a closing boundary."""
+class BodyCheck:
+    """A whole-series answer, checked as it streams: it is right when it carries every
+    instance (``parts`` DICOM files: each has the 'DICM' prefix after its preamble) and ends
+    with a closing boundary."""
 
-    def check(body: bytes) -> bool:
-        return body.count(b"DICM") >= parts and body.rstrip().endswith(b"--")
+    def __init__(self, parts: int) -> None:
+        self.parts = parts
+        self.found = 0
+        self.tail = b""
 
-    return check
+    def feed(self, chunk: bytes) -> None:
+        # 'DICM' may straddle two chunks: the seam (3 bytes either side) is counted apart.
+        self.found += chunk.count(b"DICM") + (self.tail[-3:] + chunk[:3]).count(b"DICM")
+        self.tail = (self.tail + chunk[-64:])[-64:]
+
+    def ok(self) -> bool:
+        return self.found >= self.parts and self.tail.rstrip().endswith(b"--")
+
+
+def whole_series_check(parts: int) -> Callable[[], BodyCheck]:
+    return lambda: BodyCheck(parts)
 
 
 # --------------------------------------------------------------------------- output
