@@ -36,7 +36,6 @@ from corpus import ct_instances
 
 from dicom_core.bootstrap import build_backend
 from dicom_core.domain.instance import parse_instance
-from dicom_core.domain.model import StoredInstance
 from dicom_core.services.external_metadata import ExternalMetadataService
 from dicom_core.services.metadata import MetadataService
 from dicom_core.settings import Settings
@@ -54,18 +53,7 @@ async def index_series(index: IndexStore, directory: Path, count: int) -> tuple[
         parsed = parse_instance(path)
         study, series = parsed.key.study_uid, parsed.key.series_uid
         reservation = await index.begin_instance(parsed.key, upsert=False)
-        await index.commit_instance(
-            reservation,
-            StoredInstance(
-                key=parsed.key,
-                sop_class_uid=parsed.sop_class_uid,
-                transfer_syntax_uid=parsed.transfer_syntax_uid,
-                file_size=parsed.file_size,
-                metadata_json=parsed.metadata_json,
-                attributes=parsed.attributes,
-                frames=parsed.frames,
-            ),
-        )
+        await index.commit_instance(reservation, parsed)  # a ParsedInstance is stored as is
         path.unlink()
     return study, series
 

@@ -70,18 +70,15 @@ class MetadataService:
         """All instances' DICOM JSON of the resource, oldest first; 404 when there are none.
         ``with_external_metadata`` is the client's ``msdicom-request-meta`` (v2 only)."""
         found = await self._index.get_versioned_metadata(study_uid, series_uid, sop_uid)
-        version = found.version
-        if version is None or not found.documents:
+        if found.version is None or not found.documents:
             raise resource_not_found(study_uid, series_uid, sop_uid)
         body = b"[" + b",".join(found.documents) + b"]"
-        if not (with_external_metadata and api_version >= FIRST_API_VERSION):
-            return MetadataDocument(body, _etag(version, None))
         # One read of the external elements for both the body and its tag.
-        external = await self._external_metadata.elements([study_uid])
+        external = await self._external_for(study_uid, api_version, with_external_metadata)
         merged = merge(orjson.loads(body), external) if external else None
         if merged is not None:
             body = orjson.dumps(merged)
-        return MetadataDocument(body, _etag(version, external))
+        return MetadataDocument(body, _etag(found.version, external))
 
     async def current_etag(
         self,
@@ -97,6 +94,13 @@ class MetadataService:
         version = await self._index.metadata_version(study_uid, series_uid, sop_uid)
         if version is None:
             raise resource_not_found(study_uid, series_uid, sop_uid)
-        if not (with_external_metadata and api_version >= FIRST_API_VERSION):
-            return _etag(version, None)
-        return _etag(version, await self._external_metadata.elements([study_uid]))
+        external = await self._external_for(study_uid, api_version, with_external_metadata)
+        return _etag(version, external)
+
+    async def _external_for(
+        self, study_uid: str, api_version: int, asked: bool
+    ) -> dict[str, dict[str, Any]] | None:
+        """The study's external elements when the client asked for them (v2 only), else None."""
+        if not (asked and api_version >= FIRST_API_VERSION):
+            return None
+        return await self._external_metadata.elements([study_uid])
