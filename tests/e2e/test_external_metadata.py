@@ -33,8 +33,11 @@ def http(meta_server: Server) -> Iterator[httpx.Client]:
         yield client
 
 
-def post(client: httpx.Client, headers: dict[str, str], version: str = "v2") -> tuple[Any, str]:
-    ds = make_dataset()
+def post(
+    client: httpx.Client, headers: dict[str, str], version: str = "v2", **dataset: Any
+) -> tuple[Any, str]:
+    """STOW one new instance (``dataset`` sets its attributes) with ``headers``."""
+    ds = make_dataset(**dataset)
     response = client.post(
         f"/{version}/studies",
         content=multipart([to_bytes(ds)]),
@@ -100,16 +103,7 @@ def test_conflicting_vr_or_bad_value_fails_the_whole_transaction(
 def test_updates_the_value_and_wins_over_an_extended_query_tag(http: httpx.Client) -> None:
     study = generate_uid()
     for value in ("old", "new"):
-        ds = make_dataset(study_uid=study)
-        response = http.post(
-            "/v2/studies",
-            content=multipart([to_bytes(ds)]),
-            headers={
-                "Content-Type": MULTIPART,
-                "Accept": "application/dicom+json",
-                "msdicom-meta-LO-00231001": value,
-            },
-        )
+        response, _ = post(http, {"msdicom-meta-LO-00231001": value}, study_uid=study)
         assert response.status_code == 200
     meta = http.get(f"/v2/studies/{study}/metadata", headers=META).json()
     assert {m["00231001"]["Value"][0] for m in meta} == {"new"}
@@ -131,16 +125,8 @@ def test_metadata_etag_follows_the_external_elements_it_carries(http: httpx.Clie
     study, series = generate_uid(), generate_uid()
 
     def stow(series_uid: str, value: str) -> None:
-        ds = make_dataset(study_uid=study, series_uid=series_uid)
-        response = http.post(
-            "/v2/studies",
-            content=multipart([to_bytes(ds)]),
-            headers={
-                "Content-Type": MULTIPART,
-                "Accept": "application/dicom+json",
-                "msdicom-meta-LO-00271001": value,
-            },
-        )
+        headers = {"msdicom-meta-LO-00271001": value}
+        response, _ = post(http, headers, study_uid=study, series_uid=series_uid)
         assert response.status_code == 200, response.text
 
     stow(series, "first")

@@ -21,6 +21,7 @@ from dicom_core.domain.operations import OperationKind
 from dicom_core.jobs.checkpoint import WatermarkCheckpoint
 from dicom_core.jobs.messages import MalformedMessage, OperationMessage
 from dicom_core.jobs.reindex import (
+    DEFAULT_BATCH_SIZE,
     REINDEX_QUEUE,
     BatchOutcome,
     CheckpointContention,
@@ -176,6 +177,19 @@ class FakeReindexStore:
         return bodies
 
 
+def started(
+    count: int, *, batch_size: int = DEFAULT_BATCH_SIZE, ages: str | None = None
+) -> tuple[FakeReindexStore, dict[str, Any], ReindexJob]:
+    """``count`` instances stored (watermarks 1..count, age ``ages`` or ``{w:03d}Y``), the
+    age tag just added with its first message taken off the queue, and the job to run it."""
+    store = FakeReindexStore()
+    for w in range(1, count + 1):
+        store.store(w, ages or f"{w:03d}Y")
+    first = store.add_age_tag("op")
+    store.take()
+    return store, first, ReindexJob(store, batch_size=batch_size)
+
+
 async def drain(job: ReindexJob, store: FakeReindexStore) -> list[BatchOutcome]:
     outcomes = []
     while bodies := store.take():
@@ -202,13 +216,8 @@ async def test_the_operation_walks_every_batch_and_completes() -> None:
 
 
 async def test_progress_is_capped_below_100_until_the_last_batch() -> None:
-    store = FakeReindexStore()
-    for w in range(1, 7):
-        store.store(w, "001Y")
-    (body,) = [store.add_age_tag("op")]
-    store.take()
-    job = ReindexJob(store, batch_size=3)
-    assert await job.handle_message(body) is BatchOutcome.CONTINUED
+    store, first, job = started(6, batch_size=3, ages="001Y")
+    assert await job.handle_message(first) is BatchOutcome.CONTINUED
     assert store.operations["op"].percent_complete == 50
     # 6 instances in batches of 3: the second batch is full, so only a third (empty) one
     # can tell that nothing is left.
@@ -221,12 +230,7 @@ async def test_progress_is_capped_below_100_until_the_last_batch() -> None:
 
 
 async def test_a_crash_mid_batch_repeats_only_that_batch() -> None:
-    store = FakeReindexStore()
-    for w in range(1, 6):
-        store.store(w, f"{w:03d}Y")
-    first = store.add_age_tag("op")
-    store.take()
-    job = ReindexJob(store, batch_size=3)
+    store, first, job = started(5, batch_size=3)
     store.crash_after_values = 2  # two values written, then the host dies
 
     with pytest.raises(Crash):
@@ -242,12 +246,7 @@ async def test_a_crash_mid_batch_repeats_only_that_batch() -> None:
 
 
 async def test_a_redelivered_message_is_stale_and_sends_nothing() -> None:
-    store = FakeReindexStore()
-    for w in range(1, 5):
-        store.store(w, "010Y")
-    first = store.add_age_tag("op")
-    store.take()
-    job = ReindexJob(store, batch_size=2)
+    store, first, job = started(4, batch_size=2, ages="010Y")
     assert await job.handle_message(first) is BatchOutcome.CONTINUED
     store.take()
     assert await job.handle_message(first) is BatchOutcome.STALE
@@ -255,12 +254,7 @@ async def test_a_redelivered_message_is_stale_and_sends_nothing() -> None:
 
 
 async def test_a_lost_continuation_is_sent_by_the_redelivery() -> None:
-    store = FakeReindexStore()
-    for w in range(1, 4):
-        store.store(w, "010Y")
-    first = store.add_age_tag("op")
-    store.take()
-    job = ReindexJob(store, batch_size=2)
+    store, first, job = started(3, batch_size=2, ages="010Y")
     store.lose_next_send = True
     with pytest.raises(ConnectionError):
         await job.handle_message(first)
@@ -276,12 +270,7 @@ async def test_a_lost_continuation_is_sent_by_the_redelivery() -> None:
 
 
 async def test_a_move_whose_answer_was_lost_still_sends_its_continuation() -> None:
-    store = FakeReindexStore()
-    for w in range(1, 4):
-        store.store(w, "010Y")
-    first = store.add_age_tag("op")
-    store.take()
-    job = ReindexJob(store, batch_size=2)
+    store, first, job = started(3, batch_size=2, ages="010Y")
     store.lose_next_move_answer = True
     assert await job.handle_message(first) is BatchOutcome.STALE
     (continuation,) = store.take()
@@ -290,11 +279,7 @@ async def test_a_move_whose_answer_was_lost_still_sends_its_continuation() -> No
 
 
 async def test_a_move_lost_to_another_writer_is_retried_not_dropped() -> None:
-    store = FakeReindexStore()
-    store.store(1, "010Y")
-    first = store.add_age_tag("op")
-    store.take()
-    job = ReindexJob(store)
+    store, first, job = started(1, ages="010Y")
     store.contend_next_move = True
     with pytest.raises(CheckpointContention):
         await job.handle_message(first)
@@ -312,12 +297,7 @@ async def test_the_last_batch_may_be_empty_or_short() -> None:
 
 
 async def test_an_instance_deleted_between_batches_is_skipped_and_the_count_still_ends() -> None:
-    store = FakeReindexStore()
-    for w in range(1, 7):
-        store.store(w, f"{w:03d}Y")
-    first = store.add_age_tag("op")
-    store.take()
-    job = ReindexJob(store, batch_size=3)
+    store, first, job = started(6, batch_size=3)
     assert await job.handle_message(first) is BatchOutcome.CONTINUED
     del store.instances[5]  # deleted before the second batch reads it
 

@@ -228,17 +228,26 @@ def test_retrieve_single_instance_read_failing_ends_short_of_content_length() ->
     assert int(response.headers["content-length"]) == len(content(1)) > len(body)
 
 
-def test_retrieve_files_deleted_after_the_answer_started_are_still_sent_whole() -> None:
-    index, blobs = stored(3)
+def delete_once_started(
+    request: Request, services: Services, index: FakeIndex, blobs: MemoryBlobs
+) -> tuple[StreamingResponse, bytes, BaseException | None]:
+    """Retrieve, delete the study once the answer has started, then read the whole body."""
 
     async def scenario() -> tuple[StreamingResponse, bytes, BaseException | None]:
-        response = await wado.retrieve(study_request(), services_for(index, blobs))
+        response = await wado.retrieve(request, services)
         assert isinstance(response, StreamingResponse)
         blobs.objects.clear()  # the study is deleted while the answer streams
         index.records.clear()
         return (response, *await drain(response))
 
-    response, body, error = run(scenario)
+    return run(scenario)
+
+
+def test_retrieve_files_deleted_after_the_answer_started_are_still_sent_whole() -> None:
+    index, blobs = stored(3)
+    response, body, error = delete_once_started(
+        study_request(), services_for(index, blobs), index, blobs
+    )
     assert error is None
     assert parse(response, body) == [content(1), content(2), content(3)]
     assert int(response.headers["content-length"]) == len(body)
@@ -286,14 +295,7 @@ def test_transcoded_instances_deleted_after_the_answer_started_are_still_sent_wh
         f'multipart/related; type="application/dicom"; transfer-syntax={ExplicitVRLittleEndian}'
     )
 
-    async def scenario() -> tuple[StreamingResponse, bytes, BaseException | None]:
-        response = await wado.retrieve(study_request(accept), services)
-        assert isinstance(response, StreamingResponse)
-        blobs.objects.clear()  # the study is deleted while the answer streams
-        index.records.clear()
-        return (response, *await drain(response))
-
-    response, body, error = run(scenario)
+    response, body, error = delete_once_started(study_request(accept), services, index, blobs)
     assert error is None
     parts = parse(response, body)
     assert len(parts) == 3
