@@ -33,6 +33,7 @@ class Fakes:
             workitems=self.workitems,
             query_tags=self.query_tags,
             external_metadata=self.external_metadata,
+            change_feed=self.index.feed,
             writer=None,
             blob_delete_delay_seconds=blob_delete_delay_seconds,
         )

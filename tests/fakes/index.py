@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from dicom_core.domain.change_feed import ChangeAction
 from dicom_core.domain.identifiers import blob_key_for
 from dicom_core.domain.model import InstanceKey, InstanceRecord, Reservation, StoredInstance
 from dicom_core.query.conditions import QueryDescription, QueryLevel
@@ -18,6 +19,7 @@ from dicom_core.storage.ports import (
     OrphanSink,
     VersionedMetadata,
 )
+from tests.fakes.change_feed import FakeChangeFeedStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +36,14 @@ class FakeIndexStore:
     ``searches`` and answers ``search_results``, which a test prepares.
     """
 
-    def __init__(self, *, stale_create_seconds: float = 3600) -> None:
+    def __init__(
+        self,
+        *,
+        stale_create_seconds: float = 3600,
+        feed: FakeChangeFeedStore | None = None,
+    ) -> None:
+        self.feed = feed or FakeChangeFeedStore()
+        """Where changes are recorded, as the adapters write the feed with each change."""
         self.claims: dict[InstanceKey, _Claim] = {}
         self.stored: dict[InstanceKey, tuple[InstanceRecord, StoredInstance]] = {}
         self.search_results: list[SearchMatch] = []
@@ -84,6 +93,9 @@ class FakeIndexStore:
             created_at=datetime.now(UTC).isoformat(),
         )
         self.stored[key] = (record, instance)
+        self.feed.metadata[reservation.watermark] = instance.metadata_json
+        action = ChangeAction.CREATE if replaced is None else ChangeAction.UPDATE
+        self.feed.record(action, key, reservation.watermark)
         return [] if replaced is None else [replaced[0].blob_key]
 
     async def abort_instance(self, reservation: Reservation) -> None:
@@ -148,6 +160,7 @@ class FakeIndexStore:
         removed = self._scope(study_uid, series_uid, sop_uid)
         for record, _ in removed:  # in one step, as a transaction would
             del self.stored[record.key]
+            self.feed.record(ChangeAction.DELETE, record.key, record.watermark)
         return [record.blob_key for record, _ in removed]
 
     async def search(

@@ -30,6 +30,7 @@ from dicom_core.storage.ports import (
     POISON_SUFFIX,
     Backend,
     BlobStore,
+    ChangeFeedStore,
     IndexStore,
     JobQueue,
     QueryTagStore,
@@ -67,6 +68,10 @@ class Stores:
     @property
     def workitems(self) -> WorkitemStore:
         return self.ports.workitems
+
+    @property
+    def change_feed(self) -> ChangeFeedStore:
+        return self.ports.change_feed
 
     @property
     def query_tags(self) -> QueryTagStore:

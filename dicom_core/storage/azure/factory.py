@@ -11,6 +11,7 @@ from __future__ import annotations
 from dicom_core.settings import Settings
 from dicom_core.storage.azure.blob_store import AzureBlobStore
 from dicom_core.storage.azure.clients import CosmosClients, StorageClients
+from dicom_core.storage.azure.cosmos_change_feed import CosmosChangeFeedStore
 from dicom_core.storage.azure.cosmos_eqt import CosmosQueryTagStore
 from dicom_core.storage.azure.cosmos_external_metadata import CosmosExternalMetadataStore
 from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
@@ -52,6 +53,7 @@ def build_backend(settings: Settings) -> Backend:
         # Reindex continuations go through the Storage queues (an outbox on the operation).
         query_tags=CosmosQueryTagStore(session, queue),
         external_metadata=CosmosExternalMetadataStore(session),
+        change_feed=CosmosChangeFeedStore(session),
         # Index and files are separate services: the two-step protocol of the index.
         writer=None,
         # Blob Storage cannot keep a deleted blob readable for a reader already streaming it.

@@ -14,7 +14,8 @@ Tables and why they exist:
 - ``workitem`` and ``workitem_value``: UPS-RS workitems and their searchable values (including
   sequence paths such as ReferencedRequestSequence.AccessionNumber).
 - ``operation``: long-running operations (reindex) with their checkpoint, so they resume.
-- ``change_feed``: an append-only log of creates, updates and deletes.
+- ``change_feed``: the log of creates, updates and deletes, each entry with the version its
+  instance has now.
 - ``job``: the local durable job queue (visible_at leases give at-least-once delivery).
 """
 
@@ -291,6 +292,12 @@ CREATE TABLE IF NOT EXISTS operation (
     updated_at TEXT NOT NULL
 );
 
+-- The change feed (dicom_core.domain.change_feed). The sequence is allocated inside the
+-- write transaction of the change, and SQLite has one writer at a time, so entries become
+-- visible in sequence order with no gap: AUTOINCREMENT never reuses a value, and a rolled-back
+-- transaction gives its value back. current_watermark is the instance's version now (NULL
+-- once it is deleted), moved forward by every later change of the same instance; the partial
+-- index finds the entries a replace or delete must move.
 CREATE TABLE IF NOT EXISTS change_feed (
     sequence INTEGER PRIMARY KEY AUTOINCREMENT,
     timestamp TEXT NOT NULL,
@@ -298,7 +305,8 @@ CREATE TABLE IF NOT EXISTS change_feed (
     study_uid TEXT NOT NULL,
     series_uid TEXT NOT NULL,
     sop_uid TEXT NOT NULL,
-    watermark INTEGER NOT NULL
+    watermark INTEGER NOT NULL,
+    current_watermark INTEGER
 );
 
 CREATE TABLE IF NOT EXISTS job (
@@ -316,4 +324,35 @@ CREATE INDEX IF NOT EXISTS job_by_queue ON job (queue, poison_reason, visible_at
 -- before that kept them in their own queue, marked only by poison_reason.
 UPDATE job SET queue = queue || '-poison'
     WHERE poison_reason IS NOT NULL AND queue NOT LIKE '%-poison';
+"""
+
+# For databases made before a column existed: when ``column`` is missing from ``table``, its
+# statements run, in one write transaction with the check (so processes starting together
+# upgrade once), after ``DDL``. ``AFTER_UPGRADES`` then runs every time (idempotent).
+UPGRADES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    (
+        "change_feed",
+        "current_watermark",
+        (
+            "ALTER TABLE change_feed ADD COLUMN current_watermark INTEGER",
+            "CREATE INDEX change_feed_upgrade_by_sop ON change_feed (sop_uid, sequence)",
+            # An instance's earlier entries point at its stored version, unless a later
+            # delete of the instance ended them.
+            """UPDATE change_feed SET current_watermark = (
+                SELECT i.watermark FROM instance i WHERE i.study_uid = change_feed.study_uid
+                    AND i.series_uid = change_feed.series_uid
+                    AND i.sop_uid = change_feed.sop_uid AND i.status = 1)
+            WHERE action != 'delete' AND NOT EXISTS (
+                SELECT 1 FROM change_feed d WHERE d.sop_uid = change_feed.sop_uid
+                    AND d.sequence > change_feed.sequence AND d.action = 'delete'
+                    AND d.study_uid = change_feed.study_uid
+                    AND d.series_uid = change_feed.series_uid)""",
+            "DROP INDEX change_feed_upgrade_by_sop",
+        ),
+    ),
+)
+AFTER_UPGRADES = """
+CREATE INDEX IF NOT EXISTS change_feed_by_current ON change_feed (current_watermark)
+    WHERE current_watermark IS NOT NULL;
+CREATE INDEX IF NOT EXISTS change_feed_by_time ON change_feed (timestamp);
 """

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from dicom_core.storage.local.schema import DDL, SCHEMA_VERSION
+from dicom_core.storage.local.schema import AFTER_UPGRADES, DDL, SCHEMA_VERSION, UPGRADES
 from dicom_core.storage.ports import StorageUnavailable
 
 T = TypeVar("T")
@@ -94,10 +94,16 @@ class SqliteDatabase:
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             if conn.execute("SELECT id FROM database_identity").fetchone() is None:
                 conn.execute("INSERT INTO database_identity (id) VALUES (?)", (uuid.uuid4().hex,))
+            for table, column, statements in UPGRADES:
+                columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                if column not in columns:
+                    for statement in statements:
+                        conn.execute(statement)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        conn.executescript(AFTER_UPGRADES)
 
     def connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

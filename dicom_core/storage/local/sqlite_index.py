@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+from dicom_core.domain.change_feed import ChangeAction
 from dicom_core.domain.identifiers import blob_key_for
 from dicom_core.domain.model import (
     FrameIndex,
@@ -239,15 +240,22 @@ class SqliteIndexStore:
             raise InstanceBeingCreated(key)
         if replaced or not self._add_to_summaries(conn, key, reservation.watermark, values):
             self._refresh_summaries(conn, key.study_uid, key.series_uid)
+        # The replaced version's entries now point at this one (state "replaced").
+        conn.executemany(
+            "UPDATE change_feed SET current_watermark = ? WHERE current_watermark = ?",
+            [(reservation.watermark, old_watermark) for old_watermark, _ in replaced],
+        )
+        action = ChangeAction.UPDATE if replaced else ChangeAction.CREATE
         conn.execute(
             "INSERT INTO change_feed (timestamp, action, study_uid, series_uid, sop_uid,"
-            " watermark) VALUES (?, ?, ?, ?, ?, ?)",
+            " watermark, current_watermark) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 utc_timestamp(),
-                "update" if replaced else "create",
+                action.value,
                 key.study_uid,
                 key.series_uid,
                 key.sop_uid,
+                reservation.watermark,
                 reservation.watermark,
             ),
         )
@@ -279,17 +287,25 @@ class SqliteIndexStore:
         with self._db.transaction() as conn:
             rows = conn.execute(
                 f"SELECT watermark, series_uid, sop_uid, blob_key FROM instance"
-                f" WHERE {where} AND status = ?",
+                f" WHERE {where} AND status = ? ORDER BY watermark",
                 (*params, CREATED),
             ).fetchall()
             if not rows:
                 return []
             conn.execute(f"DELETE FROM instance WHERE {where} AND status = ?", (*params, CREATED))
             now = utc_timestamp()
+            # Every earlier entry of a deleted instance ends (state "deleted").
+            conn.executemany(
+                "UPDATE change_feed SET current_watermark = NULL WHERE current_watermark = ?",
+                [(row[0],) for row in rows],
+            )
             conn.executemany(
                 "INSERT INTO change_feed (timestamp, action, study_uid, series_uid, sop_uid,"
-                " watermark) VALUES (?, 'delete', ?, ?, ?, ?)",
-                [(now, study_uid, series, sop, watermark) for watermark, series, sop, _ in rows],
+                " watermark, current_watermark) VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                [
+                    (now, ChangeAction.DELETE.value, study_uid, series, sop, watermark)
+                    for watermark, series, sop, _ in rows
+                ],
             )
             for series in sorted({row[1] for row in rows}):
                 self._refresh_summaries(conn, study_uid, series)

@@ -13,6 +13,7 @@ that callers import from ``dicom_core.storage.ports``:
 - ``workitems``: ``WorkitemStore``, the UPS-RS workitems;
 - ``query_tags``: ``QueryTagStore``, extended query tags and their reindex operations;
 - ``external_metadata``: ``ExternalMetadataStore``;
+- ``change_feed``: ``ChangeFeedStore``, reading the entries the index writes with each change;
 - ``errors``: ``StorageUnavailable``, which any port may raise;
 - ``backend``: ``Backend``, all the ports of one backend as one object.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from dicom_core.storage.ports.backend import Backend
 from dicom_core.storage.ports.blobs import BlobNotFound, BlobReader, BlobStore
+from dicom_core.storage.ports.change_feed import ChangeFeedStore, ChangeQuery
 from dicom_core.storage.ports.errors import StorageUnavailable
 from dicom_core.storage.ports.external_metadata import (
     ExternalMetadataStore,
@@ -56,6 +58,8 @@ __all__ = [
     "BlobNotFound",
     "BlobReader",
     "BlobStore",
+    "ChangeFeedStore",
+    "ChangeQuery",
     "Continuation",
     "ExternalMetadataStore",
     "ExternalValue",

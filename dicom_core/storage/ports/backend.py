@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dicom_core.storage.ports.blobs import BlobStore
+from dicom_core.storage.ports.change_feed import ChangeFeedStore
 from dicom_core.storage.ports.external_metadata import ExternalMetadataStore
 from dicom_core.storage.ports.index import IndexStore, InstanceWriter
 from dicom_core.storage.ports.query_tags import QueryTagStore
@@ -27,6 +28,7 @@ class Backend:
     workitems: WorkitemStore
     query_tags: QueryTagStore
     external_metadata: ExternalMetadataStore
+    change_feed: ChangeFeedStore
     writer: InstanceWriter | None
     """The one-step store of file and index entry, where the backend has one (local); None:
     the store uses the index's two-step protocol."""

@@ -1,0 +1,72 @@
+"""The local ``ChangeFeedStore``: reads the ``change_feed`` table the index writes.
+
+Entries are appended by ``SqliteIndexStore`` in the transaction of each change (see the table's
+comment in ``schema.py`` for why their sequences are gap-free in commit order); this module
+only reads them, joining the instance's current version for its metadata.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dicom_core.domain.change_feed import ChangeAction, ChangeFeedEntry
+from dicom_core.domain.model import InstanceKey
+from dicom_core.storage.local.sqlite_db import SqliteDatabase
+from dicom_core.storage.ports.change_feed import ChangeQuery
+
+_COLUMNS = (
+    "c.sequence, c.timestamp, c.action, c.study_uid, c.series_uid, c.sop_uid, c.watermark,"
+    " c.current_watermark"
+)
+# The current version's DICOM JSON, when the reader asks for it (NULL once deleted).
+_WITH_METADATA = (
+    f"SELECT {_COLUMNS}, i.metadata FROM change_feed c"
+    " LEFT JOIN instance i ON i.watermark = c.current_watermark AND i.status = 1"
+)
+_WITHOUT_METADATA = f"SELECT {_COLUMNS}, NULL FROM change_feed c"
+
+
+def _entry(row: tuple[Any, ...]) -> ChangeFeedEntry:
+    sequence, timestamp, action, study, series, sop, watermark, current, metadata = row
+    return ChangeFeedEntry(
+        sequence=int(sequence),
+        timestamp=str(timestamp),
+        action=ChangeAction(action),
+        key=InstanceKey(str(study), str(series), str(sop)),
+        watermark=int(watermark),
+        current_watermark=None if current is None else int(current),
+        metadata=None if metadata is None else bytes(metadata),
+    )
+
+
+class SqliteChangeFeedStore:
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    async def read_changes(self, query: ChangeQuery) -> list[ChangeFeedEntry]:
+        clauses = ["c.sequence > ?"]
+        params: list[int | str] = [query.after_sequence]
+        if query.start_time is not None:
+            clauses.append("c.timestamp >= ?")
+            params.append(query.start_time)
+        if query.end_time is not None:
+            clauses.append("c.timestamp < ?")
+            params.append(query.end_time)
+        select = _WITH_METADATA if query.include_metadata else _WITHOUT_METADATA
+        sql = f"{select} WHERE {' AND '.join(clauses)} ORDER BY c.sequence LIMIT ? OFFSET ?"
+        params.extend((query.limit, query.skip))
+
+        def read() -> list[ChangeFeedEntry]:
+            return [_entry(row) for row in self._db.connection().execute(sql, params)]
+
+        return await self._db.run(read)
+
+    async def latest_change(self, *, include_metadata: bool = False) -> ChangeFeedEntry | None:
+        select = _WITH_METADATA if include_metadata else _WITHOUT_METADATA
+        sql = f"{select} ORDER BY c.sequence DESC LIMIT 1"
+
+        def read() -> ChangeFeedEntry | None:
+            row = self._db.connection().execute(sql).fetchone()
+            return None if row is None else _entry(row)
+
+        return await self._db.run(read)
