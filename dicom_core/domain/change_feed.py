@@ -1,17 +1,23 @@
 """The change feed as values: what happened to an instance, and what its entry says now.
 
-Every change to a stored instance (a store, a replacing store or bulk update, a delete)
+Every change to a stored instance (a store, a replacing store, a bulk update, a delete)
 appends one entry, in the same transaction as the change. An entry names the version it
-recorded (``watermark``) and, kept up to date by later changes to the same instance, the
-instance's version now (``current_watermark``; None once the instance is deleted). Its
-``state`` follows from the two, so it is decided in one place for both backends:
+recorded (``watermark``) and the instance's version now (``current_watermark``), which each
+later change of the instance sets on all of its entries: a store or an update sets its own
+version, a delete sets None. The entry's ``state`` follows from the two:
 
 - ``current``: the entry's version is the instance's version now;
-- ``replaced``: a later version (an upsert or a bulk update) took its place;
-- ``deleted``: the instance was deleted after it (or the entry records the delete).
+- ``replaced``: the instance exists now in another version (a replacing store, a bulk
+  update, or a store after a delete);
+- ``deleted``: the instance is deleted (every entry of it, the delete's own included).
 
 The Azure DICOM service keeps the same pair (``OriginalWatermark`` and ``CurrentWatermark``
-of its ChangeFeed table) and derives the state the same way.
+of its ChangeFeed table), updates it the same way and derives the state the same way, so
+create, delete, create reads ``replaced, replaced, current`` on both.
+
+A store that replaces an instance (PUT) records ``create``: the client sent a whole new
+instance, as a delete and a store would. ``update`` is a bulk update's new version of the
+same instance.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ class FakeChangeFeedStore:
         """The DICOM JSON of each stored version, by watermark (kept by the index)."""
 
     def record(self, action: ChangeAction, key: InstanceKey, watermark: int) -> None:
-        """Append an entry; a create or update moves the instance's earlier entries to it."""
+        """Append an entry, and set the instance's version now on all of its entries."""
         current = None if action is ChangeAction.DELETE else watermark
         self._move(key, current)
         self.entries.append(
@@ -35,7 +35,7 @@ class FakeChangeFeedStore:
 
     def _move(self, key: InstanceKey, current: int | None) -> None:
         for n, entry in enumerate(self.entries):
-            if entry.key == key and entry.current_watermark is not None:
+            if entry.key == key:
                 self.entries[n] = dataclasses.replace(entry, current_watermark=current)
 
     def _with_metadata(self, entry: ChangeFeedEntry, include: bool) -> ChangeFeedEntry:

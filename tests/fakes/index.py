@@ -94,8 +94,7 @@ class FakeIndexStore:
         )
         self.stored[key] = (record, instance)
         self.feed.metadata[reservation.watermark] = instance.metadata_json
-        action = ChangeAction.CREATE if replaced is None else ChangeAction.UPDATE
-        self.feed.record(action, key, reservation.watermark)
+        self.feed.record(ChangeAction.CREATE, key, reservation.watermark)
         return [] if replaced is None else [replaced[0].blob_key]
 
     async def abort_instance(self, reservation: Reservation) -> None:

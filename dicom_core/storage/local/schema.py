@@ -296,8 +296,7 @@ CREATE TABLE IF NOT EXISTS operation (
 -- write transaction of the change, and SQLite has one writer at a time, so entries become
 -- visible in sequence order with no gap: AUTOINCREMENT never reuses a value, and a rolled-back
 -- transaction gives its value back. current_watermark is the instance's version now (NULL
--- once it is deleted), moved forward by every later change of the same instance; the partial
--- index finds the entries a replace or delete must move.
+-- once it is deleted), set on every entry of the instance by each later change of it.
 CREATE TABLE IF NOT EXISTS change_feed (
     sequence INTEGER PRIMARY KEY AUTOINCREMENT,
     timestamp TEXT NOT NULL,
@@ -335,24 +334,15 @@ UPGRADES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "current_watermark",
         (
             "ALTER TABLE change_feed ADD COLUMN current_watermark INTEGER",
-            "CREATE INDEX change_feed_upgrade_by_sop ON change_feed (sop_uid, sequence)",
-            # An instance's earlier entries point at its stored version, unless a later
-            # delete of the instance ended them.
+            # Every entry of an instance points at its stored version; none once deleted.
             """UPDATE change_feed SET current_watermark = (
                 SELECT i.watermark FROM instance i WHERE i.study_uid = change_feed.study_uid
                     AND i.series_uid = change_feed.series_uid
-                    AND i.sop_uid = change_feed.sop_uid AND i.status = 1)
-            WHERE action != 'delete' AND NOT EXISTS (
-                SELECT 1 FROM change_feed d WHERE d.sop_uid = change_feed.sop_uid
-                    AND d.sequence > change_feed.sequence AND d.action = 'delete'
-                    AND d.study_uid = change_feed.study_uid
-                    AND d.series_uid = change_feed.series_uid)""",
-            "DROP INDEX change_feed_upgrade_by_sop",
+                    AND i.sop_uid = change_feed.sop_uid AND i.status = 1)""",
         ),
     ),
 )
 AFTER_UPGRADES = """
-CREATE INDEX IF NOT EXISTS change_feed_by_current ON change_feed (current_watermark)
-    WHERE current_watermark IS NOT NULL;
+CREATE INDEX IF NOT EXISTS change_feed_by_instance ON change_feed (sop_uid);
 CREATE INDEX IF NOT EXISTS change_feed_by_time ON change_feed (timestamp);
 """

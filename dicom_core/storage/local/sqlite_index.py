@@ -92,6 +92,15 @@ def _record(row: tuple[Any, ...]) -> InstanceRecord:
     )
 
 
+def _point_entries_at(conn: sqlite3.Connection, key: InstanceKey, watermark: int | None) -> None:
+    """Set the instance's version now on each of its change feed entries (None: deleted)."""
+    conn.execute(
+        "UPDATE change_feed SET current_watermark = ? WHERE sop_uid = ? AND series_uid = ?"
+        " AND study_uid = ?",
+        (watermark, key.sop_uid, key.series_uid, key.study_uid),
+    )
+
+
 def _scope(
     study_uid: str, series_uid: str | None, sop_uid: str | None
 ) -> tuple[str, tuple[str, ...]]:
@@ -240,18 +249,14 @@ class SqliteIndexStore:
             raise InstanceBeingCreated(key)
         if replaced or not self._add_to_summaries(conn, key, reservation.watermark, values):
             self._refresh_summaries(conn, key.study_uid, key.series_uid)
-        # The replaced version's entries now point at this one (state "replaced").
-        conn.executemany(
-            "UPDATE change_feed SET current_watermark = ? WHERE current_watermark = ?",
-            [(reservation.watermark, old_watermark) for old_watermark, _ in replaced],
-        )
-        action = ChangeAction.UPDATE if replaced else ChangeAction.CREATE
+        # Every earlier entry of the instance, a delete's too, now points at this version.
+        _point_entries_at(conn, key, reservation.watermark)
         conn.execute(
             "INSERT INTO change_feed (timestamp, action, study_uid, series_uid, sop_uid,"
             " watermark, current_watermark) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 utc_timestamp(),
-                action.value,
+                ChangeAction.CREATE.value,
                 key.study_uid,
                 key.series_uid,
                 key.sop_uid,
@@ -294,11 +299,8 @@ class SqliteIndexStore:
                 return []
             conn.execute(f"DELETE FROM instance WHERE {where} AND status = ?", (*params, CREATED))
             now = utc_timestamp()
-            # Every earlier entry of a deleted instance ends (state "deleted").
-            conn.executemany(
-                "UPDATE change_feed SET current_watermark = NULL WHERE current_watermark = ?",
-                [(row[0],) for row in rows],
-            )
+            for _, series, sop, _ in rows:
+                _point_entries_at(conn, InstanceKey(study_uid, series, sop), None)
             conn.executemany(
                 "INSERT INTO change_feed (timestamp, action, study_uid, series_uid, sop_uid,"
                 " watermark, current_watermark) VALUES (?, ?, ?, ?, ?, ?, NULL)",
