@@ -17,7 +17,17 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from dicom_core import jobs
-from dicom_core.web import delete, frames, metadata, qido, rendered, stow, wado, workitems
+from dicom_core.web import (
+    change_feed,
+    delete,
+    frames,
+    metadata,
+    qido,
+    rendered,
+    stow,
+    wado,
+    workitems,
+)
 from dicom_core.web import extended_query_tags as eqt
 from dicom_core.web.context import ServiceContainer, handle
 from dicom_core.web.unmatched import unknown_route
@@ -171,6 +181,19 @@ async def eqt_tag(req: Request) -> Response:
 @app.route(route="v{version}/extendedquerytags/{tagPath}/errors", methods=["GET"])
 async def eqt_tag_errors(req: Request) -> Response:
     return await handle(req, services, eqt.tag_errors)
+
+
+# --- Change feed -----------------------------------------------------------------------------
+
+
+@app.route(route="v{version}/changefeed", methods=["GET"])
+async def changefeed_read(req: Request) -> Response:
+    return await handle(req, services, change_feed.read_changes)
+
+
+@app.route(route="v{version}/changefeed/latest", methods=["GET"])
+async def changefeed_latest(req: Request) -> Response:
+    return await handle(req, services, change_feed.latest_change)
 
 
 # --- Operations ------------------------------------------------------------------------------

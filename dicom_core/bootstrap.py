@@ -12,6 +12,7 @@ from typing import Protocol
 
 from dicom_core.jobs.reindex import ReindexJob, plan_reindex
 from dicom_core.services.blob_cleanup import BlobJanitor
+from dicom_core.services.change_feed import ChangeFeedService
 from dicom_core.services.delete import DeleteService
 from dicom_core.services.extended_query_tags import ExtendedQueryTagService
 from dicom_core.services.external_metadata import ExternalMetadataService
@@ -49,6 +50,7 @@ class Services:
     """The ``reindex-batches`` queue's batch step."""
     external_metadata: ExternalMetadataService
     """STOW msdicom-meta-* values."""
+    change_feed: ChangeFeedService
 
     async def close(self) -> None:
         await self.backend.close()
@@ -131,4 +133,5 @@ def build_services(settings: Settings) -> Services:
         query_tags=query_tags,
         reindex=ReindexJob(backend.query_tags, batch_size=settings.reindex_batch_size),
         external_metadata=external_metadata,
+        change_feed=ChangeFeedService(backend.change_feed),
     )

@@ -25,6 +25,7 @@ from dicom_core.query.parser import MAX_OFFSET
 from dicom_core.storage.ports import OperationRecord, QueryTagRecord
 from dicom_core.web.bodies import read_limited
 from dicom_core.web.context import api_version, base_url
+from dicom_core.web.query_params import int_param
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -124,26 +125,11 @@ async def tag(request: Request, services: Services) -> Response:
     return _json(tag_json(await service.get(path), base))
 
 
-def _int_param(request: Request, name: str, default: int, maximum: int | None) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise BadRequest(f"The query parameter '{name}' must be an integer.") from exc
-    minimum = 1 if name == "limit" else 0
-    if value < minimum or (maximum is not None and value > maximum):
-        allowed = f"from {minimum} to {maximum}" if maximum is not None else f"{minimum} or more"
-        raise BadRequest(f"The query parameter '{name}' is out of range: give {allowed}.")
-    return value
-
-
 async def tag_errors(request: Request, services: Services) -> Response:
     api_version(request)
     path = _tag_path(request)
-    limit = _int_param(request, "limit", 100, 200)
-    offset = _int_param(request, "offset", 0, MAX_OFFSET)
+    limit = int_param(request, "limit", default=100, minimum=1, maximum=200)
+    offset = int_param(request, "offset", default=0, minimum=0, maximum=MAX_OFFSET)
     errors = await services.query_tags.errors(path, limit=limit, offset=offset)
     return _json(errors)
 

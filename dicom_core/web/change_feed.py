@@ -1,0 +1,112 @@
+"""HTTP for the change feed: ``GET /v{n}/changefeed`` and ``GET /v{n}/changefeed/latest``.
+
+The parameters are the Azure DICOM service's ("Change feed overview"):
+
+- v1 pages by sequence: ``offset`` is the last sequence already read (entries after it are
+  returned), ``limit`` 1 to 100, default 10. ``startTime`` and ``endTime`` are ignored.
+- v2 adds a time window, ``startTime`` inclusive and ``endTime`` exclusive, each an ISO 8601
+  date and time with a time zone; ``offset`` then counts entries to skip inside the window,
+  and ``limit`` is 1 to 200, default 100.
+- ``includeMetadata`` (default true) adds the current version's DICOM JSON to each entry of
+  an instance that still exists.
+
+Entries are JSON objects with the documented PascalCase names and lower-case values. Azure v2
+orders a window by timestamp, then sequence; this service orders by sequence in both
+versions, the order in which entries are guaranteed never to appear behind a reader (the two
+orders differ only when a clock steps back or two changes race by microseconds).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from dicom_core.bootstrap import Services
+from dicom_core.domain.change_feed import ChangeFeedEntry
+from dicom_core.domain.media_types import JSON
+from dicom_core.errors import BadRequest
+from dicom_core.storage.ports import ChangeQuery
+from dicom_core.web.context import api_version
+from dicom_core.web.query_params import bool_param, int_param
+
+#: ``limit``'s default and maximum, by API version.
+V1_LIMITS = (10, 100)
+V2_LIMITS = (100, 200)
+#: The largest ``offset``: a sequence (v1) or a count of entries to skip (v2).
+MAX_OFFSET = 2**63 - 1
+
+
+def entry_json(entry: ChangeFeedEntry) -> dict[str, object]:
+    body: dict[str, object] = {
+        "Sequence": entry.sequence,
+        "StudyInstanceUid": entry.key.study_uid,
+        "SeriesInstanceUid": entry.key.series_uid,
+        "SopInstanceUid": entry.key.sop_uid,
+        "Action": entry.action.value,
+        "Timestamp": entry.timestamp,
+        "State": entry.state.value,
+    }
+    if entry.metadata is not None:
+        # Stored DICOM JSON, passed through without parsing it again.
+        body["Metadata"] = orjson.Fragment(entry.metadata)
+    return body
+
+
+def _json(body: object) -> Response:
+    return Response(orjson.dumps(body), media_type=JSON)
+
+
+def time_param(request: Request, name: str) -> str | None:
+    """An ISO 8601 date and time with a zone, as ``utc_timestamp`` text (None if absent)."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw.strip())
+    except ValueError as exc:
+        raise BadRequest(
+            f"The query parameter '{name}' must be an ISO 8601 date and time, not {raw!r}."
+        ) from exc
+    if parsed.tzinfo is None:
+        raise BadRequest(
+            f"The query parameter '{name}' must give a time zone (for example Z or +01:00)."
+        )
+    return parsed.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def change_query(request: Request, version: int) -> ChangeQuery:
+    include_metadata = bool_param(request, "includeMetadata", default=True)
+    default_limit, max_limit = V1_LIMITS if version == 1 else V2_LIMITS
+    limit = int_param(request, "limit", default=default_limit, minimum=1, maximum=max_limit)
+    offset = int_param(request, "offset", default=0, minimum=0, maximum=MAX_OFFSET)
+    if version == 1:
+        return ChangeQuery(limit=limit, after_sequence=offset, include_metadata=include_metadata)
+    start, end = time_param(request, "startTime"), time_param(request, "endTime")
+    if start is not None and end is not None and start >= end:
+        raise BadRequest(f"The start time '{start}' must be strictly before the end time '{end}'.")
+    return ChangeQuery(
+        limit=limit,
+        skip=offset,
+        start_time=start,
+        end_time=end,
+        include_metadata=include_metadata,
+    )
+
+
+async def read_changes(request: Request, services: Services) -> Response:
+    query = change_query(request, api_version(request))
+    entries = await services.change_feed.read(query)
+    return _json([entry_json(entry) for entry in entries])
+
+
+async def latest_change(request: Request, services: Services) -> Response:
+    """The newest entry; 204 while the feed is empty (Azure answers its null the same way)."""
+    api_version(request)
+    include_metadata = bool_param(request, "includeMetadata", default=True)
+    entry = await services.change_feed.latest(include_metadata=include_metadata)
+    if entry is None:
+        return Response(status_code=204)
+    return _json(entry_json(entry))
