@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -16,8 +16,10 @@ from dicom_core.query.results import SearchMatch
 from dicom_core.storage.ports import (
     InstanceBeingCreated,
     InstanceExists,
+    NewVersion,
     OrphanSink,
     VersionedMetadata,
+    VersionsCommitted,
 )
 from tests.fakes.change_feed import FakeChangeFeedStore
 
@@ -46,6 +48,8 @@ class FakeIndexStore:
         """Where changes are recorded, as the adapters write the feed with each change."""
         self.claims: dict[InstanceKey, _Claim] = {}
         self.stored: dict[InstanceKey, tuple[InstanceRecord, StoredInstance]] = {}
+        self.originals: dict[InstanceKey, tuple[InstanceRecord, StoredInstance]] = {}
+        """The first version of each instance a bulk update rewrote."""
         self.search_results: list[SearchMatch] = []
         self.searches: list[tuple[QueryDescription, frozenset[QueryLevel]]] = []
         self._stale_after = stale_create_seconds
@@ -82,8 +86,44 @@ class FakeIndexStore:
         if replaced is not None and not reservation.upsert:
             raise InstanceExists(key)
         del self.claims[key]
-        record = InstanceRecord(
-            key=key,
+        record = self._record(reservation, instance)
+        self.stored[key] = (record, instance)
+        self.feed.metadata[reservation.watermark] = instance.metadata_json
+        self.feed.record(ChangeAction.CREATE, key, reservation.watermark)
+        original = self.originals.pop(key, None)
+        return [entry[0].blob_key for entry in (replaced, original) if entry is not None]
+
+    async def commit_versions(self, versions: Sequence[NewVersion]) -> VersionsCommitted:
+        committed: list[InstanceKey] = []
+        changed: list[InstanceKey] = []
+        obsolete: list[str] = []
+        for version in versions:  # in one step, as a transaction would
+            reservation, key = version.reservation, version.reservation.key
+            claim = self.claims.get(key)
+            if claim is None or claim.reservation.watermark != reservation.watermark:
+                raise InstanceBeingCreated(key)
+            del self.claims[key]
+            current = self.stored.get(key)
+            if current is None or current[0].watermark != version.based_on:
+                changed.append(key)
+                obsolete.append(reservation.blob_key)
+                continue
+            if key in self.originals:
+                obsolete.append(current[0].blob_key)
+            else:
+                self.originals[key] = current
+            self.stored[key] = (self._record(reservation, version.instance), version.instance)
+            self.feed.metadata[reservation.watermark] = version.instance.metadata_json
+            self.feed.record(ChangeAction.UPDATE, key, reservation.watermark)
+            committed.append(key)
+        return VersionsCommitted(
+            committed=tuple(committed), changed=tuple(changed), obsolete_blob_keys=tuple(obsolete)
+        )
+
+    @staticmethod
+    def _record(reservation: Reservation, instance: StoredInstance) -> InstanceRecord:
+        return InstanceRecord(
+            key=reservation.key,
             watermark=reservation.watermark,
             sop_class_uid=instance.sop_class_uid,
             transfer_syntax_uid=instance.transfer_syntax_uid,
@@ -92,27 +132,27 @@ class FakeIndexStore:
             frames=instance.frames,
             created_at=datetime.now(UTC).isoformat(),
         )
-        self.stored[key] = (record, instance)
-        self.feed.metadata[reservation.watermark] = instance.metadata_json
-        self.feed.record(ChangeAction.CREATE, key, reservation.watermark)
-        return [] if replaced is None else [replaced[0].blob_key]
 
     async def abort_instance(self, reservation: Reservation) -> None:
         claim = self.claims.get(reservation.key)
         if claim is not None and claim.reservation.watermark == reservation.watermark:
             del self.claims[reservation.key]
 
-    async def get_instance(self, key: InstanceKey) -> InstanceRecord | None:
+    async def get_instance(
+        self, key: InstanceKey, *, original: bool = False
+    ) -> InstanceRecord | None:
         entry = self.stored.get(key)
+        if entry is not None and original:
+            entry = self.originals.get(key, entry)
         return None if entry is None else entry[0]
 
     def _scope(
-        self, study_uid: str, series_uid: str | None, sop_uid: str | None
+        self, study_uid: str, series_uid: str | None, sop_uid: str | None, original: bool = False
     ) -> list[tuple[InstanceRecord, StoredInstance]]:
-        """Stored instances the UIDs name, oldest first."""
+        """Stored instances the UIDs name, oldest first (``original``: their originals)."""
         return sorted(
             (
-                entry
+                self.originals.get(key, entry) if original else entry
                 for key, entry in self.stored.items()
                 if key.study_uid == study_uid
                 and series_uid in (None, key.series_uid)
@@ -122,9 +162,9 @@ class FakeIndexStore:
         )
 
     async def list_instances(
-        self, study_uid: str, series_uid: str | None = None
+        self, study_uid: str, series_uid: str | None = None, *, original: bool = False
     ) -> list[InstanceRecord]:
-        return [record for record, _ in self._scope(study_uid, series_uid, None)]
+        return [record for record, _ in self._scope(study_uid, series_uid, None, original)]
 
     async def get_metadata(
         self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
@@ -134,15 +174,25 @@ class FakeIndexStore:
         ]
 
     async def metadata_version(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        original: bool = False,
     ) -> str | None:
-        found = self._scope(study_uid, series_uid, sop_uid)
+        found = self._scope(study_uid, series_uid, sop_uid, original)
         return ",".join(str(record.watermark) for record, _ in found) or None
 
     async def get_versioned_metadata(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        original: bool = False,
     ) -> VersionedMetadata:
-        found = self._scope(study_uid, series_uid, sop_uid)
+        found = self._scope(study_uid, series_uid, sop_uid, original)
         return VersionedMetadata(
             version=",".join(str(record.watermark) for record, _ in found) or None,
             documents=tuple(instance.metadata_json for _, instance in found),
@@ -157,10 +207,14 @@ class FakeIndexStore:
         orphans: OrphanSink | None = None,
     ) -> list[str]:
         removed = self._scope(study_uid, series_uid, sop_uid)
+        blob_keys = [record.blob_key for record, _ in removed]
         for record, _ in removed:  # in one step, as a transaction would
             del self.stored[record.key]
+            original = self.originals.pop(record.key, None)
+            if original is not None:
+                blob_keys.append(original[0].blob_key)
             self.feed.record(ChangeAction.DELETE, record.key, record.watermark)
-        return [record.blob_key for record, _ in removed]
+        return blob_keys
 
     async def search(
         self,

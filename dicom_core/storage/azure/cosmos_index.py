@@ -70,9 +70,11 @@ from dicom_core.storage.azure.cosmos_session import Containers, CosmosSession, a
 from dicom_core.storage.ports import (
     InstanceBeingCreated,
     InstanceExists,
+    NewVersion,
     OrphanSink,
     StorageUnavailable,
     VersionedMetadata,
+    VersionsCommitted,
 )
 
 log = logging.getLogger(__name__)
@@ -464,12 +466,18 @@ class CosmosIndexStore:
 
     # -- reads ------------------------------------------------------------------------------
 
-    async def get_instance(self, key: InstanceKey) -> InstanceRecord | None:
+    async def get_instance(
+        self, key: InstanceKey, *, original: bool = False
+    ) -> InstanceRecord | None:
+        if original:
+            raise NotImplementedError("versions on Cosmos DB: next commit")
         return await self._session.run(lambda c: reads.read_instance(c, key))
 
     async def list_instances(
-        self, study_uid: str, series_uid: str | None = None
+        self, study_uid: str, series_uid: str | None = None, *, original: bool = False
     ) -> list[InstanceRecord]:
+        if original:
+            raise NotImplementedError("versions on Cosmos DB: next commit")
         return await self._session.run(lambda c: reads.list_records(c, study_uid, series_uid))
 
     async def get_metadata(
@@ -480,18 +488,35 @@ class CosmosIndexStore:
         )
 
     async def metadata_version(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        original: bool = False,
     ) -> str | None:
+        if original:
+            raise NotImplementedError("versions on Cosmos DB: next commit")
         return await self._session.run(
             lambda c: reads.read_metadata_version(c, study_uid, series_uid, sop_uid)
         )
 
     async def get_versioned_metadata(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        original: bool = False,
     ) -> VersionedMetadata:
+        if original:
+            raise NotImplementedError("versions on Cosmos DB: next commit")
         return await self._session.run(
             lambda c: reads.read_versioned_metadata(c, study_uid, series_uid, sop_uid)
         )
+
+    async def commit_versions(self, versions: Sequence[NewVersion]) -> VersionsCommitted:
+        raise NotImplementedError("versions on Cosmos DB: next commit")
 
     async def search(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dicom_core.domain.change_feed import ChangeAction
@@ -34,12 +34,31 @@ from dicom_core.storage.local.sqlite_query import (
 )
 from dicom_core.storage.ports import (
     InstanceBeingCreated,
+    InstanceChanged,
     InstanceExists,
+    NewVersion,
     OrphanSink,
     VersionedMetadata,
+    VersionsCommitted,
 )
 
-CREATING, CREATED = 0, 1
+CREATING, CREATED, ORIGINAL = 0, 1, 2
+"""Instance row statuses: a reservation, the current version, and the original version a
+bulk update keeps (at most one per instance, beside its current version)."""
+
+# Picks, per instance, the version ``original=True`` reads: the kept original if there is one,
+# else the current version.
+_ORIGINAL_OR_CURRENT = (
+    f"(status = {ORIGINAL} OR (status = {CREATED} AND NOT EXISTS (SELECT 1 FROM instance o"
+    " WHERE o.sop_uid = instance.sop_uid AND o.series_uid = instance.series_uid"
+    f" AND o.study_uid = instance.study_uid AND o.status = {ORIGINAL})))"
+)
+
+
+def _versions(original: bool) -> str:
+    """The WHERE clause choosing the version of each instance a read serves."""
+    return _ORIGINAL_OR_CURRENT if original else f"status = {CREATED}"
+
 
 _RECORD_COLUMNS = (
     "study_uid, series_uid, sop_uid, watermark, sop_class_uid, transfer_syntax_uid, blob_key,"
@@ -203,11 +222,19 @@ class SqliteIndexStore:
             return self.finish(conn, reservation, instance)
 
     def finish(
-        self, conn: sqlite3.Connection, reservation: Reservation, instance: StoredInstance
+        self,
+        conn: sqlite3.Connection,
+        reservation: Reservation,
+        instance: StoredInstance,
+        *,
+        based_on: int | None = None,
     ) -> list[str]:
         """Make a reserved instance visible in the caller's write transaction.
 
-        ``commit_instance``'s body: returns the blob keys of the versions it replaced.
+        ``commit_instance``'s body: returns the blob keys of the versions it replaced. A store
+        (``based_on`` None) replaces every version, the original too: the client sent a whole
+        new instance. A bulk update's version (``based_on``, the current version it was made
+        from; ``InstanceChanged`` if that is no longer current) keeps the original.
         """
         key = reservation.key
         attrs = instance.attributes
@@ -239,8 +266,7 @@ class SqliteIndexStore:
         ).fetchall()
         if replaced and not reservation.upsert:
             raise InstanceExists(key)
-        for old_watermark, _ in replaced:
-            conn.execute("DELETE FROM instance WHERE watermark = ?", (old_watermark,))
+        obsolete = self._retire(conn, key, replaced, based_on)
         updated = conn.execute(
             f"UPDATE instance SET {assignments} WHERE watermark = ? AND status = ?",
             (*values.values(), reservation.watermark, CREATING),
@@ -251,12 +277,13 @@ class SqliteIndexStore:
             self._refresh_summaries(conn, key.study_uid, key.series_uid)
         # Every earlier entry of the instance, a delete's too, now points at this version.
         _point_entries_at(conn, key, reservation.watermark)
+        action = ChangeAction.CREATE if based_on is None else ChangeAction.UPDATE
         conn.execute(
             "INSERT INTO change_feed (timestamp, action, study_uid, series_uid, sop_uid,"
             " watermark, current_watermark) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 utc_timestamp(),
-                ChangeAction.CREATE.value,
+                action.value,
                 key.study_uid,
                 key.series_uid,
                 key.sop_uid,
@@ -264,7 +291,80 @@ class SqliteIndexStore:
                 reservation.watermark,
             ),
         )
+        return obsolete
+
+    @staticmethod
+    def _retire(
+        conn: sqlite3.Connection,
+        key: InstanceKey,
+        replaced: list[tuple[Any, ...]],
+        based_on: int | None,
+    ) -> list[str]:
+        """Take the instance's stored versions out of the way of a new one; returns the blob
+        keys of the versions dropped."""
+        if based_on is not None:
+            if [int(row[0]) for row in replaced] != [based_on]:
+                raise InstanceChanged(key)
+            kept = conn.execute(
+                "SELECT 1 FROM instance WHERE study_uid = ? AND series_uid = ? AND sop_uid = ?"
+                " AND status = ?",
+                (key.study_uid, key.series_uid, key.sop_uid, ORIGINAL),
+            ).fetchone()
+            if kept is None:
+                # The first update: the current version becomes the original, file and all.
+                conn.execute(
+                    "UPDATE instance SET status = ? WHERE watermark = ?", (ORIGINAL, based_on)
+                )
+                return []
+        else:
+            replaced = (
+                replaced
+                + conn.execute(
+                    "SELECT watermark, blob_key FROM instance WHERE study_uid = ? AND series_uid = ?"
+                    " AND sop_uid = ? AND status = ?",
+                    (key.study_uid, key.series_uid, key.sop_uid, ORIGINAL),
+                ).fetchall()
+            )
+        for old_watermark, _ in replaced:
+            conn.execute("DELETE FROM instance WHERE watermark = ?", (old_watermark,))
         return [str(blob_key) for _, blob_key in replaced]
+
+    async def commit_versions(self, versions: Sequence[NewVersion]) -> VersionsCommitted:
+        return await self._db.run(lambda: self._commit_versions(versions))
+
+    def _commit_versions(self, versions: Sequence[NewVersion]) -> VersionsCommitted:
+        with self._db.transaction() as conn:
+            return self.finish_versions(conn, versions)
+
+    def finish_versions(
+        self, conn: sqlite3.Connection, versions: Sequence[NewVersion]
+    ) -> VersionsCommitted:
+        """``commit_versions``'s body, in the caller's write transaction: one transaction
+        for all of them, so readers see every new version or none."""
+        committed: list[InstanceKey] = []
+        changed: list[InstanceKey] = []
+        obsolete: list[str] = []
+        for version in versions:
+            reservation = version.reservation
+            conn.execute("SAVEPOINT version")
+            try:
+                obsolete += self.finish(
+                    conn, reservation, version.instance, based_on=version.based_on
+                )
+            except InstanceChanged:
+                conn.execute("ROLLBACK TO version")
+                conn.execute(
+                    "DELETE FROM instance WHERE watermark = ? AND status = ?",
+                    (reservation.watermark, CREATING),
+                )
+                changed.append(reservation.key)
+                obsolete.append(reservation.blob_key)
+            else:
+                committed.append(reservation.key)
+            conn.execute("RELEASE version")
+        return VersionsCommitted(
+            committed=tuple(committed), changed=tuple(changed), obsolete_blob_keys=tuple(obsolete)
+        )
 
     async def abort_instance(self, reservation: Reservation) -> None:
         def abort() -> None:
@@ -297,7 +397,14 @@ class SqliteIndexStore:
             ).fetchall()
             if not rows:
                 return []
-            conn.execute(f"DELETE FROM instance WHERE {where} AND status = ?", (*params, CREATED))
+            originals = conn.execute(
+                f"SELECT blob_key FROM instance WHERE {where} AND status = ?",
+                (*params, ORIGINAL),
+            ).fetchall()
+            conn.execute(
+                f"DELETE FROM instance WHERE {where} AND status IN (?, ?)",
+                (*params, CREATED, ORIGINAL),
+            )
             now = utc_timestamp()
             for _, series, sop, _ in rows:
                 _point_entries_at(conn, InstanceKey(study_uid, series, sop), None)
@@ -314,7 +421,7 @@ class SqliteIndexStore:
             conn.execute(f"DELETE FROM eqt_value WHERE {where}", params)
             if series_uid is None and sop_uid is None:
                 conn.execute("DELETE FROM external_metadata WHERE study_uid = ?", (study_uid,))
-        return [str(row[3]) for row in rows]
+        return [str(row[3]) for row in rows] + [str(row[0]) for row in originals]
 
     def _add_to_summaries(
         self,
@@ -443,14 +550,16 @@ class SqliteIndexStore:
 
     # -- reads ------------------------------------------------------------------------------
 
-    async def get_instance(self, key: InstanceKey) -> InstanceRecord | None:
+    async def get_instance(
+        self, key: InstanceKey, *, original: bool = False
+    ) -> InstanceRecord | None:
         def read() -> InstanceRecord | None:
             row = (
                 self._db.connection()
                 .execute(
                     f"SELECT {_RECORD_COLUMNS} FROM instance WHERE study_uid = ? AND series_uid = ?"
-                    " AND sop_uid = ? AND status = ?",
-                    (key.study_uid, key.series_uid, key.sop_uid, CREATED),
+                    f" AND sop_uid = ? AND {_versions(original)}",
+                    (key.study_uid, key.series_uid, key.sop_uid),
                 )
                 .fetchone()
             )
@@ -459,7 +568,7 @@ class SqliteIndexStore:
         return await self._db.run(read)
 
     async def list_instances(
-        self, study_uid: str, series_uid: str | None = None
+        self, study_uid: str, series_uid: str | None = None, *, original: bool = False
     ) -> list[InstanceRecord]:
         where, params = _scope(study_uid, series_uid, None)
 
@@ -467,9 +576,9 @@ class SqliteIndexStore:
             rows = (
                 self._db.connection()
                 .execute(
-                    f"SELECT {_RECORD_COLUMNS} FROM instance WHERE {where} AND status = ?"
-                    " ORDER BY watermark",
-                    (*params, CREATED),
+                    f"SELECT {_RECORD_COLUMNS} FROM instance WHERE {where}"
+                    f" AND {_versions(original)} ORDER BY watermark",
+                    params,
                 )
                 .fetchall()
             )
@@ -497,7 +606,12 @@ class SqliteIndexStore:
         return await self._db.run(read)
 
     async def metadata_version(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        original: bool = False,
     ) -> str | None:
         where, params = _scope(study_uid, series_uid, sop_uid)
 
@@ -508,8 +622,8 @@ class SqliteIndexStore:
                 self._db.connection()
                 .execute(
                     "SELECT group_concat(watermark, ',') FROM (SELECT watermark FROM instance"
-                    f" WHERE {where} AND status = ? ORDER BY watermark)",
-                    (*params, CREATED),
+                    f" WHERE {where} AND {_versions(original)} ORDER BY watermark)",
+                    params,
                 )
                 .fetchone()
             )
@@ -518,7 +632,12 @@ class SqliteIndexStore:
         return await self._db.run(read)
 
     async def get_versioned_metadata(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        original: bool = False,
     ) -> VersionedMetadata:
         where, params = _scope(study_uid, series_uid, sop_uid)
 
@@ -526,9 +645,9 @@ class SqliteIndexStore:
             rows = (
                 self._db.connection()
                 .execute(
-                    f"SELECT watermark, metadata FROM instance WHERE {where} AND status = ?"
-                    " ORDER BY watermark",
-                    (*params, CREATED),
+                    f"SELECT watermark, metadata FROM instance WHERE {where}"
+                    f" AND {_versions(original)} ORDER BY watermark",
+                    params,
                 )
                 .fetchall()
             )

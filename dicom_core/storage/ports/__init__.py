@@ -32,10 +32,13 @@ from dicom_core.storage.ports.external_metadata import (
 from dicom_core.storage.ports.index import (
     IndexStore,
     InstanceBeingCreated,
+    InstanceChanged,
     InstanceExists,
     InstanceWriter,
+    NewVersion,
     OrphanSink,
     VersionedMetadata,
+    VersionsCommitted,
     WrittenInstance,
 )
 from dicom_core.storage.ports.query_tags import (
@@ -67,9 +70,11 @@ __all__ = [
     "IndexStore",
     "IndexedInstance",
     "InstanceBeingCreated",
+    "InstanceChanged",
     "InstanceExists",
     "InstanceWriter",
     "JobQueue",
+    "NewVersion",
     "OperationProgress",
     "OperationRecord",
     "OperationStart",
@@ -83,6 +88,7 @@ __all__ = [
     "TagConflict",
     "TooManyTags",
     "VersionedMetadata",
+    "VersionsCommitted",
     "WorkitemChanged",
     "WorkitemExists",
     "WorkitemStore",

@@ -6,7 +6,7 @@ one-step capability a backend may add when file and index live on one machine.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -24,6 +24,11 @@ class InstanceBeingCreated(Exception):
     """Another request holds the instance identity, or a failed attempt left it (45071)."""
 
 
+class InstanceChanged(Exception):
+    """A new version was based on one that is no longer the instance's current version: a
+    store, a replacing store or a delete came in between (a bulk update skips the instance)."""
+
+
 OrphanSink = Callable[[str], Awaitable[None]]
 """Takes the blob key of a file whose index entry is gone, to delete the file."""
 
@@ -35,6 +40,30 @@ class VersionedMetadata:
 
     version: str | None
     documents: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NewVersion:
+    """A bulk update's rewrite of one instance: a reservation taken with
+    ``begin_instance(upsert=True)``, its file already written, and ``based_on``, the
+    watermark of the version it was made from."""
+
+    reservation: Reservation
+    instance: StoredInstance
+    based_on: int
+
+
+@dataclass(frozen=True, slots=True)
+class VersionsCommitted:
+    """What ``commit_versions`` did."""
+
+    committed: tuple[InstanceKey, ...]
+    changed: tuple[InstanceKey, ...]
+    """Instances left as they were because their current version is no longer ``based_on``
+    (their reservations are released; their new files are among ``obsolete_blob_keys``)."""
+    obsolete_blob_keys: tuple[str, ...]
+    """Files no version names any more: replaced intermediate versions (the original is kept)
+    and the new files of ``changed`` instances."""
 
 
 class IndexStore(Protocol):
@@ -56,12 +85,30 @@ class IndexStore(Protocol):
 
     async def abort_instance(self, reservation: Reservation) -> None: ...
 
-    async def get_instance(self, key: InstanceKey) -> InstanceRecord | None: ...
+    async def commit_versions(self, versions: Sequence[NewVersion]) -> VersionsCommitted:
+        """Make new versions of stored instances current, together (a bulk update's commit).
+
+        Each instance's first version is kept as its original (served with
+        ``original=True``); a version between the original and the new one is dropped.
+        Summaries, metadata versions and the change feed (``update``) follow, as for a
+        store. The versions are made visible as one unit where the backend can: the local
+        index in one transaction, so a reader sees all of them or none. An instance whose
+        current version is no longer ``based_on`` is left alone (``changed``).
+        """
+        ...
+
+    async def get_instance(
+        self, key: InstanceKey, *, original: bool = False
+    ) -> InstanceRecord | None:
+        """The instance's current version; with ``original``, its original version (the one
+        first stored, kept by a bulk update), or the current one if it has no other."""
+        ...
 
     async def list_instances(
-        self, study_uid: str, series_uid: str | None = None
+        self, study_uid: str, series_uid: str | None = None, *, original: bool = False
     ) -> list[InstanceRecord]:
-        """Fully stored instances of a study or series, oldest first."""
+        """Fully stored instances of a study or series, oldest first (``original``: as for
+        ``get_instance``)."""
         ...
 
     async def get_metadata(
@@ -71,7 +118,12 @@ class IndexStore(Protocol):
         ...
 
     async def metadata_version(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        original: bool = False,
     ) -> str | None:
         """The watermarks of the resource's stored instances, oldest first, as one string,
         after a ``prefix:`` naming the index where its watermarks could repeat.
@@ -80,14 +132,22 @@ class IndexStore(Protocol):
         so two equal strings mean equal ``get_metadata`` answers: what a metadata ETag is made
         of, read from the index alone. The local index names its database (a re-created one
         starts its watermarks again); Cosmos DB's counter never repeats, so it needs none.
-        None when the resource has no stored instance.
+        None when the resource has no stored instance. With ``original``, the watermarks of
+        the versions ``get_instance(original=True)`` picks: the same string as without it
+        exactly when no instance in scope has an original apart from its current version.
         """
         ...
 
     async def get_versioned_metadata(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        original: bool = False,
     ) -> VersionedMetadata:
-        """``get_metadata`` and ``metadata_version`` of the same instances, in one read.
+        """``get_metadata`` and ``metadata_version`` of the same instances, in one read
+        (``original``: of the versions ``get_instance`` picks with it).
 
         The version names exactly the documents returned with it (a store or delete racing
         the read changes both or neither), and the index is asked once, not twice: on Cosmos

@@ -1,0 +1,140 @@
+"""Instance versions in the index (``commit_versions``, ``original=True`` reads), on every
+backend: what a bulk update leaves behind, and what a replacing store and a delete do to it."""
+
+from __future__ import annotations
+
+import orjson
+
+from dicom_core.domain.change_feed import ChangeState
+from dicom_core.domain.model import InstanceKey, StoredInstance
+from dicom_core.storage.ports import ChangeQuery, IndexStore, NewVersion, VersionsCommitted
+from tests.contract.test_index_store import instance, new_key, store
+from tests.support.stores import Stores
+
+
+def marked(key: InstanceKey, marker: str, patient_id: str = "P1") -> StoredInstance:
+    metadata = orjson.dumps({"00080018": {"vr": "UI", "Value": [key.sop_uid]}, "m": marker})
+    return instance(key, metadata=metadata, patient_id=patient_id)
+
+
+async def update(
+    index: IndexStore, keys: list[InstanceKey], based_on: list[int], marker: str
+) -> tuple[list[int], VersionsCommitted]:
+    """A bulk update's commit: reserve a version of each instance, then commit them together."""
+    versions = []
+    for key, base in zip(keys, based_on, strict=True):
+        reservation = await index.begin_instance(key, upsert=True)
+        versions.append(NewVersion(reservation, marked(key, marker, patient_id=marker), base))
+    outcome = await index.commit_versions(versions)
+    return [v.reservation.watermark for v in versions], outcome
+
+
+def marker_of(document: bytes) -> str:
+    return str(orjson.loads(document)["m"])
+
+
+async def test_an_update_becomes_current_and_keeps_the_original(stores: Stores) -> None:
+    index = stores.index
+    study = new_key().study_uid
+    keys = [new_key(study) for _ in range(2)]
+    first = [await store(index, key, metadata=None) for key in keys]
+    originals = [await index.get_instance(key) for key in keys]
+
+    new, outcome = await update(index, keys, first, "v2")
+    assert outcome.committed == tuple(keys)
+    assert outcome.changed == ()
+    assert outcome.obsolete_blob_keys == ()
+
+    for key, watermark, original in zip(keys, new, originals, strict=True):
+        current = await index.get_instance(key)
+        assert current is not None and current.watermark == watermark
+        assert await index.get_instance(key, original=True) == original
+    assert [r.watermark for r in await index.list_instances(study)] == new
+    assert [r.watermark for r in await index.list_instances(study, original=True)] == first
+    assert [marker_of(d) for d in await index.get_metadata(study)] == ["v2", "v2"]
+    versioned = await index.get_versioned_metadata(study, original=True)
+    assert [orjson.loads(d).get("m") for d in versioned.documents] == [None, None]
+    assert versioned.version == await index.metadata_version(study, original=True)
+    assert versioned.version != await index.metadata_version(study)
+
+    summary = await stores.raw_study_summary(study)
+    assert summary is not None
+    assert (summary["instances"], summary["patient_id"]) == (2, "v2")
+
+
+async def test_a_second_update_drops_the_version_between_and_keeps_the_first(
+    stores: Stores,
+) -> None:
+    index, key = stores.index, new_key()
+    first = await store(index, key)
+    original = await index.get_instance(key)
+    [second], _ = await update(index, [key], [first], "v2")
+    between = await index.get_instance(key)
+    [third], outcome = await update(index, [key], [second], "v3")
+    assert between is not None and original is not None
+    assert outcome.obsolete_blob_keys == (between.blob_key,)
+    assert await index.get_instance(key, original=True) == original
+    current = await index.get_instance(key)
+    assert current is not None and current.watermark == third
+
+
+async def test_an_update_based_on_a_replaced_version_changes_nothing(stores: Stores) -> None:
+    index = stores.index
+    study = new_key().study_uid
+    stale_key, fresh_key = new_key(study), new_key(study)
+    stale = await store(index, stale_key)
+    fresh = await store(index, fresh_key)
+    replacing = await index.begin_instance(stale_key, upsert=True)
+    await index.commit_instance(replacing, instance(stale_key))  # a PUT came in between
+
+    new, outcome = await update(index, [stale_key, fresh_key], [stale, fresh], "v2")
+    assert outcome.committed == (fresh_key,)
+    assert outcome.changed == (stale_key,)
+    current = await index.get_instance(stale_key)
+    assert current is not None and current.watermark == replacing.watermark
+    assert await index.get_instance(stale_key, original=True) == current
+    # Its reservation is released: the instance can be stored or updated again.
+    again = await index.begin_instance(stale_key, upsert=True)
+    await index.abort_instance(again)
+    fresh_now = await index.get_instance(fresh_key)
+    assert fresh_now is not None and fresh_now.watermark == new[1]
+    assert len(outcome.obsolete_blob_keys) == 1
+    assert fresh_now.blob_key not in outcome.obsolete_blob_keys
+
+
+async def test_a_replacing_store_drops_the_original(stores: Stores) -> None:
+    index, key = stores.index, new_key()
+    first = await store(index, key)
+    original = await index.get_instance(key)
+    [second], _ = await update(index, [key], [first], "v2")
+    updated = await index.get_instance(key)
+    reservation = await index.begin_instance(key, upsert=True)
+    replaced = await index.commit_instance(reservation, instance(key))
+    assert original is not None and updated is not None
+    assert sorted(replaced) == sorted([original.blob_key, updated.blob_key])
+    current = await index.get_instance(key, original=True)
+    assert current is not None and current.watermark == reservation.watermark
+
+
+async def test_a_delete_removes_every_version(stores: Stores) -> None:
+    index, key = stores.index, new_key()
+    first = await store(index, key)
+    original = await index.get_instance(key)
+    await update(index, [key], [first], "v2")
+    updated = await index.get_instance(key)
+    assert original is not None and updated is not None
+    removed = await index.delete_instances(key.study_uid)
+    assert sorted(removed) == sorted([original.blob_key, updated.blob_key])
+    assert await index.get_instance(key, original=True) is None
+    assert await index.list_instances(key.study_uid, original=True) == []
+
+
+async def test_an_update_is_recorded_in_the_change_feed(stores: Stores) -> None:
+    index, key = stores.index, new_key()
+    first = await store(index, key)
+    [second], _ = await update(index, [key], [first], "v2")
+    entries = await stores.change_feed.read_changes(ChangeQuery(limit=10))
+    assert [(e.action.value, e.watermark, e.state) for e in entries] == [
+        ("create", first, ChangeState.REPLACED),
+        ("update", second, ChangeState.CURRENT),
+    ]
