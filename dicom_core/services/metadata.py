@@ -66,10 +66,14 @@ class MetadataService:
         *,
         api_version: int = FIRST_API_VERSION,
         with_external_metadata: bool = False,
+        original: bool = False,
     ) -> MetadataDocument:
         """All instances' DICOM JSON of the resource, oldest first; 404 when there are none.
-        ``with_external_metadata`` is the client's ``msdicom-request-meta`` (v2 only)."""
-        found = await self._index.get_versioned_metadata(study_uid, series_uid, sop_uid)
+        ``with_external_metadata`` is the client's ``msdicom-request-meta`` (v2 only);
+        ``original`` its ``msdicom-request-original`` (each instance's original version)."""
+        found = await self._index.get_versioned_metadata(
+            study_uid, series_uid, sop_uid, original=original
+        )
         if found.version is None or not found.documents:
             raise resource_not_found(study_uid, series_uid, sop_uid)
         body = b"[" + b",".join(found.documents) + b"]"
@@ -88,10 +92,15 @@ class MetadataService:
         *,
         api_version: int = FIRST_API_VERSION,
         with_external_metadata: bool = False,
+        original: bool = False,
     ) -> str:
         """The ETag ``retrieve_metadata`` would answer with now, from the index alone (and the
-        study's external elements when asked for); 404 when the resource has no instance."""
-        version = await self._index.metadata_version(study_uid, series_uid, sop_uid)
+        study's external elements when asked for); 404 when the resource has no instance.
+        The original versions' tag differs from the latest's exactly when their documents
+        do (Azure gives both the latest's tag, so a 304 can answer for the wrong one)."""
+        version = await self._index.metadata_version(
+            study_uid, series_uid, sop_uid, original=original
+        )
         if version is None:
             raise resource_not_found(study_uid, series_uid, sop_uid)
         external = await self._external_for(study_uid, api_version, with_external_metadata)

@@ -37,22 +37,34 @@ class RetrieveService:
         self._blobs = blobs
 
     async def find_instances(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        original: bool = False,
     ) -> list[InstanceRecord]:
-        """The stored instances a retrieve names, oldest first; 404 when there are none."""
+        """The stored instances a retrieve names, oldest first; 404 when there are none.
+        ``original`` picks each instance's original version where a bulk update kept one."""
         if sop_uid is not None:
             assert series_uid is not None
-            record = await self._index.get_instance(InstanceKey(study_uid, series_uid, sop_uid))
+            key = InstanceKey(study_uid, series_uid, sop_uid)
+            record = await self._index.get_instance(key, original=original)
             if record is None:
                 raise resource_not_found(study_uid, series_uid, sop_uid)
             return [record]
-        records = await self._index.list_instances(study_uid, series_uid)
+        records = await self._index.list_instances(study_uid, series_uid, original=original)
         if not records:
             raise resource_not_found(study_uid, series_uid)
         return records
 
     async def open_instances(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        original: bool = False,
     ) -> list[OpenedInstance]:
         """The instances a retrieve names, each with its file open; 404 when there are none.
 
@@ -60,11 +72,11 @@ class RetrieveService:
         list again. One whose entry still names it is really missing (BlobNotFound, a 424).
         """
         for _ in range(_LIST_ATTEMPTS):
-            records = await self.find_instances(study_uid, series_uid, sop_uid)
+            records = await self.find_instances(study_uid, series_uid, sop_uid, original=original)
             try:
                 readers = await self._open_all(records)
             except BlobNotFound as missing:
-                if await self._still_indexed(records, str(missing)):
+                if await self._still_indexed(records, str(missing), original):
                     raise
                 continue
             return [OpenedInstance(r, reader) for r, reader in zip(records, readers, strict=True)]
@@ -89,12 +101,15 @@ class RetrieveService:
             raise next((f for f in failures if not isinstance(f, BlobNotFound)), failures[0])
         return readers
 
-    async def _still_indexed(self, records: Sequence[InstanceRecord], missing_key: str) -> bool:
-        """Whether the index still points at a file that is missing (not a delete race)."""
+    async def _still_indexed(
+        self, records: Sequence[InstanceRecord], missing_key: str, original: bool
+    ) -> bool:
+        """Whether the index still points at a file that is missing (not a delete race, nor
+        an update that dropped the version between listing and opening)."""
         for record in records:
             if record.blob_key != missing_key:
                 continue
-            current = await self._index.get_instance(record.key)
+            current = await self._index.get_instance(record.key, original=original)
             return current is not None and current.blob_key == record.blob_key
         return True  # not one of ours: report it
 

@@ -22,19 +22,29 @@ from dicom_core.web.wado_params import original_version
 async def retrieve_metadata(request: Request, services: Services) -> Response:
     version = api_version(request)
     study, series, sop = study_uid(request), series_uid(request), sop_uid(request)
-    original_version(request)
+    original = original_version(request)
     negotiate_metadata(request.headers.getlist("accept"))
     with_external = requested(request.headers)
     if_none_match = request.headers.getlist("if-none-match")
     if if_none_match:
         # Revalidation: the ETag comes from the index alone; no instance JSON is read.
         etag = await services.metadata.current_etag(
-            study, series, sop, api_version=version, with_external_metadata=with_external
+            study,
+            series,
+            sop,
+            api_version=version,
+            with_external_metadata=with_external,
+            original=original,
         )
         if _matches(if_none_match, etag):
             return Response(status_code=304, headers={"ETag": etag})
     document = await services.metadata.retrieve_metadata(
-        study, series, sop, api_version=version, with_external_metadata=with_external
+        study,
+        series,
+        sop,
+        api_version=version,
+        with_external_metadata=with_external,
+        original=original,
     )
     return responses.raw_dicom_json(document.body, headers={"ETag": document.etag})
 

@@ -83,13 +83,13 @@ async def retrieve(request: Request, services: Services) -> Response:
     """GET a study, a series or an instance."""
     api_version(request)
     study, series, sop = study_uid(request), series_uid(request), sop_uid(request)
-    original_version(request)
+    original = original_version(request)
     rendition = negotiate_instances(
         request.headers.getlist("accept"), single_instance=sop is not None
     )
     # Every file is opened before the status line: a delete racing this request either
     # wins before (a 404, or the study without what it removed) or cannot cut the body.
-    opened = await services.retrieve.open_instances(study, series, sop)
+    opened = await services.retrieve.open_instances(study, series, sop, original=original)
     try:
         return await _answer(services, rendition, opened)
     except BaseException:

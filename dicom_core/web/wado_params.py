@@ -23,8 +23,11 @@ _MAX_FRAMES_PER_REQUEST: Final = 100_000
 def original_version(request: Request) -> bool:
     """True when the client asks for the original version (``msdicom-request-original``).
 
-    Only one version of an instance exists until bulk update does, so both values return it;
-    anything but true or false is refused rather than silently ignored.
+    Study, series and instance retrieve and metadata honour it: each instance's version as
+    first stored, kept when a bulk update rewrote it (the current one if none did). Frames and
+    rendered images parse it but serve the current version, as Azure does: a bulk update
+    changes attributes only, never pixels. Anything but true or false (any case) is refused
+    rather than silently ignored.
     """
     raw = request.headers.get(ORIGINAL_VERSION_HEADER)
     if raw is None:

@@ -3,9 +3,12 @@ backend: what a bulk update leaves behind, and what a replacing store and a dele
 
 from __future__ import annotations
 
+from uuid import uuid4
+
 import orjson
 
 from dicom_core.domain.change_feed import ChangeState
+from dicom_core.domain.identifiers import blob_key_for
 from dicom_core.domain.model import InstanceKey, StoredInstance
 from dicom_core.storage.ports import ChangeQuery, IndexStore, NewVersion, VersionsCommitted
 from tests.contract.test_index_store import instance, new_key, store
@@ -20,13 +23,23 @@ def marked(key: InstanceKey, marker: str, patient_id: str = "P1") -> StoredInsta
 async def update(
     index: IndexStore, keys: list[InstanceKey], based_on: list[int], marker: str
 ) -> tuple[list[int], VersionsCommitted]:
-    """A bulk update's commit: reserve a version of each instance, then commit them together."""
-    versions = []
-    for key, base in zip(keys, based_on, strict=True):
-        reservation = await index.begin_instance(key, upsert=True)
-        versions.append(NewVersion(reservation, marked(key, marker, patient_id=marker), base))
+    """A bulk update's commit: new versions of ``keys`` (files under fresh keys), together.
+    Returns the new versions' watermarks (0 for one not committed) and the outcome."""
+    versions = [
+        NewVersion(marked(key, marker, patient_id=marker), fresh_blob_key(key), base)
+        for key, base in zip(keys, based_on, strict=True)
+    ]
     outcome = await index.commit_versions(versions)
-    return [v.reservation.watermark for v in versions], outcome
+    watermarks = []
+    for key in keys:
+        record = await index.get_instance(key)
+        blob_keys = [v.blob_key for v in versions if v.key == key]
+        watermarks.append(record.watermark if record and record.blob_key in blob_keys else 0)
+    return watermarks, outcome
+
+
+def fresh_blob_key(key: InstanceKey) -> str:
+    return blob_key_for(key.study_uid, key.series_uid, key.sop_uid, uuid4().hex)
 
 
 def marker_of(document: bytes) -> str:
@@ -44,6 +57,7 @@ async def test_an_update_becomes_current_and_keeps_the_original(stores: Stores) 
     assert outcome.committed == tuple(keys)
     assert outcome.changed == ()
     assert outcome.obsolete_blob_keys == ()
+    assert outcome.tags_indexed is (stores.backend == "local")
 
     for key, watermark, original in zip(keys, new, originals, strict=True):
         current = await index.get_instance(key)
@@ -93,7 +107,7 @@ async def test_an_update_based_on_a_replaced_version_changes_nothing(stores: Sto
     current = await index.get_instance(stale_key)
     assert current is not None and current.watermark == replacing.watermark
     assert await index.get_instance(stale_key, original=True) == current
-    # Its reservation is released: the instance can be stored or updated again.
+    # No reservation is left behind: the instance can be stored or updated again.
     again = await index.begin_instance(stale_key, upsert=True)
     await index.abort_instance(again)
     fresh_now = await index.get_instance(fresh_key)
@@ -138,3 +152,14 @@ async def test_an_update_is_recorded_in_the_change_feed(stores: Stores) -> None:
         ("create", first, ChangeState.REPLACED),
         ("update", second, ChangeState.CURRENT),
     ]
+
+
+async def test_an_instance_another_store_holds_is_left_alone(stores: Stores) -> None:
+    index, key = stores.index, new_key()
+    first = await store(index, key)
+    held = await index.begin_instance(key, upsert=True)  # a PUT is writing its file
+    [watermark], outcome = await update(index, [key], [first], "v2")
+    assert (watermark, outcome.changed, outcome.committed) == (0, (key,), ())
+    await index.abort_instance(held)
+    current = await index.get_instance(key)
+    assert current is not None and current.watermark == first

@@ -98,26 +98,33 @@ class FakeIndexStore:
         changed: list[InstanceKey] = []
         obsolete: list[str] = []
         for version in versions:  # in one step, as a transaction would
-            reservation, key = version.reservation, version.reservation.key
-            claim = self.claims.get(key)
-            if claim is None or claim.reservation.watermark != reservation.watermark:
-                raise InstanceBeingCreated(key)
-            del self.claims[key]
+            key = version.key
             current = self.stored.get(key)
-            if current is None or current[0].watermark != version.based_on:
+            claim = self.claims.get(key)
+            held = claim is not None and time.monotonic() - claim.at < self._stale_after
+            if current is None or current[0].watermark != version.based_on or held:
                 changed.append(key)
-                obsolete.append(reservation.blob_key)
+                obsolete.append(version.blob_key)
                 continue
             if key in self.originals:
                 obsolete.append(current[0].blob_key)
             else:
                 self.originals[key] = current
+            reservation = Reservation(
+                key=key,
+                watermark=next(self._watermarks),
+                blob_key=version.blob_key,
+                upsert=True,
+            )
             self.stored[key] = (self._record(reservation, version.instance), version.instance)
             self.feed.metadata[reservation.watermark] = version.instance.metadata_json
             self.feed.record(ChangeAction.UPDATE, key, reservation.watermark)
             committed.append(key)
         return VersionsCommitted(
-            committed=tuple(committed), changed=tuple(changed), obsolete_blob_keys=tuple(obsolete)
+            committed=tuple(committed),
+            changed=tuple(changed),
+            obsolete_blob_keys=tuple(obsolete),
+            tags_indexed=False,
         )
 
     @staticmethod

@@ -66,14 +66,16 @@ class FakeIndex:
         self.stale: list[InstanceRecord] | None = None
 
     async def list_instances(
-        self, study_uid: str, series_uid: str | None = None
+        self, study_uid: str, series_uid: str | None = None, *, original: bool = False
     ) -> list[InstanceRecord]:
         if self.stale is not None:
             listed, self.stale = self.stale, None
             return listed
         return sorted(self.records.values(), key=lambda r: r.watermark)
 
-    async def get_instance(self, key: InstanceKey) -> InstanceRecord | None:
+    async def get_instance(
+        self, key: InstanceKey, *, original: bool = False
+    ) -> InstanceRecord | None:
         return self.records.get(key)
 
 

@@ -36,7 +36,9 @@ class Index:
     def __init__(self, current: InstanceRecord | None) -> None:
         self.current = current
 
-    async def get_instance(self, key: InstanceKey) -> InstanceRecord | None:
+    async def get_instance(
+        self, key: InstanceKey, *, original: bool = False
+    ) -> InstanceRecord | None:
         return self.current if self.current is not None and self.current.key == key else None
 
 

@@ -26,9 +26,11 @@ def _database(settings: Settings) -> SqliteDatabase:
 
 def build_backend(settings: Settings) -> Backend:
     db = _database(settings)
-    index = SqliteIndexStore(db, stale_create_seconds=settings.stale_create_seconds)
-    blobs = FileBlobStore(settings.data_dir / "blobs", durable=settings.durable_writes)
     query_tags = SqliteQueryTagStore(db)
+    index = SqliteIndexStore(
+        db, stale_create_seconds=settings.stale_create_seconds, hooks=(query_tags,)
+    )
+    blobs = FileBlobStore(settings.data_dir / "blobs", durable=settings.durable_writes)
     return Backend(
         index=index,
         blobs=blobs,

@@ -38,10 +38,9 @@ import asyncio
 import sqlite3
 import uuid
 from pathlib import Path
-from typing import Protocol
 
 from dicom_core.domain.identifiers import blob_key_for
-from dicom_core.domain.model import InstanceKey, StoredInstance
+from dicom_core.domain.model import StoredInstance
 from dicom_core.storage.local.file_blobs import FileBlobStore
 from dicom_core.storage.local.sqlite_db import (
     FIRST_RETRY,
@@ -49,16 +48,8 @@ from dicom_core.storage.local.sqlite_db import (
     LOCK_TIMEOUT_SECONDS,
     WriterBusy,
 )
-from dicom_core.storage.local.sqlite_index import SqliteIndexStore
+from dicom_core.storage.local.sqlite_index import CommitHook, SqliteIndexStore
 from dicom_core.storage.ports import StorageUnavailable, WrittenInstance
-
-
-class CommitHook(Protocol):
-    """Runs inside the instance's write transaction, after its row is committed-to-be."""
-
-    def index_in_transaction(
-        self, conn: sqlite3.Connection, key: InstanceKey, watermark: int, metadata_json: bytes
-    ) -> None: ...
 
 
 class SqliteInstanceWriter:

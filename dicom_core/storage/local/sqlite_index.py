@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from dicom_core.domain.change_feed import ChangeAction
 from dicom_core.domain.identifiers import blob_key_for
@@ -133,6 +133,15 @@ def _scope(
     return " AND ".join(clauses), tuple(params)
 
 
+class CommitHook(Protocol):
+    """Runs inside an instance's write transaction, after its row is committed-to-be (the
+    extended query tags index the instance's values there)."""
+
+    def index_in_transaction(
+        self, conn: sqlite3.Connection, key: InstanceKey, watermark: int, metadata_json: bytes
+    ) -> None: ...
+
+
 class SqliteIndexStore:
     def __init__(
         self,
@@ -140,10 +149,13 @@ class SqliteIndexStore:
         *,
         stale_create_seconds: int = 3600,
         rare_modality_rows: int | None = None,
+        hooks: tuple[CommitHook, ...] = (),
     ) -> None:
         """``rare_modality_rows`` replaces the per-level limits of ``RARE_MODALITY_ROWS``
-        (tests use it to take either ModalitiesInStudy route)."""
+        (tests use it to take either ModalitiesInStudy route). ``hooks`` run in the
+        transaction of each new version ``commit_versions`` commits."""
         self._db = db
+        self._hooks = hooks
         self._stale_seconds = stale_create_seconds
         self._rare_modality_rows = rare_modality_rows
 
@@ -317,14 +329,12 @@ class SqliteIndexStore:
                 )
                 return []
         else:
-            replaced = (
-                replaced
-                + conn.execute(
-                    "SELECT watermark, blob_key FROM instance WHERE study_uid = ? AND series_uid = ?"
-                    " AND sop_uid = ? AND status = ?",
-                    (key.study_uid, key.series_uid, key.sop_uid, ORIGINAL),
-                ).fetchall()
-            )
+            originals = conn.execute(
+                "SELECT watermark, blob_key FROM instance WHERE study_uid = ?"
+                " AND series_uid = ? AND sop_uid = ? AND status = ?",
+                (key.study_uid, key.series_uid, key.sop_uid, ORIGINAL),
+            ).fetchall()
+            replaced = replaced + originals
         for old_watermark, _ in replaced:
             conn.execute("DELETE FROM instance WHERE watermark = ?", (old_watermark,))
         return [str(blob_key) for _, blob_key in replaced]
@@ -340,30 +350,37 @@ class SqliteIndexStore:
         self, conn: sqlite3.Connection, versions: Sequence[NewVersion]
     ) -> VersionsCommitted:
         """``commit_versions``'s body, in the caller's write transaction: one transaction
-        for all of them, so readers see every new version or none."""
+        for all of them, so readers see every new version or none. Each is reserved and
+        committed at once, with its extended query tag values (``hooks``)."""
         committed: list[InstanceKey] = []
         changed: list[InstanceKey] = []
         obsolete: list[str] = []
         for version in versions:
-            reservation = version.reservation
             conn.execute("SAVEPOINT version")
             try:
+                reservation = self.reserve(
+                    conn, version.key, upsert=True, blob_key=version.blob_key
+                )
+                obsolete += reservation.abandoned_blob_keys
                 obsolete += self.finish(
                     conn, reservation, version.instance, based_on=version.based_on
                 )
-            except InstanceChanged:
+                for hook in self._hooks:
+                    hook.index_in_transaction(
+                        conn, version.key, reservation.watermark, version.instance.metadata_json
+                    )
+            except (InstanceChanged, InstanceBeingCreated):
                 conn.execute("ROLLBACK TO version")
-                conn.execute(
-                    "DELETE FROM instance WHERE watermark = ? AND status = ?",
-                    (reservation.watermark, CREATING),
-                )
-                changed.append(reservation.key)
-                obsolete.append(reservation.blob_key)
+                changed.append(version.key)
+                obsolete.append(version.blob_key)
             else:
-                committed.append(reservation.key)
+                committed.append(version.key)
             conn.execute("RELEASE version")
         return VersionsCommitted(
-            committed=tuple(committed), changed=tuple(changed), obsolete_blob_keys=tuple(obsolete)
+            committed=tuple(committed),
+            changed=tuple(changed),
+            obsolete_blob_keys=tuple(obsolete),
+            tags_indexed=True,
         )
 
     async def abort_instance(self, reservation: Reservation) -> None:

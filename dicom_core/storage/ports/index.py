@@ -44,13 +44,19 @@ class VersionedMetadata:
 
 @dataclass(frozen=True, slots=True)
 class NewVersion:
-    """A bulk update's rewrite of one instance: a reservation taken with
-    ``begin_instance(upsert=True)``, its file already written, and ``based_on``, the
-    watermark of the version it was made from."""
+    """A bulk update's rewrite of one stored instance: the new version, its file already
+    written under ``blob_key``, and ``based_on``, the watermark of the version it was made
+    from. ``commit_versions`` reserves and commits it in one step, so a crash between
+    writing the file and committing leaves no reservation behind, only the file (which a
+    retry of the same update writes again under the same key)."""
 
-    reservation: Reservation
     instance: StoredInstance
+    blob_key: str
     based_on: int
+
+    @property
+    def key(self) -> InstanceKey:
+        return self.instance.key
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +65,14 @@ class VersionsCommitted:
 
     committed: tuple[InstanceKey, ...]
     changed: tuple[InstanceKey, ...]
-    """Instances left as they were because their current version is no longer ``based_on``
-    (their reservations are released; their new files are among ``obsolete_blob_keys``)."""
+    """Instances left as they were: their current version is no longer ``based_on``, or
+    another store holds them (their new files are among ``obsolete_blob_keys``)."""
     obsolete_blob_keys: tuple[str, ...]
     """Files no version names any more: replaced intermediate versions (the original is kept)
     and the new files of ``changed`` instances."""
+    tags_indexed: bool
+    """Whether the extended query tag values of the committed versions were written in the
+    same step (the local index); if not, the caller indexes them after."""
 
 
 class IndexStore(Protocol):
