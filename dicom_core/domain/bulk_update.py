@@ -1,4 +1,4 @@
-"""Bulk update (``POST /v2/studies/$bulkUpdate``): the request and its limits.
+"""Bulk update (``POST /v2/studies/$bulkUpdate``): the request, its limits, and applying it.
 
 Microsoft's DICOM service changes patient and study attributes of whole studies in one
 long-running operation ("Update DICOM files" on Microsoft Learn). The client sends::
@@ -7,8 +7,8 @@ long-running operation ("Update DICOM files" on Microsoft Learn). The client sen
      "changeDataset": {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane"}]}}}
 
 This module is the pure part: it turns that body into a :class:`BulkUpdateRequest` or refuses
-it with a :class:`BulkUpdateRequestError` naming the problem. Reading, writing and indexing the
-instances is the job runner's.
+it with a :class:`BulkUpdateRequestError` naming the problem, and it applies a request to one
+instance's dataset. Reading, writing and indexing the instances is the job runner's.
 
 What follows Microsoft (microsoft/dicom-server at eeefbe4d7, ``Features/Update/UpdateTags.cs``
 and ``UpdateRequestValidator.cs``, and its ``docs/concepts/bulk-update.md``):
@@ -39,19 +39,30 @@ URLs and the store use, so any study it has stored can be named here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
 import orjson
+from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_VM, dictionary_VR
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
+from pydicom.dataset import Dataset
 
+from dicom_core.domain.charsets import (
+    CHARSET_VRS,
+    DEFAULT_CHARSET,
+    SPECIFIC_CHARACTER_SET,
+    UTF8_TERM,
+    Charset,
+    encodes_exactly,
+)
 from dicom_core.domain.identifiers import identifier_problem
 from dicom_core.domain.tags import HEX_TAG
 from dicom_core.domain.validation import AttributeProblem
 from dicom_core.domain.validation.messages import show, tag_keyword, tag_label
+from dicom_core.domain.validation.values import charset_of, resolve_vr
 from dicom_core.domain.validation.vr_rules import first_value_problem, free_text_problem
 
 __all__ = [
@@ -60,8 +71,10 @@ __all__ = [
     "MAX_STUDIES",
     "STUDY_UIDS_FIELD",
     "AttributeChange",
+    "BulkUpdateApplyError",
     "BulkUpdateRequest",
     "BulkUpdateRequestError",
+    "apply_changes",
     "parse_bulk_update_request",
 ]
 
@@ -125,6 +138,9 @@ _PN_GROUPS: Final = ("Alphabetic", "Ideographic", "Phonetic")
 _BOTH_ENDS_PADDED_VRS: Final = frozenset({"CS", "DS", "LO", "SH"})
 # Control characters free text may hold (PS3.5 6.2, LT); every other VR here allows none.
 _LT_CONTROLS: Final = frozenset("\r\n\f\t")
+# Groups and elements the charset scan of apply_changes does not look into.
+_FILE_META_GROUP: Final = 0x0002
+_PIXEL_DATA_TAGS: Final = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 # Shown values in messages are cut here, so a huge value cannot bloat an error.
 _SHOWN_JSON_CHARS: Final = 64
 
@@ -141,6 +157,15 @@ class BulkUpdateRequestError(ValueError):
     def __init__(self, message: str, problems: tuple[AttributeProblem, ...] = ()) -> None:
         super().__init__(message)
         self.problems = problems
+
+
+class BulkUpdateApplyError(ValueError):
+    """One instance cannot take the change as stored; the message names the attribute.
+
+    Only raised when a new value cannot be written in the instance's character set and the
+    instance cannot safely switch to UTF-8 (see :func:`apply_changes`). The operation counts
+    the instance as failed; other instances are unaffected.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,3 +465,113 @@ def _json_text(value: Any) -> str:
     """A JSON value as the client wrote it, cut short."""
     text = orjson.dumps(value).decode()
     return text if len(text) <= _SHOWN_JSON_CHARS else text[:_SHOWN_JSON_CHARS] + "..."
+
+
+# --- applying ----------------------------------------------------------------------------
+
+
+def apply_changes(dataset: Dataset, request: BulkUpdateRequest) -> tuple[int, ...]:
+    """Set the request's attributes on an instance's ``dataset``, in place; return the tags set.
+
+    Every changed attribute is replaced by a fresh element; nothing else is touched: no other
+    attribute is read into pydicom's converted form, so one written with ``dcmwrite`` keeps
+    its bytes, and file meta, pixel data and sequences stay as they were. Applying the same
+    request again changes nothing further.
+
+    Character set. New values are Unicode; the instance declares how its text is encoded
+    (Specific Character Set). Microsoft's service does nothing about it (fo-dicom writes the
+    values in whatever set the file declares), which can store bytes that do not mean the
+    value sent. Here, when a new value of a PN, LO, SH or LT attribute cannot be encoded
+    exactly in the declared set (default repertoire = ASCII), the instance switches to UTF-8
+    (ISO_IR 192), which can encode any value, and (0008,0005) is in the returned tags. That
+    is only safe if every other text of the instance is ASCII, which reads the same in any
+    character set; then the switch leaves all other bytes as they are. If some other text is
+    not ASCII, switching would need every such attribute re-encoded (bytes the update did
+    not ask to change), so the instance is refused with :class:`BulkUpdateApplyError`
+    instead. Sequence items that declare their own character set keep it and are not
+    examined.
+    """
+    charset = charset_of(dataset, DEFAULT_CHARSET)
+    misfit = _first_misfit(request, charset)
+    if misfit is not None:
+        blocker = _first_non_ascii_text(dataset, request.tags)
+        if blocker is not None:
+            terms = "\\".join(charset.terms)
+            raise BulkUpdateApplyError(
+                f"{tag_label(misfit.tag)}: the new value cannot be written in the instance's"
+                f" character set {terms}, and the instance cannot switch to {UTF8_TERM}"
+                f" because {tag_label(blocker)} holds text that is not ASCII (or cannot be"
+                " read)."
+            )
+    for change in request.changes:
+        dataset[change.tag] = change.element()
+    written = sorted(request.tags)
+    if misfit is not None:
+        dataset[SPECIFIC_CHARACTER_SET] = DataElement(SPECIFIC_CHARACTER_SET, "CS", UTF8_TERM)
+        # The other text is ASCII, so its raw bytes read the same in UTF-8: record that, or
+        # dcmwrite would see a changed character set and re-encode every attribute.
+        implicit_vr, little_endian = dataset.original_encoding
+        dataset.set_original_encoding(implicit_vr, little_endian, convert_encodings(UTF8_TERM))
+        written = sorted({*written, SPECIFIC_CHARACTER_SET})
+    return tuple(written)
+
+
+def _first_misfit(request: BulkUpdateRequest, charset: Charset) -> AttributeChange | None:
+    """The first change with a value ``charset`` cannot carry exactly."""
+    for change in request.changes:
+        if change.vr in CHARSET_VRS and not all(
+            encodes_exactly(charset, value) for value in change.values
+        ):
+            return change
+    return None
+
+
+def _first_non_ascii_text(dataset: Dataset, skipped: frozenset[int]) -> int | None:
+    """The first top-level tag (not in ``skipped``) holding character-set text beyond ASCII.
+
+    Text inside sequences counts for its top-level sequence, except in items that declare
+    their own Specific Character Set. Raw elements are read without being converted in place.
+    """
+    for tag in sorted(map(int, dataset.keys())):
+        if tag in skipped or tag >> 16 == _FILE_META_GROUP or tag in _PIXEL_DATA_TAGS:
+            continue
+        if tag == SPECIFIC_CHARACTER_SET:
+            continue
+        if not _is_ascii_element(dataset, tag):
+            return tag
+    return None
+
+
+def _is_ascii_element(dataset: Dataset, tag: int) -> bool:
+    elem = dataset.get_item(tag)
+    if elem is None:
+        return True
+    vr = resolve_vr(elem, dataset)
+    if vr == "SQ":
+        try:
+            if isinstance(elem, RawDataElement):
+                # Parsed into a new element; the dataset keeps its raw one.
+                elem = convert_raw_data_element(elem, ds=dataset)
+            return all(_is_ascii_item(item) for item in elem.value or ())
+        except Exception:
+            return False  # a sequence that cannot be read cannot be shown to be ASCII
+    if vr not in CHARSET_VRS:
+        return True
+    return _is_ascii_value(elem.value)
+
+
+def _is_ascii_item(item: Dataset) -> bool:
+    if item.get_item(SPECIFIC_CHARACTER_SET) is not None:
+        return True  # its text is in its own character set, which the switch does not touch
+    # keys(), not the item itself: iterating a Dataset converts its raw elements in place.
+    return all(_is_ascii_element(item, tag) for tag in map(int, item.keys()))
+
+
+def _is_ascii_value(value: Any) -> bool:
+    """Whether a raw or converted text value is ASCII without ISO 2022 escapes."""
+    if value is None:
+        return True
+    if isinstance(value, bytes | bytearray):
+        return value.isascii() and b"\x1b" not in value
+    items = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    return all(str(item).isascii() and "\x1b" not in str(item) for item in items)

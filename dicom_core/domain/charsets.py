@@ -13,6 +13,9 @@ Two callers, two deliberate policies, both kept here side by side:
 * Validation must report what the sender declared and what does not decode, without
   converting the caller's dataset in place. It keeps the declared terms for its messages
   (:class:`Charset`, :func:`declared_charset`) and decodes strictly (:func:`decode_text_strictly`).
+
+Bulk update goes the other way, writing a client's Unicode text into a stored instance; it asks
+:func:`encodes_exactly` whether the instance's declared set can carry that text.
 """
 
 from __future__ import annotations
@@ -121,3 +124,40 @@ def decode_text_strictly(value: bytes, vr: str, codecs: Sequence[str]) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         return decode_bytes(value, list(codecs), _PN_DELIMS if vr == "PN" else TEXT_VR_DELIMS)
+
+
+#: The Specific Character Set term of UTF-8, which can encode any text (PS3.3 C.12.1.1.2).
+UTF8_TERM: Final = "ISO_IR 192"
+
+# Terms that name one character set without code extensions and whose codec in pydicom encodes
+# exactly that repertoire. Left out on purpose: the default repertoire (pydicom writes it as
+# Latin-1, but it is ASCII), ISO_IR 13 (pydicom's shift_jis also encodes kanji, which needs
+# ISO 2022 IR 87), ISO_IR 203 (pydicom does not know it and falls back to Latin-1), and every
+# ISO 2022 code extension (pydicom can write escape sequences, but not refuse what the
+# declared terms cannot carry).
+_EXACT_SINGLE_CHARSETS: Final = frozenset(
+    {
+        "ISO_IR 100", "ISO_IR 101", "ISO_IR 109", "ISO_IR 110", "ISO_IR 126", "ISO_IR 127",
+        "ISO_IR 138", "ISO_IR 144", "ISO_IR 148", "ISO_IR 166", UTF8_TERM, "GB18030", "GBK",
+    }
+)  # fmt: skip
+
+
+def encodes_exactly(charset: Charset, text: str) -> bool:
+    """Whether pydicom writes ``text`` in a dataset of ``charset`` as bytes that decode back to it.
+
+    The encoding counterpart of :func:`decode_text_strictly`, for values a client sends as
+    Unicode. pydicom encodes what does not fit with replacement characters (after a warning)
+    and writes the default repertoire as Latin-1, so its own encoder cannot answer this. ASCII
+    text without ESC fits every character set; anything else only fits a single character set
+    whose codec is exact (``_EXACT_SINGLE_CHARSETS``) and that can encode it.
+    """
+    if text.isascii() and "\x1b" not in text:
+        return True
+    if len(charset.terms) != 1 or charset.terms[0] not in _EXACT_SINGLE_CHARSETS:
+        return False
+    try:
+        text.encode(charset.codecs[0])
+    except (LookupError, UnicodeError):
+        return False
+    return True
