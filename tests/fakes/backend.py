@@ -8,6 +8,7 @@ from dicom_core.storage.ports import Backend
 from tests.fakes.blobs import FakeBlobStore
 from tests.fakes.external_metadata import FakeExternalMetadataStore
 from tests.fakes.index import FakeIndexStore
+from tests.fakes.operations import FakeOperationStore
 from tests.fakes.query_tags import FakeQueryTagStore
 from tests.fakes.queue import FakeJobQueue
 from tests.fakes.workitems import FakeWorkitemStore
@@ -23,6 +24,12 @@ class Fakes:
     workitems: FakeWorkitemStore = field(default_factory=FakeWorkitemStore)
     query_tags: FakeQueryTagStore = field(default_factory=FakeQueryTagStore)
     external_metadata: FakeExternalMetadataStore = field(default_factory=FakeExternalMetadataStore)
+    operations: FakeOperationStore | None = None
+    """Made on first use, sending to ``queue``."""
+
+    def __post_init__(self) -> None:
+        if self.operations is None:
+            self.operations = FakeOperationStore(self.queue)
 
     def backend(self, *, blob_delete_delay_seconds: float = 0) -> Backend:
         """No writer (services take the two-step store); no delete delay unless asked."""
@@ -34,6 +41,7 @@ class Fakes:
             query_tags=self.query_tags,
             external_metadata=self.external_metadata,
             change_feed=self.index.feed,
+            operations=self.operations or FakeOperationStore(self.queue),
             writer=None,
             blob_delete_delay_seconds=blob_delete_delay_seconds,
         )

@@ -13,6 +13,7 @@ from typing import Any
 
 from dicom_core.domain.extended_query_tags import QueryTagDefinition
 from dicom_core.domain.model import InstanceKey
+from dicom_core.domain.operations import OperationKind
 from dicom_core.storage.ports import (
     Continuation,
     IndexedInstance,
@@ -62,6 +63,17 @@ class FakeQueryTagStore:
 
     async def list_errors(self, tag_key: int, *, limit: int, offset: int) -> list[dict[str, str]]:
         raise NotImplementedError("reindex operations are not faked")
+
+    async def start_operation(
+        self,
+        operation_id: str,
+        kind: OperationKind,
+        *,
+        checkpoint: dict[str, Any],
+        first: Continuation,
+        holds: Sequence[str] = (),
+    ) -> OperationRecord:
+        raise NotImplementedError("operations are FakeOperationStore's")
 
     async def get_operation(self, operation_id: str) -> OperationRecord | None:
         raise NotImplementedError("reindex operations are not faked")

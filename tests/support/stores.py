@@ -33,6 +33,7 @@ from dicom_core.storage.ports import (
     ChangeFeedStore,
     IndexStore,
     JobQueue,
+    OperationStore,
     QueryTagStore,
     WorkitemStore,
 )
@@ -72,6 +73,10 @@ class Stores:
     @property
     def change_feed(self) -> ChangeFeedStore:
         return self.ports.change_feed
+
+    @property
+    def operations(self) -> OperationStore:
+        return self.ports.operations
 
     @property
     def query_tags(self) -> QueryTagStore:

@@ -38,7 +38,7 @@ from dicom_core.domain.extended_query_tags import (
     value_entity,
 )
 from dicom_core.domain.model import InstanceKey
-from dicom_core.domain.operations import FINISHED_STATUSES, OperationKind, OperationStatusValues
+from dicom_core.domain.operations import OperationKind, OperationStatusValues
 from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.query.indexed_values import InvalidValue, extract_value
 from dicom_core.storage.azure.cosmos_extended_values import VALUE_KIND, value_partition
@@ -49,18 +49,22 @@ from dicom_core.storage.azure.cosmos_io import (
     read_item,
     replace_if_unchanged,
 )
+from dicom_core.storage.azure.cosmos_operations import (
+    OPERATION_KIND,
+    OPERATION_PARTITION,
+    CosmosOperationStore,
+    operation_id_of,
+    operation_record,
+)
 from dicom_core.storage.azure.cosmos_schema import COUNTER_PARTITION, INSTANCE, WATERMARK_COUNTER
 from dicom_core.storage.azure.cosmos_session import (
     Containers,
-    CosmosSession,
     advance_counter,
     unpack_metadata,
 )
 from dicom_core.storage.ports import (
     Continuation,
     IndexedInstance,
-    JobQueue,
-    OperationProgress,
     OperationRecord,
     OperationStart,
     QueryTagRecord,
@@ -71,9 +75,8 @@ from dicom_core.storage.ports import (
 log = logging.getLogger(__name__)
 Doc = dict[str, Any]
 
-TAG_PARTITION = "querytags"
+TAG_PARTITION = OPERATION_PARTITION
 TAG_KIND = "querytag"
-OPERATION_KIND = "operation"
 ERROR_KIND = "eqterr"
 TAG_KEY_COUNTER = "querytag"
 _CAS_ATTEMPTS = 10
@@ -81,10 +84,6 @@ _CAS_ATTEMPTS = 10
 
 def tag_id(path: str) -> str:
     return f"t|{path}"
-
-
-def operation_id_of(operation_id: str) -> str:
-    return f"o|{operation_id}"
 
 
 def error_partition(tag_key: int) -> str:
@@ -105,29 +104,12 @@ def _tag(doc: Doc) -> QueryTagRecord:
     )
 
 
-def _operation(doc: Doc) -> OperationRecord:
-    checkpoint = doc.get("checkpoint")
-    return OperationRecord(
-        operation_id=str(doc["operationId"]),
-        type=str(doc["type"]),
-        status=str(doc["status"]),
-        percent_complete=int(doc["percentComplete"]),
-        resources=tuple(str(r) for r in doc["resources"]),
-        checkpoint=dict(checkpoint) if checkpoint else None,
-        created_at=str(doc["createdAt"]),
-        updated_at=str(doc["updatedAt"]),
-    )
-
-
 # -- the query tag store ---------------------------------------------------------------------
 
 
-class CosmosQueryTagStore:
-    """``QueryTagStore`` on Cosmos DB (see the module docstring for the documents)."""
-
-    def __init__(self, session: CosmosSession, queue: JobQueue) -> None:
-        self._session = session
-        self._queue = queue
+class CosmosQueryTagStore(CosmosOperationStore):
+    """``QueryTagStore`` on Cosmos DB (see the module docstring for the documents); its
+    reindex operations are ``CosmosOperationStore``'s."""
 
     # -- tags ------------------------------------------------------------------------------
 
@@ -233,7 +215,7 @@ class CosmosQueryTagStore:
             await self._mark_sent(operation_id, op_doc["checkpoint"])
         except Exception:  # only an optimisation for redeliveries: the add has succeeded
             log.warning("could not mark the first message of %s sent", operation_id)
-        return _operation(op_doc)
+        return operation_record(op_doc)
 
     async def _undo_add(self, op_doc: Doc) -> None:
         async def undo(c: Containers) -> None:
@@ -415,42 +397,6 @@ class CosmosQueryTagStore:
 
         await self._session.run(write)
 
-    # -- operations ----------------------------------------------------------------------------
-
-    async def get_operation(self, operation_id: str) -> OperationRecord | None:
-        doc = await self._session.run(
-            lambda c: read_item(c.system, operation_id_of(operation_id), TAG_PARTITION)
-        )
-        return None if doc is None else _operation(doc)
-
-    async def fail_operation(self, operation_id: str) -> None:
-        async def write(c: Containers) -> None:
-            for _ in range(_CAS_ATTEMPTS):
-                doc = await read_item(c.system, operation_id_of(operation_id), TAG_PARTITION)
-                if doc is None or doc["status"] in FINISHED_STATUSES:
-                    return
-                doc["status"] = OperationStatusValues.FAILED.value
-                doc["updatedAt"] = utc_timestamp()
-                if await replace_if_unchanged(c.system, doc):
-                    return
-
-        await self._session.run(write)
-
-    async def _mark_sent(self, operation_id: str, checkpoint: dict[str, Any]) -> None:
-        """Note that ``checkpoint``'s message went out, unless the operation moved past it
-        meanwhile (then ``sent`` belongs to a newer checkpoint, whose message may not be)."""
-
-        async def write(c: Containers) -> None:
-            for _ in range(_CAS_ATTEMPTS):
-                doc = await read_item(c.system, operation_id_of(operation_id), TAG_PARTITION)
-                if doc is None or doc["checkpoint"] != checkpoint or doc.get("sent"):
-                    return
-                doc["sent"] = True
-                if await replace_if_unchanged(c.system, doc):
-                    return
-
-        await self._session.run(write)
-
     # -- the primitives of a reindex batch --------------------------------------------------------
 
     async def read_watermark_range(
@@ -501,46 +447,3 @@ class CosmosQueryTagStore:
                     await self._update_tag(c.system, str(doc["path"]), change)
 
         await self._session.run(write)
-
-    async def compare_and_set_checkpoint(
-        self,
-        operation_id: str,
-        expected: dict[str, Any],
-        progress: OperationProgress,
-        continuation: Continuation | None,
-    ) -> bool:
-        """An ETag-guarded replace of the operation, then the send (Cosmos and the queue share
-        no transaction): ``previous`` and ``sent`` let ``resend_continuation`` make up for a
-        send that failed, when the old message is redelivered."""
-
-        async def move(c: Containers) -> bool:
-            op = await read_item(c.system, operation_id_of(operation_id), TAG_PARTITION)
-            if op is None or op["status"] in FINISHED_STATUSES:
-                return False
-            if op["checkpoint"] != expected:
-                return False
-            op["status"] = progress.status
-            op["percentComplete"] = progress.percent_complete
-            op["previous"] = expected
-            op["checkpoint"] = progress.checkpoint
-            op["sent"] = continuation is None
-            op["updatedAt"] = utc_timestamp()
-            return await replace_if_unchanged(c.system, op)
-
-        if not await self._session.run(move):
-            return False
-        if continuation is not None:
-            await self._queue.send(continuation.queue, continuation.body)
-            await self._mark_sent(operation_id, progress.checkpoint)
-        return True
-
-    async def resend_continuation(
-        self, operation_id: str, stale: dict[str, Any], continuation: Continuation
-    ) -> None:
-        op = await self._session.run(
-            lambda c: read_item(c.system, operation_id_of(operation_id), TAG_PARTITION)
-        )
-        if op is None or op.get("previous") != stale or op.get("sent"):
-            return
-        await self._queue.send(continuation.queue, continuation.body)
-        await self._mark_sent(operation_id, dict(op["checkpoint"]))

@@ -41,6 +41,7 @@ def build_backend(settings: Settings) -> Backend:
     )
     index = CosmosIndexStore(session, stale_create_seconds=settings.stale_create_seconds)
     queue = build_job_queue(settings, queue_clients)
+    query_tags = CosmosQueryTagStore(session, queue)
     return Backend(
         index=index,
         blobs=AzureBlobStore(
@@ -51,9 +52,10 @@ def build_backend(settings: Settings) -> Backend:
         queue=queue,
         workitems=CosmosWorkitemStore(session),
         # Reindex continuations go through the Storage queues (an outbox on the operation).
-        query_tags=CosmosQueryTagStore(session, queue),
+        query_tags=query_tags,
         external_metadata=CosmosExternalMetadataStore(session),
         change_feed=CosmosChangeFeedStore(session),
+        operations=query_tags,
         # Index and files are separate services: the two-step protocol of the index.
         writer=None,
         # Blob Storage cannot keep a deleted blob readable for a reader already streaming it.

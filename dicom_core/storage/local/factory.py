@@ -39,6 +39,7 @@ def build_backend(settings: Settings) -> Backend:
         query_tags=query_tags,
         external_metadata=SqliteExternalMetadataStore(db),
         change_feed=SqliteChangeFeedStore(db),
+        operations=query_tags,
         # Reserve, place the file and commit (extended query tags included) in one
         # transaction: file and index are on one machine.
         writer=SqliteInstanceWriter(index, blobs, hooks=(query_tags,)),

@@ -13,7 +13,8 @@ Tables and why they exist:
 - ``external_metadata``: study-level values sent with STOW headers (msdicom-meta-*).
 - ``workitem`` and ``workitem_value``: UPS-RS workitems and their searchable values (including
   sequence paths such as ReferencedRequestSequence.AccessionNumber).
-- ``operation``: long-running operations (reindex) with their checkpoint, so they resume.
+- ``operation``: long-running operations (reindex, bulk update) with their checkpoint, so
+  they resume; ``operation_hold``: the resources (studies) an unfinished one holds.
 - ``change_feed``: the log of creates, updates and deletes, each entry with the version its
   instance has now.
 - ``job``: the local durable job queue (visible_at leases give at-least-once delivery).
@@ -297,6 +298,13 @@ CREATE TABLE IF NOT EXISTS operation (
 -- visible in sequence order with no gap: AUTOINCREMENT never reuses a value, and a rolled-back
 -- transaction gives its value back. current_watermark is the instance's version now (NULL
 -- once it is deleted), set on every entry of the instance by each later change of it.
+-- The resources an operation holds while it runs (a bulk update, its studies), so that two
+-- operations never work on one at once; a row whose operation has finished is free.
+CREATE TABLE IF NOT EXISTS operation_hold (
+    resource TEXT PRIMARY KEY,
+    operation_id TEXT NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS change_feed (
     sequence INTEGER PRIMARY KEY AUTOINCREMENT,
     timestamp TEXT NOT NULL,

@@ -21,17 +21,16 @@ from dicom_core.domain.extended_query_tags import (
     value_entity,
 )
 from dicom_core.domain.model import InstanceKey
-from dicom_core.domain.operations import FINISHED_STATUSES, OperationKind, OperationStatusValues
+from dicom_core.domain.operations import OperationKind, OperationStatusValues
 from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.query.indexed_values import InvalidValue, extract_value, query_attribute
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
+from dicom_core.storage.local.sqlite_operations import SqliteOperationStore, operation_record
 from dicom_core.storage.local.sqlite_queue import insert_job
 from dicom_core.storage.ports import (
-    Continuation,
     ExternalValue,
     ExternalVrConflict,
     IndexedInstance,
-    OperationProgress,
     OperationRecord,
     OperationStart,
     QueryTagRecord,
@@ -56,19 +55,6 @@ def _tag(row: Sequence[Any]) -> QueryTagRecord:
         query_status=str(row[6]),
         error_count=int(row[7]),
         operation_id=row[8],
-    )
-
-
-def _operation(row: Sequence[Any]) -> OperationRecord:
-    return OperationRecord(
-        operation_id=str(row[0]),
-        type=str(row[1]),
-        status=str(row[2]),
-        percent_complete=int(row[3]),
-        resources=tuple(orjson.loads(row[4])),
-        checkpoint=orjson.loads(row[5]) if row[5] else None,
-        created_at=str(row[6]),
-        updated_at=str(row[7]),
     )
 
 
@@ -124,11 +110,9 @@ def _index_one(
     )
 
 
-class SqliteQueryTagStore:
-    """``QueryTagStore`` on SQLite (the port: ``dicom_core.storage.ports.query_tags``)."""
-
-    def __init__(self, db: SqliteDatabase) -> None:
-        self._db = db
+class SqliteQueryTagStore(SqliteOperationStore):
+    """``QueryTagStore`` on SQLite (the port: ``dicom_core.storage.ports.query_tags``); its
+    reindex operations are ``SqliteOperationStore``'s."""
 
     # -- tags ----------------------------------------------------------------------------------
 
@@ -216,7 +200,7 @@ class SqliteQueryTagStore:
                 row = conn.execute(
                     "SELECT * FROM operation WHERE operation_id = ?", (operation_id,)
                 ).fetchone()
-            return _operation(row)
+            return operation_record(row)
 
         return await self._db.run(write)
 
@@ -288,35 +272,6 @@ class SqliteQueryTagStore:
 
         return await self._db.run(read)
 
-    # -- operations ----------------------------------------------------------------------------
-
-    async def get_operation(self, operation_id: str) -> OperationRecord | None:
-        def read() -> OperationRecord | None:
-            row = (
-                self._db.connection()
-                .execute("SELECT * FROM operation WHERE operation_id = ?", (operation_id,))
-                .fetchone()
-            )
-            return None if row is None else _operation(row)
-
-        return await self._db.run(read)
-
-    async def fail_operation(self, operation_id: str) -> None:
-        def write() -> None:
-            with self._db.transaction() as conn:
-                conn.execute(
-                    "UPDATE operation SET status = ?, updated_at = ?"
-                    " WHERE operation_id = ? AND status NOT IN (?, ?)",
-                    (
-                        OperationStatusValues.FAILED,
-                        utc_timestamp(),
-                        operation_id,
-                        *FINISHED_STATUSES,
-                    ),
-                )
-
-        await self._db.run(write)
-
     # -- the primitives of a reindex batch --------------------------------------------------------
 
     async def read_watermark_range(
@@ -361,47 +316,6 @@ class SqliteQueryTagStore:
                 )
 
         await self._db.run(write)
-
-    async def compare_and_set_checkpoint(
-        self,
-        operation_id: str,
-        expected: dict[str, Any],
-        progress: OperationProgress,
-        continuation: Continuation | None,
-    ) -> bool:
-        """The move and its message in one transaction: nothing is ever left unsent."""
-
-        def write() -> bool:
-            with self._db.transaction() as conn:
-                row = conn.execute(
-                    "SELECT status, checkpoint FROM operation WHERE operation_id = ?",
-                    (operation_id,),
-                ).fetchone()
-                if row is None or row[0] in FINISHED_STATUSES:
-                    return False
-                if (orjson.loads(row[1]) if row[1] else None) != expected:
-                    return False
-                conn.execute(
-                    "UPDATE operation SET status = ?, percent_complete = ?, checkpoint = ?,"
-                    " updated_at = ? WHERE operation_id = ?",
-                    (
-                        progress.status,
-                        progress.percent_complete,
-                        orjson.dumps(progress.checkpoint).decode(),
-                        utc_timestamp(),
-                        operation_id,
-                    ),
-                )
-                if continuation is not None:
-                    insert_job(conn, continuation.queue, continuation.body)
-            return True
-
-        return await self._db.run(write)
-
-    async def resend_continuation(
-        self, operation_id: str, stale: dict[str, Any], continuation: Continuation
-    ) -> None:
-        """Nothing to make up for: every move enqueued its message in its own transaction."""
 
     # -- store time ----------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ that callers import from ``dicom_core.storage.ports``:
 - ``blobs``: ``BlobStore`` and ``BlobReader``;
 - ``queue``: ``JobQueue``;
 - ``workitems``: ``WorkitemStore``, the UPS-RS workitems;
-- ``query_tags``: ``QueryTagStore``, extended query tags and their reindex operations;
+- ``query_tags``: ``QueryTagStore``, extended query tags and their values and errors;
+- ``operations``: ``OperationStore``, long-running operations (reindex, bulk update);
 - ``external_metadata``: ``ExternalMetadataStore``;
 - ``change_feed``: ``ChangeFeedStore``, reading the entries the index writes with each change;
 - ``errors``: ``StorageUnavailable``, which any port may raise;
@@ -41,11 +42,15 @@ from dicom_core.storage.ports.index import (
     VersionsCommitted,
     WrittenInstance,
 )
-from dicom_core.storage.ports.query_tags import (
+from dicom_core.storage.ports.operations import (
     Continuation,
-    IndexedInstance,
+    OperationConflict,
     OperationProgress,
     OperationRecord,
+    OperationStore,
+)
+from dicom_core.storage.ports.query_tags import (
+    IndexedInstance,
     OperationStart,
     QueryTagRecord,
     QueryTagStore,
@@ -75,9 +80,11 @@ __all__ = [
     "InstanceWriter",
     "JobQueue",
     "NewVersion",
+    "OperationConflict",
     "OperationProgress",
     "OperationRecord",
     "OperationStart",
+    "OperationStore",
     "OrphanSink",
     "POISON_SUFFIX",
     "QueryTagRecord",

@@ -15,6 +15,7 @@ from dicom_core.storage.ports.blobs import BlobStore
 from dicom_core.storage.ports.change_feed import ChangeFeedStore
 from dicom_core.storage.ports.external_metadata import ExternalMetadataStore
 from dicom_core.storage.ports.index import IndexStore, InstanceWriter
+from dicom_core.storage.ports.operations import OperationStore
 from dicom_core.storage.ports.query_tags import QueryTagStore
 from dicom_core.storage.ports.queue import JobQueue
 from dicom_core.storage.ports.workitems import WorkitemStore
@@ -29,6 +30,8 @@ class Backend:
     query_tags: QueryTagStore
     external_metadata: ExternalMetadataStore
     change_feed: ChangeFeedStore
+    operations: OperationStore
+    """Long-running operations; the query tag store on both backends (reindex is one)."""
     writer: InstanceWriter | None
     """The one-step store of file and index entry, where the backend has one (local); None:
     the store uses the index's two-step protocol."""

@@ -3,8 +3,8 @@ reindex operations that fill them (spec/extended-query-tags.md).
 
 The records are plain data; how they look in an HTTP response is the web layer's business.
 The reindex algorithm lives in ``dicom_core.jobs``: adapters give it primitives only (read a
-watermark range, write values and errors, compare and set an operation's checkpoint), and
-treat the checkpoint as opaque JSON.
+watermark range, write values and errors, and the operation primitives of
+``dicom_core.storage.ports.operations``), and treat the checkpoint as opaque JSON.
 """
 
 from __future__ import annotations
@@ -19,9 +19,13 @@ from dicom_core.domain.extended_query_tags import (
     QueryTagStatusValues,
 )
 from dicom_core.domain.model import InstanceKey
-from dicom_core.domain.operations import FINISHED_STATUSES
 from dicom_core.query.conditions import QueryAttribute
 from dicom_core.query.indexed_values import query_attribute
+from dicom_core.storage.ports.operations import (
+    Continuation,
+    OperationRecord,
+    OperationStore,
+)
 
 
 class TagConflict(Exception):
@@ -38,23 +42,6 @@ class TooManyTags(Exception):
     def __init__(self, existing: int) -> None:
         super().__init__(str(existing))
         self.existing = existing
-
-
-@dataclass(frozen=True, slots=True)
-class Continuation:
-    """A job message to enqueue once an operation's checkpoint moves (or first starts)."""
-
-    queue: str
-    body: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class OperationProgress:
-    """What a batch step writes to an operation: status, percentage and the next checkpoint."""
-
-    status: str
-    percent_complete: int
-    checkpoint: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,33 +90,10 @@ class QueryTagRecord:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class OperationRecord:
-    """A long-running operation (a reindex) as stored, with the checkpoint it stands at
-    (opaque JSON here; ``dicom_core.jobs`` reads it)."""
-
-    operation_id: str
-    type: str
-    status: str
-    percent_complete: int
-    resources: tuple[str, ...]
-    checkpoint: dict[str, Any] | None
-    created_at: str
-    updated_at: str
-
-    @property
-    def done(self) -> bool:
-        return self.status in FINISHED_STATUSES
-
-
-class ReindexPrimitives(Protocol):
+class ReindexPrimitives(OperationStore, Protocol):
     """What a reindex batch (``dicom_core.jobs.reindex``) needs of a store, and no more."""
 
     async def list_tags(self) -> list[QueryTagRecord]: ...
-
-    async def get_operation(self, operation_id: str) -> OperationRecord | None: ...
-
-    async def fail_operation(self, operation_id: str) -> None: ...
 
     async def read_watermark_range(
         self, after: int, until: int, limit: int
@@ -147,27 +111,6 @@ class ReindexPrimitives(Protocol):
 
     async def mark_tags_ready(self, tag_keys: Sequence[int]) -> None:
         """Tags still Adding become Ready and leave their operation (idempotent)."""
-        ...
-
-    async def compare_and_set_checkpoint(
-        self,
-        operation_id: str,
-        expected: dict[str, Any],
-        progress: OperationProgress,
-        continuation: Continuation | None,
-    ) -> bool:
-        """Move the operation from checkpoint ``expected`` to ``progress`` and enqueue
-        ``continuation``, as one step; False (nothing written) when the operation no longer
-        stands at ``expected`` or is done. Once True, the continuation is sent at least once:
-        a store that cannot enqueue in the same write notes whether it was sent, and
-        ``resend_continuation`` makes up for a send that failed."""
-        ...
-
-    async def resend_continuation(
-        self, operation_id: str, stale: dict[str, Any], continuation: Continuation
-    ) -> None:
-        """Send ``continuation`` if the operation moved on from ``stale`` but the message of
-        that move is not known to have gone out; otherwise nothing."""
         ...
 
 

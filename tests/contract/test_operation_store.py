@@ -1,0 +1,57 @@
+"""The ``OperationStore`` contract on every backend: starting an operation with its first
+message, what it holds, and freeing that when it finishes."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from dicom_core.domain.operations import OperationKind, OperationStatusValues
+from dicom_core.storage.ports import Continuation, OperationConflict, OperationProgress
+from tests.support.stores import Stores
+
+
+async def start(stores: Stores, queue: str, holds: list[str]) -> str:
+    operation_id = uuid.uuid4().hex
+    await stores.operations.start_operation(
+        operation_id,
+        OperationKind.REINDEX,
+        checkpoint={"at": 0},
+        first=Continuation(queue, {"operationId": operation_id}),
+        holds=holds,
+    )
+    return operation_id
+
+
+async def test_a_started_operation_is_recorded_with_its_first_message(stores: Stores) -> None:
+    queue = stores.queue_name()
+    operation_id = await start(stores, queue, ["1.2.3"])
+    record = await stores.operations.get_operation(operation_id)
+    assert record is not None
+    assert (record.type, record.status, record.percent_complete) == (
+        OperationKind.REINDEX.value,
+        OperationStatusValues.NOT_STARTED,
+        0,
+    )
+    assert record.checkpoint == {"at": 0}
+    assert await stores.raw_messages(queue) == [{"operationId": operation_id}]
+
+
+async def test_a_held_resource_refuses_a_second_operation_until_the_first_finishes(
+    stores: Stores,
+) -> None:
+    queue = stores.queue_name()
+    first = await start(stores, queue, ["1.2.3", "1.2.4"])
+    with pytest.raises(OperationConflict) as refused:
+        await start(stores, queue, ["1.2.9", "1.2.4"])
+    assert (refused.value.resource, refused.value.operation_id) == ("1.2.4", first)
+    await start(stores, queue, ["1.2.9"])  # nothing else was taken by the refused start
+
+    done = OperationProgress(OperationStatusValues.COMPLETED, 100, {"at": 1})
+    assert await stores.operations.compare_and_set_checkpoint(first, {"at": 0}, done, None)
+    second = await start(stores, queue, ["1.2.4"])
+    await stores.operations.fail_operation(second)
+    record = await stores.operations.get_operation(second)
+    assert record is not None and record.status == OperationStatusValues.FAILED
+    await start(stores, queue, ["1.2.4", "1.2.3"])
