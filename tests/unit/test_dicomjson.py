@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -109,17 +110,27 @@ def _reference_element(elem: DataElement) -> dict[str, Any] | None:
 # character"): after the whole value, or after each value for LO, SH and UC.
 NUL_KEPT_WHOLE = frozenset({"AS", "CS", "DA", "DT", "TM", "PN", "LT", "ST", "UT"})
 NUL_KEPT_EACH = frozenset({"LO", "SH", "UC"})
+# Text VRs read through the declared character set.
+CHARSET_DECODED = frozenset({"PN", "LO", "SH", "UC", "LT", "ST", "UT"})
 # Characters pydicom does not strip, one of which stands in for each kept NUL: the first that
 # the value itself does not contain, so a real control character is never taken for a NUL.
 NUL_MARKS = [chr(code) for code in range(0x01, 0x20) if chr(code) not in "\t\n\f\r\x1b"]
 
 
-def _mark_trailing_nuls(value: bytes, mark: bytes) -> bytes:
-    kept = value.rstrip(b" ")
+# ISO 2022 escape sequences at the end of a value: decoding drops them, so NULs just before
+# them end the decoded text (the module keeps those too).
+_TRAILING_ESCAPES = re.compile(rb"(?:\x1b[\x20-\x2f]+[\x30-\x7e])+$")
+
+
+def _mark_trailing_nuls(value: bytes, mark: bytes, *, decoded: bool) -> bytes:
+    """``decoded``: a VR whose text goes through the character set (escapes dropped)."""
+    escapes = _TRAILING_ESCAPES.search(value) if decoded else None
+    tail = escapes.group() if escapes else b""
+    kept = value[: len(value) - len(tail)].rstrip(b" ")
     core = kept.rstrip(b"\x00 ")
     if not core:
         return value  # padding only: an empty value either way
-    return core + kept[len(core) :].replace(b"\x00", mark)
+    return core + kept[len(core) :].replace(b"\x00", mark) + tail
 
 
 def _keep_nuls_in_raw(ds: Dataset, tag: BaseTag) -> str | None:
@@ -133,11 +144,14 @@ def _keep_nuls_in_raw(ds: Dataset, tag: BaseTag) -> str | None:
     mark = next((m for m in NUL_MARKS if m.encode() not in raw.value), None)
     if mark is None:
         return None  # every candidate occurs in the value: leave it to pydicom
+    decoded = vr in CHARSET_DECODED
     if vr in NUL_KEPT_WHOLE:
-        marked = _mark_trailing_nuls(raw.value, mark.encode())
+        marked = _mark_trailing_nuls(raw.value, mark.encode(), decoded=decoded)
     else:
         parts = raw.value.split(b"\\")
-        marked = b"\\".join(_mark_trailing_nuls(part, mark.encode()) for part in parts)
+        marked = b"\\".join(
+            _mark_trailing_nuls(part, mark.encode(), decoded=decoded) for part in parts
+        )
     if marked == raw.value:
         return None
     ds._dict[tag] = raw._replace(value=marked, length=len(marked))
