@@ -18,10 +18,12 @@ from azurefunctions.extensions.http.fastapi import Request, Response
 
 from dicom_core import jobs
 from dicom_core.web import (
+    bulk_update,
     change_feed,
     delete,
     frames,
     metadata,
+    operations,
     qido,
     rendered,
     stow,
@@ -52,6 +54,16 @@ async def stow_store_instances(req: Request) -> Response:
 @app.route(route=STUDY, methods=["POST", "PUT"])
 async def stow_store_study_instances(req: Request) -> Response:
     return await handle(req, services, stow.store_instances)
+
+
+# --- Bulk update ---------------------------------------------------------------------------
+# Its function name sorts before the STOW functions', so the host tries this route before
+# v{version}/studies/{study}, which would otherwise take "$bulkUpdate" for a study UID.
+
+
+@app.route(route="v{version}/studies/$bulkUpdate", methods=["POST"])
+async def bulk_update_studies(req: Request) -> Response:
+    return await handle(req, services, bulk_update.start_bulk_update)
 
 
 # --- WADO-RS ---------------------------------------------------------------------------------
@@ -201,7 +213,7 @@ async def changefeed_latest(req: Request) -> Response:
 
 @app.route(route="v{version}/operations/{operationId}", methods=["GET"])
 async def operations_get(req: Request) -> Response:
-    return await handle(req, services, eqt.operation)
+    return await handle(req, services, operations.operation)
 
 
 # --- UPS-RS ----------------------------------------------------------------------------------
@@ -267,6 +279,15 @@ async def jobs_cleanup_blob(msg: func.QueueMessage) -> None:
 @app.queue_trigger(arg_name="msg", queue_name=jobs.REINDEX_QUEUE, connection="AzureWebJobsStorage")
 async def jobs_reindex_batch(msg: func.QueueMessage) -> None:
     await jobs.reindex_batch(
+        msg.get_json(), services, dequeue_count=msg.dequeue_count or 1, retry=retry
+    )
+
+
+@app.queue_trigger(
+    arg_name="msg", queue_name=jobs.BULK_UPDATE_QUEUE, connection="AzureWebJobsStorage"
+)
+async def jobs_bulk_update_step(msg: func.QueueMessage) -> None:
+    await jobs.bulk_update_step(
         msg.get_json(), services, dequeue_count=msg.dequeue_count or 1, retry=retry
     )
 

@@ -10,14 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from dicom_core.jobs.bulk_update import BulkUpdateJob
 from dicom_core.jobs.reindex import ReindexJob, plan_reindex
 from dicom_core.services.blob_cleanup import BlobJanitor
+from dicom_core.services.bulk_update import StudyUpdater
 from dicom_core.services.change_feed import ChangeFeedService
 from dicom_core.services.delete import DeleteService
 from dicom_core.services.extended_query_tags import ExtendedQueryTagService
 from dicom_core.services.external_metadata import ExternalMetadataService
 from dicom_core.services.frames import FrameService
 from dicom_core.services.metadata import MetadataService
+from dicom_core.services.operations import OperationService
 from dicom_core.services.rendering import RenderingService
 from dicom_core.services.retrieve import RetrieveService
 from dicom_core.services.search import SearchService
@@ -51,6 +54,9 @@ class Services:
     external_metadata: ExternalMetadataService
     """STOW msdicom-meta-* values."""
     change_feed: ChangeFeedService
+    operations: OperationService
+    bulk_update: BulkUpdateJob
+    """Starts bulk updates; the ``bulk-update-batches`` queue's step."""
 
     async def close(self) -> None:
         await self.backend.close()
@@ -93,12 +99,14 @@ def build_services(settings: Settings) -> Services:
     janitor = BlobJanitor(blobs, backend.queue, delay_seconds=backend.blob_delete_delay_seconds)
     query_tags = ExtendedQueryTagService(backend.query_tags, plan_reindex=plan_reindex)
     external_metadata = ExternalMetadataService(backend.external_metadata)
+    staging = StagingArea(
+        settings.effective_staging_dir, stale_seconds=settings.stale_create_seconds
+    )
+    updater = StudyUpdater(index, blobs, janitor, staging, after_commit=query_tags.index_instance)
     return Services(
         settings=settings,
         backend=backend,
-        staging=StagingArea(
-            settings.effective_staging_dir, stale_seconds=settings.stale_create_seconds
-        ),
+        staging=staging,
         janitor=janitor,
         store=StoreService(
             index,
@@ -134,4 +142,6 @@ def build_services(settings: Settings) -> Services:
         reindex=ReindexJob(backend.query_tags, batch_size=settings.reindex_batch_size),
         external_metadata=external_metadata,
         change_feed=ChangeFeedService(backend.change_feed),
+        operations=OperationService(backend.operations),
+        bulk_update=BulkUpdateJob(backend.operations, updater),
     )

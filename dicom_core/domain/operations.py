@@ -17,6 +17,8 @@ class OperationKind(StrEnum):
     """The long-running operations; the value is the record's and the API's ``type``."""
 
     REINDEX = "Reindex"
+    #: Bulk update; lower case, as Azure's ``update`` operations report it.
+    UPDATE = "update"
 
 
 class OperationStatusValues(StrEnum):

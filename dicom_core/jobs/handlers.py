@@ -9,11 +9,19 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from dicom_core.jobs.bulk_update import BULK_UPDATE_QUEUE, BulkUpdateJob
 from dicom_core.jobs.reindex import REINDEX_QUEUE, ReindexJob
 from dicom_core.jobs.retry import RetryRule
 from dicom_core.services.blob_cleanup import CLEANUP_QUEUE, BlobJanitor
 
-__all__ = ["CLEANUP_QUEUE", "REINDEX_QUEUE", "cleanup_blob", "reindex_batch"]
+__all__ = [
+    "BULK_UPDATE_QUEUE",
+    "CLEANUP_QUEUE",
+    "REINDEX_QUEUE",
+    "bulk_update_step",
+    "cleanup_blob",
+    "reindex_batch",
+]
 
 
 class JobServices(Protocol):
@@ -24,6 +32,9 @@ class JobServices(Protocol):
 
     @property
     def reindex(self) -> ReindexJob: ...
+
+    @property
+    def bulk_update(self) -> BulkUpdateJob: ...
 
 
 class ServiceSource(Protocol):
@@ -44,3 +55,11 @@ async def reindex_batch(
     """``reindex-batches``: one batch; the last allowed delivery fails the operation."""
     services = await source.get()
     await services.reindex.handle_message(body, final_attempt=retry.is_final(dequeue_count))
+
+
+async def bulk_update_step(
+    body: dict[str, Any], source: ServiceSource, *, dequeue_count: int, retry: RetryRule
+) -> None:
+    """``bulk-update-batches``: one study; the last allowed delivery fails the operation."""
+    services = await source.get()
+    await services.bulk_update.handle_message(body, final_attempt=retry.is_final(dequeue_count))

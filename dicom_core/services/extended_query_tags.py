@@ -84,12 +84,6 @@ class ExtendedQueryTagService:
         tag = await self.get(path)
         return await self._store.list_errors(tag.key, limit=limit, offset=offset)
 
-    async def operation(self, operation_id: str) -> OperationRecord:
-        operation = await self._store.get_operation(operation_id)
-        if operation is None:
-            raise NotFound(f"The operation {operation_id} is not found.")
-        return operation
-
     async def queryable(self) -> list[QueryTagRecord]:
         """Ready tags with QIDO enabled: the ones the search catalog adds."""
         return [t for t in await self._store.list_tags() if t.queryable]

@@ -14,7 +14,8 @@ from collections.abc import AsyncGenerator, Callable
 
 from starlette.requests import ClientDisconnect, Request
 
-from dicom_core.errors import BadRequest, PayloadTooLarge
+from dicom_core.domain.media_types import JSON
+from dicom_core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 
 def check_declared_length(
@@ -53,3 +54,14 @@ async def read_limited(request: Request, limit: int, *, what: str = "request bod
         )
 
     return b"".join([chunk async for chunk in limited_chunks(request, limit, too_large)])
+
+
+async def read_json_bytes(request: Request, limit: int) -> bytes:
+    """A JSON request body, unparsed: refused with 415 when it is declared as anything but
+    JSON (no Content-Type is taken as JSON), and with 413 past ``limit``."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type and content_type != JSON and not content_type.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"The content type '{content_type}' is not supported; send application/json."
+        )
+    return await read_limited(request, limit)

@@ -20,11 +20,12 @@ from dicom_core.domain.extended_query_tags import (
     resolve_path,
 )
 from dicom_core.domain.media_types import JSON
-from dicom_core.errors import BadRequest, UnsupportedMediaType
+from dicom_core.errors import BadRequest
 from dicom_core.query.parser import MAX_OFFSET
-from dicom_core.storage.ports import OperationRecord, QueryTagRecord
-from dicom_core.web.bodies import read_limited
+from dicom_core.storage.ports import QueryTagRecord
+from dicom_core.web.bodies import read_json_bytes
 from dicom_core.web.context import api_version, base_url
+from dicom_core.web.operations import operation_reference
 from dicom_core.web.query_params import int_param
 
 
@@ -56,26 +57,8 @@ def tag_json(tag: QueryTagRecord, base_url: str) -> dict[str, Any]:
     return body
 
 
-def operation_json(operation: OperationRecord, base_url: str) -> dict[str, Any]:
-    """The spec's Operation object."""
-    return {
-        "operationId": operation.operation_id,
-        "type": operation.type,
-        "createdTime": operation.created_at,
-        "lastUpdatedTime": operation.updated_at,
-        "status": operation.status,
-        "percentComplete": operation.percent_complete,
-        "resources": [f"{base_url}/extendedquerytags/{p}" for p in operation.resources],
-    }
-
-
 async def _read_json(request: Request, services: Services) -> Any:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type and content_type != JSON and not content_type.endswith("+json"):
-        raise UnsupportedMediaType(
-            f"The content type '{content_type}' is not supported; send application/json."
-        )
-    body = await read_limited(request, services.settings.max_json_body_bytes)
+    body = await read_json_bytes(request, services.settings.max_json_body_bytes)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -97,8 +80,8 @@ async def add_tags(request: Request, services: Services) -> Response:
     except QueryTagError as exc:
         raise BadRequest(str(exc)) from exc
     operation = await service.add(definitions)
-    href = f"{base_url(request, version)}/operations/{operation.operation_id}"
-    return _json({"id": operation.operation_id, "href": href}, 202, {"Location": href})
+    reference = operation_reference(operation.operation_id, base_url(request, version))
+    return _json(reference, 202, {"Location": reference["href"]})
 
 
 async def list_tags(request: Request, services: Services) -> Response:
@@ -132,10 +115,3 @@ async def tag_errors(request: Request, services: Services) -> Response:
     offset = int_param(request, "offset", default=0, minimum=0, maximum=MAX_OFFSET)
     errors = await services.query_tags.errors(path, limit=limit, offset=offset)
     return _json(errors)
-
-
-async def operation(request: Request, services: Services) -> Response:
-    base = base_url(request, api_version(request))
-    operation_id = str(request.path_params.get("operationId", "")).strip()
-    found = await services.query_tags.operation(operation_id)
-    return _json(operation_json(found, base), 200 if found.done else 202)

@@ -21,6 +21,7 @@ from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
 from tests.support.factories import make_dataset, multipart, to_bytes
 from tests.support.index_rows import add_instance
+from tests.support.operations import wait_done
 from tests.support.server import Server, backend_server, start_server, stop_server
 
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=DICOMwebBoundary'
@@ -38,24 +39,6 @@ def eqt_server(
 def http(eqt_server: Server) -> Iterator[httpx.Client]:
     with eqt_server.client() as client:
         yield client
-
-
-def wait_done(
-    client: httpx.Client, href: str, timeout: float = 60
-) -> tuple[dict[str, Any], list[int]]:
-    """Poll an operation until it is done; returns it and the percentages seen on the way."""
-    seen: list[int] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        response = client.get(href)
-        body = response.json()
-        seen.append(body["percentComplete"])
-        if body["status"] in ("Completed", "Failed"):
-            assert response.status_code == 200
-            return body, seen
-        assert response.status_code == 202, response.text
-        time.sleep(0.05)
-    raise AssertionError(f"operation {href} did not finish: {seen[-5:]}")
 
 
 def add_tags(client: httpx.Client, tags: list[dict[str, Any]]) -> dict[str, Any]:

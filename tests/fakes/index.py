@@ -95,6 +95,7 @@ class FakeIndexStore:
 
     async def commit_versions(self, versions: Sequence[NewVersion]) -> VersionsCommitted:
         committed: list[InstanceKey] = []
+        watermarks: list[int] = []
         changed: list[InstanceKey] = []
         obsolete: list[str] = []
         for version in versions:  # in one step, as a transaction would
@@ -120,8 +121,10 @@ class FakeIndexStore:
             self.feed.metadata[reservation.watermark] = version.instance.metadata_json
             self.feed.record(ChangeAction.UPDATE, key, reservation.watermark)
             committed.append(key)
+            watermarks.append(reservation.watermark)
         return VersionsCommitted(
             committed=tuple(committed),
+            watermarks=tuple(watermarks),
             changed=tuple(changed),
             obsolete_blob_keys=tuple(obsolete),
             tags_indexed=False,

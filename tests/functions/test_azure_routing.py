@@ -78,7 +78,12 @@ REQUESTS = [
     ("PATCH", "/v2/extendedquerytags/00101001", "eqt.tag"),
     ("DELETE", "/v2/extendedquerytags/00101001", "eqt.tag"),
     ("GET", "/v2/extendedquerytags/00101001/errors", "eqt.tag_errors"),
-    ("GET", "/v2/operations/1d4b2a3c-9f8e-4c1b-a2d3-4e5f6a7b8c9d", "eqt.operation"),
+    ("GET", "/v2/operations/1d4b2a3c-9f8e-4c1b-a2d3-4e5f6a7b8c9d", "operations.operation"),
+    ("POST", "/v2/studies/$bulkUpdate", "bulk_update.start_bulk_update"),
+    ("POST", "/v2/studies/$BULKUPDATE", "bulk_update.start_bulk_update"),
+    ("POST", "/v1/studies/$bulkUpdate", "bulk_update.start_bulk_update"),
+    ("GET", "/v2/changefeed?offset=3", "change_feed.read_changes"),
+    ("GET", "/v1/changefeed/latest", "change_feed.latest_change"),
 ]
 
 # One wrong method and one unknown URL per family: both reach the catch-all, which answers
@@ -92,6 +97,7 @@ WRONG_METHODS = [
     ("DELETE", "/v2/workitems"),
     ("PUT", "/v2/extendedquerytags"),
     ("DELETE", "/v2/operations/1d4b2a3c-9f8e-4c1b-a2d3-4e5f6a7b8c9d"),
+    ("POST", "/v2/changefeed"),
 ]
 UNKNOWN = [
     ("POST", "/studies"),

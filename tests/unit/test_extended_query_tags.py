@@ -121,7 +121,8 @@ async def test_a_batch_handled_twice_changes_nothing(tmp_path: Path) -> None:
         await queue.complete(message)
         handled += 1
     assert handled == 3  # 3 + 3 + 1 instances
-    done = await service.operation(operation.operation_id)
+    done = await store.get_operation(operation.operation_id)
+    assert done is not None
     assert (done.status, done.percent_complete) == ("Completed", 100)
     assert (await service.get("00101010")).status == "Ready"
     rows = db.connection().execute("SELECT COUNT(*) FROM eqt_value").fetchone()
@@ -192,7 +193,7 @@ async def test_store_time_indexing_leaves_an_invalid_value_out_without_an_error(
     while messages := await queue.receive(REINDEX_QUEUE, max_messages=1):
         await ReindexJob(store).handle_message(messages[0].body)
         await queue.complete(messages[0])
-    assert (await service.operation(operation.operation_id)).status == "Completed"
+    assert (await store.get_operation(operation.operation_id)).status == "Completed"
     from dicom_core.domain.model import InstanceKey
 
     key = InstanceKey(generate_uid(), generate_uid(), generate_uid())

@@ -353,6 +353,7 @@ class SqliteIndexStore:
         for all of them, so readers see every new version or none. Each is reserved and
         committed at once, with its extended query tag values (``hooks``)."""
         committed: list[InstanceKey] = []
+        watermarks: list[int] = []
         changed: list[InstanceKey] = []
         obsolete: list[str] = []
         for version in versions:
@@ -375,9 +376,11 @@ class SqliteIndexStore:
                 obsolete.append(version.blob_key)
             else:
                 committed.append(version.key)
+                watermarks.append(reservation.watermark)
             conn.execute("RELEASE version")
         return VersionsCommitted(
             committed=tuple(committed),
+            watermarks=tuple(watermarks),
             changed=tuple(changed),
             obsolete_blob_keys=tuple(obsolete),
             tags_indexed=True,

@@ -64,6 +64,8 @@ class VersionsCommitted:
     """What ``commit_versions`` did."""
 
     committed: tuple[InstanceKey, ...]
+    watermarks: tuple[int, ...]
+    """The new versions' watermarks, one per ``committed`` instance."""
     changed: tuple[InstanceKey, ...]
     """Instances left as they were: their current version is no longer ``based_on``, or
     another store holds them (their new files are among ``obsolete_blob_keys``)."""

@@ -1,0 +1,298 @@
+"""Bulk update over HTTP (Azure's "Update DICOM files"), on both backends: the operation, the
+new versions, the original kept for ``msdicom-request-original``, QIDO, ETags and the
+change feed after it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from tests.support.factories import make_dataset, to_bytes
+from tests.support.operations import wait_done
+from tests.support.server import start_server, stop_server
+
+DICOM = {"Accept": "application/dicom; transfer-syntax=*"}
+META = {"Accept": "application/dicom+json"}
+ORIGINAL = {"msdicom-request-original": "true"}
+
+
+def store_study(client: httpx.Client, count: int = 3, **attributes: Any) -> list[Dataset]:
+    study = generate_uid()
+    series = [generate_uid(), generate_uid()]
+    datasets = [
+        make_dataset(study_uid=study, series_uid=series[n % 2], **attributes) for n in range(count)
+    ]
+    for ds in datasets:
+        response = client.post(
+            "/v2/studies",
+            content=to_bytes(ds),
+            headers={"Content-Type": "application/dicom", **META},
+        )
+        assert response.status_code == 200, response.text
+    return datasets
+
+
+def instance_path(ds: Dataset) -> str:
+    return (
+        f"/v2/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}"
+    )
+
+
+def update(client: httpx.Client, studies: list[str], change: dict[str, Any]) -> httpx.Response:
+    return client.post(
+        "/v2/studies/$bulkUpdate",
+        json={"studyInstanceUids": studies, "changeDataset": change},
+    )
+
+
+def name(value: str) -> dict[str, Any]:
+    return {"vr": "PN", "Value": [{"Alphabetic": value}]}
+
+
+def latest_sequence(client: httpx.Client) -> int:
+    response = client.get("/v2/changefeed/latest", params={"includeMetadata": "false"})
+    return 0 if response.status_code == 204 else int(response.json()["Sequence"])
+
+
+def test_an_update_rewrites_every_instance_and_keeps_the_original(client: httpx.Client) -> None:
+    datasets = store_study(client, PatientName="Old^Name", PatientID="OLD-ID")
+    study = datasets[0].StudyInstanceUID
+    stored = {ds.SOPInstanceUID: client.get(instance_path(ds), headers=DICOM) for ds in datasets}
+    before = client.get(f"/v2/studies/{study}/metadata", headers=META)
+    feed_start = latest_sequence(client)
+
+    response = update(
+        client,
+        [study],
+        {"00100010": name("New^Name"), "00100020": {"vr": "LO", "Value": ["NEW-ID"]}},
+    )
+    assert response.status_code == 202, response.text
+    reference = response.json()
+    assert reference["href"].endswith(f"/v2/operations/{reference['id']}")
+    assert response.headers["location"] == reference["href"]
+    operation, _ = wait_done(client, reference["href"])
+    assert operation["type"] == "update"
+    assert (operation["status"], operation["percentComplete"]) == ("Completed", 100)
+    assert operation["results"] == {
+        "studyProcessed": 1,
+        "studyUpdated": 1,
+        "studyFailed": 0,
+        "instanceUpdated": 3,
+    }
+
+    # Latest: new values in the files and the metadata; pixels as they were.
+    for ds in datasets:
+        latest = dcmread(io.BytesIO(client.get(instance_path(ds), headers=DICOM).content))
+        assert (str(latest.PatientName), latest.PatientID) == ("New^Name", "NEW-ID")
+        assert latest.PixelData == ds.PixelData
+        assert latest.SOPInstanceUID == ds.SOPInstanceUID
+        original = client.get(instance_path(ds), headers={**DICOM, **ORIGINAL})
+        assert original.content == stored[ds.SOPInstanceUID].content
+        frame = client.get(instance_path(ds) + "/frames/1", headers={"Accept": "*/*"})
+        assert frame.status_code == 200
+    after = client.get(f"/v2/studies/{study}/metadata", headers=META)
+    assert {str(i["00100020"]["Value"][0]) for i in after.json()} == {"NEW-ID"}
+    assert after.headers["etag"] != before.headers["etag"]
+    kept = client.get(f"/v2/studies/{study}/metadata", headers={**META, **ORIGINAL})
+    assert kept.json() == before.json()
+    assert kept.headers["etag"] == before.headers["etag"]
+    revalidated = client.get(
+        f"/v2/studies/{study}/metadata", headers={**META, "If-None-Match": before.headers["etag"]}
+    )
+    assert revalidated.status_code == 200  # the old tag no longer matches the latest
+
+    # Series and study retrieve take the header too.
+    series = datasets[0].SeriesInstanceUID
+    parts = client.get(
+        f"/v2/studies/{study}/series/{series}",
+        headers={"Accept": 'multipart/related; type="application/dicom"', **ORIGINAL},
+    )
+    assert parts.status_code == 200
+    assert b"Old^Name" in parts.content and b"New^Name" not in parts.content
+
+    # QIDO finds the study by its new values only.
+    found = client.get("/v2/studies", params={"PatientID": "NEW-ID"})
+    assert [s["0020000D"]["Value"][0] for s in found.json()] == [study]
+    assert client.get("/v2/studies", params={"PatientID": "OLD-ID"}).status_code == 204
+    instances = client.get("/v2/instances", params={"PatientName": "New^Name"})
+    assert {i["00080018"]["Value"][0] for i in instances.json()} >= {
+        ds.SOPInstanceUID for ds in datasets
+    }
+
+    # The change feed records one update per instance; the creates are replaced.
+    entries = client.get(
+        "/v2/changefeed", params={"offset": "0", "limit": "200", "includeMetadata": "false"}
+    ).json()
+    ours = [e for e in entries if e["StudyInstanceUid"] == study]
+    assert [(e["Action"], e["State"]) for e in ours] == [("create", "replaced")] * 3 + [
+        ("update", "current")
+    ] * 3
+    assert all(e["Sequence"] > feed_start for e in ours if e["Action"] == "update")
+
+
+def test_a_second_update_keeps_the_first_original_and_delete_removes_all(
+    client: httpx.Client,
+) -> None:
+    [ds] = store_study(client, count=1, PatientName="First^Name")
+    study = ds.StudyInstanceUID
+    stored = client.get(instance_path(ds), headers=DICOM).content
+    for value in ("Second^Name", "Third^Name"):
+        response = update(client, [study], {"00100010": name(value)})
+        operation, _ = wait_done(client, response.json()["href"])
+        assert operation["results"]["instanceUpdated"] == 1
+    original = client.get(instance_path(ds), headers={**DICOM, **ORIGINAL})
+    assert original.content == stored
+    latest = dcmread(io.BytesIO(client.get(instance_path(ds), headers=DICOM).content))
+    assert str(latest.PatientName) == "Third^Name"
+
+    assert client.delete(f"/v2/studies/{study}").status_code == 204
+    assert client.get(instance_path(ds), headers={**DICOM, **ORIGINAL}).status_code == 404
+    assert client.get(instance_path(ds), headers=DICOM).status_code == 404
+
+
+def test_a_replacing_store_drops_the_original(client: httpx.Client) -> None:
+    [ds] = store_study(client, count=1, PatientName="Before^Put")
+    study = ds.StudyInstanceUID
+    wait_done(client, update(client, [study], {"00100010": name("Updated^Name")}).json()["href"])
+    ds.PatientName = "Put^Name"
+    response = client.put(
+        "/v2/studies",
+        content=to_bytes(ds),
+        headers={"Content-Type": "application/dicom", **META},
+    )
+    assert response.status_code == 200
+    for headers in (DICOM, {**DICOM, **ORIGINAL}):
+        got = dcmread(io.BytesIO(client.get(instance_path(ds), headers=headers).content))
+        assert str(got.PatientName) == "Put^Name"
+
+
+def test_unknown_studies_fail_the_operation_and_name_the_study(client: httpx.Client) -> None:
+    [ds] = store_study(client, count=1)
+    missing = generate_uid()
+    response = update(client, [ds.StudyInstanceUID, missing], {"00100010": name("X^Y")})
+    operation, _ = wait_done(client, response.json()["href"])
+    assert operation["status"] == "Failed"
+    results = operation["results"]
+    assert (results["studyProcessed"], results["studyUpdated"], results["studyFailed"]) == (
+        2,
+        1,
+        1,
+    )
+    assert results["instanceUpdated"] == 1
+    assert any(missing in error for error in results["errors"])
+
+
+def body(studies: list[str], change: dict[str, Any] | None) -> dict[str, Any]:
+    sent: dict[str, Any] = {"studyInstanceUids": studies}
+    if change is not None:
+        sent["changeDataset"] = change
+    return sent
+
+
+@pytest.mark.parametrize(
+    ("sent", "named"),
+    [
+        (body([], {"00100010": name("A")}), "StudyInstanceUids"),
+        (body([f"1.2.{n}" for n in range(51)], {"00100010": name("A")}), "50"),
+        (body(["1.2.3"], {"00080060": {"vr": "CS", "Value": ["MR"]}}), "Modality"),
+        (body(["1.2.3"], {"00100020": {"vr": "LO"}}), "PatientID"),
+        (body(["not a uid"], {"00100010": name("A")}), "not a uid"),
+        (body(["1.2.3"], None), "changeDataset"),
+    ],
+)
+def test_bad_requests_get_a_400_naming_the_problem(
+    client: httpx.Client, sent: dict[str, Any], named: str
+) -> None:
+    response = client.post("/v2/studies/$bulkUpdate", json=sent)
+    assert response.status_code == 400, response.text
+    assert named.lower() in response.json()["message"].lower()
+
+
+def test_bulk_update_is_a_v2_route_and_takes_json(client: httpx.Client) -> None:
+    sent = body(["1.2.3"], {"00100010": name("A")})
+    assert client.post("/v1/studies/$bulkUpdate", json=sent).status_code == 404
+    response = client.post(
+        "/v2/studies/$bulkUpdate", content=b"<xml/>", headers={"Content-Type": "text/xml"}
+    )
+    assert response.status_code == 415
+    assert client.post("/v2/studies/$bulkUpdate", content=b"{").status_code == 400
+
+
+@pytest.mark.local_backend
+def test_a_killed_update_leaves_each_study_whole_and_completes_after_restart(
+    tmp_path: Path,
+) -> None:
+    """kill -9 mid-operation: every study is wholly before or wholly after the update, a
+    reader never sees one half updated, and the restarted server finishes the operation with
+    the same results as if nothing had happened."""
+    server = start_server(tmp_path)
+    studies: list[str] = []
+    try:
+        with server.client() as client:
+            for _ in range(40):
+                studies.append(store_study(client, PatientName="Before^Kill")[0].StudyInstanceUID)
+            response = update(client, studies, {"00100010": name("After^Kill")})
+            href = response.json()["href"]
+            operation_id = response.json()["id"]
+            deadline = time.monotonic() + 60
+            while client.get(href).json()["percentComplete"] < 10:
+                assert time.monotonic() < deadline
+                for study in studies[:8]:
+                    names = study_names(client, study)
+                    assert len(names) == 1, f"study {study} half updated: {names}"
+            server.process.kill()
+            server.process.wait()
+    finally:
+        if server.process.poll() is None:
+            stop_server(server)
+    at_kill = index_names(server.data_dir / "index.sqlite")
+    assert all(len(at_kill[study]) == 1 for study in studies), at_kill
+    updated = sum(at_kill[study] == {"After^Kill"} for study in studies)
+    assert 0 < updated < len(studies), "the kill fell outside the operation; make it longer"
+
+    (tmp_path / "again").mkdir()
+    restarted = start_server(tmp_path / "again", DATA_DIR=str(server.data_dir))
+    try:
+        with restarted.client() as client:
+            operation, _ = wait_done(client, f"/v2/operations/{operation_id}", timeout=120)
+            assert operation["status"] == "Completed"
+            assert operation["results"] == {
+                "studyProcessed": 40,
+                "studyUpdated": 40,
+                "studyFailed": 0,
+                "instanceUpdated": 120,
+            }
+            for study in studies:
+                assert study_names(client, study) == {"After^Kill"}
+    finally:
+        stop_server(restarted)
+    after = index_names(server.data_dir / "index.sqlite")
+    assert all(after[study] == {"After^Kill"} for study in studies)
+
+
+def study_names(client: httpx.Client, study: str) -> set[str]:
+    response = client.get(f"/v2/studies/{study}/metadata", headers=META)
+    return {i["00100010"]["Value"][0]["Alphabetic"] for i in response.json()}
+
+
+def index_names(path: Path) -> dict[str, set[str]]:
+    """Each study's PatientName values among its current versions, read from the index."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute(
+            "SELECT study_uid, patient_name FROM instance WHERE status = 1"
+        ).fetchall()
+    names: dict[str, set[str]] = {}
+    for study, patient in rows:
+        names.setdefault(study, set()).add(patient)
+    return names
