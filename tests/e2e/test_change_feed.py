@@ -7,6 +7,8 @@ latest sequence it saw before acting, and checks only what its own requests adde
 from __future__ import annotations
 
 import concurrent.futures
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
@@ -14,8 +16,10 @@ import pytest
 from pydicom.dataset import Dataset
 
 from tests.support.factories import make_dataset, to_bytes
+from tests.support.server import ROOT, Server
 
 ACCEPT = {"Accept": "application/dicom+json"}
+EXAMPLE = ROOT / "examples" / "read_changefeed.py"
 
 
 def store(client: httpx.Client, ds: Dataset, *, method: str = "POST") -> None:
@@ -190,3 +194,25 @@ def test_a_window_in_the_future_is_empty(client: httpx.Client) -> None:
     response = client.get("/v2/changefeed", params={"startTime": tomorrow})
     assert response.status_code == 200
     assert response.json() == []
+
+
+def test_the_readme_example_reads_every_change_once_in_order(
+    client: httpx.Client, server: Server
+) -> None:
+    """examples/read_changefeed.py, as the README runs it: from a sequence, pages of 100."""
+    start = latest_sequence(client)
+    datasets = [make_dataset() for _ in range(150)]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda ds: store(client, ds), datasets))
+    run = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--url", server.url, "--offset", str(start)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = [line.split() for line in run.stdout.splitlines()]
+    assert [int(line[0]) for line in lines] == list(range(start + 1, start + 151))
+    assert sorted(line[3] for line in lines) == sorted(ds.SOPInstanceUID for ds in datasets)
+    assert {(line[1], line[2]) for line in lines} == {("create", "current")}
+    assert run.stderr.strip() == f"last sequence: {start + 150}"
