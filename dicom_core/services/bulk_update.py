@@ -15,8 +15,9 @@ drives the steps, one study each). For each instance of the study, as currently 
    index: one transaction), so a reader sees the study wholly before or wholly after.
 
 An instance whose values already are the request's is left as it is, and counted as updated:
-a step repeated after its commit finds them so, writes nothing twice, and reports the same. An instance stored, replaced or deleted
-while the step ran (``VersionsCommitted.changed``) is read again and retried.
+a step repeated after its commit finds them so, writes nothing twice, and reports the same.
+An instance stored, replaced or deleted while the step ran (``VersionsCommitted.changed``)
+is read again and retried.
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 The body names the studies and the attributes to change (``dicom_core.domain.bulk_update``
 checks it all before anything starts); the answer is 202 with the operation's id and href,
-whose record reports progress and results (``dicom_core.jobs.bulk_update``). As in Azure, the
-route exists from v2 on: v1 answers 404. A study another unfinished operation is updating
-makes the request a 409 naming it.
+whose record reports progress and results (``dicom_core.jobs.bulk_update``). A study another
+unfinished operation is updating makes the request a 409 naming it.
+
+Azure serves the route from v2 on and answers 404 on v1; here v1 serves it too, because
+Microsoft's own Postman collection calls it under a ``baseUrl`` that ends in ``/v1``.
 """
 
 from __future__ import annotations
@@ -16,20 +18,15 @@ from starlette.responses import Response
 from dicom_core.bootstrap import Services
 from dicom_core.domain.bulk_update import BulkUpdateRequestError, parse_bulk_update_request
 from dicom_core.domain.media_types import JSON
-from dicom_core.errors import BadRequest, Conflict, NotFound
+from dicom_core.errors import BadRequest, Conflict
 from dicom_core.storage.ports import OperationConflict
 from dicom_core.web.bodies import read_json_bytes
 from dicom_core.web.context import api_version, base_url
 from dicom_core.web.operations import operation_reference
 
-#: The first API version with bulk update.
-FIRST_VERSION = 2
-
 
 async def start_bulk_update(request: Request, services: Services) -> Response:
     version = api_version(request)
-    if version < FIRST_VERSION:
-        raise NotFound(f"Bulk update is available from API version v{FIRST_VERSION} on.")
     body = await read_json_bytes(request, services.settings.max_json_body_bytes)
     try:
         parsed = parse_bulk_update_request(body)

@@ -219,9 +219,30 @@ def test_bad_requests_get_a_400_naming_the_problem(
     assert named.lower() in response.json()["message"].lower()
 
 
-def test_bulk_update_is_a_v2_route_and_takes_json(client: httpx.Client) -> None:
-    sent = body(["1.2.3"], {"00100010": name("A")})
-    assert client.post("/v1/studies/$bulkUpdate", json=sent).status_code == 404
+def test_microsofts_postman_request_succeeds_as_written(client: httpx.Client) -> None:
+    """The collection's Bulk-update-study: POST {{baseUrl}}/studies/$bulkupdate, baseUrl
+    ending in /v1, a raw JSON body with CRLF line ends (Postman sends application/json)."""
+    [ds] = store_study(client, count=1)
+    raw = (
+        '{\r\n   "studyInstanceUids": ["STUDY"],\r\n    "changeDataset": { \r\n'
+        '        "00100010": { \r\n            "vr": "PN", \r\n            "Value": \r\n'
+        '            [\r\n                { \r\n                    "Alphabetic":'
+        ' "New Patient Name" \r\n                }\r\n            ] \r\n        } \r\n'
+        "    }\r\n}"
+    ).replace("STUDY", ds.StudyInstanceUID)
+    response = client.post(
+        "/v1/studies/$bulkupdate",
+        content=raw.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 202, response.text
+    operation, _ = wait_done(client, f"/v1/operations/{response.json()['id']}")
+    assert operation["status"] == "Completed"
+    latest = dcmread(io.BytesIO(client.get(instance_path(ds), headers=DICOM).content))
+    assert str(latest.PatientName) == "New Patient Name"
+
+
+def test_bulk_update_takes_json_only(client: httpx.Client) -> None:
     response = client.post(
         "/v2/studies/$bulkUpdate", content=b"<xml/>", headers={"Content-Type": "text/xml"}
     )
