@@ -469,16 +469,14 @@ class CosmosIndexStore:
     async def get_instance(
         self, key: InstanceKey, *, original: bool = False
     ) -> InstanceRecord | None:
-        if original:
-            raise NotImplementedError("versions on Cosmos DB: next commit")
-        return await self._session.run(lambda c: reads.read_instance(c, key))
+        return await self._session.run(lambda c: reads.read_instance(c, key, original))
 
     async def list_instances(
         self, study_uid: str, series_uid: str | None = None, *, original: bool = False
     ) -> list[InstanceRecord]:
-        if original:
-            raise NotImplementedError("versions on Cosmos DB: next commit")
-        return await self._session.run(lambda c: reads.list_records(c, study_uid, series_uid))
+        return await self._session.run(
+            lambda c: reads.list_records(c, study_uid, series_uid, original)
+        )
 
     async def get_metadata(
         self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
@@ -495,10 +493,8 @@ class CosmosIndexStore:
         *,
         original: bool = False,
     ) -> str | None:
-        if original:
-            raise NotImplementedError("versions on Cosmos DB: next commit")
         return await self._session.run(
-            lambda c: reads.read_metadata_version(c, study_uid, series_uid, sop_uid)
+            lambda c: reads.read_metadata_version(c, study_uid, series_uid, sop_uid, original)
         )
 
     async def get_versioned_metadata(
@@ -509,10 +505,8 @@ class CosmosIndexStore:
         *,
         original: bool = False,
     ) -> VersionedMetadata:
-        if original:
-            raise NotImplementedError("versions on Cosmos DB: next commit")
         return await self._session.run(
-            lambda c: reads.read_versioned_metadata(c, study_uid, series_uid, sop_uid)
+            lambda c: reads.read_versioned_metadata(c, study_uid, series_uid, sop_uid, original)
         )
 
     async def commit_versions(self, versions: Sequence[NewVersion]) -> VersionsCommitted:

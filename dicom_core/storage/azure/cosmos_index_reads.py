@@ -18,32 +18,46 @@ from dicom_core.storage.azure import cosmos_docs as docs
 from dicom_core.storage.azure.cosmos_extended_values import resolve_extended
 from dicom_core.storage.azure.cosmos_io import query_items, read_item
 from dicom_core.storage.azure.cosmos_query import run_search
-from dicom_core.storage.azure.cosmos_schema import INSTANCE, instance_id
+from dicom_core.storage.azure.cosmos_schema import INSTANCE, ORIGINAL, instance_id, original_id
 from dicom_core.storage.azure.cosmos_session import Containers, unpack_all, unpack_metadata
 from dicom_core.storage.ports import VersionedMetadata
 
 Doc = dict[str, Any]
 
 
-async def read_instance(c: Containers, key: InstanceKey) -> InstanceRecord | None:
+async def read_instance(
+    c: Containers, key: InstanceKey, original: bool = False
+) -> InstanceRecord | None:
+    """The current version (one point read); with ``original``, the kept original when the
+    current version says there is one (a second point read)."""
     doc = await read_item(c.index, instance_id(key.series_uid, key.sop_uid), key.study_uid)
+    if doc is not None and original and doc.get("hasOriginal"):
+        doc = await read_item(c.index, original_id(key.series_uid, key.sop_uid), key.study_uid)
     return docs.record_from_document(doc) if doc else None
 
 
 async def list_records(
-    c: Containers, study_uid: str, series_uid: str | None
+    c: Containers, study_uid: str, series_uid: str | None, original: bool = False
 ) -> list[InstanceRecord]:
-    found = await scope_query(c.index, docs.RECORD_FIELDS, study_uid, series_uid, None)
+    found = await scope_query(
+        c.index, docs.RECORD_FIELDS, study_uid, series_uid, None, original=original
+    )
     return [docs.record_from_document(doc) for doc in found]
 
 
 def scope_filter(
-    study_uid: str, series_uid: str | None, sop_uid: str | None
+    study_uid: str, series_uid: str | None, sop_uid: str | None, original: bool = False
 ) -> tuple[str, dict[str, object]]:
     """The WHERE condition and its parameters that select the instance documents of a study,
-    a series or one instance (in the study's partition)."""
-    clauses = ["c.pk = @pk", "c.kind = @kind"]
+    a series or one instance (in the study's partition); with ``original``, the kept
+    originals too (``pick_versions`` then keeps one document per instance)."""
+    clauses = [
+        "c.pk = @pk",
+        "(c.kind = @kind OR c.kind = @original)" if original else "c.kind = @kind",
+    ]
     params: dict[str, object] = {"@pk": study_uid, "@kind": INSTANCE}
+    if original:
+        params["@original"] = ORIGINAL
     if series_uid is not None:
         clauses.append("c.series = @series")
         params["@series"] = series_uid
@@ -53,33 +67,56 @@ def scope_filter(
     return " AND ".join(clauses), params
 
 
+def pick_versions(found: list[Doc]) -> list[Doc]:
+    """One document per instance from a scope read with originals, oldest first: the kept
+    original where there is one, else the current version."""
+    originals = {(d["series"], d["sop"]) for d in found if d.get("kind") == ORIGINAL}
+    return [
+        d for d in found if d.get("kind") == ORIGINAL or (d["series"], d["sop"]) not in originals
+    ]
+
+
 async def scope_query(
     index: Any,
     fields: str,
     study_uid: str,
     series_uid: str | None,
     sop_uid: str | None,
+    *,
+    original: bool = False,
 ) -> list[Doc]:
-    """The ``fields`` of the instances of a study, series or instance, oldest first."""
-    where, params = scope_filter(study_uid, series_uid, sop_uid)
-    projection = ", ".join(f"c.{name.strip()}" for name in fields.split(","))
-    return await query_items(
+    """The ``fields`` of the instances of a study, series or instance, oldest first (with
+    ``original``, each one's kept original where it has one)."""
+    where, params = scope_filter(study_uid, series_uid, sop_uid, original)
+    names = [name.strip() for name in fields.split(",")]
+    if original:
+        names += [name for name in ("kind", "series", "sop") if name not in names]
+    projection = ", ".join(f"c.{name}" for name in names)
+    found = await query_items(
         index,
         f"SELECT {projection} FROM c WHERE {where} ORDER BY c.wm",
         params,
         partition=study_uid,
     )
+    return pick_versions(found) if original else found
 
 
 async def _metadata_scope(
-    c: Containers, fields: str, study_uid: str, series_uid: str | None, sop_uid: str | None
+    c: Containers,
+    fields: str,
+    study_uid: str,
+    series_uid: str | None,
+    sop_uid: str | None,
+    original: bool = False,
 ) -> list[Doc]:
     """The instance documents of a metadata request, oldest first: one point read for an
-    instance, else one query projecting ``fields``."""
+    instance (two for its original), else one query projecting ``fields``."""
     if series_uid is not None and sop_uid is not None:
         doc = await read_item(c.index, instance_id(series_uid, sop_uid), study_uid)
+        if doc is not None and original and doc.get("hasOriginal"):
+            doc = await read_item(c.index, original_id(series_uid, sop_uid), study_uid)
         return [doc] if doc else []
-    return await scope_query(c.index, fields, study_uid, series_uid, sop_uid)
+    return await scope_query(c.index, fields, study_uid, series_uid, sop_uid, original=original)
 
 
 def _version(found: list[Doc]) -> str | None:
@@ -94,19 +131,30 @@ async def read_metadata(
 
 
 async def read_metadata_version(
-    c: Containers, study_uid: str, series_uid: str | None, sop_uid: str | None
+    c: Containers,
+    study_uid: str,
+    series_uid: str | None,
+    sop_uid: str | None,
+    original: bool = False,
 ) -> str | None:
     """``IndexStore.metadata_version``: the watermarks of the scope, as ``read_metadata``
     finds its instances, without their metadata (one point read or one projected query)."""
-    return _version(await _metadata_scope(c, "wm", study_uid, series_uid, sop_uid))
+    fields = "wm, hasOriginal"
+    return _version(await _metadata_scope(c, fields, study_uid, series_uid, sop_uid, original))
 
 
 async def read_versioned_metadata(
-    c: Containers, study_uid: str, series_uid: str | None, sop_uid: str | None
+    c: Containers,
+    study_uid: str,
+    series_uid: str | None,
+    sop_uid: str | None,
+    original: bool = False,
 ) -> VersionedMetadata:
     """Both of the above from one point read or one query (slices of a split document
     aside): the version is that of the very documents returned."""
-    found = await _metadata_scope(c, "wm, meta, metaParts", study_uid, series_uid, sop_uid)
+    found = await _metadata_scope(
+        c, "wm, meta, metaParts", study_uid, series_uid, sop_uid, original
+    )
     documents = await unpack_all(c.index, study_uid, found)
     return VersionedMetadata(version=_version(found), documents=tuple(documents))
 

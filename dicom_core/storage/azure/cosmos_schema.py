@@ -29,6 +29,10 @@ transactional batch, and a study-scoped read is a single-partition query. Docume
   keys are being propagated to its series and instances.
 - ``feed`` (``f|{seq}``): a change feed entry (create, update, delete) with its sequence.
 - ``metapart`` (``m|{watermark}|{n}``): a slice of DICOM JSON too large for one document.
+- ``original`` (``v|{series}|{sop}``): the version of an instance first stored, kept when a
+  bulk update rewrote it (the instance document then says ``hasOriginal``); the same fields
+  as an instance document, read only for ``msdicom-request-original``. QIDO and the reindex
+  read ``instance`` documents only, so they never see it.
 
 Container ``system`` (``DICOM_COSMOS_SYSTEM_CONTAINER``), partition key ``/pk``: counters
 (``pk`` "counter": ``watermark``, ``changefeed``; atomic ``incr`` patches), workitems
@@ -50,6 +54,7 @@ SERIES = "series"
 STUDY = "study"
 FEED = "feed"
 METAPART = "metapart"
+ORIGINAL = "original"
 
 STUDY_DOC_ID = "study"
 COUNTER_PARTITION = "counter"
@@ -63,6 +68,10 @@ def instance_id(series_uid: str, sop_uid: str) -> str:
 
 def reservation_id(series_uid: str, sop_uid: str) -> str:
     return f"r|{series_uid}|{sop_uid}"
+
+
+def original_id(series_uid: str, sop_uid: str) -> str:
+    return f"v|{series_uid}|{sop_uid}"
 
 
 def series_id(series_uid: str) -> str:
