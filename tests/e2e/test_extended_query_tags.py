@@ -349,3 +349,24 @@ def test_store_warning_on_an_indexed_tag_is_not_an_indexing_error(http: httpx.Cl
     )
     assert found.status_code == 204
     assert "erroneous-dicom-attributes" not in found.headers
+
+
+def test_a_bulk_update_reindexes_the_attributes_it_changes(http: httpx.Client) -> None:
+    """Extended query tags stay consistent: the new versions' values replace the old ones."""
+    study, _, _ = store(http, Occupation="Baker")
+    wait_done(http, add_tags(http, [{"path": "Occupation", "level": "Study"}])["href"])
+    found = http.get("/v2/studies", params={"Occupation": "Baker", "StudyInstanceUID": study})
+    assert found.status_code == 200
+    response = http.post(
+        "/v2/studies/$bulkUpdate",
+        json={
+            "studyInstanceUids": [study],
+            "changeDataset": {"00102180": {"vr": "SH", "Value": ["Smith"]}},
+        },
+    )
+    operation, _ = wait_done(http, response.json()["href"])
+    assert operation["status"] == "Completed"
+    updated = http.get("/v2/studies", params={"Occupation": "Smith", "StudyInstanceUID": study})
+    assert [s["0020000D"]["Value"][0] for s in updated.json()] == [study]
+    old = http.get("/v2/studies", params={"Occupation": "Baker", "StudyInstanceUID": study})
+    assert old.status_code == 204
