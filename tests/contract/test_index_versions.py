@@ -6,13 +6,15 @@ from __future__ import annotations
 from uuid import uuid4
 
 import orjson
+import pytest
 
 from dicom_core.domain.change_feed import ChangeState
 from dicom_core.domain.identifiers import blob_key_for
 from dicom_core.domain.model import InstanceKey, StoredInstance
+from dicom_core.services.external_metadata import parse_headers
 from dicom_core.storage.ports import ChangeQuery, IndexStore, NewVersion, VersionsCommitted
 from tests.contract.test_index_store import instance, new_key, store
-from tests.support.stores import Stores
+from tests.support.stores import MEMORY, Stores
 
 
 def marked(key: InstanceKey, marker: str, patient_id: str = "P1") -> StoredInstance:
@@ -163,3 +165,19 @@ async def test_an_instance_another_store_holds_is_left_alone(stores: Stores) -> 
     await index.abort_instance(held)
     current = await index.get_instance(key)
     assert current is not None and current.watermark == first
+
+
+async def test_deleting_an_updated_studys_last_instance_drops_its_external_metadata(
+    stores: Stores,
+) -> None:
+    if stores.backend == MEMORY:
+        pytest.skip("the fakes keep external metadata apart from the index")
+    index, key = stores.index, new_key()
+    first = await store(index, key)
+    [value] = parse_headers([("msdicom-meta-LO-00091001", "kept with the study")])
+    await stores.ports.external_metadata.save([key.study_uid], [value])
+    await update(index, [key], [first], "v2")
+    assert (await stores.ports.external_metadata.study_values([key.study_uid]))[key.study_uid]
+    await index.delete_instances(key.study_uid, key.series_uid, key.sop_uid)
+    values = await stores.ports.external_metadata.study_values([key.study_uid])
+    assert not values.get(key.study_uid)

@@ -227,9 +227,14 @@ BEGIN
         AND NOT EXISTS (SELECT 1 FROM instance WHERE study_uid = old.study_uid AND status = 1);
 END;
 -- External metadata belongs to its study: it goes when the study's last instance is deleted
--- (not when one is replaced: the new version is reserved, status 0, at that moment).
-CREATE TRIGGER IF NOT EXISTS external_metadata_study_delete AFTER DELETE ON instance
-    WHEN old.status = 1 AND NOT EXISTS (SELECT 1 FROM instance WHERE study_uid = old.study_uid)
+-- (not when one is replaced: the new version is reserved, status 0, at that moment). A
+-- delete removes an updated instance's original (status 2) in the same statement; the
+-- trigger fires on either kind of row, so whichever goes last takes the metadata with it,
+-- whatever order the statement deletes them in (version 1 fired on status 1 only).
+DROP TRIGGER IF EXISTS external_metadata_study_delete;
+CREATE TRIGGER IF NOT EXISTS external_metadata_study_delete_v2 AFTER DELETE ON instance
+    WHEN old.status IN (1, 2)
+        AND NOT EXISTS (SELECT 1 FROM instance WHERE study_uid = old.study_uid)
 BEGIN
     DELETE FROM external_metadata WHERE study_uid = old.study_uid;
 END;
