@@ -1,0 +1,167 @@
+"""``StudyUpdater`` on fakes: one study's step of a bulk update, instance by instance."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import orjson
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from dicom_core.domain.bulk_update import BulkUpdateRequest, parse_bulk_update_request
+from dicom_core.domain.instance import parse_instance
+from dicom_core.domain.model import InstanceKey
+from dicom_core.services.blob_cleanup import BlobJanitor
+from dicom_core.services.bulk_update import StudyUpdater, already_applied
+from dicom_core.services.staging import StagingArea
+from dicom_core.storage.ports import NewVersion, VersionsCommitted
+from tests.fakes import Fakes
+from tests.support.factories import make_dataset, to_bytes
+
+
+def request(study: str, change: dict[str, object]) -> BulkUpdateRequest:
+    body = {"studyInstanceUids": [study], "changeDataset": change}
+    return parse_bulk_update_request(orjson.dumps(body))
+
+
+NEW_NAME = {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "New^Name"}]}}
+
+
+async def put(fakes: Fakes, tmp_path: Path, ds: Dataset, *, upsert: bool = False) -> int:
+    """Store ``ds`` in the fakes as the two-step store does; its watermark."""
+    path = tmp_path / f"{generate_uid()}.dcm"
+    path.write_bytes(to_bytes(ds))
+    parsed = parse_instance(path)
+    reservation = await fakes.index.begin_instance(parsed.key, upsert=upsert)
+    fakes.blobs.objects[reservation.blob_key] = path.read_bytes()
+    await fakes.index.commit_instance(reservation, parsed)
+    return reservation.watermark
+
+
+def updater(fakes: Fakes, tmp_path: Path, indexed: list[tuple[InstanceKey, int]]) -> StudyUpdater:
+    async def index_tags(key: InstanceKey, watermark: int, metadata: bytes) -> None:
+        indexed.append((key, watermark))
+
+    return StudyUpdater(
+        fakes.index,
+        fakes.blobs,
+        BlobJanitor(fakes.blobs, fakes.queue),
+        StagingArea(tmp_path / "staging"),
+        after_commit=index_tags,
+    )
+
+
+async def current_dataset(fakes: Fakes, key: InstanceKey) -> Dataset:
+    record = await fakes.index.get_instance(key)
+    assert record is not None
+    return dcmread(io.BytesIO(fakes.blobs.objects[record.blob_key]))
+
+
+async def test_every_instance_gets_a_new_version_and_its_tags_indexed(tmp_path: Path) -> None:
+    fakes = Fakes()
+    study = generate_uid()
+    datasets = [make_dataset(study_uid=study, PatientName="Old^Name") for _ in range(2)]
+    for ds in datasets:
+        await put(fakes, tmp_path, ds)
+    indexed: list[tuple[InstanceKey, int]] = []
+    outcome = await updater(fakes, tmp_path, indexed).update_study(
+        study, request(study, NEW_NAME), operation_id="op1"
+    )
+    assert (outcome.found, outcome.instances_updated, outcome.errors) == (True, 2, [])
+    keys = [InstanceKey(study, ds.SeriesInstanceUID, ds.SOPInstanceUID) for ds in datasets]
+    for key, ds in zip(keys, datasets, strict=True):
+        latest = await current_dataset(fakes, key)
+        assert str(latest.PatientName) == "New^Name"
+        assert latest.PixelData == ds.PixelData
+        assert latest.preamble == b"\x00" * 128
+        record = await fakes.index.get_instance(key)
+        assert record is not None
+        assert record.blob_key.endswith(
+            f"op1-{(await fakes.index.get_instance(key, original=True)).watermark}.dcm"
+        )  # type: ignore[union-attr]
+    assert sorted(key for key, _ in indexed) == sorted(keys)
+    assert not list((tmp_path / "staging").iterdir())  # nothing left behind
+
+
+async def test_a_repeated_step_writes_nothing_and_counts_the_same(tmp_path: Path) -> None:
+    fakes = Fakes()
+    ds = make_dataset(PatientName="Old^Name")
+    await put(fakes, tmp_path, ds)
+    study = ds.StudyInstanceUID
+    run = updater(fakes, tmp_path, [])
+    await run.update_study(study, request(study, NEW_NAME), operation_id="op1")
+    files = dict(fakes.blobs.objects)
+    again = await run.update_study(study, request(study, NEW_NAME), operation_id="op1")
+    assert (again.instances_updated, again.errors) == (1, [])
+    assert fakes.blobs.objects == files
+
+
+async def test_an_instance_replaced_during_the_step_is_updated_from_its_new_content(
+    tmp_path: Path,
+) -> None:
+    fakes = Fakes()
+    ds = make_dataset(PatientName="Old^Name", PatientID="FIRST")
+    await put(fakes, tmp_path, ds)
+    study, commit = ds.StudyInstanceUID, fakes.index.commit_versions
+    replaced = make_dataset(
+        study_uid=study,
+        series_uid=ds.SeriesInstanceUID,
+        sop_uid=ds.SOPInstanceUID,
+        PatientName="Old^Name",
+        PatientID="PUT",
+    )
+
+    async def put_first(versions: list[NewVersion]) -> VersionsCommitted:
+        fakes.index.commit_versions = commit  # type: ignore[method-assign]
+        await put(fakes, tmp_path, replaced, upsert=True)  # a PUT wins the race
+        return await commit(versions)
+
+    fakes.index.commit_versions = put_first  # type: ignore[method-assign]
+    outcome = await updater(fakes, tmp_path, []).update_study(
+        study, request(study, NEW_NAME), operation_id="op1"
+    )
+    assert (outcome.instances_updated, outcome.errors) == (1, [])
+    latest = await current_dataset(
+        fakes, InstanceKey(study, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    )
+    assert (str(latest.PatientName), latest.PatientID) == ("New^Name", "PUT")
+
+
+async def test_an_instance_that_cannot_take_the_text_fails_alone(tmp_path: Path) -> None:
+    fakes = Fakes()
+    study = generate_uid()
+    ascii_only = make_dataset(study_uid=study, PatientName="Old^Name")
+    latin = make_dataset(study_uid=study, SpecificCharacterSet="ISO_IR 100", PatientComments="café")
+    for ds in (ascii_only, latin):
+        await put(fakes, tmp_path, ds)
+    change = {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "山田^太郎"}]}}
+    outcome = await updater(fakes, tmp_path, []).update_study(
+        study, request(study, change), operation_id="op1"
+    )
+    assert outcome.instances_updated == 1
+    [error] = outcome.errors
+    assert latin.SOPInstanceUID in error and "ISO_IR 100" in error
+    key = InstanceKey(study, ascii_only.SeriesInstanceUID, ascii_only.SOPInstanceUID)
+    latest = await current_dataset(fakes, key)
+    assert (str(latest.PatientName), latest.SpecificCharacterSet) == ("山田^太郎", "ISO_IR 192")
+
+
+async def test_a_study_without_instances_is_reported_not_found(tmp_path: Path) -> None:
+    study = generate_uid()
+    outcome = await updater(Fakes(), tmp_path, []).update_study(
+        study, request(study, NEW_NAME), operation_id="op1"
+    )
+    assert not outcome.found
+    assert outcome.errors == [f"The study {study} has no stored instances."]
+
+
+@pytest.mark.parametrize("value", ["Old^Name", "Old^Name "])
+def test_already_applied_compares_values_without_padding(value: str) -> None:
+    ds = make_dataset(PatientName=value)
+    assert already_applied(
+        ds, request("1.2.3", {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "Old^Name"}]}})
+    )
+    assert not already_applied(ds, request("1.2.3", NEW_NAME))
