@@ -11,12 +11,14 @@ import re
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError
 
+from dicom_core.domain.model import InstanceKey
 from dicom_core.errors import DependencyFailed
 from dicom_core.query.conditions import QueryResource
 from dicom_core.query.parser import parse_query
 from dicom_core.settings import AzureSettings, Settings, SettingsError
 from dicom_core.storage.azure import cosmos_docs as docs
 from dicom_core.storage.azure.clients import StorageClients, parse_connection_string
+from dicom_core.storage.azure.cosmos_change_feed import plan_sequencing
 from dicom_core.storage.azure.cosmos_query import compile_search, element_regex_for, regex_for
 from dicom_core.storage.azure.factory import build_backend
 from dicom_core.storage.azure.retry import RetryPolicy, is_transient, unexpected
@@ -169,3 +171,88 @@ def test_a_study_scoped_search_is_a_single_partition_query() -> None:
     compiled = compile_search(query)
     assert compiled.partition == "1.2.3"
     assert "c.pk = " in compiled.sql
+
+
+# -- the change feed's sequencer (cosmos_change_feed) ----------------------------------------
+
+
+def _pending(action: str, sop: str, watermark: int, study: str = "1.2") -> dict[str, object]:
+    key = InstanceKey(study, "1.2.3", sop)
+    return docs.pending_change_document(action, key, watermark, "20260101T000000.000000Z")
+
+
+def _live(sop: str, watermark: int, current: int, etag: str) -> dict[str, object]:
+    """An entry already in the feed, as the sequencer reads it."""
+    return {"id": f"p|{etag}", "study": "1.2", "series": "1.2.3", "sop": sop, "wm": watermark,
+            "cur": current, "seq": 1, "_etag": etag}  # fmt: skip
+
+
+def test_a_delete_sorts_between_its_version_and_the_next() -> None:
+    assert (
+        docs.change_order("create", 5)
+        < docs.change_order("delete", 5)
+        < docs.change_order("create", 6)
+        < docs.change_order("update", 7)
+    )
+
+
+def test_changes_of_one_instance_in_one_batch_end_in_the_right_states() -> None:
+    changes = [
+        _pending("update", "9", 20),
+        _pending("delete", "9", 20),
+        _pending("create", "9", 30),
+        _pending("create", "8", 31),
+    ]
+    plan = plan_sequencing(
+        changes, [_live("9", 10, 10, "e1")], {"last": 7, "_etag": "h"}, budget=100
+    )
+    assert [(e["seq"], e["action"], e["cur"]) for e in plan.entries] == [
+        (8, "update", None),
+        (9, "delete", None),
+        (10, "create", 30),
+        (11, "create", 31),
+    ]
+    assert [e["id"] for e in plan.entries] == [c["id"] for c in changes]
+    assert [(entry["id"], current) for entry, current in plan.moves] == [("p|e1", None)]
+    assert plan.last == 11
+    operations = plan.operations({"last": 7, "_etag": "h"})
+    assert operations[-2] == (
+        "replace",
+        (
+            "p|e1",
+            {
+                "id": "p|e1",
+                "study": "1.2",
+                "series": "1.2.3",
+                "sop": "9",
+                "wm": 10,
+                "cur": None,
+                "seq": 1,
+            },
+        ),  # fmt: skip
+        {"if_match_etag": "e1"},
+    )
+    assert operations[-1][0] == "replace" and operations[-1][2] == {"if_match_etag": "h"}
+    assert plan.operations(None)[-1] == (
+        "create",
+        ({"id": "head", "pk": "changefeed", "kind": "feedhead", "last": 11},),
+    )
+
+
+def test_a_batch_takes_the_longest_prefix_that_fits() -> None:
+    changes = [_pending("update", "9", 20), _pending("create", "8", 21)]
+    live = [_live("9", 10, 10, "e1"), _live("9", 5, 10, "e2")]
+    plan = plan_sequencing(changes, live, None, budget=4)  # entry, 2 moves, head
+    assert plan.taken == changes[:1]
+    assert {current for _, current in plan.moves} == {20}
+    assert plan.entries[0]["seq"] == 1
+
+
+def test_moves_that_cannot_fit_beside_the_entry_are_planned_alone() -> None:
+    live = [_live("9", wm, 10, f"e{wm}") for wm in range(1, 11)]
+    plan = plan_sequencing([_pending("update", "9", 20)], live, {"last": 3}, budget=5)
+    assert plan.taken == [] and plan.entries == []
+    assert len(plan.moves) == 10 and {current for _, current in plan.moves} == {20}
+    live_after = [{**entry, "cur": 20} for entry in live]
+    plan = plan_sequencing([_pending("update", "9", 20)], live_after, {"last": 3}, budget=5)
+    assert [e["seq"] for e in plan.entries] == [4] and plan.moves == []

@@ -38,15 +38,15 @@ from dicom_core.domain.model import (
     StoredInstance,
 )
 from dicom_core.storage.azure.cosmos_schema import (
-    FEED,
     INSTANCE,
     METAPART,
+    PENDING_CHANGE,
     SERIES,
     STUDY,
     STUDY_DOC_ID,
-    feed_id,
     instance_id,
     metapart_id,
+    pending_change_id,
     reservation_id,
     series_id,
 )
@@ -304,17 +304,35 @@ class BatchPlan:
         self.add(name, ("delete", (previous["id"],), {"if_match_etag": previous["_etag"]}))
 
 
-def feed_document(sequence: int, action: str, key: InstanceKey, watermark: int, now: str) -> Doc:
+def change_order(action: str, watermark: int) -> int:
+    """Where a change of an instance stands among the changes of that instance.
+
+    The changes of one instance are serialised: a store commits only while it holds the
+    instance's reservation, reservations (and so watermarks) are taken one after the other,
+    and a delete removes the version current at that moment. So the versions of an instance
+    are committed in watermark order, and the delete of a version falls after its commit and
+    before the commit of the next version (which would otherwise have been the one deleted).
+    Ordering by (version, delete after store) is therefore the order of the changes, whatever
+    the order of the requests' other steps: a store may take its watermark, then a delete of
+    the older version may commit, and only then the store. A counter value taken by the
+    delete would put the delete after the store there. Across instances the order does not
+    matter. ``2 * watermark`` stays far below 2**53, so the number is exact in JSON.
+    """
+    return 2 * watermark + (1 if action == "delete" else 0)
+
+
+def pending_change_document(action: str, key: InstanceKey, watermark: int, now: str) -> Doc:
+    """A change recorded in its own batch, for ``cosmos_change_feed``'s sequencer."""
     return {
-        "id": feed_id(sequence),
+        "id": pending_change_id(),
         "pk": key.study_uid,
-        "kind": FEED,
-        "seq": sequence,
+        "kind": PENDING_CHANGE,
         "action": action,
         "study": key.study_uid,
         "series": key.series_uid,
         "sop": key.sop_uid,
         "wm": watermark,
+        "ord": change_order(action, watermark),
         "ts": now,
     }
 
@@ -327,7 +345,6 @@ def plan_commit(
     old_instance: Mapping[str, Any] | None,
     series_doc: Mapping[str, Any] | None,
     study_doc: Mapping[str, Any] | None,
-    sequence: int,
     now: str,
 ) -> BatchPlan:
     """The batch that makes a reserved instance visible and updates its summaries.
@@ -379,7 +396,7 @@ def plan_commit(
     plan.put("series", series, series_doc)
     plan.put("study", study, study_doc)
     action = "update" if old_instance else "create"
-    plan.add("feed", ("create", (feed_document(sequence, action, key, wm, now),)))
+    plan.add("change", ("create", (pending_change_document(action, key, wm, now),)))
     return plan
 
 
@@ -389,26 +406,25 @@ def plan_delete(
     series_docs: Mapping[str, Mapping[str, Any]],
     removed: Sequence[Mapping[str, Any]],
     next_latest: Mapping[str, Mapping[str, Any] | None],
-    sequences: Sequence[int],
     now: str,
 ) -> BatchPlan:
     """The batch that removes ``removed`` (instance documents of one study) and updates summaries.
 
     ``series_docs`` holds every series summary of the study; ``next_latest`` the newest
     remaining instance of each series whose latest instance is being removed while others
-    remain (None when none remains). ``sequences`` are the change-feed sequences, one per
-    removed instance, ascending.
+    remain (None when none remains). Each removal is recorded as a pending change.
     """
     study_uid = str(study_doc["study"])
     plan = BatchPlan()
     by_series: dict[str, list[Mapping[str, Any]]] = {}
-    for doc, sequence in zip(removed, sequences, strict=True):
+    for doc in removed:
         by_series.setdefault(str(doc["series"]), []).append(doc)
         plan.remove("instance", doc)
         for n in range(int(doc.get("metaParts") or 0)):
             plan.add("metapart", ("delete", (metapart_id(int(doc["wm"]), n),)))
         key = InstanceKey(study_uid, str(doc["series"]), str(doc["sop"]))
-        plan.add("feed", ("create", (feed_document(sequence, "delete", key, int(doc["wm"]), now),)))
+        change = pending_change_document("delete", key, int(doc["wm"]), now)
+        plan.add("change", ("create", (change,)))
         plan.removed_blob_keys.append(str(doc["blobKey"]))
 
     series_map: dict[str, Doc] = dict(study_doc["series"])

@@ -7,12 +7,15 @@ Documents and containers are described in ``cosmos_schema``; how a write changes
   store of the same instance gets 409 and answers 45071), after checking that no stored
   instance is in the way; the watermark comes from an atomic ``incr`` patch on a counter.
 - ``commit_instance`` writes, in one transactional batch in the study's partition: the
-  instance document, the deletion of the reservation, the series and study summaries and the
-  change-feed entry. Every replace is guarded by the ETag read just before, so two stores in
-  the same study never lose each other's counts: the loser re-reads and tries again. A reader
-  sees the instance with its summaries, or nothing.
+  instance document, the deletion of the reservation, the series and study summaries and a
+  pending change for the change feed. Every replace is guarded by the ETag read just before,
+  so two stores in the same study never lose each other's counts: the loser re-reads and
+  tries again. A reader sees the instance with its summaries, or nothing.
 - ``delete_instances`` removes instances in batches of the same kind (oldest first, so the
   summaries stay true after each batch).
+- After its batches, a store or delete runs the change feed's sequencer on its study's pending
+  changes (``cosmos_change_feed``), best effort: the pending changes are durable, and every
+  read of the feed sequences what is left.
 
 A write Cosmos DB acknowledges is durable (committed to a quorum of its replicas), so an
 acknowledged store needs no sync of its own; ``DICOM_DURABLE_WRITES`` is a local setting.
@@ -50,11 +53,11 @@ from dicom_core.query.conditions import QueryDescription, QueryLevel
 from dicom_core.query.results import SearchMatch
 from dicom_core.storage.azure import cosmos_docs as docs
 from dicom_core.storage.azure import cosmos_index_reads as reads
+from dicom_core.storage.azure.cosmos_change_feed import sequence_pending
 from dicom_core.storage.azure.cosmos_extended_values import drop_values
 from dicom_core.storage.azure.cosmos_io import ContainerGone, query_items, read_item
 from dicom_core.storage.azure.cosmos_propagation import propagate_safely
 from dicom_core.storage.azure.cosmos_schema import (
-    FEED_COUNTER,
     INSTANCE,
     METAPART,
     RESERVATION,
@@ -203,6 +206,7 @@ class CosmosIndexStore:
                 await self._drop_metaparts(reservation.key.study_uid, reservation.watermark)
             raise
         self._reservation_etags.pop((reservation.key, reservation.watermark), None)
+        await self._sequence_changes(reservation.key.study_uid)
         return replaced
 
     async def _commit(
@@ -228,11 +232,10 @@ class CosmosIndexStore:
                 raise InstanceBeingCreated(key)
             etag = str(held["_etag"])
         for backoff in _conflict_backoff():
-            old, series, study, sequence = await asyncio.gather(
+            old, series, study = await asyncio.gather(
                 read_item(c.index, instance_doc["id"], pk),
                 read_item(c.index, series_id(key.series_uid), pk),
                 read_item(c.index, STUDY_DOC_ID, pk),
-                advance_counter(c.system, FEED_COUNTER),
             )
             if old is not None and int(old["wm"]) == reservation.watermark:
                 return []  # this very commit already happened; its answer was lost
@@ -245,7 +248,6 @@ class CosmosIndexStore:
                 old_instance=old,
                 series_doc=series,
                 study_doc=study,
-                sequence=sequence,
                 now=now,
             )
             try:
@@ -329,6 +331,7 @@ class CosmosIndexStore:
                 if step.last:
                     break
             if removed:
+                await self._sequence_changes(study_uid)
                 # Extended query tag values of what was deleted, and external metadata when
                 # the study is gone.
                 await self._session.run(
@@ -410,14 +413,11 @@ class CosmosIndexStore:
             if any(doc is None for doc in next_latest.values()):
                 await asyncio.sleep(backoff)
                 continue
-            last = await advance_counter(c.system, FEED_COUNTER, len(chunk))
-            sequences = list(range(last - len(chunk) + 1, last + 1))
             plan = docs.plan_delete(
                 study_doc=study,
                 series_docs=series_docs,
                 removed=chunk,
                 next_latest=next_latest,
-                sequences=sequences,
                 now=utc_timestamp(),
             )
             try:
@@ -432,6 +432,24 @@ class CosmosIndexStore:
             last = len(candidates) < DELETE_CANDIDATES and len(chunk) == len(candidates)
             return _DeleteStep(plan.removed_blob_keys, last, [int(d["wm"]) for d in chunk])
         raise StorageUnavailable(f"too many concurrent writes to study {pk}")
+
+    async def _sequence_changes(self, study_uid: str) -> None:
+        """Best effort, before the answer: give the study's pending changes their feed entries.
+
+        Inline rather than in the background, so a client that reads the feed after its
+        answer finds its change there without waiting, and tests stay deterministic. A failure
+        costs nothing but time: the pending change is durable, and the next reader (or store
+        in the study) sequences it; so no retry policy either.
+        """
+        try:
+            c = await self._session.containers()
+            await sequence_pending(c, study=study_uid)
+        except Exception:
+            log.warning(
+                "could not sequence the changes of study %s now; the next feed read will",
+                study_uid,
+                exc_info=True,
+            )
 
     async def _newest_instance(
         self, c: Containers, pk: str, series_uid: str, excluded: set[str]
@@ -545,7 +563,7 @@ def _delete_chunk(candidates: Sequence[Doc]) -> list[Doc]:
     series: set[str] = set()
     operations = 1  # the study summary
     for doc in candidates:
-        cost = 2 + int(doc.get("metaParts") or 0)  # instance, feed entry, metadata slices
+        cost = 2 + int(doc.get("metaParts") or 0)  # instance, pending change, metadata slices
         new_series = 0 if str(doc["series"]) in series else 1
         if chunk and operations + cost + new_series > DELETE_CHUNK_OPERATIONS:
             break

@@ -7,9 +7,9 @@ rights only. ``tests/contract`` checks that both agree.
 
 Container ``index`` (``DICOM_COSMOS_INDEX_CONTAINER``), partition key ``/pk`` = the
 StudyInstanceUID, so every document of a study sits in one logical partition: a store or a
-delete updates the instance, its series and study summaries and the change feed in one
-transactional batch, and a study-scoped read is a single-partition query. Document kinds
-(``kind``), with their ``id`` inside the partition:
+delete updates the instance, its series and study summaries and records the change (a pending
+change, below) in one transactional batch, and a study-scoped read is a single-partition
+query. Document kinds (``kind``), with their ``id`` inside the partition:
 
 - ``instance`` (``i|{series}|{sop}``): a fully stored instance. Identity, watermark, blob key,
   file size, frame byte ranges (``frames``), the precomputed DICOM JSON (``meta``: zlib then
@@ -27,7 +27,11 @@ transactional batch, and a study-scoped read is a single-partition query. Docume
   as one joined string ``ModalitiesInStudy_joined``), per-series counts and
   modalities (``series``), totals, raw ``modalities``, and ``dirty`` while copies of changed
   keys are being propagated to its series and instances.
-- ``feed`` (``f|{seq}``): a change feed entry (create, update, delete) with its sequence.
+- ``pendingchange`` (``p|{token}``): a change (create, update, delete) written in the batch of
+  the change itself, waiting for the sequencer to give it its place in the change feed
+  (``cosmos_change_feed``). ``ord`` (``cosmos_docs.change_order``; ORDER is a reserved word of
+  Cosmos SQL) orders the changes of one instance; ``wm`` is the version it records, ``ts``
+  its time. Deleted once its feed entry exists.
 - ``metapart`` (``m|{watermark}|{n}``): a slice of DICOM JSON too large for one document.
 - ``original`` (``v|{series}|{sop}``): the version of an instance first stored, kept when a
   bulk update rewrote it (the instance document then says ``hasOriginal``); the same fields
@@ -35,14 +39,30 @@ transactional batch, and a study-scoped read is a single-partition query. Docume
   read ``instance`` documents only, so they never see it.
 
 Container ``system`` (``DICOM_COSMOS_SYSTEM_CONTAINER``), partition key ``/pk``: counters
-(``pk`` "counter": ``watermark``, ``changefeed``; atomic ``incr`` patches), workitems
-(``cosmos_workitems``), and extended query tags, their operations, errors and values, and
-external metadata (``cosmos_eqt``; every path of ``system`` is indexed, so they need no
-declaration here).
+(``pk`` "counter": ``watermark``; atomic ``incr`` patches), workitems (``cosmos_workitems``),
+extended query tags, their operations, errors and values, and external metadata
+(``cosmos_eqt``), and the change feed (every path of ``system`` is indexed, so they need no
+declaration here). The change feed is one logical partition, ``pk`` "changefeed", so that the
+sequencer appends entries and moves the head in one transactional batch:
+
+- ``feedhead`` (``head``): ``last``, the highest sequence given out; every batch of the
+  sequencer replaces it under its ETag, which is what serialises sequencers;
+- ``feed`` (the ``p|{token}`` id of the pending change it sequenced, so that sequencing one
+  change twice conflicts): ``seq``, ``action``, ``study``, ``series``, ``sop``, ``wm``, ``ts``
+  and ``cur``, the instance's current version (None once deleted; the sequencer moves it).
+
+A logical partition holds at most 20 GB (data and index). An entry is about 0.6 KB as JSON
+(UIDs of 60 characters; system properties included) and, with every path indexed, about
+1 KB stored, so one feed partition holds some 20 million changes: a deployment storing 10,000
+instances a day fills it in about five years. What would lift the limit: feed partitions by
+epoch (``changefeed|{seq // N}``, each with its own head, the sequencer opening the next when
+one is full; readers query the epochs their range covers), or moving entries older than a
+retention period out of the container.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,14 +72,17 @@ INSTANCE = "instance"
 RESERVATION = "reservation"
 SERIES = "series"
 STUDY = "study"
-FEED = "feed"
+PENDING_CHANGE = "pendingchange"
 METAPART = "metapart"
 ORIGINAL = "original"
+FEED = "feed"
+FEED_HEAD = "feedhead"
 
 STUDY_DOC_ID = "study"
 COUNTER_PARTITION = "counter"
 WATERMARK_COUNTER = "watermark"
-FEED_COUNTER = "changefeed"
+FEED_PARTITION = "changefeed"
+FEED_HEAD_ID = "head"
 
 
 def instance_id(series_uid: str, sop_uid: str) -> str:
@@ -78,8 +101,9 @@ def series_id(series_uid: str) -> str:
     return f"s|{series_uid}"
 
 
-def feed_id(sequence: int) -> str:
-    return f"f|{sequence:020d}"
+def pending_change_id() -> str:
+    """A new pending change's id; its feed entry takes the same id."""
+    return f"p|{uuid.uuid4().hex}"
 
 
 def metapart_id(watermark: int, part: int) -> str:
@@ -121,18 +145,19 @@ INDEX_CONTAINER = ContainerSpec(
             {"path": "/sop/?"},
             {"path": "/wm/?"},
             {"path": "/latestWm/?"},
-            {"path": "/seq/?"},
+            {"path": "/ord/?"},
             {"path": "/sk/*"},
             {"path": "/rk/*"},
         ],
         "excludedPaths": [{"path": "/*"}, {"path": '/"_etag"/?'}],
-        # QIDO sorts each kind newest first, and study-scoped reads list a series oldest
-        # first; equality filters followed by ORDER BY need these composite indexes.
+        # QIDO sorts each kind newest first, study-scoped reads list a series oldest first,
+        # and the change feed's sequencer takes pending changes in order; equality filters
+        # followed by ORDER BY need these composite indexes.
         "compositeIndexes": [
             _desc_last("/kind", "/latestWm"),
             _desc_last("/kind", "/wm"),
             _asc("/kind", "/series", "/wm"),
-            _asc("/kind", "/seq"),
+            _asc("/kind", "/ord"),
         ],
     },
 )
