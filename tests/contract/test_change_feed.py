@@ -88,6 +88,27 @@ async def test_storing_a_deleted_instance_again_replaces_its_earlier_entries(
     assert [e.current_watermark for e in entries] == [again] * 3
 
 
+async def test_a_store_that_began_before_a_delete_and_commits_after_it_follows_it(
+    stores: Stores,
+) -> None:
+    """The store takes its watermark before the delete, but its change comes after: the feed
+    keeps the order of the changes, not of the watermarks, and the store's entry stays
+    current."""
+    index, key = stores.index, new_key()
+    first = await store(index, key)
+    reservation = await index.begin_instance(key, upsert=True)
+    await index.delete_instances(key.study_uid, key.series_uid, key.sop_uid)
+    await index.commit_instance(reservation, instance(key))
+    entries = await everything(stores)
+    assert summary(entries) == [
+        ("create", key.sop_uid, ChangeState.DELETED),
+        ("delete", key.sop_uid, ChangeState.DELETED),
+        ("create", key.sop_uid, ChangeState.CURRENT),
+    ]
+    assert [e.watermark for e in entries] == [first, first, reservation.watermark]
+    assert entries[-1].current_watermark == reservation.watermark
+
+
 async def test_metadata_is_the_current_versions_and_absent_once_deleted(
     stores: Stores,
 ) -> None:
