@@ -67,6 +67,26 @@ async def query_items(
         raise ContainerGone(str(exc)) from exc
 
 
+async def first_item(
+    container: Any, sql: str, parameters: Mapping[str, object] | None = None
+) -> Doc | None:
+    """The first row of a cross-partition query, or None; no page after the one holding it
+    is read.
+
+    For "is there any?" probes: ``TOP 1`` would make a cross-partition query one that needs
+    a query plan (two more round trips on real Cosmos), while a plain ``SELECT ... WHERE`` is
+    walked by the gateway, one page at a time.
+    """
+    params = [{"name": name, "value": value} for name, value in (parameters or {}).items()]
+    try:
+        results = container.query_items(sql, parameters=params, max_item_count=1)
+        async for item in results:
+            return dict(item)
+        return None
+    except CosmosResourceNotFoundError as exc:
+        raise ContainerGone(str(exc)) from exc
+
+
 async def count_items(
     container: Any, sql: str, parameters: Mapping[str, object], partition: str | None = None
 ) -> int:
