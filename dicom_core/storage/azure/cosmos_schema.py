@@ -51,9 +51,9 @@ sequencer appends entries and moves the head in one transactional batch:
   change twice conflicts): ``seq``, ``action``, ``study``, ``series``, ``sop``, ``wm``, ``ts``
   and ``cur``, the instance's current version (None once deleted; the sequencer moves it).
 
-A logical partition holds at most 20 GB (data and index). An entry is about 0.6 KB as JSON
-(UIDs of 60 characters; system properties included) and, with every path indexed, about
-1 KB stored, so one feed partition holds some 20 million changes: a deployment storing 10,000
+A logical partition holds at most 20 GB (data and index). An entry is about 0.4 KB of JSON
+with 64-character UIDs, 0.6 KB with its system properties, and about 1 KB stored with every
+path indexed, so one feed partition holds some 20 million changes: a deployment storing 10,000
 instances a day fills it in about five years. What would lift the limit: feed partitions by
 epoch (``changefeed|{seq // N}``, each with its own head, the sequencer opening the next when
 one is full; readers query the epochs their range covers), or moving entries older than a
