@@ -137,11 +137,14 @@ def document_kind(container: str, doc_id: str) -> str:
     """What a document is, from its id (``dicom_core/storage/azure/cosmos_schema``)."""
     if doc_id == "study":
         return "study"
+    if doc_id.startswith("p|"):  # a pending change, and then its feed entry
+        return "feed" if container == "system" else "pendingchange"
+    if container == "system" and doc_id == "head":
+        return "feedhead"
     prefixes = {
         "i|": "instance",
         "r|": "reservation",
         "s|": "series",
-        "f|": "feed",
         "m|": "metapart",
         "t|": "querytag",
         "o|": "operation",
