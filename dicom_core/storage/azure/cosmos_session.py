@@ -9,8 +9,9 @@ containers (``index`` and ``system``, see ``cosmos_schema``). What they share li
   ``StorageUnavailable``, a 503), recreating the containers once when a 404 says they are gone
   (an emulator restarted empty, a container deleted by hand), and turning any other SDK error
   into one the web layer knows;
-- the counters of the ``system`` container (watermarks, change feed sequences, tag keys,
-  workitem sequences), advanced with atomic ``incr`` patches;
+- the counters of the ``system`` container (watermarks, tag keys, workitem sequences),
+  advanced with atomic ``incr`` patches (the change feed's sequences are not a counter's:
+  ``cosmos_change_feed``);
 - reading an instance's DICOM JSON back from its packed form, split or not.
 
 A store holds a ``CosmosSession`` and calls only its public methods; no store reaches into
