@@ -101,12 +101,12 @@ async def test_a_store_that_began_before_a_delete_and_commits_after_it_follows_i
     await index.commit_instance(reservation, instance(key))
     entries = await everything(stores)
     assert summary(entries) == [
-        ("create", key.sop_uid, ChangeState.DELETED),
-        ("delete", key.sop_uid, ChangeState.DELETED),
+        ("create", key.sop_uid, ChangeState.REPLACED),
+        ("delete", key.sop_uid, ChangeState.REPLACED),
         ("create", key.sop_uid, ChangeState.CURRENT),
     ]
     assert [e.watermark for e in entries] == [first, first, reservation.watermark]
-    assert entries[-1].current_watermark == reservation.watermark
+    assert [e.current_watermark for e in entries] == [reservation.watermark] * 3
 
 
 async def test_metadata_is_the_current_versions_and_absent_once_deleted(

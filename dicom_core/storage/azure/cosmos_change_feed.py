@@ -117,8 +117,8 @@ class SequencingPlan:
     """What one round writes: new entries, earlier entries whose ``cur`` moves, the head.
 
     ``taken`` are the pending changes the batch sequences (a prefix of those offered). When
-    not even the first fits in one batch (its instance has more live entries than a batch
-    can move), ``taken`` is empty and ``moves`` holds the moves of that first change alone,
+    not even the first fits in one batch (its instance has more entries than a batch can
+    move), ``taken`` is empty and ``moves`` holds the moves of that first change alone,
     for ``_move_ahead``.
     """
 
@@ -143,16 +143,17 @@ class SequencingPlan:
 
 
 def _apply(
-    pending: Sequence[Mapping[str, Any]], live: Mapping[Key, Sequence[Doc]], last: int
+    pending: Sequence[Mapping[str, Any]], earlier: Mapping[Key, Sequence[Doc]], last: int
 ) -> SequencingPlan:
-    """Sequence ``pending`` in order after ``last``, given the live entries of their instances.
+    """Sequence ``pending`` in order after ``last``, given the entries of their instances.
 
-    Each change moves its instance's live entries (earlier ones, and those created before it
-    in this batch) to its version, or ends them (a delete); its own entry is live unless it
-    records a delete.
+    Each change sets its version on every entry of its instance (earlier ones, and those
+    created before it in this batch) and on its own, or None for a delete: the instance's
+    version now, as ``dicom_core.domain.change_feed`` says (create, delete, create reads
+    replaced, replaced, current).
     """
     current: dict[str, int | None] = {}
-    living: dict[Key, list[str]] = {k: [str(e["id"]) for e in v] for k, v in live.items()}
+    living: dict[Key, list[str]] = {k: [str(e["id"]) for e in v] for k, v in earlier.items()}
     created: dict[str, Doc] = {}
     for n, change in enumerate(pending, start=1):
         key, target = _key(change), _target(change)
@@ -174,10 +175,10 @@ def _apply(
             "ts": change["ts"],
             "cur": target,
         }
-        living[key] = [] if target is None else [*living.get(key, []), str(change["id"])]
+        living[key] = [*living.get(key, []), str(change["id"])]
     moves = [
         (entry, current[str(entry["id"])])
-        for entries in live.values()
+        for entries in earlier.values()
         for entry in entries
         if str(entry["id"]) in current and current[str(entry["id"])] != entry.get("cur")
     ]
@@ -192,22 +193,22 @@ def plan_sequencing(
     budget: int,
 ) -> SequencingPlan:
     """The longest prefix of ``pending`` (by ``ord``, none sequenced yet) that one batch of
-    ``budget`` operations sequences; ``entries`` holds the live entries of their instances."""
+    ``budget`` operations sequences; ``entries`` holds the entries of their instances."""
     last = int(head["last"]) if head is not None else 0
     wanted = {_key(change) for change in pending}
-    live: dict[Key, list[Doc]] = {}
+    earlier: dict[Key, list[Doc]] = {}
     for entry in entries:
-        if entry.get("cur") is not None and _key(entry) in wanted:
-            live.setdefault(_key(entry), []).append(entry)
+        if _key(entry) in wanted:
+            earlier.setdefault(_key(entry), []).append(entry)
     best: SequencingPlan | None = None
     for n in range(1, len(pending) + 1):
-        plan = _apply(pending[:n], live, last)
+        plan = _apply(pending[:n], earlier, last)
         if len(plan.entries) + len(plan.moves) + 1 > budget:
             break
         best = plan
     if best is not None:
         return best
-    first = _apply(pending[:1], live, last)
+    first = _apply(pending[:1], earlier, last)
     return SequencingPlan(moves=first.moves, last=last)
 
 
@@ -228,17 +229,15 @@ async def sequence_pending(c: Containers, *, study: str | None = None) -> int:
         return 0
     pauses = _pauses(reader)
     sequenced = rounds = 0
-    check = False  # after a lost race, also look for entries of changes sequenced already
     while rounds < MAX_ROUNDS:
         pending = await _read_pending(c, study)
         if not pending:
             break
         try:
-            done = await _round(c, pending, check=check)
+            done = await _round(c, pending)
         except _Lost:
             pause = next(pauses, None)
             if pause is not None:
-                check = True
                 await asyncio.sleep(pause)
                 continue
             if reader:
@@ -247,7 +246,6 @@ async def sequence_pending(c: Containers, *, study: str | None = None) -> int:
             break
         rounds += 1
         sequenced += done
-        check = False
         if len(pending) < PENDING_PER_ROUND and done == len(pending):
             break  # everything visible when the round began is in the feed
     return sequenced
@@ -290,20 +288,14 @@ async def _read_pending(c: Containers, study: str | None) -> list[Doc]:
     )
 
 
-async def _round(c: Containers, pending: list[Doc], *, check: bool) -> int:
+async def _round(c: Containers, pending: list[Doc]) -> int:
     """Sequence what one batch can of ``pending``; returns how many of them are done (those
     sequenced now, and those found sequenced already)."""
-    creates_only = all(p["action"] == ChangeAction.CREATE.value for p in pending)
-    if creates_only and not check:
-        # A create follows the delete of every earlier version (change_order): its instance
-        # has no live entry, so there is nothing to look up; a change sequenced already makes
-        # the batch conflict, and the next round checks.
-        head = await read_item(c.system, FEED_HEAD_ID, FEED_PARTITION)
-        entries: list[Doc] = []
-    else:
-        head, entries = await asyncio.gather(
-            read_item(c.system, FEED_HEAD_ID, FEED_PARTITION), _read_entries(c, pending)
-        )
+    # Even a create looks up its instance's entries: one stored again after a delete sets its
+    # version on the entries of its earlier life too.
+    head, entries = await asyncio.gather(
+        read_item(c.system, FEED_HEAD_ID, FEED_PARTITION), _read_entries(c, pending)
+    )
     existing = {str(entry["id"]) for entry in entries}
     already = [p for p in pending if str(p["id"]) in existing]
     if already:
@@ -321,7 +313,7 @@ async def _round(c: Containers, pending: list[Doc], *, check: bool) -> int:
 
 
 async def _read_entries(c: Containers, pending: Sequence[Mapping[str, Any]]) -> list[Doc]:
-    """Entries of ``pending`` (sequenced already) and the live entries of their instances.
+    """Entries of ``pending`` (sequenced already) and every entry of their instances.
 
     By SOP Instance UID, the indexed field of the three (the caller keeps the entries of
     the exact study, series and SOP instance): a key field of the three would add a fifth to
@@ -330,7 +322,7 @@ async def _read_entries(c: Containers, pending: Sequence[Mapping[str, Any]]) -> 
     return await query_items(
         c.system,
         "SELECT * FROM c WHERE c.pk = @pk AND c.kind = @kind AND (ARRAY_CONTAINS(@ids, c.id)"
-        " OR (ARRAY_CONTAINS(@sops, c.sop) AND NOT IS_NULL(c.cur)))",
+        " OR ARRAY_CONTAINS(@sops, c.sop))",
         {
             "@pk": FEED_PARTITION,
             "@kind": FEED,
@@ -353,7 +345,7 @@ async def _execute(c: Containers, operations: list[tuple[Any, ...]]) -> None:
 
 
 async def _move_ahead(c: Containers, moves: Sequence[tuple[Doc, int | None]]) -> None:
-    """Move the live entries of one instance to its next version in batches of their own,
+    """Move the entries of one instance to its next version in batches of their own,
     when there are more than one batch can hold beside the new entry.
 
     Safe before that version's entry exists: the change is committed already (its pending

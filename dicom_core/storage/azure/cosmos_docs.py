@@ -40,12 +40,14 @@ from dicom_core.domain.model import (
 from dicom_core.storage.azure.cosmos_schema import (
     INSTANCE,
     METAPART,
+    ORIGINAL,
     PENDING_CHANGE,
     SERIES,
     STUDY,
     STUDY_DOC_ID,
     instance_id,
     metapart_id,
+    original_id,
     pending_change_id,
     reservation_id,
     series_id,
@@ -288,6 +290,8 @@ class BatchPlan:
     names: list[str] = field(default_factory=list)
     propagate: bool = False
     removed_blob_keys: list[str] = field(default_factory=list)
+    study_removed: bool = False
+    """A delete's batch removes the study's last instance (and its summary)."""
 
     def add(self, name: str, operation: tuple[Any, ...]) -> None:
         self.operations.append(operation)
@@ -346,11 +350,19 @@ def plan_commit(
     series_doc: Mapping[str, Any] | None,
     study_doc: Mapping[str, Any] | None,
     now: str,
+    updating: bool = False,
+    old_original: Mapping[str, Any] | None = None,
 ) -> BatchPlan:
     """The batch that makes a reserved instance visible and updates its summaries.
 
     A newer instance (higher watermark) becomes its series' and study's latest; an older one
     that commits late only adds to the counts.
+
+    Versions. A bulk update's version (``updating``) keeps the instance's original: the
+    replaced document becomes the ``original`` document if there is none yet (its file and
+    metadata slices stay), and the new document says ``hasOriginal``. A store (``updating``
+    False) replaces every version: ``old_original``, the original document when the replaced
+    one had one, is deleted in the same batch.
     """
     key = reservation.key
     wm = reservation.watermark
@@ -384,6 +396,13 @@ def plan_commit(
     doc.update(sk=study["sk"], skv=study["kv"], rk=series["rk"], rkv=series["rkv"])
 
     plan = BatchPlan(propagate=propagate)
+    if updating:
+        assert old_instance is not None, "an update rewrites a stored version"
+        doc["hasOriginal"] = True
+        if not old_instance.get("hasOriginal"):
+            plan.add("original", ("create", (original_document(old_instance),)))
+    elif old_original is not None:
+        plan.remove("original", old_original)
     plan.put("instance", doc, old_instance)
     plan.add(
         "reservation",
@@ -395,9 +414,18 @@ def plan_commit(
     )
     plan.put("series", series, series_doc)
     plan.put("study", study, study_doc)
-    action = "update" if old_instance else "create"
+    # A replacing store records create: the client sent a whole new instance.
+    action = "update" if updating else "create"
     plan.add("change", ("create", (pending_change_document(action, key, wm, now),)))
     return plan
+
+
+def original_document(replaced: Mapping[str, Any]) -> Doc:
+    """The ``original`` document made of the instance document an update replaces."""
+    doc = {k: v for k, v in replaced.items() if not k.startswith("_")}
+    doc.update(id=original_id(str(replaced["series"]), str(replaced["sop"])), kind=ORIGINAL)
+    doc.pop("hasOriginal", None)
+    return doc
 
 
 def plan_delete(
@@ -407,8 +435,12 @@ def plan_delete(
     removed: Sequence[Mapping[str, Any]],
     next_latest: Mapping[str, Mapping[str, Any] | None],
     now: str,
+    originals: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> BatchPlan:
     """The batch that removes ``removed`` (instance documents of one study) and updates summaries.
+
+    ``originals`` holds, by instance document id, the original documents of those that have
+    one: they go too, with their metadata slices and files.
 
     ``series_docs`` holds every series summary of the study; ``next_latest`` the newest
     remaining instance of each series whose latest instance is being removed while others
@@ -426,6 +458,12 @@ def plan_delete(
         change = pending_change_document("delete", key, int(doc["wm"]), now)
         plan.add("change", ("create", (change,)))
         plan.removed_blob_keys.append(str(doc["blobKey"]))
+        original = (originals or {}).get(str(doc["id"]))
+        if original is not None:
+            plan.add("original", ("delete", (original["id"],)))
+            for n in range(int(original.get("metaParts") or 0)):
+                plan.add("metapart", ("delete", (metapart_id(int(original["wm"]), n),)))
+            plan.removed_blob_keys.append(str(original["blobKey"]))
 
     series_map: dict[str, Doc] = dict(study_doc["series"])
     new_series: dict[str, Mapping[str, Any]] = dict(series_docs)
@@ -455,6 +493,7 @@ def plan_delete(
     if not series_map:
         plan.remove("study", study_doc)
         plan.propagate = False
+        plan.study_removed = True
         return plan
     if study_doc["latestId"] in removed_ids:
         latest_series = max(series_map, key=lambda uid: (int(series_map[uid]["wm"]), uid))

@@ -110,17 +110,19 @@ async def drop_values(
     into the deleted scope keeps its values (or writes them again, if the delete took the
     older ones). A series- or study-level value written by an instance that stays is kept the
     same way. External metadata belongs to the study, and goes only with the study's last
-    instance (``study_gone``).
+    instance (``study_gone``), by a study, series or instance delete alike.
     """
     partition = value_partition(study_uid)
     params = Parameters()
     clauses = [f"c.pk = {params.add(partition)}"]
-    if series_uid is not None:
-        clauses.append(f"c.series = {params.add(series_uid)}")
-    if sop_uid is not None:
-        clauses.append(f"c.sop = {params.add(sop_uid)}")
-    if series_uid is not None or not study_gone:
+    if not study_gone:
+        if series_uid is not None:
+            clauses.append(f"c.series = {params.add(series_uid)}")
+        if sop_uid is not None:
+            clauses.append(f"c.sop = {params.add(sop_uid)}")
         clauses.append(f"c.kind = {params.add(VALUE_KIND)}")
+    # With the study gone, its whole partition is read: the values of the removed instances
+    # and the external metadata, whatever the scope of the delete that removed the last one.
     rows = await query_items(
         system,
         f"SELECT c.id, c.kind, c.wm FROM c WHERE {' AND '.join(clauses)}",

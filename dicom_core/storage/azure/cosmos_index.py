@@ -60,18 +60,21 @@ from dicom_core.storage.azure.cosmos_propagation import propagate_safely
 from dicom_core.storage.azure.cosmos_schema import (
     INSTANCE,
     METAPART,
+    ORIGINAL,
     RESERVATION,
     SERIES,
     STUDY,
     STUDY_DOC_ID,
     WATERMARK_COUNTER,
     instance_id,
+    original_id,
     reservation_id,
     series_id,
 )
 from dicom_core.storage.azure.cosmos_session import Containers, CosmosSession, advance_counter
 from dicom_core.storage.ports import (
     InstanceBeingCreated,
+    InstanceChanged,
     InstanceExists,
     NewVersion,
     OrphanSink,
@@ -100,6 +103,7 @@ class _DeleteStep:
     blob_keys: list[str]
     last: bool
     watermarks: list[int]
+    study_removed: bool = False
 
 
 class _Conflict(Exception):
@@ -129,8 +133,16 @@ class CosmosIndexStore:
         return await self._session.run(lambda c: self._begin(c, key, upsert, owner))
 
     async def _begin(
-        self, c: Containers, key: InstanceKey, upsert: bool, owner: str
+        self,
+        c: Containers,
+        key: InstanceKey,
+        upsert: bool,
+        owner: str,
+        blob_key: str | None = None,
     ) -> Reservation:
+        """Reserve ``key``; the file's key is made from the new watermark unless the caller
+        wrote the file already (``blob_key``). A caller that repeats itself after a crash
+        (a bulk update's step) passes the same ``owner`` and takes its own reservation back."""
         pk = key.study_uid
         rid = reservation_id(key.series_uid, key.sop_uid)
         for _ in range(3):
@@ -151,7 +163,8 @@ class CosmosIndexStore:
                 "series": key.series_uid,
                 "sop": key.sop_uid,
                 "wm": watermark,
-                "blobKey": blob_key_for(key.study_uid, key.series_uid, key.sop_uid, watermark),
+                "blobKey": blob_key
+                or blob_key_for(key.study_uid, key.series_uid, key.sop_uid, watermark),
                 "owner": owner,
                 "upsert": upsert,
                 "createdAt": utc_timestamp(),
@@ -195,18 +208,74 @@ class CosmosIndexStore:
     async def commit_instance(
         self, reservation: Reservation, instance: StoredInstance
     ) -> list[str]:
+        replaced = await self._commit_version(reservation, instance, None)
+        await self._sequence_changes(reservation.key.study_uid)
+        return replaced
+
+    async def commit_versions(self, versions: Sequence[NewVersion]) -> VersionsCommitted:
+        """One batch per instance: Cosmos DB's transactional batches hold at most 100
+        operations, and the documents of one instance's new version (instance, original,
+        summaries, pending change, reservation) take five of them, so a study's versions are
+        made visible instance by instance. Each step is idempotent: a repeat reserves with
+        the same owner (the new file's key) and finds an instance already at its version."""
+        committed: list[InstanceKey] = []
+        watermarks: list[int] = []
+        changed: list[InstanceKey] = []
+        obsolete: list[str] = []
+        for version in versions:
+            key = version.key
+            try:
+                reservation = await self._reserve_for(version)
+            except InstanceBeingCreated:
+                changed.append(key)
+                obsolete.append(version.blob_key)
+                continue
+            obsolete.extend(reservation.abandoned_blob_keys)
+            try:
+                obsolete.extend(
+                    await self._commit_version(reservation, version.instance, version.based_on)
+                )
+            except InstanceChanged:
+                await self.abort_instance(reservation)
+                changed.append(key)
+                obsolete.append(version.blob_key)
+                continue
+            committed.append(key)
+            watermarks.append(reservation.watermark)
+        if versions:
+            await self._sequence_changes(versions[0].key.study_uid)
+        return VersionsCommitted(
+            committed=tuple(committed),
+            watermarks=tuple(watermarks),
+            changed=tuple(changed),
+            obsolete_blob_keys=tuple(obsolete),
+            tags_indexed=False,
+        )
+
+    async def _reserve_for(self, version: NewVersion) -> Reservation:
+        """Reserve a bulk update's new version, its file already written; the file's key is
+        the owner, so a repeated step takes its own reservation back."""
+        owner = version.blob_key
+
+        async def reserve(c: Containers) -> Reservation:
+            return await self._begin(c, version.key, True, owner, version.blob_key)
+
+        return await self._session.run(reserve)
+
+    async def _commit_version(
+        self, reservation: Reservation, instance: StoredInstance, based_on: int | None
+    ) -> list[str]:
         packed = docs.pack_metadata(instance.metadata_json)
         parts = docs.split_metadata(packed)
         try:
             replaced = await self._session.run(
-                lambda c: self._commit(c, reservation, instance, packed, parts)
+                lambda c: self._commit(c, reservation, instance, packed, parts, based_on)
             )
         except BaseException:
             if parts:
                 await self._drop_metaparts(reservation.key.study_uid, reservation.watermark)
             raise
         self._reservation_etags.pop((reservation.key, reservation.watermark), None)
-        await self._sequence_changes(reservation.key.study_uid)
         return replaced
 
     async def _commit(
@@ -216,6 +285,7 @@ class CosmosIndexStore:
         instance: StoredInstance,
         packed: str,
         parts: list[str],
+        based_on: int | None = None,
     ) -> list[str]:
         key = reservation.key
         pk = key.study_uid
@@ -241,6 +311,13 @@ class CosmosIndexStore:
                 return []  # this very commit already happened; its answer was lost
             if old is not None and not reservation.upsert:
                 raise InstanceExists(key)
+            if based_on is not None and (old is None or int(old["wm"]) != based_on):
+                raise InstanceChanged(key)
+            old_original = None
+            if based_on is None and old is not None and old.get("hasOriginal"):
+                old_original = await read_item(
+                    c.index, original_id(key.series_uid, key.sop_uid), pk
+                )
             plan = docs.plan_commit(
                 reservation=reservation,
                 reservation_etag=etag,
@@ -249,6 +326,8 @@ class CosmosIndexStore:
                 series_doc=series,
                 study_doc=study,
                 now=now,
+                updating=based_on is not None,
+                old_original=old_original,
             )
             try:
                 await self._execute(c, pk, plan)
@@ -261,11 +340,13 @@ class CosmosIndexStore:
                 continue
             if plan.propagate:
                 await propagate_safely(c.index, pk)
-            if old is None:
-                return []
-            if int(old.get("metaParts") or 0):
-                await self._drop_metaparts(pk, int(old["wm"]))
-            return [str(old["blobKey"])]
+            if old is None or (based_on is not None and not old.get("hasOriginal")):
+                return []  # nothing replaced, or the replaced version is the original now
+            dropped = [old] if old_original is None else [old, old_original]
+            for gone in dropped:
+                if int(gone.get("metaParts") or 0):
+                    await self._drop_metaparts(pk, int(gone["wm"]))
+            return [str(gone["blobKey"]) for gone in dropped]
         raise StorageUnavailable(f"too many concurrent writes to study {pk}")
 
     async def _execute(self, c: Containers, pk: str, plan: docs.BatchPlan) -> list[Any]:
@@ -319,6 +400,7 @@ class CosmosIndexStore:
         """
         removed: list[str] = []
         watermarks: list[int] = []
+        study_gone = False
         try:
             while True:
                 step = await self._session.run(
@@ -328,14 +410,22 @@ class CosmosIndexStore:
                     break
                 removed.extend(step.blob_keys)
                 watermarks.extend(step.watermarks)
+                study_gone = study_gone or step.study_removed
                 if step.last:
                     break
             if removed:
                 await self._sequence_changes(study_uid)
                 # Extended query tag values of what was deleted, and external metadata when
-                # the study is gone.
+                # the study's last instance went, whatever the scope of the delete.
                 await self._session.run(
-                    lambda c: self._drop_values(c, study_uid, series_uid, sop_uid, watermarks)
+                    lambda c: drop_values(
+                        c.system,
+                        study_uid,
+                        series_uid,
+                        sop_uid,
+                        removed_watermarks=watermarks,
+                        study_gone=study_gone,
+                    )
                 )
             return removed
         except BaseException:
@@ -346,30 +436,6 @@ class CosmosIndexStore:
                     except Exception:
                         log.exception("could not schedule the deletion of %s", blob_key)
             raise
-
-    async def _drop_values(
-        self,
-        c: Containers,
-        study_uid: str,
-        series_uid: str | None,
-        sop_uid: str | None,
-        watermarks: list[int],
-    ) -> None:
-        study_gone = False
-        if series_uid is None and sop_uid is None:
-            where, params = reads.scope_filter(study_uid, None, None)
-            left = await query_items(
-                c.index, f"SELECT TOP 1 c.id FROM c WHERE {where}", params, partition=study_uid
-            )
-            study_gone = not left
-        await drop_values(
-            c.system,
-            study_uid,
-            series_uid,
-            sop_uid,
-            removed_watermarks=watermarks,
-            study_gone=study_gone,
-        )
 
     async def _delete_step(
         self, c: Containers, study_uid: str, series_uid: str | None, sop_uid: str | None
@@ -382,8 +448,8 @@ class CosmosIndexStore:
             candidates, summaries = await asyncio.gather(
                 query_items(
                     c.index,
-                    "SELECT TOP @n c.id, c.series, c.sop, c.wm, c.blobKey, c.metaParts, c._etag"
-                    f" FROM c WHERE {where} ORDER BY c.wm",
+                    "SELECT TOP @n c.id, c.series, c.sop, c.wm, c.blobKey, c.metaParts,"
+                    f" c.hasOriginal, c._etag FROM c WHERE {where} ORDER BY c.wm",
                     params,
                     partition=pk,
                 ),
@@ -398,7 +464,8 @@ class CosmosIndexStore:
                 return None
             study = next((d for d in summaries if d["kind"] == STUDY), None)
             series_docs = {str(d["series"]): d for d in summaries if d["kind"] == SERIES}
-            chunk = _delete_chunk(candidates)
+            originals = await _originals_of(c, pk, candidates)
+            chunk = _delete_chunk(candidates, originals)
             if study is None or any(str(d["series"]) not in series_docs for d in chunk):
                 # An instance without summaries can only be a commit in flight; wait for it.
                 await asyncio.sleep(backoff)
@@ -419,6 +486,7 @@ class CosmosIndexStore:
                 removed=chunk,
                 next_latest=next_latest,
                 now=utc_timestamp(),
+                originals=originals,
             )
             try:
                 await self._execute(c, pk, plan)
@@ -430,7 +498,12 @@ class CosmosIndexStore:
             # Fewer candidates than TOP means the query saw the whole scope; the batch (guarded
             # by the summaries' ETags) removed all of it.
             last = len(candidates) < DELETE_CANDIDATES and len(chunk) == len(candidates)
-            return _DeleteStep(plan.removed_blob_keys, last, [int(d["wm"]) for d in chunk])
+            return _DeleteStep(
+                plan.removed_blob_keys,
+                last,
+                [int(d["wm"]) for d in chunk],
+                study_removed=plan.study_removed,
+            )
         raise StorageUnavailable(f"too many concurrent writes to study {pk}")
 
     async def _sequence_changes(self, study_uid: str) -> None:
@@ -527,9 +600,6 @@ class CosmosIndexStore:
             lambda c: reads.read_versioned_metadata(c, study_uid, series_uid, sop_uid, original)
         )
 
-    async def commit_versions(self, versions: Sequence[NewVersion]) -> VersionsCommitted:
-        raise NotImplementedError("versions on Cosmos DB: next commit")
-
     async def search(
         self,
         query: QueryDescription,
@@ -557,13 +627,36 @@ def _conflict_backoff() -> Iterator[float]:
         yield wait
 
 
-def _delete_chunk(candidates: Sequence[Doc]) -> list[Doc]:
+async def _originals_of(c: Containers, pk: str, candidates: Sequence[Doc]) -> dict[str, Doc]:
+    """The original documents of the candidates that have one, by instance document id (one
+    query, and none when no candidate was ever updated)."""
+    wanted = {
+        original_id(str(d["series"]), str(d["sop"])): str(d["id"])
+        for d in candidates
+        if d.get("hasOriginal")
+    }
+    if not wanted:
+        return {}
+    found = await query_items(
+        c.index,
+        "SELECT c.id, c.wm, c.blobKey, c.metaParts FROM c"
+        " WHERE c.pk = @pk AND c.kind = @kind AND ARRAY_CONTAINS(@ids, c.id)",
+        {"@pk": pk, "@kind": ORIGINAL, "@ids": sorted(wanted)},
+        partition=pk,
+    )
+    return {wanted[str(doc["id"])]: doc for doc in found}
+
+
+def _delete_chunk(candidates: Sequence[Doc], originals: Mapping[str, Doc]) -> list[Doc]:
     """The oldest candidates whose deletion fits one batch with its summaries and feed."""
     chunk: list[Doc] = []
     series: set[str] = set()
     operations = 1  # the study summary
     for doc in candidates:
         cost = 2 + int(doc.get("metaParts") or 0)  # instance, pending change, metadata slices
+        original = originals.get(str(doc["id"]))
+        if original is not None:
+            cost += 1 + int(original.get("metaParts") or 0)
         new_series = 0 if str(doc["series"]) in series else 1
         if chunk and operations + cost + new_series > DELETE_CHUNK_OPERATIONS:
             break
