@@ -3,33 +3,37 @@
 ``StudyUpdater.update_study`` is one step of a bulk update operation (``dicom_core.jobs``
 drives the steps, one study each). For each instance of the study, as currently stored:
 
-1. its file is copied to the staging area and read with pydicom, the request's attributes
-   are set (``dicom_core.domain.bulk_update.apply_changes``), and the dataset is written to a
-   new file with a zeroed preamble, pixel data and every other attribute as they were;
+1. its file is copied to the staging area, its header read with pydicom, the request's
+   attributes set (``dicom_core.domain.bulk_update.apply_changes``) and the header written to
+   a new file with a zeroed preamble, followed by the stored pixel data bytes as they were;
 2. the new file is parsed as a store parses it (new DICOM JSON, index attributes, frame
-   offsets) and written to the blob store under a key made of the operation and the version
-   it rewrites, so a step repeated after a crash writes the same keys again instead of
-   leaving files behind;
+   offsets) and written to the blob store under a key of its own;
 3. then all new versions of the study are committed in one ``commit_versions`` call: the
    unit of atomicity is the study where the index has transactions wide enough (the local
    index: one transaction), so a reader sees the study wholly before or wholly after.
 
 An instance whose values already are the request's is left as it is, and counted as updated:
 a step repeated after its commit finds them so, writes nothing twice, and reports the same.
-An instance stored, replaced or deleted while the step ran (``VersionsCommitted.changed``)
-is read again and retried.
+An instance replaced or deleted while the step ran (``VersionsCommitted.changed``, or its file
+gone) is read again and retried, and one stored into the study meanwhile is updated too. A
+step killed before its commit leaves its new files behind, unnamed by any version (as a
+killed store does).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 
 from dicom_core.domain.bulk_update import (
     BulkUpdateApplyError,
@@ -42,13 +46,16 @@ from dicom_core.domain.model import InstanceKey, InstanceRecord
 from dicom_core.services.blob_cleanup import BlobJanitor
 from dicom_core.services.staging import StagingArea
 from dicom_core.services.store import AfterCommit
-from dicom_core.storage.ports import BlobStore, IndexStore, NewVersion
+from dicom_core.storage.ports import BlobNotFound, BlobStore, IndexStore, NewVersion
 
 log = logging.getLogger(__name__)
 
-#: How many times a study is read again for instances that changed under a step.
-CHANGED_ROUNDS = 3
+#: How many times a study is read again for instances that changed under a step, and the
+#: pause before each (times the round), so a store holding an instance can finish.
+CHANGED_ROUNDS = 4
+CHANGED_PAUSE = 0.2
 _PREAMBLE = b"\x00" * 128
+_COPY_CHUNK = 1 << 20
 
 
 @dataclass(slots=True)
@@ -67,7 +74,7 @@ def already_applied(dataset: Dataset, request: BulkUpdateRequest) -> bool:
         if element is None or change.vr != element.VR:
             return False
         value = element.value
-        values = list(value) if isinstance(value, list | tuple) else [value]
+        values = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
         if tuple(str(v).rstrip(" \x00") for v in values) != change.values:
             return False
     return True
@@ -76,14 +83,23 @@ def already_applied(dataset: Dataset, request: BulkUpdateRequest) -> bool:
 def _rewrite(source: Path, target: Path, request: BulkUpdateRequest) -> bool:
     """Write ``source`` with the request applied to ``target``; False if nothing would change.
 
-    Runs in a worker thread: pydicom reads and writes the whole instance.
+    Only the header is read into pydicom (everything before Pixel Data): it is changed and
+    written, then the rest of the file (pixel data and anything after it) is copied as bytes,
+    so an instance of any size takes the memory of its header. The attributes the update
+    may change are all top-level patient and study attributes, which come before Pixel Data.
+    Runs in a worker thread.
     """
-    dataset = dcmread(source)
-    if already_applied(dataset, request):
-        return False
-    apply_changes(dataset, request)
-    dataset.preamble = _PREAMBLE
-    dataset.save_as(target, enforce_file_format=True)
+    with open(source, "rb") as stored:
+        dataset = dcmread(stored, stop_before_pixels=True)
+        pixels_at = stored.tell()  # pydicom stops at the Pixel Data element's tag
+        if already_applied(dataset, request):
+            return False
+        apply_changes(dataset, request)
+        dataset.preamble = _PREAMBLE
+        with open(target, "wb") as written:
+            dataset.save_as(written, enforce_file_format=True)
+            stored.seek(pixels_at)
+            shutil.copyfileobj(stored, written, _COPY_CHUNK)
     return True
 
 
@@ -113,41 +129,67 @@ class StudyUpdater:
             outcome.found = False
             outcome.errors.append(f"The study {study_uid} has no stored instances.")
             return outcome
-        for _ in range(CHANGED_ROUNDS):
-            versions: list[NewVersion] = []
-            for record in records:
-                try:
-                    version = await self._new_version(record, request, operation_id)
-                except (BulkUpdateApplyError, InstanceRejected) as refused:
-                    outcome.errors.append(_instance_error(record.key, _reason(refused)))
-                    continue
-                if version is None:
-                    # Already holds the values: a repeated step after its commit counts the
-                    # instance as before, so the results do not depend on where a crash fell.
-                    outcome.instances_updated += 1
-                else:
-                    versions.append(version)
-            if not versions:
+        seen = {record.key for record in records}
+        for round_ in range(CHANGED_ROUNDS):
+            changed = await self._round(records, request, operation_id, outcome)
+            # Instances stored into the study while the round ran are updated too.
+            added = [r for r in await self._index.list_instances(study_uid) if r.key not in seen]
+            seen.update(record.key for record in added)
+            records = await self._current(changed) + added
+            if not records:
                 return outcome
-            committed = await self._index.commit_versions(versions)
-            outcome.instances_updated += len(committed.committed)
-            for blob_key in committed.obsolete_blob_keys:
-                await self._janitor.delete(blob_key)
-            if not committed.tags_indexed and self._after_commit is not None:
-                await self._index_tags(versions, committed.committed, committed.watermarks)
-            if not committed.changed:
-                return outcome
-            records = await self._current(committed.changed)
+            await asyncio.sleep(CHANGED_PAUSE * (round_ + 1))
         outcome.errors.extend(
             _instance_error(record.key, "It kept changing while the update ran.")
             for record in records
         )
         return outcome
 
+    async def _round(
+        self,
+        records: Sequence[InstanceRecord],
+        request: BulkUpdateRequest,
+        operation_id: str,
+        outcome: StudyOutcome,
+    ) -> list[InstanceKey]:
+        """Rewrite ``records`` and commit them together; the keys to read again (stored,
+        replaced or deleted meanwhile)."""
+        versions: list[NewVersion] = []
+        moved: list[InstanceKey] = []
+        for record in records:
+            try:
+                version = await self._new_version(record, request, operation_id)
+            except BlobNotFound:
+                moved.append(record.key)  # a delete or a PUT took this version's file
+                continue
+            except (BulkUpdateApplyError, InstanceRejected, InvalidDicomError, ValueError) as bad:
+                outcome.errors.append(_instance_error(record.key, _reason(bad)))
+                continue
+            if version is None:
+                # Already holds the values: a repeated step after its commit counts the
+                # instance as before, so the results do not depend on where a crash fell.
+                outcome.instances_updated += 1
+            else:
+                versions.append(version)
+        if not versions:
+            return moved
+        committed = await self._index.commit_versions(versions)
+        outcome.instances_updated += len(committed.committed)
+        for blob_key in committed.obsolete_blob_keys:
+            await self._janitor.delete(blob_key)
+        if not committed.tags_indexed and self._after_commit is not None:
+            await self._index_tags(versions, committed.committed, committed.watermarks)
+        return [*moved, *committed.changed]
+
     async def _new_version(
         self, record: InstanceRecord, request: BulkUpdateRequest, operation_id: str
     ) -> NewVersion | None:
-        """The updated instance, its file written; None when it already has the values."""
+        """The updated instance, its file written; None when it already has the values.
+
+        The file gets a key of its own (the operation, the version it rewrites and a random
+        token), so two overlapping runs of one step never write, or delete, each other's
+        file; ``NewVersion.claim`` (operation and version) is what a repeat shares.
+        """
         source = self._staging.new_part()
         target = self._staging.new_part()
         target.close()
@@ -159,11 +201,12 @@ class StudyUpdater:
                 return None
             parsed = await asyncio.to_thread(parse_instance, target.path)
             key = record.key
+            claim = f"{operation_id}-{record.watermark}"
             blob_key = blob_key_for(
-                key.study_uid, key.series_uid, key.sop_uid, f"{operation_id}-{record.watermark}"
+                key.study_uid, key.series_uid, key.sop_uid, f"{claim}-{uuid.uuid4().hex[:12]}"
             )
-            await self._blobs.put_file(blob_key, target.path, overwrite=True)
-            return NewVersion(parsed, blob_key, record.watermark)
+            await self._blobs.put_file(blob_key, target.path)
+            return NewVersion(parsed, blob_key, record.watermark, claim=claim)
         finally:
             source.discard()
             self._staging.remove(target.path)
@@ -184,10 +227,12 @@ class StudyUpdater:
                 log.exception("indexing %s for extended query tags failed", key)
 
 
-def _reason(refused: BulkUpdateApplyError | InstanceRejected) -> str:
+def _reason(refused: Exception) -> str:
     if isinstance(refused, InstanceRejected):
         return " ".join(refused.comments) or "The updated instance is not valid."
-    return str(refused)
+    if isinstance(refused, BulkUpdateApplyError):
+        return str(refused)
+    return f"The stored instance could not be read: {refused}"
 
 
 def _instance_error(key: InstanceKey, reason: str) -> str:

@@ -5,8 +5,8 @@ The parameters are the Azure DICOM service's ("Change feed overview"):
 - v1 pages by sequence: ``offset`` is the last sequence already read (entries after it are
   returned), ``limit`` 1 to 100, default 10. ``startTime`` and ``endTime`` are ignored.
 - v2 adds a time window, ``startTime`` inclusive and ``endTime`` exclusive, each an ISO 8601
-  date and time with a time zone; ``offset`` then counts entries to skip inside the window,
-  and ``limit`` is 1 to 200, default 100.
+  date and time with a time zone; ``offset`` then counts entries to skip inside the window
+  (at most 10,000, as QIDO's), and ``limit`` is 1 to 200, default 100.
 - ``includeMetadata`` (default true) adds the current version's DICOM JSON to each entry of
   an instance that still exists.
 
@@ -28,6 +28,7 @@ from dicom_core.bootstrap import Services
 from dicom_core.domain.change_feed import ChangeFeedEntry
 from dicom_core.domain.media_types import JSON
 from dicom_core.errors import BadRequest
+from dicom_core.query.parser import MAX_OFFSET as QIDO_MAX_OFFSET
 from dicom_core.storage.ports import ChangeQuery
 from dicom_core.web.context import api_version
 from dicom_core.web.query_params import bool_param, int_param
@@ -35,8 +36,11 @@ from dicom_core.web.query_params import bool_param, int_param
 #: ``limit``'s default and maximum, by API version.
 V1_LIMITS = (10, 100)
 V2_LIMITS = (100, 200)
-#: The largest ``offset``: a sequence (v1) or a count of entries to skip (v2).
-MAX_OFFSET = 2**63 - 1
+#: The largest v1 ``offset``: a sequence.
+MAX_SEQUENCE = 2**63 - 1
+#: The largest v2 ``offset``, a count of entries to skip inside a window: skipping reads the
+#: skipped entries, so it is bounded as QIDO's offset is (narrow the window instead).
+MAX_SKIP = QIDO_MAX_OFFSET
 
 
 def entry_json(entry: ChangeFeedEntry) -> dict[str, object]:
@@ -74,14 +78,21 @@ def time_param(request: Request, name: str) -> str | None:
         raise BadRequest(
             f"The query parameter '{name}' must give a time zone (for example Z or +01:00)."
         )
-    return parsed.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    try:
+        utc = parsed.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00, before year 1 in UTC
+        raise BadRequest(
+            f"The query parameter '{name}' is out of range once converted to UTC: {raw!r}."
+        ) from exc
+    return utc.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def change_query(request: Request, version: int) -> ChangeQuery:
     include_metadata = bool_param(request, "includeMetadata", default=True)
     default_limit, max_limit = V1_LIMITS if version == 1 else V2_LIMITS
     limit = int_param(request, "limit", default=default_limit, minimum=1, maximum=max_limit)
-    offset = int_param(request, "offset", default=0, minimum=0, maximum=MAX_OFFSET)
+    max_offset = MAX_SEQUENCE if version == 1 else MAX_SKIP
+    offset = int_param(request, "offset", default=0, minimum=0, maximum=max_offset)
     if version == 1:
         return ChangeQuery(limit=limit, after_sequence=offset, include_metadata=include_metadata)
     start, end = time_param(request, "startTime"), time_param(request, "endTime")

@@ -16,7 +16,12 @@ from dicom_core.services.external_metadata import requested
 from dicom_core.web import responses
 from dicom_core.web.context import api_version, series_uid, sop_uid, study_uid
 from dicom_core.web.renditions import negotiate_metadata
-from dicom_core.web.wado_params import original_version
+from dicom_core.web.wado_params import ORIGINAL_VERSION_HEADER, original_version
+
+#: The request headers an answer depends on: a shared cache must not serve the latest
+#: version's metadata to a request for the original, nor one without external metadata to a
+#: request with it.
+VARY = f"Accept, {ORIGINAL_VERSION_HEADER}, msdicom-request-meta"
 
 
 async def retrieve_metadata(request: Request, services: Services) -> Response:
@@ -37,7 +42,7 @@ async def retrieve_metadata(request: Request, services: Services) -> Response:
             original=original,
         )
         if _matches(if_none_match, etag):
-            return Response(status_code=304, headers={"ETag": etag})
+            return Response(status_code=304, headers={"ETag": etag, "Vary": VARY})
     document = await services.metadata.retrieve_metadata(
         study,
         series,
@@ -46,7 +51,7 @@ async def retrieve_metadata(request: Request, services: Services) -> Response:
         with_external_metadata=with_external,
         original=original,
     )
-    return responses.raw_dicom_json(document.body, headers={"ETag": document.etag})
+    return responses.raw_dicom_json(document.body, headers={"ETag": document.etag, "Vary": VARY})
 
 
 def _matches(if_none_match: list[str], etag: str) -> bool:

@@ -150,6 +150,8 @@ def test_v1_pages_by_sequence_and_v2_by_window_and_skip(client: httpx.Client) ->
         ("/v2/changefeed/latest", {"includeMetadata": "1"}, "includeMetadata"),
         ("/v2/changefeed", {"startTime": "2024-01-01T00:00:00"}, "startTime"),
         ("/v2/changefeed", {"endTime": "yesterday"}, "endTime"),
+        ("/v2/changefeed", {"startTime": "0001-01-01T00:00:00+01:00"}, "startTime"),
+        ("/v2/changefeed", {"offset": "10001"}, "offset"),
         (
             "/v2/changefeed",
             {"startTime": "2024-01-02T00:00:00Z", "endTime": "2024-01-01T00:00:00Z"},

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 
 import orjson
 import pytest
 from pydicom import dcmread
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from dicom_core.domain.bulk_update import BulkUpdateRequest, parse_bulk_update_request
+from dicom_core.domain.bulk_update import (
+    BulkUpdateRequest,
+    apply_changes,
+    parse_bulk_update_request,
+)
 from dicom_core.domain.instance import parse_instance
 from dicom_core.domain.model import InstanceKey
 from dicom_core.services.blob_cleanup import BlobJanitor
-from dicom_core.services.bulk_update import StudyUpdater, already_applied
+from dicom_core.services.bulk_update import StudyUpdater, _rewrite, already_applied
 from dicom_core.services.staging import StagingArea
 from dicom_core.storage.ports import NewVersion, VersionsCommitted
 from tests.fakes import Fakes
@@ -78,10 +84,10 @@ async def test_every_instance_gets_a_new_version_and_its_tags_indexed(tmp_path: 
         assert latest.PixelData == ds.PixelData
         assert latest.preamble == b"\x00" * 128
         record = await fakes.index.get_instance(key)
-        assert record is not None
-        assert record.blob_key.endswith(
-            f"op1-{(await fakes.index.get_instance(key, original=True)).watermark}.dcm"
-        )  # type: ignore[union-attr]
+        original = await fakes.index.get_instance(key, original=True)
+        assert record is not None and original is not None
+        # The key names the operation and the version rewritten, and a token of its own.
+        assert f"_op1-{original.watermark}-" in record.blob_key
     assert sorted(key for key, _ in indexed) == sorted(keys)
     assert not list((tmp_path / "staging").iterdir())  # nothing left behind
 
@@ -165,3 +171,53 @@ def test_already_applied_compares_values_without_padding(value: str) -> None:
         ds, request("1.2.3", {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "Old^Name"}]}})
     )
     assert not already_applied(ds, request("1.2.3", NEW_NAME))
+
+
+def test_an_already_applied_multi_valued_attribute_is_recognised() -> None:
+    ds = make_dataset()
+    change = {"00101000": {"vr": "LO", "Value": ["A", "B"]}}
+    apply_changes(ds, request("1.2.3", change))
+    assert already_applied(ds, request("1.2.3", change))
+    assert not already_applied(ds, request("1.2.3", {"00101000": {"vr": "LO", "Value": ["A"]}}))
+
+
+@pytest.mark.parametrize(
+    "name", ["CT_small.dcm", "MR_small_bigendian.dcm", "JPEG2000.dcm", "emri_small.dcm"]
+)
+def test_the_rewrite_copies_pixel_data_as_bytes_and_equals_a_full_rewrite(
+    tmp_path: Path, name: str
+) -> None:
+    """Only the header goes through pydicom; the result is the bytes a full read, change
+    and write of the whole instance would give."""
+    source = Path(get_testdata_file(name))  # type: ignore[arg-type]
+    change = request("1.2.3", {**NEW_NAME, "00080050": {"vr": "SH", "Value": ["ACC-9"]}})
+    assert _rewrite(source, tmp_path / "new.dcm", change)
+    full = dcmread(source)
+    apply_changes(full, change)
+    full.preamble = b"\x00" * 128
+    expected = io.BytesIO()
+    full.save_as(expected, enforce_file_format=True)
+    assert (tmp_path / "new.dcm").read_bytes() == expected.getvalue()
+    assert not _rewrite(tmp_path / "new.dcm", tmp_path / "again.dcm", change)
+
+
+async def test_two_overlapping_runs_of_one_step_leave_the_current_file_in_place(
+    tmp_path: Path,
+) -> None:
+    """A redelivered message can run a step twice at once: their files are their own, so
+    the one that loses never deletes the one that won."""
+    fakes = Fakes()
+    study = generate_uid()
+    datasets = [make_dataset(study_uid=study, PatientName="Old^Name") for _ in range(3)]
+    for ds in datasets:
+        await put(fakes, tmp_path, ds)
+    run = updater(fakes, tmp_path, [])
+    first, second = await asyncio.gather(
+        run.update_study(study, request(study, NEW_NAME), operation_id="op1"),
+        run.update_study(study, request(study, NEW_NAME), operation_id="op1"),
+    )
+    assert (first.errors, second.errors) == ([], [])
+    for ds in datasets:
+        key = InstanceKey(study, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+        latest = await current_dataset(fakes, key)  # raises if the file were gone
+        assert str(latest.PatientName) == "New^Name"

@@ -176,12 +176,15 @@ class CosmosIndexStore:
                 current = await read_item(c.index, rid, pk)
                 if current is None:
                     continue  # released between our create and our read: try again
-                if current.get("owner") == owner:
+                own = current.get("owner") == owner
+                if own and (blob_key is None or current.get("blobKey") == blob_key):
                     held = current  # our own earlier attempt, whose answer was lost
-                elif not self._is_stale(str(current.get("createdAt"))):
+                elif not own and not self._is_stale(str(current.get("createdAt"))):
                     raise InstanceBeingCreated(key) from None
                 else:
-                    # A crashed attempt: take its reservation over; its file is deleted.
+                    # A crashed attempt, or an earlier attempt of ours with a file of its own
+                    # (a repeated bulk update step): take its reservation over, delete its
+                    # file. Its commit, if it still comes, fails on the reservation's ETag.
                     try:
                         held = dict(
                             await c.index.replace_item(
@@ -216,8 +219,8 @@ class CosmosIndexStore:
         """One batch per instance: Cosmos DB's transactional batches hold at most 100
         operations, and the documents of one instance's new version (instance, original,
         summaries, pending change, reservation) take five of them, so a study's versions are
-        made visible instance by instance. Each step is idempotent: a repeat reserves with
-        the same owner (the new file's key) and finds an instance already at its version."""
+        made visible instance by instance. A repeated step reserves with the same owner (the
+        version's claim) and takes back what an earlier attempt left."""
         committed: list[InstanceKey] = []
         watermarks: list[int] = []
         changed: list[InstanceKey] = []
@@ -253,9 +256,9 @@ class CosmosIndexStore:
         )
 
     async def _reserve_for(self, version: NewVersion) -> Reservation:
-        """Reserve a bulk update's new version, its file already written; the file's key is
-        the owner, so a repeated step takes its own reservation back."""
-        owner = version.blob_key
+        """Reserve a bulk update's new version, its file already written; its claim is the
+        owner, so a repeated step takes the reservation an earlier attempt left back."""
+        owner = version.claim or version.blob_key
 
         async def reserve(c: Containers) -> Reservation:
             return await self._begin(c, version.key, True, owner, version.blob_key)

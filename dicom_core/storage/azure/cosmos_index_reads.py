@@ -30,10 +30,23 @@ async def read_instance(
 ) -> InstanceRecord | None:
     """The current version (one point read); with ``original``, the kept original when the
     current version says there is one (a second point read)."""
-    doc = await read_item(c.index, instance_id(key.series_uid, key.sop_uid), key.study_uid)
-    if doc is not None and original and doc.get("hasOriginal"):
-        doc = await read_item(c.index, original_id(key.series_uid, key.sop_uid), key.study_uid)
+    doc = await _original_or_current(c, key.study_uid, key.series_uid, key.sop_uid, original)
     return docs.record_from_document(doc) if doc else None
+
+
+async def _original_or_current(
+    c: Containers, study_uid: str, series_uid: str, sop_uid: str, original: bool
+) -> Doc | None:
+    """The instance's current document; with ``original``, its original document when it has
+    one. A replacing store that removed the original between the two reads leaves the
+    current document as the original: it is read again."""
+    current = await read_item(c.index, instance_id(series_uid, sop_uid), study_uid)
+    if current is None or not original or not current.get("hasOriginal"):
+        return current
+    kept = await read_item(c.index, original_id(series_uid, sop_uid), study_uid)
+    if kept is not None:
+        return kept
+    return await read_item(c.index, instance_id(series_uid, sop_uid), study_uid)
 
 
 async def list_records(
@@ -112,9 +125,7 @@ async def _metadata_scope(
     """The instance documents of a metadata request, oldest first: one point read for an
     instance (two for its original), else one query projecting ``fields``."""
     if series_uid is not None and sop_uid is not None:
-        doc = await read_item(c.index, instance_id(series_uid, sop_uid), study_uid)
-        if doc is not None and original and doc.get("hasOriginal"):
-            doc = await read_item(c.index, original_id(series_uid, sop_uid), study_uid)
+        doc = await _original_or_current(c, study_uid, series_uid, sop_uid, original)
         return [doc] if doc else []
     return await scope_query(c.index, fields, study_uid, series_uid, sop_uid, original=original)
 

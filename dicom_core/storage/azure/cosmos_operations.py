@@ -7,7 +7,9 @@ What an operation holds (a bulk update, its studies) is there too: a ``hold`` do
 (``id`` ``h|{resource}``) naming its holder, created or taken over in the same batch that
 creates the operation, so two operations never start on one resource. A hold whose holder
 has finished is free; finishing deletes its holds (a hold left behind by a failure to delete
-is free anyway).
+is free anyway). A start cut by a crash between its batch and its first message would hold its
+resources for ever: once ``ABANDONED_START_SECONDS`` have passed, the next start marks it
+Failed and takes them, in its own batch.
 
 Every read-modify-write of an operation replaces on the ETag read before it. Continuation
 (at-least-once queue delivery): a step moves the operation's checkpoint with a compare-and-set,
@@ -26,7 +28,8 @@ from typing import Any
 from azure.cosmos.exceptions import CosmosBatchOperationError
 
 from dicom_core.domain.operations import FINISHED_STATUSES, OperationKind, OperationStatusValues
-from dicom_core.domain.timestamps import utc_timestamp
+from dicom_core.domain.timestamps import seconds_since, utc_timestamp
+from dicom_core.storage.azure.cosmos_docs import without_system_properties
 from dicom_core.storage.azure.cosmos_io import (
     delete_if_present,
     query_items,
@@ -49,10 +52,23 @@ OPERATION_PARTITION = "querytags"
 OPERATION_KIND = "operation"
 HOLD_KIND = "hold"
 _CAS_ATTEMPTS = 10
+#: A start sends its first message right after its batch; one still unsent this much later
+#: was cut by a crash, and its holds are taken over (the operation is marked Failed).
+ABANDONED_START_SECONDS = 300
 
 
 def operation_id_of(operation_id: str) -> str:
     return f"o|{operation_id}"
+
+
+def _never_started(operation: Doc) -> bool:
+    """An operation whose start was cut between its batch and its first message: still
+    NotStarted, its message never marked sent, and older than any start takes."""
+    return (
+        operation["status"] == OperationStatusValues.NOT_STARTED.value
+        and not operation.get("sent")
+        and seconds_since(str(operation["createdAt"])) > ABANDONED_START_SECONDS
+    )
 
 
 def hold_id(resource: str) -> str:
@@ -109,6 +125,7 @@ class CosmosOperationStore:
         async def write(c: Containers) -> None:
             for _ in range(_CAS_ATTEMPTS):
                 batch: list[tuple[Any, ...]] = []
+                abandoned: set[str] = set()
                 for resource in holds:
                     held = await read_item(c.system, hold_id(resource), OPERATION_PARTITION)
                     doc = {
@@ -124,7 +141,20 @@ class CosmosOperationStore:
                     holder = await read_item(
                         c.system, operation_id_of(str(held["operationId"])), OPERATION_PARTITION
                     )
-                    if holder is not None and holder["status"] not in FINISHED_STATUSES:
+                    if holder is not None and _never_started(holder):
+                        # Its start died between its batch and its first message: fail it.
+                        if str(holder["id"]) not in abandoned:
+                            abandoned.add(str(holder["id"]))
+                            failed = without_system_properties(holder)
+                            failed.update(status=OperationStatusValues.FAILED.value, updatedAt=now)
+                            batch.append(
+                                (
+                                    "replace",
+                                    (failed["id"], failed),
+                                    {"if_match_etag": holder["_etag"]},
+                                )
+                            )
+                    elif holder is not None and holder["status"] not in FINISHED_STATUSES:
                         raise OperationConflict(resource, str(held["operationId"]))
                     batch.append(("replace", (doc["id"], doc), {"if_match_etag": held["_etag"]}))
                 batch.append(("create", (op_doc,)))

@@ -1,7 +1,8 @@
 """The SQLite index schema of the local backend, for the whole service.
 
 Tables and why they exist:
-- ``instance``: one row per stored (status 1) or reserved (status 0) instance version. The
+- ``instance``: one row per stored (status 1), reserved (status 0) or original (status 2: the
+  first version, kept when a bulk update rewrote the instance) instance version. The
   ``watermark`` is a monotonic id that names the stored file and orders "latest wins". It keeps
   the precomputed DICOM JSON, the frame byte ranges and the instance's own copies of the
   searchable attributes (so study/series summaries can be recomputed after a delete).
@@ -298,11 +299,6 @@ CREATE TABLE IF NOT EXISTS operation (
     updated_at TEXT NOT NULL
 );
 
--- The change feed (dicom_core.domain.change_feed). The sequence is allocated inside the
--- write transaction of the change, and SQLite has one writer at a time, so entries become
--- visible in sequence order with no gap: AUTOINCREMENT never reuses a value, and a rolled-back
--- transaction gives its value back. current_watermark is the instance's version now (NULL
--- once it is deleted), set on every entry of the instance by each later change of it.
 -- The resources an operation holds while it runs (a bulk update, its studies), so that two
 -- operations never work on one at once; a row whose operation has finished is free.
 CREATE TABLE IF NOT EXISTS operation_hold (
@@ -310,6 +306,15 @@ CREATE TABLE IF NOT EXISTS operation_hold (
     operation_id TEXT NOT NULL
 );
 
+-- The change feed (dicom_core.domain.change_feed). The sequence is allocated inside the
+-- write transaction of the change, and SQLite has one writer at a time, so entries become
+-- visible in sequence order with no gap: AUTOINCREMENT never reuses a value, and a rolled-back
+-- transaction gives its value back. current_watermark is the instance's version now (NULL
+-- once it is deleted), set on every entry of the instance by each later change of it.
+-- With durable writes the WAL is synced just after the commit, outside the writers' lock:
+-- a reader may see an entry in the moment before its sync, which a power cut in that moment
+-- would lose (and its sequence would be given out again); the store that wrote it has not
+-- been acknowledged then.
 CREATE TABLE IF NOT EXISTS change_feed (
     sequence INTEGER PRIMARY KEY AUTOINCREMENT,
     timestamp TEXT NOT NULL,

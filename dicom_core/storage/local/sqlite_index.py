@@ -362,8 +362,7 @@ class SqliteIndexStore:
                 reservation = self.reserve(
                     conn, version.key, upsert=True, blob_key=version.blob_key
                 )
-                obsolete += reservation.abandoned_blob_keys
-                obsolete += self.finish(
+                replaced = self.finish(
                     conn, reservation, version.instance, based_on=version.based_on
                 )
                 for hook in self._hooks:
@@ -375,6 +374,9 @@ class SqliteIndexStore:
                 changed.append(version.key)
                 obsolete.append(version.blob_key)
             else:
+                # Only now: a rollback to the savepoint restores a taken-over reservation,
+                # whose file must then stay.
+                obsolete += [*reservation.abandoned_blob_keys, *replaced]
                 committed.append(version.key)
                 watermarks.append(reservation.watermark)
             conn.execute("RELEASE version")

@@ -45,14 +45,15 @@ class VersionedMetadata:
 @dataclass(frozen=True, slots=True)
 class NewVersion:
     """A bulk update's rewrite of one stored instance: the new version, its file already
-    written under ``blob_key``, and ``based_on``, the watermark of the version it was made
-    from. ``commit_versions`` reserves and commits it in one step, so a crash between
-    writing the file and committing leaves no reservation behind, only the file (which a
-    retry of the same update writes again under the same key)."""
+    written under ``blob_key`` (a key no other attempt uses), and ``based_on``, the watermark
+    of the version it was made from."""
 
     instance: StoredInstance
     blob_key: str
     based_on: int
+    claim: str = ""
+    """Names the attempt across repeats (a bulk update: the operation and ``based_on``), so
+    a repeat after a crash takes back the reservation the first attempt left (Cosmos DB)."""
 
     @property
     def key(self) -> InstanceKey:
