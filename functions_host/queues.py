@@ -12,8 +12,9 @@ Differences from Azure, on purpose: the host backs an idle queue's polling off u
 ``maxPollingInterval`` (a minute by default); this one polls every ``poll_interval`` seconds so
 a job starts promptly on a laptop. A failed message is made visible again at once rather than
 after ``visibilityTimeout``, so retries do not stall tests for 30 s each. A message is leased
-for 30 s and the lease is not renewed (the host leases for 10 minutes and renews while the
-function runs), so a killed host's job comes back within 30 s; our jobs are short batches.
+for 30 s (the host: 10 minutes), so a killed host's job comes back within 30 s, and, as the
+host does, the lease is renewed while the function runs (every half lease), so a long step (a
+bulk update of a large study) is never delivered a second time while it still runs.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 import orjson
 
 from dicom_core.jobs.retry import RetryRule
-from dicom_core.storage.ports import JobQueue, QueueMessage
+from dicom_core.storage.ports import JobQueue, LeaseLost, QueueMessage
 from functions_host.worker import IndexedFunction, RuntimeWorker
 
 log = logging.getLogger("functions_host.queues")
@@ -103,6 +104,8 @@ class QueuePump:
             name=str(function.trigger["name"]),
             data=protos.TypedData(string=orjson.dumps(message.body).decode()),
         )
+        leased = [message]
+        renewing = asyncio.create_task(self._keep_leased(queue, leased))
         try:
             response = await self._worker.invoke(
                 function,
@@ -113,6 +116,11 @@ class QueuePump:
             error = None if self._worker.succeeded(response) else self._worker.failure(response)
         except TimeoutError:
             error = "the function timed out (host.json functionTimeout)"
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+        message = leased[0]  # settled with the receipt of its latest lease
         if error is None:
             await queue.complete(message)
             return
@@ -121,6 +129,19 @@ class QueuePump:
             await queue.dead_letter(message, error)
         else:
             await queue.abandon(message)
+
+    async def _keep_leased(self, queue: JobQueue, leased: list[QueueMessage]) -> None:
+        """Extend the message's lease every half lease while its function runs; stop if the
+        lease was lost (the message is then someone else's to settle)."""
+        while True:
+            await asyncio.sleep(self._lease / 2)
+            try:
+                leased[0] = await queue.extend_lease(leased[0], self._lease)
+            except LeaseLost:
+                log.warning("lost the lease of message %s while it ran", leased[0].id)
+                return
+            except Exception:
+                log.exception("could not extend the lease of message %s", leased[0].id)
 
 
 def trigger_metadata(protos: Any, message: QueueMessage) -> Mapping[str, Any]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from dicom_core.storage.ports import POISON_SUFFIX
+import pytest
+
+from dicom_core.storage.ports import POISON_SUFFIX, LeaseLost
 from tests.support.stores import Stores
 
 
@@ -45,6 +47,30 @@ async def test_an_expired_lease_redelivers(stores: Stores) -> None:
     await asyncio.sleep(1.5)
     [again] = await stores.queue.receive(queue)
     assert again.body == {"n": 2} and again.dequeue_count == 2
+    await stores.queue.complete(again)
+
+
+async def test_an_extended_lease_keeps_a_running_message_from_others(stores: Stores) -> None:
+    queue = stores.queue_name()
+    await stores.queue.send(queue, {"n": 3})
+    [first] = await stores.queue.receive(queue, visibility_timeout=1)
+    extended = await stores.queue.extend_lease(first, 30)
+    assert extended.id == first.id and extended.body == first.body
+    await asyncio.sleep(1.5)
+    assert await stores.queue.receive(queue) == []  # still leased: not delivered again
+    await stores.queue.complete(extended)  # settled with the latest lease
+    await asyncio.sleep(0)
+    assert await stores.queue.receive(queue, visibility_timeout=1) == []
+
+
+async def test_a_lease_that_ran_out_cannot_be_extended(stores: Stores) -> None:
+    queue = stores.queue_name()
+    await stores.queue.send(queue, {"n": 4})
+    [first] = await stores.queue.receive(queue, visibility_timeout=1)
+    await asyncio.sleep(1.5)
+    [again] = await stores.queue.receive(queue)  # delivered to someone else
+    with pytest.raises(LeaseLost):
+        await stores.queue.extend_lease(first, 30)
     await stores.queue.complete(again)
 
 

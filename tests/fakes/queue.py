@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dicom_core.storage.ports import POISON_SUFFIX, QueueMessage
+from dicom_core.storage.ports import POISON_SUFFIX, LeaseLost, QueueMessage
 
 
 @dataclass(slots=True)
@@ -88,6 +88,19 @@ class FakeJobQueue:
         for waiting in self.queues.get(message.queue, []):
             if waiting.id == message.id and waiting.receipt == message.receipt:
                 waiting.visible_at = time.monotonic()
+
+    async def extend_lease(self, message: QueueMessage, visibility_timeout: float) -> QueueMessage:
+        """Like Storage queues: a new receipt each time; the old one no longer settles it."""
+        for waiting in self.queues.get(message.queue, []):
+            if waiting.id == message.id and waiting.receipt == message.receipt:
+                waiting.visible_at = time.monotonic() + visibility_timeout
+                waiting.receipt = str(next(self._ids))
+                return replace(
+                    message,
+                    receipt=waiting.receipt,
+                    next_visible_at=datetime.now(UTC) + timedelta(seconds=visibility_timeout),
+                )
+        raise LeaseLost(message.id)
 
     async def dead_letter(self, message: QueueMessage, reason: str) -> None:
         if self._take(message) is not None:

@@ -19,16 +19,26 @@ import contextlib
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
 from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 
 from dicom_core.settings import AzureSettings
 from dicom_core.storage.azure.clients import StorageClients
 from dicom_core.storage.azure.retry import RetryPolicy, is_transient, unexpected
-from dicom_core.storage.ports import POISON_SUFFIX, QueueMessage, StorageUnavailable
+from dicom_core.storage.ports import (
+    POISON_SUFFIX,
+    LeaseLost,
+    QueueMessage,
+    StorageUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +53,13 @@ def decode_body(text: str) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {"raw": text}
     return body if isinstance(body, dict) else {"raw": body}
+
+
+def _lease_gone(exc: HttpResponseError) -> bool:
+    """The message was settled (404 MessageNotFound) or received again since this lease
+    (400 PopReceiptMismatch): the receipt no longer holds it."""
+    code = getattr(exc, "error_code", None)
+    return isinstance(exc, ResourceNotFoundError) or code == "PopReceiptMismatch"
 
 
 class StorageJobQueue:
@@ -136,12 +153,34 @@ class StorageJobQueue:
 
     async def abandon(self, message: QueueMessage) -> None:
         async def release() -> None:
-            with contextlib.suppress(ResourceNotFoundError):  # the lease was lost: it returns
+            try:
                 await self._queue(message.queue).update_message(
                     message.id, message.receipt, visibility_timeout=0
                 )
+            except HttpResponseError as exc:
+                if not _lease_gone(exc):  # the lease was lost: the message returns anyway
+                    raise
 
         await self._call(message.queue, "abandon", release)
+
+    async def extend_lease(self, message: QueueMessage, visibility_timeout: float) -> QueueMessage:
+        async def extend() -> QueueMessage:
+            try:
+                updated = await self._queue(message.queue).update_message(
+                    message.id, message.receipt, visibility_timeout=math.ceil(visibility_timeout)
+                )
+            except HttpResponseError as exc:
+                if not _lease_gone(exc):
+                    raise
+                raise LeaseLost(message.id) from None
+            return replace(
+                message,
+                receipt=str(updated.pop_receipt),
+                next_visible_at=updated.next_visible_on,
+            )
+
+        result: QueueMessage = await self._call(message.queue, "extend", extend)
+        return result
 
     async def dead_letter(self, message: QueueMessage, reason: str) -> None:
         poison = message.queue + POISON_SUFFIX

@@ -11,6 +11,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +19,7 @@ import orjson
 
 from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
-from dicom_core.storage.ports import POISON_SUFFIX, QueueMessage
+from dicom_core.storage.ports import POISON_SUFFIX, LeaseLost, QueueMessage
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -120,6 +121,20 @@ class SqliteJobQueue:
                 )
 
         await self._db.run(release)
+
+    async def extend_lease(self, message: QueueMessage, visibility_timeout: float) -> QueueMessage:
+        def extend() -> QueueMessage:
+            until = time.time() + visibility_timeout
+            with self._db.transaction() as conn:
+                updated = conn.execute(
+                    "UPDATE job SET visible_at = ? WHERE id = ? AND receipt = ?",
+                    (until, int(message.id), message.receipt),
+                ).rowcount
+            if not updated:
+                raise LeaseLost(message.id)
+            return replace(message, next_visible_at=datetime.fromtimestamp(until, UTC))
+
+        return await self._db.run(extend)
 
     async def dead_letter(self, message: QueueMessage, reason: str) -> None:
         def poison() -> None:

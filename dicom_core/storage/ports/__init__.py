@@ -58,7 +58,7 @@ from dicom_core.storage.ports.query_tags import (
     TagConflict,
     TooManyTags,
 )
-from dicom_core.storage.ports.queue import POISON_SUFFIX, JobQueue, QueueMessage
+from dicom_core.storage.ports.queue import POISON_SUFFIX, JobQueue, LeaseLost, QueueMessage
 from dicom_core.storage.ports.workitems import WorkitemChanged, WorkitemExists, WorkitemStore
 
 __all__ = [
@@ -79,6 +79,7 @@ __all__ = [
     "InstanceExists",
     "InstanceWriter",
     "JobQueue",
+    "LeaseLost",
     "NewVersion",
     "OperationConflict",
     "OperationProgress",

@@ -24,6 +24,10 @@ class QueueMessage:
     next_visible_at: datetime | None = None
 
 
+class LeaseLost(Exception):
+    """The message's lease ended before it could be extended (it may be running again)."""
+
+
 #: Where ``JobQueue.dead_letter`` moves a message of queue ``q``: ``q + POISON_SUFFIX``, the
 #: Functions host's own poison queue name.
 POISON_SUFFIX = "-poison"
@@ -42,6 +46,13 @@ class JobQueue(Protocol):
 
     async def abandon(self, message: QueueMessage) -> None:
         """Make a message visible again at once (the handler failed)."""
+        ...
+
+    async def extend_lease(self, message: QueueMessage, visibility_timeout: float) -> QueueMessage:
+        """Keep a message invisible for ``visibility_timeout`` more seconds while its handler
+        runs, as the Functions host does for a running queue function. Returns the message
+        to settle it with from now on (Storage queues hand out a new pop receipt); raises
+        ``LeaseLost`` when the message was received again or settled meanwhile."""
         ...
 
     async def dead_letter(self, message: QueueMessage, reason: str) -> None:

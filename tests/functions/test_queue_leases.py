@@ -1,0 +1,57 @@
+"""The local host's queue pump keeps a running message leased, as the Functions host does:
+a function that runs longer than the lease is not delivered a second time meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import types
+from typing import Any
+
+from functions_host.queues import QueuePump
+from tests.fakes import FakeJobQueue
+
+LEASE = 1.0
+
+
+class SlowWorker:
+    """Stands in for the runtime worker: each invocation takes ``seconds``."""
+
+    protos = types.SimpleNamespace(
+        ParameterBinding=lambda **fields: fields, TypedData=lambda **fields: fields
+    )
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.invocations = 0
+
+    async def invoke(self, function: Any, bindings: Any, **kwargs: Any) -> str:
+        self.invocations += 1
+        await asyncio.sleep(self.seconds)
+        return "ok"
+
+    def succeeded(self, response: str) -> bool:
+        return response == "ok"
+
+    def failure(self, response: str) -> str:
+        return response
+
+
+async def test_a_long_running_message_stays_leased_and_is_settled_once() -> None:
+    queue = FakeJobQueue()
+    await queue.send("jobs", {"step": 1})
+    worker = SlowWorker(seconds=LEASE * 3)
+    pump = QueuePump(worker, [], lambda: queue, lease_seconds=LEASE)  # type: ignore[arg-type]
+    function = types.SimpleNamespace(name="step", trigger={"name": "msg", "queueName": "jobs"})
+    [message] = await queue.receive("jobs", visibility_timeout=LEASE)
+
+    seen_again: list[object] = []
+
+    async def another_instance() -> None:
+        while worker.invocations == 0 or not delivered.done():
+            seen_again.extend(await queue.receive("jobs", visibility_timeout=LEASE))
+            await asyncio.sleep(LEASE / 4)
+
+    delivered = asyncio.ensure_future(pump._deliver(queue, function, message))  # type: ignore[arg-type]
+    await asyncio.gather(delivered, another_instance())
+    assert seen_again == []  # never visible while it ran, three leases long
+    assert queue.bodies("jobs") == []  # completed with the receipt of its latest lease
