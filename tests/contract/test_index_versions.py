@@ -181,3 +181,36 @@ async def test_deleting_an_updated_studys_last_instance_drops_its_external_metad
     await index.delete_instances(key.study_uid, key.series_uid, key.sop_uid)
     values = await stores.ports.external_metadata.study_values([key.study_uid])
     assert not values.get(key.study_uid)
+
+
+async def test_cosmos_commits_a_studys_versions_in_one_batch(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to STUDY_BATCH_VERSIONS versions of a study are one transactional batch: a reader
+    sees all of them or none; more are cut into batches of that many."""
+    if stores.backend != "azure":
+        pytest.skip("the Cosmos DB adapter's batches")
+    from dicom_core.storage.azure import cosmos_index
+
+    monkeypatch.setattr(cosmos_index, "STUDY_BATCH_VERSIONS", 3)
+    index = stores.index
+    batches: list[list[str]] = []
+    execute = index._execute  # type: ignore[attr-defined]
+
+    async def recording(c: object, pk: str, plan: object) -> object:
+        batches.append(list(plan.names))  # type: ignore[attr-defined]
+        return await execute(c, pk, plan)
+
+    monkeypatch.setattr(index, "_execute", recording)
+    study = new_key().study_uid
+    keys = [new_key(study) for _ in range(5)]
+    first = [await store(index, key) for key in keys]
+    batches.clear()
+    new, outcome = await update(index, keys, first, "v2")
+    assert set(outcome.committed) == set(keys) and outcome.changed == ()
+    assert [names.count("instance") for names in batches] == [3, 2]
+    assert [names.count("original") for names in batches] == [3, 2]
+    assert all(w > 0 for w in new)
+    summary = await stores.raw_study_summary(study)
+    assert summary is not None
+    assert (summary["instances"], summary["patient_id"]) == (5, "v2")

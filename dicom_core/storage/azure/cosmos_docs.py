@@ -420,6 +420,61 @@ def plan_commit(
     return plan
 
 
+@dataclass(frozen=True, slots=True)
+class VersionItem:
+    """One instance's new version, ready for ``plan_versions``: its reservation (and the
+    reservation's ETag), its new document, and the document it replaces."""
+
+    reservation: Reservation
+    reservation_etag: str
+    instance_doc: Doc
+    old_instance: Mapping[str, Any]
+
+
+def plan_versions(
+    items: Sequence[VersionItem],
+    series_docs: Mapping[str, Mapping[str, Any]],
+    study_doc: Mapping[str, Any],
+    now: str,
+) -> BatchPlan:
+    """One batch that makes new versions of several instances of one study visible together.
+
+    The instances' plans are chained (``plan_commit`` for each, given the summaries the ones
+    before it would leave), and only the last summaries are written, each replacing the
+    document read before under that document's ETag; every instance document, original,
+    reservation and pending change of the chain goes in. So the batch is all of the study's
+    versions or none of them.
+    """
+    etags = {uid: doc["_etag"] for uid, doc in series_docs.items()}
+    series_now: dict[str, Mapping[str, Any]] = dict(series_docs)
+    study_now: Mapping[str, Any] = study_doc
+    combined = BatchPlan()
+    for item in items:
+        uid = item.reservation.key.series_uid
+        plan = plan_commit(
+            reservation=item.reservation,
+            reservation_etag=item.reservation_etag,
+            instance_doc=item.instance_doc,
+            old_instance=item.old_instance,
+            series_doc=series_now[uid],
+            study_doc=study_now,
+            now=now,
+            updating=True,
+        )
+        for name, operation in zip(plan.names, plan.operations, strict=True):
+            if name == "series":
+                series_now[uid] = {**operation[1][1], "_etag": etags[uid]}
+            elif name == "study":
+                study_now = {**operation[1][1], "_etag": study_doc["_etag"]}
+            else:
+                combined.add(name, operation)
+        combined.propagate = combined.propagate or plan.propagate
+    for uid in sorted({item.reservation.key.series_uid for item in items}):
+        combined.put("series", without_system_properties(series_now[uid]), series_docs[uid])
+    combined.put("study", without_system_properties(study_now), study_doc)
+    return combined
+
+
 def original_document(replaced: Mapping[str, Any]) -> Doc:
     """The ``original`` document made of the instance document an update replaces."""
     doc = {k: v for k, v in replaced.items() if not k.startswith("_")}

@@ -35,7 +35,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from azure.core import MatchConditions
@@ -216,44 +216,142 @@ class CosmosIndexStore:
         return replaced
 
     async def commit_versions(self, versions: Sequence[NewVersion]) -> VersionsCommitted:
-        """One batch per instance: Cosmos DB's transactional batches hold at most 100
-        operations, and the documents of one instance's new version (instance, original,
-        summaries, pending change, reservation) take five of them, so a study's versions are
-        made visible instance by instance. A repeated step reserves with the same owner (the
-        version's claim) and takes back what an earlier attempt left."""
-        committed: list[InstanceKey] = []
-        watermarks: list[int] = []
-        changed: list[InstanceKey] = []
-        obsolete: list[str] = []
+        """A study's versions in as few transactional batches as Cosmos DB allows.
+
+        A batch holds at most 100 operations and 2 MB, and each new version takes four
+        (instance, original, reservation, pending change) beside the summaries, so a study of
+        up to ``STUDY_BATCH_VERSIONS`` instances is made visible in one batch, all or nothing,
+        and a larger one in chunks of that many. A version whose metadata needs slices, or a
+        chunk that keeps losing races with other writers, is committed on its own instead.
+        A repeated step reserves with the same owner (the version's claim) and takes back what
+        an earlier attempt left.
+        """
+        outcome = _VersionsOutcome()
+        reserved: list[tuple[NewVersion, Reservation]] = []
         for version in versions:
-            key = version.key
             try:
                 reservation = await self._reserve_for(version)
             except InstanceBeingCreated:
-                changed.append(key)
-                obsolete.append(version.blob_key)
+                outcome.changed.append(version.key)
+                outcome.obsolete.append(version.blob_key)
                 continue
-            obsolete.extend(reservation.abandoned_blob_keys)
+            outcome.obsolete.extend(reservation.abandoned_blob_keys)
+            reserved.append((version, reservation))
+        alone = [item for item in reserved if docs.split_metadata(_packed(item[0]))]
+        together = [item for item in reserved if item not in alone]
+        for chunk in _study_chunks(together):
+            if not await self._commit_together(chunk, outcome):
+                alone.extend(chunk)
+        for version, reservation in alone:
             try:
-                obsolete.extend(
+                outcome.obsolete.extend(
                     await self._commit_version(reservation, version.instance, version.based_on)
                 )
             except InstanceChanged:
                 await self.abort_instance(reservation)
-                changed.append(key)
-                obsolete.append(version.blob_key)
+                outcome.changed.append(version.key)
+                outcome.obsolete.append(version.blob_key)
                 continue
-            committed.append(key)
-            watermarks.append(reservation.watermark)
+            outcome.committed.append(version.key)
+            outcome.watermarks.append(reservation.watermark)
         if versions:
             await self._sequence_changes(versions[0].key.study_uid)
         return VersionsCommitted(
-            committed=tuple(committed),
-            watermarks=tuple(watermarks),
-            changed=tuple(changed),
-            obsolete_blob_keys=tuple(obsolete),
+            committed=tuple(outcome.committed),
+            watermarks=tuple(outcome.watermarks),
+            changed=tuple(outcome.changed),
+            obsolete_blob_keys=tuple(outcome.obsolete),
             tags_indexed=False,
         )
+
+    async def _commit_together(
+        self, chunk: list[tuple[NewVersion, Reservation]], outcome: _VersionsOutcome
+    ) -> bool:
+        """Commit ``chunk`` (versions of one study) in one batch; False, having committed
+        nothing, when it should go instance by instance (it kept losing races)."""
+        pk = chunk[0][0].key.study_uid
+
+        async def attempt(c: Containers) -> bool | None:
+            now = utc_timestamp()
+            found = await query_items(
+                c.index,
+                "SELECT * FROM c WHERE c.pk = @pk AND (ARRAY_CONTAINS(@ids, c.id)"
+                " OR ARRAY_CONTAINS(@reservations, c.id) OR c.kind = @series"
+                " OR c.kind = @study)",
+                {
+                    "@pk": pk,
+                    "@ids": [instance_id(v.key.series_uid, v.key.sop_uid) for v, _ in chunk],
+                    "@reservations": [
+                        reservation_id(v.key.series_uid, v.key.sop_uid) for v, _ in chunk
+                    ],
+                    "@series": SERIES,
+                    "@study": STUDY,
+                },
+                partition=pk,
+            )
+            by_id = {str(doc["id"]): doc for doc in found}
+            study = by_id.get(STUDY_DOC_ID)
+            series_docs = {str(d["series"]): d for d in found if d["kind"] == SERIES}
+            items: list[docs.VersionItem] = []
+            for version, reservation in list(chunk):
+                key = version.key
+                old = by_id.get(instance_id(key.series_uid, key.sop_uid))
+                held = by_id.get(reservation_id(key.series_uid, key.sop_uid))
+                if old is not None and int(old["wm"]) == reservation.watermark:
+                    chunk.remove((version, reservation))  # committed already; answer lost
+                    outcome.committed.append(key)
+                    outcome.watermarks.append(reservation.watermark)
+                    continue
+                if old is None or int(old["wm"]) != version.based_on or held is None:
+                    return None  # changed, or lost its reservation: decided one by one
+                if int(held["wm"]) != reservation.watermark:
+                    return None
+                items.append(
+                    docs.VersionItem(
+                        reservation=reservation,
+                        reservation_etag=str(held["_etag"]),
+                        instance_doc=docs.instance_document(
+                            reservation,
+                            version.instance,
+                            now=now,
+                            packed=_packed(version),
+                            parts=0,
+                        ),
+                        old_instance=old,
+                    )
+                )
+            if not items:
+                return True
+            if study is None or any(i.reservation.key.series_uid not in series_docs for i in items):
+                return None
+            plan = docs.plan_versions(items, series_docs, study, now)
+            try:
+                await self._execute(c, pk, plan)
+            except _Conflict:
+                return False
+            if plan.propagate:
+                await propagate_safely(c.index, pk)
+            for item in items:
+                outcome.committed.append(item.reservation.key)
+                outcome.watermarks.append(item.reservation.watermark)
+                self._reservation_etags.pop(
+                    (item.reservation.key, item.reservation.watermark), None
+                )
+                if item.old_instance.get("hasOriginal"):
+                    # The version between the original and this one goes.
+                    outcome.obsolete.append(str(item.old_instance["blobKey"]))
+                    if int(item.old_instance.get("metaParts") or 0):
+                        await self._drop_metaparts(pk, int(item.old_instance["wm"]))
+            return True
+
+        for backoff in _conflict_backoff():
+            done = await self._session.run(attempt)
+            if done is None:
+                return False
+            if done:
+                return True
+            await asyncio.sleep(backoff)
+        return False
 
     async def _reserve_for(self, version: NewVersion) -> Reservation:
         """Reserve a bulk update's new version, its file already written; its claim is the
@@ -614,6 +712,48 @@ class CosmosIndexStore:
 
     async def close(self) -> None:
         await self._session.close()
+
+
+#: Versions of one study committed in one transactional batch: four operations each, beside
+#: the study summary and a series summary per series, within Cosmos DB's 100 (and 2 MB).
+STUDY_BATCH_VERSIONS = 20
+
+
+@dataclass(slots=True)
+class _VersionsOutcome:
+    committed: list[InstanceKey] = field(default_factory=list)
+    watermarks: list[int] = field(default_factory=list)
+    changed: list[InstanceKey] = field(default_factory=list)
+    obsolete: list[str] = field(default_factory=list)
+
+
+#: What one batch's versions may weigh, under Cosmos DB's 2 MB: each version's packed
+#: metadata counts twice (the new document, and the replaced one kept as the original).
+STUDY_BATCH_BYTES = 1_500_000
+
+
+def _packed(version: NewVersion) -> str:
+    return docs.pack_metadata(version.instance.metadata_json)
+
+
+def _study_chunks(
+    reserved: list[tuple[NewVersion, Reservation]],
+) -> list[list[tuple[NewVersion, Reservation]]]:
+    """``reserved`` in order, cut into chunks one batch holds (count and size)."""
+    chunks: list[list[tuple[NewVersion, Reservation]]] = []
+    weight = 0
+    for item in reserved:
+        size = 2 * len(_packed(item[0])) + 4096
+        if (
+            not chunks
+            or len(chunks[-1]) >= STUDY_BATCH_VERSIONS
+            or weight + size > STUDY_BATCH_BYTES
+        ):
+            chunks.append([])
+            weight = 0
+        chunks[-1].append(item)
+        weight += size
+    return chunks
 
 
 def _conflict_backoff() -> Iterator[float]:
