@@ -311,10 +311,9 @@ CREATE TABLE IF NOT EXISTS operation_hold (
 -- visible in sequence order with no gap: AUTOINCREMENT never reuses a value, and a rolled-back
 -- transaction gives its value back. current_watermark is the instance's version now (NULL
 -- once it is deleted), set on every entry of the instance by each later change of it.
--- With durable writes the WAL is synced just after the commit, outside the writers' lock:
--- a reader may see an entry in the moment before its sync, which a power cut in that moment
--- would lose (and its sequence would be given out again); the store that wrote it has not
--- been acknowledged then.
+-- With durable writes the WAL is synced just after the commit, outside the writers' lock, so
+-- the feed's reader syncs it too before returning entries (sqlite_change_feed.py): an entry
+-- a power cut could still take back (its sequence then given again) is never returned.
 CREATE TABLE IF NOT EXISTS change_feed (
     sequence INTEGER PRIMARY KEY AUTOINCREMENT,
     timestamp TEXT NOT NULL,

@@ -3,6 +3,12 @@
 Entries are appended by ``SqliteIndexStore`` in the transaction of each change (see the table's
 comment in ``schema.py`` for why their sequences are gap-free in commit order); this module
 only reads them, joining the instance's current version for its metadata.
+
+A durable database syncs its WAL just after each commit, outside the writers' lock, so a
+reader can see a commit in the moment before it is on disk. A power cut then would lose it,
+and its sequence would be given to another change: a consumer that read it would skip that
+one. So a read that returns entries syncs the WAL before answering (one ``fdatasync``, the
+same a store waits for): what the feed returns is durable.
 """
 
 from __future__ import annotations
@@ -57,7 +63,10 @@ class SqliteChangeFeedStore:
         params.extend((query.limit, query.skip))
 
         def read() -> list[ChangeFeedEntry]:
-            return [_entry(row) for row in self._db.connection().execute(sql, params)]
+            entries = [_entry(row) for row in self._db.connection().execute(sql, params)]
+            if entries:
+                self._db.sync_wal()
+            return entries
 
         return await self._db.run(read)
 
@@ -67,6 +76,9 @@ class SqliteChangeFeedStore:
 
         def read() -> ChangeFeedEntry | None:
             row = self._db.connection().execute(sql).fetchone()
-            return None if row is None else _entry(row)
+            if row is None:
+                return None
+            self._db.sync_wal()
+            return _entry(row)
 
         return await self._db.run(read)
