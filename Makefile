@@ -7,9 +7,10 @@ PYTHON ?= $(shell for p in python3.13 $$(pyenv root 2>/dev/null)/versions/3.13*/
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null && { echo "$$p"; break; }; done)
 VENV := .venv
 PY := $(VENV)/bin/python
-# The stamp changes whenever the pinned requirements or the Python version change, so a second
-# run is quick and a venv of another Python is rebuilt.
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)-py313
+# The stamp changes whenever the pinned requirements, pyproject.toml (the project's own install:
+# its packages and the `dicomweb` command) or the Python version change, so a second run is
+# quick and a venv of another Python is rebuilt.
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | sha1sum | cut -c1-12)-py313
 PORT ?= 7071
 DATA_DIR ?= .data
 # Azurite and the Cosmos DB server (npm, pinned by tools/emulators/package-lock.json) for the
@@ -23,11 +24,13 @@ INFRA_STAMP := $(INFRA_VENV)/.installed-$(shell sha1sum requirements-infra.txt |
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.13 is needed (python3.13 on PATH, or make PYTHON=/path/to/python3.13); see the README" >&2; exit 1; }
 	@$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@# The project itself, editable and without dependencies (pinned above): .venv/bin/dicomweb.
+	@$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	@rm -f $(VENV)/.installed-* && touch $@
 
 $(INFRA_STAMP): requirements-infra.txt
