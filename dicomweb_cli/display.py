@@ -1,7 +1,8 @@
-"""What a person sees: a progress bar (files, bytes, rate, ETA) and the closing summary.
+"""What a person sees: the upload's progress bar (files, bytes, rate, ETA) and summary, and
+the search's table.
 
-Both go to stderr, so that stdout stays free for ``--json`` and for pipes; ``--json`` turns
-the bar off altogether.
+The bar and the summary go to stderr, so that stdout stays free for ``--json`` and for
+pipes; ``--json`` turns the bar off altogether. The table is the search's output: stdout.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.table import Table
+from rich.text import Text
 
+from dicomweb_cli.search import COLUMNS
 from dicomweb_cli.upload import Summary
 
 MAX_LISTED = 20
@@ -84,3 +88,22 @@ def print_summary(summary: Summary) -> None:
             console.print(f"  ... and {len(items) - MAX_LISTED} more ({title})")
     if summary.interrupted:
         console.print("interrupted: run the same command again to resume")
+
+
+def print_table(level: str, cells: list[list[str]]) -> None:
+    """A table on a terminal; tab-separated lines, headings first, into a pipe or file (so
+    that cut, sort and awk read it, and UIDs are never wrapped)."""
+    headings = [heading for heading, _ in COLUMNS[level]]
+    console = Console()
+    if not console.is_terminal:
+        for row in [headings, *cells]:
+            print("\t".join(value.replace("\t", " ") for value in row))
+        return
+    table = Table(title=f"{len(cells)} {level}")
+    for heading in headings:
+        # UIDs are copied whole: they keep to one line, and the other columns make room.
+        table.add_column(heading, no_wrap=heading.endswith("UID"))
+    for row in cells:
+        # Text, not str: a value such as "[x]" is data, not rich markup.
+        table.add_row(*(Text(value) for value in row))
+    console.print(table)

@@ -1,5 +1,6 @@
-"""The pieces of ``dicomweb upload`` without a server: finding files by content, the
-multipart/related writer, reading STOW answers, batching, the journal and the retries."""
+"""The pieces of ``dicomweb`` without a server: for upload, finding files by content, the
+multipart/related writer, reading STOW answers, batching, the journal and the retries; for
+search, its routes, query parameters and table cells."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dicomweb_cli import answers
 from dicomweb_cli.files import DicomFile, find_dicom_files, is_dicom, sop_instance_uid
 from dicomweb_cli.journal import Journal
 from dicomweb_cli.multipart import FileChangedError, MultipartRelated
+from dicomweb_cli.search import UsageError, cell, query_params, search_path
 from dicomweb_cli.upload import RetryPolicy, Uploader, batches, retry_after_seconds
 from tests.support.factories import make_dataset, multipart_parts, to_bytes
 
@@ -196,3 +198,57 @@ async def test_a_request_that_keeps_failing_fails_its_files(tmp_path: Path) -> N
     assert not summary.ok
     assert summary.to_json()["failures"][0]["comments"] == ["HTTP 503: busy"]
     assert file not in Journal(tmp_path / "journal")
+
+
+def test_search_routes_follow_the_level_and_scope() -> None:
+    assert search_path("studies", None, None) == "/v2/studies"
+    assert search_path("series", "1.2", None) == "/v2/studies/1.2/series"
+    assert search_path("series", None, None) == "/v2/series"
+    assert search_path("instances", "1.2", "1.3") == "/v2/studies/1.2/series/1.3/instances"
+    assert search_path("instances", "1.2", None) == "/v2/studies/1.2/instances"
+    assert search_path("instances", None, None) == "/v2/instances"
+    for level, study, series in [
+        ("studies", "1", None),
+        ("series", "1", "2"),
+        ("instances", None, "2"),
+    ]:
+        with pytest.raises(UsageError):
+            search_path(level, study, series)
+
+
+def test_search_terms_become_query_parameters_in_order() -> None:
+    params = query_params(
+        ["PatientName=doe", "00080060=CT", "Modality=MR", "AccessionNumber="],
+        fuzzy=True,
+        include=["StudyTime", "all"],
+        limit=5,
+        offset=10,
+    )
+    assert params == [
+        ("PatientName", "doe"),
+        ("00080060", "CT"),
+        ("Modality", "MR"),
+        ("AccessionNumber", ""),
+        ("includefield", "StudyTime"),
+        ("includefield", "all"),
+        ("fuzzymatching", "true"),
+        ("limit", "5"),
+        ("offset", "10"),
+    ]
+    with pytest.raises(UsageError):
+        query_params(["PatientName"], fuzzy=False, include=[], limit=None, offset=None)
+
+
+def test_search_cells_show_names_and_several_values() -> None:
+    dataset = {
+        "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane"}]},
+        "00080061": {"vr": "CS", "Value": ["CT", "PT"]},
+        "00201208": {"vr": "IS", "Value": [3]},
+        "00081030": {"vr": "LO"},
+    }
+    assert [cell(dataset, tag) for tag in ["00100010", "00080061", "00201208", "00081030"]] == [
+        "Doe^Jane",
+        "CT\\PT",
+        "3",
+        "",
+    ]
