@@ -124,13 +124,14 @@ _TRAILING_ESCAPES = re.compile(rb"(?:\x1b[\x20-\x2f]+[\x30-\x7e])+$")
 
 def _mark_trailing_nuls(value: bytes, mark: bytes, *, decoded: bool) -> bytes:
     """``decoded``: a VR whose text goes through the character set (escapes dropped)."""
-    escapes = _TRAILING_ESCAPES.search(value) if decoded else None
+    kept = value.rstrip(b" ")
+    escapes = _TRAILING_ESCAPES.search(kept) if decoded else None
     tail = escapes.group() if escapes else b""
-    kept = value[: len(value) - len(tail)].rstrip(b" ")
-    core = kept.rstrip(b"\x00 ")
+    body = kept[: len(kept) - len(tail)]
+    core = body.rstrip(b"\x00 ")
     if not core:
         return value  # padding only: an empty value either way
-    return core + kept[len(core) :].replace(b"\x00", mark) + tail
+    return core + body[len(core) :].replace(b"\x00", mark) + tail
 
 
 def _keep_nuls_in_raw(ds: Dataset, tag: BaseTag) -> str | None:
