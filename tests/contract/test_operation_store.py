@@ -55,3 +55,31 @@ async def test_a_held_resource_refuses_a_second_operation_until_the_first_finish
     record = await stores.operations.get_operation(second)
     assert record is not None and record.status == OperationStatusValues.FAILED
     await start(stores, queue, ["1.2.4", "1.2.3"])
+
+
+async def test_a_hold_released_while_a_start_reads_it_is_read_again(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cosmos DB: the finished holder's release deletes the hold between the start's read and
+    its batch (404 in the batch): the start reads again and takes it."""
+    if stores.backend != "azure":
+        pytest.skip("the Cosmos DB adapter's hold documents")
+    from dicom_core.storage.azure import cosmos_operations
+
+    queue = stores.queue_name()
+    first = await start(stores, queue, ["1.2.5"])
+    done = OperationProgress(OperationStatusValues.COMPLETED, 100, {"at": 1})
+    assert await stores.operations.compare_and_set_checkpoint(first, {"at": 0}, done, None)
+    read_item = cosmos_operations.read_item
+    stale = {"id": cosmos_operations.hold_id("1.2.5"), "operationId": first, "_etag": '"gone"'}
+    served: list[str] = []
+
+    async def before_the_release(container: object, item_id: str, partition: str) -> object:
+        if item_id == stale["id"] and not served:
+            served.append(item_id)
+            return stale  # what the start read just before the release deleted it
+        return await read_item(container, item_id, partition)
+
+    monkeypatch.setattr(cosmos_operations, "read_item", before_the_release)
+    second = await start(stores, queue, ["1.2.5"])
+    assert served and second != first

@@ -164,7 +164,9 @@ class CosmosOperationStore:
                     )
                     return
                 except CosmosBatchOperationError as exc:
-                    if exc.status_code not in (409, 412):  # a racing start took a hold
+                    # 409/412: a racing start took a hold; 404: the finished holder's release
+                    # deleted the hold between our read and our batch. Read again.
+                    if exc.status_code not in (404, 409, 412):
                         raise
             raise OperationConflict(", ".join(holds), "(a concurrent start)")
 
