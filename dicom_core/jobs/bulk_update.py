@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, replace
-from enum import Enum
 from typing import Any
 
 import orjson
@@ -27,7 +26,7 @@ import orjson
 from dicom_core.domain.bulk_update import BulkUpdateRequest, parse_bulk_update_request
 from dicom_core.domain.operations import OperationKind, OperationStatusValues
 from dicom_core.jobs.messages import MalformedMessage, OperationMessage
-from dicom_core.jobs.operations import running_percent
+from dicom_core.jobs.operations import CheckpointContention, StepOutcome, running_percent
 from dicom_core.services.bulk_update import StudyOutcome, StudyUpdater
 from dicom_core.storage.ports import (
     Continuation,
@@ -41,16 +40,6 @@ log = logging.getLogger(__name__)
 BULK_UPDATE_QUEUE = "bulk-update-batches"
 #: Instance errors listed per failed study; more are summarised in one line (as Azure does).
 MAX_INSTANCE_ERRORS = 5
-
-
-class CheckpointContention(Exception):
-    """The operation's record changed under a step without moving: retry the message."""
-
-
-class StepOutcome(Enum):
-    STALE = "stale"
-    CONTINUED = "continued"
-    COMPLETED = "completed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,20 @@ record live here once, for every kind of operation.
 
 from __future__ import annotations
 
+from enum import Enum
+
+
+class CheckpointContention(Exception):
+    """The operation's record changed under a step without moving: retry the message."""
+
+
+class StepOutcome(Enum):
+    """What one step of an operation did: nothing (a stale checkpoint), moved on, or finished."""
+
+    STALE = "stale"
+    CONTINUED = "continued"
+    COMPLETED = "completed"
+
 
 def running_percent(done: int, total: int) -> int:
     """Percent complete of a running operation: never 100 before it has completed, so a

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 from dicom_core.domain.extended_query_tags import QueryTagStatusValues
 from dicom_core.domain.operations import OperationKind, OperationStatusValues
 from dicom_core.jobs.checkpoint import WatermarkCheckpoint
 from dicom_core.jobs.messages import MalformedMessage, OperationMessage
-from dicom_core.jobs.operations import running_percent
+from dicom_core.jobs.operations import CheckpointContention, StepOutcome, running_percent
 from dicom_core.storage.ports import (
     Continuation,
     OperationProgress,
@@ -35,18 +34,6 @@ log = logging.getLogger(__name__)
 
 REINDEX_QUEUE = "reindex-batches"
 DEFAULT_BATCH_SIZE = 100
-
-
-class CheckpointContention(Exception):
-    """The operation's record changed under a batch without moving: retry the message."""
-
-
-class BatchOutcome(Enum):
-    """What one reindex batch did: nothing (a stale checkpoint), moved on, or finished."""
-
-    STALE = "stale"
-    CONTINUED = "continued"
-    COMPLETED = "completed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +90,7 @@ class ReindexJob:
         self._batch_size = batch_size
         self._queue = queue
 
-    async def handle_message(self, body: Any, *, final_attempt: bool = False) -> BatchOutcome:
+    async def handle_message(self, body: Any, *, final_attempt: bool = False) -> StepOutcome:
         """One delivery. Raises to be retried; on the final attempt (``RetryRule``) the
         operation is marked Failed first, since the message then goes to the poison queue."""
         message = OperationMessage.from_json(body)
@@ -117,11 +104,11 @@ class ReindexJob:
                 log.error("reindex operation %s failed for good", message.operation_id)
                 await self._store.fail_operation(message.operation_id)
             raise
-        if outcome is BatchOutcome.STALE:
+        if outcome is StepOutcome.STALE:
             log.info("reindex message for %s is stale (already handled)", message.operation_id)
         return outcome
 
-    async def batch(self, operation_id: str, checkpoint: ReindexCheckpoint) -> BatchOutcome:
+    async def batch(self, operation_id: str, checkpoint: ReindexCheckpoint) -> StepOutcome:
         """Index the batch after ``checkpoint`` and move the operation past it, unless the
         operation no longer stands there (then only repair what an interrupted step left)."""
         store = self._store
@@ -164,15 +151,15 @@ class ReindexJob:
             # A duplicate of this message moved it first, or (a store retrying a write whose
             # answer was lost) this very step did: either way, settle as a stale message.
             return await self._stale(operation_id, checkpoint)
-        return BatchOutcome.COMPLETED if finished else BatchOutcome.CONTINUED
+        return StepOutcome.COMPLETED if finished else StepOutcome.CONTINUED
 
-    async def _stale(self, operation_id: str, checkpoint: ReindexCheckpoint) -> BatchOutcome:
+    async def _stale(self, operation_id: str, checkpoint: ReindexCheckpoint) -> StepOutcome:
         """A message whose checkpoint the operation has left: index nothing, only repair what
         an interrupted step may have left undone."""
         store = self._store
         operation = await store.get_operation(operation_id)
         if operation is None:
-            return BatchOutcome.STALE
+            return StepOutcome.STALE
         expected = checkpoint.to_json()
         if operation.status == OperationStatusValues.COMPLETED:
             # A completed operation's tags are Ready, whatever stopped a step (idempotent).
@@ -189,7 +176,7 @@ class ReindexJob:
             await store.resend_continuation(
                 operation_id, expected, self._message(operation_id, current)
             )
-        return BatchOutcome.STALE
+        return StepOutcome.STALE
 
     def _message(self, operation_id: str, checkpoint: ReindexCheckpoint) -> Continuation:
         return reindex_message(operation_id, checkpoint, queue=self._queue)

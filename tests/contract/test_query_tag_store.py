@@ -16,7 +16,8 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicom_core.domain.extended_query_tags import QueryTagDefinition, QueryTagLevelValues
-from dicom_core.jobs.reindex import BatchOutcome, ReindexCheckpoint, ReindexJob, plan_reindex
+from dicom_core.jobs.operations import StepOutcome
+from dicom_core.jobs.reindex import ReindexCheckpoint, ReindexJob, plan_reindex
 from dicom_core.storage.ports import JobQueue, QueryTagStore, TagConflict
 from tests.support.index_rows import add_instance
 from tests.support.stores import Stores
@@ -72,23 +73,23 @@ async def test_duplicates_do_nothing_and_the_operation_completes(stores: Stores)
     assert checkpoint.position.total == 7
     job = ReindexJob(store, batch_size=3, queue=queue)
 
-    async def run(cp: ReindexCheckpoint) -> BatchOutcome:
+    async def run(cp: ReindexCheckpoint) -> StepOutcome:
         return await job.batch("op1", cp)
 
-    assert await run(checkpoint) is BatchOutcome.CONTINUED
+    assert await run(checkpoint) is StepOutcome.CONTINUED
     (second,) = await take(stores, queue)
-    assert await run(checkpoint) is BatchOutcome.STALE  # redelivered: no batch, no message
+    assert await run(checkpoint) is StepOutcome.STALE  # redelivered: no batch, no message
     assert await take(stores, queue) == []
     outcomes = [await run(ReindexCheckpoint.from_json(second["checkpoint"]))]
-    while outcomes[-1] is BatchOutcome.CONTINUED:
+    while outcomes[-1] is StepOutcome.CONTINUED:
         (following,) = await take(stores, queue)
         outcomes.append(await run(ReindexCheckpoint.from_json(following["checkpoint"])))
-    assert outcomes == [BatchOutcome.CONTINUED, BatchOutcome.COMPLETED]
+    assert outcomes == [StepOutcome.CONTINUED, StepOutcome.COMPLETED]
     done = await store.get_operation("op1")
     assert done is not None and done.status == "Completed" and done.percent_complete == 100
     tag = await store.get_tag("00101010")
     assert tag is not None and tag.status == "Ready" and tag.error_count == 0
-    assert await run(checkpoint) is BatchOutcome.STALE
+    assert await run(checkpoint) is StepOutcome.STALE
     assert await take(stores, queue) == []
     assert await store.delete_tag("00101010")
     assert await store.get_tag("00101010") is None
@@ -126,11 +127,11 @@ async def test_a_failed_continuation_is_sent_by_the_retry(stores: Stores) -> Non
     # The retry of the same message indexes nothing again but sends the continuation once.
     job = ReindexJob(store, batch_size=2, queue=queue)
     retried = await job.batch("op", checkpoint)
-    assert retried is BatchOutcome.STALE
+    assert retried is StepOutcome.STALE
     (resent,) = await take(stores, queue)
     assert resent["checkpoint"] == moved.checkpoint
     again = await job.batch("op", checkpoint)
-    assert again is BatchOutcome.STALE
+    assert again is StepOutcome.STALE
     assert await take(stores, queue) == []
 
 

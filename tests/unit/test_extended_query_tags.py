@@ -19,9 +19,9 @@ from dicom_core.domain.extended_query_tags import (
     parse_definitions,
     parse_query_status,
 )
+from dicom_core.jobs.operations import StepOutcome
 from dicom_core.jobs.reindex import (
     REINDEX_QUEUE,
-    BatchOutcome,
     ReindexCheckpoint,
     ReindexJob,
     plan_reindex,
@@ -117,7 +117,7 @@ async def test_a_batch_handled_twice_changes_nothing(tmp_path: Path) -> None:
         await job.handle_message(message.body)  # redelivered: stale, no effect
         checkpoint = ReindexCheckpoint.from_json(message.body["checkpoint"])
         outcome = await job.batch(operation.operation_id, checkpoint)
-        assert outcome is BatchOutcome.STALE
+        assert outcome is StepOutcome.STALE
         await queue.complete(message)
         handled += 1
     assert handled == 3  # 3 + 3 + 1 instances

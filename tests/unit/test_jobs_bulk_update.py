@@ -14,11 +14,11 @@ from dicom_core.jobs.bulk_update import (
     BULK_UPDATE_QUEUE,
     MAX_INSTANCE_ERRORS,
     BulkUpdateJob,
-    StepOutcome,
     UpdateCheckpoint,
     UpdateResults,
     update_results,
 )
+from dicom_core.jobs.operations import StepOutcome
 from dicom_core.services.bulk_update import StudyOutcome
 from dicom_core.storage.ports import OperationConflict
 from tests.fakes import FakeJobQueue

@@ -20,10 +20,10 @@ from dicom_core.domain.model import InstanceKey
 from dicom_core.domain.operations import OperationKind
 from dicom_core.jobs.checkpoint import WatermarkCheckpoint
 from dicom_core.jobs.messages import MalformedMessage, OperationMessage
+from dicom_core.jobs.operations import StepOutcome
 from dicom_core.jobs.reindex import (
     DEFAULT_BATCH_SIZE,
     REINDEX_QUEUE,
-    BatchOutcome,
     CheckpointContention,
     ReindexCheckpoint,
     ReindexJob,
@@ -190,7 +190,7 @@ def started(
     return store, first, ReindexJob(store, batch_size=batch_size)
 
 
-async def drain(job: ReindexJob, store: FakeReindexStore) -> list[BatchOutcome]:
+async def drain(job: ReindexJob, store: FakeReindexStore) -> list[StepOutcome]:
     outcomes = []
     while bodies := store.take():
         for body in bodies:
@@ -207,7 +207,7 @@ async def test_the_operation_walks_every_batch_and_completes() -> None:
 
     outcomes = await drain(job, store)
 
-    assert outcomes == [BatchOutcome.CONTINUED, BatchOutcome.CONTINUED, BatchOutcome.COMPLETED]
+    assert outcomes == [StepOutcome.CONTINUED, StepOutcome.CONTINUED, StepOutcome.COMPLETED]
     op = store.operations["op"]
     assert (op.status, op.percent_complete) == ("Completed", 100)
     assert op.checkpoint is not None and op.checkpoint["done"] == 7
@@ -217,15 +217,15 @@ async def test_the_operation_walks_every_batch_and_completes() -> None:
 
 async def test_progress_is_capped_below_100_until_the_last_batch() -> None:
     store, first, job = started(6, batch_size=3, ages="001Y")
-    assert await job.handle_message(first) is BatchOutcome.CONTINUED
+    assert await job.handle_message(first) is StepOutcome.CONTINUED
     assert store.operations["op"].percent_complete == 50
     # 6 instances in batches of 3: the second batch is full, so only a third (empty) one
     # can tell that nothing is left.
     (second,) = store.take()
-    assert await job.handle_message(second) is BatchOutcome.CONTINUED
+    assert await job.handle_message(second) is StepOutcome.CONTINUED
     assert store.operations["op"].percent_complete == 99
     (last,) = store.take()
-    assert await job.handle_message(last) is BatchOutcome.COMPLETED
+    assert await job.handle_message(last) is StepOutcome.COMPLETED
     assert store.operations["op"].percent_complete == 100
 
 
@@ -239,17 +239,17 @@ async def test_a_crash_mid_batch_repeats_only_that_batch() -> None:
     assert store.sent == []
 
     # the redelivery repeats the batch (upserts: no harm) and the operation goes on
-    assert await job.handle_message(first) is BatchOutcome.CONTINUED
-    assert await drain(job, store) == [BatchOutcome.COMPLETED]
+    assert await job.handle_message(first) is StepOutcome.CONTINUED
+    assert await drain(job, store) == [StepOutcome.COMPLETED]
     assert store.operations["op"].status == "Completed"
     assert len(store.values) == 5
 
 
 async def test_a_redelivered_message_is_stale_and_sends_nothing() -> None:
     store, first, job = started(4, batch_size=2, ages="010Y")
-    assert await job.handle_message(first) is BatchOutcome.CONTINUED
+    assert await job.handle_message(first) is StepOutcome.CONTINUED
     store.take()
-    assert await job.handle_message(first) is BatchOutcome.STALE
+    assert await job.handle_message(first) is StepOutcome.STALE
     assert store.sent == []
 
 
@@ -261,21 +261,21 @@ async def test_a_lost_continuation_is_sent_by_the_redelivery() -> None:
     moved = store.operations["op"].checkpoint
     assert moved != first["checkpoint"] and store.sent == []
 
-    assert await job.handle_message(first) is BatchOutcome.STALE
+    assert await job.handle_message(first) is StepOutcome.STALE
     (resent,) = store.take()
     assert resent["checkpoint"] == moved
-    assert await job.handle_message(first) is BatchOutcome.STALE
+    assert await job.handle_message(first) is StepOutcome.STALE
     assert store.sent == []
-    assert await job.handle_message(resent) is BatchOutcome.COMPLETED
+    assert await job.handle_message(resent) is StepOutcome.COMPLETED
 
 
 async def test_a_move_whose_answer_was_lost_still_sends_its_continuation() -> None:
     store, first, job = started(3, batch_size=2, ages="010Y")
     store.lose_next_move_answer = True
-    assert await job.handle_message(first) is BatchOutcome.STALE
+    assert await job.handle_message(first) is StepOutcome.STALE
     (continuation,) = store.take()
     assert continuation["checkpoint"] == store.operations["op"].checkpoint
-    assert await job.handle_message(continuation) is BatchOutcome.COMPLETED
+    assert await job.handle_message(continuation) is StepOutcome.COMPLETED
 
 
 async def test_a_move_lost_to_another_writer_is_retried_not_dropped() -> None:
@@ -283,14 +283,14 @@ async def test_a_move_lost_to_another_writer_is_retried_not_dropped() -> None:
     store.contend_next_move = True
     with pytest.raises(CheckpointContention):
         await job.handle_message(first)
-    assert await job.handle_message(first) is BatchOutcome.COMPLETED
+    assert await job.handle_message(first) is StepOutcome.COMPLETED
 
 
 async def test_the_last_batch_may_be_empty_or_short() -> None:
     store = FakeReindexStore()
     store.add_age_tag("op")  # no instance at all
     job = ReindexJob(store, batch_size=3)
-    assert await drain(job, store) == [BatchOutcome.COMPLETED]
+    assert await drain(job, store) == [StepOutcome.COMPLETED]
     op = store.operations["op"]
     assert (op.status, op.percent_complete) == ("Completed", 100)
     assert store.tags[AGE_KEY].status == "Ready"
@@ -298,10 +298,10 @@ async def test_the_last_batch_may_be_empty_or_short() -> None:
 
 async def test_an_instance_deleted_between_batches_is_skipped_and_the_count_still_ends() -> None:
     store, first, job = started(6, batch_size=3)
-    assert await job.handle_message(first) is BatchOutcome.CONTINUED
+    assert await job.handle_message(first) is StepOutcome.CONTINUED
     del store.instances[5]  # deleted before the second batch reads it
 
-    assert await drain(job, store) == [BatchOutcome.COMPLETED]
+    assert await drain(job, store) == [StepOutcome.COMPLETED]
     op = store.operations["op"]
     assert op.checkpoint is not None
     assert (op.status, op.percent_complete, op.checkpoint["done"]) == ("Completed", 100, 6)
@@ -314,7 +314,7 @@ async def test_an_instance_stored_after_the_start_is_not_the_reindex_business() 
     store.add_age_tag("op")
     store.store(2, "002Y")  # the store path indexes it itself
     job = ReindexJob(store, batch_size=10)
-    assert await drain(job, store) == [BatchOutcome.COMPLETED]
+    assert await drain(job, store) == [StepOutcome.COMPLETED]
     assert {sop for _, sop in store.values} == {"1.2.1.1"}
 
 
@@ -326,7 +326,7 @@ async def test_an_invalid_value_is_recorded_as_an_error_and_the_operation_comple
     store.add_age_tag("op")
     job = ReindexJob(store, batch_size=2)
 
-    assert await drain(job, store) == [BatchOutcome.CONTINUED, BatchOutcome.COMPLETED]
+    assert await drain(job, store) == [StepOutcome.CONTINUED, StepOutcome.COMPLETED]
     tag = store.tags[AGE_KEY]
     assert (tag.status, tag.query_status, tag.error_count) == ("Ready", "Disabled", 1)
     assert list(store.errors) == [(AGE_KEY, "1.2.2.1")]
@@ -347,7 +347,7 @@ async def test_a_failing_batch_fails_the_operation_on_the_final_attempt_only() -
     with pytest.raises(ConnectionError):
         await job.handle_message(first, final_attempt=retry.is_final(3))
     assert store.operations["op"].status == "Failed"
-    assert await job.handle_message(first) is BatchOutcome.STALE  # a failed one stays failed
+    assert await job.handle_message(first) is StepOutcome.STALE  # a failed one stays failed
 
 
 async def test_a_completion_cut_short_before_the_tags_is_finished_by_the_redelivery() -> None:
@@ -360,7 +360,7 @@ async def test_a_completion_cut_short_before_the_tags_is_finished_by_the_redeliv
     store.operations["op"] = replace(
         store.operations["op"], status="Completed", percent_complete=100, checkpoint=done.to_json()
     )
-    assert await ReindexJob(store).handle_message(first) is BatchOutcome.STALE
+    assert await ReindexJob(store).handle_message(first) is StepOutcome.STALE
     assert store.tags[AGE_KEY].status == "Ready"
 
 
@@ -386,7 +386,7 @@ async def test_a_schema_1_message_queued_before_an_upgrade_is_still_processed() 
     store.take()
     legacy = {"schema": 1, "operationId": "op", "checkpoint": body["checkpoint"]}
     assert OperationMessage.from_json(legacy).kind is OperationKind.REINDEX
-    assert await ReindexJob(store).handle_message(legacy) is BatchOutcome.COMPLETED
+    assert await ReindexJob(store).handle_message(legacy) is StepOutcome.COMPLETED
 
 
 @pytest.mark.parametrize(
