@@ -108,6 +108,9 @@ def test_an_update_rewrites_every_instance_and_keeps_the_original(client: httpx.
     kept = client.get(f"/v2/studies/{study}/metadata", headers={**META, **ORIGINAL})
     assert kept.json() == before.json()
     assert kept.headers["etag"] == before.headers["etag"]
+    # The answer depends on the header: a shared cache must keep the two apart.
+    vary = {v.strip().lower() for v in kept.headers["vary"].split(",")}
+    assert {"accept", "msdicom-request-original", "msdicom-request-meta"} <= vary
     revalidated = client.get(
         f"/v2/studies/{study}/metadata", headers={**META, "If-None-Match": before.headers["etag"]}
     )
