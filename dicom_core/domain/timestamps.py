@@ -21,7 +21,13 @@ Timespec = Literal["seconds", "milliseconds", "microseconds"]
 
 def utc_timestamp(timespec: Timespec = "microseconds") -> str:
     """Now, as ISO 8601 UTC text with a ``Z`` suffix, to ``timespec`` precision."""
-    return datetime.now(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+    return timestamp_of(datetime.now(UTC), timespec)
+
+
+def timestamp_of(moment: datetime, timespec: Timespec = "microseconds") -> str:
+    """A time with a zone as :func:`utc_timestamp` text, so it compares with stored ones
+    (OverflowError when it falls outside the years 1 to 9999 once in UTC)."""
+    return moment.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def seconds_since(timestamp: str) -> float:

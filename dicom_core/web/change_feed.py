@@ -18,7 +18,7 @@ orders differ only when a clock steps back or two changes race by microseconds).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import orjson
 from starlette.requests import Request
@@ -27,6 +27,7 @@ from starlette.responses import Response
 from dicom_core.bootstrap import Services
 from dicom_core.domain.change_feed import ChangeFeedEntry
 from dicom_core.domain.media_types import JSON
+from dicom_core.domain.timestamps import timestamp_of
 from dicom_core.errors import BadRequest
 from dicom_core.query.parser import MAX_OFFSET as QIDO_MAX_OFFSET
 from dicom_core.storage.ports import ChangeQuery
@@ -79,12 +80,11 @@ def time_param(request: Request, name: str) -> str | None:
             f"The query parameter '{name}' must give a time zone (for example Z or +01:00)."
         )
     try:
-        utc = parsed.astimezone(UTC)
+        return timestamp_of(parsed)
     except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00, before year 1 in UTC
         raise BadRequest(
             f"The query parameter '{name}' is out of range once converted to UTC: {raw!r}."
         ) from exc
-    return utc.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def change_query(request: Request, version: int) -> ChangeQuery:
