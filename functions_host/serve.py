@@ -29,6 +29,7 @@ from dicom_core.web.routing import HttpTrigger, RouteTable, host_routes
 from functions_host.front import FrontProtocol
 from functions_host.http import HttpForwarder
 from functions_host.queues import QueuePump
+from functions_host.timers import TimerPump
 from functions_host.worker import (
     IndexedFunction,
     RuntimeWorker,
@@ -79,8 +80,9 @@ def route_prefix(host_json: dict[str, Any]) -> str:
 
 
 class FunctionsHost:
-    """An ASGI app: the lifespan starts the runtime and the queue pump, requests go through
-    the host's routing to the runtime."""
+    """An ASGI app: the lifespan starts the runtime, the queue pump and the timers, requests
+    go through the host's routing to the runtime. The serving processes share ``timer_lock``:
+    the one holding it runs the timers."""
 
     def __init__(
         self,
@@ -88,6 +90,7 @@ class FunctionsHost:
         queue_factory: Callable[[], JobQueue] | None,
         *,
         engine: str = "runtime",
+        timer_lock: Path | None = None,
     ) -> None:
         if engine not in ENGINES:
             raise ValueError(
@@ -98,6 +101,8 @@ class FunctionsHost:
         self._host_json = read_host_json(app_dir)
         self._timeout = function_timeout(self._host_json)
         self._queue_factory = queue_factory
+        self._timer_lock = timer_lock or Path(".data") / "host" / "timers.lock"
+        self._timers: TimerPump | None = None
         self.worker = RuntimeWorker(app_dir, function_timeout=self._timeout)
         self._forwarder: HttpForwarder | None = None
         self._pump: QueuePump | None = None
@@ -149,8 +154,16 @@ class FunctionsHost:
                 batch_size=int(queues.get("batchSize", 16)),
             )
             await self._pump.start()
+        timer_functions = [
+            f for f in functions if str(f.trigger.get("type", "")).lower() == "timertrigger"
+        ]
+        if timer_functions:
+            self._timers = TimerPump(self.worker, timer_functions, self._timer_lock)
+            await self._timers.start()
 
     async def stop(self) -> None:
+        if self._timers is not None:
+            await self._timers.stop()
         if self._pump is not None:
             await self._pump.stop()
         if self._forwarder is not None:
@@ -175,7 +188,12 @@ def create_app() -> FunctionsHost:
     if str(app_dir) not in sys.path:
         sys.path.insert(0, str(app_dir))
     engine = os.environ.get("DICOM_HOST_ENGINE", "runtime").strip().lower() or "runtime"
-    return FunctionsHost(app_dir, lambda: build_job_queue(settings), engine=engine)
+    return FunctionsHost(
+        app_dir,
+        lambda: build_job_queue(settings),
+        engine=engine,
+        timer_lock=settings.data_dir / "host" / "timers.lock",
+    )
 
 
 # prctl(2) option: the signal the kernel sends this process when the thread that created it

@@ -209,3 +209,40 @@ def test_the_direct_engine_routes_and_streams_as_the_runtime_does(
 def test_the_direct_engine_answers_500_when_a_function_fails(direct: Server) -> None:
     assert get(direct, "/fail").status_code == 500
     assert get(direct, "/things/ok").status_code == 200
+
+
+def test_a_timer_runs_on_its_schedule_in_one_process_only(tmp_path: Path) -> None:
+    """The schedule comes from an app setting (%NAME%), each occurrence is invoked once
+    however many serving processes there are, with the TimerInfo the host sends."""
+    received = tmp_path / "received"
+    received.mkdir()
+    running = start_server(
+        tmp_path,
+        app_dir=SAMPLE_APP,
+        RECEIVED_DIR=str(received),
+        SAMPLE_TIMER_SCHEDULE="* * * * * *",  # every second
+        DICOM_LOCAL_WORKERS="2",
+    )
+    try:
+        ticks = received / "ticks"
+        deadline = time.monotonic() + 60
+        found: list[dict[str, object]] = []
+        while time.monotonic() < deadline and len(found) < 3:
+            time.sleep(0.2)
+            found = [json.loads(p.read_text()) for p in sorted(ticks.glob("*.json"))]
+    finally:
+        stop_server(running)
+    assert len(found) >= 3, running.log_path.read_text()[-3000:]
+    dues = [str(tick["status"]["LastUpdated"]) for tick in found]  # type: ignore[index]
+    assert len(set(dues)) == len(dues)  # no occurrence ran twice
+    assert len({tick["pid"] for tick in found}) == 1  # one process runs the timers
+    later = [tick for tick in found if tick["status"]["Last"] != "0001-01-01T00:00:00+00:00"]  # type: ignore[index]
+    assert later and all(str(t["status"]["Next"]) > str(t["status"]["LastUpdated"]) for t in later)  # type: ignore[index]
+
+
+def test_a_timer_whose_schedule_setting_is_missing_is_disabled_not_fatal(
+    sample: Server,
+) -> None:
+    """As the host marks such a function in error: the app's other functions serve."""
+    assert get(sample, "/things/ok").status_code == 200
+    assert "timer function tick is disabled" in sample.log_path.read_text()

@@ -84,6 +84,16 @@ async def work_items(msg: func.QueueMessage) -> None:
         raise RuntimeError("asked to fail")
 
 
+@app.timer_trigger(arg_name="timer", schedule="%SAMPLE_TIMER_SCHEDULE%")
+async def tick(timer: func.TimerRequest) -> None:
+    """Records each occurrence, by the due time the host passed, and this process."""
+    due = str(timer.schedule_status.get("LastUpdated", "")).replace(":", "-")
+    record = {"past_due": timer.past_due, "status": timer.schedule_status, "pid": os.getpid()}
+    folder = Path(os.environ["RECEIVED_DIR"]) / "ticks"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{due}-{os.getpid()}.json").write_text(json.dumps(record))
+
+
 @app.route(route="{*path}", methods=["GET", "POST", "PUT", "DELETE"])
 async def z_fallback(req: Request) -> Response:
     return Response(json.dumps({"function": "z_fallback", **_seen(req)}), status_code=404)
