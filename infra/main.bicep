@@ -190,7 +190,7 @@ module storage 'br/public:avm/res/storage/storage-account:0.8.3' = {
         }
       ]
     }
-    tableServices: {} // Table Storage: the Functions host's and the operation records' tables
+    tableServices: {} // Table Storage: the Functions host's diagnostic-events tables only
   }
 }
 

@@ -19,7 +19,9 @@ var storageRoles = [
     what: 'queue'
   }
   {
-    // Storage Table Data Contributor: the host's tables and the operation records.
+    // Storage Table Data Contributor: the Functions host's own tables (its diagnostic
+    // events, AzureFunctionsDiagnosticEvents*, through AzureWebJobsStorage). The app keeps no
+    // table: operation records live in Cosmos DB (docs/azure-backend.md, "Operation records").
     id: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
     what: 'table'
   }
