@@ -209,8 +209,6 @@ def body(studies: list[str], change: dict[str, Any] | None) -> dict[str, Any]:
     [
         (body([], {"00100010": name("A")}), "StudyInstanceUids"),
         (body([f"1.2.{n}" for n in range(51)], {"00100010": name("A")}), "50"),
-        (body(["1.2.3"], {"00080060": {"vr": "CS", "Value": ["MR"]}}), "Modality"),
-        (body(["1.2.3"], {"00100020": {"vr": "LO"}}), "PatientID"),
         (body(["not a uid"], {"00100010": name("A")}), "not a uid"),
         (body(["1.2.3"], None), "changeDataset"),
     ],
@@ -221,6 +219,31 @@ def test_bad_requests_get_a_400_naming_the_problem(
     response = client.post("/v2/studies/$bulkUpdate", json=sent)
     assert response.status_code == 400, response.text
     assert named.lower() in response.json()["message"].lower()
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"00080060": {"vr": "CS", "Value": ["MR"]}}, ["(0008,0060) Modality"]),
+        ({"00100020": {"vr": "LO"}}, ["(0010,0020) PatientID"]),
+        (
+            {"00100010": {"vr": "PN", "Value": None}, "0020000D": {"vr": "UI", "Value": ["1"]}},
+            ["(0010,0010) PatientName", "(0020,000D) StudyInstanceUID"],
+        ),
+    ],
+)
+def test_refused_attributes_are_reported_one_by_one_as_azure_does(
+    client: httpx.Client, change: dict[str, Any], named: list[str]
+) -> None:
+    """Azure's 400 for a bad change dataset: a DICOM JSON FailedAttributesSequence with one
+    ErrorComment per refused attribute, in tag order."""
+    response = client.post("/v2/studies/$bulkUpdate", json=body(["1.2.3"], change))
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("application/dicom+json")
+    comments = [item["00000902"]["Value"][0] for item in response.json()["00741048"]["Value"]]
+    assert len(comments) == len(named)
+    for comment, attribute in zip(comments, named, strict=True):
+        assert comment.startswith(f"DICOM100: {attribute}:"), comment
 
 
 def test_microsofts_postman_request_succeeds_as_written(client: httpx.Client) -> None:
