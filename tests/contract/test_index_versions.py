@@ -214,3 +214,40 @@ async def test_cosmos_commits_a_studys_versions_in_one_batch(
     summary = await stores.raw_study_summary(study)
     assert summary is not None
     assert (summary["instances"], summary["patient_id"]) == (5, "v2")
+
+
+async def test_an_original_read_racing_a_replacing_store_answers_the_new_instance(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cosmos DB reads the current document, then its original: a replacing store that ran
+    between the two dropped the original, and the read answers the current document again
+    (the replacement, which is now its own original) rather than nothing."""
+    if stores.backend != "azure":
+        pytest.skip("the Cosmos DB adapter's two point reads")
+    from dicom_core.storage.azure import cosmos_index_reads
+    from dicom_core.storage.azure.cosmos_schema import original_id
+
+    index = stores.index
+    key = new_key()
+    first = await store(index, key, metadata=None)
+    await update(index, [key], [first], "v2")
+    reservation = await index.begin_instance(key, upsert=True)
+    await index.commit_instance(reservation, instance(key))  # drops the original
+    replaced = reservation.watermark
+
+    real_read = cosmos_index_reads.read_item
+    stale_current: dict[str, object] = {}
+
+    async def as_before_the_store(container: object, item_id: str, partition: str) -> object:
+        found = await real_read(container, item_id, partition)
+        if item_id == original_id(key.series_uid, key.sop_uid):
+            assert found is None  # the replacing store took the original away
+        elif not stale_current and found is not None:
+            stale_current.update(found)
+            return {**found, "hasOriginal": True}  # what was read before the store ran
+        return found
+
+    monkeypatch.setattr(cosmos_index_reads, "read_item", as_before_the_store)
+    got = await index.get_instance(key, original=True)
+    assert stale_current, "the read went another way"
+    assert got is not None and got.watermark == replaced

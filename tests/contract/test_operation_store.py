@@ -83,3 +83,43 @@ async def test_a_hold_released_while_a_start_reads_it_is_read_again(
     monkeypatch.setattr(cosmos_operations, "read_item", before_the_release)
     second = await start(stores, queue, ["1.2.5"])
     assert served and second != first
+
+
+async def test_a_start_cut_by_a_crash_frees_its_holds_once_abandoned(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cosmos DB: a start whose process died between its batch and its first message keeps
+    its holds until ABANDONED_START_SECONDS have passed; the next start then marks it Failed
+    and takes them. (Locally the record and its message are one SQLite transaction.)"""
+    if stores.backend != "azure":
+        pytest.skip("the Cosmos DB adapter's two-step start")
+    import asyncio
+
+    from dicom_core.storage.azure import cosmos_operations
+
+    queue = stores.queue_name()
+    real_send = stores.queue.send
+
+    async def crash(*args: object, **kwargs: object) -> None:
+        raise asyncio.CancelledError  # not an Exception: nothing runs after it, as in a crash
+
+    monkeypatch.setattr(stores.queue, "send", crash)
+    cut = uuid.uuid4().hex
+    with pytest.raises(asyncio.CancelledError):
+        await stores.operations.start_operation(
+            cut,
+            OperationKind.REINDEX,
+            checkpoint={"at": 0},
+            first=Continuation(queue, {"operationId": cut}),
+            holds=["1.2.77"],
+        )
+    monkeypatch.setattr(stores.queue, "send", real_send)
+    with pytest.raises(OperationConflict) as refused:
+        await start(stores, queue, ["1.2.77"])  # too early to call it abandoned
+    assert refused.value.operation_id == cut
+
+    monkeypatch.setattr(cosmos_operations, "ABANDONED_START_SECONDS", -1)
+    taker = await start(stores, queue, ["1.2.77"])
+    record = await stores.operations.get_operation(cut)
+    assert record is not None and record.status == OperationStatusValues.FAILED
+    assert await stores.raw_messages(queue) == [{"operationId": taker}]
