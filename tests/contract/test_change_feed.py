@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+import pytest
 
 from dicom_core.domain.change_feed import ChangeAction, ChangeFeedEntry, ChangeState
 from dicom_core.domain.model import InstanceKey
@@ -235,3 +236,30 @@ async def test_a_reader_following_concurrent_stores_misses_nothing(stores: Store
     assert sorted(e.key.sop_uid for e in seen) == sorted(k.sop_uid for k in keys)
     sequences = [e.sequence for e in seen]
     assert sequences == list(range(sequences[0], sequences[0] + len(keys)))
+
+
+async def test_a_local_read_that_hands_out_entries_syncs_the_wal_first(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite: a commit becomes durable just after the writers' lock is released, so a reader
+    could see an entry a power cut would take back (and its sequence be given out again). A
+    read that returns entries therefore syncs the WAL; an empty read costs no sync."""
+    if stores.backend != "local":
+        pytest.skip("the SQLite adapter's WAL")
+    from dicom_core.storage.local.sqlite_db import SqliteDatabase
+
+    await store(stores.index, new_key())
+    syncs: list[str] = []
+    real_sync = SqliteDatabase.sync_wal
+
+    def counted(db: SqliteDatabase) -> None:
+        syncs.append(str(db.path))
+        real_sync(db)
+
+    monkeypatch.setattr(SqliteDatabase, "sync_wal", counted)
+    assert await stores.change_feed.read_changes(ChangeQuery(limit=10, after_sequence=10**9)) == []
+    assert syncs == []
+    assert len(await everything(stores)) == 1
+    assert len(syncs) == 1
+    assert await stores.change_feed.latest_change() is not None
+    assert len(syncs) == 2
