@@ -124,6 +124,10 @@ class StudyUpdater:
         self, study_uid: str, request: BulkUpdateRequest, *, operation_id: str
     ) -> StudyOutcome:
         outcome = StudyOutcome()
+        # A commit a crash interrupted (Cosmos DB's staged commit) is finished first, so the
+        # study is read as it stands and no reservation of that attempt is left behind.
+        for blob_key in await self._index.settle_versions(study_uid):
+            await self._janitor.delete(blob_key)
         records = await self._index.list_instances(study_uid)
         if not records:
             outcome.found = False

@@ -11,6 +11,8 @@ import pytest
 from dicom_core.domain.change_feed import ChangeState
 from dicom_core.domain.identifiers import blob_key_for
 from dicom_core.domain.model import InstanceKey, StoredInstance
+from dicom_core.query.conditions import QueryLevel, QueryResource
+from dicom_core.query.parser import parse_query
 from dicom_core.services.external_metadata import parse_headers
 from dicom_core.storage.ports import ChangeQuery, IndexStore, NewVersion, VersionsCommitted
 from tests.contract.test_index_store import instance, new_key, store
@@ -183,17 +185,30 @@ async def test_deleting_an_updated_studys_last_instance_drops_its_external_metad
     assert not values.get(key.study_uid)
 
 
-async def test_cosmos_commits_a_studys_versions_in_one_batch(
+async def test_cosmos_commits_a_small_studys_versions_in_one_batch(
     stores: Stores, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Up to STUDY_BATCH_VERSIONS versions of a study are one transactional batch: a reader
-    sees all of them or none; more are cut into batches of that many."""
+    """Up to STUDY_BATCH_VERSIONS versions of a study are one transactional batch."""
     if stores.backend != "azure":
         pytest.skip("the Cosmos DB adapter's batches")
     from dicom_core.storage.azure import cosmos_index
 
     monkeypatch.setattr(cosmos_index, "STUDY_BATCH_VERSIONS", 3)
     index = stores.index
+    batches = record_batches(index, monkeypatch)
+    study = new_key().study_uid
+    keys = [new_key(study) for _ in range(3)]
+    first = [await store(index, key) for key in keys]
+    batches.clear()
+    new, outcome = await update(index, keys, first, "v2")
+    assert set(outcome.committed) == set(keys) and outcome.changed == ()
+    assert [names.count("instance") for names in batches] == [3]
+    assert [names.count("original") for names in batches] == [3]
+    assert all(w > 0 for w in new)
+
+
+def record_batches(index: IndexStore, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The names of the operations of every batch the Cosmos DB index executes from now."""
     batches: list[list[str]] = []
     execute = index._execute  # type: ignore[attr-defined]
 
@@ -202,18 +217,127 @@ async def test_cosmos_commits_a_studys_versions_in_one_batch(
         return await execute(c, pk, plan)
 
     monkeypatch.setattr(index, "_execute", recording)
+    return batches
+
+
+async def reader_view(index: IndexStore, study: str, keys: list[InstanceKey]) -> set[str]:
+    """The markers every kind of read sees in the study: its metadata (and the version that
+    names it), each instance on its own, its instances' QIDO metadata, and the originals."""
+    seen: set[str] = set()
+    versioned = await index.get_versioned_metadata(study)
+    seen.update(f"metadata:{orjson.loads(d).get('m')}" for d in versioned.documents)
+    records = {r.key: r.watermark for r in await index.list_instances(study)}
+    one_by_one = {key: (await index.get_instance(key)) for key in keys}
+    assert all(record is not None for record in one_by_one.values())
+    assert {k: r.watermark for k, r in one_by_one.items() if r} == records
+    assert versioned.version == await index.metadata_version(study)
+    assert versioned.version == ",".join(str(records[key]) for key in keys)
+    query = parse_query([("StudyInstanceUID", study)], QueryResource.ALL_INSTANCES)
+    found = await index.search(query, metadata=frozenset({QueryLevel.INSTANCE}))
+    seen.update(f"qido:{orjson.loads(m.instance_metadata or b'{}').get('m')}" for m in found)
+    assert {m.instance_watermark for m in found} == set(records.values())
+    originals = await index.get_versioned_metadata(study, original=True)
+    assert {orjson.loads(d).get("m") for d in originals.documents} == {None}  # first stored
+    return seen
+
+
+async def test_cosmos_makes_a_large_studys_versions_visible_at_once(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More versions than one batch holds are staged, flipped by one batch and rolled
+    forward in several: before every batch, each read sees the study wholly before or
+    wholly after the update, never some of each."""
+    if stores.backend != "azure":
+        pytest.skip("the Cosmos DB adapter's staged commit")
+    from dicom_core.storage.azure import cosmos_index, cosmos_staged_versions
+
+    monkeypatch.setattr(cosmos_index, "STUDY_BATCH_VERSIONS", 3)
+    monkeypatch.setattr(cosmos_staged_versions, "ROLL_FORWARD_VERSIONS", 2)
+    index = stores.index
     study = new_key().study_uid
     keys = [new_key(study) for _ in range(5)]
-    first = [await store(index, key) for key in keys]
-    batches.clear()
+    first = [await store(index, key, patient_id="v1") for key in keys]
+    views: list[set[str]] = []
+    execute = index._execute  # type: ignore[attr-defined]
+
+    async def observed(c: object, pk: str, plan: object) -> object:
+        views.append(await reader_view(index, study, keys))
+        return await execute(c, pk, plan)
+
+    monkeypatch.setattr(index, "_execute", observed)
     new, outcome = await update(index, keys, first, "v2")
+    views.append(await reader_view(index, study, keys))
+
     assert set(outcome.committed) == set(keys) and outcome.changed == ()
-    assert [names.count("instance") for names in batches] == [3, 2]
-    assert [names.count("original") for names in batches] == [3, 2]
+    assert len(views) == 5  # the flip, three roll-forward batches, and after
+    before, after = {"metadata:None", "qido:None"}, {"metadata:v2", "qido:v2"}
+    assert views == [before, after, after, after, after]
     assert all(w > 0 for w in new)
     summary = await stores.raw_study_summary(study)
     assert summary is not None
     assert (summary["instances"], summary["patient_id"]) == (5, "v2")
+    entries = await stores.change_feed.read_changes(ChangeQuery(limit=100))
+    updates = [e.key for e in entries if e.action.value == "update" and e.key.study_uid == study]
+    assert sorted(updates, key=keys.index) == keys
+
+
+async def test_cosmos_settles_a_staged_update_a_crash_cut(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash after the flip leaves a study that reads as updated, and settle_versions
+    rolls it forward (the feed gets its entries, the reservations go); a crash before the
+    flip leaves it as it was, and settle_versions strips the staged versions."""
+    if stores.backend != "azure":
+        pytest.skip("the Cosmos DB adapter's staged commit")
+    import asyncio
+
+    from dicom_core.storage.azure import cosmos_index, cosmos_staged_versions
+
+    monkeypatch.setattr(cosmos_index, "STUDY_BATCH_VERSIONS", 2)
+    index = stores.index
+    for crash_at, expected in (("flip", "None"), ("roll", "v2")):
+        study = new_key().study_uid
+        keys = [new_key(study) for _ in range(4)]
+        first = [await store(index, key) for key in keys]
+        real_settle = cosmos_staged_versions.StagedVersions._settle_chunk
+        real_flip = cosmos_staged_versions.StagedVersions._flip
+
+        async def crash_flip(*args: object, **kwargs: object) -> bool:
+            raise asyncio.CancelledError  # the process dies: nothing after it runs
+
+        async def crash_roll(*args: object, **kwargs: object) -> int:
+            raise asyncio.CancelledError
+
+        if crash_at == "flip":
+            monkeypatch.setattr(cosmos_staged_versions.StagedVersions, "_flip", crash_flip)
+        else:
+            monkeypatch.setattr(cosmos_staged_versions.StagedVersions, "_settle_chunk", crash_roll)
+        # The first settle (of nothing) returns before any chunk; the crash hits this update.
+        with pytest.raises(asyncio.CancelledError):
+            await update(index, keys, first, "v2")
+        monkeypatch.setattr(cosmos_staged_versions.StagedVersions, "_flip", real_flip)
+        monkeypatch.setattr(cosmos_staged_versions.StagedVersions, "_settle_chunk", real_settle)
+
+        assert await reader_view(index, study, keys) == {
+            f"metadata:{expected}",
+            f"qido:{expected}",
+        }
+        obsolete = await index.settle_versions(study)
+        assert await reader_view(index, study, keys) == {
+            f"metadata:{expected}",
+            f"qido:{expected}",
+        }
+        assert len(obsolete) == (4 if crash_at == "flip" else 0)  # the staged files
+        # Nothing staged is left: no commit document, no reservation, no staged version.
+        leftovers = stores._cosmos(
+            "SELECT c.id FROM c WHERE c.pk = @pk AND (c.kind = 'commit'"
+            " OR c.kind = 'reservation' OR IS_DEFINED(c.next))",
+            {"@pk": study},
+        )
+        assert leftovers == []
+        entries = await stores.change_feed.read_changes(ChangeQuery(limit=1000))
+        updates = [e for e in entries if e.action.value == "update" and e.key.study_uid == study]
+        assert len(updates) == (0 if crash_at == "flip" else 4)
 
 
 async def test_an_original_read_racing_a_replacing_store_answers_the_new_instance(

@@ -93,6 +93,9 @@ class FakeIndexStore:
         original = self.originals.pop(key, None)
         return [entry[0].blob_key for entry in (replaced, original) if entry is not None]
 
+    async def settle_versions(self, study_uid: str) -> list[str]:
+        return []  # commits are atomic here
+
     async def commit_versions(self, versions: Sequence[NewVersion]) -> VersionsCommitted:
         committed: list[InstanceKey] = []
         watermarks: list[int] = []

@@ -31,11 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from azure.core import MatchConditions
@@ -55,7 +53,13 @@ from dicom_core.storage.azure import cosmos_docs as docs
 from dicom_core.storage.azure import cosmos_index_reads as reads
 from dicom_core.storage.azure.cosmos_change_feed import sequence_pending
 from dicom_core.storage.azure.cosmos_extended_values import drop_values
-from dicom_core.storage.azure.cosmos_io import ContainerGone, query_items, read_item
+from dicom_core.storage.azure.cosmos_io import (
+    BatchConflict,
+    ContainerGone,
+    conflict_backoff,
+    query_items,
+    read_item,
+)
 from dicom_core.storage.azure.cosmos_propagation import propagate_safely
 from dicom_core.storage.azure.cosmos_schema import (
     INSTANCE,
@@ -72,6 +76,11 @@ from dicom_core.storage.azure.cosmos_schema import (
     series_id,
 )
 from dicom_core.storage.azure.cosmos_session import Containers, CosmosSession, advance_counter
+from dicom_core.storage.azure.cosmos_staged_versions import (
+    NEXT,
+    StagedVersions,
+    VersionsOutcome,
+)
 from dicom_core.storage.ports import (
     InstanceBeingCreated,
     InstanceChanged,
@@ -87,8 +96,6 @@ log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
 
-CONFLICT_SECONDS = 30.0
-"""How long a write keeps re-reading and retrying after losing ETag races (then 503)."""
 DELETE_CHUNK_OPERATIONS = 90
 """Operations per delete batch, below the 100 real Cosmos allows, leaving room for summaries."""
 DELETE_CANDIDATES = 95
@@ -106,10 +113,6 @@ class _DeleteStep:
     study_removed: bool = False
 
 
-class _Conflict(Exception):
-    """A write lost an ETag race; the step re-reads and runs again."""
-
-
 class CosmosIndexStore:
     """``IndexStore`` on the ``index`` and ``system`` containers (see ``cosmos_schema``)."""
 
@@ -117,6 +120,9 @@ class CosmosIndexStore:
         self._session = session
         self._stale_seconds = stale_create_seconds
         self._reservation_etags: dict[tuple[InstanceKey, int], str] = {}
+        self._staged = StagedVersions(
+            session, self._run_batch, self._drop_metaparts, self.abort_instance
+        )
 
     @property
     def session(self) -> CosmosSession:
@@ -216,17 +222,19 @@ class CosmosIndexStore:
         return replaced
 
     async def commit_versions(self, versions: Sequence[NewVersion]) -> VersionsCommitted:
-        """A study's versions in as few transactional batches as Cosmos DB allows.
+        """A study's versions, visible to readers all at once.
 
         A batch holds at most 100 operations and 2 MB, and each new version takes four
         (instance, original, reservation, pending change) beside the summaries, so a study of
-        up to ``STUDY_BATCH_VERSIONS`` instances is made visible in one batch, all or nothing,
-        and a larger one in chunks of that many. A version whose metadata needs slices, or a
-        chunk that keeps losing races with other writers, is committed on its own instead.
-        A repeated step reserves with the same owner (the version's claim) and takes back what
-        an earlier attempt left.
+        up to ``STUDY_BATCH_VERSIONS`` instances is made visible in one batch. A larger one
+        (or one with a version whose metadata needs slices) is staged, flipped by one batch
+        and rolled forward (``cosmos_staged_versions``). A study of more series than one
+        flip batch holds (``FLIP_SERIES``), and a chunk that keeps losing races with other
+        writers, are committed in chunks and instance by instance instead. A repeated step
+        reserves with the same owner (the version's claim) and takes back what an earlier
+        attempt left.
         """
-        outcome = _VersionsOutcome()
+        outcome = VersionsOutcome()
         reserved: list[tuple[NewVersion, Reservation]] = []
         for version in versions:
             try:
@@ -239,7 +247,12 @@ class CosmosIndexStore:
             reserved.append((version, reservation))
         alone = [item for item in reserved if docs.split_metadata(_packed(item[0]))]
         together = [item for item in reserved if item not in alone]
-        for chunk in _study_chunks(together):
+        chunks = _study_chunks(together)
+        series = {version.key.series_uid for version, _ in reserved}
+        if (len(chunks) > 1 or (alone and len(reserved) > 1)) and len(series) <= FLIP_SERIES:
+            alone = await self._staged.commit(reserved, outcome)
+            chunks = []
+        for chunk in chunks:
             if not await self._commit_together(chunk, outcome):
                 alone.extend(chunk)
         for version, reservation in alone:
@@ -254,6 +267,8 @@ class CosmosIndexStore:
                 continue
             outcome.committed.append(version.key)
             outcome.watermarks.append(reservation.watermark)
+        for version, reservation in reserved:
+            self._reservation_etags.pop((version.key, reservation.watermark), None)
         if versions:
             await self._sequence_changes(versions[0].key.study_uid)
         return VersionsCommitted(
@@ -265,7 +280,7 @@ class CosmosIndexStore:
         )
 
     async def _commit_together(
-        self, chunk: list[tuple[NewVersion, Reservation]], outcome: _VersionsOutcome
+        self, chunk: list[tuple[NewVersion, Reservation]], outcome: VersionsOutcome
     ) -> bool:
         """Commit ``chunk`` (versions of one study) in one batch; False, having committed
         nothing, when it should go instance by instance (it kept losing races)."""
@@ -327,7 +342,7 @@ class CosmosIndexStore:
             plan = docs.plan_versions(items, series_docs, study, now)
             try:
                 await self._execute(c, pk, plan)
-            except _Conflict:
+            except BatchConflict:
                 return False
             if plan.propagate:
                 await propagate_safely(c.index, pk)
@@ -344,7 +359,7 @@ class CosmosIndexStore:
                         await self._drop_metaparts(pk, int(item.old_instance["wm"]))
             return True
 
-        for backoff in _conflict_backoff():
+        for backoff in conflict_backoff():
             done = await self._session.run(attempt)
             if done is None:
                 return False
@@ -402,7 +417,7 @@ class CosmosIndexStore:
             if held is None or int(held["wm"]) != reservation.watermark:
                 raise InstanceBeingCreated(key)
             etag = str(held["_etag"])
-        for backoff in _conflict_backoff():
+        for backoff in conflict_backoff():
             old, series, study = await asyncio.gather(
                 read_item(c.index, instance_doc["id"], pk),
                 read_item(c.index, series_id(key.series_uid), pk),
@@ -432,7 +447,7 @@ class CosmosIndexStore:
             )
             try:
                 await self._execute(c, pk, plan)
-            except _Conflict as conflict:
+            except BatchConflict as conflict:
                 if str(conflict) == "reservation":
                     raise InstanceBeingCreated(key) from None
                 if str(conflict) == "instance" and not reservation.upsert:
@@ -444,14 +459,27 @@ class CosmosIndexStore:
             if old is None or (based_on is not None and not old.get("hasOriginal")):
                 return []  # nothing replaced, or the replaced version is the original now
             dropped = [old] if old_original is None else [old, old_original]
+            if old.get(NEXT):
+                dropped.append(old[NEXT])  # a staged version of a bulk update goes too
             for gone in dropped:
                 if int(gone.get("metaParts") or 0):
                     await self._drop_metaparts(pk, int(gone["wm"]))
             return [str(gone["blobKey"]) for gone in dropped]
         raise StorageUnavailable(f"too many concurrent writes to study {pk}")
 
+    async def settle_versions(self, study_uid: str) -> list[str]:
+        """Finish a staged bulk update of the study that a crash interrupted (roll committed
+        versions forward, strip the others); the files no version uses any more."""
+        settled = await self._staged.settle(study_uid)
+        if settled.rolled:
+            await self._sequence_changes(study_uid)
+        return settled.obsolete
+
+    async def _run_batch(self, c: Containers, pk: str, plan: docs.BatchPlan) -> list[Any]:
+        return await self._execute(c, pk, plan)
+
     async def _execute(self, c: Containers, pk: str, plan: docs.BatchPlan) -> list[Any]:
-        """Run a transactional batch; an ETag or existence failure becomes ``_Conflict``."""
+        """Run a transactional batch; an ETag or existence failure becomes ``BatchConflict``."""
         try:
             return list(
                 await c.index.execute_item_batch(batch_operations=plan.operations, partition_key=pk)
@@ -459,7 +487,7 @@ class CosmosIndexStore:
         except CosmosBatchOperationError as exc:
             name = plan.names[exc.error_index] if exc.error_index < len(plan.names) else "?"
             if exc.status_code in {404, 409, 412}:
-                raise _Conflict(name) from exc
+                raise BatchConflict(name) from exc
             raise  # throttled or failing: RetryPolicy decides by its status code
         except CosmosResourceNotFoundError as exc:
             raise ContainerGone(str(exc)) from exc
@@ -543,14 +571,14 @@ class CosmosIndexStore:
     ) -> _DeleteStep | None:
         """Remove one batch of instances; None when nothing in scope is left."""
         pk = study_uid
-        for backoff in _conflict_backoff():
+        for backoff in conflict_backoff():
             where, params = reads.scope_filter(pk, series_uid, sop_uid)
             params["@n"] = DELETE_CANDIDATES
             candidates, summaries = await asyncio.gather(
                 query_items(
                     c.index,
                     "SELECT TOP @n c.id, c.series, c.sop, c.wm, c.blobKey, c.metaParts,"
-                    f" c.hasOriginal, c._etag FROM c WHERE {where} ORDER BY c.wm",
+                    f" c.hasOriginal, c.next, c._etag FROM c WHERE {where} ORDER BY c.wm",
                     params,
                     partition=pk,
                 ),
@@ -591,16 +619,21 @@ class CosmosIndexStore:
             )
             try:
                 await self._execute(c, pk, plan)
-            except _Conflict:
+            except BatchConflict:
                 await asyncio.sleep(backoff)
                 continue
             if plan.propagate:
                 await propagate_safely(c.index, pk)
+            # A staged version of a large study's bulk update goes with its instance.
+            staged = [doc[NEXT] for doc in chunk if doc.get(NEXT)]
+            for version in staged:
+                if int(version.get("metaParts") or 0):
+                    await self._drop_metaparts(pk, int(version["wm"]))
             # Fewer candidates than TOP means the query saw the whole scope; the batch (guarded
             # by the summaries' ETags) removed all of it.
             last = len(candidates) < DELETE_CANDIDATES and len(chunk) == len(candidates)
             return _DeleteStep(
-                plan.removed_blob_keys,
+                plan.removed_blob_keys + [str(version["blobKey"]) for version in staged],
                 last,
                 [int(d["wm"]) for d in chunk],
                 study_removed=plan.study_removed,
@@ -718,13 +751,9 @@ class CosmosIndexStore:
 #: the study summary and a series summary per series, within Cosmos DB's 100 (and 2 MB).
 STUDY_BATCH_VERSIONS = 20
 
-
-@dataclass(slots=True)
-class _VersionsOutcome:
-    committed: list[InstanceKey] = field(default_factory=list)
-    watermarks: list[int] = field(default_factory=list)
-    changed: list[InstanceKey] = field(default_factory=list)
-    obsolete: list[str] = field(default_factory=list)
+#: Series of a study whose summaries one flip batch replaces (with the study summary and the
+#: commit document) within Cosmos DB's 100 operations.
+FLIP_SERIES = 90
 
 
 #: What one batch's versions may weigh, under Cosmos DB's 2 MB: each version's packed
@@ -754,20 +783,6 @@ def _study_chunks(
         chunks[-1].append(item)
         weight += size
     return chunks
-
-
-def _conflict_backoff() -> Iterator[float]:
-    """Rounds of a write that may lose ETag races, each with the pause to take after a loss.
-
-    Exponential with full jitter (5 ms doubling up to 400 ms), so that writers racing on one
-    study's summaries spread out instead of colliding again; bounded in time, not in rounds.
-    """
-    deadline = time.monotonic() + CONFLICT_SECONDS
-    ceiling = 0.005
-    while time.monotonic() < deadline:
-        wait = random.uniform(0, ceiling)
-        ceiling = min(ceiling * 2, 0.4)
-        yield wait
 
 
 async def _originals_of(c: Containers, pk: str, candidates: Sequence[Doc]) -> dict[str, Doc]:

@@ -3,7 +3,9 @@
 Each is one protocol step on a session's containers (``CosmosIndexStore`` runs it under the
 session's retries). They read committed documents only: an instance document is written in
 the same transactional batch as its summaries (``cosmos_index``), so a read sees an instance
-together with its summaries, or not at all.
+together with its summaries, or not at all. An instance document with a staged version
+(``next``, a large study's bulk update) is read through ``cosmos_staged_versions.visible``,
+so the study's versions appear together, when its commit document flips.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ from dicom_core.storage.azure.cosmos_io import query_items, read_item
 from dicom_core.storage.azure.cosmos_query import run_search
 from dicom_core.storage.azure.cosmos_schema import INSTANCE, ORIGINAL, instance_id, original_id
 from dicom_core.storage.azure.cosmos_session import Containers, unpack_all, unpack_metadata
+from dicom_core.storage.azure.cosmos_staged_versions import (
+    NEXT,
+    visible_document,
+    visible_documents,
+    without_next,
+)
 from dicom_core.storage.ports import VersionedMetadata
 
 Doc = dict[str, Any]
@@ -41,12 +49,19 @@ async def _original_or_current(
     one. A replacing store that removed the original between the two reads leaves the
     current document as the original: it is read again."""
     current = await read_item(c.index, instance_id(series_uid, sop_uid), study_uid)
-    if current is None or not original or not current.get("hasOriginal"):
-        return current
+    if current is None:
+        return None
+    if not original:
+        return await visible_document(c.index, study_uid, current)
+    if not current.get("hasOriginal"):
+        # A staged version is not committed yet, or its commit has not rolled forward: the
+        # document's own version is still the one first stored.
+        return without_next(current)
     kept = await read_item(c.index, original_id(series_uid, sop_uid), study_uid)
     if kept is not None:
         return kept
-    return await read_item(c.index, instance_id(series_uid, sop_uid), study_uid)
+    again = await read_item(c.index, instance_id(series_uid, sop_uid), study_uid)
+    return without_next(again) if again is not None else None
 
 
 async def list_records(
@@ -104,6 +119,8 @@ async def scope_query(
     names = [name.strip() for name in fields.split(",")]
     if original:
         names += [name for name in ("kind", "series", "sop") if name not in names]
+    else:
+        names.append(NEXT)  # a staged version, present only while a large update commits
     projection = ", ".join(f"c.{name}" for name in names)
     found = await query_items(
         index,
@@ -111,7 +128,9 @@ async def scope_query(
         params,
         partition=study_uid,
     )
-    return pick_versions(found) if original else found
+    if original:
+        return pick_versions(found)
+    return await visible_documents(index, study_uid, found)
 
 
 async def _metadata_scope(

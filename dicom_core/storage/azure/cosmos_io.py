@@ -9,7 +9,9 @@ again, instead of answering "not found" for data that exists elsewhere.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import random
+import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from azure.core import MatchConditions
@@ -129,3 +131,26 @@ async def delete_if_present(container: Any, item_id: str, partition: str) -> Non
     except CosmosResourceNotFoundError as exc:
         if owner_missing(exc):
             raise ContainerGone(str(exc)) from exc
+
+
+CONFLICT_SECONDS = 30.0
+"""How long a write keeps re-reading and retrying after losing ETag races (then 503)."""
+
+
+class BatchConflict(Exception):
+    """A write lost an ETag race (or found a document gone or already there); the step
+    re-reads and runs again."""
+
+
+def conflict_backoff() -> Iterator[float]:
+    """Rounds of a write that may lose ETag races, each with the pause to take after a loss.
+
+    Exponential with full jitter (5 ms doubling up to 400 ms), so that writers racing on one
+    study's summaries spread out instead of colliding again; bounded in time, not in rounds.
+    """
+    deadline = time.monotonic() + CONFLICT_SECONDS
+    ceiling = 0.005
+    while time.monotonic() < deadline:
+        wait = random.uniform(0, ceiling)
+        ceiling = min(ceiling * 2, 0.4)
+        yield wait

@@ -51,6 +51,12 @@ from dicom_core.storage.azure.cosmos_schema import (
     STUDY_DOC_ID,
     series_id,
 )
+from dicom_core.storage.azure.cosmos_staged_versions import (
+    NEXT,
+    read_commit,
+    visible,
+    visible_document,
+)
 
 Doc = dict[str, Any]
 Unpack = Callable[[str, Mapping[str, Any]], Awaitable[bytes]]
@@ -71,7 +77,8 @@ _KIND = {QueryLevel.STUDY: STUDY, QueryLevel.SERIES: SERIES, QueryLevel.INSTANCE
 _PROJECTION = {
     QueryLevel.STUDY: "c.pk, c.latestWm, c.latestId, c.numSeries, c.numInstances, c.modalities",
     QueryLevel.SERIES: "c.pk, c.series, c.latestWm, c.latestId, c.count",
-    QueryLevel.INSTANCE: "c.pk, c.series, c.sop, c.id, c.wm",
+    # ``next``: a staged version, present only while a large study's bulk update commits.
+    QueryLevel.INSTANCE: "c.pk, c.series, c.sop, c.id, c.wm, c.next",
 }
 _ORDER = {
     QueryLevel.STUDY: "c.latestWm",
@@ -261,12 +268,13 @@ async def run_search(
         if wanted > query.level:
             raise ValueError(f"a {query.level.label} search has no {wanted.label} metadata")
     compiled = compile_search(query, restrictions)
-    rows = await _rows(container, compiled, query.offset)
+    rows = await _visible_rows(container, await _rows(container, compiled, query.offset))
     semaphore = asyncio.Semaphore(_READ_CONCURRENCY)
 
     async def point_read(item: str, pk: str) -> Doc | None:
         async with semaphore:
-            return await read_item(container, item, pk)
+            doc = await read_item(container, item, pk)
+            return await visible_document(container, pk, doc)
 
     level = query.level
     studies: dict[str, Doc | None] = {}
@@ -338,6 +346,22 @@ async def run_search(
 
 async def _none() -> None:
     return None
+
+
+async def _visible_rows(container: Any, rows: list[Doc]) -> list[Doc]:
+    """Instance rows as readers see them: a row with a staged version whose study's commit
+    has flipped is that version (watermark, identity), read through the commit document."""
+    staged = sorted({str(row["pk"]) for row in rows if row.get(NEXT)})
+    if not staged:
+        return rows
+    commits = dict(
+        zip(
+            staged,
+            await asyncio.gather(*(read_commit(container, pk) for pk in staged)),
+            strict=True,
+        )
+    )
+    return [visible(row, commits[str(row["pk"])]) if row.get(NEXT) else row for row in rows]
 
 
 async def _rows(container: Any, compiled: CompiledSearch, offset: int) -> list[Doc]:

@@ -103,9 +103,18 @@ class IndexStore(Protocol):
         Each instance's first version is kept as its original (served with
         ``original=True``); a version between the original and the new one is dropped.
         Summaries, metadata versions and the change feed (``update``) follow, as for a
-        store. The versions are made visible as one unit where the backend can: the local
-        index in one transaction, so a reader sees all of them or none. An instance whose
+        store. The versions are made visible as one unit: the local index in one
+        transaction; Cosmos DB in one batch, or for a large study by staging them and
+        flipping one commit document, so a reader sees all of them or none. An instance whose
         current version is no longer ``based_on`` is left alone (``changed``).
+        """
+        ...
+
+    async def settle_versions(self, study_uid: str) -> list[str]:
+        """Finish a commit of the study's versions that a crash interrupted, where a backend
+        commits in steps (Cosmos DB's staged commit: visible already, rolled forward here);
+        returns the files no version uses any more. Nothing to do where a commit is one
+        transaction. A bulk update runs it on a study before reading it.
         """
         ...
 

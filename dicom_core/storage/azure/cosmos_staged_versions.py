@@ -1,0 +1,539 @@
+"""A bulk update of a study too large for one transactional batch, made visible all at once.
+
+A transactional batch holds 100 operations and 2 MB in one partition key, and each new version
+takes four (instance, original, reservation, pending change), so the versions of a study of
+more than ``STUDY_BATCH_VERSIONS`` instances cannot change in one batch. They go through three
+steps instead, and a ``commit`` document in the study's partition says where they are:
+
+1. **Stage.** The commit document is created (state ``staging``, a fresh token). Every
+   instance document gets its new version beside the current one, under ``next``, carrying
+   the token (with its DICOM JSON in metadata slices, keyed by the new watermark, when both
+   versions would not fit one document). Readers ignore ``next`` unless the commit document
+   says ``committed`` with the same token, so nothing a reader sees changes yet.
+2. **Flip.** One batch replaces the study and series summaries with what all the new versions
+   make of them, and sets the commit document to ``committed``. From then on every read of the
+   study resolves each instance document through ``next`` (``visible``): the whole study reads
+   as updated at once, for retrieve, metadata, frames, QIDO and ETags alike.
+3. **Roll forward.** Batches of instances replace each document with its ``next`` version as
+   a single-batch update would have written it (the original kept, the reservation released,
+   the change recorded for the change feed); the commit document goes last.
+
+A crash before the flip leaves ``next`` versions nobody reads; a crash after it leaves a study
+that reads as wholly updated. Either is finished by ``settle``, which a bulk update runs on a
+study before anything else (``IndexStore.settle_versions``): it strips uncommitted ``next``
+versions and rolls committed ones forward. The commit document is deleted only once no
+document of the study has ``next``, so a study without one has nothing staged.
+
+What readers pay: nothing while no instance document of the study has ``next``; while one
+does, one point read of the commit document per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from azure.core import MatchConditions
+from azure.cosmos.exceptions import (
+    CosmosAccessConditionFailedError,
+    CosmosResourceExistsError,
+    CosmosResourceNotFoundError,
+)
+
+from dicom_core.domain.model import InstanceKey, Reservation
+from dicom_core.domain.timestamps import utc_timestamp
+from dicom_core.storage.azure import cosmos_docs as docs
+from dicom_core.storage.azure.cosmos_io import (
+    BatchConflict,
+    conflict_backoff,
+    query_items,
+    read_item,
+)
+from dicom_core.storage.azure.cosmos_propagation import propagate_safely
+from dicom_core.storage.azure.cosmos_schema import (
+    COMMIT,
+    COMMIT_DOC_ID,
+    INSTANCE,
+    SERIES,
+    STUDY,
+    STUDY_DOC_ID,
+    instance_id,
+    reservation_id,
+)
+from dicom_core.storage.azure.cosmos_session import Containers, CosmosSession
+from dicom_core.storage.ports import NewVersion, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+Doc = dict[str, Any]
+
+NEXT = "next"
+"""The field of an instance document that holds its staged new version."""
+TOKEN = "token"
+STAGING = "staging"
+COMMITTED = "committed"
+
+ROLL_FORWARD_VERSIONS = 20
+"""Versions rolled forward per batch: four operations each, within the batch's 100."""
+ROLL_FORWARD_BYTES = 1_500_000
+"""What one roll-forward batch may weigh, under the batch's 2 MB: each staged document counts
+whole, as it becomes the new document and its current version the original."""
+STAGED_DOCUMENT_BYTES = 1_800_000
+"""A staged instance document (both versions) stays this far under Cosmos DB's 2 MB."""
+STAGE_CONCURRENCY = 16
+
+
+# -- reads ---------------------------------------------------------------------------------
+
+
+def visible(doc: Mapping[str, Any], commit: Mapping[str, Any] | None) -> Doc:
+    """The version of an instance document a reader sees: its ``next`` version once the
+    study's commit document says that staging is committed, else the document as it is."""
+    staged = doc.get(NEXT)
+    if (
+        staged
+        and commit is not None
+        and commit.get("state") == COMMITTED
+        and staged.get(TOKEN) == commit.get(TOKEN)
+    ):
+        return {k: v for k, v in staged.items() if k != TOKEN}
+    return {k: v for k, v in doc.items() if k != NEXT}
+
+
+async def read_commit(index: Any, pk: str) -> Doc | None:
+    return await read_item(index, COMMIT_DOC_ID, pk)
+
+
+async def visible_documents(index: Any, pk: str, found: Sequence[Doc]) -> list[Doc]:
+    """``found`` (instance documents of one study, oldest first) as readers see them, still
+    oldest first; one point read of the commit document when any of them has a staged
+    version, none otherwise."""
+    if not any(doc.get(NEXT) for doc in found):
+        return list(found)
+    commit = await read_commit(index, pk)
+    return sorted((visible(doc, commit) for doc in found), key=lambda doc: int(doc["wm"]))
+
+
+async def visible_document(index: Any, pk: str, doc: Doc | None) -> Doc | None:
+    if doc is None or not doc.get(NEXT):
+        return doc
+    return visible(doc, await read_commit(index, pk))
+
+
+def without_next(doc: Mapping[str, Any]) -> Doc:
+    return {k: v for k, v in doc.items() if k != NEXT}
+
+
+# -- writes --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class VersionsOutcome:
+    """What a commit of versions did, instance by instance (``VersionsCommitted`` fields)."""
+
+    committed: list[InstanceKey] = field(default_factory=list)
+    watermarks: list[int] = field(default_factory=list)
+    changed: list[InstanceKey] = field(default_factory=list)
+    obsolete: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Settled:
+    """What ``settle`` did: versions rolled forward (key, watermark), staged versions
+    stripped (never visible), and the files and watermarks that are no longer anyone's."""
+
+    rolled: dict[InstanceKey, int] = field(default_factory=dict)
+    stripped: list[InstanceKey] = field(default_factory=list)
+    obsolete: list[str] = field(default_factory=list)
+
+
+Execute = Callable[[Containers, str, docs.BatchPlan], Awaitable[list[Any]]]
+DropMetaparts = Callable[[str, int], Awaitable[None]]
+Abort = Callable[[Reservation], Awaitable[None]]
+
+
+class StagedVersions:
+    """Stage, flip and roll forward the versions of one study (see the module docstring).
+
+    ``execute`` runs a batch plan (raising ``BatchConflict`` on an ETag or existence
+    failure), ``drop_metaparts`` removes a watermark's metadata slices, ``abort`` releases a
+    reservation: the index store's own.
+    """
+
+    def __init__(
+        self,
+        session: CosmosSession,
+        execute: Execute,
+        drop_metaparts: DropMetaparts,
+        abort: Abort,
+    ) -> None:
+        self._session = session
+        self._execute = execute
+        self._drop_metaparts = drop_metaparts
+        self._abort = abort
+
+    async def commit(
+        self, reserved: Sequence[tuple[NewVersion, Reservation]], outcome: VersionsOutcome
+    ) -> list[tuple[NewVersion, Reservation]]:
+        """Make ``reserved`` (versions of one study, each reserved) visible together.
+
+        Fills ``outcome``; returns the versions that cannot be staged (an instance document
+        too large for two versions even with its metadata in slices), to commit one by one.
+        """
+        pk = reserved[0][0].key.study_uid
+        earlier = await self.settle(pk)  # an interrupted update's leftovers come first
+        outcome.obsolete.extend(earlier.obsolete)
+        token = uuid.uuid4().hex
+        await self._session.run(lambda c: self._open(c, pk, token))
+        staged, alone = await self._stage(pk, token, reserved, outcome)
+        flipped = bool(staged) and await self._session.run(
+            lambda c: self._flip(c, pk, token, staged)
+        )
+        done = await self.settle(pk)
+        mine = {version.key: (version, reservation) for version, reservation in staged}
+        for key, (version, reservation) in mine.items():
+            watermark = done.rolled.get(key)
+            if flipped and watermark == reservation.watermark:
+                outcome.committed.append(key)
+                outcome.watermarks.append(watermark)
+            else:
+                await self._abort(reservation)
+                outcome.changed.append(key)
+                outcome.obsolete.append(version.blob_key)
+        outcome.obsolete.extend(
+            blob for blob in done.obsolete if blob not in {v.blob_key for v, _ in staged}
+        )
+        return alone
+
+    async def settle(self, pk: str) -> Settled:
+        """Finish whatever the study's commit document says is under way: roll committed
+        versions forward, strip the others, then delete the commit document."""
+        settled = Settled()
+        commit = await self._session.run(lambda c: read_commit(c.index, pk))
+        if commit is None:
+            return settled
+        rows = await self._session.run(
+            lambda c: query_items(
+                c.index,
+                "SELECT c.id, c.next.token AS token FROM c WHERE c.pk = @pk AND c.kind = @kind",
+                {"@pk": pk, "@kind": INSTANCE},
+                partition=pk,
+            )
+        )
+        ids = [str(row["id"]) for row in rows if row.get("token")]
+        while ids:
+            ids = ids[await self._settle_step(pk, ids[:ROLL_FORWARD_VERSIONS], commit, settled) :]
+        with contextlib.suppress(CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
+            container = (await self._session.containers()).index
+            await container.delete_item(
+                COMMIT_DOC_ID,
+                partition_key=pk,
+                etag=commit["_etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        return settled
+
+    # -- the steps ---------------------------------------------------------------------------
+
+    async def _settle_step(
+        self, pk: str, ids: Sequence[str], commit: Mapping[str, Any], settled: Settled
+    ) -> int:
+        return await self._session.run(lambda c: self._settle_chunk(c, pk, ids, commit, settled))
+
+    async def _open(self, c: Containers, pk: str, token: str) -> None:
+        """Create the commit document (staging); one already there is a concurrent update's,
+        which the study's hold should have prevented: refuse rather than interleave."""
+        doc = {
+            "id": COMMIT_DOC_ID,
+            "pk": pk,
+            "kind": COMMIT,
+            "state": STAGING,
+            TOKEN: token,
+            "createdAt": utc_timestamp(),
+        }
+        try:
+            await c.index.create_item(doc)
+        except CosmosResourceExistsError:
+            raise StorageUnavailable(f"another update of study {pk} is under way") from None
+
+    async def _stage(
+        self,
+        pk: str,
+        token: str,
+        reserved: Sequence[tuple[NewVersion, Reservation]],
+        outcome: VersionsOutcome,
+    ) -> tuple[list[tuple[NewVersion, Reservation]], list[tuple[NewVersion, Reservation]]]:
+        """Put each version under ``next`` of its instance document. Returns the staged
+        versions and those too large to stage; records the others in ``outcome``."""
+        semaphore = asyncio.Semaphore(STAGE_CONCURRENCY)
+        staged: list[tuple[NewVersion, Reservation]] = []
+        alone: list[tuple[NewVersion, Reservation]] = []
+
+        async def stage_one(version: NewVersion, reservation: Reservation) -> None:
+            async with semaphore:
+                result = await self._session.run(
+                    lambda c: self._stage_one(c, pk, token, version, reservation)
+                )
+            if result == "staged":
+                staged.append((version, reservation))
+            elif result == "alone":
+                alone.append((version, reservation))
+            elif result == "committed":
+                outcome.committed.append(version.key)
+                outcome.watermarks.append(reservation.watermark)
+            else:
+                await self._abort(reservation)
+                outcome.changed.append(version.key)
+                outcome.obsolete.append(version.blob_key)
+
+        await asyncio.gather(*(stage_one(v, r) for v, r in reserved))
+        order = {version.key: n for n, (version, _) in enumerate(reserved)}
+        staged.sort(key=lambda item: order[item[0].key])
+        alone.sort(key=lambda item: order[item[0].key])
+        return staged, alone
+
+    async def _stage_one(
+        self, c: Containers, pk: str, token: str, version: NewVersion, reservation: Reservation
+    ) -> str:
+        key = version.key
+        packed = docs.pack_metadata(version.instance.metadata_json)
+        for backoff in conflict_backoff():
+            doc = await read_item(c.index, instance_id(key.series_uid, key.sop_uid), pk)
+            if doc is not None and int(doc["wm"]) == reservation.watermark:
+                return "committed"  # an earlier attempt's commit, whose answer was lost
+            if doc is None or int(doc["wm"]) != version.based_on:
+                return "changed"
+            current = without_next(docs.without_system_properties(doc))
+            now = utc_timestamp()
+            staged = docs.instance_document(
+                reservation, version.instance, now=now, packed=packed, parts=0
+            )
+            staged[TOKEN] = token
+            if _size(current) + _size(staged) > STAGED_DOCUMENT_BYTES:
+                slices = [
+                    packed[i : i + docs.METADATA_PART_CHARS]
+                    for i in range(0, len(packed), docs.METADATA_PART_CHARS)
+                ]
+                for part in docs.metapart_documents(pk, reservation.watermark, slices):
+                    await c.index.upsert_item(part)
+                staged = docs.instance_document(
+                    reservation, version.instance, now=now, packed=packed, parts=len(slices)
+                )
+                staged[TOKEN] = token
+                if _size(current) + _size(staged) > STAGED_DOCUMENT_BYTES:
+                    await self._drop_metaparts(pk, reservation.watermark)
+                    return "alone"
+            try:
+                await c.index.replace_item(
+                    doc["id"],
+                    {**current, NEXT: staged},
+                    etag=doc["_etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
+                await asyncio.sleep(backoff)  # a key-copy patch, or a delete: read again
+                continue
+            return "staged"
+        raise StorageUnavailable(f"too many concurrent writes to study {pk}")
+
+    async def _flip(
+        self,
+        c: Containers,
+        pk: str,
+        token: str,
+        staged: Sequence[tuple[NewVersion, Reservation]],
+    ) -> bool:
+        """One batch: the summaries all the staged versions make, and the commit document
+        set to committed. False when the staging was taken away (``settle`` by another run)."""
+        for backoff in conflict_backoff():
+            found = await query_items(
+                c.index,
+                "SELECT * FROM c WHERE c.pk = @pk AND (ARRAY_CONTAINS(@ids, c.id)"
+                " OR ARRAY_CONTAINS(@reservations, c.id) OR c.kind = @series"
+                " OR c.kind = @study OR c.kind = @commit)",
+                {
+                    "@pk": pk,
+                    "@ids": [instance_id(v.key.series_uid, v.key.sop_uid) for v, _ in staged],
+                    "@reservations": [
+                        reservation_id(v.key.series_uid, v.key.sop_uid) for v, _ in staged
+                    ],
+                    "@series": SERIES,
+                    "@study": STUDY,
+                    "@commit": COMMIT,
+                },
+                partition=pk,
+            )
+            by_id = {str(doc["id"]): doc for doc in found}
+            commit = by_id.get(COMMIT_DOC_ID)
+            study = by_id.get(STUDY_DOC_ID)
+            series_docs = {str(d["series"]): d for d in found if d["kind"] == SERIES}
+            if commit is None or commit.get(TOKEN) != token or commit.get("state") != STAGING:
+                return False
+            items: list[docs.VersionItem] = []
+            for version, reservation in staged:
+                key = version.key
+                doc = by_id.get(instance_id(key.series_uid, key.sop_uid))
+                held = by_id.get(reservation_id(key.series_uid, key.sop_uid))
+                staged_version = doc.get(NEXT) if doc else None
+                if (
+                    doc is None
+                    or not staged_version
+                    or staged_version.get(TOKEN) != token
+                    or held is None
+                    or int(held["wm"]) != reservation.watermark
+                ):
+                    continue  # taken away meanwhile: settle strips or skips it
+                items.append(
+                    docs.VersionItem(
+                        reservation=reservation,
+                        reservation_etag=str(held["_etag"]),
+                        instance_doc={k: v for k, v in staged_version.items() if k != TOKEN},
+                        old_instance=without_next(doc),
+                    )
+                )
+            if (
+                not items
+                or study is None
+                or any(i.reservation.key.series_uid not in series_docs for i in items)
+            ):
+                return False
+            whole = docs.plan_versions(items, series_docs, study, utc_timestamp())
+            plan = docs.BatchPlan(propagate=whole.propagate)
+            for name, operation in zip(whole.names, whole.operations, strict=True):
+                if name in ("series", "study"):
+                    plan.add(name, operation)
+            committed = {**docs.without_system_properties(commit), "state": COMMITTED}
+            committed["committedAt"] = utc_timestamp()
+            plan.put("commit", committed, commit)
+            try:
+                await self._execute(c, pk, plan)
+            except BatchConflict:
+                await asyncio.sleep(backoff)
+                continue
+            if plan.propagate:
+                await propagate_safely(c.index, pk)
+            return True
+        raise StorageUnavailable(f"too many concurrent writes to study {pk}")
+
+    async def _settle_chunk(
+        self,
+        c: Containers,
+        pk: str,
+        ids: Sequence[str],
+        commit: Mapping[str, Any],
+        settled: Settled,
+    ) -> int:
+        """Roll forward (committed) or strip (not) the staged versions of the first of
+        ``ids`` that one batch holds (by count and by bytes), each instance as a single-batch
+        update would have left it; returns how many of ``ids`` it settled."""
+        for backoff in conflict_backoff():
+            reservations = [reservation_id(*_series_sop(doc_id)) for doc_id in ids]
+            found = await query_items(
+                c.index,
+                "SELECT * FROM c WHERE c.pk = @pk AND (ARRAY_CONTAINS(@ids, c.id)"
+                " OR ARRAY_CONTAINS(@reservations, c.id) OR c.kind = @series"
+                " OR c.kind = @study)",
+                {
+                    "@pk": pk,
+                    "@ids": list(ids),
+                    "@reservations": reservations,
+                    "@series": SERIES,
+                    "@study": STUDY,
+                },
+                partition=pk,
+            )
+            by_id = {str(doc["id"]): doc for doc in found}
+            study = by_id.get(STUDY_DOC_ID)
+            series_docs = {str(d["series"]): d for d in found if d["kind"] == SERIES}
+            plan = docs.BatchPlan()
+            rolled: dict[InstanceKey, int] = {}
+            stripped: list[InstanceKey] = []
+            obsolete: list[str] = []
+            dropped_parts: list[int] = []
+            now = utc_timestamp()
+            weight = 0
+            taken = 0
+            for doc_id in ids:
+                doc = by_id.get(doc_id)
+                staged = doc.get(NEXT) if doc else None
+                if doc is None or not staged:
+                    taken += 1
+                    continue  # deleted, or replaced by a store, meanwhile
+                weight += _size(doc) + 4096
+                if taken and weight > ROLL_FORWARD_BYTES:
+                    break
+                taken += 1
+                key = InstanceKey(pk, str(doc["series"]), str(doc["sop"]))
+                watermark = int(staged["wm"])
+                held = by_id.get(reservation_id(key.series_uid, key.sop_uid))
+                if held is not None and int(held["wm"]) != watermark:
+                    held = None  # another store's reservation now: not ours to release
+                current = without_next(doc)
+                committed = commit.get("state") == COMMITTED and staged.get(TOKEN) == commit.get(
+                    TOKEN
+                )
+                series_doc = series_docs.get(key.series_uid)
+                if committed and study is not None and series_doc is not None:
+                    single = docs.plan_commit(
+                        reservation=Reservation(
+                            key=key,
+                            watermark=watermark,
+                            blob_key=str(staged["blobKey"]),
+                            upsert=True,
+                        ),
+                        reservation_etag=str(held["_etag"]) if held else "",
+                        instance_doc={k: v for k, v in staged.items() if k != TOKEN},
+                        old_instance=current,
+                        series_doc=series_doc,
+                        study_doc=study,
+                        now=now,
+                        updating=True,
+                    )
+                    for name, operation in zip(single.names, single.operations, strict=True):
+                        if name in ("series", "study") or (name == "reservation" and not held):
+                            continue  # the flip wrote the summaries
+                        plan.add(name, operation)
+                    rolled[key] = watermark
+                    if current.get("hasOriginal"):
+                        # The version between the original and this one goes.
+                        obsolete.append(str(current["blobKey"]))
+                        if int(current.get("metaParts") or 0):
+                            dropped_parts.append(int(current["wm"]))
+                else:
+                    plan.put("instance", docs.without_system_properties(current), doc)
+                    if held is not None:
+                        plan.remove("reservation", held)
+                    stripped.append(key)
+                    obsolete.append(str(staged["blobKey"]))
+                    if int(staged.get("metaParts") or 0):
+                        dropped_parts.append(watermark)
+            if not plan.operations:
+                return taken
+            try:
+                await self._execute(c, pk, plan)
+            except BatchConflict:
+                await asyncio.sleep(backoff)
+                continue
+            settled.rolled.update(rolled)
+            settled.stripped.extend(stripped)
+            settled.obsolete.extend(obsolete)
+            for watermark in dropped_parts:
+                await self._drop_metaparts(pk, watermark)
+            return taken
+        raise StorageUnavailable(f"too many concurrent writes to study {pk}")
+
+
+def _size(doc: Mapping[str, Any]) -> int:
+    return len(orjson.dumps(doc))
+
+
+def _series_sop(doc_id: str) -> tuple[str, str]:
+    """The series and SOP UIDs of an instance document's id (``i|{series}|{sop}``)."""
+    _, series, sop = doc_id.split("|", 2)
+    return series, sop
