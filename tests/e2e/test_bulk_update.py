@@ -277,6 +277,32 @@ def test_bulk_update_takes_json_only(client: httpx.Client) -> None:
     assert client.post("/v2/studies/$bulkUpdate", content=b"{").status_code == 400
 
 
+def test_readers_never_see_a_large_study_half_updated(client: httpx.Client) -> None:
+    """A study larger than one Cosmos DB batch (30 instances; staged, flipped and rolled
+    forward there): metadata and instance QIDO, polled while the update runs, show every
+    instance with the old name or every instance with the new one, never a mix."""
+    study = store_study(client, count=30, PatientName="Before^Large")[0].StudyInstanceUID
+    href = update(client, [study], {"00100010": name("After^Large")}).json()["href"]
+    observed: list[str] = []
+    deadline = time.monotonic() + 120
+    while True:
+        operation = client.get(href).json()
+        names = study_names(client, study)
+        assert len(names) == 1, f"metadata half updated: {names}"
+        found = client.get(
+            f"/v2/studies/{study}/instances", params={"includefield": "PatientName"}
+        ).json()
+        listed = {i["00100010"]["Value"][0]["Alphabetic"] for i in found}
+        assert len(found) == 30 and len(listed) == 1, f"QIDO half updated: {listed}"
+        observed.extend(names | listed)
+        if operation["status"] in ("Completed", "Failed"):
+            break
+        assert time.monotonic() < deadline
+    assert operation["status"] == "Completed", operation
+    assert study_names(client, study) == {"After^Large"}
+    assert observed[-1] == "After^Large"
+
+
 def test_a_killed_update_leaves_each_study_whole_and_completes_after_restart(
     tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
