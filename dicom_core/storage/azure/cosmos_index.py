@@ -527,7 +527,9 @@ class CosmosIndexStore:
         last: no further query confirms that nothing is left (an instance committed after
         that query is kept, as if it had been stored just after the delete).
         """
-        removed: list[str] = []
+        # A large study's bulk update that is visible but not rolled forward yet is finished
+        # first, so the summaries this delete leaves come from the versions readers see.
+        removed: list[str] = (await self._staged.settle(study_uid, committed_only=True)).obsolete
         watermarks: list[int] = []
         study_gone = False
         try:

@@ -268,13 +268,14 @@ async def run_search(
         if wanted > query.level:
             raise ValueError(f"a {query.level.label} search has no {wanted.label} metadata")
     compiled = compile_search(query, restrictions)
-    rows = await _visible_rows(container, await _rows(container, compiled, query.offset))
+    commits: dict[str, Doc | None] = {}  # the staged commits this page has read, by study
+    rows = await _visible_rows(container, await _rows(container, compiled, query.offset), commits)
     semaphore = asyncio.Semaphore(_READ_CONCURRENCY)
 
     async def point_read(item: str, pk: str) -> Doc | None:
         async with semaphore:
             doc = await read_item(container, item, pk)
-            return await visible_document(container, pk, doc)
+            return await visible_document(container, pk, doc, commits)
 
     level = query.level
     studies: dict[str, Doc | None] = {}
@@ -348,19 +349,17 @@ async def _none() -> None:
     return None
 
 
-async def _visible_rows(container: Any, rows: list[Doc]) -> list[Doc]:
+async def _visible_rows(
+    container: Any, rows: list[Doc], commits: dict[str, Doc | None]
+) -> list[Doc]:
     """Instance rows as readers see them: a row with a staged version whose study's commit
-    has flipped is that version (watermark, identity), read through the commit document."""
+    has flipped is that version (watermark, identity), read through the commit document
+    (once per study, kept in ``commits`` for the page's other reads)."""
     staged = sorted({str(row["pk"]) for row in rows if row.get(NEXT)})
     if not staged:
         return rows
-    commits = dict(
-        zip(
-            staged,
-            await asyncio.gather(*(read_commit(container, pk) for pk in staged)),
-            strict=True,
-        )
-    )
+    found = await asyncio.gather(*(read_commit(container, pk) for pk in staged))
+    commits.update(zip(staged, found, strict=True))
     return [visible(row, commits[str(row["pk"])]) if row.get(NEXT) else row for row in rows]
 
 

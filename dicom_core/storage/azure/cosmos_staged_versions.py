@@ -26,6 +26,16 @@ document of the study has ``next``, so a study without one has nothing staged.
 
 What readers pay: nothing while no instance document of the study has ``next``; while one
 does, one point read of the commit document per request.
+
+The commit document is never deleted: once every ``next`` is gone it stays as ``done`` (with
+the last token), so a reader that read an instance document just before the last roll-forward
+batch and the commit document just after it still resolves to the new version; the next
+staged update of the study reuses it. A ``staging`` document of another run is left alone
+while it is fresh (``STAGING_LEASE_SECONDS``): two runs of one step never strip each other's
+staging, and a run that finds a fresh one waits for its message to come back.
+
+A delete settles the study's committed versions first (``settle(committed_only=True)``), so
+it computes the summaries it leaves from the versions readers see.
 """
 
 from __future__ import annotations
@@ -47,7 +57,7 @@ from azure.cosmos.exceptions import (
 )
 
 from dicom_core.domain.model import InstanceKey, Reservation
-from dicom_core.domain.timestamps import utc_timestamp
+from dicom_core.domain.timestamps import seconds_since, utc_timestamp
 from dicom_core.storage.azure import cosmos_docs as docs
 from dicom_core.storage.azure.cosmos_io import (
     BatchConflict,
@@ -78,6 +88,11 @@ NEXT = "next"
 TOKEN = "token"
 STAGING = "staging"
 COMMITTED = "committed"
+DONE = "done"
+VISIBLE_STATES = frozenset({COMMITTED, DONE})
+
+STAGING_LEASE_SECONDS = 300
+"""A staging this old (since it opened) was abandoned by a crash: another run may strip it."""
 
 ROLL_FORWARD_VERSIONS = 20
 """Versions rolled forward per batch: four operations each, within the batch's 100."""
@@ -99,7 +114,7 @@ def visible(doc: Mapping[str, Any], commit: Mapping[str, Any] | None) -> Doc:
     if (
         staged
         and commit is not None
-        and commit.get("state") == COMMITTED
+        and commit.get("state") in VISIBLE_STATES
         and staged.get(TOKEN) == commit.get(TOKEN)
     ):
         return {k: v for k, v in staged.items() if k != TOKEN}
@@ -120,10 +135,18 @@ async def visible_documents(index: Any, pk: str, found: Sequence[Doc]) -> list[D
     return sorted((visible(doc, commit) for doc in found), key=lambda doc: int(doc["wm"]))
 
 
-async def visible_document(index: Any, pk: str, doc: Doc | None) -> Doc | None:
+async def visible_document(
+    index: Any, pk: str, doc: Doc | None, commits: dict[str, Doc | None] | None = None
+) -> Doc | None:
+    """One instance document as readers see it; ``commits`` keeps the commit documents a
+    request has read already (a QIDO page reads each study's once)."""
     if doc is None or not doc.get(NEXT):
         return doc
-    return visible(doc, await read_commit(index, pk))
+    if commits is None:
+        return visible(doc, await read_commit(index, pk))
+    if pk not in commits:
+        commits[pk] = await read_commit(index, pk)
+    return visible(doc, commits[pk])
 
 
 def without_next(doc: Mapping[str, Any]) -> Doc:
@@ -185,39 +208,62 @@ class StagedVersions:
 
         Fills ``outcome``; returns the versions that cannot be staged (an instance document
         too large for two versions even with its metadata in slices), to commit one by one.
+        Whether a version was committed is read back from the index at the end, so a batch
+        whose answer was lost, or another run that rolled the study forward meanwhile, never
+        makes a visible version's file look obsolete.
         """
         pk = reserved[0][0].key.study_uid
         earlier = await self.settle(pk)  # an interrupted update's leftovers come first
-        outcome.obsolete.extend(earlier.obsolete)
         token = uuid.uuid4().hex
         await self._session.run(lambda c: self._open(c, pk, token))
         staged, alone = await self._stage(pk, token, reserved, outcome)
-        flipped = bool(staged) and await self._session.run(
-            lambda c: self._flip(c, pk, token, staged)
+        if staged:
+            await self._session.run(lambda c: self._flip(c, pk, token, staged))
+        done = await self.settle(pk, own=token)
+        ids = [instance_id(v.key.series_uid, v.key.sop_uid) for v, _ in staged]
+        current = await self._session.run(
+            lambda c: query_items(
+                c.index,
+                "SELECT c.id, c.wm, c.blobKey FROM c WHERE c.pk = @pk AND c.kind = @kind"
+                " AND ARRAY_CONTAINS(@ids, c.id)",
+                {"@pk": pk, "@kind": INSTANCE, "@ids": ids},
+                partition=pk,
+            )
         )
-        done = await self.settle(pk)
-        mine = {version.key: (version, reservation) for version, reservation in staged}
-        for key, (version, reservation) in mine.items():
-            watermark = done.rolled.get(key)
-            if flipped and watermark == reservation.watermark:
+        named = {str(doc["blobKey"]) for doc in current}
+        watermarks = {str(doc["id"]): int(doc["wm"]) for doc in current}
+        for version, reservation in staged:
+            key = version.key
+            if watermarks.get(instance_id(key.series_uid, key.sop_uid)) == reservation.watermark:
                 outcome.committed.append(key)
-                outcome.watermarks.append(watermark)
+                outcome.watermarks.append(reservation.watermark)
             else:
                 await self._abort(reservation)
                 outcome.changed.append(key)
-                outcome.obsolete.append(version.blob_key)
-        outcome.obsolete.extend(
-            blob for blob in done.obsolete if blob not in {v.blob_key for v, _ in staged}
-        )
+        staged_files = sorted(version.blob_key for version, _ in staged)
+        candidates = dict.fromkeys([*earlier.obsolete, *done.obsolete, *staged_files])
+        outcome.obsolete.extend(blob for blob in candidates if blob not in named)
         return alone
 
-    async def settle(self, pk: str) -> Settled:
-        """Finish whatever the study's commit document says is under way: roll committed
-        versions forward, strip the others, then delete the commit document."""
+    async def settle(
+        self, pk: str, *, own: str | None = None, committed_only: bool = False
+    ) -> Settled:
+        """Finish what the study's commit document says is under way: roll committed
+        versions forward, strip the others, and mark the commit document done.
+
+        A fresh ``staging`` of another run (not ``own``) is left alone: ``StorageUnavailable``,
+        so a bulk update step comes back later; with ``committed_only`` (a delete) nothing
+        happens to a staging at all, since its versions are not visible yet.
+        """
         settled = Settled()
         commit = await self._session.run(lambda c: read_commit(c.index, pk))
-        if commit is None:
+        if commit is None or commit.get("state") == DONE:
             return settled
+        if commit.get("state") == STAGING and commit.get(TOKEN) != own:
+            if committed_only:
+                return settled
+            if seconds_since(str(commit.get("updatedAt"))) < STAGING_LEASE_SECONDS:
+                raise StorageUnavailable(f"another bulk update of study {pk} is staging")
         rows = await self._session.run(
             lambda c: query_items(
                 c.index,
@@ -229,11 +275,16 @@ class StagedVersions:
         ids = [str(row["id"]) for row in rows if row.get("token")]
         while ids:
             ids = ids[await self._settle_step(pk, ids[:ROLL_FORWARD_VERSIONS], commit, settled) :]
+        finished = {
+            **docs.without_system_properties(commit),
+            "state": DONE,
+            "updatedAt": utc_timestamp(),
+        }
         with contextlib.suppress(CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
             container = (await self._session.containers()).index
-            await container.delete_item(
+            await container.replace_item(
                 COMMIT_DOC_ID,
-                partition_key=pk,
+                finished,
                 etag=commit["_etag"],
                 match_condition=MatchConditions.IfNotModified,
             )
@@ -247,20 +298,36 @@ class StagedVersions:
         return await self._session.run(lambda c: self._settle_chunk(c, pk, ids, commit, settled))
 
     async def _open(self, c: Containers, pk: str, token: str) -> None:
-        """Create the commit document (staging); one already there is a concurrent update's,
-        which the study's hold should have prevented: refuse rather than interleave."""
-        doc = {
-            "id": COMMIT_DOC_ID,
-            "pk": pk,
-            "kind": COMMIT,
-            "state": STAGING,
-            TOKEN: token,
-            "createdAt": utc_timestamp(),
-        }
-        try:
-            await c.index.create_item(doc)
-        except CosmosResourceExistsError:
-            raise StorageUnavailable(f"another update of study {pk} is under way") from None
+        """Open a staging: create the commit document, or reuse the study's ``done`` one.
+        Ours already (an answer lost) is fine; another run's unfinished one is not."""
+        for _ in range(3):
+            existing = await read_commit(c.index, pk)
+            doc = {
+                "id": COMMIT_DOC_ID,
+                "pk": pk,
+                "kind": COMMIT,
+                "state": STAGING,
+                TOKEN: token,
+                "updatedAt": utc_timestamp(),
+            }
+            try:
+                if existing is None:
+                    await c.index.create_item(doc)
+                    return
+                if existing.get(TOKEN) == token:
+                    return
+                if existing.get("state") != DONE:
+                    break
+                await c.index.replace_item(
+                    COMMIT_DOC_ID,
+                    doc,
+                    etag=existing["_etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+                return
+            except (CosmosResourceExistsError, CosmosAccessConditionFailedError):
+                continue  # another run opened it meanwhile: look again
+        raise StorageUnavailable(f"another bulk update of study {pk} is under way")
 
     async def _stage(
         self,
@@ -292,7 +359,9 @@ class StagedVersions:
                 outcome.changed.append(version.key)
                 outcome.obsolete.append(version.blob_key)
 
-        await asyncio.gather(*(stage_one(v, r) for v, r in reserved))
+        async with asyncio.TaskGroup() as group:  # a failure stops the others
+            for version, reservation in reserved:
+                group.create_task(stage_one(version, reservation))
         order = {version.key: n for n, (version, _) in enumerate(reserved)}
         staged.sort(key=lambda item: order[item[0].key])
         alone.sort(key=lambda item: order[item[0].key])
@@ -303,11 +372,14 @@ class StagedVersions:
     ) -> str:
         key = version.key
         packed = docs.pack_metadata(version.instance.metadata_json)
+        sliced = False
         for backoff in conflict_backoff():
             doc = await read_item(c.index, instance_id(key.series_uid, key.sop_uid), pk)
             if doc is not None and int(doc["wm"]) == reservation.watermark:
                 return "committed"  # an earlier attempt's commit, whose answer was lost
             if doc is None or int(doc["wm"]) != version.based_on:
+                if sliced:
+                    await self._drop_metaparts(pk, reservation.watermark)
                 return "changed"
             current = without_next(docs.without_system_properties(doc))
             now = utc_timestamp()
@@ -322,6 +394,7 @@ class StagedVersions:
                 ]
                 for part in docs.metapart_documents(pk, reservation.watermark, slices):
                     await c.index.upsert_item(part)
+                sliced = True
                 staged = docs.instance_document(
                     reservation, version.instance, now=now, packed=packed, parts=len(slices)
                 )
@@ -373,22 +446,22 @@ class StagedVersions:
             commit = by_id.get(COMMIT_DOC_ID)
             study = by_id.get(STUDY_DOC_ID)
             series_docs = {str(d["series"]): d for d in found if d["kind"] == SERIES}
-            if commit is None or commit.get(TOKEN) != token or commit.get("state") != STAGING:
+            if commit is None or commit.get(TOKEN) != token:
                 return False
+            if commit.get("state") in VISIBLE_STATES:
+                return True  # this very flip ran already; its answer was lost
             items: list[docs.VersionItem] = []
+            unheld: list[Doc] = []
             for version, reservation in staged:
                 key = version.key
                 doc = by_id.get(instance_id(key.series_uid, key.sop_uid))
                 held = by_id.get(reservation_id(key.series_uid, key.sop_uid))
                 staged_version = doc.get(NEXT) if doc else None
-                if (
-                    doc is None
-                    or not staged_version
-                    or staged_version.get(TOKEN) != token
-                    or held is None
-                    or int(held["wm"]) != reservation.watermark
-                ):
-                    continue  # taken away meanwhile: settle strips or skips it
+                if doc is None or not staged_version or staged_version.get(TOKEN) != token:
+                    continue  # deleted or replaced meanwhile
+                if held is None or int(held["wm"]) != reservation.watermark:
+                    unheld.append(doc)  # its reservation was taken over: it must not flip
+                    continue
                 items.append(
                     docs.VersionItem(
                         reservation=reservation,
@@ -397,6 +470,18 @@ class StagedVersions:
                         old_instance=without_next(doc),
                     )
                 )
+            if unheld:
+                for doc in unheld:
+                    with contextlib.suppress(
+                        CosmosAccessConditionFailedError, CosmosResourceNotFoundError
+                    ):
+                        await c.index.replace_item(
+                            doc["id"],
+                            without_next(docs.without_system_properties(doc)),
+                            etag=doc["_etag"],
+                            match_condition=MatchConditions.IfNotModified,
+                        )
+                continue  # read again: only versions still held flip
             if (
                 not items
                 or study is None
@@ -479,6 +564,9 @@ class StagedVersions:
                     TOKEN
                 )
                 series_doc = series_docs.get(key.series_uid)
+                if committed and (study is None or series_doc is None):
+                    taken -= 1
+                    break  # its summaries are in flight (a store or a delete): later
                 if committed and study is not None and series_doc is not None:
                     single = docs.plan_commit(
                         reservation=Reservation(
@@ -513,6 +601,9 @@ class StagedVersions:
                     obsolete.append(str(staged["blobKey"]))
                     if int(staged.get("metaParts") or 0):
                         dropped_parts.append(watermark)
+            if not plan.operations and taken < len(ids):
+                await asyncio.sleep(backoff)
+                continue
             if not plan.operations:
                 return taken
             try:
