@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from tests.fakes.backend import Fakes, memory_backend
 from tests.fakes.blobs import FakeBlobStore
+from tests.fakes.cursors import FakeCursorStore
 from tests.fakes.external_metadata import FakeExternalMetadataStore
 from tests.fakes.index import FakeIndexStore
 from tests.fakes.queue import FakeJobQueue
@@ -19,6 +20,7 @@ from tests.fakes.workitems import FakeWorkitemStore
 
 __all__ = [
     "FakeBlobStore",
+    "FakeCursorStore",
     "Fakes",
     "FakeExternalMetadataStore",
     "FakeIndexStore",

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from dicom_core.storage.ports import Backend
 from tests.fakes.blobs import FakeBlobStore
+from tests.fakes.cursors import FakeCursorStore
 from tests.fakes.external_metadata import FakeExternalMetadataStore
 from tests.fakes.index import FakeIndexStore
 from tests.fakes.operations import FakeOperationStore
@@ -24,6 +25,7 @@ class Fakes:
     workitems: FakeWorkitemStore = field(default_factory=FakeWorkitemStore)
     query_tags: FakeQueryTagStore = field(default_factory=FakeQueryTagStore)
     external_metadata: FakeExternalMetadataStore = field(default_factory=FakeExternalMetadataStore)
+    cursors: FakeCursorStore = field(default_factory=FakeCursorStore)
     operations: FakeOperationStore | None = None
     """Made on first use, sending to ``queue``."""
 
@@ -41,6 +43,7 @@ class Fakes:
             query_tags=self.query_tags,
             external_metadata=self.external_metadata,
             change_feed=self.index.feed,
+            cursors=self.cursors,
             operations=self.operations or FakeOperationStore(self.queue),
             writer=None,
             blob_delete_delay_seconds=blob_delete_delay_seconds,

@@ -31,13 +31,14 @@ from dicom_core.storage.ports import (
     Backend,
     BlobStore,
     ChangeFeedStore,
+    CursorStore,
     IndexStore,
     JobQueue,
     OperationStore,
     QueryTagStore,
     WorkitemStore,
 )
-from tests.fakes import FakeBlobStore, FakeIndexStore, FakeJobQueue
+from tests.fakes import FakeBlobStore, FakeCursorStore, FakeIndexStore, FakeJobQueue
 
 MEMORY = "memory"
 """The backend id of the in-memory fakes (``tests.fakes``)."""
@@ -73,6 +74,10 @@ class Stores:
     @property
     def change_feed(self) -> ChangeFeedStore:
         return self.ports.change_feed
+
+    @property
+    def cursors(self) -> CursorStore:
+        return self.ports.cursors
 
     @property
     def operations(self) -> OperationStore:
@@ -201,6 +206,25 @@ class Stores:
             from tests.support.azure_backdoor import blob_files
 
             return [f.key for f in blob_files(self.settings.azure)]
+
+        return await asyncio.to_thread(read)
+
+    async def raw_cursor(self, name: str) -> int | None:
+        """A cursor's position as stored (None: no record of it), read beside the port."""
+        if isinstance(self.cursors, FakeCursorStore):
+            return self.cursors.positions.get(name)
+
+        def read() -> int | None:
+            if self.backend == "local":
+                rows = self._sqlite("SELECT position FROM cursor WHERE name = ?", (name,))
+            else:
+                docs = self._cosmos(
+                    "SELECT c.position FROM c WHERE c.pk = 'cursor' AND c.id = @name",
+                    {"@name": name},
+                    container=self.settings.azure.cosmos_system_container,
+                )
+                rows = [(doc["position"],) for doc in docs]
+            return int(rows[0][0]) if rows else None
 
         return await asyncio.to_thread(read)
 

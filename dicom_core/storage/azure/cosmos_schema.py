@@ -51,6 +51,10 @@ sequencer appends entries and moves the head in one transactional batch:
   change twice conflicts): ``seq``, ``action``, ``study``, ``series``, ``sop``, ``wm``, ``ts``
   and ``cur``, the instance's current version (None once deleted; the sequencer moves it).
 
+Cursors (``kind`` "cursor", ``pk`` "cursor", ``id`` the cursor's name): how far a job that
+follows the change feed got (``position``, the event publisher's last published sequence),
+replaced under their ETag so that a move is a compare-and-set (``cosmos_cursors``).
+
 A logical partition holds at most 20 GB (data and index). An entry is about 0.4 KB of JSON
 with 64-character UIDs, 0.6 KB with its system properties, and about 1 KB stored with every
 path indexed, so one feed partition holds some 20 million changes: a deployment storing 10,000
@@ -78,6 +82,7 @@ ORIGINAL = "original"
 COMMIT = "commit"
 FEED = "feed"
 FEED_HEAD = "feedhead"
+CURSOR = "cursor"
 
 STUDY_DOC_ID = "study"
 COMMIT_DOC_ID = "commit"
@@ -85,6 +90,7 @@ COUNTER_PARTITION = "counter"
 WATERMARK_COUNTER = "watermark"
 FEED_PARTITION = "changefeed"
 FEED_HEAD_ID = "head"
+CURSOR_PARTITION = "cursor"
 
 
 def instance_id(series_uid: str, sop_uid: str) -> str:

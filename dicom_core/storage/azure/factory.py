@@ -12,6 +12,7 @@ from dicom_core.settings import Settings
 from dicom_core.storage.azure.blob_store import AzureBlobStore
 from dicom_core.storage.azure.clients import CosmosClients, StorageClients
 from dicom_core.storage.azure.cosmos_change_feed import CosmosChangeFeedStore
+from dicom_core.storage.azure.cosmos_cursors import CosmosCursorStore
 from dicom_core.storage.azure.cosmos_eqt import CosmosQueryTagStore
 from dicom_core.storage.azure.cosmos_external_metadata import CosmosExternalMetadataStore
 from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
@@ -55,6 +56,7 @@ def build_backend(settings: Settings) -> Backend:
         query_tags=query_tags,
         external_metadata=CosmosExternalMetadataStore(session),
         change_feed=CosmosChangeFeedStore(session),
+        cursors=CosmosCursorStore(session),
         operations=query_tags,
         # Index and files are separate services: the two-step protocol of the index.
         writer=None,

@@ -12,6 +12,7 @@ from dicom_core.settings import Settings
 from dicom_core.storage.local.file_blobs import FileBlobStore
 from dicom_core.storage.local.instance_writer import SqliteInstanceWriter
 from dicom_core.storage.local.sqlite_change_feed import SqliteChangeFeedStore
+from dicom_core.storage.local.sqlite_cursors import SqliteCursorStore
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_eqt import SqliteExternalMetadataStore, SqliteQueryTagStore
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
@@ -39,6 +40,7 @@ def build_backend(settings: Settings) -> Backend:
         query_tags=query_tags,
         external_metadata=SqliteExternalMetadataStore(db),
         change_feed=SqliteChangeFeedStore(db),
+        cursors=SqliteCursorStore(db),
         operations=query_tags,
         # Reserve, place the file and commit (extended query tags included) in one
         # transaction: file and index are on one machine.

@@ -18,6 +18,7 @@ Tables and why they exist:
   they resume; ``operation_hold``: the resources (studies) an unfinished one holds.
 - ``change_feed``: the log of creates, updates and deletes, each entry with the version its
   instance has now.
+- ``cursor``: how far the jobs that follow the change feed got (event publishing).
 - ``job``: the local durable job queue (visible_at leases give at-least-once delivery).
 """
 
@@ -323,6 +324,14 @@ CREATE TABLE IF NOT EXISTS change_feed (
     sop_uid TEXT NOT NULL,
     watermark INTEGER NOT NULL,
     current_watermark INTEGER
+);
+
+-- Named positions of the jobs that follow the change feed (the event publisher's last
+-- published sequence), moved forward only, by compare-and-set (sqlite_cursors.py).
+CREATE TABLE IF NOT EXISTS cursor (
+    name TEXT PRIMARY KEY,
+    position INTEGER NOT NULL,
+    updated_at TEXT NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS job (

@@ -15,6 +15,7 @@ that callers import from ``dicom_core.storage.ports``:
 - ``operations``: ``OperationStore``, long-running operations (reindex, bulk update);
 - ``external_metadata``: ``ExternalMetadataStore``;
 - ``change_feed``: ``ChangeFeedStore``, reading the entries the index writes with each change;
+- ``cursors``: ``CursorStore``, the positions of jobs that follow the change feed;
 - ``errors``: ``StorageUnavailable``, which any port may raise;
 - ``backend``: ``Backend``, all the ports of one backend as one object.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 from dicom_core.storage.ports.backend import Backend
 from dicom_core.storage.ports.blobs import BlobNotFound, BlobReader, BlobStore
 from dicom_core.storage.ports.change_feed import ChangeFeedStore, ChangeQuery
+from dicom_core.storage.ports.cursors import CursorStore
 from dicom_core.storage.ports.errors import StorageUnavailable
 from dicom_core.storage.ports.external_metadata import (
     ExternalMetadataStore,
@@ -69,6 +71,7 @@ __all__ = [
     "ChangeFeedStore",
     "ChangeQuery",
     "Continuation",
+    "CursorStore",
     "ExternalMetadataStore",
     "ExternalValue",
     "ExternalVrConflict",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from dicom_core.storage.ports.blobs import BlobStore
 from dicom_core.storage.ports.change_feed import ChangeFeedStore
+from dicom_core.storage.ports.cursors import CursorStore
 from dicom_core.storage.ports.external_metadata import ExternalMetadataStore
 from dicom_core.storage.ports.index import IndexStore, InstanceWriter
 from dicom_core.storage.ports.operations import OperationStore
@@ -30,6 +31,8 @@ class Backend:
     query_tags: QueryTagStore
     external_metadata: ExternalMetadataStore
     change_feed: ChangeFeedStore
+    cursors: CursorStore
+    """Positions of the jobs that follow the change feed (event publishing)."""
     operations: OperationStore
     """Long-running operations; the query tag store on both backends (reindex is one)."""
     writer: InstanceWriter | None
@@ -41,7 +44,7 @@ class Backend:
 
     async def close(self) -> None:
         """Release connections and files. The stores that share the index's database or
-        clients (workitems, query tags, external metadata) are closed with it."""
+        clients (workitems, query tags, external metadata, cursors) are closed with it."""
         await self.index.close()
         await self.blobs.close()
         await self.queue.close()
