@@ -230,6 +230,101 @@ class CorsSettings:
         return bool(self.origins)
 
 
+EVENT_DESTINATIONS = ("off", "queue", "eventgrid")
+EVENT_SCHEMAS = ("eventgrid", "cloudevents")
+# The event publisher's timer (function_app.py): every 10 seconds while events are on, so an
+# event follows its change within seconds, as Azure's do; once a day while they are off, since
+# every tick wakes a Consumption-plan app that has scaled to zero (the tick then does nothing).
+EVENTS_SCHEDULE_ON = "*/10 * * * * *"
+EVENTS_SCHEDULE_OFF = "0 0 0 * * *"
+
+
+@dataclass(frozen=True, slots=True)
+class EventSettings:
+    """DICOM events (``dicom_core.jobs.events``): where they go, in which schema, named how.
+
+    Off by default. ``queue`` sends each event as a message of a Storage queue (Azurite on a
+    laptop and in the tests); its connection is named as a Functions binding names one
+    (``DICOM_EVENTS_QUEUE_CONNECTION``, default ``AzureWebJobsStorage``: the setting of that
+    name holds a connection string, or ``<name>__accountName``/``__queueServiceUri`` with
+    ``__credential`` and ``__clientId`` an identity). ``eventgrid`` publishes to an Event Grid
+    topic with the topic's access key when one is set, else with an identity
+    (``DICOM_EVENTS_TOPIC__credential``, ``__clientId``), as Azure's Event Grid binding does.
+    """
+
+    destination: str = "off"
+    schema: str = "eventgrid"
+    queue: str = "dicom-events"
+    queue_connection: AzureSettings = field(default_factory=AzureSettings)
+    topic_endpoint: str | None = None
+    topic_key: str | None = None
+    topic_credential: str | None = None
+    topic_client_id: str | None = None
+    service_host: str = "localhost:7071"
+    source: str = "/dicomweb/localhost:7071"
+    batch_size: int = 100
+    schedule: str = EVENTS_SCHEDULE_OFF
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, str]) -> EventSettings:
+        destination = (_text(values, "DICOM_EVENTS") or "off").lower()
+        if destination not in EVENT_DESTINATIONS:
+            raise SettingsError(
+                f"DICOM_EVENTS must be one of {', '.join(EVENT_DESTINATIONS)}, got {destination!r}"
+            )
+        schema = (_text(values, "DICOM_EVENTS_SCHEMA") or "eventgrid").lower()
+        if schema not in EVENT_SCHEMAS:
+            raise SettingsError(
+                f"DICOM_EVENTS_SCHEMA must be one of {', '.join(EVENT_SCHEMAS)}, got {schema!r}"
+            )
+        connection = _text(values, "DICOM_EVENTS_QUEUE_CONNECTION") or "AzureWebJobsStorage"
+        # In Azure the platform names the app's host (WEBSITE_HOSTNAME); elsewhere the port.
+        host = (
+            _text(values, "DICOM_EVENTS_SERVICE_HOST")
+            or _text(values, "WEBSITE_HOSTNAME")
+            or f"localhost:{_text(values, 'PORT') or '7071'}"
+        )
+        on = destination != "off"
+        settings = cls(
+            destination=destination,
+            schema=schema,
+            queue=_text(values, "DICOM_EVENTS_QUEUE") or "dicom-events",
+            queue_connection=AzureSettings(
+                storage_connection=_text(values, connection),
+                storage_account=_text(values, f"{connection}__accountName"),
+                queue_service_uri=_text(values, f"{connection}__queueServiceUri"),
+                storage_credential=_text(values, f"{connection}__credential"),
+                storage_client_id=_text(values, f"{connection}__clientId"),
+                retry_seconds=_int(values, "DICOM_AZURE_RETRY_SECONDS", 6, minimum=0),
+            ),
+            topic_endpoint=_text(values, "DICOM_EVENTS_TOPIC__topicEndpointUri"),
+            topic_key=_text(values, "DICOM_EVENTS_TOPIC_KEY"),
+            topic_credential=_text(values, "DICOM_EVENTS_TOPIC__credential"),
+            topic_client_id=_text(values, "DICOM_EVENTS_TOPIC__clientId"),
+            service_host=host,
+            source=_text(values, "DICOM_EVENTS_SOURCE") or f"/dicomweb/{host}",
+            batch_size=_int(values, "DICOM_EVENTS_BATCH_SIZE", 100, minimum=1),
+            schedule=_text(values, "DICOM_EVENTS_SCHEDULE")
+            or (EVENTS_SCHEDULE_ON if on else EVENTS_SCHEDULE_OFF),
+        )
+        if destination == "eventgrid" and not settings.topic_endpoint:
+            raise SettingsError("DICOM_EVENTS=eventgrid needs DICOM_EVENTS_TOPIC__topicEndpointUri")
+        if destination == "queue" and not (
+            settings.queue_connection.storage_connection
+            or settings.queue_connection.storage_account
+            or settings.queue_connection.queue_service_uri
+        ):
+            raise SettingsError(
+                f"DICOM_EVENTS=queue needs the storage connection {connection} (a connection"
+                f" string, or {connection}__accountName or {connection}__queueServiceUri)"
+            )
+        return settings
+
+    @property
+    def enabled(self) -> bool:
+        return self.destination != "off"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting the service reads. Documented one by one in local.settings.json.example."""
@@ -248,6 +343,7 @@ class Settings:
     azure: AzureSettings = field(default_factory=AzureSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     cors: CorsSettings = field(default_factory=CorsSettings)
+    events: EventSettings = field(default_factory=EventSettings)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, str]) -> Settings:
@@ -270,6 +366,7 @@ class Settings:
             azure=AzureSettings.from_mapping(values),
             auth=AuthSettings.from_mapping(values),
             cors=CorsSettings.from_mapping(values),
+            events=EventSettings.from_mapping(values),
         )
 
     @classmethod
@@ -287,6 +384,8 @@ class Settings:
 
 
 __all__ = [
+    "EVENTS_SCHEDULE_OFF",
+    "EVENTS_SCHEDULE_ON",
     "GIB",
     "MIB",
     "OWNER_ROLE",
@@ -294,6 +393,7 @@ __all__ = [
     "AuthSettings",
     "AzureSettings",
     "CorsSettings",
+    "EventSettings",
     "Settings",
     "SettingsError",
 ]

@@ -26,8 +26,9 @@ EXAMPLE = ROOT / "local.settings.json.example"
 
 # App settings only a deployment in Azure has: telemetry goes to Application Insights there.
 AZURE_ONLY = {"APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"}
-# Set by the Functions host for its worker (the app's directory), never by the user.
-HOST_PROVIDED = {"AzureWebJobsScriptRoot"}
+# Set by the Functions host for its worker (the app's directory) or by the platform (the app's
+# host name), never by the user.
+HOST_PROVIDED = {"AzureWebJobsScriptRoot", "WEBSITE_HOSTNAME"}
 
 
 class RecordingMapping(Mapping[str, str]):

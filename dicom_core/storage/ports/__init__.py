@@ -16,6 +16,8 @@ that callers import from ``dicom_core.storage.ports``:
 - ``external_metadata``: ``ExternalMetadataStore``;
 - ``change_feed``: ``ChangeFeedStore``, reading the entries the index writes with each change;
 - ``cursors``: ``CursorStore``, the positions of jobs that follow the change feed;
+- ``events``: ``EventSink``, where DICOM events are published (not storage, but an outbound
+  port all the same, with adapters of its own);
 - ``errors``: ``StorageUnavailable``, which any port may raise;
 - ``backend``: ``Backend``, all the ports of one backend as one object.
 """
@@ -27,6 +29,7 @@ from dicom_core.storage.ports.blobs import BlobNotFound, BlobReader, BlobStore
 from dicom_core.storage.ports.change_feed import ChangeFeedStore, ChangeQuery
 from dicom_core.storage.ports.cursors import CursorStore
 from dicom_core.storage.ports.errors import StorageUnavailable
+from dicom_core.storage.ports.events import EventSink
 from dicom_core.storage.ports.external_metadata import (
     ExternalMetadataStore,
     ExternalValue,
@@ -72,6 +75,7 @@ __all__ = [
     "ChangeQuery",
     "Continuation",
     "CursorStore",
+    "EventSink",
     "ExternalMetadataStore",
     "ExternalValue",
     "ExternalVrConflict",
