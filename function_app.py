@@ -11,6 +11,7 @@ and in the local host alike. Routes are grouped by transaction family.
 To add a route: a function here, and its handler in the module of its transaction family.
 """
 
+import os
 from pathlib import Path
 
 import azure.functions as func
@@ -290,6 +291,21 @@ async def jobs_bulk_update_step(msg: func.QueueMessage) -> None:
     await jobs.bulk_update_step(
         msg.get_json(), services, dequeue_count=msg.dequeue_count or 1, retry=retry
     )
+
+
+# --- Events --------------------------------------------------------------------------------
+# DICOM events follow the change feed on a timer (dicom_core.jobs.events). Its schedule is
+# DICOM_EVENTS_SCHEDULE, read when the worker indexes the app, with a default: every 10 s while
+# DICOM_EVENTS is on, once a day while off (each tick wakes a scaled-in app). Not a
+# %DICOM_EVENTS_SCHEDULE% binding expression: the host disables a timer whose setting is
+# missing, so every deployment would have to set it, where a default serves all but tests
+# (which tick every second).
+EVENTS_SCHEDULE = jobs.events_schedule(os.environ)
+
+
+@app.timer_trigger(arg_name="timer", schedule=EVENTS_SCHEDULE)
+async def events_publish(timer: func.TimerRequest) -> None:
+    await jobs.publish_events(services)
 
 
 # --- Anything else: 405 with Allow, or 404 naming the versions ------------------------------

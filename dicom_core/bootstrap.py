@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from dicom_core.jobs.bulk_update import BulkUpdateJob
+from dicom_core.jobs.events import EventPublisher
 from dicom_core.jobs.reindex import ReindexJob, plan_reindex
 from dicom_core.services.blob_cleanup import BlobJanitor
 from dicom_core.services.bulk_update import StudyUpdater
@@ -29,7 +30,7 @@ from dicom_core.services.store import StoreService
 from dicom_core.services.transcoding import TranscodingService
 from dicom_core.services.workitems import WorkitemService
 from dicom_core.settings import Settings, SettingsError
-from dicom_core.storage.ports import Backend, JobQueue
+from dicom_core.storage.ports import Backend, EventSink, JobQueue
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +58,12 @@ class Services:
     operations: OperationService
     bulk_update: BulkUpdateJob
     """Starts bulk updates; the ``bulk-update-batches`` queue's step."""
+    events: EventPublisher | None = None
+    """The events timer's publisher; None while ``DICOM_EVENTS`` is off."""
 
     async def close(self) -> None:
+        if self.events is not None:
+            await self.events.close()
         await self.backend.close()
 
 
@@ -91,6 +96,16 @@ def build_backend(settings: Settings) -> Backend:
 def build_job_queue(settings: Settings) -> JobQueue:
     """The job queue alone: the local host's queue pollers need no index or blob store."""
     return backend_factory(settings).build_job_queue(settings)
+
+
+def build_event_sink(settings: Settings) -> EventSink | None:
+    """Where ``DICOM_EVENTS`` sends events (None: off). Both destinations are Azure services
+    (a Storage queue, an Event Grid topic), whichever backend stores the data."""
+    if not settings.events.enabled:
+        return None
+    from dicom_core.storage.azure import event_sinks
+
+    return event_sinks.build_event_sink(settings)
 
 
 def build_services(settings: Settings) -> Services:
@@ -144,4 +159,18 @@ def build_services(settings: Settings) -> Services:
         change_feed=ChangeFeedService(backend.change_feed),
         operations=OperationService(backend.operations),
         bulk_update=BulkUpdateJob(backend.operations, updater),
+        events=_event_publisher(settings, backend),
+    )
+
+
+def _event_publisher(settings: Settings, backend: Backend) -> EventPublisher | None:
+    sink = build_event_sink(settings)
+    if sink is None:
+        return None
+    return EventPublisher(
+        backend.change_feed,
+        backend.cursors,
+        sink,
+        service_host=settings.events.service_host,
+        batch_size=settings.events.batch_size,
     )

@@ -4,15 +4,18 @@ The machinery is written once here, for every operation kind: the versioned mess
 (``messages``), the watermark checkpoint (``checkpoint``), the status rules of the operation
 record (``operations``), the retry and poison rule read from host.json (``retry``), the queue
 handlers ``function_app.py`` calls (``handlers``), and the operations themselves (``reindex``,
-``bulk_update``; export is to follow). Adapters give only storage primitives.
+``bulk_update``; export is to follow). Adapters give only storage primitives. ``events``
+publishes DICOM events from the change feed, on a timer.
 """
 
+from dicom_core.jobs.events import events_schedule
 from dicom_core.jobs.handlers import (
     BULK_UPDATE_QUEUE,
     CLEANUP_QUEUE,
     REINDEX_QUEUE,
     bulk_update_step,
     cleanup_blob,
+    publish_events,
     reindex_batch,
 )
 from dicom_core.jobs.retry import RetryRule
@@ -24,5 +27,7 @@ __all__ = [
     "RetryRule",
     "bulk_update_step",
     "cleanup_blob",
+    "events_schedule",
+    "publish_events",
     "reindex_batch",
 ]

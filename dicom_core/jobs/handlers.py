@@ -1,4 +1,4 @@
-"""The queue handlers: what each queue-triggered function in ``function_app.py`` calls.
+"""The job handlers: what each queue- or timer-triggered function in ``function_app.py`` calls.
 
 They are not HTTP, so they live with the jobs rather than in the web layer. Each takes the
 decoded message body and the app's service source; the retry rule says which delivery is the
@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from dicom_core.jobs.bulk_update import BULK_UPDATE_QUEUE, BulkUpdateJob
+from dicom_core.jobs.events import EventPublisher
 from dicom_core.jobs.reindex import REINDEX_QUEUE, ReindexJob
 from dicom_core.jobs.retry import RetryRule
 from dicom_core.services.blob_cleanup import CLEANUP_QUEUE, BlobJanitor
@@ -20,6 +21,7 @@ __all__ = [
     "REINDEX_QUEUE",
     "bulk_update_step",
     "cleanup_blob",
+    "publish_events",
     "reindex_batch",
 ]
 
@@ -35,6 +37,9 @@ class JobServices(Protocol):
 
     @property
     def bulk_update(self) -> BulkUpdateJob: ...
+
+    @property
+    def events(self) -> EventPublisher | None: ...
 
 
 class ServiceSource(Protocol):
@@ -63,3 +68,10 @@ async def bulk_update_step(
     """``bulk-update-batches``: one study; the last allowed delivery fails the operation."""
     services = await source.get()
     await services.bulk_update.handle_message(body, final_attempt=retry.is_final(dequeue_count))
+
+
+async def publish_events(source: ServiceSource) -> None:
+    """The events timer: publish the changes not yet published; nothing while events are off."""
+    services = await source.get()
+    if services.events is not None:
+        await services.events.publish()
