@@ -60,6 +60,16 @@ param instanceMemoryMB int = 2048
 @description('HTTP requests one Flex Consumption instance serves at once before the platform adds an instance (16 suits 2048 MB, 32 suits 4096 MB).')
 param httpPerInstanceConcurrency int = 16
 
+@description('Publish DICOM events (DicomImageCreated, Updated, Deleted) to an Event Grid topic this deployment creates.')
+param eventGridTopic bool = false
+
+@allowed([
+  'eventgrid'
+  'cloudevents'
+])
+@description('Schema of the DICOM events: Event Grid schema or CloudEvents 1.0.')
+param eventsSchema string = 'eventgrid'
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
@@ -205,6 +215,18 @@ module cosmos 'app/cosmos.bicep' = {
   }
 }
 
+// Optional: the Event Grid topic of DICOM events (app/events.bicep); subscribe consumers to it.
+module events 'app/events.bicep' = if (eventGridTopic) {
+  name: 'events'
+  scope: rg
+  params: {
+    name: 'evgt-dicom-${resourceToken}'
+    location: location
+    tags: tags
+    schema: eventsSchema
+  }
+}
+
 module plan 'br/public:avm/res/web/serverfarm:0.1.1' = {
   name: 'plan'
   scope: rg
@@ -245,6 +267,8 @@ module api 'app/api.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     httpPerInstanceConcurrency: httpPerInstanceConcurrency
+    eventsTopicEndpoint: eventGridTopic ? events.outputs.endpoint : ''
+    eventsSchema: eventsSchema
   }
 }
 
@@ -256,6 +280,7 @@ module rbac 'app/rbac.bicep' = {
     storageAccountName: storage.outputs.name
     cosmosAccountName: cosmos.outputs.name
     appInsightsName: appInsights.outputs.name
+    eventGridTopicName: eventGridTopic ? events.outputs.name : ''
   }
 }
 
@@ -277,3 +302,4 @@ output DICOM_AUTH_AUDIENCE string = authAudience
 output DICOM_AUTH_ISSUER string = authIssuers
 output DICOM_AUTH_JWKS_URL string = authJwksUrl
 output DICOM_CORS_ORIGINS string = corsOrigins
+output DICOM_EVENTS_TOPIC__topicEndpointUri string = eventGridTopic ? events.outputs.endpoint : ''

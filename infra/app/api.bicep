@@ -24,6 +24,9 @@ param maxRequestBytes int
 param maximumInstanceCount int
 param instanceMemoryMB int
 param httpPerInstanceConcurrency int
+@description('Endpoint of the Event Grid topic of DICOM events; empty: events off.')
+param eventsTopicEndpoint string = ''
+param eventsSchema string = 'eventgrid'
 
 var blobServiceUri = 'https://${storageAccountName}.blob.${environment().suffixes.storage}'
 var queueServiceUri = 'https://${storageAccountName}.queue.${environment().suffixes.storage}'
@@ -127,6 +130,15 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     DICOM_AUTH_ISSUER: authIssuers
     DICOM_AUTH_JWKS_URL: authJwksUrl
     DICOM_CORS_ORIGINS: corsOrigins
+    // DICOM events to the deployment's Event Grid topic (when it has one), with the identity,
+    // which holds EventGrid Data Sender on the topic. The source (Event Grid stamps its own
+    // topic ID; CloudEvents keep this) names this app, as Azure's name the workspace.
+    DICOM_EVENTS: empty(eventsTopicEndpoint) ? 'off' : 'eventgrid'
+    DICOM_EVENTS_SCHEMA: eventsSchema
+    DICOM_EVENTS_TOPIC__topicEndpointUri: eventsTopicEndpoint
+    DICOM_EVENTS_TOPIC__credential: 'managedidentity'
+    DICOM_EVENTS_TOPIC__clientId: identityClientId
+    DICOM_EVENTS_SOURCE: site.id
     // Telemetry: the connection string only locates the resource (local auth is off);
     // ingestion is authorized with the identity through the authentication string.
     APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString

@@ -4,6 +4,8 @@ param principalId string
 param storageAccountName string
 param cosmosAccountName string
 param appInsightsName string
+@description('The Event Grid topic of DICOM events; empty when the deployment has none.')
+param eventGridTopicName string = ''
 
 // Built-in Azure role definition ids (the same in every tenant).
 var storageRoles = [
@@ -31,6 +33,8 @@ var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
 // Cosmos DB Built-in Data Contributor: read, write, query and patch items (data plane only;
 // no account keys, no database or container management).
 var cosmosDataContributor = '00000000-0000-0000-0000-000000000002'
+// EventGrid Data Sender: publish DICOM events to the topic (nothing else on it).
+var eventGridDataSender = 'd5a91429-5739-47e2-a06b-3470a27159e7'
 
 resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -42,6 +46,10 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
 
 resource cosmosAccount 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' existing = {
   name: cosmosAccountName
+}
+
+resource eventGridTopic 'Microsoft.EventGrid/topics@2025-02-15' existing = if (!empty(eventGridTopicName)) {
+  name: eventGridTopicName
 }
 
 resource storageAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
@@ -73,5 +81,15 @@ resource cosmosAssignment 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignme
     principalId: principalId
     roleDefinitionId: '${cosmosAccount.id}/sqlRoleDefinitions/${cosmosDataContributor}'
     scope: cosmosAccount.id
+  }
+}
+
+resource eventGridAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(eventGridTopicName)) {
+  name: guid(eventGridTopic.id, principalId, eventGridDataSender)
+  scope: eventGridTopic
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', eventGridDataSender)
   }
 }

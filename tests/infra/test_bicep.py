@@ -20,7 +20,7 @@ import pytest
 from pycep import BicepParser
 
 import dicom_core.jobs as jobs
-from dicom_core.settings import AzureSettings, Settings
+from dicom_core.settings import EVENT_SCHEMAS, AzureSettings, Settings
 from dicom_core.storage.azure.cosmos_schema import CONTAINERS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +32,7 @@ STORAGE_QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
 STORAGE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
 MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 COSMOS_DATA_CONTRIBUTOR = "00000000-0000-0000-0000-000000000002"
+EVENTGRID_DATA_SENDER = "d5a91429-5739-47e2-a06b-3470a27159e7"
 
 # checkov findings we accept, with the reason. Keep infra/README.md in step.
 ACCEPTED = {
@@ -56,6 +57,8 @@ ACCEPTED = {
     "CKV_AZURE_99": "Cosmos DB without IP rules or private endpoint: Flex Consumption without "
     "VNet integration reaches it publicly; local auth is off, Entra ID only.",
     "CKV_AZURE_101": "Cosmos DB public network access: as CKV_AZURE_99.",
+    "CKV_AZURE_193": "Event Grid topic public network access: the app (Flex Consumption without "
+    "VNet integration) publishes to it publicly; local auth is off, Entra ID only.",
 }
 
 
@@ -79,7 +82,13 @@ def variable(tree: dict[str, Any], name: str) -> Any:
 
 
 def test_every_template_parses(templates: dict[str, dict[str, Any]]) -> None:
-    assert set(templates) == {"main.bicep", "app/api.bicep", "app/cosmos.bicep", "app/rbac.bicep"}
+    assert set(templates) == {
+        "main.bicep",
+        "app/api.bicep",
+        "app/cosmos.bicep",
+        "app/events.bicep",
+        "app/rbac.bicep",
+    }
 
 
 def test_registry_modules_are_pinned_avm_versions(templates: dict[str, dict[str, Any]]) -> None:
@@ -266,6 +275,11 @@ def test_app_settings_configure_the_azure_backend_auth_and_streaming(
             "DICOM_CORS_ORIGINS": "",
             # main.bicep passes the tenant's key set: https://login.microsoftonline.com/...
             "DICOM_AUTH_JWKS_URL": "https://login.microsoftonline.com/t/discovery/v2.0/keys",
+            # With the optional topic deployed (app/events.bicep); without it, "off".
+            "DICOM_EVENTS": "eventgrid",
+            "DICOM_EVENTS_SCHEMA": "cloudevents",
+            "DICOM_EVENTS_TOPIC__topicEndpointUri": "https://evgt.eastus2-1.eventgrid.azure.net/api/events",
+            "DICOM_EVENTS_SOURCE": "/subscriptions/s/providers/Microsoft.Web/sites/f",
         }
     )
     parsed = Settings.from_mapping(literal)
@@ -273,6 +287,8 @@ def test_app_settings_configure_the_azure_backend_auth_and_streaming(
     assert parsed.storage == "azure"
     assert parsed.azure.create_resources is False
     assert parsed.auth.enabled
+    assert parsed.events.enabled and parsed.events.topic_credential == "managedidentity"
+    assert parsed.events.topic_key is None  # the identity signs in; the topic has no keys
     assert settings["PYTHON_ENABLE_INIT_INDEXING"] == "1"
     assert "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT" in settings
     assert "FUNCTIONS_WORKER_RUNTIME" not in settings  # Flex takes it from functionAppConfig
@@ -290,16 +306,86 @@ def test_identity_gets_exactly_the_data_roles_it_needs(
     }
     assert variable(rbac, "monitoringMetricsPublisher") == MONITORING_METRICS_PUBLISHER
     assert variable(rbac, "cosmosDataContributor") == COSMOS_DATA_CONTRIBUTOR
+    assert variable(rbac, "eventGridDataSender") == EVENTGRID_DATA_SENDER
     kinds = {name: r["type"] for name, r in rbac["resources"].items() if not r["existing"]}
     assert kinds == {
         "storageAssignments": "Microsoft.Authorization/roleAssignments",
         "monitoringAssignment": "Microsoft.Authorization/roleAssignments",
         "cosmosAssignment": "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments",
+        "eventGridAssignment": "Microsoft.Authorization/roleAssignments",
     }
     principal = json.dumps(
         config(templates["main.bicep"], "modules", "rbac")["params"]["principalId"]
     )
     assert '"identity"' in principal and '"principalId"' in principal
+
+
+def test_the_event_grid_topic_is_optional_keyless_and_the_app_sends_with_its_identity(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    main = templates["main.bicep"]
+    # Off unless asked for; the schema parameter offers exactly the app's schemas.
+    assert main["parameters"]["eventGridTopic"] == {
+        **main["parameters"]["eventGridTopic"],
+        "type": "bool",
+        "default": False,
+    }
+    schema = main["parameters"]["eventsSchema"]
+    assert schema["default"] == Settings().events.schema
+    allowed = [d["argument"] for d in schema["decorators"] if d["type"] == "allowed"]
+    assert allowed == [list(EVENT_SCHEMAS)]
+    module = main["modules"]["events"]["config"]
+    assert module["condition"] == "eventGridTopic"
+    assert module["config"]["params"]["schema"] == "eventsSchema"
+    # The topic takes the schema the app publishes in, and Entra ID only.
+    topic = config(templates["app/events.bicep"], "resources", "topic")["properties"]
+    assert topic["disableLocalAuth"] is True
+    assert topic["minimumTlsVersionAllowed"] == "1.2"
+    assert topic["inputSchema"]["operator"]["operands"] == {
+        "condition": {
+            "operator": {
+                "type": "equals",
+                "operands": {"operand_1": "schema", "operand_2": "cloudevents"},
+            }
+        },
+        "true_value": "CloudEventSchemaV1_0",
+        "false_value": "EventGridSchema",
+    }
+    # The app's settings follow: events on exactly when the topic exists, with the identity.
+    api = config(main, "modules", "api")["params"]
+    rbac = config(main, "modules", "rbac")["params"]
+    for passed in (api["eventsTopicEndpoint"], rbac["eventGridTopicName"]):
+        assert passed["operator"]["type"] == "conditional"
+        assert passed["operator"]["operands"]["condition"] == "eventGridTopic"
+        assert passed["operator"]["operands"]["false_value"] == ""
+    settings = app_settings(templates)
+    assert settings["DICOM_EVENTS"]["operator"]["operands"] == {
+        "condition": {
+            "function": {"type": "empty", "parameters": {"item_to_test": "eventsTopicEndpoint"}}
+        },
+        "true_value": "off",
+        "false_value": "eventgrid",
+    }
+    assert settings["DICOM_EVENTS_TOPIC__credential"] == "managedidentity"
+    assert settings["DICOM_EVENTS_TOPIC__clientId"] == "identityClientId"
+    assert "DICOM_EVENTS_TOPIC_KEY" not in settings
+    # EventGrid Data Sender on that topic alone, only when there is one.
+    assignment = templates["app/rbac.bicep"]["resources"]["eventGridAssignment"]["config"]
+    assert assignment["condition"] == {
+        "operator": {
+            "type": "not",
+            "operands": {
+                "bool_value": {
+                    "function": {
+                        "type": "empty",
+                        "parameters": {"item_to_test": "eventGridTopicName"},
+                    }
+                }
+            },
+        }
+    }
+    assert assignment["config"]["scope"] == "eventGridTopic"
+    assert "eventGridDataSender" in json.dumps(assignment["config"]["properties"])
 
 
 def test_nothing_secret_is_output_or_fetched(templates: dict[str, dict[str, Any]]) -> None:
