@@ -11,7 +11,8 @@
   trigger reads (and like Event Grid's own Storage queue handler writes them). Messages go one
   at a time, in the feed's order; Storage queues do not promise to hand them out in that order,
   so a consumer orders by ``sequenceNumber``. The queue is created when the app may create
-  resources (keys: Azurite; identity: Bicep declares it).
+  resources (with keys, as on Azurite, or ``DICOM_AZURE_CREATE_RESOURCES=true``); with an
+  identity and no such right, it must exist (infra/ deploys the Event Grid form instead).
 
 Both return only once every event is accepted, and raise otherwise: the publisher then sends
 the whole page again (``dicom_core.jobs.events``).
