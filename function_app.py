@@ -1,6 +1,6 @@
-"""The route table: one function per DICOMweb route, one per job queue.
+"""The route table: one function per DICOMweb route, one per job queue, the events timer.
 
-Each body is a single call into ``dicom_core.web`` (HTTP) or ``dicom_core.jobs`` (queues);
+Each body is a single call into ``dicom_core.web`` (HTTP) or ``dicom_core.jobs`` (queues, timer);
 nothing else lives here. An HTTP body is ``handle(req, services, <module>.<handler>)``: the
 handler is the one in ``dicom_core/web/<module>.py`` that serves the route, and ``handle`` puts
 it behind the gate (CORS, token) and maps service errors to status codes, for every route

@@ -2,7 +2,8 @@
 path, the base URL.
 
 ``ServiceContainer`` builds the services lazily on first use (never at import time, so
-importing ``function_app`` reads no setting) and can be reconfigured by tests.
+importing ``function_app`` builds nothing and no bad setting can fail it; the events timer's
+schedule is the one setting read then, and it has a default) and can be reconfigured by tests.
 """
 
 from __future__ import annotations
