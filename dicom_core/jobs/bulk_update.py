@@ -26,7 +26,7 @@ import orjson
 from dicom_core.domain.bulk_update import BulkUpdateRequest, parse_bulk_update_request
 from dicom_core.domain.operations import OperationKind, OperationStatusValues
 from dicom_core.jobs.messages import MalformedMessage, OperationMessage
-from dicom_core.jobs.operations import CheckpointContention, StepOutcome, running_percent
+from dicom_core.jobs.operations import StepOutcome, running_percent, settle_stale
 from dicom_core.services.bulk_update import StudyOutcome, StudyUpdater
 from dicom_core.storage.ports import (
     Continuation,
@@ -213,15 +213,13 @@ class BulkUpdateJob:
         self, operation_id: str, expected: dict[str, Any], operation: OperationRecord | None
     ) -> StepOutcome:
         """A message whose checkpoint the operation has left: only make up for a lost send."""
-        if operation is None or operation.done or operation.checkpoint is None:
-            return StepOutcome.STALE
-        if operation.checkpoint == expected:
-            raise CheckpointContention(f"operation {operation_id} changed during its step")
-        current = UpdateCheckpoint.from_json(operation.checkpoint)
-        await self._store.resend_continuation(
-            operation_id, expected, self._message(operation_id, current)
+        return await settle_stale(
+            self._store,
+            operation_id,
+            expected,
+            operation,
+            lambda current: self._message(operation_id, UpdateCheckpoint.from_json(current)),
         )
-        return StepOutcome.STALE
 
     def _message(self, operation_id: str, checkpoint: UpdateCheckpoint) -> Continuation:
         message = OperationMessage(OperationKind.UPDATE, operation_id, checkpoint.to_json())
