@@ -19,6 +19,8 @@ class OperationKind(StrEnum):
     REINDEX = "Reindex"
     #: Bulk update; lower case, as Azure's ``update`` operations report it.
     UPDATE = "update"
+    #: Export; lower case, as Azure's export operations report it.
+    EXPORT = "export"
 
 
 class OperationStatusValues(StrEnum):
