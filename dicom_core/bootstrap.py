@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from dicom_core.domain.export import DirectoryDestination, ExportDestination
 from dicom_core.jobs.bulk_update import BulkUpdateJob
 from dicom_core.jobs.events import EventPublisher
 from dicom_core.jobs.reindex import ReindexJob, plan_reindex
@@ -30,7 +31,7 @@ from dicom_core.services.store import StoreService
 from dicom_core.services.transcoding import TranscodingService
 from dicom_core.services.workitems import WorkitemService
 from dicom_core.settings import Settings, SettingsError
-from dicom_core.storage.ports import Backend, EventSink, JobQueue
+from dicom_core.storage.ports import Backend, EventSink, ExportSink, JobQueue
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,27 @@ def backend_factory(settings: Settings) -> BackendFactory:
 
         return azure
     raise SettingsError(f"DICOM_STORAGE={settings.storage!r} is not a known backend")
+
+
+class ExportSinks:
+    """``ExportSinks``: the destination's type picks the adapter, whatever the backend. The
+    blob sink is imported only when a request names a blob container, so the local backend
+    loads the Azure SDKs only then."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def open(self, destination: ExportDestination, operation_id: str) -> ExportSink:
+        if isinstance(destination, DirectoryDestination):
+            from dicom_core.storage.local.export_directory import DirectoryExportSink
+
+            root = self._settings.export_local_root
+            return DirectoryExportSink(destination, operation_id, root=root)
+        from dicom_core.storage.azure.export_blob import BlobExportSink
+
+        azure = self._settings.azure
+        identity = (azure.storage_credential, azure.storage_client_id)
+        return BlobExportSink(destination, operation_id, identity=identity)
 
 
 def build_backend(settings: Settings) -> Backend:

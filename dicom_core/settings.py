@@ -49,6 +49,16 @@ def _text(values: Mapping[str, str], name: str) -> str | None:
     return raw.strip() if raw is not None and raw.strip() else None
 
 
+def _path(values: Mapping[str, str], name: str) -> Path | None:
+    """An absolute directory path, or None when unset."""
+    raw = _text(values, name)
+    if raw is None:
+        return None
+    if not Path(raw).is_absolute():
+        raise SettingsError(f"{name} must be an absolute path, got {raw!r}")
+    return Path(raw)
+
+
 @dataclass(frozen=True, slots=True)
 class AzureSettings:
     """Where the azure backend finds Cosmos DB, Blob Storage and the job queues.
@@ -338,6 +348,9 @@ class Settings:
     stale_create_seconds: int = 3600
     staging_dir: Path | None = None
     reindex_batch_size: int = 100
+    export_batch_size: int = 100
+    export_local_root: Path | None = None
+    """The directory ``file://`` export destinations must lie in; None turns them off."""
     durable_writes: bool = True
     """Local backend: sync file, directory and index before a store is acknowledged."""
     azure: AzureSettings = field(default_factory=AzureSettings)
@@ -362,6 +375,8 @@ class Settings:
             stale_create_seconds=_int(values, "DICOM_STALE_CREATE_SECONDS", 3600, minimum=1),
             staging_dir=Path(staging) if staging else None,
             reindex_batch_size=_int(values, "DICOM_REINDEX_BATCH_SIZE", 100, minimum=1),
+            export_batch_size=_int(values, "DICOM_EXPORT_BATCH_SIZE", 100, minimum=1),
+            export_local_root=_path(values, "DICOM_EXPORT_LOCAL_ROOT"),
             durable_writes=_bool(values, "DICOM_DURABLE_WRITES", True),
             azure=AzureSettings.from_mapping(values),
             auth=AuthSettings.from_mapping(values),

@@ -12,7 +12,9 @@ that callers import from ``dicom_core.storage.ports``:
 - ``queue``: ``JobQueue``;
 - ``workitems``: ``WorkitemStore``, the UPS-RS workitems;
 - ``query_tags``: ``QueryTagStore``, extended query tags and their values and errors;
-- ``operations``: ``OperationStore``, long-running operations (reindex, bulk update);
+- ``operations``: ``OperationStore``, long-running operations (reindex, bulk update, export);
+- ``export``: ``ExportSinks`` and ``ExportSink``, where an export writes (not a backend's
+  store: any backend exports to a blob container or, locally, a directory);
 - ``external_metadata``: ``ExternalMetadataStore``;
 - ``change_feed``: ``ChangeFeedStore``, reading the entries the index writes with each change;
 - ``cursors``: ``CursorStore``, the positions of jobs that follow the change feed;
@@ -30,6 +32,7 @@ from dicom_core.storage.ports.change_feed import ChangeFeedStore, ChangeQuery
 from dicom_core.storage.ports.cursors import CursorStore
 from dicom_core.storage.ports.errors import StorageUnavailable
 from dicom_core.storage.ports.events import EventSink
+from dicom_core.storage.ports.export import ExportDestinationError, ExportSink, ExportSinks
 from dicom_core.storage.ports.external_metadata import (
     ExternalMetadataStore,
     ExternalValue,
@@ -76,6 +79,9 @@ __all__ = [
     "Continuation",
     "CursorStore",
     "EventSink",
+    "ExportDestinationError",
+    "ExportSink",
+    "ExportSinks",
     "ExternalMetadataStore",
     "ExternalValue",
     "ExternalVrConflict",
