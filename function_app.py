@@ -22,6 +22,7 @@ from dicom_core.web import (
     bulk_update,
     change_feed,
     delete,
+    export,
     frames,
     metadata,
     operations,
@@ -209,6 +210,14 @@ async def changefeed_latest(req: Request) -> Response:
     return await handle(req, services, change_feed.latest_change)
 
 
+# --- Export ----------------------------------------------------------------------------------
+
+
+@app.route(route="v{version}/export", methods=["POST"])
+async def export_dicom_files(req: Request) -> Response:
+    return await handle(req, services, export.start_export)
+
+
 # --- Operations ------------------------------------------------------------------------------
 
 
@@ -306,6 +315,13 @@ EVENTS_SCHEDULE = jobs.events_schedule(os.environ)
 @app.timer_trigger(arg_name="timer", schedule=EVENTS_SCHEDULE)
 async def events_publish(timer: func.TimerRequest) -> None:
     await jobs.publish_events(services)
+
+
+@app.queue_trigger(arg_name="msg", queue_name=jobs.EXPORT_QUEUE, connection="AzureWebJobsStorage")
+async def jobs_export_batch(msg: func.QueueMessage) -> None:
+    await jobs.export_batch(
+        msg.get_json(), services, dequeue_count=msg.dequeue_count or 1, retry=retry
+    )
 
 
 # --- Anything else: 405 with Allow, or 404 naming the versions ------------------------------

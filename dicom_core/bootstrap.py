@@ -13,6 +13,7 @@ from typing import Protocol
 from dicom_core.domain.export import DirectoryDestination, ExportDestination
 from dicom_core.jobs.bulk_update import BulkUpdateJob
 from dicom_core.jobs.events import EventPublisher
+from dicom_core.jobs.export import ExportJob
 from dicom_core.jobs.reindex import ReindexJob, plan_reindex
 from dicom_core.services.blob_cleanup import BlobJanitor
 from dicom_core.services.bulk_update import StudyUpdater
@@ -59,6 +60,8 @@ class Services:
     operations: OperationService
     bulk_update: BulkUpdateJob
     """Starts bulk updates; the ``bulk-update-batches`` queue's step."""
+    export: ExportJob
+    """Starts exports; the ``export-batches`` queue's step."""
     events: EventPublisher | None = None
     """The events timer's publisher; None while ``DICOM_EVENTS`` is off."""
 
@@ -181,6 +184,14 @@ def build_services(settings: Settings) -> Services:
         change_feed=ChangeFeedService(backend.change_feed),
         operations=OperationService(backend.operations),
         bulk_update=BulkUpdateJob(backend.operations, updater),
+        export=ExportJob(
+            backend.operations,
+            index,
+            blobs,
+            ExportSinks(settings),
+            staging_dir=staging.directory,
+            batch_size=settings.export_batch_size,
+        ),
         events=_event_publisher(settings, backend),
     )
 

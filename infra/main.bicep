@@ -87,6 +87,7 @@ var blobContainerName = 'dicom-files'
 var cleanupQueueName = 'blob-cleanup'
 var reindexQueueName = 'reindex-batches'
 var bulkUpdateQueueName = 'bulk-update-batches'
+var exportQueueName = 'export-batches'
 // Days a deleted DICOM file (blob soft delete) or container stays restorable: the window of the
 // Cosmos DB index's continuous backup (Continuous7Days in app/cosmos.bicep), so files and index
 // can be brought back to the same point in time and no deleted data outlives the other.
@@ -177,7 +178,8 @@ module storage 'br/public:avm/res/storage/storage-account:0.8.3' = {
     queueServices: {
       // One queue per queue-triggered function in function_app.py (the identity may not
       // create queues): blob-cleanup, files of deleted instances; reindex-batches, the
-      // extended-query-tag reindex; bulk-update-batches, bulk update (a study a message).
+      // extended-query-tag reindex; bulk-update-batches, bulk update (a study a message);
+      // export-batches, export (a batch of instances a message).
       // -poison: the host's dead letters after maxDequeueCount failures (host.json).
       queues: [
         {
@@ -197,6 +199,12 @@ module storage 'br/public:avm/res/storage/storage-account:0.8.3' = {
         }
         {
           name: '${bulkUpdateQueueName}-poison'
+        }
+        {
+          name: exportQueueName
+        }
+        {
+          name: '${exportQueueName}-poison'
         }
       ]
     }

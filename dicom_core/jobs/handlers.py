@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from dicom_core.jobs.bulk_update import BULK_UPDATE_QUEUE, BulkUpdateJob
 from dicom_core.jobs.events import EventPublisher
+from dicom_core.jobs.export import EXPORT_QUEUE, ExportJob
 from dicom_core.jobs.reindex import REINDEX_QUEUE, ReindexJob
 from dicom_core.jobs.retry import RetryRule
 from dicom_core.services.blob_cleanup import CLEANUP_QUEUE, BlobJanitor
@@ -18,10 +19,12 @@ from dicom_core.services.blob_cleanup import CLEANUP_QUEUE, BlobJanitor
 __all__ = [
     "BULK_UPDATE_QUEUE",
     "CLEANUP_QUEUE",
+    "EXPORT_QUEUE",
     "REINDEX_QUEUE",
     "bulk_update_step",
     "cleanup_blob",
     "publish_events",
+    "export_batch",
     "reindex_batch",
 ]
 
@@ -40,6 +43,9 @@ class JobServices(Protocol):
 
     @property
     def events(self) -> EventPublisher | None: ...
+
+    @property
+    def export(self) -> ExportJob: ...
 
 
 class ServiceSource(Protocol):
@@ -75,3 +81,12 @@ async def publish_events(source: ServiceSource) -> None:
     services = await source.get()
     if services.events is not None:
         await services.events.publish()
+
+
+async def export_batch(
+    body: dict[str, Any], source: ServiceSource, *, dequeue_count: int, retry: RetryRule
+) -> None:
+    """``export-batches``: one batch of instances; the last allowed delivery fails the
+    operation."""
+    services = await source.get()
+    await services.export.handle_message(body, final_attempt=retry.is_final(dequeue_count))

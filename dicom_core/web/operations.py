@@ -1,8 +1,9 @@
 """HTTP for long-running operations: ``GET /v{n}/operations/{id}``, whatever their kind.
 
 The Operation object is the extended-query-tags spec's; a reindex lists the tags it fills as
-``resources``, and a bulk update reports ``results`` (studies processed, updated and failed,
-instances updated, errors), as Azure's update operations do. 202 while it runs, 200 once done.
+``resources``, a bulk update reports ``results`` (studies processed, updated and failed,
+instances updated, errors) and an export its ``results`` (``exported``, ``skipped``,
+``errorHref``), as Azure's operations do. 202 while it runs, 200 once done.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from starlette.responses import Response
 from dicom_core.bootstrap import Services
 from dicom_core.domain.media_types import JSON
 from dicom_core.jobs.bulk_update import update_results
+from dicom_core.jobs.export import export_results
 from dicom_core.storage.ports import OperationRecord
 from dicom_core.web.context import api_version, base_url
 
 
 def operation_json(operation: OperationRecord, base_url: str) -> dict[str, Any]:
-    """The Operation object: ``resources`` for a reindex, ``results`` for a bulk update."""
+    """The Operation object: ``resources`` for a reindex, ``results`` for a bulk update and
+    an export."""
     body: dict[str, Any] = {
         "operationId": operation.operation_id,
         "type": operation.type,
@@ -31,6 +34,8 @@ def operation_json(operation: OperationRecord, base_url: str) -> dict[str, Any]:
         "percentComplete": operation.percent_complete,
     }
     results = update_results(operation)
+    if results is None:
+        results = export_results(operation)
     if results is None:
         body["resources"] = [f"{base_url}/extendedquerytags/{p}" for p in operation.resources]
     else:

@@ -84,6 +84,8 @@ REQUESTS = [
     ("POST", "/v1/studies/$bulkUpdate", "bulk_update.start_bulk_update"),
     ("GET", "/v2/changefeed?offset=3", "change_feed.read_changes"),
     ("GET", "/v1/changefeed/latest", "change_feed.latest_change"),
+    ("POST", "/v2/export", "export.start_export"),
+    ("POST", "/v1/export", "export.start_export"),
 ]
 
 # One wrong method and one unknown URL per family: both reach the catch-all, which answers
@@ -98,6 +100,7 @@ WRONG_METHODS = [
     ("PUT", "/v2/extendedquerytags"),
     ("DELETE", "/v2/operations/1d4b2a3c-9f8e-4c1b-a2d3-4e5f6a7b8c9d"),
     ("POST", "/v2/changefeed"),
+    ("GET", "/v2/export"),
 ]
 UNKNOWN = [
     ("POST", "/studies"),
