@@ -34,6 +34,7 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceNotFoundError,
 )
+from azure.identity import CredentialUnavailableError
 from azure.storage.blob.aio import ContainerClient
 
 from dicom_core.domain.export import BlobDestination, error_log_path, result_path
@@ -104,6 +105,14 @@ class BlobExportSink:
         return f"{self._container_url}/{error_log_path(self._operation_id)}"
 
     def _refused(self, exc: BaseException) -> ExportDestinationError:
+        # A credential that got no token at all (no status: the storage account never answered).
+        no_token = isinstance(exc, ClientAuthenticationError) and status_of(exc) is None
+        if isinstance(exc, CredentialUnavailableError) or (no_token and self._credential):
+            return ExportDestinationError(
+                f"The server has no identity to reach {self._where} with (a managed identity"
+                " in Azure, or a developer sign-in); give a SAS in blobContainerUri or a"
+                f" connection string instead. {_first_line(exc)}"
+            )
         if isinstance(exc, ClientAuthenticationError):
             return ExportDestinationError(
                 f"The storage account refused the credentials for {self._where}: {_first_line(exc)}"
@@ -112,7 +121,9 @@ class BlobExportSink:
             return ExportDestinationError(
                 f"Writing to {self._where} failed ({status_of(exc)}): {_first_line(exc)}"
             )
-        return ExportDestinationError(f"{self._where} cannot be reached: {_first_line(exc)}")
+        return ExportDestinationError(
+            f"The blob container {self._container_url} cannot be reached: {_first_line(exc)}"
+        )
 
     async def prepare(self) -> None:
         """Creating the error log is the check: it needs no more than the permission to
