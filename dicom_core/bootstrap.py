@@ -93,7 +93,7 @@ def backend_factory(settings: Settings) -> BackendFactory:
     raise SettingsError(f"DICOM_STORAGE={settings.storage!r} is not a known backend")
 
 
-class ExportSinks:
+class ExportDestinations:
     """``ExportSinks``: the destination's type picks the adapter, whatever the backend. The
     blob sink is imported only when a request names a blob container, so the local backend
     loads the Azure SDKs only then."""
@@ -188,7 +188,7 @@ def build_services(settings: Settings) -> Services:
             backend.operations,
             index,
             blobs,
-            ExportSinks(settings),
+            ExportDestinations(settings),
             staging_dir=staging.directory,
             batch_size=settings.export_batch_size,
         ),

@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -132,12 +132,10 @@ class _Batch:
 
     exported: int = 0
     skipped: int = 0
-    errors: list[bytes] | None = None
+    errors: list[bytes] = field(default_factory=list)
 
     def skip(self, identifier: str, message: str) -> None:
         self.skipped += 1
-        if self.errors is None:
-            self.errors = []
         self.errors.append(error_log_line(identifier, message, utc_timestamp()))
 
 

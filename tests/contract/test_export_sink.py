@@ -1,7 +1,7 @@
 """The ``ExportSinks`` port's contract, on its two adapters and the fake: a blob container on
 Azurite (``blob``), a directory below ``DICOM_EXPORT_LOCAL_ROOT`` (``directory``), and
 ``tests.fakes.export`` (``memory``). The real sinks are opened through the composition root
-(``bootstrap.ExportSinks``), as the app opens them, and what they wrote is read back through
+(``bootstrap.ExportDestinations``), as the app opens them, and what they wrote is read back through
 back doors: the Blob SDK, the file system, the fake's dict.
 """
 
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from dicom_core.bootstrap import ExportSinks
+from dicom_core.bootstrap import ExportDestinations
 from dicom_core.domain.export import (
     BlobDestination,
     DirectoryDestination,
@@ -27,8 +27,7 @@ from dicom_core.domain.export import (
 )
 from dicom_core.domain.model import InstanceKey
 from dicom_core.settings import Settings
-from dicom_core.storage.ports import ExportDestinationError
-from dicom_core.storage.ports import ExportSinks as ExportSinksPort
+from dicom_core.storage.ports import ExportDestinationError, ExportSinks
 from tests.fakes.export import FakeExportSinks
 
 if TYPE_CHECKING:
@@ -42,7 +41,7 @@ class Destination:
     """A destination of one kind, its sinks, and a back door to what was written."""
 
     kind: str
-    sinks: ExportSinksPort
+    sinks: ExportSinks
     destination: ExportDestination
     missing: ExportDestination
     read: Callable[[str], bytes | None]
@@ -67,7 +66,7 @@ def blob_destination(emulators: Emulators) -> Iterator[Destination]:
     try:
         yield Destination(
             "blob",
-            ExportSinks(Settings()),
+            ExportDestinations(Settings()),
             BlobDestination(connection_string=connection, container_name=container),
             BlobDestination(connection_string=connection, container_name=f"{container}-none"),
             read,
@@ -88,7 +87,7 @@ def directory_destination(tmp_path: Path) -> Destination:
 
     return Destination(
         "directory",
-        ExportSinks(Settings.from_mapping({"DICOM_EXPORT_LOCAL_ROOT": str(root)})),
+        ExportDestinations(Settings.from_mapping({"DICOM_EXPORT_LOCAL_ROOT": str(root)})),
         DirectoryDestination(uri=target.as_uri(), path=str(target)),
         DirectoryDestination(uri=(root / "none").as_uri(), path=str(root / "none")),
         read,
@@ -231,7 +230,7 @@ async def test_a_container_uri_with_a_sas_is_written_with_the_sas_alone(
 
 def test_a_connection_string_that_is_not_one_is_refused_when_opened() -> None:
     with pytest.raises(ExportDestinationError) as refused:
-        ExportSinks(Settings()).open(
+        ExportDestinations(Settings()).open(
             BlobDestination(connection_string="AccountKey=c2VjcmV0", container_name="out"),
             operation(),
         )
@@ -247,7 +246,7 @@ def directory(path: Path) -> DirectoryDestination:
 
 def test_file_destinations_are_off_without_a_root(tmp_path: Path) -> None:
     with pytest.raises(ExportDestinationError, match="DICOM_EXPORT_LOCAL_ROOT"):
-        ExportSinks(Settings()).open(directory(tmp_path), operation())
+        ExportDestinations(Settings()).open(directory(tmp_path), operation())
 
 
 @pytest.mark.parametrize("where", ["outside", "dotdot", "link"])
@@ -261,7 +260,7 @@ def test_a_directory_outside_the_root_is_refused(tmp_path: Path, where: str) -> 
         "dotdot": f"{root}/../elsewhere",
         "link": str(root / "link"),
     }[where]
-    sinks = ExportSinks(Settings.from_mapping({"DICOM_EXPORT_LOCAL_ROOT": str(root)}))
+    sinks = ExportDestinations(Settings.from_mapping({"DICOM_EXPORT_LOCAL_ROOT": str(root)}))
     with pytest.raises(ExportDestinationError, match="outside"):
         sinks.open(DirectoryDestination(uri=f"file://{path}", path=path), operation())
 
@@ -269,7 +268,7 @@ def test_a_directory_outside_the_root_is_refused(tmp_path: Path, where: str) -> 
 async def test_a_write_cut_short_leaves_no_file_behind(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
-    sinks = ExportSinks(Settings.from_mapping({"DICOM_EXPORT_LOCAL_ROOT": str(root)}))
+    sinks = ExportDestinations(Settings.from_mapping({"DICOM_EXPORT_LOCAL_ROOT": str(root)}))
     op = operation()
     sink = sinks.open(directory(root), op)
     await sink.prepare()
