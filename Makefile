@@ -20,7 +20,13 @@ EMULATORS := tools/emulators/node_modules/.installed-$(shell sha1sum tools/emula
 INFRA_VENV := .venv-infra
 INFRA_STAMP := $(INFRA_VENV)/.installed-$(shell sha1sum requirements-infra.txt | cut -c1-12)
 
-.PHONY: run run-azure test lint typecheck venv emulators clean
+# Debian's chromium and its WebDriver, for the viewer's browser test (tests/e2e/test_viewer.py),
+# and the fonts chromium recommends, so that pages show their text.
+BROWSER_PACKAGES := chromium chromium-driver fonts-liberation
+# DICOM_VIEWER=true: make run serves the OHIF Viewer at /viewer too (functions_host/viewer.py).
+DICOM_VIEWER ?= false
+
+.PHONY: run run-azure viewer test lint typecheck venv emulators viewer-files browser clean
 
 venv: $(STAMP)
 
@@ -45,6 +51,22 @@ $(EMULATORS): tools/emulators/package.json tools/emulators/package-lock.json
 	@npm ci --prefix tools/emulators --no-audit --no-fund --loglevel=error
 	@rm -f tools/emulators/node_modules/.installed-* && touch $@
 
+# The OHIF Viewer (npm @ohif/app, pinned with its integrity in functions_host/ohif.py), fetched
+# and prepared for /viewer under tools/ohif/.cache on first use; quick once it is there.
+viewer-files: $(STAMP)
+	@$(PY) -m functions_host.ohif
+
+# chromium and chromedriver where they are missing: installed with apt-get as root (CI), else
+# named, and the browser test skips.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $(BROWSER_PACKAGES) >/dev/null; \
+	else \
+		echo "The viewer's browser test needs $(BROWSER_PACKAGES) (sudo apt-get install $(BROWSER_PACKAGES)); it is skipped" >&2; \
+	fi
+
 # How make run reaches the functions (functions_host/direct.py): "direct" calls the runtime's
 # own function objects in process, routed as Azure routes; "runtime" goes through
 # azure-functions-runtime and its HTTP server as in Azure, at about half the request rate.
@@ -52,7 +74,12 @@ $(EMULATORS): tools/emulators/package.json tools/emulators/package-lock.json
 ENGINE ?= direct
 
 run: $(STAMP)
-	PORT=$(PORT) DATA_DIR=$(DATA_DIR) DICOM_HOST_ENGINE=$(ENGINE) $(PY) -m functions_host
+	PORT=$(PORT) DATA_DIR=$(DATA_DIR) DICOM_HOST_ENGINE=$(ENGINE) DICOM_VIEWER=$(DICOM_VIEWER) \
+		$(PY) -m functions_host
+
+# make run with the viewer: http://127.0.0.1:7071/viewer/
+viewer: DICOM_VIEWER := true
+viewer: run
 
 # The same app on the azure backend, against Azurite and the Cosmos DB server on loopback
 # (in memory: stopping it stops them and forgets what was stored).
@@ -67,7 +94,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: $(STAMP) $(EMULATORS) $(INFRA_STAMP)
+test: $(STAMP) $(EMULATORS) $(INFRA_STAMP) viewer-files browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache

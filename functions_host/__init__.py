@@ -13,6 +13,10 @@ app with this package instead. It does what the .NET host does and nothing more:
   metadata, retries and poison queue;
 - ``serve``: the processes, ports and signals of ``make run``.
 
+One addition that is no part of the Functions host: with ``DICOM_VIEWER=true`` the host also
+serves the OHIF Viewer at ``/viewer`` (``viewer``, installed by ``ohif``), so that ``make run``
+shows stored studies in a browser. The app never sees those requests.
+
 Where this stand-in cannot behave like Azure, the difference is written next to the code.
 Nothing here is deployed (``.funcignore``).
 """

@@ -26,10 +26,12 @@ from dicom_core.jobs.retry import RetryRule
 from dicom_core.settings import Settings
 from dicom_core.storage.ports import JobQueue
 from dicom_core.web.routing import HttpTrigger, RouteTable, host_routes
+from functions_host import ohif
 from functions_host.front import FrontProtocol
 from functions_host.http import HttpForwarder
 from functions_host.queues import QueuePump
 from functions_host.timers import TimerPump
+from functions_host.viewer import ViewerFiles, serves, viewer_enabled
 from functions_host.worker import (
     IndexedFunction,
     RuntimeWorker,
@@ -82,7 +84,8 @@ def route_prefix(host_json: dict[str, Any]) -> str:
 class FunctionsHost:
     """An ASGI app: the lifespan starts the runtime, the queue pump and the timers, requests
     go through the host's routing to the runtime. The serving processes share ``timer_lock``:
-    the one holding it runs the timers."""
+    the one holding it runs the timers. With ``viewer`` (``DICOM_VIEWER=true``) the host
+    itself answers ``/viewer`` with the OHIF Viewer's files (``functions_host.viewer``)."""
 
     def __init__(
         self,
@@ -91,6 +94,7 @@ class FunctionsHost:
         *,
         engine: str = "runtime",
         timer_lock: Path | None = None,
+        viewer: ViewerFiles | None = None,
     ) -> None:
         if engine not in ENGINES:
             raise ValueError(
@@ -106,9 +110,13 @@ class FunctionsHost:
         self.worker = RuntimeWorker(app_dir, function_timeout=self._timeout)
         self._forwarder: HttpForwarder | None = None
         self._pump: QueuePump | None = None
+        self._viewer = viewer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if self._viewer is not None and serves(str(scope["path"])):
+                await self._viewer(scope, receive, send)
+                return
             assert self._forwarder is not None, "the host has not started"
             await self._forwarder(scope, receive, send)
         elif scope["type"] == "lifespan":
@@ -188,11 +196,18 @@ def create_app() -> FunctionsHost:
     if str(app_dir) not in sys.path:
         sys.path.insert(0, str(app_dir))
     engine = os.environ.get("DICOM_HOST_ENGINE", "runtime").strip().lower() or "runtime"
+    # main() installed the viewer before starting the serving processes.
+    viewer = (
+        ViewerFiles(ohif.installed_directory())
+        if viewer_enabled(os.environ.get("DICOM_VIEWER"))
+        else None
+    )
     return FunctionsHost(
         app_dir,
         lambda: build_job_queue(settings),
         engine=engine,
         timer_lock=settings.data_dir / "host" / "timers.lock",
+        viewer=viewer,
     )
 
 
@@ -271,7 +286,16 @@ def main() -> None:
     # single process uses one core. Worker processes share the SQLite index and job queue.
     default_workers = min(os.cpu_count() or 1, 4)
     workers = int(os.environ.get("DICOM_LOCAL_WORKERS") or default_workers)
+    try:
+        viewer = viewer_enabled(os.environ.get("DICOM_VIEWER"))
+        if viewer and not ohif.is_installed():  # first use: once, before the serving processes
+            print(f"Installing the OHIF Viewer {ohif.VERSION} (about 50 MB from npm)", flush=True)
+            ohif.ensure_installed()
+    except (ValueError, ohif.ViewerInstallError) as exc:
+        raise SystemExit(str(exc)) from exc
     print(f"Serving the DICOMweb API on http://{host}:{port} (Ctrl-C stops it)", flush=True)
+    if viewer:
+        print(f"Serving the OHIF Viewer on http://{host}:{port}{ohif.BASE_PATH}", flush=True)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     uvicorn.run(
         "functions_host.serve:create_app",

@@ -1,0 +1,54 @@
+// The OHIF Viewer's app-config.js when the local host serves it at /viewer (DICOM_VIEWER=true):
+// one DICOMweb data source, this server's v2 API on the same origin, so no CORS and no
+// sign-in. functions_host/viewer.py serves this file in place of the package's own.
+//
+// For a viewer on another origin (a static site in front of the deployed service), copy the
+// data source, set the three roots to <SERVICE_API_URI>/v2 and add sign-in: see the README,
+// "Connect OHIF".
+const api = window.location.origin + '/v2';
+
+window.config = {
+  routerBasename: '/viewer',
+  extensions: [],
+  modes: [],
+  customizationService: {},
+  showStudyList: true,
+  maxNumberOfWebWorkers: 2,
+  // Same origin: no cross-origin warning. Without a GPU (a server, a headless browser)
+  // cornerstone draws on the CPU; it needs no banner to say so.
+  showWarningMessageForCrossOrigin: false,
+  showCPUFallbackMessage: false,
+  showLoadingIndicator: true,
+  strictZSpacingForVolumeViewport: true,
+  defaultDataSourceName: 'dicomweb',
+  dataSources: [
+    {
+      namespace: '@ohif/extension-default.dataSourcesModule.dicomweb',
+      sourceName: 'dicomweb',
+      configuration: {
+        friendlyName: 'DICOMweb on Azure Functions (this server)',
+        name: 'dicomweb-functions',
+        qidoRoot: api,
+        wadoRoot: api,
+        wadoUriRoot: api,
+        // QIDO-RS here takes includefield and * ? wildcards (OHIF wraps search text in *...*,
+        // so fuzzy matching adds nothing).
+        qidoSupportsIncludeField: true,
+        supportsFuzzyMatching: false,
+        supportsWildcard: true,
+        // A server that searches, not a static tree of JSON files.
+        staticWado: false,
+        // Frames through WADO-RS (multipart, as stored or decoded), drawn by cornerstone;
+        // thumbnails the same way.
+        imageRendering: 'wadors',
+        thumbnailRendering: 'wadors',
+        enableStudyLazyLoad: true,
+        supportsReject: false,
+        // Metadata here leaves binary attributes out rather than naming BulkDataURIs.
+        bulkDataURI: { enabled: false },
+        omitQuotationForMultipartRequest: true,
+        dicomUploadEnabled: false,
+      },
+    },
+  ],
+};
