@@ -2,9 +2,9 @@
 // one DICOMweb data source, this server's v2 API on the same origin, so no CORS and no
 // sign-in. functions_host/viewer.py serves this file in place of the package's own.
 //
-// For a viewer on another origin (a static site in front of the deployed service), copy the
-// data source, set the three roots to <SERVICE_API_URI>/v2 and add sign-in: see the README,
-// "Connect OHIF".
+// For a viewer on a site of its own in front of the deployed service, this file is the
+// starting point: set api to '<SERVICE_API_URI>/v2' and routerBasename to '/', and add an
+// oidc entry for Entra ID sign-in (README, "Connect OHIF").
 const api = window.location.origin + '/v2';
 
 window.config = {
