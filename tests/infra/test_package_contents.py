@@ -48,6 +48,12 @@ def test_the_local_host_and_the_viewer_are_never_deployed() -> None:
     assert ignored("tools/ohif/.cache/viewer-3.13.2/index.html", patterns())
 
 
+def test_the_command_line_client_and_examples_stay_on_the_laptop() -> None:
+    """The Functions app never imports them (an import contract says so for the client)."""
+    files = packaged()
+    assert not [p for p in files if p.startswith(("dicomweb_cli/", "examples/"))]
+
+
 def test_the_app_itself_is_deployed() -> None:
     files = set(packaged())
     assert {"function_app.py", "host.json", "requirements.txt"} <= files
