@@ -111,7 +111,12 @@ class ExportDestinations:
 
         azure = self._settings.azure
         identity = (azure.storage_credential, azure.storage_client_id)
-        return BlobExportSink(destination, operation_id, identity=identity)
+        return BlobExportSink(
+            destination,
+            operation_id,
+            identity=identity,
+            allowed_hosts=self._settings.export_blob_hosts,
+        )
 
 
 def build_backend(settings: Settings) -> Backend:

@@ -351,6 +351,9 @@ class Settings:
     export_batch_size: int = 100
     export_local_root: Path | None = None
     """The directory ``file://`` export destinations must lie in; None turns them off."""
+    export_blob_hosts: tuple[str, ...] = ("*.blob.core.windows.net",)
+    """Host patterns (fnmatch) a blob export destination may name. The app's identity signs
+    requests to identity-based destinations, so an arbitrary host would receive its token."""
     durable_writes: bool = True
     """Local backend: sync file, directory and index before a store is acknowledged."""
     azure: AzureSettings = field(default_factory=AzureSettings)
@@ -377,6 +380,9 @@ class Settings:
             reindex_batch_size=_int(values, "DICOM_REINDEX_BATCH_SIZE", 100, minimum=1),
             export_batch_size=_int(values, "DICOM_EXPORT_BATCH_SIZE", 100, minimum=1),
             export_local_root=_path(values, "DICOM_EXPORT_LOCAL_ROOT"),
+            export_blob_hosts=_list(
+                values, "DICOM_EXPORT_BLOB_HOSTS", ("*.blob.core.windows.net",)
+            ),
             durable_writes=_bool(values, "DICOM_DURABLE_WRITES", True),
             azure=AzureSettings.from_mapping(values),
             auth=AuthSettings.from_mapping(values),

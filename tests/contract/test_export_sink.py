@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from tools.emulators.launcher import Emulators
 
 KEY = InstanceKey("1.2.3", "4.5.6", "7.8.9")
+# Azurite's loopback endpoint is an export host only when the setting says so.
+AZURITE = Settings.from_mapping({"DICOM_EXPORT_BLOB_HOSTS": "127.0.0.1"})
 
 
 @dataclass
@@ -66,7 +68,7 @@ def blob_destination(emulators: Emulators) -> Iterator[Destination]:
     try:
         yield Destination(
             "blob",
-            ExportDestinations(Settings()),
+            ExportDestinations(AZURITE),
             BlobDestination(connection_string=connection, container_name=container),
             BlobDestination(connection_string=connection, container_name=f"{container}-none"),
             read,
@@ -226,6 +228,13 @@ async def test_a_container_uri_with_a_sas_is_written_with_the_sas_alone(
         await sink.close()
     assert blob_target.read(result_path(op, KEY)) == b"dicom"
     assert sink.error_href == uri.split("?")[0] + f"/{op}/errors.log"
+
+
+def test_a_host_not_allowed_is_refused_when_opened() -> None:
+    """Before any request leaves: the default allows Azure Storage's hosts alone."""
+    for uri in ("https://attacker.example/out", "http://127.0.0.1:10000/devstoreaccount1/out"):
+        with pytest.raises(ExportDestinationError, match="DICOM_EXPORT_BLOB_HOSTS"):
+            ExportDestinations(Settings()).open(BlobDestination(container_uri=uri), operation())
 
 
 def test_a_connection_string_that_is_not_one_is_refused_when_opened() -> None:

@@ -33,6 +33,10 @@ DICOM = {"Accept": "application/dicom; transfer-syntax=*"}
 META = {"Accept": "application/dicom+json"}
 
 
+# Azurite's loopback endpoint beside Azure Storage's hosts (the default is the latter alone).
+AZURITE_HOSTS = "127.0.0.1,*.blob.core.windows.net"
+
+
 @pytest.fixture(scope="module")
 def export_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("export-root")
@@ -51,6 +55,7 @@ def export_server(
         tmp_path_factory.mktemp(f"export-{backend}"),
         DICOM_EXPORT_LOCAL_ROOT=str(export_root),
         DICOM_EXPORT_BATCH_SIZE="3",
+        DICOM_EXPORT_BLOB_HOSTS=AZURITE_HOSTS,
         **env,
     )
     try:
@@ -309,14 +314,44 @@ def test_bad_requests_get_a_400_naming_the_problem(
 
 
 def test_a_missing_container_is_a_400_naming_it_and_starts_nothing(
-    client: httpx.Client, emulators: Emulators
+    exporter: httpx.Client, emulators: Emulators
 ) -> None:
     name = f"absent-{uuid.uuid4().hex[:12]}"
-    response = export(client, ["1.2.3"], to_azurite(emulators, name))
+    response = export(exporter, ["1.2.3"], to_azurite(emulators, name))
     assert response.status_code == 400, response.text
     message = response.json()["message"]
     assert name in message and "does not exist" in message
     assert "AccountKey" not in message
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://attacker.example/container",  # would be signed with the app's identity
+        "https://evil.blob.core.windows.net.attacker.example/container",
+        "https://127.0.0.1:10000/devstoreaccount1/container",  # not allowed by default
+    ],
+)
+def test_a_blob_destination_on_a_host_not_allowed_is_refused_before_any_request(
+    client: httpx.Client, uri: str
+) -> None:
+    """The default allows Azure Storage's hosts alone: the app's token never leaves for a
+    host the caller picked, and the server probes nothing on the caller's behalf."""
+    response = export(
+        client, ["1.2.3"], {"type": "azureblob", "settings": {"blobContainerUri": uri}}
+    )
+    assert response.status_code == 400, response.text
+    assert "DICOM_EXPORT_BLOB_HOSTS" in response.json()["message"]
+
+
+def test_an_allowed_host_is_still_reached_over_https_only(exporter: httpx.Client) -> None:
+    uri = "http://account.blob.core.windows.net/container?sv=2024&sig=x"
+    response = export(
+        exporter, ["1.2.3"], {"type": "azureblob", "settings": {"blobContainerUri": uri}}
+    )
+    assert response.status_code == 400, response.text
+    assert "https" in response.json()["message"]
+    assert "sig=" not in response.text
 
 
 def test_file_destinations_need_the_root_setting(client: httpx.Client, tmp_path: Path) -> None:
@@ -348,7 +383,9 @@ def test_a_killed_export_completes_after_a_restart_without_losing_an_instance(
     container ends with every instance byte for byte and the counts exact (a repeated batch
     rewrites its files but is counted once)."""
     env = azure_environment(emulators) if backend == "azure" else {}
-    server = start_server(tmp_path, DICOM_EXPORT_BATCH_SIZE="2", **env)
+    server = start_server(
+        tmp_path, DICOM_EXPORT_BATCH_SIZE="2", DICOM_EXPORT_BLOB_HOSTS=AZURITE_HOSTS, **env
+    )
     stored: dict[str, bytes] = {}
     studies: list[str] = []
     try:
@@ -373,7 +410,12 @@ def test_a_killed_export_completes_after_a_restart_without_losing_an_instance(
     assert 0 < len(at_kill) < len(stored), "the kill fell outside the export; make it longer"
 
     (tmp_path / "again").mkdir()
-    restarted = start_server(tmp_path / "again", DATA_DIR=str(server.data_dir), **env)
+    restarted = start_server(
+        tmp_path / "again",
+        DATA_DIR=str(server.data_dir),
+        DICOM_EXPORT_BLOB_HOSTS=AZURITE_HOSTS,
+        **env,
+    )
     try:
         with restarted.client() as client:
             operation, _ = wait_done(client, f"/v2/operations/{op}", timeout=120)

@@ -17,12 +17,20 @@ chunks with the length known: 1 MiB blocks, a few in flight), so memory stays bo
 whatever their size, and a block blob is only visible once committed whole. The error log is
 an append blob, ``{operation}/errors.log``, created empty when the export starts, as Azure's.
 Its ``errorHref`` is the blob's URL without the query, so no SAS shows in the operation.
+
+The destination's host must match ``DICOM_EXPORT_BLOB_HOSTS`` (by default Azure Storage's
+``*.blob.core.windows.net``) and be reached over https, checked before any request leaves:
+an identity-based destination is signed with the app's own token, which an arbitrary host
+would otherwise receive (and a host that answered with a bearer challenge could ask for a
+token of another resource); nor may a request point the server at internal addresses.
+Plain http is accepted for a loopback host alone (Azurite), when that host is allowed.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import fnmatch
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -58,6 +66,39 @@ _UPLOAD_CONCURRENCY = 4
 _APPEND_BLOCK = 4 << 20
 
 
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _check_endpoint(destination: BlobDestination, allowed: Sequence[str]) -> None:
+    """Refuse a destination whose account endpoint is not an allowed host over https."""
+    if destination.connection_string is not None:
+        assert destination.container_name is not None
+        try:
+            url = ContainerClient.from_connection_string(
+                destination.connection_string, destination.container_name
+            ).url
+        except ValueError as exc:
+            raise ExportDestinationError(
+                f"The destination's connection string cannot be read: {_first_line(exc)}"
+            ) from exc
+    else:
+        assert destination.container_uri is not None
+        url = destination.container_uri
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if not any(fnmatch.fnmatchcase(host, pattern.lower()) for pattern in allowed):
+        raise ExportDestinationError(
+            f"The destination host '{host}' is not one this server exports to"
+            f" (DICOM_EXPORT_BLOB_HOSTS: {', '.join(allowed) or 'none'})."
+        )
+    if parts.scheme.lower() != "https" and not (
+        parts.scheme.lower() == "http" and host in _LOOPBACK
+    ):
+        raise ExportDestinationError(
+            f"The destination must be reached over https, not {parts.scheme or 'no scheme'}."
+        )
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -71,8 +112,10 @@ class BlobExportSink:
         operation_id: str,
         *,
         identity: tuple[str | None, str | None] = (None, None),
+        allowed_hosts: Sequence[str] = ("*.blob.core.windows.net",),
     ) -> None:
         quiet_sdk_logging()
+        _check_endpoint(destination, allowed_hosts)
         self._operation_id = operation_id
         self._credential: AsyncTokenCredential | None = None
         try:
