@@ -329,6 +329,10 @@ class ExportJob:
     async def _stale(
         self, operation_id: str, expected: dict[str, Any], operation: OperationRecord | None
     ) -> StepOutcome:
+        if operation is None or operation.done:
+            # A crash between the last checkpoint and the request's deletion: its secrets
+            # (a SAS, a connection string) must not outlive the operation.
+            await self._forget_request(operation_id)
         return await settle_stale(
             self._store,
             operation_id,

@@ -292,3 +292,20 @@ async def test_other_kinds_have_no_export_results(tmp_path: Path) -> None:
     operation = await s.job.start(request("1.1"))
     assert export_results(operation) is not None
     assert export_results(dataclasses.replace(operation, type="update")) is None
+
+
+async def test_a_request_left_by_a_crash_after_the_last_step_goes_with_a_redelivery(
+    tmp_path: Path,
+) -> None:
+    """The last step moved the checkpoint to Completed, then the process died before it
+    deleted the kept request (with its SAS or connection string): the redelivered message
+    is stale, and deletes it."""
+    s = Setup(tmp_path)
+    await s.store("1.1", "1.1.1", "1.1.1.1")
+    operation = await s.job.start(request("1.1"))
+    [last] = await s.fakes.queue.receive(EXPORT_QUEUE, max_messages=1)
+    assert await s.job.handle_message(last.body) is StepOutcome.COMPLETED
+    key = request_key(operation.operation_id)
+    s.fakes.blobs.objects[key] = b"{}"  # as the crash left it
+    assert await s.job.handle_message(last.body) is StepOutcome.STALE
+    assert key not in s.fakes.blobs.objects
