@@ -1,7 +1,8 @@
 """Entra ID bearer tokens and DICOM app roles, over HTTP against a real server process.
 
 The server reads its signing keys from a ``file://`` JWKS written here; tokens are signed with
-an RSA key generated for the test run, so no key material lives in the repository.
+an RSA key generated for the test run (``tests.support.entra``), so no key material lives in
+the repository.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,56 +23,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.support.entra import AUDIENCE, ISSUER, KID, Issuer, auth_settings, write_jwks
 from tests.support.factories import make_dataset, to_bytes
 from tests.support.server import ROOT, Server, start_server, stop_server
-
-AUDIENCE = "api://dicom-test"
-ISSUER = "https://login.microsoftonline.com/00000000-0000-0000-0000-00000000cafe/v2.0"
-KID = "test-key-1"
-
-
-@dataclass
-class Issuer:
-    """Signs tokens the way Entra ID would, with a key only this test run knows."""
-
-    key: rsa.RSAPrivateKey
-    rogue: rsa.RSAPrivateKey
-
-    def token(
-        self,
-        roles: list[str] | None = None,
-        *,
-        audience: str = AUDIENCE,
-        issuer: str = ISSUER,
-        expires_in: int = 600,
-        rogue: bool = False,
-        **claims: Any,
-    ) -> str:
-        now = int(time.time())
-        payload = {
-            "aud": audience,
-            "iss": issuer,
-            "iat": now - 10,
-            "nbf": now - 10,
-            "exp": now + expires_in,
-            "sub": "test-subject",
-            "oid": "11111111-1111-1111-1111-111111111111",
-            **claims,
-        }
-        if roles is not None:
-            payload["roles"] = roles
-        key = self.rogue if rogue else self.key
-        return jwt.encode(payload, key, algorithm="RS256", headers={"kid": KID})
-
-
-def write_jwks(path: Path, key: rsa.RSAPrivateKey) -> None:
-    """The tenant's keys: ours, declared for RS256, and a second one, as Entra publishes several."""
-    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
-    public.update({"kid": KID, "use": "sig", "alg": "RS256"})
-    spare = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    other = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(spare.public_key()))
-    other.update({"kid": "test-key-0", "use": "sig"})
-    path.write_text(json.dumps({"keys": [other, public]}))
 
 
 @pytest.fixture(scope="module")
@@ -89,13 +41,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory, issuer: Issuer) -> Iterato
     tmp = tmp_path_factory.mktemp("auth")
     jwks = tmp / "jwks.json"
     write_jwks(jwks, issuer.key)
-    server = start_server(
-        tmp,
-        DICOM_AUTH_ENABLED="true",
-        DICOM_AUTH_AUDIENCE=AUDIENCE,
-        DICOM_AUTH_ISSUER=ISSUER,
-        DICOM_AUTH_JWKS_URL=jwks.as_uri(),
-    )
+    server = start_server(tmp, **auth_settings(jwks))
     try:
         # One stored study, so that searches answer 200 (an empty result is 204).
         with server.client() as client:
