@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from dicomweb_cli.uids import uid_problem
+
 # The table's columns per level: (heading, tag), the attributes QIDO returns by default.
 COLUMNS: dict[str, list[tuple[str, str]]] = {
     "studies": [
@@ -45,20 +47,25 @@ class UsageError(ValueError):
 
 
 def search_path(level: str, study: str | None, series: str | None) -> str:
-    """The QIDO route of ``level`` within the scope given (PS3.18 10.6.1)."""
+    """The QIDO route of ``level`` within the scope given (PS3.18 10.6.1), under the
+    DICOMweb root (``service.dicom_root``)."""
     if series and not study:
         raise UsageError("--series needs --study")
+    for name, value in (("--study", study), ("--series", series)):
+        problem = uid_problem(value) if value is not None else None
+        if problem:
+            raise UsageError(f"the UID of {name} {problem}")
     if level == "studies":
         if study or series:
             raise UsageError("studies cannot be scoped by --study or --series")
-        return "/v2/studies"
+        return "/studies"
     if level == "series":
         if series:
             raise UsageError("series cannot be scoped by --series")
-        return f"/v2/studies/{study}/series" if study else "/v2/series"
+        return f"/studies/{study}/series" if study else "/series"
     if study and series:
-        return f"/v2/studies/{study}/series/{series}/instances"
-    return f"/v2/studies/{study}/instances" if study else "/v2/instances"
+        return f"/studies/{study}/series/{series}/instances"
+    return f"/studies/{study}/instances" if study else "/instances"
 
 
 def query_params(

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from dicomweb_cli import answers
+from dicomweb_cli.auth import AuthError
 from dicomweb_cli.files import DicomFile, sop_instance_uid
 from dicomweb_cli.journal import Journal
 from dicomweb_cli.multipart import FileChangedError, MultipartRelated
@@ -140,7 +141,7 @@ class Uploader:
     def __init__(
         self,
         client: httpx.AsyncClient,
-        url: str,
+        root: str,
         journal: Journal,
         *,
         concurrency: int = 4,
@@ -149,12 +150,13 @@ class Uploader:
         summary: Summary | None = None,
     ) -> None:
         self._client = client
-        self._stow_url = url.rstrip("/") + "/v2/studies"
+        # ``root`` is the DICOMweb root (service.dicom_root): {url}/v2, or a partition's.
+        self._stow_url = root.rstrip("/") + "/studies"
         self._journal = journal
         self._concurrency = max(1, concurrency)
         self._retry = retry or RetryPolicy()
         self._progress = progress or (lambda files, size: None)
-        self.summary = summary or Summary(url)
+        self.summary = summary or Summary(root)
 
     async def run(self, groups: Sequence[list[DicomFile]]) -> Summary:
         started = time.monotonic()
@@ -188,7 +190,7 @@ class Uploader:
             response = None
             try:
                 response = await self._client.post(self._stow_url, content=body, headers=headers)
-            except FileChangedError as error:
+            except (FileChangedError, AuthError) as error:
                 problem = str(error)
                 break
             except httpx.TransportError as error:

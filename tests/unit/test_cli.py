@@ -201,12 +201,12 @@ async def test_a_request_that_keeps_failing_fails_its_files(tmp_path: Path) -> N
 
 
 def test_search_routes_follow_the_level_and_scope() -> None:
-    assert search_path("studies", None, None) == "/v2/studies"
-    assert search_path("series", "1.2", None) == "/v2/studies/1.2/series"
-    assert search_path("series", None, None) == "/v2/series"
-    assert search_path("instances", "1.2", "1.3") == "/v2/studies/1.2/series/1.3/instances"
-    assert search_path("instances", "1.2", None) == "/v2/studies/1.2/instances"
-    assert search_path("instances", None, None) == "/v2/instances"
+    assert search_path("studies", None, None) == "/studies"
+    assert search_path("series", "1.2", None) == "/studies/1.2/series"
+    assert search_path("series", None, None) == "/series"
+    assert search_path("instances", "1.2", "1.3") == "/studies/1.2/series/1.3/instances"
+    assert search_path("instances", "1.2", None) == "/studies/1.2/instances"
+    assert search_path("instances", None, None) == "/instances"
     for level, study, series in [
         ("studies", "1", None),
         ("series", "1", "2"),
