@@ -18,9 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import httpx
 
 from dicomweb_cli import changefeed
@@ -41,20 +40,22 @@ from dicomweb_cli.display import (
     print_summary,
     print_table,
 )
-from dicomweb_cli.download import Downloader, DownloadSummary, Scope
 from dicomweb_cli.files import find_dicom_files
 from dicomweb_cli.journal import DEFAULT_NAME, Journal
 from dicomweb_cli.search import LEVELS, UsageError, query_params, rows, search, search_path
 from dicomweb_cli.service import dicom_root, partition_problem
-from dicomweb_cli.upload import RetryPolicy, Summary, Uploader, batches
+from dicomweb_cli.upload import RetryPolicy, Summary, Uploader, batch_bytes_for, batches
+
+if TYPE_CHECKING:
+    # Imported when used, by run_download: aiohttp takes a tenth of a second of CPU to
+    # import, which every upload would pay on a machine whose cores the server needs.
+    from dicomweb_cli.download import DownloadSummary
 
 DEFAULT_URL = "http://127.0.0.1:7071"
 URL_VARIABLE = "DICOMWEB_URL"
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-#: aiohttp's read buffer for a download (its default, 64 KiB, pauses the socket too often).
-DOWNLOAD_BUFFER_BYTES = 1 << 20
 
 
 def parser() -> argparse.ArgumentParser:
@@ -315,7 +316,10 @@ async def upload(arguments: argparse.Namespace, bearer: Bearer | None, summary: 
     summary.resumed = len(found) - len(todo)
     if arguments.limit is not None:
         todo = todo[: max(0, arguments.limit)]
-    groups = batches(todo, int(arguments.batch_mb * 1024 * 1024))
+    size = batch_bytes_for(
+        sum(f.size for f in todo), arguments.concurrency, int(arguments.batch_mb * 1024 * 1024)
+    )
+    groups = batches(todo, size)
     progress = TransferProgress(
         "files", len(todo), sum(f.size for f in todo), quiet=arguments.json or not todo
     )
@@ -340,6 +344,8 @@ async def upload(arguments: argparse.Namespace, bearer: Bearer | None, summary: 
 
 
 def run_download(arguments: argparse.Namespace, bearer: Bearer | None) -> int:
+    from dicomweb_cli.download import DownloadSummary, Scope
+
     scope = Scope(arguments.study, arguments.series, arguments.instance)
     problem = scope.problem()
     if problem:
@@ -365,11 +371,10 @@ def run_download(arguments: argparse.Namespace, bearer: Bearer | None) -> int:
 async def download(
     arguments: argparse.Namespace, bearer: Bearer | None, summary: DownloadSummary
 ) -> None:
+    from dicomweb_cli.download import Downloader, client_session
+
     progress = TransferProgress("instances", None, None, quiet=arguments.json)
-    timeout = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=300.0)
-    async with aiohttp.ClientSession(
-        timeout=timeout, trust_env=True, read_bufsize=DOWNLOAD_BUFFER_BYTES
-    ) as session:
+    async with client_session() as session:
         downloader = Downloader(
             session,
             dicom_root(arguments.url, arguments.partition),

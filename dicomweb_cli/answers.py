@@ -21,6 +21,8 @@ FAILED_ATTRIBUTES_SEQUENCE = "00741048"
 ERROR_COMMENT = "00000902"
 
 INSTANCE_EXISTS = 45070
+#: The comment of a file the answer does not name.
+NOT_NAMED = "the server's answer does not name it"
 
 STORED = "stored"
 PRESENT = "already present"
@@ -101,5 +103,5 @@ def outcomes(answer: Any, sop_uids: Sequence[str | None]) -> list[Outcome]:
             # Unnamed failures come in the order of the parts; so do the unreadable files.
             result.append(unnamed.pop(0))
         else:
-            result.append(Outcome(FAILED, None, ("the server's answer does not name it",)))
+            result.append(Outcome(FAILED, None, (NOT_NAMED,)))
     return result

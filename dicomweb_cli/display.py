@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -26,9 +26,11 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from dicomweb_cli.download import DownloadSummary
 from dicomweb_cli.search import COLUMNS
 from dicomweb_cli.upload import Summary
+
+if TYPE_CHECKING:
+    from dicomweb_cli.download import DownloadSummary
 
 MAX_LISTED = 20
 

@@ -45,6 +45,8 @@ from dicomweb_cli.uids import uid_problem
 
 ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 CHUNK_BYTES = 1 << 20
+#: aiohttp's read buffer (its default, 64 KiB, pauses reading from the socket too often).
+BUFFER_BYTES = 1 << 20
 NUMBER_OF_STUDY_RELATED_INSTANCES = "00201208"
 NUMBER_OF_SERIES_RELATED_INSTANCES = "00201209"
 UID_TAGS = (0x0020000D, 0x0020000E, 0x00080018)
@@ -188,6 +190,13 @@ async def expected_instances(
         return int(answer[0][tag]["Value"][0])
     except (KeyError, IndexError, TypeError, ValueError):
         return None
+
+
+def client_session() -> aiohttp.ClientSession:
+    """The HTTP client of a download: no limit on the whole (a study may take hours), but
+    on connecting and on each read; proxies from the environment, as httpx takes them."""
+    timeout = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=300.0)
+    return aiohttp.ClientSession(timeout=timeout, trust_env=True, read_bufsize=BUFFER_BYTES)
 
 
 class Downloader:

@@ -12,6 +12,7 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 CHUNK_BYTES = 1 << 20
 PART_TYPE = "application/dicom"
@@ -46,21 +47,51 @@ class MultipartRelated:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         for path, size in zip(self.paths, self.sizes, strict=True):
             yield self._part_head
-            # Reads happen in a worker thread so that the other requests' sends go on. A file
-            # that changed size would make the Content-Length already sent a lie: the request
-            # fails instead.
-            with await asyncio.to_thread(open, path, "rb") as stream:
-                remaining = size
-                while remaining:
-                    chunk = await asyncio.to_thread(stream.read, min(CHUNK_BYTES, remaining))
-                    if not chunk:
-                        raise FileChangedError(path)
-                    remaining -= len(chunk)
+            # Reads happen in a worker thread so that the other requests' sends go on; one
+            # hop per chunk, the opening and the end-of-file check included, since each hop
+            # costs the event loop a wake-up (most files are a single chunk: one hop).
+            reader = _FileChunks(path, size)
+            try:
+                while chunk := await asyncio.to_thread(reader.next_chunk):
                     yield chunk
-                if await asyncio.to_thread(stream.read, 1):
-                    raise FileChangedError(path)
+            finally:
+                reader.close()
             yield b"\r\n"
         yield self._close
+
+
+class _FileChunks:
+    """A file's bytes, ``CHUNK_BYTES`` at a time, checked to be exactly ``size`` long: a file
+    that changed size would make the Content-Length already sent a lie, so the request fails
+    instead (:class:`FileChangedError`). Called from one worker thread at a time."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self._path = path
+        self._remaining = size
+        self._stream: BinaryIO | None = None
+        self._done = False
+
+    def next_chunk(self) -> bytes:
+        """The next chunk; empty once the file is done (and then closed)."""
+        if self._done:
+            return b""
+        if self._stream is None:
+            self._stream = self._path.open("rb")
+        chunk = self._stream.read(min(CHUNK_BYTES, self._remaining)) if self._remaining else b""
+        if self._remaining and not chunk:
+            raise FileChangedError(self._path)
+        self._remaining -= len(chunk)
+        if self._remaining == 0:
+            if self._stream.read(1):
+                raise FileChangedError(self._path)
+            self._done = True
+            self.close()
+        return chunk
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
 
 class FileChangedError(Exception):

@@ -12,7 +12,13 @@ import httpx
 import pytest
 
 from dicomweb_cli import answers
-from dicomweb_cli.files import DicomFile, find_dicom_files, is_dicom, sop_instance_uid
+from dicomweb_cli.files import (
+    DicomFile,
+    find_dicom_files,
+    is_dicom,
+    meta_sop_instance_uid,
+    sop_instance_uid,
+)
 from dicomweb_cli.journal import Journal
 from dicomweb_cli.multipart import FileChangedError, MultipartRelated
 from dicomweb_cli.search import UsageError, cell, query_params, search_path
@@ -46,6 +52,40 @@ def test_the_sop_instance_uid_is_read_from_the_header(tmp_path: Path) -> None:
     assert sop_instance_uid(tmp_path / "x") == uid
     (tmp_path / "broken").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 10)
     assert sop_instance_uid(tmp_path / "broken") is None
+
+
+def test_the_sop_instance_uid_comes_from_the_meta_group_or_else_the_dataset(
+    tmp_path: Path,
+) -> None:
+    ds = make_dataset()
+    data = to_bytes(ds)
+    assert meta_sop_instance_uid(data[:4096]) == ds.SOPInstanceUID
+    assert meta_sop_instance_uid(data[:140]) is None  # cut short: pydicom decides
+    assert meta_sop_instance_uid(b"\0" * 128 + b"DICM" + b"\x08\x00\x18\x00UI") is None
+    # given: a meta group without (0002,0003) (renumbered (0002,0004)): the dataset decides
+    renumbered = data.replace(b"\x02\x00\x03\x00UI", b"\x02\x00\x04\x00UI", 1)
+    assert meta_sop_instance_uid(renumbered) is None
+    (tmp_path / "no-meta-uid").write_bytes(renumbered)
+    assert sop_instance_uid(tmp_path / "no-meta-uid") == ds.SOPInstanceUID
+
+
+async def test_a_file_whose_meta_group_disagrees_is_mapped_by_its_dataset_uid(
+    tmp_path: Path,
+) -> None:
+    ds = make_dataset()
+    uid = str(ds.SOPInstanceUID)
+    other = uid[:-1] + ("2" if uid.endswith("1") else "1")
+    # The first occurrence of the UID is the meta group's: it now names another instance.
+    (tmp_path / "a").write_bytes(to_bytes(ds).replace(uid.encode(), other.encode(), 1))
+    file = next(find_dicom_files([tmp_path]))
+    assert sop_instance_uid(file.path) == other
+    answer = {"00081199": {"vr": "SQ", "Value": [item(str(ds.SOPInstanceUID))]}}
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=answer))
+    journal = Journal(tmp_path / "journal")
+    async with httpx.AsyncClient(transport=transport) as client:
+        summary = await Uploader(client, "http://server/v2", journal).run([[file]])
+    journal.close()
+    assert summary.ok and summary.results[0].sop_uid == ds.SOPInstanceUID
 
 
 async def collect(body: MultipartRelated) -> bytes:
