@@ -428,7 +428,7 @@ def run_changefeed(arguments: argparse.Namespace, bearer: Bearer | None) -> int:
             return 0
         except changefeed.FeedError as error:
             if error.status is not None:
-                _http_failure("changefeed", error.status, str(error).partition(" ")[2], bearer)
+                _http_failure("changefeed", error.status, error.detail, bearer)
             else:
                 print(f"dicomweb changefeed: {error}", file=sys.stderr)
             print(f"last sequence: {last}", file=sys.stderr)

@@ -35,9 +35,10 @@ Entry = dict[str, Any]
 class FeedError(Exception):
     """The feed cannot be read; ``status`` is the HTTP status when the server answered."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, detail: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.detail = detail  # the server's answer, when it gave one
 
     @property
     def transient(self) -> bool:
@@ -51,7 +52,9 @@ def _get(client: httpx.Client, path: str, params: dict[str, str]) -> httpx.Respo
         raise FeedError(f"{type(error).__name__}: {error}".rstrip(": ")) from error
     if response.status_code not in (200, 204):
         detail = " ".join(response.text[:500].split())
-        raise FeedError(f"HTTP {response.status_code} {detail}".rstrip(), response.status_code)
+        raise FeedError(
+            f"HTTP {response.status_code} {detail}".rstrip(), response.status_code, detail
+        )
     return response
 
 

@@ -79,6 +79,9 @@ def test_the_whole_feed_is_printed_once_in_order_across_pages(
     tail = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [entry["Sequence"] for entry in tail] == sequences[-2:]
     assert all(entry["Metadata"]["00080018"]["Value"] for entry in tail)
+    # An error answer is reported once, with the server's message, and fails the command.
+    assert main(["changefeed", "--url", f"{server.url}/elsewhere"]) == 1
+    assert capsys.readouterr().err.startswith("dicomweb changefeed: HTTP 404 {")
 
 
 def lines_of(stream: IO[str]) -> queue.Queue[str]:
