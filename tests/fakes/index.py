@@ -50,6 +50,8 @@ class FakeIndexStore:
         self.stored: dict[InstanceKey, tuple[InstanceRecord, StoredInstance]] = {}
         self.originals: dict[InstanceKey, tuple[InstanceRecord, StoredInstance]] = {}
         """The first version of each instance a bulk update rewrote."""
+        self.expiries: dict[str, datetime] = {}
+        """Each expiring study's expiry, as the last store to it set it."""
         self.search_results: list[SearchMatch] = []
         self.searches: list[tuple[QueryDescription, frozenset[QueryLevel]]] = []
         self._stale_after = stale_create_seconds
@@ -76,7 +78,11 @@ class FakeIndexStore:
         return reservation
 
     async def commit_instance(
-        self, reservation: Reservation, instance: StoredInstance
+        self,
+        reservation: Reservation,
+        instance: StoredInstance,
+        *,
+        expires_at: datetime | None = None,
     ) -> list[str]:
         key = reservation.key
         claim = self.claims.get(key)
@@ -90,6 +96,10 @@ class FakeIndexStore:
         self.stored[key] = (record, instance)
         self.feed.metadata[reservation.watermark] = instance.metadata_json
         self.feed.record(ChangeAction.CREATE, key, reservation.watermark)
+        if expires_at is None:
+            self.expiries.pop(key.study_uid, None)
+        else:
+            self.expiries[key.study_uid] = expires_at
         original = self.originals.pop(key, None)
         return [entry[0].blob_key for entry in (replaced, original) if entry is not None]
 
@@ -218,7 +228,12 @@ class FakeIndexStore:
         sop_uid: str | None = None,
         *,
         orphans: OrphanSink | None = None,
+        expired_by: datetime | None = None,
     ) -> list[str]:
+        if expired_by is not None:
+            expiry = self.expiries.get(study_uid)
+            if expiry is None or expiry > expired_by:
+                return []
         removed = self._scope(study_uid, series_uid, sop_uid)
         blob_keys = [record.blob_key for record, _ in removed]
         for record, _ in removed:  # in one step, as a transaction would
@@ -227,7 +242,13 @@ class FakeIndexStore:
             if original is not None:
                 blob_keys.append(original[0].blob_key)
             self.feed.record(ChangeAction.DELETE, record.key, record.watermark)
+        if not self._scope(study_uid, None, None):
+            self.expiries.pop(study_uid, None)  # the study is gone, and its expiry with it
         return blob_keys
+
+    async def expired_studies(self, now: datetime, limit: int) -> list[str]:
+        due = sorted((at, study) for study, at in self.expiries.items() if at <= now)
+        return [study for _, study in due[:limit]]
 
     async def search(
         self,

@@ -25,6 +25,7 @@ import orjson
 import pytest
 
 from dicom_core.domain.model import InstanceKey
+from dicom_core.domain.timestamps import timestamp_of
 from dicom_core.settings import Settings
 from dicom_core.storage.ports import (
     POISON_SUFFIX,
@@ -148,7 +149,8 @@ class Stores:
 
     async def raw_study_summary(self, study_uid: str) -> dict[str, Any] | None:
         """The study summary as stored: series and instance counts, modalities, latest wm,
-        and the matching key (case-folded) of the latest instance's PatientID."""
+        the matching key (case-folded) of the latest instance's PatientID, and the expiry
+        (``utc_timestamp`` text, None for never)."""
         if isinstance(self.index, FakeIndexStore):
             return _memory_study_summary(self.index, study_uid)
 
@@ -156,18 +158,19 @@ class Stores:
             if self.backend == "local":
                 rows = self._sqlite(
                     "SELECT num_series, num_instances, modalities, latest_watermark,"
-                    " patient_id_fold FROM study WHERE study_uid = ?",
+                    " patient_id_fold, expires_at FROM study WHERE study_uid = ?",
                     (study_uid,),
                 )
                 if not rows:
                     return None
-                series, instances, modalities, latest, patient_id = rows[0]
+                series, instances, modalities, latest, patient_id, expires_at = rows[0]
                 return {
                     "series": series,
                     "instances": instances,
                     "modalities": modalities.split("\\") if modalities else [],
                     "latest": latest,
                     "patient_id": patient_id,
+                    "expires_at": expires_at,
                 }
             docs = self._cosmos(
                 "SELECT * FROM c WHERE c.pk = @pk AND c.kind = 'study'", {"@pk": study_uid}
@@ -185,6 +188,7 @@ class Stores:
                 "modalities": doc["modalities"],
                 "latest": doc["latestWm"],
                 "patient_id": latest[0]["own"]["sk"].get("PatientID") if latest else None,
+                "expires_at": doc.get("expiresAt"),
             }
 
         return await asyncio.to_thread(read)
@@ -269,4 +273,7 @@ def _memory_study_summary(index: FakeIndexStore, study_uid: str) -> dict[str, An
         "modalities": sorted(m for m in modalities if m),
         "latest": entries[-1][0].watermark,
         "patient_id": latest.normalized.get("PatientID"),
+        "expires_at": (
+            timestamp_of(index.expiries[study_uid]) if study_uid in index.expiries else None
+        ),
     }

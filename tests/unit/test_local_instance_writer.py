@@ -13,6 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,17 @@ async def test_file_and_index_entry_appear_together(local: Local) -> None:
     assert local.blobs.path_for(written.blob_key).read_bytes() == b"DICM and the rest"
     assert not source.exists()
     assert written.obsolete_blob_keys == ()
+
+
+async def test_a_store_sets_and_a_later_one_clears_the_study_s_expiry(local: Local) -> None:
+    key = new_key()
+    writer = local.writer()
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    await writer.write_instance(local.staged(), stored(key), upsert=False, expires_at=when)
+    assert await local.index.expired_studies(when, 10) == [key.study_uid]
+    again = InstanceKey(key.study_uid, key.series_uid, generate_uid())
+    await writer.write_instance(local.staged(), stored(again), upsert=False)
+    assert await local.index.expired_studies(when, 10) == []
 
 
 async def test_a_second_post_is_refused_and_leaves_no_file(local: Local) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
+from dicom_core.storage.local.sqlite_index import SqliteIndexStore
 
 # The change feed and instance tables as the first schema made them (no current_watermark).
 OLD_TABLES = """
@@ -59,3 +61,39 @@ def test_an_old_change_feed_gets_each_entrys_current_version(tmp_path: Path) -> 
         db.close()
     again = SqliteDatabase(path)  # opening twice upgrades once
     again.close()
+
+
+# The study summary as schema version 1 made it (no expires_at).
+OLD_STUDY = """
+CREATE TABLE study (
+    study_uid TEXT PRIMARY KEY, latest_watermark INTEGER NOT NULL, patient_name TEXT,
+    patient_id TEXT, patient_birth_date TEXT, accession_number TEXT,
+    referring_physician_name TEXT, study_date TEXT, study_time TEXT, study_description TEXT,
+    patient_name_norm TEXT, referring_physician_name_norm TEXT, patient_id_fold TEXT,
+    accession_number_fold TEXT, study_description_fold TEXT, modalities TEXT,
+    num_series INTEGER NOT NULL, num_instances INTEGER NOT NULL, updated_at TEXT NOT NULL
+);
+"""
+
+
+async def test_an_old_study_table_gets_an_expiry_and_its_studies_never_expire(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "index.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(OLD_STUDY)
+        conn.execute(
+            "INSERT INTO study (study_uid, latest_watermark, num_series, num_instances,"
+            " updated_at) VALUES ('s', 1, 1, 1, '2026-01-01T00:00:00.000000Z')"
+        )
+        conn.commit()
+    db = SqliteDatabase(path)
+    try:
+        conn = db.connection()
+        assert conn.execute("SELECT study_uid, expires_at FROM study").fetchall() == [("s", None)]
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert "study_by_expiry" in names
+        index = SqliteIndexStore(db)
+        assert await index.expired_studies(datetime(9999, 1, 1, tzinfo=UTC), 10) == []
+    finally:
+        db.close()

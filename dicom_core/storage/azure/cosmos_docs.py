@@ -352,11 +352,15 @@ def plan_commit(
     now: str,
     updating: bool = False,
     old_original: Mapping[str, Any] | None = None,
+    expires_at: str | None = None,
 ) -> BatchPlan:
     """The batch that makes a reserved instance visible and updates its summaries.
 
     A newer instance (higher watermark) becomes its series' and study's latest; an older one
     that commits late only adds to the counts.
+
+    Expiry. A store (``updating`` False) sets the study's ``expiresAt`` to ``expires_at``, or
+    removes it when None: the last store to a study decides. A bulk update's version keeps it.
 
     Versions. A bulk update's version (``updating``) keeps the instance's original: the
     replaced document becomes the ``original`` document if there is none yet (its file and
@@ -391,6 +395,11 @@ def plan_commit(
     )
     study["dirty"] = propagate
     series["sk"], series["skv"] = study["sk"], study["kv"]
+    if not updating:
+        if expires_at is None:
+            study.pop("expiresAt", None)
+        else:
+            study["expiresAt"] = expires_at
 
     doc = dict(instance_doc)
     doc.update(sk=study["sk"], skv=study["kv"], rk=series["rk"], rkv=series["rkv"])

@@ -12,7 +12,10 @@ Documents and containers are described in ``cosmos_schema``; how a write changes
   so two stores in the same study never lose each other's counts: the loser re-reads and
   tries again. A reader sees the instance with its summaries, or nothing.
 - ``delete_instances`` removes instances in batches of the same kind (oldest first, so the
-  summaries stay true after each batch).
+  summaries stay true after each batch). The expiry sweep's delete checks, at each batch,
+  that the study summary it read still says expired; the batch's ETag on that summary makes
+  the check hold until the batch applies.
+- ``expired_studies`` is one cross-partition query on study summaries (``expiresAt``).
 - After its batches, a store or delete runs the change feed's sequencer on its study's pending
   changes (``cosmos_change_feed``), best effort: the pending changes are durable, and every
   read of the feed sequences what is left.
@@ -34,6 +37,7 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from azure.core import MatchConditions
@@ -46,7 +50,7 @@ from azure.cosmos.exceptions import (
 
 from dicom_core.domain.identifiers import blob_key_for
 from dicom_core.domain.model import InstanceKey, InstanceRecord, Reservation, StoredInstance
-from dicom_core.domain.timestamps import seconds_since, utc_timestamp
+from dicom_core.domain.timestamps import seconds_since, timestamp_of, utc_timestamp
 from dicom_core.query.conditions import QueryDescription, QueryLevel
 from dicom_core.query.results import SearchMatch
 from dicom_core.storage.azure import cosmos_docs as docs
@@ -215,9 +219,14 @@ class CosmosIndexStore:
         raise InstanceBeingCreated(key)
 
     async def commit_instance(
-        self, reservation: Reservation, instance: StoredInstance
+        self,
+        reservation: Reservation,
+        instance: StoredInstance,
+        *,
+        expires_at: datetime | None = None,
     ) -> list[str]:
-        replaced = await self._commit_version(reservation, instance, None)
+        expiry = None if expires_at is None else timestamp_of(expires_at)
+        replaced = await self._commit_version(reservation, instance, None, expiry)
         await self._sequence_changes(reservation.key.study_uid)
         return replaced
 
@@ -379,13 +388,19 @@ class CosmosIndexStore:
         return await self._session.run(reserve)
 
     async def _commit_version(
-        self, reservation: Reservation, instance: StoredInstance, based_on: int | None
+        self,
+        reservation: Reservation,
+        instance: StoredInstance,
+        based_on: int | None,
+        expires_at: str | None = None,
     ) -> list[str]:
         packed = docs.pack_metadata(instance.metadata_json)
         parts = docs.split_metadata(packed)
         try:
             replaced = await self._session.run(
-                lambda c: self._commit(c, reservation, instance, packed, parts, based_on)
+                lambda c: self._commit(
+                    c, reservation, instance, packed, parts, based_on, expires_at
+                )
             )
         except BaseException:
             if parts:
@@ -402,6 +417,7 @@ class CosmosIndexStore:
         packed: str,
         parts: list[str],
         based_on: int | None = None,
+        expires_at: str | None = None,
     ) -> list[str]:
         key = reservation.key
         pk = key.study_uid
@@ -444,6 +460,7 @@ class CosmosIndexStore:
                 now=now,
                 updating=based_on is not None,
                 old_original=old_original,
+                expires_at=expires_at,
             )
             try:
                 await self._execute(c, pk, plan)
@@ -518,6 +535,7 @@ class CosmosIndexStore:
         sop_uid: str | None = None,
         *,
         orphans: OrphanSink | None = None,
+        expired_by: datetime | None = None,
     ) -> list[str]:
         """Delete in batches, oldest first; files of batches already done are never lost.
 
@@ -526,7 +544,16 @@ class CosmosIndexStore:
         A step whose query listed the whole scope and whose batch removed all of it is the
         last: no further query confirms that nothing is left (an instance committed after
         that query is kept, as if it had been stored just after the delete).
+
+        With ``expired_by``, each step goes only while the study summary says the study
+        expired by then (``_delete_step``); a store that moved or cleared the expiry ends the
+        delete there.
         """
+        expiry = None if expired_by is None else timestamp_of(expired_by)
+        if expiry is not None:
+            summary = await self._session.run(lambda c: read_item(c.index, STUDY_DOC_ID, study_uid))
+            if not _expired(summary, expiry):
+                return []  # not (or no longer) expired: nothing to settle or delete
         # A large study's bulk update that is visible but not rolled forward yet is finished
         # first, so the summaries this delete leaves come from the versions readers see.
         removed: list[str] = (await self._staged.settle(study_uid, committed_only=True)).obsolete
@@ -535,7 +562,7 @@ class CosmosIndexStore:
         try:
             while True:
                 step = await self._session.run(
-                    lambda c: self._delete_step(c, study_uid, series_uid, sop_uid)
+                    lambda c: self._delete_step(c, study_uid, series_uid, sop_uid, expiry)
                 )
                 if step is None:
                     break
@@ -569,9 +596,17 @@ class CosmosIndexStore:
             raise
 
     async def _delete_step(
-        self, c: Containers, study_uid: str, series_uid: str | None, sop_uid: str | None
+        self,
+        c: Containers,
+        study_uid: str,
+        series_uid: str | None,
+        sop_uid: str | None,
+        expired_by: str | None = None,
     ) -> _DeleteStep | None:
-        """Remove one batch of instances; None when nothing in scope is left."""
+        """Remove one batch of instances; None when nothing in scope is left, or (with
+        ``expired_by``) when the study summary no longer says expired by then. The batch
+        replaces or deletes that summary under the ETag read here, so a store committed
+        after the check makes the batch fail, and the next round checks again."""
         pk = study_uid
         for backoff in conflict_backoff():
             where, params = reads.scope_filter(pk, series_uid, sop_uid)
@@ -594,6 +629,8 @@ class CosmosIndexStore:
             if not candidates:
                 return None
             study = next((d for d in summaries if d["kind"] == STUDY), None)
+            if expired_by is not None and not _expired(study, expired_by):
+                return None
             series_docs = {str(d["series"]): d for d in summaries if d["kind"] == SERIES}
             originals = await _originals_of(c, pk, candidates)
             chunk = _delete_chunk(candidates, originals)
@@ -693,6 +730,21 @@ class CosmosIndexStore:
 
     # -- reads ------------------------------------------------------------------------------
 
+    async def expired_studies(self, now: datetime, limit: int) -> list[str]:
+        """One cross-partition query on the study summaries (the ``/kind``, ``/expiresAt``
+        composite index); documents without ``expiresAt`` never match the range."""
+
+        async def read(c: Containers) -> list[str]:
+            found = await query_items(
+                c.index,
+                "SELECT TOP @n c.study FROM c WHERE c.kind = @study AND c.expiresAt <= @now"
+                " ORDER BY c.expiresAt",
+                {"@n": limit, "@study": STUDY, "@now": timestamp_of(now)},
+            )
+            return [str(doc["study"]) for doc in found]
+
+        return await self._session.run(read)
+
     async def get_instance(
         self, key: InstanceKey, *, original: bool = False
     ) -> InstanceRecord | None:
@@ -785,6 +837,12 @@ def _study_chunks(
         chunks[-1].append(item)
         weight += size
     return chunks
+
+
+def _expired(study: Mapping[str, Any] | None, by: str) -> bool:
+    """Whether a study summary says the study expired at or before ``by``."""
+    expires_at = None if study is None else study.get("expiresAt")
+    return isinstance(expires_at, str) and expires_at <= by
 
 
 async def _originals_of(c: Containers, pk: str, candidates: Sequence[Doc]) -> dict[str, Doc]:

@@ -26,7 +26,9 @@ query. Document kinds (``kind``), with their ``id`` inside the partition:
   including ``ModalitiesInStudy`` as a list of folded modalities and, for wildcard matching,
   as one joined string ``ModalitiesInStudy_joined``), per-series counts and
   modalities (``series``), totals, raw ``modalities``, and ``dirty`` while copies of changed
-  keys are being propagated to its series and instances.
+  keys are being propagated to its series and instances. ``expiresAt``, when the last store
+  to the study asked for an expiry: the time the expiry sweep deletes it (``utc_timestamp``
+  text, which sorts as time does); absent for never.
 - ``pendingchange`` (``p|{token}``): a change (create, update, delete) written in the batch of
   the change itself, waiting for the sequencer to give it its place in the change feed
   (``cosmos_change_feed``). ``ord`` (``cosmos_docs.change_order``; ORDER is a reserved word of
@@ -154,18 +156,21 @@ INDEX_CONTAINER = ContainerSpec(
             {"path": "/wm/?"},
             {"path": "/latestWm/?"},
             {"path": "/ord/?"},
+            {"path": "/expiresAt/?"},
             {"path": "/sk/*"},
             {"path": "/rk/*"},
         ],
         "excludedPaths": [{"path": "/*"}, {"path": '/"_etag"/?'}],
         # QIDO sorts each kind newest first, study-scoped reads list a series oldest first,
-        # and the change feed's sequencer takes pending changes in order; equality filters
-        # followed by ORDER BY need these composite indexes.
+        # the change feed's sequencer takes pending changes in order, and the expiry sweep
+        # takes expired studies earliest first; equality filters followed by ORDER BY need
+        # these composite indexes.
         "compositeIndexes": [
             _desc_last("/kind", "/latestWm"),
             _desc_last("/kind", "/wm"),
             _asc("/kind", "/series", "/wm"),
             _asc("/kind", "/ord"),
+            _asc("/kind", "/expiresAt"),
         ],
     },
 )

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 from dicom_core.domain.identifiers import blob_key_for
@@ -68,7 +69,12 @@ class SqliteInstanceWriter:
         self._hooks = hooks
 
     async def write_instance(
-        self, source: Path, instance: StoredInstance, *, upsert: bool
+        self,
+        source: Path,
+        instance: StoredInstance,
+        *,
+        upsert: bool,
+        expires_at: datetime | None = None,
     ) -> WrittenInstance:
         key = instance.key
         blob_key = blob_key_for(key.study_uid, key.series_uid, key.sop_uid, uuid.uuid4().hex)
@@ -77,7 +83,7 @@ class SqliteInstanceWriter:
         else:
             self._blobs.place_new_file(blob_key, source)
         try:
-            written = await self._commit(blob_key, instance, upsert)
+            written = await self._commit(blob_key, instance, upsert, expires_at)
         except BaseException:
             # Never committed: nothing names the file.
             self._blobs.remove_file(blob_key)
@@ -89,7 +95,7 @@ class SqliteInstanceWriter:
         return written
 
     async def _commit(
-        self, blob_key: str, instance: StoredInstance, upsert: bool
+        self, blob_key: str, instance: StoredInstance, upsert: bool, expires_at: datetime | None
     ) -> WrittenInstance:
         """The transaction, retried while another writer holds the database."""
         loop = asyncio.get_running_loop()
@@ -98,7 +104,7 @@ class SqliteInstanceWriter:
         try:
             while True:
                 try:
-                    return self._write(blob_key, instance, upsert)
+                    return self._write(blob_key, instance, upsert, expires_at)
                 except WriterBusy:
                     if loop.time() > deadline:
                         raise StorageUnavailable(
@@ -109,10 +115,12 @@ class SqliteInstanceWriter:
         except sqlite3.OperationalError as exc:
             raise StorageUnavailable(f"the local index is unavailable: {exc}") from exc
 
-    def _write(self, blob_key: str, instance: StoredInstance, upsert: bool) -> WrittenInstance:
+    def _write(
+        self, blob_key: str, instance: StoredInstance, upsert: bool, expires_at: datetime | None
+    ) -> WrittenInstance:
         with self._db.transaction(wait=False, defer_sync=True) as conn:
             reservation = self._index.reserve(conn, instance.key, upsert=upsert, blob_key=blob_key)
-            replaced = self._index.finish(conn, reservation, instance)
+            replaced = self._index.finish(conn, reservation, instance, expires_at=expires_at)
             for hook in self._hooks:
                 hook.index_in_transaction(
                     conn, instance.key, reservation.watermark, instance.metadata_json

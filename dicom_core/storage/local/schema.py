@@ -8,7 +8,8 @@ Tables and why they exist:
   searchable attributes (so study/series summaries can be recomputed after a delete).
 - ``series`` and ``study``: summaries that QIDO searches, holding the attributes of the latest
   stored instance, counts and ModalitiesInStudy; recomputed in the same transaction as every
-  commit and delete.
+  commit and delete. A study also holds its expiry (``expires_at``: when the expiry sweep
+  deletes it, as the last store to it asked; NULL for never), indexed for the sweep.
 - ``extended_query_tag``, ``eqt_value``, ``eqt_error``: user-added query tags, their indexed
   values per level and the reindex errors.
 - ``external_metadata``: study-level values sent with STOW headers (msdicom-meta-*).
@@ -138,7 +139,8 @@ CREATE TABLE IF NOT EXISTS study (
     modalities TEXT,
     num_series INTEGER NOT NULL,
     num_instances INTEGER NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    expires_at TEXT
 );
 CREATE INDEX IF NOT EXISTS study_by_latest ON study (latest_watermark);
 CREATE INDEX IF NOT EXISTS study_by_patient_id ON study (patient_id);
@@ -367,8 +369,13 @@ UPGRADES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
                     AND i.sop_uid = change_feed.sop_uid AND i.status = 1)""",
         ),
     ),
+    # Studies stored before expiry existed never expire.
+    ("study", "expires_at", ("ALTER TABLE study ADD COLUMN expires_at TEXT",)),
 )
 AFTER_UPGRADES = """
 CREATE INDEX IF NOT EXISTS change_feed_by_instance ON change_feed (sop_uid);
 CREATE INDEX IF NOT EXISTS change_feed_by_time ON change_feed (timestamp);
+-- The expiry sweep's page (sqlite_index.expired_studies); most studies never expire, so only
+-- those that do are in it.
+CREATE INDEX IF NOT EXISTS study_by_expiry ON study (expires_at) WHERE expires_at IS NOT NULL;
 """

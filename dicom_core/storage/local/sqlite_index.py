@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from dicom_core.domain.change_feed import ChangeAction
@@ -15,7 +16,7 @@ from dicom_core.domain.model import (
     Reservation,
     StoredInstance,
 )
-from dicom_core.domain.timestamps import seconds_since, utc_timestamp
+from dicom_core.domain.timestamps import seconds_since, timestamp_of, utc_timestamp
 from dicom_core.query.attributes import SUMMARY_TAGS, document_tags
 from dicom_core.query.conditions import QueryDescription, QueryLevel
 from dicom_core.query.results import SearchMatch
@@ -225,13 +226,22 @@ class SqliteIndexStore:
         return seconds_since(created_at) > self._stale_seconds
 
     async def commit_instance(
-        self, reservation: Reservation, instance: StoredInstance
+        self,
+        reservation: Reservation,
+        instance: StoredInstance,
+        *,
+        expires_at: datetime | None = None,
     ) -> list[str]:
-        return await self._db.run(lambda: self._commit(reservation, instance))
+        return await self._db.run(lambda: self._commit(reservation, instance, expires_at))
 
-    def _commit(self, reservation: Reservation, instance: StoredInstance) -> list[str]:
+    def _commit(
+        self,
+        reservation: Reservation,
+        instance: StoredInstance,
+        expires_at: datetime | None = None,
+    ) -> list[str]:
         with self._db.transaction() as conn:
-            return self.finish(conn, reservation, instance)
+            return self.finish(conn, reservation, instance, expires_at=expires_at)
 
     def finish(
         self,
@@ -240,13 +250,15 @@ class SqliteIndexStore:
         instance: StoredInstance,
         *,
         based_on: int | None = None,
+        expires_at: datetime | None = None,
     ) -> list[str]:
         """Make a reserved instance visible in the caller's write transaction.
 
         ``commit_instance``'s body: returns the blob keys of the versions it replaced. A store
         (``based_on`` None) replaces every version, the original too: the client sent a whole
-        new instance. A bulk update's version (``based_on``, the current version it was made
-        from; ``InstanceChanged`` if that is no longer current) keeps the original.
+        new instance; and it sets the study's expiry to ``expires_at`` (None: never). A bulk
+        update's version (``based_on``, the current version it was made from;
+        ``InstanceChanged`` if that is no longer current) keeps the original and the expiry.
         """
         key = reservation.key
         attrs = instance.attributes
@@ -287,6 +299,12 @@ class SqliteIndexStore:
             raise InstanceBeingCreated(key)
         if replaced or not self._add_to_summaries(conn, key, reservation.watermark, values):
             self._refresh_summaries(conn, key.study_uid, key.series_uid)
+        if based_on is None:
+            expiry = None if expires_at is None else timestamp_of(expires_at)
+            conn.execute(
+                "UPDATE study SET expires_at = ? WHERE study_uid = ? AND expires_at IS NOT ?",
+                (expiry, key.study_uid, expiry),
+            )
         # Every earlier entry of the instance, a delete's too, now points at this version.
         _point_entries_at(conn, key, reservation.watermark)
         action = ChangeAction.CREATE if based_on is None else ChangeAction.UPDATE
@@ -408,13 +426,29 @@ class SqliteIndexStore:
         sop_uid: str | None = None,
         *,
         orphans: OrphanSink | None = None,
+        expired_by: datetime | None = None,
     ) -> list[str]:
-        """One transaction: all or nothing, so ``orphans`` is never needed."""
-        return await self._db.run(lambda: self._delete(study_uid, series_uid, sop_uid))
+        """One transaction: all or nothing, so ``orphans`` is never needed. With
+        ``expired_by``, the study's expiry is checked in that transaction."""
+        expiry = None if expired_by is None else timestamp_of(expired_by)
+        return await self._db.run(lambda: self._delete(study_uid, series_uid, sop_uid, expiry))
 
-    def _delete(self, study_uid: str, series_uid: str | None, sop_uid: str | None) -> list[str]:
+    def _delete(
+        self,
+        study_uid: str,
+        series_uid: str | None,
+        sop_uid: str | None,
+        expired_by: str | None = None,
+    ) -> list[str]:
         where, params = _scope(study_uid, series_uid, sop_uid)
         with self._db.transaction() as conn:
+            if expired_by is not None:
+                expired = conn.execute(
+                    "SELECT 1 FROM study WHERE study_uid = ? AND expires_at <= ?",
+                    (study_uid, expired_by),
+                ).fetchone()
+                if expired is None:
+                    return []  # a store moved or cleared the expiry, or the study is gone
             rows = conn.execute(
                 f"SELECT watermark, series_uid, sop_uid, blob_key FROM instance"
                 f" WHERE {where} AND status = ? ORDER BY watermark",
@@ -574,6 +608,20 @@ class SqliteIndexStore:
         )
 
     # -- reads ------------------------------------------------------------------------------
+
+    async def expired_studies(self, now: datetime, limit: int) -> list[str]:
+        def read() -> list[str]:
+            rows = (
+                self._db.connection()
+                .execute(
+                    "SELECT study_uid FROM study WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
+                    (timestamp_of(now), limit),
+                )
+                .fetchall()
+            )
+            return [str(row[0]) for row in rows]
+
+        return await self._db.run(read)
 
     async def get_instance(
         self, key: InstanceKey, *, original: bool = False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -90,9 +91,20 @@ class IndexStore(Protocol):
     async def begin_instance(self, key: InstanceKey, *, upsert: bool) -> Reservation: ...
 
     async def commit_instance(
-        self, reservation: Reservation, instance: StoredInstance
+        self,
+        reservation: Reservation,
+        instance: StoredInstance,
+        *,
+        expires_at: datetime | None = None,
     ) -> list[str]:
-        """Make the instance visible; returns the blob keys of versions it replaced."""
+        """Make the instance visible; returns the blob keys of versions it replaced.
+
+        A commit is a store (STOW), and a store decides its study's expiry: the study expires
+        at ``expires_at``, or never when it is None, whatever an earlier store said. It is
+        written in the same step as the instance, so the sweep's conditional delete
+        (``delete_instances(expired_by=...)``) sees either the old expiry with the old
+        instances or the new one with the new instance.
+        """
         ...
 
     async def abort_instance(self, reservation: Reservation) -> None: ...
@@ -183,6 +195,7 @@ class IndexStore(Protocol):
         sop_uid: str | None = None,
         *,
         orphans: OrphanSink | None = None,
+        expired_by: datetime | None = None,
     ) -> list[str]:
         """Remove instances from the index; returns their blob keys (empty if none matched).
 
@@ -190,7 +203,18 @@ class IndexStore(Protocol):
         after some steps were applied hands the blob keys of those steps to ``orphans`` before
         raising, so that no file outlives its index entry. One that removes them in one
         transaction (SQLite) never needs to.
+
+        With ``expired_by`` (a study's expiry sweep; a whole study only), the study's
+        instances go only while its expiry is at or before that time: checked in the same
+        transaction as the removal (SQLite), or with each step under the study summary's ETag
+        (Cosmos DB), so a store that moved or cleared the expiry in between keeps the study
+        (what a multi-step delete had already removed stays removed).
         """
+        ...
+
+    async def expired_studies(self, now: datetime, limit: int) -> list[str]:
+        """Up to ``limit`` studies whose expiry is at or before ``now``, the earliest first:
+        the expiry sweep's page, found through an index on the expiry (no study scan)."""
         ...
 
     async def search(
@@ -244,7 +268,13 @@ class InstanceWriter(Protocol):
     """
 
     async def write_instance(
-        self, source: Path, instance: StoredInstance, *, upsert: bool
+        self,
+        source: Path,
+        instance: StoredInstance,
+        *,
+        upsert: bool,
+        expires_at: datetime | None = None,
     ) -> WrittenInstance:
-        """Raises InstanceExists, InstanceBeingCreated or StorageUnavailable."""
+        """Raises InstanceExists, InstanceBeingCreated or StorageUnavailable. ``expires_at``
+        sets (or with None clears) the study's expiry, as ``IndexStore.commit_instance``."""
         ...

@@ -3,6 +3,8 @@ UIDs name out of the index, then its files, and never leaves a file without an i
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 from pydicom.uid import generate_uid
 
@@ -114,6 +116,7 @@ class FailsAfterOneStep(FakeIndexStore):
         sop_uid: str | None = None,
         *,
         orphans: OrphanSink | None = None,
+        expired_by: datetime | None = None,
     ) -> list[str]:
         first = next(key for key in self.stored if key.study_uid == study_uid)
         [blob_key] = await super().delete_instances(*uids_of(first))

@@ -7,6 +7,7 @@ the azure backend takes.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -147,14 +148,18 @@ class RivalCommitsFirst(FakeIndexStore):
     """Between this request's reserve and commit, another request stores the same instance."""
 
     async def commit_instance(
-        self, reservation: Reservation, instance: StoredInstance
+        self,
+        reservation: Reservation,
+        instance: StoredInstance,
+        *,
+        expires_at: datetime | None = None,
     ) -> list[str]:
         if reservation.key not in self.stored:
             mine = self.claims.pop(reservation.key)
             rival = await self.begin_instance(reservation.key, upsert=False)
             await super().commit_instance(rival, instance)
             self.claims[reservation.key] = mine
-        return await super().commit_instance(reservation, instance)
+        return await super().commit_instance(reservation, instance, expires_at=expires_at)
 
 
 async def test_store_instances_that_lose_a_commit_race_fail_45071_and_leave_no_file(
