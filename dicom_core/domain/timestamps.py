@@ -19,6 +19,11 @@ from typing import Literal
 Timespec = Literal["seconds", "milliseconds", "microseconds"]
 
 
+def utc_now() -> datetime:
+    """Now, in UTC, for a time computed before it is stored (a study's expiry)."""
+    return datetime.now(UTC)
+
+
 def utc_timestamp(timespec: Timespec = "microseconds") -> str:
     """Now, as ISO 8601 UTC text with a ``Z`` suffix, to ``timespec`` precision."""
     return timestamp_of(datetime.now(UTC), timespec)

@@ -4,12 +4,13 @@
 
 1. the external metadata sent with the request (v2 ``msdicom-meta-*``) is validated, and a
    VR that contradicts the stored one refused, before the body is read: one bad value fails
-   the whole transaction, so nothing may be stored (spec/external-metadata.md);
+   the whole transaction, so nothing may be stored (spec/external-metadata.md); so are the
+   expiry headers (v2 ``msdicom-expiry-*``, ``services/expiry.py``);
 2. the body's parts are received, spooled to disk (``staging.py``, through the caller);
 3. each part is parsed once, checked, its identity reserved in the index, its file moved
    into the blob store, and only then committed to the index, so a reader sees either the
-   whole instance or nothing. Failures are per instance (FailedSOPSequence); the status code
-   summarises them;
+   whole instance or nothing. The commit sets its study's expiry as the request says (none:
+   cleared). Failures are per instance (FailedSOPSequence); the status code summarises them;
 4. the external metadata is saved for the studies stored.
 """
 
@@ -19,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,9 @@ from dicom_core.domain.instance import (
     parse_instance,
 )
 from dicom_core.domain.model import InstanceKey, Reservation, StoredInstance
+from dicom_core.domain.timestamps import utc_now
 from dicom_core.services.blob_cleanup import BlobJanitor
+from dicom_core.services.expiry import ExpiryRequest, expiry_of_request
 from dicom_core.services.external_metadata import (
     FIRST_API_VERSION,
     ExternalMetadataService,
@@ -179,15 +183,23 @@ class StoreService:
         api_version: int,
         base_url: str,
         external_metadata: Sequence[tuple[str, str]] = (),
+        expiry_headers: Sequence[tuple[str, str]] = (),
     ) -> StoreResult:
         """One store request: check ``external_metadata`` (the ``msdicom-meta-*`` name and
-        value pairs sent with it), receive the parts, store each one, save the metadata for
-        the studies stored. ``study_uid`` is the study the URL names (each instance must
-        belong to it); ``upsert`` replaces instances already stored (PUT)."""
+        value pairs sent with it) and ``expiry_headers`` (``msdicom-expiry-*``), receive the
+        parts, store each one, save the metadata for the studies stored. ``study_uid`` is the
+        study the URL names (each instance must belong to it); ``upsert`` replaces instances
+        already stored (PUT)."""
+        expiry = expiry_of_request(expiry_headers, api_version)
         external = await self._check_external_metadata(external_metadata, api_version)
         parts = await receive_parts()
         result = await self._store_parts(
-            parts, study_uid=study_uid, upsert=upsert, api_version=api_version, base_url=base_url
+            parts,
+            study_uid=study_uid,
+            upsert=upsert,
+            api_version=api_version,
+            base_url=base_url,
+            expiry=expiry,
         )
         if external and result.stored:
             studies = sorted({entry.key.study_uid for entry in result.stored})
@@ -212,6 +224,7 @@ class StoreService:
         upsert: bool,
         api_version: int,
         base_url: str,
+        expiry: ExpiryRequest | None,
     ) -> StoreResult:
         """Store every spooled part; each part's file is consumed or removed."""
         result = StoreResult(study_url=f"{base_url}/studies/{study_uid}" if study_uid else None)
@@ -223,6 +236,7 @@ class StoreService:
                     upsert=upsert,
                     api_version=api_version,
                     base_url=base_url,
+                    expiry=expiry,
                 )
                 if isinstance(outcome, StoredEntry):
                     result.stored.append(outcome)
@@ -234,7 +248,14 @@ class StoreService:
         return result
 
     async def _store_one(
-        self, path: Path, *, study_uid: str | None, upsert: bool, api_version: int, base_url: str
+        self,
+        path: Path,
+        *,
+        study_uid: str | None,
+        upsert: bool,
+        api_version: int,
+        base_url: str,
+        expiry: ExpiryRequest | None,
     ) -> StoredEntry | FailedEntry:
         try:
             size = path.stat().st_size
@@ -272,7 +293,7 @@ class StoreService:
                     tuple(p.message for p in searchable),
                 )
             warning_reason = WARNING_VALIDATION if api_version >= 2 else WARNING_SOP_CLASS_MISMATCH
-        failure = await self._write(path, parsed, upsert)
+        failure = await self._write(path, parsed, upsert, expiry)
         if failure is not None:
             return failure
         return StoredEntry(
@@ -283,14 +304,21 @@ class StoreService:
             comments=comments,
         )
 
-    async def _write(self, path: Path, parsed: ParsedInstance, upsert: bool) -> FailedEntry | None:
+    async def _write(
+        self, path: Path, parsed: ParsedInstance, upsert: bool, expiry: ExpiryRequest | None
+    ) -> FailedEntry | None:
         key = parsed.key
         stored: StoredInstance = parsed  # the problems ride along; the index keeps the rest
+        # "RelativeToNow": from this instance's store, so the study expires that long after
+        # the last instance of the request was stored.
+        expires_at = expiry.deadline(utc_now()) if expiry is not None else None
         try:
             if self._writer is not None:
-                written = await self._writer.write_instance(path, stored, upsert=upsert)
+                written = await self._writer.write_instance(
+                    path, stored, upsert=upsert, expires_at=expires_at
+                )
             else:
-                written = await self._write_in_steps(path, stored, upsert)
+                written = await self._write_in_steps(path, stored, upsert, expires_at)
         except InstanceExists:
             return FailedEntry(
                 INSTANCE_EXISTS,
@@ -328,13 +356,13 @@ class StoreService:
         return None
 
     async def _write_in_steps(
-        self, path: Path, stored: StoredInstance, upsert: bool
+        self, path: Path, stored: StoredInstance, upsert: bool, expires_at: datetime | None
     ) -> WrittenInstance:
         """The two-step protocol: reserve, write the file, commit (undone on failure)."""
         reservation = await self._index.begin_instance(stored.key, upsert=upsert)
         try:
             await self._blobs.put_file(reservation.blob_key, path)
-            replaced = await self._index.commit_instance(reservation, stored)
+            replaced = await self._index.commit_instance(reservation, stored, expires_at=expires_at)
         except InstanceExists as exc:
             # Another request stored it between our reservation and commit: a race (45071).
             await self._undo(reservation.blob_key, reservation)

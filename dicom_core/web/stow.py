@@ -20,6 +20,7 @@ from starlette.responses import Response
 from dicom_core.bootstrap import Services
 from dicom_core.domain.media_types import DICOM, DICOM_JSON, MULTIPART_RELATED
 from dicom_core.errors import BadRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
+from dicom_core.services.expiry import HEADER_PREFIX as EXPIRY_PREFIX
 from dicom_core.services.external_metadata import HEADER_PREFIX
 from dicom_core.services.staging import PartSpool
 from dicom_core.web import responses
@@ -57,6 +58,11 @@ async def store_instances(request: Request, services: Services) -> Response:
             (name, value)
             for name, value in request.headers.items()
             if name.lower().startswith(HEADER_PREFIX)
+        ],
+        expiry_headers=[
+            (name, value)
+            for name, value in request.headers.items()
+            if name.lower().startswith(EXPIRY_PREFIX)
         ],
     )
     if result.status == 204:
