@@ -1,6 +1,6 @@
-"""The route table: one function per DICOMweb route, one per job queue, the events timer.
+"""The route table: one function per DICOMweb route, one per job queue, one per timer.
 
-Each body is a single call into ``dicom_core.web`` (HTTP) or ``dicom_core.jobs`` (queues, timer);
+Each body is a single call into ``dicom_core.web`` (HTTP) or ``dicom_core.jobs`` (queues, timers);
 nothing else lives here. An HTTP body is ``handle(req, services, <module>.<handler>)``: the
 handler is the one in ``dicom_core/web/<module>.py`` that serves the route, and ``handle`` puts
 it behind the gate (CORS, token) and maps service errors to status codes, for every route
@@ -18,6 +18,7 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from dicom_core import jobs
+from dicom_core.settings import expiry_schedule
 from dicom_core.web import (
     bulk_update,
     change_feed,
@@ -322,6 +323,15 @@ async def jobs_export_batch(msg: func.QueueMessage) -> None:
     await jobs.export_batch(
         msg.get_json(), services, dequeue_count=msg.dequeue_count or 1, retry=retry
     )
+
+
+# --- Study expiry --------------------------------------------------------------------------
+# Deletes the studies whose expiry (STOW's msdicom-expiry-* headers) has passed, a page per
+# run (dicom_core.services.expiry). Its schedule, DICOM_EXPIRY_SCHEDULE, is read when the worker
+# indexes the app, with a default (every minute), for the reasons given for the events timer.
+@app.timer_trigger(arg_name="timer", schedule=expiry_schedule(os.environ))
+async def jobs_expire_studies(timer: func.TimerRequest) -> None:
+    await jobs.expire_studies(services)
 
 
 # --- Anything else: 405 with Allow, or 404 naming the versions ------------------------------

@@ -19,6 +19,7 @@ from dicom_core.services.blob_cleanup import BlobJanitor
 from dicom_core.services.bulk_update import StudyUpdater
 from dicom_core.services.change_feed import ChangeFeedService
 from dicom_core.services.delete import DeleteService
+from dicom_core.services.expiry import ExpirySweep
 from dicom_core.services.extended_query_tags import ExtendedQueryTagService
 from dicom_core.services.external_metadata import ExternalMetadataService
 from dicom_core.services.frames import FrameService
@@ -62,6 +63,8 @@ class Services:
     """Starts bulk updates; the ``bulk-update-batches`` queue's step."""
     export: ExportJob
     """Starts exports; the ``export-batches`` queue's step."""
+    expiry: ExpirySweep
+    """Deletes expired studies (the ``jobs_expire_studies`` timer)."""
     events: EventPublisher | None = None
     """The events timer's publisher; None while ``DICOM_EVENTS`` is off."""
 
@@ -148,6 +151,7 @@ def build_services(settings: Settings) -> Services:
         settings.effective_staging_dir, stale_seconds=settings.stale_create_seconds
     )
     updater = StudyUpdater(index, blobs, janitor, staging, after_commit=query_tags.index_instance)
+    delete = DeleteService(index, janitor)
     return Services(
         settings=settings,
         backend=backend,
@@ -161,7 +165,7 @@ def build_services(settings: Settings) -> Services:
             after_commit=query_tags.index_instance,
             external_metadata=external_metadata,
         ),
-        delete=DeleteService(index, janitor),
+        delete=delete,
         retrieve=RetrieveService(index, blobs),
         search=SearchService(index, query_tags=query_tags, external_metadata=external_metadata),
         metadata=MetadataService(index, external_metadata=external_metadata),
@@ -197,6 +201,7 @@ def build_services(settings: Settings) -> Services:
             staging_dir=staging.directory,
             batch_size=settings.export_batch_size,
         ),
+        expiry=ExpirySweep(index, delete),
         events=_event_publisher(settings, backend),
     )
 

@@ -1,7 +1,9 @@
 """Settings, read once from a mapping (the environment, or a dict in tests).
 
 Nothing reads ``os.environ`` at import time: ``Settings.from_mapping`` is called by the
-composition root when the first request needs services, so tests can pass plain dicts.
+composition root when the first request needs services, so tests can pass plain dicts. The
+exceptions are the timers' schedules (``expiry_schedule``; the events timer's), which the
+Functions host takes from the functions' metadata when it indexes the app.
 """
 
 from __future__ import annotations
@@ -138,6 +140,20 @@ def _list(values: Mapping[str, str], name: str, default: tuple[str, ...]) -> tup
     if raw is None or raw.strip() == "":
         return default
     return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+#: When the study expiry sweep runs (six-field NCRONTAB, seconds first, UTC): every minute.
+DEFAULT_EXPIRY_SCHEDULE = "0 * * * * *"
+
+
+def expiry_schedule(values: Mapping[str, str]) -> str:
+    """``DICOM_EXPIRY_SCHEDULE``: the expiry timer's NCRONTAB schedule (default every minute).
+
+    Read when the functions are indexed rather than when services are first built: a timer's
+    schedule is function metadata (``function_app.py`` says why it is not a ``%NAME%``
+    expression). It never raises; the Functions host, and the local one, refuse an invalid one.
+    """
+    return _text(values, "DICOM_EXPIRY_SCHEDULE") or DEFAULT_EXPIRY_SCHEDULE
 
 
 OWNER_ROLE = "DicomDataOwner"
@@ -356,6 +372,8 @@ class Settings:
     requests to identity-based destinations, so an arbitrary host would receive its token."""
     durable_writes: bool = True
     """Local backend: sync file, directory and index before a store is acknowledged."""
+    expiry_schedule: str = DEFAULT_EXPIRY_SCHEDULE
+    """When the study expiry sweep runs (``expiry_schedule``)."""
     azure: AzureSettings = field(default_factory=AzureSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     cors: CorsSettings = field(default_factory=CorsSettings)
@@ -384,6 +402,7 @@ class Settings:
                 values, "DICOM_EXPORT_BLOB_HOSTS", ("*.blob.core.windows.net",)
             ),
             durable_writes=_bool(values, "DICOM_DURABLE_WRITES", True),
+            expiry_schedule=expiry_schedule(values),
             azure=AzureSettings.from_mapping(values),
             auth=AuthSettings.from_mapping(values),
             cors=CorsSettings.from_mapping(values),
@@ -405,6 +424,7 @@ class Settings:
 
 
 __all__ = [
+    "DEFAULT_EXPIRY_SCHEDULE",
     "EVENTS_SCHEDULE_OFF",
     "EVENTS_SCHEDULE_ON",
     "GIB",
@@ -417,4 +437,5 @@ __all__ = [
     "EventSettings",
     "Settings",
     "SettingsError",
+    "expiry_schedule",
 ]

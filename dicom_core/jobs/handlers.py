@@ -1,8 +1,8 @@
 """The job handlers: what each queue- or timer-triggered function in ``function_app.py`` calls.
 
-They are not HTTP, so they live with the jobs rather than in the web layer. Each takes the
-decoded message body and the app's service source; the retry rule says which delivery is the
-last before the poison queue.
+They are not HTTP, so they live with the jobs rather than in the web layer. Each queue handler
+takes the decoded message body and the app's service source; the retry rule says which
+delivery is the last before the poison queue. A timer handler takes the service source alone.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dicom_core.jobs.export import EXPORT_QUEUE, ExportJob
 from dicom_core.jobs.reindex import REINDEX_QUEUE, ReindexJob
 from dicom_core.jobs.retry import RetryRule
 from dicom_core.services.blob_cleanup import CLEANUP_QUEUE, BlobJanitor
+from dicom_core.services.expiry import ExpirySweep
 
 __all__ = [
     "BULK_UPDATE_QUEUE",
@@ -23,6 +24,7 @@ __all__ = [
     "REINDEX_QUEUE",
     "bulk_update_step",
     "cleanup_blob",
+    "expire_studies",
     "publish_events",
     "export_batch",
     "reindex_batch",
@@ -46,6 +48,9 @@ class JobServices(Protocol):
 
     @property
     def export(self) -> ExportJob: ...
+
+    @property
+    def expiry(self) -> ExpirySweep: ...
 
 
 class ServiceSource(Protocol):
@@ -90,3 +95,9 @@ async def export_batch(
     operation."""
     services = await source.get()
     await services.export.handle_message(body, final_attempt=retry.is_final(dequeue_count))
+
+
+async def expire_studies(source: ServiceSource) -> None:
+    """The expiry timer: delete one page of expired studies (``services/expiry.py``)."""
+    services = await source.get()
+    await services.expiry.sweep()

@@ -1,10 +1,14 @@
 """Delete (a non-standard transaction of the service): studies, series and instances.
 
 The index removes the instances and updates summaries in one transaction, so they vanish
-from search and retrieve at once; the files follow (``BlobJanitor``).
+from search and retrieve at once; the files follow (``BlobJanitor``). The expiry sweep
+(``services/expiry.py``) deletes expired studies the same way, on the condition that they
+are still expired when the index removes them.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from dicom_core.errors import resource_not_found
 from dicom_core.services.blob_cleanup import BlobJanitor
@@ -20,13 +24,29 @@ class DeleteService:
         self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
     ) -> int:
         """Delete what the UIDs name; returns the number of instances deleted (404 if none)."""
+        deleted = await self._remove(study_uid, series_uid, sop_uid, None)
+        if not deleted:
+            raise resource_not_found(study_uid, series_uid, sop_uid)
+        return deleted
+
+    async def delete_expired_study(self, study_uid: str, now: datetime) -> int:
+        """Delete a study whose expiry is at or before ``now``, as a DELETE of it would;
+        returns the number of instances deleted, 0 when the study is gone or a store has
+        moved or cleared its expiry (the index checks it in the step that removes them)."""
+        return await self._remove(study_uid, None, None, now)
+
+    async def _remove(
+        self,
+        study_uid: str,
+        series_uid: str | None,
+        sop_uid: str | None,
+        expired_by: datetime | None,
+    ) -> int:
         # An index that deletes in several steps hands the janitor the files of the steps
         # already done when a later one fails, so no file outlives its index entry.
         blob_keys = await self._index.delete_instances(
-            study_uid, series_uid, sop_uid, orphans=self._janitor.delete
+            study_uid, series_uid, sop_uid, orphans=self._janitor.delete, expired_by=expired_by
         )
-        if not blob_keys:
-            raise resource_not_found(study_uid, series_uid, sop_uid)
         for blob_key in blob_keys:
             await self._janitor.delete(blob_key)
         return len(blob_keys)

@@ -1,4 +1,4 @@
-"""Study expiry: STOW's ``msdicom-expiry-*`` headers, which schedule a study's deletion.
+"""Study expiry: STOW's ``msdicom-expiry-*`` headers, and the sweep that deletes expired studies.
 
 The Azure DICOM service documents the feature in its v2 conformance statement ("Store DICOM
 file with Expiry"): a store request may say, with three headers, that its study is to be
@@ -13,10 +13,18 @@ store without them clears it. A bad header fails the whole request with a 400 th
 before the body is read, so nothing is stored. The deadline is taken when each instance is
 committed (``ExpiryRequest.deadline``), in the same index step, so the study expires that
 long after its last instance of the request was stored.
+
+The sweep (``ExpirySweep``, run by the timer-triggered ``jobs_expire_studies``) takes a page
+of expired studies from the index and deletes each through ``DeleteService``, as a DELETE
+would: the change feed records every instance and the files go. The delete is conditional
+(``IndexStore.delete_instances(expired_by=...)``), so a study whose expiry a store moved or
+cleared after the page was read is kept. Work per tick is one page; what a crash or an error
+leaves is still expired, so the next tick finds it again.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,6 +32,10 @@ from datetime import datetime, timedelta
 
 from dicom_core.domain.timestamps import utc_now
 from dicom_core.errors import BadRequest
+from dicom_core.services.delete import DeleteService
+from dicom_core.storage.ports import IndexStore
+
+log = logging.getLogger(__name__)
 
 HEADER_PREFIX = "msdicom-expiry-"
 TIME_HEADER = "msdicom-expiry-time-milliseconds"
@@ -34,6 +46,8 @@ STUDY_LEVEL = "Study"
 #: Expiry is a v2 feature (documented in the v2 conformance statement only): v1 requests are
 #: stores without expiry headers, whatever they send.
 FIRST_API_VERSION = 2
+#: Expired studies one sweep deletes at most; the rest wait for the next tick.
+SWEEP_STUDIES = 50
 
 _DIGITS = re.compile(r"[0-9]+")
 
@@ -104,3 +118,46 @@ def expiry_of_request(headers: Iterable[tuple[str, str]], api_version: int) -> E
     if api_version < FIRST_API_VERSION:
         return None
     return parse_expiry_headers(headers)
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    """What one sweep did: the studies it deleted, those a store kept (their expiry moved
+    or cleared after the page was read), and those that failed (left for the next tick)."""
+
+    deleted: tuple[str, ...] = ()
+    kept: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+
+
+class ExpirySweep:
+    """Deletes expired studies, one page per call, through the delete service."""
+
+    def __init__(
+        self, index: IndexStore, delete: DeleteService, *, page_size: int = SWEEP_STUDIES
+    ) -> None:
+        self._index = index
+        self._delete = delete
+        self._page_size = page_size
+
+    async def sweep(self, now: datetime | None = None) -> SweepResult:
+        """One page of the studies expired at ``now`` (default: the clock), each deleted
+        unless a store moved or cleared its expiry meanwhile. A study that fails is logged
+        and left for the next sweep; the others go on."""
+        moment = now or utc_now()
+        deleted: list[str] = []
+        kept: list[str] = []
+        failed: list[str] = []
+        for study_uid in await self._index.expired_studies(moment, self._page_size):
+            try:
+                count = await self._delete.delete_expired_study(study_uid, moment)
+            except Exception:
+                log.exception("deleting expired study %s failed; the next sweep retries", study_uid)
+                failed.append(study_uid)
+                continue
+            if count:
+                log.info("deleted expired study %s (%d instances)", study_uid, count)
+                deleted.append(study_uid)
+            else:
+                kept.append(study_uid)
+        return SweepResult(tuple(deleted), tuple(kept), tuple(failed))

@@ -2,8 +2,9 @@
 path, the base URL.
 
 ``ServiceContainer`` builds the services lazily on first use (never at import time, so
-importing ``function_app`` builds nothing and no bad setting can fail it; the events timer's
-schedule is the one setting read then, and it has a default) and can be reconfigured by tests.
+importing ``function_app`` builds nothing and no bad setting can fail it; the timers' schedules
+(events, study expiry) are the only settings read then, and they have defaults) and can be
+reconfigured by tests.
 """
 
 from __future__ import annotations

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 
 import orjson
 import pytest
 
+from dicom_core.settings import DEFAULT_EXPIRY_SCHEDULE, expiry_schedule
 from functions_host.timers import ScheduleError, resolve_schedule, timer_info
 
 
@@ -41,3 +43,21 @@ def test_the_timer_info_flags_a_late_occurrence_as_past_due() -> None:
     late = orjson.loads(timer_info(due, due, following, following))
     assert on_time["IsPastDue"] is False and late["IsPastDue"] is True
     assert on_time["ScheduleStatus"]["Next"] == "2026-01-01T12:00:05+00:00"
+
+
+def test_the_expiry_schedule_defaults_to_every_minute_and_follows_its_setting() -> None:
+    assert expiry_schedule({}) == DEFAULT_EXPIRY_SCHEDULE == "0 * * * * *"
+    assert expiry_schedule({"DICOM_EXPIRY_SCHEDULE": " * * * * * * "}) == "* * * * * *"
+    assert resolve_schedule(DEFAULT_EXPIRY_SCHEDULE, {}) == DEFAULT_EXPIRY_SCHEDULE
+
+
+def test_the_app_declares_the_expiry_timer_with_that_schedule() -> None:
+    import function_app
+    from dicom_core.web.unmatched import app_functions
+
+    [timer] = [
+        f for f in app_functions(function_app.app) if f.get_function_name() == "jobs_expire_studies"
+    ]
+    trigger = timer.get_trigger()
+    assert type(trigger).__name__ == "TimerTrigger"
+    assert trigger.schedule == expiry_schedule(os.environ)

@@ -1,5 +1,5 @@
-"""Study expiry on the fakes: the ``msdicom-expiry-*`` header rules, and what a store does to
-its study's expiry."""
+"""Study expiry on the fakes: the ``msdicom-expiry-*`` header rules, what a store does to its
+study's expiry, and the sweep that deletes expired studies through the delete service."""
 
 from __future__ import annotations
 
@@ -8,19 +8,25 @@ from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
+from dicom_core.domain.change_feed import ChangeAction
+from dicom_core.domain.model import InstanceKey
 from dicom_core.domain.timestamps import utc_now
 from dicom_core.errors import BadRequest
 from dicom_core.services.blob_cleanup import BlobJanitor
+from dicom_core.services.delete import DeleteService
 from dicom_core.services.expiry import (
     ExpiryRequest,
+    ExpirySweep,
     expiry_of_request,
     parse_expiry_headers,
 )
 from dicom_core.services.external_metadata import ExternalMetadataService
 from dicom_core.services.store import StoreResult, StoreService
-from tests.fakes import Fakes
+from tests.fakes import FakeIndexStore, Fakes
 from tests.support.factories import make_dataset, to_bytes
+from tests.support.index_rows import stored_instance
 
 TIME = "msdicom-expiry-time-milliseconds"
 OPTION = "msdicom-expiry-option"
@@ -168,3 +174,84 @@ async def test_a_v1_store_neither_sets_nor_checks_an_expiry(fakes: Fakes, store:
     ds = make_dataset()
     assert (await store(ds, headers=[(TIME, "soon")], api_version=1)).status == 200
     assert fakes.index.expiries == {}
+
+
+# -- the sweep -------------------------------------------------------------------------------
+
+
+async def stored(index: FakeIndexStore, study: str, expires_at: datetime | None) -> InstanceKey:
+    key = InstanceKey(study, generate_uid(), generate_uid())
+    reservation = await index.begin_instance(key, upsert=False)
+    await index.commit_instance(reservation, stored_instance(key), expires_at=expires_at)
+    return key
+
+
+def sweep(fakes: Fakes, *, page_size: int = 50) -> ExpirySweep:
+    delete = DeleteService(fakes.index, BlobJanitor(fakes.blobs, fakes.queue))
+    return ExpirySweep(fakes.index, delete, page_size=page_size)
+
+
+async def test_sweep_deletes_expired_studies_through_the_delete_path(fakes: Fakes) -> None:
+    # given: an expired study of two instances, one expiring later, one that never expires
+    expired, later, forever = generate_uid(), generate_uid(), generate_uid()
+    gone = [await stored(fakes.index, expired, T0), await stored(fakes.index, expired, T0)]
+    await stored(fakes.index, later, T0 + timedelta(hours=1))
+    await stored(fakes.index, forever, None)
+    # when
+    result = await sweep(fakes).sweep(T0 + timedelta(seconds=1))
+    # then: only the expired one went, each instance recorded as a delete in the change feed
+    assert result.deleted == (expired,)
+    assert {key.study_uid for key in fakes.index.stored} == {later, forever}
+    deletes = [e for e in fakes.index.feed.entries if e.action is ChangeAction.DELETE]
+    assert sorted(e.key for e in deletes) == sorted(gone)
+    assert expired not in fakes.index.expiries
+
+
+async def test_sweep_takes_one_page_the_earliest_first(fakes: Fakes) -> None:
+    studies = [generate_uid() for _ in range(3)]
+    for minutes, study in enumerate(studies):
+        await stored(fakes.index, study, T0 + timedelta(minutes=minutes))
+    now = T0 + timedelta(hours=1)
+    assert (await sweep(fakes, page_size=2).sweep(now)).deleted == tuple(studies[:2])
+    assert (await sweep(fakes, page_size=2).sweep(now)).deleted == (studies[2],)
+    assert fakes.index.stored == {}
+
+
+class StoreAfterTheQuery(FakeIndexStore):
+    """A store moves the study's expiry after the sweep read its page, before the delete."""
+
+    async def expired_studies(self, now: datetime, limit: int) -> list[str]:
+        page = await super().expired_studies(now, limit)
+        for study in page:
+            await stored(self, study, now + timedelta(hours=1))
+        return page
+
+
+async def test_sweep_keeps_a_study_whose_expiry_a_store_moved_meanwhile() -> None:
+    fakes = Fakes(index=StoreAfterTheQuery())
+    study = generate_uid()
+    await stored(fakes.index, study, T0)
+    result = await sweep(fakes).sweep(T0 + timedelta(seconds=1))
+    assert (result.deleted, result.kept) == ((), (study,))
+    assert len([k for k in fakes.index.stored if k.study_uid == study]) == 2
+
+
+class FailsFor(FakeIndexStore):
+    def __init__(self, failing: str) -> None:
+        super().__init__()
+        self.failing = failing
+
+    async def delete_instances(self, study_uid: str, *args: object, **kwargs: object) -> list[str]:
+        if study_uid == self.failing:
+            raise RuntimeError("the index stopped answering")
+        return await super().delete_instances(study_uid, *args, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_sweep_goes_on_after_a_study_that_fails_and_leaves_it_for_the_next() -> None:
+    failing, other = generate_uid(), generate_uid()
+    fakes = Fakes(index=FailsFor(failing))
+    await stored(fakes.index, failing, T0)
+    await stored(fakes.index, other, T0 + timedelta(seconds=1))
+    result = await sweep(fakes).sweep(T0 + timedelta(minutes=1))
+    assert (result.deleted, result.failed) == ((other,), (failing,))
+    assert await fakes.index.expired_studies(T0 + timedelta(minutes=1), 10) == [failing]
