@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
 from azure.core.exceptions import ServiceResponseError
 
@@ -193,3 +194,36 @@ async def test_a_read_racing_the_last_roll_forward_batch_sees_the_new_version(
     after = await index.get_instance(keys[0])
     assert raced is not None and after is not None
     assert raced.watermark == after.watermark
+
+
+async def test_qido_json_is_keyed_by_the_version_read_not_the_summary_read_before(
+    staged: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A QIDO reads a study's summary, an update commits, then the QIDO reads the latest
+    instance's JSON: the match names the version of the JSON it carries, so the summary
+    cache never keeps the new JSON under the old version (or the old under the new)."""
+    from dicom_core.query.conditions import QueryLevel
+    from dicom_core.storage.azure import cosmos_query
+    from dicom_core.storage.azure.cosmos_schema import STUDY_DOC_ID
+
+    index = staged.index
+    keys, first = await four_instances(index)
+    study = keys[0].study_uid
+    real_read = cosmos_query.read_item
+    updated: list[list[int]] = []
+
+    async def then_update(container: Any, item: str, pk: str) -> object:
+        found = await real_read(container, item, pk)
+        if item == STUDY_DOC_ID and pk == study and not updated:
+            new, _ = await update(index, keys, first, "v2")  # between the two reads
+            updated.append(new)
+        return found
+
+    monkeypatch.setattr(cosmos_query, "read_item", then_update)
+    query = parse_query([("StudyInstanceUID", study)], QueryResource.ALL_INSTANCES)
+    found = await index.search(query, metadata=frozenset({QueryLevel.STUDY}))
+    assert updated and found
+    for match in found:
+        document = orjson.loads(match.study_metadata or b"{}")
+        assert document.get("m") == "v2"  # the JSON read after the update
+        assert match.study_watermark == max(updated[0])  # and the version it is

@@ -275,7 +275,9 @@ async def run_search(
     async def point_read(item: str, pk: str) -> Doc | None:
         async with semaphore:
             doc = await read_item(container, item, pk)
-            return await visible_document(container, pk, doc, commits)
+            # The commit document is read again here, not taken from the rows' reads: a
+            # summary read after a flip names the new version, and so must its JSON.
+            return await visible_document(container, pk, doc)
 
     level = query.level
     studies: dict[str, Doc | None] = {}
@@ -295,14 +297,19 @@ async def run_search(
             )
             series = dict(zip(pairs, found_series, strict=True))
 
-    async def latest_metadata(pk: str, item: str | None, watermark: int) -> bytes | None:
+    async def latest_metadata(
+        pk: str, item: str | None, watermark: int
+    ) -> tuple[int, bytes] | None:
+        """The JSON of ``item`` with the watermark of the version read, which is what the
+        caller caches it under: a write between the summary's read and this one makes it
+        differ from ``watermark``, and the JSON must not be kept as that version's."""
         if item is None or (cached is not None and cached(watermark)):
             return None
         doc = await point_read(item, pk)
         if doc is None:
             return None
         async with semaphore:
-            return await unpack(pk, doc)
+            return int(doc["wm"]), await unpack(pk, doc)
 
     async def build(row: Doc) -> SearchMatch | None:
         pk = str(row["pk"])
@@ -325,20 +332,35 @@ async def run_search(
             if level is QueryLevel.INSTANCE and QueryLevel.INSTANCE in metadata
             else _none(),
         )
+        study_watermark = study_meta[0] if study_meta else int(study["latestWm"])
+        series_watermark = (
+            series_meta[0]
+            if series_meta
+            else int(series_doc["latestWm"])
+            if series_doc is not None
+            else None
+        )
+        instance_watermark = (
+            instance_meta[0]
+            if instance_meta
+            else int(row["wm"])
+            if level is QueryLevel.INSTANCE
+            else None
+        )
         return SearchMatch(
             study_uid=pk,
             series_uid=None if level is QueryLevel.STUDY else str(row["series"]),
             sop_uid=str(row["sop"]) if level is QueryLevel.INSTANCE else None,
-            study_watermark=int(study["latestWm"]),
-            series_watermark=int(series_doc["latestWm"]) if series_doc is not None else None,
-            instance_watermark=int(row["wm"]) if level is QueryLevel.INSTANCE else None,
+            study_watermark=study_watermark,
+            series_watermark=series_watermark,
+            instance_watermark=instance_watermark,
             study_series=int(study.get("numSeries") or 0),
             study_instances=int(study.get("numInstances") or 0),
             modalities=tuple(study.get("modalities") or ()),
             series_instances=int(series_doc["count"]) if series_doc is not None else None,
-            study_metadata=study_meta,
-            series_metadata=series_meta,
-            instance_metadata=instance_meta,
+            study_metadata=study_meta[1] if study_meta else None,
+            series_metadata=series_meta[1] if series_meta else None,
+            instance_metadata=instance_meta[1] if instance_meta else None,
         )
 
     built = await asyncio.gather(*(build(row) for row in rows))
