@@ -63,6 +63,10 @@ EXPORT_QUEUE = "export-batches"
 DEFAULT_BATCH_SIZE = 100
 #: Instances copied at once within a step.
 COPY_CONCURRENCY = 4
+#: Bytes one step copies at most (beside its instance count), so that a batch of large
+#: instances ends well within the function's timeout; one instance always goes, whatever
+#: its size.
+STEP_BYTES = 2 << 30
 #: Requests kept parsed in memory, by operation (a request never changes).
 _CACHED_REQUESTS = 16
 GONE = "The stored file of the instance is gone; it was deleted during the export."
@@ -132,6 +136,8 @@ class _Batch:
 
     exported: int = 0
     skipped: int = 0
+    copied: int = 0
+    """Instances this step has sent to be copied (exported, or skipped as gone)."""
     errors: list[bytes] = field(default_factory=list)
 
     def skip(self, identifier: str, message: str) -> None:
@@ -212,20 +218,23 @@ class ExportJob:
         position, after = checkpoint.next_identifier, checkpoint.after
         sink = self._sinks.open(request.destination, operation_id)
         try:
-            budget = self._batch_size
-            while position < len(identifiers) and budget > 0:
+            budget, room = self._batch_size, STEP_BYTES
+            while position < len(identifiers) and budget > 0 and room > 0:
                 identifier = identifiers[position]
                 records = await self._instances(identifier)
                 if not records and after == 0:
                     batch.skip(str(identifier), NOT_FOUND[identifier.level])
                 pending = [r for r in records if r.watermark > after]
-                chosen = pending[:budget]
+                chosen = _within(pending[:budget], room, first=batch.copied == 0)
                 await self._copy(sink, chosen, batch)
+                batch.copied += len(chosen)
+                room -= sum(record.file_size for record in chosen)
                 # An identifier with nothing left costs one too, so a step visits at most
                 # batch_size identifiers however many name nothing.
                 budget -= max(len(chosen), 1)
                 if len(pending) > len(chosen):
-                    after = chosen[-1].watermark
+                    if chosen:  # else the next instance waits for the next step's room
+                        after = chosen[-1].watermark
                     break
                 position, after = position + 1, 0
             if batch.errors:
@@ -344,3 +353,15 @@ class ExportJob:
     def _message(self, operation_id: str, checkpoint: ExportCheckpoint) -> Continuation:
         message = OperationMessage(OperationKind.EXPORT, operation_id, checkpoint.to_json())
         return Continuation(self._queue, message.to_json())
+
+
+def _within(records: list[InstanceRecord], room: int, *, first: bool) -> list[InstanceRecord]:
+    """The leading ``records`` whose sizes fit in ``room`` bytes; at least one when the
+    step has copied nothing yet, so that every step makes progress."""
+    chosen: list[InstanceRecord] = []
+    for record in records:
+        if record.file_size > room and (chosen or not first):
+            break
+        chosen.append(record)
+        room -= record.file_size
+    return chosen

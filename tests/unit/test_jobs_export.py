@@ -309,3 +309,25 @@ async def test_a_request_left_by_a_crash_after_the_last_step_goes_with_a_redeliv
     s.fakes.blobs.objects[key] = b"{}"  # as the crash left it
     assert await s.job.handle_message(last.body) is StepOutcome.STALE
     assert key not in s.fakes.blobs.objects
+
+
+async def test_a_step_stops_at_its_byte_budget_and_always_makes_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steps are bounded in bytes as well as instances, so large instances never make a
+    step outlive the function's timeout; an instance larger than the budget still goes,
+    alone in its step."""
+    from dicom_core.jobs import export as export_job
+
+    s = Setup(tmp_path, batch_size=100)
+    sizes = [len(await s.store("1.1", "1.1.1", f"1.1.1.{n}")) for n in range(5)]
+    monkeypatch.setattr(export_job, "STEP_BYTES", sizes[0] * 2)  # two instances a step
+    operation = await s.job.start(request("1.1"))
+    outcomes = await s.run_all()
+    assert outcomes == [StepOutcome.CONTINUED] * 2 + [StepOutcome.COMPLETED]
+    monkeypatch.setattr(export_job, "STEP_BYTES", 1)  # smaller than any instance
+    again = await s.job.start(request("1.1"))
+    assert len(await s.run_all()) == 5  # one instance a step, never none
+    for done in (operation, again):
+        current = await s.operations.get_operation(done.operation_id)
+        assert current is not None and export_results(current)["exported"] == 5  # type: ignore[index]
