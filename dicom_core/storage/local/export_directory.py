@@ -26,6 +26,7 @@ from typing import BinaryIO
 from dicom_core.domain.export import DirectoryDestination, error_log_path, result_path
 from dicom_core.domain.identifiers import identifier_problem
 from dicom_core.domain.model import InstanceKey
+from dicom_core.storage.local.file_blobs import sync_directory
 from dicom_core.storage.ports import ExportDestinationError
 
 _OPERATION_ID = re.compile(r"^[0-9A-Za-z-]{1,64}$")
@@ -113,6 +114,9 @@ class DirectoryExportSink:
                 raise OSError(f"{key.sop_uid}: read {written} of {size} bytes")
             await asyncio.to_thread(_sync_and_close, handle)
             await asyncio.to_thread(os.replace, partial, target)
+            # The rename is durable once its directory is synced: only then may the step's
+            # checkpoint count the file as exported.
+            await asyncio.to_thread(sync_directory, target.parent)
         except BaseException:
             handle.close()
             with contextlib.suppress(OSError):
@@ -123,6 +127,8 @@ class DirectoryExportSink:
         def append() -> None:
             with open(self._errors, "ab") as log:
                 log.write(lines)
+                log.flush()
+                os.fsync(log.fileno())
 
         await asyncio.to_thread(append)
 
