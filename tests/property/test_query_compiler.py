@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
@@ -338,4 +339,22 @@ def test_sqlite_search_agrees_with_reference_matcher(data: st.DataObject) -> Non
     rare_modality_rows = data.draw(st.sampled_from([0, 10**9]))
     with tempfile.TemporaryDirectory() as tmp:
         found = asyncio.run(_index_and_search(model, query, Path(tmp), rare_modality_rows))
+    assert found == model.search(query)
+
+
+@pytest.mark.parametrize(
+    ("stored", "pattern"),
+    [
+        (None, "*\x00*"),  # found by Hypothesis: GLOB stopped at the NUL and matched all
+        ("ab", "a*\x00"),
+        ("a\x00b", "a\x00*"),  # a NUL inside a stored value, matched through the function
+    ],
+)
+def test_a_wildcard_with_a_nul_agrees_with_the_reference(stored: str | None, pattern: str) -> None:
+    model = Model(
+        [Instance("1.2.0", "1.2.0.0", "1.2.0.0.0", {"PatientID": stored}, {"Modality": "CT"})]
+    )
+    query = parse_query([("PatientID", pattern)], QueryResource.ALL_STUDIES)
+    with tempfile.TemporaryDirectory() as tmp:
+        found = asyncio.run(_index_and_search(model, query, Path(tmp), 0))
     assert found == model.search(query)

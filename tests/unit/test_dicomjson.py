@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from pydicom import config, dcmread
 from pydicom._dicom_dict import DicomDictionary
@@ -120,6 +120,7 @@ NUL_MARKS = [chr(code) for code in range(0x01, 0x20) if chr(code) not in "\t\n\f
 # ISO 2022 escape sequences at the end of a value: decoding drops them, so NULs just before
 # them end the decoded text (the module keeps those too).
 _TRAILING_ESCAPES = re.compile(rb"(?:\x1b[\x20-\x2f]+[\x30-\x7e])+$")
+_ESCAPES = re.compile(rb"\x1b[\x20-\x2f]+[\x30-\x7e]")
 
 
 def _mark_trailing_nuls(value: bytes, mark: bytes, *, decoded: bool) -> bytes:
@@ -129,8 +130,10 @@ def _mark_trailing_nuls(value: bytes, mark: bytes, *, decoded: bool) -> bytes:
     tail = escapes.group() if escapes else b""
     body = kept[: len(kept) - len(tail)]
     core = body.rstrip(b"\x00 ")
-    if not core:
-        return value  # padding only: an empty value either way
+    if not (_ESCAPES.sub(b"", core) if decoded else core):
+        # Padding only, or escape sequences (which decode to nothing) and padding: an empty
+        # value either way.
+        return value
     return core + body[len(core) :].replace(b"\x00", mark) + tail
 
 
@@ -1010,6 +1013,11 @@ GENERATED_TAGS = {
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Found by Hypothesis: an escape sequence then a NUL is no character then padding, so no
+# value (the reference once counted the escape as text and kept the NUL).
+@example(
+    vr="LO", value=b"\x1b$B\x00", implicit=False, little=False, charset=["shift_jis", "iso2022_jp"]
+)
 @given(
     vr=st.sampled_from(sorted(GENERATED_TAGS)),
     value=TEXT_BYTES,

@@ -103,6 +103,10 @@ def sql_predicate(condition: Condition, column: str, params: list[object]) -> st
             tests.append(f"{column} <= ?")
         return "(" + " AND ".join(tests) + ")"
     if isinstance(condition, WildcardMatch):
+        if "\x00" in condition.pattern:
+            # GLOB would stop at the NUL (sqlite_db registers this function).
+            params.append(condition.pattern)
+            return f"dicom_wildcard(?, {column})"
         params.append(glob_pattern(condition.pattern))
         return f"{column} GLOB ?"
     if isinstance(condition, FuzzyMatch):
@@ -145,7 +149,7 @@ def _trigram_prefilter(condition: Condition, column: str, params: list[object]) 
         pattern = "* " + max(condition.words, key=lambda w: _literal_run(" " + w)) + "*"
     else:
         return None
-    if "[" in pattern or _literal_run(pattern) < _MIN_TRIGRAM_RUN:
+    if "[" in pattern or "\x00" in pattern or _literal_run(pattern) < _MIN_TRIGRAM_RUN:
         return None
     params.append(pattern)
     return f"st.rowid IN (SELECT rowid FROM {STUDY_TEXT_TABLE} WHERE {text_column} GLOB ?)"
