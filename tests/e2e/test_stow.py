@@ -375,3 +375,22 @@ def test_unknown_paths_return_404_naming_versions(client: httpx.Client, path: st
     response = client.post(path, content=b"x", headers={"Content-Type": "application/dicom"})
     assert response.status_code == 404
     assert "/v2" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v2/partitions"),
+        ("GET", "/v1/partitions"),
+        ("POST", "/v2/partitions/Microsoft.Default/studies"),
+        ("GET", "/v2/partitions/Microsoft.Default/studies?PatientID=1"),
+        ("DELETE", "/v2/partitions/p1/studies/1.2.3"),
+    ],
+)
+def test_partition_routes_answer_as_azure_does_with_the_feature_off(
+    client: httpx.Client, method: str, path: str
+) -> None:
+    """Data partitions are not built: Azure with the feature off answers 400, not 404."""
+    response = client.request(method, path, content=b"x" if method == "POST" else None)
+    assert response.status_code == 400, response.text
+    assert response.json()["message"] == "Data partitions feature is disabled."
