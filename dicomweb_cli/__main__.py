@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -399,15 +400,19 @@ def run_changefeed(arguments: argparse.Namespace, bearer: Bearer | None) -> int:
 
     def emit(entries: Sequence[dict[str, Any]]) -> None:
         nonlocal last
-        printer(entries)
-        last = entries[-1]["Sequence"]
+        # A stop that comes while a page is printed waits for the page and its sequence, so
+        # the "last sequence" reported is always that of the last entry printed.
+        with _STOP.deferred():
+            printer(entries)
+            last = entries[-1]["Sequence"]
 
     def warn(message: str) -> None:
         print(f"dicomweb changefeed: {message}", file=sys.stderr, flush=True)
 
     if arguments.follow:
         # A service manager stops a follower with SIGTERM: that is its Ctrl-C.
-        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGTERM, _STOP.interrupt)
+        signal.signal(signal.SIGINT, _STOP.interrupt)
     with httpx.Client(base_url=arguments.url, auth=auth, timeout=60.0) as client:
         try:
             changefeed.read(
@@ -437,8 +442,33 @@ def run_changefeed(arguments: argparse.Namespace, bearer: Bearer | None) -> int:
     return 0
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+class _Stopper:
+    """SIGTERM and Ctrl-C for a follower: KeyboardInterrupt at once, except while a page is
+    being printed (``deferred``), when it comes right after the page."""
+
+    def __init__(self) -> None:
+        self._inside = False
+        self._pending = False
+
+    def interrupt(self, signum: int, frame: FrameType | None) -> None:
+        if self._inside:
+            self._pending = True
+            return
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._inside = True
+        try:
+            yield
+        finally:
+            self._inside = False
+        if self._pending:
+            self._pending = False
+            raise KeyboardInterrupt
+
+
+_STOP = _Stopper()
 
 
 def _silence_stdout() -> None:

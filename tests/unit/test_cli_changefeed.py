@@ -140,3 +140,20 @@ def test_entries_print_as_json_lines_into_a_pipe_and_as_a_table_on_a_terminal() 
     ]
     assert len(lines) == 3 and lines[2].split()[0] == "10" and lines[2].endswith("1.2.3.10")
     assert lines[1].index("create") == lines[2].index("create")  # columns line up
+
+
+def test_a_stop_while_a_page_is_printed_waits_for_the_page_and_its_sequence() -> None:
+    """CI caught a follower stopped with SIGTERM between printing an entry and noting its
+    sequence: it reported the sequence before. The stop now comes after the page."""
+    import signal
+
+    from dicomweb_cli.__main__ import _Stopper
+
+    stop = _Stopper()
+    noted: list[int] = []
+    with pytest.raises(KeyboardInterrupt), stop.deferred():
+        stop.interrupt(signal.SIGTERM, None)  # arrives mid-page: held
+        noted.append(390)  # the page's sequence is still noted
+    assert noted == [390]
+    with pytest.raises(KeyboardInterrupt):
+        stop.interrupt(signal.SIGTERM, None)  # between pages: at once
