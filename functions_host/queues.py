@@ -69,12 +69,7 @@ class QueuePump:
 
     async def stop(self) -> None:
         self._stopping.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await cancel_all(self._tasks)
         if self._queue is not None:
             queue, self._queue = self._queue, None
             await queue.close()
@@ -142,6 +137,17 @@ class QueuePump:
                 return
             except Exception:
                 log.exception("could not extend the lease of message %s", leased[0].id)
+
+
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel a pump's tasks, wait for each to end, and forget them (the queue and timer
+    pumps stop alike)."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    tasks.clear()
 
 
 def trigger_metadata(protos: Any, message: QueueMessage) -> Mapping[str, Any]:

@@ -33,6 +33,7 @@ from typing import IO, Any
 import orjson
 from croniter import croniter
 
+from functions_host.queues import cancel_all
 from functions_host.worker import IndexedFunction, RuntimeWorker
 
 log = logging.getLogger("functions_host.timers")
@@ -126,12 +127,7 @@ class TimerPump:
 
     async def stop(self) -> None:
         self._stopping.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await cancel_all(self._tasks)
         if self._lock is not None:
             self._lock.close()  # closing the file releases the lock
             self._lock = None

@@ -268,8 +268,7 @@ async def run_search(
         if wanted > query.level:
             raise ValueError(f"a {query.level.label} search has no {wanted.label} metadata")
     compiled = compile_search(query, restrictions)
-    commits: dict[str, Doc | None] = {}  # the staged commits this page has read, by study
-    rows = await _visible_rows(container, await _rows(container, compiled, query.offset), commits)
+    rows = await _visible_rows(container, await _rows(container, compiled, query.offset))
     semaphore = asyncio.Semaphore(_READ_CONCURRENCY)
 
     async def point_read(item: str, pk: str) -> Doc | None:
@@ -371,17 +370,15 @@ async def _none() -> None:
     return None
 
 
-async def _visible_rows(
-    container: Any, rows: list[Doc], commits: dict[str, Doc | None]
-) -> list[Doc]:
+async def _visible_rows(container: Any, rows: list[Doc]) -> list[Doc]:
     """Instance rows as readers see them: a row with a staged version whose study's commit
     has flipped is that version (watermark, identity), read through the commit document
-    (once per study, kept in ``commits`` for the page's other reads)."""
+    (once per study)."""
     staged = sorted({str(row["pk"]) for row in rows if row.get(NEXT)})
     if not staged:
         return rows
     found = await asyncio.gather(*(read_commit(container, pk) for pk in staged))
-    commits.update(zip(staged, found, strict=True))
+    commits = dict(zip(staged, found, strict=True))
     return [visible(row, commits[str(row["pk"])]) if row.get(NEXT) else row for row in rows]
 
 

@@ -135,18 +135,12 @@ async def visible_documents(index: Any, pk: str, found: Sequence[Doc]) -> list[D
     return sorted((visible(doc, commit) for doc in found), key=lambda doc: int(doc["wm"]))
 
 
-async def visible_document(
-    index: Any, pk: str, doc: Doc | None, commits: dict[str, Doc | None] | None = None
-) -> Doc | None:
-    """One instance document as readers see it; ``commits`` keeps the commit documents a
-    request has read already (a QIDO page reads each study's once)."""
+async def visible_document(index: Any, pk: str, doc: Doc | None) -> Doc | None:
+    """One instance document as readers see it. The commit document is read afresh each
+    time: one read earlier in a request may predate the flip (see cosmos_query)."""
     if doc is None or not doc.get(NEXT):
         return doc
-    if commits is None:
-        return visible(doc, await read_commit(index, pk))
-    if pk not in commits:
-        commits[pk] = await read_commit(index, pk)
-    return visible(doc, commits[pk])
+    return visible(doc, await read_commit(index, pk))
 
 
 def without_next(doc: Mapping[str, Any]) -> Doc:
@@ -168,11 +162,10 @@ class VersionsOutcome:
 
 @dataclass(slots=True)
 class Settled:
-    """What ``settle`` did: versions rolled forward (key, watermark), staged versions
-    stripped (never visible), and the files and watermarks that are no longer anyone's."""
+    """What ``settle`` did: versions rolled forward (key, watermark), and the files that
+    are no longer anyone's (stripped versions', and those between original and new)."""
 
     rolled: dict[InstanceKey, int] = field(default_factory=dict)
-    stripped: list[InstanceKey] = field(default_factory=list)
     obsolete: list[str] = field(default_factory=list)
 
 
@@ -538,7 +531,6 @@ class StagedVersions:
             series_docs = {str(d["series"]): d for d in found if d["kind"] == SERIES}
             plan = docs.BatchPlan()
             rolled: dict[InstanceKey, int] = {}
-            stripped: list[InstanceKey] = []
             obsolete: list[str] = []
             dropped_parts: list[int] = []
             now = utc_timestamp()
@@ -597,7 +589,6 @@ class StagedVersions:
                     plan.put("instance", docs.without_system_properties(current), doc)
                     if held is not None:
                         plan.remove("reservation", held)
-                    stripped.append(key)
                     obsolete.append(str(staged["blobKey"]))
                     if int(staged.get("metaParts") or 0):
                         dropped_parts.append(watermark)
@@ -612,7 +603,6 @@ class StagedVersions:
                 await asyncio.sleep(backoff)
                 continue
             settled.rolled.update(rolled)
-            settled.stripped.extend(stripped)
             settled.obsolete.extend(obsolete)
             for watermark in dropped_parts:
                 await self._drop_metaparts(pk, watermark)
