@@ -15,6 +15,7 @@ from tests.fakes.blobs import FakeBlobStore
 from tests.fakes.cursors import FakeCursorStore
 from tests.fakes.external_metadata import FakeExternalMetadataStore
 from tests.fakes.index import FakeIndexStore
+from tests.fakes.partitions import FakePartitionStore
 from tests.fakes.queue import FakeJobQueue
 from tests.fakes.workitems import FakeWorkitemStore
 
@@ -25,6 +26,7 @@ __all__ = [
     "FakeExternalMetadataStore",
     "FakeIndexStore",
     "FakeJobQueue",
+    "FakePartitionStore",
     "FakeWorkitemStore",
     "memory_backend",
 ]

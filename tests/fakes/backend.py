@@ -10,6 +10,7 @@ from tests.fakes.cursors import FakeCursorStore
 from tests.fakes.external_metadata import FakeExternalMetadataStore
 from tests.fakes.index import FakeIndexStore
 from tests.fakes.operations import FakeOperationStore
+from tests.fakes.partitions import FakePartitionStore
 from tests.fakes.query_tags import FakeQueryTagStore
 from tests.fakes.queue import FakeJobQueue
 from tests.fakes.workitems import FakeWorkitemStore
@@ -26,6 +27,7 @@ class Fakes:
     query_tags: FakeQueryTagStore = field(default_factory=FakeQueryTagStore)
     external_metadata: FakeExternalMetadataStore = field(default_factory=FakeExternalMetadataStore)
     cursors: FakeCursorStore = field(default_factory=FakeCursorStore)
+    partitions: FakePartitionStore = field(default_factory=FakePartitionStore)
     operations: FakeOperationStore | None = None
     """Made on first use, sending to ``queue``."""
 
@@ -45,6 +47,7 @@ class Fakes:
             change_feed=self.index.feed,
             cursors=self.cursors,
             operations=self.operations or FakeOperationStore(self.queue),
+            partitions=self.partitions,
             writer=None,
             blob_delete_delay_seconds=blob_delete_delay_seconds,
         )

@@ -36,10 +36,17 @@ from dicom_core.storage.ports import (
     IndexStore,
     JobQueue,
     OperationStore,
+    PartitionStore,
     QueryTagStore,
     WorkitemStore,
 )
-from tests.fakes import FakeBlobStore, FakeCursorStore, FakeIndexStore, FakeJobQueue
+from tests.fakes import (
+    FakeBlobStore,
+    FakeCursorStore,
+    FakeIndexStore,
+    FakeJobQueue,
+    FakePartitionStore,
+)
 
 MEMORY = "memory"
 """The backend id of the in-memory fakes (``tests.fakes``)."""
@@ -83,6 +90,10 @@ class Stores:
     @property
     def operations(self) -> OperationStore:
         return self.ports.operations
+
+    @property
+    def partitions(self) -> PartitionStore:
+        return self.ports.partitions
 
     @property
     def query_tags(self) -> QueryTagStore:
@@ -229,6 +240,27 @@ class Stores:
                 )
                 rows = [(doc["position"],) for doc in docs]
             return int(rows[0][0]) if rows else None
+
+        return await asyncio.to_thread(read)
+
+    async def raw_partitions(self) -> list[tuple[int, str]]:
+        """The registered partitions as stored, (key, name) by key, read beside the port.
+
+        On azure, ``Microsoft.Default`` is there once the registry has been read."""
+        if isinstance(self.partitions, FakePartitionStore):
+            return sorted((p.key, p.name) for p in self.partitions.by_name.values())
+
+        def read() -> list[tuple[int, str]]:
+            if self.backend == "local":
+                rows = self._sqlite("SELECT partition_key, name FROM data_partition")
+            else:
+                docs = self._cosmos(
+                    "SELECT c.key, c.name FROM c WHERE c.pk = 'partitions'",
+                    {},
+                    container=self.settings.azure.cosmos_system_container,
+                )
+                rows = [(doc["key"], doc["name"]) for doc in docs]
+            return sorted((int(key), str(name)) for key, name in rows)
 
         return await asyncio.to_thread(read)
 

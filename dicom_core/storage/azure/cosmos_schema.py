@@ -57,6 +57,15 @@ Cursors (``kind`` "cursor", ``pk`` "cursor", ``id`` the cursor's name): how far 
 follows the change feed got (``position``, the event publisher's last published sequence),
 replaced under their ETag so that a move is a compare-and-set (``cosmos_cursors``).
 
+Data partitions (``kind`` "partition", ``pk`` "partitions", ``id`` ``n|{name_key}``, the
+folded name behind a prefix so that names such as ``.`` and ``..`` never form a path segment of
+their own in a request URL): ``key``, ``name`` (the first spelling stored) and ``createdAt``
+(``cosmos_partitions``). A partition is created create-only, so of two first stores of one name
+one conflicts and reads the other's document. Keys come from the counter ``partition`` seeded at
+1 (``Microsoft.Default``'s key), so new partitions get 2, 3, ...; a key taken by the loser of
+such a race is never used (Azure's keys have gaps too). ``Microsoft.Default``'s document is
+created, create-only, the first time the registry is read.
+
 A logical partition holds at most 20 GB (data and index). An entry is about 0.4 KB of JSON
 with 64-character UIDs, 0.6 KB with its system properties, and about 1 KB stored with every
 path indexed, so one feed partition holds some 20 million changes: a deployment storing 10,000
@@ -93,6 +102,9 @@ WATERMARK_COUNTER = "watermark"
 FEED_PARTITION = "changefeed"
 FEED_HEAD_ID = "head"
 CURSOR_PARTITION = "cursor"
+DATA_PARTITION = "partition"
+DATA_PARTITIONS_PARTITION = "partitions"
+PARTITION_COUNTER = "partition"
 
 
 def instance_id(series_uid: str, sop_uid: str) -> str:
@@ -114,6 +126,10 @@ def series_id(series_uid: str) -> str:
 def pending_change_id() -> str:
     """A new pending change's id; its feed entry takes the same id."""
     return f"p|{uuid.uuid4().hex}"
+
+
+def data_partition_id(folded_name: str) -> str:
+    return f"n|{folded_name}"
 
 
 def metapart_id(watermark: int, part: int) -> str:

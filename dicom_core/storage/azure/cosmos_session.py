@@ -147,11 +147,16 @@ class CosmosSession:
         await self._clients.close()
 
 
-async def advance_counter(system: Any, counter: str, count: int = 1) -> int:
+async def advance_counter(
+    system: Any, counter: str, count: int = 1, *, seed: int | None = None
+) -> int:
     """Atomically advance a counter by ``count``; returns its new value (the last one).
 
-    A missing counter is created seeded from the clock (milliseconds), so that an index
-    recreated empty never hands out a watermark, and so a blob name, used before.
+    A missing counter is created with the value ``seed`` before it is advanced, so the first
+    value handed out is ``seed + count``. Without a seed it starts from the clock
+    (milliseconds), so that an index recreated empty never hands out a watermark, and so a
+    blob name, used before; counters whose values must stay small (partition keys, int32 in
+    Azure's API) pass their own.
     """
     operations = [{"op": "incr", "path": "/value", "value": count}]
     for _ in range(3):
@@ -163,9 +168,9 @@ async def advance_counter(system: Any, counter: str, count: int = 1) -> int:
         except CosmosResourceNotFoundError as exc:
             if owner_missing(exc):
                 raise ContainerGone(str(exc)) from exc
-            seed = {"id": counter, "pk": COUNTER_PARTITION, "value": int(time.time() * 1000)}
+            start = int(time.time() * 1000) if seed is None else seed
             with contextlib.suppress(CosmosResourceExistsError):
-                await system.create_item(seed)
+                await system.create_item({"id": counter, "pk": COUNTER_PARTITION, "value": start})
     raise StorageUnavailable(f"the {counter} counter could not be advanced")
 
 

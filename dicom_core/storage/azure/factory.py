@@ -16,6 +16,7 @@ from dicom_core.storage.azure.cosmos_cursors import CosmosCursorStore
 from dicom_core.storage.azure.cosmos_eqt import CosmosQueryTagStore
 from dicom_core.storage.azure.cosmos_external_metadata import CosmosExternalMetadataStore
 from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
+from dicom_core.storage.azure.cosmos_partitions import CosmosPartitionStore
 from dicom_core.storage.azure.cosmos_session import CosmosSession
 from dicom_core.storage.azure.cosmos_workitems import CosmosWorkitemStore
 from dicom_core.storage.azure.storage_queue import StorageJobQueue
@@ -58,6 +59,7 @@ def build_backend(settings: Settings) -> Backend:
         change_feed=CosmosChangeFeedStore(session),
         cursors=CosmosCursorStore(session),
         operations=query_tags,
+        partitions=CosmosPartitionStore(session),
         # Index and files are separate services: the two-step protocol of the index.
         writer=None,
         # Blob Storage cannot keep a deleted blob readable for a reader already streaming it.

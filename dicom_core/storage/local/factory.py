@@ -2,8 +2,8 @@
 ``DICOM_STORAGE=local``).
 
 One SQLite file under the data directory holds the index, the workitems, the extended query
-tags and external metadata, and the job table, so a store, a reindex batch and the message that
-continues it commit together; files live beside it under ``blobs/``.
+tags and external metadata, the partition registry and the job table, so a store, a reindex
+batch and the message that continues it commit together; files live beside it under ``blobs/``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dicom_core.storage.local.sqlite_cursors import SqliteCursorStore
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_eqt import SqliteExternalMetadataStore, SqliteQueryTagStore
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
+from dicom_core.storage.local.sqlite_partitions import SqlitePartitionStore
 from dicom_core.storage.local.sqlite_queue import SqliteJobQueue
 from dicom_core.storage.local.sqlite_workitems import SqliteWorkitemStore
 from dicom_core.storage.ports import Backend, JobQueue
@@ -42,6 +43,7 @@ def build_backend(settings: Settings) -> Backend:
         change_feed=SqliteChangeFeedStore(db),
         cursors=SqliteCursorStore(db),
         operations=query_tags,
+        partitions=SqlitePartitionStore(db),
         # Reserve, place the file and commit (extended query tags included) in one
         # transaction: file and index are on one machine.
         writer=SqliteInstanceWriter(index, blobs, hooks=(query_tags,)),

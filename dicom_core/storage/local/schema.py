@@ -20,11 +20,15 @@ Tables and why they exist:
 - ``change_feed``: the log of creates, updates and deletes, each entry with the version its
   instance has now.
 - ``cursor``: how far the jobs that follow the change feed got (event publishing).
+- ``data_partition``: the registry of data partitions (``sqlite_partitions``), seeded with
+  ``Microsoft.Default`` (key 1). Not named ``partition``: that is an SQL keyword (window
+  functions) and would need quoting everywhere.
 - ``job``: the local durable job queue (visible_at leases give at-least-once delivery).
 """
 
 from __future__ import annotations
 
+from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY, DEFAULT_PARTITION_NAME, name_key
 from dicom_core.query.attributes import SUMMARY_TAGS
 
 SCHEMA_VERSION = 1
@@ -335,6 +339,19 @@ CREATE TABLE IF NOT EXISTS cursor (
     position INTEGER NOT NULL,
     updated_at TEXT NOT NULL
 );
+
+-- Data partitions: key 1 is Microsoft.Default, then 2, 3, ... never reused (AUTOINCREMENT);
+-- name is the first spelling stored, name_key the folded form names are compared in
+-- (domain/partitions.name_key). In the DDL, not UPGRADES, so older databases get it too.
+CREATE TABLE IF NOT EXISTS data_partition (
+    partition_key INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    name_key TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+INSERT OR IGNORE INTO data_partition (partition_key, name, name_key, created_at)
+    VALUES ({DEFAULT_PARTITION_KEY}, '{DEFAULT_PARTITION_NAME}',
+        '{name_key(DEFAULT_PARTITION_NAME)}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
 
 CREATE TABLE IF NOT EXISTS job (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

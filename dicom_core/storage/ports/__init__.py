@@ -18,6 +18,7 @@ that callers import from ``dicom_core.storage.ports``:
 - ``external_metadata``: ``ExternalMetadataStore``;
 - ``change_feed``: ``ChangeFeedStore``, reading the entries the index writes with each change;
 - ``cursors``: ``CursorStore``, the positions of jobs that follow the change feed;
+- ``partitions``: ``PartitionStore``, the registry of data partitions;
 - ``events``: ``EventSink``, where DICOM events are published (not storage, but an outbound
   port all the same, with adapters of its own);
 - ``errors``: ``StorageUnavailable``, which any port may raise;
@@ -57,6 +58,7 @@ from dicom_core.storage.ports.operations import (
     OperationRecord,
     OperationStore,
 )
+from dicom_core.storage.ports.partitions import PartitionStore
 from dicom_core.storage.ports.query_tags import (
     IndexedInstance,
     OperationStart,
@@ -100,6 +102,7 @@ __all__ = [
     "OperationStart",
     "OperationStore",
     "OrphanSink",
+    "PartitionStore",
     "POISON_SUFFIX",
     "QueryTagRecord",
     "QueryTagStore",

@@ -17,6 +17,7 @@ from dicom_core.storage.ports.cursors import CursorStore
 from dicom_core.storage.ports.external_metadata import ExternalMetadataStore
 from dicom_core.storage.ports.index import IndexStore, InstanceWriter
 from dicom_core.storage.ports.operations import OperationStore
+from dicom_core.storage.ports.partitions import PartitionStore
 from dicom_core.storage.ports.query_tags import QueryTagStore
 from dicom_core.storage.ports.queue import JobQueue
 from dicom_core.storage.ports.workitems import WorkitemStore
@@ -35,6 +36,8 @@ class Backend:
     """Positions of the jobs that follow the change feed (event publishing)."""
     operations: OperationStore
     """Long-running operations; the query tag store on both backends (reindex is one)."""
+    partitions: PartitionStore
+    """The registry of data partitions (``Microsoft.Default`` and those stores created)."""
     writer: InstanceWriter | None
     """The one-step store of file and index entry, where the backend has one (local); None:
     the store uses the index's two-step protocol."""
@@ -44,7 +47,8 @@ class Backend:
 
     async def close(self) -> None:
         """Release connections and files. The stores that share the index's database or
-        clients (workitems, query tags, external metadata, cursors) are closed with it."""
+        clients (workitems, query tags, external metadata, cursors, partitions) are closed
+        with it."""
         await self.index.close()
         await self.blobs.close()
         await self.queue.close()
