@@ -73,6 +73,45 @@ readDocument.default = (account, req, res, params) => {
   return originalReadDocument(account, req, res, params);
 };
 
+// --- Fix 8: hierarchical partition keys (MultiHash) key documents by every component -------
+// Real Cosmos keys a document of a container whose partition key has several paths
+// ({paths: ["/dp", "/pk"], kind: "MultiHash", version: 2}) by all its components: two
+// documents with one id and one first component but different second components are two
+// documents, and point operations and transactional batches name the full key (a JSON array in
+// the x-ms-documentdb-partitionkey header). Only a query may name a prefix of it, which the SDK
+// turns into a range of effective partition keys (Fix 5 hashes MultiHash keys per component).
+// The server kept only the first path: it keyed documents by that component alone (so the
+// second document above was a 409) and read only the first element of an array header. A
+// multi-path key now becomes the JSON text of all its components, on both sides; single-path
+// containers are unchanged. As for every query, a prefix or full key names the documents of
+// whole key ranges here, not of one logical partition: queries filter on the key fields too.
+const Items = require(path.join(serverLib, "account", "items.js")).default;
+const getValue = require(path.join(serverLib, "utils", "get-value.js")).default;
+const singlePathPartition = Items.prototype._getPartition;
+
+Items.prototype._getPartition = function partitionOf(data) {
+  const paths = this._partitionKeyPath || [];
+  if (paths.length <= 1) return singlePathPartition.call(this, data);
+  // A missing component is null, as the SDK writes None in a key.
+  const components = paths.map(p => {
+    const value = getValue(p.slice(1).split("/"), data);
+    return value === undefined ? null : value;
+  });
+  return JSON.stringify(components);
+};
+
+const singleComponentKey = partitionHeader.parsePartitionKey;
+partitionHeader.parsePartitionKey = (value, defaultValue) => {
+  let parsed;
+  try {
+    parsed = JSON.parse(value);
+  } catch (err) {
+    return singleComponentKey(value, defaultValue); // which reports the malformed header
+  }
+  if (Array.isArray(parsed) && parsed.length > 1) return JSON.stringify(parsed);
+  return singleComponentKey(value, defaultValue);
+};
+
 // --- Fix 2: transactional batch is atomic and takes the partition key from the header ---------
 // Real Cosmos runs a transactional batch (all operations in one logical partition) atomically:
 // if one operation fails, none is applied, the failed one reports its status and the others
