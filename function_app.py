@@ -27,6 +27,7 @@ from dicom_core.web import (
     frames,
     metadata,
     operations,
+    partitions,
     qido,
     rendered,
     stow,
@@ -277,6 +278,136 @@ async def ups_suspend_subscription(req: Request) -> Response:
 @app.route(route="v{version}/subscribers/{aetitle}", methods=["GET"])
 async def ups_open_subscription_channel(req: Request) -> Response:
     return await handle(req, services, workitems.subscription)
+
+
+# --- Data partitions ---------------------------------------------------------------------------
+# With DICOM_DATA_PARTITIONS on, a request names its partition in the URL, and every route of
+# the transactions Azure partitions has a twin under v{version}/partitions/{partition}/ (the
+# handler asks ``partition_of``, which also answers the unpartitioned forms with Azure's 400s).
+# The change feed, extended query tags and operations stay global, as in Azure. Every name
+# starts "partition", so it sorts after the routes above that share no prefix with them and
+# before the catch-all; "partition_bulk_update_studies" sorts before the STOW twins, as
+# "bulk_update_studies" does before the STOW routes.
+
+PARTITION = "v{version}/partitions/{partition}"
+P_STUDY = PARTITION + "/studies/{study}"
+P_SERIES = P_STUDY + "/series/{series}"
+P_INSTANCE = P_SERIES + "/instances/{instance}"
+
+
+@app.route(route="v{version}/partitions", methods=["GET"])
+async def partitions_list(req: Request) -> Response:
+    return await handle(req, services, partitions.list_partitions)
+
+
+@app.route(route=PARTITION + "/studies", methods=["POST", "PUT"])
+async def partition_stow_store_instances(req: Request) -> Response:
+    return await handle(req, services, stow.store_instances)
+
+
+@app.route(route=P_STUDY, methods=["POST", "PUT"])
+async def partition_stow_store_study_instances(req: Request) -> Response:
+    return await handle(req, services, stow.store_instances)
+
+
+@app.route(route=PARTITION + "/studies/$bulkUpdate", methods=["POST"])
+async def partition_bulk_update_studies(req: Request) -> Response:
+    return await handle(req, services, bulk_update.start_bulk_update)
+
+
+@app.route(route=P_STUDY, methods=["GET"])
+async def partition_wado_retrieve_study(req: Request) -> Response:
+    return await handle(req, services, wado.retrieve)
+
+
+@app.route(route=P_SERIES, methods=["GET"])
+async def partition_wado_retrieve_series(req: Request) -> Response:
+    return await handle(req, services, wado.retrieve)
+
+
+@app.route(route=P_INSTANCE, methods=["GET"])
+async def partition_wado_retrieve_instance(req: Request) -> Response:
+    return await handle(req, services, wado.retrieve)
+
+
+@app.route(route=P_STUDY + "/metadata", methods=["GET"])
+async def partition_wado_retrieve_study_metadata(req: Request) -> Response:
+    return await handle(req, services, metadata.retrieve_metadata)
+
+
+@app.route(route=P_SERIES + "/metadata", methods=["GET"])
+async def partition_wado_retrieve_series_metadata(req: Request) -> Response:
+    return await handle(req, services, metadata.retrieve_metadata)
+
+
+@app.route(route=P_INSTANCE + "/metadata", methods=["GET"])
+async def partition_wado_retrieve_instance_metadata(req: Request) -> Response:
+    return await handle(req, services, metadata.retrieve_metadata)
+
+
+@app.route(route=P_INSTANCE + "/frames/{frames}", methods=["GET"])
+async def partition_wado_retrieve_frames(req: Request) -> Response:
+    return await handle(req, services, frames.retrieve_frames)
+
+
+@app.route(route=P_INSTANCE + "/rendered", methods=["GET"])
+async def partition_wado_retrieve_rendered_instance(req: Request) -> Response:
+    return await handle(req, services, rendered.retrieve_rendered)
+
+
+@app.route(route=P_INSTANCE + "/frames/{frame}/rendered", methods=["GET"])
+async def partition_wado_retrieve_rendered_frame(req: Request) -> Response:
+    return await handle(req, services, rendered.retrieve_rendered)
+
+
+@app.route(route=PARTITION + "/studies", methods=["GET"])
+async def partition_qido_search_for_studies(req: Request) -> Response:
+    return await handle(req, services, qido.search_for_studies)
+
+
+@app.route(route=PARTITION + "/series", methods=["GET"])
+async def partition_qido_search_for_series(req: Request) -> Response:
+    return await handle(req, services, qido.search_for_series)
+
+
+@app.route(route=PARTITION + "/instances", methods=["GET"])
+async def partition_qido_search_for_instances(req: Request) -> Response:
+    return await handle(req, services, qido.search_for_instances)
+
+
+@app.route(route=P_STUDY + "/series", methods=["GET"])
+async def partition_qido_search_for_study_series(req: Request) -> Response:
+    return await handle(req, services, qido.search_for_series)
+
+
+@app.route(route=P_STUDY + "/instances", methods=["GET"])
+async def partition_qido_search_for_study_instances(req: Request) -> Response:
+    return await handle(req, services, qido.search_for_instances)
+
+
+@app.route(route=P_SERIES + "/instances", methods=["GET"])
+async def partition_qido_search_for_series_instances(req: Request) -> Response:
+    return await handle(req, services, qido.search_for_instances)
+
+
+@app.route(route=P_STUDY, methods=["DELETE"])
+async def partition_delete_study(req: Request) -> Response:
+    return await handle(req, services, delete.delete)
+
+
+@app.route(route=P_SERIES, methods=["DELETE"])
+async def partition_delete_series(req: Request) -> Response:
+    return await handle(req, services, delete.delete)
+
+
+@app.route(route=P_INSTANCE, methods=["DELETE"])
+async def partition_delete_instance(req: Request) -> Response:
+    return await handle(req, services, delete.delete)
+
+
+@app.route(route=PARTITION + "/export", methods=["POST"])
+async def partition_export_dicom_files(req: Request) -> Response:
+    return await handle(req, services, export.start_export)
 
 
 # --- Jobs ------------------------------------------------------------------------------------

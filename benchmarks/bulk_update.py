@@ -59,7 +59,12 @@ async def store_all(
             return [part]
 
         result = await services.store.store_instances(
-            receive, study_uid=None, upsert=False, api_version=2, base_url="http://bench/v2"
+            receive,
+            study_uid=None,
+            upsert=False,
+            api_version=2,
+            base_url="http://bench/v2",
+            partition=1,
         )
         [stored] = result.stored
         if stored.key.study_uid not in uids:
@@ -86,8 +91,12 @@ async def run_update(services: Services, studies: list[str]) -> list[float]:
 
 async def check(services: Services, studies: list[str], per_study: int) -> None:
     for study in studies:
-        latest = [orjson.loads(d) for d in await services.backend.index.get_metadata(study)]
-        original = await services.backend.index.get_versioned_metadata(study, original=True)
+        latest = [
+            orjson.loads(d) for d in await services.backend.index.get_metadata(study, partition=1)
+        ]
+        original = await services.backend.index.get_versioned_metadata(
+            study, original=True, partition=1
+        )
         names = {d["00100010"]["Value"][0]["Alphabetic"] for d in latest}
         assert names == {NEW_NAME}, (study, names)
         assert len(original.documents) == per_study

@@ -369,7 +369,7 @@ def header_template() -> dict[str, Any]:
         block.add_new(0x11, "DS", "0.6")
         block.add_new(0x12, "SH", "TRUE")
         ds.save_as(path, enforce_file_format=True)
-        parsed = parse_instance(path)
+        parsed = parse_instance(path, partition=1)
     document = orjson.loads(parsed.metadata_json)
     assert isinstance(document, dict)
     return document
@@ -648,6 +648,7 @@ class Operations:
                 study_uid=search.study_uid,
                 series_uid=search.series_uid,
                 api_version=API_VERSION,
+                partition=1,
             )
 
         return Call(run, check, search)
@@ -767,14 +768,18 @@ class Operations:
             return len(found)
 
         async def check_etag(answer: Any) -> int:
-            document = await metadata.retrieve_metadata(study_uid, series_uid)
+            document = await metadata.retrieve_metadata(study_uid, series_uid, partition=1)
             if answer != document.etag:
                 raise AssertionError("the ETag differs from the one a 200 carries")
             return await check_document(document)
 
         if etag:
-            return Call(lambda: metadata.current_etag(study_uid, series_uid), check_etag)
-        return Call(lambda: metadata.retrieve_metadata(study_uid, series_uid), check_document)
+            return Call(
+                lambda: metadata.current_etag(study_uid, series_uid, partition=1), check_etag
+            )
+        return Call(
+            lambda: metadata.retrieve_metadata(study_uid, series_uid, partition=1), check_document
+        )
 
     def study_metadata(self, rng: random.Random) -> Call:
         return self._metadata(rng, series=False, etag=False)
@@ -892,6 +897,7 @@ async def explain(arc: Archive, seed: int) -> None:
                 study_uid=search.study_uid,
                 series_uid=search.series_uid,
                 catalog=catalog.attributes,
+                partition=1,
             )
             plan = ResponsePlan.for_query(query)
             compiled = compile_search(query, plan.metadata_levels, summary=plan.summary_only)

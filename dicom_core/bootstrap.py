@@ -25,6 +25,7 @@ from dicom_core.services.external_metadata import ExternalMetadataService
 from dicom_core.services.frames import FrameService
 from dicom_core.services.metadata import MetadataService
 from dicom_core.services.operations import OperationService
+from dicom_core.services.partitions import PartitionService
 from dicom_core.services.rendering import RenderingService
 from dicom_core.services.retrieve import RetrieveService
 from dicom_core.services.search import SearchService
@@ -42,6 +43,8 @@ class Services:
     backend: Backend
     staging: StagingArea
     janitor: BlobJanitor
+    partitions: PartitionService
+    """Which data partition a request is in; the ``/partitions`` listing."""
     store: StoreService
     delete: DeleteService
     retrieve: RetrieveService
@@ -157,6 +160,7 @@ def build_services(settings: Settings) -> Services:
         backend=backend,
         staging=staging,
         janitor=janitor,
+        partitions=PartitionService(backend.partitions, enabled=settings.data_partitions),
         store=StoreService(
             index,
             blobs,

@@ -138,10 +138,11 @@ def _int(ds: Dataset, keyword: str, default: int) -> int:
         return default
 
 
-def parse_instance(path: Path, size: int | None = None) -> ParsedInstance:
+def parse_instance(path: Path, size: int | None = None, *, partition: int) -> ParsedInstance:
     """Parse the staged part at ``path`` (preamble already zeroed) or raise InstanceRejected.
 
-    ``size`` is the file's size when the caller already has it.
+    ``size`` is the file's size when the caller already has it; ``partition`` the data
+    partition the instance is stored in, part of its key.
     """
     if size is None:
         size = path.stat().st_size
@@ -184,7 +185,7 @@ def parse_instance(path: Path, size: int | None = None) -> ParsedInstance:
         ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "").rstrip(" \x00")
         little_endian = _check_transfer_syntax(ts, sop_class, sop_uid)
         found = dataset_problems(ds)
-        key = _check_required(ds, sop_class, sop_uid, found)
+        key = _check_required(ds, sop_class, sop_uid, found, partition)
 
         problems = [p for p in found if p.tag not in REQUIRED_TAGS]
         frames: FrameIndex | None = None
@@ -249,7 +250,11 @@ def _check_transfer_syntax(ts: str, sop_class: str | None, sop_uid: str | None) 
 
 
 def _check_required(
-    ds: Dataset, sop_class: str | None, sop_uid: str | None, found: list[AttributeProblem]
+    ds: Dataset,
+    sop_class: str | None,
+    sop_uid: str | None,
+    found: list[AttributeProblem],
+    partition: int,
 ) -> InstanceKey:
     comments: list[str] = []
     values: dict[str, str] = {}
@@ -278,5 +283,8 @@ def _check_required(
             comments=comments,
         )
     return InstanceKey(
-        values["StudyInstanceUID"], values["SeriesInstanceUID"], values["SOPInstanceUID"]
+        values["StudyInstanceUID"],
+        values["SeriesInstanceUID"],
+        values["SOPInstanceUID"],
+        partition=partition,
     )

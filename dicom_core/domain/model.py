@@ -15,11 +15,26 @@ import orjson
 
 @dataclass(frozen=True, slots=True, order=True)
 class InstanceKey:
-    """The identity of an instance: unique per (study, series, SOP instance) combination."""
+    """The identity of an instance: unique per (study, series, SOP instance) in a data
+    partition (``domain.partitions``).
+
+    The partition is part of the identity and has no default: the same three UIDs may name
+    two different instances in two partitions, so a key built without saying which would be
+    a leak waiting to happen. Where partitions are off, every key is in partition 1.
+    """
 
     study_uid: str
     series_uid: str
     sop_uid: str
+    partition: int = field(kw_only=True)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class StudyKey:
+    """A study in a data partition: what a study-wide job (expiry, bulk update) names."""
+
+    study_uid: str
+    partition: int = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)

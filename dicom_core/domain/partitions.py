@@ -44,16 +44,21 @@ class Partition:
 
     key: int
     name: str
-    created_at: str
-    """When the first store that named it created it (ISO 8601, UTC)."""
+    created_at: str | None
+    """When the first store that named it created it (ISO 8601, UTC); None where it was not
+    read (the default partition of a request while partitions are off)."""
 
     def to_json(self) -> dict[str, object]:
-        """Azure's ``PartitionEntry``: ``partitionKey``, ``partitionName``, ``createdDate``."""
-        return {
-            "partitionKey": self.key,
-            "partitionName": self.name,
-            "createdDate": self.created_at,
-        }
+        """Azure's ``PartitionEntry``: ``partitionKey``, ``partitionName``, ``createdDate``
+        (left out when unknown, as Azure leaves out null values)."""
+        entry: dict[str, object] = {"partitionKey": self.key, "partitionName": self.name}
+        if self.created_at is not None:
+            entry["createdDate"] = self.created_at
+        return entry
+
+
+#: Microsoft.Default as a request with partitions off is in: no registry read.
+DEFAULT_PARTITION: Final = Partition(DEFAULT_PARTITION_KEY, DEFAULT_PARTITION_NAME, None)
 
 
 def name_problem(name: str) -> str | None:
@@ -84,3 +89,14 @@ def name_key(name: str) -> str:
 
 def is_default(key: int) -> bool:
     return key == DEFAULT_PARTITION_KEY
+
+
+def default_partition_only(partition: int) -> None:
+    """Refuse a partition other than Microsoft.Default, in an adapter that stores no other.
+
+    While an index adapter cannot keep partitions apart, the settings refuse
+    ``DICOM_DATA_PARTITIONS`` with its backend, so another partition reaching it is a bug:
+    it must fail rather than read or write the default partition's data in its place.
+    """
+    if partition != DEFAULT_PARTITION_KEY:
+        raise ValueError(f"data partition {partition} cannot be stored by this index yet")

@@ -25,6 +25,7 @@ import orjson
 
 from dicom_core.domain.bulk_update import BulkUpdateRequest, parse_bulk_update_request
 from dicom_core.domain.operations import OperationKind, OperationStatusValues
+from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY, is_default
 from dicom_core.jobs.messages import MalformedMessage, OperationMessage
 from dicom_core.jobs.operations import StepOutcome, running_percent, settle_stale
 from dicom_core.services.bulk_update import StudyOutcome, StudyUpdater
@@ -100,19 +101,32 @@ class UpdateResults:
         )
 
 
+def study_hold(partition: int, study_uid: str) -> str:
+    """The name under which an operation holds a study: its UID in Microsoft.Default (as
+    before partitions existed, so holds of running operations keep working), prefixed with
+    the partition's key elsewhere (``_`` never occurs in a UID, so the two never meet)."""
+    return study_uid if is_default(partition) else f"p_{partition}/{study_uid}"
+
+
 @dataclass(frozen=True, slots=True)
 class UpdateCheckpoint:
-    """Where a bulk update stands: the request, the next study, the results so far."""
+    """Where a bulk update stands: the request, the next study, the results so far, and
+    the data partition whose studies it updates."""
 
     request: BulkUpdateRequest
     next_study: int
     results: UpdateResults
+    partition: int = DEFAULT_PARTITION_KEY
 
     def to_json(self) -> dict[str, Any]:
         return {
             "request": self.request.to_json(),
             "nextStudy": self.next_study,
             "results": self.results.to_json(),
+            # Written only where it says something, so a checkpoint of Microsoft.Default
+            # reads back equal to one written before partitions existed (a step compares
+            # its checkpoint with the operation's record).
+            **({} if is_default(self.partition) else {"partition": self.partition}),
         }
 
     @classmethod
@@ -123,6 +137,8 @@ class UpdateCheckpoint:
             request=parse_bulk_update_request(orjson.dumps(body["request"])),
             next_study=int(body["nextStudy"]),
             results=UpdateResults.from_json(body["results"]),
+            # Checkpoints written before data partitions existed are Microsoft.Default's.
+            partition=int(body.get("partition", DEFAULT_PARTITION_KEY)),
         )
 
 
@@ -143,17 +159,17 @@ class BulkUpdateJob:
         self._updater = updater
         self._queue = queue
 
-    async def start(self, request: BulkUpdateRequest) -> OperationRecord:
+    async def start(self, request: BulkUpdateRequest, *, partition: int) -> OperationRecord:
         """Record the operation and send its first message; ``OperationConflict`` when
-        another unfinished operation holds one of its studies."""
+        another unfinished operation holds one of its studies (in the same partition)."""
         operation_id = str(uuid.uuid4())
-        checkpoint = UpdateCheckpoint(request, 0, UpdateResults())
+        checkpoint = UpdateCheckpoint(request, 0, UpdateResults(), partition)
         return await self._store.start_operation(
             operation_id,
             OperationKind.UPDATE,
             checkpoint=checkpoint.to_json(),
             first=self._message(operation_id, checkpoint),
-            holds=request.study_instance_uids,
+            holds=[study_hold(partition, study) for study in request.study_instance_uids],
         )
 
     async def handle_message(self, body: Any, *, final_attempt: bool = False) -> StepOutcome:
@@ -180,7 +196,10 @@ class BulkUpdateJob:
         studies = checkpoint.request.study_instance_uids
         study_uid = studies[checkpoint.next_study]
         outcome = await self._updater.update_study(
-            study_uid, checkpoint.request, operation_id=operation_id
+            study_uid,
+            checkpoint.request,
+            partition=checkpoint.partition,
+            operation_id=operation_id,
         )
         following = replace(
             checkpoint,

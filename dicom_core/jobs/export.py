@@ -42,6 +42,7 @@ from dicom_core.domain.export import (
 )
 from dicom_core.domain.model import InstanceKey, InstanceRecord
 from dicom_core.domain.operations import OperationKind, OperationStatusValues
+from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY, is_default
 from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.jobs.messages import MalformedMessage, OperationMessage
 from dicom_core.jobs.operations import StepOutcome, running_percent, settle_stale
@@ -99,17 +100,23 @@ class ExportResults:
 @dataclass(frozen=True, slots=True)
 class ExportCheckpoint:
     """Where an export stands: identifiers before ``next_identifier`` are done, and of that
-    one the instances up to watermark ``after`` (0: none yet)."""
+    one the instances up to watermark ``after`` (0: none yet). The identifiers name
+    instances of one data partition, ``partition``."""
 
     next_identifier: int
     after: int
     results: ExportResults
+    partition: int = DEFAULT_PARTITION_KEY
 
     def to_json(self) -> dict[str, Any]:
         return {
             "nextIdentifier": self.next_identifier,
             "after": self.after,
             "results": self.results.to_json(),
+            # Written only where it says something, so a checkpoint of Microsoft.Default
+            # reads back equal to one written before partitions existed (a step compares
+            # its checkpoint with the operation's record).
+            **({} if is_default(self.partition) else {"partition": self.partition}),
         }
 
     @classmethod
@@ -120,6 +127,8 @@ class ExportCheckpoint:
             next_identifier=int(body["nextIdentifier"]),
             after=int(body["after"]),
             results=ExportResults.from_json(body["results"]),
+            # Checkpoints written before data partitions existed are Microsoft.Default's.
+            partition=int(body.get("partition", DEFAULT_PARTITION_KEY)),
         )
 
 
@@ -168,7 +177,7 @@ class ExportJob:
         self._queue = queue
         self._requests: dict[str, ExportRequest] = {}
 
-    async def start(self, request: ExportRequest) -> OperationRecord:
+    async def start(self, request: ExportRequest, *, partition: int) -> OperationRecord:
         """Prepare the destination, keep the request and record the operation with its first
         message; ``ExportDestinationError`` when the destination cannot be written."""
         operation_id = uuid.uuid4().hex  # Azure's operation ids: 32 hex digits
@@ -178,7 +187,7 @@ class ExportJob:
         finally:
             await sink.close()
         await self._keep_request(operation_id, request)
-        checkpoint = ExportCheckpoint(0, 0, ExportResults(sink.error_href))
+        checkpoint = ExportCheckpoint(0, 0, ExportResults(sink.error_href), partition)
         try:
             return await self._store.start_operation(
                 operation_id,
@@ -221,7 +230,7 @@ class ExportJob:
             budget, room = self._batch_size, STEP_BYTES
             while position < len(identifiers) and budget > 0 and room > 0:
                 identifier = identifiers[position]
-                records = await self._instances(identifier)
+                records = await self._instances(identifier, checkpoint.partition)
                 if not records and after == 0:
                     batch.skip(str(identifier), NOT_FOUND[identifier.level])
                 pending = [r for r in records if r.watermark > after]
@@ -242,7 +251,10 @@ class ExportJob:
         finally:
             await sink.close()
         following = ExportCheckpoint(
-            position, after, checkpoint.results.added(batch.exported, batch.skipped)
+            position,
+            after,
+            checkpoint.results.added(batch.exported, batch.skipped),
+            checkpoint.partition,
         )
         finished = position >= len(identifiers)
         continuation: Continuation | None = None
@@ -266,13 +278,19 @@ class ExportJob:
             await self._forget_request(operation_id)
         return StepOutcome.COMPLETED if finished else StepOutcome.CONTINUED
 
-    async def _instances(self, identifier: ExportIdentifier) -> list[InstanceRecord]:
+    async def _instances(
+        self, identifier: ExportIdentifier, partition: int
+    ) -> list[InstanceRecord]:
         """The current versions of the instances ``identifier`` names, by watermark."""
         if identifier.series_uid is not None and identifier.sop_uid is not None:
-            key = InstanceKey(identifier.study_uid, identifier.series_uid, identifier.sop_uid)
+            key = InstanceKey(
+                identifier.study_uid, identifier.series_uid, identifier.sop_uid, partition=partition
+            )
             record = await self._index.get_instance(key)
             return [] if record is None else [record]
-        records = await self._index.list_instances(identifier.study_uid, identifier.series_uid)
+        records = await self._index.list_instances(
+            identifier.study_uid, identifier.series_uid, partition=partition
+        )
         return sorted(records, key=lambda r: r.watermark)
 
     async def _copy(self, sink: ExportSink, records: list[InstanceRecord], batch: _Batch) -> None:

@@ -197,6 +197,8 @@ class QueryDescription:
     """One QIDO-RS search, parsed and checked: the contract between parser and compilers."""
 
     resource: QueryResource
+    partition: int
+    """The data partition searched; nothing outside it matches."""
     conditions: tuple[Condition, ...] = ()
     include: IncludeFields = IncludeFields()
     fuzzy: bool = False

@@ -74,13 +74,15 @@ def parse_query(
     params: Iterable[tuple[str, str]],
     resource: QueryResource,
     *,
+    partition: int,
     study_uid: str | None = None,
     series_uid: str | None = None,
     catalog: AttributeCatalog = CORE_CATALOG,
 ) -> QueryDescription:
     """Parse a query string's (key, value) pairs, repeated keys kept, for one resource.
 
-    ``study_uid`` and ``series_uid`` are the (already validated) UIDs of the resource URL.
+    ``partition`` is the data partition searched; ``study_uid`` and ``series_uid`` are the
+    (already validated) UIDs of the resource URL.
     Raises ``BadRequest`` naming the offending parameter.
     """
     singles: dict[str, tuple[str, str]] = {}
@@ -128,6 +130,7 @@ def parse_query(
 
     return QueryDescription(
         resource=resource,
+        partition=partition,
         conditions=tuple(conditions),
         include=include,
         fuzzy=fuzzy,

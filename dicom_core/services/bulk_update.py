@@ -121,14 +121,14 @@ class StudyUpdater:
         self._after_commit = after_commit
 
     async def update_study(
-        self, study_uid: str, request: BulkUpdateRequest, *, operation_id: str
+        self, study_uid: str, request: BulkUpdateRequest, *, partition: int, operation_id: str
     ) -> StudyOutcome:
         outcome = StudyOutcome()
         # A commit a crash interrupted (Cosmos DB's staged commit) is finished first, so the
         # study is read as it stands and no reservation of that attempt is left behind.
-        for blob_key in await self._index.settle_versions(study_uid):
+        for blob_key in await self._index.settle_versions(study_uid, partition=partition):
             await self._janitor.delete(blob_key)
-        records = await self._index.list_instances(study_uid)
+        records = await self._index.list_instances(study_uid, partition=partition)
         if not records:
             outcome.found = False
             outcome.errors.append(f"The study {study_uid} has no stored instances.")
@@ -137,7 +137,11 @@ class StudyUpdater:
         for round_ in range(CHANGED_ROUNDS):
             changed = await self._round(records, request, operation_id, outcome)
             # Instances stored into the study while the round ran are updated too.
-            added = [r for r in await self._index.list_instances(study_uid) if r.key not in seen]
+            added = [
+                r
+                for r in await self._index.list_instances(study_uid, partition=partition)
+                if r.key not in seen
+            ]
             seen.update(record.key for record in added)
             records = await self._current(changed) + added
             if not records:
@@ -203,8 +207,8 @@ class StudyUpdater:
             source.close()
             if not await asyncio.to_thread(_rewrite, source.path, target.path, request):
                 return None
-            parsed = await asyncio.to_thread(parse_instance, target.path)
             key = record.key
+            parsed = await asyncio.to_thread(parse_instance, target.path, partition=key.partition)
             claim = f"{operation_id}-{record.watermark}"
             blob_key = blob_key_for(
                 key.study_uid, key.series_uid, key.sop_uid, f"{claim}-{uuid.uuid4().hex[:12]}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from dicom_core.domain.model import StudyKey
 from dicom_core.errors import resource_not_found
 from dicom_core.services.blob_cleanup import BlobJanitor
 from dicom_core.storage.ports import IndexStore
@@ -21,22 +22,28 @@ class DeleteService:
         self._janitor = janitor
 
     async def delete(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        partition: int,
     ) -> int:
         """Delete what the UIDs name; returns the number of instances deleted (404 if none)."""
-        deleted = await self._remove(study_uid, series_uid, sop_uid, None)
+        deleted = await self._remove(partition, study_uid, series_uid, sop_uid, None)
         if not deleted:
             raise resource_not_found(study_uid, series_uid, sop_uid)
         return deleted
 
-    async def delete_expired_study(self, study_uid: str, now: datetime) -> int:
+    async def delete_expired_study(self, study: StudyKey, now: datetime) -> int:
         """Delete a study whose expiry is at or before ``now``, as a DELETE of it would;
         returns the number of instances deleted, 0 when the study is gone or a store has
         moved or cleared its expiry (the index checks it in the step that removes them)."""
-        return await self._remove(study_uid, None, None, now)
+        return await self._remove(study.partition, study.study_uid, None, None, now)
 
     async def _remove(
         self,
+        partition: int,
         study_uid: str,
         series_uid: str | None,
         sop_uid: str | None,
@@ -45,7 +52,12 @@ class DeleteService:
         # An index that deletes in several steps hands the janitor the files of the steps
         # already done when a later one fails, so no file outlives its index entry.
         blob_keys = await self._index.delete_instances(
-            study_uid, series_uid, sop_uid, orphans=self._janitor.delete, expired_by=expired_by
+            study_uid,
+            series_uid,
+            sop_uid,
+            partition=partition,
+            orphans=self._janitor.delete,
+            expired_by=expired_by,
         )
         for blob_key in blob_keys:
             await self._janitor.delete(blob_key)

@@ -148,9 +148,10 @@ class ExpirySweep:
         deleted: list[str] = []
         kept: list[str] = []
         failed: list[str] = []
-        for study_uid in await self._index.expired_studies(moment, self._page_size):
+        for study in await self._index.expired_studies(moment, self._page_size):
+            study_uid = study.study_uid
             try:
-                count = await self._delete.delete_expired_study(study_uid, moment)
+                count = await self._delete.delete_expired_study(study, moment)
             except Exception:
                 log.exception("deleting expired study %s failed; the next sweep retries", study_uid)
                 failed.append(study_uid)

@@ -64,6 +64,7 @@ class MetadataService:
         series_uid: str | None = None,
         sop_uid: str | None = None,
         *,
+        partition: int,
         api_version: int = FIRST_API_VERSION,
         with_external_metadata: bool = False,
         original: bool = False,
@@ -72,7 +73,7 @@ class MetadataService:
         ``with_external_metadata`` is the client's ``msdicom-request-meta`` (v2 only);
         ``original`` its ``msdicom-request-original`` (each instance's original version)."""
         found = await self._index.get_versioned_metadata(
-            study_uid, series_uid, sop_uid, original=original
+            study_uid, series_uid, sop_uid, partition=partition, original=original
         )
         if found.version is None or not found.documents:
             raise resource_not_found(study_uid, series_uid, sop_uid)
@@ -90,6 +91,7 @@ class MetadataService:
         series_uid: str | None = None,
         sop_uid: str | None = None,
         *,
+        partition: int,
         api_version: int = FIRST_API_VERSION,
         with_external_metadata: bool = False,
         original: bool = False,
@@ -99,7 +101,7 @@ class MetadataService:
         The original versions' tag differs from the latest's exactly when their documents
         do (Azure gives both the latest's tag, so a 304 can answer for the wrong one)."""
         version = await self._index.metadata_version(
-            study_uid, series_uid, sop_uid, original=original
+            study_uid, series_uid, sop_uid, partition=partition, original=original
         )
         if version is None:
             raise resource_not_found(study_uid, series_uid, sop_uid)

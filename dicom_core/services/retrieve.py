@@ -42,18 +42,21 @@ class RetrieveService:
         series_uid: str | None = None,
         sop_uid: str | None = None,
         *,
+        partition: int,
         original: bool = False,
     ) -> list[InstanceRecord]:
         """The stored instances a retrieve names, oldest first; 404 when there are none.
         ``original`` picks each instance's original version where a bulk update kept one."""
         if sop_uid is not None:
             assert series_uid is not None
-            key = InstanceKey(study_uid, series_uid, sop_uid)
+            key = InstanceKey(study_uid, series_uid, sop_uid, partition=partition)
             record = await self._index.get_instance(key, original=original)
             if record is None:
                 raise resource_not_found(study_uid, series_uid, sop_uid)
             return [record]
-        records = await self._index.list_instances(study_uid, series_uid, original=original)
+        records = await self._index.list_instances(
+            study_uid, series_uid, partition=partition, original=original
+        )
         if not records:
             raise resource_not_found(study_uid, series_uid)
         return records
@@ -64,6 +67,7 @@ class RetrieveService:
         series_uid: str | None = None,
         sop_uid: str | None = None,
         *,
+        partition: int,
         original: bool = False,
     ) -> list[OpenedInstance]:
         """The instances a retrieve names, each with its file open; 404 when there are none.
@@ -72,7 +76,9 @@ class RetrieveService:
         list again. One whose entry still names it is really missing (BlobNotFound, a 424).
         """
         for _ in range(_LIST_ATTEMPTS):
-            records = await self.find_instances(study_uid, series_uid, sop_uid, original=original)
+            records = await self.find_instances(
+                study_uid, series_uid, sop_uid, partition=partition, original=original
+            )
             try:
                 readers = await self._open_all(records)
             except BlobNotFound as missing:

@@ -258,13 +258,15 @@ class SearchService:
         resource: QueryResource,
         parameters: Iterable[tuple[str, str]],
         *,
+        partition: int,
         study_uid: str | None = None,
         series_uid: str | None = None,
         api_version: int,
         with_external_metadata: bool = False,
     ) -> SearchResults:
-        """One QIDO-RS search: ``parameters`` are the query string's pairs (repeated keys
-        kept), ``study_uid`` and ``series_uid`` the (validated) UIDs of the resource URL.
+        """One QIDO-RS search in data partition ``partition``: ``parameters`` are the query
+        string's pairs (repeated keys kept), ``study_uid`` and ``series_uid`` the (validated)
+        UIDs of the resource URL.
         ``with_external_metadata`` is the client's ``msdicom-request-meta`` (v2 only)."""
         catalog = await self.catalog(
             with_external_metadata=with_external_metadata and api_version >= FIRST_API_VERSION
@@ -272,6 +274,7 @@ class SearchService:
         query = parse_query(
             parameters,
             resource,
+            partition=partition,
             study_uid=study_uid,
             series_uid=series_uid,
             catalog=catalog.attributes,

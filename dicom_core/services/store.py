@@ -178,6 +178,7 @@ class StoreService:
         self,
         receive_parts: ReceiveParts,
         *,
+        partition: int,
         study_uid: str | None,
         upsert: bool,
         api_version: int,
@@ -187,14 +188,16 @@ class StoreService:
     ) -> StoreResult:
         """One store request: check ``external_metadata`` (the ``msdicom-meta-*`` name and
         value pairs sent with it) and ``expiry_headers`` (``msdicom-expiry-*``), receive the
-        parts, store each one, save the metadata for the studies stored. ``study_uid`` is the
-        study the URL names (each instance must belong to it); ``upsert`` replaces instances
-        already stored (PUT)."""
+        parts, store each one, save the metadata for the studies stored. ``partition`` is the
+        data partition stored into; ``study_uid`` the study the URL names (each instance must
+        belong to it); ``upsert`` replaces instances already stored (PUT). ``base_url`` is
+        what RetrieveURLs start with (the partition's URL where partitions are on)."""
         expiry = expiry_of_request(expiry_headers, api_version)
         external = await self._check_external_metadata(external_metadata, api_version)
         parts = await receive_parts()
         result = await self._store_parts(
             parts,
+            partition=partition,
             study_uid=study_uid,
             upsert=upsert,
             api_version=api_version,
@@ -220,6 +223,7 @@ class StoreService:
         self,
         parts: Sequence[Path],
         *,
+        partition: int,
         study_uid: str | None,
         upsert: bool,
         api_version: int,
@@ -232,6 +236,7 @@ class StoreService:
             for path in parts:
                 outcome = await self._store_one(
                     path,
+                    partition=partition,
                     study_uid=study_uid,
                     upsert=upsert,
                     api_version=api_version,
@@ -251,6 +256,7 @@ class StoreService:
         self,
         path: Path,
         *,
+        partition: int,
         study_uid: str | None,
         upsert: bool,
         api_version: int,
@@ -260,9 +266,9 @@ class StoreService:
         try:
             size = path.stat().st_size
             if size <= INLINE_PARSE_BYTES:
-                parsed = parse_instance(path, size)
+                parsed = parse_instance(path, size, partition=partition)
             else:
-                parsed = await asyncio.to_thread(parse_instance, path, size)
+                parsed = await asyncio.to_thread(parse_instance, path, size, partition=partition)
         except InstanceRejected as rejected:
             return FailedEntry(
                 rejected.failure_code,

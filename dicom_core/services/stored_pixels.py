@@ -135,7 +135,9 @@ async def get_record(index: IndexStore, key: InstanceKey) -> InstanceRecord:
 async def pixel_format(index: IndexStore, record: InstanceRecord) -> PixelFormat | None:
     """The instance's Image Pixel module, from the DICOM JSON kept at store time."""
     key = record.key
-    documents = await index.get_metadata(key.study_uid, key.series_uid, key.sop_uid)
+    documents = await index.get_metadata(
+        key.study_uid, key.series_uid, key.sop_uid, partition=key.partition
+    )
     if not documents:
         return None
     return PixelFormat.from_dicom_json(orjson.loads(documents[0]))

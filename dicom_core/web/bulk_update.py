@@ -28,12 +28,13 @@ from dicom_core.domain.validation.checks import AttributeProblem
 from dicom_core.errors import BadRequest, Conflict
 from dicom_core.storage.ports import OperationConflict
 from dicom_core.web.bodies import read_json_bytes
-from dicom_core.web.context import api_version, base_url
+from dicom_core.web.context import api_version, base_url, partition_of
 from dicom_core.web.operations import operation_reference
 
 
 async def start_bulk_update(request: Request, services: Services) -> Response:
     version = api_version(request)
+    partition = await partition_of(request, services)
     body = await read_json_bytes(request, services.settings.max_json_body_bytes)
     try:
         parsed = parse_bulk_update_request(body)
@@ -46,7 +47,7 @@ async def start_bulk_update(request: Request, services: Services) -> Response:
             )
         raise BadRequest(str(exc)) from exc
     try:
-        operation = await services.bulk_update.start(parsed)
+        operation = await services.bulk_update.start(parsed, partition=partition.key)
     except OperationConflict as exc:
         raise Conflict(
             f"The study {exc.resource} is being updated by operation {exc.operation_id};"

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from dicom_core.bootstrap import Services, build_services
 from dicom_core.domain.identifiers import check_uid
 from dicom_core.domain.model import InstanceKey
+from dicom_core.domain.partitions import Partition
 from dicom_core.errors import DicomWebError, NotFound
 from dicom_core.settings import Settings, SettingsError
 from dicom_core.storage.ports import BlobNotFound, StorageUnavailable
@@ -42,7 +43,15 @@ class ServiceContainer:
         if self._services is None:
             async with self._lock:
                 if self._services is None:
-                    self._services = build_services(self._settings_factory())
+                    built = build_services(self._settings_factory())
+                    try:
+                        # Partitions turned off while some exist: every request and job
+                        # fails (503, misconfigured), as Azure's service fails to start.
+                        await built.partitions.check_startup()
+                    except BaseException:
+                        await built.close()
+                        raise
+                    self._services = built
         return self._services
 
     async def close(self) -> None:
@@ -110,11 +119,30 @@ def sop_uid(request: Request) -> str | None:
     return optional_path_uid(request, "instance")
 
 
-def instance_key(request: Request) -> InstanceKey:
+def instance_key(request: Request, partition: Partition) -> InstanceKey:
     """The instance an instance-level route (frames, rendered) names."""
     series, sop = series_uid(request), sop_uid(request)
     assert series is not None and sop is not None, "route without series and instance"
-    return InstanceKey(study_uid(request), series, sop)
+    return InstanceKey(study_uid(request), series, sop, partition=partition.key)
+
+
+async def partition_of(request: Request, services: Services, *, create: bool = False) -> Partition:
+    """The data partition the request is in (``PartitionService.resolve``): a handler asks
+    first, after the API version, as Azure checks it before the action. ``create`` for the
+    requests that create a partition by naming it (STOW, workitem create)."""
+    name = request.path_params.get("partition")
+    return await services.partitions.resolve(None if name is None else str(name), create=create)
+
+
+def resource_base(request: Request, version: int, partition: Partition) -> str:
+    """The URL the resources of ``partition`` sit under: ``base_url``, then
+    ``/partitions/{name}`` where the request came through a partition route (always, when
+    partitions are on). STOW's RetrieveURLs and a workitem's Location start with it; an
+    operation's does not (operations are global, as in Azure)."""
+    base = base_url(request, version)
+    if "partition" not in request.path_params:
+        return base
+    return f"{base}/partitions/{partition.name}"
 
 
 def base_url(request: Request, version: int) -> str:

@@ -20,19 +20,20 @@ from dicom_core.domain.media_types import JSON
 from dicom_core.errors import BadRequest
 from dicom_core.storage.ports import ExportDestinationError
 from dicom_core.web.bodies import read_json_bytes
-from dicom_core.web.context import api_version, base_url
+from dicom_core.web.context import api_version, base_url, partition_of
 from dicom_core.web.operations import operation_reference
 
 
 async def start_export(request: Request, services: Services) -> Response:
     version = api_version(request)
+    partition = await partition_of(request, services)
     body = await read_json_bytes(request, services.settings.max_json_body_bytes)
     try:
         parsed = parse_export_request(body)
     except ExportRequestError as exc:
         raise BadRequest(str(exc)) from exc
     try:
-        operation = await services.export.start(parsed)
+        operation = await services.export.start(parsed, partition=partition.key)
     except ExportDestinationError as exc:
         raise BadRequest(str(exc)) from exc
     reference = operation_reference(operation.operation_id, base_url(request, version))

@@ -26,7 +26,7 @@ from dicom_core.bootstrap import Services
 from dicom_core.domain.media_types import MULTIPART_RELATED
 from dicom_core.errors import DicomWebError
 from dicom_core.services.frames import FrameSet
-from dicom_core.web.context import api_version, instance_key
+from dicom_core.web.context import api_version, instance_key, partition_of
 from dicom_core.web.multipart import closing_delimiter, new_boundary, part_header
 from dicom_core.web.renditions import negotiate_frames
 from dicom_core.web.wado_params import frame_numbers, original_version
@@ -41,7 +41,7 @@ _log = logging.getLogger(__name__)
 
 async def retrieve_frames(request: Request, services: Services) -> Response:
     api_version(request)
-    key = instance_key(request)
+    key = instance_key(request, await partition_of(request, services))
     numbers = frame_numbers(str(request.path_params.get("frames", "")))
     original_version(request)
     record = await services.frames.find_instance(key)

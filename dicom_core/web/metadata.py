@@ -14,7 +14,7 @@ from starlette.responses import Response
 from dicom_core.bootstrap import Services
 from dicom_core.services.external_metadata import requested
 from dicom_core.web import responses
-from dicom_core.web.context import api_version, series_uid, sop_uid, study_uid
+from dicom_core.web.context import api_version, partition_of, series_uid, sop_uid, study_uid
 from dicom_core.web.renditions import negotiate_metadata
 from dicom_core.web.wado_params import ORIGINAL_VERSION_HEADER, original_version
 
@@ -26,6 +26,7 @@ VARY = f"Accept, {ORIGINAL_VERSION_HEADER}, msdicom-request-meta"
 
 async def retrieve_metadata(request: Request, services: Services) -> Response:
     version = api_version(request)
+    partition = await partition_of(request, services)
     study, series, sop = study_uid(request), series_uid(request), sop_uid(request)
     original = original_version(request)
     negotiate_metadata(request.headers.getlist("accept"))
@@ -37,6 +38,7 @@ async def retrieve_metadata(request: Request, services: Services) -> Response:
             study,
             series,
             sop,
+            partition=partition.key,
             api_version=version,
             with_external_metadata=with_external,
             original=original,
@@ -47,6 +49,7 @@ async def retrieve_metadata(request: Request, services: Services) -> Response:
         study,
         series,
         sop,
+        partition=partition.key,
         api_version=version,
         with_external_metadata=with_external,
         original=original,

@@ -18,7 +18,7 @@ from dicom_core.domain.media_types import DICOM_JSON, JSON
 from dicom_core.errors import NotAcceptable, UriTooLong
 from dicom_core.query.conditions import QueryResource
 from dicom_core.services.external_metadata import requested
-from dicom_core.web.context import api_version, optional_path_uid, series_uid
+from dicom_core.web.context import api_version, optional_path_uid, partition_of, series_uid
 from dicom_core.web.negotiation import parse_accept
 from dicom_core.web.responses import dicom_json
 
@@ -73,11 +73,13 @@ def _resource(request: Request, level: str) -> tuple[QueryResource, str | None, 
 async def _search(request: Request, services: Services, level: str) -> Response:
     _check_uri_length(request)
     version = api_version(request)
+    partition = await partition_of(request, services)
     resource, study, series = _resource(request, level)
     media_type = _media_type(request)
     found = await services.search.search_for(
         resource,
         request.query_params.multi_items(),
+        partition=partition.key,
         study_uid=study,
         series_uid=series,
         api_version=version,

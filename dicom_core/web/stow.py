@@ -25,7 +25,12 @@ from dicom_core.services.external_metadata import HEADER_PREFIX
 from dicom_core.services.staging import PartSpool
 from dicom_core.web import responses
 from dicom_core.web.bodies import check_declared_length, limited_chunks
-from dicom_core.web.context import api_version, base_url, optional_path_uid
+from dicom_core.web.context import (
+    api_version,
+    optional_path_uid,
+    partition_of,
+    resource_base,
+)
 from dicom_core.web.multipart import (
     MultipartError,
     MultipartParser,
@@ -40,6 +45,7 @@ from dicom_core.web.negotiation import accepts
 
 async def store_instances(request: Request, services: Services) -> Response:
     version = api_version(request)
+    partition = await partition_of(request, services, create=True)
     study_uid = optional_path_uid(request, "study")
     if not accepts(request.headers.getlist("accept"), DICOM_JSON):
         raise NotAcceptable(
@@ -50,10 +56,11 @@ async def store_instances(request: Request, services: Services) -> Response:
 
     result = await services.store.store_instances(
         lambda: _spool_body(request, services, limit),
+        partition=partition.key,
         study_uid=study_uid,
         upsert=request.method == "PUT",
         api_version=version,
-        base_url=base_url(request, version),
+        base_url=resource_base(request, version, partition),
         external_metadata=[
             (name, value)
             for name, value in request.headers.items()

@@ -5,16 +5,10 @@ In Azure these reach the app's catch-all function (``{*path}``, last by name), b
 host matches routes in function-name order and never answers 405 itself. So the catch-all
 decides: a path that another function's template matches, with another method, gets 405 and
 the methods that would work; anything else gets 404.
-
-Data partitions are not built yet, so this server is what an Azure DICOM service is with
-the feature off: ``/v{n}/partitions`` and every ``/v{n}/partitions/{name}/...`` route answer
-400 "Data partitions feature is disabled.", Azure's words (its DataPartitionsFeatureDisabled
-error), rather than our 404.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from starlette.requests import Request
@@ -25,11 +19,6 @@ from dicom_core.web.context import ServiceContainer, guard
 from dicom_core.web.routing import HttpTrigger, RouteTable, host_routes
 
 _tables: dict[int, RouteTable] = {}
-
-_PARTITION_ROUTE = re.compile(
-    r"^/(?:" + "|".join(responses.SUPPORTED_VERSIONS) + r")/partitions(?:/|$)", re.IGNORECASE
-)
-PARTITIONS_DISABLED = "Data partitions feature is disabled."
 
 
 def app_functions(app: Any) -> list[Any]:
@@ -79,8 +68,6 @@ def unmatched(app: Any, method: str, path: str) -> Response:
         return responses.error(
             405, f"Method {method.upper()} is not allowed here; use {methods}.", {"Allow": methods}
         )
-    if _PARTITION_ROUTE.match(path) and method.upper() != "OPTIONS":
-        return responses.error(400, PARTITIONS_DISABLED)
     return responses.unknown_route(path)
 
 

@@ -19,7 +19,7 @@ from dicom_core.domain.media_types import DICOM, MULTIPART_RELATED
 from dicom_core.domain.pixels import EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000_LOSSLESS
 from dicom_core.errors import NotAcceptable
 from dicom_core.services.retrieve import OpenedInstance, close_all
-from dicom_core.web.context import api_version, series_uid, sop_uid, study_uid
+from dicom_core.web.context import api_version, partition_of, series_uid, sop_uid, study_uid
 from dicom_core.web.multipart import closing_delimiter, new_boundary, part_header
 from dicom_core.web.negotiation import MediaRange, parse_accept
 from dicom_core.web.wado_params import original_version
@@ -82,6 +82,7 @@ def _rendition(media: MediaRange, single_instance: bool) -> Rendition | None:
 async def retrieve(request: Request, services: Services) -> Response:
     """GET a study, a series or an instance."""
     api_version(request)
+    partition = await partition_of(request, services)
     study, series, sop = study_uid(request), series_uid(request), sop_uid(request)
     original = original_version(request)
     rendition = negotiate_instances(
@@ -89,7 +90,9 @@ async def retrieve(request: Request, services: Services) -> Response:
     )
     # Every file is opened before the status line: a delete racing this request either
     # wins before (a 404, or the study without what it removed) or cannot cut the body.
-    opened = await services.retrieve.open_instances(study, series, sop, original=original)
+    opened = await services.retrieve.open_instances(
+        study, series, sop, partition=partition.key, original=original
+    )
     try:
         return await _answer(services, rendition, opened)
     except BaseException:

@@ -54,7 +54,7 @@ async def test_store_upsert_and_delete_append_entries_whose_states_follow(
     ]
 
     wm_a2 = await upsert(index, a, "second")
-    await index.delete_instances(b.study_uid)
+    await index.delete_instances(b.study_uid, partition=1)
     entries = await everything(stores)
     assert summary(entries) == [
         ("create", a.sop_uid, ChangeState.REPLACED),
@@ -78,7 +78,7 @@ async def test_storing_a_deleted_instance_again_replaces_its_earlier_entries(
     """As the Azure service does: create, delete, create reads replaced, replaced, current."""
     index, key = stores.index, new_key()
     await store(index, key)
-    await index.delete_instances(key.study_uid, key.series_uid, key.sop_uid)
+    await index.delete_instances(key.study_uid, key.series_uid, key.sop_uid, partition=1)
     again = await store(index, key)
     entries = await everything(stores)
     assert summary(entries) == [
@@ -98,7 +98,7 @@ async def test_a_store_that_began_before_a_delete_and_commits_after_it_follows_i
     index, key = stores.index, new_key()
     first = await store(index, key)
     reservation = await index.begin_instance(key, upsert=True)
-    await index.delete_instances(key.study_uid, key.series_uid, key.sop_uid)
+    await index.delete_instances(key.study_uid, key.series_uid, key.sop_uid, partition=1)
     await index.commit_instance(reservation, instance(key))
     entries = await everything(stores)
     assert summary(entries) == [
@@ -118,7 +118,7 @@ async def test_metadata_is_the_current_versions_and_absent_once_deleted(
     await upsert(index, kept, "first")
     await upsert(index, kept, "second")
     await store(index, gone)
-    await index.delete_instances(gone.study_uid)
+    await index.delete_instances(gone.study_uid, partition=1)
 
     plain = await everything(stores)
     assert all(e.metadata is None for e in plain)
@@ -140,7 +140,7 @@ async def test_a_study_delete_records_every_instance_in_watermark_order(stores: 
     keys = [new_key(study, series) for _ in range(3)] + [new_key(study)]
     for key in keys:
         await store(index, key)
-    await index.delete_instances(study)
+    await index.delete_instances(study, partition=1)
     deletes = [e for e in await everything(stores) if e.action is ChangeAction.DELETE]
     assert [e.key for e in deletes] == keys
     assert all(e.state is ChangeState.DELETED for e in await everything(stores))

@@ -155,7 +155,7 @@ async def test_changes_of_one_instance_waiting_together_keep_their_order(
     first = await store(index, key)
     await upsert(index, key, "second")
     reservation = await index.begin_instance(key, upsert=True)
-    await index.delete_instances(key.study_uid)
+    await index.delete_instances(key.study_uid, partition=1)
     await index.commit_instance(reservation, instance(key))
     assert len(await pending_changes(cosmos)) == 4
 
@@ -194,7 +194,7 @@ async def test_an_instance_with_more_entries_than_a_batch_holds_moves_them_first
     assert [e.current_watermark for e in entries] == [watermarks[-1]] * 6
     assert [e.state for e in entries] == [ChangeState.REPLACED] * 5 + [ChangeState.CURRENT]
 
-    await index.delete_instances(key.study_uid)
+    await index.delete_instances(key.study_uid, partition=1)
     entries = await everything(stores)
     assert [e.state for e in entries] == [ChangeState.DELETED] * 7
     assert gap_free(entries)

@@ -89,7 +89,7 @@ async def test_a_second_run_settling_during_the_roll_forward_takes_no_file_away(
     async def racing(c: object, pk: str, plan: Any) -> object:
         if "change" in plan.names and "commit" not in plan.names and not raced:
             raced.append("settle")
-            await index.settle_versions(study)  # the other run, all of it
+            await index.settle_versions(study, partition=1)  # the other run, all of it
         return await execute(c, pk, plan)
 
     monkeypatch.setattr(index, "_execute", racing)
@@ -117,7 +117,7 @@ async def test_a_fresh_staging_of_another_run_is_left_alone(
         result = await real(self, *args)
         if not refused:
             with pytest.raises(StorageUnavailable, match="staging"):
-                await index.settle_versions(study)
+                await index.settle_versions(study, partition=1)
             refused.append("settle")
         return result
 
@@ -161,11 +161,11 @@ async def test_a_delete_between_the_flip_and_the_roll_forward_keeps_the_new_keys
     records = {key: await index.get_instance(key) for key in keys}
     latest = max(keys, key=lambda key: records[key].watermark)  # type: ignore[union-attr]
 
-    await index.delete_instances(study, latest.series_uid, latest.sop_uid)
+    await index.delete_instances(study, latest.series_uid, latest.sop_uid, partition=1)
     summary = await staged.raw_study_summary(study)
     assert summary is not None and (summary["instances"], summary["patient_id"]) == (3, "v2")
     for patient, expected in (("v2", [study]), ("v1", [])):
-        query = parse_query([("PatientID", patient)], QueryResource.ALL_STUDIES)
+        query = parse_query([("PatientID", patient)], QueryResource.ALL_STUDIES, partition=1)
         assert [m.study_uid for m in await index.search(query) if m.study_uid == study] == expected
 
 
@@ -186,7 +186,9 @@ async def test_a_read_racing_the_last_roll_forward_batch_sees_the_new_version(
 
     async def late(container: Any, pk: str) -> object:
         monkeypatch.setattr(cosmos_staged_versions, "read_commit", real_read_commit)
-        await index.settle_versions(study)  # the roll forward ends between the two reads
+        await index.settle_versions(
+            study, partition=1
+        )  # the roll forward ends between the two reads
         return await real_read_commit(container, pk)
 
     monkeypatch.setattr(cosmos_staged_versions, "read_commit", late)
@@ -220,7 +222,7 @@ async def test_qido_json_is_keyed_by_the_version_read_not_the_summary_read_befor
         return found
 
     monkeypatch.setattr(cosmos_query, "read_item", then_update)
-    query = parse_query([("StudyInstanceUID", study)], QueryResource.ALL_INSTANCES)
+    query = parse_query([("StudyInstanceUID", study)], QueryResource.ALL_INSTANCES, partition=1)
     found = await index.search(query, metadata=frozenset({QueryLevel.STUDY}))
     assert updated and found
     for match in found:

@@ -36,7 +36,7 @@ def events(count: int = 3) -> list[DicomEvent]:
                 sequence=n + 1,
                 timestamp=f"2026-05-06T07:08:09.{n:06d}Z",
                 action=actions[n % 3],
-                key=InstanceKey("1.2.840.1", "1.2.840.1.2", f"1.2.840.1.2.{n}"),
+                key=InstanceKey("1.2.840.1", "1.2.840.1.2", f"1.2.840.1.2.{n}", partition=1),
                 watermark=n + 10,
                 current_watermark=None,
             ),

@@ -33,7 +33,7 @@ from tests.fakes.export import FakeExportSinks
 if TYPE_CHECKING:
     from tools.emulators.launcher import Emulators
 
-KEY = InstanceKey("1.2.3", "4.5.6", "7.8.9")
+KEY = InstanceKey("1.2.3", "4.5.6", "7.8.9", partition=1)
 # Azurite's loopback endpoint is an export host only when the setting says so.
 AZURITE = Settings.from_mapping({"DICOM_EXPORT_BLOB_HOSTS": "127.0.0.1"})
 

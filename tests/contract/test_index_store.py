@@ -23,7 +23,9 @@ EXPLICIT = "1.2.840.10008.1.2.1"
 
 
 def new_key(study: str | None = None, series: str | None = None) -> InstanceKey:
-    return InstanceKey(study or generate_uid(), series or generate_uid(), generate_uid())
+    return InstanceKey(
+        study or generate_uid(), series or generate_uid(), generate_uid(), partition=1
+    )
 
 
 def instance(
@@ -66,8 +68,8 @@ async def test_a_reserved_instance_is_invisible_until_committed(stores: Stores) 
         key.study_uid, key.series_uid, key.sop_uid, reservation.watermark
     )
     assert await index.get_instance(key) is None
-    assert await index.list_instances(key.study_uid) == []
-    assert await index.get_metadata(key.study_uid) == []
+    assert await index.list_instances(key.study_uid, partition=1) == []
+    assert await index.get_metadata(key.study_uid, partition=1) == []
     assert await stores.raw_instance_states(key) == [("creating", reservation.watermark)]
 
     frames = FrameIndex(
@@ -89,8 +91,8 @@ async def test_a_reserved_instance_is_invisible_until_committed(stores: Stores) 
     )
     assert record.frames == frames
     assert record.created_at
-    assert [r.key for r in await index.list_instances(key.study_uid)] == [key]
-    assert await index.get_metadata(key.study_uid, key.series_uid, key.sop_uid) == [
+    assert [r.key for r in await index.list_instances(key.study_uid, partition=1)] == [key]
+    assert await index.get_metadata(key.study_uid, key.series_uid, key.sop_uid, partition=1) == [
         instance(key).metadata_json
     ]
     assert await stores.raw_instance_states(key) == [("created", reservation.watermark)]
@@ -122,7 +124,7 @@ async def test_post_of_a_stored_instance_is_refused_and_put_replaces_it(stores: 
     assert replaced == [blob_key_for(key.study_uid, key.series_uid, key.sop_uid, first)]
     record = await index.get_instance(key)
     assert record is not None and record.watermark == reservation.watermark
-    assert await index.get_metadata(key.study_uid) == [b'{"new": 1}']
+    assert await index.get_metadata(key.study_uid, partition=1) == [b'{"new": 1}']
     assert await stores.raw_instance_states(key) == [("created", reservation.watermark)]
     summary = await stores.raw_study_summary(key.study_uid)
     assert summary is not None
@@ -159,16 +161,19 @@ async def test_listing_is_oldest_first_and_scoped(stores: Stores) -> None:
     keys = [new_key(study, series_a), new_key(study, series_b), new_key(study, series_a)]
     for key in keys:
         await store(index, key)
-    assert [r.key for r in await index.list_instances(study)] == keys
-    assert [r.key for r in await index.list_instances(study, series_a)] == [keys[0], keys[2]]
-    assert await index.list_instances(study, generate_uid()) == []
-    assert len(await index.get_metadata(study)) == 3
-    assert len(await index.get_metadata(study, series_b)) == 1
+    assert [r.key for r in await index.list_instances(study, partition=1)] == keys
+    assert [r.key for r in await index.list_instances(study, series_a, partition=1)] == [
+        keys[0],
+        keys[2],
+    ]
+    assert await index.list_instances(study, generate_uid(), partition=1) == []
+    assert len(await index.get_metadata(study, partition=1)) == 3
+    assert len(await index.get_metadata(study, series_b, partition=1)) == 1
 
 
 async def watermarks_of(index: IndexStore, *scope: str) -> str | None:
     """``metadata_version`` without the prefix naming the index."""
-    version = await index.metadata_version(*scope)
+    version = await index.metadata_version(*scope, partition=1)
     return None if version is None else version.rsplit(":", 1)[-1]
 
 
@@ -192,7 +197,7 @@ async def test_metadata_version_names_the_stored_versions_of_a_scope(stores: Sto
     assert await watermarks_of(index, study, series) == f"{marks[1]},{reservation.watermark}"
 
     # Deleting either of two instances leaves different versions, though as many remain.
-    await index.delete_instances(study, series, keys[1].sop_uid)
+    await index.delete_instances(study, series, keys[1].sop_uid, partition=1)
     assert await watermarks_of(index, study, series) == str(reservation.watermark)
     assert await watermarks_of(index, study) == f"{marks[2]},{reservation.watermark}"
 
@@ -213,10 +218,10 @@ async def test_versioned_metadata_is_the_metadata_with_its_version(stores: Store
         (study, series, generate_uid()),
         (generate_uid(), None, None),
     ]:
-        found = await index.get_versioned_metadata(*scope)
-        assert found.version == await index.metadata_version(*scope)
-        assert list(found.documents) == await index.get_metadata(*scope)
-    assert (await index.get_versioned_metadata(generate_uid())).documents == ()
+        found = await index.get_versioned_metadata(*scope, partition=1)
+        assert found.version == await index.metadata_version(*scope, partition=1)
+        assert list(found.documents) == await index.get_metadata(*scope, partition=1)
+    assert (await index.get_versioned_metadata(generate_uid(), partition=1)).documents == ()
 
 
 async def test_summaries_keep_the_latest_values_counts_and_modalities(stores: Stores) -> None:
@@ -234,13 +239,13 @@ async def test_summaries_keep_the_latest_values_counts_and_modalities(stores: St
     assert summary["patient_id"] == "c"
 
     # Deleting the latest instance makes the one before it the latest again.
-    assert len(await index.delete_instances(study, mr, last.sop_uid)) == 1
+    assert len(await index.delete_instances(study, mr, last.sop_uid, partition=1)) == 1
     summary = await stores.raw_study_summary(study)
     assert summary is not None
     assert (summary["series"], summary["instances"], summary["modalities"]) == (1, 2, ["CT"])
     assert summary["patient_id"] == "b"
     stores.require_search()
-    query = parse_query([("PatientID", "b")], QueryResource.ALL_INSTANCES)
+    query = parse_query([("PatientID", "b")], QueryResource.ALL_INSTANCES, partition=1)
     found = await index.search(query)
     assert {m.study_uid for m in found} == {study}
     assert len(found) == 2  # both CT instances: the study's PatientID is now B
@@ -256,12 +261,12 @@ async def test_delete_returns_the_files_of_what_it_removed(stores: Stores) -> No
         for k, w in zip(keys, marks, strict=True)
     ]
 
-    assert await index.delete_instances(study, series, generate_uid()) == []
-    assert await index.delete_instances(generate_uid()) == []
-    assert await index.delete_instances(study, series, keys[0].sop_uid) == [blob[0]]
-    assert sorted(await index.delete_instances(study, series)) == [blob[1]]
-    assert await index.delete_instances(study) == [blob[2]]
-    assert await index.list_instances(study) == []
+    assert await index.delete_instances(study, series, generate_uid(), partition=1) == []
+    assert await index.delete_instances(generate_uid(), partition=1) == []
+    assert await index.delete_instances(study, series, keys[0].sop_uid, partition=1) == [blob[0]]
+    assert sorted(await index.delete_instances(study, series, partition=1)) == [blob[1]]
+    assert await index.delete_instances(study, partition=1) == [blob[2]]
+    assert await index.list_instances(study, partition=1) == []
     assert await stores.raw_study_summary(study) is None
     for key in keys:
         assert await stores.raw_instance_states(key) == []
@@ -282,9 +287,9 @@ async def test_a_large_study_is_deleted_whole(stores: Stores) -> None:
     await asyncio.gather(*(add(key) for key in keys))
     summary = await stores.raw_study_summary(study)
     assert summary is not None and (summary["series"], summary["instances"]) == (3, 130)
-    removed = await index.delete_instances(study)
+    removed = await index.delete_instances(study, partition=1)
     assert len(removed) == len(set(removed)) == 130
-    assert await index.list_instances(study) == []
+    assert await index.list_instances(study, partition=1) == []
     assert await stores.raw_study_summary(study) is None
 
 
@@ -311,9 +316,9 @@ async def test_a_scope_that_fits_one_batch_is_listed_once(
         return await listing(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(cosmos_index, "query_items", counted)
-    assert len(await index.delete_instances(study, series)) == 3
+    assert len(await index.delete_instances(study, series, partition=1)) == 3
     assert sum("TOP @n" in sql for sql in sent) == 1
-    assert [r.key for r in await index.list_instances(study)] == [keys[3]]
+    assert [r.key for r in await index.list_instances(study, partition=1)] == [keys[3]]
 
 
 async def test_concurrent_stores_into_one_study_lose_no_count(stores: Stores) -> None:
@@ -325,7 +330,7 @@ async def test_concurrent_stores_into_one_study_lose_no_count(stores: Stores) ->
     assert summary is not None
     assert summary["instances"] == 24
     assert summary["series"] == 1 + 12
-    records = await index.list_instances(study)
+    records = await index.list_instances(study, partition=1)
     assert sorted(r.key for r in records) == sorted(keys)
     newest = max(records, key=lambda r: r.watermark)
     assert summary["latest"] == newest.watermark
@@ -351,13 +356,15 @@ async def test_large_metadata_round_trips(stores: Stores) -> None:
     key = new_key()
     payload = orjson.dumps({"7FE10010": {"vr": "OB", "InlineBinary": os.urandom(1_600_000).hex()}})
     await store(stores.index, key, metadata=payload)
-    assert await stores.index.get_metadata(key.study_uid, key.series_uid, key.sop_uid) == [payload]
-    assert await stores.index.get_metadata(key.study_uid) == [payload]
+    assert await stores.index.get_metadata(
+        key.study_uid, key.series_uid, key.sop_uid, partition=1
+    ) == [payload]
+    assert await stores.index.get_metadata(key.study_uid, partition=1) == [payload]
     reservation = await stores.index.begin_instance(key, upsert=True)
     await stores.index.commit_instance(reservation, instance(key, metadata=b"{}"))
-    assert await stores.index.get_metadata(key.study_uid) == [b"{}"]
-    await stores.index.delete_instances(key.study_uid)
-    assert await stores.index.get_metadata(key.study_uid) == []
+    assert await stores.index.get_metadata(key.study_uid, partition=1) == [b"{}"]
+    await stores.index.delete_instances(key.study_uid, partition=1)
+    assert await stores.index.get_metadata(key.study_uid, partition=1) == []
 
 
 async def test_search_pages_newest_first_with_aggregates_and_metadata(stores: Stores) -> None:
@@ -372,7 +379,7 @@ async def test_search_pages_newest_first_with_aggregates_and_metadata(stores: St
     b1 = new_key(study_b)
     await store(index, b1, patient_id=patient.lower(), modality="MR")
 
-    query = parse_query([("PatientID", patient)], QueryResource.ALL_STUDIES)
+    query = parse_query([("PatientID", patient)], QueryResource.ALL_STUDIES, partition=1)
     found = await index.search(query, metadata=frozenset({QueryLevel.STUDY}))
     assert [m.study_uid for m in found] == [study_b, study_a]
     by_study = {m.study_uid: m for m in found}
@@ -382,14 +389,18 @@ async def test_search_pages_newest_first_with_aggregates_and_metadata(stores: St
 
     page = await index.search(
         parse_query(
-            [("PatientID", patient), ("limit", "1"), ("offset", "1")], QueryResource.ALL_STUDIES
+            [("PatientID", patient), ("limit", "1"), ("offset", "1")],
+            QueryResource.ALL_STUDIES,
+            partition=1,
         )
     )
     assert [m.study_uid for m in page] == [study_a]
 
     series = await index.search(
         parse_query(
-            [("StudyInstanceUID", study_a), ("ModalitiesInStudy", "ct")], QueryResource.ALL_SERIES
+            [("StudyInstanceUID", study_a), ("ModalitiesInStudy", "ct")],
+            QueryResource.ALL_SERIES,
+            partition=1,
         ),
         metadata=frozenset({QueryLevel.SERIES}),
     )
@@ -402,6 +413,7 @@ async def test_search_pages_newest_first_with_aggregates_and_metadata(stores: St
             [("Modality", "ct"), ("SeriesInstanceUID", a1.series_uid)],
             QueryResource.STUDY_INSTANCES,
             study_uid=study_a,
+            partition=1,
         ),
         metadata=frozenset({QueryLevel.INSTANCE}),
     )
@@ -418,7 +430,7 @@ async def test_search_may_leave_out_the_documents_the_caller_has_cached(stores: 
     study = generate_uid()
     first = new_key(study)
     marks = [await store(index, first), await store(index, new_key(study, first.series_uid))]
-    query = parse_query([], QueryResource.STUDY_INSTANCES, study_uid=study)
+    query = parse_query([], QueryResource.STUDY_INSTANCES, study_uid=study, partition=1)
     levels = frozenset(QueryLevel)
     full = await index.search(query, metadata=levels)
     asked: list[int] = []

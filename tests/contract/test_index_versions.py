@@ -67,13 +67,15 @@ async def test_an_update_becomes_current_and_keeps_the_original(stores: Stores) 
         current = await index.get_instance(key)
         assert current is not None and current.watermark == watermark
         assert await index.get_instance(key, original=True) == original
-    assert [r.watermark for r in await index.list_instances(study)] == new
-    assert [r.watermark for r in await index.list_instances(study, original=True)] == first
-    assert [marker_of(d) for d in await index.get_metadata(study)] == ["v2", "v2"]
-    versioned = await index.get_versioned_metadata(study, original=True)
+    assert [r.watermark for r in await index.list_instances(study, partition=1)] == new
+    assert [
+        r.watermark for r in await index.list_instances(study, original=True, partition=1)
+    ] == first
+    assert [marker_of(d) for d in await index.get_metadata(study, partition=1)] == ["v2", "v2"]
+    versioned = await index.get_versioned_metadata(study, original=True, partition=1)
     assert [orjson.loads(d).get("m") for d in versioned.documents] == [None, None]
-    assert versioned.version == await index.metadata_version(study, original=True)
-    assert versioned.version != await index.metadata_version(study)
+    assert versioned.version == await index.metadata_version(study, original=True, partition=1)
+    assert versioned.version != await index.metadata_version(study, partition=1)
 
     summary = await stores.raw_study_summary(study)
     assert summary is not None
@@ -141,10 +143,10 @@ async def test_a_delete_removes_every_version(stores: Stores) -> None:
     await update(index, [key], [first], "v2")
     updated = await index.get_instance(key)
     assert original is not None and updated is not None
-    removed = await index.delete_instances(key.study_uid)
+    removed = await index.delete_instances(key.study_uid, partition=1)
     assert sorted(removed) == sorted([original.blob_key, updated.blob_key])
     assert await index.get_instance(key, original=True) is None
-    assert await index.list_instances(key.study_uid, original=True) == []
+    assert await index.list_instances(key.study_uid, original=True, partition=1) == []
 
 
 async def test_an_update_is_recorded_in_the_change_feed(stores: Stores) -> None:
@@ -180,7 +182,7 @@ async def test_deleting_an_updated_studys_last_instance_drops_its_external_metad
     await stores.ports.external_metadata.save([key.study_uid], [value])
     await update(index, [key], [first], "v2")
     assert (await stores.ports.external_metadata.study_values([key.study_uid]))[key.study_uid]
-    await index.delete_instances(key.study_uid, key.series_uid, key.sop_uid)
+    await index.delete_instances(key.study_uid, key.series_uid, key.sop_uid, partition=1)
     values = await stores.ports.external_metadata.study_values([key.study_uid])
     assert not values.get(key.study_uid)
 
@@ -224,19 +226,19 @@ async def reader_view(index: IndexStore, study: str, keys: list[InstanceKey]) ->
     """The markers every kind of read sees in the study: its metadata (and the version that
     names it), each instance on its own, its instances' QIDO metadata, and the originals."""
     seen: set[str] = set()
-    versioned = await index.get_versioned_metadata(study)
+    versioned = await index.get_versioned_metadata(study, partition=1)
     seen.update(f"metadata:{orjson.loads(d).get('m')}" for d in versioned.documents)
-    records = {r.key: r.watermark for r in await index.list_instances(study)}
+    records = {r.key: r.watermark for r in await index.list_instances(study, partition=1)}
     one_by_one = {key: (await index.get_instance(key)) for key in keys}
     assert all(record is not None for record in one_by_one.values())
     assert {k: r.watermark for k, r in one_by_one.items() if r} == records
-    assert versioned.version == await index.metadata_version(study)
+    assert versioned.version == await index.metadata_version(study, partition=1)
     assert versioned.version == ",".join(str(records[key]) for key in keys)
-    query = parse_query([("StudyInstanceUID", study)], QueryResource.ALL_INSTANCES)
+    query = parse_query([("StudyInstanceUID", study)], QueryResource.ALL_INSTANCES, partition=1)
     found = await index.search(query, metadata=frozenset({QueryLevel.INSTANCE}))
     seen.update(f"qido:{orjson.loads(m.instance_metadata or b'{}').get('m')}" for m in found)
     assert {m.instance_watermark for m in found} == set(records.values())
-    originals = await index.get_versioned_metadata(study, original=True)
+    originals = await index.get_versioned_metadata(study, original=True, partition=1)
     assert {orjson.loads(d).get("m") for d in originals.documents} == {None}  # first stored
     return seen
 
@@ -324,7 +326,7 @@ async def test_cosmos_settles_a_staged_update_a_crash_cut(
             f"metadata:{expected}",
             f"qido:{expected}",
         }
-        obsolete = await index.settle_versions(study)
+        obsolete = await index.settle_versions(study, partition=1)
         assert await reader_view(index, study, keys) == {
             f"metadata:{expected}",
             f"qido:{expected}",

@@ -157,7 +157,7 @@ async def test_cosmos_study_delete_keeps_the_values_of_an_instance_stored_meanwh
     async def stored(sop: str, age: str) -> tuple[InstanceKey, int]:
         metadata = {"00101010": {"vr": "AS", "Value": [age]}}
         watermark = await add_instance(index, study, series, sop, metadata=metadata)
-        key = InstanceKey(study, series, sop)
+        key = InstanceKey(study, series, sop, partition=1)
         await store.index_instance(key, watermark, orjson.dumps(metadata))
         return key, watermark
 
@@ -172,7 +172,7 @@ async def test_cosmos_study_delete_keeps_the_values_of_an_instance_stored_meanwh
         return result
 
     monkeypatch.setattr(index, "_delete_step", step_then_store)
-    await index.delete_instances(study)
+    await index.delete_instances(study, partition=1)
     ((key, watermark),) = late
     assert await index.get_instance(key) is not None
     c = await index.session.containers()

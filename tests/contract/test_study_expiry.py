@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pydicom.uid import generate_uid
 
 from dicom_core.domain.change_feed import ChangeAction, ChangeState
-from dicom_core.domain.model import InstanceKey
+from dicom_core.domain.model import InstanceKey, StudyKey
 from dicom_core.domain.timestamps import timestamp_of
 from dicom_core.storage.ports import ChangeQuery, IndexStore, NewVersion
 from tests.contract.test_index_store import instance, new_key
@@ -26,7 +26,8 @@ async def store(index: IndexStore, key: InstanceKey, expires_at: datetime | None
 
 async def expired(index: IndexStore, now: datetime, *studies: str) -> list[str]:
     """The sweep's page at ``now``, among ``studies`` (the index may hold other tests')."""
-    return [uid for uid in await index.expired_studies(now, 1000) if uid in studies]
+    found = await index.expired_studies(now, 1000)
+    return [s.study_uid for s in found if s.study_uid in studies and s.partition == 1]
 
 
 async def test_expired_studies_lists_those_due_the_earliest_first_up_to_the_limit(
@@ -44,8 +45,8 @@ async def test_expired_studies_lists_those_due_the_earliest_first_up_to_the_limi
 
     assert await expired(index, T0, *studies) == [key.study_uid for key in early]
     assert await index.expired_studies(datetime(2001, 1, 1, 0, 10, tzinfo=UTC), 2) == [
-        early[0].study_uid,
-        early[1].study_uid,
+        StudyKey(early[0].study_uid, partition=1),
+        StudyKey(early[1].study_uid, partition=1),
     ]
     assert await expired(index, T0 + timedelta(hours=1), *studies) == [
         *(key.study_uid for key in early),
@@ -92,10 +93,10 @@ async def test_a_conditional_delete_of_an_expired_study_removes_it_as_a_delete_d
         await store(index, key, T0)
     start = await stores.change_feed.latest_change()
 
-    blob_keys = await index.delete_instances(study, expired_by=T0)
+    blob_keys = await index.delete_instances(study, expired_by=T0, partition=1)
 
     assert len(blob_keys) == 2
-    assert await index.list_instances(study) == []
+    assert await index.list_instances(study, partition=1) == []
     assert await stores.raw_study_summary(study) is None
     changes = await stores.change_feed.read_changes(
         ChangeQuery(after_sequence=start.sequence if start else 0, limit=100)
@@ -115,11 +116,11 @@ async def test_a_conditional_delete_keeps_a_study_not_yet_expired_or_never_expir
     later, never = new_key(), new_key()
     await store(index, later, T0 + timedelta(seconds=1))
     await store(index, never, None)
-    assert await index.delete_instances(later.study_uid, expired_by=T0) == []
-    assert await index.delete_instances(never.study_uid, expired_by=T0) == []
-    assert await index.delete_instances(generate_uid(), expired_by=T0) == []
-    assert [r.key for r in await index.list_instances(later.study_uid)] == [later]
-    assert [r.key for r in await index.list_instances(never.study_uid)] == [never]
+    assert await index.delete_instances(later.study_uid, expired_by=T0, partition=1) == []
+    assert await index.delete_instances(never.study_uid, expired_by=T0, partition=1) == []
+    assert await index.delete_instances(generate_uid(), expired_by=T0, partition=1) == []
+    assert [r.key for r in await index.list_instances(later.study_uid, partition=1)] == [later]
+    assert [r.key for r in await index.list_instances(never.study_uid, partition=1)] == [never]
 
 
 async def test_a_delete_of_part_of_a_study_keeps_the_expiry_of_the_rest(stores: Stores) -> None:
@@ -128,5 +129,5 @@ async def test_a_delete_of_part_of_a_study_keeps_the_expiry_of_the_rest(stores: 
     gone, kept = new_key(study), new_key(study)
     await store(index, gone, T0)
     await store(index, kept, T0)
-    await index.delete_instances(study, gone.series_uid, gone.sop_uid)
+    await index.delete_instances(study, gone.series_uid, gone.sop_uid, partition=1)
     assert await expired(index, T0, study) == [study]

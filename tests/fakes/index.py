@@ -10,7 +10,13 @@ from datetime import UTC, datetime
 
 from dicom_core.domain.change_feed import ChangeAction
 from dicom_core.domain.identifiers import blob_key_for
-from dicom_core.domain.model import InstanceKey, InstanceRecord, Reservation, StoredInstance
+from dicom_core.domain.model import (
+    InstanceKey,
+    InstanceRecord,
+    Reservation,
+    StoredInstance,
+    StudyKey,
+)
 from dicom_core.query.conditions import QueryDescription, QueryLevel
 from dicom_core.query.results import SearchMatch
 from dicom_core.storage.ports import (
@@ -50,7 +56,7 @@ class FakeIndexStore:
         self.stored: dict[InstanceKey, tuple[InstanceRecord, StoredInstance]] = {}
         self.originals: dict[InstanceKey, tuple[InstanceRecord, StoredInstance]] = {}
         """The first version of each instance a bulk update rewrote."""
-        self.expiries: dict[str, datetime] = {}
+        self.expiries: dict[StudyKey, datetime] = {}
         """Each expiring study's expiry, as the last store to it set it."""
         self.search_results: list[SearchMatch] = []
         self.searches: list[tuple[QueryDescription, frozenset[QueryLevel]]] = []
@@ -96,14 +102,15 @@ class FakeIndexStore:
         self.stored[key] = (record, instance)
         self.feed.metadata[reservation.watermark] = instance.metadata_json
         self.feed.record(ChangeAction.CREATE, key, reservation.watermark)
+        study = StudyKey(key.study_uid, partition=key.partition)
         if expires_at is None:
-            self.expiries.pop(key.study_uid, None)
+            self.expiries.pop(study, None)
         else:
-            self.expiries[key.study_uid] = expires_at
+            self.expiries[study] = expires_at
         original = self.originals.pop(key, None)
         return [entry[0].blob_key for entry in (replaced, original) if entry is not None]
 
-    async def settle_versions(self, study_uid: str) -> list[str]:
+    async def settle_versions(self, study_uid: str, *, partition: int) -> list[str]:
         return []  # commits are atomic here
 
     async def commit_versions(self, versions: Sequence[NewVersion]) -> VersionsCommitted:
@@ -170,14 +177,21 @@ class FakeIndexStore:
         return None if entry is None else entry[0]
 
     def _scope(
-        self, study_uid: str, series_uid: str | None, sop_uid: str | None, original: bool = False
+        self,
+        partition: int,
+        study_uid: str,
+        series_uid: str | None,
+        sop_uid: str | None,
+        original: bool = False,
     ) -> list[tuple[InstanceRecord, StoredInstance]]:
-        """Stored instances the UIDs name, oldest first (``original``: their originals)."""
+        """Stored instances the UIDs name in the partition, oldest first (``original``:
+        their originals)."""
         return sorted(
             (
                 self.originals.get(key, entry) if original else entry
                 for key, entry in self.stored.items()
-                if key.study_uid == study_uid
+                if key.partition == partition
+                and key.study_uid == study_uid
                 and series_uid in (None, key.series_uid)
                 and sop_uid in (None, key.sop_uid)
             ),
@@ -185,16 +199,26 @@ class FakeIndexStore:
         )
 
     async def list_instances(
-        self, study_uid: str, series_uid: str | None = None, *, original: bool = False
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        *,
+        partition: int,
+        original: bool = False,
     ) -> list[InstanceRecord]:
-        return [record for record, _ in self._scope(study_uid, series_uid, None, original)]
+        found = self._scope(partition, study_uid, series_uid, None, original)
+        return [record for record, _ in found]
 
     async def get_metadata(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        partition: int,
     ) -> list[bytes]:
-        return [
-            instance.metadata_json for _, instance in self._scope(study_uid, series_uid, sop_uid)
-        ]
+        found = self._scope(partition, study_uid, series_uid, sop_uid)
+        return [instance.metadata_json for _, instance in found]
 
     async def metadata_version(
         self,
@@ -202,9 +226,10 @@ class FakeIndexStore:
         series_uid: str | None = None,
         sop_uid: str | None = None,
         *,
+        partition: int,
         original: bool = False,
     ) -> str | None:
-        found = self._scope(study_uid, series_uid, sop_uid, original)
+        found = self._scope(partition, study_uid, series_uid, sop_uid, original)
         return ",".join(str(record.watermark) for record, _ in found) or None
 
     async def get_versioned_metadata(
@@ -213,9 +238,10 @@ class FakeIndexStore:
         series_uid: str | None = None,
         sop_uid: str | None = None,
         *,
+        partition: int,
         original: bool = False,
     ) -> VersionedMetadata:
-        found = self._scope(study_uid, series_uid, sop_uid, original)
+        found = self._scope(partition, study_uid, series_uid, sop_uid, original)
         return VersionedMetadata(
             version=",".join(str(record.watermark) for record, _ in found) or None,
             documents=tuple(instance.metadata_json for _, instance in found),
@@ -227,14 +253,16 @@ class FakeIndexStore:
         series_uid: str | None = None,
         sop_uid: str | None = None,
         *,
+        partition: int,
         orphans: OrphanSink | None = None,
         expired_by: datetime | None = None,
     ) -> list[str]:
+        study = StudyKey(study_uid, partition=partition)
         if expired_by is not None:
-            expiry = self.expiries.get(study_uid)
+            expiry = self.expiries.get(study)
             if expiry is None or expiry > expired_by:
                 return []
-        removed = self._scope(study_uid, series_uid, sop_uid)
+        removed = self._scope(partition, study_uid, series_uid, sop_uid)
         blob_keys = [record.blob_key for record, _ in removed]
         for record, _ in removed:  # in one step, as a transaction would
             del self.stored[record.key]
@@ -242,11 +270,11 @@ class FakeIndexStore:
             if original is not None:
                 blob_keys.append(original[0].blob_key)
             self.feed.record(ChangeAction.DELETE, record.key, record.watermark)
-        if not self._scope(study_uid, None, None):
-            self.expiries.pop(study_uid, None)  # the study is gone, and its expiry with it
+        if not self._scope(partition, study_uid, None, None):
+            self.expiries.pop(study, None)  # the study is gone, and its expiry with it
         return blob_keys
 
-    async def expired_studies(self, now: datetime, limit: int) -> list[str]:
+    async def expired_studies(self, now: datetime, limit: int) -> list[StudyKey]:
         due = sorted((at, study) for study, at in self.expiries.items() if at <= now)
         return [study for _, study in due[:limit]]
 

@@ -88,6 +88,22 @@ REQUESTS = [
     ("POST", "/v1/export", "export.start_export"),
 ]
 
+# Azure's partitioned routes (with DICOM_DATA_PARTITIONS on): the same requests of the
+# transactions it partitions, under /partitions/{name}, reach the same handlers. Not the curl
+# tutorial's quirk path, which Azure has no partitioned form of.
+_PARTITIONED = ("stow.", "wado.", "metadata.", "rendered.", "frames.", "qido.", "delete.")
+_PARTITIONED += ("bulk_update.", "export.")
+REQUESTS += [
+    (method, url.replace("/v2/", "/v2/partitions/Site-A_1/", 1), handler)
+    for method, url, handler in list(REQUESTS)
+    if handler.startswith(_PARTITIONED) and url.startswith("/v2/") and "studies1" not in url
+]
+REQUESTS += [
+    ("GET", "/v2/partitions", "partitions.list_partitions"),
+    ("GET", "/v1/partitions", "partitions.list_partitions"),
+    ("GET", "/v2/partitions/Microsoft.Default/studies", "qido.search_for_studies"),
+]
+
 # One wrong method and one unknown URL per family: both reach the catch-all, which answers
 # 405 (with Allow) for the first and 404 for the second.
 WRONG_METHODS = [
@@ -101,6 +117,8 @@ WRONG_METHODS = [
     ("DELETE", "/v2/operations/1d4b2a3c-9f8e-4c1b-a2d3-4e5f6a7b8c9d"),
     ("POST", "/v2/changefeed"),
     ("GET", "/v2/export"),
+    ("DELETE", "/v2/partitions"),
+    ("PATCH", "/v2/partitions/site-a/studies"),
 ]
 UNKNOWN = [
     ("POST", "/studies"),
@@ -111,6 +129,8 @@ UNKNOWN = [
     ("GET", f"{WORKITEM}/history"),
     ("GET", "/v2/extendedquerytags/00101001/errors/1"),
     ("GET", "/v2/operations"),
+    ("GET", "/v2/partitions/site-a"),
+    ("GET", "/v2/partitions/site-a/patients"),
     ("GET", "/"),
 ]
 CATCH_ALL = "unknown_route"

@@ -308,7 +308,9 @@ def queries(draw: st.DrawFn, model: Model) -> QueryDescription:
     params.append(("limit", str(draw(st.integers(1, 200)))))
     params.append(("offset", str(draw(st.sampled_from([0, 0, 0, 1, 2, 5])))))
     try:
-        return parse_query(params, resource, study_uid=study_uid, series_uid=series_uid)
+        return parse_query(
+            params, resource, study_uid=study_uid, series_uid=series_uid, partition=1
+        )
     except BadRequest:
         reject()
 
@@ -354,7 +356,7 @@ def test_a_wildcard_with_a_nul_agrees_with_the_reference(stored: str | None, pat
     model = Model(
         [Instance("1.2.0", "1.2.0.0", "1.2.0.0.0", {"PatientID": stored}, {"Modality": "CT"})]
     )
-    query = parse_query([("PatientID", pattern)], QueryResource.ALL_STUDIES)
+    query = parse_query([("PatientID", pattern)], QueryResource.ALL_STUDIES, partition=1)
     with tempfile.TemporaryDirectory() as tmp:
         found = asyncio.run(_index_and_search(model, query, Path(tmp), 0))
     assert found == model.search(query)

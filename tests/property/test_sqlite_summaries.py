@@ -64,7 +64,7 @@ def apply(index: SqliteIndexStore, db: SqliteDatabase, op: tuple[Any, ...]) -> N
     kind = op[0]
     if kind == "store":
         _, study, series, sop, modality, patient = op
-        key = InstanceKey(study, series, sop)
+        key = InstanceKey(study, series, sop, partition=1)
         with db.transaction() as conn:
             reservation = index.reserve(conn, key, upsert=True)
             index.finish(conn, reservation, stored(key, modality, patient))
@@ -75,7 +75,10 @@ def apply(index: SqliteIndexStore, db: SqliteDatabase, op: tuple[Any, ...]) -> N
         index._delete(study, series, sop)
     else:
         _, study, series, _ = op
-        first, second = InstanceKey(study, series, "9.1"), InstanceKey(study, series, "9.2")
+        first, second = (
+            InstanceKey(study, series, "9.1", partition=1),
+            InstanceKey(study, series, "9.2", partition=1),
+        )
         early = index._begin(first, True)
         late = index._begin(second, True)
         index._commit(late, stored(second, "US", "Late^Last"))

@@ -24,7 +24,8 @@ from typing import Any
 import orjson
 import pytest
 
-from dicom_core.domain.model import InstanceKey
+from dicom_core.domain.model import InstanceKey, StudyKey
+from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY
 from dicom_core.domain.timestamps import timestamp_of
 from dicom_core.settings import Settings
 from dicom_core.storage.ports import (
@@ -291,8 +292,13 @@ class Stores:
 
 def _memory_study_summary(index: FakeIndexStore, study_uid: str) -> dict[str, Any] | None:
     """What the adapters keep as a study summary, computed from the fake's instances."""
+    study = StudyKey(study_uid, partition=DEFAULT_PARTITION_KEY)
     entries = sorted(
-        (entry for key, entry in index.stored.items() if key.study_uid == study_uid),
+        (
+            entry
+            for key, entry in index.stored.items()
+            if key.study_uid == study_uid and key.partition == study.partition
+        ),
         key=lambda entry: entry[0].watermark,
     )
     if not entries:
@@ -305,7 +311,5 @@ def _memory_study_summary(index: FakeIndexStore, study_uid: str) -> dict[str, An
         "modalities": sorted(m for m in modalities if m),
         "latest": entries[-1][0].watermark,
         "patient_id": latest.normalized.get("PatientID"),
-        "expires_at": (
-            timestamp_of(index.expiries[study_uid]) if study_uid in index.expiries else None
-        ),
+        "expires_at": (timestamp_of(index.expiries[study]) if study in index.expiries else None),
     }

@@ -156,6 +156,7 @@ def test_request_values_never_enter_the_query_text() -> None:
     query = parse_query(
         [("PatientID", hostile), ("StudyDescription", "a*b"), ("limit", "5"), ("offset", "2")],
         QueryResource.ALL_STUDIES,
+        partition=1,
     )
     compiled = compile_search(query)
     assert "OR 1=1" not in compiled.sql and "a*b" not in compiled.sql
@@ -167,7 +168,7 @@ def test_request_values_never_enter_the_query_text() -> None:
 
 
 def test_a_study_scoped_search_is_a_single_partition_query() -> None:
-    query = parse_query([], QueryResource.STUDY_SERIES, study_uid="1.2.3")
+    query = parse_query([], QueryResource.STUDY_SERIES, study_uid="1.2.3", partition=1)
     compiled = compile_search(query)
     assert compiled.partition == "1.2.3"
     assert "c.pk = " in compiled.sql
@@ -177,7 +178,7 @@ def test_a_study_scoped_search_is_a_single_partition_query() -> None:
 
 
 def _pending(action: str, sop: str, watermark: int, study: str = "1.2") -> dict[str, object]:
-    key = InstanceKey(study, "1.2.3", sop)
+    key = InstanceKey(study, "1.2.3", sop, partition=1)
     return docs.pending_change_document(action, key, watermark, "20260101T000000.000000Z")
 
 

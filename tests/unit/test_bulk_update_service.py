@@ -40,7 +40,7 @@ async def put(fakes: Fakes, tmp_path: Path, ds: Dataset, *, upsert: bool = False
     """Store ``ds`` in the fakes as the two-step store does; its watermark."""
     path = tmp_path / f"{generate_uid()}.dcm"
     path.write_bytes(to_bytes(ds))
-    parsed = parse_instance(path)
+    parsed = parse_instance(path, partition=1)
     reservation = await fakes.index.begin_instance(parsed.key, upsert=upsert)
     fakes.blobs.objects[reservation.blob_key] = path.read_bytes()
     await fakes.index.commit_instance(reservation, parsed)
@@ -74,10 +74,12 @@ async def test_every_instance_gets_a_new_version_and_its_tags_indexed(tmp_path: 
         await put(fakes, tmp_path, ds)
     indexed: list[tuple[InstanceKey, int]] = []
     outcome = await updater(fakes, tmp_path, indexed).update_study(
-        study, request(study, NEW_NAME), operation_id="op1"
+        study, request(study, NEW_NAME), operation_id="op1", partition=1
     )
     assert (outcome.found, outcome.instances_updated, outcome.errors) == (True, 2, [])
-    keys = [InstanceKey(study, ds.SeriesInstanceUID, ds.SOPInstanceUID) for ds in datasets]
+    keys = [
+        InstanceKey(study, ds.SeriesInstanceUID, ds.SOPInstanceUID, partition=1) for ds in datasets
+    ]
     for key, ds in zip(keys, datasets, strict=True):
         latest = await current_dataset(fakes, key)
         assert str(latest.PatientName) == "New^Name"
@@ -98,9 +100,9 @@ async def test_a_repeated_step_writes_nothing_and_counts_the_same(tmp_path: Path
     await put(fakes, tmp_path, ds)
     study = ds.StudyInstanceUID
     run = updater(fakes, tmp_path, [])
-    await run.update_study(study, request(study, NEW_NAME), operation_id="op1")
+    await run.update_study(study, request(study, NEW_NAME), operation_id="op1", partition=1)
     files = dict(fakes.blobs.objects)
-    again = await run.update_study(study, request(study, NEW_NAME), operation_id="op1")
+    again = await run.update_study(study, request(study, NEW_NAME), operation_id="op1", partition=1)
     assert (again.instances_updated, again.errors) == (1, [])
     assert fakes.blobs.objects == files
 
@@ -127,11 +129,11 @@ async def test_an_instance_replaced_during_the_step_is_updated_from_its_new_cont
 
     fakes.index.commit_versions = put_first  # type: ignore[method-assign]
     outcome = await updater(fakes, tmp_path, []).update_study(
-        study, request(study, NEW_NAME), operation_id="op1"
+        study, request(study, NEW_NAME), operation_id="op1", partition=1
     )
     assert (outcome.instances_updated, outcome.errors) == (1, [])
     latest = await current_dataset(
-        fakes, InstanceKey(study, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+        fakes, InstanceKey(study, ds.SeriesInstanceUID, ds.SOPInstanceUID, partition=1)
     )
     assert (str(latest.PatientName), latest.PatientID) == ("New^Name", "PUT")
 
@@ -145,12 +147,12 @@ async def test_an_instance_that_cannot_take_the_text_fails_alone(tmp_path: Path)
         await put(fakes, tmp_path, ds)
     change = {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "山田^太郎"}]}}
     outcome = await updater(fakes, tmp_path, []).update_study(
-        study, request(study, change), operation_id="op1"
+        study, request(study, change), operation_id="op1", partition=1
     )
     assert outcome.instances_updated == 1
     [error] = outcome.errors
     assert latin.SOPInstanceUID in error and "ISO_IR 100" in error
-    key = InstanceKey(study, ascii_only.SeriesInstanceUID, ascii_only.SOPInstanceUID)
+    key = InstanceKey(study, ascii_only.SeriesInstanceUID, ascii_only.SOPInstanceUID, partition=1)
     latest = await current_dataset(fakes, key)
     assert (str(latest.PatientName), latest.SpecificCharacterSet) == ("山田^太郎", "ISO_IR 192")
 
@@ -158,7 +160,7 @@ async def test_an_instance_that_cannot_take_the_text_fails_alone(tmp_path: Path)
 async def test_a_study_without_instances_is_reported_not_found(tmp_path: Path) -> None:
     study = generate_uid()
     outcome = await updater(Fakes(), tmp_path, []).update_study(
-        study, request(study, NEW_NAME), operation_id="op1"
+        study, request(study, NEW_NAME), operation_id="op1", partition=1
     )
     assert not outcome.found
     assert outcome.errors == [f"The study {study} has no stored instances."]
@@ -213,11 +215,11 @@ async def test_two_overlapping_runs_of_one_step_leave_the_current_file_in_place(
         await put(fakes, tmp_path, ds)
     run = updater(fakes, tmp_path, [])
     first, second = await asyncio.gather(
-        run.update_study(study, request(study, NEW_NAME), operation_id="op1"),
-        run.update_study(study, request(study, NEW_NAME), operation_id="op1"),
+        run.update_study(study, request(study, NEW_NAME), operation_id="op1", partition=1),
+        run.update_study(study, request(study, NEW_NAME), operation_id="op1", partition=1),
     )
     assert (first.errors, second.errors) == ([], [])
     for ds in datasets:
-        key = InstanceKey(study, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+        key = InstanceKey(study, ds.SeriesInstanceUID, ds.SOPInstanceUID, partition=1)
         latest = await current_dataset(fakes, key)  # raises if the file were gone
         assert str(latest.PatientName) == "New^Name"

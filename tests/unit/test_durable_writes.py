@@ -108,7 +108,9 @@ def scratch(tmp_path: Path) -> Iterator[Local]:
 
 
 def new_key(study_uid: str | None = None, series_uid: str | None = None) -> InstanceKey:
-    return InstanceKey(study_uid or generate_uid(), series_uid or generate_uid(), generate_uid())
+    return InstanceKey(
+        study_uid or generate_uid(), series_uid or generate_uid(), generate_uid(), partition=1
+    )
 
 
 async def test_a_store_places_then_syncs_file_and_directories_then_commits(

@@ -29,7 +29,7 @@ from tests.fakes.cursors import FakeCursorStore
 from tests.fakes.events import FakeEventSink, SinkFailure
 
 HOST = "dicom.example.org"
-KEY = InstanceKey("1.2.3", "1.2.3.4", "1.2.3.4.5")
+KEY = InstanceKey("1.2.3", "1.2.3.4", "1.2.3.4.5", partition=1)
 
 
 def entry(action: ChangeAction = ChangeAction.CREATE, sequence: int = 7) -> ChangeFeedEntry:
@@ -102,7 +102,7 @@ def test_an_events_id_is_the_same_for_a_repeat_and_differs_between_changes() -> 
         entry(sequence=8),
         entry(ChangeAction.DELETE),
         dataclasses.replace(entry(), timestamp="2026-03-04T05:06:07.123457Z"),
-        dataclasses.replace(entry(), key=InstanceKey("1.2.3", "1.2.3.4", "1.2.3.4.6")),
+        dataclasses.replace(entry(), key=InstanceKey("1.2.3", "1.2.3.4", "1.2.3.4.6", partition=1)),
     ]
     ids = {dicom_event(other, service_host=HOST).id for other in others}
     assert first.id not in ids and len(ids) == len(others)
@@ -119,7 +119,7 @@ def test_the_partition_is_the_default_one_in_the_data() -> None:
 def feed_of(count: int) -> FakeChangeFeedStore:
     feed = FakeChangeFeedStore()
     for n in range(count):
-        key = InstanceKey("1.2.3", "1.2.3.4", f"1.2.3.4.{n % 3}")
+        key = InstanceKey("1.2.3", "1.2.3.4", f"1.2.3.4.{n % 3}", partition=1)
         action = [ChangeAction.CREATE, ChangeAction.UPDATE, ChangeAction.DELETE][n % 3]
         feed.record(action, key, n + 1)
     return feed

@@ -142,7 +142,7 @@ def test_a_bad_request_is_refused_naming_the_problem(raw: bytes, named: str) -> 
 
 
 def test_files_are_laid_out_as_azure_lays_them_out() -> None:
-    key = InstanceKey("1.2", "3.4", "5.6")
+    key = InstanceKey("1.2", "3.4", "5.6", partition=1)
     assert result_path("abc", key) == "abc/results/1.2/3.4/5.6.dcm"
     line = error_log_line(
         "1.2/3.4", "The specified series cannot be found.", "2026-01-02T03:04:05Z"

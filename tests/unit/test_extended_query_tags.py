@@ -196,7 +196,7 @@ async def test_store_time_indexing_leaves_an_invalid_value_out_without_an_error(
     assert (await store.get_operation(operation.operation_id)).status == "Completed"
     from dicom_core.domain.model import InstanceKey
 
-    key = InstanceKey(generate_uid(), generate_uid(), generate_uid())
+    key = InstanceKey(generate_uid(), generate_uid(), generate_uid(), partition=1)
     metadata = orjson.dumps({"00100040": {"vr": "CS", "Value": ["not a code string"]}})
     # when
     await service.index_instance(key, 1, metadata)

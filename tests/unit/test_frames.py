@@ -25,7 +25,7 @@ FILES = [
 
 
 def _frames_read_back(path: Path) -> list[bytes]:
-    parsed = parse_instance(path)
+    parsed = parse_instance(path, partition=1)
     assert parsed.frames is not None
     data = path.read_bytes()
     return [
@@ -55,11 +55,11 @@ def test_frame_index_matches_pydicom_frames(name: str, tmp_path: Path) -> None:
 def test_instance_without_pixel_data_has_no_frames(tmp_path: Path) -> None:
     path = tmp_path / "no-pixels.dcm"
     path.write_bytes(make_instance(PixelData=None))
-    assert parse_instance(path).frames is None
+    assert parse_instance(path, partition=1).frames is None
 
 
 def test_multiframe_instance_has_one_range_per_frame(tmp_path: Path) -> None:
     path = tmp_path / "multi.dcm"
     path.write_bytes(make_instance(rows=4, columns=3, frames=5))
-    frames = parse_instance(path).frames
+    frames = parse_instance(path, partition=1).frames
     assert frames is not None and frames.count == 5 and frames.frame_length == 4 * 3 * 2

@@ -42,7 +42,7 @@ class Updater:
         self.fail = False
 
     async def update_study(
-        self, study_uid: str, request: BulkUpdateRequest, *, operation_id: str
+        self, study_uid: str, request: BulkUpdateRequest, *, partition: int, operation_id: str
     ) -> StudyOutcome:
         self.calls.append(study_uid)
         if self.fail:
@@ -69,7 +69,7 @@ async def run_all(job: BulkUpdateJob, queue: FakeJobQueue) -> list[StepOutcome]:
 
 async def test_an_update_runs_one_study_per_message_and_completes() -> None:
     job, store, queue, updater = setup()
-    operation = await job.start(request("1.2.1", "1.2.2", "1.2.3"))
+    operation = await job.start(request("1.2.1", "1.2.2", "1.2.3"), partition=1)
     assert operation.type == "update"
     assert await run_all(job, queue) == [
         StepOutcome.CONTINUED,
@@ -91,12 +91,12 @@ async def test_an_update_runs_one_study_per_message_and_completes() -> None:
 
 async def test_a_study_held_by_a_running_update_refuses_another() -> None:
     job, store, queue, _ = setup()
-    first = await job.start(request("1.2.1", "1.2.2"))
+    first = await job.start(request("1.2.1", "1.2.2"), partition=1)
     with pytest.raises(OperationConflict) as refused:
-        await job.start(request("1.2.9", "1.2.2"))
+        await job.start(request("1.2.9", "1.2.2"), partition=1)
     assert (refused.value.resource, refused.value.operation_id) == ("1.2.2", first.operation_id)
     await run_all(job, queue)
-    await job.start(request("1.2.2"))  # free once the first has finished
+    await job.start(request("1.2.2"), partition=1)  # free once the first has finished
 
 
 async def test_failed_studies_fail_the_operation_and_list_a_few_errors_each() -> None:
@@ -104,7 +104,7 @@ async def test_failed_studies_fail_the_operation_and_list_a_few_errors_each() ->
     job, store, queue, _ = setup(
         Updater({"1.2.2": many, "1.2.3": StudyOutcome(found=False, errors=["gone"])})
     )
-    operation = await job.start(request("1.2.1", "1.2.2", "1.2.3"))
+    operation = await job.start(request("1.2.1", "1.2.2", "1.2.3"), partition=1)
     await run_all(job, queue)
     done = await store.get_operation(operation.operation_id)
     assert done is not None and done.status == OperationStatusValues.FAILED
@@ -124,7 +124,7 @@ async def test_failed_studies_fail_the_operation_and_list_a_few_errors_each() ->
 
 async def test_a_redelivered_message_does_nothing_once_its_step_moved_on() -> None:
     job, store, queue, updater = setup()
-    operation = await job.start(request("1.2.1", "1.2.2"))
+    operation = await job.start(request("1.2.1", "1.2.2"), partition=1)
     [first] = await queue.receive(BULK_UPDATE_QUEUE, max_messages=1)
     assert await job.handle_message(first.body) is StepOutcome.CONTINUED
     assert await job.handle_message(first.body) is StepOutcome.STALE  # redelivered
@@ -138,7 +138,7 @@ async def test_the_last_delivery_of_a_failing_step_fails_the_operation() -> None
     updater = Updater()
     updater.fail = True
     job, store, queue, _ = setup(updater)
-    operation = await job.start(request("1.2.1"))
+    operation = await job.start(request("1.2.1"), partition=1)
     [message] = await queue.receive(BULK_UPDATE_QUEUE, max_messages=1)
     with pytest.raises(RuntimeError):
         await job.handle_message(message.body)

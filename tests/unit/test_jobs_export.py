@@ -65,7 +65,7 @@ class Setup:
 
     async def store(self, study: str, series: str, sop: str) -> bytes:
         """Store an instance whose file holds bytes naming it; returns them."""
-        key = InstanceKey(study, series, sop)
+        key = InstanceKey(study, series, sop, partition=1)
         reservation = await self.fakes.index.begin_instance(key, upsert=True)
         data = f"DICM {study}/{series}/{sop} ".encode() * 50
         self.fakes.blobs.objects[reservation.blob_key] = data
@@ -101,7 +101,7 @@ async def test_an_export_copies_studies_series_and_instances_byte_for_byte(
     series = [await s.store("2.1", "2.1.1", "2.1.1.1"), await s.store("2.1", "2.1.2", "2.1.2.1")]
     single = await s.store("3.1", "3.1.1", "3.1.1.1")
 
-    operation = await s.job.start(request("1.1", "2.1/2.1.1", "3.1/3.1.1/3.1.1.1"))
+    operation = await s.job.start(request("1.1", "2.1/2.1.1", "3.1/3.1.1/3.1.1.1"), partition=1)
     assert operation.type == "export"
     assert len(operation.operation_id) == 32 and int(operation.operation_id, 16) >= 0
     assert s.fakes.blobs.objects[request_key(operation.operation_id)]  # the request is kept
@@ -109,10 +109,11 @@ async def test_an_export_copies_studies_series_and_instances_byte_for_byte(
 
     op = operation.operation_id
     expected = {
-        result_path(op, InstanceKey("1.1", "1.1.1", f"1.1.1.{n}")): study[n] for n in range(3)
+        result_path(op, InstanceKey("1.1", "1.1.1", f"1.1.1.{n}", partition=1)): study[n]
+        for n in range(3)
     }
-    expected[result_path(op, InstanceKey("2.1", "2.1.1", "2.1.1.1"))] = series[0]
-    expected[result_path(op, InstanceKey("3.1", "3.1.1", "3.1.1.1"))] = single
+    expected[result_path(op, InstanceKey("2.1", "2.1.1", "2.1.1.1", partition=1))] = series[0]
+    expected[result_path(op, InstanceKey("3.1", "3.1.1", "3.1.1.1", partition=1))] = single
     expected[error_log_path(op)] = b""
     assert s.sinks.files == expected
     assert f"{op}/results/1.1/1.1.1/1.1.1.0.dcm" in expected
@@ -134,7 +135,7 @@ async def test_identifiers_naming_nothing_are_skipped_and_logged(tmp_path: Path)
     s = Setup(tmp_path)
     await s.store("1.1", "1.1.1", "1.1.1.1")
     operation = await s.job.start(
-        request("9.9", "1.1", "1.1/8.8", "1.1/1.1.1/7.7", "1.1/1.1.1/1.1.1.1")
+        request("9.9", "1.1", "1.1/8.8", "1.1/1.1.1/7.7", "1.1/1.1.1/1.1.1.1"), partition=1
     )
     await s.run_all()
     done = await s.operations.get_operation(operation.operation_id)
@@ -158,7 +159,7 @@ async def test_a_big_export_runs_in_checkpointed_batches(tmp_path: Path) -> None
     for n in range(3):
         await s.store(f"2.{n}", "2.1", f"2.1.{n}")
     identifiers = ("1.1", *(f"2.{n}" for n in range(3)), "4.4")
-    operation = await s.job.start(request(*identifiers))
+    operation = await s.job.start(request(*identifiers), partition=1)
     percents = []
     queue = s.fakes.queue
     while messages := await queue.receive(EXPORT_QUEUE, max_messages=1):
@@ -189,7 +190,7 @@ async def test_an_instance_stored_into_a_study_being_exported_is_exported_too(
     s = Setup(tmp_path, batch_size=2)
     for n in range(3):
         await s.store("1.1", "1.1.1", f"1.1.1.{n}")
-    operation = await s.job.start(request("1.1"))
+    operation = await s.job.start(request("1.1"), partition=1)
     [first] = await s.fakes.queue.receive(EXPORT_QUEUE, max_messages=1)
     assert await s.job.handle_message(first.body) is StepOutcome.CONTINUED
     await s.fakes.queue.complete(first)
@@ -204,7 +205,7 @@ async def test_a_redelivered_message_exports_nothing_twice(tmp_path: Path) -> No
     s = Setup(tmp_path, batch_size=2)
     for n in range(3):
         await s.store("1.1", "1.1.1", f"1.1.1.{n}")
-    operation = await s.job.start(request("1.1"))
+    operation = await s.job.start(request("1.1"), partition=1)
     [first] = await s.fakes.queue.receive(EXPORT_QUEUE, max_messages=1)
     assert await s.job.handle_message(first.body) is StepOutcome.CONTINUED
     # The same message again (a lost completion): stale, nothing written or counted.
@@ -223,7 +224,7 @@ async def test_a_step_that_fails_midway_is_repeated_whole_and_loses_nothing(
 ) -> None:
     s = Setup(tmp_path, batch_size=4)
     data = {f"1.1.1.{n}": await s.store("1.1", "1.1.1", f"1.1.1.{n}") for n in range(6)}
-    operation = await s.job.start(request("1.1"))
+    operation = await s.job.start(request("1.1"), partition=1)
     s.sinks.fail_writes_after = 2
     [message] = await s.fakes.queue.receive(EXPORT_QUEUE, max_messages=1)
     with pytest.raises(ExportDestinationError):
@@ -240,7 +241,10 @@ async def test_a_step_that_fails_midway_is_repeated_whole_and_loses_nothing(
     assert export_results(done)["exported"] == 6  # type: ignore[index]
     op = operation.operation_id
     for sop, expected in data.items():
-        assert s.sinks.files[result_path(op, InstanceKey("1.1", "1.1.1", sop))] == expected
+        assert (
+            s.sinks.files[result_path(op, InstanceKey("1.1", "1.1.1", sop, partition=1))]
+            == expected
+        )
 
 
 async def test_the_last_attempt_fails_the_operation_and_drops_the_request(
@@ -248,7 +252,7 @@ async def test_the_last_attempt_fails_the_operation_and_drops_the_request(
 ) -> None:
     s = Setup(tmp_path)
     await s.store("1.1", "1.1.1", "1.1.1.1")
-    operation = await s.job.start(request("1.1"))
+    operation = await s.job.start(request("1.1"), partition=1)
     s.sinks.fail_writes_after = 0
     [message] = await s.fakes.queue.receive(EXPORT_QUEUE, max_messages=1)
     with pytest.raises(ExportDestinationError):
@@ -263,10 +267,10 @@ async def test_a_file_gone_from_the_blob_store_is_skipped(tmp_path: Path) -> Non
     s = Setup(tmp_path)
     await s.store("1.1", "1.1.1", "1.1.1.1")
     await s.store("1.1", "1.1.1", "1.1.1.2")
-    record = await s.fakes.index.get_instance(InstanceKey("1.1", "1.1.1", "1.1.1.2"))
+    record = await s.fakes.index.get_instance(InstanceKey("1.1", "1.1.1", "1.1.1.2", partition=1))
     assert record is not None
     del s.fakes.blobs.objects[record.blob_key]
-    operation = await s.job.start(request("1.1"))
+    operation = await s.job.start(request("1.1"), partition=1)
     await s.run_all()
     done = await s.operations.get_operation(operation.operation_id)
     assert done is not None and done.status == OperationStatusValues.COMPLETED
@@ -280,7 +284,7 @@ async def test_a_destination_that_cannot_be_written_starts_nothing(tmp_path: Pat
     s = Setup(tmp_path)
     s.sinks.missing = True
     with pytest.raises(ExportDestinationError):
-        await s.job.start(request("1.1"))
+        await s.job.start(request("1.1"), partition=1)
     assert s.operations.operations == {}
     assert s.fakes.queue.bodies(EXPORT_QUEUE) == []
     assert s.fakes.blobs.objects == {}
@@ -289,7 +293,7 @@ async def test_a_destination_that_cannot_be_written_starts_nothing(tmp_path: Pat
 
 async def test_other_kinds_have_no_export_results(tmp_path: Path) -> None:
     s = Setup(tmp_path)
-    operation = await s.job.start(request("1.1"))
+    operation = await s.job.start(request("1.1"), partition=1)
     assert export_results(operation) is not None
     assert export_results(dataclasses.replace(operation, type="update")) is None
 
@@ -302,7 +306,7 @@ async def test_a_request_left_by_a_crash_after_the_last_step_goes_with_a_redeliv
     is stale, and deletes it."""
     s = Setup(tmp_path)
     await s.store("1.1", "1.1.1", "1.1.1.1")
-    operation = await s.job.start(request("1.1"))
+    operation = await s.job.start(request("1.1"), partition=1)
     [last] = await s.fakes.queue.receive(EXPORT_QUEUE, max_messages=1)
     assert await s.job.handle_message(last.body) is StepOutcome.COMPLETED
     key = request_key(operation.operation_id)
@@ -322,11 +326,11 @@ async def test_a_step_stops_at_its_byte_budget_and_always_makes_progress(
     s = Setup(tmp_path, batch_size=100)
     sizes = [len(await s.store("1.1", "1.1.1", f"1.1.1.{n}")) for n in range(5)]
     monkeypatch.setattr(export_job, "STEP_BYTES", sizes[0] * 2)  # two instances a step
-    operation = await s.job.start(request("1.1"))
+    operation = await s.job.start(request("1.1"), partition=1)
     outcomes = await s.run_all()
     assert outcomes == [StepOutcome.CONTINUED] * 2 + [StepOutcome.COMPLETED]
     monkeypatch.setattr(export_job, "STEP_BYTES", 1)  # smaller than any instance
-    again = await s.job.start(request("1.1"))
+    again = await s.job.start(request("1.1"), partition=1)
     assert len(await s.run_all()) == 5  # one instance a step, never none
     for done in (operation, again):
         current = await s.operations.get_operation(done.operation_id)

@@ -65,7 +65,7 @@ class FakeReindexStore:
     # -- set-up ---------------------------------------------------------------------------------
 
     def store(self, watermark: int, age: str | None) -> InstanceKey:
-        key = InstanceKey("1.2", f"1.2.{watermark}", f"1.2.{watermark}.1")
+        key = InstanceKey("1.2", f"1.2.{watermark}", f"1.2.{watermark}.1", partition=1)
         doc = {} if age is None else {"00101010": {"vr": "AS", "Value": [age]}}
         self.instances[watermark] = IndexedInstance(key, watermark, orjson.dumps(doc))
         return key

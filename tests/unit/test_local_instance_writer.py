@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
-from dicom_core.domain.model import InstanceKey, StoredInstance
+from dicom_core.domain.model import InstanceKey, StoredInstance, StudyKey
 from dicom_core.storage.local import sqlite_db
 from dicom_core.storage.local.file_blobs import FileBlobStore
 from dicom_core.storage.local.instance_writer import SqliteInstanceWriter
@@ -52,7 +52,7 @@ def stored(key: InstanceKey, patient_id: str = "P1") -> StoredInstance:
 
 
 def new_key() -> InstanceKey:
-    return InstanceKey(generate_uid(), generate_uid(), generate_uid())
+    return InstanceKey(generate_uid(), generate_uid(), generate_uid(), partition=1)
 
 
 class Local:
@@ -148,8 +148,10 @@ async def test_a_store_sets_and_a_later_one_clears_the_study_s_expiry(local: Loc
     writer = local.writer()
     when = datetime(2026, 1, 1, tzinfo=UTC)
     await writer.write_instance(local.staged(), stored(key), upsert=False, expires_at=when)
-    assert await local.index.expired_studies(when, 10) == [key.study_uid]
-    again = InstanceKey(key.study_uid, key.series_uid, generate_uid())
+    assert await local.index.expired_studies(when, 10) == [
+        StudyKey(key.study_uid, partition=key.partition)
+    ]
+    again = InstanceKey(key.study_uid, key.series_uid, generate_uid(), partition=1)
     await writer.write_instance(local.staged(), stored(again), upsert=False)
     assert await local.index.expired_studies(when, 10) == []
 

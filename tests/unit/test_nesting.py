@@ -107,7 +107,7 @@ def test_parse_instance_at_the_limit_keeps_every_level_in_metadata(
 ) -> None:
     path = tmp_path / "deep.dcm"
     path.write_bytes(make_nested_instance(MAX_SEQUENCE_DEPTH, defined_length=defined_length)[1])
-    document = orjson.loads(parse_instance(path).metadata_json)
+    document = orjson.loads(parse_instance(path, partition=1).metadata_json)
     levels = 0
     item = document
     while "0040A730" in item:
@@ -126,7 +126,7 @@ def test_parse_instance_past_the_limit_is_rejected_with_43264(
     ds, data = make_nested_instance(depth, defined_length=defined_length)
     path.write_bytes(data)
     with pytest.raises(InstanceRejected) as caught:
-        parse_instance(path)
+        parse_instance(path, partition=1)
     assert caught.value.failure_code == VALIDATION_FAILURE
     assert "nest" in caught.value.message
     assert f"at most {MAX_SEQUENCE_DEPTH}" in caught.value.message

@@ -38,7 +38,7 @@ def attribute(keyword: str) -> QueryAttribute:
 
 def condition(keyword: str, value: str, *, fuzzy: bool = False) -> object:
     params = [(keyword, value)] + ([("fuzzymatching", "true")] if fuzzy else [])
-    [parsed] = parse_query(params, QueryResource.ALL_INSTANCES).conditions
+    [parsed] = parse_query(params, QueryResource.ALL_INSTANCES, partition=1).conditions
     return parsed
 
 
@@ -195,6 +195,7 @@ def test_time_and_datetime_conditions_for_extended_query_tags() -> None:
         [("StudyTime", "10-1130"), ("AcquisitionDateTime", "20240102-20240102")],
         QueryResource.ALL_STUDIES,
         catalog=catalog,
+        partition=1,
     )
     time_range, datetime_range = query.conditions
     assert isinstance(time_range, RangeMatch)
@@ -202,10 +203,12 @@ def test_time_and_datetime_conditions_for_extended_query_tags() -> None:
     assert not matches(time_range, "1131")
     assert matches(datetime_range, "20240102235959")
     assert not matches(datetime_range, "20240103")
-    single = parse_query([("StudyTime", "10")], QueryResource.ALL_STUDIES, catalog=catalog)
+    single = parse_query(
+        [("StudyTime", "10")], QueryResource.ALL_STUDIES, catalog=catalog, partition=1
+    )
     assert matches(single.conditions[0], "105959")
     with pytest.raises(BadRequest, match="StudyTime"):
-        parse_query([("StudyTime", "-")], QueryResource.ALL_STUDIES, catalog=catalog)
+        parse_query([("StudyTime", "-")], QueryResource.ALL_STUDIES, catalog=catalog, partition=1)
 
 
 def test_index_keys_follow_the_attribute_matching() -> None:

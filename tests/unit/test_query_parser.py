@@ -22,7 +22,7 @@ R = QueryResource
 
 
 def parse(*params: tuple[str, str], resource: QueryResource = R.ALL_STUDIES, **path: str):  # type: ignore[no-untyped-def]
-    return parse_query(list(params), resource, **path)
+    return parse_query(list(params), resource, partition=1, **path)
 
 
 def bad(*params: tuple[str, str], resource: QueryResource = R.ALL_STUDIES, **path: str) -> str:

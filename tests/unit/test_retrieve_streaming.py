@@ -27,12 +27,14 @@ from dicom_core.domain.instance import parse_instance
 from dicom_core.domain.model import InstanceKey, InstanceRecord
 from dicom_core.errors import DicomWebError
 from dicom_core.services.blob_cleanup import CLEANUP_QUEUE, BlobJanitor
+from dicom_core.services.partitions import PartitionService
 from dicom_core.services.retrieve import RetrieveService
 from dicom_core.services.transcoding import TranscodingService
 from dicom_core.storage.local.file_blobs import FileBlobStore
 from dicom_core.storage.ports import BlobNotFound
 from dicom_core.web import wado
 from dicom_core.web.multipart import MultipartError, MultipartParser, PartData, PartStart
+from tests.fakes.partitions import FakePartitionStore
 from tests.support.factories import make_dataset, to_bytes
 
 STUDY = "1.2.3"
@@ -43,7 +45,7 @@ AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 def record(number: int) -> InstanceRecord:
     sop = f"1.2.3.4.{number}"
     return InstanceRecord(
-        key=InstanceKey(STUDY, SERIES, sop),
+        key=InstanceKey(STUDY, SERIES, sop, partition=1),
         watermark=number,
         sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
         transfer_syntax_uid="1.2.840.10008.1.2.1",
@@ -66,7 +68,12 @@ class FakeIndex:
         self.stale: list[InstanceRecord] | None = None
 
     async def list_instances(
-        self, study_uid: str, series_uid: str | None = None, *, original: bool = False
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        *,
+        partition: int,
+        original: bool = False,
     ) -> list[InstanceRecord]:
         if self.stale is not None:
             listed, self.stale = self.stale, None
@@ -142,7 +149,15 @@ class AsStored:
 
 def services_for(index: FakeIndex, blobs: MemoryBlobs) -> Services:
     retrieve = RetrieveService(index, blobs)  # type: ignore[arg-type]
-    return cast(Services, SimpleNamespace(retrieve=retrieve, transcoding=AsStored()))
+    return cast(
+        Services,
+        SimpleNamespace(retrieve=retrieve, transcoding=AsStored(), partitions=no_partitions()),
+    )
+
+
+def no_partitions() -> PartitionService:
+    """Requests of an app with data partitions off: all in Microsoft.Default."""
+    return PartitionService(FakePartitionStore(), enabled=False)
 
 
 def study_request(accept: str = AS_STORED) -> Request:
@@ -272,7 +287,7 @@ def test_transcoded_instances_deleted_after_the_answer_started_are_still_sent_wh
         ds.compress(RLELossless)
         path = tmp_path / f"{number}.dcm"
         path.write_bytes(to_bytes(ds))
-        parsed = parse_instance(path)
+        parsed = parse_instance(path, partition=1)
         assert parsed.frames is not None  # the frame-range path, read with read_range
         stored_record = replace(
             record(number),
@@ -291,7 +306,11 @@ def test_transcoded_instances_deleted_after_the_answer_started_are_still_sent_wh
     )
     services = cast(
         Services,
-        SimpleNamespace(retrieve=RetrieveService(index, blobs), transcoding=transcoding),  # type: ignore[arg-type]
+        SimpleNamespace(
+            retrieve=RetrieveService(index, blobs),  # type: ignore[arg-type]
+            transcoding=transcoding,
+            partitions=no_partitions(),
+        ),
     )
     accept = (
         f'multipart/related; type="application/dicom"; transfer-syntax={ExplicitVRLittleEndian}'

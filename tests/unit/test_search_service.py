@@ -97,7 +97,7 @@ async def run(params: list[tuple[str, str]], resource: QueryResource, **path: st
     index = FakeIndex()
     # The result rules need no tag stores: search() never reads the catalog.
     service = SearchService(index, query_tags=None, external_metadata=None)  # type: ignore[arg-type]
-    [result] = await service.search(parse_query(params, resource, **path))
+    [result] = await service.search(parse_query(params, resource, partition=1, **path))
     return result, index.asked
 
 
@@ -152,7 +152,7 @@ async def test_a_repeated_search_reads_no_cached_document_again() -> None:
     the results stay the same."""
     index = FakeIndex()
     service = SearchService(index, query_tags=None, external_metadata=None)  # type: ignore[arg-type]
-    query = parse_query([], R.ALL_INSTANCES)
+    query = parse_query([], R.ALL_INSTANCES, partition=1)
     first = await service.search(query)
     assert index.offered_cache and index.left_out == 0
     assert await service.search(query) == first
@@ -169,7 +169,7 @@ async def test_a_document_left_out_serves_its_search_though_the_cache_drops_it()
         query_tags=None,  # type: ignore[arg-type]
         external_metadata=None,  # type: ignore[arg-type]
     )
-    query = parse_query([], R.ALL_INSTANCES)
+    query = parse_query([], R.ALL_INSTANCES, partition=1)
     first = await service.search(query)
     assert await service.search(query) == first
     assert index.left_out == 1
@@ -178,14 +178,14 @@ async def test_a_document_left_out_serves_its_search_though_the_cache_drops_it()
 async def test_a_search_needing_more_than_summaries_reads_every_document() -> None:
     index = FakeIndex()
     service = SearchService(index, query_tags=None, external_metadata=None)  # type: ignore[arg-type]
-    query = parse_query([("includefield", "00091001")], R.ALL_STUDIES)
+    query = parse_query([("includefield", "00091001")], R.ALL_STUDIES, partition=1)
     first = await service.search(query)
     assert await service.search(query) == first
     assert not index.offered_cache and index.left_out == 0
 
 
 def test_plan_for_all_instances_reads_each_level_from_its_own_latest_instance() -> None:
-    plan = ResponsePlan.for_query(parse_query([], R.ALL_INSTANCES))
+    plan = ResponsePlan.for_query(parse_query([], R.ALL_INSTANCES, partition=1))
     assert plan.sources["00100010"] is QueryLevel.STUDY
     assert plan.sources["00080060"] is QueryLevel.SERIES
     assert plan.sources["00080018"] is QueryLevel.INSTANCE
@@ -214,7 +214,7 @@ async def test_search_for_on_an_extended_tag_finds_the_reindexed_study(
     await store_datasets(services, tmp_path / "parts", weighed, make_dataset(PatientWeight="80"))
     await add_ready_tag(services, "PatientWeight", "Study")
     found = await services.search.search_for(
-        R.ALL_STUDIES, [("PatientWeight", "71.5")], api_version=2
+        R.ALL_STUDIES, [("PatientWeight", "71.5")], api_version=2, partition=1
     )
     assert [r["0020000D"]["Value"] for r in found.results] == [[weighed.StudyInstanceUID]]
     assert found.erroneous_tags == ()
@@ -229,7 +229,9 @@ async def test_search_for_on_a_numeric_extended_tag_allows_single_numbers_only(
 ) -> None:
     await add_ready_tag(services, "PatientWeight", "Study")
     with pytest.raises(BadRequest, match=refusal):
-        await services.search.search_for(R.ALL_STUDIES, [("PatientWeight", value)], api_version=2)
+        await services.search.search_for(
+            R.ALL_STUDIES, [("PatientWeight", value)], api_version=2, partition=1
+        )
 
 
 async def test_search_for_names_an_enabled_extended_tag_with_indexing_errors(
@@ -240,8 +242,12 @@ async def test_search_for_names_an_enabled_extended_tag_with_indexing_errors(
     await add_ready_tag(services, "PatientSex", "Study")
     await services.query_tags.set_query_status("00100040", "Enabled")
     # when
-    matched = await services.search.search_for(R.ALL_STUDIES, [("PatientSex", "F")], api_version=2)
-    plain = await services.search.search_for(R.ALL_STUDIES, [("PatientID", "x")], api_version=2)
+    matched = await services.search.search_for(
+        R.ALL_STUDIES, [("PatientSex", "F")], api_version=2, partition=1
+    )
+    plain = await services.search.search_for(
+        R.ALL_STUDIES, [("PatientID", "x")], api_version=2, partition=1
+    )
     # then
     assert matched.erroneous_tags == ("00100040",)
     assert plain.erroneous_tags == ()
@@ -258,7 +264,7 @@ async def test_search_for_with_external_metadata_matches_and_returns_it_in_v2_on
     # when
     [result] = (
         await services.search.search_for(
-            R.ALL_STUDIES, asked, api_version=2, with_external_metadata=True
+            R.ALL_STUDIES, asked, api_version=2, with_external_metadata=True, partition=1
         )
     ).results
     # then
@@ -269,5 +275,9 @@ async def test_search_for_with_external_metadata_matches_and_returns_it_in_v2_on
     for version, with_external in ((1, True), (2, False)):  # the tag is unknown without it
         with pytest.raises(BadRequest, match="00191100"):
             await services.search.search_for(
-                R.ALL_STUDIES, asked, api_version=version, with_external_metadata=with_external
+                R.ALL_STUDIES,
+                asked,
+                api_version=version,
+                with_external_metadata=with_external,
+                partition=1,
             )

@@ -19,7 +19,7 @@ async def version_after_one_store(directory: Path) -> tuple[int, str | None]:
     index = SqliteIndexStore(SqliteDatabase(directory / "index.db", durable=False))
     try:
         watermark = await add_instance(index, STUDY, SERIES, str(generate_uid()))
-        return watermark, await index.metadata_version(STUDY)
+        return watermark, await index.metadata_version(STUDY, partition=1)
     finally:
         await index.close()
 

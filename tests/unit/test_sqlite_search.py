@@ -32,7 +32,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteIndexStore]:
 
 
 async def studies(store: SqliteIndexStore, *params: tuple[str, str]) -> list[str]:
-    found = await store.search(parse_query(list(params), R.ALL_STUDIES))
+    found = await store.search(parse_query(list(params), R.ALL_STUDIES, partition=1))
     return [m.study_uid for m in found]
 
 
@@ -57,7 +57,7 @@ async def test_case_insensitive_string_matching(
 ) -> None:
     await add_instance(store, "1.1", "1.1.1", "1.1.1.1", study={"StudyDescription": stored})
     found = await studies(store, ("StudyDescription", query))
-    [condition] = parse_query([("StudyDescription", query)], R.ALL_STUDIES).conditions
+    [condition] = parse_query([("StudyDescription", query)], R.ALL_STUDIES, partition=1).conditions
     assert matches(condition, stored) is expected
     assert found == (["1.1"] if expected else [])
 
@@ -84,7 +84,7 @@ async def test_person_name_matching(
 ) -> None:
     await add_instance(store, "1.1", "1.1.1", "1.1.1.1", study={"PatientName": stored})
     params = [("PatientName", query), ("fuzzymatching", str(fuzzy).lower())]
-    [condition] = parse_query(params, R.ALL_STUDIES).conditions
+    [condition] = parse_query(params, R.ALL_STUDIES, partition=1).conditions
     assert matches(condition, stored) is expected
     assert await studies(store, *params) == (["1.1"] if expected else [])
 
@@ -106,7 +106,7 @@ async def test_study_values_are_the_latest_instance_values(store: SqliteIndexSto
     await add_instance(store, "1.1", "1.1.2", "1.1.2.1", study={"PatientID": "NEW"})
     assert await studies(store, ("PatientID", "OLD")) == []
     assert await studies(store, ("PatientID", "NEW")) == ["1.1"]
-    series = await store.search(parse_query([("PatientID", "NEW")], R.ALL_SERIES))
+    series = await store.search(parse_query([("PatientID", "NEW")], R.ALL_SERIES, partition=1))
     assert sorted(m.series_uid or "" for m in series) == ["1.1.1", "1.1.2"]
 
 
@@ -118,9 +118,11 @@ async def test_modalities_in_study_and_counts(store: SqliteIndexStore) -> None:
     assert await studies(store, ("ModalitiesInStudy", "sr")) == ["1.1"]
     assert await studies(store, ("ModalitiesInStudy", "MR\\SR")) == ["1.2", "1.1"]
     assert await studies(store, ("ModalitiesInStudy", "M*")) == ["1.2"]
-    [match] = await store.search(parse_query([("StudyInstanceUID", "1.1")], R.ALL_STUDIES))
+    [match] = await store.search(
+        parse_query([("StudyInstanceUID", "1.1")], R.ALL_STUDIES, partition=1)
+    )
     assert (match.study_series, match.study_instances, match.modalities) == (2, 3, ("CT", "SR"))
-    series = await store.search(parse_query([], R.STUDY_SERIES, study_uid="1.1"))
+    series = await store.search(parse_query([], R.STUDY_SERIES, study_uid="1.1", partition=1))
     assert [(m.series_uid, m.series_instances) for m in series] == [("1.1.2", 1), ("1.1.1", 2)]
 
 
@@ -161,24 +163,33 @@ async def test_modalities_in_study_by_either_route(
         assert await studies(store, ("ModalitiesInStudy", "MR\\SR")) == ["1.2", "1.1"]
         assert await studies(store, ("ModalitiesInStudy", "US")) == []
         assert await studies(store, ("ModalitiesInStudy", "C*")) == ["1.3", "1.1"]
-        series = parse_query([("ModalitiesInStudy", "SR")], R.ALL_SERIES)
+        series = parse_query([("ModalitiesInStudy", "SR")], R.ALL_SERIES, partition=1)
         assert sorted(m.series_uid or "" for m in await store.search(series)) == ["1.1.1", "1.1.2"]
-        instances = parse_query([("ModalitiesInStudy", "MR"), ("limit", "1")], R.ALL_INSTANCES)
+        instances = parse_query(
+            [("ModalitiesInStudy", "MR"), ("limit", "1")], R.ALL_INSTANCES, partition=1
+        )
         assert [m.sop_uid for m in await store.search(instances)] == ["1.2.1.1"]
     finally:
         db.close()
 
 
 def test_modality_probe_counts_rows_only_for_values_an_index_seeks() -> None:
-    probe = modality_probe(parse_query([("ModalitiesInStudy", "CT\\MR")], R.ALL_STUDIES), 7)
+    probe = modality_probe(
+        parse_query([("ModalitiesInStudy", "CT\\MR")], R.ALL_STUDIES, partition=1), 7
+    )
     assert probe is not None and probe.params == ("ct", "mr", 7)
-    assert modality_probe(parse_query([("ModalitiesInStudy", "C*")], R.ALL_STUDIES)) is None
-    assert modality_probe(parse_query([("PatientID", "x")], R.ALL_STUDIES)) is None
+    assert (
+        modality_probe(parse_query([("ModalitiesInStudy", "C*")], R.ALL_STUDIES, partition=1))
+        is None
+    )
+    assert modality_probe(parse_query([("PatientID", "x")], R.ALL_STUDIES, partition=1)) is None
     # At the instance level the series route sorts instances: the probe counts those.
-    instances = modality_probe(parse_query([("ModalitiesInStudy", "CT")], R.ALL_INSTANCES))
+    instances = modality_probe(
+        parse_query([("ModalitiesInStudy", "CT")], R.ALL_INSTANCES, partition=1)
+    )
     assert instances is not None and "JOIN instance i" in instances.sql
     rare = compile_search(
-        parse_query([("ModalitiesInStudy", "CT")], R.ALL_STUDIES), rare_modality=True
+        parse_query([("ModalitiesInStudy", "CT")], R.ALL_STUDIES, partition=1), rare_modality=True
     )
     assert "st.study_uid IN (SELECT m.study_uid FROM series m" in rare.sql
 
@@ -196,24 +207,28 @@ async def test_scoped_resources_and_uid_lists(store: SqliteIndexStore) -> None:
     await add_instance(store, "1.1", "1.1.1", "1.1.1.1")
     await add_instance(store, "1.1", "1.1.2", "1.1.2.1")
     await add_instance(store, "1.2", "1.2.1", "1.2.1.1")
-    query = parse_query([], R.STUDY_SERIES_INSTANCES, study_uid="1.1", series_uid="1.1.2")
+    query = parse_query(
+        [], R.STUDY_SERIES_INSTANCES, study_uid="1.1", series_uid="1.1.2", partition=1
+    )
     assert [m.sop_uid for m in await store.search(query)] == ["1.1.2.1"]
-    query = parse_query([("SOPInstanceUID", "1.1.1.1,1.2.1.1")], R.STUDY_INSTANCES, study_uid="1.1")
+    query = parse_query(
+        [("SOPInstanceUID", "1.1.1.1,1.2.1.1")], R.STUDY_INSTANCES, study_uid="1.1", partition=1
+    )
     assert [m.sop_uid for m in await store.search(query)] == ["1.1.1.1"]
-    query = parse_query([("StudyInstanceUID", "1.2\\1.1")], R.ALL_INSTANCES)
+    query = parse_query([("StudyInstanceUID", "1.2\\1.1")], R.ALL_INSTANCES, partition=1)
     assert len(await store.search(query)) == 3
 
 
 async def test_reserved_and_deleted_instances_are_not_found(store: SqliteIndexStore) -> None:
     await add_instance(store, "1.1", "1.1.1", "1.1.1.1")
     await add_instance(store, "1.1", "1.1.1", "1.1.1.2")
-    await store.begin_instance(InstanceKey("1.1", "1.1.1", "1.1.1.3"), upsert=False)
-    found = await store.search(parse_query([], R.ALL_INSTANCES))
+    await store.begin_instance(InstanceKey("1.1", "1.1.1", "1.1.1.3", partition=1), upsert=False)
+    found = await store.search(parse_query([], R.ALL_INSTANCES, partition=1))
     assert sorted(m.sop_uid or "" for m in found) == ["1.1.1.1", "1.1.1.2"]
-    await store.delete_instances("1.1", "1.1.1", "1.1.1.2")
-    found = await store.search(parse_query([], R.ALL_INSTANCES))
+    await store.delete_instances("1.1", "1.1.1", "1.1.1.2", partition=1)
+    found = await store.search(parse_query([], R.ALL_INSTANCES, partition=1))
     assert [m.sop_uid for m in found] == ["1.1.1.1"]
-    [study] = await store.search(parse_query([], R.ALL_STUDIES))
+    [study] = await store.search(parse_query([], R.ALL_STUDIES, partition=1))
     assert study.study_instances == 1
 
 
@@ -222,13 +237,15 @@ async def test_metadata_of_the_latest_instances_comes_back(store: SqliteIndexSto
     await add_instance(store, "1.1", "1.1.2", "1.1.2.1", metadata={"n": 2})
     levels = frozenset(QueryLevel)
     private = [("includefield", "00091001")]  # not a summary attribute: whole documents
-    found = await store.search(parse_query(private, R.ALL_INSTANCES), metadata=levels)
+    found = await store.search(parse_query(private, R.ALL_INSTANCES, partition=1), metadata=levels)
     by_sop = {m.sop_uid: m for m in found}
     first = by_sop["1.1.1.1"]
     assert orjson.loads(first.instance_metadata or b"") == {"n": 1}
     assert orjson.loads(first.series_metadata or b"") == {"n": 1}
     assert orjson.loads(first.study_metadata or b"") == {"n": 2}  # the study's latest
-    [plain] = await store.search(parse_query([("SOPInstanceUID", "1.1.2.1")], R.ALL_INSTANCES))
+    [plain] = await store.search(
+        parse_query([("SOPInstanceUID", "1.1.2.1")], R.ALL_INSTANCES, partition=1)
+    )
     assert plain.instance_metadata is None
 
 
@@ -236,6 +253,7 @@ def test_compiled_sql_binds_every_value() -> None:
     query = parse_query(
         [("PatientName", "x'); DROP TABLE study; --"), ("StudyDescription", "*';*")],
         R.ALL_STUDIES,
+        partition=1,
     )
     compiled = compile_search(query)
     assert "DROP" not in compiled.sql
@@ -251,8 +269,8 @@ async def test_summary_documents_stand_in_when_only_summary_attributes_are_read(
         store, "1.1", "1.1.1", "1.1.1.1", metadata={"00100010": name, "00091001": private}
     )
     study = frozenset({QueryLevel.STUDY})
-    [summary] = await store.search(parse_query([], R.ALL_STUDIES), metadata=study)
+    [summary] = await store.search(parse_query([], R.ALL_STUDIES, partition=1), metadata=study)
     assert orjson.loads(summary.study_metadata or b"") == {"00100010": name}
-    asked = parse_query([("includefield", "00091001")], R.ALL_STUDIES)
+    asked = parse_query([("includefield", "00091001")], R.ALL_STUDIES, partition=1)
     [whole] = await store.search(asked, metadata=study)
     assert orjson.loads(whole.study_metadata or b"") == {"00100010": name, "00091001": private}

@@ -17,7 +17,7 @@ from dicom_core.errors import NotFound
 from dicom_core.services.stored_pixels import StoredPixels
 from dicom_core.storage.ports import BlobNotFound
 
-KEY = InstanceKey("1.2.3", "1.2.3.4", "1.2.3.4.5")
+KEY = InstanceKey("1.2.3", "1.2.3.4", "1.2.3.4.5", partition=1)
 RECORD = InstanceRecord(
     key=KEY,
     watermark=7,

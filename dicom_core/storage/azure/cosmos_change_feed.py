@@ -51,7 +51,11 @@ from azure.cosmos.exceptions import CosmosBatchOperationError, CosmosResourceNot
 
 from dicom_core.domain.change_feed import ChangeAction, ChangeFeedEntry
 from dicom_core.domain.model import InstanceKey
-from dicom_core.storage.azure.cosmos_docs import MAX_BATCH_OPERATIONS, without_system_properties
+from dicom_core.storage.azure.cosmos_docs import (
+    MAX_BATCH_OPERATIONS,
+    document_partition,
+    without_system_properties,
+)
 from dicom_core.storage.azure.cosmos_io import (
     ContainerGone,
     delete_if_present,
@@ -398,7 +402,12 @@ def _entry(doc: Mapping[str, Any], metadata: bytes | None = None) -> ChangeFeedE
         sequence=int(doc["seq"]),
         timestamp=str(doc["ts"]),
         action=ChangeAction(str(doc["action"])),
-        key=InstanceKey(str(doc["study"]), str(doc["series"]), str(doc["sop"])),
+        key=InstanceKey(
+            str(doc["study"]),
+            str(doc["series"]),
+            str(doc["sop"]),
+            partition=document_partition(doc),
+        ),
         watermark=int(doc["wm"]),
         current_watermark=None if current is None else int(current),
         metadata=metadata,

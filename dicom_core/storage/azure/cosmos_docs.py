@@ -37,6 +37,7 @@ from dicom_core.domain.model import (
     Reservation,
     StoredInstance,
 )
+from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY
 from dicom_core.storage.azure.cosmos_schema import (
     INSTANCE,
     METAPART,
@@ -162,10 +163,21 @@ RECORD_FIELDS = (
 )
 
 
+def document_partition(doc: Mapping[str, Any]) -> int:
+    """The data partition a document belongs to: Microsoft.Default for every document of
+    the ``index`` and ``system`` containers, which carry no ``dp``."""
+    return int(doc.get("dp") or DEFAULT_PARTITION_KEY)
+
+
 def record_from_document(doc: Mapping[str, Any]) -> InstanceRecord:
     frames = doc.get("frames")
     return InstanceRecord(
-        key=InstanceKey(str(doc["study"]), str(doc["series"]), str(doc["sop"])),
+        key=InstanceKey(
+            str(doc["study"]),
+            str(doc["series"]),
+            str(doc["sop"]),
+            partition=document_partition(doc),
+        ),
         watermark=int(doc["wm"]),
         sop_class_uid=str(doc.get("sopClass") or ""),
         transfer_syntax_uid=str(doc.get("tsuid") or ""),
@@ -518,7 +530,9 @@ def plan_delete(
         plan.remove("instance", doc)
         for n in range(int(doc.get("metaParts") or 0)):
             plan.add("metapart", ("delete", (metapart_id(int(doc["wm"]), n),)))
-        key = InstanceKey(study_uid, str(doc["series"]), str(doc["sop"]))
+        key = InstanceKey(
+            study_uid, str(doc["series"]), str(doc["sop"]), partition=document_partition(doc)
+        )
         change = pending_change_document("delete", key, int(doc["wm"]), now)
         plan.add("change", ("create", (change,)))
         plan.removed_blob_keys.append(str(doc["blobKey"]))

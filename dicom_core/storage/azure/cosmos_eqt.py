@@ -41,6 +41,7 @@ from dicom_core.domain.model import InstanceKey
 from dicom_core.domain.operations import OperationKind, OperationStatusValues
 from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.query.indexed_values import InvalidValue, extract_value
+from dicom_core.storage.azure.cosmos_docs import document_partition
 from dicom_core.storage.azure.cosmos_extended_values import VALUE_KIND, value_partition
 from dicom_core.storage.azure.cosmos_io import (
     count_items,
@@ -411,7 +412,12 @@ class CosmosQueryTagStore(CosmosOperationStore):
             )
             return [
                 IndexedInstance(
-                    InstanceKey(str(row["pk"]), str(row["series"]), str(row["sop"])),
+                    InstanceKey(
+                        str(row["pk"]),
+                        str(row["series"]),
+                        str(row["sop"]),
+                        partition=document_partition(row),
+                    ),
                     int(row["wm"]),
                     await unpack_metadata(c.index, str(row["pk"]), row),
                 )

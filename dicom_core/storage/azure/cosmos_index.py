@@ -49,7 +49,14 @@ from azure.cosmos.exceptions import (
 )
 
 from dicom_core.domain.identifiers import blob_key_for
-from dicom_core.domain.model import InstanceKey, InstanceRecord, Reservation, StoredInstance
+from dicom_core.domain.model import (
+    InstanceKey,
+    InstanceRecord,
+    Reservation,
+    StoredInstance,
+    StudyKey,
+)
+from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY, default_partition_only
 from dicom_core.domain.timestamps import seconds_since, timestamp_of, utc_timestamp
 from dicom_core.query.conditions import QueryDescription, QueryLevel
 from dicom_core.query.results import SearchMatch
@@ -139,6 +146,7 @@ class CosmosIndexStore:
     # -- writes -----------------------------------------------------------------------------
 
     async def begin_instance(self, key: InstanceKey, *, upsert: bool) -> Reservation:
+        default_partition_only(key.partition)
         owner = uuid.uuid4().hex
         return await self._session.run(lambda c: self._begin(c, key, upsert, owner))
 
@@ -484,9 +492,10 @@ class CosmosIndexStore:
             return [str(gone["blobKey"]) for gone in dropped]
         raise StorageUnavailable(f"too many concurrent writes to study {pk}")
 
-    async def settle_versions(self, study_uid: str) -> list[str]:
+    async def settle_versions(self, study_uid: str, *, partition: int) -> list[str]:
         """Finish a staged bulk update of the study that a crash interrupted (roll committed
         versions forward, strip the others); the files no version uses any more."""
+        default_partition_only(partition)
         settled = await self._staged.settle(study_uid)
         if settled.rolled:
             await self._sequence_changes(study_uid)
@@ -534,6 +543,7 @@ class CosmosIndexStore:
         series_uid: str | None = None,
         sop_uid: str | None = None,
         *,
+        partition: int,
         orphans: OrphanSink | None = None,
         expired_by: datetime | None = None,
     ) -> list[str]:
@@ -549,6 +559,7 @@ class CosmosIndexStore:
         expired by then (``_delete_step``); a store that moved or cleared the expiry ends the
         delete there.
         """
+        default_partition_only(partition)
         expiry = None if expired_by is None else timestamp_of(expired_by)
         if expiry is not None:
             summary = await self._session.run(lambda c: read_item(c.index, STUDY_DOC_ID, study_uid))
@@ -730,36 +741,49 @@ class CosmosIndexStore:
 
     # -- reads ------------------------------------------------------------------------------
 
-    async def expired_studies(self, now: datetime, limit: int) -> list[str]:
+    async def expired_studies(self, now: datetime, limit: int) -> list[StudyKey]:
         """One cross-partition query on the study summaries (the ``/kind``, ``/expiresAt``
         composite index); documents without ``expiresAt`` never match the range."""
 
-        async def read(c: Containers) -> list[str]:
+        async def read(c: Containers) -> list[StudyKey]:
             found = await query_items(
                 c.index,
                 "SELECT TOP @n c.study FROM c WHERE c.kind = @study AND c.expiresAt <= @now"
                 " ORDER BY c.expiresAt",
                 {"@n": limit, "@study": STUDY, "@now": timestamp_of(now)},
             )
-            return [str(doc["study"]) for doc in found]
+            return [StudyKey(str(doc["study"]), partition=DEFAULT_PARTITION_KEY) for doc in found]
 
         return await self._session.run(read)
 
     async def get_instance(
         self, key: InstanceKey, *, original: bool = False
     ) -> InstanceRecord | None:
+        default_partition_only(key.partition)
         return await self._session.run(lambda c: reads.read_instance(c, key, original))
 
     async def list_instances(
-        self, study_uid: str, series_uid: str | None = None, *, original: bool = False
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        *,
+        partition: int,
+        original: bool = False,
     ) -> list[InstanceRecord]:
+        default_partition_only(partition)
         return await self._session.run(
             lambda c: reads.list_records(c, study_uid, series_uid, original)
         )
 
     async def get_metadata(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        partition: int,
     ) -> list[bytes]:
+        default_partition_only(partition)
         return await self._session.run(
             lambda c: reads.read_metadata(c, study_uid, series_uid, sop_uid)
         )
@@ -770,8 +794,10 @@ class CosmosIndexStore:
         series_uid: str | None = None,
         sop_uid: str | None = None,
         *,
+        partition: int,
         original: bool = False,
     ) -> str | None:
+        default_partition_only(partition)
         return await self._session.run(
             lambda c: reads.read_metadata_version(c, study_uid, series_uid, sop_uid, original)
         )
@@ -782,8 +808,10 @@ class CosmosIndexStore:
         series_uid: str | None = None,
         sop_uid: str | None = None,
         *,
+        partition: int,
         original: bool = False,
     ) -> VersionedMetadata:
+        default_partition_only(partition)
         return await self._session.run(
             lambda c: reads.read_versioned_metadata(c, study_uid, series_uid, sop_uid, original)
         )
@@ -795,6 +823,7 @@ class CosmosIndexStore:
         metadata: frozenset[QueryLevel] = frozenset(),
         cached: Callable[[int], bool] | None = None,
     ) -> list[SearchMatch]:
+        default_partition_only(query.partition)
         return await self._session.run(lambda c: reads.search_index(c, query, metadata, cached))
 
     async def close(self) -> None:

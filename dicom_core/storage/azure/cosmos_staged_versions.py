@@ -546,7 +546,9 @@ class StagedVersions:
                 if taken and weight > ROLL_FORWARD_BYTES:
                     break
                 taken += 1
-                key = InstanceKey(pk, str(doc["series"]), str(doc["sop"]))
+                key = InstanceKey(
+                    pk, str(doc["series"]), str(doc["sop"]), partition=docs.document_partition(doc)
+                )
                 watermark = int(staged["wm"])
                 held = by_id.get(reservation_id(key.series_uid, key.sop_uid))
                 if held is not None and int(held["wm"]) != watermark:

@@ -17,6 +17,7 @@ from typing import Any
 
 from dicom_core.domain.change_feed import ChangeAction, ChangeFeedEntry
 from dicom_core.domain.model import InstanceKey
+from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.ports.change_feed import ChangeQuery
 
@@ -38,7 +39,7 @@ def _entry(row: tuple[Any, ...]) -> ChangeFeedEntry:
         sequence=int(sequence),
         timestamp=str(timestamp),
         action=ChangeAction(action),
-        key=InstanceKey(str(study), str(series), str(sop)),
+        key=InstanceKey(str(study), str(series), str(sop), partition=DEFAULT_PARTITION_KEY),
         watermark=int(watermark),
         current_watermark=None if current is None else int(current),
         metadata=None if metadata is None else bytes(metadata),

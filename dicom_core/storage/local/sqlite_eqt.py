@@ -22,6 +22,7 @@ from dicom_core.domain.extended_query_tags import (
 )
 from dicom_core.domain.model import InstanceKey
 from dicom_core.domain.operations import OperationKind, OperationStatusValues
+from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY
 from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.query.indexed_values import InvalidValue, extract_value, query_attribute
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
@@ -285,7 +286,11 @@ class SqliteQueryTagStore(SqliteOperationStore):
                 (after, until, limit),
             )
             return [
-                IndexedInstance(InstanceKey(study, series, sop), int(watermark), metadata or None)
+                IndexedInstance(
+                    InstanceKey(study, series, sop, partition=DEFAULT_PARTITION_KEY),
+                    int(watermark),
+                    metadata or None,
+                )
                 for watermark, study, series, sop, metadata in rows.fetchall()
             ]
 

@@ -15,7 +15,9 @@ from dicom_core.domain.model import (
     InstanceRecord,
     Reservation,
     StoredInstance,
+    StudyKey,
 )
+from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY, default_partition_only
 from dicom_core.domain.timestamps import seconds_since, timestamp_of, utc_timestamp
 from dicom_core.query.attributes import SUMMARY_TAGS, document_tags
 from dicom_core.query.conditions import QueryDescription, QueryLevel
@@ -101,7 +103,7 @@ def _assignments(changed: dict[str, object]) -> str:
 def _record(row: tuple[Any, ...]) -> InstanceRecord:
     (study, series, sop, watermark, sop_class, ts, blob_key, size, frames, created) = row
     return InstanceRecord(
-        key=InstanceKey(str(study), str(series), str(sop)),
+        key=InstanceKey(str(study), str(series), str(sop), partition=DEFAULT_PARTITION_KEY),
         watermark=int(watermark),
         sop_class_uid=str(sop_class or ""),
         transfer_syntax_uid=str(ts or ""),
@@ -168,6 +170,7 @@ class SqliteIndexStore:
     # -- writes -----------------------------------------------------------------------------
 
     async def begin_instance(self, key: InstanceKey, *, upsert: bool) -> Reservation:
+        default_partition_only(key.partition)
         return await self._db.run(lambda: self._begin(key, upsert))
 
     def _begin(self, key: InstanceKey, upsert: bool) -> Reservation:
@@ -357,7 +360,7 @@ class SqliteIndexStore:
             conn.execute("DELETE FROM instance WHERE watermark = ?", (old_watermark,))
         return [str(blob_key) for _, blob_key in replaced]
 
-    async def settle_versions(self, study_uid: str) -> list[str]:
+    async def settle_versions(self, study_uid: str, *, partition: int) -> list[str]:
         return []  # a commit of versions is one transaction: nothing is ever left half done
 
     async def commit_versions(self, versions: Sequence[NewVersion]) -> VersionsCommitted:
@@ -425,9 +428,11 @@ class SqliteIndexStore:
         series_uid: str | None = None,
         sop_uid: str | None = None,
         *,
+        partition: int,
         orphans: OrphanSink | None = None,
         expired_by: datetime | None = None,
     ) -> list[str]:
+        default_partition_only(partition)
         """One transaction: all or nothing, so ``orphans`` is never needed. With
         ``expired_by``, the study's expiry is checked in that transaction."""
         expiry = None if expired_by is None else timestamp_of(expired_by)
@@ -466,7 +471,9 @@ class SqliteIndexStore:
             )
             now = utc_timestamp()
             for _, series, sop, _ in rows:
-                _point_entries_at(conn, InstanceKey(study_uid, series, sop), None)
+                _point_entries_at(
+                    conn, InstanceKey(study_uid, series, sop, partition=DEFAULT_PARTITION_KEY), None
+                )
             conn.executemany(
                 "INSERT INTO change_feed (timestamp, action, study_uid, series_uid, sop_uid,"
                 " watermark, current_watermark) VALUES (?, ?, ?, ?, ?, ?, NULL)",
@@ -609,8 +616,8 @@ class SqliteIndexStore:
 
     # -- reads ------------------------------------------------------------------------------
 
-    async def expired_studies(self, now: datetime, limit: int) -> list[str]:
-        def read() -> list[str]:
+    async def expired_studies(self, now: datetime, limit: int) -> list[StudyKey]:
+        def read() -> list[StudyKey]:
             rows = (
                 self._db.connection()
                 .execute(
@@ -619,13 +626,15 @@ class SqliteIndexStore:
                 )
                 .fetchall()
             )
-            return [str(row[0]) for row in rows]
+            return [StudyKey(str(row[0]), partition=DEFAULT_PARTITION_KEY) for row in rows]
 
         return await self._db.run(read)
 
     async def get_instance(
         self, key: InstanceKey, *, original: bool = False
     ) -> InstanceRecord | None:
+        default_partition_only(key.partition)
+
         def read() -> InstanceRecord | None:
             row = (
                 self._db.connection()
@@ -641,8 +650,14 @@ class SqliteIndexStore:
         return await self._db.run(read)
 
     async def list_instances(
-        self, study_uid: str, series_uid: str | None = None, *, original: bool = False
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        *,
+        partition: int,
+        original: bool = False,
     ) -> list[InstanceRecord]:
+        default_partition_only(partition)
         where, params = _scope(study_uid, series_uid, None)
 
         def read() -> list[InstanceRecord]:
@@ -660,8 +675,14 @@ class SqliteIndexStore:
         return await self._db.run(read)
 
     async def get_metadata(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        partition: int,
     ) -> list[bytes]:
+        default_partition_only(partition)
         where, params = _scope(study_uid, series_uid, sop_uid)
 
         def read() -> list[bytes]:
@@ -684,8 +705,10 @@ class SqliteIndexStore:
         series_uid: str | None = None,
         sop_uid: str | None = None,
         *,
+        partition: int,
         original: bool = False,
     ) -> str | None:
+        default_partition_only(partition)
         where, params = _scope(study_uid, series_uid, sop_uid)
 
         def read() -> str | None:
@@ -710,8 +733,10 @@ class SqliteIndexStore:
         series_uid: str | None = None,
         sop_uid: str | None = None,
         *,
+        partition: int,
         original: bool = False,
     ) -> VersionedMetadata:
+        default_partition_only(partition)
         where, params = _scope(study_uid, series_uid, sop_uid)
 
         def read() -> VersionedMetadata:
@@ -746,6 +771,7 @@ class SqliteIndexStore:
         small per-instance summary documents stand in for the full DICOM JSON. They come with
         the page's rows in one query, so ``cached`` would save nothing and is not used.
         """
+        default_partition_only(query.partition)
         summary = document_tags(query) <= SUMMARY_TAGS
         compiled = compile_search(query, metadata, summary=summary)
         levels = sorted(metadata)

@@ -12,7 +12,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from dicom_core.domain.model import InstanceKey, InstanceRecord, Reservation, StoredInstance
+from dicom_core.domain.model import (
+    InstanceKey,
+    InstanceRecord,
+    Reservation,
+    StoredInstance,
+    StudyKey,
+)
 from dicom_core.query.conditions import QueryDescription, QueryLevel
 from dicom_core.query.results import SearchMatch
 
@@ -122,7 +128,7 @@ class IndexStore(Protocol):
         """
         ...
 
-    async def settle_versions(self, study_uid: str) -> list[str]:
+    async def settle_versions(self, study_uid: str, *, partition: int) -> list[str]:
         """Finish a commit of the study's versions that a crash interrupted, where a backend
         commits in steps (Cosmos DB's staged commit: visible already, rolled forward here);
         returns the files no version uses any more. Nothing to do where a commit is one
@@ -138,14 +144,24 @@ class IndexStore(Protocol):
         ...
 
     async def list_instances(
-        self, study_uid: str, series_uid: str | None = None, *, original: bool = False
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        *,
+        partition: int,
+        original: bool = False,
     ) -> list[InstanceRecord]:
         """Fully stored instances of a study or series, oldest first (``original``: as for
         ``get_instance``)."""
         ...
 
     async def get_metadata(
-        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        *,
+        partition: int,
     ) -> list[bytes]:
         """Precomputed DICOM JSON objects (one per instance) of a study, series or instance."""
         ...
@@ -156,6 +172,7 @@ class IndexStore(Protocol):
         series_uid: str | None = None,
         sop_uid: str | None = None,
         *,
+        partition: int,
         original: bool = False,
     ) -> str | None:
         """The watermarks of the resource's stored instances, oldest first, as one string,
@@ -177,6 +194,7 @@ class IndexStore(Protocol):
         series_uid: str | None = None,
         sop_uid: str | None = None,
         *,
+        partition: int,
         original: bool = False,
     ) -> VersionedMetadata:
         """``get_metadata`` and ``metadata_version`` of the same instances, in one read
@@ -194,6 +212,7 @@ class IndexStore(Protocol):
         series_uid: str | None = None,
         sop_uid: str | None = None,
         *,
+        partition: int,
         orphans: OrphanSink | None = None,
         expired_by: datetime | None = None,
     ) -> list[str]:
@@ -212,7 +231,7 @@ class IndexStore(Protocol):
         """
         ...
 
-    async def expired_studies(self, now: datetime, limit: int) -> list[str]:
+    async def expired_studies(self, now: datetime, limit: int) -> list[StudyKey]:
         """Up to ``limit`` studies whose expiry is at or before ``now``, the earliest first:
         the expiry sweep's page, found through an index on the expiry (no study scan)."""
         ...

@@ -22,7 +22,7 @@ CT, MR = generate_uid(), generate_uid()
 
 async def stored(fakes: Fakes, study: str, series: str) -> InstanceKey:
     """An instance in the index, with its file in the blob store."""
-    key = InstanceKey(study, series, generate_uid())
+    key = InstanceKey(study, series, generate_uid(), partition=1)
     await add_instance(fakes.index, key.study_uid, key.series_uid, key.sop_uid)
     record = await fakes.index.get_instance(key)
     assert record is not None
@@ -49,14 +49,14 @@ def remaining(fakes: Fakes) -> set[InstanceKey]:
 
 async def test_delete_of_a_study_takes_every_series_and_file_of_it(fakes: Fakes) -> None:
     keys = await layout(fakes)
-    assert await service(fakes).delete(STUDY) == 4
+    assert await service(fakes).delete(STUDY, partition=1) == 4
     assert remaining(fakes) == set(keys["other"])
     assert len(fakes.blobs.objects) == 1
 
 
 async def test_delete_of_a_series_keeps_the_study_s_other_series(fakes: Fakes) -> None:
     keys = await layout(fakes)
-    assert await service(fakes).delete(STUDY, CT) == 2
+    assert await service(fakes).delete(STUDY, CT, partition=1) == 2
     assert remaining(fakes) == {*keys["mr"], *keys["other"]}
     assert len(fakes.blobs.objects) == 3
 
@@ -64,7 +64,9 @@ async def test_delete_of_a_series_keeps_the_study_s_other_series(fakes: Fakes) -
 async def test_delete_of_an_instance_takes_that_instance_only(fakes: Fakes) -> None:
     keys = await layout(fakes)
     gone = keys["ct"][0]
-    assert await service(fakes).delete(gone.study_uid, gone.series_uid, gone.sop_uid) == 1
+    assert (
+        await service(fakes).delete(gone.study_uid, gone.series_uid, gone.sop_uid, partition=1) == 1
+    )
     assert remaining(fakes) == {keys["ct"][1], *keys["mr"], *keys["other"]}
     assert len(fakes.blobs.objects) == 4
 
@@ -82,13 +84,13 @@ async def test_delete_of_what_is_not_stored_is_404_naming_it(
 ) -> None:
     await layout(fakes)
     with pytest.raises(NotFound, match=f"^{message} {uids[-1]} was not found"):
-        await service(fakes).delete(*uids)
+        await service(fakes).delete(*uids, partition=1)
     assert len(fakes.index.stored) == 5
 
 
 async def test_delete_with_a_delay_queues_each_file_for_later(fakes: Fakes) -> None:
     keys = await layout(fakes)
-    assert await service(fakes, delay=30).delete(STUDY, MR) == 2
+    assert await service(fakes, delay=30).delete(STUDY, MR, partition=1) == 2
     assert remaining(fakes) == {*keys["ct"], *keys["other"]}
     assert len(fakes.blobs.objects) == 5  # readers that opened them keep reading
     queued = [(queue, body["blob"], delay) for queue, body, delay in fakes.queue.sent]
@@ -100,7 +102,7 @@ async def test_delete_whose_file_delete_fails_queues_the_file(fakes: Fakes) -> N
     keys = await layout(fakes)
     fakes.blobs.fail_deletes = True
     gone = keys["other"][0]
-    assert await service(fakes).delete(gone.study_uid) == 1
+    assert await service(fakes).delete(gone.study_uid, partition=1) == 1
     [(queue, body, delay)] = fakes.queue.sent
     assert (queue, delay) == (CLEANUP_QUEUE, 0)
     assert body["blob"] in fakes.blobs.objects  # still there, and not forgotten
@@ -115,11 +117,12 @@ class FailsAfterOneStep(FakeIndexStore):
         series_uid: str | None = None,
         sop_uid: str | None = None,
         *,
+        partition: int,
         orphans: OrphanSink | None = None,
         expired_by: datetime | None = None,
     ) -> list[str]:
         first = next(key for key in self.stored if key.study_uid == study_uid)
-        [blob_key] = await super().delete_instances(*uids_of(first))
+        [blob_key] = await super().delete_instances(*uids_of(first), partition=partition)
         assert orphans is not None
         await orphans(blob_key)
         raise StorageUnavailable("the index stopped answering")
@@ -133,7 +136,7 @@ async def test_delete_that_fails_midway_still_deletes_the_files_of_the_steps_don
     fakes = Fakes(index=FailsAfterOneStep())
     await layout(fakes)
     with pytest.raises(StorageUnavailable):
-        await service(fakes).delete(STUDY)
+        await service(fakes).delete(STUDY, partition=1)
     # One instance left the index, and its file went with it; the rest are intact.
     assert len(fakes.index.stored) == 4 and len(fakes.blobs.objects) == 4
     for record, _ in fakes.index.stored.values():

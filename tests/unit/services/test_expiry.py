@@ -11,7 +11,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from dicom_core.domain.change_feed import ChangeAction
-from dicom_core.domain.model import InstanceKey
+from dicom_core.domain.model import InstanceKey, StudyKey
+from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY
 from dicom_core.domain.timestamps import utc_now
 from dicom_core.errors import BadRequest
 from dicom_core.services.blob_cleanup import BlobJanitor
@@ -36,6 +37,10 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 # -- the header rules ------------------------------------------------------------------------
+
+
+def in_default(study_uid: str) -> StudyKey:
+    return StudyKey(study_uid, partition=DEFAULT_PARTITION_KEY)
 
 
 def test_parse_expiry_headers_with_all_three_gives_the_milliseconds() -> None:
@@ -120,6 +125,7 @@ class Store:
             api_version=api_version,
             base_url="http://dicom.test/v2",
             expiry_headers=headers or [],
+            partition=1,
         )
 
 
@@ -134,7 +140,7 @@ async def test_store_with_expiry_headers_sets_the_study_s_expiry(
     ds = make_dataset()
     before = utc_now()
     assert (await store(ds, headers=ALL_THREE)).status == 200
-    expiry = fakes.index.expiries[ds.StudyInstanceUID]
+    expiry = fakes.index.expiries[in_default(ds.StudyInstanceUID)]
     assert before + timedelta(seconds=2) <= expiry <= utc_now() + timedelta(seconds=2)
 
 
@@ -145,9 +151,9 @@ async def test_a_later_store_without_headers_clears_the_expiry_and_with_them_mov
     study = first.StudyInstanceUID
     await store(first, headers=[(TIME, "1000")])
     await store(make_dataset(study_uid=study))
-    assert study not in fakes.index.expiries
+    assert in_default(study) not in fakes.index.expiries
     await store(make_dataset(study_uid=study), headers=[(TIME, "3600000")])
-    assert fakes.index.expiries[study] > utc_now() + timedelta(minutes=59)
+    assert fakes.index.expiries[in_default(study)] > utc_now() + timedelta(minutes=59)
 
 
 async def test_a_store_whose_instances_all_fail_leaves_the_expiry_alone(
@@ -155,10 +161,10 @@ async def test_a_store_whose_instances_all_fail_leaves_the_expiry_alone(
 ) -> None:
     ds = make_dataset()
     await store(ds, headers=[(TIME, "1000")])
-    expiry = fakes.index.expiries[ds.StudyInstanceUID]
+    expiry = fakes.index.expiries[in_default(ds.StudyInstanceUID)]
     again = await store(ds, headers=[(TIME, "3600000")])  # 45070: already stored
     assert again.status == 409
-    assert fakes.index.expiries[ds.StudyInstanceUID] == expiry
+    assert fakes.index.expiries[in_default(ds.StudyInstanceUID)] == expiry
 
 
 async def test_a_bad_expiry_header_refuses_the_request_before_its_body_is_read(
@@ -180,7 +186,7 @@ async def test_a_v1_store_neither_sets_nor_checks_an_expiry(fakes: Fakes, store:
 
 
 async def stored(index: FakeIndexStore, study: str, expires_at: datetime | None) -> InstanceKey:
-    key = InstanceKey(study, generate_uid(), generate_uid())
+    key = InstanceKey(study, generate_uid(), generate_uid(), partition=1)
     reservation = await index.begin_instance(key, upsert=False)
     await index.commit_instance(reservation, stored_instance(key), expires_at=expires_at)
     return key
@@ -204,7 +210,7 @@ async def test_sweep_deletes_expired_studies_through_the_delete_path(fakes: Fake
     assert {key.study_uid for key in fakes.index.stored} == {later, forever}
     deletes = [e for e in fakes.index.feed.entries if e.action is ChangeAction.DELETE]
     assert sorted(e.key for e in deletes) == sorted(gone)
-    assert expired not in fakes.index.expiries
+    assert in_default(expired) not in fakes.index.expiries
 
 
 async def test_sweep_takes_one_page_the_earliest_first(fakes: Fakes) -> None:
@@ -220,10 +226,10 @@ async def test_sweep_takes_one_page_the_earliest_first(fakes: Fakes) -> None:
 class StoreAfterTheQuery(FakeIndexStore):
     """A store moves the study's expiry after the sweep read its page, before the delete."""
 
-    async def expired_studies(self, now: datetime, limit: int) -> list[str]:
+    async def expired_studies(self, now: datetime, limit: int) -> list[StudyKey]:
         page = await super().expired_studies(now, limit)
         for study in page:
-            await stored(self, study, now + timedelta(hours=1))
+            await stored(self, study.study_uid, now + timedelta(hours=1))
         return page
 
 
@@ -254,4 +260,4 @@ async def test_sweep_goes_on_after_a_study_that_fails_and_leaves_it_for_the_next
     await stored(fakes.index, other, T0 + timedelta(seconds=1))
     result = await sweep(fakes).sweep(T0 + timedelta(minutes=1))
     assert (result.deleted, result.failed) == ((other,), (failing,))
-    assert await fakes.index.expired_studies(T0 + timedelta(minutes=1), 10) == [failing]
+    assert await fakes.index.expired_studies(T0 + timedelta(minutes=1), 10) == [in_default(failing)]

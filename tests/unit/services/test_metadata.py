@@ -35,14 +35,14 @@ async def test_a_revalidation_reads_no_instance_json(
     for _ in range(3):
         await add_instance(fakes.index, STUDY, SERIES, generate_uid())
     metadata = service(fakes)
-    document = await metadata.retrieve_metadata(STUDY, SERIES)
+    document = await metadata.retrieve_metadata(STUDY, SERIES, partition=1)
 
     async def no_json(*args: object, **kwargs: object) -> list[bytes]:
         raise AssertionError("a revalidation read the instances' JSON")
 
     monkeypatch.setattr(fakes.index, "get_metadata", no_json)
     monkeypatch.setattr(fakes.index, "get_versioned_metadata", no_json)
-    assert await metadata.current_etag(STUDY, SERIES) == document.etag
+    assert await metadata.current_etag(STUDY, SERIES, partition=1) == document.etag
 
 
 async def test_a_200_reads_the_documents_and_their_version_in_one_index_call(
@@ -58,27 +58,27 @@ async def test_a_200_reads_the_documents_and_their_version_in_one_index_call(
     with monkeypatch.context() as patched:
         patched.setattr(fakes.index, "metadata_version", second_read)
         patched.setattr(fakes.index, "get_metadata", second_read)
-        document = await metadata.retrieve_metadata(STUDY, SERIES)
+        document = await metadata.retrieve_metadata(STUDY, SERIES, partition=1)
     assert document.body.count(b"},{") == 1  # two instances
-    assert document.etag == await metadata.current_etag(STUDY, SERIES)
+    assert document.etag == await metadata.current_etag(STUDY, SERIES, partition=1)
 
 
 async def test_the_etag_changes_with_the_instances_and_not_otherwise(fakes: Fakes) -> None:
     metadata = service(fakes)
     first = generate_uid()
     await add_instance(fakes.index, STUDY, SERIES, first)
-    before = await metadata.current_etag(STUDY, SERIES)
-    assert await metadata.current_etag(STUDY, SERIES) == before
+    before = await metadata.current_etag(STUDY, SERIES, partition=1)
+    assert await metadata.current_etag(STUDY, SERIES, partition=1) == before
     await add_instance(fakes.index, STUDY, SERIES, generate_uid())
-    after = await metadata.current_etag(STUDY, SERIES)
+    after = await metadata.current_etag(STUDY, SERIES, partition=1)
     assert after != before
-    await fakes.index.delete_instances(STUDY, SERIES, first)
-    assert await metadata.current_etag(STUDY, SERIES) not in (before, after)
+    await fakes.index.delete_instances(STUDY, SERIES, first, partition=1)
+    assert await metadata.current_etag(STUDY, SERIES, partition=1) not in (before, after)
 
 
 async def test_a_resource_without_instances_is_404(fakes: Fakes) -> None:
     with pytest.raises(NotFound):
-        await service(fakes).current_etag(generate_uid())
+        await service(fakes).current_etag(generate_uid(), partition=1)
 
 
 async def test_with_external_metadata_the_body_and_its_tag_come_from_one_read(
@@ -103,13 +103,15 @@ async def test_with_external_metadata_the_body_and_its_tag_come_from_one_read(
 
     monkeypatch.setattr(fakes.external_metadata, "study_values", changing)
     document = await metadata.retrieve_metadata(
-        STUDY, SERIES, api_version=2, with_external_metadata=True
+        STUDY, SERIES, api_version=2, with_external_metadata=True, partition=1
     )
     assert reads == 1
     assert orjson.loads(document.body)[0]["00291001"]["Value"] == ["first"]
     monkeypatch.setattr(fakes.external_metadata, "study_values", original)
     await fakes.external_metadata.save([STUDY], external("first"))
     assert (
-        await metadata.current_etag(STUDY, SERIES, api_version=2, with_external_metadata=True)
+        await metadata.current_etag(
+            STUDY, SERIES, api_version=2, with_external_metadata=True, partition=1
+        )
         == document.etag
     )

@@ -63,7 +63,11 @@ async def search(
     fakes: Fakes, *pairs: tuple[str, str], api_version: int = 2, external: bool = False
 ) -> SearchResults:
     return await service(fakes).search_for(
-        R.ALL_STUDIES, list(pairs), api_version=api_version, with_external_metadata=external
+        R.ALL_STUDIES,
+        list(pairs),
+        api_version=api_version,
+        with_external_metadata=external,
+        partition=1,
     )
 
 

@@ -32,7 +32,9 @@ BASE = "http://dicom.test/v2"
 
 
 def key_of(dataset: Dataset) -> InstanceKey:
-    return InstanceKey(dataset.StudyInstanceUID, dataset.SeriesInstanceUID, dataset.SOPInstanceUID)
+    return InstanceKey(
+        dataset.StudyInstanceUID, dataset.SeriesInstanceUID, dataset.SOPInstanceUID, partition=1
+    )
 
 
 class Store:
@@ -74,6 +76,7 @@ class Store:
             upsert=upsert,
             api_version=api_version,
             base_url=BASE,
+            partition=1,
         )
         assert list(self._spool.iterdir()) == []  # every part consumed or removed
         return result
@@ -130,7 +133,7 @@ async def test_store_instances_put_replaces_the_instance_and_deletes_the_old_fil
     new = await fakes.index.get_instance(key_of(dataset))
     assert new is not None and new.watermark > old.watermark
     assert list(fakes.blobs.objects) == [new.blob_key]
-    [metadata] = await fakes.index.get_metadata(dataset.StudyInstanceUID)
+    [metadata] = await fakes.index.get_metadata(dataset.StudyInstanceUID, partition=1)
     assert b'"NEW"' in metadata
 
 
@@ -236,7 +239,7 @@ async def test_store_instances_index_each_committed_instance_for_query_tags(
     await Store(fakes, tmp_path, service)(dataset)
     record = await fakes.index.get_instance(key_of(dataset))
     assert record is not None
-    [metadata] = await fakes.index.get_metadata(dataset.StudyInstanceUID)
+    [metadata] = await fakes.index.get_metadata(dataset.StudyInstanceUID, partition=1)
     assert fakes.query_tags.indexed == [(key_of(dataset), record.watermark, metadata)]
 
 
