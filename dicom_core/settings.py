@@ -84,6 +84,7 @@ class AzureSettings:
     cosmos_database: str = "dicom"
     cosmos_index_container: str = "index"
     cosmos_system_container: str = "system"
+    cosmos_partitioned_container: str = "partitioned"
     blob_container: str = "dicom-files"
     create_resources: bool | None = None
     retry_seconds: int = 6
@@ -105,6 +106,9 @@ class AzureSettings:
             cosmos_database=_text(values, "DICOM_COSMOS_DATABASE") or "dicom",
             cosmos_index_container=_text(values, "DICOM_COSMOS_INDEX_CONTAINER") or "index",
             cosmos_system_container=_text(values, "DICOM_COSMOS_SYSTEM_CONTAINER") or "system",
+            cosmos_partitioned_container=(
+                _text(values, "DICOM_COSMOS_PARTITIONED_CONTAINER") or "partitioned"
+            ),
             blob_container=_text(values, "DICOM_BLOB_CONTAINER") or "dicom-files",
             create_resources=(
                 _bool(values, "DICOM_AZURE_CREATE_RESOURCES", False)

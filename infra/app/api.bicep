@@ -113,6 +113,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     DICOM_COSMOS_DATABASE: cosmosDatabaseName
     DICOM_COSMOS_INDEX_CONTAINER: 'index'
     DICOM_COSMOS_SYSTEM_CONTAINER: 'system'
+    DICOM_COSMOS_PARTITIONED_CONTAINER: 'partitioned'
     DICOM_BLOB_CONTAINER: blobContainerName
     // Bicep declares every database, container and queue; the identity has data roles only.
     DICOM_AZURE_CREATE_RESOURCES: 'false'

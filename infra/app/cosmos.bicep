@@ -65,12 +65,9 @@ resource container 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/container
     properties: {
       resource: {
         id: spec.name
-        partitionKey: {
-          paths: [
-            spec.partitionKey
-          ]
-          kind: 'Hash'
-        }
+        // One path ('Hash'), or the hierarchical key of the partitioned container
+        // ('MultiHash', version 2): spec.partitionKey is the whole ARM definition.
+        partitionKey: spec.partitionKey
         indexingPolicy: spec.indexingPolicy
         uniqueKeyPolicy: {
           uniqueKeys: spec.uniqueKeys

@@ -8,7 +8,8 @@ query may name a prefix, which the SDK turns into a range of effective partition
 query of one data partition reads no other partition's documents.
 ``tools/emulators/cosmos.js`` (Fix 8) makes the server do this; the stock server keyed
 documents by the first component only, so the second document of
-``test_one_id_is_one_document_per_full_key`` was a 409 there.
+``test_one_id_is_one_document_per_full_key`` was a 409 there. The last test checks that the
+adapter creates the ``partitioned`` container with that key.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient
 from azure.cosmos.exceptions import CosmosResourceExistsError, CosmosResourceNotFoundError
 
+from dicom_core.settings import Settings
+from dicom_core.storage.azure.clients import CosmosClients
+from dicom_core.storage.azure.cosmos_schema import PARTITIONED_CONTAINER
+from dicom_core.storage.azure.cosmos_session import CosmosSession
+from tests.support.azure_backdoor import cosmos_drop_database
 from tools.emulators.launcher import COSMOS_KEY, Emulators
 
 STUDIES = ("1.2.3", "1.2.4")
@@ -120,3 +126,26 @@ async def test_a_transactional_batch_names_the_full_key(container: ContainerProx
     assert (await container.read_item("study", partition_key=key))["v"] == "batched"
     # The other study of the same data partition is untouched.
     assert (await container.read_item("study", partition_key=["5", "1.2.4"]))["v"] == "5/1.2.4"
+
+
+async def test_the_adapter_creates_the_partitioned_container_from_its_spec(
+    emulators: Emulators,
+) -> None:
+    """Where the adapter may create containers, it creates ``partitioned`` as Bicep declares
+    it (tests/infra compares the declaration with the same spec)."""
+    settings = Settings.from_mapping(
+        emulators.environment(database=f"hpk-{uuid.uuid4().hex[:12]}")
+    ).azure
+    session = CosmosSession(CosmosClients(settings), settings, create_resources=True)
+    try:
+        containers = await session.containers()
+        properties = await containers.partitioned.read()
+    finally:
+        await session.close()
+        cosmos_drop_database(settings)
+
+    assert properties["id"] == settings.cosmos_partitioned_container == "partitioned"
+    key = properties["partitionKey"]
+    assert (key["paths"], key["kind"], key["version"]) == (["/dp", "/pk"], "MultiHash", 2)
+    policy = properties["indexingPolicy"]
+    assert policy["compositeIndexes"] == PARTITIONED_CONTAINER.indexing_policy["compositeIndexes"]

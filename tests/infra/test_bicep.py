@@ -223,7 +223,7 @@ def test_cosmos_is_serverless_keyless_and_declares_the_codes_containers(
     expected = [
         {
             "name": spec.default_name,
-            "partitionKey": spec.partition_key,
+            "partitionKey": spec.partition_key(),
             "indexingPolicy": spec.indexing_policy,
             "uniqueKeys": spec.unique_keys,
         }
@@ -233,6 +233,34 @@ def test_cosmos_is_serverless_keyless_and_declares_the_codes_containers(
     assert "cosmos-containers.json" in (INFRA / "app" / "cosmos.bicep").read_text()
     container = cosmos["resources"]["container"]
     assert container["type"] == "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers"
+    # The whole partition key definition (paths, kind, version) comes from the JSON.
+    resource = container["config"]["config"]["properties"]["resource"]
+    assert resource["partitionKey"] == {
+        "operator": {
+            "type": "property_accessor",
+            "operands": {"operand_1": "spec", "operand_2": "partitionKey"},
+        }
+    }
+
+
+def test_cosmos_containers_keep_their_partition_keys_and_partitioned_is_hierarchical() -> None:
+    """A container's partition key cannot change once it exists: index and system keep the
+    single /pk they were deployed with (no version, as before); the partitioned container is
+    MultiHash [/dp, /pk], version 2, as hierarchical keys require."""
+    declared = {
+        c["name"]: c["partitionKey"]
+        for c in json.loads((INFRA / "app" / "cosmos-containers.json").read_text())
+    }
+    single = {"paths": ["/pk"], "kind": "Hash"}
+    hierarchical = {"paths": ["/dp", "/pk"], "kind": "MultiHash", "version": 2}
+    assert declared == {"index": single, "system": single, "partitioned": hierarchical}
+    by_setting = {spec.setting: spec.default_name for spec in CONTAINERS}
+    azure = AzureSettings()
+    assert by_setting == {
+        "DICOM_COSMOS_INDEX_CONTAINER": azure.cosmos_index_container,
+        "DICOM_COSMOS_SYSTEM_CONTAINER": azure.cosmos_system_container,
+        "DICOM_COSMOS_PARTITIONED_CONTAINER": azure.cosmos_partitioned_container,
+    }
 
 
 def app_settings(templates: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -290,6 +318,8 @@ def test_app_settings_configure_the_azure_backend_auth_and_streaming(
     assert parsed.events.enabled and parsed.events.topic_credential == "managedidentity"
     assert parsed.events.topic_key is None  # the identity signs in; the topic has no keys
     assert settings["PYTHON_ENABLE_INIT_INDEXING"] == "1"
+    for spec in CONTAINERS:  # each container the code has, under the name Bicep gives it
+        assert settings[spec.setting] == spec.default_name, spec.setting
     assert "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT" in settings
     assert "FUNCTIONS_WORKER_RUNTIME" not in settings  # Flex takes it from functionAppConfig
 

@@ -3,7 +3,7 @@
 Declared here once; the adapter creates missing containers from these specs when it may
 (key-based connections: the emulator, development accounts), and the Bicep templates declare
 the same policies for identity-based deployments, where the app's identity has data-plane
-rights only. ``tests/contract`` checks that both agree.
+rights only. ``tests/infra/test_bicep.py`` checks that both agree.
 
 Container ``index`` (``DICOM_COSMOS_INDEX_CONTAINER``), partition key ``/pk`` = the
 StudyInstanceUID, so every document of a study sits in one logical partition: a store or a
@@ -66,6 +66,16 @@ one conflicts and reads the other's document. Keys come from the counter ``parti
 such a race is never used (Azure's keys have gaps too). ``Microsoft.Default``'s document is
 created, create-only, the first time the registry is read.
 
+Container ``partitioned`` (``DICOM_COSMOS_PARTITIONED_CONTAINER``): the data of partitions
+other than Microsoft.Default; see docs/azure-backend.md. Nothing reads or writes it yet. Its
+partition key is hierarchical (MultiHash, version 2): ``/dp``, the data partition's key as a
+string, then ``/pk``, the StudyInstanceUID. Its documents are those of ``index`` (same kinds,
+ids and fields) plus ``dp``, so a study's documents still share one logical partition
+(``[dp, study]``: batches unchanged) and a QIDO of one data partition names the prefix
+``[dp]``, which Cosmos routes to the physical partitions holding it, instead of every one.
+``index`` keeps Microsoft.Default's data as it is: a container's partition key cannot change
+once it exists.
+
 A logical partition holds at most 20 GB (data and index). An entry is about 0.4 KB of JSON
 with 64-character UIDs, 0.6 KB with its system properties, and about 1 KB stored with every
 path indexed, so one feed partition holds some 20 million changes: a deployment storing 10,000
@@ -79,9 +89,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Literal
 
 PARTITION_KEY_PATH = "/pk"
+DATA_PARTITION_KEY_PATH = "/dp"
 
 INSTANCE = "instance"
 RESERVATION = "reservation"
@@ -136,15 +147,33 @@ def metapart_id(watermark: int, part: int) -> str:
     return f"m|{watermark}|{part}"
 
 
+PartitionKeyKind = Literal["Hash", "MultiHash"]
+HASH: Final = "Hash"
+MULTI_HASH: Final = "MultiHash"
+"""A hierarchical partition key: several paths, each hashed on its own (version 2 only)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ContainerSpec:
     """A container as the adapter creates it and Bicep declares it."""
 
     setting: str
     default_name: str
-    partition_key: str
+    partition_key_paths: list[str]
+    """One path (``kind`` Hash), or up to three from the top of the hierarchy (MultiHash)."""
     indexing_policy: dict[str, Any]
     unique_keys: list[dict[str, Any]] = field(default_factory=list)
+    kind: PartitionKeyKind = HASH
+
+    def partition_key(self) -> dict[str, Any]:
+        """The ARM ``partitionKey`` definition, as Bicep declares it.
+
+        A hierarchical key must say version 2. Single-path keys say no version, as Bicep
+        declared them before specs had a kind: a deployed container's partition key cannot
+        change.
+        """
+        version = {"version": 2} if self.kind == MULTI_HASH else {}
+        return {"paths": list(self.partition_key_paths), "kind": self.kind, **version}
 
 
 def _asc(*paths: str) -> list[dict[str, str]]:
@@ -158,35 +187,62 @@ def _desc_last(*paths: str) -> list[dict[str, str]]:
 
 # Opt-in indexing: only what queries filter or sort on is indexed, so the large fields (the
 # compressed DICOM JSON, frame ranges, per-series maps) cost no index writes.
+_INDEXED_PATHS = [
+    {"path": "/kind/?"},
+    {"path": "/series/?"},
+    {"path": "/sop/?"},
+    {"path": "/wm/?"},
+    {"path": "/latestWm/?"},
+    {"path": "/ord/?"},
+    {"path": "/expiresAt/?"},
+    {"path": "/sk/*"},
+    {"path": "/rk/*"},
+]
+_NOT_INDEXED = [{"path": "/*"}, {"path": '/"_etag"/?'}]
+# Study-scoped reads list a series oldest first, the change feed's sequencer takes pending
+# changes in order, and the expiry sweep takes expired studies earliest first.
+_STUDY_AND_SWEEP_COMPOSITES = [
+    _asc("/kind", "/series", "/wm"),
+    _asc("/kind", "/ord"),
+    _asc("/kind", "/expiresAt"),
+]
+
 INDEX_CONTAINER = ContainerSpec(
     setting="DICOM_COSMOS_INDEX_CONTAINER",
     default_name="index",
-    partition_key=PARTITION_KEY_PATH,
+    partition_key_paths=[PARTITION_KEY_PATH],
     indexing_policy={
         "indexingMode": "consistent",
         "automatic": True,
-        "includedPaths": [
-            {"path": "/kind/?"},
-            {"path": "/series/?"},
-            {"path": "/sop/?"},
-            {"path": "/wm/?"},
-            {"path": "/latestWm/?"},
-            {"path": "/ord/?"},
-            {"path": "/expiresAt/?"},
-            {"path": "/sk/*"},
-            {"path": "/rk/*"},
-        ],
-        "excludedPaths": [{"path": "/*"}, {"path": '/"_etag"/?'}],
-        # QIDO sorts each kind newest first, study-scoped reads list a series oldest first,
-        # the change feed's sequencer takes pending changes in order, and the expiry sweep
-        # takes expired studies earliest first; equality filters followed by ORDER BY need
-        # these composite indexes.
+        "includedPaths": _INDEXED_PATHS,
+        "excludedPaths": _NOT_INDEXED,
+        # QIDO sorts each kind newest first, and the reads above sort too; equality filters
+        # followed by ORDER BY need these composite indexes.
         "compositeIndexes": [
             _desc_last("/kind", "/latestWm"),
             _desc_last("/kind", "/wm"),
-            _asc("/kind", "/series", "/wm"),
-            _asc("/kind", "/ord"),
-            _asc("/kind", "/expiresAt"),
+            *_STUDY_AND_SWEEP_COMPOSITES,
+        ],
+    },
+)
+
+# Nothing reads or writes it yet: the data of partitions other than Microsoft.Default; see
+# docs/azure-backend.md. The index container's documents plus ``dp``; a QIDO of one data
+# partition filters on dp first, then sorts each kind newest first.
+PARTITIONED_CONTAINER = ContainerSpec(
+    setting="DICOM_COSMOS_PARTITIONED_CONTAINER",
+    default_name="partitioned",
+    partition_key_paths=[DATA_PARTITION_KEY_PATH, PARTITION_KEY_PATH],
+    kind=MULTI_HASH,
+    indexing_policy={
+        "indexingMode": "consistent",
+        "automatic": True,
+        "includedPaths": [*_INDEXED_PATHS, {"path": "/dp/?"}],
+        "excludedPaths": _NOT_INDEXED,
+        "compositeIndexes": [
+            _desc_last("/dp", "/kind", "/latestWm"),
+            _desc_last("/dp", "/kind", "/wm"),
+            *_STUDY_AND_SWEEP_COMPOSITES,
         ],
     },
 )
@@ -194,7 +250,7 @@ INDEX_CONTAINER = ContainerSpec(
 SYSTEM_CONTAINER = ContainerSpec(
     setting="DICOM_COSMOS_SYSTEM_CONTAINER",
     default_name="system",
-    partition_key=PARTITION_KEY_PATH,
+    partition_key_paths=[PARTITION_KEY_PATH],
     indexing_policy={
         "indexingMode": "consistent",
         "automatic": True,
@@ -203,4 +259,4 @@ SYSTEM_CONTAINER = ContainerSpec(
     },
 )
 
-CONTAINERS = (INDEX_CONTAINER, SYSTEM_CONTAINER)
+CONTAINERS = (INDEX_CONTAINER, SYSTEM_CONTAINER, PARTITIONED_CONTAINER)

@@ -1,7 +1,8 @@
 """The one Cosmos DB session that every Cosmos store of the azure backend runs on.
 
-The index, workitem, query tag and external metadata stores share one client and one pair of
-containers (``index`` and ``system``, see ``cosmos_schema``). What they share lives here, once:
+The index, workitem, query tag and external metadata stores share one client and its
+containers (``index``, ``system`` and ``partitioned``, see ``cosmos_schema``). What they
+share lives here, once:
 
 - opening the containers lazily in the running loop, creating database and containers first
   when the adapter may create resources;
@@ -45,6 +46,8 @@ from dicom_core.storage.azure.cosmos_schema import (
     COUNTER_PARTITION,
     INDEX_CONTAINER,
     METAPART,
+    MULTI_HASH,
+    PARTITIONED_CONTAINER,
     SYSTEM_CONTAINER,
     ContainerSpec,
 )
@@ -61,10 +64,20 @@ DATABASE = "Cosmos DB"
 
 @dataclass(frozen=True, slots=True)
 class Containers:
-    """The container clients of one session: the index of instances, and everything else."""
+    """The container clients of one session: the index of instances, everything else, and the
+    data of partitions other than Microsoft.Default (``cosmos_schema``; unused so far)."""
 
     index: Any
     system: Any
+    partitioned: Any
+
+
+def _partition_key(spec: ContainerSpec) -> PartitionKey:
+    """The SDK's definition of a spec's partition key: one path hashed, or several (MultiHash)."""
+    if spec.kind == MULTI_HASH:
+        return PartitionKey(path=list(spec.partition_key_paths), kind=MULTI_HASH)
+    (path,) = spec.partition_key_paths
+    return PartitionKey(path=path)
 
 
 class CosmosSession:
@@ -95,25 +108,29 @@ class CosmosSession:
         names = {
             INDEX_CONTAINER.setting: self._settings.cosmos_index_container,
             SYSTEM_CONTAINER.setting: self._settings.cosmos_system_container,
+            PARTITIONED_CONTAINER.setting: self._settings.cosmos_partitioned_container,
         }
         if not self._create:
             database = client.get_database_client(name)
             return Containers(
                 index=database.get_container_client(names[INDEX_CONTAINER.setting]),
                 system=database.get_container_client(names[SYSTEM_CONTAINER.setting]),
+                partitioned=database.get_container_client(names[PARTITIONED_CONTAINER.setting]),
             )
         database = await client.create_database_if_not_exists(name)
 
         async def create(spec: ContainerSpec) -> Any:
             return await database.create_container_if_not_exists(
                 id=names[spec.setting],
-                partition_key=PartitionKey(path=spec.partition_key),
+                partition_key=_partition_key(spec),
                 indexing_policy=spec.indexing_policy,
                 unique_key_policy={"uniqueKeys": spec.unique_keys} if spec.unique_keys else None,
             )
 
-        index, system = await asyncio.gather(create(INDEX_CONTAINER), create(SYSTEM_CONTAINER))
-        return Containers(index=index, system=system)
+        index, system, partitioned = await asyncio.gather(
+            create(INDEX_CONTAINER), create(SYSTEM_CONTAINER), create(PARTITIONED_CONTAINER)
+        )
+        return Containers(index=index, system=system, partitioned=partitioned)
 
     async def run(self, step: Callable[[Containers], Awaitable[T]], what: str = DATABASE) -> T:
         """Run one protocol step with retries; recreate containers once if they vanished."""

@@ -2,7 +2,7 @@
 ``DICOM_STORAGE=azure``).
 
 Cosmos DB holds the index, the workitems, the extended query tags and external metadata: the
-four Cosmos stores run on one ``CosmosSession`` (one client, one pair of containers, one retry
+four Cosmos stores run on one ``CosmosSession`` (one client, one set of containers, one retry
 policy). Blob Storage holds the files and Storage queues carry the jobs.
 """
 
