@@ -106,19 +106,25 @@ class ExternalMetadataService:
                     f" it cannot be stored as {value.vr}."
                 )
 
-    async def save(self, study_uids: Sequence[str], values: Sequence[ExternalValue]) -> None:
+    async def save(
+        self, study_uids: Sequence[str], values: Sequence[ExternalValue], *, partition: int
+    ) -> None:
         if values and study_uids:
             try:
-                await self._store.save(sorted(set(study_uids)), values)
+                await self._store.save(sorted(set(study_uids)), values, partition=partition)
             except ExternalVrConflict as exc:
                 raise Conflict(
                     f"The external metadata tag {exc.tag} exists with VR {exc.vr}."
                 ) from exc
 
-    async def elements(self, study_uids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """DICOM JSON elements (with the private creator ``Microsoft``) per study."""
+    async def elements(
+        self, study_uids: Sequence[str], *, partition: int
+    ) -> dict[str, dict[str, Any]]:
+        """DICOM JSON elements (with the private creator ``Microsoft``) per study of the
+        partition."""
         out: dict[str, dict[str, Any]] = {}
-        for study, rows in (await self._store.study_values(study_uids)).items():
+        found = await self._store.study_values(study_uids, partition=partition)
+        for study, rows in found.items():
             elements: dict[str, Any] = {}
             for tag, vr, value in rows:
                 elements[creator_tag(tag)] = {"vr": "LO", "Value": [PRIVATE_CREATOR]}
@@ -129,12 +135,16 @@ class ExternalMetadataService:
     async def attributes(self) -> list[QueryAttribute]:
         return [attribute(tag, vr) for tag, vr in (await self._store.known_tags()).items()]
 
-    async def add_to(self, datasets: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
-        """DICOM JSON datasets (search results, instance metadata) with their studies' external
-        elements, which win over the dataset's own; a dataset given some is re-sorted into tag
-        order, the others are returned as they are. None when no study has any (the caller
-        keeps what it has, a stored metadata document and its ETag for instance)."""
-        return merge(datasets, await self.elements(sorted({_study_of(d) for d in datasets})))
+    async def add_to(
+        self, datasets: Sequence[dict[str, Any]], *, partition: int
+    ) -> list[dict[str, Any]] | None:
+        """DICOM JSON datasets of the partition (search results, instance metadata) with their
+        studies' external elements, which win over the dataset's own; a dataset given some is
+        re-sorted into tag order, the others are returned as they are. None when no study has
+        any (the caller keeps what it has, a stored metadata document and its ETag for
+        instance)."""
+        studies = sorted({_study_of(d) for d in datasets})
+        return merge(datasets, await self.elements(studies, partition=partition))
 
 
 def merge(

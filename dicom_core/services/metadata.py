@@ -79,7 +79,9 @@ class MetadataService:
             raise resource_not_found(study_uid, series_uid, sop_uid)
         body = b"[" + b",".join(found.documents) + b"]"
         # One read of the external elements for both the body and its tag.
-        external = await self._external_for(study_uid, api_version, with_external_metadata)
+        external = await self._external_for(
+            partition, study_uid, api_version, with_external_metadata
+        )
         merged = merge(orjson.loads(body), external) if external else None
         if merged is not None:
             body = orjson.dumps(merged)
@@ -105,13 +107,15 @@ class MetadataService:
         )
         if version is None:
             raise resource_not_found(study_uid, series_uid, sop_uid)
-        external = await self._external_for(study_uid, api_version, with_external_metadata)
+        external = await self._external_for(
+            partition, study_uid, api_version, with_external_metadata
+        )
         return _etag(version, external)
 
     async def _external_for(
-        self, study_uid: str, api_version: int, asked: bool
+        self, partition: int, study_uid: str, api_version: int, asked: bool
     ) -> dict[str, dict[str, Any]] | None:
         """The study's external elements when the client asked for them (v2 only), else None."""
         if not (asked and api_version >= FIRST_API_VERSION):
             return None
-        return await self._external_metadata.elements([study_uid])
+        return await self._external_metadata.elements([study_uid], partition=partition)

@@ -282,7 +282,7 @@ class SearchService:
         erroneous = check_extended_conditions(query, catalog)
         results = await self.search(query)
         if catalog.external is not None and results:
-            with_external = await catalog.external.add_to(results)
+            with_external = await catalog.external.add_to(results, partition=partition)
             if with_external is not None:
                 results = with_external
         return SearchResults(results, erroneous)

@@ -206,7 +206,7 @@ class StoreService:
         )
         if external and result.stored:
             studies = sorted({entry.key.study_uid for entry in result.stored})
-            await self._external_metadata.save(studies, external)
+            await self._external_metadata.save(studies, external, partition=partition)
         return result
 
     async def _check_external_metadata(

@@ -179,11 +179,13 @@ async def test_deleting_an_updated_studys_last_instance_drops_its_external_metad
     index, key = stores.index, new_key()
     first = await store(index, key)
     [value] = parse_headers([("msdicom-meta-LO-00091001", "kept with the study")])
-    await stores.ports.external_metadata.save([key.study_uid], [value])
+    await stores.ports.external_metadata.save([key.study_uid], [value], partition=1)
     await update(index, [key], [first], "v2")
-    assert (await stores.ports.external_metadata.study_values([key.study_uid]))[key.study_uid]
+    assert (await stores.ports.external_metadata.study_values([key.study_uid], partition=1))[
+        key.study_uid
+    ]
     await index.delete_instances(key.study_uid, key.series_uid, key.sop_uid, partition=1)
-    values = await stores.ports.external_metadata.study_values([key.study_uid])
+    values = await stores.ports.external_metadata.study_values([key.study_uid], partition=1)
     assert not values.get(key.study_uid)
 
 

@@ -12,12 +12,15 @@ class FakeExternalMetadataStore:
 
     def __init__(self) -> None:
         self.vrs: dict[str, str] = {}
-        self.values: dict[str, dict[str, tuple[str, str]]] = {}
+        self.values: dict[tuple[int, str], dict[str, tuple[str, str]]] = {}
+        """(partition, study UID) -> tag -> (VR, value)."""
 
     async def tag_vrs(self, tags: Sequence[str]) -> dict[str, str]:
         return {tag: self.vrs[tag] for tag in tags if tag in self.vrs}
 
-    async def save(self, study_uids: Sequence[str], values: Sequence[ExternalValue]) -> None:
+    async def save(
+        self, study_uids: Sequence[str], values: Sequence[ExternalValue], *, partition: int
+    ) -> None:
         for value in values:  # all checked before anything is written: all or nothing
             fixed = self.vrs.get(value.tag)
             if fixed is not None and fixed != value.vr:
@@ -25,15 +28,19 @@ class FakeExternalMetadataStore:
         for value in values:
             self.vrs.setdefault(value.tag, value.vr)
             for study_uid in study_uids:
-                self.values.setdefault(study_uid, {})[value.tag] = (value.vr, value.value)
+                entry = self.values.setdefault((partition, study_uid), {})
+                entry[value.tag] = (value.vr, value.value)
 
     async def study_values(
-        self, study_uids: Sequence[str]
+        self, study_uids: Sequence[str], *, partition: int
     ) -> dict[str, list[tuple[str, str, str]]]:
         return {
-            uid: [(tag, vr, value) for tag, (vr, value) in sorted(self.values[uid].items())]
+            uid: [
+                (tag, vr, value)
+                for tag, (vr, value) in sorted(self.values[(partition, uid)].items())
+            ]
             for uid in study_uids
-            if uid in self.values
+            if (partition, uid) in self.values
         }
 
     async def known_tags(self) -> dict[str, str]:

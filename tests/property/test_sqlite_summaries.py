@@ -72,7 +72,7 @@ def apply(index: SqliteIndexStore, db: SqliteDatabase, op: tuple[Any, ...]) -> N
         _, study, series, sop = op
         if series is None:
             sop = None
-        index._delete(study, series, sop)
+        index._delete(1, study, series, sop)
     else:
         _, study, series, _ = op
         first, second = (
@@ -97,7 +97,7 @@ def recounted(db: SqliteDatabase, index: SqliteIndexStore) -> dict[str, list[tup
         copy.execute("DELETE FROM series")
         copy.execute("DELETE FROM study")
         for study, series in pairs:
-            index._refresh_summaries(copy, study, series)
+            index._refresh_summaries(copy, 1, study, series)
         copy.execute("COMMIT")
         return summaries(copy)
     finally:

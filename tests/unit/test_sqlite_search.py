@@ -177,7 +177,7 @@ def test_modality_probe_counts_rows_only_for_values_an_index_seeks() -> None:
     probe = modality_probe(
         parse_query([("ModalitiesInStudy", "CT\\MR")], R.ALL_STUDIES, partition=1), 7
     )
-    assert probe is not None and probe.params == ("ct", "mr", 7)
+    assert probe is not None and probe.params == ("ct", "mr", 1, 7)  # partition 1
     assert (
         modality_probe(parse_query([("ModalitiesInStudy", "C*")], R.ALL_STUDIES, partition=1))
         is None

@@ -8,6 +8,9 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+from dicom_core.domain.model import InstanceKey
+from dicom_core.query.conditions import QueryResource
+from dicom_core.query.parser import parse_query
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
 
@@ -97,3 +100,93 @@ async def test_an_old_study_table_gets_an_expiry_and_its_studies_never_expire(
         assert await index.expired_studies(datetime(9999, 1, 1, tzinfo=UTC), 10) == []
     finally:
         db.close()
+
+
+BEFORE_PARTITIONS = Path(__file__).with_name("sqlite_schema_before_partitions.sql")
+NOW = "2026-01-01T00:00:00.000000Z"
+
+
+def _old_database(path: Path) -> None:
+    """A database as the schema before data partitions made it: one stored instance
+    (watermark 5, later ones deleted: the sequence stands at 9) with its summaries, an
+    extended query tag value, external metadata and a change feed entry."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(BEFORE_PARTITIONS.read_text())
+        conn.execute(
+            "INSERT INTO instance (watermark, study_uid, series_uid, sop_uid, status, blob_key,"
+            " metadata, patient_name_norm, created_at, updated_at)"
+            " VALUES (5, 's', 'r', 'i', 1, 's/r/i_5.dcm', '{}', 'doe^jane', ?, ?)",
+            (NOW, NOW),
+        )
+        conn.execute("UPDATE sqlite_sequence SET seq = 9 WHERE name = 'instance'")
+        conn.execute(
+            "INSERT INTO series (study_uid, series_uid, latest_watermark, num_instances,"
+            " updated_at) VALUES ('s', 'r', 5, 1, ?)",
+            (NOW,),
+        )
+        conn.execute(
+            "INSERT INTO study (study_uid, latest_watermark, patient_name_norm, num_series,"
+            " num_instances, updated_at) VALUES ('s', 5, 'doe^jane', 1, 1, ?)",
+            (NOW,),
+        )
+        conn.execute(
+            "INSERT INTO extended_query_tag (tag_key, path, vr, level, status, query_status,"
+            " created_at) VALUES (1, '00101010', 'AS', 'Study', 'Ready', 'Enabled', ?)",
+            (NOW,),
+        )
+        conn.execute(
+            "INSERT INTO eqt_value (tag_key, study_uid, watermark, text_value, norm_value)"
+            " VALUES (1, 's', 5, '042Y', '042y')"
+        )
+        conn.execute(
+            "INSERT INTO external_metadata (study_uid, tag, vr, text_value, norm_value)"
+            " VALUES ('s', '00091001', 'LO', 'v', 'v')"
+        )
+        conn.execute(
+            "INSERT INTO change_feed (timestamp, action, study_uid, series_uid, sop_uid,"
+            " watermark, current_watermark) VALUES (?, 'create', 's', 'r', 'i', 5, 5)",
+            (NOW,),
+        )
+        conn.commit()
+
+
+async def test_data_stored_before_partitions_is_microsoft_default_s_after_the_upgrade(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "index.sqlite"
+    _old_database(path)
+    db = SqliteDatabase(path)
+    try:
+        conn = db.connection()
+        for table in ("instance", "series", "study", "eqt_value", "external_metadata"):
+            assert conn.execute(f"SELECT DISTINCT partition_key FROM {table}").fetchall() == [
+                (1,)
+            ], table
+        assert conn.execute("SELECT partition_key FROM change_feed").fetchall() == [(1,)]
+        index = SqliteIndexStore(db)
+        record = await index.get_instance(InstanceKey("s", "r", "i", partition=1))
+        assert record is not None and record.watermark == 5
+        # Watermarks deleted before the upgrade are never given again.
+        fresh = await index.begin_instance(InstanceKey("s", "r", "j", partition=1), upsert=False)
+        assert fresh.watermark == 10
+        await index.abort_instance(fresh)
+        # The same UIDs may now be stored in another partition.
+        other = await index.begin_instance(InstanceKey("s", "r", "i", partition=2), upsert=False)
+        assert other.watermark == 11
+        await index.abort_instance(other)
+        # The study text index still points at the study (wildcard search through it).
+        query = parse_query([("PatientName", "*jane*")], QueryResource.ALL_STUDIES, partition=1)
+        assert [m.study_uid for m in await index.search(query)] == ["s"]
+        # The triggers came back: deleting the study takes its tag values and metadata.
+        assert await index.delete_instances("s", partition=1) == ["s/r/i_5.dcm"]
+        assert conn.execute("SELECT count(*) FROM eqt_value").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM external_metadata").fetchone() == (0,)
+    finally:
+        db.close()
+    again = SqliteDatabase(path)  # opening again upgrades nothing
+    try:
+        assert again.connection().execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'instance'"
+        ).fetchone() == (11,)
+    finally:
+        again.close()

@@ -28,7 +28,7 @@ async def services(tmp_path: Path) -> AsyncIterator[Services]:
 
 async def external_elements(services: Services, *studies: str) -> dict[str, object]:
     assert services.external_metadata is not None
-    return dict(await services.external_metadata.elements(list(studies)))
+    return dict(await services.external_metadata.elements(list(studies), partition=1))
 
 
 async def test_store_instances_with_a_conflicting_vr_refuses_before_reading_the_body(

@@ -39,6 +39,7 @@ from dicom_core.domain.extended_query_tags import (
 )
 from dicom_core.domain.model import InstanceKey
 from dicom_core.domain.operations import OperationKind, OperationStatusValues
+from dicom_core.domain.partitions import DEFAULT_PARTITION_NAME
 from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.query.indexed_values import InvalidValue, extract_value
 from dicom_core.storage.azure.cosmos_docs import document_partition
@@ -295,6 +296,7 @@ class CosmosQueryTagStore(CosmosOperationStore):
                 "sopInstanceUid": str(r["sop"]),
                 "createdTime": str(r["createdAt"]),
                 "errorMessage": str(r["message"]),
+                "partitionName": DEFAULT_PARTITION_NAME,  # no other partition here yet
             }
             for r in rows[offset : offset + limit]
         ]

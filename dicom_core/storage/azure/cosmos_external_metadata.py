@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from azure.cosmos.exceptions import CosmosResourceExistsError
 
+from dicom_core.domain.partitions import default_partition_only
 from dicom_core.storage.azure.cosmos_extended_values import EXTERNAL_KIND, value_partition
 from dicom_core.storage.azure.cosmos_io import query_items, read_item
 from dicom_core.storage.azure.cosmos_session import Containers, CosmosSession
@@ -42,8 +43,11 @@ class CosmosExternalMetadataStore:
         wanted = set(tags)
         return {t: vr for t, vr in (await self.known_tags()).items() if t in wanted}
 
-    async def save(self, study_uids: Sequence[str], values: Sequence[ExternalValue]) -> None:
+    async def save(
+        self, study_uids: Sequence[str], values: Sequence[ExternalValue], *, partition: int
+    ) -> None:
         """Register every tag's VR first (a conflict writes no value), then the values."""
+        default_partition_only(partition)
 
         async def write(c: Containers) -> None:
             for value in values:
@@ -74,8 +78,10 @@ class CosmosExternalMetadataStore:
         await self._session.run(write)
 
     async def study_values(
-        self, study_uids: Sequence[str]
+        self, study_uids: Sequence[str], *, partition: int
     ) -> dict[str, list[tuple[str, str, str]]]:
+        default_partition_only(partition)
+
         async def read(c: Containers) -> dict[str, list[tuple[str, str, str]]]:
             out: dict[str, list[tuple[str, str, str]]] = {}
             for study in study_uids:

@@ -1,5 +1,11 @@
 """The SQLite index schema of the local backend, for the whole service.
 
+Every row of an instance, its summaries, its extended query tag values and errors, its
+study's external metadata and its change feed entries carries ``partition_key``: the data
+partition it belongs to (1, Microsoft.Default, where partitions are off), which leads their
+keys, so the same UIDs may live in two partitions and nothing keyed by UIDs alone crosses
+between them.
+
 Tables and why they exist:
 - ``instance``: one row per stored (status 1), reserved (status 0) or original (status 2: the
   first version, kept when a bulk update rewrote the instance) instance version. The
@@ -27,6 +33,9 @@ Tables and why they exist:
 """
 
 from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
 
 from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY, DEFAULT_PARTITION_NAME, name_key
 from dicom_core.query.attributes import SUMMARY_TAGS
@@ -99,6 +108,7 @@ CREATE TABLE IF NOT EXISTS database_identity (id TEXT NOT NULL);
 
 CREATE TABLE IF NOT EXISTS instance (
     watermark INTEGER PRIMARY KEY AUTOINCREMENT,
+    partition_key INTEGER NOT NULL DEFAULT 1,
     study_uid TEXT NOT NULL,
     series_uid TEXT NOT NULL,
     sop_uid TEXT NOT NULL,
@@ -116,43 +126,32 @@ CREATE TABLE IF NOT EXISTS instance (
     instance_number INTEGER,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    UNIQUE (study_uid, series_uid, sop_uid, status)
+    UNIQUE (partition_key, study_uid, series_uid, sop_uid, status)
 );
-CREATE INDEX IF NOT EXISTS instance_by_series
-    ON instance (study_uid, series_uid, status, watermark);
-CREATE INDEX IF NOT EXISTS instance_by_sop ON instance (sop_uid);
 
 CREATE TABLE IF NOT EXISTS series (
+    partition_key INTEGER NOT NULL DEFAULT 1,
     study_uid TEXT NOT NULL,
     series_uid TEXT NOT NULL,
     latest_watermark INTEGER NOT NULL,
     {_series_cols},
     num_instances INTEGER NOT NULL,
     updated_at TEXT NOT NULL,
-    PRIMARY KEY (study_uid, series_uid)
+    PRIMARY KEY (partition_key, study_uid, series_uid)
 );
-CREATE INDEX IF NOT EXISTS series_by_uid ON series (series_uid);
-CREATE INDEX IF NOT EXISTS series_by_latest ON series (latest_watermark);
-CREATE INDEX IF NOT EXISTS series_by_modality ON series (modality);
-CREATE INDEX IF NOT EXISTS series_by_modality_key ON series (modality_fold, study_uid);
 
 CREATE TABLE IF NOT EXISTS study (
-    study_uid TEXT PRIMARY KEY,
+    partition_key INTEGER NOT NULL DEFAULT 1,
+    study_uid TEXT NOT NULL,
     latest_watermark INTEGER NOT NULL,
     {_study_cols},
     modalities TEXT,
     num_series INTEGER NOT NULL,
     num_instances INTEGER NOT NULL,
     updated_at TEXT NOT NULL,
-    expires_at TEXT
+    expires_at TEXT,
+    PRIMARY KEY (partition_key, study_uid)
 );
-CREATE INDEX IF NOT EXISTS study_by_latest ON study (latest_watermark);
-CREATE INDEX IF NOT EXISTS study_by_patient_id ON study (patient_id);
-CREATE INDEX IF NOT EXISTS study_by_date ON study (study_date);
-CREATE INDEX IF NOT EXISTS study_by_accession ON study (accession_number);
-CREATE INDEX IF NOT EXISTS study_by_patient_id_key ON study (patient_id_fold);
-CREATE INDEX IF NOT EXISTS study_by_accession_key ON study (accession_number_fold);
-CREATE INDEX IF NOT EXISTS study_by_patient_name_key ON study (patient_name_norm);
 
 -- QIDO wildcard and fuzzy matching on the study's text keys, as a trigram index (FTS5) kept in
 -- step with the study summaries by triggers. Each column holds ' ' || key, so a fuzzy word can
@@ -162,18 +161,6 @@ CREATE VIRTUAL TABLE IF NOT EXISTS {STUDY_TEXT_TABLE} USING fts5(
     {_text_columns},
     tokenize = 'trigram case_sensitive 1'
 );
-CREATE TRIGGER IF NOT EXISTS study_text_insert AFTER INSERT ON study BEGIN
-    INSERT INTO {STUDY_TEXT_TABLE} (rowid, {_text_columns}) VALUES (new.rowid, {_text_values});
-END;
-CREATE TRIGGER IF NOT EXISTS study_text_update
-    AFTER UPDATE OF {", ".join(STUDY_TEXT_COLUMNS)} ON study
-    WHEN {_text_changed}
-BEGIN
-    UPDATE {STUDY_TEXT_TABLE} SET {_text_updates} WHERE rowid = old.rowid;
-END;
-CREATE TRIGGER IF NOT EXISTS study_text_delete AFTER DELETE ON study BEGIN
-    DELETE FROM {STUDY_TEXT_TABLE} WHERE rowid = old.rowid;
-END;
 
 -- QIDO results mostly carry the default and "includefield=all" attributes; this keeps just
 -- those of each stored instance's DICOM JSON (a few hundred bytes instead of kilobytes), so
@@ -182,16 +169,6 @@ CREATE TABLE IF NOT EXISTS instance_summary (
     watermark INTEGER PRIMARY KEY,
     doc TEXT NOT NULL
 );
-CREATE TRIGGER IF NOT EXISTS instance_summary_write AFTER UPDATE OF metadata ON instance
-    WHEN new.metadata IS NOT NULL
-BEGIN
-    INSERT OR REPLACE INTO instance_summary (watermark, doc)
-    SELECT new.watermark, json_group_object(key, json(value))
-    FROM json_each(CAST(new.metadata AS TEXT)) WHERE key IN ({_summary_tags});
-END;
-CREATE TRIGGER IF NOT EXISTS instance_summary_delete AFTER DELETE ON instance BEGIN
-    DELETE FROM instance_summary WHERE watermark = old.watermark;
-END;
 
 CREATE TABLE IF NOT EXISTS extended_query_tag (
     tag_key INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -208,6 +185,7 @@ CREATE TABLE IF NOT EXISTS extended_query_tag (
 
 CREATE TABLE IF NOT EXISTS eqt_value (
     tag_key INTEGER NOT NULL,
+    partition_key INTEGER NOT NULL DEFAULT 1,
     study_uid TEXT NOT NULL,
     series_uid TEXT NOT NULL DEFAULT '',
     sop_uid TEXT NOT NULL DEFAULT '',
@@ -215,56 +193,30 @@ CREATE TABLE IF NOT EXISTS eqt_value (
     text_value TEXT,
     num_value REAL,
     norm_value TEXT,
-    PRIMARY KEY (tag_key, study_uid, series_uid, sop_uid)
+    PRIMARY KEY (tag_key, partition_key, study_uid, series_uid, sop_uid)
 );
-CREATE INDEX IF NOT EXISTS eqt_value_by_key ON eqt_value (tag_key, norm_value);
-CREATE INDEX IF NOT EXISTS eqt_value_by_num ON eqt_value (tag_key, num_value);
-CREATE INDEX IF NOT EXISTS eqt_value_by_entity ON eqt_value (study_uid, series_uid, sop_uid);
--- A deleted instance takes its extended-query-tag values with it, and so does the last
--- instance of a series (series-level values) or of a study (study-level values). A replaced
--- version (PUT) loses its row here too; the store indexes the new version after its commit.
-CREATE TRIGGER IF NOT EXISTS eqt_value_instance_delete AFTER DELETE ON instance
-    WHEN old.status = 1
-BEGIN
-    DELETE FROM eqt_value WHERE study_uid = old.study_uid AND series_uid = old.series_uid
-        AND sop_uid = old.sop_uid;
-    DELETE FROM eqt_value WHERE study_uid = old.study_uid AND series_uid = old.series_uid
-        AND sop_uid = '' AND NOT EXISTS (SELECT 1 FROM instance WHERE study_uid = old.study_uid
-        AND series_uid = old.series_uid AND status = 1);
-    DELETE FROM eqt_value WHERE study_uid = old.study_uid AND series_uid = '' AND sop_uid = ''
-        AND NOT EXISTS (SELECT 1 FROM instance WHERE study_uid = old.study_uid AND status = 1);
-END;
--- External metadata belongs to its study: it goes when the study's last instance is deleted
--- (not when one is replaced: the new version is reserved, status 0, at that moment). A
--- delete removes an updated instance's original (status 2) in the same statement; the
--- trigger fires on either kind of row, so whichever goes last takes the metadata with it,
--- whatever order the statement deletes them in (version 1 fired on status 1 only).
 DROP TRIGGER IF EXISTS external_metadata_study_delete;
-CREATE TRIGGER IF NOT EXISTS external_metadata_study_delete_v2 AFTER DELETE ON instance
-    WHEN old.status IN (1, 2)
-        AND NOT EXISTS (SELECT 1 FROM instance WHERE study_uid = old.study_uid)
-BEGIN
-    DELETE FROM external_metadata WHERE study_uid = old.study_uid;
-END;
 
 CREATE TABLE IF NOT EXISTS eqt_error (
     tag_key INTEGER NOT NULL,
+    partition_key INTEGER NOT NULL DEFAULT 1,
     study_uid TEXT NOT NULL,
     series_uid TEXT NOT NULL,
     sop_uid TEXT NOT NULL,
     created_at TEXT NOT NULL,
     message TEXT NOT NULL,
-    PRIMARY KEY (tag_key, study_uid, series_uid, sop_uid)
+    PRIMARY KEY (tag_key, partition_key, study_uid, series_uid, sop_uid)
 );
 
 CREATE TABLE IF NOT EXISTS external_metadata (
+    partition_key INTEGER NOT NULL DEFAULT 1,
     study_uid TEXT NOT NULL,
     tag TEXT NOT NULL,
     vr TEXT NOT NULL,
     text_value TEXT,
     num_value REAL,
     norm_value TEXT,
-    PRIMARY KEY (study_uid, tag)
+    PRIMARY KEY (partition_key, study_uid, tag)
 );
 CREATE TABLE IF NOT EXISTS external_metadata_tag (
     tag TEXT PRIMARY KEY,
@@ -323,6 +275,7 @@ CREATE TABLE IF NOT EXISTS operation_hold (
 -- a power cut could still take back (its sequence then given again) is never returned.
 CREATE TABLE IF NOT EXISTS change_feed (
     sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+    partition_key INTEGER NOT NULL DEFAULT 1,
     timestamp TEXT NOT NULL,
     action TEXT NOT NULL,
     study_uid TEXT NOT NULL,
@@ -370,10 +323,96 @@ UPDATE job SET queue = queue || '-poison'
     WHERE poison_reason IS NOT NULL AND queue NOT LIKE '%-poison';
 """
 
+#: The tables whose rows belong to a data partition (``partition_key``; 1 is
+#: Microsoft.Default), with their identity keys led by it. Databases made before partitions
+#: existed have them keyed without it; SQLite cannot change a table's keys, so
+#: ``partition_tables`` rebuilds them once, their rows in Microsoft.Default.
+PARTITIONED_TABLES: tuple[str, ...] = (
+    "instance",
+    "series",
+    "study",
+    "eqt_value",
+    "eqt_error",
+    "external_metadata",
+)
+#: The triggers on those tables (dropped with them by a rebuild; AFTER_UPGRADES makes them).
+_PARTITIONED_TRIGGERS: tuple[str, ...] = (
+    "study_text_insert",
+    "study_text_update",
+    "study_text_delete",
+    "instance_summary_write",
+    "instance_summary_delete",
+    "eqt_value_instance_delete",
+    "external_metadata_study_delete_v2",
+)
+
+
+def _table_ddl(table: str) -> str:
+    """The ``CREATE TABLE`` statement of ``table`` in ``DDL``."""
+    start = DDL.index(f"CREATE TABLE IF NOT EXISTS {table} (")
+    return DDL[start : DDL.index("\n);", start) + 3]
+
+
+_TABLE_DDL = {table: _table_ddl(table) for table in PARTITIONED_TABLES}
+
+
+def partition_tables(conn: sqlite3.Connection) -> None:
+    """Rebuild the ``PARTITIONED_TABLES`` of a database made before data partitions, in the
+    caller's write transaction: each as ``DDL`` declares it now, its rows copied into
+    Microsoft.Default.
+
+    What must survive the copy, and how:
+    - every column the old table has (an old table may lack later ones: they take their
+      defaults); ``rowid`` too, so the study text index (``study_text``, keyed by the study
+      row's rowid) still points at the right studies;
+    - the instance watermarks' AUTOINCREMENT sequence: watermarks name files, ETags and
+      cached documents, so one given before must never be given again, even where its row
+      is gone (the new table's sequence starts from the old one's);
+    - the triggers, which go with their tables: dropped first (a trigger naming a table
+      being renamed would stop the rename) and made again by ``AFTER_UPGRADES``.
+    """
+    for trigger in _PARTITIONED_TRIGGERS:
+        conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+    definitions = {
+        str(name): str(sql)
+        for name, sql in conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'table'"
+        ).fetchall()
+    }
+    for table in PARTITIONED_TABLES:
+        info = conn.execute(f"PRAGMA table_info({table})").fetchall()
+        columns = [str(row[1]) for row in info]
+        if "partition_key" in columns:
+            continue
+        staged = f"{table}_partitioned"
+        conn.execute(f"DROP TABLE IF EXISTS {staged}")
+        conn.execute(_TABLE_DDL[table].replace(f"IF NOT EXISTS {table} (", f"{staged} ("))
+        keys = [row for row in info if row[5]]
+        # The rowid is copied unless a column already is it (INTEGER PRIMARY KEY).
+        aliased = len(keys) == 1 and str(keys[0][2]).upper() == "INTEGER"
+        kept = ", ".join(columns if aliased else ["rowid", *columns])
+        conn.execute(f"INSERT INTO {staged} (partition_key, {kept}) SELECT 1, {kept} FROM {table}")
+        if "AUTOINCREMENT" in definitions.get(table, "").upper():
+            row = conn.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)
+            ).fetchone()
+            if row is not None:
+                conn.execute("DELETE FROM sqlite_sequence WHERE name = ?", (staged,))
+                conn.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES (?, max(?, coalesce("
+                    f"(SELECT max(rowid) FROM {staged}), 0)))",
+                    (staged, int(row[0])),
+                )
+        conn.execute(f"DROP TABLE {table}")
+        conn.execute(f"ALTER TABLE {staged} RENAME TO {table}")
+
+
 # For databases made before a column existed: when ``column`` is missing from ``table``, its
-# statements run, in one write transaction with the check (so processes starting together
-# upgrade once), after ``DDL``. ``AFTER_UPGRADES`` then runs every time (idempotent).
-UPGRADES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+# steps (SQL statements, or functions of the connection) run, in one write transaction with
+# the check (so processes starting together upgrade once), after ``DDL``, in this order.
+# ``AFTER_UPGRADES`` then runs every time (idempotent): it holds what names a column an old
+# table gains here, which ``DDL`` (run first, on the old tables) cannot.
+UPGRADES: tuple[tuple[str, str, tuple[str | Callable[[sqlite3.Connection], None], ...]], ...] = (
     (
         "change_feed",
         "current_watermark",
@@ -388,11 +427,103 @@ UPGRADES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
     # Studies stored before expiry existed never expire.
     ("study", "expires_at", ("ALTER TABLE study ADD COLUMN expires_at TEXT",)),
+    # Data stored before data partitions existed is Microsoft.Default's.
+    (
+        "change_feed",
+        "partition_key",
+        ("ALTER TABLE change_feed ADD COLUMN partition_key INTEGER NOT NULL DEFAULT 1",),
+    ),
+    # One rebuild for all the tables; an entry per table, so that it runs whichever of them
+    # is old (a database may hold some tables of each age), and once (it skips the rebuilt).
+    *((table, "partition_key", (partition_tables,)) for table in PARTITIONED_TABLES),
 )
-AFTER_UPGRADES = """
-CREATE INDEX IF NOT EXISTS change_feed_by_instance ON change_feed (sop_uid);
-CREATE INDEX IF NOT EXISTS change_feed_by_time ON change_feed (timestamp);
+AFTER_UPGRADES = f"""
+CREATE INDEX IF NOT EXISTS instance_by_series
+    ON instance (partition_key, study_uid, series_uid, status, watermark);
+CREATE INDEX IF NOT EXISTS instance_by_sop ON instance (sop_uid);
+
+CREATE INDEX IF NOT EXISTS series_by_uid ON series (series_uid);
+CREATE INDEX IF NOT EXISTS series_by_latest ON series (latest_watermark);
+CREATE INDEX IF NOT EXISTS series_by_modality ON series (modality);
+CREATE INDEX IF NOT EXISTS series_by_modality_key
+    ON series (modality_fold, partition_key, study_uid);
+
+-- QIDO's indexes (newest first, and the attributes it seeks) do not lead with the partition:
+-- a search filters on it (sqlite_query._partition_clause says why).
+CREATE INDEX IF NOT EXISTS study_by_latest ON study (latest_watermark);
+CREATE INDEX IF NOT EXISTS study_by_patient_id ON study (patient_id);
+CREATE INDEX IF NOT EXISTS study_by_date ON study (study_date);
+CREATE INDEX IF NOT EXISTS study_by_accession ON study (accession_number);
+CREATE INDEX IF NOT EXISTS study_by_patient_id_key ON study (patient_id_fold);
+CREATE INDEX IF NOT EXISTS study_by_accession_key ON study (accession_number_fold);
+CREATE INDEX IF NOT EXISTS study_by_patient_name_key ON study (patient_name_norm);
 -- The expiry sweep's page (sqlite_index.expired_studies); most studies never expire, so only
 -- those that do are in it.
 CREATE INDEX IF NOT EXISTS study_by_expiry ON study (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TRIGGER IF NOT EXISTS study_text_insert AFTER INSERT ON study BEGIN
+    INSERT INTO {STUDY_TEXT_TABLE} (rowid, {_text_columns}) VALUES (new.rowid, {_text_values});
+END;
+CREATE TRIGGER IF NOT EXISTS study_text_update
+    AFTER UPDATE OF {", ".join(STUDY_TEXT_COLUMNS)} ON study
+    WHEN {_text_changed}
+BEGIN
+    UPDATE {STUDY_TEXT_TABLE} SET {_text_updates} WHERE rowid = old.rowid;
+END;
+CREATE TRIGGER IF NOT EXISTS study_text_delete AFTER DELETE ON study BEGIN
+    DELETE FROM {STUDY_TEXT_TABLE} WHERE rowid = old.rowid;
+END;
+
+CREATE TRIGGER IF NOT EXISTS instance_summary_write AFTER UPDATE OF metadata ON instance
+    WHEN new.metadata IS NOT NULL
+BEGIN
+    INSERT OR REPLACE INTO instance_summary (watermark, doc)
+    SELECT new.watermark, json_group_object(key, json(value))
+    FROM json_each(CAST(new.metadata AS TEXT)) WHERE key IN ({_summary_tags});
+END;
+CREATE TRIGGER IF NOT EXISTS instance_summary_delete AFTER DELETE ON instance BEGIN
+    DELETE FROM instance_summary WHERE watermark = old.watermark;
+END;
+
+CREATE INDEX IF NOT EXISTS eqt_value_by_key ON eqt_value (tag_key, norm_value);
+CREATE INDEX IF NOT EXISTS eqt_value_by_num ON eqt_value (tag_key, num_value);
+CREATE INDEX IF NOT EXISTS eqt_value_by_entity
+    ON eqt_value (partition_key, study_uid, series_uid, sop_uid);
+-- A deleted instance takes its extended-query-tag values with it, and so does the last
+-- instance of a series (series-level values) or of a study (study-level values). A replaced
+-- version (PUT) loses its row here too; the store indexes the new version after its commit.
+CREATE TRIGGER IF NOT EXISTS eqt_value_instance_delete AFTER DELETE ON instance
+    WHEN old.status = 1
+BEGIN
+    DELETE FROM eqt_value WHERE partition_key = old.partition_key
+        AND study_uid = old.study_uid AND series_uid = old.series_uid AND sop_uid = old.sop_uid;
+    DELETE FROM eqt_value WHERE partition_key = old.partition_key
+        AND study_uid = old.study_uid AND series_uid = old.series_uid AND sop_uid = ''
+        AND NOT EXISTS (SELECT 1 FROM instance WHERE partition_key = old.partition_key
+            AND study_uid = old.study_uid AND series_uid = old.series_uid AND status = 1);
+    DELETE FROM eqt_value WHERE partition_key = old.partition_key
+        AND study_uid = old.study_uid AND series_uid = '' AND sop_uid = ''
+        AND NOT EXISTS (SELECT 1 FROM instance WHERE partition_key = old.partition_key
+            AND study_uid = old.study_uid AND status = 1);
+END;
+-- External metadata belongs to its study: it goes when the study's last instance is deleted
+-- (not when one is replaced: the new version is reserved, status 0, at that moment). A
+-- delete removes an updated instance's original (status 2) in the same statement; the
+-- trigger fires on either kind of row, so whichever goes last takes the metadata with it,
+-- whatever order the statement deletes them in (version 1 fired on status 1 only).
+CREATE TRIGGER IF NOT EXISTS external_metadata_study_delete_v2 AFTER DELETE ON instance
+    WHEN old.status IN (1, 2)
+        AND NOT EXISTS (SELECT 1 FROM instance WHERE partition_key = old.partition_key
+            AND study_uid = old.study_uid)
+BEGIN
+    DELETE FROM external_metadata WHERE partition_key = old.partition_key
+        AND study_uid = old.study_uid;
+END;
+
+CREATE INDEX IF NOT EXISTS change_feed_by_instance ON change_feed (sop_uid);
+CREATE INDEX IF NOT EXISTS change_feed_by_time ON change_feed (timestamp);
+-- A partition's feed (/partitions/{{name}}/changefeed), by sequence or by time.
+CREATE INDEX IF NOT EXISTS change_feed_by_partition ON change_feed (partition_key, sequence);
+CREATE INDEX IF NOT EXISTS change_feed_by_partition_time
+    ON change_feed (partition_key, timestamp);
 """

@@ -17,13 +17,12 @@ from typing import Any
 
 from dicom_core.domain.change_feed import ChangeAction, ChangeFeedEntry
 from dicom_core.domain.model import InstanceKey
-from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.ports.change_feed import ChangeQuery
 
 _COLUMNS = (
-    "c.sequence, c.timestamp, c.action, c.study_uid, c.series_uid, c.sop_uid, c.watermark,"
-    " c.current_watermark"
+    "c.sequence, c.timestamp, c.action, c.partition_key, c.study_uid, c.series_uid, c.sop_uid,"
+    " c.watermark, c.current_watermark"
 )
 # The current version's DICOM JSON, when the reader asks for it (NULL once deleted).
 _WITH_METADATA = (
@@ -34,12 +33,12 @@ _WITHOUT_METADATA = f"SELECT {_COLUMNS}, NULL FROM change_feed c"
 
 
 def _entry(row: tuple[Any, ...]) -> ChangeFeedEntry:
-    sequence, timestamp, action, study, series, sop, watermark, current, metadata = row
+    sequence, timestamp, action, partition, study, series, sop, watermark, current, metadata = row
     return ChangeFeedEntry(
         sequence=int(sequence),
         timestamp=str(timestamp),
         action=ChangeAction(action),
-        key=InstanceKey(str(study), str(series), str(sop), partition=DEFAULT_PARTITION_KEY),
+        key=InstanceKey(str(study), str(series), str(sop), partition=int(partition)),
         watermark=int(watermark),
         current_watermark=None if current is None else int(current),
         metadata=None if metadata is None else bytes(metadata),

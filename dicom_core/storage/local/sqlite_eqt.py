@@ -22,7 +22,7 @@ from dicom_core.domain.extended_query_tags import (
 )
 from dicom_core.domain.model import InstanceKey
 from dicom_core.domain.operations import OperationKind, OperationStatusValues
-from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY
+from dicom_core.domain.partitions import DEFAULT_PARTITION_NAME
 from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.query.indexed_values import InvalidValue, extract_value, query_attribute
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
@@ -84,9 +84,17 @@ def _index_one(
             return
         inserted = conn.execute(
             "INSERT OR IGNORE INTO eqt_error"
-            " (tag_key, study_uid, series_uid, sop_uid, created_at, message)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (tag.key, key.study_uid, key.series_uid, key.sop_uid, utc_timestamp(), str(exc)),
+            " (tag_key, partition_key, study_uid, series_uid, sop_uid, created_at, message)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                tag.key,
+                key.partition,
+                key.study_uid,
+                key.series_uid,
+                key.sop_uid,
+                utc_timestamp(),
+                str(exc),
+            ),
         ).rowcount
         if inserted:
             conn.execute(
@@ -100,14 +108,23 @@ def _index_one(
         return
     study, series, sop = value_entity(tag.level, key)
     conn.execute(
-        "INSERT INTO eqt_value"
-        " (tag_key, study_uid, series_uid, sop_uid, watermark, text_value, num_value, norm_value)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (tag_key, study_uid, series_uid, sop_uid) DO UPDATE SET"
+        "INSERT INTO eqt_value (tag_key, partition_key, study_uid, series_uid, sop_uid,"
+        " watermark, text_value, num_value, norm_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (tag_key, partition_key, study_uid, series_uid, sop_uid) DO UPDATE SET"
         " watermark = excluded.watermark, text_value = excluded.text_value,"
         " num_value = excluded.num_value, norm_value = excluded.norm_value"
         " WHERE excluded.watermark >= eqt_value.watermark",
-        (tag.key, study, series, sop, watermark, value.text, value.number, value.norm),
+        (
+            tag.key,
+            key.partition,
+            study,
+            series,
+            sop,
+            watermark,
+            value.text,
+            value.number,
+            value.norm,
+        ),
     )
 
 
@@ -256,8 +273,10 @@ class SqliteQueryTagStore(SqliteOperationStore):
     async def list_errors(self, tag_key: int, *, limit: int, offset: int) -> list[dict[str, str]]:
         def read() -> list[dict[str, str]]:
             rows = self._db.connection().execute(
-                "SELECT study_uid, series_uid, sop_uid, created_at, message FROM eqt_error"
-                " WHERE tag_key = ? ORDER BY created_at, sop_uid LIMIT ? OFFSET ?",
+                "SELECT e.study_uid, e.series_uid, e.sop_uid, e.created_at, e.message, p.name"
+                " FROM eqt_error e"
+                " LEFT JOIN data_partition p ON p.partition_key = e.partition_key"
+                " WHERE e.tag_key = ? ORDER BY e.created_at, e.sop_uid LIMIT ? OFFSET ?",
                 (tag_key, limit, offset),
             )
             return [
@@ -267,6 +286,7 @@ class SqliteQueryTagStore(SqliteOperationStore):
                     "sopInstanceUid": r[2],
                     "createdTime": r[3],
                     "errorMessage": r[4],
+                    "partitionName": r[5] or DEFAULT_PARTITION_NAME,
                 }
                 for r in rows.fetchall()
             ]
@@ -280,18 +300,18 @@ class SqliteQueryTagStore(SqliteOperationStore):
     ) -> list[IndexedInstance]:
         def read() -> list[IndexedInstance]:
             rows = self._db.connection().execute(
-                "SELECT watermark, study_uid, series_uid, sop_uid, metadata FROM instance"
-                " WHERE status = 1 AND watermark > ? AND watermark <= ?"
+                "SELECT watermark, partition_key, study_uid, series_uid, sop_uid, metadata"
+                " FROM instance WHERE status = 1 AND watermark > ? AND watermark <= ?"
                 " ORDER BY watermark LIMIT ?",
                 (after, until, limit),
             )
             return [
                 IndexedInstance(
-                    InstanceKey(study, series, sop, partition=DEFAULT_PARTITION_KEY),
+                    InstanceKey(study, series, sop, partition=int(partition)),
                     int(watermark),
                     metadata or None,
                 )
-                for watermark, study, series, sop, metadata in rows.fetchall()
+                for watermark, partition, study, series, sop, metadata in rows.fetchall()
             ]
 
         return await self._db.run(read)
@@ -378,7 +398,9 @@ class SqliteExternalMetadataStore:
 
         return await self._db.run(read)
 
-    async def save(self, study_uids: Sequence[str], values: Sequence[ExternalValue]) -> None:
+    async def save(
+        self, study_uids: Sequence[str], values: Sequence[ExternalValue], *, partition: int
+    ) -> None:
         def write() -> None:
             with self._db.transaction() as conn:
                 for value in values:
@@ -393,12 +415,13 @@ class SqliteExternalMetadataStore:
                         raise ExternalVrConflict(value.tag, str(vr))
                     for study in study_uids:
                         conn.execute(
-                            "INSERT INTO external_metadata"
-                            " (study_uid, tag, vr, text_value, num_value, norm_value)"
-                            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (study_uid, tag) DO UPDATE"
+                            "INSERT INTO external_metadata (partition_key, study_uid, tag, vr,"
+                            " text_value, num_value, norm_value) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                            " ON CONFLICT (partition_key, study_uid, tag) DO UPDATE"
                             " SET vr = excluded.vr, text_value = excluded.text_value,"
                             " num_value = excluded.num_value, norm_value = excluded.norm_value",
                             (
+                                partition,
                                 study,
                                 value.tag,
                                 value.vr,
@@ -411,14 +434,14 @@ class SqliteExternalMetadataStore:
         await self._db.run(write)
 
     async def study_values(
-        self, study_uids: Sequence[str]
+        self, study_uids: Sequence[str], *, partition: int
     ) -> dict[str, list[tuple[str, str, str]]]:
         def read() -> dict[str, list[tuple[str, str, str]]]:
             marks = ", ".join("?" for _ in study_uids)
             rows = self._db.connection().execute(
                 "SELECT study_uid, tag, vr, text_value FROM external_metadata"
-                f" WHERE study_uid IN ({marks}) ORDER BY tag",
-                list(study_uids),
+                f" WHERE partition_key = ? AND study_uid IN ({marks}) ORDER BY tag",
+                [partition, *study_uids],
             )
             out: dict[str, list[tuple[str, str, str]]] = {}
             for study, tag, vr, text in rows.fetchall():

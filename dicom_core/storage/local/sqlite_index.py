@@ -17,7 +17,6 @@ from dicom_core.domain.model import (
     StoredInstance,
     StudyKey,
 )
-from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY, default_partition_only
 from dicom_core.domain.timestamps import seconds_since, timestamp_of, utc_timestamp
 from dicom_core.query.attributes import SUMMARY_TAGS, document_tags
 from dicom_core.query.conditions import QueryDescription, QueryLevel
@@ -54,7 +53,8 @@ bulk update keeps (at most one per instance, beside its current version)."""
 _ORIGINAL_OR_CURRENT = (
     f"(status = {ORIGINAL} OR (status = {CREATED} AND NOT EXISTS (SELECT 1 FROM instance o"
     " WHERE o.sop_uid = instance.sop_uid AND o.series_uid = instance.series_uid"
-    f" AND o.study_uid = instance.study_uid AND o.status = {ORIGINAL})))"
+    " AND o.study_uid = instance.study_uid AND o.partition_key = instance.partition_key"
+    f" AND o.status = {ORIGINAL})))"
 )
 
 
@@ -64,8 +64,8 @@ def _versions(original: bool) -> str:
 
 
 _RECORD_COLUMNS = (
-    "study_uid, series_uid, sop_uid, watermark, sop_class_uid, transfer_syntax_uid, blob_key,"
-    " file_size, frames, created_at"
+    "partition_key, study_uid, series_uid, sop_uid, watermark, sop_class_uid,"
+    " transfer_syntax_uid, blob_key, file_size, frames, created_at"
 )
 _STUDY_ATTR_COLUMNS = [*STUDY_COLUMNS.values(), *STUDY_NORMALIZED_COLUMNS.values()]
 _SERIES_ATTR_COLUMNS = [*SERIES_COLUMNS.values(), *SERIES_NORMALIZED_COLUMNS.values()]
@@ -73,10 +73,11 @@ _STUDY_SELECT = ", ".join(_STUDY_ATTR_COLUMNS)
 _STUDY_MARKS = ", ".join("?" for _ in _STUDY_ATTR_COLUMNS)
 _SERIES_SELECT = ", ".join(_SERIES_ATTR_COLUMNS)
 _SERIES_MARKS = ", ".join("?" for _ in _SERIES_ATTR_COLUMNS)
-# ModalitiesInStudy from the study's series summaries (one parameter: the study UID).
+# ModalitiesInStudy from the study's series summaries (parameters: partition, study UID).
 _MODALITIES_OF_STUDY = (
     "SELECT group_concat(modality, '\\') FROM (SELECT DISTINCT modality FROM series"
-    " WHERE study_uid = ? AND modality IS NOT NULL AND modality != '' ORDER BY modality)"
+    " WHERE partition_key = ? AND study_uid = ? AND modality IS NOT NULL AND modality != ''"
+    " ORDER BY modality)"
 )
 
 
@@ -101,9 +102,9 @@ def _assignments(changed: dict[str, object]) -> str:
 
 
 def _record(row: tuple[Any, ...]) -> InstanceRecord:
-    (study, series, sop, watermark, sop_class, ts, blob_key, size, frames, created) = row
+    (partition, study, series, sop, watermark, sop_class, ts, blob_key, size, frames, created) = row
     return InstanceRecord(
-        key=InstanceKey(str(study), str(series), str(sop), partition=DEFAULT_PARTITION_KEY),
+        key=InstanceKey(str(study), str(series), str(sop), partition=int(partition)),
         watermark=int(watermark),
         sop_class_uid=str(sop_class or ""),
         transfer_syntax_uid=str(ts or ""),
@@ -118,15 +119,17 @@ def _point_entries_at(conn: sqlite3.Connection, key: InstanceKey, watermark: int
     """Set the instance's version now on each of its change feed entries (None: deleted)."""
     conn.execute(
         "UPDATE change_feed SET current_watermark = ? WHERE sop_uid = ? AND series_uid = ?"
-        " AND study_uid = ?",
-        (watermark, key.sop_uid, key.series_uid, key.study_uid),
+        " AND study_uid = ? AND partition_key = ?",
+        (watermark, key.sop_uid, key.series_uid, key.study_uid, key.partition),
     )
 
 
 def _scope(
-    study_uid: str, series_uid: str | None, sop_uid: str | None
-) -> tuple[str, tuple[str, ...]]:
-    clauses, params = ["study_uid = ?"], [study_uid]
+    partition: int, study_uid: str, series_uid: str | None, sop_uid: str | None
+) -> tuple[str, tuple[object, ...]]:
+    """The WHERE clause (and its parameters) of the instance rows the UIDs name in the
+    partition; it leads with the columns of the instance_by_series index."""
+    clauses, params = ["partition_key = ?", "study_uid = ?"], [partition, study_uid]
     if series_uid is not None:
         clauses.append("series_uid = ?")
         params.append(series_uid)
@@ -170,7 +173,6 @@ class SqliteIndexStore:
     # -- writes -----------------------------------------------------------------------------
 
     async def begin_instance(self, key: InstanceKey, *, upsert: bool) -> Reservation:
-        default_partition_only(key.partition)
         return await self._db.run(lambda: self._begin(key, upsert))
 
     def _begin(self, key: InstanceKey, upsert: bool) -> Reservation:
@@ -193,8 +195,8 @@ class SqliteIndexStore:
         now = utc_timestamp()
         rows = conn.execute(
             "SELECT watermark, status, created_at, blob_key FROM instance"
-            " WHERE study_uid = ? AND series_uid = ? AND sop_uid = ?",
-            (key.study_uid, key.series_uid, key.sop_uid),
+            " WHERE partition_key = ? AND study_uid = ? AND series_uid = ? AND sop_uid = ?",
+            (key.partition, key.study_uid, key.series_uid, key.sop_uid),
         ).fetchall()
         abandoned: list[str] = []
         for watermark, status, created_at, old_blob in rows:
@@ -207,9 +209,18 @@ class SqliteIndexStore:
                 conn.execute("DELETE FROM instance WHERE watermark = ?", (watermark,))
                 abandoned.append(str(old_blob))
         cursor = conn.execute(
-            "INSERT INTO instance (study_uid, series_uid, sop_uid, status, blob_key,"
-            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key.study_uid, key.series_uid, key.sop_uid, CREATING, blob_key or "", now, now),
+            "INSERT INTO instance (partition_key, study_uid, series_uid, sop_uid, status,"
+            " blob_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                key.partition,
+                key.study_uid,
+                key.series_uid,
+                key.sop_uid,
+                CREATING,
+                blob_key or "",
+                now,
+                now,
+            ),
         )
         watermark = int(cursor.lastrowid or 0)
         if blob_key is None:
@@ -287,9 +298,9 @@ class SqliteIndexStore:
             values[column] = attrs.instance.get(keyword)
         assignments = ", ".join(f"{column} = ?" for column in values)
         replaced = conn.execute(
-            "SELECT watermark, blob_key FROM instance WHERE study_uid = ? AND series_uid = ?"
-            " AND sop_uid = ? AND status = ?",
-            (key.study_uid, key.series_uid, key.sop_uid, CREATED),
+            "SELECT watermark, blob_key FROM instance WHERE partition_key = ? AND study_uid = ?"
+            " AND series_uid = ? AND sop_uid = ? AND status = ?",
+            (key.partition, key.study_uid, key.series_uid, key.sop_uid, CREATED),
         ).fetchall()
         if replaced and not reservation.upsert:
             raise InstanceExists(key)
@@ -301,22 +312,24 @@ class SqliteIndexStore:
         if updated != 1:
             raise InstanceBeingCreated(key)
         if replaced or not self._add_to_summaries(conn, key, reservation.watermark, values):
-            self._refresh_summaries(conn, key.study_uid, key.series_uid)
+            self._refresh_summaries(conn, key.partition, key.study_uid, key.series_uid)
         if based_on is None:
             expiry = None if expires_at is None else timestamp_of(expires_at)
             conn.execute(
-                "UPDATE study SET expires_at = ? WHERE study_uid = ? AND expires_at IS NOT ?",
-                (expiry, key.study_uid, expiry),
+                "UPDATE study SET expires_at = ? WHERE partition_key = ? AND study_uid = ?"
+                " AND expires_at IS NOT ?",
+                (expiry, key.partition, key.study_uid, expiry),
             )
         # Every earlier entry of the instance, a delete's too, now points at this version.
         _point_entries_at(conn, key, reservation.watermark)
         action = ChangeAction.CREATE if based_on is None else ChangeAction.UPDATE
         conn.execute(
-            "INSERT INTO change_feed (timestamp, action, study_uid, series_uid, sop_uid,"
-            " watermark, current_watermark) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO change_feed (timestamp, action, partition_key, study_uid, series_uid,"
+            " sop_uid, watermark, current_watermark) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 utc_timestamp(),
                 action.value,
+                key.partition,
                 key.study_uid,
                 key.series_uid,
                 key.sop_uid,
@@ -339,9 +352,9 @@ class SqliteIndexStore:
             if [int(row[0]) for row in replaced] != [based_on]:
                 raise InstanceChanged(key)
             kept = conn.execute(
-                "SELECT 1 FROM instance WHERE study_uid = ? AND series_uid = ? AND sop_uid = ?"
-                " AND status = ?",
-                (key.study_uid, key.series_uid, key.sop_uid, ORIGINAL),
+                "SELECT 1 FROM instance WHERE partition_key = ? AND study_uid = ?"
+                " AND series_uid = ? AND sop_uid = ? AND status = ?",
+                (key.partition, key.study_uid, key.series_uid, key.sop_uid, ORIGINAL),
             ).fetchone()
             if kept is None:
                 # The first update: the current version becomes the original, file and all.
@@ -351,9 +364,9 @@ class SqliteIndexStore:
                 return []
         else:
             originals = conn.execute(
-                "SELECT watermark, blob_key FROM instance WHERE study_uid = ?"
-                " AND series_uid = ? AND sop_uid = ? AND status = ?",
-                (key.study_uid, key.series_uid, key.sop_uid, ORIGINAL),
+                "SELECT watermark, blob_key FROM instance WHERE partition_key = ?"
+                " AND study_uid = ? AND series_uid = ? AND sop_uid = ? AND status = ?",
+                (key.partition, key.study_uid, key.series_uid, key.sop_uid, ORIGINAL),
             ).fetchall()
             replaced = replaced + originals
         for old_watermark, _ in replaced:
@@ -432,25 +445,28 @@ class SqliteIndexStore:
         orphans: OrphanSink | None = None,
         expired_by: datetime | None = None,
     ) -> list[str]:
-        default_partition_only(partition)
         """One transaction: all or nothing, so ``orphans`` is never needed. With
         ``expired_by``, the study's expiry is checked in that transaction."""
         expiry = None if expired_by is None else timestamp_of(expired_by)
-        return await self._db.run(lambda: self._delete(study_uid, series_uid, sop_uid, expiry))
+        return await self._db.run(
+            lambda: self._delete(partition, study_uid, series_uid, sop_uid, expiry)
+        )
 
     def _delete(
         self,
+        partition: int,
         study_uid: str,
         series_uid: str | None,
         sop_uid: str | None,
         expired_by: str | None = None,
     ) -> list[str]:
-        where, params = _scope(study_uid, series_uid, sop_uid)
+        where, params = _scope(partition, study_uid, series_uid, sop_uid)
         with self._db.transaction() as conn:
             if expired_by is not None:
                 expired = conn.execute(
-                    "SELECT 1 FROM study WHERE study_uid = ? AND expires_at <= ?",
-                    (study_uid, expired_by),
+                    "SELECT 1 FROM study WHERE partition_key = ? AND study_uid = ?"
+                    " AND expires_at <= ?",
+                    (partition, study_uid, expired_by),
                 ).fetchone()
                 if expired is None:
                     return []  # a store moved or cleared the expiry, or the study is gone
@@ -471,22 +487,25 @@ class SqliteIndexStore:
             )
             now = utc_timestamp()
             for _, series, sop, _ in rows:
-                _point_entries_at(
-                    conn, InstanceKey(study_uid, series, sop, partition=DEFAULT_PARTITION_KEY), None
-                )
+                key = InstanceKey(study_uid, series, sop, partition=partition)
+                _point_entries_at(conn, key, None)
             conn.executemany(
-                "INSERT INTO change_feed (timestamp, action, study_uid, series_uid, sop_uid,"
-                " watermark, current_watermark) VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                "INSERT INTO change_feed (timestamp, action, partition_key, study_uid,"
+                " series_uid, sop_uid, watermark, current_watermark)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
                 [
-                    (now, ChangeAction.DELETE.value, study_uid, series, sop, watermark)
+                    (now, ChangeAction.DELETE.value, partition, study_uid, series, sop, watermark)
                     for watermark, series, sop, _ in rows
                 ],
             )
             for series in sorted({row[1] for row in rows}):
-                self._refresh_summaries(conn, study_uid, series)
+                self._refresh_summaries(conn, partition, study_uid, series)
             conn.execute(f"DELETE FROM eqt_value WHERE {where}", params)
             if series_uid is None and sop_uid is None:
-                conn.execute("DELETE FROM external_metadata WHERE study_uid = ?", (study_uid,))
+                conn.execute(
+                    "DELETE FROM external_metadata WHERE partition_key = ? AND study_uid = ?",
+                    (partition, study_uid),
+                )
         return [str(row[3]) for row in rows] + [str(row[0]) for row in originals]
 
     def _add_to_summaries(
@@ -506,22 +525,26 @@ class SqliteIndexStore:
         two-step protocol can commit out of order); the caller then recomputes.
         """
         study = conn.execute(
-            f"SELECT latest_watermark, {_STUDY_SELECT} FROM study WHERE study_uid = ?",
-            (key.study_uid,),
+            f"SELECT latest_watermark, {_STUDY_SELECT} FROM study"
+            " WHERE partition_key = ? AND study_uid = ?",
+            (key.partition, key.study_uid),
         ).fetchone()
         if study is not None and int(study[0]) > watermark:
             return False
         now = utc_timestamp()
         series = conn.execute(
-            f"SELECT {_SERIES_SELECT} FROM series WHERE study_uid = ? AND series_uid = ?",
-            (key.study_uid, key.series_uid),
+            f"SELECT {_SERIES_SELECT} FROM series"
+            " WHERE partition_key = ? AND study_uid = ? AND series_uid = ?",
+            (key.partition, key.study_uid, key.series_uid),
         ).fetchone()
         new_series = series is None
         if new_series:
             conn.execute(
-                f"INSERT INTO series (study_uid, series_uid, latest_watermark, {_SERIES_SELECT},"
-                f" num_instances, updated_at) VALUES (?, ?, ?, {_SERIES_MARKS}, 1, ?)",
+                f"INSERT INTO series (partition_key, study_uid, series_uid, latest_watermark,"
+                f" {_SERIES_SELECT}, num_instances, updated_at)"
+                f" VALUES (?, ?, ?, ?, {_SERIES_MARKS}, 1, ?)",
                 (
+                    key.partition,
                     key.study_uid,
                     key.series_uid,
                     watermark,
@@ -534,16 +557,25 @@ class SqliteIndexStore:
             changed = _changed(_SERIES_ATTR_COLUMNS, series, values)
             conn.execute(
                 "UPDATE series SET latest_watermark = ?, num_instances = num_instances + 1,"
-                f" updated_at = ?{_assignments(changed)} WHERE study_uid = ? AND series_uid = ?",
-                (watermark, now, *changed.values(), key.study_uid, key.series_uid),
+                f" updated_at = ?{_assignments(changed)}"
+                " WHERE partition_key = ? AND study_uid = ? AND series_uid = ?",
+                (watermark, now, *changed.values(), key.partition, key.study_uid, key.series_uid),
             )
             modality_changed = "modality" in changed
         if study is None:
             conn.execute(
-                f"INSERT INTO study (study_uid, latest_watermark, {_STUDY_SELECT}, modalities,"
-                f" num_series, num_instances, updated_at) VALUES (?, ?, {_STUDY_MARKS},"
-                f" ({_MODALITIES_OF_STUDY}), 1, 1, ?)",
-                (key.study_uid, watermark, *_pick(values, _STUDY_ATTR_COLUMNS), key.study_uid, now),
+                f"INSERT INTO study (partition_key, study_uid, latest_watermark, {_STUDY_SELECT},"
+                f" modalities, num_series, num_instances, updated_at)"
+                f" VALUES (?, ?, ?, {_STUDY_MARKS}, ({_MODALITIES_OF_STUDY}), 1, 1, ?)",
+                (
+                    key.partition,
+                    key.study_uid,
+                    watermark,
+                    *_pick(values, _STUDY_ATTR_COLUMNS),
+                    key.partition,
+                    key.study_uid,
+                    now,
+                ),
             )
             return True
         changed = _changed(_STUDY_ATTR_COLUMNS, study[1:], values)
@@ -551,67 +583,77 @@ class SqliteIndexStore:
         conn.execute(
             "UPDATE study SET latest_watermark = ?, num_series = num_series + ?,"
             f" num_instances = num_instances + 1, updated_at = ?{_assignments(changed)}"
-            f"{modalities} WHERE study_uid = ?",
+            f"{modalities} WHERE partition_key = ? AND study_uid = ?",
             (
                 watermark,
                 int(new_series),
                 now,
                 *changed.values(),
-                *((key.study_uid,) if modality_changed else ()),
+                *((key.partition, key.study_uid) if modality_changed else ()),
+                key.partition,
                 key.study_uid,
             ),
         )
         return True
 
-    def _refresh_summaries(self, conn: sqlite3.Connection, study_uid: str, series_uid: str) -> None:
+    def _refresh_summaries(
+        self, conn: sqlite3.Connection, partition: int, study_uid: str, series_uid: str
+    ) -> None:
         """Recompute the series and study summaries from their latest stored instance."""
         latest = conn.execute(
-            f"SELECT watermark, {_SERIES_SELECT} FROM instance WHERE study_uid = ?"
-            " AND series_uid = ?"
-            " AND status = ? ORDER BY watermark DESC LIMIT 1",
-            (study_uid, series_uid, CREATED),
+            f"SELECT watermark, {_SERIES_SELECT} FROM instance WHERE partition_key = ?"
+            " AND study_uid = ? AND series_uid = ? AND status = ?"
+            " ORDER BY watermark DESC LIMIT 1",
+            (partition, study_uid, series_uid, CREATED),
         ).fetchone()
         now = utc_timestamp()
         if latest is None:
             conn.execute(
-                "DELETE FROM series WHERE study_uid = ? AND series_uid = ?", (study_uid, series_uid)
+                "DELETE FROM series WHERE partition_key = ? AND study_uid = ? AND series_uid = ?",
+                (partition, study_uid, series_uid),
             )
         else:
             (count,) = conn.execute(
-                "SELECT count(*) FROM instance WHERE study_uid = ? AND series_uid = ?"
-                " AND status = ?",
-                (study_uid, series_uid, CREATED),
+                "SELECT count(*) FROM instance WHERE partition_key = ? AND study_uid = ?"
+                " AND series_uid = ? AND status = ?",
+                (partition, study_uid, series_uid, CREATED),
             ).fetchone()
             updates = ", ".join(f"{c} = excluded.{c}" for c in _SERIES_ATTR_COLUMNS)
             conn.execute(
-                f"INSERT INTO series (study_uid, series_uid, latest_watermark, {_SERIES_SELECT},"
-                f" num_instances, updated_at) VALUES (?, ?, ?, {_SERIES_MARKS}, ?, ?)"
-                f" ON CONFLICT (study_uid, series_uid) DO UPDATE SET"
+                f"INSERT INTO series (partition_key, study_uid, series_uid, latest_watermark,"
+                f" {_SERIES_SELECT}, num_instances, updated_at)"
+                f" VALUES (?, ?, ?, ?, {_SERIES_MARKS}, ?, ?)"
+                f" ON CONFLICT (partition_key, study_uid, series_uid) DO UPDATE SET"
                 f" latest_watermark = excluded.latest_watermark, {updates},"
                 f" num_instances = excluded.num_instances, updated_at = excluded.updated_at",
-                (study_uid, series_uid, *latest, count, now),
+                (partition, study_uid, series_uid, *latest, count, now),
             )
         latest_study = conn.execute(
-            f"SELECT watermark, {_STUDY_SELECT} FROM instance WHERE study_uid = ? AND status = ?"
-            " ORDER BY watermark DESC LIMIT 1",
-            (study_uid, CREATED),
+            f"SELECT watermark, {_STUDY_SELECT} FROM instance WHERE partition_key = ?"
+            " AND study_uid = ? AND status = ? ORDER BY watermark DESC LIMIT 1",
+            (partition, study_uid, CREATED),
         ).fetchone()
         if latest_study is None:
-            conn.execute("DELETE FROM study WHERE study_uid = ?", (study_uid,))
+            conn.execute(
+                "DELETE FROM study WHERE partition_key = ? AND study_uid = ?",
+                (partition, study_uid),
+            )
             return
         num_series, num_instances, modalities = conn.execute(
             f"SELECT count(*), coalesce(sum(num_instances), 0), ({_MODALITIES_OF_STUDY})"
-            " FROM series WHERE study_uid = ?",
-            (study_uid, study_uid),
+            " FROM series WHERE partition_key = ? AND study_uid = ?",
+            (partition, study_uid, partition, study_uid),
         ).fetchone()
         updates = ", ".join(f"{c} = excluded.{c}" for c in _STUDY_ATTR_COLUMNS)
         conn.execute(
-            f"INSERT INTO study (study_uid, latest_watermark, {_STUDY_SELECT}, modalities,"
-            f" num_series, num_instances, updated_at) VALUES (?, ?, {_STUDY_MARKS}, ?, ?, ?, ?)"
-            f" ON CONFLICT (study_uid) DO UPDATE SET latest_watermark = excluded.latest_watermark,"
+            f"INSERT INTO study (partition_key, study_uid, latest_watermark, {_STUDY_SELECT},"
+            f" modalities, num_series, num_instances, updated_at)"
+            f" VALUES (?, ?, ?, {_STUDY_MARKS}, ?, ?, ?, ?)"
+            f" ON CONFLICT (partition_key, study_uid) DO UPDATE SET"
+            f" latest_watermark = excluded.latest_watermark,"
             f" {updates}, modalities = excluded.modalities, num_series = excluded.num_series,"
             f" num_instances = excluded.num_instances, updated_at = excluded.updated_at",
-            (study_uid, *latest_study, modalities, num_series, num_instances, now),
+            (partition, study_uid, *latest_study, modalities, num_series, num_instances, now),
         )
 
     # -- reads ------------------------------------------------------------------------------
@@ -621,27 +663,27 @@ class SqliteIndexStore:
             rows = (
                 self._db.connection()
                 .execute(
-                    "SELECT study_uid FROM study WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
+                    "SELECT partition_key, study_uid FROM study WHERE expires_at <= ?"
+                    " ORDER BY expires_at LIMIT ?",
                     (timestamp_of(now), limit),
                 )
                 .fetchall()
             )
-            return [StudyKey(str(row[0]), partition=DEFAULT_PARTITION_KEY) for row in rows]
+            return [StudyKey(str(study), partition=int(key)) for key, study in rows]
 
         return await self._db.run(read)
 
     async def get_instance(
         self, key: InstanceKey, *, original: bool = False
     ) -> InstanceRecord | None:
-        default_partition_only(key.partition)
-
         def read() -> InstanceRecord | None:
             row = (
                 self._db.connection()
                 .execute(
-                    f"SELECT {_RECORD_COLUMNS} FROM instance WHERE study_uid = ? AND series_uid = ?"
-                    f" AND sop_uid = ? AND {_versions(original)}",
-                    (key.study_uid, key.series_uid, key.sop_uid),
+                    f"SELECT {_RECORD_COLUMNS} FROM instance WHERE partition_key = ?"
+                    " AND study_uid = ? AND series_uid = ? AND sop_uid = ?"
+                    f" AND {_versions(original)}",
+                    (key.partition, key.study_uid, key.series_uid, key.sop_uid),
                 )
                 .fetchone()
             )
@@ -657,8 +699,7 @@ class SqliteIndexStore:
         partition: int,
         original: bool = False,
     ) -> list[InstanceRecord]:
-        default_partition_only(partition)
-        where, params = _scope(study_uid, series_uid, None)
+        where, params = _scope(partition, study_uid, series_uid, None)
 
         def read() -> list[InstanceRecord]:
             rows = (
@@ -682,8 +723,7 @@ class SqliteIndexStore:
         *,
         partition: int,
     ) -> list[bytes]:
-        default_partition_only(partition)
-        where, params = _scope(study_uid, series_uid, sop_uid)
+        where, params = _scope(partition, study_uid, series_uid, sop_uid)
 
         def read() -> list[bytes]:
             rows = (
@@ -708,8 +748,7 @@ class SqliteIndexStore:
         partition: int,
         original: bool = False,
     ) -> str | None:
-        default_partition_only(partition)
-        where, params = _scope(study_uid, series_uid, sop_uid)
+        where, params = _scope(partition, study_uid, series_uid, sop_uid)
 
         def read() -> str | None:
             # instance_by_series covers study, series, status and watermark: an index-only
@@ -736,8 +775,7 @@ class SqliteIndexStore:
         partition: int,
         original: bool = False,
     ) -> VersionedMetadata:
-        default_partition_only(partition)
-        where, params = _scope(study_uid, series_uid, sop_uid)
+        where, params = _scope(partition, study_uid, series_uid, sop_uid)
 
         def read() -> VersionedMetadata:
             rows = (
@@ -771,7 +809,6 @@ class SqliteIndexStore:
         small per-instance summary documents stand in for the full DICOM JSON. They come with
         the page's rows in one query, so ``cached`` would save nothing and is not used.
         """
-        default_partition_only(query.partition)
         summary = document_tags(query) <= SUMMARY_TAGS
         compiled = compile_search(query, metadata, summary=summary)
         levels = sorted(metadata)

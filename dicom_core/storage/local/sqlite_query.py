@@ -157,12 +157,17 @@ def _trigram_prefilter(condition: Condition, column: str, params: list[object]) 
 
 # How an extended tag's entity (eqt_value row) joins the searched rows, by the tag's level.
 _EXTENDED_SCOPE: dict[QueryLevel, str] = {
-    QueryLevel.STUDY: "v.study_uid = st.study_uid AND v.series_uid = '' AND v.sop_uid = ''",
+    QueryLevel.STUDY: (
+        "v.partition_key = st.partition_key AND v.study_uid = st.study_uid"
+        " AND v.series_uid = '' AND v.sop_uid = ''"
+    ),
     QueryLevel.SERIES: (
-        "v.study_uid = se.study_uid AND v.series_uid = se.series_uid AND v.sop_uid = ''"
+        "v.partition_key = se.partition_key AND v.study_uid = se.study_uid"
+        " AND v.series_uid = se.series_uid AND v.sop_uid = ''"
     ),
     QueryLevel.INSTANCE: (
-        "v.study_uid = i.study_uid AND v.series_uid = i.series_uid AND v.sop_uid = i.sop_uid"
+        "v.partition_key = i.partition_key AND v.study_uid = i.study_uid"
+        " AND v.series_uid = i.series_uid AND v.sop_uid = i.sop_uid"
     ),
 }
 
@@ -183,8 +188,8 @@ def _extended_clause(condition: Condition, level: QueryLevel, params: list[objec
         test = sql_predicate(condition, "v.norm_value", params)
     if external:  # study-level values sent as STOW headers
         return (
-            "EXISTS (SELECT 1 FROM external_metadata v"
-            f" WHERE v.tag = ? AND v.study_uid = st.study_uid AND {test})"
+            "EXISTS (SELECT 1 FROM external_metadata v WHERE v.tag = ?"
+            f" AND v.partition_key = st.partition_key AND v.study_uid = st.study_uid AND {test})"
         )
     return (
         "EXISTS (SELECT 1 FROM eqt_value v JOIN extended_query_tag t ON t.tag_key = v.tag_key"
@@ -216,8 +221,12 @@ rows before it has a page (benchmarks/SCALE.md).
 # Per level of the search: the rows that the series route would sort, for each matching series.
 _PROBE_JOINS: dict[QueryLevel, str] = {
     QueryLevel.STUDY: "",
-    QueryLevel.SERIES: " JOIN series se ON se.study_uid = m.study_uid",
-    QueryLevel.INSTANCE: " JOIN instance i ON i.study_uid = m.study_uid",
+    QueryLevel.SERIES: (
+        " JOIN series se ON se.partition_key = m.partition_key AND se.study_uid = m.study_uid"
+    ),
+    QueryLevel.INSTANCE: (
+        " JOIN instance i ON i.partition_key = m.partition_key AND i.study_uid = m.study_uid"
+    ),
 }
 
 
@@ -242,13 +251,41 @@ def modality_probe(query: QueryDescription, limit: int | None = None) -> Compile
         limit = RARE_MODALITY_ROWS[query.level]
     params: list[object] = []
     inner = sql_predicate(condition, "m.modality_fold", params)
-    rows = f"SELECT 1 FROM series m{_PROBE_JOINS[query.level]} WHERE {inner} LIMIT ?"
+    params.append(query.partition)
+    rows = (
+        f"SELECT 1 FROM series m{_PROBE_JOINS[query.level]}"
+        f" WHERE {inner} AND m.partition_key = ? LIMIT ?"
+    )
     return CompiledSearch(sql=f"SELECT count(*) FROM ({rows})", params=(*params, limit))
+
+
+#: The table whose partition a search at each level names (the others join it on theirs).
+_PARTITION_COLUMN: dict[QueryLevel, str] = {
+    QueryLevel.STUDY: "st.partition_key",
+    QueryLevel.SERIES: "se.partition_key",
+    QueryLevel.INSTANCE: "i.partition_key",
+}
+
+
+def _partition_clause(query: QueryDescription) -> str:
+    """The test that keeps a search in its data partition: nothing of another ever matches.
+
+    SQLite plans without statistics, and an equality on the partition would make it prefer
+    any index that leads with the partition (the tables' keys) to the ones QIDO needs: the
+    newest-first walk, which stops after a page, and the attribute indexes. So the partition
+    is a filter (``+column``: no index is chosen for it), and the plans are those of an
+    index without partitions, except in a search of one study by its UID, which the keys
+    (partition, study, ...) serve best.
+    """
+    column = _PARTITION_COLUMN[query.level]
+    by_study = any(c.attribute.keyword == "StudyInstanceUID" for c in query.conditions)
+    return f"{column} = ?" if by_study else f"+{column} = ?"
 
 
 def _where(query: QueryDescription, params: list[object], rare_modality: bool = False) -> list[str]:
     level = query.level
-    clauses: list[str] = []
+    params.append(query.partition)
+    clauses: list[str] = [_partition_clause(query)]
     for condition in query.conditions:
         attribute = condition.attribute
         if attribute.multiple:
@@ -256,10 +293,15 @@ def _where(query: QueryDescription, params: list[object], rare_modality: bool = 
                 raise UnsupportedCondition(f"{attribute.keyword} is not a list in this index")
             inner = sql_predicate(condition, "m.modality_fold", params)
             if rare_modality:  # from the few matching series to their studies
-                clauses.append(f"st.study_uid IN (SELECT m.study_uid FROM series m WHERE {inner})")
+                params.append(query.partition)
+                clauses.append(
+                    f"st.study_uid IN (SELECT m.study_uid FROM series m WHERE {inner}"
+                    " AND m.partition_key = ?)"
+                )
             else:  # any series of the study; EXISTS stops at the first one
                 clauses.append(
-                    f"EXISTS (SELECT 1 FROM series m WHERE m.study_uid = st.study_uid AND {inner})"
+                    "EXISTS (SELECT 1 FROM series m WHERE m.partition_key = st.partition_key"
+                    f" AND m.study_uid = st.study_uid AND {inner})"
                 )
             continue
         if attribute.extended:
@@ -287,7 +329,8 @@ _PAGE_SELECT: dict[QueryLevel, str] = {
         " NULL AS instance_wm, st.num_series AS study_series,"
         " st.num_instances AS study_instances, st.modalities AS modalities,"
         " se.num_instances AS series_instances, se.latest_watermark AS sort_wm"
-        " FROM series se JOIN study st ON st.study_uid = se.study_uid"
+        " FROM series se JOIN study st"
+        " ON st.partition_key = se.partition_key AND st.study_uid = se.study_uid"
     ),
     QueryLevel.INSTANCE: (
         "SELECT i.study_uid AS study_uid, i.series_uid AS series_uid, i.sop_uid AS sop_uid,"
@@ -296,8 +339,9 @@ _PAGE_SELECT: dict[QueryLevel, str] = {
         " st.num_instances AS study_instances, st.modalities AS modalities,"
         " se.num_instances AS series_instances, i.watermark AS sort_wm"
         " FROM instance i"
-        " JOIN series se ON se.study_uid = i.study_uid AND se.series_uid = i.series_uid"
-        " JOIN study st ON st.study_uid = i.study_uid"
+        " JOIN series se ON se.partition_key = i.partition_key AND se.study_uid = i.study_uid"
+        " AND se.series_uid = i.series_uid"
+        " JOIN study st ON st.partition_key = i.partition_key AND st.study_uid = i.study_uid"
     ),
 }
 _ORDER: dict[QueryLevel, str] = {

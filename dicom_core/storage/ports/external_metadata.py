@@ -37,14 +37,17 @@ class ExternalMetadataStore(Protocol):
         """The VR each of ``tags`` was fixed with (tags never stored are absent)."""
         ...
 
-    async def save(self, study_uids: Sequence[str], values: Sequence[ExternalValue]) -> None:
-        """Fix each new tag's VR and upsert the study values (all or nothing)."""
+    async def save(
+        self, study_uids: Sequence[str], values: Sequence[ExternalValue], *, partition: int
+    ) -> None:
+        """Fix each new tag's VR (tags are global) and upsert the values of the partition's
+        studies (all or nothing)."""
         ...
 
     async def study_values(
-        self, study_uids: Sequence[str]
+        self, study_uids: Sequence[str], *, partition: int
     ) -> dict[str, list[tuple[str, str, str]]]:
-        """(tag, vr, value) per study."""
+        """(tag, vr, value) per study of the partition."""
         ...
 
     async def known_tags(self) -> dict[str, str]: ...

@@ -88,17 +88,19 @@ async def test_with_external_metadata_the_body_and_its_tag_come_from_one_read(
     body with one value under the tag of another (a later 304 would then keep it)."""
     study_uid = {"0020000D": {"vr": "UI", "Value": [STUDY]}}
     await add_instance(fakes.index, STUDY, SERIES, generate_uid(), metadata=study_uid)
-    await fakes.external_metadata.save([STUDY], external("first"))
+    await fakes.external_metadata.save([STUDY], external("first"), partition=1)
     metadata = service(fakes)
     reads = 0
     original = fakes.external_metadata.study_values
 
-    async def changing(study_uids: Sequence[str]) -> dict[str, list[tuple[str, str, str]]]:
+    async def changing(
+        study_uids: Sequence[str], *, partition: int
+    ) -> dict[str, list[tuple[str, str, str]]]:
         nonlocal reads
         reads += 1
-        values = await original(study_uids)
+        values = await original(study_uids, partition=partition)
         # A concurrent store changes the value after each read.
-        await fakes.external_metadata.save([STUDY], external(f"v{reads}"))
+        await fakes.external_metadata.save([STUDY], external(f"v{reads}"), partition=1)
         return values
 
     monkeypatch.setattr(fakes.external_metadata, "study_values", changing)
@@ -108,7 +110,7 @@ async def test_with_external_metadata_the_body_and_its_tag_come_from_one_read(
     assert reads == 1
     assert orjson.loads(document.body)[0]["00291001"]["Value"] == ["first"]
     monkeypatch.setattr(fakes.external_metadata, "study_values", original)
-    await fakes.external_metadata.save([STUDY], external("first"))
+    await fakes.external_metadata.save([STUDY], external("first"), partition=1)
     assert (
         await metadata.current_etag(
             STUDY, SERIES, api_version=2, with_external_metadata=True, partition=1

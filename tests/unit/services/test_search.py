@@ -144,7 +144,7 @@ async def with_ward(fakes: Fakes) -> None:
     """A stored study whose external metadata names its ward."""
     fakes.index.search_results = [study_match({"0020000D": {"vr": "UI", "Value": [STUDY]}})]
     values = parse_headers([(f"msdicom-meta-LO-{WARD}", "Ward 7")])
-    await fakes.external_metadata.save([STUDY], values)
+    await fakes.external_metadata.save([STUDY], values, partition=1)
 
 
 async def test_search_for_with_external_metadata_on_v2_matches_and_merges_it(
