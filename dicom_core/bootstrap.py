@@ -155,12 +155,13 @@ def build_services(settings: Settings) -> Services:
     )
     updater = StudyUpdater(index, blobs, janitor, staging, after_commit=query_tags.index_instance)
     delete = DeleteService(index, janitor)
+    partitions = PartitionService(backend.partitions, enabled=settings.data_partitions)
     return Services(
         settings=settings,
         backend=backend,
         staging=staging,
         janitor=janitor,
-        partitions=PartitionService(backend.partitions, enabled=settings.data_partitions),
+        partitions=partitions,
         store=StoreService(
             index,
             blobs,
@@ -206,11 +207,13 @@ def build_services(settings: Settings) -> Services:
             batch_size=settings.export_batch_size,
         ),
         expiry=ExpirySweep(index, delete),
-        events=_event_publisher(settings, backend),
+        events=_event_publisher(settings, backend, partitions),
     )
 
 
-def _event_publisher(settings: Settings, backend: Backend) -> EventPublisher | None:
+def _event_publisher(
+    settings: Settings, backend: Backend, partitions: PartitionService
+) -> EventPublisher | None:
     sink = build_event_sink(settings)
     if sink is None:
         return None
@@ -220,4 +223,5 @@ def _event_publisher(settings: Settings, backend: Backend) -> EventPublisher | N
         sink,
         service_host=settings.events.service_host,
         batch_size=settings.events.batch_size,
+        names=partitions.names if partitions.enabled else None,
     )

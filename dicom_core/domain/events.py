@@ -23,9 +23,8 @@ Where we differ from Azure, on purpose:
 - ``topic``/``source`` name this deployment (``DICOM_EVENTS_SOURCE``), not an Azure Health
   Data Services workspace; Event Grid itself stamps ``topic`` with the custom topic's resource
   ID when it delivers an Event Grid schema event;
-- ``subject`` has no ``/partitions/{name}`` segment: there are no data partitions yet, and a
-  subject without it is a URL this service answers. Azure adds the segment where partitions
-  are enabled.
+- ``subject`` has the ``/partitions/{name}`` segment where partitions are on, as Azure's, so
+  it is always a URL this service answers.
 """
 
 from __future__ import annotations
@@ -91,17 +90,19 @@ class DicomEvent:
         }
 
 
-def instance_subject(host: str, partition: str, study: str, series: str, sop: str) -> str:
-    """The instance's URL without its scheme, as Azure's ``subject``.
-
-    The place where a partition other than the default would add ``/partitions/{name}``.
-    """
-    del partition  # one partition only, for now: its name is not part of the URL
-    return f"{host}/v1/studies/{study}/series/{series}/instances/{sop}"
+def instance_subject(host: str, partition: str | None, study: str, series: str, sop: str) -> str:
+    """The instance's URL without its scheme, as Azure's ``subject``: with
+    ``/partitions/{name}`` where partitions are on (``partition`` given), as Azure adds it."""
+    base = f"{host}/v1" if partition is None else f"{host}/v1/partitions/{partition}"
+    return f"{base}/studies/{study}/series/{series}/instances/{sop}"
 
 
 def dicom_event(
-    entry: ChangeFeedEntry, *, service_host: str, partition: str = PARTITION_NAME
+    entry: ChangeFeedEntry,
+    *,
+    service_host: str,
+    partition: str = PARTITION_NAME,
+    partition_in_url: bool = False,
 ) -> DicomEvent:
     """The event of one change feed entry: create, update and delete map to
     ``DicomImageCreated``, ``DicomImageUpdated`` and ``DicomImageDeleted``."""
@@ -120,7 +121,11 @@ def dicom_event(
         id=str(uuid.uuid5(_EVENT_ID_NAMESPACE, name)),
         type=EVENT_TYPES[entry.action],
         subject=instance_subject(
-            service_host, partition, key.study_uid, key.series_uid, key.sop_uid
+            service_host,
+            partition if partition_in_url else None,
+            key.study_uid,
+            key.series_uid,
+            key.sop_uid,
         ),
         time=entry.timestamp,
         partition=partition,

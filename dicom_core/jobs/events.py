@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from dicom_core.domain.events import PARTITION_NAME, dicom_event
+from dicom_core.domain.change_feed import ChangeFeedEntry
+from dicom_core.domain.events import DicomEvent, dicom_event
 from dicom_core.settings import EVENTS_SCHEDULE_ON, EventSettings, SettingsError
 from dicom_core.storage.ports import ChangeFeedStore, ChangeQuery, CursorStore, EventSink
 
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 EVENTS_CURSOR = "dicom-events"
 """The cursor's name: the sequence of the last change whose event went out."""
 RUN_SECONDS = 240.0
+
+#: The names of a set of partition keys (``PartitionService.names``).
+PartitionNames = Callable[[set[int]], Awaitable[dict[int, str]]]
 """How long one run keeps publishing full pages before leaving the rest to the next run."""
 
 
@@ -61,15 +65,18 @@ class EventPublisher:
         *,
         service_host: str,
         batch_size: int = 100,
-        partition: str = PARTITION_NAME,
+        names: PartitionNames | None = None,
         run_seconds: float = RUN_SECONDS,
     ) -> None:
+        """``names`` gives the names of partition keys (``PartitionService.names``) where
+        partitions are on, and the event subjects then carry them; None: partitions are
+        off, and every entry is Microsoft.Default's."""
         self._feed = feed
         self._cursors = cursors
         self._sink = sink
         self._service_host = service_host
         self._batch_size = batch_size
-        self._partition = partition
+        self._names = names
         self._run_seconds = run_seconds
 
     async def publish(self) -> int:
@@ -83,12 +90,7 @@ class EventPublisher:
             )
             if not entries:
                 break
-            await self._sink.send(
-                [
-                    dicom_event(entry, service_host=self._service_host, partition=self._partition)
-                    for entry in entries
-                ]
-            )
+            await self._sink.send(await self._events(entries))
             last = entries[-1].sequence
             if not await self._cursors.advance_cursor(EVENTS_CURSOR, position, last):
                 log.warning(
@@ -105,6 +107,20 @@ class EventPublisher:
         if published:
             log.info("published %d DICOM events, up to change %d", published, position)
         return published
+
+    async def _events(self, entries: Sequence[ChangeFeedEntry]) -> list[DicomEvent]:
+        if self._names is None:
+            return [dicom_event(entry, service_host=self._service_host) for entry in entries]
+        names = await self._names({entry.key.partition for entry in entries})
+        return [
+            dicom_event(
+                entry,
+                service_host=self._service_host,
+                partition=names[entry.key.partition],
+                partition_in_url=True,
+            )
+            for entry in entries
+        ]
 
     async def close(self) -> None:
         await self._sink.close()

@@ -21,6 +21,8 @@ data would be unreachable. ``check_startup`` refuses it, as Azure refuses to sta
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from dicom_core.domain.partitions import (
     CANNOT_DISABLE,
     DEFAULT_PARTITION,
@@ -42,6 +44,7 @@ class PartitionService:
         self._store = store
         self._enabled = enabled
         self._known: dict[str, Partition] = {}
+        self._names: dict[int, str] = {DEFAULT_PARTITION.key: DEFAULT_PARTITION.name}
 
     @property
     def enabled(self) -> bool:
@@ -72,6 +75,15 @@ class PartitionService:
             raise BadRequest(PARTITION_NOT_FOUND)
         self._known[folded] = found
         return found
+
+    async def names(self, keys: Iterable[int]) -> dict[int, str]:
+        """The name of each partition key (change feed entries name their partition); the
+        registry is read only for a key not seen before."""
+        wanted = set(keys)
+        if not wanted <= self._names.keys():
+            for partition in await self._store.list_partitions():
+                self._names[partition.key] = partition.name
+        return {key: self._names.get(key, f"unknown partition {key}") for key in wanted}
 
     async def list_partitions(self) -> list[Partition]:
         """``GET /partitions``: every partition, Microsoft.Default first; 400 when off."""

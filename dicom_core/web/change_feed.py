@@ -18,6 +18,7 @@ orders differ only when a clock steps back or two changes race by microseconds).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 import orjson
@@ -44,9 +45,12 @@ MAX_SEQUENCE = 2**63 - 1
 MAX_SKIP = QIDO_MAX_OFFSET
 
 
-def entry_json(entry: ChangeFeedEntry) -> dict[str, object]:
+def entry_json(entry: ChangeFeedEntry, names: Mapping[int, str]) -> dict[str, object]:
+    """The entry as the API answers it; ``names`` gives each partition key its name (the
+    feed is one for all partitions, as Azure's is, and each entry says whose it is)."""
     body: dict[str, object] = {
         "Sequence": entry.sequence,
+        "PartitionName": names[entry.key.partition],
         "StudyInstanceUid": entry.key.study_uid,
         "SeriesInstanceUid": entry.key.series_uid,
         "SopInstanceUid": entry.key.sop_uid,
@@ -110,7 +114,8 @@ def change_query(request: Request, version: int) -> ChangeQuery:
 async def read_changes(request: Request, services: Services) -> Response:
     query = change_query(request, api_version(request))
     entries = await services.change_feed.read(query)
-    return _json([entry_json(entry) for entry in entries])
+    names = await services.partitions.names({entry.key.partition for entry in entries})
+    return _json([entry_json(entry, names) for entry in entries])
 
 
 async def latest_change(request: Request, services: Services) -> Response:
@@ -120,4 +125,5 @@ async def latest_change(request: Request, services: Services) -> Response:
     entry = await services.change_feed.latest(include_metadata=include_metadata)
     if entry is None:
         return Response(status_code=204)
-    return _json(entry_json(entry))
+    names = await services.partitions.names({entry.key.partition})
+    return _json(entry_json(entry, names))

@@ -155,6 +155,25 @@ async def test_a_run_publishes_every_change_in_order_page_by_page() -> None:
     assert cursors.positions[EVENTS_CURSOR] == 5
 
 
+async def test_with_partitions_on_each_event_names_its_partition_and_its_url() -> None:
+    feed, cursors, sink = FakeChangeFeedStore(), FakeCursorStore(), FakeEventSink()
+    feed.record(ChangeAction.CREATE, InstanceKey("1.2", "1.2.3", "1.2.3.4", partition=1), 1)
+    feed.record(ChangeAction.CREATE, InstanceKey("1.2", "1.2.3", "1.2.3.4", partition=7), 2)
+
+    async def names(keys: set[int]) -> dict[int, str]:
+        return {key: {1: "Microsoft.Default", 7: "site-a"}[key] for key in keys}
+
+    job = EventPublisher(feed, cursors, sink, service_host=HOST, names=names)
+    assert await job.publish() == 2
+    assert [(e.partition, e.subject) for e in sink.delivered] == [
+        (
+            "Microsoft.Default",
+            f"{HOST}/v1/partitions/Microsoft.Default/studies/1.2/series/1.2.3/instances/1.2.3.4",
+        ),
+        ("site-a", f"{HOST}/v1/partitions/site-a/studies/1.2/series/1.2.3/instances/1.2.3.4"),
+    ]
+
+
 async def test_a_run_publishes_only_what_came_after_the_last_one() -> None:
     feed, cursors, sink = feed_of(3), FakeCursorStore(), FakeEventSink()
     job = publisher(feed, cursors, sink)
