@@ -16,7 +16,7 @@ from dicom_core.domain.partitions import (
 )
 from dicom_core.errors import BadRequest
 from dicom_core.services.partitions import PartitionService
-from dicom_core.settings import SettingsError
+from dicom_core.settings import Settings, SettingsError
 from tests.fakes.partitions import FakePartitionStore
 
 
@@ -128,3 +128,22 @@ async def test_turning_partitions_off_is_refused_once_another_partition_exists()
     await service(enabled=True, store=store).check_startup()
     with pytest.raises(SettingsError, match=CANNOT_DISABLE):
         await service(enabled=False, store=store).check_startup()
+
+
+def test_the_setting_is_refused_where_the_index_cannot_keep_partitions_apart() -> None:
+    on = {"DICOM_DATA_PARTITIONS": "true"}
+    assert Settings.from_mapping({"DICOM_STORAGE": "local", **on}).data_partitions
+    assert not Settings.from_mapping({"DICOM_STORAGE": "azure"}).data_partitions
+    with pytest.raises(SettingsError, match="DICOM_DATA_PARTITIONS is not available"):
+        Settings.from_mapping({"DICOM_STORAGE": "azure", **on})
+
+
+async def test_names_come_from_the_registry_once_and_the_default_needs_none() -> None:
+    store = FakePartitionStore()
+    partitions = service(enabled=True, store=store)
+    assert await partitions.names({DEFAULT_PARTITION_KEY}) == {1: "Microsoft.Default"}
+    created = await store.get_or_add_partition("Site-A")
+    assert await partitions.names({created.key, 1}) == {
+        created.key: "Site-A",
+        1: "Microsoft.Default",
+    }
