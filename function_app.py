@@ -405,6 +405,17 @@ async def partition_delete_instance(req: Request) -> Response:
     return await handle(req, services, delete.delete)
 
 
+# Beyond Azure (its feed is global): one partition's entries of the feed.
+@app.route(route=PARTITION + "/changefeed", methods=["GET"])
+async def partition_changefeed_read(req: Request) -> Response:
+    return await handle(req, services, change_feed.read_changes)
+
+
+@app.route(route=PARTITION + "/changefeed/latest", methods=["GET"])
+async def partition_changefeed_latest(req: Request) -> Response:
+    return await handle(req, services, change_feed.latest_change)
+
+
 @app.route(route=PARTITION + "/export", methods=["POST"])
 async def partition_export_dicom_files(req: Request) -> Response:
     return await handle(req, services, export.start_export)

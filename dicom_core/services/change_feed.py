@@ -13,5 +13,9 @@ class ChangeFeedService:
     async def read(self, query: ChangeQuery) -> list[ChangeFeedEntry]:
         return await self._store.read_changes(query)
 
-    async def latest(self, *, include_metadata: bool) -> ChangeFeedEntry | None:
-        return await self._store.latest_change(include_metadata=include_metadata)
+    async def latest(
+        self, *, include_metadata: bool, partition: int | None = None
+    ) -> ChangeFeedEntry | None:
+        return await self._store.latest_change(
+            include_metadata=include_metadata, partition=partition
+        )

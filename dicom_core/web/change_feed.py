@@ -10,6 +10,11 @@ The parameters are the Azure DICOM service's ("Change feed overview"):
 - ``includeMetadata`` (default true) adds the current version's DICOM JSON to each entry of
   an instance that still exists.
 
+Beyond Azure, ``/v{n}/partitions/{name}/changefeed`` and ``.../changefeed/latest`` read one
+data partition's entries: the same parameters and sequences, with gaps where other
+partitions' entries are (Azure's feed is one for all partitions, and each entry names its
+partition).
+
 Entries are JSON objects with the documented PascalCase names and lower-case values. Azure v2
 orders a window by timestamp, then sequence; this service orders by sequence in both
 versions, the order in which entries are guaranteed never to appear behind a reader (the two
@@ -19,6 +24,7 @@ orders differ only when a clock steps back or two changes race by microseconds).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 
 import orjson
@@ -32,7 +38,7 @@ from dicom_core.domain.timestamps import timestamp_of
 from dicom_core.errors import BadRequest
 from dicom_core.query.parser import MAX_OFFSET as QIDO_MAX_OFFSET
 from dicom_core.storage.ports import ChangeQuery
-from dicom_core.web.context import api_version
+from dicom_core.web.context import api_version, partition_of
 from dicom_core.web.query_params import bool_param, int_param
 
 #: ``limit``'s default and maximum, by API version.
@@ -111,8 +117,19 @@ def change_query(request: Request, version: int) -> ChangeQuery:
     )
 
 
+async def _partition(request: Request, services: Services) -> int | None:
+    """The partition a ``/partitions/{name}/changefeed`` route names; None for the feed
+    itself, which is global in Azure whether partitions are on or off (so never a 400 for
+    lacking a partition)."""
+    if "partition" not in request.path_params:
+        return None
+    return (await partition_of(request, services)).key
+
+
 async def read_changes(request: Request, services: Services) -> Response:
-    query = change_query(request, api_version(request))
+    version = api_version(request)
+    partition = await _partition(request, services)
+    query = replace(change_query(request, version), partition=partition)
     entries = await services.change_feed.read(query)
     names = await services.partitions.names({entry.key.partition for entry in entries})
     return _json([entry_json(entry, names) for entry in entries])
@@ -121,8 +138,11 @@ async def read_changes(request: Request, services: Services) -> Response:
 async def latest_change(request: Request, services: Services) -> Response:
     """The newest entry; 204 while the feed is empty (Azure answers its null the same way)."""
     api_version(request)
+    partition = await _partition(request, services)
     include_metadata = bool_param(request, "includeMetadata", default=True)
-    entry = await services.change_feed.latest(include_metadata=include_metadata)
+    entry = await services.change_feed.latest(
+        include_metadata=include_metadata, partition=partition
+    )
     if entry is None:
         return Response(status_code=204)
     names = await services.partitions.names({entry.key.partition})

@@ -157,6 +157,19 @@ async def test_change_feed_entries_name_their_partition(partitioned: Stores) -> 
     ]
 
 
+async def test_a_partition_s_feed_holds_its_entries_only(partitioned: Stores) -> None:
+    index, feed = partitioned.index, partitioned.ports.change_feed
+    default, other = twins()
+    await store(index, default, "A")
+    await store(index, other, "B")
+    mine = await feed.read_changes(ChangeQuery(limit=1000, partition=OTHER))
+    assert {e.key.partition for e in mine} == {OTHER}
+    assert other in [e.key for e in mine]
+    latest = await feed.latest_change(partition=DEFAULT)
+    assert latest is not None and latest.key == default
+    assert await feed.latest_change(partition=9) is None
+
+
 async def test_expiry_is_per_partition(partitioned: Stores) -> None:
     index = partitioned.index
     default, other = twins()

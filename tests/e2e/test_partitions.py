@@ -158,6 +158,12 @@ def test_the_same_uids_in_two_partitions_never_cross(client: httpx.Client) -> No
         if e["SopInstanceUid"] == in_a.SOPInstanceUID
     ]
     assert mine == [("create", "site-a"), ("create", "Site-B"), ("delete", "site-a")]
+    # Beyond Azure: one partition's feed holds its own entries only.
+    only_b = client.get(f"{b}/changefeed", params={"includeMetadata": "false"}).json()
+    assert {e["PartitionName"] for e in only_b} == {"Site-B"}
+    assert in_b.SOPInstanceUID in {e["SopInstanceUid"] for e in only_b}
+    latest_a = client.get(f"{a}/changefeed/latest", params={"includeMetadata": "false"}).json()
+    assert (latest_a["Action"], latest_a["PartitionName"]) == ("delete", "site-a")
 
 
 def test_data_stored_before_partitions_is_in_microsoft_default(tmp_path: Path) -> None:

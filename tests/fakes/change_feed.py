@@ -50,11 +50,15 @@ class FakeChangeFeedStore:
             if entry.sequence > query.after_sequence
             and (query.start_time is None or entry.timestamp >= query.start_time)
             and (query.end_time is None or entry.timestamp < query.end_time)
+            and query.partition in (None, entry.key.partition)
         ]
         page = kept[query.skip : query.skip + query.limit]
         return [self._with_metadata(entry, query.include_metadata) for entry in page]
 
-    async def latest_change(self, *, include_metadata: bool = False) -> ChangeFeedEntry | None:
-        if not self.entries:
+    async def latest_change(
+        self, *, include_metadata: bool = False, partition: int | None = None
+    ) -> ChangeFeedEntry | None:
+        kept = [e for e in self.entries if partition in (None, e.key.partition)]
+        if not kept:
             return None
-        return self._with_metadata(self.entries[-1], include_metadata)
+        return self._with_metadata(kept[-1], include_metadata)

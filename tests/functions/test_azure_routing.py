@@ -102,6 +102,8 @@ REQUESTS += [
     ("GET", "/v2/partitions", "partitions.list_partitions"),
     ("GET", "/v1/partitions", "partitions.list_partitions"),
     ("GET", "/v2/partitions/Microsoft.Default/studies", "qido.search_for_studies"),
+    ("GET", "/v2/partitions/site-a/changefeed?offset=3", "change_feed.read_changes"),
+    ("GET", "/v1/partitions/site-a/changefeed/latest", "change_feed.latest_change"),
 ]
 
 # One wrong method and one unknown URL per family: both reach the catch-all, which answers

@@ -51,6 +51,7 @@ from azure.cosmos.exceptions import CosmosBatchOperationError, CosmosResourceNot
 
 from dicom_core.domain.change_feed import ChangeAction, ChangeFeedEntry
 from dicom_core.domain.model import InstanceKey
+from dicom_core.domain.partitions import default_partition_only
 from dicom_core.storage.azure.cosmos_docs import (
     MAX_BATCH_OPERATIONS,
     document_partition,
@@ -439,6 +440,9 @@ class CosmosChangeFeedStore:
         self._session = session
 
     async def read_changes(self, query: ChangeQuery) -> list[ChangeFeedEntry]:
+        if query.partition is not None:
+            # Every entry here is Microsoft.Default's (no other partition is stored yet).
+            default_partition_only(query.partition)
         return await self._session.run(lambda c: self._read(c, query))
 
     async def _read(self, c: Containers, query: ChangeQuery) -> list[ChangeFeedEntry]:
@@ -465,7 +469,11 @@ class CosmosChangeFeedStore:
         )
         return await self._entries(c, docs[query.skip :], query.include_metadata)
 
-    async def latest_change(self, *, include_metadata: bool = False) -> ChangeFeedEntry | None:
+    async def latest_change(
+        self, *, include_metadata: bool = False, partition: int | None = None
+    ) -> ChangeFeedEntry | None:
+        if partition is not None:
+            default_partition_only(partition)  # as read_changes
         return await self._session.run(lambda c: self._latest(c, include_metadata))
 
     async def _latest(self, c: Containers, include_metadata: bool) -> ChangeFeedEntry | None:

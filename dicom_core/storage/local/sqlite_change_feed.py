@@ -58,6 +58,9 @@ class SqliteChangeFeedStore:
         if query.end_time is not None:
             clauses.append("c.timestamp < ?")
             params.append(query.end_time)
+        if query.partition is not None:
+            clauses.append("c.partition_key = ?")
+            params.append(query.partition)
         select = _WITH_METADATA if query.include_metadata else _WITHOUT_METADATA
         sql = f"{select} WHERE {' AND '.join(clauses)} ORDER BY c.sequence LIMIT ? OFFSET ?"
         params.extend((query.limit, query.skip))
@@ -70,12 +73,17 @@ class SqliteChangeFeedStore:
 
         return await self._db.run(read)
 
-    async def latest_change(self, *, include_metadata: bool = False) -> ChangeFeedEntry | None:
+    async def latest_change(
+        self, *, include_metadata: bool = False, partition: int | None = None
+    ) -> ChangeFeedEntry | None:
         select = _WITH_METADATA if include_metadata else _WITHOUT_METADATA
-        sql = f"{select} ORDER BY c.sequence DESC LIMIT 1"
+        where, params = (
+            ("", ()) if partition is None else (" WHERE c.partition_key = ?", (partition,))
+        )
+        sql = f"{select}{where} ORDER BY c.sequence DESC LIMIT 1"
 
         def read() -> ChangeFeedEntry | None:
-            row = self._db.connection().execute(sql).fetchone()
+            row = self._db.connection().execute(sql, params).fetchone()
             if row is None:
                 return None
             self._db.sync_wal()

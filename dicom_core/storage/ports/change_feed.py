@@ -22,6 +22,8 @@ class ChangeQuery:
     window keeps entries with ``start_time <= timestamp < end_time`` (v2), both
     ``utc_timestamp`` texts. ``skip`` drops that many of the entries left by the other
     filters (v2's ``offset`` inside a window), and ``limit`` keeps at most that many.
+    ``partition`` keeps one data partition's entries (None: every partition's, the feed
+    Azure serves); their sequences are the feed's, with gaps where other partitions' are.
     """
 
     limit: int
@@ -30,6 +32,7 @@ class ChangeQuery:
     start_time: str | None = None
     end_time: str | None = None
     include_metadata: bool = False
+    partition: int | None = None
 
 
 class ChangeFeedStore(Protocol):
@@ -38,6 +41,9 @@ class ChangeFeedStore(Protocol):
         the read (and the current version's DICOM JSON, when asked and not deleted)."""
         ...
 
-    async def latest_change(self, *, include_metadata: bool = False) -> ChangeFeedEntry | None:
-        """The entry with the highest sequence; None while the feed is empty."""
+    async def latest_change(
+        self, *, include_metadata: bool = False, partition: int | None = None
+    ) -> ChangeFeedEntry | None:
+        """The entry with the highest sequence (of ``partition``'s entries, where given);
+        None while there is none."""
         ...
