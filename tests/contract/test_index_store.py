@@ -351,6 +351,81 @@ async def test_concurrent_stores_of_one_instance_admit_exactly_one(stores: Store
     assert [state for state, _ in await stores.raw_instance_states(key)] == ["created"]
 
 
+async def store_between_check_and_reservation(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch, key: InstanceKey
+) -> list[int]:
+    """Make the next POST of ``key`` lose the race the concurrent test above hits by chance.
+
+    On Cosmos a POST reads the instance (is it stored?), then creates its reservation: two
+    requests. Right after that read answers nothing, another store of ``key`` runs whole, its
+    commit deleting its own reservation, so the POST's create finds no reservation in its way.
+    Returns the watermark that store committed, once it has.
+    """
+    if stores.backend != "azure":
+        pytest.skip("only the Cosmos index checks and reserves in two requests")
+    from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
+    from dicom_core.storage.azure.cosmos_schema import instance_id
+
+    assert isinstance(stores.index, CosmosIndexStore)
+    c = await stores.index.session.containers()
+    read = c.index.read_item
+    armed, winner = [True], []
+
+    async def read_then_store(item: str, *args: object, **kwargs: object) -> object:
+        try:
+            return await read(item, *args, **kwargs)  # not stored: a 404 (raised)
+        finally:
+            if armed and item == instance_id(key.series_uid, key.sop_uid):
+                armed.clear()
+                winner.append(await store(stores.index, key))
+
+    monkeypatch.setattr(c.index, "read_item", read_then_store)
+    return winner
+
+
+async def test_a_post_that_reserves_after_a_store_committed_leaves_no_reservation(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loser of that race holds a reservation until its commit finds the instance
+    stored; the refusal comes with the reservation released, whatever its caller does."""
+    key = new_key()
+    winner = await store_between_check_and_reservation(stores, monkeypatch, key)
+    with pytest.raises(InstanceExists):
+        await store(stores.index, key)
+    assert await stores.raw_instance_states(key) == [("created", winner[0])]
+
+
+async def test_a_post_refused_on_a_retry_releases_what_its_failed_attempt_reserved(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same race, and the reservation's create is applied but its answer lost (a
+    transient error): the retry finds the instance stored, and the reservation the failed
+    attempt made is released before the POST is refused."""
+    from azure.core.exceptions import ServiceResponseError
+
+    from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
+
+    key = new_key()
+    winner = await store_between_check_and_reservation(stores, monkeypatch, key)
+    assert isinstance(stores.index, CosmosIndexStore)
+    c = await stores.index.session.containers()
+    create = c.index.create_item
+    lost: list[str] = []
+
+    async def create_then_lose_the_answer(body: dict[str, object], **kwargs: object) -> object:
+        created = await create(body, **kwargs)
+        if winner and not lost and body.get("kind") == "reservation":  # the loser's create
+            lost.append(str(body["id"]))
+            raise ServiceResponseError("connection reset after the create was applied")
+        return created
+
+    monkeypatch.setattr(c.index, "create_item", create_then_lose_the_answer)
+    with pytest.raises(InstanceExists):
+        await stores.index.begin_instance(key, upsert=False)
+    assert lost  # the failed attempt did reserve
+    assert await stores.raw_instance_states(key) == [("created", winner[0])]
+
+
 async def test_large_metadata_round_trips(stores: Stores) -> None:
     """DICOM JSON that does not fit one Cosmos document (2 MB) even compressed."""
     key = new_key()

@@ -6,6 +6,9 @@ Documents and containers are described in ``cosmos_schema``; how a write changes
 - ``begin_instance`` creates the reservation document with create-only semantics (a second
   store of the same instance gets 409 and answers 45071), after checking that no stored
   instance is in the way; the watermark comes from an atomic ``incr`` patch on a counter.
+  Check and create are two requests: a store committed between them lets a POST reserve an
+  instance that is stored, and that POST's commit refuses it, releasing the reservation
+  before it answers (no store that lost leaves a reservation behind).
 - ``commit_instance`` writes, in one transactional batch in the study's partition: the
   instance document, the deletion of the reservation, the series and study summaries and a
   pending change for the change feed. Every replace is guarded by the ETag read just before,
@@ -146,9 +149,29 @@ class CosmosIndexStore:
     # -- writes -----------------------------------------------------------------------------
 
     async def begin_instance(self, key: InstanceKey, *, upsert: bool) -> Reservation:
+        """Reserve ``key`` for a store (``_begin``).
+
+        A POST refused because the instance is stored (``InstanceExists``) leaves no
+        reservation behind, even when it is refused on a retry: the attempt that failed
+        transiently may have had its reservation created before its answer was lost, and the
+        retry then finds the instance that another store committed in between. That
+        reservation is ours (its owner token), so it is released before the refusal.
+        """
         default_partition_only(key.partition)
         owner = uuid.uuid4().hex
-        return await self._session.run(lambda c: self._begin(c, key, upsert, owner))
+        attempts = 0
+
+        async def reserve(c: Containers) -> Reservation:
+            nonlocal attempts
+            attempts += 1
+            return await self._begin(c, key, upsert, owner)
+
+        try:
+            return await self._session.run(reserve)
+        except InstanceExists:
+            if attempts > 1:
+                await self._release_refused(key, lambda held: held.get("owner") == owner)
+            raise
 
     async def _begin(
         self,
@@ -234,7 +257,18 @@ class CosmosIndexStore:
         expires_at: datetime | None = None,
     ) -> list[str]:
         expiry = None if expires_at is None else timestamp_of(expires_at)
-        replaced = await self._commit_version(reservation, instance, None, expiry)
+        try:
+            replaced = await self._commit_version(reservation, instance, None, expiry)
+        except InstanceExists:
+            # A POST that lost the race to another store of the instance. ``_begin`` checks
+            # that the instance is not stored, then reserves; a store that committed in
+            # between (its batch deleting its own reservation) lets the reservation be made,
+            # and only this commit finds the instance. The loser releases its reservation
+            # before it is told, so it leaves nothing behind whatever its caller does.
+            watermark = reservation.watermark
+            self._reservation_etags.pop((reservation.key, watermark), None)
+            await self._release_refused(reservation.key, lambda held: int(held["wm"]) == watermark)
+            raise
         await self._sequence_changes(reservation.key.study_uid)
         return replaced
 
@@ -519,12 +553,18 @@ class CosmosIndexStore:
             raise ContainerGone(str(exc)) from exc
 
     async def abort_instance(self, reservation: Reservation) -> None:
-        key = reservation.key
+        await self._release(reservation.key, lambda held: int(held["wm"]) == reservation.watermark)
+        self._reservation_etags.pop((reservation.key, reservation.watermark), None)
 
-        async def abort(c: Containers) -> None:
+    async def _release(self, key: InstanceKey, ours: Callable[[Doc], bool]) -> None:
+        """Delete the reservation of ``key`` if ``ours`` says it is the caller's; another
+        store's (a newer one, or one that took a stale reservation over) is left alone. The
+        delete is guarded by the ETag just read, so a takeover in between wins too."""
+
+        async def release(c: Containers) -> None:
             rid = reservation_id(key.series_uid, key.sop_uid)
             held = await read_item(c.index, rid, key.study_uid)
-            if held is None or int(held["wm"]) != reservation.watermark:
+            if held is None or not ours(held):
                 return
             with contextlib.suppress(CosmosResourceNotFoundError, CosmosAccessConditionFailedError):
                 await c.index.delete_item(
@@ -534,8 +574,16 @@ class CosmosIndexStore:
                     match_condition=MatchConditions.IfNotModified,
                 )
 
-        await self._session.run(abort)
-        self._reservation_etags.pop((key, reservation.watermark), None)
+        await self._session.run(release)
+
+    async def _release_refused(self, key: InstanceKey, ours: Callable[[Doc], bool]) -> None:
+        """``_release``, best effort, before a store is refused (``InstanceExists``): when
+        Cosmos fails now the refusal still stands, as it did before the release was tried,
+        and the reservation is taken over once stale (``DICOM_STALE_CREATE_SECONDS``)."""
+        try:
+            await self._release(key, ours)
+        except Exception:
+            log.warning("could not release the refused reservation of %s", key, exc_info=True)
 
     async def delete_instances(
         self,
