@@ -13,7 +13,7 @@ differs from QIDO: ``limit`` goes up to 4000, and only the listed attributes are
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dicom_core.domain.tags import parse_attribute_id
@@ -106,6 +106,8 @@ DEFAULT_RETURN_TAGS: frozenset[str] = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class WorkitemQuery:
+    partition: int = field(kw_only=True)
+    """The data partition searched; no workitem of another partition matches."""
     conditions: tuple[Condition, ...] = ()
     include: IncludeFields = IncludeFields()
     fuzzy: bool = False
@@ -125,8 +127,9 @@ def _path(key: str) -> tuple[str, ...]:
     return tuple(str(tag) for tag in tags)
 
 
-def parse_workitem_query(items: Iterable[tuple[str, str]]) -> WorkitemQuery:
-    """Parse ``GET ../workitems?...``; a 400 names any parameter that cannot be honoured."""
+def parse_workitem_query(items: Iterable[tuple[str, str]], *, partition: int) -> WorkitemQuery:
+    """Parse ``GET ../workitems?...`` in data partition ``partition``; a 400 names any
+    parameter that cannot be honoured."""
     includes: list[tuple[str, str]] = []
     singles: dict[str, tuple[str, str]] = {}
     filters: list[tuple[str, str, QueryAttribute]] = []
@@ -160,6 +163,7 @@ def parse_workitem_query(items: Iterable[tuple[str, str]]) -> WorkitemQuery:
         if condition is not None:
             conditions.append(condition)
     return WorkitemQuery(
+        partition=partition,
         conditions=tuple(conditions),
         include=parse_includes(includes),
         fuzzy=fuzzy,

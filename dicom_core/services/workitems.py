@@ -5,6 +5,10 @@ The rules are pure (``dicom_core.domain.workitems``); this service reads the wor
 them and writes back under optimistic concurrency: a write names the version it read, and a
 write that lost a race re-reads and re-applies the rules, so of two clients claiming the same
 SCHEDULED workitem one wins and the other is told the workitem is no longer SCHEDULED.
+
+Every call names the data partition it works in (``partition``, the key the web layer
+resolved; a search carries it in its query): a workitem UID is unique per partition only, so
+one UID may name a different workitem in each partition, and nothing here crosses them.
 """
 
 from __future__ import annotations
@@ -127,8 +131,9 @@ class WorkitemService:
     def __init__(self, store: WorkitemStore) -> None:
         self._store = store
 
-    async def create(self, dataset: Dataset, url_uid: str | None) -> str:
-        """Create Workitem; returns the workitem UID (from the URL or the dataset)."""
+    async def create(self, dataset: Dataset, url_uid: str | None, *, partition: int) -> str:
+        """Create Workitem in ``partition``; returns the workitem UID (from the URL or the
+        dataset)."""
         dataset = check_dataset(dataset)
         given = first_string(dataset, SOP_INSTANCE_UID)
         if url_uid is not None:
@@ -154,36 +159,42 @@ class WorkitemService:
         # Sent empty as Type 2 asks; the lock is set when the workitem is claimed.
         dataset.pop(TRANSACTION_UID, None)
         try:
-            await self._store.create_workitem(uid, dataset)
+            await self._store.create_workitem(uid, dataset, partition=partition)
         except WorkitemExists:
             raise Conflict(f"The workitem {uid} already exists.") from None
         return uid
 
-    async def _read(self, uid: str) -> WorkitemRecord:
-        record = await self._store.get_workitem(uid)
+    async def _read(self, uid: str, partition: int) -> WorkitemRecord:
+        record = await self._store.get_workitem(uid, partition=partition)
         if record is None:
             raise NotFound(f"The workitem {uid} was not found.")
         return record
 
-    async def retrieve(self, uid: str) -> Dataset:
-        return without_lock((await self._read(uid)).dataset)
+    async def retrieve(self, uid: str, *, partition: int) -> Dataset:
+        return without_lock((await self._read(uid, partition)).dataset)
 
-    async def _change(self, uid: str, apply: Callable[[WorkitemRecord], Dataset]) -> None:
+    async def _change(
+        self, uid: str, partition: int, apply: Callable[[WorkitemRecord], Dataset]
+    ) -> None:
         """Read, apply the rules, write conditionally; re-run after a lost race."""
         for _ in range(WRITE_ATTEMPTS):
-            record = await self._read(uid)
+            record = await self._read(uid, partition)
             try:
                 dataset = apply(record)
             except WorkitemRuleError as exc:
                 raise _error(exc) from None
             try:
-                await self._store.replace_workitem(uid, dataset, version=record.version)
+                await self._store.replace_workitem(
+                    uid, dataset, partition=partition, version=record.version
+                )
                 return
             except WorkitemChanged:
                 continue
         raise Conflict(f"The workitem {uid} is being changed by other requests; try again.")
 
-    async def update(self, uid: str, changes: Dataset, transaction_uid: str | None) -> None:
+    async def update(
+        self, uid: str, changes: Dataset, transaction_uid: str | None, *, partition: int
+    ) -> None:
         """Update Workitem: replace the given top-level attributes (sequences whole)."""
         changes = check_dataset(changes)
         try:
@@ -196,9 +207,9 @@ class WorkitemService:
             check_update(record.state, record.lock, transaction_uid)
             return {**record.dataset, **changes}
 
-        await self._change(uid, apply)
+        await self._change(uid, partition, apply)
 
-    async def change_state(self, uid: str, request: Dataset) -> None:
+    async def change_state(self, uid: str, request: Dataset, *, partition: int) -> None:
         """Change Workitem State: claim (sets the lock), complete or cancel."""
         try:
             wanted = read_state_change(check_dataset(request))
@@ -215,9 +226,9 @@ class WorkitemService:
                 dataset.setdefault(CANCELLATION_DATETIME, _string("DT", dicom_datetime_now()))
             return dataset
 
-        await self._change(uid, apply)
+        await self._change(uid, partition, apply)
 
-    async def request_cancellation(self, uid: str, request: Dataset) -> None:
+    async def request_cancellation(self, uid: str, request: Dataset, *, partition: int) -> None:
         """Request Cancellation: cancels a SCHEDULED workitem (no owner to forward it to)."""
         info = check_dataset(request)
 
@@ -230,10 +241,11 @@ class WorkitemService:
                 dataset[REASON_FOR_CANCELLATION] = info[REASON_FOR_CANCELLATION]
             return dataset
 
-        await self._change(uid, apply)
+        await self._change(uid, partition, apply)
 
     async def search(self, query: WorkitemQuery) -> list[Dataset]:
-        """Search Workitems: one page of matches, newest first, cut to the returned tags."""
+        """Search Workitems in ``query.partition``: one page of matches, newest first, cut
+        to the returned tags."""
         page = await self._store.search_workitems(query)
         wanted = DEFAULT_RETURN_TAGS | set(query.include.tags)
         results = []

@@ -6,6 +6,11 @@ and ``POST ../workitems/{uid}?{transaction-uid}``, with ``AffectedSOPInstanceUID
 ``transaction=`` accepted as the named forms), Location headers, the HTTP ``Warning`` header
 for a workitem already in the requested state, 204 for an empty search, and 501 for the
 Watch and Event subscription routes, which the Azure service does not implement.
+
+Each transaction but the subscriptions has a partitioned route (``/partitions/{name}/...``):
+a handler resolves the data partition first, after the API version (``partition_of``; a
+create makes the partition, as Azure's workitem create does), and works in its key. The
+subscription routes have no partitioned form, as in Azure.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from dicom_core.errors import BadRequest, NotAcceptable, UnsupportedMediaType
 from dicom_core.query.workitems import parse_workitem_query
 from dicom_core.services.workitems import AlreadyInState, check_workitem_uid
 from dicom_core.web.bodies import read_limited
-from dicom_core.web.context import api_version, base_url, path_uid
+from dicom_core.web.context import api_version, partition_of, path_uid, resource_base
 from dicom_core.web.negotiation import parse_accept
 from dicom_core.web.responses import dicom_json, error
 
@@ -101,42 +106,47 @@ def _workitem(request: Request) -> str:
 
 
 async def create(request: Request, services: Services) -> Response:
-    """POST ../workitems and ../workitems?{uid}: 201 with the workitem's location."""
+    """POST ../workitems and ../workitems?{uid}: 201 with the workitem's location (under
+    the partition's URL when the request named one)."""
     version = api_version(request)
+    partition = await partition_of(request, services, create=True)
     _check_accept(request)
     url_uid = _query_uid(request, ("affectedsopinstanceuid", "workitem"), "workitem UID")
     dataset = await _body(request, services)
-    uid = await services.workitems.create(dataset, url_uid)
-    location = f"{base_url(request, version)}/workitems/{uid}"
+    uid = await services.workitems.create(dataset, url_uid, partition=partition.key)
+    location = f"{resource_base(request, version, partition)}/workitems/{uid}"
     return Response(status_code=201, headers={"Location": location, "Content-Location": location})
 
 
 async def retrieve(request: Request, services: Services) -> Response:
     """GET ../workitems/{uid}: the workitem without its Transaction UID."""
     api_version(request)
+    partition = await partition_of(request, services)
     _check_accept(request)
-    dataset = await services.workitems.retrieve(_workitem(request))
+    dataset = await services.workitems.retrieve(_workitem(request), partition=partition.key)
     return dicom_json([dataset])
 
 
 async def update(request: Request, services: Services) -> Response:
     """POST ../workitems/{uid}?{transaction-uid}"""
     api_version(request)
+    partition = await partition_of(request, services)
     uid = _workitem(request)
     lock = _query_uid(request, ("transaction", "transactionuid"), "Transaction UID")
     dataset = await _body(request, services)
-    await services.workitems.update(uid, dataset, lock)
+    await services.workitems.update(uid, dataset, lock, partition=partition.key)
     return Response(status_code=200)
 
 
 async def change_state(request: Request, services: Services) -> Response:
     """PUT ../workitems/{uid}/state"""
     api_version(request)
+    partition = await partition_of(request, services)
     _check_accept(request)
     uid = _workitem(request)
     dataset = await _body(request, services)
     try:
-        await services.workitems.change_state(uid, dataset)
+        await services.workitems.change_state(uid, dataset, partition=partition.key)
     except AlreadyInState as exc:
         return error(exc.status, exc.message, {"Warning": exc.warning})
     return Response(status_code=200)
@@ -145,10 +155,11 @@ async def change_state(request: Request, services: Services) -> Response:
 async def cancel_request(request: Request, services: Services) -> Response:
     """POST ../workitems/{uid}/cancelrequest: 202, or 409 with a Warning if already canceled."""
     api_version(request)
+    partition = await partition_of(request, services)
     uid = _workitem(request)
     dataset = await _body(request, services, optional=True)
     try:
-        await services.workitems.request_cancellation(uid, dataset)
+        await services.workitems.request_cancellation(uid, dataset, partition=partition.key)
     except AlreadyInState as exc:
         return error(exc.status, exc.message, {"Warning": exc.warning})
     return Response(status_code=202)
@@ -157,8 +168,9 @@ async def cancel_request(request: Request, services: Services) -> Response:
 async def search(request: Request, services: Services) -> Response:
     """GET ../workitems?...: 200 with matches, 204 when there are none."""
     api_version(request)
+    partition = await partition_of(request, services)
     _check_accept(request)
-    query = parse_workitem_query(request.query_params.multi_items())
+    query = parse_workitem_query(request.query_params.multi_items(), partition=partition.key)
     results = await services.workitems.search(query)
     if not results:
         return Response(status_code=204)

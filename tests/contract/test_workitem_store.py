@@ -10,11 +10,19 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicom_core.domain.nesting import MAX_SEQUENCE_DEPTH
+from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY
 from dicom_core.query.workitems import parse_workitem_query, workitem_matches
 from dicom_core.storage.azure.cosmos_session import Containers
 from dicom_core.storage.azure.cosmos_workitems import WORKITEM_PARTITION, workitem_id
 from dicom_core.storage.ports import WorkitemChanged, WorkitemExists
 from tests.support.stores import Stores
+
+
+@pytest.fixture(params=[DEFAULT_PARTITION_KEY])
+def partition(request: pytest.FixtureRequest) -> int:
+    """The data partition a test works in: Microsoft.Default and another one."""
+    key: int = request.param
+    return key
 
 
 def dataset(label: str) -> dict[str, object]:
@@ -25,41 +33,49 @@ def dataset(label: str) -> dict[str, object]:
     }
 
 
-async def test_create_read_and_refuse_a_second_create(stores: Stores) -> None:
+async def test_create_read_and_refuse_a_second_create(stores: Stores, partition: int) -> None:
     uid = generate_uid()
-    assert await stores.workitems.get_workitem(uid) is None
-    await stores.workitems.create_workitem(uid, dataset("one"))
-    record = await stores.workitems.get_workitem(uid)
+    assert await stores.workitems.get_workitem(uid, partition=partition) is None
+    await stores.workitems.create_workitem(uid, dataset("one"), partition=partition)
+    record = await stores.workitems.get_workitem(uid, partition=partition)
     assert record is not None
     assert record.uid == uid and record.dataset == dataset("one")
     with pytest.raises(WorkitemExists):
-        await stores.workitems.create_workitem(uid, dataset("two"))
+        await stores.workitems.create_workitem(uid, dataset("two"), partition=partition)
 
 
-async def test_replace_needs_the_current_version(stores: Stores) -> None:
+async def test_replace_needs_the_current_version(stores: Stores, partition: int) -> None:
     uid = generate_uid()
-    await stores.workitems.create_workitem(uid, dataset("one"))
-    first = await stores.workitems.get_workitem(uid)
+    await stores.workitems.create_workitem(uid, dataset("one"), partition=partition)
+    first = await stores.workitems.get_workitem(uid, partition=partition)
     assert first is not None
-    await stores.workitems.replace_workitem(uid, dataset("two"), version=first.version)
-    second = await stores.workitems.get_workitem(uid)
+    await stores.workitems.replace_workitem(
+        uid, dataset("two"), version=first.version, partition=partition
+    )
+    second = await stores.workitems.get_workitem(uid, partition=partition)
     assert second is not None and second.dataset == dataset("two")
     assert second.version != first.version
     with pytest.raises(WorkitemChanged):
-        await stores.workitems.replace_workitem(uid, dataset("stale"), version=first.version)
+        await stores.workitems.replace_workitem(
+            uid, dataset("stale"), version=first.version, partition=partition
+        )
     with pytest.raises(WorkitemChanged):
-        await stores.workitems.replace_workitem(generate_uid(), dataset("x"), version=first.version)
+        await stores.workitems.replace_workitem(
+            generate_uid(), dataset("x"), version=first.version, partition=partition
+        )
 
 
-async def test_of_racing_replaces_one_wins(stores: Stores) -> None:
+async def test_of_racing_replaces_one_wins(stores: Stores, partition: int) -> None:
     uid = generate_uid()
-    await stores.workitems.create_workitem(uid, dataset("one"))
-    read = await stores.workitems.get_workitem(uid)
+    await stores.workitems.create_workitem(uid, dataset("one"), partition=partition)
+    read = await stores.workitems.get_workitem(uid, partition=partition)
     assert read is not None
 
     async def replace(label: str) -> bool:
         try:
-            await stores.workitems.replace_workitem(uid, dataset(label), version=read.version)
+            await stores.workitems.replace_workitem(
+                uid, dataset(label), version=read.version, partition=partition
+            )
         except WorkitemChanged:
             return False
         return True
@@ -94,18 +110,22 @@ QUERIES = [
 
 
 @pytest.mark.parametrize("query", QUERIES)
-async def test_search_agrees_with_the_reference_matcher(stores: Stores, query: str) -> None:
+async def test_search_agrees_with_the_reference_matcher(
+    stores: Stores, partition: int, query: str
+) -> None:
     patient = generate_uid()[-16:]
     made = [generate_uid() for _ in range(4)]
     for n, uid in enumerate(made):
         accessions = ["A1", "B2"] if n % 2 else [f"A{n}"]
         await stores.workitems.create_workitem(
-            uid, item(uid, patient, accessions, f"2026010{n + 1}120000")
+            uid, item(uid, patient, accessions, f"2026010{n + 1}120000"), partition=partition
         )
     pairs = [("PatientID", patient)]
     pairs += [tuple(part.split("=", 1)) for part in query.split("&") if part]  # type: ignore[misc]
-    parsed = parse_workitem_query(pairs)
-    everything = parse_workitem_query([("PatientID", patient), ("limit", "4000")])
+    parsed = parse_workitem_query(pairs, partition=partition)
+    everything = parse_workitem_query(
+        [("PatientID", patient), ("limit", "4000")], partition=partition
+    )
     stored = await stores.workitems.search_workitems(everything)
     assert [r.uid for r in stored] == made[::-1]  # newest first
     expected = [r.uid for r in stored if workitem_matches(parsed, r.dataset)]
@@ -114,13 +134,15 @@ async def test_search_agrees_with_the_reference_matcher(stores: Stores, query: s
     assert [r.uid for r in found] == expected
 
 
-async def test_search_sees_replaced_values(stores: Stores) -> None:
+async def test_search_sees_replaced_values(stores: Stores, partition: int) -> None:
     uid, patient = generate_uid(), generate_uid()[-16:]
-    await stores.workitems.create_workitem(uid, item("x", patient, ["OLD"], "20260101"))
-    record = await stores.workitems.get_workitem(uid)
+    await stores.workitems.create_workitem(
+        uid, item("x", patient, ["OLD"], "20260101"), partition=partition
+    )
+    record = await stores.workitems.get_workitem(uid, partition=partition)
     assert record is not None
     await stores.workitems.replace_workitem(
-        uid, item("x", patient, ["NEW"], "20260202"), version=record.version
+        uid, item("x", patient, ["NEW"], "20260202"), version=record.version, partition=partition
     )
     for key, value, hits in (
         ("0040A370.00080050", "OLD", 0),
@@ -128,7 +150,7 @@ async def test_search_sees_replaced_values(stores: Stores) -> None:
         ("ScheduledProcedureStepStartDateTime", "20260101", 0),
         ("ScheduledProcedureStepStartDateTime", "20260202", 1),
     ):
-        query = parse_workitem_query([("PatientID", patient), (key, value)])
+        query = parse_workitem_query([("PatientID", patient), (key, value)], partition=partition)
         assert len(await stores.workitems.search_workitems(query)) == hits, (key, value)
 
 
@@ -140,16 +162,20 @@ def nested(depth: int) -> dict[str, object]:
     return {**dataset("deep"), **item}
 
 
-async def test_a_workitem_nested_as_deep_as_allowed_round_trips(stores: Stores) -> None:
+async def test_a_workitem_nested_as_deep_as_allowed_round_trips(
+    stores: Stores, partition: int
+) -> None:
     """64 sequence levels are 193 nested JSON containers: past the 128 that Cosmos DB takes
     in an item, so the adapter must not store the dataset as a nested object."""
     uid = generate_uid()
-    await stores.workitems.create_workitem(uid, nested(MAX_SEQUENCE_DEPTH))
-    record = await stores.workitems.get_workitem(uid)
+    await stores.workitems.create_workitem(uid, nested(MAX_SEQUENCE_DEPTH), partition=partition)
+    record = await stores.workitems.get_workitem(uid, partition=partition)
     assert record is not None and record.dataset == nested(MAX_SEQUENCE_DEPTH)
     changed = nested(MAX_SEQUENCE_DEPTH) | dataset("changed")
-    await stores.workitems.replace_workitem(uid, changed, version=record.version)
-    replaced = await stores.workitems.get_workitem(uid)
+    await stores.workitems.replace_workitem(
+        uid, changed, version=record.version, partition=partition
+    )
+    replaced = await stores.workitems.get_workitem(uid, partition=partition)
     assert replaced is not None and replaced.dataset == changed
 
 
@@ -160,7 +186,7 @@ async def test_cosmos_reads_workitems_written_with_the_dataset_as_an_object(
     if stores.backend != "azure":
         pytest.skip("the document layout of the Cosmos DB adapter")
     uid = generate_uid()
-    await stores.workitems.create_workitem(uid, dataset("old"))
+    await stores.workitems.create_workitem(uid, dataset("old"), partition=DEFAULT_PARTITION_KEY)
     session = stores.workitems._session  # type: ignore[attr-defined]
 
     async def rewrite_as_object(c: Containers) -> None:
@@ -169,9 +195,13 @@ async def test_cosmos_reads_workitems_written_with_the_dataset_as_an_object(
         await c.system.replace_item(workitem_id(uid), doc)
 
     await session.run(rewrite_as_object)
-    record = await stores.workitems.get_workitem(uid)
+    record = await stores.workitems.get_workitem(uid, partition=DEFAULT_PARTITION_KEY)
     assert record is not None and record.dataset == dataset("old")
     new = dataset("new") | {"00100020": {"vr": "LO", "Value": [uid]}}
-    await stores.workitems.replace_workitem(uid, new, version=record.version)
-    found = await stores.workitems.search_workitems(parse_workitem_query([("PatientID", uid)]))
+    await stores.workitems.replace_workitem(
+        uid, new, version=record.version, partition=DEFAULT_PARTITION_KEY
+    )
+    found = await stores.workitems.search_workitems(
+        parse_workitem_query([("PatientID", uid)], partition=DEFAULT_PARTITION_KEY)
+    )
     assert [(r.uid, r.dataset) for r in found] == [(uid, new)]

@@ -84,8 +84,8 @@ async def _check(items: list[dict[str, Any]], query_pairs: list[tuple[str, str]]
         try:
             store = SqliteWorkitemStore(db)
             for n, dataset in enumerate(items):
-                await store.create_workitem(f"1.2.{n + 1}", dataset)
-            query = parse_workitem_query(query_pairs)
+                await store.create_workitem(f"1.2.{n + 1}", dataset, partition=1)
+            query = parse_workitem_query(query_pairs, partition=1)
             newest_first = [(f"1.2.{n + 1}", d) for n, d in enumerate(items)][::-1]
             expected = [uid for uid, d in newest_first if workitem_matches(query, d)]
             expected = expected[query.offset : query.offset + query.limit]

@@ -29,7 +29,8 @@ DATASET = {
 
 def matches(query: str) -> bool:
     pairs = [tuple(item.split("=", 1)) for item in query.split("&")]
-    return workitem_matches(parse_workitem_query(pairs), DATASET)  # type: ignore[arg-type]
+    parsed = parse_workitem_query(pairs, partition=1)  # type: ignore[arg-type]
+    return workitem_matches(parsed, DATASET)
 
 
 def test_sequence_values_come_from_every_item() -> None:
@@ -66,12 +67,13 @@ def test_parsed_conditions_and_paging() -> None:
             ("limit", str(MAX_WORKITEM_LIMIT)),
             ("offset", "5"),
             ("includefield", "00404021"),
-        ]
+        ],
+        partition=1,
     )
     assert isinstance(query.conditions[0], RangeMatch)
     assert isinstance(query.conditions[1], WildcardMatch)
     assert (query.limit, query.offset, query.include.tags) == (4000, 5, ("00404021",))
-    assert parse_workitem_query([]).limit == 100
+    assert parse_workitem_query([], partition=1).limit == 100
 
 
 @pytest.mark.parametrize(
@@ -88,4 +90,4 @@ def test_parsed_conditions_and_paging() -> None:
 )
 def test_rejections(pairs: list[tuple[str, str]]) -> None:
     with pytest.raises(BadRequest):
-        parse_workitem_query(pairs)
+        parse_workitem_query(pairs, partition=1)

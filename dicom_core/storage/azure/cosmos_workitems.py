@@ -37,6 +37,7 @@ from azure.cosmos.exceptions import (
     CosmosResourceNotFoundError,
 )
 
+from dicom_core.domain.partitions import default_partition_only
 from dicom_core.domain.workitems import WorkitemRecord
 from dicom_core.query.workitems import WorkitemQuery, workitem_keys, workitem_matches
 from dicom_core.storage.azure.cosmos_docs import without_system_properties
@@ -105,7 +106,9 @@ class CosmosWorkitemStore:
     def __init__(self, session: CosmosSession) -> None:
         self._session = session
 
-    async def create_workitem(self, uid: str, dataset: dict[str, Any]) -> None:
+    async def create_workitem(self, uid: str, dataset: dict[str, Any], *, partition: int) -> None:
+        default_partition_only(partition)
+
         async def create(c: Containers) -> None:
             if await read_item(c.system, workitem_id(uid), WORKITEM_PARTITION) is not None:
                 raise WorkitemExists(uid)
@@ -125,7 +128,9 @@ class CosmosWorkitemStore:
 
         await self._session.run(create)
 
-    async def get_workitem(self, uid: str) -> WorkitemRecord | None:
+    async def get_workitem(self, uid: str, *, partition: int) -> WorkitemRecord | None:
+        default_partition_only(partition)
+
         async def read(c: Containers) -> WorkitemRecord | None:
             doc = await read_item(c.system, workitem_id(uid), WORKITEM_PARTITION)
             return _record(doc) if doc else None
@@ -133,7 +138,11 @@ class CosmosWorkitemStore:
         result: WorkitemRecord | None = await self._session.run(read)
         return result
 
-    async def replace_workitem(self, uid: str, dataset: dict[str, Any], *, version: str) -> None:
+    async def replace_workitem(
+        self, uid: str, dataset: dict[str, Any], *, partition: int, version: str
+    ) -> None:
+        default_partition_only(partition)
+
         async def replace(c: Containers) -> None:
             current = await read_item(c.system, workitem_id(uid), WORKITEM_PARTITION)
             if current is None or current["_etag"] != version:
@@ -158,6 +167,7 @@ class CosmosWorkitemStore:
         await self._session.run(replace)
 
     async def search_workitems(self, query: WorkitemQuery) -> list[WorkitemRecord]:
+        default_partition_only(query.partition)
         sql, params, exact = compile_workitem_search(query)
 
         async def read(c: Containers) -> list[WorkitemRecord]:

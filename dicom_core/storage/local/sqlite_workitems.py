@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from dicom_core.domain.partitions import default_partition_only
 from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.domain.workitems import (
     PATIENT_ID,
@@ -92,7 +93,9 @@ class SqliteWorkitemStore:
     def __init__(self, db: SqliteDatabase) -> None:
         self._db = db
 
-    async def create_workitem(self, uid: str, dataset: dict[str, Any]) -> None:
+    async def create_workitem(self, uid: str, dataset: dict[str, Any], *, partition: int) -> None:
+        default_partition_only(partition)
+
         def insert() -> None:
             now = utc_timestamp()
             try:
@@ -110,7 +113,9 @@ class SqliteWorkitemStore:
 
         await self._db.run(insert)
 
-    async def get_workitem(self, uid: str) -> WorkitemRecord | None:
+    async def get_workitem(self, uid: str, *, partition: int) -> WorkitemRecord | None:
+        default_partition_only(partition)
+
         def read() -> WorkitemRecord | None:
             row = (
                 self._db.connection()
@@ -125,7 +130,11 @@ class SqliteWorkitemStore:
 
         return await self._db.run(read)
 
-    async def replace_workitem(self, uid: str, dataset: dict[str, Any], *, version: str) -> None:
+    async def replace_workitem(
+        self, uid: str, dataset: dict[str, Any], *, partition: int, version: str
+    ) -> None:
+        default_partition_only(partition)
+
         def replace() -> None:
             with self._db.transaction() as conn:
                 changed = conn.execute(
@@ -143,6 +152,7 @@ class SqliteWorkitemStore:
         await self._db.run(replace)
 
     async def search_workitems(self, query: WorkitemQuery) -> list[WorkitemRecord]:
+        default_partition_only(query.partition)
         sql, params = compile_workitem_search(query)
 
         def read() -> list[WorkitemRecord]:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pydicom.uid import generate_uid
 
+from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY
 from dicom_core.domain.workitems import WorkitemRecord
 from dicom_core.errors import BadRequest, Conflict, NotFound
 from dicom_core.query.workitems import parse_workitem_query
@@ -19,6 +20,7 @@ from dicom_core.services.workitems import AlreadyInState, WorkitemService
 from tests.fakes import Fakes, FakeWorkitemStore
 from tests.support.ups import STATE, TRANSACTION_UID, element, workitem
 
+P = DEFAULT_PARTITION_KEY  # the partition of every test but the one about partitions
 REASON = "00741238"
 CANCELLATION_DATETIME = "00404052"
 LABEL = "00741204"
@@ -32,11 +34,11 @@ def state_change(state: str, lock: str | None) -> dict[str, Any]:
 
 
 async def created(service: WorkitemService) -> str:
-    return await service.create(workitem(), generate_uid())
+    return await service.create(workitem(), generate_uid(), partition=P)
 
 
 async def state_of(service: WorkitemService, uid: str) -> str:
-    return str((await service.retrieve(uid))[STATE]["Value"][0])
+    return str((await service.retrieve(uid, partition=P))[STATE]["Value"][0])
 
 
 @pytest.fixture()
@@ -48,28 +50,28 @@ async def test_create_stores_a_scheduled_workitem_without_a_lock(
     fakes: Fakes, service: WorkitemService
 ) -> None:
     uid = generate_uid()
-    assert await service.create(workitem(), uid) == uid
-    record = fakes.workitems.records[uid]
+    assert await service.create(workitem(), uid, partition=P) == uid
+    record = fakes.workitems.records[P, uid]
     assert record.state.value == "SCHEDULED" and record.lock is None
     assert record.dataset["00080018"] == element("UI", uid)
     with pytest.raises(Conflict, match="already exists"):
-        await service.create(workitem(), uid)
+        await service.create(workitem(), uid, partition=P)
 
 
 async def test_create_refuses_a_url_uid_that_differs_from_the_dataset(
     service: WorkitemService,
 ) -> None:
     with pytest.raises(BadRequest, match="differs"):
-        await service.create(workitem(generate_uid()), generate_uid())
+        await service.create(workitem(generate_uid()), generate_uid(), partition=P)
 
 
 async def test_claim_sets_the_lock_which_retrieve_never_shows(
     fakes: Fakes, service: WorkitemService
 ) -> None:
     uid = await created(service)
-    await service.change_state(uid, state_change("IN PROGRESS", "1.2.3"))
-    assert fakes.workitems.records[uid].lock == "1.2.3"
-    retrieved = await service.retrieve(uid)
+    await service.change_state(uid, state_change("IN PROGRESS", "1.2.3"), partition=P)
+    assert fakes.workitems.records[P, uid].lock == "1.2.3"
+    retrieved = await service.retrieve(uid, partition=P)
     assert retrieved[STATE] == element("CS", "IN PROGRESS")
     assert TRANSACTION_UID not in retrieved
 
@@ -78,24 +80,24 @@ async def test_an_owned_workitem_is_updated_and_completed_only_with_its_lock(
     service: WorkitemService,
 ) -> None:
     uid = await created(service)
-    await service.change_state(uid, state_change("IN PROGRESS", "1.2.3"))
+    await service.change_state(uid, state_change("IN PROGRESS", "1.2.3"), partition=P)
     label = {LABEL: element("LO", "changed")}
     with pytest.raises(BadRequest, match="must carry its Transaction UID"):
-        await service.update(uid, label, None)
+        await service.update(uid, label, None, partition=P)
     with pytest.raises(BadRequest, match="does not match"):
-        await service.update(uid, label, "9.9.9")
-    await service.update(uid, label, "1.2.3")
-    assert (await service.retrieve(uid))[LABEL] == element("LO", "changed")
+        await service.update(uid, label, "9.9.9", partition=P)
+    await service.update(uid, label, "1.2.3", partition=P)
+    assert (await service.retrieve(uid, partition=P))[LABEL] == element("LO", "changed")
 
     with pytest.raises(BadRequest, match="does not match"):
-        await service.change_state(uid, state_change("COMPLETED", "9.9.9"))
-    await service.change_state(uid, state_change("COMPLETED", "1.2.3"))
+        await service.change_state(uid, state_change("COMPLETED", "9.9.9"), partition=P)
+    await service.change_state(uid, state_change("COMPLETED", "1.2.3"), partition=P)
     assert await state_of(service, uid) == "COMPLETED"
     with pytest.raises(AlreadyInState) as already:
-        await service.change_state(uid, state_change("COMPLETED", "1.2.3"))
+        await service.change_state(uid, state_change("COMPLETED", "1.2.3"), partition=P)
     assert already.value.warning.startswith("299 - ")
     with pytest.raises(BadRequest, match="can no longer be updated"):
-        await service.update(uid, label, "1.2.3")
+        await service.update(uid, label, "1.2.3", partition=P)
 
 
 async def test_a_scheduled_workitem_is_updated_without_a_lock_and_cannot_skip_a_claim(
@@ -103,19 +105,19 @@ async def test_a_scheduled_workitem_is_updated_without_a_lock_and_cannot_skip_a_
 ) -> None:
     uid = await created(service)
     with pytest.raises(BadRequest, match="without a Transaction UID"):
-        await service.update(uid, {LABEL: element("LO", "x")}, "1.2.3")
-    await service.update(uid, {LABEL: element("LO", "x")}, None)
+        await service.update(uid, {LABEL: element("LO", "x")}, "1.2.3", partition=P)
+    await service.update(uid, {LABEL: element("LO", "x")}, None, partition=P)
     with pytest.raises(BadRequest, match="claim it first"):
-        await service.change_state(uid, state_change("COMPLETED", "1.2.3"))
+        await service.change_state(uid, state_change("COMPLETED", "1.2.3"), partition=P)
     with pytest.raises(BadRequest, match="TransactionUID"):
-        await service.change_state(uid, state_change("IN PROGRESS", None))
+        await service.change_state(uid, state_change("IN PROGRESS", None), partition=P)
 
 
 async def test_the_owner_cancels_by_changing_the_state(service: WorkitemService) -> None:
     uid = await created(service)
-    await service.change_state(uid, state_change("IN PROGRESS", "1.2.3"))
-    await service.change_state(uid, state_change("CANCELED", "1.2.3"))
-    dataset = await service.retrieve(uid)
+    await service.change_state(uid, state_change("IN PROGRESS", "1.2.3"), partition=P)
+    await service.change_state(uid, state_change("CANCELED", "1.2.3"), partition=P)
+    dataset = await service.retrieve(uid, partition=P)
     assert dataset[STATE] == element("CS", "CANCELED")
     assert CANCELLATION_DATETIME in dataset
 
@@ -124,22 +126,22 @@ async def test_request_cancellation_cancels_a_scheduled_workitem_with_its_reason
     service: WorkitemService,
 ) -> None:
     uid = await created(service)
-    await service.request_cancellation(uid, {REASON: element("LT", "patient left")})
-    dataset = await service.retrieve(uid)
+    await service.request_cancellation(uid, {REASON: element("LT", "patient left")}, partition=P)
+    dataset = await service.retrieve(uid, partition=P)
     assert dataset[STATE] == element("CS", "CANCELED")
     assert dataset[REASON] == element("LT", "patient left")
     assert CANCELLATION_DATETIME in dataset
     with pytest.raises(AlreadyInState):
-        await service.request_cancellation(uid, {})
+        await service.request_cancellation(uid, {}, partition=P)
 
 
 async def test_request_cancellation_of_an_owned_workitem_is_a_conflict(
     service: WorkitemService,
 ) -> None:
     uid = await created(service)
-    await service.change_state(uid, state_change("IN PROGRESS", "1.2.3"))
+    await service.change_state(uid, state_change("IN PROGRESS", "1.2.3"), partition=P)
     with pytest.raises(Conflict) as refused:
-        await service.request_cancellation(uid, {})
+        await service.request_cancellation(uid, {}, partition=P)
     assert not isinstance(refused.value, AlreadyInState)
     assert await state_of(service, uid) == "IN PROGRESS"
 
@@ -147,13 +149,13 @@ async def test_request_cancellation_of_an_owned_workitem_is_a_conflict(
 async def test_every_transaction_on_an_unknown_workitem_is_404(service: WorkitemService) -> None:
     uid = generate_uid()
     with pytest.raises(NotFound):
-        await service.retrieve(uid)
+        await service.retrieve(uid, partition=P)
     with pytest.raises(NotFound):
-        await service.update(uid, {}, None)
+        await service.update(uid, {}, None, partition=P)
     with pytest.raises(NotFound):
-        await service.change_state(uid, state_change("IN PROGRESS", "1.2.3"))
+        await service.change_state(uid, state_change("IN PROGRESS", "1.2.3"), partition=P)
     with pytest.raises(NotFound):
-        await service.request_cancellation(uid, {})
+        await service.request_cancellation(uid, {}, partition=P)
 
 
 class RivalClaimsFirst(FakeWorkitemStore):
@@ -164,13 +166,17 @@ class RivalClaimsFirst(FakeWorkitemStore):
         self.rival_lock = rival_lock
         self.writes = 0
 
-    async def replace_workitem(self, uid: str, dataset: dict[str, Any], *, version: str) -> None:
+    async def replace_workitem(
+        self, uid: str, dataset: dict[str, Any], *, partition: int, version: str
+    ) -> None:
         self.writes += 1
         if self.writes == 1:
-            current = self.records[uid]
+            current = self.records[partition, uid]
             claimed = current.dataset | state_change("IN PROGRESS", self.rival_lock)
-            await super().replace_workitem(uid, claimed, version=current.version)
-        await super().replace_workitem(uid, dataset, version=version)
+            await super().replace_workitem(
+                uid, claimed, partition=partition, version=current.version
+            )
+        await super().replace_workitem(uid, dataset, partition=partition, version=version)
 
 
 async def test_of_two_racing_claims_the_loser_is_told_the_workitem_is_taken() -> None:
@@ -178,8 +184,8 @@ async def test_of_two_racing_claims_the_loser_is_told_the_workitem_is_taken() ->
     service = WorkitemService(store)
     uid = await created(service)
     with pytest.raises(BadRequest, match="does not match"):
-        await service.change_state(uid, state_change("IN PROGRESS", "1.2.3"))
-    assert store.records[uid].lock == "7.7.7"  # the rival's claim stands
+        await service.change_state(uid, state_change("IN PROGRESS", "1.2.3"), partition=P)
+    assert store.records[P, uid].lock == "7.7.7"  # the rival's claim stands
     # The lost write was not retried blindly: re-read, re-judged against the rival's claim,
     # and refused without a second write.
     assert store.writes == 1
@@ -188,33 +194,64 @@ async def test_of_two_racing_claims_the_loser_is_told_the_workitem_is_taken() ->
 class AlwaysChanged(FakeWorkitemStore):
     """Every write loses a race."""
 
-    async def replace_workitem(self, uid: str, dataset: dict[str, Any], *, version: str) -> None:
-        record = self.records[uid]
-        self.records[uid] = WorkitemRecord(uid, record.dataset, version + "'", record.sequence)
-        await super().replace_workitem(uid, dataset, version=version)
+    async def replace_workitem(
+        self, uid: str, dataset: dict[str, Any], *, partition: int, version: str
+    ) -> None:
+        record = self.records[partition, uid]
+        changed = WorkitemRecord(uid, record.dataset, version + "'", record.sequence)
+        self.records[partition, uid] = changed
+        await super().replace_workitem(uid, dataset, partition=partition, version=version)
 
 
 async def test_a_write_that_keeps_losing_races_gives_up_with_a_conflict() -> None:
     service = WorkitemService(AlwaysChanged())
     uid = await created(service)
     with pytest.raises(Conflict, match="being changed by other requests"):
-        await service.update(uid, {LABEL: element("LO", "x")}, None)
+        await service.update(uid, {LABEL: element("LO", "x")}, None, partition=P)
 
 
 async def test_search_returns_newest_first_without_locks_cut_to_the_returned_tags(
     service: WorkitemService,
 ) -> None:
     patient = generate_uid()[-16:]
-    first = await service.create(workitem(patient_id=patient), generate_uid())
-    second = await service.create(workitem(patient_id=patient), generate_uid())
-    await service.change_state(second, state_change("IN PROGRESS", "1.2.3"))
+    first = await service.create(workitem(patient_id=patient), generate_uid(), partition=P)
+    second = await service.create(workitem(patient_id=patient), generate_uid(), partition=P)
+    await service.change_state(second, state_change("IN PROGRESS", "1.2.3"), partition=P)
 
-    found = await service.search(parse_workitem_query([("PatientID", patient)]))
+    found = await service.search(parse_workitem_query([("PatientID", patient)], partition=P))
 
     assert [r["00080018"]["Value"][0] for r in found] == [second, first]
     assert all(TRANSACTION_UID not in r for r in found)
     assert all("0040A370" in r and "00380010" not in r for r in found)
     everything = await service.search(
-        parse_workitem_query([("PatientID", patient), ("includefield", "all")])
+        parse_workitem_query([("PatientID", patient), ("includefield", "all")], partition=P)
     )
     assert "00380010" in everything[0] and TRANSACTION_UID not in everything[0]
+
+
+async def test_one_uid_names_an_independent_workitem_in_each_partition(
+    service: WorkitemService,
+) -> None:
+    """Azure keys workitems by (partition, UID): the same UID may be created in two
+    partitions, and nothing done to one reaches the other."""
+    uid, patient, other = generate_uid(), generate_uid()[-16:], 7
+    await service.create(workitem(patient_id=patient), uid, partition=P)
+    await service.create(workitem(patient_id=patient), uid, partition=other)
+    with pytest.raises(Conflict, match="already exists"):
+        await service.create(workitem(), uid, partition=other)
+    with pytest.raises(NotFound):
+        await service.retrieve(uid, partition=9)
+
+    await service.change_state(uid, state_change("IN PROGRESS", "1.2.3"), partition=other)
+    await service.request_cancellation(uid, {REASON: element("LT", "gone")}, partition=P)
+    assert await state_of(service, uid) == "CANCELED"
+    assert (await service.retrieve(uid, partition=other))[STATE] == element("CS", "IN PROGRESS")
+    await service.update(uid, {LABEL: element("LO", "x")}, "1.2.3", partition=other)
+    assert (await service.retrieve(uid, partition=P))[LABEL] == element("LO", "label")
+
+    for partition, state in ((P, "CANCELED"), (other, "IN PROGRESS")):
+        query = parse_workitem_query([("PatientID", patient)], partition=partition)
+        found = await service.search(query)
+        assert [r[STATE] for r in found] == [element("CS", state)]
+    nowhere = parse_workitem_query([("PatientID", patient)], partition=9)
+    assert await service.search(nowhere) == []
