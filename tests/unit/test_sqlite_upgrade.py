@@ -8,11 +8,17 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
+import pytest
+
 from dicom_core.domain.model import InstanceKey
 from dicom_core.query.conditions import QueryResource
 from dicom_core.query.parser import parse_query
+from dicom_core.query.workitems import parse_workitem_query
+from dicom_core.storage.local import sqlite_db
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
+from dicom_core.storage.local.sqlite_workitems import SqliteWorkitemStore
 
 # The change feed and instance tables as the first schema made them (no current_watermark).
 OLD_TABLES = """
@@ -190,3 +196,75 @@ async def test_data_stored_before_partitions_is_microsoft_default_s_after_the_up
         ).fetchone() == (11,)
     finally:
         again.close()
+
+
+# The workitem table before data partitions: a UID unique across the whole database.
+OLD_WORKITEM = """
+CREATE TABLE workitem (
+    workitem_key INTEGER PRIMARY KEY AUTOINCREMENT, workitem_uid TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL, transaction_uid TEXT, patient_name TEXT, patient_name_norm TEXT,
+    patient_id TEXT, study_uid TEXT, scheduled_start_datetime TEXT, dataset BLOB NOT NULL,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE workitem_value (
+    workitem_key INTEGER NOT NULL, path TEXT NOT NULL, value TEXT NOT NULL
+);
+"""
+
+
+def _old_workitem(conn: sqlite3.Connection, key: int, uid: str, patient: str) -> None:
+    dataset = {"00100020": {"vr": "LO", "Value": [patient]}}
+    conn.execute(
+        "INSERT INTO workitem (workitem_key, workitem_uid, state, patient_id, dataset,"
+        " created_at, updated_at, version) VALUES (?, ?, 'SCHEDULED', ?, ?, ?, ?, 3)",
+        (key, uid, patient, orjson.dumps(dataset), "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"),
+    )
+    conn.execute(
+        "INSERT INTO workitem_value (workitem_key, path, value) VALUES (?, '00100020', ?)",
+        (key, patient.lower()),
+    )
+
+
+async def test_old_workitems_become_the_default_partitions_with_their_keys_and_sequence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "index.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(OLD_WORKITEM)
+        _old_workitem(conn, 2, "1.2.2", "P2")
+        _old_workitem(conn, 5, "1.2.5", "P5")
+        # Keys 6 to 9 were given to workitems since gone: the sequence, not the largest
+        # key, says which key comes next.
+        conn.execute("UPDATE sqlite_sequence SET seq = 9 WHERE name = 'workitem'")
+        conn.commit()
+    db = SqliteDatabase(path)
+    try:
+        conn = db.connection()
+        rows = conn.execute(
+            "SELECT workitem_key, partition_key, workitem_uid, version FROM workitem"
+            " ORDER BY workitem_key"
+        ).fetchall()
+        assert rows == [(2, 1, "1.2.2", 3), (5, 1, "1.2.5", 3)]
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert "workitem_by_partition" in names and "workitem_new" not in names
+        sequence = conn.execute("SELECT name, seq FROM sqlite_sequence WHERE name LIKE 'work%'")
+        assert sequence.fetchall() == [("workitem", 9)]
+
+        store = SqliteWorkitemStore(db)
+        record = await store.get_workitem("1.2.5", partition=1)
+        assert record is not None and record.sequence == 5 and record.version == "3"
+        found = await store.search_workitems(
+            parse_workitem_query([("PatientID", "P2")], partition=1)
+        )
+        assert [r.uid for r in found] == ["1.2.2"]  # its workitem_value rows still name it
+        # The UID is now unique per partition only, and new keys follow the sequence.
+        await store.create_workitem("1.2.5", {}, partition=7)
+        again = await store.get_workitem("1.2.5", partition=7)
+        assert again is not None and again.sequence == 10
+    finally:
+        db.close()
+    # A second open finds partition_key and upgrades nothing: a statement that ran would fail.
+    monkeypatch.setattr(
+        sqlite_db, "UPGRADES", (("workitem", "partition_key", ("SELECT no_such_function()",)),)
+    )
+    SqliteDatabase(path).close()

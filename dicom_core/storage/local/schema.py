@@ -20,7 +20,8 @@ Tables and why they exist:
   values per level and the reindex errors.
 - ``external_metadata``: study-level values sent with STOW headers (msdicom-meta-*).
 - ``workitem`` and ``workitem_value``: UPS-RS workitems and their searchable values (including
-  sequence paths such as ReferencedRequestSequence.AccessionNumber).
+  sequence paths such as ReferencedRequestSequence.AccessionNumber). A workitem UID is unique
+  per data partition (``partition_key``), as in Azure.
 - ``operation``: long-running operations (reindex, bulk update) with their checkpoint, so
   they resume; ``operation_hold``: the resources (studies) an unfinished one holds.
 - ``change_feed``: the log of creates, updates and deletes, each entry with the version its
@@ -91,6 +92,33 @@ _text_columns = ", ".join(STUDY_TEXT_COLUMNS.values())
 _text_values = ", ".join(f"' ' || new.{c}" for c in STUDY_TEXT_COLUMNS)
 _text_changed = " OR ".join(f"old.{c} IS NOT new.{c}" for c in STUDY_TEXT_COLUMNS)
 _text_updates = ", ".join(f"{t} = ' ' || new.{c}" for c, t in STUDY_TEXT_COLUMNS.items())
+
+# The workitem table, in one place for the DDL and the upgrade that rebuilds an older one.
+# workitem_key names the workitem's workitem_value rows; a UID is unique per data partition
+# (Azure's unique index is on (PartitionKey, WorkitemUid)). Rows made before partitions
+# existed are Microsoft.Default's.
+_WORKITEM_COLUMNS = f"""
+    workitem_key INTEGER PRIMARY KEY AUTOINCREMENT,
+    partition_key INTEGER NOT NULL DEFAULT {DEFAULT_PARTITION_KEY},
+    workitem_uid TEXT NOT NULL,
+    state TEXT NOT NULL,
+    transaction_uid TEXT,
+    patient_name TEXT,
+    patient_name_norm TEXT,
+    patient_id TEXT,
+    study_uid TEXT,
+    scheduled_start_datetime TEXT,
+    dataset BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1,
+    UNIQUE (partition_key, workitem_uid)
+"""
+# The columns a workitem table had before partition_key, all copied by the rebuild.
+_WORKITEM_OLD_COLUMNS = (
+    "workitem_key, workitem_uid, state, transaction_uid, patient_name, patient_name_norm,"
+    " patient_id, study_uid, scheduled_start_datetime, dataset, created_at, updated_at, version"
+)
 
 _study_cols = ",\n    ".join(
     f"{c} TEXT" for c in [*STUDY_COLUMNS.values(), *STUDY_NORMALIZED_COLUMNS.values()]
@@ -223,21 +251,7 @@ CREATE TABLE IF NOT EXISTS external_metadata_tag (
     vr TEXT NOT NULL
 );
 
-CREATE TABLE IF NOT EXISTS workitem (
-    workitem_key INTEGER PRIMARY KEY AUTOINCREMENT,
-    workitem_uid TEXT NOT NULL UNIQUE,
-    state TEXT NOT NULL,
-    transaction_uid TEXT,
-    patient_name TEXT,
-    patient_name_norm TEXT,
-    patient_id TEXT,
-    study_uid TEXT,
-    scheduled_start_datetime TEXT,
-    dataset BLOB NOT NULL,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    version INTEGER NOT NULL DEFAULT 1
-);
+CREATE TABLE IF NOT EXISTS workitem ({_WORKITEM_COLUMNS});
 CREATE TABLE IF NOT EXISTS workitem_value (
     workitem_key INTEGER NOT NULL,
     path TEXT NOT NULL,
@@ -436,6 +450,24 @@ UPGRADES: tuple[tuple[str, str, tuple[str | Callable[[sqlite3.Connection], None]
     # One rebuild for all the tables; an entry per table, so that it runs whichever of them
     # is old (a database may hold some tables of each age), and once (it skips the rebuilt).
     *((table, "partition_key", (partition_tables,)) for table in PARTITIONED_TABLES),
+    # Workitem UIDs unique per data partition: a UNIQUE constraint cannot be changed in place,
+    # so the table is rebuilt, its workitems becoming Microsoft.Default's. workitem_key is
+    # copied as it is (workitem_value rows name it) and the AUTOINCREMENT sequence carried
+    # over, so a key is never given twice. Indexes on workitem are made in AFTER_UPGRADES.
+    (
+        "workitem",
+        "partition_key",
+        (
+            f"CREATE TABLE workitem_new ({_WORKITEM_COLUMNS})",
+            f"""INSERT INTO workitem_new (partition_key, {_WORKITEM_OLD_COLUMNS})
+                SELECT {DEFAULT_PARTITION_KEY}, {_WORKITEM_OLD_COLUMNS} FROM workitem""",
+            "DELETE FROM sqlite_sequence WHERE name = 'workitem_new'",
+            """INSERT INTO sqlite_sequence (name, seq)
+                SELECT 'workitem_new', seq FROM sqlite_sequence WHERE name = 'workitem'""",
+            "DROP TABLE workitem",
+            "ALTER TABLE workitem_new RENAME TO workitem",
+        ),
+    ),
 )
 AFTER_UPGRADES = f"""
 CREATE INDEX IF NOT EXISTS instance_by_series
@@ -526,4 +558,6 @@ CREATE INDEX IF NOT EXISTS change_feed_by_time ON change_feed (timestamp);
 CREATE INDEX IF NOT EXISTS change_feed_by_partition ON change_feed (partition_key, sequence);
 CREATE INDEX IF NOT EXISTS change_feed_by_partition_time
     ON change_feed (partition_key, timestamp);
+-- A partition's worklist newest first (sqlite_workitems.compile_workitem_search).
+CREATE INDEX IF NOT EXISTS workitem_by_partition ON workitem (partition_key, workitem_key);
 """

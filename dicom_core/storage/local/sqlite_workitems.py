@@ -5,6 +5,10 @@ the version it read, so concurrent claims of one workitem cannot both succeed. S
 compiled to SQL: ``workitem_value`` holds one row per matching key of a searchable attribute
 (``query.workitems.workitem_keys``, several for a path through a sequence), and each condition
 becomes an ``EXISTS`` over those rows with the same key tests as QIDO (``sqlite_query``).
+
+A workitem is named by its data partition and UID (``partition_key``, ``workitem_uid``:
+unique together, as in Azure), and every statement names both, so no read, write or search
+crosses partitions.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from typing import Any
 
 import orjson
 
-from dicom_core.domain.partitions import default_partition_only
 from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.domain.workitems import (
     PATIENT_ID,
@@ -46,11 +49,8 @@ def _columns(dataset: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def _write_values(conn: sqlite3.Connection, uid: str, dataset: dict[str, Any]) -> None:
-    """Replace the workitem's matching keys (in the caller's transaction)."""
-    (key,) = conn.execute(
-        "SELECT workitem_key FROM workitem WHERE workitem_uid = ?", (uid,)
-    ).fetchone()
+def _write_values(conn: sqlite3.Connection, key: int, dataset: dict[str, Any]) -> None:
+    """Replace the matching keys of the workitem ``key`` (in the caller's transaction)."""
     conn.execute("DELETE FROM workitem_value WHERE workitem_key = ?", (key,))
     conn.executemany(
         "INSERT INTO workitem_value (workitem_key, path, value) VALUES (?, ?, ?)",
@@ -60,8 +60,8 @@ def _write_values(conn: sqlite3.Connection, uid: str, dataset: dict[str, Any]) -
 
 def compile_workitem_search(query: WorkitemQuery) -> tuple[str, list[object]]:
     """The SQL of one page of a workitem search, newest first, and its parameters."""
-    params: list[object] = []
-    clauses = []
+    params: list[object] = [query.partition]
+    clauses = ["w.partition_key = ?"]
     for condition in query.conditions:
         params.append(path_name(condition.attribute.path))
         test = sql_predicate(condition, "v.value", params)
@@ -69,7 +69,7 @@ def compile_workitem_search(query: WorkitemQuery) -> tuple[str, list[object]]:
             "EXISTS (SELECT 1 FROM workitem_value v WHERE v.workitem_key = w.workitem_key"
             f" AND v.path = ? AND {test})"
         )
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    where = f" WHERE {' AND '.join(clauses)}"
     # The parser caps the offset (query.parser.MAX_OFFSET); the clamp keeps a query built
     # elsewhere within the 64-bit integer SQLite binds.
     params.extend((query.limit, min(query.offset, MAX_SQL_OFFSET)))
@@ -94,35 +94,32 @@ class SqliteWorkitemStore:
         self._db = db
 
     async def create_workitem(self, uid: str, dataset: dict[str, Any], *, partition: int) -> None:
-        default_partition_only(partition)
-
         def insert() -> None:
             now = utc_timestamp()
             try:
                 with self._db.transaction() as conn:
-                    conn.execute(
-                        "INSERT INTO workitem (workitem_uid, state, transaction_uid,"
-                        " patient_name, patient_id, study_uid, scheduled_start_datetime,"
-                        " dataset, created_at, updated_at, version)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
-                        (uid, *_columns(dataset), now, now),
-                    )
-                    _write_values(conn, uid, dataset)
+                    key = conn.execute(
+                        "INSERT INTO workitem (partition_key, workitem_uid, state,"
+                        " transaction_uid, patient_name, patient_id, study_uid,"
+                        " scheduled_start_datetime, dataset, created_at, updated_at, version)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                        (partition, uid, *_columns(dataset), now, now),
+                    ).lastrowid
+                    assert key is not None
+                    _write_values(conn, key, dataset)
             except sqlite3.IntegrityError as exc:
                 raise WorkitemExists(uid) from exc
 
         await self._db.run(insert)
 
     async def get_workitem(self, uid: str, *, partition: int) -> WorkitemRecord | None:
-        default_partition_only(partition)
-
         def read() -> WorkitemRecord | None:
             row = (
                 self._db.connection()
                 .execute(
                     "SELECT workitem_uid, dataset, version, workitem_key FROM workitem"
-                    " WHERE workitem_uid = ?",
-                    (uid,),
+                    " WHERE partition_key = ? AND workitem_uid = ?",
+                    (partition, uid),
                 )
                 .fetchone()
             )
@@ -133,26 +130,24 @@ class SqliteWorkitemStore:
     async def replace_workitem(
         self, uid: str, dataset: dict[str, Any], *, partition: int, version: str
     ) -> None:
-        default_partition_only(partition)
-
         def replace() -> None:
             with self._db.transaction() as conn:
-                changed = conn.execute(
+                rows = conn.execute(
                     "UPDATE workitem SET state = ?, transaction_uid = ?, patient_name = ?,"
                     " patient_id = ?, study_uid = ?, scheduled_start_datetime = ?, dataset = ?,"
                     " updated_at = ?, version = version + 1"
-                    " WHERE workitem_uid = ? AND version = ?",
-                    (*_columns(dataset), utc_timestamp(), uid, int(version)),
-                ).rowcount
-                if changed == 1:
-                    _write_values(conn, uid, dataset)
-            if changed != 1:
+                    " WHERE partition_key = ? AND workitem_uid = ? AND version = ?"
+                    " RETURNING workitem_key",
+                    (*_columns(dataset), utc_timestamp(), partition, uid, int(version)),
+                ).fetchall()  # to the end: the statement is done before the commit
+                if rows:
+                    _write_values(conn, rows[0][0], dataset)
+            if not rows:
                 raise WorkitemChanged(uid)
 
         await self._db.run(replace)
 
     async def search_workitems(self, query: WorkitemQuery) -> list[WorkitemRecord]:
-        default_partition_only(query.partition)
         sql, params = compile_workitem_search(query)
 
         def read() -> list[WorkitemRecord]:
