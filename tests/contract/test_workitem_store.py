@@ -1,5 +1,6 @@
 """The ``WorkitemStore`` port, on both backends: create-only creation,
-reads, conditional replaces (the basis of the Transaction UID lock) and newest-first listing."""
+reads, conditional replaces (the basis of the Transaction UID lock) and newest-first listing,
+each in Microsoft.Default and in another data partition, and the partitions kept apart."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from dicom_core.storage.azure.cosmos_workitems import WORKITEM_PARTITION, workit
 from dicom_core.storage.ports import WorkitemChanged, WorkitemExists
 from tests.support.stores import Stores
 
+OTHER_PARTITION = 7
 
-@pytest.fixture(params=[DEFAULT_PARTITION_KEY])
+
+@pytest.fixture(params=[DEFAULT_PARTITION_KEY, OTHER_PARTITION], ids=["default", "other"])
 def partition(request: pytest.FixtureRequest) -> int:
     """The data partition a test works in: Microsoft.Default and another one."""
     key: int = request.param
@@ -190,9 +193,10 @@ async def test_cosmos_reads_workitems_written_with_the_dataset_as_an_object(
     session = stores.workitems._session  # type: ignore[attr-defined]
 
     async def rewrite_as_object(c: Containers) -> None:
-        doc = await c.system.read_item(workitem_id(uid), partition_key=WORKITEM_PARTITION)
+        doc_id = workitem_id(uid, partition=DEFAULT_PARTITION_KEY)
+        doc = await c.system.read_item(doc_id, partition_key=WORKITEM_PARTITION)
         doc["dataset"] = orjson.loads(doc.pop("dataset_json"))
-        await c.system.replace_item(workitem_id(uid), doc)
+        await c.system.replace_item(doc_id, doc)
 
     await session.run(rewrite_as_object)
     record = await stores.workitems.get_workitem(uid, partition=DEFAULT_PARTITION_KEY)
@@ -205,3 +209,72 @@ async def test_cosmos_reads_workitems_written_with_the_dataset_as_an_object(
         parse_workitem_query([("PatientID", uid)], partition=DEFAULT_PARTITION_KEY)
     )
     assert [(r.uid, r.dataset) for r in found] == [(uid, new)]
+
+
+async def test_one_uid_in_two_partitions_names_two_independent_workitems(stores: Stores) -> None:
+    """Azure keys workitems by (partition, UID): creating, reading, replacing and searching
+    in one partition never sees or touches the other's workitem of the same UID."""
+    uid, patient = generate_uid(), generate_uid()[-16:]
+    default, other = DEFAULT_PARTITION_KEY, OTHER_PARTITION
+    await stores.workitems.create_workitem(
+        uid, item("default", patient, ["A1"], "20260101"), partition=default
+    )
+    await stores.workitems.create_workitem(
+        uid, item("other", patient, ["A1"], "20260101"), partition=other
+    )
+    with pytest.raises(WorkitemExists):
+        await stores.workitems.create_workitem(uid, dataset("again"), partition=other)
+    first = await stores.workitems.get_workitem(uid, partition=default)
+    second = await stores.workitems.get_workitem(uid, partition=other)
+    assert first is not None and first.dataset == item("default", patient, ["A1"], "20260101")
+    assert second is not None and second.dataset == item("other", patient, ["A1"], "20260101")
+    assert await stores.workitems.get_workitem(uid, partition=9) is None
+
+    changed = item("changed", patient, ["NEW"], "20260202")
+    await stores.workitems.replace_workitem(uid, changed, partition=other, version=second.version)
+    replaced = await stores.workitems.get_workitem(uid, partition=other)
+    assert replaced is not None and replaced.dataset == changed
+    untouched = await stores.workitems.get_workitem(uid, partition=default)
+    assert untouched == first
+    # The other partition's current version does not let a write into this one.
+    with pytest.raises(WorkitemChanged):
+        await stores.workitems.replace_workitem(
+            uid, dataset("x"), partition=default, version=replaced.version
+        )
+    with pytest.raises(WorkitemChanged):
+        await stores.workitems.replace_workitem(
+            uid, dataset("x"), partition=9, version=first.version
+        )
+
+    for partition, label in ((default, "default"), (other, "changed"), (9, None)):
+        query = parse_workitem_query([("PatientID", patient)], partition=partition)
+        found = await stores.workitems.search_workitems(query)
+        assert [r.dataset["00741204"]["Value"][0] for r in found] == ([label] if label else [])
+    for partition, hits in ((default, 0), (other, 1)):
+        pairs = [("PatientID", patient), ("ReferencedRequestSequence.AccessionNumber", "NEW")]
+        query = parse_workitem_query(pairs, partition=partition)
+        assert len(await stores.workitems.search_workitems(query)) == hits
+
+
+async def test_cosmos_keeps_the_default_partitions_documents_as_before_partitions(
+    stores: Stores,
+) -> None:
+    """Microsoft.Default's workitems are the documents written before partitions existed
+    (id w|{uid}, no dp); another partition's are w|{key}|{uid} with dp, in the same logical
+    partition."""
+    if stores.backend != "azure":
+        pytest.skip("the document layout of the Cosmos DB adapter")
+    uid = generate_uid()
+    await stores.workitems.create_workitem(uid, dataset("a"), partition=DEFAULT_PARTITION_KEY)
+    await stores.workitems.create_workitem(uid, dataset("b"), partition=OTHER_PARTITION)
+    session = stores.workitems._session  # type: ignore[attr-defined]
+
+    async def read(c: Containers) -> list[dict[str, object]]:
+        return [
+            await c.system.read_item(doc_id, partition_key=WORKITEM_PARTITION)
+            for doc_id in (f"w|{uid}", f"w|{OTHER_PARTITION}|{uid}")
+        ]
+
+    default_doc, other_doc = await session.run(read)
+    assert "dp" not in default_doc and other_doc["dp"] == OTHER_PARTITION
+    assert default_doc["pk"] == other_doc["pk"] == WORKITEM_PARTITION

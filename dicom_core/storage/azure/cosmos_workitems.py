@@ -2,9 +2,19 @@
 
 Each workitem is one document (``kind`` "workitem", ``id`` ``w|{uid}``) in the logical
 partition ``pk`` = "workitems", so listing the worklist is a single-partition query and
-needs no new container (nor a Bicep change). Creation is create-only (409 from Cosmos means
-the UID is taken); every replace is conditional on the ETag read before it, which makes the
-Transaction UID lock safe against two clients claiming the same workitem at once.
+needs no new container (nor a Bicep change).
+
+Data partitions: a workitem UID is unique per partition (as in Azure), and every partition's
+workitems share that one logical partition; only the document id and a field tell them apart.
+Microsoft.Default's documents are exactly those written before partitions existed (id
+``w|{uid}``, no ``dp`` field), so nothing needs migrating; another partition's have id
+``w|{key}|{uid}`` (a UID has no ``|``, so no id of one partition is another's) and ``dp`` =
+the partition key. A read is a point read of that id; every query filters on the partition
+(``NOT IS_DEFINED(c.dp)`` for the default one, ``c.dp = @key`` otherwise).
+
+Creation is create-only (409 from Cosmos means the UID is taken); every replace is
+conditional on the ETag read before it, which makes the Transaction UID lock safe against two
+clients claiming the same workitem at once.
 
 Search: a document carries the matching keys of its searchable attributes
 (``query.workitems.workitem_keys``), the top-level ones (all of value multiplicity 1) as
@@ -37,7 +47,7 @@ from azure.cosmos.exceptions import (
     CosmosResourceNotFoundError,
 )
 
-from dicom_core.domain.partitions import default_partition_only
+from dicom_core.domain.partitions import is_default
 from dicom_core.domain.workitems import WorkitemRecord
 from dicom_core.query.workitems import WorkitemQuery, workitem_keys, workitem_matches
 from dicom_core.storage.azure.cosmos_docs import without_system_properties
@@ -51,8 +61,14 @@ WORKITEM_PARTITION = "workitems"
 WORKITEM_COUNTER = "workitem"
 
 
-def workitem_id(uid: str) -> str:
-    return f"w|{uid}"
+def workitem_id(uid: str, *, partition: int) -> str:
+    """The document id of workitem ``uid`` in data partition ``partition``."""
+    return f"w|{uid}" if is_default(partition) else f"w|{partition}|{uid}"
+
+
+def partition_filter(partition: int, params: Parameters) -> str:
+    """The condition a workitem query keeps the documents of ``partition`` with."""
+    return "NOT IS_DEFINED(c.dp)" if is_default(partition) else f"c.dp = {params.add(partition)}"
 
 
 def _dataset_fields(dataset: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +94,11 @@ def compile_workitem_search(query: WorkitemQuery) -> tuple[str, dict[str, object
     matches itself. Otherwise it returns every candidate for the conditions it could compile.
     """
     params = Parameters()
-    clauses = [f"c.pk = {params.add(WORKITEM_PARTITION)}", f"c.kind = {params.add(WORKITEM)}"]
+    clauses = [
+        f"c.pk = {params.add(WORKITEM_PARTITION)}",
+        f"c.kind = {params.add(WORKITEM)}",
+        partition_filter(query.partition, params),
+    ]
     exact = True
     for condition in query.conditions:
         path = condition.attribute.path
@@ -107,20 +127,22 @@ class CosmosWorkitemStore:
         self._session = session
 
     async def create_workitem(self, uid: str, dataset: dict[str, Any], *, partition: int) -> None:
-        default_partition_only(partition)
+        doc_id = workitem_id(uid, partition=partition)
 
         async def create(c: Containers) -> None:
-            if await read_item(c.system, workitem_id(uid), WORKITEM_PARTITION) is not None:
+            if await read_item(c.system, doc_id, WORKITEM_PARTITION) is not None:
                 raise WorkitemExists(uid)
             sequence = await advance_counter(c.system, WORKITEM_COUNTER)
-            doc = {
-                "id": workitem_id(uid),
+            doc: dict[str, Any] = {
+                "id": doc_id,
                 "pk": WORKITEM_PARTITION,
                 "kind": WORKITEM,
                 "uid": uid,
                 "seq": sequence,
                 **_dataset_fields(dataset),
             }
+            if not is_default(partition):
+                doc["dp"] = partition
             try:
                 await c.system.create_item(doc)
             except CosmosResourceExistsError as exc:
@@ -129,10 +151,10 @@ class CosmosWorkitemStore:
         await self._session.run(create)
 
     async def get_workitem(self, uid: str, *, partition: int) -> WorkitemRecord | None:
-        default_partition_only(partition)
+        doc_id = workitem_id(uid, partition=partition)
 
         async def read(c: Containers) -> WorkitemRecord | None:
-            doc = await read_item(c.system, workitem_id(uid), WORKITEM_PARTITION)
+            doc = await read_item(c.system, doc_id, WORKITEM_PARTITION)
             return _record(doc) if doc else None
 
         result: WorkitemRecord | None = await self._session.run(read)
@@ -141,10 +163,10 @@ class CosmosWorkitemStore:
     async def replace_workitem(
         self, uid: str, dataset: dict[str, Any], *, partition: int, version: str
     ) -> None:
-        default_partition_only(partition)
+        doc_id = workitem_id(uid, partition=partition)
 
         async def replace(c: Containers) -> None:
-            current = await read_item(c.system, workitem_id(uid), WORKITEM_PARTITION)
+            current = await read_item(c.system, doc_id, WORKITEM_PARTITION)
             if current is None or current["_etag"] != version:
                 raise WorkitemChanged(uid)
             body = without_system_properties(current)
@@ -152,7 +174,7 @@ class CosmosWorkitemStore:
             body |= _dataset_fields(dataset)
             try:
                 await c.system.replace_item(
-                    workitem_id(uid),
+                    doc_id,
                     body,
                     etag=version,
                     match_condition=MatchConditions.IfNotModified,
@@ -167,7 +189,6 @@ class CosmosWorkitemStore:
         await self._session.run(replace)
 
     async def search_workitems(self, query: WorkitemQuery) -> list[WorkitemRecord]:
-        default_partition_only(query.partition)
         sql, params, exact = compile_workitem_search(query)
 
         async def read(c: Containers) -> list[WorkitemRecord]:
