@@ -421,6 +421,41 @@ async def partition_export_dicom_files(req: Request) -> Response:
     return await handle(req, services, export.start_export)
 
 
+# UPS-RS: every workitem transaction but the subscriptions, which Azure has no partitioned
+# form of (they fall to the catch-all's 404). Create makes the partition, as STOW does.
+P_WORKITEM = PARTITION + "/workitems/{workitem}"
+
+
+@app.route(route=PARTITION + "/workitems", methods=["POST"])
+async def partition_ups_create_workitem(req: Request) -> Response:
+    return await handle(req, services, workitems.create)
+
+
+@app.route(route=PARTITION + "/workitems", methods=["GET"])
+async def partition_ups_search_workitems(req: Request) -> Response:
+    return await handle(req, services, workitems.search)
+
+
+@app.route(route=P_WORKITEM, methods=["GET"])
+async def partition_ups_retrieve_workitem(req: Request) -> Response:
+    return await handle(req, services, workitems.retrieve)
+
+
+@app.route(route=P_WORKITEM, methods=["POST"])
+async def partition_ups_update_workitem(req: Request) -> Response:
+    return await handle(req, services, workitems.update)
+
+
+@app.route(route=P_WORKITEM + "/state", methods=["PUT"])
+async def partition_ups_change_workitem_state(req: Request) -> Response:
+    return await handle(req, services, workitems.change_state)
+
+
+@app.route(route=P_WORKITEM + "/cancelrequest", methods=["POST"])
+async def partition_ups_request_workitem_cancellation(req: Request) -> Response:
+    return await handle(req, services, workitems.cancel_request)
+
+
 # --- Jobs ------------------------------------------------------------------------------------
 
 

@@ -90,13 +90,16 @@ REQUESTS = [
 
 # Azure's partitioned routes (with DICOM_DATA_PARTITIONS on): the same requests of the
 # transactions it partitions, under /partitions/{name}, reach the same handlers. Not the curl
-# tutorial's quirk path, which Azure has no partitioned form of.
+# tutorial's quirk path, nor the workitem subscriptions, which Azure has no partitioned form of.
 _PARTITIONED = ("stow.", "wado.", "metadata.", "rendered.", "frames.", "qido.", "delete.")
-_PARTITIONED += ("bulk_update.", "export.")
+_PARTITIONED += ("bulk_update.", "export.", "workitems.")
 REQUESTS += [
     (method, url.replace("/v2/", "/v2/partitions/Site-A_1/", 1), handler)
     for method, url, handler in list(REQUESTS)
-    if handler.startswith(_PARTITIONED) and url.startswith("/v2/") and "studies1" not in url
+    if handler.startswith(_PARTITIONED)
+    and handler != "workitems.subscription"
+    and url.startswith("/v2/")
+    and "studies1" not in url
 ]
 REQUESTS += [
     ("GET", "/v2/partitions", "partitions.list_partitions"),
@@ -121,6 +124,7 @@ WRONG_METHODS = [
     ("GET", "/v2/export"),
     ("DELETE", "/v2/partitions"),
     ("PATCH", "/v2/partitions/site-a/studies"),
+    ("DELETE", "/v2/partitions/site-a/workitems/1.2.3.4"),
 ]
 UNKNOWN = [
     ("POST", "/studies"),
@@ -133,6 +137,8 @@ UNKNOWN = [
     ("GET", "/v2/operations"),
     ("GET", "/v2/partitions/site-a"),
     ("GET", "/v2/partitions/site-a/patients"),
+    ("GET", "/v2/partitions/site-a/subscribers/MYAE"),
+    ("POST", "/v2/partitions/site-a/workitems/1.2.3.4/subscribers/MYAE"),
     ("GET", "/"),
 ]
 CATCH_ALL = "unknown_route"
