@@ -18,6 +18,7 @@ from pydicom.uid import generate_uid
 
 from tests.support.factories import make_dataset, multipart, to_bytes
 from tests.support.server import Server, start_server, stop_server
+from tests.support.ups import DICOM_JSON, HEADERS, workitem
 
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=DICOMwebBoundary'
 JSON = {"Accept": "application/dicom+json"}
@@ -193,3 +194,22 @@ def test_data_stored_before_partitions_is_in_microsoft_default(tmp_path: Path) -
             )
     finally:
         stop_server(off)
+
+
+def test_the_same_workitem_uid_in_two_partitions_is_two_workitems(client: httpx.Client) -> None:
+    uid = generate_uid()
+    a, b = "/v2/partitions/ups-a", "/v2/partitions/ups-b"
+    for base, patient in ((a, "Alpha^A"), (b, "Beta^B")):
+        created = client.post(
+            f"{base}/workitems", json=[workitem(uid, patient_name=patient)], headers=HEADERS
+        )
+        assert created.status_code == 201, created.text
+        assert created.headers["location"].endswith(f"{base}/workitems/{uid}")
+    for base, patient in ((a, "Alpha^A"), (b, "Beta^B")):
+        found = client.get(f"{base}/workitems/{uid}", headers={"Accept": DICOM_JSON})
+        assert found.json()[0]["00100010"]["Value"][0]["Alphabetic"] == patient
+    searched = client.get(f"{a}/workitems", params={"PatientName": "Beta^B"}, headers=JSON)
+    assert searched.status_code == 204
+    unpartitioned = client.get(f"/v2/workitems/{uid}", headers={"Accept": DICOM_JSON})
+    assert unpartitioned.status_code == 400
+    assert message(unpartitioned) == "PartitionName value is missing in the route segment."
