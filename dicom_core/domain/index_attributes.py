@@ -60,9 +60,9 @@ def normalize_person_name(value: str) -> str:
     """Case-folded, accent-stripped name parts separated by single spaces.
 
     'Müller^Hans=ミュラー' becomes 'muller hans ミュラー'; used for PN matching, which the
-    service does without regard to case or accents.
+    service does without regard to case or accents. NULs are left out (``_without_nuls``).
     """
-    decomposed = unicodedata.normalize("NFKD", value)
+    decomposed = unicodedata.normalize("NFKD", _without_nuls(value))
     stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     for separator in "^=":
         stripped = stripped.replace(separator, " ")
@@ -72,9 +72,25 @@ def normalize_person_name(value: str) -> str:
 def fold_text(value: str) -> str:
     """Case-folded text, accents kept: the key of case-insensitive string matching.
 
-    NFC first and last, so that a precomposed and a decomposed accent compare equal.
+    NFC first and last, so that a precomposed and a decomposed accent compare equal. NULs are
+    left out (``_without_nuls``).
     """
-    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", value).casefold())
+    folded = unicodedata.normalize("NFC", _without_nuls(value)).casefold()
+    return unicodedata.normalize("NFC", folded)
+
+
+def _without_nuls(value: str) -> str:
+    """The value without NULs: text keys never hold one, so a search ignores them.
+
+    A NUL is no character of any string VR (PS3.5 6.1 and Table 6.2-1: control characters
+    are excluded but ESC, and in free text a few format effectors, never NUL); the standard
+    names it only as the padding of UI values, which the service strips from any string
+    (``clean_text``). One inside a value, which only invalid data or a ``%00`` in a query can
+    bring, is therefore read as no character either: '1\\x00' (padded) and '\\x001' both
+    match '1' and '*1*'. Every backend then compares NUL-free keys, which SQLite's GLOB needs:
+    it reads its arguments as C strings and would stop at the first NUL.
+    """
+    return value.replace("\x00", "")
 
 
 def normalized_forms(values: Mapping[str, object]) -> dict[str, str]:

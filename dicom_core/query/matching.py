@@ -9,7 +9,8 @@ store time) and the query side (the keys a parser puts in conditions):
 * PN matching ignores case and accents, other strings ignore case only ("Search matching"
   notes): ``index_key`` folds both sides the same way (``domain.index_attributes``).
 * Values padded with NULs match with or without the padding: ``clean_value`` strips padding
-  from query values exactly as the index strips it from stored ones.
+  from query values exactly as the index strips it from stored ones. A NUL inside a value is
+  no character of any string VR (PS3.5 Table 6.2-1): text keys leave it out on both sides.
 * Dates and times compare as fixed-width canonical strings, so that range matching is string
   comparison in every backend (``date_key``, ``time_key``, ``datetime_key``).
 * Wildcards: ``*`` matches any run of characters, ``?`` one character (PS3.4 C.2.2.2.4);

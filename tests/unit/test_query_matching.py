@@ -215,3 +215,15 @@ def test_index_keys_follow_the_attribute_matching() -> None:
     assert index_key(attribute("PatientName"), "Ñuñez^José") == "nunez jose"
     assert index_key(attribute("PatientID"), "AbC") == "abc"
     assert index_key(attribute("StudyInstanceUID"), "1.2.A") == "1.2.A"
+
+
+def test_a_nul_inside_a_text_value_is_no_character() -> None:
+    # PS3.5 admits NUL only as padding: text keys leave it out, on the stored and query sides.
+    assert index_key(attribute("PatientID"), "\x001") == "1"
+    assert index_key(attribute("PatientName"), "Doe\x00^Jo\x00hn") == "doe john"
+    assert matches(condition("PatientID", "*1*"), "\x001")  # type: ignore[arg-type]
+    assert matches(condition("PatientID", "1"), "\x001")  # type: ignore[arg-type]
+    assert matches(condition("PatientID", "a\x00b"), "ab")  # type: ignore[arg-type]
+    assert matches(condition("PatientName", "jo", fuzzy=True), "Doe^\x00John")  # type: ignore[arg-type]
+    # UIDs compare exactly (and validation keeps NULs out of them).
+    assert index_key(attribute("StudyInstanceUID"), "1.2\x00") == "1.2\x00"

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from dicom_core.query.matching import wildcard_matches
 from dicom_core.storage.local.schema import AFTER_UPGRADES, DDL, SCHEMA_VERSION, UPGRADES
 from dicom_core.storage.ports import StorageUnavailable
 
@@ -82,9 +81,6 @@ class SqliteDatabase:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=30000")
-        # GLOB reads its arguments as C strings, so a pattern with a NUL in it would end at
-        # the NUL: such patterns are matched here instead (sqlite_query.sql_predicate).
-        conn.create_function("dicom_wildcard", 2, _wildcard, deterministic=True)
         return conn
 
     @staticmethod
@@ -213,10 +209,3 @@ class SqliteDatabase:
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)
                 self._lock_fd = -1
-
-
-def _wildcard(pattern: str | None, key: str | None) -> int:
-    """``dicom_wildcard(pattern, key)``: the query module's own wildcard match, NUL-safe."""
-    if pattern is None or key is None:
-        return 0
-    return int(wildcard_matches(pattern, key))

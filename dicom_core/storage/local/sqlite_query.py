@@ -64,7 +64,8 @@ def glob_pattern(pattern: str) -> str:
     """A DICOM wildcard pattern as a GLOB pattern: ``*`` and ``?`` carry over, ``[`` is escaped.
 
     GLOB is case-sensitive and compares whole characters, which is what the keys need: the
-    case was folded when the keys were made.
+    case was folded when the keys were made. It reads its arguments as C strings, ending at a
+    NUL; text keys and patterns hold none (``domain.index_attributes.fold_text``).
     """
     return pattern.replace("[", "[[]")
 
@@ -103,10 +104,6 @@ def sql_predicate(condition: Condition, column: str, params: list[object]) -> st
             tests.append(f"{column} <= ?")
         return "(" + " AND ".join(tests) + ")"
     if isinstance(condition, WildcardMatch):
-        if "\x00" in condition.pattern:
-            # GLOB would stop at the NUL (sqlite_db registers this function).
-            params.append(condition.pattern)
-            return f"dicom_wildcard(?, {column})"
         params.append(glob_pattern(condition.pattern))
         return f"{column} GLOB ?"
     if isinstance(condition, FuzzyMatch):
@@ -149,7 +146,7 @@ def _trigram_prefilter(condition: Condition, column: str, params: list[object]) 
         pattern = "* " + max(condition.words, key=lambda w: _literal_run(" " + w)) + "*"
     else:
         return None
-    if "[" in pattern or "\x00" in pattern or _literal_run(pattern) < _MIN_TRIGRAM_RUN:
+    if "[" in pattern or _literal_run(pattern) < _MIN_TRIGRAM_RUN:
         return None
     params.append(pattern)
     return f"st.rowid IN (SELECT rowid FROM {STUDY_TEXT_TABLE} WHERE {text_column} GLOB ?)"
