@@ -220,7 +220,9 @@ def test_errors_disable_then_header_when_enabled(http: httpx.Client) -> None:
         "sopInstanceUid",
         "createdTime",
         "errorMessage",
+        "partitionName",  # Azure's entries name the partition, Microsoft.Default when off
     }
+    assert errors[0]["partitionName"] == "Microsoft.Default"
     assert http.get("/v2/studies", params={"PatientSex": "F"}).status_code == 400
     http.patch("/v2/extendedquerytags/00100040", json={"queryStatus": "Enabled"})
     response = http.get("/v2/studies", params={"PatientSex": "F"})
