@@ -83,9 +83,16 @@ def _raw_multi_text(vr: str, value: bytes, little: bool, encodings: list[str]) -
 
 
 def _raw_pn(vr: str, value: bytes, little: bool, encodings: list[str]) -> JsonObject:
-    """PN: padding off the bytes (NULs kept), decoded once, split into values and groups."""
-    value = value.rstrip(b" ")
-    text = decode_text(value if value.strip(b"\x00 ") else b"", encodings)
+    """PN: trailing spaces off the bytes (NULs kept), decoded once, split into values and groups.
+
+    Whether the value is padding only is asked of the decoded text: an ISO 2022 escape
+    sequence of a declared character set decodes to nothing, so ``ESC $ B NUL`` has no NUL
+    after text to keep. Such a value gets pydicom's own reading, which strips NULs and spaces
+    from the bytes before decoding: ``ESC $ B NUL`` is empty, a space then ``ESC ( B`` a space.
+    """
+    text = decode_text(value.rstrip(b" "), encodings)
+    if not text.strip("\x00 "):
+        text = decode_text(value.rstrip(b"\x00 "), encodings)
     return attribute(vr, [person_name(part.split("=")) for part in text.split("\\")])
 
 
