@@ -402,6 +402,9 @@ def test_person_name_groups(raw: bytes, expected: list[Any] | None) -> None:
         ("IS", b"1\\ \\3", [1, None, 3]),
         ("IS", b"\\", [None, None]),
         ("IS", b"  ", None),
+        # The SH retry drops ESC ( B and leaves a blank value; found by Hypothesis.
+        ("IS", b"\t\x1b(B\\", [None, None]),
+        ("IS", b"7\\\t\x1b(B", [7, None]),
         ("DS", b"1.5\\-2.25e1\\3 ", [1.5, -22.5, 3.0]),
         ("DS", b"1.0", [1.0]),
         ("DS", b"-0", [-0.0]),
@@ -411,6 +414,7 @@ def test_person_name_groups(raw: bytes, expected: list[Any] | None) -> None:
         ("DS", b"abc\\1", None),
         ("DS", b"1.5\x00\\2", [1.5, 2.0]),  # SH retry
         ("DS", b"1\\\\3", [1.0, None, 3.0]),  # F.2.5
+        ("DS", b"\t\x1b(B\\", [None, None]),
         ("DS", b"", None),
     ],
 )

@@ -127,11 +127,12 @@ def _numbers_from_text(
     The SH reading decodes with the dataset's character set and strips NULs and spaces from
     each value, so it can succeed where the IS/DS reading failed ("5\\x00\\\\6" is [5, 6]).
     ``to_json_dict`` then applies ``int``/``float`` to each text; if any fails, the element
-    keeps only its VR.
+    keeps only its VR. A blank text is an empty value (F.2.5), as in the IS/DS reading: an
+    escape sequence decoded away can leave one, such as the tab of "\\t ESC ( B \\\\".
     """
     parts = [part.rstrip("\x00 ") for part in decode_text(value, encodings).split("\\")]
     try:
-        values = [number(part) if part else None for part in parts]
+        values = [number(part) if part.strip() else None for part in parts]
     except (ValueError, OverflowError, Unconvertible):
         return {"vr": vr}
     return attribute(vr, values)
