@@ -21,8 +21,9 @@ from dicom_core.domain.model import InstanceKey, StudyKey
 from dicom_core.query.conditions import QueryResource
 from dicom_core.query.parser import parse_query
 from dicom_core.services.external_metadata import parse_headers
-from dicom_core.storage.ports import ChangeQuery, IndexStore
+from dicom_core.storage.ports import ChangeQuery, IndexedInstance, IndexStore, NewVersion
 from tests.contract.test_index_store import instance
+from tests.contract.test_index_versions import fresh_blob_key
 from tests.support.stores import MEMORY, Stores
 
 DEFAULT, OTHER = 1, 7
@@ -212,3 +213,27 @@ async def test_cosmos_refuses_other_partitions_rather_than_serve_the_default(
         await stores.index.get_instance(other)
     with pytest.raises(ValueError, match="partition 7"):
         await stores.index.list_instances(other.study_uid, partition=OTHER)
+
+
+async def test_cosmos_refuses_other_partitions_in_a_bulk_update_and_a_reindex(
+    stores: Stores,
+) -> None:
+    """The writes that take no reservation first (a bulk update's versions, extended query
+    tag values) refuse another partition as the reads do, rather than write its instance over
+    the default partition's one of the same UIDs."""
+    if stores.backend != "azure":
+        pytest.skip("the azure backend's interim refusal")
+    default, other = twins()
+    watermark = await store(stores.index, default, "A")
+    version = NewVersion(instance(other, patient_id="B"), fresh_blob_key(other), watermark)
+    with pytest.raises(ValueError, match="partition 7"):
+        await stores.index.commit_versions([version])
+    record = await stores.index.get_instance(default)
+    assert record is not None and record.watermark == watermark
+    [document] = await stores.index.get_metadata(default.study_uid, partition=DEFAULT)
+    assert b'"A"' in document  # still the default partition's own
+    tags = stores.query_tags
+    with pytest.raises(ValueError, match="partition 7"):
+        await tags.index_instance(other, watermark + 1, b"{}")
+    with pytest.raises(ValueError, match="partition 7"):
+        await tags.write_values([], [IndexedInstance(other, watermark + 1, b"{}")])

@@ -39,7 +39,7 @@ from dicom_core.domain.extended_query_tags import (
 )
 from dicom_core.domain.model import InstanceKey
 from dicom_core.domain.operations import OperationKind, OperationStatusValues
-from dicom_core.domain.partitions import DEFAULT_PARTITION_NAME
+from dicom_core.domain.partitions import DEFAULT_PARTITION_NAME, default_partition_only
 from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.query.indexed_values import InvalidValue, extract_value
 from dicom_core.storage.azure.cosmos_docs import document_partition
@@ -389,6 +389,8 @@ class CosmosQueryTagStore(CosmosOperationStore):
         raise RuntimeError(f"the value of {tag.path} for {key} kept changing")
 
     async def index_instance(self, key: InstanceKey, watermark: int, metadata_json: bytes) -> None:
+        # Values are kept per study, not per partition (value_partition): refuse another's.
+        default_partition_only(key.partition)
         tags = [t for t in await self.list_tags() if t.status != QueryTagStatusValues.DELETING]
         if not tags:
             return
@@ -431,6 +433,9 @@ class CosmosQueryTagStore(CosmosOperationStore):
     async def write_values(
         self, tags: Sequence[QueryTagRecord], instances: Sequence[IndexedInstance]
     ) -> None:
+        for instance in instances:
+            default_partition_only(instance.key.partition)  # as index_instance
+
         async def write(c: Containers) -> None:
             for instance in instances:
                 if instance.metadata is None:

@@ -285,6 +285,10 @@ class CosmosIndexStore:
         reserves with the same owner (the version's claim) and takes back what an earlier
         attempt left.
         """
+        for version in versions:
+            # A bulk update's versions take no begin_instance, which would refuse them: one
+            # of another partition would otherwise replace the default partition's instance.
+            default_partition_only(version.key.partition)
         outcome = VersionsOutcome()
         reserved: list[tuple[NewVersion, Reservation]] = []
         for version in versions:
