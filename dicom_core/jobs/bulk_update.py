@@ -31,6 +31,7 @@ from dicom_core.jobs.operations import StepOutcome, running_percent, settle_stal
 from dicom_core.services.bulk_update import StudyOutcome, StudyUpdater
 from dicom_core.storage.ports import (
     Continuation,
+    OperationConflict,
     OperationProgress,
     OperationRecord,
     OperationStore,
@@ -164,13 +165,21 @@ class BulkUpdateJob:
         another unfinished operation holds one of its studies (in the same partition)."""
         operation_id = str(uuid.uuid4())
         checkpoint = UpdateCheckpoint(request, 0, UpdateResults(), partition)
-        return await self._store.start_operation(
-            operation_id,
-            OperationKind.UPDATE,
-            checkpoint=checkpoint.to_json(),
-            first=self._message(operation_id, checkpoint),
-            holds=[study_hold(partition, study) for study in request.study_instance_uids],
-        )
+        holds = [study_hold(partition, study) for study in request.study_instance_uids]
+        try:
+            return await self._store.start_operation(
+                operation_id,
+                OperationKind.UPDATE,
+                checkpoint=checkpoint.to_json(),
+                first=self._message(operation_id, checkpoint),
+                holds=holds,
+            )
+        except OperationConflict as exc:
+            # The client is told of its studies, not of the names they are held under (a
+            # store that lost a race may name several, joined by ", ").
+            studies = dict(zip(holds, request.study_instance_uids, strict=True))
+            held = ", ".join(studies.get(name, name) for name in exc.resource.split(", "))
+            raise OperationConflict(held, exc.operation_id) from exc
 
     async def handle_message(self, body: Any, *, final_attempt: bool = False) -> StepOutcome:
         """One delivery. Raises to be retried; on the final attempt the operation is marked

@@ -99,6 +99,17 @@ async def test_a_study_held_by_a_running_update_refuses_another() -> None:
     await job.start(request("1.2.2"), partition=1)  # free once the first has finished
 
 
+async def test_holds_are_per_partition_and_a_refusal_names_the_study() -> None:
+    """The 409's message is made from ``resource``: the study UID the client sent, never
+    the partition-qualified name the operation holds it under."""
+    job, _, _, _ = setup()
+    first = await job.start(request("1.2.1", "1.2.2"), partition=7)
+    with pytest.raises(OperationConflict) as refused:
+        await job.start(request("1.2.2"), partition=7)
+    assert (refused.value.resource, refused.value.operation_id) == ("1.2.2", first.operation_id)
+    await job.start(request("1.2.2"), partition=1)  # the same UID in another partition
+
+
 async def test_failed_studies_fail_the_operation_and_list_a_few_errors_each() -> None:
     many = StudyOutcome(instances_updated=1, errors=[f"instance {n} failed" for n in range(8)])
     job, store, queue, _ = setup(
