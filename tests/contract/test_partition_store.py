@@ -5,6 +5,7 @@ with key 1, new partitions get small keys from 2 upwards, names are compared wit
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 
 import pytest
@@ -24,6 +25,15 @@ async def test_the_default_partition_is_listed_first_with_key_1(stores: Stores) 
     again = await stores.partitions.list_partitions()
     assert again[0].created_at == listed[0].created_at
     assert await stores.raw_partitions() == [(DEFAULT_PARTITION_KEY, DEFAULT_PARTITION_NAME)]
+
+
+async def test_every_creation_time_is_written_alike(stores: Stores) -> None:
+    """``createdDate`` as ``utc_timestamp`` writes it, Microsoft.Default's too: a listing
+    never mixes precisions (the local seed once gave milliseconds, the others microseconds)."""
+    await stores.partitions.get_or_add_partition(partition_name())
+    shape = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+    for partition in await stores.partitions.list_partitions():
+        assert shape.fullmatch(partition.created_at or ""), partition
 
 
 async def test_the_default_partition_is_found_by_name_and_never_takes_a_new_key(

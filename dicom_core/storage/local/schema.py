@@ -316,9 +316,13 @@ CREATE TABLE IF NOT EXISTS data_partition (
     name_key TEXT NOT NULL UNIQUE,
     created_at TEXT NOT NULL
 );
+-- created_at as domain/timestamps.utc_timestamp writes it (microseconds; SQLite's clock has
+-- milliseconds), like the other partitions'; a seed of the first version had milliseconds.
 INSERT OR IGNORE INTO data_partition (partition_key, name, name_key, created_at)
     VALUES ({DEFAULT_PARTITION_KEY}, '{DEFAULT_PARTITION_NAME}',
-        '{name_key(DEFAULT_PARTITION_NAME)}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+        '{name_key(DEFAULT_PARTITION_NAME)}', strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000Z');
+UPDATE data_partition SET created_at = substr(created_at, 1, 23) || '000Z'
+    WHERE partition_key = {DEFAULT_PARTITION_KEY} AND length(created_at) = 24;
 
 CREATE TABLE IF NOT EXISTS job (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
