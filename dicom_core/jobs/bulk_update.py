@@ -105,8 +105,10 @@ class UpdateResults:
 def study_hold(partition: int, study_uid: str) -> str:
     """The name under which an operation holds a study: its UID in Microsoft.Default (as
     before partitions existed, so holds of running operations keep working), prefixed with
-    the partition's key elsewhere (``_`` never occurs in a UID, so the two never meet)."""
-    return study_uid if is_default(partition) else f"p_{partition}/{study_uid}"
+    the partition's key elsewhere (``_`` never occurs in a UID, so the two never meet). The
+    separator is ``|``, not ``/``: Cosmos DB keeps a hold as a document whose id is made from
+    this name, and an id may not contain '/', '\\', '?' or '#'."""
+    return study_uid if is_default(partition) else f"p_{partition}|{study_uid}"
 
 
 @dataclass(frozen=True, slots=True)

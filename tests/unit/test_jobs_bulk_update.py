@@ -16,6 +16,7 @@ from dicom_core.jobs.bulk_update import (
     BulkUpdateJob,
     UpdateCheckpoint,
     UpdateResults,
+    study_hold,
     update_results,
 )
 from dicom_core.jobs.operations import StepOutcome
@@ -108,6 +109,16 @@ async def test_holds_are_per_partition_and_a_refusal_names_the_study() -> None:
         await job.start(request("1.2.2"), partition=7)
     assert (refused.value.resource, refused.value.operation_id) == ("1.2.2", first.operation_id)
     await job.start(request("1.2.2"), partition=1)  # the same UID in another partition
+
+
+def test_a_hold_name_is_a_legal_cosmos_document_id() -> None:
+    """Cosmos DB keeps a hold as the document ``h|{name}``, and its ids may not contain
+    '/', '\\', '?' or '#' (a point read of one would address another path)."""
+    for partition in (1, 7):
+        name = study_hold(partition, "1.2.840.1")
+        assert not set(name) & set("/\\?#"), name
+        assert "1.2.840.1" in name
+    assert study_hold(7, "1.2.3") != study_hold(1, "1.2.3") != study_hold(8, "1.2.3")
 
 
 async def test_failed_studies_fail_the_operation_and_list_a_few_errors_each() -> None:
