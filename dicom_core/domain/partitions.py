@@ -89,14 +89,3 @@ def name_key(name: str) -> str:
 
 def is_default(key: int) -> bool:
     return key == DEFAULT_PARTITION_KEY
-
-
-def default_partition_only(partition: int) -> None:
-    """Refuse a partition other than Microsoft.Default, in an adapter that stores no other.
-
-    While an index adapter cannot keep partitions apart, the settings refuse
-    ``DICOM_DATA_PARTITIONS`` with its backend, so another partition reaching it is a bug:
-    it must fail rather than read or write the default partition's data in its place.
-    """
-    if partition != DEFAULT_PARTITION_KEY:
-        raise ValueError(f"data partition {partition} cannot be stored by this index yet")

@@ -22,6 +22,7 @@ from dicom_core.storage.azure.cosmos_change_feed import sequence_pending
 from dicom_core.storage.azure.cosmos_docs import pending_change_document
 from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
 from dicom_core.storage.azure.cosmos_io import query_items, read_item
+from dicom_core.storage.azure.cosmos_placement import placement_of
 from dicom_core.storage.azure.cosmos_schema import (
     FEED,
     FEED_HEAD_ID,
@@ -134,7 +135,7 @@ async def test_racing_sequencers_leave_a_gap_free_feed_with_each_change_once(
         await cosmos.index.create_item(change)
 
     readers = [sequence_pending(cosmos) for _ in range(4)]
-    writers = [sequence_pending(cosmos, study=study) for study in studies]
+    writers = [sequence_pending(cosmos, study=placement_of(1).study(study)) for study in studies]
     counts = await asyncio.gather(*readers, *writers)
 
     assert sum(counts) >= len(keys)  # a change found sequenced already counts for its finder

@@ -2,10 +2,9 @@
 in two partitions are two instances, and nothing read, searched or deleted in one reaches the
 other (issue [6/7]: "Nothing crosses partitions").
 
-Partition 1 is Microsoft.Default; 7 stands for any other. The Cosmos DB adapters keep
-Microsoft.Default only so far (the settings refuse ``DICOM_DATA_PARTITIONS`` there): on that
-backend the suite checks that another partition is refused rather than served from the
-default one's documents.
+Partition 1 is Microsoft.Default; 7 stands for any other. On Cosmos DB they live in two
+containers (``cosmos_placement``), so the suite checks both layouts and the reads that cover
+both (the change feed, expiry).
 """
 
 from __future__ import annotations
@@ -18,12 +17,14 @@ from pydicom.uid import generate_uid
 
 from dicom_core.domain.change_feed import ChangeAction
 from dicom_core.domain.model import InstanceKey, StudyKey
+from dicom_core.query.attributes import CORE_CATALOG
 from dicom_core.query.conditions import QueryResource
 from dicom_core.query.parser import parse_query
+from dicom_core.services.external_metadata import attribute as external_attribute
 from dicom_core.services.external_metadata import parse_headers
-from dicom_core.storage.ports import ChangeQuery, IndexedInstance, IndexStore, NewVersion
+from dicom_core.storage.ports import ChangeQuery, IndexStore
 from tests.contract.test_index_store import instance
-from tests.contract.test_index_versions import fresh_blob_key
+from tests.contract.test_index_versions import update
 from tests.support.stores import MEMORY, Stores
 
 DEFAULT, OTHER = 1, 7
@@ -31,8 +32,6 @@ DEFAULT, OTHER = 1, 7
 
 @pytest.fixture()
 def partitioned(stores: Stores) -> Stores:
-    if stores.backend == "azure":
-        pytest.skip("Cosmos DB keeps Microsoft.Default only so far (see the azure test below)")
     return stores
 
 
@@ -200,40 +199,84 @@ async def test_external_metadata_belongs_to_the_partition_s_study(partitioned: S
     assert other.study_uid in await store_.study_values([other.study_uid], partition=OTHER)
 
 
-async def test_cosmos_refuses_other_partitions_rather_than_serve_the_default(
+async def test_a_search_on_external_metadata_sees_its_own_partition_only(
+    searched: Stores,
+) -> None:
+    """A condition on a value kept beside the index (external metadata, extended query tags)
+    is resolved against the searched partition's values only."""
+    index, values = searched.index, searched.ports.external_metadata
+    default, other = twins()
+    await store(index, default, "A")
+    await store(index, other, "B")
+    [mine] = parse_headers([("msdicom-meta-LO-00091002", "only-in-the-other")])
+    await values.save([other.study_uid], [mine], partition=OTHER)
+    catalog = CORE_CATALOG.with_extended([external_attribute("00091002", "LO")])
+
+    async def found(partition: int) -> list[str]:
+        query = parse_query(
+            [("00091002", "only-in-the-other")],
+            QueryResource.ALL_STUDIES,
+            partition=partition,
+            catalog=catalog,
+        )
+        return [m.study_uid for m in await index.search(query)]
+
+    assert await found(OTHER) == [other.study_uid]
+    assert await found(DEFAULT) == []
+
+
+async def test_new_versions_stay_in_their_partition(
+    partitioned: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bulk update's versions of one partition's study, committed in one batch and (on
+    Cosmos DB) staged, flipped and rolled forward, leave the twin study alone."""
+    if partitioned.backend == "azure":
+        from dicom_core.storage.azure import cosmos_index
+
+        monkeypatch.setattr(cosmos_index, "STUDY_BATCH_VERSIONS", 1)  # staged
+    index = partitioned.index
+    study, series = generate_uid(), generate_uid()
+    sops = [generate_uid() for _ in range(3)]
+    defaults = [InstanceKey(study, series, sop, partition=DEFAULT) for sop in sops]
+    others = [InstanceKey(study, series, sop, partition=OTHER) for sop in sops]
+    for key in defaults:
+        await store(index, key, "OLD")
+    first = [await store(index, key, "OLD") for key in others]
+    new, outcome = await update(index, others, first, "NEW")
+    assert set(outcome.committed) == set(others) and all(new)
+    assert {orjson.loads(d).get("m") for d in await index.get_metadata(study, partition=OTHER)} == {
+        "NEW"
+    }
+    untouched = await index.get_metadata(study, partition=DEFAULT)
+    assert len(untouched) == 3 and all(b"OLD" in d for d in untouched)
+    settled = await index.settle_versions(study, partition=OTHER)
+    assert not set(settled) & {
+        r.blob_key for r in await index.list_instances(study, partition=OTHER)
+    }
+    entries = await partitioned.ports.change_feed.read_changes(
+        ChangeQuery(limit=1000, partition=OTHER)
+    )
+    assert {e.key for e in entries if e.action is ChangeAction.UPDATE} == set(others)
+
+
+async def test_cosmos_keeps_microsoft_default_in_index_and_the_others_in_partitioned(
     stores: Stores,
 ) -> None:
+    """Microsoft.Default's documents stay as before partitions (``index``, no ``dp``); another
+    partition's are in ``partitioned``, each with its ``dp``."""
     if stores.backend != "azure":
-        pytest.skip("the azure backend's interim refusal")
+        pytest.skip("the Cosmos DB adapter's document layout")
     default, other = twins()
     await store(stores.index, default, "A")
-    with pytest.raises(ValueError, match="partition 7"):
-        await stores.index.begin_instance(other, upsert=False)
-    with pytest.raises(ValueError, match="partition 7"):
-        await stores.index.get_instance(other)
-    with pytest.raises(ValueError, match="partition 7"):
-        await stores.index.list_instances(other.study_uid, partition=OTHER)
-
-
-async def test_cosmos_refuses_other_partitions_in_a_bulk_update_and_a_reindex(
-    stores: Stores,
-) -> None:
-    """The writes that take no reservation first (a bulk update's versions, extended query
-    tag values) refuse another partition as the reads do, rather than write its instance over
-    the default partition's one of the same UIDs."""
-    if stores.backend != "azure":
-        pytest.skip("the azure backend's interim refusal")
-    default, other = twins()
-    watermark = await store(stores.index, default, "A")
-    version = NewVersion(instance(other, patient_id="B"), fresh_blob_key(other), watermark)
-    with pytest.raises(ValueError, match="partition 7"):
-        await stores.index.commit_versions([version])
-    record = await stores.index.get_instance(default)
-    assert record is not None and record.watermark == watermark
-    [document] = await stores.index.get_metadata(default.study_uid, partition=DEFAULT)
-    assert b'"A"' in document  # still the default partition's own
-    tags = stores.query_tags
-    with pytest.raises(ValueError, match="partition 7"):
-        await tags.index_instance(other, watermark + 1, b"{}")
-    with pytest.raises(ValueError, match="partition 7"):
-        await tags.write_values([], [IndexedInstance(other, watermark + 1, b"{}")])
+    await store(stores.index, other, "B")
+    settings = stores.settings.azure
+    assert settings is not None
+    sql = "SELECT c.kind, c.dp FROM c WHERE c.pk = @pk"
+    in_index = stores._cosmos(sql, {"@pk": default.study_uid})
+    in_partitioned = stores._cosmos(
+        sql, {"@pk": other.study_uid}, container=settings.cosmos_partitioned_container
+    )
+    assert {d["kind"] for d in in_index} >= {"instance", "series", "study"}
+    assert all("dp" not in d for d in in_index)
+    assert {d["kind"] for d in in_partitioned} >= {"instance", "series", "study"}
+    assert all(d["dp"] == str(OTHER) for d in in_partitioned)

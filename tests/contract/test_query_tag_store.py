@@ -179,7 +179,7 @@ async def test_cosmos_study_delete_keeps_the_values_of_an_instance_stored_meanwh
     values = await query_items(
         c.system,
         "SELECT * FROM c WHERE c.pk = @pk AND c.kind = @kind",
-        {"@pk": value_partition(study), "@kind": VALUE_KIND},
-        partition=value_partition(study),
+        {"@pk": value_partition(study, partition=1), "@kind": VALUE_KIND},
+        partition=value_partition(study, partition=1),
     )
     assert [(v["wm"], v["text"]) for v in values] == [(watermark, "040Y")]

@@ -19,6 +19,7 @@ from dicom_core.settings import AzureSettings, Settings, SettingsError
 from dicom_core.storage.azure import cosmos_docs as docs
 from dicom_core.storage.azure.clients import StorageClients, parse_connection_string
 from dicom_core.storage.azure.cosmos_change_feed import plan_sequencing
+from dicom_core.storage.azure.cosmos_placement import placement_of
 from dicom_core.storage.azure.cosmos_query import compile_search, element_regex_for, regex_for
 from dicom_core.storage.azure.factory import build_backend
 from dicom_core.storage.azure.retry import RetryPolicy, is_transient, unexpected
@@ -172,6 +173,36 @@ def test_a_study_scoped_search_is_a_single_partition_query() -> None:
     compiled = compile_search(query)
     assert compiled.partition == "1.2.3"
     assert "c.pk = " in compiled.sql
+
+
+def test_a_data_partition_s_search_names_its_prefix_and_its_dp() -> None:
+    """Outside Microsoft.Default a search is routed by the prefix [dp] of the hierarchical key
+    and says c.dp too (the test server ignores the key); one study's is a full-key query."""
+    query = parse_query([("PatientID", "X")], QueryResource.ALL_STUDIES, partition=7)
+    compiled = compile_search(query)
+    assert compiled.partition == ["7"]
+    assert "c.dp = @dp" in compiled.sql and compiled.parameters["@dp"] == "7"
+    scoped = parse_query([], QueryResource.STUDY_SERIES, study_uid="1.2.3", partition=7)
+    compiled = compile_search(scoped)
+    assert compiled.partition == ["7", "1.2.3"]
+    assert "c.dp = @dp" in compiled.sql and "c.pk = " in compiled.sql
+
+
+def test_microsoft_default_keeps_its_layout_and_the_others_carry_dp() -> None:
+    default, other = placement_of(1), placement_of(7)
+    assert (default.key("1.2"), default.scope(), default.fields()) == ("1.2", None, {})
+    assert (other.key("1.2"), other.scope(), other.fields()) == (["7", "1.2"], ["7"], {"dp": "7"})
+    params: dict[str, object] = {}
+    assert default.where(params) is None and params == {}
+    assert default.system_where(params) == "NOT IS_DEFINED(c.dp)"
+    assert other.study("1.2").where(params) == "c.pk = @pk AND c.dp = @dp"
+    assert params == {"@pk": "1.2", "@dp": "7"}
+    assert default.values_partition("1.2") == "v|1.2"
+    assert other.values_partition("1.2") == "v|7|1.2"
+    key = InstanceKey("1.2", "1.2.3", "1.2.3.4", partition=7)
+    change = docs.pending_change_document("create", key, 5, "20260101T000000.000000Z")
+    assert change["dp"] == "7" and docs.document_partition(change) == 7
+    assert "dp" not in _pending("create", "1.2.3.4", 5)
 
 
 # -- the change feed's sequencer (cosmos_change_feed) ----------------------------------------

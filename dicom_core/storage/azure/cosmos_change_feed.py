@@ -7,7 +7,8 @@ batch spans one logical partition, and a store or a delete runs its batch in its
 partition, so the entry cannot get its place in the feed there. Hence an outbox and a
 sequencer:
 
-1. The batch of each change creates a *pending change* in the study's partition (``kind``
+1. The batch of each change creates a *pending change* in the study's partition, in the
+   container of the study's data partition (``cosmos_placement``; ``kind``
    "pendingchange", ``cosmos_docs.pending_change_document``): what happened, to which
    instance and version, when, and ``ord``, which orders the changes of one instance
    (``cosmos_docs.change_order``). It is durable with the change, or absent with it.
@@ -51,7 +52,6 @@ from azure.cosmos.exceptions import CosmosBatchOperationError, CosmosResourceNot
 
 from dicom_core.domain.change_feed import ChangeAction, ChangeFeedEntry
 from dicom_core.domain.model import InstanceKey
-from dicom_core.domain.partitions import default_partition_only
 from dicom_core.storage.azure.cosmos_docs import (
     MAX_BATCH_OPERATIONS,
     document_partition,
@@ -63,6 +63,11 @@ from dicom_core.storage.azure.cosmos_io import (
     first_item,
     query_items,
     read_item,
+)
+from dicom_core.storage.azure.cosmos_placement import (
+    PlacedStudy,
+    document_placement,
+    placement_of,
 )
 from dicom_core.storage.azure.cosmos_schema import (
     FEED,
@@ -79,7 +84,7 @@ from dicom_core.storage.ports.change_feed import ChangeQuery
 log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
-Key = tuple[str, str, str]
+Key = tuple[str, str, str, str]
 
 BATCH_OPERATIONS = MAX_BATCH_OPERATIONS
 """Operations in one batch of the sequencer: entries, moved entries and the head."""
@@ -97,7 +102,7 @@ reader takes up to 99 waiting changes in one batch anyway."""
 MAX_ROUNDS = 20
 """Batches of one run at most, so that a reader under a flood of writes still answers."""
 
-_ENTRY_FIELDS = "c.seq, c.ts, c.action, c.study, c.series, c.sop, c.wm, c.cur"
+_ENTRY_FIELDS = "c.seq, c.ts, c.action, c.dp, c.study, c.series, c.sop, c.wm, c.cur"
 
 
 class _Lost(Exception):
@@ -106,7 +111,9 @@ class _Lost(Exception):
 
 
 def _key(doc: Mapping[str, Any]) -> Key:
-    return (str(doc["study"]), str(doc["series"]), str(doc["sop"]))
+    """An instance's identity in a pending change or an entry: its data partition (``dp``,
+    empty for Microsoft.Default) and UIDs; the same UIDs in two partitions are two."""
+    return (str(doc.get("dp") or ""), str(doc["study"]), str(doc["series"]), str(doc["sop"]))
 
 
 def _target(pending: Mapping[str, Any]) -> int | None:
@@ -170,6 +177,7 @@ def _apply(
         created[str(change["id"])] = {
             "id": change["id"],
             "pk": FEED_PARTITION,
+            **document_placement(change).fields(),
             "kind": FEED,
             "seq": last + n,
             "action": change["action"],
@@ -220,14 +228,15 @@ def plan_sequencing(
 # -- the sequencer ---------------------------------------------------------------------------
 
 
-async def sequence_pending(c: Containers, *, study: str | None = None) -> int:
+async def sequence_pending(c: Containers, *, study: PlacedStudy | None = None) -> int:
     """Give pending changes their entries in the feed; returns how many it sequenced.
 
     With ``study``, the pending changes of that study (after a store or delete there: one
-    single-partition query; after ``WRITER_LOSSES`` lost races it leaves the rest to the next
-    sequencer). Without, all of them (before a read: a cross-partition query; it retries lost
-    races for up to ``READER_SECONDS``, then raises ``StorageUnavailable``). Either way at most
-    ``MAX_ROUNDS`` batches.
+    single-partition query in the study's container; after ``WRITER_LOSSES`` lost races it
+    leaves the rest to the next sequencer). Without, all of them (before a read: a
+    cross-partition query on each index container; it retries lost races for up to
+    ``READER_SECONDS``, then raises ``StorageUnavailable``). Either way at most ``MAX_ROUNDS``
+    batches.
     """
     reader = study is None
     if reader and not await _anything_pending(c):
@@ -270,27 +279,45 @@ def _pauses(reader: bool) -> Iterator[float]:
 
 async def _anything_pending(c: Containers) -> bool:
     """Whether any change waits: one plain query, where the ``TOP`` and ``ORDER BY`` of
-    ``_read_pending`` across partitions take three round trips (refused, plan, per range)."""
-    probe = await first_item(
-        c.index, "SELECT c.id FROM c WHERE c.kind = @kind", {"@kind": PENDING_CHANGE}
-    )
-    return probe is not None
+    ``_read_pending`` across partitions take three round trips (refused, plan, per range).
+    Both index containers hold pending changes (``cosmos_placement``)."""
+    for container in (c.index, c.partitioned):
+        probe = await first_item(
+            container, "SELECT c.id FROM c WHERE c.kind = @kind", {"@kind": PENDING_CHANGE}
+        )
+        if probe is not None:
+            return True
+    return False
 
 
-async def _read_pending(c: Containers, study: str | None) -> list[Doc]:
-    """The first pending changes by ``ord``: of one study, or of all (cross-partition)."""
-    params: dict[str, object] = {"@n": PENDING_PER_ROUND, "@kind": PENDING_CHANGE}
-    where = "c.kind = @kind"
+_PENDING_FIELDS = "c.id, c.pk, c.dp, c.action, c.study, c.series, c.sop, c.wm, c.ord, c.ts"
+
+
+async def _read_pending(c: Containers, study: PlacedStudy | None) -> list[Doc]:
+    """The first pending changes by ``ord``: of one study, or of all (a cross-partition
+    query on each index container, merged: a prefix by ``ord`` of all of them)."""
     if study is not None:
-        where = "c.pk = @pk AND " + where
-        params["@pk"] = study
-    return await query_items(
-        c.index,
-        "SELECT TOP @n c.id, c.pk, c.action, c.study, c.series, c.sop, c.wm, c.ord, c.ts"
-        f" FROM c WHERE {where} ORDER BY c.ord",
-        params,
-        partition=study,
+        params: dict[str, object] = {"@n": PENDING_PER_ROUND, "@kind": PENDING_CHANGE}
+        where = study.where(params)
+        return await query_items(
+            study.container(c),
+            f"SELECT TOP @n {_PENDING_FIELDS} FROM c WHERE {where} AND c.kind = @kind"
+            " ORDER BY c.ord",
+            params,
+            partition=study.key,
+        )
+    found = await asyncio.gather(
+        *(
+            query_items(
+                container,
+                f"SELECT TOP @n {_PENDING_FIELDS} FROM c WHERE c.kind = @kind ORDER BY c.ord",
+                {"@n": PENDING_PER_ROUND, "@kind": PENDING_CHANGE},
+            )
+            for container in (c.index, c.partitioned)
+        )
     )
+    merged = sorted((doc for docs in found for doc in docs), key=lambda doc: int(doc["ord"]))
+    return merged[:PENDING_PER_ROUND]
 
 
 async def _round(c: Containers, pending: list[Doc]) -> int:
@@ -368,25 +395,27 @@ async def _move_ahead(c: Containers, moves: Sequence[tuple[Doc, int | None]]) ->
 
 async def _drop_pending(c: Containers, pending: Sequence[Mapping[str, Any]]) -> None:
     """Best effort: a pending change left behind is recognised by its entry next time."""
-    by_study: dict[str, list[str]] = {}
+    by_study: dict[PlacedStudy, list[str]] = {}
     for change in pending:
-        by_study.setdefault(str(change["pk"]), []).append(str(change["id"]))
+        study = document_placement(change).study(str(change["pk"]))
+        by_study.setdefault(study, []).append(str(change["id"]))
 
-    async def drop(study: str, ids: list[str]) -> None:
+    async def drop(study: PlacedStudy, ids: list[str]) -> None:
+        container = study.container(c)
         if len(ids) > 1:
             operations = [("delete", (pending_id,)) for pending_id in ids]
             for start in range(0, len(operations), BATCH_OPERATIONS):
                 with contextlib.suppress(CosmosBatchOperationError):
-                    await c.index.execute_item_batch(
+                    await container.execute_item_batch(
                         batch_operations=operations[start : start + BATCH_OPERATIONS],
-                        partition_key=study,
+                        partition_key=study.key,
                     )
                     continue
                 # One of them was gone already (another sequencer's cleanup): one by one.
                 for pending_id in ids[start : start + BATCH_OPERATIONS]:
-                    await delete_if_present(c.index, pending_id, study)
+                    await delete_if_present(container, pending_id, study.key)
             return
-        await delete_if_present(c.index, ids[0], study)
+        await delete_if_present(container, ids[0], study.key)
 
     try:
         await asyncio.gather(*(drop(study, ids) for study, ids in by_study.items()))
@@ -421,11 +450,13 @@ async def _metadata(c: Containers, docs: Sequence[Mapping[str, Any]]) -> list[by
     versions = {(_key(doc), int(doc["cur"])) for doc in docs if doc.get("cur") is not None}
 
     async def read(key: Key, watermark: int) -> bytes | None:
-        study, series, sop = key
-        found = await read_item(c.index, instance_id(series, sop), study)
+        dp, study_uid, series, sop = key
+        study = document_placement({"dp": dp}).study(study_uid)
+        container = study.container(c)
+        found = await read_item(container, instance_id(series, sop), study.key)
         if found is None or int(found["wm"]) != watermark:
             return None
-        return await unpack_metadata(c.index, study, found)
+        return await unpack_metadata(container, study, found)
 
     ordered = sorted(versions)
     answers = await asyncio.gather(*(read(key, wm) for key, wm in ordered))
@@ -440,9 +471,6 @@ class CosmosChangeFeedStore:
         self._session = session
 
     async def read_changes(self, query: ChangeQuery) -> list[ChangeFeedEntry]:
-        if query.partition is not None:
-            # Every entry here is Microsoft.Default's (no other partition is stored yet).
-            default_partition_only(query.partition)
         return await self._session.run(lambda c: self._read(c, query))
 
     async def _read(self, c: Containers, query: ChangeQuery) -> list[ChangeFeedEntry]:
@@ -461,6 +489,9 @@ class CosmosChangeFeedStore:
         if query.end_time is not None:
             clauses.append("c.ts < @end")
             params["@end"] = query.end_time
+        if query.partition is not None:
+            # One partition's entries: the same sequences, with gaps where others' are.
+            clauses.append(placement_of(query.partition).system_where(params))
         docs = await query_items(
             c.system,
             f"SELECT TOP @n {_ENTRY_FIELDS} FROM c WHERE {' AND '.join(clauses)} ORDER BY c.seq",
@@ -472,17 +503,20 @@ class CosmosChangeFeedStore:
     async def latest_change(
         self, *, include_metadata: bool = False, partition: int | None = None
     ) -> ChangeFeedEntry | None:
-        if partition is not None:
-            default_partition_only(partition)  # as read_changes
-        return await self._session.run(lambda c: self._latest(c, include_metadata))
+        return await self._session.run(lambda c: self._latest(c, include_metadata, partition))
 
-    async def _latest(self, c: Containers, include_metadata: bool) -> ChangeFeedEntry | None:
+    async def _latest(
+        self, c: Containers, include_metadata: bool, partition: int | None
+    ) -> ChangeFeedEntry | None:
         await sequence_pending(c)
+        params: dict[str, object] = {"@pk": FEED_PARTITION, "@kind": FEED}
+        where = "c.pk = @pk AND c.kind = @kind"
+        if partition is not None:
+            where += " AND " + placement_of(partition).system_where(params)
         docs = await query_items(
             c.system,
-            f"SELECT TOP 1 {_ENTRY_FIELDS} FROM c WHERE c.pk = @pk AND c.kind = @kind"
-            " ORDER BY c.seq DESC",
-            {"@pk": FEED_PARTITION, "@kind": FEED},
+            f"SELECT TOP 1 {_ENTRY_FIELDS} FROM c WHERE {where} ORDER BY c.seq DESC",
+            params,
             partition=FEED_PARTITION,
         )
         entries = await self._entries(c, docs, include_metadata)

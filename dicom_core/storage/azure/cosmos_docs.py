@@ -38,6 +38,7 @@ from dicom_core.domain.model import (
     StoredInstance,
 )
 from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY
+from dicom_core.storage.azure.cosmos_placement import PlacedStudy, placement_of
 from dicom_core.storage.azure.cosmos_schema import (
     INSTANCE,
     METAPART,
@@ -87,11 +88,11 @@ def split_metadata(packed: str) -> list[str]:
     return [packed[i : i + METADATA_PART_CHARS] for i in range(0, len(packed), METADATA_PART_CHARS)]
 
 
-def metapart_documents(study_uid: str, watermark: int, parts: Sequence[str]) -> list[Doc]:
+def metapart_documents(study: PlacedStudy, watermark: int, parts: Sequence[str]) -> list[Doc]:
     return [
         {
             "id": metapart_id(watermark, n),
-            "pk": study_uid,
+            **study.fields(),
             "kind": METAPART,
             "wm": watermark,
             "part": n,
@@ -139,6 +140,7 @@ def instance_document(
     return {
         "id": instance_id(key.series_uid, key.sop_uid),
         "pk": key.study_uid,
+        **placement_of(key.partition).fields(),
         "kind": INSTANCE,
         "study": key.study_uid,
         "series": key.series_uid,
@@ -159,13 +161,14 @@ def instance_document(
 
 
 RECORD_FIELDS = (
-    "study, series, sop, wm, sopClass, tsuid, blobKey, size, frames, createdAt, metaParts, _etag"
+    "study, series, sop, dp, wm, sopClass, tsuid, blobKey, size, frames, createdAt, metaParts,"
+    " _etag"
 )
 
 
 def document_partition(doc: Mapping[str, Any]) -> int:
-    """The data partition a document belongs to: Microsoft.Default for every document of
-    the ``index`` and ``system`` containers, which carry no ``dp``."""
+    """The data partition a document belongs to: Microsoft.Default for every document
+    without ``dp`` (``cosmos_placement``)."""
     return int(doc.get("dp") or DEFAULT_PARTITION_KEY)
 
 
@@ -342,6 +345,7 @@ def pending_change_document(action: str, key: InstanceKey, watermark: int, now: 
     return {
         "id": pending_change_id(),
         "pk": key.study_uid,
+        **placement_of(key.partition).fields(),
         "kind": PENDING_CHANGE,
         "action": action,
         "study": key.study_uid,
@@ -407,6 +411,9 @@ def plan_commit(
     )
     study["dirty"] = propagate
     series["sk"], series["skv"] = study["sk"], study["kv"]
+    # A new series or study of a partition other than Microsoft.Default says which.
+    series.update(placement_of(key.partition).fields())
+    study.update(placement_of(key.partition).fields())
     if not updating:
         if expires_at is None:
             study.pop("expiresAt", None)

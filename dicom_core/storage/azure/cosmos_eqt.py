@@ -8,10 +8,11 @@ container, index or Bicep change is needed:
   ``MAX_TAGS`` tags, and sharing one logical partition lets adding tags create the tags and
   their operation in one transactional batch (all or nothing; a taken path fails the batch);
 - indexing errors (``kind`` "eqterr") in ``pk`` = ``e|{tag key}``, one per (tag, instance),
+  with the ``dp`` of a partition other than Microsoft.Default (its id then starts ``{dp}|``),
   created create-only so that a redelivered batch does not count an error twice;
-- indexed values (``kind`` "eqtv") in ``pk`` = ``v|{study}``, keyed by the entity of the tag's
-  level; their layout, the QIDO over them and their deletion with the instances they describe
-  are ``cosmos_extended_values``'s.
+- indexed values (``kind`` "eqtv") in ``pk`` = ``v|{study}`` (``v|{dp}|{study}``), keyed by
+  the entity of the tag's level; their layout, the QIDO over them and their deletion with the
+  instances they describe are ``cosmos_extended_values``'s.
 
 Every read-modify-write of a tag or operation replaces on the ETag read before it.
 
@@ -24,6 +25,7 @@ was not sent: the send failed after the move, and the retried message sends it a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,11 +41,11 @@ from dicom_core.domain.extended_query_tags import (
 )
 from dicom_core.domain.model import InstanceKey
 from dicom_core.domain.operations import OperationKind, OperationStatusValues
-from dicom_core.domain.partitions import DEFAULT_PARTITION_NAME, default_partition_only
+from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY, DEFAULT_PARTITION_NAME
 from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.query.indexed_values import InvalidValue, extract_value
 from dicom_core.storage.azure.cosmos_docs import document_partition
-from dicom_core.storage.azure.cosmos_extended_values import VALUE_KIND, value_partition
+from dicom_core.storage.azure.cosmos_extended_values import VALUE_KIND
 from dicom_core.storage.azure.cosmos_io import (
     count_items,
     delete_if_present,
@@ -58,6 +60,8 @@ from dicom_core.storage.azure.cosmos_operations import (
     operation_id_of,
     operation_record,
 )
+from dicom_core.storage.azure.cosmos_partitions import partition_names
+from dicom_core.storage.azure.cosmos_placement import document_placement, placement_of
 from dicom_core.storage.azure.cosmos_schema import COUNTER_PARTITION, INSTANCE, WATERMARK_COUNTER
 from dicom_core.storage.azure.cosmos_session import (
     Containers,
@@ -280,14 +284,19 @@ class CosmosQueryTagStore(CosmosOperationStore):
         return True
 
     async def list_errors(self, tag_key: int, *, limit: int, offset: int) -> list[dict[str, str]]:
-        rows = await self._session.run(
-            lambda c: query_items(
+        async def read(c: Containers) -> tuple[list[Doc], dict[int, str]]:
+            rows = await query_items(
                 c.system,
                 "SELECT * FROM c WHERE c.pk = @pk AND c.kind = @kind",
                 {"@pk": error_partition(tag_key), "@kind": ERROR_KIND},
                 partition=error_partition(tag_key),
             )
-        )
+            names = {DEFAULT_PARTITION_KEY: DEFAULT_PARTITION_NAME}
+            if any(document_partition(row) not in names for row in rows):
+                names.update(await partition_names(c.system))
+            return rows, names
+
+        rows, names = await self._session.run(read)
         rows.sort(key=lambda r: (str(r["createdAt"]), str(r["sop"])))
         return [
             {
@@ -296,7 +305,7 @@ class CosmosQueryTagStore(CosmosOperationStore):
                 "sopInstanceUid": str(r["sop"]),
                 "createdTime": str(r["createdAt"]),
                 "errorMessage": str(r["message"]),
-                "partitionName": DEFAULT_PARTITION_NAME,  # no other partition here yet
+                "partitionName": names.get(document_partition(r), DEFAULT_PARTITION_NAME),
             }
             for r in rows[offset : offset + limit]
         ]
@@ -308,9 +317,13 @@ class CosmosQueryTagStore(CosmosOperationStore):
     ) -> None:
         """Record the error once per (tag, instance); a new one disables the tag's QIDO."""
         partition = error_partition(tag.key)
+        placement = placement_of(key.partition)
+        entity = f"{key.study_uid}|{key.series_uid}|{key.sop_uid}"
         error = {
-            "id": f"{key.study_uid}|{key.series_uid}|{key.sop_uid}",
+            # Microsoft.Default's errors keep their ids; another partition's name it first.
+            "id": entity if placement.default else f"{placement.dp}|{entity}",
             "pk": partition,
+            **placement.fields(),
             "kind": ERROR_KIND,
             "study": key.study_uid,
             "series": key.series_uid,
@@ -359,10 +372,12 @@ class CosmosQueryTagStore(CosmosOperationStore):
         if value is None:
             return
         _, series, sop = value_entity(tag.level, key)
-        partition = value_partition(key.study_uid)
+        placement = placement_of(key.partition)
+        partition = placement.values_partition(key.study_uid)
         body: Doc = {
             "id": f"t{tag.key}|{series}|{sop}",
             "pk": partition,
+            **placement.fields(),
             "kind": VALUE_KIND,
             "tag": tag.key,
             "path": tag.path,
@@ -389,8 +404,6 @@ class CosmosQueryTagStore(CosmosOperationStore):
         raise RuntimeError(f"the value of {tag.path} for {key} kept changing")
 
     async def index_instance(self, key: InstanceKey, watermark: int, metadata_json: bytes) -> None:
-        # Values are kept per study, not per partition (value_partition): refuse another's.
-        default_partition_only(key.partition)
         tags = [t for t in await self.list_tags() if t.status != QueryTagStatusValues.DELETING]
         if not tags:
             return
@@ -407,35 +420,38 @@ class CosmosQueryTagStore(CosmosOperationStore):
     async def read_watermark_range(
         self, after: int, until: int, limit: int
     ) -> list[IndexedInstance]:
+        """The first ``limit`` instances of the range by watermark, of every data partition:
+        one cross-partition query per index container (``cosmos_placement``), merged."""
+
         async def read(c: Containers) -> list[IndexedInstance]:
-            rows = await query_items(
-                c.index,
-                "SELECT TOP @n c.pk, c.series, c.sop, c.wm, c.meta FROM c"
-                " WHERE c.kind = @kind AND c.wm > @after AND c.wm <= @until ORDER BY c.wm",
-                {"@n": limit, "@kind": INSTANCE, "@after": after, "@until": until},
-            )
-            return [
-                IndexedInstance(
-                    InstanceKey(
-                        str(row["pk"]),
-                        str(row["series"]),
-                        str(row["sop"]),
-                        partition=document_partition(row),
-                    ),
-                    int(row["wm"]),
-                    await unpack_metadata(c.index, str(row["pk"]), row),
+            found = await asyncio.gather(
+                *(
+                    query_items(
+                        container,
+                        "SELECT TOP @n c.pk, c.dp, c.series, c.sop, c.wm, c.meta FROM c"
+                        " WHERE c.kind = @kind AND c.wm > @after AND c.wm <= @until"
+                        " ORDER BY c.wm",
+                        {"@n": limit, "@kind": INSTANCE, "@after": after, "@until": until},
+                    )
+                    for container in (c.index, c.partitioned)
                 )
-                for row in rows
-            ]
+            )
+            rows = sorted((row for part in found for row in part), key=lambda r: int(r["wm"]))
+            instances = []
+            for row in rows[:limit]:
+                study = document_placement(row).study(str(row["pk"]))
+                key = InstanceKey(
+                    study.uid, str(row["series"]), str(row["sop"]), partition=study.partition
+                )
+                metadata = await unpack_metadata(study.container(c), study, row)
+                instances.append(IndexedInstance(key, int(row["wm"]), metadata))
+            return instances
 
         return await self._session.run(read)
 
     async def write_values(
         self, tags: Sequence[QueryTagRecord], instances: Sequence[IndexedInstance]
     ) -> None:
-        for instance in instances:
-            default_partition_only(instance.key.partition)  # as index_instance
-
         async def write(c: Containers) -> None:
             for instance in instances:
                 if instance.metadata is None:

@@ -1,6 +1,7 @@
 """Extended query tag values and external metadata values on Cosmos DB, and QIDO over them.
 
-Both kinds of value live in the ``system`` container, in the partition ``pk`` = ``v|{study}``,
+Both kinds of value live in the ``system`` container, in the partition ``pk`` = ``v|{study}``
+(``v|{dp}|{study}`` outside Microsoft.Default, with a ``dp`` field: ``cosmos_placement``),
 keyed by the entity they describe, so a study's values sit together and a value never needs a
 write to the index container's summaries (whose ETag protocol belongs to ``cosmos_index``):
 
@@ -12,8 +13,11 @@ write to the index container's summaries (whose ETag protocol belongs to ``cosmo
 This module is what the index store needs of them, so that it imports no other store: a
 QIDO condition on an extended tag (or, with ``msdicom-request-meta: true``, on external
 metadata) first finds the matching entities among the value documents (one parameterised
-query per condition), then restricts the index query with ``ARRAY_CONTAINS`` over their UIDs
-(``cosmos_query.compile_search``'s ``restrictions``); and a delete drops the values of what
+query per condition, across the ``system`` container's partitions, kept to the searched data
+partition by ``dp``; so a data partition's search with such a condition reads the value
+partitions of every data partition, as Microsoft.Default's always did), then restricts the
+index query with ``ARRAY_CONTAINS`` over their UIDs (``cosmos_query.compile_search``'s
+``restrictions``); and a delete drops the values of what
 it deleted.
 """
 
@@ -33,14 +37,16 @@ from dicom_core.query.conditions import (
 )
 from dicom_core.query.indexed_values import NUMERIC_VRS
 from dicom_core.storage.azure.cosmos_io import delete_if_present, query_items
+from dicom_core.storage.azure.cosmos_placement import Placement, placement_of
 from dicom_core.storage.azure.cosmos_query import Parameters, predicate
 
 VALUE_KIND = "eqtv"
 EXTERNAL_KIND = "xval"
 
 
-def value_partition(study_uid: str) -> str:
-    return f"v|{study_uid}"
+def value_partition(study_uid: str, *, partition: int) -> str:
+    """The ``system`` logical partition of a study's values (``cosmos_placement``)."""
+    return placement_of(partition).values_partition(study_uid)
 
 
 def _value_test(condition: Condition, params: Parameters) -> str:
@@ -84,6 +90,7 @@ async def resolve_extended(
             }[attribute.level]
             clauses = [f"c.path = {params.add(attribute.tag)}"]
         clauses.insert(0, f"c.kind = {params.add(kind)}")
+        clauses.insert(1, placement_of(query.partition).system_where(params.values))
         if query.study_uid is not None:
             clauses.append(f"c.study = {params.add(query.study_uid)}")
         clauses.append(_value_test(condition, params))
@@ -96,6 +103,7 @@ async def resolve_extended(
 
 async def drop_values(
     system: Any,
+    placement: Placement,
     study_uid: str,
     series_uid: str | None,
     sop_uid: str | None,
@@ -112,7 +120,7 @@ async def drop_values(
     same way. External metadata belongs to the study, and goes only with the study's last
     instance (``study_gone``), by a study, series or instance delete alike.
     """
-    partition = value_partition(study_uid)
+    partition = placement.values_partition(study_uid)
     params = Parameters()
     clauses = [f"c.pk = {params.add(partition)}"]
     if not study_gone:

@@ -1,9 +1,10 @@
 """External metadata (STOW ``msdicom-meta-*`` headers) on Cosmos DB.
 
 Values are documents of the ``system`` container next to the extended query tag values
-(``kind`` "xval" in ``pk`` = ``v|{study}``, see ``cosmos_extended_values``, which also holds
-the QIDO over them). Each tag's VR is fixed by the first store that uses it, in a create-only
-registry: ``kind`` "xtag", ``id`` the tag, ``pk`` = "xmeta-tags".
+(``kind`` "xval" in ``pk`` = ``v|{study}``, ``v|{dp}|{study}`` outside Microsoft.Default, see
+``cosmos_extended_values``, which also holds the QIDO over them). Each tag's VR is fixed by
+the first store that uses it, in a create-only registry: ``kind`` "xtag", ``id`` the tag,
+``pk`` = "xmeta-tags".
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from collections.abc import Sequence
 
 from azure.cosmos.exceptions import CosmosResourceExistsError
 
-from dicom_core.domain.partitions import default_partition_only
-from dicom_core.storage.azure.cosmos_extended_values import EXTERNAL_KIND, value_partition
+from dicom_core.storage.azure.cosmos_extended_values import EXTERNAL_KIND
 from dicom_core.storage.azure.cosmos_io import query_items, read_item
+from dicom_core.storage.azure.cosmos_placement import placement_of
 from dicom_core.storage.azure.cosmos_session import Containers, CosmosSession
 from dicom_core.storage.ports import ExternalValue, ExternalVrConflict
 
@@ -46,8 +47,10 @@ class CosmosExternalMetadataStore:
     async def save(
         self, study_uids: Sequence[str], values: Sequence[ExternalValue], *, partition: int
     ) -> None:
-        """Register every tag's VR first (a conflict writes no value), then the values."""
-        default_partition_only(partition)
+        """Register every tag's VR first (a conflict writes no value), then the values.
+
+        A tag's VR is one for every data partition, as Azure's external metadata tags are."""
+        placement = placement_of(partition)
 
         async def write(c: Containers) -> None:
             for value in values:
@@ -64,7 +67,8 @@ class CosmosExternalMetadataStore:
                     await c.system.upsert_item(
                         {
                             "id": f"x|{value.tag}",
-                            "pk": value_partition(study),
+                            "pk": placement.values_partition(study),
+                            **placement.fields(),
                             "kind": EXTERNAL_KIND,
                             "study": study,
                             "tag": value.tag,
@@ -80,16 +84,17 @@ class CosmosExternalMetadataStore:
     async def study_values(
         self, study_uids: Sequence[str], *, partition: int
     ) -> dict[str, list[tuple[str, str, str]]]:
-        default_partition_only(partition)
+        placement = placement_of(partition)
 
         async def read(c: Containers) -> dict[str, list[tuple[str, str, str]]]:
             out: dict[str, list[tuple[str, str, str]]] = {}
             for study in study_uids:
+                values = placement.values_partition(study)
                 rows = await query_items(
                     c.system,
                     "SELECT c.tag, c.vr, c.text FROM c WHERE c.pk = @pk AND c.kind = @kind",
-                    {"@pk": value_partition(study), "@kind": EXTERNAL_KIND},
-                    partition=value_partition(study),
+                    {"@pk": values, "@kind": EXTERNAL_KIND},
+                    partition=values,
                 )
                 if rows:
                     out[study] = sorted((str(r["tag"]), str(r["vr"]), str(r["text"])) for r in rows)

@@ -18,7 +18,13 @@ Documents and containers are described in ``cosmos_schema``; how a write changes
   summaries stay true after each batch). The expiry sweep's delete checks, at each batch,
   that the study summary it read still says expired; the batch's ETag on that summary makes
   the check hold until the batch applies.
-- ``expired_studies`` is one cross-partition query on study summaries (``expiresAt``).
+- ``expired_studies`` is one cross-partition query on the study summaries (``expiresAt``) of
+  each index container, Microsoft.Default's and the other data partitions'.
+
+Data partitions: every step works on one study of one partition, a ``PlacedStudy``
+(``cosmos_placement``): Microsoft.Default's studies in ``index`` keyed by the study, the
+others' in ``partitioned`` keyed by ``[dp, study]``, so a study's batch is one logical
+partition on both.
 - After its batches, a store or delete runs the change feed's sequencer on its study's pending
   changes (``cosmos_change_feed``), best effort: the pending changes are durable, and every
   read of the feed sequences what is left.
@@ -59,7 +65,6 @@ from dicom_core.domain.model import (
     StoredInstance,
     StudyKey,
 )
-from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY, default_partition_only
 from dicom_core.domain.timestamps import seconds_since, timestamp_of, utc_timestamp
 from dicom_core.query.conditions import QueryDescription, QueryLevel
 from dicom_core.query.results import SearchMatch
@@ -73,6 +78,11 @@ from dicom_core.storage.azure.cosmos_io import (
     conflict_backoff,
     query_items,
     read_item,
+)
+from dicom_core.storage.azure.cosmos_placement import (
+    PlacedStudy,
+    document_placement,
+    placement_of,
 )
 from dicom_core.storage.azure.cosmos_propagation import propagate_safely
 from dicom_core.storage.azure.cosmos_schema import (
@@ -128,7 +138,8 @@ class _DeleteStep:
 
 
 class CosmosIndexStore:
-    """``IndexStore`` on the ``index`` and ``system`` containers (see ``cosmos_schema``)."""
+    """``IndexStore`` on the ``index``, ``partitioned`` and ``system`` containers (see
+    ``cosmos_schema``; which container a partition's study is in: ``cosmos_placement``)."""
 
     def __init__(self, session: CosmosSession, *, stale_create_seconds: int = 3600) -> None:
         self._session = session
@@ -157,7 +168,6 @@ class CosmosIndexStore:
         retry then finds the instance that another store committed in between. That
         reservation is ours (its owner token), so it is released before the refusal.
         """
-        default_partition_only(key.partition)
         owner = uuid.uuid4().hex
         attempts = 0
 
@@ -184,21 +194,22 @@ class CosmosIndexStore:
         """Reserve ``key``; the file's key is made from the new watermark unless the caller
         wrote the file already (``blob_key``). A caller that repeats itself after a crash
         (a bulk update's step) passes the same ``owner`` and takes its own reservation back."""
-        pk = key.study_uid
+        study = _study_of(key)
+        index, pk = study.container(c), study.key
         rid = reservation_id(key.series_uid, key.sop_uid)
         for _ in range(3):
             if upsert:
                 existing, watermark = None, await advance_counter(c.system, WATERMARK_COUNTER)
             else:
                 existing, watermark = await asyncio.gather(
-                    read_item(c.index, instance_id(key.series_uid, key.sop_uid), pk),
+                    read_item(index, instance_id(key.series_uid, key.sop_uid), pk),
                     advance_counter(c.system, WATERMARK_COUNTER),
                 )
             if existing is not None:
                 raise InstanceExists(key)
             doc: Doc = {
                 "id": rid,
-                "pk": pk,
+                **study.fields(),
                 "kind": RESERVATION,
                 "study": key.study_uid,
                 "series": key.series_uid,
@@ -212,9 +223,9 @@ class CosmosIndexStore:
             }
             abandoned: list[str] = []
             try:
-                held = dict(await c.index.create_item(doc))
+                held = dict(await index.create_item(doc))
             except CosmosResourceExistsError:
-                current = await read_item(c.index, rid, pk)
+                current = await read_item(index, rid, pk)
                 if current is None:
                     continue  # released between our create and our read: try again
                 own = current.get("owner") == owner
@@ -228,7 +239,7 @@ class CosmosIndexStore:
                     # file. Its commit, if it still comes, fails on the reservation's ETag.
                     try:
                         held = dict(
-                            await c.index.replace_item(
+                            await index.replace_item(
                                 rid,
                                 doc,
                                 etag=current["_etag"],
@@ -269,7 +280,7 @@ class CosmosIndexStore:
             self._reservation_etags.pop((reservation.key, watermark), None)
             await self._release_refused(reservation.key, lambda held: int(held["wm"]) == watermark)
             raise
-        await self._sequence_changes(reservation.key.study_uid)
+        await self._sequence_changes(_study_of(reservation.key))
         return replaced
 
     async def commit_versions(self, versions: Sequence[NewVersion]) -> VersionsCommitted:
@@ -285,10 +296,6 @@ class CosmosIndexStore:
         reserves with the same owner (the version's claim) and takes back what an earlier
         attempt left.
         """
-        for version in versions:
-            # A bulk update's versions take no begin_instance, which would refuse them: one
-            # of another partition would otherwise replace the default partition's instance.
-            default_partition_only(version.key.partition)
         outcome = VersionsOutcome()
         reserved: list[tuple[NewVersion, Reservation]] = []
         for version in versions:
@@ -325,7 +332,7 @@ class CosmosIndexStore:
         for version, reservation in reserved:
             self._reservation_etags.pop((version.key, reservation.watermark), None)
         if versions:
-            await self._sequence_changes(versions[0].key.study_uid)
+            await self._sequence_changes(_study_of(versions[0].key))
         return VersionsCommitted(
             committed=tuple(outcome.committed),
             watermarks=tuple(outcome.watermarks),
@@ -339,28 +346,30 @@ class CosmosIndexStore:
     ) -> bool:
         """Commit ``chunk`` (versions of one study) in one batch; False, having committed
         nothing, when it should go instance by instance (it kept losing races)."""
-        pk = chunk[0][0].key.study_uid
+        study = _study_of(chunk[0][0].key)
 
         async def attempt(c: Containers) -> bool | None:
             now = utc_timestamp()
+            index = study.container(c)
+            params: dict[str, object] = {
+                "@ids": [instance_id(v.key.series_uid, v.key.sop_uid) for v, _ in chunk],
+                "@reservations": [
+                    reservation_id(v.key.series_uid, v.key.sop_uid) for v, _ in chunk
+                ],
+                "@series": SERIES,
+                "@study": STUDY,
+            }
+            where = study.where(params)
             found = await query_items(
-                c.index,
-                "SELECT * FROM c WHERE c.pk = @pk AND (ARRAY_CONTAINS(@ids, c.id)"
+                index,
+                f"SELECT * FROM c WHERE {where} AND (ARRAY_CONTAINS(@ids, c.id)"
                 " OR ARRAY_CONTAINS(@reservations, c.id) OR c.kind = @series"
                 " OR c.kind = @study)",
-                {
-                    "@pk": pk,
-                    "@ids": [instance_id(v.key.series_uid, v.key.sop_uid) for v, _ in chunk],
-                    "@reservations": [
-                        reservation_id(v.key.series_uid, v.key.sop_uid) for v, _ in chunk
-                    ],
-                    "@series": SERIES,
-                    "@study": STUDY,
-                },
-                partition=pk,
+                params,
+                partition=study.key,
             )
             by_id = {str(doc["id"]): doc for doc in found}
-            study = by_id.get(STUDY_DOC_ID)
+            summary = by_id.get(STUDY_DOC_ID)
             series_docs = {str(d["series"]): d for d in found if d["kind"] == SERIES}
             items: list[docs.VersionItem] = []
             for version, reservation in list(chunk):
@@ -392,15 +401,17 @@ class CosmosIndexStore:
                 )
             if not items:
                 return True
-            if study is None or any(i.reservation.key.series_uid not in series_docs for i in items):
+            if summary is None or any(
+                i.reservation.key.series_uid not in series_docs for i in items
+            ):
                 return None
-            plan = docs.plan_versions(items, series_docs, study, now)
+            plan = docs.plan_versions(items, series_docs, summary, now)
             try:
-                await self._execute(c, pk, plan)
+                await self._execute(c, study, plan)
             except BatchConflict:
                 return False
             if plan.propagate:
-                await propagate_safely(c.index, pk)
+                await propagate_safely(index, study)
             for item in items:
                 outcome.committed.append(item.reservation.key)
                 outcome.watermarks.append(item.reservation.watermark)
@@ -411,7 +422,7 @@ class CosmosIndexStore:
                     # The version between the original and this one goes.
                     outcome.obsolete.append(str(item.old_instance["blobKey"]))
                     if int(item.old_instance.get("metaParts") or 0):
-                        await self._drop_metaparts(pk, int(item.old_instance["wm"]))
+                        await self._drop_metaparts(study, int(item.old_instance["wm"]))
             return True
 
         for backoff in conflict_backoff():
@@ -450,7 +461,7 @@ class CosmosIndexStore:
             )
         except BaseException:
             if parts:
-                await self._drop_metaparts(reservation.key.study_uid, reservation.watermark)
+                await self._drop_metaparts(_study_of(reservation.key), reservation.watermark)
             raise
         self._reservation_etags.pop((reservation.key, reservation.watermark), None)
         return replaced
@@ -466,24 +477,25 @@ class CosmosIndexStore:
         expires_at: str | None = None,
     ) -> list[str]:
         key = reservation.key
-        pk = key.study_uid
+        study = _study_of(key)
+        index, pk = study.container(c), study.key
         now = utc_timestamp()
-        for part in docs.metapart_documents(pk, reservation.watermark, parts):
-            await c.index.upsert_item(part)
+        for part in docs.metapart_documents(study, reservation.watermark, parts):
+            await index.upsert_item(part)
         instance_doc = docs.instance_document(
             reservation, instance, now=now, packed=packed, parts=len(parts)
         )
         etag = self._reservation_etags.get((key, reservation.watermark))
         if etag is None:
-            held = await read_item(c.index, reservation_id(key.series_uid, key.sop_uid), pk)
+            held = await read_item(index, reservation_id(key.series_uid, key.sop_uid), pk)
             if held is None or int(held["wm"]) != reservation.watermark:
                 raise InstanceBeingCreated(key)
             etag = str(held["_etag"])
         for backoff in conflict_backoff():
-            old, series, study = await asyncio.gather(
-                read_item(c.index, instance_doc["id"], pk),
-                read_item(c.index, series_id(key.series_uid), pk),
-                read_item(c.index, STUDY_DOC_ID, pk),
+            old, series, summary = await asyncio.gather(
+                read_item(index, instance_doc["id"], pk),
+                read_item(index, series_id(key.series_uid), pk),
+                read_item(index, STUDY_DOC_ID, pk),
             )
             if old is not None and int(old["wm"]) == reservation.watermark:
                 return []  # this very commit already happened; its answer was lost
@@ -493,23 +505,21 @@ class CosmosIndexStore:
                 raise InstanceChanged(key)
             old_original = None
             if based_on is None and old is not None and old.get("hasOriginal"):
-                old_original = await read_item(
-                    c.index, original_id(key.series_uid, key.sop_uid), pk
-                )
+                old_original = await read_item(index, original_id(key.series_uid, key.sop_uid), pk)
             plan = docs.plan_commit(
                 reservation=reservation,
                 reservation_etag=etag,
                 instance_doc=instance_doc,
                 old_instance=old,
                 series_doc=series,
-                study_doc=study,
+                study_doc=summary,
                 now=now,
                 updating=based_on is not None,
                 old_original=old_original,
                 expires_at=expires_at,
             )
             try:
-                await self._execute(c, pk, plan)
+                await self._execute(c, study, plan)
             except BatchConflict as conflict:
                 if str(conflict) == "reservation":
                     raise InstanceBeingCreated(key) from None
@@ -518,7 +528,7 @@ class CosmosIndexStore:
                 await asyncio.sleep(backoff)
                 continue
             if plan.propagate:
-                await propagate_safely(c.index, pk)
+                await propagate_safely(index, study)
             if old is None or (based_on is not None and not old.get("hasOriginal")):
                 return []  # nothing replaced, or the replaced version is the original now
             dropped = [old] if old_original is None else [old, old_original]
@@ -526,27 +536,32 @@ class CosmosIndexStore:
                 dropped.append(old[NEXT])  # a staged version of a bulk update goes too
             for gone in dropped:
                 if int(gone.get("metaParts") or 0):
-                    await self._drop_metaparts(pk, int(gone["wm"]))
+                    await self._drop_metaparts(study, int(gone["wm"]))
             return [str(gone["blobKey"]) for gone in dropped]
-        raise StorageUnavailable(f"too many concurrent writes to study {pk}")
+        raise StorageUnavailable(f"too many concurrent writes to study {study}")
 
     async def settle_versions(self, study_uid: str, *, partition: int) -> list[str]:
         """Finish a staged bulk update of the study that a crash interrupted (roll committed
         versions forward, strip the others); the files no version uses any more."""
-        default_partition_only(partition)
-        settled = await self._staged.settle(study_uid)
+        study = placement_of(partition).study(study_uid)
+        settled = await self._staged.settle(study)
         if settled.rolled:
-            await self._sequence_changes(study_uid)
+            await self._sequence_changes(study)
         return settled.obsolete
 
-    async def _run_batch(self, c: Containers, pk: str, plan: docs.BatchPlan) -> list[Any]:
-        return await self._execute(c, pk, plan)
+    async def _run_batch(
+        self, c: Containers, study: PlacedStudy, plan: docs.BatchPlan
+    ) -> list[Any]:
+        return await self._execute(c, study, plan)
 
-    async def _execute(self, c: Containers, pk: str, plan: docs.BatchPlan) -> list[Any]:
-        """Run a transactional batch; an ETag or existence failure becomes ``BatchConflict``."""
+    async def _execute(self, c: Containers, study: PlacedStudy, plan: docs.BatchPlan) -> list[Any]:
+        """Run a transactional batch in the study's logical partition; an ETag or existence
+        failure becomes ``BatchConflict``."""
         try:
             return list(
-                await c.index.execute_item_batch(batch_operations=plan.operations, partition_key=pk)
+                await study.container(c).execute_item_batch(
+                    batch_operations=plan.operations, partition_key=study.key
+                )
             )
         except CosmosBatchOperationError as exc:
             name = plan.names[exc.error_index] if exc.error_index < len(plan.names) else "?"
@@ -564,16 +579,18 @@ class CosmosIndexStore:
         """Delete the reservation of ``key`` if ``ours`` says it is the caller's; another
         store's (a newer one, or one that took a stale reservation over) is left alone. The
         delete is guarded by the ETag just read, so a takeover in between wins too."""
+        study = _study_of(key)
 
         async def release(c: Containers) -> None:
             rid = reservation_id(key.series_uid, key.sop_uid)
-            held = await read_item(c.index, rid, key.study_uid)
+            index = study.container(c)
+            held = await read_item(index, rid, study.key)
             if held is None or not ours(held):
                 return
             with contextlib.suppress(CosmosResourceNotFoundError, CosmosAccessConditionFailedError):
-                await c.index.delete_item(
+                await index.delete_item(
                     rid,
-                    partition_key=key.study_uid,
+                    partition_key=study.key,
                     etag=held["_etag"],
                     match_condition=MatchConditions.IfNotModified,
                 )
@@ -611,21 +628,23 @@ class CosmosIndexStore:
         expired by then (``_delete_step``); a store that moved or cleared the expiry ends the
         delete there.
         """
-        default_partition_only(partition)
+        study = placement_of(partition).study(study_uid)
         expiry = None if expired_by is None else timestamp_of(expired_by)
         if expiry is not None:
-            summary = await self._session.run(lambda c: read_item(c.index, STUDY_DOC_ID, study_uid))
+            summary = await self._session.run(
+                lambda c: read_item(study.container(c), STUDY_DOC_ID, study.key)
+            )
             if not _expired(summary, expiry):
                 return []  # not (or no longer) expired: nothing to settle or delete
         # A large study's bulk update that is visible but not rolled forward yet is finished
         # first, so the summaries this delete leaves come from the versions readers see.
-        removed: list[str] = (await self._staged.settle(study_uid, committed_only=True)).obsolete
+        removed: list[str] = (await self._staged.settle(study, committed_only=True)).obsolete
         watermarks: list[int] = []
         study_gone = False
         try:
             while True:
                 step = await self._session.run(
-                    lambda c: self._delete_step(c, study_uid, series_uid, sop_uid, expiry)
+                    lambda c: self._delete_step(c, study, series_uid, sop_uid, expiry)
                 )
                 if step is None:
                     break
@@ -635,12 +654,13 @@ class CosmosIndexStore:
                 if step.last:
                     break
             if removed:
-                await self._sequence_changes(study_uid)
+                await self._sequence_changes(study)
                 # Extended query tag values of what was deleted, and external metadata when
                 # the study's last instance went, whatever the scope of the delete.
                 await self._session.run(
                     lambda c: drop_values(
                         c.system,
+                        study.placement,
                         study_uid,
                         series_uid,
                         sop_uid,
@@ -661,7 +681,7 @@ class CosmosIndexStore:
     async def _delete_step(
         self,
         c: Containers,
-        study_uid: str,
+        study: PlacedStudy,
         series_uid: str | None,
         sop_uid: str | None,
         expired_by: str | None = None,
@@ -670,34 +690,36 @@ class CosmosIndexStore:
         ``expired_by``) when the study summary no longer says expired by then. The batch
         replaces or deletes that summary under the ETag read here, so a store committed
         after the check makes the batch fail, and the next round checks again."""
-        pk = study_uid
+        index, pk = study.container(c), study.key
         for backoff in conflict_backoff():
-            where, params = reads.scope_filter(pk, series_uid, sop_uid)
+            where, params = reads.scope_filter(study, series_uid, sop_uid)
             params["@n"] = DELETE_CANDIDATES
+            summary_params: dict[str, object] = {"@series": SERIES, "@study": STUDY}
+            in_study = study.where(summary_params)
             candidates, summaries = await asyncio.gather(
                 query_items(
-                    c.index,
+                    index,
                     "SELECT TOP @n c.id, c.series, c.sop, c.wm, c.blobKey, c.metaParts,"
-                    f" c.hasOriginal, c.next, c._etag FROM c WHERE {where} ORDER BY c.wm",
+                    f" c.hasOriginal, c.next, c.dp, c._etag FROM c WHERE {where} ORDER BY c.wm",
                     params,
                     partition=pk,
                 ),
                 query_items(
-                    c.index,
-                    "SELECT * FROM c WHERE c.pk = @pk AND (c.kind = @series OR c.kind = @study)",
-                    {"@pk": pk, "@series": SERIES, "@study": STUDY},
+                    index,
+                    f"SELECT * FROM c WHERE {in_study} AND (c.kind = @series OR c.kind = @study)",
+                    summary_params,
                     partition=pk,
                 ),
             )
             if not candidates:
                 return None
-            study = next((d for d in summaries if d["kind"] == STUDY), None)
-            if expired_by is not None and not _expired(study, expired_by):
+            summary = next((d for d in summaries if d["kind"] == STUDY), None)
+            if expired_by is not None and not _expired(summary, expired_by):
                 return None
             series_docs = {str(d["series"]): d for d in summaries if d["kind"] == SERIES}
-            originals = await _originals_of(c, pk, candidates)
+            originals = await _originals_of(c, study, candidates)
             chunk = _delete_chunk(candidates, originals)
-            if study is None or any(str(d["series"]) not in series_docs for d in chunk):
+            if summary is None or any(str(d["series"]) not in series_docs for d in chunk):
                 # An instance without summaries can only be a commit in flight; wait for it.
                 await asyncio.sleep(backoff)
                 continue
@@ -707,12 +729,12 @@ class CosmosIndexStore:
                 current = series_docs[uid]
                 gone = sum(1 for d in chunk if str(d["series"]) == uid)
                 if current["latestId"] in removed_ids and int(current["count"]) > gone:
-                    next_latest[uid] = await self._newest_instance(c, pk, uid, removed_ids)
+                    next_latest[uid] = await self._newest_instance(c, study, uid, removed_ids)
             if any(doc is None for doc in next_latest.values()):
                 await asyncio.sleep(backoff)
                 continue
             plan = docs.plan_delete(
-                study_doc=study,
+                study_doc=summary,
                 series_docs=series_docs,
                 removed=chunk,
                 next_latest=next_latest,
@@ -720,17 +742,17 @@ class CosmosIndexStore:
                 originals=originals,
             )
             try:
-                await self._execute(c, pk, plan)
+                await self._execute(c, study, plan)
             except BatchConflict:
                 await asyncio.sleep(backoff)
                 continue
             if plan.propagate:
-                await propagate_safely(c.index, pk)
+                await propagate_safely(index, study)
             # A staged version of a large study's bulk update goes with its instance.
             staged = [doc[NEXT] for doc in chunk if doc.get(NEXT)]
             for version in staged:
                 if int(version.get("metaParts") or 0):
-                    await self._drop_metaparts(pk, int(version["wm"]))
+                    await self._drop_metaparts(study, int(version["wm"]))
             # Fewer candidates than TOP means the query saw the whole scope; the batch (guarded
             # by the summaries' ETags) removed all of it.
             last = len(candidates) < DELETE_CANDIDATES and len(chunk) == len(candidates)
@@ -740,9 +762,9 @@ class CosmosIndexStore:
                 [int(d["wm"]) for d in chunk],
                 study_removed=plan.study_removed,
             )
-        raise StorageUnavailable(f"too many concurrent writes to study {pk}")
+        raise StorageUnavailable(f"too many concurrent writes to study {study}")
 
-    async def _sequence_changes(self, study_uid: str) -> None:
+    async def _sequence_changes(self, study: PlacedStudy) -> None:
         """Best effort, before the answer: give the study's pending changes their feed entries.
 
         Inline rather than in the background, so a client that reads the feed after its
@@ -752,40 +774,48 @@ class CosmosIndexStore:
         """
         try:
             c = await self._session.containers()
-            await sequence_pending(c, study=study_uid)
+            await sequence_pending(c, study=study)
         except Exception:
             log.warning(
                 "could not sequence the changes of study %s now; the next feed read will",
-                study_uid,
+                study,
                 exc_info=True,
             )
 
     async def _newest_instance(
-        self, c: Containers, pk: str, series_uid: str, excluded: set[str]
+        self, c: Containers, study: PlacedStudy, series_uid: str, excluded: set[str]
     ) -> Doc | None:
+        params: dict[str, object] = {
+            "@kind": INSTANCE,
+            "@series": series_uid,
+            "@excluded": sorted(excluded),
+        }
+        where = study.where(params)
         found = await query_items(
-            c.index,
-            "SELECT TOP 1 c.id, c.wm, c.own FROM c WHERE c.pk = @pk AND c.kind = @kind"
+            study.container(c),
+            f"SELECT TOP 1 c.id, c.wm, c.own FROM c WHERE {where} AND c.kind = @kind"
             " AND c.series = @series AND NOT ARRAY_CONTAINS(@excluded, c.id)"
             " ORDER BY c.wm DESC",
-            {"@pk": pk, "@kind": INSTANCE, "@series": series_uid, "@excluded": sorted(excluded)},
-            partition=pk,
+            params,
+            partition=study.key,
         )
         return found[0] if found else None
 
-    async def _drop_metaparts(self, pk: str, watermark: int) -> None:
+    async def _drop_metaparts(self, study: PlacedStudy, watermark: int) -> None:
         """Best effort: slices of an aborted or replaced instance's DICOM JSON."""
         try:
-            c = await self._session.containers()
+            index = study.container(await self._session.containers())
+            params: dict[str, object] = {"@kind": METAPART, "@wm": watermark}
+            where = study.where(params)
             parts = await query_items(
-                c.index,
-                "SELECT c.id FROM c WHERE c.pk = @pk AND c.kind = @kind AND c.wm = @wm",
-                {"@pk": pk, "@kind": METAPART, "@wm": watermark},
-                partition=pk,
+                index,
+                f"SELECT c.id FROM c WHERE {where} AND c.kind = @kind AND c.wm = @wm",
+                params,
+                partition=study.key,
             )
             for part in parts:
                 with contextlib.suppress(CosmosResourceNotFoundError):
-                    await c.index.delete_item(part["id"], partition_key=pk)
+                    await index.delete_item(part["id"], partition_key=study.key)
         except Exception:
             log.warning(
                 "could not remove metadata slices of watermark %s", watermark, exc_info=True
@@ -794,24 +824,35 @@ class CosmosIndexStore:
     # -- reads ------------------------------------------------------------------------------
 
     async def expired_studies(self, now: datetime, limit: int) -> list[StudyKey]:
-        """One cross-partition query on the study summaries (the ``/kind``, ``/expiresAt``
-        composite index); documents without ``expiresAt`` never match the range."""
+        """One cross-partition query on the study summaries of each index container (the
+        ``/kind``, ``/expiresAt`` composite index), merged earliest first; documents without
+        ``expiresAt`` never match the range."""
 
         async def read(c: Containers) -> list[StudyKey]:
-            found = await query_items(
-                c.index,
-                "SELECT TOP @n c.study FROM c WHERE c.kind = @study AND c.expiresAt <= @now"
-                " ORDER BY c.expiresAt",
-                {"@n": limit, "@study": STUDY, "@now": timestamp_of(now)},
+            found = await asyncio.gather(
+                *(
+                    query_items(
+                        container,
+                        "SELECT TOP @n c.study, c.dp, c.expiresAt FROM c"
+                        " WHERE c.kind = @study AND c.expiresAt <= @now ORDER BY c.expiresAt",
+                        {"@n": limit, "@study": STUDY, "@now": timestamp_of(now)},
+                    )
+                    for container in (c.index, c.partitioned)
+                )
             )
-            return [StudyKey(str(doc["study"]), partition=DEFAULT_PARTITION_KEY) for doc in found]
+            earliest = sorted(
+                (doc for docs_ in found for doc in docs_), key=lambda doc: str(doc["expiresAt"])
+            )[:limit]
+            return [
+                StudyKey(str(doc["study"]), partition=document_placement(doc).partition)
+                for doc in earliest
+            ]
 
         return await self._session.run(read)
 
     async def get_instance(
         self, key: InstanceKey, *, original: bool = False
     ) -> InstanceRecord | None:
-        default_partition_only(key.partition)
         return await self._session.run(lambda c: reads.read_instance(c, key, original))
 
     async def list_instances(
@@ -822,10 +863,8 @@ class CosmosIndexStore:
         partition: int,
         original: bool = False,
     ) -> list[InstanceRecord]:
-        default_partition_only(partition)
-        return await self._session.run(
-            lambda c: reads.list_records(c, study_uid, series_uid, original)
-        )
+        study = placement_of(partition).study(study_uid)
+        return await self._session.run(lambda c: reads.list_records(c, study, series_uid, original))
 
     async def get_metadata(
         self,
@@ -835,10 +874,8 @@ class CosmosIndexStore:
         *,
         partition: int,
     ) -> list[bytes]:
-        default_partition_only(partition)
-        return await self._session.run(
-            lambda c: reads.read_metadata(c, study_uid, series_uid, sop_uid)
-        )
+        study = placement_of(partition).study(study_uid)
+        return await self._session.run(lambda c: reads.read_metadata(c, study, series_uid, sop_uid))
 
     async def metadata_version(
         self,
@@ -849,9 +886,9 @@ class CosmosIndexStore:
         partition: int,
         original: bool = False,
     ) -> str | None:
-        default_partition_only(partition)
+        study = placement_of(partition).study(study_uid)
         return await self._session.run(
-            lambda c: reads.read_metadata_version(c, study_uid, series_uid, sop_uid, original)
+            lambda c: reads.read_metadata_version(c, study, series_uid, sop_uid, original)
         )
 
     async def get_versioned_metadata(
@@ -863,9 +900,9 @@ class CosmosIndexStore:
         partition: int,
         original: bool = False,
     ) -> VersionedMetadata:
-        default_partition_only(partition)
+        study = placement_of(partition).study(study_uid)
         return await self._session.run(
-            lambda c: reads.read_versioned_metadata(c, study_uid, series_uid, sop_uid, original)
+            lambda c: reads.read_versioned_metadata(c, study, series_uid, sop_uid, original)
         )
 
     async def search(
@@ -875,7 +912,6 @@ class CosmosIndexStore:
         metadata: frozenset[QueryLevel] = frozenset(),
         cached: Callable[[int], bool] | None = None,
     ) -> list[SearchMatch]:
-        default_partition_only(query.partition)
         return await self._session.run(lambda c: reads.search_index(c, query, metadata, cached))
 
     async def close(self) -> None:
@@ -926,7 +962,13 @@ def _expired(study: Mapping[str, Any] | None, by: str) -> bool:
     return isinstance(expires_at, str) and expires_at <= by
 
 
-async def _originals_of(c: Containers, pk: str, candidates: Sequence[Doc]) -> dict[str, Doc]:
+def _study_of(key: InstanceKey) -> PlacedStudy:
+    return placement_of(key.partition).study(key.study_uid)
+
+
+async def _originals_of(
+    c: Containers, study: PlacedStudy, candidates: Sequence[Doc]
+) -> dict[str, Doc]:
     """The original documents of the candidates that have one, by instance document id (one
     query, and none when no candidate was ever updated)."""
     wanted = {
@@ -936,12 +978,14 @@ async def _originals_of(c: Containers, pk: str, candidates: Sequence[Doc]) -> di
     }
     if not wanted:
         return {}
+    params: dict[str, object] = {"@kind": ORIGINAL, "@ids": sorted(wanted)}
+    where = study.where(params)
     found = await query_items(
-        c.index,
+        study.container(c),
         "SELECT c.id, c.wm, c.blobKey, c.metaParts FROM c"
-        " WHERE c.pk = @pk AND c.kind = @kind AND ARRAY_CONTAINS(@ids, c.id)",
-        {"@pk": pk, "@kind": ORIGINAL, "@ids": sorted(wanted)},
-        partition=pk,
+        f" WHERE {where} AND c.kind = @kind AND ARRAY_CONTAINS(@ids, c.id)",
+        params,
+        partition=study.key,
     )
     return {wanted[str(doc["id"])]: doc for doc in found}
 

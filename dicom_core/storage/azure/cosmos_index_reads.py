@@ -19,6 +19,7 @@ from dicom_core.query.results import SearchMatch
 from dicom_core.storage.azure import cosmos_docs as docs
 from dicom_core.storage.azure.cosmos_extended_values import resolve_extended
 from dicom_core.storage.azure.cosmos_io import query_items, read_item
+from dicom_core.storage.azure.cosmos_placement import PlacedStudy, placement_of
 from dicom_core.storage.azure.cosmos_query import run_search
 from dicom_core.storage.azure.cosmos_schema import INSTANCE, ORIGINAL, instance_id, original_id
 from dicom_core.storage.azure.cosmos_session import Containers, unpack_all, unpack_metadata
@@ -38,52 +39,54 @@ async def read_instance(
 ) -> InstanceRecord | None:
     """The current version (one point read); with ``original``, the kept original when the
     current version says there is one (a second point read)."""
-    doc = await _original_or_current(c, key.study_uid, key.series_uid, key.sop_uid, original)
+    study = placement_of(key.partition).study(key.study_uid)
+    doc = await _original_or_current(c, study, key.series_uid, key.sop_uid, original)
     return docs.record_from_document(doc) if doc else None
 
 
 async def _original_or_current(
-    c: Containers, study_uid: str, series_uid: str, sop_uid: str, original: bool
+    c: Containers, study: PlacedStudy, series_uid: str, sop_uid: str, original: bool
 ) -> Doc | None:
     """The instance's current document; with ``original``, its original document when it has
     one. A replacing store that removed the original between the two reads leaves the
     current document as the original: it is read again."""
-    current = await read_item(c.index, instance_id(series_uid, sop_uid), study_uid)
+    index, pk = study.container(c), study.key
+    current = await read_item(index, instance_id(series_uid, sop_uid), pk)
     if current is None:
         return None
     if not original:
-        return await visible_document(c.index, study_uid, current)
+        return await visible_document(index, pk, current)
     if not current.get("hasOriginal"):
         # A staged version is not committed yet, or its commit has not rolled forward: the
         # document's own version is still the one first stored.
         return without_next(current)
-    kept = await read_item(c.index, original_id(series_uid, sop_uid), study_uid)
+    kept = await read_item(index, original_id(series_uid, sop_uid), pk)
     if kept is not None:
         return kept
-    again = await read_item(c.index, instance_id(series_uid, sop_uid), study_uid)
+    again = await read_item(index, instance_id(series_uid, sop_uid), pk)
     return without_next(again) if again is not None else None
 
 
 async def list_records(
-    c: Containers, study_uid: str, series_uid: str | None, original: bool = False
+    c: Containers, study: PlacedStudy, series_uid: str | None, original: bool = False
 ) -> list[InstanceRecord]:
     found = await scope_query(
-        c.index, docs.RECORD_FIELDS, study_uid, series_uid, None, original=original
+        study.container(c), docs.RECORD_FIELDS, study, series_uid, None, original=original
     )
     return [docs.record_from_document(doc) for doc in found]
 
 
 def scope_filter(
-    study_uid: str, series_uid: str | None, sop_uid: str | None, original: bool = False
+    study: PlacedStudy, series_uid: str | None, sop_uid: str | None, original: bool = False
 ) -> tuple[str, dict[str, object]]:
     """The WHERE condition and its parameters that select the instance documents of a study,
     a series or one instance (in the study's partition); with ``original``, the kept
     originals too (``pick_versions`` then keeps one document per instance)."""
+    params: dict[str, object] = {"@kind": INSTANCE}
     clauses = [
-        "c.pk = @pk",
+        study.where(params),
         "(c.kind = @kind OR c.kind = @original)" if original else "c.kind = @kind",
     ]
-    params: dict[str, object] = {"@pk": study_uid, "@kind": INSTANCE}
     if original:
         params["@original"] = ORIGINAL
     if series_uid is not None:
@@ -107,7 +110,7 @@ def pick_versions(found: list[Doc]) -> list[Doc]:
 async def scope_query(
     index: Any,
     fields: str,
-    study_uid: str,
+    study: PlacedStudy,
     series_uid: str | None,
     sop_uid: str | None,
     *,
@@ -115,7 +118,7 @@ async def scope_query(
 ) -> list[Doc]:
     """The ``fields`` of the instances of a study, series or instance, oldest first (with
     ``original``, each one's kept original where it has one)."""
-    where, params = scope_filter(study_uid, series_uid, sop_uid, original)
+    where, params = scope_filter(study, series_uid, sop_uid, original)
     names = [name.strip() for name in fields.split(",")]
     if original:
         names += [name for name in ("kind", "series", "sop") if name not in names]
@@ -126,17 +129,17 @@ async def scope_query(
         index,
         f"SELECT {projection} FROM c WHERE {where} ORDER BY c.wm",
         params,
-        partition=study_uid,
+        partition=study.key,
     )
     if original:
         return pick_versions(found)
-    return await visible_documents(index, study_uid, found)
+    return await visible_documents(index, study.key, found)
 
 
 async def _metadata_scope(
     c: Containers,
     fields: str,
-    study_uid: str,
+    study: PlacedStudy,
     series_uid: str | None,
     sop_uid: str | None,
     original: bool = False,
@@ -144,9 +147,11 @@ async def _metadata_scope(
     """The instance documents of a metadata request, oldest first: one point read for an
     instance (two for its original), else one query projecting ``fields``."""
     if series_uid is not None and sop_uid is not None:
-        doc = await _original_or_current(c, study_uid, series_uid, sop_uid, original)
+        doc = await _original_or_current(c, study, series_uid, sop_uid, original)
         return [doc] if doc else []
-    return await scope_query(c.index, fields, study_uid, series_uid, sop_uid, original=original)
+    return await scope_query(
+        study.container(c), fields, study, series_uid, sop_uid, original=original
+    )
 
 
 def _version(found: list[Doc]) -> str | None:
@@ -154,15 +159,15 @@ def _version(found: list[Doc]) -> str | None:
 
 
 async def read_metadata(
-    c: Containers, study_uid: str, series_uid: str | None, sop_uid: str | None
+    c: Containers, study: PlacedStudy, series_uid: str | None, sop_uid: str | None
 ) -> list[bytes]:
-    found = await _metadata_scope(c, "wm, meta, metaParts", study_uid, series_uid, sop_uid)
-    return await unpack_all(c.index, study_uid, found)
+    found = await _metadata_scope(c, "wm, meta, metaParts", study, series_uid, sop_uid)
+    return await unpack_all(study.container(c), study, found)
 
 
 async def read_metadata_version(
     c: Containers,
-    study_uid: str,
+    study: PlacedStudy,
     series_uid: str | None,
     sop_uid: str | None,
     original: bool = False,
@@ -170,22 +175,20 @@ async def read_metadata_version(
     """``IndexStore.metadata_version``: the watermarks of the scope, as ``read_metadata``
     finds its instances, without their metadata (one point read or one projected query)."""
     fields = "wm, hasOriginal"
-    return _version(await _metadata_scope(c, fields, study_uid, series_uid, sop_uid, original))
+    return _version(await _metadata_scope(c, fields, study, series_uid, sop_uid, original))
 
 
 async def read_versioned_metadata(
     c: Containers,
-    study_uid: str,
+    study: PlacedStudy,
     series_uid: str | None,
     sop_uid: str | None,
     original: bool = False,
 ) -> VersionedMetadata:
     """Both of the above from one point read or one query (slices of a split document
     aside): the version is that of the very documents returned."""
-    found = await _metadata_scope(
-        c, "wm, meta, metaParts", study_uid, series_uid, sop_uid, original
-    )
-    documents = await unpack_all(c.index, study_uid, found)
+    found = await _metadata_scope(c, "wm, meta, metaParts", study, series_uid, sop_uid, original)
+    documents = await unpack_all(study.container(c), study, found)
     return VersionedMetadata(version=_version(found), documents=tuple(documents))
 
 
@@ -200,11 +203,13 @@ async def search_index(
     if any(condition.attribute.extended for condition in query.conditions):
         # Extended query tags and external metadata: their values are system documents.
         searched, restrictions = await resolve_extended(c.system, query)
+    placement = placement_of(query.partition)
+    index = placement.container(c)
     return await run_search(
-        c.index,
+        index,
         searched,
         metadata,
-        lambda pk, doc: unpack_metadata(c.index, pk, doc),
+        lambda study_uid, doc: unpack_metadata(index, placement.study(study_uid), doc),
         restrictions,
         cached,
     )

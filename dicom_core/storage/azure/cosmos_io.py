@@ -18,6 +18,7 @@ from azure.core import MatchConditions
 from azure.cosmos.exceptions import CosmosAccessConditionFailedError, CosmosResourceNotFoundError
 
 from dicom_core.storage.azure.cosmos_docs import without_system_properties
+from dicom_core.storage.azure.cosmos_placement import PartitionKeyValue
 from dicom_core.storage.azure.retry import sub_status_of
 
 Doc = dict[str, Any]
@@ -34,7 +35,7 @@ def owner_missing(exc: BaseException) -> bool:
     return isinstance(exc, CosmosResourceNotFoundError) and sub_status_of(exc) == OWNER_MISSING
 
 
-async def read_item(container: Any, item_id: str, partition: str) -> Doc | None:
+async def read_item(container: Any, item_id: str, partition: PartitionKeyValue) -> Doc | None:
     """A point read; None for a missing item (a missing container raises ``ContainerGone``)."""
     try:
         return dict(await container.read_item(item_id, partition_key=partition))
@@ -49,10 +50,11 @@ async def query_items(
     sql: str,
     parameters: Mapping[str, object] | None = None,
     *,
-    partition: str | None = None,
+    partition: PartitionKeyValue | None = None,
     page_size: int | None = None,
 ) -> list[Doc]:
-    """All results of a parameterised query (single-partition when ``partition`` is given).
+    """All results of a parameterised query (single-partition when ``partition`` is given;
+    a prefix of a hierarchical key scopes it to the physical partitions holding that prefix).
 
     The Cosmos DB server used in tests ignores the partition-key header on queries (real
     Cosmos answers from that logical partition only), so callers that name a partition also
@@ -124,7 +126,7 @@ async def replace_if_unchanged(container: Any, doc: Doc) -> bool:
     return True
 
 
-async def delete_if_present(container: Any, item_id: str, partition: str) -> None:
+async def delete_if_present(container: Any, item_id: str, partition: PartitionKeyValue) -> None:
     """Delete an item; one already gone is fine (a missing container raises ``ContainerGone``)."""
     try:
         await container.delete_item(item_id, partition_key=partition)

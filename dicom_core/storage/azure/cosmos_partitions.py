@@ -73,20 +73,30 @@ async def _default(system: Any) -> Partition:
     return await _create_or_read(system, DEFAULT_PARTITION_KEY, DEFAULT_PARTITION_NAME)
 
 
+async def _registered(system: Any) -> list[Partition]:
+    # The test server ignores a query's partition key: the WHERE names it as well.
+    found = await query_items(
+        system,
+        "SELECT c.key, c.name, c.createdAt FROM c WHERE c.pk = @pk AND c.kind = @kind",
+        {"@pk": DATA_PARTITIONS_PARTITION, "@kind": DATA_PARTITION},
+        partition=DATA_PARTITIONS_PARTITION,
+    )
+    return [_partition(doc) for doc in found]
+
+
+async def partition_names(system: Any) -> dict[int, str]:
+    """The names of the registered partitions by key (one single-partition query), for
+    the stores that list documents of several partitions by name (query tag errors)."""
+    return {partition.key: partition.name for partition in await _registered(system)}
+
+
 class CosmosPartitionStore:
     def __init__(self, session: CosmosSession) -> None:
         self._session = session
 
     async def list_partitions(self) -> list[Partition]:
         async def read(c: Containers) -> list[Partition]:
-            # The test server ignores a query's partition key: the WHERE names it as well.
-            found = await query_items(
-                c.system,
-                "SELECT c.key, c.name, c.createdAt FROM c WHERE c.pk = @pk AND c.kind = @kind",
-                {"@pk": DATA_PARTITIONS_PARTITION, "@kind": DATA_PARTITION},
-                partition=DATA_PARTITIONS_PARTITION,
-            )
-            partitions = [_partition(doc) for doc in found]
+            partitions = await _registered(c.system)
             if all(partition.key != DEFAULT_PARTITION_KEY for partition in partitions):
                 partitions.append(await _default(c.system))
             return sorted(partitions, key=lambda partition: partition.key)

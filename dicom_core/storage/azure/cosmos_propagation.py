@@ -1,4 +1,4 @@
-"""Propagation of a study's summary keys to their copies, in the ``index`` container.
+"""Propagation of a study's summary keys to their copies, in the study's container.
 
 A QIDO search reads one document kind and never joins: series documents carry a copy of their
 study's matching keys (``sk``), instances a copy of their study's and series' keys (``sk``,
@@ -22,6 +22,7 @@ from azure.core import MatchConditions
 from azure.cosmos.exceptions import CosmosAccessConditionFailedError, CosmosResourceNotFoundError
 
 from dicom_core.storage.azure.cosmos_io import query_items, read_item
+from dicom_core.storage.azure.cosmos_placement import PlacedStudy
 from dicom_core.storage.azure.cosmos_schema import INSTANCE, SERIES, STUDY_DOC_ID
 
 log = logging.getLogger(__name__)
@@ -32,16 +33,18 @@ PROPAGATION_CONCURRENCY = 16
 """Key-copy patches in flight at once for one study."""
 
 
-async def propagate_safely(index: Any, pk: str) -> None:
+async def propagate_safely(index: Any, study: PlacedStudy) -> None:
     """Propagate now; on failure the study stays dirty and the next write finishes it."""
     try:
-        await propagate(index, pk)
+        await propagate(index, study)
     except Exception:
-        log.warning("propagating summary keys of study %s failed", pk, exc_info=True)
+        log.warning("propagating summary keys of study %s failed", study, exc_info=True)
 
 
-async def propagate(index: Any, pk: str) -> None:
-    """Bring every copy of the study's and series' keys up to their summaries' versions."""
+async def propagate(index: Any, study: PlacedStudy) -> None:
+    """Bring every copy of the study's and series' keys up to their summaries' versions
+    (``index``: the container of the study's placement)."""
+    pk = study.key
     semaphore = asyncio.Semaphore(PROPAGATION_CONCURRENCY)
 
     async def patch(item: str, operations: list[Doc], condition: str) -> None:
@@ -56,17 +59,19 @@ async def propagate(index: Any, pk: str) -> None:
                 )
 
     for _ in range(5):
-        study = await read_item(index, STUDY_DOC_ID, pk)
-        if study is None or not study.get("dirty"):
+        summary = await read_item(index, STUDY_DOC_ID, pk)
+        if summary is None or not summary.get("dirty"):
             return
+        params: dict[str, object] = {"@series": SERIES, "@instance": INSTANCE}
+        where = study.where(params)
         found = await query_items(
             index,
-            "SELECT c.id, c.kind, c.series, c.skv, c.rkv, c.rk FROM c WHERE c.pk = @pk"
-            " AND (c.kind = @series OR c.kind = @instance)",
-            {"@pk": pk, "@series": SERIES, "@instance": INSTANCE},
+            "SELECT c.id, c.kind, c.series, c.skv, c.rkv, c.rk FROM c WHERE"
+            f" {where} AND (c.kind = @series OR c.kind = @instance)",
+            params,
             partition=pk,
         )
-        kv = int(study["kv"])
+        kv = int(summary["kv"])
         series_keys = {
             str(d["series"]): (d["rk"], int(d.get("rkv", 0))) for d in found if d["kind"] == SERIES
         }
@@ -77,7 +82,7 @@ async def propagate(index: Any, pk: str) -> None:
                     patch(
                         d["id"],
                         [
-                            {"op": "set", "path": "/sk", "value": study["sk"]},
+                            {"op": "set", "path": "/sk", "value": summary["sk"]},
                             {"op": "set", "path": "/skv", "value": kv},
                         ],
                         f"from c where c.skv < {kv}",
@@ -102,7 +107,7 @@ async def propagate(index: Any, pk: str) -> None:
                 STUDY_DOC_ID,
                 partition_key=pk,
                 patch_operations=[{"op": "set", "path": "/dirty", "value": False}],
-                etag=study["_etag"],
+                etag=summary["_etag"],
                 match_condition=MatchConditions.IfNotModified,
             )
             return

@@ -5,8 +5,9 @@ it (the property tests hold the translation to that reference, as they do the SQ
 Request values only ever travel as query parameters; the query text is assembled from this
 module's fragments and the catalog's keywords, which are checked to be plain identifiers.
 
-Each level reads one document kind of the study-partitioned ``index`` container (see
-``cosmos_schema``): study summaries, series summaries, or instances. A series document carries
+Each level reads one document kind of the data partition's container (``index`` for
+Microsoft.Default, else ``partitioned`` with ``c.dp`` and the prefix key ``[dp]``; see
+``cosmos_placement``): study summaries, series summaries, or instances. A series document carries
 a copy of its study's matching keys and an instance document copies of its study's and series'
 keys, so a search never joins: ``c.sk.<Keyword>`` are study keys (including the list
 ``ModalitiesInStudy``), ``c.rk.<Keyword>`` series keys, and the UIDs are ``c.pk`` (the study),
@@ -44,6 +45,7 @@ from dicom_core.query.conditions import (
 from dicom_core.query.results import SearchMatch
 from dicom_core.storage.azure.cosmos_docs import JOINED_SUFFIX
 from dicom_core.storage.azure.cosmos_io import query_items, read_item
+from dicom_core.storage.azure.cosmos_placement import PartitionKeyValue, Placement, placement_of
 from dicom_core.storage.azure.cosmos_schema import (
     INSTANCE,
     SERIES,
@@ -91,8 +93,10 @@ _ORDER = {
 class CompiledSearch:
     sql: str
     parameters: dict[str, object]
-    partition: str | None
-    """The study partition when the resource URL names the study (a single-partition query)."""
+    partition: PartitionKeyValue | None
+    """The study's partition key when the resource URL names the study (a single-partition
+    query); else the data partition's prefix outside Microsoft.Default (``cosmos_placement``),
+    or None (every partition of the ``index`` container)."""
 
 
 class Parameters:
@@ -234,11 +238,16 @@ def compile_search(
     level = query.level
     params = Parameters()
     clauses = [f"c.kind = {params.add(_KIND[level])}"]
-    partition = query.study_uid
-    if partition is not None:
-        # The test server ignores the partition-key header on queries; real Cosmos scopes by
-        # it. Naming the partition in the text too keeps both right.
-        clauses.append(f"c.pk = {params.add(partition)}")
+    placement = placement_of(query.partition)
+    partition: PartitionKeyValue | None = placement.scope()
+    # The test server ignores the partition-key header on queries; real Cosmos scopes by it.
+    # Naming the partition in the text too keeps both right.
+    in_partition = placement.where(params.values)
+    if in_partition is not None:
+        clauses.append(in_partition)
+    if query.study_uid is not None:
+        partition = placement.key(query.study_uid)
+        clauses.append(f"c.pk = {params.add(query.study_uid)}")
     clauses.extend(_condition(condition, params) for condition in query.conditions)
     clauses.extend(
         f"ARRAY_CONTAINS({params.add(list(uids))}, {field})" for field, uids in restrictions
@@ -268,15 +277,17 @@ async def run_search(
         if wanted > query.level:
             raise ValueError(f"a {query.level.label} search has no {wanted.label} metadata")
     compiled = compile_search(query, restrictions)
-    rows = await _visible_rows(container, await _rows(container, compiled, query.offset))
+    placement = placement_of(query.partition)
+    rows = await _visible_rows(container, placement, await _rows(container, compiled, query.offset))
     semaphore = asyncio.Semaphore(_READ_CONCURRENCY)
 
     async def point_read(item: str, pk: str) -> Doc | None:
         async with semaphore:
-            doc = await read_item(container, item, pk)
+            key = placement.key(pk)
+            doc = await read_item(container, item, key)
             # The commit document is read again here, not taken from the rows' reads: a
             # summary read after a flip names the new version, and so must its JSON.
-            return await visible_document(container, pk, doc)
+            return await visible_document(container, key, doc)
 
     level = query.level
     studies: dict[str, Doc | None] = {}
@@ -370,14 +381,14 @@ async def _none() -> None:
     return None
 
 
-async def _visible_rows(container: Any, rows: list[Doc]) -> list[Doc]:
+async def _visible_rows(container: Any, placement: Placement, rows: list[Doc]) -> list[Doc]:
     """Instance rows as readers see them: a row with a staged version whose study's commit
     has flipped is that version (watermark, identity), read through the commit document
     (once per study)."""
     staged = sorted({str(row["pk"]) for row in rows if row.get(NEXT)})
     if not staged:
         return rows
-    found = await asyncio.gather(*(read_commit(container, pk) for pk in staged))
+    found = await asyncio.gather(*(read_commit(container, placement.key(pk)) for pk in staged))
     commits = dict(zip(staged, found, strict=True))
     return [visible(row, commits[str(row["pk"])]) if row.get(NEXT) else row for row in rows]
 

@@ -51,7 +51,9 @@ sequencer appends entries and moves the head in one transactional batch:
   sequencer replaces it under its ETag, which is what serialises sequencers;
 - ``feed`` (the ``p|{token}`` id of the pending change it sequenced, so that sequencing one
   change twice conflicts): ``seq``, ``action``, ``study``, ``series``, ``sop``, ``wm``, ``ts``
-  and ``cur``, the instance's current version (None once deleted; the sequencer moves it).
+  and ``cur``, the instance's current version (None once deleted; the sequencer moves it);
+  ``dp`` when the instance is not Microsoft.Default's, copied from its pending change (which
+  the study's own container holds: ``index`` or ``partitioned``).
 
 Cursors (``kind`` "cursor", ``pk`` "cursor", ``id`` the cursor's name): how far a job that
 follows the change feed got (``position``, the event publisher's last published sequence),
@@ -67,7 +69,8 @@ such a race is never used (Azure's keys have gaps too). ``Microsoft.Default``'s 
 created, create-only, the first time the registry is read.
 
 Container ``partitioned`` (``DICOM_COSMOS_PARTITIONED_CONTAINER``): the data of partitions
-other than Microsoft.Default; see docs/azure-backend.md. Nothing reads or writes it yet. Its
+other than Microsoft.Default; see docs/azure-backend.md and ``cosmos_placement``, the one module
+that knows which container and key a partition's documents have. Its
 partition key is hierarchical (MultiHash, version 2): ``/dp``, the data partition's key as a
 string, then ``/pk``, the StudyInstanceUID. Its documents are those of ``index`` (same kinds,
 ids and fields) plus ``dp``, so a study's documents still share one logical partition
@@ -226,7 +229,7 @@ INDEX_CONTAINER = ContainerSpec(
     },
 )
 
-# Nothing reads or writes it yet: the data of partitions other than Microsoft.Default; see
+# The data of partitions other than Microsoft.Default (``cosmos_placement``); see
 # docs/azure-backend.md. The index container's documents plus ``dp``; a QIDO of one data
 # partition filters on dp first, then sorts each kind newest first.
 PARTITIONED_CONTAINER = ContainerSpec(

@@ -42,6 +42,7 @@ from dicom_core.settings import AzureSettings
 from dicom_core.storage.azure import cosmos_docs as docs
 from dicom_core.storage.azure.clients import CosmosClients
 from dicom_core.storage.azure.cosmos_io import ContainerGone, owner_missing, query_items
+from dicom_core.storage.azure.cosmos_placement import PlacedStudy
 from dicom_core.storage.azure.cosmos_schema import (
     COUNTER_PARTITION,
     INDEX_CONTAINER,
@@ -64,8 +65,9 @@ DATABASE = "Cosmos DB"
 
 @dataclass(frozen=True, slots=True)
 class Containers:
-    """The container clients of one session: the index of instances, everything else, and the
-    data of partitions other than Microsoft.Default (``cosmos_schema``; unused so far)."""
+    """The container clients of one session: the index of Microsoft.Default's instances,
+    everything else, and the index of other data partitions (``cosmos_schema``,
+    ``cosmos_placement``)."""
 
     index: Any
     system: Any
@@ -191,20 +193,25 @@ async def advance_counter(
     raise StorageUnavailable(f"the {counter} counter could not be advanced")
 
 
-async def unpack_metadata(index: Any, pk: str, doc: Mapping[str, Any]) -> bytes:
-    """The DICOM JSON of an instance document: inline, or joined from its metadata slices."""
+async def unpack_metadata(container: Any, study: PlacedStudy, doc: Mapping[str, Any]) -> bytes:
+    """The DICOM JSON of an instance document: inline, or joined from its metadata slices
+    (in the study's logical partition of ``container``, the study's placement's)."""
     if doc.get("meta"):
         return docs.unpack_metadata(str(doc["meta"]))
+    params: dict[str, object] = {"@kind": METAPART, "@wm": int(doc["wm"])}
+    where = study.where(params)
     parts = await query_items(
-        index,
-        "SELECT c.part, c.data FROM c WHERE c.pk = @pk AND c.kind = @kind AND c.wm = @wm",
-        {"@pk": pk, "@kind": METAPART, "@wm": int(doc["wm"])},
-        partition=pk,
+        container,
+        f"SELECT c.part, c.data FROM c WHERE {where} AND c.kind = @kind AND c.wm = @wm",
+        params,
+        partition=study.key,
     )
     parts.sort(key=lambda part: int(part["part"]))
     return docs.unpack_metadata("".join(str(part["data"]) for part in parts))
 
 
-async def unpack_all(index: Any, pk: str, found: Sequence[Mapping[str, Any]]) -> list[bytes]:
+async def unpack_all(
+    container: Any, study: PlacedStudy, found: Sequence[Mapping[str, Any]]
+) -> list[bytes]:
     """The DICOM JSON of several instance documents of one study, read concurrently."""
-    return list(await asyncio.gather(*(unpack_metadata(index, pk, doc) for doc in found)))
+    return list(await asyncio.gather(*(unpack_metadata(container, study, doc) for doc in found)))

@@ -65,6 +65,11 @@ from dicom_core.storage.azure.cosmos_io import (
     query_items,
     read_item,
 )
+from dicom_core.storage.azure.cosmos_placement import (
+    PartitionKeyValue,
+    PlacedStudy,
+    placement_of,
+)
 from dicom_core.storage.azure.cosmos_propagation import propagate_safely
 from dicom_core.storage.azure.cosmos_schema import (
     COMMIT,
@@ -121,11 +126,11 @@ def visible(doc: Mapping[str, Any], commit: Mapping[str, Any] | None) -> Doc:
     return {k: v for k, v in doc.items() if k != NEXT}
 
 
-async def read_commit(index: Any, pk: str) -> Doc | None:
+async def read_commit(index: Any, pk: PartitionKeyValue) -> Doc | None:
     return await read_item(index, COMMIT_DOC_ID, pk)
 
 
-async def visible_documents(index: Any, pk: str, found: Sequence[Doc]) -> list[Doc]:
+async def visible_documents(index: Any, pk: PartitionKeyValue, found: Sequence[Doc]) -> list[Doc]:
     """``found`` (instance documents of one study, oldest first) as readers see them, still
     oldest first; one point read of the commit document when any of them has a staged
     version, none otherwise."""
@@ -135,7 +140,7 @@ async def visible_documents(index: Any, pk: str, found: Sequence[Doc]) -> list[D
     return sorted((visible(doc, commit) for doc in found), key=lambda doc: int(doc["wm"]))
 
 
-async def visible_document(index: Any, pk: str, doc: Doc | None) -> Doc | None:
+async def visible_document(index: Any, pk: PartitionKeyValue, doc: Doc | None) -> Doc | None:
     """One instance document as readers see it. The commit document is read afresh each
     time: one read earlier in a request may predate the flip (see cosmos_query)."""
     if doc is None or not doc.get(NEXT):
@@ -169,8 +174,8 @@ class Settled:
     obsolete: list[str] = field(default_factory=list)
 
 
-Execute = Callable[[Containers, str, docs.BatchPlan], Awaitable[list[Any]]]
-DropMetaparts = Callable[[str, int], Awaitable[None]]
+Execute = Callable[[Containers, PlacedStudy, docs.BatchPlan], Awaitable[list[Any]]]
+DropMetaparts = Callable[[PlacedStudy, int], Awaitable[None]]
 Abort = Callable[[Reservation], Awaitable[None]]
 
 
@@ -205,22 +210,25 @@ class StagedVersions:
         whose answer was lost, or another run that rolled the study forward meanwhile, never
         makes a visible version's file look obsolete.
         """
-        pk = reserved[0][0].key.study_uid
-        earlier = await self.settle(pk)  # an interrupted update's leftovers come first
+        first = reserved[0][0].key
+        study = placement_of(first.partition).study(first.study_uid)
+        earlier = await self.settle(study)  # an interrupted update's leftovers come first
         token = uuid.uuid4().hex
-        await self._session.run(lambda c: self._open(c, pk, token))
-        staged, alone = await self._stage(pk, token, reserved, outcome)
+        await self._session.run(lambda c: self._open(c, study, token))
+        staged, alone = await self._stage(study, token, reserved, outcome)
         if staged:
-            await self._session.run(lambda c: self._flip(c, pk, token, staged))
-        done = await self.settle(pk, own=token)
+            await self._session.run(lambda c: self._flip(c, study, token, staged))
+        done = await self.settle(study, own=token)
         ids = [instance_id(v.key.series_uid, v.key.sop_uid) for v, _ in staged]
+        params: dict[str, object] = {"@kind": INSTANCE, "@ids": ids}
+        where = study.where(params)
         current = await self._session.run(
             lambda c: query_items(
-                c.index,
-                "SELECT c.id, c.wm, c.blobKey FROM c WHERE c.pk = @pk AND c.kind = @kind"
+                study.container(c),
+                f"SELECT c.id, c.wm, c.blobKey FROM c WHERE {where} AND c.kind = @kind"
                 " AND ARRAY_CONTAINS(@ids, c.id)",
-                {"@pk": pk, "@kind": INSTANCE, "@ids": ids},
-                partition=pk,
+                params,
+                partition=study.key,
             )
         )
         named = {str(doc["blobKey"]) for doc in current}
@@ -239,7 +247,7 @@ class StagedVersions:
         return alone
 
     async def settle(
-        self, pk: str, *, own: str | None = None, committed_only: bool = False
+        self, study: PlacedStudy, *, own: str | None = None, committed_only: bool = False
     ) -> Settled:
         """Finish what the study's commit document says is under way: roll committed
         versions forward, strip the others, and mark the commit document done.
@@ -249,32 +257,36 @@ class StagedVersions:
         happens to a staging at all, since its versions are not visible yet.
         """
         settled = Settled()
-        commit = await self._session.run(lambda c: read_commit(c.index, pk))
+        pk = study.key
+        commit = await self._session.run(lambda c: read_commit(study.container(c), pk))
         if commit is None or commit.get("state") == DONE:
             return settled
         if commit.get("state") == STAGING and commit.get(TOKEN) != own:
             if committed_only:
                 return settled
             if seconds_since(str(commit.get("updatedAt"))) < STAGING_LEASE_SECONDS:
-                raise StorageUnavailable(f"another bulk update of study {pk} is staging")
+                raise StorageUnavailable(f"another bulk update of study {study} is staging")
+        params: dict[str, object] = {"@kind": INSTANCE}
+        where = study.where(params)
         rows = await self._session.run(
             lambda c: query_items(
-                c.index,
-                "SELECT c.id, c.next.token AS token FROM c WHERE c.pk = @pk AND c.kind = @kind",
-                {"@pk": pk, "@kind": INSTANCE},
+                study.container(c),
+                f"SELECT c.id, c.next.token AS token FROM c WHERE {where} AND c.kind = @kind",
+                params,
                 partition=pk,
             )
         )
         ids = [str(row["id"]) for row in rows if row.get("token")]
         while ids:
-            ids = ids[await self._settle_step(pk, ids[:ROLL_FORWARD_VERSIONS], commit, settled) :]
+            chunk = ids[:ROLL_FORWARD_VERSIONS]
+            ids = ids[await self._settle_step(study, chunk, commit, settled) :]
         finished = {
             **docs.without_system_properties(commit),
             "state": DONE,
             "updatedAt": utc_timestamp(),
         }
         with contextlib.suppress(CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
-            container = (await self._session.containers()).index
+            container = study.container(await self._session.containers())
             await container.replace_item(
                 COMMIT_DOC_ID,
                 finished,
@@ -286,18 +298,19 @@ class StagedVersions:
     # -- the steps ---------------------------------------------------------------------------
 
     async def _settle_step(
-        self, pk: str, ids: Sequence[str], commit: Mapping[str, Any], settled: Settled
+        self, study: PlacedStudy, ids: Sequence[str], commit: Mapping[str, Any], settled: Settled
     ) -> int:
-        return await self._session.run(lambda c: self._settle_chunk(c, pk, ids, commit, settled))
+        return await self._session.run(lambda c: self._settle_chunk(c, study, ids, commit, settled))
 
-    async def _open(self, c: Containers, pk: str, token: str) -> None:
+    async def _open(self, c: Containers, study: PlacedStudy, token: str) -> None:
         """Open a staging: create the commit document, or reuse the study's ``done`` one.
         Ours already (an answer lost) is fine; another run's unfinished one is not."""
+        index = study.container(c)
         for _ in range(3):
-            existing = await read_commit(c.index, pk)
+            existing = await read_commit(index, study.key)
             doc = {
                 "id": COMMIT_DOC_ID,
-                "pk": pk,
+                **study.fields(),
                 "kind": COMMIT,
                 "state": STAGING,
                 TOKEN: token,
@@ -305,13 +318,13 @@ class StagedVersions:
             }
             try:
                 if existing is None:
-                    await c.index.create_item(doc)
+                    await index.create_item(doc)
                     return
                 if existing.get(TOKEN) == token:
                     return
                 if existing.get("state") != DONE:
                     break
-                await c.index.replace_item(
+                await index.replace_item(
                     COMMIT_DOC_ID,
                     doc,
                     etag=existing["_etag"],
@@ -320,11 +333,11 @@ class StagedVersions:
                 return
             except (CosmosResourceExistsError, CosmosAccessConditionFailedError):
                 continue  # another run opened it meanwhile: look again
-        raise StorageUnavailable(f"another bulk update of study {pk} is under way")
+        raise StorageUnavailable(f"another bulk update of study {study} is under way")
 
     async def _stage(
         self,
-        pk: str,
+        study: PlacedStudy,
         token: str,
         reserved: Sequence[tuple[NewVersion, Reservation]],
         outcome: VersionsOutcome,
@@ -338,7 +351,7 @@ class StagedVersions:
         async def stage_one(version: NewVersion, reservation: Reservation) -> None:
             async with semaphore:
                 result = await self._session.run(
-                    lambda c: self._stage_one(c, pk, token, version, reservation)
+                    lambda c: self._stage_one(c, study, token, version, reservation)
                 )
             if result == "staged":
                 staged.append((version, reservation))
@@ -361,18 +374,24 @@ class StagedVersions:
         return staged, alone
 
     async def _stage_one(
-        self, c: Containers, pk: str, token: str, version: NewVersion, reservation: Reservation
+        self,
+        c: Containers,
+        study: PlacedStudy,
+        token: str,
+        version: NewVersion,
+        reservation: Reservation,
     ) -> str:
         key = version.key
+        index, pk = study.container(c), study.key
         packed = docs.pack_metadata(version.instance.metadata_json)
         sliced = False
         for backoff in conflict_backoff():
-            doc = await read_item(c.index, instance_id(key.series_uid, key.sop_uid), pk)
+            doc = await read_item(index, instance_id(key.series_uid, key.sop_uid), pk)
             if doc is not None and int(doc["wm"]) == reservation.watermark:
                 return "committed"  # an earlier attempt's commit, whose answer was lost
             if doc is None or int(doc["wm"]) != version.based_on:
                 if sliced:
-                    await self._drop_metaparts(pk, reservation.watermark)
+                    await self._drop_metaparts(study, reservation.watermark)
                 return "changed"
             current = without_next(docs.without_system_properties(doc))
             now = utc_timestamp()
@@ -385,18 +404,18 @@ class StagedVersions:
                     packed[i : i + docs.METADATA_PART_CHARS]
                     for i in range(0, len(packed), docs.METADATA_PART_CHARS)
                 ]
-                for part in docs.metapart_documents(pk, reservation.watermark, slices):
-                    await c.index.upsert_item(part)
+                for part in docs.metapart_documents(study, reservation.watermark, slices):
+                    await index.upsert_item(part)
                 sliced = True
                 staged = docs.instance_document(
                     reservation, version.instance, now=now, packed=packed, parts=len(slices)
                 )
                 staged[TOKEN] = token
                 if _size(current) + _size(staged) > STAGED_DOCUMENT_BYTES:
-                    await self._drop_metaparts(pk, reservation.watermark)
+                    await self._drop_metaparts(study, reservation.watermark)
                     return "alone"
             try:
-                await c.index.replace_item(
+                await index.replace_item(
                     doc["id"],
                     {**current, NEXT: staged},
                     etag=doc["_etag"],
@@ -406,38 +425,40 @@ class StagedVersions:
                 await asyncio.sleep(backoff)  # a key-copy patch, or a delete: read again
                 continue
             return "staged"
-        raise StorageUnavailable(f"too many concurrent writes to study {pk}")
+        raise StorageUnavailable(f"too many concurrent writes to study {study}")
 
     async def _flip(
         self,
         c: Containers,
-        pk: str,
+        study: PlacedStudy,
         token: str,
         staged: Sequence[tuple[NewVersion, Reservation]],
     ) -> bool:
         """One batch: the summaries all the staged versions make, and the commit document
         set to committed. False when the staging was taken away (``settle`` by another run)."""
+        index = study.container(c)
         for backoff in conflict_backoff():
+            params: dict[str, object] = {
+                "@ids": [instance_id(v.key.series_uid, v.key.sop_uid) for v, _ in staged],
+                "@reservations": [
+                    reservation_id(v.key.series_uid, v.key.sop_uid) for v, _ in staged
+                ],
+                "@series": SERIES,
+                "@study": STUDY,
+                "@commit": COMMIT,
+            }
+            where = study.where(params)
             found = await query_items(
-                c.index,
-                "SELECT * FROM c WHERE c.pk = @pk AND (ARRAY_CONTAINS(@ids, c.id)"
+                index,
+                f"SELECT * FROM c WHERE {where} AND (ARRAY_CONTAINS(@ids, c.id)"
                 " OR ARRAY_CONTAINS(@reservations, c.id) OR c.kind = @series"
                 " OR c.kind = @study OR c.kind = @commit)",
-                {
-                    "@pk": pk,
-                    "@ids": [instance_id(v.key.series_uid, v.key.sop_uid) for v, _ in staged],
-                    "@reservations": [
-                        reservation_id(v.key.series_uid, v.key.sop_uid) for v, _ in staged
-                    ],
-                    "@series": SERIES,
-                    "@study": STUDY,
-                    "@commit": COMMIT,
-                },
-                partition=pk,
+                params,
+                partition=study.key,
             )
             by_id = {str(doc["id"]): doc for doc in found}
             commit = by_id.get(COMMIT_DOC_ID)
-            study = by_id.get(STUDY_DOC_ID)
+            summary = by_id.get(STUDY_DOC_ID)
             series_docs = {str(d["series"]): d for d in found if d["kind"] == SERIES}
             if commit is None or commit.get(TOKEN) != token:
                 return False
@@ -468,7 +489,7 @@ class StagedVersions:
                     with contextlib.suppress(
                         CosmosAccessConditionFailedError, CosmosResourceNotFoundError
                     ):
-                        await c.index.replace_item(
+                        await index.replace_item(
                             doc["id"],
                             without_next(docs.without_system_properties(doc)),
                             etag=doc["_etag"],
@@ -477,11 +498,11 @@ class StagedVersions:
                 continue  # read again: only versions still held flip
             if (
                 not items
-                or study is None
+                or summary is None
                 or any(i.reservation.key.series_uid not in series_docs for i in items)
             ):
                 return False
-            whole = docs.plan_versions(items, series_docs, study, utc_timestamp())
+            whole = docs.plan_versions(items, series_docs, summary, utc_timestamp())
             plan = docs.BatchPlan(propagate=whole.propagate)
             for name, operation in zip(whole.names, whole.operations, strict=True):
                 if name in ("series", "study"):
@@ -490,19 +511,19 @@ class StagedVersions:
             committed["committedAt"] = utc_timestamp()
             plan.put("commit", committed, commit)
             try:
-                await self._execute(c, pk, plan)
+                await self._execute(c, study, plan)
             except BatchConflict:
                 await asyncio.sleep(backoff)
                 continue
             if plan.propagate:
-                await propagate_safely(c.index, pk)
+                await propagate_safely(index, study)
             return True
-        raise StorageUnavailable(f"too many concurrent writes to study {pk}")
+        raise StorageUnavailable(f"too many concurrent writes to study {study}")
 
     async def _settle_chunk(
         self,
         c: Containers,
-        pk: str,
+        study: PlacedStudy,
         ids: Sequence[str],
         commit: Mapping[str, Any],
         settled: Settled,
@@ -512,22 +533,23 @@ class StagedVersions:
         update would have left it; returns how many of ``ids`` it settled."""
         for backoff in conflict_backoff():
             reservations = [reservation_id(*_series_sop(doc_id)) for doc_id in ids]
+            params: dict[str, object] = {
+                "@ids": list(ids),
+                "@reservations": reservations,
+                "@series": SERIES,
+                "@study": STUDY,
+            }
+            where = study.where(params)
             found = await query_items(
-                c.index,
-                "SELECT * FROM c WHERE c.pk = @pk AND (ARRAY_CONTAINS(@ids, c.id)"
+                study.container(c),
+                f"SELECT * FROM c WHERE {where} AND (ARRAY_CONTAINS(@ids, c.id)"
                 " OR ARRAY_CONTAINS(@reservations, c.id) OR c.kind = @series"
                 " OR c.kind = @study)",
-                {
-                    "@pk": pk,
-                    "@ids": list(ids),
-                    "@reservations": reservations,
-                    "@series": SERIES,
-                    "@study": STUDY,
-                },
-                partition=pk,
+                params,
+                partition=study.key,
             )
             by_id = {str(doc["id"]): doc for doc in found}
-            study = by_id.get(STUDY_DOC_ID)
+            summary = by_id.get(STUDY_DOC_ID)
             series_docs = {str(d["series"]): d for d in found if d["kind"] == SERIES}
             plan = docs.BatchPlan()
             rolled: dict[InstanceKey, int] = {}
@@ -547,7 +569,7 @@ class StagedVersions:
                     break
                 taken += 1
                 key = InstanceKey(
-                    pk, str(doc["series"]), str(doc["sop"]), partition=docs.document_partition(doc)
+                    study.uid, str(doc["series"]), str(doc["sop"]), partition=study.partition
                 )
                 watermark = int(staged["wm"])
                 held = by_id.get(reservation_id(key.series_uid, key.sop_uid))
@@ -558,10 +580,10 @@ class StagedVersions:
                     TOKEN
                 )
                 series_doc = series_docs.get(key.series_uid)
-                if committed and (study is None or series_doc is None):
+                if committed and (summary is None or series_doc is None):
                     taken -= 1
                     break  # its summaries are in flight (a store or a delete): later
-                if committed and study is not None and series_doc is not None:
+                if committed and summary is not None and series_doc is not None:
                     single = docs.plan_commit(
                         reservation=Reservation(
                             key=key,
@@ -573,7 +595,7 @@ class StagedVersions:
                         instance_doc={k: v for k, v in staged.items() if k != TOKEN},
                         old_instance=current,
                         series_doc=series_doc,
-                        study_doc=study,
+                        study_doc=summary,
                         now=now,
                         updating=True,
                     )
@@ -600,16 +622,16 @@ class StagedVersions:
             if not plan.operations:
                 return taken
             try:
-                await self._execute(c, pk, plan)
+                await self._execute(c, study, plan)
             except BatchConflict:
                 await asyncio.sleep(backoff)
                 continue
             settled.rolled.update(rolled)
             settled.obsolete.extend(obsolete)
             for watermark in dropped_parts:
-                await self._drop_metaparts(pk, watermark)
+                await self._drop_metaparts(study, watermark)
             return taken
-        raise StorageUnavailable(f"too many concurrent writes to study {pk}")
+        raise StorageUnavailable(f"too many concurrent writes to study {study}")
 
 
 def _size(doc: Mapping[str, Any]) -> int:
