@@ -152,7 +152,7 @@ DEFAULT_EXPIRY_SCHEDULE = "0 * * * * *"
 
 #: The backends whose index keeps data partitions apart. The others refuse the setting rather
 #: than store every partition's data as Microsoft.Default's.
-PARTITIONED_BACKENDS: frozenset[str] = frozenset({"local"})
+PARTITIONED_BACKENDS: frozenset[str] = frozenset({"local", "azure"})
 
 
 def _data_partitions(values: Mapping[str, str], storage: str) -> bool:

@@ -2,8 +2,8 @@
 partitioning"; issue [6/7]): a server with ``DICOM_DATA_PARTITIONS`` on, the same UIDs with
 different content in two partitions, and nothing crossing between them.
 
-Local backend only so far: the azure backend refuses the setting until its index keeps
-partitions apart (``settings.PARTITIONED_BACKENDS``).
+On each backend (on azure, Microsoft.Default's data in the ``index`` container and the
+others' in ``partitioned``: ``cosmos_placement``), one server per backend.
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ from pydicom.uid import generate_uid
 
 from tests.support.factories import make_dataset, multipart, to_bytes
 from tests.support.operations import wait_done
-from tests.support.server import Server, start_server, stop_server
+from tests.support.server import (
+    Server,
+    azure_environment,
+    backend_server,
+    start_server,
+    stop_server,
+)
 from tests.support.ups import DICOM_JSON, HEADERS, workitem
 
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=DICOMwebBoundary'
@@ -27,12 +33,11 @@ ON = {"DICOM_DATA_PARTITIONS": "true"}
 
 
 @pytest.fixture(scope="module")
-def partitioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_server(tmp_path_factory.mktemp("partitions"), **ON)
-    try:
-        yield server
-    finally:
-        stop_server(server)
+def partitioned(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    with backend_server("partitions", backend, tmp_path_factory, request, **ON) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -168,15 +173,19 @@ def test_the_same_uids_in_two_partitions_never_cross(client: httpx.Client) -> No
     assert (latest_a["Action"], latest_a["PartitionName"]) == ("delete", "site-a")
 
 
-def test_data_stored_before_partitions_is_in_microsoft_default(tmp_path: Path) -> None:
+def test_data_stored_before_partitions_is_in_microsoft_default(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # One data directory, and on azure one database, for the three servers in turn.
+    env = azure_environment(request.getfixturevalue("emulators")) if backend == "azure" else {}
     ds = make_dataset()
-    before = start_server(tmp_path)
+    before = start_server(tmp_path, **env)
     try:
         with before.client() as http:
             assert stow(http, "/v2/studies", ds).status_code == 200
     finally:
         stop_server(before)
-    after = start_server(tmp_path, **ON)
+    after = start_server(tmp_path, **env, **ON)
     try:
         with after.client() as http:
             path = f"/v2/partitions/Microsoft.Default/studies/{ds.StudyInstanceUID}/metadata"
@@ -185,7 +194,7 @@ def test_data_stored_before_partitions_is_in_microsoft_default(tmp_path: Path) -
             assert stow(http, "/v2/partitions/other/studies", make_dataset()).status_code == 200
     finally:
         stop_server(after)
-    off = start_server(tmp_path)
+    off = start_server(tmp_path, **env)
     try:
         with off.client() as http:
             response = http.get(f"/v2/studies/{ds.StudyInstanceUID}/metadata", headers=JSON)

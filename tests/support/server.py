@@ -160,10 +160,12 @@ def backend_server(
     backend: str,
     tmp_path_factory: pytest.TempPathFactory,
     request: pytest.FixtureRequest,
+    **settings: str,
 ) -> Iterator[Server]:
-    """A server of its own on ``backend``: its own data directory, on azure its own database."""
+    """A server of its own on ``backend``: its own data directory, on azure its own database;
+    ``settings`` are more of its environment."""
     env = azure_environment(request.getfixturevalue("emulators")) if backend == "azure" else {}
-    running = start_server(tmp_path_factory.mktemp(f"{name}-{backend}"), **env)
+    running = start_server(tmp_path_factory.mktemp(f"{name}-{backend}"), **env, **settings)
     try:
         yield running
     finally:
