@@ -63,6 +63,9 @@ param httpPerInstanceConcurrency int = 16
 @description('Publish DICOM events (DicomImageCreated, Updated, Deleted) to an Event Grid topic this deployment creates.')
 param eventGridTopic bool = false
 
+@description('Data partitions (Azure: enableDataPartitions): every DICOMweb route under /partitions/{name}. Cannot be turned off again once partitions other than Microsoft.Default exist.')
+param dataPartitions bool = false
+
 @allowed([
   'eventgrid'
   'cloudevents'
@@ -277,6 +280,7 @@ module api 'app/api.bicep' = {
     httpPerInstanceConcurrency: httpPerInstanceConcurrency
     eventsTopicEndpoint: eventGridTopic ? events.outputs.endpoint : ''
     eventsSchema: eventsSchema
+    dataPartitions: dataPartitions
   }
 }
 

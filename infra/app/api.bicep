@@ -27,6 +27,8 @@ param httpPerInstanceConcurrency int
 @description('Endpoint of the Event Grid topic of DICOM events; empty: events off.')
 param eventsTopicEndpoint string = ''
 param eventsSchema string = 'eventgrid'
+@description('Data partitions on (DICOM_DATA_PARTITIONS).')
+param dataPartitions bool = false
 
 var blobServiceUri = 'https://${storageAccountName}.blob.${environment().suffixes.storage}'
 var queueServiceUri = 'https://${storageAccountName}.queue.${environment().suffixes.storage}'
@@ -131,6 +133,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     DICOM_AUTH_ISSUER: authIssuers
     DICOM_AUTH_JWKS_URL: authJwksUrl
     DICOM_CORS_ORIGINS: corsOrigins
+    DICOM_DATA_PARTITIONS: string(dataPartitions)
     // DICOM events to the deployment's Event Grid topic (when it has one), with the identity,
     // which holds EventGrid Data Sender on the topic. The source (Event Grid stamps its own
     // topic ID; CloudEvents keep this) names this app, as Azure's name the workspace.

@@ -308,6 +308,7 @@ def test_app_settings_configure_the_azure_backend_auth_and_streaming(
             "DICOM_EVENTS_SCHEMA": "cloudevents",
             "DICOM_EVENTS_TOPIC__topicEndpointUri": "https://evgt.eastus2-1.eventgrid.azure.net/api/events",
             "DICOM_EVENTS_SOURCE": "/subscriptions/s/providers/Microsoft.Web/sites/f",
+            "DICOM_DATA_PARTITIONS": "True",  # string(dataPartitions) with the parameter on
         }
     )
     parsed = Settings.from_mapping(literal)
@@ -317,6 +318,10 @@ def test_app_settings_configure_the_azure_backend_auth_and_streaming(
     assert parsed.auth.enabled
     assert parsed.events.enabled and parsed.events.topic_credential == "managedidentity"
     assert parsed.events.topic_key is None  # the identity signs in; the topic has no keys
+    assert parsed.data_partitions  # accepted with the azure backend
+    assert settings["DICOM_DATA_PARTITIONS"] == {
+        "function": {"type": "string", "parameters": {"value_to_convert": "dataPartitions"}}
+    }
     assert settings["PYTHON_ENABLE_INIT_INDEXING"] == "1"
     for spec in CONTAINERS:  # each container the code has, under the name Bicep gives it
         assert settings[spec.setting] == spec.default_name, spec.setting
