@@ -280,3 +280,41 @@ async def test_cosmos_keeps_microsoft_default_in_index_and_the_others_in_partiti
     assert all("dp" not in d for d in in_index)
     assert {d["kind"] for d in in_partitioned} >= {"instance", "series", "study"}
     assert all(d["dp"] == str(OTHER) for d in in_partitioned)
+
+
+async def test_a_reindex_counts_and_indexes_every_partition(searched: Stores) -> None:
+    """Adding an extended query tag reindexes the instances of every partition: the
+    operation's total counts them all (its percentComplete comes from it), and a search on
+    the tag in one partition then finds that partition's instance only."""
+    from dicom_core.domain.extended_query_tags import QueryTagDefinition, QueryTagLevelValues
+    from dicom_core.jobs.reindex import ReindexCheckpoint, ReindexJob, plan_reindex
+    from tests.contract.test_query_tag_store import take
+    from tests.support.index_rows import stored_instance
+
+    index, tags = searched.index, searched.query_tags
+    default, other = twins()
+    for key in (default, other):
+        reservation = await index.begin_instance(key, upsert=False)
+        age = {"00101010": {"vr": "AS", "Value": [f"0{key.partition}0Y"]}}
+        await index.commit_instance(reservation, stored_instance(key, metadata=age))
+    queue = searched.queue_name()
+    definition = QueryTagDefinition(path="00101010", vr="AS", level=QueryTagLevelValues.STUDY)
+    await tags.add_tags([definition], "op", max_tags=128, start=plan_reindex("op", queue=queue))
+    (first,) = await take(searched, queue)
+    checkpoint = ReindexCheckpoint.from_json(first["checkpoint"])
+    assert checkpoint.position.total == 2
+    await ReindexJob(tags, batch_size=10, queue=queue).batch("op", checkpoint)
+    tag = await tags.get_tag("00101010")
+    assert tag is not None and tag.status == "Ready"
+    catalog = CORE_CATALOG.with_extended([tag.attribute])
+
+    async def found(partition: int, age: str) -> list[str]:
+        query = parse_query(
+            [("00101010", age)], QueryResource.ALL_STUDIES, partition=partition, catalog=catalog
+        )
+        return [m.study_uid for m in await index.search(query)]
+
+    assert await found(OTHER, "070Y") == [other.study_uid]
+    assert await found(DEFAULT, "010Y") == [default.study_uid]
+    assert await found(DEFAULT, "070Y") == []
+    assert await found(OTHER, "010Y") == []

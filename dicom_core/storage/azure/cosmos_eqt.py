@@ -157,11 +157,19 @@ class CosmosQueryTagStore(CosmosOperationStore):
             keys = [first - len(definitions) + 1 + n for n in range(len(definitions))]
             counter = await read_item(c.system, WATERMARK_COUNTER, COUNTER_PARTITION)
             until = int(counter["value"]) if counter else 0
-            total = await count_items(
-                c.index,
-                "SELECT VALUE COUNT(1) FROM c WHERE c.kind = @kind AND c.wm <= @until",
-                {"@kind": INSTANCE, "@until": until},
+            # The reindex covers the instances of every data partition, in both index
+            # containers (``cosmos_placement``), as ``read_watermark_range`` reads them.
+            counts = await asyncio.gather(
+                *(
+                    count_items(
+                        container,
+                        "SELECT VALUE COUNT(1) FROM c WHERE c.kind = @kind AND c.wm <= @until",
+                        {"@kind": INSTANCE, "@until": until},
+                    )
+                    for container in (c.index, c.partitioned)
+                )
             )
+            total = sum(counts)
             checkpoint, message = start(tuple(keys), until, total)
             first_message[:] = [message]
             now = utc_timestamp()
