@@ -318,3 +318,52 @@ async def test_a_reindex_counts_and_indexes_every_partition(searched: Stores) ->
     assert await found(DEFAULT, "010Y") == [default.study_uid]
     assert await found(DEFAULT, "070Y") == []
     assert await found(OTHER, "010Y") == []
+
+
+async def test_a_bulk_update_interrupted_after_its_flip_settles_in_its_partition(
+    partitioned: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cosmos DB: one partition's staged update dies after its flip; its readers (point reads,
+    QIDO, the feed's metadata) see the new versions through that partition's commit
+    document, the twin study in Microsoft.Default sees none of it, and settling rolls the
+    partition's versions forward."""
+    if partitioned.backend != "azure":
+        pytest.skip("the Cosmos DB adapter's staged commit")
+    from dicom_core.storage.azure import cosmos_index
+    from tests.contract.test_cosmos_staged_versions import crash_after_the_flip
+    from tests.contract.test_index_versions import marker_of
+
+    monkeypatch.setattr(cosmos_index, "STUDY_BATCH_VERSIONS", 1)
+    index = partitioned.index
+    study, series = generate_uid(), generate_uid()
+    sops = [generate_uid() for _ in range(3)]
+    defaults = [InstanceKey(study, series, sop, partition=DEFAULT) for sop in sops]
+    others = [InstanceKey(study, series, sop, partition=OTHER) for sop in sops]
+    for key in defaults:
+        await store(index, key, "v1")
+    first = [await store(index, key, "v1") for key in others]
+    await crash_after_the_flip(index, others, first, monkeypatch)
+
+    assert {marker_of(d) for d in await index.get_metadata(study, partition=OTHER)} == {"v2"}
+    assert all(b"v1" in d for d in await index.get_metadata(study, partition=DEFAULT))
+    for partition, patient, expected in (
+        (OTHER, "v2", [study]),
+        (OTHER, "v1", []),
+        (DEFAULT, "v1", [study]),
+        (DEFAULT, "v2", []),
+    ):
+        query = parse_query(
+            [("PatientID", patient)], QueryResource.ALL_STUDIES, partition=partition
+        )
+        assert [m.study_uid for m in await index.search(query)] == expected
+    await index.settle_versions(study, partition=OTHER)
+    entries = await partitioned.ports.change_feed.read_changes(
+        ChangeQuery(limit=1000, partition=OTHER, include_metadata=True)
+    )
+    current = [e for e in entries if e.current_watermark is not None and e.key in others]
+    assert current and all(e.metadata and marker_of(e.metadata) == "v2" for e in current)
+    default_entries = await partitioned.ports.change_feed.read_changes(
+        ChangeQuery(limit=1000, partition=DEFAULT, include_metadata=True)
+    )
+    mine = [e for e in default_entries if e.key in defaults]
+    assert len(mine) == 3 and all(e.metadata and b"v1" in e.metadata for e in mine)
