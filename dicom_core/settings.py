@@ -150,21 +150,6 @@ def _list(values: Mapping[str, str], name: str, default: tuple[str, ...]) -> tup
 DEFAULT_EXPIRY_SCHEDULE = "0 * * * * *"
 
 
-#: The backends whose index keeps data partitions apart. The others refuse the setting rather
-#: than store every partition's data as Microsoft.Default's.
-PARTITIONED_BACKENDS: frozenset[str] = frozenset({"local", "azure"})
-
-
-def _data_partitions(values: Mapping[str, str], storage: str) -> bool:
-    enabled = _bool(values, "DICOM_DATA_PARTITIONS", False)
-    if enabled and storage not in PARTITIONED_BACKENDS:
-        raise SettingsError(
-            f"DICOM_DATA_PARTITIONS is not available with DICOM_STORAGE={storage} yet: its"
-            " index does not keep data partitions apart. Leave it off."
-        )
-    return enabled
-
-
 def expiry_schedule(values: Mapping[str, str]) -> str:
     """``DICOM_EXPIRY_SCHEDULE``: the expiry timer's NCRONTAB schedule (default every minute).
 
@@ -425,7 +410,7 @@ class Settings:
             ),
             durable_writes=_bool(values, "DICOM_DURABLE_WRITES", True),
             expiry_schedule=expiry_schedule(values),
-            data_partitions=_data_partitions(values, storage),
+            data_partitions=_bool(values, "DICOM_DATA_PARTITIONS", False),
             azure=AzureSettings.from_mapping(values),
             auth=AuthSettings.from_mapping(values),
             cors=CorsSettings.from_mapping(values),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from dicom_core import settings as settings_module
 from dicom_core.domain.partitions import (
     CANNOT_DISABLE,
     DEFAULT_PARTITION_KEY,
@@ -131,17 +130,11 @@ async def test_turning_partitions_off_is_refused_once_another_partition_exists()
         await service(enabled=False, store=store).check_startup()
 
 
-def test_the_setting_is_refused_where_the_index_cannot_keep_partitions_apart(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_setting_is_read_on_both_backends_and_off_by_default() -> None:
     on = {"DICOM_DATA_PARTITIONS": "true"}
     assert Settings.from_mapping({"DICOM_STORAGE": "local", **on}).data_partitions
     assert Settings.from_mapping({"DICOM_STORAGE": "azure", **on}).data_partitions
     assert not Settings.from_mapping({"DICOM_STORAGE": "azure"}).data_partitions
-    # A backend whose index kept one partition only would refuse it.
-    monkeypatch.setattr(settings_module, "PARTITIONED_BACKENDS", frozenset({"local"}))
-    with pytest.raises(SettingsError, match="DICOM_DATA_PARTITIONS is not available"):
-        Settings.from_mapping({"DICOM_STORAGE": "azure", **on})
 
 
 async def test_names_come_from_the_registry_once_and_the_default_needs_none() -> None:
