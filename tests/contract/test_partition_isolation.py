@@ -9,6 +9,7 @@ both (the change feed, expiry).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -49,6 +50,19 @@ def twins() -> tuple[InstanceKey, InstanceKey]:
         InstanceKey(study, series, sop, partition=DEFAULT),
         InstanceKey(study, series, sop, partition=OTHER),
     )
+
+
+async def twin_studies(
+    index: IndexStore, patient_id: str
+) -> tuple[str, list[InstanceKey], list[int]]:
+    """A study of three instances stored in both partitions with the same UIDs: the study
+    UID, partition 7's keys and their watermarks."""
+    study, series = generate_uid(), generate_uid()
+    sops = [generate_uid() for _ in range(3)]
+    for sop in sops:
+        await store(index, InstanceKey(study, series, sop, partition=DEFAULT), patient_id)
+    others = [InstanceKey(study, series, sop, partition=OTHER) for sop in sops]
+    return study, others, [await store(index, key, patient_id) for key in others]
 
 
 async def store(
@@ -235,13 +249,7 @@ async def test_new_versions_stay_in_their_partition(
 
         monkeypatch.setattr(cosmos_index, "STUDY_BATCH_VERSIONS", 1)  # staged
     index = partitioned.index
-    study, series = generate_uid(), generate_uid()
-    sops = [generate_uid() for _ in range(3)]
-    defaults = [InstanceKey(study, series, sop, partition=DEFAULT) for sop in sops]
-    others = [InstanceKey(study, series, sop, partition=OTHER) for sop in sops]
-    for key in defaults:
-        await store(index, key, "OLD")
-    first = [await store(index, key, "OLD") for key in others]
+    study, others, first = await twin_studies(index, "OLD")
     new, outcome = await update(index, others, first, "NEW")
     assert set(outcome.committed) == set(others) and all(new)
     assert {orjson.loads(d).get("m") for d in await index.get_metadata(study, partition=OTHER)} == {
@@ -335,13 +343,7 @@ async def test_a_bulk_update_interrupted_after_its_flip_settles_in_its_partition
 
     monkeypatch.setattr(cosmos_index, "STUDY_BATCH_VERSIONS", 1)
     index = partitioned.index
-    study, series = generate_uid(), generate_uid()
-    sops = [generate_uid() for _ in range(3)]
-    defaults = [InstanceKey(study, series, sop, partition=DEFAULT) for sop in sops]
-    others = [InstanceKey(study, series, sop, partition=OTHER) for sop in sops]
-    for key in defaults:
-        await store(index, key, "v1")
-    first = [await store(index, key, "v1") for key in others]
+    study, others, first = await twin_studies(index, "v1")
     await crash_after_the_flip(index, others, first, monkeypatch)
 
     assert {marker_of(d) for d in await index.get_metadata(study, partition=OTHER)} == {"v2"}
@@ -365,5 +367,6 @@ async def test_a_bulk_update_interrupted_after_its_flip_settles_in_its_partition
     default_entries = await partitioned.ports.change_feed.read_changes(
         ChangeQuery(limit=1000, partition=DEFAULT, include_metadata=True)
     )
+    defaults = [replace(key, partition=DEFAULT) for key in others]
     mine = [e for e in default_entries if e.key in defaults]
     assert len(mine) == 3 and all(e.metadata and b"v1" in e.metadata for e in mine)
