@@ -104,6 +104,7 @@ from dicom_core.storage.azure.cosmos_staged_versions import (
     NEXT,
     StagedVersions,
     VersionsOutcome,
+    read_version_documents,
 )
 from dicom_core.storage.ports import (
     InstanceBeingCreated,
@@ -351,23 +352,7 @@ class CosmosIndexStore:
         async def attempt(c: Containers) -> bool | None:
             now = utc_timestamp()
             index = study.container(c)
-            params: dict[str, object] = {
-                "@ids": [instance_id(v.key.series_uid, v.key.sop_uid) for v, _ in chunk],
-                "@reservations": [
-                    reservation_id(v.key.series_uid, v.key.sop_uid) for v, _ in chunk
-                ],
-                "@series": SERIES,
-                "@study": STUDY,
-            }
-            where = study.where(params)
-            found = await query_items(
-                index,
-                f"SELECT * FROM c WHERE {where} AND (ARRAY_CONTAINS(@ids, c.id)"
-                " OR ARRAY_CONTAINS(@reservations, c.id) OR c.kind = @series"
-                " OR c.kind = @study)",
-                params,
-                partition=study.key,
-            )
+            found = await read_version_documents(c, study, [v.key for v, _ in chunk])
             by_id = {str(doc["id"]): doc for doc in found}
             summary = by_id.get(STUDY_DOC_ID)
             series_docs = {str(d["series"]): d for d in found if d["kind"] == SERIES}

@@ -438,23 +438,8 @@ class StagedVersions:
         set to committed. False when the staging was taken away (``settle`` by another run)."""
         index = study.container(c)
         for backoff in conflict_backoff():
-            params: dict[str, object] = {
-                "@ids": [instance_id(v.key.series_uid, v.key.sop_uid) for v, _ in staged],
-                "@reservations": [
-                    reservation_id(v.key.series_uid, v.key.sop_uid) for v, _ in staged
-                ],
-                "@series": SERIES,
-                "@study": STUDY,
-                "@commit": COMMIT,
-            }
-            where = study.where(params)
-            found = await query_items(
-                index,
-                f"SELECT * FROM c WHERE {where} AND (ARRAY_CONTAINS(@ids, c.id)"
-                " OR ARRAY_CONTAINS(@reservations, c.id) OR c.kind = @series"
-                " OR c.kind = @study OR c.kind = @commit)",
-                params,
-                partition=study.key,
+            found = await read_version_documents(
+                c, study, [v.key for v, _ in staged], with_commit=True
             )
             by_id = {str(doc["id"]): doc for doc in found}
             commit = by_id.get(COMMIT_DOC_ID)
@@ -642,3 +627,29 @@ def _series_sop(doc_id: str) -> tuple[str, str]:
     """The series and SOP UIDs of an instance document's id (``i|{series}|{sop}``)."""
     _, series, sop = doc_id.split("|", 2)
     return series, sop
+
+
+async def read_version_documents(
+    c: Containers, study: PlacedStudy, keys: Sequence[InstanceKey], *, with_commit: bool = False
+) -> list[Any]:
+    """In one query of the study's partition, what a commit of new versions of ``keys``
+    starts from: their instance and reservation documents and the series and study
+    summaries (and, ``with_commit``, the study's commit document)."""
+    params: dict[str, object] = {
+        "@ids": [instance_id(k.series_uid, k.sop_uid) for k in keys],
+        "@reservations": [reservation_id(k.series_uid, k.sop_uid) for k in keys],
+        "@series": SERIES,
+        "@study": STUDY,
+    }
+    kinds = " OR c.kind = @series OR c.kind = @study"
+    if with_commit:
+        params["@commit"] = COMMIT
+        kinds += " OR c.kind = @commit"
+    where = study.where(params)
+    return await query_items(
+        study.container(c),
+        f"SELECT * FROM c WHERE {where} AND (ARRAY_CONTAINS(@ids, c.id)"
+        f" OR ARRAY_CONTAINS(@reservations, c.id){kinds})",
+        params,
+        partition=study.key,
+    )
