@@ -426,6 +426,38 @@ async def test_a_post_refused_on_a_retry_releases_what_its_failed_attempt_reserv
     assert await stores.raw_instance_states(key) == [("created", winner[0])]
 
 
+async def test_a_post_reads_its_instance_document_once_and_a_put_once(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request fewer per stored instance on Cosmos: a POST's check before its upload is
+    the only read of its instance document (its commit's batch creates the document and
+    would fail on one stored since), and a PUT, which has no check, reads it at its commit."""
+    if stores.backend != "azure":
+        pytest.skip("counts Cosmos requests")
+    from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
+    from dicom_core.storage.azure.cosmos_schema import instance_id
+
+    assert isinstance(stores.index, CosmosIndexStore)
+    c = await stores.index.session.containers()
+    read = c.index.read_item
+    reads: list[str] = []
+
+    async def counting_read(item: str, *args: object, **kwargs: object) -> object:
+        reads.append(item)
+        return await read(item, *args, **kwargs)
+
+    monkeypatch.setattr(c.index, "read_item", counting_read)
+    key = new_key()
+    document = instance_id(key.series_uid, key.sop_uid)
+    await store(stores.index, key)
+    assert reads.count(document) == 1
+    reads.clear()
+    reservation = await stores.index.begin_instance(key, upsert=True)
+    await stores.index.commit_instance(reservation, instance(key, patient_id="P2"))
+    assert reads.count(document) == 1
+    assert [state for state, _ in await stores.raw_instance_states(key)] == ["created"]
+
+
 async def test_large_metadata_round_trips(stores: Stores) -> None:
     """DICOM JSON that does not fit one Cosmos document (2 MB) even compressed."""
     key = new_key()

@@ -438,12 +438,22 @@ class CosmosIndexStore:
     ) -> list[str]:
         packed = docs.pack_metadata(instance.metadata_json)
         parts = docs.split_metadata(packed)
-        try:
-            replaced = await self._session.run(
-                lambda c: self._commit(
-                    c, reservation, instance, packed, parts, based_on, expires_at
-                )
+        attempts = 0
+
+        async def attempt(c: Containers) -> list[str]:
+            nonlocal attempts
+            attempts += 1
+            # A POST's reservation was made after its check found no instance. Its first
+            # attempt need not read the instance again: its batch creates the document, and
+            # fails if a store committed one since. A retry reads it, since the attempt
+            # whose answer was lost may have committed.
+            assume_new = attempts == 1 and not reservation.upsert and based_on is None
+            return await self._commit(
+                c, reservation, instance, packed, parts, based_on, expires_at, assume_new
             )
+
+        try:
+            replaced = await self._session.run(attempt)
         except BaseException:
             if parts:
                 await self._drop_metaparts(_study_of(reservation.key), reservation.watermark)
@@ -460,7 +470,10 @@ class CosmosIndexStore:
         parts: list[str],
         based_on: int | None = None,
         expires_at: str | None = None,
+        assume_new: bool = False,
     ) -> list[str]:
+        """One attempt at the commit batch; with ``assume_new`` the first round takes the
+        instance as not stored without reading it (``_commit_version``)."""
         key = reservation.key
         study = _study_of(key)
         index, pk = study.container(c), study.key
@@ -478,10 +491,11 @@ class CosmosIndexStore:
             etag = str(held["_etag"])
         for backoff in conflict_backoff():
             old, series, summary = await asyncio.gather(
-                read_item(index, instance_doc["id"], pk),
+                _absent() if assume_new else read_item(index, instance_doc["id"], pk),
                 read_item(index, series_id(key.series_uid), pk),
                 read_item(index, STUDY_DOC_ID, pk),
             )
+            assume_new = False  # a round lost to a concurrent store reads everything again
             if old is not None and int(old["wm"]) == reservation.watermark:
                 return []  # this very commit already happened; its answer was lost
             if old is not None and not reservation.upsert:
@@ -945,6 +959,11 @@ def _expired(study: Mapping[str, Any] | None, by: str) -> bool:
     """Whether a study summary says the study expired at or before ``by``."""
     expires_at = None if study is None else study.get("expiresAt")
     return isinstance(expires_at, str) and expires_at <= by
+
+
+async def _absent() -> Doc | None:
+    """The instance document a POST's first commit round takes as read: none."""
+    return None
 
 
 def _study_of(key: InstanceKey) -> PlacedStudy:
