@@ -5,7 +5,19 @@
 // For a viewer on a site of its own in front of the deployed service, this file is the
 // starting point: set api to '<SERVICE_API_URI>/v2' and routerBasename to '/', and add an
 // oidc entry for Entra ID sign-in (README, "Connect OHIF").
-const api = window.location.origin + '/v2';
+//
+// Data partitions: with DICOM_DATA_PARTITIONS=true the host serves this file with
+// dataPartitions set to true, and the viewer reads one partition: the one the page's address
+// names (/viewer/?partition=NAME), or Microsoft.Default. The name is read when the page loads,
+// so a reload of a page without it goes back to Microsoft.Default.
+const dataPartitions = false;
+const partition = dataPartitions
+  ? new URLSearchParams(window.location.search).get('partition') || 'Microsoft.Default'
+  : null;
+const api =
+  window.location.origin +
+  '/v2' +
+  (partition === null ? '' : '/partitions/' + encodeURIComponent(partition));
 
 window.config = {
   routerBasename: '/viewer',
@@ -26,7 +38,9 @@ window.config = {
       namespace: '@ohif/extension-default.dataSourcesModule.dicomweb',
       sourceName: 'dicomweb',
       configuration: {
-        friendlyName: 'DICOMweb on Azure Functions (this server)',
+        friendlyName:
+          'DICOMweb on Azure Functions (this server)' +
+          (partition === null ? '' : ', partition ' + partition),
         name: 'dicomweb-functions',
         qidoRoot: api,
         wadoRoot: api,

@@ -198,7 +198,7 @@ def create_app() -> FunctionsHost:
     engine = os.environ.get("DICOM_HOST_ENGINE", "runtime").strip().lower() or "runtime"
     # main() installed the viewer before starting the serving processes.
     viewer = (
-        ViewerFiles(ohif.installed_directory())
+        ViewerFiles(ohif.installed_directory(), data_partitions=settings.data_partitions)
         if viewer_enabled(os.environ.get("DICOM_VIEWER"))
         else None
     )

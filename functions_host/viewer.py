@@ -13,7 +13,10 @@ its JSON 404 as before. Off by default.
 How files are served:
 - only the installed folder, resolved and checked to stay inside it (``..``, encoded
   separators, dot files, symlinks leading out: 404);
-- ``app-config.js`` is ``ohif-config.js`` of this package (the data source is this server);
+- ``app-config.js`` is ``ohif-config.js`` of this package (the data source is this server).
+  With ``DICOM_DATA_PARTITIONS=true`` it is served with its ``dataPartitions`` switch on, so
+  the viewer asks for ``/v2/partitions/{name}/...``: the unpartitioned routes answer 400 then,
+  as in Azure;
 - a path whose last segment has no extension is a route of the viewer's own (``/viewer/``,
   ``/viewer/viewer?StudyInstanceUIDs=...``): the answer is ``index.html``, which the viewer's
   router reads; a missing file with an extension is a 404, never HTML in place of a script;
@@ -28,6 +31,7 @@ How files are served:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
@@ -70,6 +74,9 @@ _CONTENT_TYPES = {
 _HASHED_NAME = re.compile(r"(?:^|\.)[0-9a-f]{16}\.[a-z0-9]+$")
 _IMMUTABLE = "public, max-age=31536000, immutable"
 _REVALIDATE = "no-cache"
+# The line of ohif-config.js the host switches on with DICOM_DATA_PARTITIONS=true.
+_PARTITIONS_OFF = "const dataPartitions = false;"
+_PARTITIONS_ON = "const dataPartitions = true;"
 
 
 def viewer_enabled(value: str | None) -> bool:
@@ -91,11 +98,15 @@ def serves(path: str) -> bool:
 class ViewerFiles:
     """An ASGI app serving the installed viewer under ``/viewer`` (module docstring)."""
 
-    def __init__(self, root: Path, *, config: Path = ohif.CONFIG) -> None:
+    def __init__(
+        self, root: Path, *, config: Path = ohif.CONFIG, data_partitions: bool = False
+    ) -> None:
         self._root = root.resolve()
         if not (self._root / "index.html").is_file():
             raise RuntimeError(f"no viewer installed in {root} (python -m functions_host.ohif)")
-        self._overrides = {"app-config.js": config.resolve()}
+        self._config = config.resolve()
+        self._overrides = {"app-config.js": self._config}
+        self._data_partitions = data_partitions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = str(scope["method"]).upper()
@@ -107,6 +118,9 @@ class ViewerFiles:
             await _empty(send, 404)
             return
         path, stat_result = found
+        if path == self._config and self._data_partitions:
+            await self._send_partitioned_config(scope, send)
+            return
         headers = {
             "cache-control": _IMMUTABLE if _HASHED_NAME.search(path.name) else _REVALIDATE,
             "x-content-type-options": "nosniff",
@@ -123,6 +137,27 @@ class ViewerFiles:
             await _empty(send, 304, kept, length=False)
             return
         await response(scope, receive, send)
+
+    async def _send_partitioned_config(self, scope: Scope, send: Send) -> None:
+        """The config with its partitions switch on, read afresh (an edit shows at once),
+        with an ETag of its content."""
+        body = render_config(self._config.read_text(encoding="utf-8"), data_partitions=True)
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        headers = [
+            (b"etag", etag.encode("ascii")),
+            (b"cache-control", _REVALIDATE.encode("ascii")),
+        ]
+        if _not_modified(Headers(scope=scope), etag):
+            await _empty(send, 304, headers, length=False)
+            return
+        headers += [
+            (b"content-type", content_type("app-config.js").encode("ascii")),
+            (b"x-content-type-options", b"nosniff"),
+            (b"content-length", str(len(body)).encode("ascii")),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        head_only = str(scope["method"]).upper() == "HEAD"
+        await send({"type": "http.response.body", "body": b"" if head_only else body})
 
     def resolve(self, request_path: str) -> tuple[Path, os.stat_result] | None:
         """The file a request path names, or None (a 404). ``request_path`` is ASGI's, so
@@ -155,6 +190,13 @@ class ViewerFiles:
         except (OSError, ValueError):
             return None
         return (resolved, stat_result) if stat.S_ISREG(stat_result.st_mode) else None
+
+
+def render_config(text: str, *, data_partitions: bool) -> bytes:
+    """``ohif-config.js`` as served: its ``dataPartitions`` switch set to the setting."""
+    if data_partitions:
+        text = text.replace(_PARTITIONS_OFF, _PARTITIONS_ON, 1)
+    return text.encode("utf-8")
 
 
 def content_type(name: str) -> str:

@@ -141,13 +141,80 @@ def test_a_study_uploaded_with_dicomweb_opens_from_the_study_list_and_is_drawn(
     fetched = browser.execute_script(FETCHED)
     assert any(f"/v2/studies/{study}/series/" in url and "/frames/1" in url for url in fetched)
     # Every file the page asked for was there (a path the base-path edits missed 404s).
-    failed = [
+    assert failed_requests(browser) == []
+    screenshot(browser, tmp_path / "viewer.png")
+
+
+@pytest.fixture(scope="module")
+def partitioned_viewer_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    ohif.ensure_installed()
+    running = start_server(
+        tmp_path_factory.mktemp("partitioned-viewer"),
+        DICOM_VIEWER="true",
+        DICOM_DATA_PARTITIONS="true",
+    )
+    try:
+        yield running
+    finally:
+        stop_server(running)
+
+
+def test_with_partitions_the_viewer_shows_the_partition_its_address_names(
+    partitioned_viewer_server: Server,
+    browser: WebDriver,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With DICOM_DATA_PARTITIONS=true the unpartitioned routes answer 400, as in Azure; the
+    viewer reads /v2/partitions/{name}: Microsoft.Default, or the one ?partition= names."""
+    server = partitioned_viewer_server
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    shutil.copy(pydicom.data.get_testdata_file(CT), folder / CT)
+    code = dicomweb(
+        ["upload", str(folder), "--url", server.url, "--partition", "research", "--json"]
+        + ["--journal", str(tmp_path / "journal")]
+    )
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["stored"] == 1
+    study = pydicom.dcmread(folder / CT, stop_before_pixels=True).StudyInstanceUID
+
+    # Microsoft.Default: an empty study list, and no request the server refused.
+    browser.get(f"{server.url}/viewer/")
+    click(browser, "//button[normalize-space()='Confirm and hide']")
+    wait(
+        browser,
+        lambda: (
+            any(
+                "/v2/partitions/Microsoft.Default/studies" in url
+                for url in browser.execute_script(FETCHED)
+            )
+            or None
+        ),
+    )
+    assert not browser.find_elements(By.XPATH, f"//tbody/tr[contains(., '{CT_PATIENT}')]")
+    assert failed_requests(browser) == []
+
+    # The partition the address names: the study opens and is drawn from its frames.
+    browser.get(f"{server.url}/viewer/?partition=research")
+    click(browser, f"//tbody/tr[contains(., '{CT_PATIENT}')]")
+    click(browser, "//button[normalize-space()='Basic Viewer']")
+    assert wait(browser, lambda: browser.execute_script(CANVAS_COLOURS) >= 64 or None)
+    fetched = browser.execute_script(FETCHED)
+    assert any(
+        f"/v2/partitions/research/studies/{study}/series/" in url and "/frames/1" in url
+        for url in fetched
+    )
+    assert failed_requests(browser) == []
+
+
+def failed_requests(browser: WebDriver) -> list[str]:
+    """The page's requests that failed (a 4xx or 5xx, a missing file), from its console."""
+    return [
         entry["message"]
         for entry in browser.get_log("browser")
         if entry["source"] == "network" and entry["level"] == "SEVERE"
     ]
-    assert failed == []
-    screenshot(browser, tmp_path / "viewer.png")
 
 
 def test_the_api_keeps_its_paths_beside_the_viewer(viewer_server: Server) -> None:

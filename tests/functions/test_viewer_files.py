@@ -3,13 +3,17 @@ build: what is served, with which type and caching, and what is refused."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from functions_host.viewer import ViewerFiles, serves, viewer_enabled
+from functions_host import ohif
+from functions_host.viewer import ViewerFiles, render_config, serves, viewer_enabled
 
 INDEX = b"<!doctype html><title>viewer</title>"
 BUNDLE = "app.bundle.0f6159c501addfe9.js"
@@ -163,3 +167,81 @@ def test_dicom_viewer_refuses_what_is_not_a_boolean() -> None:
 def test_a_folder_without_a_build_is_refused_at_start(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="no viewer installed"):
         ViewerFiles(tmp_path)
+
+
+# -- data partitions: the config's switch ----------------------------------------------------
+
+# Evaluates ohif-config.js as the page would, with the page's address given, and prints the
+# data source's QIDO root and friendly name.
+_EVALUATE_CONFIG = """
+const [source, address] = process.argv.slice(1);
+const url = new URL(address);
+const window = { location: { origin: url.origin, search: url.search } };
+new Function('window', source)(window);
+const configuration = window.config.dataSources[0].configuration;
+console.log(JSON.stringify([configuration.qidoRoot, configuration.wadoRoot]));
+"""
+
+
+def api_roots(config: bytes, address: str) -> list[str]:
+    """The QIDO and WADO roots the config gives a page at ``address`` (run by Node.js)."""
+    node = shutil.which("node")
+    if node is None:  # make test installs it, for the emulators
+        pytest.fail("needs Node.js, which make test installs")
+    result = subprocess.run(
+        [node, "-e", _EVALUATE_CONFIG, config.decode("utf-8"), address],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    roots: list[str] = json.loads(result.stdout)
+    return roots
+
+
+def test_the_viewer_reads_v2_while_partitions_are_off() -> None:
+    config = render_config(ohif.CONFIG.read_text(), data_partitions=False)
+    assert api_roots(config, "http://127.0.0.1:7071/viewer/") == ["http://127.0.0.1:7071/v2"] * 2
+    # A partition named in the address is not asked for: the server would refuse it.
+    assert api_roots(config, "http://h/viewer/?partition=research") == ["http://h/v2"] * 2
+
+
+def test_with_partitions_the_viewer_reads_the_named_one_or_the_default() -> None:
+    config = render_config(ohif.CONFIG.read_text(), data_partitions=True)
+    assert api_roots(config, "http://h/viewer/") == ["http://h/v2/partitions/Microsoft.Default"] * 2
+    assert (
+        api_roots(config, "http://h/viewer/?partition=research")
+        == ["http://h/v2/partitions/research"] * 2
+    )
+    # A name is one path segment, whatever it holds.
+    assert (
+        api_roots(config, "http://h/viewer/?partition=a%2Fb")
+        == ["http://h/v2/partitions/a%2Fb"] * 2
+    )
+
+
+async def test_with_partitions_the_host_serves_the_config_switched_on(
+    build: Path, config: Path
+) -> None:
+    config.write_text("const dataPartitions = false;\nwindow.config = {};")
+    app = ViewerFiles(build, config=config, data_partitions=True)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        response = await http.get("/viewer/app-config.js")
+        assert response.status_code == 200
+        assert response.text == "const dataPartitions = true;\nwindow.config = {};"
+        assert response.headers["content-type"] == "text/javascript; charset=utf-8"
+        assert response.headers["cache-control"] == "no-cache"
+        again = await http.get(
+            "/viewer/app-config.js", headers={"If-None-Match": response.headers["etag"]}
+        )
+        assert again.status_code == 304 and again.content == b""
+        head = await http.head("/viewer/app-config.js")
+        assert head.headers["content-length"] == str(len(response.content))
+        assert head.content == b""
+        # An edit shows at once, with a new ETag.
+        config.write_text("const dataPartitions = false;\nwindow.config = {a: 1};")
+        edited = await http.get(
+            "/viewer/app-config.js", headers={"If-None-Match": response.headers["etag"]}
+        )
+        assert edited.status_code == 200 and "{a: 1}" in edited.text
