@@ -14,6 +14,11 @@ they follow; a 1C attribute, when sent, still needs a value, as PS3.5 7.4 define
 - ``NOT_EMPTY_IF_PRESENT``: may be omitted, but when sent it needs a value (type 1 on N-SET);
 - ``NOT_ALLOWED``: must not be present.
 
+Before a workitem becomes COMPLETED or CANCELED, the Final State column of the same table
+applies (``check_final_state``): the performer must have given, with Update Workitem, what
+the table requires for that state (the performed procedure for COMPLETED, the reasons for
+CANCELED).
+
 The Transaction UID (0008,1195) is the ownership lock: it is set when a workitem is claimed
 (SCHEDULED -> IN PROGRESS), must accompany every later change, and is never returned.
 """
@@ -34,6 +39,8 @@ TRANSACTION_UID = "00081195"
 PROCEDURE_STEP_STATE = "00741000"
 CANCELLATION_DATETIME = "00404052"
 REASON_FOR_CANCELLATION = "00741238"
+PROGRESS_INFORMATION = "00741002"  # Procedure Step Progress Information Sequence
+DISCONTINUATION_REASONS = "0074100E"  # Procedure Step Discontinuation Reason Code Sequence
 
 
 class State(StrEnum):
@@ -221,6 +228,126 @@ def check_requirements(transaction: Transaction, dataset: Mapping[str, Any]) -> 
             + "; ".join(problems)
             + ".",
         )
+
+
+class FinalCode(Enum):
+    """The Final State codes of PS3.4 Table CC.2.5-3 that are enforced (CC.2.5.1.1)."""
+
+    R = "R"  # needs a value before the workitem is COMPLETED or CANCELED
+    P = "P"  # needs a value before it is COMPLETED; may be missing when CANCELED
+    X = "X"  # needs a value before it is CANCELED; may be missing when COMPLETED
+
+    def applies_to(self, target: State) -> bool:
+        return (
+            self is FinalCode.R
+            or (self is FinalCode.P and target is State.COMPLETED)
+            or (self is FinalCode.X and target is State.CANCELED)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FinalRule:
+    keyword: str
+    code: FinalCode
+    #: Rules for each item of a sequence, checked when the sequence has items.
+    items: Mapping[str, FinalRule] | None = None
+
+
+# The Final State column for the attributes Microsoft's service checks
+# (``WorkitemFinalStateValidatorExtension``, microsoft/dicom-server). RC and O codes are
+# not enforced: their conditions are the performer's to judge.
+FINAL_STATE_REQUIREMENTS: dict[str, FinalRule] = {
+    SOP_CLASS_UID: FinalRule("SOPClassUID", FinalCode.R),
+    SOP_INSTANCE_UID: FinalRule("SOPInstanceUID", FinalCode.R),
+    "00741200": FinalRule("ScheduledProcedureStepPriority", FinalCode.R),
+    "00404010": FinalRule("ScheduledProcedureStepModificationDateTime", FinalCode.R),
+    "00404005": FinalRule("ScheduledProcedureStepStartDateTime", FinalCode.R),
+    "00404041": FinalRule("InputReadinessState", FinalCode.R),
+    PROCEDURE_STEP_STATE: FinalRule("ProcedureStepState", FinalCode.R),
+    PROGRESS_INFORMATION: FinalRule(
+        "ProcedureStepProgressInformationSequence",
+        FinalCode.X,
+        {
+            CANCELLATION_DATETIME: FinalRule("ProcedureStepCancellationDateTime", FinalCode.X),
+            DISCONTINUATION_REASONS: FinalRule(
+                "ProcedureStepDiscontinuationReasonCodeSequence", FinalCode.X
+            ),
+        },
+    ),
+    "00741216": FinalRule(
+        "UnifiedProcedureStepPerformedProcedureSequence",
+        FinalCode.P,
+        {
+            "00404028": FinalRule("PerformedStationNameCodeSequence", FinalCode.P),
+            "00404050": FinalRule("PerformedProcedureStepStartDateTime", FinalCode.P),
+            "00404019": FinalRule("PerformedWorkitemCodeSequence", FinalCode.P),
+            "00404051": FinalRule("PerformedProcedureStepEndDateTime", FinalCode.P),
+            "00404033": FinalRule("OutputInformationSequence", FinalCode.P),
+        },
+    ),
+}
+
+
+def check_final_state(dataset: Mapping[str, Any], target: State) -> None:
+    """Before a workitem becomes COMPLETED or CANCELED: every attribute the Final State
+    column requires for ``target`` has a value, in the workitem as it would be stored (the
+    performer sets them with Update Workitem first). Raises ``WorkitemRuleError(INVALID)``
+    naming each one missing."""
+    problems = _final_state_problems(dataset, target, FINAL_STATE_REQUIREMENTS, "")
+    if problems:
+        raise WorkitemRuleError(
+            Failure.INVALID,
+            f"The workitem does not meet the final state requirements of {target.value}"
+            " (set them with Update Workitem first): " + "; ".join(problems) + ".",
+        )
+
+
+def _final_state_problems(
+    dataset: Mapping[str, Any], target: State, rules: Mapping[str, FinalRule], path: str
+) -> list[str]:
+    problems: list[str] = []
+    for tag, rule in rules.items():
+        name = f"{path}{rule.keyword} ({tag[:4]},{tag[4:]})"
+        element = dataset.get(tag)
+        if rule.code.applies_to(target) and not has_value(element):
+            problems.append(f"{name} needs a value")
+        if rule.items is None or not isinstance(element, Mapping):
+            continue
+        items = element.get("Value")
+        for number, item in enumerate(items if isinstance(items, list) else [], start=1):
+            if isinstance(item, Mapping):
+                problems += _final_state_problems(
+                    item, target, rule.items, f"{name} item {number} > "
+                )
+    return problems
+
+
+def record_cancellation(
+    dataset: Mapping[str, Any], when: str, request: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``dataset`` with its cancellation recorded where PS3.4 Table CC.2.5-3 keeps it: in the
+    first item of the Procedure Step Progress Information Sequence, the Cancellation
+    DateTime (``when``, unless the performer set one), and the Reason For Cancellation and
+    Discontinuation Reason Code Sequence of a cancellation ``request``, when it has them.
+
+    The top-level Cancellation DateTime and Reason For Cancellation that earlier versions
+    wrote stay too, as Microsoft's service writes them there as well.
+    """
+    updated = dict(dataset)
+    sequence = updated.get(PROGRESS_INFORMATION)
+    items = sequence.get("Value") if isinstance(sequence, Mapping) else None
+    first = items[0] if isinstance(items, list) and items and isinstance(items[0], Mapping) else {}
+    item = dict(first)
+    item.setdefault(CANCELLATION_DATETIME, {"vr": "DT", "Value": [when]})
+    for tag in (REASON_FOR_CANCELLATION, DISCONTINUATION_REASONS):
+        if tag in request:
+            item[tag] = request[tag]
+    rest = list(items[1:]) if isinstance(items, list) else []
+    updated[PROGRESS_INFORMATION] = {"vr": "SQ", "Value": [item, *rest]}
+    updated.setdefault(CANCELLATION_DATETIME, {"vr": "DT", "Value": [when]})
+    if REASON_FOR_CANCELLATION in request:
+        updated[REASON_FOR_CANCELLATION] = request[REASON_FOR_CANCELLATION]
+    return updated
 
 
 def parse_state(value: str | None) -> State:

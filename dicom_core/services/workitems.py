@@ -24,7 +24,6 @@ from dicom_core.domain.timestamps import dicom_datetime_now
 from dicom_core.domain.workitems import (
     CANCELLATION_DATETIME,
     PROCEDURE_STEP_STATE,
-    REASON_FOR_CANCELLATION,
     SOP_CLASS_UID,
     SOP_INSTANCE_UID,
     TRANSACTION_UID,
@@ -35,10 +34,12 @@ from dicom_core.domain.workitems import (
     WorkitemRecord,
     WorkitemRuleError,
     change_state,
+    check_final_state,
     check_requirements,
     check_update,
     first_string,
     read_state_change,
+    record_cancellation,
     request_cancellation,
 )
 from dicom_core.errors import BadRequest, Conflict, DicomWebError, NotFound
@@ -223,7 +224,10 @@ class WorkitemService:
             if new_state is State.IN_PROGRESS:
                 dataset[TRANSACTION_UID] = _string("UI", wanted.lock)
             if new_state is State.CANCELED:
-                dataset.setdefault(CANCELLATION_DATETIME, _string("DT", dicom_datetime_now()))
+                # The time is the server's to know; the reasons are the performer's to give.
+                dataset = record_cancellation(dataset, dicom_datetime_now(), {})
+            if new_state.final:
+                check_final_state(dataset, new_state)
             return dataset
 
         await self._change(uid, partition, apply)
@@ -236,10 +240,10 @@ class WorkitemService:
             new_state = request_cancellation(record.state)
             dataset = dict(record.dataset)
             dataset[PROCEDURE_STEP_STATE] = _string("CS", new_state.value)
-            dataset[CANCELLATION_DATETIME] = _string("DT", dicom_datetime_now())
-            if REASON_FOR_CANCELLATION in info:
-                dataset[REASON_FOR_CANCELLATION] = info[REASON_FOR_CANCELLATION]
-            return dataset
+            dataset.pop(CANCELLATION_DATETIME, None)  # the time of this cancellation
+            # Not checked against the final state requirements: this server cancels the
+            # workitem itself (no performer owns it) and records what the request gives.
+            return record_cancellation(dataset, dicom_datetime_now(), info)
 
         await self._change(uid, partition, apply)
 

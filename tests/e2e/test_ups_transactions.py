@@ -18,6 +18,8 @@ from tests.support.ups import (
     change_state,
     create,
     element,
+    final_state_attributes,
+    finish,
     new_workitem,
     retrieve,
     state_of,
@@ -313,7 +315,7 @@ def test_update_in_progress_workitem_without_or_with_wrong_lock_is_400(
 def test_update_final_workitem_is_400(client: httpx.Client, final: str) -> None:
     uid, lock = new_workitem(client), generate_uid()
     assert change_state(client, uid, "IN PROGRESS", lock).status_code == 200
-    assert change_state(client, uid, final, lock).status_code == 200
+    assert finish(client, uid, lock, final).status_code == 200
     response = update(client, uid, {"00741204": element("LO", "late")}, f"?{lock}")
     assert response.status_code == 400
 
@@ -373,15 +375,59 @@ def test_claim_then_complete(client: httpx.Client) -> None:
     uid, lock = new_workitem(client), generate_uid()
     response = change_state(client, uid, "IN PROGRESS", lock)
     assert response.status_code == 200, response.text
-    assert change_state(client, uid, "COMPLETED", lock).status_code == 200
+    assert finish(client, uid, lock, "COMPLETED").status_code == 200
     assert state_of(client, uid) == "COMPLETED"
 
 
 def test_claim_then_cancel(client: httpx.Client) -> None:
     uid, lock = new_workitem(client), generate_uid()
     assert change_state(client, uid, "IN PROGRESS", lock).status_code == 200
-    assert change_state(client, uid, "CANCELED", lock).status_code == 200
+    assert finish(client, uid, lock, "CANCELED").status_code == 200
     assert state_of(client, uid) == "CANCELED"
+
+
+def test_completing_without_the_performed_procedure_is_400_naming_it(
+    client: httpx.Client,
+) -> None:
+    """PS3.4 Table CC.2.5-3, Final State "P": the performer records what was done first."""
+    uid, lock = new_workitem(client), generate_uid()
+    assert change_state(client, uid, "IN PROGRESS", lock).status_code == 200
+    response = change_state(client, uid, "COMPLETED", lock)
+    assert response.status_code == 400
+    assert (
+        "UnifiedProcedureStepPerformedProcedureSequence (0074,1216) needs a value"
+        in response.json()["message"]
+    )
+    assert state_of(client, uid) == "IN PROGRESS"
+
+    # An item without its end time: named, with the sequence it is in.
+    performed = final_state_attributes("COMPLETED")
+    del performed["00741216"]["Value"][0]["00404051"]
+    assert update(client, uid, performed, f"?{lock}").status_code == 200
+    response = change_state(client, uid, "COMPLETED", lock)
+    assert response.status_code == 400
+    assert (
+        "UnifiedProcedureStepPerformedProcedureSequence (0074,1216) item 1 >"
+        " PerformedProcedureStepEndDateTime (0040,4051) needs a value"
+    ) in response.json()["message"]
+    assert finish(client, uid, lock, "COMPLETED").status_code == 200
+    assert "00741216" in retrieve(client, uid)
+
+
+def test_canceling_without_a_discontinuation_reason_is_400(client: httpx.Client) -> None:
+    """Final State "X": the performer gives the reason; the server records the time."""
+    uid, lock = new_workitem(client), generate_uid()
+    assert change_state(client, uid, "IN PROGRESS", lock).status_code == 200
+    response = change_state(client, uid, "CANCELED", lock)
+    assert response.status_code == 400
+    assert (
+        "ProcedureStepDiscontinuationReasonCodeSequence (0074,100E)" in response.json()["message"]
+    )
+    assert state_of(client, uid) == "IN PROGRESS"
+    assert finish(client, uid, lock, "CANCELED").status_code == 200
+    progress = retrieve(client, uid)["00741002"]["Value"][0]
+    assert progress["0074100E"]["Value"][0]["00080100"]["Value"] == ["110514"]
+    assert progress["00404052"]["Value"][0] > "2025"
 
 
 @pytest.mark.parametrize("target", ["COMPLETED", "CANCELED"])
@@ -428,7 +474,7 @@ def test_illegal_requested_state_is_400(client: httpx.Client, state: str) -> Non
 def test_same_final_state_again_is_409_with_warning(client: httpx.Client, final: str) -> None:
     uid, lock = new_workitem(client), generate_uid()
     assert change_state(client, uid, "IN PROGRESS", lock).status_code == 200
-    assert change_state(client, uid, final, lock).status_code == 200
+    assert finish(client, uid, lock, final).status_code == 200
     response = change_state(client, uid, final, lock)
     assert response.status_code == 409
     assert f"already in the requested state of {final}" in response.headers["warning"]
@@ -446,7 +492,7 @@ def test_same_final_state_again_is_409_with_warning(client: httpx.Client, final:
 def test_final_states_are_final(client: httpx.Client, final: str, target: str) -> None:
     uid, lock = new_workitem(client), generate_uid()
     assert change_state(client, uid, "IN PROGRESS", lock).status_code == 200
-    assert change_state(client, uid, final, lock).status_code == 200
+    assert finish(client, uid, lock, final).status_code == 200
     assert change_state(client, uid, target, lock).status_code == 400
     assert state_of(client, uid) == final
 
@@ -480,6 +526,10 @@ def test_cancel_request_on_scheduled_is_202(client: httpx.Client) -> None:
     stored = retrieve(client, uid)
     assert stored[STATE]["Value"] == ["CANCELED"]
     assert stored["00741238"]["Value"] == ["patient left"]
+    # Where PS3.4 Table CC.2.5-3 keeps them: the progress information.
+    progress = stored["00741002"]["Value"][0]
+    assert progress["00741238"]["Value"] == ["patient left"]
+    assert progress["00404052"]["Value"][0] > "2025"
 
 
 def test_cancel_request_on_canceled_is_409_with_warning(client: httpx.Client) -> None:
@@ -497,7 +547,7 @@ def test_cancel_request_on_in_progress_or_completed_is_409(client: httpx.Client)
     response = cancel(client, uid)
     assert response.status_code == 409
     assert "warning" not in response.headers
-    assert change_state(client, uid, "COMPLETED", lock).status_code == 200
+    assert finish(client, uid, lock, "COMPLETED").status_code == 200
     assert cancel(client, uid).status_code == 409
 
 

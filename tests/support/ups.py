@@ -117,3 +117,44 @@ def retrieve(client: httpx.Client, uid: str) -> dict[str, Any]:
 
 def state_of(client: httpx.Client, uid: str) -> str:
     return str(retrieve(client, uid)[STATE]["Value"][0])
+
+
+def final_state_attributes(target: str) -> dict[str, Any]:
+    """What a performer sets with Update Workitem before the workitem may become ``target``
+    (COMPLETED or CANCELED): the Final State column of PS3.4 Table CC.2.5-3."""
+    if target == "CANCELED":
+        return {"00741002": element("SQ", {"0074100E": element("SQ", code("110514"))})}
+    output = {
+        "0040E020": element("CS", "DICOM"),
+        "0020000D": element("UI", generate_uid()),
+        "0020000E": element("UI", generate_uid()),
+        "00081199": element(
+            "SQ",
+            {
+                "00081150": element("UI", "1.2.840.10008.5.1.4.1.1.2"),
+                "00081155": element("UI", generate_uid()),
+            },
+        ),
+    }
+    return {
+        "00741216": element(
+            "SQ",
+            {
+                "00404028": element("SQ", code("STATION1")),
+                "00404050": element("DT", "20260101100000"),
+                "00404019": element("SQ", code("WORK1")),
+                "00404051": element("DT", "20260101110000"),
+                "00404033": element("SQ", output),
+            },
+        )
+    }
+
+
+def finish(client: httpx.Client, uid: str, lock: str, target: str) -> httpx.Response:
+    """Complete or cancel an IN PROGRESS workitem as a conforming performer does: set the
+    final state attributes with Update Workitem, then change the state."""
+    updated = client.post(
+        f"/v2/workitems/{uid}?{lock}", json=[final_state_attributes(target)], headers=HEADERS
+    )
+    assert updated.status_code == 200, updated.text
+    return change_state(client, uid, target, lock)

@@ -16,13 +16,16 @@ from dicom_core.domain.workitems import (
     Transaction,
     WorkitemRuleError,
     change_state,
+    check_final_state,
     check_requirements,
     check_update,
     first_string,
     has_value,
     read_state_change,
+    record_cancellation,
     request_cancellation,
 )
+from tests.support.ups import code, element, final_state_attributes
 
 S, P, X, C = State.SCHEDULED, State.IN_PROGRESS, State.CANCELED, State.COMPLETED
 LOCK, OTHER = "1.2.3", "1.2.4"
@@ -74,12 +77,12 @@ def test_create_type1_needs_a_value(tag: str) -> None:
 
 
 def test_create_forbids_a_lock_value_and_performed_information() -> None:
-    for tag, element in (
+    for tag, value in (
         ("00081195", {"vr": "UI", "Value": ["1.2.3"]}),
         ("00741216", {"vr": "SQ", "Value": [{}, {"00404050": {"vr": "DT", "Value": ["2026"]}}]}),
         ("00741002", {"vr": "SQ", "Value": [{"00741004": {"vr": "DS", "Value": [50]}}]}),
     ):
-        dataset = full(CREATE_REQUIREMENTS) | {tag: element}
+        dataset = full(CREATE_REQUIREMENTS) | {tag: value}
         with pytest.raises(
             WorkitemRuleError, match=r"\(" + tag[:4] + "," + tag[4:] + r"\) must be"
         ):
@@ -266,3 +269,97 @@ def test_update_lock_rules() -> None:
     assert failure(check_update, P, LOCK, OTHER) is Failure.WRONG_LOCK
     assert failure(check_update, C, LOCK, LOCK) is Failure.WRONG_STATE
     assert failure(check_update, X, LOCK, LOCK) is Failure.WRONG_STATE
+
+
+# -- final state -------------------------------------------------------------------------------
+
+
+def scheduled_workitem() -> dict[str, Any]:
+    """What the service stores for a created workitem, with the provider's attributes."""
+    return {
+        "00080016": element("UI", "1.2.840.10008.5.1.4.34.6.1"),
+        "00080018": element("UI", "1.2.3.4"),
+        "00741200": element("CS", "MEDIUM"),
+        "00404010": element("DT", "20260101090000"),
+        "00404005": element("DT", "20260101100000"),
+        "00404041": element("CS", "READY"),
+        "00741000": element("CS", "IN PROGRESS"),
+        "00741002": element("SQ"),
+        "00741216": element("SQ"),
+    }
+
+
+def final_state_message(dataset: dict[str, Any], target: State) -> str:
+    with pytest.raises(WorkitemRuleError) as refused:
+        check_final_state(dataset, target)
+    assert refused.value.failure is Failure.INVALID
+    return refused.value.message
+
+
+def test_completion_needs_the_performed_procedure_and_every_p_attribute_of_its_items() -> None:
+    dataset = scheduled_workitem()
+    assert "UnifiedProcedureStepPerformedProcedureSequence (0074,1216) needs a value" in (
+        final_state_message(dataset, C)
+    )
+    complete = {**dataset, **final_state_attributes("COMPLETED")}
+    check_final_state(complete, C)
+    for tag, keyword, vr in [
+        ("00404028", "PerformedStationNameCodeSequence", "SQ"),
+        ("00404050", "PerformedProcedureStepStartDateTime", "DT"),
+        ("00404019", "PerformedWorkitemCodeSequence", "SQ"),
+        ("00404051", "PerformedProcedureStepEndDateTime", "DT"),
+        ("00404033", "OutputInformationSequence", "SQ"),
+    ]:
+        performed = final_state_attributes("COMPLETED")
+        performed["00741216"]["Value"][0][tag] = element(vr)  # present, without a value
+        message = final_state_message({**dataset, **performed}, C)
+        assert f"item 1 > {keyword} ({tag[:4]},{tag[4:]}) needs a value" in message
+    # A canceled workitem need not say what was performed, nor a completed one why it stopped.
+    canceled = {**dataset, **final_state_attributes("CANCELED")}
+    canceled = record_cancellation(canceled, "20260101120000", {})
+    check_final_state(canceled, X)
+
+
+@pytest.mark.parametrize(
+    ("tag", "keyword"),
+    [
+        ("00080016", "SOPClassUID"),
+        ("00741200", "ScheduledProcedureStepPriority"),
+        ("00404010", "ScheduledProcedureStepModificationDateTime"),
+        ("00404041", "InputReadinessState"),
+    ],
+)
+def test_both_final_states_need_the_r_attributes(tag: str, keyword: str) -> None:
+    for target in (C, X):
+        dataset = {**scheduled_workitem(), **final_state_attributes(target.value)}
+        dataset = record_cancellation(dataset, "20260101120000", {})
+        check_final_state(dataset, target)
+        dataset[tag] = element("CS")
+        assert f"{keyword} ({tag[:4]},{tag[4:]}) needs a value" in final_state_message(
+            dataset, target
+        )
+
+
+def test_cancellation_is_recorded_in_the_progress_information_keeping_what_was_there() -> None:
+    dataset = {
+        **scheduled_workitem(),
+        "00741002": element("SQ", {"00741004": element("DS", "50"), "00404052": element("DT")}),
+    }
+    request = {
+        "00741238": element("LT", "patient left"),
+        "0074100E": element("SQ", code("110514")),
+    }
+    recorded = record_cancellation(dataset, "20260101120000", request)
+    item = recorded["00741002"]["Value"][0]
+    assert item["00741004"] == element("DS", "50")  # progress the performer reported
+    assert item["00741238"] == element("LT", "patient left")
+    assert item["0074100E"] == element("SQ", code("110514"))
+    assert recorded["00741238"] == element("LT", "patient left")
+    assert recorded["00404052"] == element("DT", "20260101120000")
+    # A time the performer gave is kept; an empty one is the performer's to fill.
+    assert item["00404052"] == element("DT")
+    given = record_cancellation(
+        {"00741002": element("SQ", {"00404052": element("DT", "20250101")})}, "20260101", {}
+    )
+    assert given["00741002"]["Value"][0]["00404052"] == element("DT", "20250101")
+    assert dataset["00741002"]["Value"][0].get("00741238") is None  # the input is not changed

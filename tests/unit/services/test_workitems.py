@@ -18,11 +18,18 @@ from dicom_core.errors import BadRequest, Conflict, NotFound
 from dicom_core.query.workitems import parse_workitem_query
 from dicom_core.services.workitems import AlreadyInState, WorkitemService
 from tests.fakes import Fakes, FakeWorkitemStore
-from tests.support.ups import STATE, TRANSACTION_UID, element, workitem
+from tests.support.ups import (
+    STATE,
+    TRANSACTION_UID,
+    element,
+    final_state_attributes,
+    workitem,
+)
 
 P = DEFAULT_PARTITION_KEY  # the partition of every test but the one about partitions
 REASON = "00741238"
 CANCELLATION_DATETIME = "00404052"
+PROGRESS = "00741002"  # Procedure Step Progress Information Sequence
 LABEL = "00741204"
 
 
@@ -91,6 +98,9 @@ async def test_an_owned_workitem_is_updated_and_completed_only_with_its_lock(
 
     with pytest.raises(BadRequest, match="does not match"):
         await service.change_state(uid, state_change("COMPLETED", "9.9.9"), partition=P)
+    with pytest.raises(BadRequest, match="final state requirements of COMPLETED"):
+        await service.change_state(uid, state_change("COMPLETED", "1.2.3"), partition=P)
+    await service.update(uid, final_state_attributes("COMPLETED"), "1.2.3", partition=P)
     await service.change_state(uid, state_change("COMPLETED", "1.2.3"), partition=P)
     assert await state_of(service, uid) == "COMPLETED"
     with pytest.raises(AlreadyInState) as already:
@@ -116,10 +126,15 @@ async def test_a_scheduled_workitem_is_updated_without_a_lock_and_cannot_skip_a_
 async def test_the_owner_cancels_by_changing_the_state(service: WorkitemService) -> None:
     uid = await created(service)
     await service.change_state(uid, state_change("IN PROGRESS", "1.2.3"), partition=P)
+    with pytest.raises(BadRequest, match="ProcedureStepDiscontinuationReasonCodeSequence"):
+        await service.change_state(uid, state_change("CANCELED", "1.2.3"), partition=P)
+    assert await state_of(service, uid) == "IN PROGRESS"
+    await service.update(uid, final_state_attributes("CANCELED"), "1.2.3", partition=P)
     await service.change_state(uid, state_change("CANCELED", "1.2.3"), partition=P)
     dataset = await service.retrieve(uid, partition=P)
     assert dataset[STATE] == element("CS", "CANCELED")
     assert CANCELLATION_DATETIME in dataset
+    assert CANCELLATION_DATETIME in dataset[PROGRESS]["Value"][0]
 
 
 async def test_request_cancellation_cancels_a_scheduled_workitem_with_its_reason(
@@ -131,6 +146,9 @@ async def test_request_cancellation_cancels_a_scheduled_workitem_with_its_reason
     assert dataset[STATE] == element("CS", "CANCELED")
     assert dataset[REASON] == element("LT", "patient left")
     assert CANCELLATION_DATETIME in dataset
+    progress = dataset[PROGRESS]["Value"][0]
+    assert progress[REASON] == element("LT", "patient left")
+    assert CANCELLATION_DATETIME in progress
     with pytest.raises(AlreadyInState):
         await service.request_cancellation(uid, {}, partition=P)
 
