@@ -327,7 +327,7 @@ def record_cancellation(
 ) -> dict[str, Any]:
     """``dataset`` with its cancellation recorded where PS3.4 Table CC.2.5-3 keeps it: in the
     first item of the Procedure Step Progress Information Sequence, the Cancellation
-    DateTime (``when``, unless the performer set one), and the Reason For Cancellation and
+    DateTime (``when``, unless the performer gave one), and the Reason For Cancellation and
     Discontinuation Reason Code Sequence of a cancellation ``request``, when it has them.
 
     The top-level Cancellation DateTime and Reason For Cancellation that earlier versions
@@ -338,7 +338,8 @@ def record_cancellation(
     items = sequence.get("Value") if isinstance(sequence, Mapping) else None
     first = items[0] if isinstance(items, list) and items and isinstance(items[0], Mapping) else {}
     item = dict(first)
-    item.setdefault(CANCELLATION_DATETIME, {"vr": "DT", "Value": [when]})
+    if not has_value(item.get(CANCELLATION_DATETIME)):
+        item[CANCELLATION_DATETIME] = {"vr": "DT", "Value": [when]}
     for tag in (REASON_FOR_CANCELLATION, DISCONTINUATION_REASONS):
         if tag in request:
             item[tag] = request[tag]

@@ -356,8 +356,8 @@ def test_cancellation_is_recorded_in_the_progress_information_keeping_what_was_t
     assert item["0074100E"] == element("SQ", code("110514"))
     assert recorded["00741238"] == element("LT", "patient left")
     assert recorded["00404052"] == element("DT", "20260101120000")
-    # A time the performer gave is kept; an empty one is the performer's to fill.
-    assert item["00404052"] == element("DT")
+    # An empty time is filled; one the performer gave is kept.
+    assert item["00404052"] == element("DT", "20260101120000")
     given = record_cancellation(
         {"00741002": element("SQ", {"00404052": element("DT", "20250101")})}, "20260101", {}
     )
