@@ -529,6 +529,48 @@ async def test_search_pages_newest_first_with_aggregates_and_metadata(stores: St
     assert all(m.series_instances == 2 and m.study_instances == 3 for m in instances)
 
 
+@pytest.mark.parametrize(
+    "resource", [QueryResource.ALL_STUDIES, QueryResource.ALL_SERIES, QueryResource.ALL_INSTANCES]
+)
+async def test_a_match_whose_latest_instance_is_deleted_meanwhile_is_left_out(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch, resource: QueryResource
+) -> None:
+    """On Cosmos a search reads the summaries, then the latest instances' documents: a delete
+    in between leaves the match out, never a match without its attributes (the QIDO answer
+    then held an empty object)."""
+    if stores.backend != "azure":
+        pytest.skip("only the Cosmos search reads the latest documents after the query")
+    from azure.cosmos.exceptions import CosmosResourceNotFoundError
+
+    from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
+    from dicom_core.storage.azure.cosmos_schema import instance_id
+
+    assert isinstance(stores.index, CosmosIndexStore)
+    patient = f"PAT-{generate_uid()[-12:]}"
+    gone, kept = new_key(), new_key()
+    await store(stores.index, gone, patient_id=patient)
+    await store(stores.index, kept, patient_id=patient)
+    c = await stores.index.session.containers()
+    read = c.index.read_item
+    vanished = instance_id(gone.series_uid, gone.sop_uid)
+
+    async def read_after_a_delete(item: str, *args: object, **kwargs: object) -> object:
+        if item == vanished:
+            raise CosmosResourceNotFoundError(message="deleted meanwhile")
+        return await read(item, *args, **kwargs)
+
+    monkeypatch.setattr(c.index, "read_item", read_after_a_delete)
+    query = parse_query([("PatientID", patient)], resource, partition=1)
+    levels = list(QueryLevel)
+    metadata = frozenset(levels[: levels.index(resource.level) + 1])
+    found = await stores.index.search(query, metadata=metadata)
+    assert [match.study_uid for match in found] == [kept.study_uid]
+    assert all(
+        match.study_metadata and (resource is QueryResource.ALL_STUDIES or match.series_metadata)
+        for match in found
+    )
+
+
 async def test_search_may_leave_out_the_documents_the_caller_has_cached(stores: Stores) -> None:
     """``cached`` names, by watermark, latest-instance documents the caller holds: the matches
     are the same, each document is left out (Cosmos DB: no point read for it) or unchanged."""

@@ -317,7 +317,7 @@ async def run_search(
             return None
         doc = await point_read(item, pk)
         if doc is None:
-            return None
+            raise _Vanished  # deleted since the summary named it
         async with semaphore:
             return int(doc["wm"]), await unpack(pk, doc)
 
@@ -331,17 +331,24 @@ async def run_search(
             series_doc = series.get((pk, str(row["series"])))
             if series_doc is None:
                 return None
-        study_meta, series_meta, instance_meta = await asyncio.gather(
-            latest_metadata(pk, str(study["latestId"]), int(study["latestWm"]))
-            if QueryLevel.STUDY in metadata
-            else _none(),
-            latest_metadata(pk, str(series_doc["latestId"]), int(series_doc["latestWm"]))
-            if series_doc is not None and QueryLevel.SERIES in metadata
-            else _none(),
-            latest_metadata(pk, str(row["id"]), int(row["wm"]))
-            if level is QueryLevel.INSTANCE and QueryLevel.INSTANCE in metadata
-            else _none(),
-        )
+        try:
+            study_meta, series_meta, instance_meta = await asyncio.gather(
+                latest_metadata(pk, str(study["latestId"]), int(study["latestWm"]))
+                if QueryLevel.STUDY in metadata
+                else _none(),
+                latest_metadata(pk, str(series_doc["latestId"]), int(series_doc["latestWm"]))
+                if series_doc is not None and QueryLevel.SERIES in metadata
+                else _none(),
+                latest_metadata(pk, str(row["id"]), int(row["wm"]))
+                if level is QueryLevel.INSTANCE and QueryLevel.INSTANCE in metadata
+                else _none(),
+            )
+        except _Vanished:
+            # A delete (or a store that replaced the latest instance and a delete after it)
+            # ran between the query and these reads: the match's attributes can no longer be
+            # read whole, so it is left out, as when its summary is gone. Never a match
+            # without its attributes (an empty object in the answer).
+            return None
         study_watermark = study_meta[0] if study_meta else int(study["latestWm"])
         series_watermark = (
             series_meta[0]
@@ -375,6 +382,10 @@ async def run_search(
 
     built = await asyncio.gather(*(build(row) for row in rows))
     return [match for match in built if match is not None]
+
+
+class _Vanished(Exception):
+    """A document a summary named was deleted before it could be read."""
 
 
 async def _none() -> None:
