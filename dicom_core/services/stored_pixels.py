@@ -15,7 +15,7 @@ import orjson
 
 from dicom_core.domain.model import InstanceKey, InstanceRecord
 from dicom_core.domain.pixels import DecodedSizeError, PixelFormat, check_decoded_size
-from dicom_core.errors import NotAcceptable, NotFound
+from dicom_core.errors import BadRequest, NotAcceptable, NotFound
 from dicom_core.storage.ports import BlobNotFound, BlobReader, BlobStore, IndexStore
 
 
@@ -144,13 +144,24 @@ async def pixel_format(index: IndexStore, record: InstanceRecord) -> PixelFormat
 
 
 def check_frame_numbers(numbers: Sequence[int], count: int, sop_uid: str) -> None:
-    """404 for a frame the instance does not have (frame numbers are 1-based)."""
+    """404 for a frame the instance does not have (frame numbers are 1-based); 400 for a
+    list longer than the instance's frames.
+
+    A frame may be listed more than once (its part is then repeated), but never so often that
+    the answer outgrows the instance: an 8 KB URL repeating frame 1 would otherwise ask the
+    server to send one frame thousands of times.
+    """
     for number in numbers:
         if number > count:
             raise NotFound(
                 f"Frame {number} does not exist: instance {sop_uid} has {count}"
                 f" frame{'s' if count != 1 else ''}."
             )
+    if len(numbers) > max(count, 1):
+        raise BadRequest(
+            f"The frame list names {len(numbers)} frames; instance {sop_uid} has {count}"
+            f" frame{'s' if count != 1 else ''}, and a request may name at most that many."
+        )
 
 
 def check_size(record: InstanceRecord, limit: int, action: str) -> None:

@@ -301,6 +301,21 @@ def test_frame_beyond_the_last_is_404(client: httpx.Client) -> None:
     assert "Frame 3" in response.json()["message"]
 
 
+@pytest.mark.parametrize("accept", [ANY, DECODED])
+def test_a_frame_list_longer_than_the_instance_is_400(client: httpx.Client, accept: str) -> None:
+    """Repeats are served (their parts repeated), but never more parts than the instance has
+    frames: an 8 KB URL of "1,1,1,..." would otherwise make one request send a frame
+    thousands of times."""
+    stored = store(client, make_dataset(frames=2))
+    twice = frames(client, stored, "2,2", accept)
+    assert twice.status_code == 200
+    assert len(parts(twice)) == 2 and parts(twice)[0] == parts(twice)[1]
+    response = frames(client, stored, ",".join(["1"] * 3900), accept)
+    assert response.status_code == 400
+    assert "names 3900 frames" in response.json()["message"]
+    assert "has 2 frames" in response.json()["message"]
+
+
 def test_frames_of_an_instance_without_pixel_data_are_404(client: httpx.Client) -> None:
     ds = make_dataset()
     del ds.PixelData
