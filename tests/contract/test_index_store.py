@@ -529,15 +529,73 @@ async def test_search_pages_newest_first_with_aggregates_and_metadata(stores: St
     assert all(m.series_instances == 2 and m.study_instances == 3 for m in instances)
 
 
-@pytest.mark.parametrize(
-    "resource", [QueryResource.ALL_STUDIES, QueryResource.ALL_SERIES, QueryResource.ALL_INSTANCES]
-)
-async def test_a_match_whose_latest_instance_is_deleted_meanwhile_is_left_out(
+SEARCHED_LEVELS = [QueryResource.ALL_STUDIES, QueryResource.ALL_SERIES, QueryResource.ALL_INSTANCES]
+
+
+def all_metadata(resource: QueryResource) -> frozenset[QueryLevel]:
+    levels = list(QueryLevel)
+    return frozenset(levels[: levels.index(resource.level) + 1])
+
+
+@pytest.mark.parametrize("resource", SEARCHED_LEVELS)
+async def test_a_latest_instance_deleted_during_a_search_gives_way_to_the_new_latest(
     stores: Stores, monkeypatch: pytest.MonkeyPatch, resource: QueryResource
 ) -> None:
-    """On Cosmos a search reads the summaries, then the latest instances' documents: a delete
-    in between leaves the match out, never a match without its attributes (the QIDO answer
-    then held an empty object)."""
+    """On Cosmos a search reads the summaries, then their latest instances' documents. When a
+    delete runs in between, the study and series are still there: their summaries are read
+    again and the match carries the new latest instance's attributes. Before, the match came
+    with no attributes (the QIDO answer held an empty object); never the match dropped."""
+    if stores.backend != "azure":
+        pytest.skip("only the Cosmos search reads the latest documents after the query")
+    from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
+    from dicom_core.storage.azure.cosmos_schema import instance_id
+
+    assert isinstance(stores.index, CosmosIndexStore)
+    index = stores.index
+    patient = f"PAT-{generate_uid()[-12:]}"
+    first = new_key()
+    latest = new_key(first.study_uid, first.series_uid)
+    await store(index, first, patient_id=patient)
+    await store(index, latest, patient_id=patient)
+    c = await index.session.containers()
+    read = c.index.read_item
+    deleted: list[str] = []
+    delete_once = asyncio.Lock()
+
+    async def delete_then_read(item: str, *args: object, **kwargs: object) -> object:
+        # Every read of the latest document, the first and those racing it, comes after
+        # the delete: as if it had run between the search's query and its reads.
+        if item == instance_id(latest.series_uid, latest.sop_uid):
+            async with delete_once:
+                if not deleted:
+                    deleted.append(item)
+                    await index.delete_instances(
+                        latest.study_uid, latest.series_uid, latest.sop_uid, partition=1
+                    )
+        return await read(item, *args, **kwargs)
+
+    monkeypatch.setattr(c.index, "read_item", delete_then_read)
+    query = parse_query([("PatientID", patient)], resource, partition=1)
+    found = await index.search(query, metadata=all_metadata(resource))
+    assert deleted
+    # The deleted instance's own match is gone; the study and series remain, with the
+    # attributes of the instance that is now their latest.
+    assert [match.study_uid for match in found] == [first.study_uid]
+    (match,) = found
+    assert match.study_metadata == instance(first).metadata_json
+    assert match.study_instances == 1
+    if resource is not QueryResource.ALL_STUDIES:
+        assert match.series_metadata == instance(first).metadata_json
+    if resource is QueryResource.ALL_INSTANCES:
+        assert match.sop_uid == first.sop_uid
+
+
+@pytest.mark.parametrize("resource", SEARCHED_LEVELS)
+async def test_a_match_whose_latest_instance_stays_unreadable_is_left_out(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch, resource: QueryResource
+) -> None:
+    """A summary that keeps naming a document that cannot be read (deletes racing the search
+    round after round): the match is left out of the page, never given without attributes."""
     if stores.backend != "azure":
         pytest.skip("only the Cosmos search reads the latest documents after the query")
     from azure.cosmos.exceptions import CosmosResourceNotFoundError
@@ -554,21 +612,53 @@ async def test_a_match_whose_latest_instance_is_deleted_meanwhile_is_left_out(
     read = c.index.read_item
     vanished = instance_id(gone.series_uid, gone.sop_uid)
 
-    async def read_after_a_delete(item: str, *args: object, **kwargs: object) -> object:
+    async def never_readable(item: str, *args: object, **kwargs: object) -> object:
         if item == vanished:
             raise CosmosResourceNotFoundError(message="deleted meanwhile")
         return await read(item, *args, **kwargs)
 
-    monkeypatch.setattr(c.index, "read_item", read_after_a_delete)
+    monkeypatch.setattr(c.index, "read_item", never_readable)
     query = parse_query([("PatientID", patient)], resource, partition=1)
-    levels = list(QueryLevel)
-    metadata = frozenset(levels[: levels.index(resource.level) + 1])
-    found = await stores.index.search(query, metadata=metadata)
+    found = await stores.index.search(query, metadata=all_metadata(resource))
     assert [match.study_uid for match in found] == [kept.study_uid]
     assert all(
         match.study_metadata and (resource is QueryResource.ALL_STUDIES or match.series_metadata)
         for match in found
     )
+
+
+async def test_a_post_whose_commit_answer_is_lost_is_stored_once_by_its_retry(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A POST's first commit attempt takes its instance as not stored; the retry after a lost
+    answer must read it, find its own commit and succeed, not refuse it as a duplicate."""
+    if stores.backend != "azure":
+        pytest.skip("the Cosmos commit is retried by its session")
+    from azure.core.exceptions import ServiceResponseError
+
+    from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
+
+    index = stores.index
+    assert isinstance(index, CosmosIndexStore)
+    execute = index._execute
+    lost: list[str] = []
+
+    async def lose_the_answer(c: object, study: object, plan: object) -> object:
+        result = await execute(c, study, plan)  # type: ignore[arg-type]
+        if "instance" in plan.names and not lost:  # type: ignore[attr-defined]
+            lost.append("instance")
+            raise ServiceResponseError("connection reset after the batch was applied")
+        return result
+
+    monkeypatch.setattr(index, "_execute", lose_the_answer)
+    key = new_key()
+    watermark = await store(index, key)
+    assert lost
+    assert await stores.raw_instance_states(key) == [("created", watermark)]
+    summary = await index.search(
+        parse_query([("StudyInstanceUID", key.study_uid)], QueryResource.ALL_STUDIES, partition=1)
+    )
+    assert [m.study_instances for m in summary] == [1]
 
 
 async def test_search_may_leave_out_the_documents_the_caller_has_cached(stores: Stores) -> None:

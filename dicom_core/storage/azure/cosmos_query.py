@@ -260,6 +260,10 @@ def compile_search(
     return CompiledSearch(sql=sql, parameters=params.values, partition=partition)
 
 
+#: Rounds of re-reading a match's summaries while their latest instances keep vanishing.
+_VANISHED_ATTEMPTS = 3
+
+
 async def run_search(
     container: Any,
     query: QueryDescription,
@@ -308,47 +312,53 @@ async def run_search(
             series = dict(zip(pairs, found_series, strict=True))
 
     async def latest_metadata(
-        pk: str, item: str | None, watermark: int
+        pk: str, item: str | None, watermark: int, *, own: bool = False
     ) -> tuple[int, bytes] | None:
         """The JSON of ``item`` with the watermark of the version read, which is what the
         caller caches it under: a write between the summary's read and this one makes it
-        differ from ``watermark``, and the JSON must not be kept as that version's."""
+        differ from ``watermark``, and the JSON must not be kept as that version's.
+        ``own``: the item is the matched instance itself, not a summary's latest."""
         if item is None or (cached is not None and cached(watermark)):
             return None
         doc = await point_read(item, pk)
         if doc is None:
-            raise _Vanished  # deleted since the summary named it
+            raise _Vanished(own)  # deleted since it was named
         async with semaphore:
             return int(doc["wm"]), await unpack(pk, doc)
 
     async def build(row: Doc) -> SearchMatch | None:
         pk = str(row["pk"])
         study = studies.get(pk)
-        if study is None:
-            return None  # deleted between the query and the point read
-        series_doc = None
-        if level is not QueryLevel.STUDY:
-            series_doc = series.get((pk, str(row["series"])))
-            if series_doc is None:
-                return None
-        try:
-            study_meta, series_meta, instance_meta = await asyncio.gather(
-                latest_metadata(pk, str(study["latestId"]), int(study["latestWm"]))
-                if QueryLevel.STUDY in metadata
-                else _none(),
-                latest_metadata(pk, str(series_doc["latestId"]), int(series_doc["latestWm"]))
-                if series_doc is not None and QueryLevel.SERIES in metadata
-                else _none(),
-                latest_metadata(pk, str(row["id"]), int(row["wm"]))
-                if level is QueryLevel.INSTANCE and QueryLevel.INSTANCE in metadata
-                else _none(),
-            )
-        except _Vanished:
-            # A delete (or a store that replaced the latest instance and a delete after it)
-            # ran between the query and these reads: the match's attributes can no longer be
-            # read whole, so it is left out, as when its summary is gone. Never a match
-            # without its attributes (an empty object in the answer).
-            return None
+        series_doc = None if level is QueryLevel.STUDY else series.get((pk, str(row["series"])))
+        for _ in range(_VANISHED_ATTEMPTS):
+            if study is None or (level is not QueryLevel.STUDY and series_doc is None):
+                return None  # deleted between the query and the point read
+            try:
+                study_meta, series_meta, instance_meta = await asyncio.gather(
+                    latest_metadata(pk, str(study["latestId"]), int(study["latestWm"]))
+                    if QueryLevel.STUDY in metadata
+                    else _none(),
+                    latest_metadata(pk, str(series_doc["latestId"]), int(series_doc["latestWm"]))
+                    if series_doc is not None and QueryLevel.SERIES in metadata
+                    else _none(),
+                    latest_metadata(pk, str(row["id"]), int(row["wm"]), own=True)
+                    if level is QueryLevel.INSTANCE and QueryLevel.INSTANCE in metadata
+                    else _none(),
+                )
+                break
+            except _Vanished as vanished:
+                if vanished.own:
+                    return None  # the matched instance itself was deleted meanwhile
+                # A summary named a latest instance deleted since (a delete racing this
+                # search): the study or series still exists, so read its summaries again
+                # and take the attributes of its latest instance now. Never a match
+                # without its attributes (which answered an empty object).
+                study = await point_read(STUDY_DOC_ID, pk)
+                if level is not QueryLevel.STUDY:
+                    series_doc = await point_read(series_id(str(row["series"])), pk)
+        else:
+            return None  # still changing under this search: left out of this page
+        assert study is not None
         study_watermark = study_meta[0] if study_meta else int(study["latestWm"])
         series_watermark = (
             series_meta[0]
@@ -385,7 +395,12 @@ async def run_search(
 
 
 class _Vanished(Exception):
-    """A document a summary named was deleted before it could be read."""
+    """A document the search named was deleted before it could be read; ``own`` when it
+    is the matched instance itself rather than a summary's latest instance."""
+
+    def __init__(self, own: bool) -> None:
+        super().__init__(own)
+        self.own = own
 
 
 async def _none() -> None:
