@@ -31,6 +31,7 @@ How files are served:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
@@ -141,7 +142,8 @@ class ViewerFiles:
     async def _send_partitioned_config(self, scope: Scope, send: Send) -> None:
         """The config with its partitions switch on, read afresh (an edit shows at once),
         with an ETag of its content."""
-        body = render_config(self._config.read_text(encoding="utf-8"), data_partitions=True)
+        text = await asyncio.to_thread(self._config.read_text, encoding="utf-8")
+        body = render_config(text, data_partitions=True)
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         headers = [
             (b"etag", etag.encode("ascii")),

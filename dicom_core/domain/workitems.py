@@ -331,7 +331,7 @@ def record_cancellation(
     Discontinuation Reason Code Sequence of a cancellation ``request``, when it has them.
 
     The top-level Cancellation DateTime and Reason For Cancellation that earlier versions
-    wrote stay too, as Microsoft's service writes them there as well.
+    wrote are kept for their readers (Microsoft's service writes the time there too).
     """
     updated = dict(dataset)
     sequence = updated.get(PROGRESS_INFORMATION)
@@ -345,7 +345,8 @@ def record_cancellation(
             item[tag] = request[tag]
     rest = list(items[1:]) if isinstance(items, list) else []
     updated[PROGRESS_INFORMATION] = {"vr": "SQ", "Value": [item, *rest]}
-    updated.setdefault(CANCELLATION_DATETIME, {"vr": "DT", "Value": [when]})
+    if not has_value(updated.get(CANCELLATION_DATETIME)):
+        updated[CANCELLATION_DATETIME] = {"vr": "DT", "Value": [when]}
     if REASON_FOR_CANCELLATION in request:
         updated[REASON_FOR_CANCELLATION] = request[REASON_FOR_CANCELLATION]
     return updated

@@ -324,9 +324,12 @@ def test_completion_needs_the_performed_procedure_and_every_p_attribute_of_its_i
     ("tag", "keyword"),
     [
         ("00080016", "SOPClassUID"),
+        ("00080018", "SOPInstanceUID"),
         ("00741200", "ScheduledProcedureStepPriority"),
         ("00404010", "ScheduledProcedureStepModificationDateTime"),
+        ("00404005", "ScheduledProcedureStepStartDateTime"),
         ("00404041", "InputReadinessState"),
+        ("00741000", "ProcedureStepState"),
     ],
 )
 def test_both_final_states_need_the_r_attributes(tag: str, keyword: str) -> None:
@@ -362,4 +365,7 @@ def test_cancellation_is_recorded_in_the_progress_information_keeping_what_was_t
         {"00741002": element("SQ", {"00404052": element("DT", "20250101")})}, "20260101", {}
     )
     assert given["00741002"]["Value"][0]["00404052"] == element("DT", "20250101")
+    # At the top level too: an empty time is filled.
+    empty_top = record_cancellation({"00404052": element("DT")}, "20260101", {})
+    assert empty_top["00404052"] == element("DT", "20260101")
     assert dataset["00741002"]["Value"][0].get("00741238") is None  # the input is not changed
