@@ -474,6 +474,44 @@ async def test_large_metadata_round_trips(stores: Stores) -> None:
     assert await stores.index.get_metadata(key.study_uid, partition=1) == []
 
 
+async def test_metadata_slices_deleted_while_read_are_a_retryable_error_not_a_crash(
+    stores: Stores,
+) -> None:
+    """Metadata over a Cosmos document's size is kept in slices, read after the document: a
+    delete in between used to leave nothing to join (a 500). It is ``MetadataGone`` now, a
+    503 to try again, which a search answers by reading its summaries again."""
+    if stores.backend != "azure":
+        pytest.skip("only Cosmos DB keeps metadata in slices")
+    from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
+    from dicom_core.storage.azure.cosmos_io import MetadataGone
+    from dicom_core.storage.azure.cosmos_placement import placement_of
+    from dicom_core.storage.azure.cosmos_schema import METAPART, instance_id
+    from dicom_core.storage.azure.cosmos_session import unpack_metadata
+    from dicom_core.storage.ports import StorageUnavailable
+
+    assert isinstance(stores.index, CosmosIndexStore)
+    key = new_key()
+    payload = orjson.dumps({"7FE10010": {"vr": "OB", "InlineBinary": os.urandom(1_600_000).hex()}})
+    await store(stores.index, key, metadata=payload)
+    c = await stores.index.session.containers()
+    study = placement_of(1).study(key.study_uid)
+    doc = await c.index.read_item(instance_id(key.series_uid, key.sop_uid), study.key)
+    assert doc["metaParts"] > 1
+    assert await unpack_metadata(c.index, study, doc) == payload
+    slices = [
+        item
+        async for item in c.index.query_items(
+            "SELECT c.id FROM c WHERE c.kind = @kind",
+            parameters=[{"name": "@kind", "value": METAPART}],
+            partition_key=study.key,
+        )
+    ]
+    await c.index.delete_item(slices[-1]["id"], partition_key=study.key)
+    with pytest.raises(MetadataGone) as gone:
+        await unpack_metadata(c.index, study, doc)
+    assert isinstance(gone.value, StorageUnavailable)
+
+
 async def test_search_pages_newest_first_with_aggregates_and_metadata(stores: Stores) -> None:
     stores.require_search()
     index = stores.index

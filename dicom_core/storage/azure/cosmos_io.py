@@ -20,6 +20,7 @@ from azure.cosmos.exceptions import CosmosAccessConditionFailedError, CosmosReso
 from dicom_core.storage.azure.cosmos_docs import without_system_properties
 from dicom_core.storage.azure.cosmos_placement import PartitionKeyValue
 from dicom_core.storage.azure.retry import sub_status_of
+from dicom_core.storage.ports import StorageUnavailable
 
 Doc = dict[str, Any]
 
@@ -29,6 +30,13 @@ OWNER_MISSING = 1003
 
 class ContainerGone(Exception):
     """A request found its container or database missing (404 with sub-status 1003)."""
+
+
+class MetadataGone(StorageUnavailable):
+    """An instance document's metadata slices were deleted between the document's read and
+    theirs (``cosmos_session.unpack_metadata``). A search reads the summaries again
+    (``cosmos_query``); elsewhere it is a 503, a request to try again, never the 500 that
+    joining missing slices gave."""
 
 
 def owner_missing(exc: BaseException) -> bool:

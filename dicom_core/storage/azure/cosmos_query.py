@@ -44,7 +44,7 @@ from dicom_core.query.conditions import (
 )
 from dicom_core.query.results import SearchMatch
 from dicom_core.storage.azure.cosmos_docs import JOINED_SUFFIX
-from dicom_core.storage.azure.cosmos_io import query_items, read_item
+from dicom_core.storage.azure.cosmos_io import MetadataGone, query_items, read_item
 from dicom_core.storage.azure.cosmos_placement import PartitionKeyValue, Placement, placement_of
 from dicom_core.storage.azure.cosmos_schema import (
     INSTANCE,
@@ -324,7 +324,10 @@ async def run_search(
         if doc is None:
             raise _Vanished(own)  # deleted since it was named
         async with semaphore:
-            return int(doc["wm"]), await unpack(pk, doc)
+            try:
+                return int(doc["wm"]), await unpack(pk, doc)
+            except MetadataGone:
+                raise _Vanished(own) from None
 
     async def build(row: Doc) -> SearchMatch | None:
         pk = str(row["pk"])

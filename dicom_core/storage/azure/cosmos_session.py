@@ -41,7 +41,12 @@ from dicom_core.errors import DicomWebError
 from dicom_core.settings import AzureSettings
 from dicom_core.storage.azure import cosmos_docs as docs
 from dicom_core.storage.azure.clients import CosmosClients
-from dicom_core.storage.azure.cosmos_io import ContainerGone, owner_missing, query_items
+from dicom_core.storage.azure.cosmos_io import (
+    ContainerGone,
+    MetadataGone,
+    owner_missing,
+    query_items,
+)
 from dicom_core.storage.azure.cosmos_placement import PlacedStudy
 from dicom_core.storage.azure.cosmos_schema import (
     COUNTER_PARTITION,
@@ -206,6 +211,12 @@ async def unpack_metadata(container: Any, study: PlacedStudy, doc: Mapping[str, 
         params,
         partition=study.key,
     )
+    expected = doc.get("metaParts")
+    if not parts or (expected is not None and len(parts) < int(expected)):
+        # A delete (or a replacing store) removed the slices after the document was read.
+        raise MetadataGone(
+            f"the metadata of instance {doc.get('sop')} was deleted while it was being read"
+        )
     parts.sort(key=lambda part: int(part["part"]))
     return docs.unpack_metadata("".join(str(part["data"]) for part in parts))
 
