@@ -23,6 +23,7 @@ from tests.support.ups import (
     new_workitem,
     retrieve,
     state_of,
+    update,
     workitem,
 )
 
@@ -270,12 +271,6 @@ def test_retrieve_with_unacceptable_accept_is_406(client: httpx.Client) -> None:
 
 
 # -- update ------------------------------------------------------------------------------------
-
-
-def update(
-    client: httpx.Client, uid: str, changes: dict[str, object], query: str = ""
-) -> httpx.Response:
-    return client.post(f"/v2/workitems/{uid}{query}", json=[changes], headers=HEADERS)
 
 
 def test_update_scheduled_workitem_without_lock(client: httpx.Client) -> None:

@@ -107,6 +107,13 @@ def change_state(client: httpx.Client, uid: str, state: str, lock: str | None) -
     return client.put(f"/v2/workitems/{uid}/state", json=[body], headers=HEADERS)
 
 
+def update(
+    client: httpx.Client, uid: str, changes: dict[str, object], query: str = ""
+) -> httpx.Response:
+    """Update Workitem; ``query`` carries the lock (``?{transaction-uid}``) once claimed."""
+    return client.post(f"/v2/workitems/{uid}{query}", json=[changes], headers=HEADERS)
+
+
 def retrieve(client: httpx.Client, uid: str) -> dict[str, Any]:
     response = client.get(f"/v2/workitems/{uid}", headers={"Accept": DICOM_JSON})
     assert response.status_code == 200, response.text
@@ -153,8 +160,6 @@ def final_state_attributes(target: str) -> dict[str, Any]:
 def finish(client: httpx.Client, uid: str, lock: str, target: str) -> httpx.Response:
     """Complete or cancel an IN PROGRESS workitem as a conforming performer does: set the
     final state attributes with Update Workitem, then change the state."""
-    updated = client.post(
-        f"/v2/workitems/{uid}?{lock}", json=[final_state_attributes(target)], headers=HEADERS
-    )
+    updated = update(client, uid, final_state_attributes(target), f"?{lock}")
     assert updated.status_code == 200, updated.text
     return change_state(client, uid, target, lock)
