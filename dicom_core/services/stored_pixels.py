@@ -157,7 +157,7 @@ def check_frame_numbers(numbers: Sequence[int], count: int, sop_uid: str) -> Non
                 f"Frame {number} does not exist: instance {sop_uid} has {count}"
                 f" frame{'s' if count != 1 else ''}."
             )
-    if len(numbers) > max(count, 1):
+    if len(numbers) > count:  # never reached with count 0: every number failed above
         raise BadRequest(
             f"The frame list names {len(numbers)} frames; instance {sop_uid} has {count}"
             f" frame{'s' if count != 1 else ''}, and a request may name at most that many."
