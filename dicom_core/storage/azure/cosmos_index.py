@@ -76,6 +76,7 @@ from dicom_core.storage.azure.cosmos_io import (
     BatchConflict,
     ContainerGone,
     conflict_backoff,
+    nothing,
     query_items,
     read_item,
 )
@@ -472,8 +473,9 @@ class CosmosIndexStore:
         expires_at: str | None = None,
         assume_new: bool = False,
     ) -> list[str]:
-        """One attempt at the commit batch; with ``assume_new`` the first round takes the
-        instance as not stored without reading it (``_commit_version``)."""
+        """One attempt at the commit batch; with ``assume_new`` it takes the instance as not
+        stored without reading it (``_commit_version``): every round's batch creates the
+        document, and a store that committed one meanwhile makes it fail (45071)."""
         key = reservation.key
         study = _study_of(key)
         index, pk = study.container(c), study.key
@@ -491,11 +493,10 @@ class CosmosIndexStore:
             etag = str(held["_etag"])
         for backoff in conflict_backoff():
             old, series, summary = await asyncio.gather(
-                _absent() if assume_new else read_item(index, instance_doc["id"], pk),
+                nothing() if assume_new else read_item(index, instance_doc["id"], pk),
                 read_item(index, series_id(key.series_uid), pk),
                 read_item(index, STUDY_DOC_ID, pk),
             )
-            assume_new = False  # a round lost to a concurrent store reads everything again
             if old is not None and int(old["wm"]) == reservation.watermark:
                 return []  # this very commit already happened; its answer was lost
             if old is not None and not reservation.upsert:
@@ -959,11 +960,6 @@ def _expired(study: Mapping[str, Any] | None, by: str) -> bool:
     """Whether a study summary says the study expired at or before ``by``."""
     expires_at = None if study is None else study.get("expiresAt")
     return isinstance(expires_at, str) and expires_at <= by
-
-
-async def _absent() -> Doc | None:
-    """The instance document a POST's first commit round takes as read: none."""
-    return None
 
 
 def _study_of(key: InstanceKey) -> PlacedStudy:

@@ -39,6 +39,11 @@ class MetadataGone(StorageUnavailable):
     joining missing slices gave."""
 
 
+async def nothing() -> None:
+    """A read not made: stands in for it in a gather that reads only some documents."""
+    return None
+
+
 def owner_missing(exc: BaseException) -> bool:
     return isinstance(exc, CosmosResourceNotFoundError) and sub_status_of(exc) == OWNER_MISSING
 

@@ -44,7 +44,7 @@ from dicom_core.query.conditions import (
 )
 from dicom_core.query.results import SearchMatch
 from dicom_core.storage.azure.cosmos_docs import JOINED_SUFFIX
-from dicom_core.storage.azure.cosmos_io import MetadataGone, query_items, read_item
+from dicom_core.storage.azure.cosmos_io import MetadataGone, nothing, query_items, read_item
 from dicom_core.storage.azure.cosmos_placement import PartitionKeyValue, Placement, placement_of
 from dicom_core.storage.azure.cosmos_schema import (
     INSTANCE,
@@ -340,13 +340,13 @@ async def run_search(
                 study_meta, series_meta, instance_meta = await asyncio.gather(
                     latest_metadata(pk, str(study["latestId"]), int(study["latestWm"]))
                     if QueryLevel.STUDY in metadata
-                    else _none(),
+                    else nothing(),
                     latest_metadata(pk, str(series_doc["latestId"]), int(series_doc["latestWm"]))
                     if series_doc is not None and QueryLevel.SERIES in metadata
-                    else _none(),
+                    else nothing(),
                     latest_metadata(pk, str(row["id"]), int(row["wm"]), own=True)
                     if level is QueryLevel.INSTANCE and QueryLevel.INSTANCE in metadata
-                    else _none(),
+                    else nothing(),
                 )
                 break
             except _Vanished as vanished:
@@ -404,10 +404,6 @@ class _Vanished(Exception):
     def __init__(self, own: bool) -> None:
         super().__init__(own)
         self.own = own
-
-
-async def _none() -> None:
-    return None
 
 
 async def _visible_rows(container: Any, placement: Placement, rows: list[Doc]) -> list[Doc]:
