@@ -108,6 +108,8 @@ class ViewerFiles:
         self._config = config.resolve()
         self._overrides = {"app-config.js": self._config}
         self._data_partitions = data_partitions
+        # The switched config and its ETag, for the (mtime, size) of the file it was read at.
+        self._rendered: tuple[tuple[int, int], bytes, str] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = str(scope["method"]).upper()
@@ -120,7 +122,7 @@ class ViewerFiles:
             return
         path, stat_result = found
         if path == self._config and self._data_partitions:
-            await self._send_partitioned_config(scope, send)
+            await self._send_partitioned_config(scope, send, stat_result)
             return
         headers = {
             "cache-control": _IMMUTABLE if _HASHED_NAME.search(path.name) else _REVALIDATE,
@@ -139,12 +141,17 @@ class ViewerFiles:
             return
         await response(scope, receive, send)
 
-    async def _send_partitioned_config(self, scope: Scope, send: Send) -> None:
-        """The config with its partitions switch on, read afresh (an edit shows at once),
-        with an ETag of its content."""
-        text = await asyncio.to_thread(self._config.read_text, encoding="utf-8")
-        body = render_config(text, data_partitions=True)
-        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    async def _send_partitioned_config(
+        self, scope: Scope, send: Send, stat_result: os.stat_result
+    ) -> None:
+        """The config with its partitions switch on, with an ETag of its content. It is read
+        again only when the file changed (an edit shows at once, as for the other files)."""
+        version = (stat_result.st_mtime_ns, stat_result.st_size)
+        if self._rendered is None or self._rendered[0] != version:
+            text = await asyncio.to_thread(self._config.read_text, encoding="utf-8")
+            body = render_config(text, data_partitions=True)
+            self._rendered = version, body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        _, body, etag = self._rendered
         headers = [
             (b"etag", etag.encode("ascii")),
             (b"cache-control", _REVALIDATE.encode("ascii")),
