@@ -511,6 +511,14 @@ async def test_metadata_slices_deleted_while_read_are_a_retryable_error_not_a_cr
         await unpack_metadata(c.index, study, doc)
     assert isinstance(gone.value, StorageUnavailable)
 
+    # A search meets it as a document deleted meanwhile: it reads the summary again, which
+    # here still names the broken document, and leaves the study out of the page.
+    found = await stores.index.search(
+        parse_query([("StudyInstanceUID", key.study_uid)], QueryResource.ALL_STUDIES, partition=1),
+        metadata=frozenset({QueryLevel.STUDY}),
+    )
+    assert found == []
+
 
 async def test_search_pages_newest_first_with_aggregates_and_metadata(stores: Stores) -> None:
     stores.require_search()
