@@ -29,7 +29,10 @@ from __future__ import annotations
 
 import json
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from functions_host import zero_copy
 
 MAX_REQUEST_TARGET = 8192
 MAX_HEADER_BYTES = 32 * 1024
@@ -42,7 +45,8 @@ class HeadTooLarge(Exception):
 
 
 class FrontProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with Kestrel's request-head limits (module docstring)."""
+    """uvicorn's httptools protocol with Kestrel's request-head limits (module docstring), and
+    zero-copy file sends (``functions_host.zero_copy``)."""
 
     _refusal: tuple[int, str] | None = None
     _header_bytes = 0
@@ -51,6 +55,13 @@ class FrontProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._refusal = None
         self._header_bytes = 0
+        zero_copy.offer(self.scope)  # type: ignore[arg-type]
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        # uvicorn builds the cycle in on_headers_complete; it is swapped for the zero-copy one
+        # before its task runs (the subclass adds behaviour only, no state of its own).
+        cycle.__class__ = zero_copy.ZeroCopyCycle
+        super()._start_asgi_task(cycle, app)
 
     def on_url(self, url: bytes) -> None:
         if len(self.url) + len(url) > MAX_REQUEST_TARGET:

@@ -8,7 +8,6 @@ by listing again, so the answer is the study as it stands after that delete.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -17,8 +16,6 @@ from dicom_core.domain.model import InstanceKey, InstanceRecord
 from dicom_core.errors import resource_not_found
 from dicom_core.storage.ports import BlobNotFound, BlobReader, BlobStore, IndexStore
 
-# Blobs opened at once for one answer (Get Blob Properties calls on Azure, open() locally).
-_OPEN_CONCURRENCY = 16
 # Listings retried when deletes keep removing files between listing and opening.
 _LIST_ATTEMPTS = 4
 
@@ -88,24 +85,9 @@ class RetrieveService:
             return [OpenedInstance(r, reader) for r, reader in zip(records, readers, strict=True)]
         raise BlobNotFound(f"files of {study_uid} kept vanishing while it was being read")
 
-    async def _open_all(self, records: Sequence[InstanceRecord]) -> list[BlobReader]:
-        """Open every file, or none: on any failure the ones opened are closed again."""
-        semaphore = asyncio.Semaphore(_OPEN_CONCURRENCY)
-
-        async def open_one(record: InstanceRecord) -> BlobReader:
-            async with semaphore:
-                return await self._blobs.open_reader(record.blob_key)
-
-        results = await asyncio.gather(
-            *(open_one(record) for record in records), return_exceptions=True
-        )
-        readers = [r for r in results if not isinstance(r, BaseException)]
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            await close_all(readers)
-            # A missing file decides the retry; any other failure is reported as it is.
-            raise next((f for f in failures if not isinstance(f, BlobNotFound)), failures[0])
-        return readers
+    async def _open_all(self, records: Sequence[InstanceRecord]) -> Sequence[BlobReader]:
+        """Open every file, or none (``BlobStore.open_readers``)."""
+        return await self._blobs.open_readers([record.blob_key for record in records])
 
     async def _still_indexed(
         self, records: Sequence[InstanceRecord], missing_key: str, original: bool

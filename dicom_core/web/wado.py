@@ -19,9 +19,11 @@ from dicom_core.domain.media_types import DICOM, MULTIPART_RELATED
 from dicom_core.domain.pixels import EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000_LOSSLESS
 from dicom_core.errors import NotAcceptable
 from dicom_core.services.retrieve import OpenedInstance, close_all
+from dicom_core.storage.ports import BlobReader
 from dicom_core.web.context import api_version, partition_of, series_uid, sop_uid, study_uid
 from dicom_core.web.multipart import closing_delimiter, new_boundary, part_header
 from dicom_core.web.negotiation import MediaRange, parse_accept
+from dicom_core.web.stored_body import StoredFilesResponse, zero_copy_possible
 from dicom_core.web.wado_params import original_version
 
 SUPPORTED_SYNTAXES = ("*", EXPLICIT_VR_LITTLE_ENDIAN, JPEG_2000_LOSSLESS)
@@ -94,14 +96,23 @@ async def retrieve(request: Request, services: Services) -> Response:
         study, series, sop, partition=partition.key, original=original
     )
     try:
-        return await _answer(services, rendition, opened)
+        return await _answer(
+            services,
+            rendition,
+            opened,
+            zero_copy=zero_copy_possible(request.scope, [item.reader for item in opened]),
+        )
     except BaseException:
         await close_all([item.reader for item in opened])
         raise
 
 
 async def _answer(
-    services: Services, rendition: Rendition, opened: Sequence[OpenedInstance]
+    services: Services,
+    rendition: Rendition,
+    opened: Sequence[OpenedInstance],
+    *,
+    zero_copy: bool,
 ) -> Response:
     records = [item.record for item in opened]
     target = rendition.transfer_syntax
@@ -115,24 +126,36 @@ async def _answer(
             return StreamingResponse(
                 _closing(body, opened), media_type=f"{DICOM}; transfer-syntax={target}"
             )
+        media_type = f"{DICOM}; transfer-syntax={record.transfer_syntax_uid}"
+        sized = {"Content-Length": str(opened[0].reader.size)}
+        if zero_copy:
+            readers = [opened[0].reader]
+            return StoredFilesResponse(readers, readers, sized, media_type)
         # Reading the first chunk before answering turns an unreachable blob store into a
         # 503 instead of a 200 whose body breaks off.
         return StreamingResponse(
             _closing(await _started(opened[0].reader.read_stream()), opened),
-            media_type=f"{DICOM}; transfer-syntax={record.transfer_syntax_uid}",
-            headers={"Content-Length": str(opened[0].reader.size)},
+            media_type=media_type,
+            headers=sized,
         )
     boundary = new_boundary()
     content_type = f'{MULTIPART_RELATED}; type="{DICOM}"; boundary={boundary}'
     if not any(services.transcoding.needs_transcoding(record, target) for record in records):
         # Every part as stored: the length of the whole answer is known before it starts.
-        first = await _started(opened[0].reader.read_stream())
         headers = _stored_part_headers(opened, boundary)
         length = sum(map(len, headers)) + sum(item.reader.size for item in opened)
         length += len(closing_delimiter(boundary))
+        announced = {"Content-Type": content_type, "Content-Length": str(length)}
+        if zero_copy:
+            segments: list[bytes | BlobReader] = []
+            for header, item in zip(headers, opened, strict=True):
+                segments += (header, item.reader)
+            segments.append(closing_delimiter(boundary))
+            return StoredFilesResponse(segments, [item.reader for item in opened], announced)
+        first = await _started(opened[0].reader.read_stream())
         return StreamingResponse(
             _closing(_stored_multipart_body(opened, headers, boundary, first), opened),
-            headers={"Content-Type": content_type, "Content-Length": str(length)},
+            headers=announced,
         )
     if services.transcoding.needs_transcoding(records[0], target):
         first = await _started(services.transcoding.stream(records[0], target, opened[0].reader))

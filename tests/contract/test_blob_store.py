@@ -116,3 +116,30 @@ async def test_an_opened_reader_streams_the_object_as_opened(
         with pytest.raises(DependencyFailed, match="status 412"):
             await reader.read_range(0, 10)
     await reader.close()
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+
+
+async def test_open_readers_opens_every_object_in_order_or_none(
+    stores: Stores, tmp_path: Path
+) -> None:
+    """A retrieve opens all its files before the status line: all of them, in the order
+    asked, or none, with nothing left open when one is missing."""
+    contents = {f"o/{n}.dcm": os.urandom(1000 + n) for n in range(5)}
+    for key, data in contents.items():
+        await stores.blobs.put_file(key, staged(tmp_path, data))
+    keys = list(reversed(contents))
+    readers = await stores.blobs.open_readers(keys)
+    assert [reader.key for reader in readers] == keys
+    for reader in readers:
+        assert reader.size == len(contents[reader.key])
+        assert await reader.read_range(0, reader.size) == contents[reader.key]
+        await reader.close()
+    before = _open_descriptors()
+    with pytest.raises(BlobNotFound, match="o/missing.dcm"):
+        await stores.blobs.open_readers([*keys[:3], "o/missing.dcm", keys[3]])
+    if stores.backend == "local":  # elsewhere readers hold no descriptor (sockets come and go)
+        assert _open_descriptors() == before
+    assert await stores.blobs.open_readers([]) == []

@@ -105,6 +105,30 @@ def classify(server: Server, study: str, files: dict[str, bytes]) -> str:
 
 
 def test_retrieves_during_a_delete_are_complete_or_404(delete_server: Server) -> None:
+    race_a_delete(delete_server)
+
+
+@pytest.fixture(scope="module")
+def zero_copy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """make run's engine, where the host sends stored files with sendfile."""
+    running = start_server(
+        tmp_path_factory.mktemp("retrieve-delete-direct"), DICOM_HOST_ENGINE="direct"
+    )
+    try:
+        yield running
+    finally:
+        stop_server(running)
+
+
+@pytest.mark.local_backend
+def test_zero_copy_retrieves_during_a_delete_are_complete_or_404(
+    backend: str, zero_copy_server: Server
+) -> None:
+    """The files an answer sends by descriptor stay readable after the delete unlinks them."""
+    race_a_delete(zero_copy_server)
+
+
+def race_a_delete(delete_server: Server) -> None:
     with delete_server.client() as client:
         study, files = store_study(client)
     outcomes: collections.Counter[str] = collections.Counter()

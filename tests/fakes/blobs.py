@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from dicom_core.storage.ports import BlobNotFound
@@ -35,6 +35,9 @@ class FakeBlobReader:
     async def read_range(self, offset: int, length: int) -> bytes:
         return self._data[offset : offset + length]
 
+    def local_fd(self) -> int | None:
+        return None  # bytes in memory: always streamed
+
     async def close(self) -> None:
         return None
 
@@ -64,6 +67,9 @@ class FakeBlobStore:
 
     async def open_reader(self, key: str) -> FakeBlobReader:
         return FakeBlobReader(key, self._get(key))
+
+    async def open_readers(self, keys: Sequence[str]) -> list[FakeBlobReader]:
+        return [await self.open_reader(key) for key in keys]  # nothing to close on failure
 
     async def read_range(self, key: str, offset: int, length: int) -> bytes:
         return self._get(key)[offset : offset + length]

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from io import BytesIO
 from types import SimpleNamespace
@@ -105,6 +105,9 @@ class MemoryReader:
     async def read_range(self, offset: int, length: int) -> bytes:
         return self.data[offset : offset + length]
 
+    def local_fd(self) -> int | None:
+        return None
+
     async def close(self) -> None:
         return None
 
@@ -135,6 +138,9 @@ class MemoryBlobs:
         if key not in self.objects:
             raise BlobNotFound(key)
         return MemoryReader(key, self.objects[key], self.fail_after.get(key))
+
+    async def open_readers(self, keys: Sequence[str]) -> list[MemoryReader]:
+        return [await self.open_reader(key) for key in keys]
 
 
 class AsStored:

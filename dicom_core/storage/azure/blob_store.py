@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ from dicom_core.storage.ports import BlobNotFound, StorageUnavailable
 log = logging.getLogger(__name__)
 
 _UPLOAD_CONCURRENCY = 4
+# Blobs an answer opens at once (a properties request each): enough to hide the round trips.
+_OPEN_CONCURRENCY = 16
 
 
 def _container_missing(exc: BaseException) -> bool:
@@ -121,6 +123,21 @@ class AzureBlobStore:
 
         etag, size = await self._call(key, properties)
         return AzureBlobReader(self, key, etag, size)
+
+    async def open_readers(self, keys: Sequence[str]) -> Sequence[AzureBlobReader]:
+        """One properties request per blob, ``_OPEN_CONCURRENCY`` at a time."""
+        semaphore = asyncio.Semaphore(_OPEN_CONCURRENCY)
+
+        async def open_one(key: str) -> AzureBlobReader:
+            async with semaphore:
+                return await self.open_reader(key)
+
+        results = await asyncio.gather(*map(open_one, keys), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            # Nothing is held open between reads, so there is nothing to close.
+            raise next((f for f in failures if not isinstance(f, BlobNotFound)), failures[0])
+        return [r for r in results if not isinstance(r, BaseException)]
 
     async def _download(self, key: str, etag: str | None, chunk_size: int) -> AsyncIterator[bytes]:
         """The blob in ``chunk_size`` pieces; with ``etag``, only that version of it."""
@@ -248,6 +265,9 @@ class AzureBlobReader:
 
     async def read_range(self, offset: int, length: int) -> bytes:
         return await self._store.read_range(self._key, offset, length, etag=self.etag)
+
+    def local_fd(self) -> int | None:
+        return None  # a blob is read over HTTP
 
     async def close(self) -> None:
         return None  # nothing is held between reads

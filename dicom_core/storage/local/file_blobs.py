@@ -28,7 +28,7 @@ import functools
 import os
 import re
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from dicom_core.storage.ports import BlobNotFound, StorageUnavailable
@@ -57,6 +57,7 @@ def sync_directory(path: Path) -> None:
 class FileBlobStore:
     def __init__(self, root: Path, *, durable: bool = True) -> None:
         self.root = root
+        self._root_name = str(root)
         self.durable = durable
         created = self._make_directories(root)
         if durable:
@@ -65,11 +66,15 @@ class FileBlobStore:
                 sync_directory(directory.parent)
 
     def path_for(self, key: str) -> Path:
+        return Path(self.file_name(key))
+
+    def file_name(self, key: str) -> str:
+        """``path_for`` as a string, cheaper where a series opens hundreds of files."""
         segments = key.split("/")
         for segment in segments:
             if not _SEGMENT.match(segment) or segment in {".", ".."}:
                 raise ValueError(f"unsafe blob key segment {segment!r}")
-        return self.root.joinpath(*segments)
+        return os.path.join(self._root_name, *segments)
 
     async def put_file(self, key: str, source: Path, *, overwrite: bool = False) -> None:
         await asyncio.to_thread(self.place_file, key, source, overwrite=overwrite)
@@ -183,27 +188,27 @@ class FileBlobStore:
         An answer holds one descriptor per instance while it streams, so the process's soft
         limit is raised to its hard limit once; past that, opening fails with a 503.
         """
+        (reader,) = await self.open_readers([key])
+        return reader
+
+    async def open_readers(self, keys: Sequence[str]) -> Sequence[LocalBlobReader]:
+        """Every file opened in one worker thread: a series of 500 instances costs one hop
+        to a thread and back, not 500."""
         _raise_open_file_limit()
-        path = self.path_for(key)
+        paths = [(key, self.file_name(key)) for key in keys]
 
-        def open_file() -> tuple[int, int]:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        def open_files() -> list[LocalBlobReader]:
+            readers: list[LocalBlobReader] = []
             try:
-                return fd, os.fstat(fd).st_size
+                for key, path in paths:
+                    readers.append(_open_file(key, path))
             except BaseException:
-                os.close(fd)
+                for reader in readers:
+                    reader.close_now()
                 raise
+            return readers
 
-        try:
-            fd, size = await asyncio.to_thread(open_file)
-        except FileNotFoundError as exc:
-            raise BlobNotFound(key) from exc
-        except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE):
-                # Out of descriptors: a 503 before the answer starts, never a cut body.
-                raise StorageUnavailable(f"too many open files to read {key}") from exc
-            raise
-        return LocalBlobReader(key, fd, size)
+        return await asyncio.to_thread(open_files)
 
     async def read_range(self, key: str, offset: int, length: int) -> bytes:
         path = self.path_for(key)
@@ -256,6 +261,24 @@ def _raise_open_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _open_file(key: str, path: str) -> LocalBlobReader:
+    """Open one stored file (blocking); the errors a caller can answer with a status code."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError as exc:
+        raise BlobNotFound(key) from exc
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            # Out of descriptors: a 503 before the answer starts, never a cut body.
+            raise StorageUnavailable(f"too many open files to read {key}") from exc
+        raise
+    try:
+        return LocalBlobReader(key, fd, os.fstat(fd).st_size)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class LocalBlobReader:
     """A stored file held open by its descriptor (``BlobReader``).
 
@@ -298,5 +321,12 @@ class LocalBlobReader:
             raise ValueError(f"reader of {self._key} is closed")
         return await asyncio.to_thread(os.pread, self._fd, length, offset)
 
+    def local_fd(self) -> int | None:
+        return self._fd if self._closer.alive else None
+
     async def close(self) -> None:
+        self._closer()
+
+    def close_now(self) -> None:
+        """``close`` for blocking code."""
         self._closer()

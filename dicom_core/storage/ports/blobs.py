@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -34,6 +34,12 @@ class BlobReader(Protocol):
         """``length`` bytes of the object as opened, from ``offset`` (fewer at its end)."""
         ...
 
+    def local_fd(self) -> int | None:
+        """The open descriptor of an object that is a local file, which a host able to send
+        files without copying them (``sendfile``) can send from; None for remote objects.
+        The descriptor belongs to the reader: it is valid until ``close``."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -51,6 +57,12 @@ class BlobStore(Protocol):
 
     async def open_reader(self, key: str) -> BlobReader:
         """Open ``key`` for a read that a concurrent delete cannot cut; BlobNotFound if none."""
+        ...
+
+    async def open_readers(self, keys: Sequence[str]) -> Sequence[BlobReader]:
+        """``open_reader`` for every key, in order, or for none: on a failure the readers
+        already opened are closed and the failure is raised, BlobNotFound only when nothing
+        else failed (a missing file is what a caller may retry after a delete)."""
         ...
 
     async def read_range(self, key: str, offset: int, length: int) -> bytes: ...
