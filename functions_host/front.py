@@ -50,6 +50,7 @@ class FrontProtocol(HttpToolsProtocol):
 
     _refusal: tuple[int, str] | None = None
     _header_bytes = 0
+    _answering: RequestResponseCycle | None = None
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -59,8 +60,10 @@ class FrontProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         # uvicorn builds the cycle in on_headers_complete; it is swapped for the zero-copy one
-        # before its task runs (the subclass adds behaviour only, no state of its own).
+        # before its task runs (the subclass's own state has class-level defaults). Cycles
+        # start one at a time, pipelined ones once the previous answer is complete.
         cycle.__class__ = zero_copy.ZeroCopyCycle
+        self._answering = cycle
         super()._start_asgi_task(cycle, app)
 
     def on_url(self, url: bytes) -> None:
@@ -89,6 +92,14 @@ class FrontProtocol(HttpToolsProtocol):
         raise HeadTooLarge(message)
 
     def send_400_response(self, msg: str) -> None:
+        answering = self._answering
+        if isinstance(answering, zero_copy.ZeroCopyCycle) and answering.owns_socket:
+            # A request pipelined behind an answer whose files are still being sent: a refusal
+            # written now would land inside that body. The connection closes once the answer
+            # is complete instead, and the bad request gets no answer of its own.
+            answering.keep_alive = False
+            self.flow.pause_reading()
+            return
         if self._refusal is None:
             super().send_400_response(msg)
             return

@@ -43,7 +43,7 @@ import asyncio
 import collections
 import errno
 import os
-from collections.abc import Callable, Coroutine, MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,8 +52,20 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 ZERO_COPY = "http.response.zerocopysend"
 QUEUED_LIMIT = 8 << 20  # bytes queued ahead of the socket before an app's send waits
 
-_CHUNK = 1 << 20  # for the fallback reads of a chunked response
-_CLIENT_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN)
+_CHUNK = 1 << 20  # for the reads of the fallbacks (a chunked response, no descriptor left)
+_CLIENT_GONE = frozenset(
+    {
+        errno.EPIPE,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.ENOTCONN,
+        errno.ESHUTDOWN,
+        errno.ETIMEDOUT,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+    }
+)
+_NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
 
 
 def offer(scope: MutableMapping[str, Any]) -> None:
@@ -101,37 +113,44 @@ def _send_batch(out: int, items: Sequence[_Item]) -> tuple[int, int]:
     return len(items), 0
 
 
-async def _finished[T](work: Coroutine[Any, Any, T]) -> T:
-    """Await a thread's work; if cancelled, still wait for the thread to end before leaving,
-    so that nothing it uses is closed under it."""
-    task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait({task})
-        raise
-
-
 class ClientGone(Exception):
     """The client closed the connection while its answer was being sent."""
 
 
 class _Writer:
-    """One response's body bytes and files, sent in order off the loop (module docstring)."""
+    """One response's body bytes and files, sent in order off the loop (module docstring).
 
-    def __init__(self, out: int, client_gone: Callable[[], None]) -> None:
+    The writer owns its descriptors: the socket's duplicate and each queued file's. They are
+    closed only when neither the writer's task nor a worker thread can still use them, even
+    when a shutdown cancels everything twice (``_when_idle``).
+    """
+
+    def __init__(self, out: int, stopped: Callable[[], bool], client_gone: Callable[[], None]):
         self._out = out
+        self._stopped = stopped
         self._client_gone = client_gone
         self._items: collections.deque[_Item] = collections.deque()
         self._queued = 0
         self._room = asyncio.Event()
         self._room.set()
         self._task: asyncio.Task[None] | None = None
+        self._thread: asyncio.Future[tuple[int, int]] | None = None
         self._failure: BaseException | None = None
+        self._closed = False
+
+    def check(self) -> None:
+        """Raise what ended the sending, if anything but the client leaving did."""
+        if self._failure is not None and not isinstance(self._failure, ClientGone):
+            raise self._failure
 
     async def put(self, item: _Item) -> None:
-        """Queue ``item``; wait while too much is queued. Raises what ended the sending."""
-        self._raise_failure()
+        """Queue ``item`` (the writer owns its descriptor from now on, whatever happens);
+        wait while too much is queued. Raises what ended the sending."""
+        if self._closed or self._failure is not None:
+            if isinstance(item, _Region):
+                os.close(item.fd)
+            self.check()
+            return
         self._items.append(item)
         self._queued += _size(item)
         if self._task is None or self._task.done():
@@ -139,28 +158,39 @@ class _Writer:
         if self._queued > QUEUED_LIMIT:
             self._room.clear()
             await self._room.wait()
-            self._raise_failure()
+            self.check()
 
     async def drain(self) -> None:
         """Wait until everything queued is sent. Raises what ended the sending."""
         if self._task is not None:
             await asyncio.wait({self._task})
-        self._raise_failure()
+        self.check()
 
     async def close(self) -> None:
         """Stop sending (the response ended, however) and release every descriptor."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            await asyncio.wait({self._task})
-        self._discard()
-        os.close(self._out)
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._task is not None and not self._task.done():
+                self._task.cancel()
+                await asyncio.wait({self._task})
+        finally:
+            self._when_idle(self._release)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             while self._items:
+                if self._stopped():
+                    raise ClientGone()
                 batch = list(self._items)
-                whole, partly = await _finished(asyncio.to_thread(_send_batch, self._out, batch))
+                self._thread = asyncio.ensure_future(
+                    asyncio.to_thread(_send_batch, self._out, batch)
+                )
+                # A cancellation does not stop the thread: its descriptors stay open until it
+                # ends (_when_idle).
+                whole, partly = await asyncio.shield(self._thread)
                 for _ in range(whole):
                     self._retire(self._items.popleft())
                 if partly:
@@ -169,16 +199,23 @@ class _Writer:
                     self._room.set()
                 if whole < len(batch):  # the socket is full
                     await _writable(loop, self._out)
-        except OSError as exc:
-            self._failure = ClientGone() if exc.errno in _CLIENT_GONE else exc
-            self._discard()
-            if isinstance(self._failure, ClientGone):
-                self._client_gone()
         except asyncio.CancelledError:
-            self._failure = ClientGone()
+            self._failure = self._failure or ClientGone()
             raise
+        except ClientGone as exc:
+            self._fail(exc)
+        except OSError as exc:
+            self._fail(ClientGone() if exc.errno in _CLIENT_GONE else exc)
+        except Exception as exc:
+            self._fail(exc)
         finally:
             self._room.set()
+
+    def _fail(self, failure: BaseException) -> None:
+        self._failure = failure
+        self._when_idle(self._drop_items)
+        if isinstance(failure, ClientGone):
+            self._client_gone()
 
     def _retire(self, item: _Item) -> None:
         self._queued -= _size(item)
@@ -193,16 +230,26 @@ class _Writer:
         else:
             self._items[0] = item[sent:]
 
-    def _discard(self) -> None:
+    def _when_idle(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once neither this writer's task nor its thread is running."""
+        for busy in (self._task, self._thread):
+            if busy is not None and not busy.done() and busy is not asyncio.current_task():
+                busy.add_done_callback(lambda _: self._when_idle(action))
+                return
+        action()
+
+    def _drop_items(self) -> None:
         while self._items:
             item = self._items.popleft()
             if isinstance(item, _Region):
                 os.close(item.fd)
         self._queued = 0
 
-    def _raise_failure(self) -> None:
-        if self._failure is not None and not isinstance(self._failure, ClientGone):
-            raise self._failure
+    def _release(self) -> None:
+        self._drop_items()
+        if self._out >= 0:
+            os.close(self._out)
+            self._out = -1
 
 
 async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
@@ -228,6 +275,11 @@ class ZeroCopyCycle(RequestResponseCycle):
 
     _writer: _Writer | None = None  # once this response sends its body itself
 
+    @property
+    def owns_socket(self) -> bool:
+        """True while this response's writer, not the transport, writes to the socket."""
+        return self._writer is not None and not self.response_complete
+
     async def run_asgi(self, app: Any) -> None:
         try:
             await super().run_asgi(app)
@@ -251,26 +303,38 @@ class ZeroCopyCycle(RequestResponseCycle):
             raise RuntimeError(f"'{ZERO_COPY}' is only valid inside a response body")
         source = message["file"].fileno()
         offset = message.get("offset")
-        if offset is None:
-            offset = os.lseek(source, 0, os.SEEK_CUR)
         count = message.get("count")
-        if count is None:
+        if offset is None:  # from the file's position, which moves past what is sent
+            offset = os.lseek(source, 0, os.SEEK_CUR)
+            if count is None:
+                count = os.fstat(source).st_size - offset
+            os.lseek(source, offset + count, os.SEEK_SET)
+        elif count is None:
             count = os.fstat(source).st_size - offset
         more_body = bool(message.get("more_body", False))
         if self.scope["method"] == "HEAD":
             await super().send({"type": "http.response.body", "body": b"", "more_body": more_body})
             return
-        if self.chunked_encoding:
+        if not self.chunked_encoding and count > self.expected_content_length:
+            raise RuntimeError("Response content longer than Content-Length")
+        writer = None if self.chunked_encoding else await self._take_over()
+        if writer is None:
             await self._send_as_body(source, offset, count, more_body)
             return
-        if count > self.expected_content_length:
-            raise RuntimeError("Response content longer than Content-Length")
-        writer = await self._take_over()
-        if writer is None:
-            return
+        writer.check()
         self.expected_content_length -= count
-        if count:
-            await writer.put(_Region(os.dup(source), offset, offset + count))
+        try:
+            duplicate = os.dup(source)
+        except OSError as exc:
+            if exc.errno not in _NO_DESCRIPTORS:
+                raise
+            # No descriptor to spare: the file's bytes go through the queue instead.
+            await self._queue_read(writer, source, offset, count)
+        else:
+            if count:
+                await writer.put(_Region(duplicate, offset, offset + count))
+            else:
+                os.close(duplicate)
         if not more_body:
             await self._complete(writer)
 
@@ -292,38 +356,63 @@ class ZeroCopyCycle(RequestResponseCycle):
 
     async def _complete(self, writer: _Writer) -> None:
         await writer.drain()
+        await writer.close()  # the socket's duplicate too: a closing connection ends now
         if not self.disconnected:
             # uvicorn's own end of a body: the Content-Length check, keep-alive, next request.
             await super().send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _send_as_body(self, source: int, offset: int, count: int, more_body: bool) -> None:
+    async def _queue_read(self, writer: _Writer, source: int, offset: int, count: int) -> None:
         end = offset + count
         while offset < end:
-            chunk = await asyncio.to_thread(os.pread, source, min(_CHUNK, end - offset), offset)
-            if not chunk:
-                raise OSError(errno.EIO, f"the file ended {end - offset} bytes before its count")
+            chunk = await _read(source, offset, end)
+            offset += len(chunk)
+            await writer.put(memoryview(chunk))
+
+    async def _send_as_body(self, source: int, offset: int, count: int, more_body: bool) -> None:
+        """The file's bytes as body messages, through the transport (no writer)."""
+        end = offset + count
+        while offset < end:
+            chunk = await _read(source, offset, end)
             offset += len(chunk)
             await super().send({"type": "http.response.body", "body": chunk, "more_body": True})
         if not more_body:
             await super().send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _take_over(self) -> _Writer | None:
-        """This response's writer, once everything the transport holds is sent; None if the
-        client left meanwhile."""
+        """This response's writer, once everything the transport holds is sent; None when
+        the client left meanwhile or no descriptor is left for it."""
         if self._writer is not None:
             return self._writer
         # Only the status line and a few body bytes can be waiting, and only when the client
         # reads slower than the loop writes: wait for the transport to flush them.
+        delay = 0.001
         while self.transport.get_write_buffer_size() and not self.disconnected:
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
         sock = self.transport.get_extra_info("socket")
         if self.disconnected or sock is None or self.transport.is_closing():
-            self.disconnected = True
             return None
-        self._writer = _Writer(os.dup(sock.fileno()), self._client_gone)
+        try:
+            out = os.dup(sock.fileno())
+        except OSError as exc:
+            if exc.errno not in _NO_DESCRIPTORS:
+                raise
+            return None  # this response goes through the transport
+        self._writer = _Writer(out, self._stopped, self._client_gone)
         return self._writer
+
+    def _stopped(self) -> bool:
+        return self.disconnected or self.transport.is_closing()
 
     def _client_gone(self) -> None:
         self.disconnected = True
         self.transport.close()
         self.message_event.set()
+
+
+async def _read(source: int, offset: int, end: int) -> bytes:
+    """The next chunk of the app's file, before its send returns (so before it can close it)."""
+    chunk = await asyncio.to_thread(os.pread, source, min(_CHUNK, end - offset), offset)
+    if not chunk:
+        raise OSError(errno.EIO, f"a file ended {end - offset} bytes before its count")
+    return chunk

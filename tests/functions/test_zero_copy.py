@@ -7,6 +7,9 @@ a slow reader, a reader that leaves, and keep-alive can be played exactly.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
 import os
 import socket
 import threading
@@ -20,7 +23,7 @@ import pytest
 import uvicorn
 
 from functions_host.front import FrontProtocol
-from functions_host.zero_copy import ZERO_COPY
+from functions_host.zero_copy import ZERO_COPY, _Region, _Writer
 from tests.support.server import free_port
 
 FILE_SIZE = 700_000
@@ -88,6 +91,56 @@ class FileApp:
             elif path == "/plain":
                 await self._start(send, 5)
                 await send({"type": "http.response.body", "body": b"plain"})
+            elif path == "/overflow":  # a failure of another kind than OSError
+                await self._start(send, 10)
+                with self.files[0].open("rb") as handle:
+                    message = {"type": ZERO_COPY, "file": handle, "offset": 2**70, "count": 10}
+                    await send(message)
+            elif path == "/fail-then-send":  # a file shorter than its count, then another
+                await self._start(send, 2 * FILE_SIZE + 10)
+                with self.files[0].open("rb") as handle:
+                    await send(
+                        {
+                            "type": ZERO_COPY,
+                            "file": handle,
+                            "offset": 0,
+                            "count": FILE_SIZE + 10,
+                            "more_body": True,
+                        }
+                    )
+                await asyncio.sleep(0.3)
+                with self.files[1].open("rb") as handle:
+                    await send(
+                        {
+                            "type": ZERO_COPY,
+                            "file": handle,
+                            "offset": 0,
+                            "count": FILE_SIZE,
+                            "more_body": False,
+                        }
+                    )
+            elif path == "/raise":  # the app fails after one file
+                await self._start(send, 2 * FILE_SIZE)
+                with self.files[0].open("rb") as handle:
+                    await send(
+                        {
+                            "type": ZERO_COPY,
+                            "file": handle,
+                            "offset": 0,
+                            "count": FILE_SIZE,
+                            "more_body": True,
+                        }
+                    )
+                raise RuntimeError("the app failed mid-answer")
+            elif path == "/no-offset":  # the file's position, moved past what was sent
+                await self._start(send, 3000)
+                with self.files[2].open("rb") as handle:
+                    handle.seek(1000)
+                    for _ in range(3):
+                        await send(
+                            {"type": ZERO_COPY, "file": handle, "count": 1000, "more_body": True}
+                        )
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             self.finished += 1
 
@@ -295,3 +348,111 @@ def test_a_client_that_leaves_mid_answer_costs_nothing_after(app: FileApp, port:
     while len(os.listdir("/proc/self/fd")) > before and time.monotonic() < deadline:
         time.sleep(0.02)
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_a_bad_request_pipelined_behind_a_file_answer_never_lands_inside_it(
+    app: FileApp, port: int
+) -> None:
+    """The refusal would have been written between the writer's bytes: the answer comes
+    whole instead, and the connection closes after it."""
+    for bad in (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", b"\x00garbage\r\n\r\n"):
+        with connect(port, rcvbuf=4096) as sock:
+            request(sock, "/files?n=9")
+            time.sleep(0.2)  # the answer has started and fills the socket
+            sock.sendall(bad)
+            _, body = read_answer(sock, chunk=4096)
+            assert body == app.expected(9)
+            assert sock.recv(100) == b""
+
+
+def test_a_failure_of_another_kind_ends_the_connection_short(port: int) -> None:
+    """Nothing of a next answer may stand in for the body that failed."""
+    with connect(port) as sock:
+        request(sock, "/overflow")
+        request(sock, "/plain")
+        _, body = read_answer(sock)
+        assert b"HTTP/1.1" not in body
+        assert len(body) < 10
+        assert sock.recv(100) == b""
+
+
+def test_files_sent_after_a_failure_leave_no_descriptor_open(port: int) -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with connect(port) as sock:
+            request(sock, "/fail-then-send")
+            _, body = read_answer(sock)
+            assert len(body) == FILE_SIZE
+    deadline = time.monotonic() + 5
+    while len(os.listdir("/proc/self/fd")) > before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_an_app_failing_mid_answer_leaves_a_visibly_short_body(port: int) -> None:
+    with connect(port) as sock:
+        request(sock, "/raise")
+        _, body = read_answer(sock)
+        assert len(body) < 2 * FILE_SIZE
+        assert sock.recv(100) == b""
+
+
+def test_without_an_offset_the_file_position_moves_past_each_send(app: FileApp, port: int) -> None:
+    with connect(port) as sock:
+        request(sock, "/no-offset")
+        _, body = read_answer(sock)
+    assert body == app.files[2].read_bytes()[1000:4000]
+
+
+def test_a_writer_cancelled_while_closing_still_releases_its_descriptors(tmp_path: Path) -> None:
+    """A shutdown cancels a stalled answer twice: the second cancellation interrupts the
+    writer's own close. Its descriptors must still be closed, once nothing uses them."""
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(4 << 20))
+
+    async def scenario() -> tuple[int, int]:
+        ours, peer = socket.socketpair()
+        ours.setblocking(False)
+        source = os.open(path, os.O_RDONLY)
+        before = len(os.listdir("/proc/self/fd"))
+        writer = _Writer(os.dup(ours.fileno()), lambda: False, lambda: None)
+        await writer.put(_Region(os.dup(source), 0, 4 << 20))
+        await asyncio.sleep(0.2)  # the peer reads nothing: the writer waits for room
+        closing = asyncio.create_task(writer.close())
+        await asyncio.sleep(0)
+        closing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await closing
+        await asyncio.sleep(0.2)
+        after = len(os.listdir("/proc/self/fd"))
+        for fd in (source, ours.detach(), peer.detach()):
+            os.close(fd)
+        return before, after
+
+    before, after = asyncio.run(scenario())
+    assert after == before  # the socket's and the file's duplicates are closed
+
+
+@pytest.mark.parametrize("spared", [0, 1], ids=["no-socket-duplicate", "no-file-duplicates"])
+def test_out_of_descriptors_the_answer_still_comes_whole(
+    app: FileApp, port: int, monkeypatch: pytest.MonkeyPatch, spared: int
+) -> None:
+    """Past the descriptor limit (after the status line went out) the files are read and
+    sent as bytes instead: never a cut body for want of a duplicate."""
+    real_dup = os.dup
+    calls = 0
+
+    def dup(fd: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls > spared:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_dup(fd)
+
+    monkeypatch.setattr(os, "dup", dup)
+    with connect(port) as sock:
+        request(sock, "/files?n=3")
+        _, body = read_answer(sock)
+    monkeypatch.undo()
+    assert calls > spared
+    assert body == app.expected(3)

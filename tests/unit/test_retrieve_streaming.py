@@ -34,6 +34,7 @@ from dicom_core.storage.local.file_blobs import FileBlobStore
 from dicom_core.storage.ports import BlobNotFound
 from dicom_core.web import wado
 from dicom_core.web.multipart import MultipartError, MultipartParser, PartData, PartStart
+from dicom_core.web.stored_body import ZERO_COPY, StoredFilesResponse
 from tests.fakes.partitions import FakePartitionStore
 from tests.support.factories import make_dataset, to_bytes
 
@@ -432,3 +433,42 @@ def test_janitor_without_a_delay_deletes_at_once() -> None:
     blobs, queue = RecordingBlobs(), RecordingQueue()
     run(lambda: BlobJanitor(blobs, queue).delete("s/e/i_1.dcm"))  # type: ignore[arg-type]
     assert blobs.deleted == ["s/e/i_1.dcm"] and queue.sent == []
+
+
+def test_a_server_offering_zero_copy_gets_local_files_by_descriptor(tmp_path: Any) -> None:
+    """Where the host offers ASGI's zero-copy extension and the files are local, an answer
+    as stored hands it the files (dicom_core.web.stored_body); otherwise it streams."""
+    index, memory = stored(3)
+    blobs = FileBlobStore(tmp_path / "blobs", durable=False)
+
+    async def scenario() -> list[str]:
+        for key, data in memory.objects.items():
+            source = tmp_path / "part"
+            source.write_bytes(data)
+            await blobs.put_file(key, source)
+        services = services_for(index, blobs)  # type: ignore[arg-type]
+        kinds = []
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        for offered in (True, False):
+            request = study_request()
+            if offered:
+                request.scope["extensions"] = {ZERO_COPY: {}}
+            response = await wado.retrieve(request, services)
+            kinds.append(type(response).__name__)
+            if isinstance(response, StoredFilesResponse):
+                await response(request.scope, _nothing, send)
+                files = [m for m in sent if m["type"] == ZERO_COPY]
+                assert [m["count"] for m in files] == [len(content(n)) for n in (1, 2, 3)]
+            else:
+                await drain(response)  # type: ignore[arg-type]
+        return kinds
+
+    assert run(scenario) == ["StoredFilesResponse", "StreamingResponse"]
+
+
+async def _nothing() -> dict[str, Any]:
+    raise AssertionError("nothing is read")

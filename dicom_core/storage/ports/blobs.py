@@ -61,8 +61,9 @@ class BlobStore(Protocol):
 
     async def open_readers(self, keys: Sequence[str]) -> Sequence[BlobReader]:
         """``open_reader`` for every key, in order, or for none: on a failure the readers
-        already opened are closed and the failure is raised, BlobNotFound only when nothing
-        else failed (a missing file is what a caller may retry after a delete)."""
+        already opened are closed and a failure is raised. An adapter that opens several at
+        once raises another failure before BlobNotFound, since a missing file is what a
+        caller may retry after a delete."""
         ...
 
     async def read_range(self, key: str, offset: int, length: int) -> bytes: ...
