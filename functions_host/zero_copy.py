@@ -384,11 +384,17 @@ class ZeroCopyCycle(RequestResponseCycle):
         if self._writer is not None:
             return self._writer
         # Only the status line and a few body bytes can be waiting, and only when the client
-        # reads slower than the loop writes: wait for the transport to flush them.
-        delay = 0.001
-        while self.transport.get_write_buffer_size() and not self.disconnected:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        # reads slower than the loop writes: wait for the transport to flush them. With a
+        # high-water mark of 0, uvloop pauses the protocol while anything is buffered, and
+        # uvicorn's flow control wakes this wait once it is all sent (or the client is gone).
+        if self.transport.get_write_buffer_size() and not self.disconnected:
+            low, high = self.transport.get_write_buffer_limits()
+            self.transport.set_write_buffer_limits(high=0)
+            try:
+                await self.flow.drain()
+            finally:
+                if not self.transport.is_closing():
+                    self.transport.set_write_buffer_limits(high=high, low=low)
         sock = self.transport.get_extra_info("socket")
         if self.disconnected or sock is None or self.transport.is_closing():
             return None

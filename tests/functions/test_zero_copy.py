@@ -91,6 +91,20 @@ class FileApp:
             elif path == "/plain":
                 await self._start(send, 5)
                 await send({"type": "http.response.body", "body": b"plain"})
+            elif path == "/bytes-then-file":  # the transport still holds bytes at the file
+                lead = b"L" * (16 << 20)
+                await self._start(send, len(lead) + FILE_SIZE)
+                await send({"type": "http.response.body", "body": lead, "more_body": True})
+                with self.files[3].open("rb") as handle:
+                    await send(
+                        {
+                            "type": ZERO_COPY,
+                            "file": handle,
+                            "offset": 0,
+                            "count": FILE_SIZE,
+                            "more_body": False,
+                        }
+                    )
             elif path == "/overflow":  # a failure of another kind than OSError
                 await self._start(send, 10)
                 with self.files[0].open("rb") as handle:
@@ -456,3 +470,13 @@ def test_out_of_descriptors_the_answer_still_comes_whole(
     monkeypatch.undo()
     assert calls > spared
     assert body == app.expected(3)
+
+
+def test_a_file_waits_for_the_bytes_the_transport_still_holds(app: FileApp, port: int) -> None:
+    """Bytes sent before the first file may still sit in the transport's buffer when the
+    file comes: the file goes out after them, never among them."""
+    with connect(port, rcvbuf=65536) as sock:
+        request(sock, "/bytes-then-file")
+        time.sleep(0.3)  # the transport is holding most of the lead
+        _, body = read_answer(sock, chunk=65536)
+    assert body == b"L" * (16 << 20) + app.files[3].read_bytes()
