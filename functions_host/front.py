@@ -91,6 +91,16 @@ class FrontProtocol(HttpToolsProtocol):
         self._refusal = (status, message)
         raise HeadTooLarge(message)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        # uvicorn marks only the newest cycle disconnected: with requests pipelined, the one
+        # being answered is an older one, whose next write would raise on the closed transport
+        # (a traceback per dropped connection, and the app told of a failure not its own).
+        answering = self._answering
+        if answering is not None and not answering.response_complete:
+            answering.disconnected = True
+            answering.message_event.set()
+        super().connection_lost(exc)
+
     def send_400_response(self, msg: str) -> None:
         answering = self._answering
         if isinstance(answering, zero_copy.ZeroCopyCycle) and answering.owns_socket:

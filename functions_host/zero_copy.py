@@ -396,7 +396,10 @@ class ZeroCopyCycle(RequestResponseCycle):
                 if not self.transport.is_closing():
                     self.transport.set_write_buffer_limits(high=high, low=low)
         sock = self.transport.get_extra_info("socket")
-        if self.disconnected or sock is None or self.transport.is_closing():
+        if self.disconnected or self.transport.is_closing():
+            self.disconnected = True  # nothing written now would reach the client
+            return None
+        if sock is None:
             return None
         try:
             out = os.dup(sock.fileno())

@@ -45,6 +45,7 @@ class FileApp:
         self.decoy.write_bytes(b"\xee" * FILE_SIZE)
         self.finished = 0
         self.decoys: list[int] = []
+        self.failures: list[BaseException] = []
 
     def expected(self, count: int) -> bytes:
         return (
@@ -91,6 +92,9 @@ class FileApp:
             elif path == "/plain":
                 await self._start(send, 5)
                 await send({"type": "http.response.body", "body": b"plain"})
+            elif path == "/late-files":  # as /files, after a pause
+                await asyncio.sleep(0.2)
+                await self._files(send, int(query["n"][0]), reuse=False)
             elif path == "/bytes-then-file":  # the transport still holds bytes at the file
                 lead = b"L" * (16 << 20)
                 await self._start(send, len(lead) + FILE_SIZE)
@@ -155,6 +159,9 @@ class FileApp:
                             {"type": ZERO_COPY, "file": handle, "count": 1000, "more_body": True}
                         )
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except Exception as exc:
+            self.failures.append(exc)
+            raise
         finally:
             self.finished += 1
 
@@ -480,3 +487,20 @@ def test_a_file_waits_for_the_bytes_the_transport_still_holds(app: FileApp, port
         time.sleep(0.3)  # the transport is holding most of the lead
         _, body = read_answer(sock, chunk=65536)
     assert body == b"L" * (16 << 20) + app.files[3].read_bytes()
+
+
+def test_a_client_that_leaves_with_requests_pipelined_fails_no_send(
+    app: FileApp, port: int
+) -> None:
+    """The connection closes while an older pipelined request is being answered: that
+    answer's sends become no-ops, as for any client that leaves, instead of raising on the
+    closed transport."""
+    failures = len(app.failures)
+    for _ in range(3):
+        sock = connect(port)
+        request(sock, "/late-files?n=3")
+        request(sock, "/plain")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()
+    time.sleep(0.6)
+    assert app.failures[failures:] == []
