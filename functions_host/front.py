@@ -1,4 +1,7 @@
-"""The HTTP front's request-head limits: 414 for a long request target, 431 for large headers.
+"""The HTTP front: uvicorn's httptools protocol with Kestrel's request-head limits (414 for a
+long request target, 431 for large headers), and answers whose files go out by ``sendfile``
+(``functions_host.zero_copy``; its pipelining and lost-connection cases are handled here, where
+the transport is).
 
 In Azure a request reaches the Functions host through Kestrel, whose defaults refuse a request
 line over 8 KiB (``MaxRequestLineSize``, 8,192 bytes) with 414 URI Too Long and request headers

@@ -45,7 +45,7 @@ class _Descriptor:
 
 class StoredFilesResponse(Response):
     """A body of ``segments``, each bytes or an opened stored file, sent in order with the
-    files by descriptor; every reader is closed when the answer ends, however it ends.
+    files by descriptor; every file's reader is closed when the answer ends, however it ends.
 
     Only for a server that offers the extension (``zero_copy_possible``); ``headers`` must
     announce the Content-Length, which the caller knows from the sizes.
@@ -54,13 +54,11 @@ class StoredFilesResponse(Response):
     def __init__(
         self,
         segments: Sequence[bytes | BlobReader],
-        readers: Sequence[BlobReader],
         headers: Mapping[str, str],
         media_type: str | None = None,
     ) -> None:
         super().__init__(headers=headers, media_type=media_type)
         self._segments = segments
-        self._readers = readers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -90,4 +88,4 @@ class StoredFilesResponse(Response):
                     }
                 )
         finally:
-            await close_all(self._readers)
+            await close_all([s for s in self._segments if not isinstance(s, bytes)])

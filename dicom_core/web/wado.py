@@ -129,8 +129,7 @@ async def _answer(
         media_type = f"{DICOM}; transfer-syntax={record.transfer_syntax_uid}"
         sized = {"Content-Length": str(opened[0].reader.size)}
         if zero_copy:
-            readers = [opened[0].reader]
-            return StoredFilesResponse(readers, readers, sized, media_type)
+            return StoredFilesResponse([opened[0].reader], sized, media_type)
         # Reading the first chunk before answering turns an unreachable blob store into a
         # 503 instead of a 200 whose body breaks off.
         return StreamingResponse(
@@ -151,7 +150,7 @@ async def _answer(
             for header, item in zip(headers, opened, strict=True):
                 segments += (header, item.reader)
             segments.append(closing_delimiter(boundary))
-            return StoredFilesResponse(segments, [item.reader for item in opened], announced)
+            return StoredFilesResponse(segments, announced)
         first = await _started(opened[0].reader.read_stream())
         return StreamingResponse(
             _closing(_stored_multipart_body(opened, headers, boundary, first), opened),

@@ -50,7 +50,6 @@ def test_files_go_by_descriptor_between_the_bytes_and_are_closed_after(tmp_path:
 
         response = StoredFilesResponse(
             [b"<a>", readers[0], b"<b>", readers[1], b"<end>"],
-            readers,
             {"Content-Length": "3011"},
             "application/test",
         )
@@ -84,7 +83,7 @@ def test_readers_are_closed_when_the_server_fails_mid_answer(tmp_path: Path) -> 
             if message["type"] == ZERO_COPY:
                 raise OSError("the connection broke")
 
-        response = StoredFilesResponse(readers, readers, {"Content-Length": "10"})
+        response = StoredFilesResponse(readers, {"Content-Length": "10"})
         try:
             await response({"type": "http"}, _no_receive, send)
         except OSError:

@@ -325,7 +325,7 @@ class LocalBlobReader:
         return self._fd if self._closer.alive else None
 
     async def close(self) -> None:
-        self._closer()
+        self.close_now()
 
     def close_now(self) -> None:
         """``close`` for blocking code."""
