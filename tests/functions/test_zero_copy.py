@@ -29,6 +29,11 @@ from tests.support.server import free_port
 FILE_SIZE = 700_000
 
 
+def file_message(handle: Any, count: int, *, more: bool, offset: int = 0) -> dict[str, Any]:
+    """The extension's message for ``count`` bytes of ``handle`` from ``offset``."""
+    return {"type": ZERO_COPY, "file": handle, "offset": offset, "count": count, "more_body": more}
+
+
 class FileApp:
     """Answers ``/files?n=K`` with K parts: a header, then the file by descriptor, then a
     trailer. ``/close-early`` closes and reuses each descriptor as soon as its send returns;
@@ -68,27 +73,11 @@ class FileApp:
             elif path == "/short":
                 await self._start(send, FILE_SIZE + 10)
                 with self.files[0].open("rb") as handle:
-                    await send(
-                        {
-                            "type": ZERO_COPY,
-                            "file": handle,
-                            "offset": 0,
-                            "count": FILE_SIZE + 10,
-                            "more_body": False,
-                        }
-                    )
+                    await send(file_message(handle, FILE_SIZE + 10, more=False))
             elif path == "/chunked":
                 await send({"type": "http.response.start", "status": 200, "headers": []})
                 with self.files[1].open("rb") as handle:
-                    await send(
-                        {
-                            "type": ZERO_COPY,
-                            "file": handle,
-                            "offset": 100,
-                            "count": 5000,
-                            "more_body": False,
-                        }
-                    )
+                    await send(file_message(handle, 5000, more=False, offset=100))
             elif path == "/plain":
                 await self._start(send, 5)
                 await send({"type": "http.response.body", "body": b"plain"})
@@ -100,55 +89,22 @@ class FileApp:
                 await self._start(send, len(lead) + FILE_SIZE)
                 await send({"type": "http.response.body", "body": lead, "more_body": True})
                 with self.files[3].open("rb") as handle:
-                    await send(
-                        {
-                            "type": ZERO_COPY,
-                            "file": handle,
-                            "offset": 0,
-                            "count": FILE_SIZE,
-                            "more_body": False,
-                        }
-                    )
+                    await send(file_message(handle, FILE_SIZE, more=False))
             elif path == "/overflow":  # a failure of another kind than OSError
                 await self._start(send, 10)
                 with self.files[0].open("rb") as handle:
-                    message = {"type": ZERO_COPY, "file": handle, "offset": 2**70, "count": 10}
-                    await send(message)
+                    await send(file_message(handle, 10, more=False, offset=2**70))
             elif path == "/fail-then-send":  # a file shorter than its count, then another
                 await self._start(send, 2 * FILE_SIZE + 10)
                 with self.files[0].open("rb") as handle:
-                    await send(
-                        {
-                            "type": ZERO_COPY,
-                            "file": handle,
-                            "offset": 0,
-                            "count": FILE_SIZE + 10,
-                            "more_body": True,
-                        }
-                    )
+                    await send(file_message(handle, FILE_SIZE + 10, more=True))
                 await asyncio.sleep(0.3)
                 with self.files[1].open("rb") as handle:
-                    await send(
-                        {
-                            "type": ZERO_COPY,
-                            "file": handle,
-                            "offset": 0,
-                            "count": FILE_SIZE,
-                            "more_body": False,
-                        }
-                    )
+                    await send(file_message(handle, FILE_SIZE, more=False))
             elif path == "/raise":  # the app fails after one file
                 await self._start(send, 2 * FILE_SIZE)
                 with self.files[0].open("rb") as handle:
-                    await send(
-                        {
-                            "type": ZERO_COPY,
-                            "file": handle,
-                            "offset": 0,
-                            "count": FILE_SIZE,
-                            "more_body": True,
-                        }
-                    )
+                    await send(file_message(handle, FILE_SIZE, more=True))
                 raise RuntimeError("the app failed mid-answer")
             elif path == "/no-offset":  # the file's position, moved past what was sent
                 await self._start(send, 3000)
@@ -176,15 +132,7 @@ class FileApp:
             await send({"type": "http.response.body", "body": b"<part %d>" % n, "more_body": True})
             handle = self.files[n % 4].open("rb")
             try:
-                await send(
-                    {
-                        "type": ZERO_COPY,
-                        "file": handle,
-                        "offset": 0,
-                        "count": FILE_SIZE,
-                        "more_body": True,
-                    }
-                )
+                await send(file_message(handle, FILE_SIZE, more=True))
             finally:
                 handle.close()
             if reuse:

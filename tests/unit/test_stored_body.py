@@ -7,18 +7,24 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dicom_core.storage.local.file_blobs import FileBlobStore
+from dicom_core.storage.local.file_blobs import FileBlobStore, LocalBlobReader
 from dicom_core.web.stored_body import ZERO_COPY, StoredFilesResponse, zero_copy_possible
 from tests.fakes.blobs import FakeBlobReader
 
 
+async def stored_readers(tmp_path: Path, sizes: dict[str, int]) -> list[LocalBlobReader]:
+    """Files of these sizes stored under ``s/{name}.dcm`` on a local store, opened."""
+    store = FileBlobStore(tmp_path / "blobs", durable=False)
+    for name, size in sizes.items():
+        source = tmp_path / f"{name}.part"
+        source.write_bytes(os.urandom(size))
+        await store.put_file(f"s/{name}.dcm", source)
+    return list(await store.open_readers([f"s/{name}.dcm" for name in sizes]))
+
+
 def test_zero_copy_needs_the_extension_and_local_files(tmp_path: Path) -> None:
     async def check() -> None:
-        store = FileBlobStore(tmp_path / "blobs", durable=False)
-        source = tmp_path / "a.part"
-        source.write_bytes(b"x" * 10)
-        await store.put_file("s/a.dcm", source)
-        (local,) = await store.open_readers(["s/a.dcm"])
+        (local,) = await stored_readers(tmp_path, {"a": 10})
         offered: dict[str, Any] = {"extensions": {ZERO_COPY: {}}}
         assert zero_copy_possible(offered, [local])
         assert not zero_copy_possible({}, [local])
@@ -34,12 +40,7 @@ def test_files_go_by_descriptor_between_the_bytes_and_are_closed_after(tmp_path:
     sent: list[dict[str, Any]] = []
 
     async def check() -> None:
-        store = FileBlobStore(tmp_path / "blobs", durable=False)
-        for name, size in (("a", 1000), ("b", 2000)):
-            source = tmp_path / f"{name}.part"
-            source.write_bytes(os.urandom(size))
-            await store.put_file(f"s/{name}.dcm", source)
-        readers = await store.open_readers(["s/a.dcm", "s/b.dcm"])
+        readers = await stored_readers(tmp_path, {"a": 1000, "b": 2000})
         fds = [reader.local_fd() for reader in readers]
 
         async def send(message: dict[str, Any]) -> None:
@@ -73,11 +74,7 @@ def test_files_go_by_descriptor_between_the_bytes_and_are_closed_after(tmp_path:
 
 def test_readers_are_closed_when_the_server_fails_mid_answer(tmp_path: Path) -> None:
     async def check() -> None:
-        store = FileBlobStore(tmp_path / "blobs", durable=False)
-        source = tmp_path / "a.part"
-        source.write_bytes(b"x" * 10)
-        await store.put_file("s/a.dcm", source)
-        readers = await store.open_readers(["s/a.dcm"])
+        readers = await stored_readers(tmp_path, {"a": 10})
 
         async def send(message: dict[str, Any]) -> None:
             if message["type"] == ZERO_COPY:
