@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from io import BytesIO
@@ -31,7 +33,7 @@ from dicom_core.services.partitions import PartitionService
 from dicom_core.services.retrieve import RetrieveService
 from dicom_core.services.transcoding import TranscodingService
 from dicom_core.storage.local.file_blobs import FileBlobStore
-from dicom_core.storage.ports import BlobNotFound
+from dicom_core.storage.ports import BlobNotFound, StorageUnavailable
 from dicom_core.web import wado
 from dicom_core.web.multipart import MultipartError, MultipartParser, PartData, PartStart
 from dicom_core.web.stored_body import ZERO_COPY, StoredFilesResponse
@@ -392,6 +394,33 @@ def test_local_reader_of_a_missing_file_is_blob_not_found(tmp_path: Any) -> None
     store = FileBlobStore(tmp_path / "blobs")
     with pytest.raises(BlobNotFound):
         run(lambda: store.open_reader("a/b/missing.dcm"))
+
+
+def test_local_readers_out_of_descriptors_are_a_503_with_none_left_open(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening an answer's files past the descriptor limit: StorageUnavailable (a 503
+    before the status line), and the files already opened are closed again."""
+    store = FileBlobStore(tmp_path / "blobs", durable=False)
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_bytes(b"x" * 100)
+        run(lambda name=name: store.put_file(f"s/{name}.dcm", tmp_path / name))
+    opened: list[int] = []
+    real_open = os.open
+
+    def open_two(path: Any, flags: int, *args: Any) -> int:
+        if len(opened) == 2:
+            raise OSError(errno.EMFILE, "Too many open files")
+        opened.append(real_open(path, flags, *args))
+        return opened[-1]
+
+    monkeypatch.setattr(os, "open", open_two)
+    with pytest.raises(StorageUnavailable, match="too many open files to read s/c.dcm"):
+        run(lambda: store.open_readers(["s/a.dcm", "s/b.dcm", "s/c.dcm"]))
+    monkeypatch.undo()
+    for fd in opened:
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            os.fstat(fd)
 
 
 @dataclass
