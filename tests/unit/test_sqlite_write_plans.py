@@ -1,0 +1,124 @@
+"""The local index's writes reach their rows through an index, whatever its size.
+
+Why: a store, a replace, a bulk update's version and a delete run inside the writers' lock,
+which every process of the server shares, so a statement that reads a whole table (or a whole
+partition, which for most archives is the whole table) slows every STOW down as the archive
+grows, and they all queue behind it. SQLite picks its plans from the schema alone here (no
+ANALYZE statistics), so the plan of each statement is fixed: this test records the statements
+that the store and delete services run (through the app's own composition) and asks SQLite for
+each one's plan. Timing would only show the defect at a size no unit test can build.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from dicom_core.domain.model import InstanceKey
+from dicom_core.storage.local.sqlite_db import SqliteDatabase
+from dicom_core.storage.ports.index import NewVersion
+from tests.support.factories import make_dataset, to_bytes
+from tests.support.index_rows import stored_instance
+from tests.support.services import BASE_URL, Body, local_services, store_datasets
+
+#: Plan lines that read a table whole, or a partition whole (``partition_key`` is the only
+#: constraint of the index search). Not counted: a subquery's few rows (``SCAN
+#: (subquery-1)``), and the tables that do not grow with the archive: the extended query tag
+#: registry (a few dozen rows at most) and the full-text index's configuration.
+_WHOLE_READ = re.compile(
+    r"^SCAN (?!\(subquery|extended_query_tag$|main\.study_text_config$)|\(partition_key=\?\)$"
+)
+_SKIP = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA", "--")
+
+
+@pytest.fixture()
+def statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every SQL statement the index's connections run, with its values bound."""
+    seen: list[str] = []
+    connect = SqliteDatabase._connect
+
+    def traced(self: SqliteDatabase) -> sqlite3.Connection:
+        conn = connect(self)
+        conn.set_trace_callback(seen.append)
+        return conn
+
+    monkeypatch.setattr(SqliteDatabase, "_connect", traced)
+    yield seen
+
+
+def _whole_reads(database: Path, statements: list[str]) -> dict[str, list[str]]:
+    """The statements whose plan reads a table or partition whole, with that plan."""
+    found: dict[str, list[str]] = {}
+    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+        for statement in statements:
+            if statement.lstrip().upper().startswith(_SKIP):
+                continue
+            plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {statement}")]
+            if any(_WHOLE_READ.search(line) for line in plan):
+                found[statement] = plan
+    return found
+
+
+async def test_store_replace_update_and_delete_read_no_table_whole(
+    tmp_path: Path, statements: list[str]
+) -> None:
+    async with local_services(tmp_path / "data") as services:
+        studies = [make_dataset() for _ in range(3)]
+        series_mate = make_dataset(
+            study_uid=studies[0].StudyInstanceUID, series_uid=studies[0].SeriesInstanceUID
+        )
+        await store_datasets(services, tmp_path / "seed", *studies, series_mate)
+        statements.clear()
+
+        new = make_dataset(
+            study_uid=studies[1].StudyInstanceUID, series_uid=studies[1].SeriesInstanceUID
+        )
+        await store_datasets(services, tmp_path / "store", new)
+        replaced = await services.store.store_instances(
+            Body(tmp_path / "replace", [to_bytes(studies[2])]),
+            study_uid=None,
+            upsert=True,
+            api_version=2,
+            base_url=BASE_URL,
+            external_metadata=(),
+            partition=1,
+        )
+        assert len(replaced.stored) == 1
+        key = InstanceKey(
+            studies[2].StudyInstanceUID,
+            studies[2].SeriesInstanceUID,
+            studies[2].SOPInstanceUID,
+            partition=1,
+        )
+        current = await services.backend.index.get_instance(key)
+        assert current is not None
+        committed = await services.backend.index.commit_versions(
+            [
+                NewVersion(
+                    instance=stored_instance(key, study={"PatientID": "changed"}),
+                    blob_key="bulk-update-version",
+                    based_on=current.watermark,
+                )
+            ]
+        )
+        assert committed.committed == (key,)
+        first = studies[0]
+        deleted = await services.delete.delete(
+            first.StudyInstanceUID, first.SeriesInstanceUID, first.SOPInstanceUID, partition=1
+        )
+        assert deleted == 1
+        assert await services.delete.delete(first.StudyInstanceUID, partition=1) == 1
+        assert (
+            await services.delete.delete(
+                studies[1].StudyInstanceUID, studies[1].SeriesInstanceUID, partition=1
+            )
+            == 2
+        )
+
+    assert len(statements) > 20, "the trace saw the writes"
+    assert _whole_reads(tmp_path / "data" / "index.sqlite", statements) == {}
