@@ -5,6 +5,7 @@ Each case also asks the reference matcher, so a failure says which side is wrong
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -192,6 +193,32 @@ def test_modality_probe_counts_rows_only_for_values_an_index_seeks() -> None:
         parse_query([("ModalitiesInStudy", "CT")], R.ALL_STUDIES, partition=1), rare_modality=True
     )
     assert "st.study_uid IN (SELECT m.study_uid FROM series m" in rare.sql
+
+
+@pytest.mark.parametrize("resource", [R.ALL_STUDIES, R.ALL_SERIES, R.ALL_INSTANCES])
+def test_rare_modality_route_seeks_the_studies_of_the_modality(
+    tmp_path: Path, resource: QueryResource
+) -> None:
+    """The series route reads only the rows of the modality's studies, through the table's
+    key (partition, study): its whole point. With the partition as a filter only (``+``), as
+    the other searches have it, the key could not seek them, and the route tested every row
+    newest first, its cost growing with the index (benchmarks/SCALE.md)."""
+    db = SqliteDatabase(tmp_path / "index.sqlite")
+    try:
+        rare = compile_search(
+            parse_query([("ModalitiesInStudy", "US")], resource, partition=1), rare_modality=True
+        )
+        plan = [
+            row[3] for row in db.connection().execute(f"EXPLAIN QUERY PLAN {rare.sql}", rare.params)
+        ]
+    finally:
+        db.close()
+    driving = {R.ALL_STUDIES: "st", R.ALL_SERIES: "se", R.ALL_INSTANCES: "i"}[resource]
+    reads = [line for line in plan if re.match(rf"(SEARCH|SCAN) {driving}( |$)", line)]
+    assert len(reads) == 1, plan
+    assert reads[0].startswith(f"SEARCH {driving} USING"), plan
+    assert reads[0].endswith("(partition_key=? AND study_uid=?)"), plan
+    assert "LIST SUBQUERY" in "\n".join(plan)
 
 
 async def test_date_ranges(store: SqliteIndexStore) -> None:

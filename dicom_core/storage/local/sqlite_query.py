@@ -264,25 +264,35 @@ _PARTITION_COLUMN: dict[QueryLevel, str] = {
 }
 
 
-def _partition_clause(query: QueryDescription) -> str:
+#: The study UID column of the table a search at each level reads rows from.
+_STUDY_UID_COLUMN: dict[QueryLevel, str] = {
+    QueryLevel.STUDY: "st.study_uid",
+    QueryLevel.SERIES: "se.study_uid",
+    QueryLevel.INSTANCE: "i.study_uid",
+}
+
+
+def _partition_clause(query: QueryDescription, *, by_studies: bool = False) -> str:
     """The test that keeps a search in its data partition: nothing of another ever matches.
 
     SQLite plans without statistics, and an equality on the partition would make it prefer
     any index that leads with the partition (the tables' keys) to the ones QIDO needs: the
     newest-first walk, which stops after a page, and the attribute indexes. So the partition
     is a filter (``+column``: no index is chosen for it), and the plans are those of an
-    index without partitions, except in a search of one study by its UID, which the keys
-    (partition, study, ...) serve best.
+    index without partitions, except where the search names its studies, which the keys
+    (partition, study, ...) serve best: a search of one study by its UID, and one that starts
+    from the few studies of a rare modality (``by_studies``). Without the partition's
+    equality the keys cannot seek those studies, and the search would test every row.
     """
     column = _PARTITION_COLUMN[query.level]
     by_study = any(c.attribute.keyword == "StudyInstanceUID" for c in query.conditions)
-    return f"{column} = ?" if by_study else f"+{column} = ?"
+    return f"{column} = ?" if by_study or by_studies else f"+{column} = ?"
 
 
 def _where(query: QueryDescription, params: list[object], rare_modality: bool = False) -> list[str]:
     level = query.level
     params.append(query.partition)
-    clauses: list[str] = [_partition_clause(query)]
+    clauses: list[str] = [_partition_clause(query, by_studies=rare_modality)]
     for condition in query.conditions:
         attribute = condition.attribute
         if attribute.multiple:
@@ -292,8 +302,8 @@ def _where(query: QueryDescription, params: list[object], rare_modality: bool = 
             if rare_modality:  # from the few matching series to their studies
                 params.append(query.partition)
                 clauses.append(
-                    f"st.study_uid IN (SELECT m.study_uid FROM series m WHERE {inner}"
-                    " AND m.partition_key = ?)"
+                    f"{_STUDY_UID_COLUMN[level]} IN (SELECT m.study_uid FROM series m"
+                    f" WHERE {inner} AND m.partition_key = ?)"
                 )
             else:  # any series of the study; EXISTS stops at the first one
                 clauses.append(
