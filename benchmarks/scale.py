@@ -1,4 +1,4 @@
-"""Scale curves of the local backend: QIDO and metadata latency at 10^4, 10^5, 10^6 instances.
+"""Scale curves of the local backend: QIDO, metadata and store latency at 10^4 to 10^6 instances.
 
 Usage::
 
@@ -7,12 +7,13 @@ Usage::
     python benchmarks/scale.py --verify 2000            # batched build == the store's path
     python benchmarks/scale.py --sizes 1000000 --explain   # the SQLite plan of each search
 
-The question: does a search or a metadata read get slower as the index grows? Each figure is
-the service-layer time (``SearchService.search_for``, ``MetadataService``; no HTTP) of one
-call, median and 90th percentile over ``--calls`` calls, each call on another target (another
-patient, study, series or instance) so that no two calls read the same rows. Every answer is
-checked against what the generator says it must be, computed in Python from the generated
-plan, not from the index: the result count, and that each result is one of the expected ones.
+The question: does a search, a metadata read or a store's index commit get slower as the index
+grows? Each figure is the service-layer time (``SearchService.search_for``, ``MetadataService``,
+the index's ``reserve`` and ``finish`` rolled back; no HTTP) of one call, median and 90th
+percentile over ``--calls`` calls, each call on another target (another patient, study, series
+or instance) so that no two calls read the same rows. Every answer is checked against what the
+generator says it must be, computed in Python from the generated plan, not from the index: the
+result count, and that each result is one of the expected ones.
 
 The data (``plan_studies``) is generated, deterministic, and shaped like a hospital's CT/MR
 archive: studies of 100 to 300 instances in 2 to 4 series (a localizer, one to three image
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import dataclasses
 import datetime
 import random
 import sqlite3
@@ -430,7 +432,7 @@ def stored_instances(
             _set(document, "SliceLocation", z)
             image = series.modality != "SR"
             yield StoredInstance(
-                key=InstanceKey(uids.study, uids.series[s], sop_uid),
+                key=InstanceKey(uids.study, uids.series[s], sop_uid, partition=1),
                 sop_class_uid=sop_class,
                 transfer_syntax_uid=ExplicitVRLittleEndian,
                 file_size=530_000 if image else 6_000,
@@ -626,6 +628,7 @@ class Operations:
         self.plans = arc.plans
         self.seed = seed
         self._study_uids: dict[int, StudyUids] = {}
+        self._header: dict[str, Any] | None = None
 
     def uids(self, plan: StudyPlan) -> StudyUids:
         found = self._study_uids.get(plan.number)
@@ -793,6 +796,45 @@ class Operations:
     def series_etag(self, rng: random.Random) -> Call:
         return self._metadata(rng, series=True, etag=True)
 
+    def store_commit(self, rng: random.Random) -> Call:
+        """What a STOW-RS adds to the index for one more slice of a stored series: the
+        reservation and the commit (``begin_instance`` and ``commit_instance``'s statements)
+        in one write transaction, rolled back, so the archive stays as generated."""
+        plan = rng.choice(self.plans)
+        uids = self.uids(plan)
+        s = rng.randrange(len(uids.series))
+        template = next(
+            i
+            for i in stored_instances(plan, uids, self._template())
+            if i.key.series_uid == uids.series[s]
+        )
+        key = InstanceKey(uids.study, uids.series[s], _uid(rng), partition=1)
+        instance = dataclasses.replace(template, key=key)
+        index = self.services.backend.index
+        assert isinstance(index, SqliteIndexStore)
+
+        async def run() -> int:
+            conn = index.database.connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                reservation = index.reserve(conn, key, upsert=False)
+                index.finish(conn, reservation, instance)
+            finally:
+                conn.execute("ROLLBACK")
+            return reservation.watermark
+
+        async def check(watermark: Any) -> int:
+            if not watermark or await index.get_instance(key) is not None:
+                raise AssertionError("not reserved, or the rollback left the instance")
+            return 1
+
+        return Call(run, check)
+
+    def _template(self) -> dict[str, Any]:
+        if self._header is None:
+            self._header = header_template()
+        return self._header
+
 
 OPERATIONS: list[tuple[str, str]] = [
     ("qido_studies", "QIDO studies, no filter (first page)"),
@@ -811,6 +853,7 @@ OPERATIONS: list[tuple[str, str]] = [
     ("series_metadata", "series metadata"),
     ("study_etag", "study metadata ETag"),
     ("series_etag", "series metadata ETag"),
+    ("store_commit", "store: one instance's index commit"),
 ]
 
 
