@@ -4,7 +4,9 @@ The dataset is kept whole as JSON; ``version`` is bumped on every write and a re
 the version it read, so concurrent claims of one workitem cannot both succeed. Searches are
 compiled to SQL: ``workitem_value`` holds one row per matching key of a searchable attribute
 (``query.workitems.workitem_keys``, several for a path through a sequence), and each condition
-becomes an ``EXISTS`` over those rows with the same key tests as QIDO (``sqlite_query``).
+becomes an ``EXISTS`` over those rows with the same key tests as QIDO (``sqlite_query``), except
+that a search with a selective condition starts from that condition's rows
+(``RARE_WORKITEM_ROWS``).
 
 A workitem is named by its data partition and UID (``partition_key``, ``workitem_uid``:
 unique together, as in Azure), and every statement names both, so no read, write or search
@@ -30,6 +32,7 @@ from dicom_core.domain.workitems import (
     WorkitemRecord,
     first_string,
 )
+from dicom_core.query.conditions import Condition, ListMatch, RangeMatch, ValueMatch
 from dicom_core.query.workitems import WorkitemQuery, path_name, workitem_keys
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_query import MAX_SQL_OFFSET, sql_predicate
@@ -58,11 +61,65 @@ def _write_values(conn: sqlite3.Connection, key: int, dataset: dict[str, Any]) -
     )
 
 
-def compile_workitem_search(query: WorkitemQuery) -> tuple[str, list[object]]:
-    """The SQL of one page of a workitem search, newest first, and its parameters."""
+RARE_WORKITEM_ROWS = 2000
+"""Below this many matching keys, a workitem search starts from the condition's keys.
+
+Each condition can be answered two ways, as a ModalitiesInStudy search can
+(``sqlite_query.RARE_MODALITY_ROWS``). Walking the partition's workitems newest first and
+testing each (``EXISTS``, the default) stops after a page of matches: quick when many match,
+but a selective condition (one patient's PatientID, the SCHEDULED state in a worklist whose
+history is mostly COMPLETED) is tested on nearly every workitem ever made, so its cost grows
+with the history (55 ms at 10^5 workitems). Starting from the condition's keys in
+``workitem_value_by_path`` reads only the workitems that match and sorts them: quick when
+they are few. ``workitem_probes`` counts those keys, up to this limit, for each condition the
+index seeks (an equality, a list, a range), and the search starts from the fewest below it.
+"""
+
+
+def _seekable(condition: Condition) -> bool:
+    """Whether ``workitem_value_by_path`` (path, value) seeks the condition's keys; the others
+    (wildcards, fuzzy words) would read every key of the path to count them."""
+    return isinstance(condition, ValueMatch | ListMatch | RangeMatch)
+
+
+def _keys_of(condition: Condition, params: list[object], *, column: str = "v.workitem_key") -> str:
+    """The SELECT of the workitem keys whose ``workitem_value`` rows match ``condition``
+    (``column``: what it selects; ``1`` reads the index alone)."""
+    params.append(path_name(condition.attribute.path))
+    test = sql_predicate(condition, "v.value", params)
+    return f"SELECT {column} FROM workitem_value v WHERE v.path = ? AND {test}"
+
+
+def workitem_probes(
+    query: WorkitemQuery, limit: int = RARE_WORKITEM_ROWS
+) -> list[tuple[int, str, list[object]]]:
+    """For each condition the index seeks: its position in ``query.conditions`` and a count of
+    its keys up to ``limit`` (an upper bound: other partitions' keys count too)."""
+    probes = []
+    for position, condition in enumerate(query.conditions):
+        if _seekable(condition):
+            params: list[object] = []
+            keys = _keys_of(condition, params, column="1")
+            params.append(limit)
+            probes.append((position, f"SELECT count(*) FROM ({keys} LIMIT ?)", params))
+    return probes
+
+
+def compile_workitem_search(
+    query: WorkitemQuery, *, start_from: int | None = None
+) -> tuple[str, list[object]]:
+    """The SQL of one page of a workitem search, newest first, and its parameters.
+
+    ``start_from``: the position of the condition whose keys the search starts from
+    (``RARE_WORKITEM_ROWS``); its partition test is then a filter only (``+``), or SQLite
+    would walk the partition's index instead. The results are the same either way.
+    """
     params: list[object] = [query.partition]
-    clauses = ["w.partition_key = ?"]
-    for condition in query.conditions:
+    clauses = ["+w.partition_key = ?" if start_from is not None else "w.partition_key = ?"]
+    for position, condition in enumerate(query.conditions):
+        if position == start_from:
+            clauses.append(f"w.workitem_key IN ({_keys_of(condition, params)})")
+            continue
         params.append(path_name(condition.attribute.path))
         test = sql_predicate(condition, "v.value", params)
         clauses.append(
@@ -90,7 +147,9 @@ def _record(row: tuple[Any, ...]) -> WorkitemRecord:
 class SqliteWorkitemStore:
     """``WorkitemStore`` on the local SQLite file (the index's database)."""
 
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: SqliteDatabase, *, rare_rows: int = RARE_WORKITEM_ROWS) -> None:
+        """``rare_rows`` replaces ``RARE_WORKITEM_ROWS`` (tests take each route with it)."""
+        self._rare_rows = rare_rows
         self._db = db
 
     async def create_workitem(self, uid: str, dataset: dict[str, Any], *, partition: int) -> None:
@@ -148,10 +207,17 @@ class SqliteWorkitemStore:
         await self._db.run(replace)
 
     async def search_workitems(self, query: WorkitemQuery) -> list[WorkitemRecord]:
-        sql, params = compile_workitem_search(query)
+        probes = workitem_probes(query, self._rare_rows)
 
         def read() -> list[WorkitemRecord]:
-            rows = self._db.connection().execute(sql, params).fetchall()
+            conn = self._db.connection()
+            start_from, fewest = None, self._rare_rows
+            for position, probe, probe_params in probes:
+                (count,) = conn.execute(probe, probe_params).fetchone()
+                if int(count) < fewest:
+                    start_from, fewest = position, int(count)
+            sql, params = compile_workitem_search(query, start_from=start_from)
+            rows = conn.execute(sql, params).fetchall()
             return [_record(row) for row in rows]
 
         return await self._db.run(read)
