@@ -78,7 +78,7 @@ async def run_update(services: Services, studies: list[str]) -> list[float]:
         "studyInstanceUids": studies,
         "changeDataset": {"00100010": {"vr": "PN", "Value": [{"Alphabetic": NEW_NAME}]}},
     }
-    await services.bulk_update.start(parse_bulk_update_request(orjson.dumps(body)))
+    await services.bulk_update.start(parse_bulk_update_request(orjson.dumps(body)), partition=1)
     queue = services.backend.queue
     steps: list[float] = []
     while messages := await queue.receive(BULK_UPDATE_QUEUE, max_messages=1):

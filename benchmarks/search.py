@@ -206,7 +206,7 @@ async def _generate_index(data_dir: Path, specs: list[StudySpec]) -> None:
     try:
         for spec in specs:
             for ds in datasets(spec, pixels=1):
-                key = InstanceKey(spec.uid, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+                key = InstanceKey(spec.uid, ds.SeriesInstanceUID, ds.SOPInstanceUID, partition=1)
                 reservation = await store.begin_instance(key, upsert=False)
                 await store.commit_instance(
                     reservation,
