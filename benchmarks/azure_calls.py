@@ -59,6 +59,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -67,11 +68,9 @@ import httpx
 import pydicom
 from aiohttp import ClientSession, TCPConnector, web
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from corpus import ct_instances
-from stow import Multipart
-
+from benchmarks.corpus import ct_instances
+from benchmarks.stow import Multipart
 from tools.emulators.launcher import (
     AZURITE_ACCOUNT,
     AZURITE_KEY,
@@ -513,7 +512,9 @@ class CountingProxies:
                 await site.start()
                 server = site._server
                 assert server is not None
-                self.ports[service] = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+                sockets = getattr(server, "sockets", None)  # an asyncio Server's, not typed so
+                assert sockets
+                self.ports[service] = sockets[0].getsockname()[1]
                 runners.append(runner)
             self._ready.set()
             await self._stop.wait()
@@ -812,7 +813,7 @@ class Bench:
         name: str,
         unit: str,
         count: int,
-        steps: Sequence[Callable[[], None]],
+        steps: Sequence[Callable[[], object]],
         *,
         deferred_deletes: int = 0,
         note: str = "",
@@ -883,7 +884,8 @@ def scenarios(bench: Bench, repeat: int, rows: int) -> list[Call]:
     startup = bench.recorder.since(mark)
     stored: list[Instance] = [series[0]]  # in store order, newest last
 
-    def stored_in(batch: Sequence[Instance]) -> None:
+    def stow(batch: list[Instance]) -> None:
+        client.stow(batch)
         stored.extend(batch)
 
     print("STOW", flush=True)
@@ -891,32 +893,31 @@ def scenarios(bench: Bench, repeat: int, rows: int) -> list[Call]:
         "STOW 1 instance, new study",
         "instance",
         n,
-        [lambda i=i: (client.stow([i]), stored_in([i])) for i in fresh[1:]],
+        [partial(stow, [i]) for i in fresh[1:]],
     )
     bench.measure(
         "STOW 1 instance, existing series",
         "instance",
         n,
-        [lambda i=i: (client.stow([i]), stored_in([i])) for i in series[1:]],
+        [partial(stow, [i]) for i in series[1:]],
     )
     bench.measure(
         "STOW 10 instances in one request",
         "instance",
         10 * len(tens),
-        [lambda b=b: (client.stow(b), stored_in(b)) for b in tens],
+        [partial(stow, b) for b in tens],
         note=f"{len(tens)} requests of 10 instances, one new series each",
     )
     bench.measure(
         "STOW 1 large instance (4.7 MB)",
         "instance",
         len(large),
-        [lambda i=i: (client.stow([i]), stored_in([i])) for i in large],
+        [partial(stow, [i]) for i in large],
         note="uploaded in 1 MiB blocks",
     )
     for group in (del_instances, del_series, del_studies):
         for start in range(0, len(group), 10):
-            client.stow(group[start : start + 10])
-        stored_in(group)
+            stow(group[start : start + 10])
 
     # -- QIDO: expected answers from the store order (newest first)
     print("QIDO", flush=True)
@@ -950,7 +951,7 @@ def scenarios(bench: Bench, repeat: int, rows: int) -> list[Call]:
                 f"{name}, {when}",
                 "request",
                 times,
-                [lambda p=path, e=expected, t=tag: client.search(p, e, t)] * times,
+                [partial(client.search, path, expected, tag)] * times,
                 note=f"{len(expected)} results a page",
             )
 
@@ -960,25 +961,25 @@ def scenarios(bench: Bench, repeat: int, rows: int) -> list[Call]:
         "frame (as stored)",
         "request",
         n,
-        [lambda i=i: client.frame(i) for i in readable],
+        [partial(client.frame, i) for i in readable],
     )
     bench.measure(
         "rendered frame, first of its instance",
         "request",
         n,
-        [lambda i=i: client.rendered(i) for i in readable],
+        [partial(client.rendered, i) for i in readable],
     )
     bench.measure(
         "rendered frame, header cached",
         "request",
         n,
-        [lambda i=i: client.rendered(i) for i in readable],
+        [partial(client.rendered, i) for i in readable],
     )
     bench.measure(
         "metadata of an instance",
         "request",
         n,
-        [lambda i=i: client.metadata(i.path, [i.sop]) for i in readable],
+        [partial(client.metadata, i.path, [i.sop]) for i in readable],
     )
     series_path = f"/studies/{target.study}/series/{target.series}"
     study_path = f"/studies/{target.study}"
@@ -987,13 +988,13 @@ def scenarios(bench: Bench, repeat: int, rows: int) -> list[Call]:
         f"metadata of a series ({len(series)} instances)",
         "request",
         n,
-        [lambda: client.metadata(series_path, every_sop)] * n,
+        [partial(client.metadata, series_path, every_sop)] * n,
     )
     bench.measure(
         f"metadata of a study ({len(series)} instances)",
         "request",
         n,
-        [lambda: client.metadata(study_path, every_sop)] * n,
+        [partial(client.metadata, study_path, every_sop)] * n,
     )
     for level, path, sops in (
         ("instance", readable[0].path, [readable[0].sop]),
@@ -1005,13 +1006,13 @@ def scenarios(bench: Bench, repeat: int, rows: int) -> list[Call]:
             f"304 revalidation, {level} metadata",
             "request",
             n,
-            [lambda p=path, e=etag: client.revalidate(p, e)] * n,
+            [partial(client.revalidate, path, etag)] * n,
         )
     bench.measure(
         "retrieve an instance",
         "request",
         n,
-        [lambda i=i: client.retrieve(i) for i in readable],
+        [partial(client.retrieve, i) for i in readable],
     )
 
     print("delete", flush=True)
@@ -1019,7 +1020,7 @@ def scenarios(bench: Bench, repeat: int, rows: int) -> list[Call]:
         "delete an instance",
         "request",
         n,
-        [lambda i=i: client.delete(i.path) for i in del_instances],
+        [partial(client.delete, i.path) for i in del_instances],
         deferred_deletes=1,
     )
     by_series: dict[str, list[Instance]] = defaultdict(list)
@@ -1030,7 +1031,7 @@ def scenarios(bench: Bench, repeat: int, rows: int) -> list[Call]:
         "request",
         len(by_series),
         [
-            lambda s=s: client.delete(f"/studies/{s[0].study}/series/{s[0].series}")
+            partial(client.delete, f"/studies/{s[0].study}/series/{s[0].series}")
             for s in by_series.values()
         ],
         deferred_deletes=3,
@@ -1042,7 +1043,7 @@ def scenarios(bench: Bench, repeat: int, rows: int) -> list[Call]:
         "delete a study (2 series, 6 instances)",
         "request",
         len(by_study),
-        [lambda s=s: client.delete(f"/studies/{s}") for s in by_study],
+        [partial(client.delete, f"/studies/{s}") for s in by_study],
         deferred_deletes=6,
     )
     for path in (

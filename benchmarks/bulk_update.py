@@ -25,10 +25,8 @@ from pathlib import Path
 
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from corpus import ct_instances
-
+from benchmarks.corpus import ct_instances
 from dicom_core.bootstrap import Services, build_services
 from dicom_core.domain.bulk_update import parse_bulk_update_request
 from dicom_core.domain.change_feed import ChangeAction

@@ -45,10 +45,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import ct_instances, write_corpus
-from stow import POSTERS, Multipart, run_small
-from stow_compare import ROOT, our_server
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.corpus import ct_instances, write_corpus
+from benchmarks.stow import POSTERS, Multipart, run_small
+from benchmarks.stow_compare import ROOT, our_server
 
 MB = 1_000_000
 

@@ -55,9 +55,7 @@ from pydicom.pixels.encoders.base import get_encoder
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
-sys.path.insert(0, str(ROOT))
-from corpus import _PixelSource  # noqa: E402
-
+from benchmarks.corpus import _PixelSource  # noqa: E402
 from dicom_core.domain import codecs, pixels  # noqa: E402
 from dicom_core.domain.pixels import PixelFormat  # noqa: E402
 
@@ -105,7 +103,9 @@ CT_FORMAT = PixelFormat(
 def file_frame(name: str) -> tuple[bytes, PixelFormat, str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(get_testdata_file(name))
+        path = get_testdata_file(name)
+        assert isinstance(path, str), f"pydicom's test file {name} is missing"
+        ds = pydicom.dcmread(path)
     fmt = PixelFormat.from_dataset(ds)
     assert fmt is not None
     frame = next(generate_frames(ds.PixelData, number_of_frames=fmt.number_of_frames))
@@ -139,12 +139,12 @@ def preference(variant: str) -> Iterator[None]:
         yield
         return
     saved = codecs.preferred_decoder, codecs.preferred_encoder
-    codecs.preferred_decoder = lambda *_args, **_kwargs: ""  # type: ignore[assignment]
-    codecs.preferred_encoder = lambda *_args, **_kwargs: ""  # type: ignore[assignment]
+    codecs.preferred_decoder = lambda *_args, **_kwargs: ""
+    codecs.preferred_encoder = lambda *_args, **_kwargs: ""
     try:
         yield
     finally:
-        codecs.preferred_decoder, codecs.preferred_encoder = saved  # type: ignore[assignment]
+        codecs.preferred_decoder, codecs.preferred_encoder = saved
 
 
 def cases() -> list[Case]:

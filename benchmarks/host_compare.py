@@ -91,12 +91,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
 
-from corpus import ct_instances  # noqa: E402
-from retrieve import FRAMES_ANY, _header, _instance_path  # noqa: E402
-from search import INCLUDE, StudySpec, datasets, part10, study_specs  # noqa: E402
-from stow import (  # noqa: E402
+from benchmarks.corpus import ct_instances  # noqa: E402
+from benchmarks.retrieve import FRAMES_ANY, _header, _instance_path  # noqa: E402
+from benchmarks.search import INCLUDE, StudySpec, datasets, part10, study_specs  # noqa: E402
+from benchmarks.stow import (  # noqa: E402
     Level,
     Multipart,
     PhaseResult,
@@ -106,7 +106,7 @@ from stow import (  # noqa: E402
     run_small,
     tree_usage,
 )
-from stow_compare import wait_until_up  # noqa: E402
+from benchmarks.stow_compare import wait_until_up  # noqa: E402
 
 MB = 1_000_000
 LEGACY_COMMIT = "6ed7be3"

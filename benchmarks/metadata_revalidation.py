@@ -30,10 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from corpus import ct_instances
-
+from benchmarks.corpus import ct_instances
 from dicom_core.bootstrap import build_backend
 from dicom_core.domain.instance import parse_instance
 from dicom_core.services.external_metadata import ExternalMetadataService

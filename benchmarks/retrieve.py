@@ -61,9 +61,9 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1, generate_uid
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import ct_instances, large_instance_file
-from stow import Multipart
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.corpus import ct_instances, large_instance_file
+from benchmarks.stow import Multipart
 
 MB = 1_000_000
 DEFAULT_URL = "http://127.0.0.1:7071/v2"
@@ -134,7 +134,9 @@ def _to_jpeg_lossless(data: bytes) -> bytes:
 
 def _jpeg_instance() -> bytes:
     """pydicom's 120-frame JPEG baseline sample, with fresh UIDs so reruns store anew."""
-    ds = pydicom.dcmread(get_testdata_file("color3d_jpeg_baseline.dcm"))
+    path = get_testdata_file("color3d_jpeg_baseline.dcm")
+    assert isinstance(path, str), "pydicom's test file color3d_jpeg_baseline.dcm is missing"
+    ds = pydicom.dcmread(path)
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.SOPInstanceUID = generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -334,6 +336,7 @@ def run_phase(
     body. With ``check`` the body is read in 1 MiB chunks and fed to it, never held whole,
     as a client that stores or forwards a large answer would read it."""
     parts = urlsplit(root)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
     prefix = parts.path.rstrip("/")
     lock = threading.Lock()
     totals = {"requests": 0, "errors": 0, "bytes": 0}
@@ -343,7 +346,7 @@ def run_phase(
     stop_at = start_at + seconds
 
     def client(seed: int) -> None:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=120)
+        conn = http.client.HTTPConnection(host, port, timeout=120)
         mine = {"requests": 0, "errors": 0, "bytes": 0}
         my_latencies: list[float] = []
         for path, accept in requests(random.Random(seed)):
@@ -367,7 +370,7 @@ def run_phase(
                     body = b""
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=120)
+                conn = http.client.HTTPConnection(host, port, timeout=120)
                 status, body, checker = 0, str(exc).encode(), None
                 size = len(body)
             elapsed = time.perf_counter() - began

@@ -67,10 +67,8 @@ from pydicom.uid import (
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from corpus import ct_instances  # noqa: E402
-
+from benchmarks.corpus import ct_instances  # noqa: E402
 from dicom_core.bootstrap import Services, build_services  # noqa: E402
 from dicom_core.domain.index_attributes import extract  # noqa: E402
 from dicom_core.domain.instance import parse_instance  # noqa: E402

@@ -337,8 +337,8 @@ def run_load(
         with lock:
             for name, values in local.items():
                 result.latencies.setdefault(name, []).extend(values)
-            for name, values in sizes.items():
-                result.sizes.setdefault(name, []).extend(values)
+            for name, lengths in sizes.items():
+                result.sizes.setdefault(name, []).extend(lengths)
             result.errors += errors
 
     threads = [threading.Thread(target=worker, args=(i * 7,)) for i in range(concurrency)]

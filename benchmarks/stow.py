@@ -52,8 +52,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import ct_instances, large_instance_file, write_corpus
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.corpus import ct_instances, large_instance_file, write_corpus
 
 try:
     import psutil
