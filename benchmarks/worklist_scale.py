@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/worklist_scale.py                      # 10^4 and 10^5 workitems
-    python benchmarks/worklist_scale.py --sizes 1000000      # about 10 minutes to build
+    python benchmarks/worklist_scale.py --sizes 1000000      # about 5 minutes to build
     python benchmarks/worklist_scale.py --rare-rows 0        # the newest-first route only
 
 The question: does a worklist search get slower as workitems accumulate? They do accumulate:

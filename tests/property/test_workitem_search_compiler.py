@@ -88,7 +88,7 @@ async def _check(
         db = SqliteDatabase(Path(tmp) / "index.sqlite")
         try:
             # rare_rows: 0 never starts from a condition's keys, 10**9 always does (from the
-            # fewest), 2 only when it has one match or none.
+            # fewest), 2 only from a condition with one key or none in the partition.
             store = SqliteWorkitemStore(db, rare_rows=rare_rows)
             for n, dataset in enumerate(reversed(items)):  # the same UIDs, another partition
                 await store.create_workitem(f"1.2.{n + 1}", dataset, partition=2)

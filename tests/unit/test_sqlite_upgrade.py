@@ -268,3 +268,47 @@ async def test_old_workitems_become_the_default_partitions_with_their_keys_and_s
         sqlite_db, "UPGRADES", (("workitem", "partition_key", ("SELECT no_such_function()",)),)
     )
     SqliteDatabase(path).close()
+
+
+async def test_workitem_values_of_an_older_database_take_their_workitems_partitions(
+    tmp_path: Path,
+) -> None:
+    """Values written before ``workitem_value`` had a partition column (and its index by
+    partition, path and value) carry their workitem's partition after the upgrade, so a
+    search that counts and lists one partition's keys still finds them."""
+    path = tmp_path / "index.sqlite"
+    db = SqliteDatabase(path)
+    store = SqliteWorkitemStore(db)
+    await store.create_workitem("1.2.1", {"00100020": {"vr": "LO", "Value": ["P7"]}}, partition=7)
+    await store.create_workitem("1.2.2", {"00100020": {"vr": "LO", "Value": ["P1"]}}, partition=1)
+    db.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # as the table was made before
+        conn.executescript(
+            """
+            DROP INDEX workitem_value_by_partition;
+            ALTER TABLE workitem_value DROP COLUMN partition_key;
+            CREATE INDEX workitem_value_by_path ON workitem_value (path, value);
+            """
+        )
+    db = SqliteDatabase(path)
+    try:
+        conn = db.connection()
+        rows = conn.execute(
+            "SELECT w.workitem_uid, v.partition_key FROM workitem_value v"
+            " JOIN workitem w ON w.workitem_key = v.workitem_key ORDER BY w.workitem_uid"
+        ).fetchall()
+        assert rows == [("1.2.1", 7), ("1.2.2", 1)]
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert "workitem_value_by_partition" in names and "workitem_value_by_path" not in names
+        # Counted below any limit, so the search starts from the partition's keys.
+        store = SqliteWorkitemStore(db, rare_rows=10**9)
+        found = await store.search_workitems(
+            parse_workitem_query([("PatientID", "P7")], partition=7)
+        )
+        assert [r.uid for r in found] == ["1.2.1"]
+        assert (
+            await store.search_workitems(parse_workitem_query([("PatientID", "P7")], partition=1))
+            == []
+        )
+    finally:
+        db.close()

@@ -56,23 +56,25 @@ async def test_a_selective_condition_starts_the_search_from_its_keys(
         for n in range(6):
             state = "SCHEDULED" if n in (1, 4) else "COMPLETED"
             await store.create_workitem(f"1.2.{n}", _workitem(f"P{n % 2}", state), partition=1)
-        await store.create_workitem("1.2.1", _workitem("P1", "SCHEDULED"), partition=2)
+        # Another partition's keys do not count: it has SCHEDULED and P0 workitems galore.
+        for n in range(6):
+            await store.create_workitem(f"1.2.{n}", _workitem("P0", "SCHEDULED"), partition=2)
 
         async def search(*pairs: tuple[str, str]) -> tuple[list[str], bool]:
             statements.clear()
             found = await store.search_workitems(parse_workitem_query(pairs, partition=1))
             return [r.uid for r in found], any(_FROM_KEYS in sql for sql in statements)
 
-        # Three SCHEDULED keys (one of them in partition 2), below the limit of 4: from them.
+        # Two SCHEDULED keys in partition 1, below the limit of 4: from them.
         assert await search(("ProcedureStepState", "SCHEDULED")) == (["1.2.4", "1.2.1"], True)
-        # Four COMPLETED keys and four P1 keys (one in partition 2): newest first.
-        assert await search(("ProcedureStepState", "COMPLETED"), ("PatientID", "P1")) == (
-            ["1.2.5", "1.2.3"],
+        # Four COMPLETED keys: not below 4, so newest first.
+        assert await search(("ProcedureStepState", "COMPLETED")) == (
+            ["1.2.5", "1.2.3", "1.2.2", "1.2.0"],
             False,
         )
-        # Three P0 keys: from them (or the state's, as few), the other condition tested on each.
-        assert await search(("PatientID", "P0"), ("ProcedureStepState", "SCHEDULED")) == (
-            ["1.2.4"],
+        # Four COMPLETED keys and three P1 keys: from P1's, the state tested on each.
+        assert await search(("ProcedureStepState", "COMPLETED"), ("PatientID", "P1")) == (
+            ["1.2.5", "1.2.3"],
             True,
         )
         assert await search(("PatientID", "P0"), ("limit", "1"), ("offset", "1")) == (
@@ -99,4 +101,5 @@ def test_the_route_from_keys_reads_only_the_matching_workitems(tmp_path: Path) -
     finally:
         db.close()
     assert plan[0] == "SEARCH w USING INTEGER PRIMARY KEY (rowid=?)", plan
-    assert "SEARCH v USING INDEX workitem_value_by_path (path=? AND value=?)" in plan, plan
+    keys = "workitem_value_by_partition (partition_key=? AND path=? AND value=?)"
+    assert f"SEARCH v USING COVERING INDEX {keys}" in plan, plan

@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from dicom_core.domain.model import InstanceKey
+from dicom_core.query.workitems import parse_workitem_query
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
+from dicom_core.storage.local.sqlite_workitems import SqliteWorkitemStore
 from dicom_core.storage.ports.index import NewVersion
 from tests.support.factories import make_dataset, to_bytes
 from tests.support.index_rows import stored_instance
@@ -29,10 +31,10 @@ from tests.support.services import BASE_URL, Body, local_services, store_dataset
 #: Plan lines that read a table whole, or a partition whole (``partition_key`` is the only
 #: constraint of the index search). Not counted: a subquery's few rows (``SCAN
 #: (subquery-1)``), and the tables that do not grow with the archive: the extended query tag
-#: registry (a few dozen rows at most) and the full-text index's configuration.
-_WHOLE_READ = re.compile(
-    r"^SCAN (?!\(subquery|extended_query_tag$|main\.study_text_config$)|\(partition_key=\?\)$"
-)
+#: registry (a few dozen rows at most), the full-text index's configuration and the
+#: database's one-row tables.
+_SMALL = "extended_query_tag|main\\.study_text_config|schema_version|database_identity"
+_WHOLE_READ = re.compile(rf"^SCAN (?!\(subquery|(?:{_SMALL})$)|\(partition_key=\?\)$")
 _SKIP = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA", "--")
 
 
@@ -122,3 +124,26 @@ async def test_store_replace_update_and_delete_read_no_table_whole(
 
     assert len(statements) > 20, "the trace saw the writes"
     assert _whole_reads(tmp_path / "data" / "index.sqlite", statements) == {}
+
+
+async def test_workitem_create_update_and_selective_search_read_no_table_whole(
+    tmp_path: Path, statements: list[str]
+) -> None:
+    """UPS-RS: a create, a replace (each rewrites the workitem's keys) and a search by a
+    selective value, which starts from that value's keys (``RARE_WORKITEM_ROWS``)."""
+    db = SqliteDatabase(tmp_path / "index.sqlite")
+    store = SqliteWorkitemStore(db)
+    try:
+        for n in range(3):
+            dataset = {"00100020": {"vr": "LO", "Value": [f"P{n}"]}}
+            await store.create_workitem(f"1.2.{n}", dataset, partition=1 + n % 2)
+        record = await store.get_workitem("1.2.0", partition=1)
+        assert record is not None
+        changed = {"00100020": {"vr": "LO", "Value": ["Q0"]}}
+        await store.replace_workitem("1.2.0", changed, partition=1, version=record.version)
+        query = parse_workitem_query([("PatientID", "Q0")], partition=1)
+        assert [r.uid for r in await store.search_workitems(query)] == ["1.2.0"]
+    finally:
+        db.close()
+    assert len(statements) > 10, "the trace saw the writes"
+    assert _whole_reads(tmp_path / "index.sqlite", statements) == {}

@@ -252,12 +252,14 @@ CREATE TABLE IF NOT EXISTS external_metadata_tag (
 );
 
 CREATE TABLE IF NOT EXISTS workitem ({_WORKITEM_COLUMNS});
+-- partition_key repeats the workitem's, so that a search can count and list the keys of one
+-- partition from workitem_value_by_partition alone (sqlite_workitems.RARE_WORKITEM_ROWS).
 CREATE TABLE IF NOT EXISTS workitem_value (
     workitem_key INTEGER NOT NULL,
     path TEXT NOT NULL,
-    value TEXT NOT NULL
+    value TEXT NOT NULL,
+    partition_key INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX IF NOT EXISTS workitem_value_by_path ON workitem_value (path, value);
 CREATE INDEX IF NOT EXISTS workitem_value_by_workitem
     ON workitem_value (workitem_key, path, value);
 
@@ -472,8 +474,24 @@ UPGRADES: tuple[tuple[str, str, tuple[str | Callable[[sqlite3.Connection], None]
             "ALTER TABLE workitem_new RENAME TO workitem",
         ),
     ),
+    # Each workitem's values in its partition (after the rebuild above, which gives old
+    # workitems theirs). Its index, which names the column, is made in AFTER_UPGRADES.
+    (
+        "workitem_value",
+        "partition_key",
+        (
+            "ALTER TABLE workitem_value ADD COLUMN partition_key INTEGER NOT NULL DEFAULT 1",
+            """UPDATE workitem_value SET partition_key = (SELECT w.partition_key FROM workitem w
+                WHERE w.workitem_key = workitem_value.workitem_key)""",
+        ),
+    ),
 )
 AFTER_UPGRADES = f"""
+-- A partition's keys of one attribute, with the workitems they name: what a selective
+-- workitem search counts and starts from. It replaces (path, value), which spanned partitions.
+CREATE INDEX IF NOT EXISTS workitem_value_by_partition
+    ON workitem_value (partition_key, path, value, workitem_key);
+DROP INDEX IF EXISTS workitem_value_by_path;
 CREATE INDEX IF NOT EXISTS instance_by_series
     ON instance (partition_key, study_uid, series_uid, status, watermark);
 CREATE INDEX IF NOT EXISTS instance_by_sop ON instance (sop_uid);

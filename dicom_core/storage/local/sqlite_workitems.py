@@ -52,12 +52,18 @@ def _columns(dataset: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def _write_values(conn: sqlite3.Connection, key: int, dataset: dict[str, Any]) -> None:
+def _write_values(
+    conn: sqlite3.Connection, key: int, dataset: dict[str, Any], partition: int
+) -> None:
     """Replace the matching keys of the workitem ``key`` (in the caller's transaction)."""
     conn.execute("DELETE FROM workitem_value WHERE workitem_key = ?", (key,))
     conn.executemany(
-        "INSERT INTO workitem_value (workitem_key, path, value) VALUES (?, ?, ?)",
-        [(key, path, value) for path, values in workitem_keys(dataset).items() for value in values],
+        "INSERT INTO workitem_value (workitem_key, partition_key, path, value) VALUES (?, ?, ?, ?)",
+        [
+            (key, partition, path, value)
+            for path, values in workitem_keys(dataset).items()
+            for value in values
+        ],
     )
 
 
@@ -69,37 +75,41 @@ Each condition can be answered two ways, as a ModalitiesInStudy search can
 testing each (``EXISTS``, the default) stops after a page of matches: quick when many match,
 but a selective condition (one patient's PatientID, the SCHEDULED state in a worklist whose
 history is mostly COMPLETED) is tested on nearly every workitem ever made, so its cost grows
-with the history (55 ms at 10^5 workitems). Starting from the condition's keys in
-``workitem_value_by_path`` reads only the workitems that match and sorts them: quick when
-they are few. ``workitem_probes`` counts those keys, up to this limit, for each condition the
+with the history (about 40 ms at 10^5 workitems, benchmarks/SCALE.md). Starting from the
+condition's keys in ``workitem_value_by_partition`` reads only the workitems that match: quick
+when they are few. ``workitem_probes`` counts those keys, up to this limit, for each condition the
 index seeks (an equality, a list, a range), and the search starts from the fewest below it.
 """
 
 
 def _seekable(condition: Condition) -> bool:
-    """Whether ``workitem_value_by_path`` (path, value) seeks the condition's keys; the others
-    (wildcards, fuzzy words) would read every key of the path to count them."""
+    """Whether ``workitem_value_by_partition`` (partition, path, value) seeks the condition's
+    keys; the others (wildcards, fuzzy words) would read every key of the path to count them."""
     return isinstance(condition, ValueMatch | ListMatch | RangeMatch)
 
 
-def _keys_of(condition: Condition, params: list[object], *, column: str = "v.workitem_key") -> str:
-    """The SELECT of the workitem keys whose ``workitem_value`` rows match ``condition``
-    (``column``: what it selects; ``1`` reads the index alone)."""
-    params.append(path_name(condition.attribute.path))
+def _keys_of(
+    condition: Condition, partition: int, params: list[object], *, column: str = "v.workitem_key"
+) -> str:
+    """The SELECT of the keys of the partition's workitems whose ``workitem_value`` rows match
+    ``condition`` (``column``: what it selects), from ``workitem_value_by_partition`` alone."""
+    params.extend((partition, path_name(condition.attribute.path)))
     test = sql_predicate(condition, "v.value", params)
-    return f"SELECT {column} FROM workitem_value v WHERE v.path = ? AND {test}"
+    return (
+        f"SELECT {column} FROM workitem_value v WHERE v.partition_key = ? AND v.path = ? AND {test}"
+    )
 
 
 def workitem_probes(
     query: WorkitemQuery, limit: int = RARE_WORKITEM_ROWS
 ) -> list[tuple[int, str, list[object]]]:
-    """For each condition the index seeks: its position in ``query.conditions`` and a count of
-    its keys up to ``limit`` (an upper bound: other partitions' keys count too)."""
+    """For each condition the index seeks: its position in ``query.conditions`` and the SQL
+    (with its parameters) that counts its keys in the query's partition, up to ``limit``."""
     probes = []
     for position, condition in enumerate(query.conditions):
         if _seekable(condition):
             params: list[object] = []
-            keys = _keys_of(condition, params, column="1")
+            keys = _keys_of(condition, query.partition, params, column="1")
             params.append(limit)
             probes.append((position, f"SELECT count(*) FROM ({keys} LIMIT ?)", params))
     return probes
@@ -118,7 +128,7 @@ def compile_workitem_search(
     clauses = ["+w.partition_key = ?" if start_from is not None else "w.partition_key = ?"]
     for position, condition in enumerate(query.conditions):
         if position == start_from:
-            clauses.append(f"w.workitem_key IN ({_keys_of(condition, params)})")
+            clauses.append(f"w.workitem_key IN ({_keys_of(condition, query.partition, params)})")
             continue
         params.append(path_name(condition.attribute.path))
         test = sql_predicate(condition, "v.value", params)
@@ -165,7 +175,7 @@ class SqliteWorkitemStore:
                         (partition, uid, *_columns(dataset), now, now),
                     ).lastrowid
                     assert key is not None
-                    _write_values(conn, key, dataset)
+                    _write_values(conn, key, dataset, partition)
             except sqlite3.IntegrityError as exc:
                 raise WorkitemExists(uid) from exc
 
@@ -200,7 +210,7 @@ class SqliteWorkitemStore:
                     (*_columns(dataset), utc_timestamp(), partition, uid, int(version)),
                 ).fetchall()  # to the end: the statement is done before the commit
                 if rows:
-                    _write_values(conn, rows[0][0], dataset)
+                    _write_values(conn, rows[0][0], dataset, partition)
             if not rows:
                 raise WorkitemChanged(uid)
 
