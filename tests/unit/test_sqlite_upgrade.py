@@ -275,7 +275,8 @@ async def test_workitem_values_of_an_older_database_take_their_workitems_partiti
 ) -> None:
     """Values written before ``workitem_value`` had a partition column (and its index by
     partition, path and value) carry their workitem's partition after the upgrade, so a
-    search that counts and lists one partition's keys still finds them."""
+    search that counts and lists one partition's keys still finds them; a value whose
+    workitem is gone is dropped rather than left without a partition."""
     path = tmp_path / "index.sqlite"
     db = SqliteDatabase(path)
     store = SqliteWorkitemStore(db)
@@ -288,6 +289,8 @@ async def test_workitem_values_of_an_older_database_take_their_workitems_partiti
             DROP INDEX workitem_value_by_partition;
             ALTER TABLE workitem_value DROP COLUMN partition_key;
             CREATE INDEX workitem_value_by_path ON workitem_value (path, value);
+            -- A value whose workitem is gone: it names nothing, and must not stop the upgrade.
+            INSERT INTO workitem_value (workitem_key, path, value) VALUES (99, '00100020', 'x');
             """
         )
     db = SqliteDatabase(path)
@@ -298,6 +301,8 @@ async def test_workitem_values_of_an_older_database_take_their_workitems_partiti
             " JOIN workitem w ON w.workitem_key = v.workitem_key ORDER BY w.workitem_uid"
         ).fetchall()
         assert rows == [("1.2.1", 7), ("1.2.2", 1)]
+        orphans = conn.execute("SELECT count(*) FROM workitem_value WHERE workitem_key = 99")
+        assert orphans.fetchone() == (0,)
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert "workitem_value_by_partition" in names and "workitem_value_by_path" not in names
         # Counted below any limit, so the search starts from the partition's keys.

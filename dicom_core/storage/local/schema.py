@@ -475,12 +475,16 @@ UPGRADES: tuple[tuple[str, str, tuple[str | Callable[[sqlite3.Connection], None]
         ),
     ),
     # Each workitem's values in its partition (after the rebuild above, which gives old
-    # workitems theirs). Its index, which names the column, is made in AFTER_UPGRADES.
+    # workitems theirs). Its index, which names the column, is made in AFTER_UPGRADES. A value
+    # whose workitem is gone (nothing deletes one, but a hand may have) names nothing: it goes,
+    # or its partition would be NULL and the upgrade fail on every start.
     (
         "workitem_value",
         "partition_key",
         (
             "ALTER TABLE workitem_value ADD COLUMN partition_key INTEGER NOT NULL DEFAULT 1",
+            """DELETE FROM workitem_value WHERE NOT EXISTS (SELECT 1 FROM workitem w
+                WHERE w.workitem_key = workitem_value.workitem_key)""",
             """UPDATE workitem_value SET partition_key = (SELECT w.partition_key FROM workitem w
                 WHERE w.workitem_key = workitem_value.workitem_key)""",
         ),
