@@ -317,3 +317,27 @@ async def test_workitem_values_of_an_older_database_take_their_workitems_partiti
         )
     finally:
         db.close()
+
+
+def test_a_database_of_a_newer_schema_is_not_opened_and_an_older_one_is_raised(
+    tmp_path: Path,
+) -> None:
+    """A newer server's database may hold rows this code would keep wrong (schema 2: each
+    workitem value's partition): it is refused. An older one is upgraded and then says so."""
+    path = tmp_path / "index.sqlite"
+    SqliteDatabase(path).close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [
+            (sqlite_db.SCHEMA_VERSION,)
+        ]
+        conn.execute("UPDATE schema_version SET version = 1")
+        conn.commit()
+    SqliteDatabase(path).close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [
+            (sqlite_db.SCHEMA_VERSION,)
+        ]
+        conn.execute("UPDATE schema_version SET version = ?", (sqlite_db.SCHEMA_VERSION + 1,))
+        conn.commit()
+    with pytest.raises(sqlite_db.SchemaTooNew, match="written by a newer version"):
+        SqliteDatabase(path)

@@ -41,7 +41,12 @@ from collections.abc import Callable
 from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY, DEFAULT_PARTITION_NAME, name_key
 from dicom_core.query.attributes import SUMMARY_TAGS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""The schema this code writes, stored in ``schema_version`` and raised to it on every open
+that upgrades (``sqlite_db``). A database at a higher version was written by newer code, which
+may keep rows this code would write wrong (2: ``workitem_value.partition_key``, which an
+older writer would leave at 1 for every partition's workitems): it is not opened.
+"""
 
 # Searchable attribute columns, by keyword. Shared by the instance row (its own values) and
 # the study/series summaries (the latest instance's values).

@@ -38,6 +38,26 @@ FIRST_RETRY = 0.0002
 LAST_RETRY = 0.004
 
 
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer version of this server (``SCHEMA_VERSION``)."""
+
+
+def _refuse_newer_schema(conn: sqlite3.Connection) -> None:
+    """Stop before touching a database that newer code has upgraded: its rows may hold what
+    this code does not know to keep up to date. The upgrade itself (in ``_migrate``) raises
+    the stored version, in the same transaction as its steps."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone() if exists else None
+    if row is not None and row[0] is not None and int(row[0]) > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"the index database was written by a newer version of this server (schema"
+            f" {int(row[0])}; this version knows {SCHEMA_VERSION}): run that version or newer,"
+            " or restore a backup made by this one"
+        )
+
+
 class WriterBusy(sqlite3.OperationalError):
     """Another writer holds the database: at once with ``wait=False``, else after the timeout.
 
@@ -58,10 +78,14 @@ class SqliteDatabase:
         # file on an flock of a sibling file (released by the kernel if a process dies).
         self._write_lock = threading.Lock()
         self._lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        # A Connection used as a context manager commits but does not close: close it here.
-        with contextlib.closing(self._connect()) as conn:
-            self._migrate(conn)
-            row = conn.execute("SELECT id FROM database_identity").fetchone()
+        try:
+            # A Connection used as a context manager commits but does not close: close it here.
+            with contextlib.closing(self._connect()) as conn:
+                self._migrate(conn)
+                row = conn.execute("SELECT id FROM database_identity").fetchone()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
         #: The database's own random name (schema.py, ``database_identity``).
         self.identity = str(row[0])
         if durable:
@@ -85,6 +109,7 @@ class SqliteDatabase:
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
+        _refuse_newer_schema(conn)
         # Every statement is idempotent (IF NOT EXISTS), so processes starting together are safe.
         conn.executescript(DDL)
         conn.execute("BEGIN IMMEDIATE")
@@ -92,6 +117,10 @@ class SqliteDatabase:
             row = conn.execute("SELECT version FROM schema_version").fetchone()
             if row is None:
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif int(row[0]) > SCHEMA_VERSION:  # a newer process upgraded it just now
+                _refuse_newer_schema(conn)
+            elif int(row[0]) < SCHEMA_VERSION:
+                conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
             if conn.execute("SELECT id FROM database_identity").fetchone() is None:
                 conn.execute("INSERT INTO database_identity (id) VALUES (?)", (uuid.uuid4().hex,))
             for table, column, statements in UPGRADES:
