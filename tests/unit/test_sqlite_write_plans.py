@@ -31,9 +31,11 @@ from tests.support.services import BASE_URL, Body, local_services, store_dataset
 #: Plan lines that read a table whole, or a partition whole (``partition_key`` is the only
 #: constraint of the index search). Not counted: a subquery's few rows (``SCAN
 #: (subquery-1)``), and the tables that do not grow with the archive: the extended query tag
-#: registry (a few dozen rows at most), the full-text index's configuration and the
-#: database's one-row tables.
-_SMALL = "extended_query_tag|main\\.study_text_config|schema_version|database_identity"
+#: registry (a few dozen rows at most), the full-text index's configuration, the
+#: database's one-row tables and its schema.
+_SMALL = (
+    "extended_query_tag|main\\.study_text_config|schema_version|database_identity|sqlite_master"
+)
 _WHOLE_READ = re.compile(rf"^SCAN (?!\(subquery|(?:{_SMALL})$)|\(partition_key=\?\)$")
 _SKIP = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA", "--")
 
