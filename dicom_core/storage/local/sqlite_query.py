@@ -256,19 +256,12 @@ def modality_probe(query: QueryDescription, limit: int | None = None) -> Compile
     return CompiledSearch(sql=f"SELECT count(*) FROM ({rows})", params=(*params, limit))
 
 
-#: The table whose partition a search at each level names (the others join it on theirs).
-_PARTITION_COLUMN: dict[QueryLevel, str] = {
-    QueryLevel.STUDY: "st.partition_key",
-    QueryLevel.SERIES: "se.partition_key",
-    QueryLevel.INSTANCE: "i.partition_key",
-}
-
-
-#: The study UID column of the table a search at each level reads rows from.
-_STUDY_UID_COLUMN: dict[QueryLevel, str] = {
-    QueryLevel.STUDY: "st.study_uid",
-    QueryLevel.SERIES: "se.study_uid",
-    QueryLevel.INSTANCE: "i.study_uid",
+#: The table a search at each level reads its rows from (the others join it): its partition
+#: is the one the search names, its study UID the one a list of studies tests.
+_READ_TABLE: dict[QueryLevel, str] = {
+    QueryLevel.STUDY: "st",
+    QueryLevel.SERIES: "se",
+    QueryLevel.INSTANCE: "i",
 }
 
 
@@ -284,7 +277,7 @@ def _partition_clause(query: QueryDescription, *, by_studies: bool = False) -> s
     from the few studies of a rare modality (``by_studies``). Without the partition's
     equality the keys cannot seek those studies, and the search would test every row.
     """
-    column = _PARTITION_COLUMN[query.level]
+    column = f"{_READ_TABLE[query.level]}.partition_key"
     by_study = any(c.attribute.keyword == "StudyInstanceUID" for c in query.conditions)
     return f"{column} = ?" if by_study or by_studies else f"+{column} = ?"
 
@@ -302,7 +295,7 @@ def _where(query: QueryDescription, params: list[object], rare_modality: bool = 
             if rare_modality:  # from the few matching series to their studies
                 params.append(query.partition)
                 clauses.append(
-                    f"{_STUDY_UID_COLUMN[level]} IN (SELECT m.study_uid FROM series m"
+                    f"{_READ_TABLE[level]}.study_uid IN (SELECT m.study_uid FROM series m"
                     f" WHERE {inner} AND m.partition_key = ?)"
                 )
             else:  # any series of the study; EXISTS stops at the first one

@@ -88,16 +88,21 @@ def _seekable(condition: Condition) -> bool:
     return isinstance(condition, ValueMatch | ListMatch | RangeMatch)
 
 
+def _value_test(condition: Condition, params: list[object]) -> str:
+    """The test of a ``workitem_value`` row (``v``) against ``condition``: its path, then the
+    same key test as QIDO."""
+    params.append(path_name(condition.attribute.path))
+    return f"v.path = ? AND {sql_predicate(condition, 'v.value', params)}"
+
+
 def _keys_of(
     condition: Condition, partition: int, params: list[object], *, column: str = "v.workitem_key"
 ) -> str:
     """The SELECT of the keys of the partition's workitems whose ``workitem_value`` rows match
     ``condition`` (``column``: what it selects), from ``workitem_value_by_partition`` alone."""
-    params.extend((partition, path_name(condition.attribute.path)))
-    test = sql_predicate(condition, "v.value", params)
-    return (
-        f"SELECT {column} FROM workitem_value v WHERE v.partition_key = ? AND v.path = ? AND {test}"
-    )
+    params.append(partition)
+    test = _value_test(condition, params)
+    return f"SELECT {column} FROM workitem_value v WHERE v.partition_key = ? AND {test}"
 
 
 def workitem_probes(
@@ -130,11 +135,9 @@ def compile_workitem_search(
         if position == start_from:
             clauses.append(f"w.workitem_key IN ({_keys_of(condition, query.partition, params)})")
             continue
-        params.append(path_name(condition.attribute.path))
-        test = sql_predicate(condition, "v.value", params)
         clauses.append(
             "EXISTS (SELECT 1 FROM workitem_value v WHERE v.workitem_key = w.workitem_key"
-            f" AND v.path = ? AND {test})"
+            f" AND {_value_test(condition, params)})"
         )
     where = f" WHERE {' AND '.join(clauses)}"
     # The parser caps the offset (query.parser.MAX_OFFSET); the clamp keeps a query built
