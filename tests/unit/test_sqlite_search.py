@@ -6,7 +6,6 @@ Each case also asks the reference matcher, so a failure says which side is wrong
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
 from dicom_core.storage.local.sqlite_query import compile_search, modality_probe
 from tests.support.index_rows import add_instance
+from tests.support.sql_trace import trace_statements
 
 R = QueryResource
 
@@ -135,15 +135,7 @@ async def test_modalities_in_study_by_either_route(
     limit of 0 always tests each study, 10**9 always starts from the series, and 2 takes the
     series route for a modality of one series and not for two (sqlite_query.modality_probe,
     which at the study level counts series)."""
-    executed: list[str] = []
-    connect = SqliteDatabase._connect
-
-    def traced(self: SqliteDatabase) -> sqlite3.Connection:
-        conn = connect(self)
-        conn.set_trace_callback(executed.append)
-        return conn
-
-    monkeypatch.setattr(SqliteDatabase, "_connect", traced)
+    executed = trace_statements(monkeypatch)
     db = SqliteDatabase(tmp_path / "index.sqlite")
     store = SqliteIndexStore(db, rare_modality_rows=rare_modality_rows)
     try:

@@ -8,8 +8,6 @@ either way (the property test draws both routes against the reference matcher).
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from dicom_core.storage.local.sqlite_workitems import (
     compile_workitem_search,
     workitem_probes,
 )
+from tests.support.sql_trace import trace_statements
 
 _FROM_KEYS = "w.workitem_key IN (SELECT v.workitem_key FROM workitem_value v"
 
@@ -34,17 +33,9 @@ def _workitem(patient_id: str, state: str) -> dict[str, Any]:
 
 
 @pytest.fixture()
-def statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    seen: list[str] = []
-    connect = SqliteDatabase._connect
-
-    def traced(self: SqliteDatabase) -> sqlite3.Connection:
-        conn = connect(self)
-        conn.set_trace_callback(seen.append)
-        return conn
-
-    monkeypatch.setattr(SqliteDatabase, "_connect", traced)
-    yield seen
+def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every SQL statement the index's connections run, with its values bound."""
+    return trace_statements(monkeypatch)
 
 
 async def test_a_selective_condition_starts_the_search_from_its_keys(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from dicom_core.storage.ports.index import NewVersion
 from tests.support.factories import make_dataset, to_bytes
 from tests.support.index_rows import stored_instance
 from tests.support.services import BASE_URL, Body, local_services, store_datasets
+from tests.support.sql_trace import trace_statements
 
 #: Plan lines that read a table whole, or a partition whole (``partition_key`` is the only
 #: constraint of the index search). Not counted: a subquery's few rows (``SCAN
@@ -41,18 +41,9 @@ _SKIP = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA", "--")
 
 
 @pytest.fixture()
-def statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every SQL statement the index's connections run, with its values bound."""
-    seen: list[str] = []
-    connect = SqliteDatabase._connect
-
-    def traced(self: SqliteDatabase) -> sqlite3.Connection:
-        conn = connect(self)
-        conn.set_trace_callback(seen.append)
-        return conn
-
-    monkeypatch.setattr(SqliteDatabase, "_connect", traced)
-    yield seen
+    return trace_statements(monkeypatch)
 
 
 def _whole_reads(database: Path, statements: list[str]) -> dict[str, list[str]]:
