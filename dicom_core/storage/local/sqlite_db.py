@@ -79,10 +79,18 @@ class SqliteDatabase:
         self._write_lock = threading.Lock()
         self._lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            # A Connection used as a context manager commits but does not close: close it here.
-            with contextlib.closing(self._connect()) as conn:
-                self._migrate(conn)
-                row = conn.execute("SELECT id FROM database_identity").fetchone()
+            # One process at a time creates or upgrades the file, under the writers' file lock.
+            # SQLite's busy handler does not cover this: a fresh file's switch to WAL fails at
+            # once with "database is locked" when another process is switching it too, which
+            # stopped one of `make run`'s workers on a new DATA_DIR about one start in four.
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                # A Connection used as a context manager commits but does not close it.
+                with contextlib.closing(self._connect()) as conn:
+                    self._migrate(conn)
+                    row = conn.execute("SELECT id FROM database_identity").fetchone()
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -110,7 +118,8 @@ class SqliteDatabase:
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
         _refuse_newer_schema(conn)
-        # Every statement is idempotent (IF NOT EXISTS), so processes starting together are safe.
+        # Every statement is idempotent (IF NOT EXISTS): a process that opens the file after
+        # another created or upgraded it finds nothing left to do.
         conn.executescript(DDL)
         conn.execute("BEGIN IMMEDIATE")
         try:
