@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dicom_core.web.routing import compile_template, registration_order, request_path
+from dicom_core.web.routing.dotnet_text import _fold, _ordinal_upper_char
 
 SETTINGS = settings(
     max_examples=200,
@@ -247,3 +248,22 @@ def test_the_segment_count_filter_never_refuses_a_path_that_matches(
             assert template.fits(path_segment_count(path)), path
         if not template.fits(path_segment_count(path)):
             assert template.route_values(path) is None, path
+
+
+@SETTINGS
+@given(st.text())
+def test_the_ascii_fold_agrees_with_the_per_character_mapping(text: str) -> None:
+    # _fold takes a shortcut for ASCII text (every request path); it must give what the
+    # per-character OrdinalIgnoreCase mapping gives, and the mapping is still what any other
+    # text gets.
+    expected = "".join(_ordinal_upper_char(char) for char in text)
+    assert _fold(text) == expected
+    assert _fold(text + "ß") == expected + "ß"
+
+
+@SETTINGS
+@given(st.text(alphabet=string.printable, max_size=40))
+def test_ascii_folds_are_the_ascii_upper_case(text: str) -> None:
+    assert _fold(text) == text.translate(
+        str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
+    )

@@ -54,6 +54,10 @@ def _ordinal_upper_char(char: str) -> str:
 def _fold(text: str) -> str:
     """``text`` with every code point ordinal-upper-cased; equal folds mean the strings are
     equal under ``StringComparison.OrdinalIgnoreCase``, and positions are preserved."""
+    if text.isascii():
+        # Every request's path is folded segment by segment against each route: the ASCII
+        # case, where both mappings touch only a-z, must not go character by character.
+        return text.upper()
     return "".join(_ordinal_upper_char(char) for char in text)
 
 

@@ -13,6 +13,7 @@ the host answers 500 there instead of trying the next route.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -33,20 +34,24 @@ class HostRoutingError(RuntimeError):
     request with 500; routing does not go on to the next route."""
 
 
-def _tokenize(path: str) -> list[tuple[int, str]]:
+@functools.lru_cache(maxsize=64)
+def _tokenize(path: str) -> tuple[tuple[int, str], ...]:
     """``PathTokenizer``: the segments after the leading ``/`` with their offsets; a single
-    trailing ``/`` adds no segment, but ``//`` leaves an empty one."""
+    trailing ``/`` adds no segment, but ``//`` leaves an empty one.
+
+    Cached: a request's path is tokenized once per route the table tries, so a few recent
+    paths are kept (the result is immutable)."""
     if path and not path.startswith("/"):
         raise ValueError(f"request path {path!r} must start with '/'")
     if len(path) <= 1:
-        return []
+        return ()
     body = path[1:-1] if path.endswith("/") else path[1:]
     tokens: list[tuple[int, str]] = []
     offset = 1
     for text in body.split("/"):
         tokens.append((offset, text))
         offset += len(text) + 1
-    return tokens
+    return tuple(tokens)
 
 
 def path_segment_count(path: str) -> int:
