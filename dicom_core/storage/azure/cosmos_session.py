@@ -124,15 +124,26 @@ class CosmosSession:
                 system=database.get_container_client(names[SYSTEM_CONTAINER.setting]),
                 partitioned=database.get_container_client(names[PARTITIONED_CONTAINER.setting]),
             )
-        database = await client.create_database_if_not_exists(name)
+        # The SDK's "if not exists" reads, and creates on a 404: a process that loses the race
+        # between the two to another one (the host's workers all open at their first request)
+        # gets a 409, as from Azure itself. What it wanted to create is then there to use.
+        try:
+            database = await client.create_database_if_not_exists(name)
+        except CosmosResourceExistsError:
+            database = client.get_database_client(name)
 
         async def create(spec: ContainerSpec) -> Any:
-            return await database.create_container_if_not_exists(
-                id=names[spec.setting],
-                partition_key=_partition_key(spec),
-                indexing_policy=spec.indexing_policy,
-                unique_key_policy={"uniqueKeys": spec.unique_keys} if spec.unique_keys else None,
-            )
+            try:
+                return await database.create_container_if_not_exists(
+                    id=names[spec.setting],
+                    partition_key=_partition_key(spec),
+                    indexing_policy=spec.indexing_policy,
+                    unique_key_policy=(
+                        {"uniqueKeys": spec.unique_keys} if spec.unique_keys else None
+                    ),
+                )
+            except CosmosResourceExistsError:
+                return database.get_container_client(names[spec.setting])
 
         index, system, partitioned = await asyncio.gather(
             create(INDEX_CONTAINER), create(SYSTEM_CONTAINER), create(PARTITIONED_CONTAINER)
