@@ -21,7 +21,7 @@ from dicom_core.bootstrap import Services, build_services
 from dicom_core.domain.identifiers import check_uid
 from dicom_core.domain.model import InstanceKey
 from dicom_core.domain.partitions import Partition
-from dicom_core.errors import DicomWebError, NotFound
+from dicom_core.errors import DependencyFailed, DependencyUnavailable, DicomWebError, NotFound
 from dicom_core.settings import Settings, SettingsError
 from dicom_core.storage.ports import BlobNotFound, StorageUnavailable
 from dicom_core.web import responses
@@ -182,8 +182,20 @@ async def _run(request: Request, container: ServiceContainer, handler: Handler) 
         services = await container.get()
         return await handler(request, services)
     except DicomWebError as exc:
+        if isinstance(exc, DependencyFailed | DependencyUnavailable):
+            # A store failed us: the client reads the message, the operator needs the cause
+            # (the SDK's error and its status), which the answer leaves out.
+            log.warning(
+                "%s %s answered %d: %s",
+                request.method,
+                request.url.path,
+                exc.status,
+                exc,
+                exc_info=exc,
+            )
         return responses.error(exc.status, exc.message)
     except StorageUnavailable as exc:
+        log.warning("%s %s answered 503: %s%s", request.method, request.url.path, exc, _cause(exc))
         return responses.error(503, f"The service is unavailable: {exc}", {"Retry-After": "5"})
     except BlobNotFound as exc:
         log.error("indexed file missing: %s", exc)
@@ -193,3 +205,9 @@ async def _run(request: Request, container: ServiceContainer, handler: Handler) 
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.url.path)
         return responses.error(500, "The server encountered an internal error.")
+
+
+def _cause(exc: BaseException) -> str:
+    """`` (cause: ...)`` naming the error ``exc`` was raised from, if any, for a log line."""
+    cause = exc.__cause__
+    return f" (cause: {type(cause).__name__}: {cause})" if cause is not None else ""
