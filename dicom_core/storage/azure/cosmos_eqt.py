@@ -271,21 +271,7 @@ class CosmosQueryTagStore(CosmosOperationStore):
         key = int(doc["key"])
 
         async def purge(c: Containers) -> None:
-            values = await query_items(
-                c.system,
-                "SELECT c.id, c.pk FROM c WHERE c.kind = @kind AND c.tag = @key",
-                {"@kind": VALUE_KIND, "@key": key},
-            )
-            for value in values:
-                await delete_if_present(c.system, str(value["id"]), str(value["pk"]))
-            errors = await query_items(
-                c.system,
-                "SELECT c.id FROM c WHERE c.pk = @pk",
-                {"@pk": error_partition(key)},
-                partition=error_partition(key),
-            )
-            for error in errors:
-                await delete_if_present(c.system, str(error["id"]), error_partition(key))
+            await _purge_rows(c.system, key)
             await delete_if_present(c.system, tag_id(path), TAG_PARTITION)
 
         await self._session.run(purge)
@@ -420,6 +406,7 @@ class CosmosQueryTagStore(CosmosOperationStore):
         async def write(c: Containers) -> None:
             for tag in tags:
                 await self._index_one(c.system, tag, key, watermark, doc, record_errors=False)
+            await self._purge_if_deleted(c.system, tags)
 
         await self._session.run(write)
 
@@ -467,8 +454,27 @@ class CosmosQueryTagStore(CosmosOperationStore):
                 doc = orjson.loads(instance.metadata)
                 for tag in tags:
                     await self._index_one(c.system, tag, instance.key, instance.watermark, doc)
+            await self._purge_if_deleted(c.system, tags)
 
         await self._session.run(write)
+
+    async def _purge_if_deleted(self, system: Any, tags: Sequence[QueryTagRecord]) -> None:
+        """Remove what was just written for any of ``tags`` that a delete has marked since
+        they were listed.
+
+        No transaction spans a tag and its rows here, so a delete that marked a tag after the
+        caller listed it may have purged before these rows existed. Looking again after the
+        writes closes that gap: a tag still standing now is marked later, and its own purge,
+        which queries after marking, finds the rows.
+        """
+        standing = {
+            int(d["key"])
+            for d in await self._tag_docs(system)
+            if d["status"] != QueryTagStatusValues.DELETING
+        }
+        for tag in tags:
+            if tag.key not in standing:
+                await _purge_rows(system, tag.key)
 
     async def mark_tags_ready(self, tag_keys: Sequence[int]) -> None:
         async def write(c: Containers) -> None:
@@ -484,3 +490,22 @@ class CosmosQueryTagStore(CosmosOperationStore):
                     await self._update_tag(c.system, str(doc["path"]), change)
 
         await self._session.run(write)
+
+
+async def _purge_rows(system: Any, key: int) -> None:
+    """Delete every value and error document of the tag numbered ``key`` (not the tag)."""
+    values = await query_items(
+        system,
+        "SELECT c.id, c.pk FROM c WHERE c.kind = @kind AND c.tag = @key",
+        {"@kind": VALUE_KIND, "@key": key},
+    )
+    for value in values:
+        await delete_if_present(system, str(value["id"]), str(value["pk"]))
+    errors = await query_items(
+        system,
+        "SELECT c.id FROM c WHERE c.pk = @pk",
+        {"@pk": error_partition(key)},
+        partition=error_partition(key),
+    )
+    for error in errors:
+        await delete_if_present(system, str(error["id"]), error_partition(key))

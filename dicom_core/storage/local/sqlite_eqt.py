@@ -321,11 +321,24 @@ class SqliteQueryTagStore(SqliteOperationStore):
     ) -> None:
         def write() -> None:
             with self._db.transaction() as conn:
+                # The caller listed the tags before this transaction; a delete may have marked
+                # one since, and its purge would then run before these rows exist and leave
+                # them behind for good. Only tags still standing are written.
+                marks = ", ".join("?" for _ in tags)
+                standing = {
+                    int(row[0])
+                    for row in conn.execute(
+                        f"SELECT tag_key FROM extended_query_tag WHERE tag_key IN ({marks})"
+                        " AND status != ?",
+                        (*(tag.key for tag in tags), QueryTagStatusValues.DELETING),
+                    )
+                }
+                live = [tag for tag in tags if tag.key in standing]
                 for instance in instances:
-                    if instance.metadata is None:
+                    if instance.metadata is None or not live:
                         continue
                     doc = orjson.loads(instance.metadata)
-                    for tag in tags:
+                    for tag in live:
                         _index_one(conn, tag, instance.key, instance.watermark, doc)
 
         await self._db.run(write)

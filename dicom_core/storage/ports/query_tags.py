@@ -106,7 +106,8 @@ class ReindexPrimitives(OperationStore, Protocol):
     ) -> None:
         """Upsert each instance's value of each tag, or record why it cannot be indexed (an
         error disables the tag). Idempotent: values are keyed by (tag, entity), the latest
-        watermark wins; errors are keyed by (tag, instance)."""
+        watermark wins; errors are keyed by (tag, instance). A tag that a delete has marked
+        since the caller listed it keeps nothing of this call: no row may outlive its tag."""
         ...
 
     async def mark_tags_ready(self, tag_keys: Sequence[int]) -> None:
