@@ -11,7 +11,8 @@ Storage queues alike.
 Differences from Azure, on purpose: the host backs an idle queue's polling off up to
 ``maxPollingInterval`` (a minute by default); this one polls every ``poll_interval`` seconds so
 a job starts promptly on a laptop. A failed message is made visible again at once rather than
-after ``visibilityTimeout``, so retries do not stall tests for 30 s each. A message is leased
+after ``visibilityTimeout``, so retries do not stall tests for 30 s each; so is the message of
+a function a stop interrupts (the host releases it as a failed one). A message is leased
 for 30 s (the host: 10 minutes), so a killed host's job comes back within 30 s, and, as the
 host does, the lease is renewed while the function runs (every half lease), so a long step (a
 bulk update of a large study) is never delivered a second time while it still runs.
@@ -111,6 +112,14 @@ class QueuePump:
             error = None if self._worker.succeeded(response) else self._worker.failure(response)
         except TimeoutError:
             error = "the function timed out (host.json functionTimeout)"
+        except asyncio.CancelledError:
+            # The host is stopping mid-function: hand the message back now, as the host
+            # releases a message whose function did not finish, so that the next start takes
+            # it at once instead of after the rest of its lease.
+            renewing.cancel()
+            with contextlib.suppress(Exception):
+                await queue.abandon(leased[0])
+            raise
         finally:
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -55,3 +55,27 @@ async def test_a_long_running_message_stays_leased_and_is_settled_once() -> None
     await asyncio.gather(delivered, another_instance())
     assert seen_again == []  # never visible while it ran, three leases long
     assert queue.bodies("jobs") == []  # completed with the receipt of its latest lease
+
+
+async def test_a_stop_mid_function_hands_the_message_back_at_once() -> None:
+    """A probe stopped the host (SIGTERM) during a reindex step: the restarted host waited
+    25 s for the message's lease to run out before the job went on."""
+    queue = FakeJobQueue()
+    await queue.send("jobs", {"step": 1})
+    worker = SlowWorker(seconds=60)
+    function = types.SimpleNamespace(name="step", trigger={"name": "msg", "queueName": "jobs"})
+    pump = QueuePump(
+        worker,  # type: ignore[arg-type]
+        [function],  # type: ignore[list-item]
+        lambda: queue,
+        lease_seconds=30,
+        poll_interval=0.01,
+    )
+    await pump.start()
+    while worker.invocations == 0:
+        await asyncio.sleep(0.01)
+    await pump.stop()
+
+    # Visible again now, not 30 s from now, with this delivery counted.
+    [again] = await queue.receive("jobs", visibility_timeout=30)
+    assert again.body == {"step": 1} and again.dequeue_count == 2
