@@ -30,6 +30,7 @@ from functions_host import ohif
 from functions_host.front import FrontProtocol
 from functions_host.http import HttpForwarder
 from functions_host.queues import QueuePump
+from functions_host.supervisor import ClosingSupervisor
 from functions_host.timers import TimerPump
 from functions_host.viewer import ViewerFiles, serves, viewer_enabled
 from functions_host.worker import (
@@ -278,6 +279,7 @@ def _quiet_per_request_logs() -> None:
 
 def main() -> None:
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
     logging.basicConfig(level=os.environ.get("DICOM_LOG_LEVEL", "INFO"))
     port = int(os.environ.get("PORT", "7071"))
@@ -297,7 +299,7 @@ def main() -> None:
     if viewer:
         print(f"Serving the OHIF Viewer on http://{host}:{port}{ohif.BASE_PATH}", flush=True)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    uvicorn.run(
+    config = uvicorn.Config(
         "functions_host.serve:create_app",
         factory=True,
         host=host,
@@ -310,3 +312,15 @@ def main() -> None:
         timeout_graceful_shutdown=5,
         lifespan="on",
     )
+    # What uvicorn.run does, with a supervisor that refuses connections once it stops the
+    # workers (supervisor.py); a single process closes its own listener first anyway.
+    server = uvicorn.Server(config)
+    try:
+        if config.workers > 1:
+            ClosingSupervisor(config, sockets=[config.bind_socket()]).run()
+        else:
+            server.run()
+    except KeyboardInterrupt:
+        pass
+    if config.workers == 1 and not server.started:
+        sys.exit(STARTUP_FAILURE)

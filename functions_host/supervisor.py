@@ -1,0 +1,39 @@
+"""The main process of a multi-worker local host: uvicorn's supervisor, closing the door first.
+
+Worker processes share one listening socket, which the main process holds too. On a stop,
+uvicorn's supervisor signals the workers and waits for them; each stops accepting at once,
+but the socket stays open in the main process until every worker has finished its last
+requests (up to the graceful timeout). Meanwhile the kernel kept completing handshakes into
+the socket's backlog, where nobody would accept them, and reset them at the end: a probe saw
+clients send a whole STOW body and then get a reset, which a client cannot tell from a crash
+mid-store. Here the listening socket is shut down as soon as the workers are told to stop, so
+a connection made after that is refused at once, and the requests already accepted finish as
+before (they have sockets of their own).
+
+Azure's front end stops routing to an instance before it is drained; this is the local
+equivalent. It subclasses ``uvicorn.supervisors.Multiprocess`` (uvicorn 0.54.0, pinned), whose
+``terminate_all`` is the moment the workers are told.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+from uvicorn.supervisors import Multiprocess
+
+
+class ClosingSupervisor(Multiprocess):
+    """``Multiprocess`` that refuses new connections as soon as it stops the workers."""
+
+    def terminate_all(self) -> None:
+        super().terminate_all()
+        refuse_connections(self.sockets)
+
+
+def refuse_connections(sockets: list[socket.socket]) -> None:
+    """Stop listening on ``sockets`` for every process sharing them: pending connections in
+    the backlog are reset now and new ones are refused (Linux; elsewhere a no-op error)."""
+    for listening in sockets:
+        with contextlib.suppress(OSError):
+            listening.shutdown(socket.SHUT_RDWR)

@@ -1,0 +1,86 @@
+"""While the local host drains after a stop, a new connection is refused, never taken in and
+then reset.
+
+A probe sent SIGTERM to the main process during load: connections made while the workers
+finished their last requests completed the handshake, sent a whole STOW body, and were reset
+when the host exited. A client cannot tell that from a crash in the middle of a store. The
+main process now shuts the shared listening socket as it stops the workers (supervisor.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil
+import pytest
+
+from tests.support.server import start_server
+
+# Hang guards, not timing claims.
+ANSWER_WITHIN = 20.0
+GONE_WITHIN = 60.0
+REQUEST = b"GET /v2/studies?PatientID=none HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+
+def attempt(host: str, port: int) -> str:
+    """One request on a new connection: 'answered', 'refused' (at connect) or what else."""
+    try:
+        connection = socket.create_connection((host, port), timeout=ANSWER_WITHIN)
+    except ConnectionRefusedError:
+        return "refused"
+    with connection:
+        try:
+            connection.sendall(REQUEST)
+            head = connection.recv(64)
+        except OSError as exc:
+            return f"taken in, then {type(exc).__name__}"
+    return "answered" if head.startswith(b"HTTP/1.1 ") else f"taken in, then {head!r}"
+
+
+def slow_upload(host: str, port: int, stop: threading.Event) -> None:
+    """A STOW whose body trickles in: the worker holding it drains for the graceful timeout."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port)) as connection:
+        connection.sendall(
+            b"POST /v2/studies HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: application/dicom\r\nContent-Length: 100000000\r\n\r\n"
+        )
+        while not stop.wait(0.1):
+            connection.sendall(bytes(1024))
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="POSIX signals")
+def test_connections_made_while_the_host_drains_are_refused(tmp_path: Path) -> None:
+    server = start_server(tmp_path, DICOM_LOCAL_WORKERS="2")
+    address = urlsplit(server.url)
+    host, port = str(address.hostname), int(address.port or 80)
+    main = psutil.Process(server.process.pid)
+    stop = threading.Event()
+    uploader = threading.Thread(target=slow_upload, args=(host, port, stop), daemon=True)
+    try:
+        assert attempt(host, port) == "answered"
+        uploader.start()
+        time.sleep(0.5)  # the upload is in a worker, keeping it busy through the drain
+        os.kill(main.pid, signal.SIGTERM)
+        outcomes: list[str] = []
+        deadline = time.monotonic() + GONE_WITHIN
+        while server.process.poll() is None and time.monotonic() < deadline:
+            outcomes.append(attempt(host, port))
+            time.sleep(0.05)
+        assert server.process.poll() is not None, "the host did not stop"
+        assert "refused" in outcomes  # the host drained long enough to be asked
+        assert set(outcomes) <= {"answered", "refused"}, outcomes
+    finally:
+        stop.set()
+        uploader.join(timeout=10)
+        for process in main.children(recursive=True) if main.is_running() else []:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            server.process.kill()
