@@ -1,18 +1,27 @@
-"""The main process of a multi-worker local host: uvicorn's supervisor, closing the door first.
+"""The main process of a multi-worker local host: uvicorn's supervisor, letting go of the
+listening socket as soon as it is told to stop.
 
 Worker processes share one listening socket, which the main process holds too. On a stop,
-uvicorn's supervisor signals the workers and waits for them; each stops accepting at once,
-but the socket stays open in the main process until every worker has finished its last
-requests (up to the graceful timeout). Meanwhile the kernel kept completing handshakes into
-the socket's backlog, where nobody would accept them, and reset them at the end: a probe saw
-clients send a whole STOW body and then get a reset, which a client cannot tell from a crash
-mid-store. Here the listening socket is shut down as soon as the workers are told to stop, so
-a connection made after that is refused at once, and the requests already accepted finish as
-before (they have sockets of their own).
+each worker closes its own copy at once and drains the requests it has taken, but uvicorn's
+supervisor kept its copy until every worker had finished (up to the graceful timeout). The
+socket stayed open meanwhile, and the kernel kept completing handshakes into its backlog,
+where nobody would accept them, and reset them at the end: a probe saw clients send a whole
+STOW body and then get a reset, which a client cannot tell from a crash mid-store.
 
-Azure's front end stops routing to an instance before it is drained; this is the local
-equivalent. It subclasses ``uvicorn.supervisors.Multiprocess`` (uvicorn 0.54.0, pinned), whose
-``terminate_all`` is the moment the workers are told.
+Here the main process closes its copy when the stop signal arrives. The workers keep serving
+until they are told (a SIGTERM to the main process reaches them through the supervisor), and
+once the last has closed its copy, new connections are refused. A connection that reaches the
+backlog in the instant between a worker's last accept and its close is still reset; that
+cannot be helped from user space. Closing, not ``shutdown()``: a shut-down listening socket
+fails ``accept`` with EINVAL in every worker still polling it (an error storm on asyncio's
+loop, a busy spin on uvloop's), while a closed descriptor in another process changes nothing
+for them.
+
+The handler only closes descriptors and queues the signal for uvicorn's loop, as upstream's
+handler does: setting a ``threading.Event`` from a signal handler can deadlock on the Event's
+own lock (python/cpython#126434). Azure's front end stops routing to an instance before it is
+drained; this is the local equivalent. It subclasses ``uvicorn.supervisors.Multiprocess``
+(uvicorn 0.54.0, pinned).
 """
 
 from __future__ import annotations
@@ -27,29 +36,32 @@ from uvicorn.supervisors import Multiprocess
 
 
 class ClosingSupervisor(Multiprocess):
-    """``Multiprocess`` that refuses new connections as soon as it stops the workers."""
+    """``Multiprocess`` that closes its listening sockets as soon as a stop arrives."""
 
     def __init__(self, config: Config, sockets: list[socket.socket]) -> None:
         super().__init__(config, sockets)
-        # uvicorn queues a signal for its loop, which looks every 0.5 s. On Ctrl-C the workers
-        # get SIGINT too and stop accepting at once, so for up to that half second the socket
-        # would take in connections nobody accepts. A stop wakes the loop now instead.
+        self._stopping = False
         for stop in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(stop, self._stop_now)
+            signal.signal(stop, self._on_stop)
 
-    def _stop_now(self, signum: int, frame: FrameType | None) -> None:
-        self.signal_queue.append(signum)
-        self.should_exit.set()
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping = True
+        close_listeners(self.sockets)
+        self.signal_queue.append(signum)  # uvicorn's loop stops the workers, as upstream
+
+    def keep_subprocess_alive(self) -> None:
+        # A worker that dies while the stop is queued is not replaced: the sockets a new one
+        # would inherit are closed.
+        if not self._stopping:
+            super().keep_subprocess_alive()
 
     def terminate_all(self) -> None:
-        self.handle_signals()  # logs the stop that ended the loop, as uvicorn would
         super().terminate_all()
-        refuse_connections(self.sockets)
+        close_listeners(self.sockets)  # a stop that came another way (a worker's failure)
 
 
-def refuse_connections(sockets: list[socket.socket]) -> None:
-    """Stop listening on ``sockets`` for every process sharing them: pending connections in
-    the backlog are reset now and new ones are refused (Linux; elsewhere a no-op error)."""
+def close_listeners(sockets: list[socket.socket]) -> None:
+    """Close this process's copies of the listening ``sockets`` (idempotent)."""
     for listening in sockets:
         with contextlib.suppress(OSError):
-            listening.shutdown(socket.SHUT_RDWR)
+            listening.close()
