@@ -11,8 +11,8 @@ Storage queues alike.
 Differences from Azure, on purpose: the host backs an idle queue's polling off up to
 ``maxPollingInterval`` (a minute by default); this one polls every ``poll_interval`` seconds so
 a job starts promptly on a laptop. A failed message is made visible again at once rather than
-after ``visibilityTimeout``, so retries do not stall tests for 30 s each; so is the message of
-a function a stop interrupts (the host releases it as a failed one). A message is leased
+after ``visibilityTimeout``, so retries do not stall tests for 30 s each. The message of a
+function a stop cuts short comes back after ``HAND_BACK_SECONDS``. A message is leased
 for 30 s (the host: 10 minutes), so a killed host's job comes back within 30 s, and, as the
 host does, the lease is renewed while the function runs (every half lease), so a long step (a
 bulk update of a large study) is never delivered a second time while it still runs.
@@ -35,6 +35,10 @@ from functions_host.worker import IndexedFunction, RuntimeWorker
 
 log = logging.getLogger("functions_host.queues")
 
+#: After a stop cuts a function short, its message is visible again this many seconds later:
+#: past the other workers' own stop (their HTTP drain is at most 5 s), well before its lease.
+HAND_BACK_SECONDS = 10.0
+
 
 class QueuePump:
     """Polls each queue-triggered function's queue and invokes it, ``batch_size`` at a time."""
@@ -49,6 +53,7 @@ class QueuePump:
         batch_size: int = 4,
         poll_interval: float = 0.5,
         lease_seconds: float = 30.0,
+        hand_back_seconds: float = HAND_BACK_SECONDS,
     ) -> None:
         self._worker = worker
         self._functions = functions
@@ -57,6 +62,7 @@ class QueuePump:
         self._batch = batch_size
         self._poll = poll_interval
         self._lease = lease_seconds
+        self._hand_back = hand_back_seconds
         self._queue: JobQueue | None = None
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -113,12 +119,16 @@ class QueuePump:
         except TimeoutError:
             error = "the function timed out (host.json functionTimeout)"
         except asyncio.CancelledError:
-            # The host is stopping mid-function: hand the message back now, as the host
-            # releases a message whose function did not finish, so that the next start takes
-            # it at once instead of after the rest of its lease.
+            # The host is stopping mid-function: hand the message back soon, as the host
+            # releases a message whose function did not finish, rather than after the rest of
+            # its lease. Not at once: the other workers stop too, each after draining its HTTP
+            # requests (up to 5 s), and one still polling would take the message, be stopped
+            # in turn, and spend another of its deliveries.
             renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing  # an extension in flight may still change the receipt
             with contextlib.suppress(Exception):
-                await queue.abandon(leased[0])
+                await queue.extend_lease(leased[0], self._hand_back)
             raise
         finally:
             renewing.cancel()

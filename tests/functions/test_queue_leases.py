@@ -57,9 +57,10 @@ async def test_a_long_running_message_stays_leased_and_is_settled_once() -> None
     assert queue.bodies("jobs") == []  # completed with the receipt of its latest lease
 
 
-async def test_a_stop_mid_function_hands_the_message_back_at_once() -> None:
+async def test_a_stop_mid_function_hands_the_message_back_soon() -> None:
     """A probe stopped the host (SIGTERM) during a reindex step: the restarted host waited
-    25 s for the message's lease to run out before the job went on."""
+    25 s for the message's lease to run out before the job went on. It comes back after the
+    hand-back delay now, not at once (another stopping worker would take it)."""
     queue = FakeJobQueue()
     await queue.send("jobs", {"step": 1})
     worker = SlowWorker(seconds=60)
@@ -69,6 +70,7 @@ async def test_a_stop_mid_function_hands_the_message_back_at_once() -> None:
         [function],  # type: ignore[list-item]
         lambda: queue,
         lease_seconds=30,
+        hand_back_seconds=LEASE,
         poll_interval=0.01,
     )
     await pump.start()
@@ -76,6 +78,8 @@ async def test_a_stop_mid_function_hands_the_message_back_at_once() -> None:
         await asyncio.sleep(0.01)
     await pump.stop()
 
-    # Visible again now, not 30 s from now, with this delivery counted.
+    assert await queue.receive("jobs", visibility_timeout=30) == []  # not at once...
+    await asyncio.sleep(LEASE * 1.5)
+    # ...but after the hand-back delay, long before the 30 s lease, this delivery counted.
     [again] = await queue.receive("jobs", visibility_timeout=30)
     assert again.body == {"step": 1} and again.dequeue_count == 2
