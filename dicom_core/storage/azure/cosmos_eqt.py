@@ -337,6 +337,8 @@ class CosmosQueryTagStore(CosmosOperationStore):
         )
 
         def change(doc: Doc) -> None:
+            if int(doc["key"]) != tag.key:
+                return  # deleted since, and added again under the same path: not this tag
             doc["queryStatus"] = QueryStatusValues.DISABLED.value
             doc["errorCount"] = max(count, int(doc.get("errorCount") or 0))
 
@@ -466,6 +468,12 @@ class CosmosQueryTagStore(CosmosOperationStore):
         caller listed it may have purged before these rows existed. Looking again after the
         writes closes that gap: a tag still standing now is marked later, and its own purge,
         which queries after marking, finds the rows.
+
+        That holds as far as one process's finished write is visible to another's later query,
+        which the account's Session consistency promises within a session only (the delete's
+        own mark-then-query leans on the same). A batch that fails between its writes and this
+        look leaves its rows too. Either way the rows are litter, never a wrong answer: tag
+        keys come from a counter and are never reused.
         """
         standing = {
             int(d["key"])
