@@ -83,14 +83,14 @@ class SqliteDatabase:
             # SQLite's busy handler does not cover this: a fresh file's switch to WAL fails at
             # once with "database is locked" when another process is switching it too, which
             # stopped one of `make run`'s workers on a new DATA_DIR about one start in four.
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            self._lock_writers(wait=True)
             try:
                 # A Connection used as a context manager commits but does not close it.
                 with contextlib.closing(self._connect()) as conn:
                     self._migrate(conn)
                     row = conn.execute("SELECT id FROM database_identity").fetchone()
             finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                self._unlock_writers()
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -184,8 +184,7 @@ class SqliteDatabase:
             conn.execute("COMMIT")
             committed = True
         finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            self._write_lock.release()
+            self._unlock_writers()
         if committed and not defer_sync:
             self.sync_wal()
 
@@ -230,6 +229,10 @@ class SqliteDatabase:
         except BaseException:
             self._write_lock.release()
             raise
+
+    def _unlock_writers(self) -> None:
+        fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        self._write_lock.release()
 
     async def run(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` in a worker thread; a locked or unreadable database becomes a 503."""
