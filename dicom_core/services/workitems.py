@@ -13,7 +13,10 @@ one UID may name a different workitem in each partition, and nothing here crosse
 
 from __future__ import annotations
 
+import asyncio
+import random
 import re
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -46,7 +49,11 @@ from dicom_core.errors import BadRequest, Conflict, DicomWebError, NotFound
 from dicom_core.query.workitems import DEFAULT_RETURN_TAGS, WorkitemQuery
 from dicom_core.storage.ports import WorkitemChanged, WorkitemExists, WorkitemStore
 
-WRITE_ATTEMPTS = 5
+#: How long a change keeps re-reading after losing races to other writers before it answers
+#: 409. A count of tries was too few: each round has one winner, so the sixth of eight clients
+#: updating one workitem at once was refused though nothing was in conflict.
+WRITE_RETRY_SECONDS = 10.0
+_FIRST_BACKOFF, _LAST_BACKOFF = 0.001, 0.05
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
 
@@ -129,8 +136,11 @@ def fill_provider_attributes(dataset: Dataset, *, creating: bool) -> None:
 
 
 class WorkitemService:
-    def __init__(self, store: WorkitemStore) -> None:
+    def __init__(
+        self, store: WorkitemStore, *, write_retry_seconds: float = WRITE_RETRY_SECONDS
+    ) -> None:
         self._store = store
+        self._retry_seconds = write_retry_seconds
 
     async def create(self, dataset: Dataset, url_uid: str | None, *, partition: int) -> str:
         """Create Workitem in ``partition``; returns the workitem UID (from the URL or the
@@ -177,8 +187,15 @@ class WorkitemService:
     async def _change(
         self, uid: str, partition: int, apply: Callable[[WorkitemRecord], Dataset]
     ) -> None:
-        """Read, apply the rules, write conditionally; re-run after a lost race."""
-        for _ in range(WRITE_ATTEMPTS):
+        """Read, apply the rules, write conditionally; re-run after a lost race.
+
+        Each lost race means another change was written, so the rules are applied again to
+        what it left (a claim that lost then finds the workitem IN PROGRESS: 400). Retries
+        back off a little, at random, so that writers who keep colliding spread out.
+        """
+        deadline = time.monotonic() + self._retry_seconds
+        backoff = _FIRST_BACKOFF
+        while True:
             record = await self._read(uid, partition)
             try:
                 dataset = apply(record)
@@ -190,8 +207,12 @@ class WorkitemService:
                 )
                 return
             except WorkitemChanged:
-                continue
-        raise Conflict(f"The workitem {uid} is being changed by other requests; try again.")
+                if time.monotonic() >= deadline:
+                    raise Conflict(
+                        f"The workitem {uid} is being changed by other requests; try again."
+                    ) from None
+            await asyncio.sleep(random.uniform(0, backoff))
+            backoff = min(backoff * 2, _LAST_BACKOFF)
 
     async def update(
         self, uid: str, changes: Dataset, transaction_uid: str | None, *, partition: int

@@ -209,23 +209,41 @@ async def test_of_two_racing_claims_the_loser_is_told_the_workitem_is_taken() ->
     assert store.writes == 1
 
 
-class AlwaysChanged(FakeWorkitemStore):
-    """Every write loses a race."""
+class LosesRaces(FakeWorkitemStore):
+    """The first ``losses`` writes (all of them by default) each lose a race to a rival."""
+
+    def __init__(self, losses: int | None = None) -> None:
+        super().__init__()
+        self.losses = losses
+        self.writes = 0
 
     async def replace_workitem(
         self, uid: str, dataset: dict[str, Any], *, partition: int, version: str
     ) -> None:
-        record = self.records[partition, uid]
-        changed = WorkitemRecord(uid, record.dataset, version + "'", record.sequence)
-        self.records[partition, uid] = changed
+        self.writes += 1
+        if self.losses is None or self.writes <= self.losses:
+            record = self.records[partition, uid]
+            changed = WorkitemRecord(uid, record.dataset, version + "'", record.sequence)
+            self.records[partition, uid] = changed
         await super().replace_workitem(uid, dataset, partition=partition, version=version)
 
 
 async def test_a_write_that_keeps_losing_races_gives_up_with_a_conflict() -> None:
-    service = WorkitemService(AlwaysChanged())
+    service = WorkitemService(LosesRaces(), write_retry_seconds=0.2)
     uid = await created(service)
     with pytest.raises(Conflict, match="being changed by other requests"):
         await service.update(uid, {LABEL: element("LO", "x")}, None, partition=P)
+
+
+async def test_a_write_behind_many_others_goes_through() -> None:
+    """A probe's 8 to 16 clients updating one workitem at once: each round of the race has
+    one winner, so the last must be let through after as many losses, not refused after 5."""
+    store = LosesRaces(losses=12)
+    service = WorkitemService(store)
+    uid = await created(service)
+    await service.update(uid, {LABEL: element("LO", "x")}, None, partition=P)
+    assert store.writes == 13
+    assert store.records[P, uid].dataset[LABEL] == element("LO", "x")
 
 
 async def test_search_returns_newest_first_without_locks_cut_to_the_returned_tags(
