@@ -4,7 +4,8 @@ then reset.
 A probe sent SIGTERM to the main process during load: connections made while the workers
 finished their last requests completed the handshake, sent a whole STOW body, and were reset
 when the host exited. A client cannot tell that from a crash in the middle of a store. The
-main process now shuts the shared listening socket as it stops the workers (supervisor.py).
+main process now closes its copy of the listening socket as it stops the workers
+(supervisor.py).
 """
 
 from __future__ import annotations
@@ -108,6 +109,9 @@ def test_connections_made_while_the_host_drains_are_refused(tmp_path: Path) -> N
             outcomes.append(attempt(host, port))
             time.sleep(0.05)
         assert set(outcomes) == {"refused"}, outcomes
+        assert any(alive(worker) for worker in workers), "refused only once the drain was over"
+        stop.set()  # the upload ends, the drain with it, and the host must exit on its own
+        assert server.process.wait(timeout=GONE_WITHIN) == 0
     finally:
         stop.set()
         uploader.join(timeout=10)
