@@ -36,7 +36,8 @@ from functions_host.worker import IndexedFunction, RuntimeWorker
 log = logging.getLogger("functions_host.queues")
 
 #: After a stop cuts a function short, its message is visible again this many seconds later:
-#: past the other workers' own stop (their HTTP drain is at most 5 s), well before its lease.
+#: past the other workers' own stop (their HTTP drain is serve.py's graceful timeout, 5 s),
+#: well before its lease.
 HAND_BACK_SECONDS = 10.0
 
 
@@ -93,7 +94,17 @@ class QueuePump:
                 log.exception("receiving from queue %s failed", name)
                 messages = []
             if messages:
-                await asyncio.gather(*(self._deliver(queue, function, m) for m in messages))
+                outcomes = await asyncio.gather(
+                    *(self._deliver(queue, function, m) for m in messages),
+                    return_exceptions=True,
+                )
+                # A delivery that failed to settle its message (the queue unavailable a
+                # moment) must not end this loop: the message comes back when its lease ends.
+                for message, outcome in zip(messages, outcomes, strict=True):
+                    if isinstance(outcome, Exception):
+                        log.error(
+                            "settling message %s of queue %s failed: %r", message.id, name, outcome
+                        )
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=self._poll)
@@ -122,13 +133,17 @@ class QueuePump:
             # The host is stopping mid-function: hand the message back soon, as the host
             # releases a message whose function did not finish, rather than after the rest of
             # its lease. Not at once: the other workers stop too, each after draining its HTTP
-            # requests (up to 5 s), and one still polling would take the message, be stopped
-            # in turn, and spend another of its deliveries.
+            # requests (serve.py's graceful timeout, 5 s), and one still polling would take
+            # the message, be stopped in turn, and spend another of its deliveries.
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await renewing  # an extension in flight may still change the receipt
-            with contextlib.suppress(Exception):
+                await renewing  # so that the renewal task cannot extend after the hand-back
+            try:
                 await queue.extend_lease(leased[0], self._hand_back)
+            except LeaseLost:
+                pass  # received again or settled meanwhile: no longer this delivery's
+            except Exception:
+                log.warning("could not hand back message %s at the stop", leased[0].id)
             raise
         finally:
             renewing.cancel()

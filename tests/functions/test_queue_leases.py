@@ -83,3 +83,42 @@ async def test_a_stop_mid_function_hands_the_message_back_soon() -> None:
     # ...but after the hand-back delay, long before the 30 s lease, this delivery counted.
     [again] = await queue.receive("jobs", visibility_timeout=30)
     assert again.body == {"step": 1} and again.dequeue_count == 2
+
+
+class FailsToCompleteOnce(FakeJobQueue):
+    """The first ``complete`` fails, as a moment of the queue being unavailable would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    async def complete(self, message: Any) -> None:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("the queue is unreachable")
+        await super().complete(message)
+
+
+async def test_a_message_that_fails_to_settle_does_not_stop_the_polling() -> None:
+    """Found in review: the failure ended the function's polling loop for good, silently."""
+    queue = FailsToCompleteOnce()
+    worker = SlowWorker(seconds=0)
+    function = types.SimpleNamespace(name="step", trigger={"name": "msg", "queueName": "jobs"})
+    pump = QueuePump(
+        worker,  # type: ignore[arg-type]
+        [function],  # type: ignore[list-item]
+        lambda: queue,
+        batch_size=1,
+        poll_interval=0.01,
+    )
+    await queue.send("jobs", {"step": 1})
+    await pump.start()
+    while not queue.failed:
+        await asyncio.sleep(0.01)
+    await queue.send("jobs", {"step": 2})  # sent after the failure: only a live loop takes it
+    for _ in range(500):
+        if worker.invocations == 2:
+            break
+        await asyncio.sleep(0.01)
+    await pump.stop()
+    assert worker.invocations == 2
