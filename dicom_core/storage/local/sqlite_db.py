@@ -83,7 +83,9 @@ class SqliteDatabase:
             # SQLite's busy handler does not cover this: a fresh file's switch to WAL fails at
             # once with "database is locked" when another process is switching it too, which
             # stopped one of `make run`'s workers on a new DATA_DIR about one start in four.
-            self._lock_writers(wait=True)
+            # No time limit: another process may be upgrading a large index, and a worker
+            # that gave up would fail its start and stop the whole host with it.
+            self._lock_writers(wait=True, forever=True)
             try:
                 # A Connection used as a context manager commits but does not close it.
                 with contextlib.closing(self._connect()) as conn:
@@ -209,11 +211,13 @@ class SqliteDatabase:
         finally:
             os.close(fd)
 
-    def _lock_writers(self, wait: bool) -> None:
-        """Take this process's writer lock, then the file lock shared by all processes."""
+    def _lock_writers(self, wait: bool, *, forever: bool = False) -> None:
+        """Take this process's writer lock, then the file lock shared by all processes:
+        at once, within ``LOCK_TIMEOUT_SECONDS`` when ``wait``, or however long it takes when
+        ``forever`` (an open waits out another process's upgrade, which may be long)."""
         timeout = LOCK_TIMEOUT_SECONDS if wait else 0.0
-        deadline = time.monotonic() + timeout
-        if not self._write_lock.acquire(timeout=timeout):
+        deadline = float("inf") if forever else time.monotonic() + timeout
+        if not self._write_lock.acquire(timeout=-1 if forever else timeout):
             raise WriterBusy("the database is locked by another writer of this process")
         try:
             delay = FIRST_RETRY
