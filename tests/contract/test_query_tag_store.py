@@ -247,6 +247,12 @@ async def test_a_batch_that_listed_a_tag_before_its_delete_leaves_nothing_of_it(
     assert len(listed) == 1 and len(instances) == 4
 
     assert await store.delete_tag("00101010")  # between the batch's listing and its writes
+    # ...and added again under the same path: a new tag, which the old batch must not touch.
+    await store.add_tags([AGE], "op2", max_tags=128, start=plan_reindex("op2", queue=queue))
     await store.write_values(listed, instances)
 
     assert await rows_of_tag(stores, store, listed[0].key) == 0
+    again = await store.get_tag("00101010")
+    assert again is not None and again.key != listed[0].key
+    # The old batch's invalid value is no error of the new tag's.
+    assert (again.query_status, again.error_count) == ("Enabled", 0)

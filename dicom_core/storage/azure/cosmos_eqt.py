@@ -240,14 +240,16 @@ class CosmosQueryTagStore(CosmosOperationStore):
         await self._session.run(undo)
 
     async def _update_tag(
-        self, system: Any, path: str, change: Callable[[Doc], None]
+        self, system: Any, path: str, change: Callable[[Doc], bool | None]
     ) -> Doc | None:
-        """Read-change-replace one tag document on its ETag, again while others win."""
+        """Read-change-replace one tag document on its ETag, again while others win. A
+        ``change`` that returns False leaves the document as it is, unwritten."""
         for _ in range(_CAS_ATTEMPTS):
             doc = await read_item(system, tag_id(path), TAG_PARTITION)
             if doc is None:
                 return None
-            change(doc)
+            if change(doc) is False:
+                return doc
             if await replace_if_unchanged(system, doc):
                 return doc
         raise RuntimeError(f"the extended query tag {path} kept changing")
@@ -336,11 +338,12 @@ class CosmosQueryTagStore(CosmosOperationStore):
             partition=partition,
         )
 
-        def change(doc: Doc) -> None:
+        def change(doc: Doc) -> bool:
             if int(doc["key"]) != tag.key:
-                return  # deleted since, and added again under the same path: not this tag
+                return False  # deleted since, and added again under the same path: not ours
             doc["queryStatus"] = QueryStatusValues.DISABLED.value
             doc["errorCount"] = max(count, int(doc.get("errorCount") or 0))
+            return True
 
         await self._update_tag(system, tag.path, change)
 
