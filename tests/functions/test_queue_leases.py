@@ -36,12 +36,26 @@ class SlowWorker:
         return response
 
 
+#: The queue-triggered function the pumps here deliver to, as the host indexes it.
+FUNCTION = types.SimpleNamespace(name="step", trigger={"name": "msg", "queueName": "jobs"})
+
+
+def pumping(queue: FakeJobQueue, worker: SlowWorker, **options: Any) -> QueuePump:
+    """A pump of ``FUNCTION``'s queue that polls every 10 ms."""
+    return QueuePump(
+        worker,  # type: ignore[arg-type]
+        [FUNCTION],  # type: ignore[list-item]
+        lambda: queue,
+        poll_interval=0.01,
+        **options,
+    )
+
+
 async def test_a_long_running_message_stays_leased_and_is_settled_once() -> None:
     queue = FakeJobQueue()
     await queue.send("jobs", {"step": 1})
     worker = SlowWorker(seconds=LEASE * 3)
     pump = QueuePump(worker, [], lambda: queue, lease_seconds=LEASE)  # type: ignore[arg-type]
-    function = types.SimpleNamespace(name="step", trigger={"name": "msg", "queueName": "jobs"})
     [message] = await queue.receive("jobs", visibility_timeout=LEASE)
 
     seen_again: list[object] = []
@@ -51,7 +65,7 @@ async def test_a_long_running_message_stays_leased_and_is_settled_once() -> None
             seen_again.extend(await queue.receive("jobs", visibility_timeout=LEASE))
             await asyncio.sleep(LEASE / 4)
 
-    delivered = asyncio.ensure_future(pump._deliver(queue, function, message))  # type: ignore[arg-type]
+    delivered = asyncio.ensure_future(pump._deliver(queue, FUNCTION, message))  # type: ignore[arg-type]
     await asyncio.gather(delivered, another_instance())
     assert seen_again == []  # never visible while it ran, three leases long
     assert queue.bodies("jobs") == []  # completed with the receipt of its latest lease
@@ -64,15 +78,7 @@ async def test_a_stop_mid_function_hands_the_message_back_soon() -> None:
     queue = FakeJobQueue()
     await queue.send("jobs", {"step": 1})
     worker = SlowWorker(seconds=60)
-    function = types.SimpleNamespace(name="step", trigger={"name": "msg", "queueName": "jobs"})
-    pump = QueuePump(
-        worker,  # type: ignore[arg-type]
-        [function],  # type: ignore[list-item]
-        lambda: queue,
-        lease_seconds=30,
-        hand_back_seconds=LEASE,
-        poll_interval=0.01,
-    )
+    pump = pumping(queue, worker, lease_seconds=30, hand_back_seconds=LEASE)
     await pump.start()
     while worker.invocations == 0:
         await asyncio.sleep(0.01)
@@ -103,14 +109,7 @@ async def test_a_message_that_fails_to_settle_does_not_stop_the_polling() -> Non
     """Found in review: the failure ended the function's polling loop for good, silently."""
     queue = FailsToCompleteOnce()
     worker = SlowWorker(seconds=0)
-    function = types.SimpleNamespace(name="step", trigger={"name": "msg", "queueName": "jobs"})
-    pump = QueuePump(
-        worker,  # type: ignore[arg-type]
-        [function],  # type: ignore[list-item]
-        lambda: queue,
-        batch_size=1,
-        poll_interval=0.01,
-    )
+    pump = pumping(queue, worker, batch_size=1)
     await queue.send("jobs", {"step": 1})
     await pump.start()
     while not queue.failed:
