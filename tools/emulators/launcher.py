@@ -188,6 +188,9 @@ class Emulators:
             "--skipApiVersionCheck",
             "--loose",
             "--silent",
+            # Azurite reports usage to Microsoft unless told not to; with no route out it leaves
+            # its unsent reports under /tmp, one directory per start.
+            "--disableTelemetry",
             "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
             "--queueHost", "127.0.0.1", "--queuePort", str(self.queue_port),
             "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port),
