@@ -9,6 +9,8 @@ finished operation's stale messages): one spelling then holds on both backends a
 
 from __future__ import annotations
 
+import re
+import uuid
 from enum import StrEnum
 from typing import Final
 
@@ -36,3 +38,28 @@ class OperationStatusValues(StrEnum):
 FINISHED_STATUSES: Final = frozenset(
     {OperationStatusValues.COMPLETED, OperationStatusValues.FAILED}
 )
+
+
+_GUID = re.compile(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+
+
+def new_operation_id() -> str:
+    """A fresh operation id: a GUID as 32 hex digits, the spelling Azure answers with."""
+    return uuid.uuid4().hex
+
+
+def operation_id_spellings(text: str) -> tuple[str, ...]:
+    """The record ids that ``GET /operations/{text}`` may mean, most likely first.
+
+    Azure's route takes any spelling of the GUID (32 digits, with hyphens, in braces or
+    parentheses, any case), and its .NET client asks with 32 digits whatever the 202 said.
+    Records are kept under 32 lower-case digits, except bulk updates started before this
+    version, which kept the hyphenated form. Text that is no GUID is looked up as given.
+    """
+    stripped = text.strip()
+    if stripped[:1] + stripped[-1:] in ("{}", "()"):
+        stripped = stripped[1:-1]
+    if not _GUID.fullmatch(stripped):
+        return (text,)
+    guid = uuid.UUID(stripped)
+    return (guid.hex, str(guid))

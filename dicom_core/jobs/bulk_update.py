@@ -17,14 +17,17 @@ Completed, or Failed when any study or instance failed, as Azure's does.
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from dicom_core.domain.bulk_update import BulkUpdateRequest, parse_bulk_update_request
-from dicom_core.domain.operations import OperationKind, OperationStatusValues
+from dicom_core.domain.operations import (
+    OperationKind,
+    OperationStatusValues,
+    new_operation_id,
+)
 from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY, is_default
 from dicom_core.jobs.messages import MalformedMessage, OperationMessage
 from dicom_core.jobs.operations import StepOutcome, running_percent, settle_stale
@@ -165,7 +168,7 @@ class BulkUpdateJob:
     async def start(self, request: BulkUpdateRequest, *, partition: int) -> OperationRecord:
         """Record the operation and send its first message; ``OperationConflict`` when
         another unfinished operation holds one of its studies (in the same partition)."""
-        operation_id = str(uuid.uuid4())
+        operation_id = new_operation_id()
         checkpoint = UpdateCheckpoint(request, 0, UpdateResults(), partition)
         holds = [study_hold(partition, study) for study in request.study_instance_uids]
         try:

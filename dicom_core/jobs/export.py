@@ -41,7 +41,11 @@ from dicom_core.domain.export import (
     parse_export_request,
 )
 from dicom_core.domain.model import InstanceKey, InstanceRecord
-from dicom_core.domain.operations import OperationKind, OperationStatusValues
+from dicom_core.domain.operations import (
+    OperationKind,
+    OperationStatusValues,
+    new_operation_id,
+)
 from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY, is_default
 from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.jobs.messages import MalformedMessage, OperationMessage
@@ -180,7 +184,7 @@ class ExportJob:
     async def start(self, request: ExportRequest, *, partition: int) -> OperationRecord:
         """Prepare the destination, keep the request and record the operation with its first
         message; ``ExportDestinationError`` when the destination cannot be written."""
-        operation_id = uuid.uuid4().hex  # Azure's operation ids: 32 hex digits
+        operation_id = new_operation_id()
         sink = self._sinks.open(request.destination, operation_id)
         try:
             await sink.prepare()

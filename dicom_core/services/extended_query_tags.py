@@ -7,7 +7,6 @@ sits above the services and runs the batches).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 
 from dicom_core.domain.extended_query_tags import (
@@ -15,6 +14,7 @@ from dicom_core.domain.extended_query_tags import (
     QueryTagDefinition,
 )
 from dicom_core.domain.model import InstanceKey
+from dicom_core.domain.operations import new_operation_id
 from dicom_core.errors import BadRequest, Conflict, NotFound
 from dicom_core.query.attributes import CORE_CATALOG, describe_tag
 from dicom_core.storage.ports import (
@@ -43,7 +43,7 @@ class ExtendedQueryTagService:
                 f"The query tag(s) {', '.join(supported)} are already supported by QIDO and"
                 " cannot be added as extended query tags."
             )
-        operation_id = uuid.uuid4().hex
+        operation_id = new_operation_id()
         try:
             return await self._store.add_tags(
                 definitions,
