@@ -60,7 +60,8 @@ _COPY_CHUNK = 1 << 20
 
 @dataclass(slots=True)
 class StudyOutcome:
-    """What one study's step did: instances updated, and what failed, per instance."""
+    """What one study's step did: instances updated, and what failed, per instance;
+    ``found`` is False for a study with no stored instances (processed, not updated)."""
 
     found: bool = True
     instances_updated: int = 0
@@ -130,8 +131,10 @@ class StudyUpdater:
             await self._janitor.delete(blob_key)
         records = await self._index.list_instances(study_uid, partition=partition)
         if not records:
+            # Nothing to update is not a failure: Azure counts the study as processed and the
+            # operation completes (its orchestration updates a study only when it finds
+            # instances). So an update naming a study deleted or expired meanwhile succeeds.
             outcome.found = False
-            outcome.errors.append(f"The study {study_uid} has no stored instances.")
             return outcome
         seen = {record.key for record in records}
         for round_ in range(CHANGED_ROUNDS):

@@ -8,6 +8,7 @@ import contextlib
 import io
 import sqlite3
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -181,20 +182,38 @@ def test_a_replacing_store_drops_the_original(client: httpx.Client) -> None:
         assert str(got.PatientName) == "Put^Name"
 
 
-def test_unknown_studies_fail_the_operation_and_name_the_study(client: httpx.Client) -> None:
+def test_the_operation_id_has_32_digits_and_any_spelling_of_it_finds_it(
+    client: httpx.Client,
+) -> None:
+    """Azure's ids are 32 hex digits, and Microsoft's .NET client polls with that form."""
+    [ds] = store_study(client, count=1)
+    response = update(client, [ds.StudyInstanceUID], {"00100010": name("X^Y")})
+    operation_id = response.json()["id"]
+    guid = uuid.UUID(operation_id)
+    assert operation_id == guid.hex
+    wait_done(client, response.json()["href"])
+    for spelling in (str(guid), f"{{{guid}}}".upper(), guid.hex.upper()):
+        found = client.get(f"/v2/operations/{spelling}")
+        assert found.status_code == 200, (spelling, found.text)
+        assert found.json()["operationId"] == operation_id
+
+
+def test_a_study_with_no_instances_is_processed_and_the_operation_completes(
+    client: httpx.Client,
+) -> None:
+    """As Azure's orchestration does: a study it finds no instances of is counted as processed
+    and is no failure, so an update naming a study deleted meanwhile still completes."""
     [ds] = store_study(client, count=1)
     missing = generate_uid()
     response = update(client, [ds.StudyInstanceUID, missing], {"00100010": name("X^Y")})
     operation, _ = wait_done(client, response.json()["href"])
-    assert operation["status"] == "Failed"
-    results = operation["results"]
-    assert (results["studyProcessed"], results["studyUpdated"], results["studyFailed"]) == (
-        2,
-        1,
-        1,
-    )
-    assert results["instanceUpdated"] == 1
-    assert any(missing in error for error in results["errors"])
+    assert operation["status"] == "Completed"
+    assert operation["results"] == {
+        "studyProcessed": 2,
+        "studyUpdated": 1,
+        "studyFailed": 0,
+        "instanceUpdated": 1,
+    }
 
 
 def body(studies: list[str], change: dict[str, Any] | None) -> dict[str, Any]:
