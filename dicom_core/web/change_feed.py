@@ -6,7 +6,8 @@ The parameters are the Azure DICOM service's ("Change feed overview"):
   returned), ``limit`` 1 to 100, default 10. ``startTime`` and ``endTime`` are ignored.
 - v2 adds a time window, ``startTime`` inclusive and ``endTime`` exclusive, each an ISO 8601
   date and time with a time zone; ``offset`` then counts entries to skip inside the window
-  (at most 10,000, as QIDO's), and ``limit`` is 1 to 200, default 100.
+  (at most 10,000, as QIDO's; without a window, at any depth), and ``limit`` is 1 to 200,
+  default 100.
 - ``includeMetadata`` (default true) adds the current version's DICOM JSON to each entry of
   an instance that still exists.
 
@@ -24,7 +25,6 @@ orders differ only when a clock steps back or two changes race by microseconds).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import datetime
 
 import orjson
@@ -39,15 +39,16 @@ from dicom_core.errors import BadRequest
 from dicom_core.query.parser import MAX_OFFSET as QIDO_MAX_OFFSET
 from dicom_core.storage.ports import ChangeQuery
 from dicom_core.web.context import api_version, partition_of
-from dicom_core.web.query_params import bool_param, int_param
+from dicom_core.web.query_params import bool_param, int_param, query_value
 
 #: ``limit``'s default and maximum, by API version.
 V1_LIMITS = (10, 100)
 V2_LIMITS = (100, 200)
 #: The largest v1 ``offset``: a sequence.
 MAX_SEQUENCE = 2**63 - 1
-#: The largest v2 ``offset``, a count of entries to skip inside a window: skipping reads the
-#: skipped entries, so it is bounded as QIDO's offset is (narrow the window instead).
+#: The largest v2 ``offset`` inside a time window or one partition's entries, a count of
+#: entries to skip: skipping reads the skipped entries, so it is bounded as QIDO's offset is
+#: (narrow the window instead). Over the whole feed, without a window, it is not bounded.
 MAX_SKIP = QIDO_MAX_OFFSET
 
 
@@ -76,7 +77,7 @@ def _json(body: object) -> Response:
 
 def time_param(request: Request, name: str) -> str | None:
     """An ISO 8601 date and time with a zone, as ``utc_timestamp`` text (None if absent)."""
-    raw = request.query_params.get(name)
+    raw = query_value(request, name)
     if raw is None:
         return None
     try:
@@ -97,23 +98,38 @@ def time_param(request: Request, name: str) -> str | None:
         ) from exc
 
 
-def change_query(request: Request, version: int) -> ChangeQuery:
+def change_query(request: Request, version: int, partition: int | None = None) -> ChangeQuery:
+    """The query a request asks for; ``partition`` is the data partition of a
+    ``/partitions/{name}/changefeed`` route (None: the whole feed)."""
     include_metadata = bool_param(request, "includeMetadata", default=True)
     default_limit, max_limit = V1_LIMITS if version == 1 else V2_LIMITS
     limit = int_param(request, "limit", default=default_limit, minimum=1, maximum=max_limit)
-    max_offset = MAX_SEQUENCE if version == 1 else MAX_SKIP
-    offset = int_param(request, "offset", default=0, minimum=0, maximum=max_offset)
     if version == 1:
-        return ChangeQuery(limit=limit, after_sequence=offset, include_metadata=include_metadata)
+        offset = int_param(request, "offset", default=0, minimum=0, maximum=MAX_SEQUENCE)
+        return ChangeQuery(
+            limit=limit,
+            after_sequence=offset,
+            include_metadata=include_metadata,
+            partition=partition,
+        )
     start, end = time_param(request, "startTime"), time_param(request, "endTime")
     if start is not None and end is not None and start >= end:
         raise BadRequest(f"The start time '{start}' must be strictly before the end time '{end}'.")
+    if start is None and end is None and partition is None:
+        # The whole feed from its start, as Microsoft's own client sample pages it
+        # (``offset`` = entries read so far). Its sequences run 1, 2, 3... with no gap, so
+        # skipping ``offset`` entries is starting after sequence ``offset``: a seek, at any
+        # depth, rather than a read of every entry skipped.
+        offset = int_param(request, "offset", default=0, minimum=0, maximum=MAX_SEQUENCE)
+        return ChangeQuery(limit=limit, after_sequence=offset, include_metadata=include_metadata)
+    offset = int_param(request, "offset", default=0, minimum=0, maximum=MAX_SKIP)
     return ChangeQuery(
         limit=limit,
         skip=offset,
         start_time=start,
         end_time=end,
         include_metadata=include_metadata,
+        partition=partition,
     )
 
 
@@ -128,8 +144,7 @@ async def _partition(request: Request, services: Services) -> int | None:
 
 async def read_changes(request: Request, services: Services) -> Response:
     version = api_version(request)
-    partition = await _partition(request, services)
-    query = replace(change_query(request, version), partition=partition)
+    query = change_query(request, version, await _partition(request, services))
     entries = await services.change_feed.read(query)
     names = await services.partitions.names({entry.key.partition for entry in entries})
     return _json([entry_json(entry, names) for entry in entries])

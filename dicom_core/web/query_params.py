@@ -1,7 +1,13 @@
-"""Query parameters every JSON endpoint reads alike: bounded integers and booleans.
+"""Query parameters every JSON endpoint reads alike: bounded integers, booleans, and the
+lookup of a parameter by name.
 
 One home for their rules and their 400 messages, so paging through tag errors and through the
 change feed refuses a bad ``limit`` in the same words.
+
+Names match in any case (``endtime`` is ``endTime``), as they do in Azure, whose ASP.NET model
+binding ignores case: Microsoft's own change feed page spells ``endtime`` and
+``includemetadata`` so. QIDO's and the worklist's reserved names (``limit``, ``offset``,
+``includefield``, ``fuzzymatching``) are matched the same way by their parsers.
 """
 
 from __future__ import annotations
@@ -11,9 +17,25 @@ from starlette.requests import Request
 from dicom_core.errors import BadRequest
 
 
+def query_value(request: Request, name: str) -> str | None:
+    """The value of the query parameter ``name`` in any case; None if absent.
+
+    Given twice (in any case), it is a 400 rather than a silent pick of one.
+    """
+    folded = name.lower()
+    found = [
+        (key, value) for key, value in request.query_params.multi_items() if key.lower() == folded
+    ]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise BadRequest(f"The query parameter '{name}' may be given only once.")
+    return found[0][1]
+
+
 def int_param(request: Request, name: str, *, default: int, minimum: int, maximum: int) -> int:
     """The integer parameter ``name``, from ``minimum`` to ``maximum``; ``default`` if absent."""
-    raw = request.query_params.get(name)
+    raw = query_value(request, name)
     if raw is None:
         return default
     try:
@@ -29,7 +51,7 @@ def int_param(request: Request, name: str, *, default: int, minimum: int, maximu
 
 def bool_param(request: Request, name: str, *, default: bool) -> bool:
     """``true`` or ``false`` in any case; ``default`` if absent."""
-    raw = request.query_params.get(name)
+    raw = query_value(request, name)
     if raw is None:
         return default
     folded = raw.strip().lower()

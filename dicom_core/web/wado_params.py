@@ -68,7 +68,8 @@ def frame_number(raw: str) -> int:
 
 def quality(request: Request) -> int:
     """The ``quality`` query parameter: an integer from 1 to 100, 100 when absent."""
-    values = request.query_params.getlist("quality")
+    # Any case, as Azure binds it; given twice, the last one counts.
+    values = [v for k, v in request.query_params.multi_items() if k.lower() == "quality"]
     if not values:
         return DEFAULT_QUALITY
     raw = values[-1].strip()

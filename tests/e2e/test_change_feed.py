@@ -136,6 +136,45 @@ def test_v1_pages_by_sequence_and_v2_by_window_and_skip(client: httpx.Client) ->
     # Without offset or window, v2 starts at the beginning of the feed.
     head = client.get("/v2/changefeed", params={"limit": "1"}).json()
     assert head[0]["Sequence"] == 1
+    # Without a window, offset counts entries from the start of the feed at any depth, as
+    # Microsoft's client sample pages (offset = entries read so far).
+    deep = client.get("/v2/changefeed", params={"offset": str(start + 1), "limit": "2"}).json()
+    assert [e["Sequence"] for e in deep] == [start + 2, start + 3]
+    beyond = client.get("/v2/changefeed", params={"offset": "20000", "limit": "1"})
+    assert beyond.status_code == 200
+
+
+def test_parameter_names_match_in_any_case_as_microsofts_page_spells_them(
+    client: httpx.Client,
+) -> None:
+    """The overview's request line reads ``endtime`` and ``includemetadata``; Azure's model
+    binding ignores case, so a client copying it gets its window and no metadata."""
+    start = latest_sequence(client)
+    datasets = [make_dataset() for _ in range(3)]
+    for ds in datasets:
+        store(client, ds)
+    entries = read_all(client, start, includeMetadata="false")
+    got = client.get(
+        "/v2/changefeed",
+        params={
+            "starttime": entries[0]["Timestamp"],
+            "endtime": entries[2]["Timestamp"],
+            "includemetadata": "false",
+            "LIMIT": "5",
+            "Offset": "1",
+        },
+    )
+    assert got.status_code == 200, got.text
+    assert [e["Sequence"] for e in got.json()] == [start + 2]
+    assert "Metadata" not in got.json()[0]
+    page = client.get("/v1/changefeed", params={"OFFSET": str(start), "Limit": "2"}).json()
+    assert [e["Sequence"] for e in page] == [start + 1, start + 2]
+
+
+def test_a_parameter_given_twice_in_any_case_is_a_400(client: httpx.Client) -> None:
+    response = client.get("/v2/changefeed?limit=1&Limit=2")
+    assert response.status_code == 400
+    assert "limit" in response.json()["message"]
 
 
 @pytest.mark.parametrize(
@@ -151,7 +190,11 @@ def test_v1_pages_by_sequence_and_v2_by_window_and_skip(client: httpx.Client) ->
         ("/v2/changefeed", {"startTime": "2024-01-01T00:00:00"}, "startTime"),
         ("/v2/changefeed", {"endTime": "yesterday"}, "endTime"),
         ("/v2/changefeed", {"startTime": "0001-01-01T00:00:00+01:00"}, "startTime"),
-        ("/v2/changefeed", {"offset": "10001"}, "offset"),
+        (
+            "/v2/changefeed",
+            {"startTime": "2024-01-01T00:00:00Z", "offset": "10001"},
+            "offset",
+        ),
         (
             "/v2/changefeed",
             {"startTime": "2024-01-02T00:00:00Z", "endTime": "2024-01-01T00:00:00Z"},
