@@ -4,6 +4,10 @@ A request body is never held in memory: each part streams into its own staging f
 first 132 bytes are held back just long enough to replace the preamble with NULs (the
 conformance statement's preamble sanitisation). A part that starts directly with 'DICM'
 gets a zeroed preamble added, so every stored file is a proper Part 10 file.
+
+A spool that cannot be written (a full disk, an unwritable directory) raises the storage
+ports' ``StorageFull`` or ``StorageUnavailable``, so the request gets a 507 or 503 naming
+the reason, never a 500.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import BinaryIO
+
+from dicom_core.storage.ports import storage_error
 
 _PREAMBLE = 128
 _PREFIX = b"DICM"
@@ -29,9 +35,18 @@ class PartSpool:
         self.size = 0
         self._head = bytearray()
         self._head_written = False
-        self._handle: BinaryIO | None = open(path, "wb")  # noqa: SIM115 - closed in close()
+        try:
+            self._handle: BinaryIO | None = open(path, "wb")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise storage_error(exc, "spooling the request body") from exc
 
     def write(self, data: bytes | memoryview) -> None:
+        try:
+            self._write(data)
+        except OSError as exc:
+            raise storage_error(exc, "spooling the request body") from exc
+
+    def _write(self, data: bytes | memoryview) -> None:
         assert self._handle is not None
         if not self._head_written:
             need = self._HEAD - len(self._head)
@@ -60,15 +75,21 @@ class PartSpool:
         """Finish the file (a part shorter than a preamble is written as it came)."""
         if self._handle is None:
             return
-        if not self._head_written:
-            self._write_head()
-        self._handle.close()
+        try:
+            if not self._head_written:
+                self._write_head()
+            self._handle.close()
+        except OSError as exc:
+            raise storage_error(exc, "spooling the request body") from exc
         self._handle = None
 
     def discard(self) -> None:
+        """Remove the file, whatever state it is in: closing may flush buffered data and fail
+        again as the write did (a full disk), and that must not keep the file."""
         if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+            handle, self._handle = self._handle, None
+            with contextlib.suppress(OSError):
+                handle.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 

@@ -230,7 +230,13 @@ class StoreService:
         base_url: str,
         expiry: ExpiryRequest | None,
     ) -> StoreResult:
-        """Store every spooled part; each part's file is consumed or removed."""
+        """Store every spooled part; each part's file is consumed or removed.
+
+        A storage outage (``StorageUnavailable``, ``StorageFull``) before anything is stored
+        fails the whole request (503, 507): the client retries it whole. Once a part is
+        stored, an outage fails only the part it hits (272, with the reason), so that the
+        answer still lists every instance the request did store.
+        """
         result = StoreResult(study_url=f"{base_url}/studies/{study_uid}" if study_uid else None)
         try:
             for path in parts:
@@ -242,6 +248,7 @@ class StoreService:
                     api_version=api_version,
                     base_url=base_url,
                     expiry=expiry,
+                    report_outage=bool(result.stored),
                 )
                 if isinstance(outcome, StoredEntry):
                     result.stored.append(outcome)
@@ -262,7 +269,10 @@ class StoreService:
         api_version: int,
         base_url: str,
         expiry: ExpiryRequest | None,
+        report_outage: bool = False,
     ) -> StoredEntry | FailedEntry:
+        """Store one part; ``report_outage`` answers a storage outage as this part's failure
+        instead of raising it (see ``_store_parts``)."""
         try:
             size = path.stat().st_size
             if size <= INLINE_PARSE_BYTES:
@@ -299,7 +309,18 @@ class StoreService:
                     tuple(p.message for p in searchable),
                 )
             warning_reason = WARNING_VALIDATION if api_version >= 2 else WARNING_SOP_CLASS_MISMATCH
-        failure = await self._write(path, parsed, upsert, expiry)
+        try:
+            failure = await self._write(path, parsed, upsert, expiry)
+        except StorageUnavailable as outage:
+            if not report_outage:
+                raise
+            log.warning("storing %s failed: %s", key, outage)
+            return FailedEntry(
+                PROCESSING_FAILURE,
+                parsed.sop_class_uid,
+                key.sop_uid,
+                (f"The instance could not be stored: {outage}.",),
+            )
         if failure is not None:
             return failure
         return StoredEntry(

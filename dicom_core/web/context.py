@@ -23,7 +23,7 @@ from dicom_core.domain.model import InstanceKey
 from dicom_core.domain.partitions import Partition
 from dicom_core.errors import DependencyFailed, DependencyUnavailable, DicomWebError, NotFound
 from dicom_core.settings import Settings, SettingsError
-from dicom_core.storage.ports import BlobNotFound, StorageUnavailable
+from dicom_core.storage.ports import BlobNotFound, StorageFull, StorageUnavailable
 from dicom_core.web import responses
 from dicom_core.web.gate import Gate
 
@@ -194,6 +194,10 @@ async def _run(request: Request, container: ServiceContainer, handler: Handler) 
                 exc_info=exc,
             )
         return responses.error(exc.status, exc.message)
+    except StorageFull as exc:
+        # Not a 503: waiting will not help until someone makes room.
+        log.error("%s %s answered 507: %s%s", request.method, request.url.path, exc, _cause(exc))
+        return responses.error(507, f"The service cannot store more data: {exc}.")
     except StorageUnavailable as exc:
         log.warning("%s %s answered 503: %s%s", request.method, request.url.path, exc, _cause(exc))
         return responses.error(503, f"The service is unavailable: {exc}", {"Retry-After": "5"})

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from dicom_core.bootstrap import Services
 from dicom_core.errors import DependencyFailed, NotFound
 from dicom_core.settings import Settings
-from dicom_core.storage.ports import StorageUnavailable
+from dicom_core.storage.ports import StorageFull, StorageUnavailable
 from dicom_core.web.context import handle
 from dicom_core.web.gate import Gate
 
@@ -85,6 +85,20 @@ async def test_a_503_logs_its_cause(caplog: pytest.LogCaptureFixture) -> None:
     message = record.getMessage()
     assert "answered 503: the index is locked" in message
     assert "SdkError: conflict (status 409)" in message
+
+
+async def test_a_full_disk_is_a_507_naming_it_and_logged_with_its_cause(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not a 503 with Retry-After: waiting does not help until someone makes room."""
+    response = await answer(StorageFull("the disk is full (spooling the request body)"), caplog)
+    assert response.status_code == 507
+    assert "Retry-After" not in response.headers
+    assert b"the disk is full (spooling the request body)" in response.body
+    [record] = caplog.records
+    assert record.levelno == logging.ERROR
+    assert "answered 507: the disk is full" in record.getMessage()
+    assert "SdkError: conflict (status 409)" in record.getMessage()
 
 
 async def test_a_client_error_is_not_logged(caplog: pytest.LogCaptureFixture) -> None:

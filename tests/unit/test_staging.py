@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dicom_core.services.staging import StagingArea
+from dicom_core.services.staging import PartSpool, StagingArea
+from dicom_core.storage.ports import StorageFull, StorageUnavailable
 
 BODY = b"\x02\x00\x00\x00rest of the dataset" * 10
 
@@ -41,3 +42,30 @@ def test_discard_removes_the_file(tmp_path: Path) -> None:
     spool.write(b"x" * 500)
     spool.discard()
     assert not spool.path.exists()
+
+
+def full_disk_spool(tmp_path: Path) -> PartSpool:
+    """A spool whose file is /dev/full, where every write that reaches the disk fails with
+    ENOSPC, as on a full disk (the spool's name is a link to it)."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    path = tmp_path / "full.part"
+    path.symlink_to("/dev/full")
+    return PartSpool(path)
+
+
+def test_a_full_disk_while_spooling_is_storage_full_and_discard_still_removes_the_file(
+    tmp_path: Path,
+) -> None:
+    spool = full_disk_spool(tmp_path)
+    with pytest.raises(StorageFull, match="disk is full"):
+        # Buffered writes reach the file on a large chunk or at the close.
+        spool.write(bytes(128) + b"DICM" + bytes(1 << 20))
+        spool.close()
+    spool.discard()  # its close flushes the buffer and fails again; the name goes anyway
+    assert not spool.path.exists() and not spool.path.is_symlink()
+
+
+def test_a_spool_that_cannot_be_created_is_storage_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(StorageUnavailable, match="spooling the request body failed"):
+        PartSpool(tmp_path / "missing-directory" / "x.part")

@@ -11,9 +11,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pydicom.dataset import Dataset
 
 from dicom_core.bootstrap import Services
+from dicom_core.domain.model import InstanceKey
 from dicom_core.errors import BadRequest, Conflict
+from dicom_core.storage.ports import StorageUnavailable
 from tests.support.factories import make_dataset, to_bytes
 from tests.support.services import Body, local_services, store
 
@@ -106,3 +109,47 @@ async def test_store_instances_removes_the_parts_it_received(
     await store(services, body)
     assert body.received
     assert list((tmp_path / "a").iterdir()) == []
+
+
+def key_of(ds: Dataset) -> InstanceKey:
+    return InstanceKey(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, partition=1)
+
+
+def block_study_directory(data_dir: Path, study_uid: str) -> None:
+    """Make placing any file of ``study_uid`` fail with a system error, as a full or broken
+    disk would: a plain file stands where the study's directory must go."""
+    (data_dir / "blobs").mkdir(parents=True, exist_ok=True)
+    (data_dir / "blobs" / study_uid).write_bytes(b"in the way")
+
+
+async def test_an_outage_before_anything_is_stored_fails_the_whole_request(
+    services: Services, tmp_path: Path
+) -> None:
+    first, second = make_dataset(), make_dataset()
+    block_study_directory(tmp_path / "data", first.StudyInstanceUID)
+    body = Body(tmp_path / "a", [to_bytes(first), to_bytes(second)])
+    with pytest.raises(StorageUnavailable, match="Not a directory"):
+        await store(services, body)
+    # Nothing was stored, so the client can retry the whole request.
+    assert await services.backend.index.get_instance(key_of(second)) is None
+    assert list((tmp_path / "a").iterdir()) == []
+
+
+async def test_an_outage_after_a_part_is_stored_fails_only_the_parts_it_hits(
+    services: Services, tmp_path: Path
+) -> None:
+    first, second, third = make_dataset(), make_dataset(), make_dataset()
+    block_study_directory(tmp_path / "data", second.StudyInstanceUID)
+    body = Body(tmp_path / "a", [to_bytes(first), to_bytes(second), to_bytes(third)])
+    result = await store(services, body)
+    # The answer lists what was stored, so a client never misses a committed instance.
+    assert result.status == 202
+    assert [entry.key.sop_uid for entry in result.stored] == [
+        first.SOPInstanceUID,
+        third.SOPInstanceUID,
+    ]
+    [failed] = result.failed
+    assert (failed.failure_reason, failed.sop_uid) == (272, second.SOPInstanceUID)
+    assert "could not be stored" in failed.comments[0]
+    assert "Not a directory" in failed.comments[0]
+    assert await services.backend.index.get_instance(key_of(second)) is None

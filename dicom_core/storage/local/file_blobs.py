@@ -17,6 +17,12 @@ sync the new name may be gone after a crash even though the data is not.
   an unnamed orphan, and on a journalling file system (ext4, XFS) the file's sync then commits
   the rename with it, so the directory's sync finds nothing left to write: one journal commit
   per file instead of two.
+
+A staged file on another file system (``DICOM_STAGING_DIR`` on another disk) cannot be
+renamed or linked into place; it is copied beside its target, synced, and then renamed, so
+the target's name still only ever points at a whole file. Placing a file fails with the ports'
+``StorageFull`` (507) on a full disk and ``StorageUnavailable`` (503) on any other system
+error, rather than an error the store would report as a failure of the instance itself.
 """
 
 from __future__ import annotations
@@ -27,11 +33,13 @@ import errno
 import functools
 import os
 import re
+import shutil
+import uuid
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from dicom_core.storage.ports import BlobNotFound, StorageUnavailable
+from dicom_core.storage.ports import BlobNotFound, StorageUnavailable, storage_error
 
 _SEGMENT = re.compile(r"^[0-9A-Za-z._-]{1,128}$")
 
@@ -86,11 +94,16 @@ class FileBlobStore:
         store is durable, the file and the directory entries are on disk when this returns.
         """
         target = self.path_for(key)
-        if self.durable:
-            sync_file(source)
-        self._move_into_place(source, target, overwrite=overwrite)
-        if self.durable:
-            self._sync_directories(target)
+        try:
+            if self.durable:
+                sync_file(source)
+            self._move_into_place(source, target, overwrite=overwrite)
+            if self.durable:
+                self._sync_directories(target)
+        except (FileExistsError, FileNotFoundError):
+            raise
+        except OSError as exc:
+            raise storage_error(exc, f"writing the stored file {key}") from exc
 
     def place_new_file(self, key: str, source: Path) -> None:
         """Move ``source`` to a fresh ``key`` nothing names yet, then sync (blocking).
@@ -99,10 +112,15 @@ class FileBlobStore:
         publish the key before then (see the module docstring for why the order differs).
         """
         target = self.path_for(key)
-        self._move_into_place(source, target, overwrite=False)
-        if self.durable:
-            sync_file(target)
-            self._sync_directories(target)
+        try:
+            self._move_into_place(source, target, overwrite=False)
+            if self.durable:
+                sync_file(target)
+                self._sync_directories(target)
+        except (FileExistsError, FileNotFoundError):
+            raise
+        except OSError as exc:
+            raise storage_error(exc, f"writing the stored file {key}") from exc
 
     def _sync_directories(self, target: Path) -> None:
         """Sync every directory from the file's own up to the root, where each name lives.
@@ -152,7 +170,12 @@ class FileBlobStore:
     @staticmethod
     def _move(source: Path, target: Path, *, overwrite: bool) -> None:
         if overwrite:
-            os.replace(source, target)
+            try:
+                os.replace(source, target)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                _copy_across(source, target, overwrite=True)
             return
         # link() fails if the target exists: an atomic create-only write.
         try:
@@ -160,6 +183,9 @@ class FileBlobStore:
         except OSError as exc:
             if isinstance(exc, FileExistsError):
                 raise
+            if exc.errno == errno.EXDEV:
+                _copy_across(source, target, overwrite=False)
+                return
             # File systems without hard links: fall back to a checked rename.
             if target.exists():
                 raise FileExistsError(str(target)) from exc
@@ -248,6 +274,24 @@ class FileBlobStore:
 
     async def close(self) -> None:
         return None
+
+
+def _copy_across(source: Path, target: Path, *, overwrite: bool) -> None:
+    """Move ``source`` to ``target`` on another file system: copy it beside the target,
+    sync the copy, then rename (``overwrite``) or link (create-only) it into place, so the
+    target's name never points at a partial file; then remove ``source``."""
+    copy = target.with_name(f".{target.name}.{uuid.uuid4().hex}.copy")
+    try:
+        shutil.copyfile(source, copy)
+        sync_file(copy)
+        if overwrite:
+            os.replace(copy, target)
+        else:
+            os.link(copy, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            copy.unlink()
+    source.unlink()
 
 
 @functools.cache

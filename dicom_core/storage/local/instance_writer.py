@@ -112,8 +112,8 @@ class SqliteInstanceWriter:
                         ) from None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, LAST_RETRY)
-        except sqlite3.OperationalError as exc:
-            raise StorageUnavailable(f"the local index is unavailable: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise self._db.unavailable(exc) from exc
 
     def _write(
         self, blob_key: str, instance: StoredInstance, upsert: bool, expires_at: datetime | None

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from dicom_core.storage.local.schema import AFTER_UPGRADES, DDL, SCHEMA_VERSION, UPGRADES
-from dicom_core.storage.ports import StorageUnavailable
+from dicom_core.storage.ports import StorageFull, StorageUnavailable
 
 T = TypeVar("T")
 
@@ -56,6 +57,10 @@ def _refuse_newer_schema(conn: sqlite3.Connection) -> None:
             f" {int(row[0])}; this version knows {SCHEMA_VERSION}): run that version or newer,"
             " or restore a backup made by this one"
         )
+
+
+#: Free space below which a disk counts as full when SQLite reports only an I/O error.
+_FULL_DISK_BYTES = 1 << 20
 
 
 class WriterBusy(sqlite3.OperationalError):
@@ -91,6 +96,10 @@ class SqliteDatabase:
                 with contextlib.closing(self._connect()) as conn:
                     self._migrate(conn)
                     row = conn.execute("SELECT id FROM database_identity").fetchone()
+            except sqlite3.DatabaseError as exc:
+                # Named for what it is (a full disk, a read-only or damaged file): the host's
+                # start or the request that opened the index reports it, never a bare 500.
+                raise self.unavailable(exc) from exc
             finally:
                 self._unlock_writers()
         except BaseException:
@@ -109,12 +118,16 @@ class SqliteDatabase:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in both modes: a durable database syncs the WAL itself after each COMMIT,
-        # outside the writers' lock (sync_wal), rather than inside it as FULL would.
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=30000")
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in both modes: a durable database syncs the WAL itself after each COMMIT,
+            # outside the writers' lock (sync_wal), rather than inside it as FULL would.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+        except BaseException:
+            conn.close()  # a file that is no database, or a full disk: nothing to keep open
+            raise
         return conn
 
     @staticmethod
@@ -239,11 +252,28 @@ class SqliteDatabase:
         self._write_lock.release()
 
     async def run(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` in a worker thread; a locked or unreadable database becomes a 503."""
+        """Run ``fn`` in a worker thread; a locked, unreadable or damaged database becomes a
+        503, and a full disk a 507 (``unavailable``)."""
         try:
             return await asyncio.to_thread(fn)
-        except sqlite3.OperationalError as exc:
-            raise StorageUnavailable(f"the local index is unavailable: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise self.unavailable(exc) from exc
+
+    def unavailable(self, exc: sqlite3.Error) -> StorageUnavailable:
+        """The ports' error for SQLite's ``exc``: ``StorageFull`` when the disk holding the
+        index is full (SQLite says "database or disk is full", or only "disk I/O error" when
+        it cannot even create its shared-memory file), else ``StorageUnavailable`` naming
+        SQLite's reason (locked, read-only, "database disk image is malformed")."""
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code == sqlite3.SQLITE_FULL or (code == sqlite3.SQLITE_IOERR and self._disk_full()):
+            return StorageFull(f"the disk holding the local index {self.path} is full")
+        return StorageUnavailable(f"the local index is unavailable: {exc}")
+
+    def _disk_full(self) -> bool:
+        try:
+            return shutil.disk_usage(self.path.parent).free < _FULL_DISK_BYTES
+        except OSError:
+            return False
 
     def close(self) -> None:
         with self._lock:

@@ -21,7 +21,8 @@ that callers import from ``dicom_core.storage.ports``:
 - ``partitions``: ``PartitionStore``, the registry of data partitions;
 - ``events``: ``EventSink``, where DICOM events are published (not storage, but an outbound
   port all the same, with adapters of its own);
-- ``errors``: ``StorageUnavailable``, which any port may raise;
+- ``errors``: ``StorageUnavailable`` and ``StorageFull``, which any port may raise, and
+  ``storage_error``, which turns an ``OSError`` into one of them;
 - ``backend``: ``Backend``, all the ports of one backend as one object.
 """
 
@@ -31,7 +32,7 @@ from dicom_core.storage.ports.backend import Backend
 from dicom_core.storage.ports.blobs import BlobNotFound, BlobReader, BlobStore
 from dicom_core.storage.ports.change_feed import ChangeFeedStore, ChangeQuery
 from dicom_core.storage.ports.cursors import CursorStore
-from dicom_core.storage.ports.errors import StorageUnavailable
+from dicom_core.storage.ports.errors import StorageFull, StorageUnavailable, storage_error
 from dicom_core.storage.ports.events import EventSink
 from dicom_core.storage.ports.export import ExportDestinationError, ExportSink, ExportSinks
 from dicom_core.storage.ports.external_metadata import (
@@ -108,6 +109,7 @@ __all__ = [
     "QueryTagStore",
     "QueueMessage",
     "ReindexPrimitives",
+    "StorageFull",
     "StorageUnavailable",
     "TagConflict",
     "TooManyTags",
@@ -117,4 +119,5 @@ __all__ = [
     "WorkitemExists",
     "WorkitemStore",
     "WrittenInstance",
+    "storage_error",
 ]

@@ -1,0 +1,82 @@
+"""``DICOM_STAGING_DIR`` on another file system than ``DATA_DIR``: a staged part cannot be
+renamed or linked into place across file systems, so the blob store copies it in. A probe
+found every STOW then failing with 272 ("internal error", EXDEV in the log)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from tests.support.factories import make_dataset, multipart, to_bytes
+from tests.support.operations import wait_done
+from tests.support.server import Server, start_server, stop_server
+
+DICOM = {"Accept": "application/dicom; transfer-syntax=*"}
+MULTIPART = 'multipart/related; type="application/dicom"; boundary=DICOMwebBoundary'
+
+
+@pytest.fixture()
+def server(tmp_path: Path) -> Iterator[Server]:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second file system to stage on")
+    staging = shm / f"staging-{uuid.uuid4().hex}"
+    started = start_server(tmp_path, DICOM_STAGING_DIR=str(staging))
+    try:
+        yield started
+    finally:
+        stop_server(started)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def test_stores_and_updates_work_with_the_staging_directory_on_another_disk(
+    server: Server,
+) -> None:
+    single, first, second = make_dataset(), make_dataset(), make_dataset()
+    with server.client() as client:
+        response = client.post(
+            "/v2/studies",
+            content=to_bytes(single),
+            headers={"Content-Type": "application/dicom", "Accept": "application/dicom+json"},
+        )
+        assert response.status_code == 200, response.text
+        response = client.post(
+            "/v2/studies",
+            content=multipart([to_bytes(first), to_bytes(second)]),
+            headers={"Content-Type": MULTIPART},
+        )
+        assert response.status_code == 200, response.text
+        for ds in (single, first, second):
+            retrieved = client.get(
+                f"/v2/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+                f"/instances/{ds.SOPInstanceUID}",
+                headers=DICOM,
+            )
+            assert retrieved.status_code == 200
+            assert dcmread(io.BytesIO(retrieved.content)).SOPInstanceUID == ds.SOPInstanceUID
+
+        # A bulk update writes its new versions through the staging directory too.
+        response = client.post(
+            "/v2/studies/$bulkUpdate",
+            json={
+                "studyInstanceUids": [first.StudyInstanceUID],
+                "changeDataset": {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "Moved^In"}]}},
+            },
+        )
+        operation, _ = wait_done(client, response.json()["href"])
+        assert operation["status"] == "Completed", operation
+        retrieved = client.get(
+            f"/v2/studies/{first.StudyInstanceUID}/series/{first.SeriesInstanceUID}"
+            f"/instances/{first.SOPInstanceUID}",
+            headers=DICOM,
+        )
+        assert str(dcmread(io.BytesIO(retrieved.content)).PatientName) == "Moved^In"
+    leftovers = [p for p in server.data_dir.rglob("*") if p.name.endswith(".copy")]
+    assert leftovers == []

@@ -1,0 +1,81 @@
+"""Placing staged files into the local blob store: from another file system, and what a
+failure of the disk becomes (the ports' errors, which the web layer answers 507 or 503)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dicom_core.storage.local.file_blobs import FileBlobStore
+from dicom_core.storage.ports import StorageUnavailable
+
+KEY = "1.2.3/4.5.6/7.8.9_1.dcm"
+
+
+@pytest.fixture()
+def other_file_system(tmp_path: Path) -> Iterator[Path]:
+    """A directory on another file system than ``tmp_path`` (the RAM disk /dev/shm)."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second file system to stage on")
+    staging = shm / f"blob-placement-{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@pytest.mark.parametrize("durable", [True, False])
+@pytest.mark.parametrize("overwrite", [None, False, True])
+def test_a_file_staged_on_another_file_system_is_copied_into_place(
+    tmp_path: Path, other_file_system: Path, durable: bool, overwrite: bool | None
+) -> None:
+    """``DICOM_STAGING_DIR`` on another disk: a rename or link cannot cross it (EXDEV)."""
+    blobs = FileBlobStore(tmp_path / "blobs", durable=durable)
+    staged = other_file_system / "part"
+    staged.write_bytes(b"DICOM bytes" * 1000)
+    if overwrite is None:
+        blobs.place_new_file(KEY, staged)
+    else:
+        blobs.place_file(KEY, staged, overwrite=overwrite)
+    assert blobs.path_for(KEY).read_bytes() == b"DICOM bytes" * 1000
+    assert not staged.exists()
+    # Nothing but the file itself is left beside it (no copy under a temporary name).
+    assert [p.name for p in blobs.path_for(KEY).parent.iterdir()] == ["7.8.9_1.dcm"]
+
+
+def test_a_copy_from_another_file_system_stays_create_only(
+    tmp_path: Path, other_file_system: Path
+) -> None:
+    blobs = FileBlobStore(tmp_path / "blobs")
+    first = other_file_system / "first"
+    first.write_bytes(b"first")
+    blobs.place_new_file(KEY, first)
+    second = other_file_system / "second"
+    second.write_bytes(b"second")
+    with pytest.raises(FileExistsError):
+        blobs.place_new_file(KEY, second)
+    assert blobs.path_for(KEY).read_bytes() == b"first"
+    assert [p.name for p in blobs.path_for(KEY).parent.iterdir()] == ["7.8.9_1.dcm"]
+
+
+@pytest.mark.parametrize("new", [True, False])
+def test_a_directory_that_cannot_be_made_is_storage_unavailable(tmp_path: Path, new: bool) -> None:
+    """Any system error while placing is the store's outage (503 for the request, or 272 for
+    one part of a request that already stored others), never an internal error."""
+    blobs = FileBlobStore(tmp_path / "blobs")
+    (tmp_path / "blobs" / "1.2.3").write_bytes(b"a file where the study's directory goes")
+    staged = tmp_path / "part"
+    staged.write_bytes(b"DICOM")
+    with pytest.raises(StorageUnavailable, match="writing the stored file .* failed"):
+        if new:
+            blobs.place_new_file(KEY, staged)
+        else:
+            blobs.place_file(KEY, staged)
+    assert staged.read_bytes() == b"DICOM"  # the caller still owns and removes it
