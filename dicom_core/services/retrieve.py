@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from dicom_core.domain.model import InstanceKey, InstanceRecord
 from dicom_core.errors import resource_not_found
-from dicom_core.storage.ports import BlobNotFound, BlobReader, BlobStore, IndexStore
+from dicom_core.storage.ports import BlobDamaged, BlobNotFound, BlobReader, BlobStore, IndexStore
 
 # Listings retried when deletes keep removing files between listing and opening.
 _LIST_ATTEMPTS = 4
@@ -86,8 +86,21 @@ class RetrieveService:
         raise BlobNotFound(f"files of {study_uid} kept vanishing while it was being read")
 
     async def _open_all(self, records: Sequence[InstanceRecord]) -> Sequence[BlobReader]:
-        """Open every file, or none (``BlobStore.open_readers``)."""
-        return await self._blobs.open_readers([record.blob_key for record in records])
+        """Open every file, or none (``BlobStore.open_readers``).
+
+        A file whose size is not the one the index recorded at store time is ``BlobDamaged``
+        (a 424 before the answer starts), not an answer that is short or long; records
+        without a size (Cosmos documents older than the field) are not checked.
+        """
+        readers = await self._blobs.open_readers([record.blob_key for record in records])
+        for record, reader in zip(records, readers, strict=True):
+            if record.file_size and reader.size != record.file_size:
+                await close_all(readers)
+                raise BlobDamaged(
+                    f"{record.blob_key} holds {reader.size} bytes; the index recorded"
+                    f" {record.file_size}"
+                )
+        return readers
 
     async def _still_indexed(
         self, records: Sequence[InstanceRecord], missing_key: str, original: bool

@@ -16,7 +16,13 @@ import orjson
 from dicom_core.domain.model import InstanceKey, InstanceRecord
 from dicom_core.domain.pixels import DecodedSizeError, PixelFormat, check_decoded_size
 from dicom_core.errors import BadRequest, NotAcceptable, NotFound
-from dicom_core.storage.ports import BlobNotFound, BlobReader, BlobStore, IndexStore
+from dicom_core.storage.ports import (
+    BlobDamaged,
+    BlobNotFound,
+    BlobReader,
+    BlobStore,
+    IndexStore,
+)
 
 
 class StoredPixels:
@@ -44,14 +50,22 @@ class StoredPixels:
         self.record = record
 
     async def read_range(self, offset: int, length: int) -> bytes:
-        """``length`` bytes of the stored file from ``offset``."""
+        """``length`` bytes of the stored file from ``offset``; ``BlobDamaged`` (a 424) if
+        the file ends before them, never fewer bytes than the index's ranges promise."""
         if self._reader is not None:
-            return await self._reader.read_range(offset, length)
-        try:
-            return await self._blobs.read_range(self.record.blob_key, offset, length)
-        except BlobNotFound:
-            await self._raise_if_deleted()
-            raise
+            data = await self._reader.read_range(offset, length)
+        else:
+            try:
+                data = await self._blobs.read_range(self.record.blob_key, offset, length)
+            except BlobNotFound:
+                await self._raise_if_deleted()
+                raise
+        if len(data) != length:
+            raise BlobDamaged(
+                f"{self.record.blob_key} ends at byte {offset + len(data)}, before the"
+                f" {length} bytes from {offset} that the index records"
+            )
+        return data
 
     async def _raise_if_deleted(self) -> None:
         if self._index is None:

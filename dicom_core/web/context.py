@@ -23,7 +23,12 @@ from dicom_core.domain.model import InstanceKey
 from dicom_core.domain.partitions import Partition
 from dicom_core.errors import DependencyFailed, DependencyUnavailable, DicomWebError, NotFound
 from dicom_core.settings import Settings, SettingsError
-from dicom_core.storage.ports import BlobNotFound, StorageFull, StorageUnavailable
+from dicom_core.storage.ports import (
+    BlobDamaged,
+    BlobNotFound,
+    StorageFull,
+    StorageUnavailable,
+)
 from dicom_core.web import responses
 from dicom_core.web.gate import Gate
 
@@ -201,6 +206,11 @@ async def _run(request: Request, container: ServiceContainer, handler: Handler) 
     except StorageUnavailable as exc:
         log.warning("%s %s answered 503: %s%s", request.method, request.url.path, exc, _cause(exc))
         return responses.error(503, f"The service is unavailable: {exc}", {"Retry-After": "5"})
+    except BlobDamaged as exc:
+        log.error("indexed file damaged: %s", exc)
+        return responses.error(
+            424, "A stored file the index refers to is damaged: it is not the size stored."
+        )
     except BlobNotFound as exc:
         log.error("indexed file missing: %s", exc)
         return responses.error(424, "A stored file the index refers to is missing.")

@@ -29,7 +29,7 @@ that callers import from ``dicom_core.storage.ports``:
 from __future__ import annotations
 
 from dicom_core.storage.ports.backend import Backend
-from dicom_core.storage.ports.blobs import BlobNotFound, BlobReader, BlobStore
+from dicom_core.storage.ports.blobs import BlobDamaged, BlobNotFound, BlobReader, BlobStore
 from dicom_core.storage.ports.change_feed import ChangeFeedStore, ChangeQuery
 from dicom_core.storage.ports.cursors import CursorStore
 from dicom_core.storage.ports.errors import StorageFull, StorageUnavailable, storage_error
@@ -73,6 +73,7 @@ from dicom_core.storage.ports.queue import POISON_SUFFIX, JobQueue, LeaseLost, Q
 from dicom_core.storage.ports.workitems import WorkitemChanged, WorkitemExists, WorkitemStore
 
 __all__ = [
+    "BlobDamaged",
     "Backend",
     "BlobNotFound",
     "BlobReader",

@@ -11,6 +11,14 @@ class BlobNotFound(Exception):
     """The blob store has no object under the key."""
 
 
+class BlobDamaged(BlobNotFound):
+    """The object under the key is not the one the index recorded: shorter, or another size.
+
+    Only a broken disk or a writer outside the service can do that. A ``BlobNotFound`` too, so
+    every path that answers a missing file (424, never a short body) answers this one.
+    """
+
+
 class BlobReader(Protocol):
     """One stored object, opened before a response starts and readable until closed.
 
