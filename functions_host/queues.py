@@ -16,6 +16,11 @@ function a stop cuts short comes back after ``HAND_BACK_SECONDS``. A message is 
 for 30 s (the host: 10 minutes), so a killed host's job comes back within 30 s, and, as the
 host does, the lease is renewed while the function runs (every half lease), so a long step (a
 bulk update of a large study) is never delivered a second time while it still runs.
+
+While a queue cannot be read (a full disk, a locked index, Azurite away), its poller waits
+longer after each failed attempt, up to ``MAX_FAILURE_BACKOFF`` seconds, and logs the first
+failure with its traceback and then one line a minute, not a traceback per poll: a probe on a
+full disk saw about 3,000 log lines every 10 s, onto the disk that was full.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -39,6 +45,46 @@ log = logging.getLogger("functions_host.queues")
 #: past the other workers' own stop (their HTTP drain is serve.py's graceful timeout, 5 s),
 #: well before its lease.
 HAND_BACK_SECONDS = 10.0
+#: The longest wait between attempts to read a queue that keeps failing.
+MAX_FAILURE_BACKOFF = 30.0
+#: While a queue keeps failing, one log line per this many seconds.
+FAILURE_LOG_SECONDS = 60.0
+
+
+class FailureStreak:
+    """Failed attempts to read one queue in a row: how long to wait before the next one, and
+    which of them to log."""
+
+    def __init__(self, name: str, poll_interval: float) -> None:
+        self._name = name
+        self._poll = poll_interval
+        self.count = 0
+        self._logged_at = 0.0
+
+    def failed(self, exc: Exception) -> float:
+        """Log the failure as the streak warrants; the seconds to wait before trying again."""
+        self.count += 1
+        now = time.monotonic()
+        if self.count == 1:
+            log.error(
+                "receiving from queue %s failed; retrying, repeats logged once a minute",
+                self._name,
+                exc_info=exc,
+            )
+            self._logged_at = now
+        elif now - self._logged_at >= FAILURE_LOG_SECONDS:
+            log.error(
+                "receiving from queue %s still fails (%d attempts): %r", self._name, self.count, exc
+            )
+            self._logged_at = now
+        return float(min(self._poll * 2 ** min(self.count, 16), MAX_FAILURE_BACKOFF))
+
+    def succeeded(self) -> None:
+        if self.count:
+            log.warning(
+                "receiving from queue %s works again after %d failures", self._name, self.count
+            )
+            self.count = 0
 
 
 class QueuePump:
@@ -85,14 +131,18 @@ class QueuePump:
     async def _run(self, function: IndexedFunction) -> None:
         assert self._queue is not None
         queue, name = self._queue, str(function.trigger["queueName"])
+        streak = FailureStreak(name, self._poll)
         while not self._stopping.is_set():
+            wait = self._poll
             try:
                 messages = await queue.receive(
                     name, max_messages=self._batch, visibility_timeout=self._lease
                 )
-            except Exception:
-                log.exception("receiving from queue %s failed", name)
+            except Exception as exc:
+                wait = streak.failed(exc)
                 messages = []
+            else:
+                streak.succeeded()
             if messages:
                 outcomes = await asyncio.gather(
                     *(self._deliver(queue, function, m) for m in messages),
@@ -107,7 +157,7 @@ class QueuePump:
                         )
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=self._poll)
+                await asyncio.wait_for(self._stopping.wait(), timeout=wait)
 
     async def _deliver(
         self, queue: JobQueue, function: IndexedFunction, message: QueueMessage

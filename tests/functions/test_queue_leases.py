@@ -4,10 +4,13 @@ a function that runs longer than the lease is not delivered a second time meanwh
 from __future__ import annotations
 
 import asyncio
+import logging
 import types
 from typing import Any
 
-from functions_host.queues import QueuePump
+import pytest
+
+from functions_host.queues import MAX_FAILURE_BACKOFF, FailureStreak, QueuePump
 from tests.fakes import FakeJobQueue
 
 LEASE = 1.0
@@ -121,3 +124,51 @@ async def test_a_message_that_fails_to_settle_does_not_stop_the_polling() -> Non
         await asyncio.sleep(0.01)
     await pump.stop()
     assert worker.invocations == 2
+
+
+class FailsToReceive(FakeJobQueue):
+    """``receive`` fails ``times`` times, as on a full disk, then works."""
+
+    def __init__(self, times: int) -> None:
+        super().__init__()
+        self.left = times
+        self.attempts = 0
+
+    async def receive(self, queue: str, **kwargs: Any) -> Any:
+        self.attempts += 1
+        if self.left > 0:
+            self.left -= 1
+            raise OSError(28, "database or disk is full")
+        return await super().receive(queue, **kwargs)
+
+
+async def test_a_queue_that_keeps_failing_is_polled_less_often_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A probe saw a traceback per poll on a full disk: about 3,000 log lines every 10 s."""
+    queue = FailsToReceive(times=6)
+    worker = SlowWorker(seconds=0)
+    pump = pumping(queue, worker)
+    await queue.send("jobs", {"step": 1})
+    with caplog.at_level(logging.WARNING, logger="functions_host.queues"):
+        await pump.start()
+        for _ in range(300):
+            if worker.invocations:
+                break
+            await asyncio.sleep(0.01)
+        await pump.stop()
+    assert worker.invocations == 1  # it recovers once the queue can be read
+    assert queue.attempts >= 7  # six failures, then the one that worked (and maybe more)
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages == [
+        "receiving from queue jobs failed; retrying, repeats logged once a minute",
+        "receiving from queue jobs works again after 6 failures",
+    ]
+    assert caplog.records[0].exc_info is not None
+
+
+def test_the_backoff_doubles_up_to_its_ceiling() -> None:
+    streak = FailureStreak("jobs", poll_interval=0.5)
+    waits = [streak.failed(OSError("x")) for _ in range(10)]
+    assert waits[:5] == [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert waits[5:] == [MAX_FAILURE_BACKOFF] * 5
