@@ -167,21 +167,35 @@ class StudyUpdater:
         replaced or deleted meanwhile)."""
         versions: list[NewVersion] = []
         moved: list[InstanceKey] = []
-        for record in records:
-            try:
-                version = await self._new_version(record, request, operation_id)
-            except BlobNotFound:
-                moved.append(record.key)  # a delete or a PUT took this version's file
-                continue
-            except (BulkUpdateApplyError, InstanceRejected, InvalidDicomError, ValueError) as bad:
-                outcome.errors.append(_instance_error(record.key, _reason(bad)))
-                continue
-            if version is None:
-                # Already holds the values: a repeated step after its commit counts the
-                # instance as before, so the results do not depend on where a crash fell.
-                outcome.instances_updated += 1
-            else:
-                versions.append(version)
+        try:
+            for record in records:
+                try:
+                    version = await self._new_version(record, request, operation_id)
+                except BlobNotFound:
+                    moved.append(record.key)  # a delete or a PUT took this version's file
+                    continue
+                except (
+                    BulkUpdateApplyError,
+                    InstanceRejected,
+                    InvalidDicomError,
+                    ValueError,
+                ) as bad:
+                    outcome.errors.append(_instance_error(record.key, _reason(bad)))
+                    continue
+                if version is None:
+                    # Already holds the values: a repeated step after its commit counts the
+                    # instance as before, so the results do not depend on where a crash fell.
+                    outcome.instances_updated += 1
+                else:
+                    versions.append(version)
+        except Exception:
+            # The step fails before its commit (a full disk, an outage): nothing names the
+            # files it placed, and their keys are its own (a random token each), so they go
+            # now rather than staying behind for good. Not after a failed commit: a commit
+            # that failed midway may be rolled forward later (``settle_versions``).
+            for placed in versions:
+                await self._janitor.delete(placed.blob_key, unseen=True)
+            raise
         if not versions:
             return moved
         committed = await self._index.commit_versions(versions)

@@ -23,7 +23,7 @@ from dicom_core.domain.model import InstanceKey
 from dicom_core.services.blob_cleanup import BlobJanitor
 from dicom_core.services.bulk_update import StudyUpdater, _rewrite, already_applied
 from dicom_core.services.staging import StagingArea
-from dicom_core.storage.ports import NewVersion, VersionsCommitted
+from dicom_core.storage.ports import NewVersion, StorageFull, VersionsCommitted
 from tests.fakes import Fakes
 from tests.support.factories import make_dataset, to_bytes
 
@@ -222,3 +222,31 @@ async def test_two_overlapping_runs_of_one_step_leave_the_current_file_in_place(
         key = InstanceKey(study, ds.SeriesInstanceUID, ds.SOPInstanceUID, partition=1)
         latest = await current_dataset(fakes, key)  # raises if the file were gone
         assert str(latest.PatientName) == "New^Name"
+
+
+async def test_a_step_that_fails_before_its_commit_leaves_no_new_files(tmp_path: Path) -> None:
+    """The disk-fault probe found a bulk update that failed for good on a full disk leaving
+    the new versions it had already written, named by nothing."""
+    fakes = Fakes()
+    study = generate_uid()
+    for _ in range(3):
+        await put(fakes, tmp_path, make_dataset(study_uid=study, PatientName="Old^Name"))
+    stored = set(fakes.blobs.objects)
+    real_put = fakes.blobs.put_file
+    placed = 0
+
+    async def put_until_full(key: str, source: Path, *, overwrite: bool = False) -> None:
+        nonlocal placed
+        if placed == 2:
+            raise StorageFull("the disk is full (writing the stored file)")
+        placed += 1
+        await real_put(key, source, overwrite=overwrite)
+
+    fakes.blobs.put_file = put_until_full  # type: ignore[method-assign]
+    with pytest.raises(StorageFull):
+        await updater(fakes, tmp_path, []).update_study(
+            study, request(study, NEW_NAME), operation_id="op1", partition=1
+        )
+    assert placed == 2
+    assert set(fakes.blobs.objects) == stored  # the two new versions went with the step
+    assert list((tmp_path / "staging").iterdir()) == []
