@@ -461,7 +461,9 @@ async def partition_ups_request_workitem_cancellation(req: Request) -> Response:
 
 @app.queue_trigger(arg_name="msg", queue_name=jobs.CLEANUP_QUEUE, connection="AzureWebJobsStorage")
 async def jobs_cleanup_blob(msg: func.QueueMessage) -> None:
-    await jobs.cleanup_blob(msg.get_json(), services)
+    await jobs.cleanup_blob(
+        msg.get_json(), services, dequeue_count=msg.dequeue_count or 1, retry=retry
+    )
 
 
 @app.queue_trigger(arg_name="msg", queue_name=jobs.REINDEX_QUEUE, connection="AzureWebJobsStorage")

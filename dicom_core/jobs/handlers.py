@@ -59,10 +59,13 @@ class ServiceSource(Protocol):
     async def get(self) -> JobServices: ...
 
 
-async def cleanup_blob(body: dict[str, Any], source: ServiceSource) -> None:
-    """``blob-cleanup``: delete a blob the index no longer references."""
+async def cleanup_blob(
+    body: dict[str, Any], source: ServiceSource, *, dequeue_count: int, retry: RetryRule
+) -> None:
+    """``blob-cleanup``: delete a blob the index no longer references; on the last allowed
+    delivery a failure is tried again later rather than given up."""
     services = await source.get()
-    await services.janitor.handle_message(body)
+    await services.janitor.handle_message(body, final_attempt=retry.is_final(dequeue_count))
 
 
 async def reindex_batch(

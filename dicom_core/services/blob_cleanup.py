@@ -8,6 +8,11 @@ With a delay (the azure backend's ``DICOM_AZURE_BLOB_DELETE_DELAY_SECONDS``) eve
 through that queue, made visible only after the delay: a retrieve that opened the blob before
 the delete keeps reading it that long (Blob Storage, unlike a local file held open, has no
 other way to keep a deleted object readable for a reader already streaming it).
+
+A delete that still fails on a message's last allowed delivery (a directory made read-only, a
+disk error) is not given up to the poison queue, where nothing would ever try it again and the
+file would stay for good: the message is sent again, visible ``RESEND_FIRST_DELAY`` seconds
+later, doubling each round, for ``RESEND_ROUNDS`` rounds (about a day), and only then fails.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ log = logging.getLogger(__name__)
 
 CLEANUP_QUEUE = "blob-cleanup"
 MESSAGE_SCHEMA = 1
+#: Seconds before the first resend of a delete that failed every delivery; doubled each round.
+RESEND_FIRST_DELAY = 300
+#: Resends before a delete is given up: 5 minutes to about 10.7 hours, some 21 hours in all.
+RESEND_ROUNDS = 8
 
 
 class BlobJanitor:
@@ -54,8 +63,25 @@ class BlobJanitor:
             log.warning("deleting %s failed; queued for cleanup", blob_key, exc_info=True)
             await self._queue.send(CLEANUP_QUEUE, {"schema": MESSAGE_SCHEMA, "blob": blob_key})
 
-    async def handle_message(self, body: dict[str, Any]) -> None:
-        """Queue handler: delete the named blob (idempotent; raises to be retried)."""
+    async def handle_message(self, body: dict[str, Any], *, final_attempt: bool = False) -> None:
+        """Queue handler: delete the named blob (idempotent; raises to be retried). On the
+        message's ``final_attempt``, a failure sends it again later instead (module
+        docstring), until its rounds run out."""
         if body.get("schema") != MESSAGE_SCHEMA or not isinstance(body.get("blob"), str):
             raise ValueError(f"unexpected {CLEANUP_QUEUE} message: {body!r}")
-        await self._blobs.delete(body["blob"])
+        try:
+            await self._blobs.delete(body["blob"])
+        except Exception:
+            round_ = body.get("round", 0)
+            if not final_attempt or not isinstance(round_, int) or round_ >= RESEND_ROUNDS:
+                raise
+            delay = RESEND_FIRST_DELAY * 2**round_
+            log.warning(
+                "deleting %s keeps failing; trying again in %d s",
+                body["blob"],
+                delay,
+                exc_info=True,
+            )
+            await self._queue.send(
+                CLEANUP_QUEUE, {**body, "round": round_ + 1}, delay_seconds=delay
+            )
