@@ -362,6 +362,9 @@ class Settings:
     storage: str = "local"
     data_dir: Path = Path(".data")
     max_request_bytes: int = 4 * GIB
+    max_parts: int = 10_000
+    """Parts one STOW request may carry (``DICOM_MAX_PARTS``); each costs a spool file and a
+    parse, so tiny parts by the hundred thousand would hold a worker for minutes."""
     max_json_body_bytes: int = 4 * MIB
     max_transcode_bytes: int = 100 * MIB
     max_decoded_bytes: int = 512 * MIB
@@ -397,6 +400,7 @@ class Settings:
             storage=storage,
             data_dir=data_dir,
             max_request_bytes=_int(values, "DICOM_MAX_REQUEST_BYTES", 4 * GIB, minimum=1),
+            max_parts=_int(values, "DICOM_MAX_PARTS", 10_000, minimum=1),
             max_json_body_bytes=_int(values, "DICOM_MAX_JSON_BODY_BYTES", 4 * MIB, minimum=1),
             max_transcode_bytes=_int(values, "DICOM_MAX_TRANSCODE_BYTES", 100 * MIB, minimum=1),
             max_decoded_bytes=_int(values, "DICOM_MAX_DECODED_BYTES", 512 * MIB, minimum=1),

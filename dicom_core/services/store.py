@@ -254,6 +254,9 @@ class StoreService:
                     result.stored.append(outcome)
                 else:
                     result.failed.append(outcome)
+                # Small parts parse on the event loop: let the worker's other requests run
+                # between them, however many parts this request has.
+                await asyncio.sleep(0)
         finally:
             for path in parts:
                 path.unlink(missing_ok=True)

@@ -135,6 +135,7 @@ async def _spool_multipart(
 ) -> list[Path]:
     spools: list[PartSpool] = []
     current: PartSpool | None = None
+    max_parts = services.settings.max_parts
     try:
         parser = MultipartParser(boundary.encode("utf-8")) if boundary else None
     except MultipartError as exc:
@@ -145,6 +146,11 @@ async def _spool_multipart(
         nonlocal current
         for event in events:
             if isinstance(event, PartStart):
+                if len(spools) == max_parts:
+                    raise PayloadTooLarge(
+                        f"The request has more than {max_parts} parts; send the instances in"
+                        " several requests."
+                    )
                 part_type = event.content_type
                 if part_type is not None:
                     media = parse_content_type(part_type).media_type

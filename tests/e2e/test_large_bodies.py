@@ -54,7 +54,9 @@ def test_store_1gb_instance_keeps_server_memory_growth_under_200mb(
 
 @pytest.fixture(scope="module")
 def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(tmp_path_factory.mktemp("limited"), DICOM_MAX_REQUEST_BYTES="100000")
+    running = start_server(
+        tmp_path_factory.mktemp("limited"), DICOM_MAX_REQUEST_BYTES="100000", DICOM_MAX_PARTS="3"
+    )
     yield running
     stop_server(running)
 
@@ -90,6 +92,23 @@ def test_store_chunked_body_over_limit_returns_413_and_leaves_nothing(
     assert response.status_code == 413
     assert limited_server.stored_files() == []
     assert limited_server.staged_files() == []
+
+
+def test_store_with_more_parts_than_the_limit_returns_413_and_stores_none(
+    limited_server: Server,
+) -> None:
+    """The fuzzing probe held both workers for two minutes with 4 MB bodies of 100,000 tiny
+    parts: each part costs a spool file and a parse, whatever its size."""
+    headers = {"Content-Type": "multipart/related; boundary=DICOMwebBoundary"}
+    with limited_server.client() as client:
+        too_many = multipart([make_instance(rows=8, columns=8) for _ in range(4)])
+        response = client.post("/v2/studies", content=too_many, headers=headers)
+        assert response.status_code == 413
+        assert "more than 3 parts" in response.json()["message"]
+        assert limited_server.stored_files() == []
+        assert limited_server.staged_files() == []
+        enough = multipart([make_instance(rows=8, columns=8) for _ in range(3)])
+        assert client.post("/v2/studies", content=enough, headers=headers).status_code == 200
 
 
 def test_server_stops_cleanly_on_interrupt(tmp_path: Path) -> None:
