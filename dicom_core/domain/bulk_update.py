@@ -61,7 +61,7 @@ from dicom_core.domain.charsets import (
 from dicom_core.domain.identifiers import identifier_problem
 from dicom_core.domain.tags import HEX_TAG
 from dicom_core.domain.validation import AttributeProblem
-from dicom_core.domain.validation.messages import show, tag_keyword, tag_label
+from dicom_core.domain.validation.messages import json_type, show, tag_keyword, tag_label
 from dicom_core.domain.validation.values import charset_of, resolve_vr
 from dicom_core.domain.validation.vr_rules import first_value_problem, free_text_problem
 
@@ -268,7 +268,7 @@ def _top_level_fields(document: Any) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise BulkUpdateRequestError(
             f'The request body must be a JSON object with "{STUDY_UIDS_FIELD}" and'
-            f' "{CHANGE_DATASET_FIELD}", not {_json_type(document)}.'
+            f' "{CHANGE_DATASET_FIELD}", not {json_type(document)}.'
         )
     fields: dict[str, Any] = {}
     spelled: dict[str, str] = {}
@@ -294,7 +294,7 @@ def _study_uids(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise BulkUpdateRequestError(
             f"'{STUDY_UIDS_FIELD}' must be a JSON array of Study Instance UIDs,"
-            f" not {_json_type(value)}."
+            f" not {json_type(value)}."
         )
     if len(value) > MAX_STUDIES:
         raise BulkUpdateRequestError(
@@ -304,7 +304,7 @@ def _study_uids(value: Any) -> tuple[str, ...]:
     for position, uid in enumerate(value, start=1):
         where = f"Item {position} of '{STUDY_UIDS_FIELD}'"
         if not isinstance(uid, str):
-            raise BulkUpdateRequestError(f"{where} must be a string, not {_json_type(uid)}.")
+            raise BulkUpdateRequestError(f"{where} must be a string, not {json_type(uid)}.")
         problem = identifier_problem(uid)
         if problem is not None:
             raise BulkUpdateRequestError(f"{where} is not a valid Study Instance UID: {problem}.")
@@ -317,7 +317,7 @@ def _changes(value: Any) -> tuple[AttributeChange, ...]:
     if not isinstance(value, dict):
         raise BulkUpdateRequestError(
             f"'{CHANGE_DATASET_FIELD}' must be a DICOM JSON dataset (a JSON object),"
-            f" not {_json_type(value)}."
+            f" not {json_type(value)}."
         )
     changes: list[AttributeChange] = []
     problems: list[AttributeProblem] = []
@@ -366,7 +366,7 @@ def _change(tag: int, element: Any) -> AttributeChange:
         )
     vr = str(dictionary_VR(tag))
     if not isinstance(element, dict):
-        raise _Refused(f'must be a JSON object with "vr" and "Value", not {_json_type(element)}')
+        raise _Refused(f'must be a JSON object with "vr" and "Value", not {json_type(element)}')
     extra = sorted(set(element) - {"vr", "Value"})
     if extra:
         raise _Refused(f'{show(extra[0])} is not accepted; give the new value in "Value"')
@@ -379,7 +379,7 @@ def _change(tag: int, element: Any) -> AttributeChange:
     if values is None or values == []:
         raise _Refused('has no "Value"; a bulk update cannot empty or remove an attribute')
     if not isinstance(values, list):
-        raise _Refused(f'"Value" must be a JSON array, not {_json_type(values)}')
+        raise _Refused(f'"Value" must be a JSON array, not {json_type(values)}')
     if str(dictionary_VM(tag)) == "1" and len(values) > 1:
         raise _Refused(f"has {len(values)} values; {ALLOWED_ATTRIBUTES[tag]} takes exactly one")
     texts: list[str] = []
@@ -408,7 +408,7 @@ def _value_text(item: Any, vr: str) -> str:
         text = item.strip(" ") if vr in _BOTH_ENDS_PADDED_VRS else item.rstrip(" ")
     else:
         expected = "a JSON string or number" if vr == "DS" else "a JSON string"
-        raise _Refused(f"must be {expected}, not {_json_type(item)}")
+        raise _Refused(f"must be {expected}, not {json_type(item)}")
     if text == "":
         raise _Refused("is empty; a bulk update cannot empty an attribute")
     allowed = _LT_CONTROLS if vr == "LT" else frozenset()
@@ -424,7 +424,7 @@ def _person_name_text(item: Any) -> str:
     if not isinstance(item, dict):
         raise _Refused(
             'must be a person name object such as {"Alphabetic": "Doe^Jane"},'
-            f" not {_json_type(item)}"
+            f" not {json_type(item)}"
         )
     unknown = sorted(set(item) - set(_PN_GROUPS))
     if unknown:
@@ -433,7 +433,7 @@ def _person_name_text(item: Any) -> str:
     for group in _PN_GROUPS:
         text = item.get(group, "")
         if not isinstance(text, str):
-            raise _Refused(f"has a {group} that is {_json_type(text)}, not a JSON string")
+            raise _Refused(f"has a {group} that is {json_type(text)}, not a JSON string")
         if "=" in text:
             raise _Refused(f"has a {group} {show(text)} with '=', which separates groups")
         groups.append(text.rstrip(" "))
@@ -444,21 +444,6 @@ def _person_name_text(item: Any) -> str:
 
 def _person_name_json(value: str) -> dict[str, str]:
     return {group: text for group, text in zip(_PN_GROUPS, value.split("="), strict=False) if text}
-
-
-def _json_type(value: Any) -> str:
-    """How a JSON value's type reads in a message ("a JSON array", "null")."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a JSON boolean"
-    if isinstance(value, int | float):
-        return "a JSON number"
-    if isinstance(value, str):
-        return "a JSON string"
-    if isinstance(value, list):
-        return "a JSON array"
-    return "a JSON object"
 
 
 def _json_text(value: Any) -> str:

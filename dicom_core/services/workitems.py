@@ -20,10 +20,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from dicom_core.domain.dicomjson.received import received_dataset_problem
 from dicom_core.domain.identifiers import check_uid
 from dicom_core.domain.nesting import json_nesting_problem
 from dicom_core.domain.tags import HEX_TAG
 from dicom_core.domain.timestamps import dicom_datetime_now
+from dicom_core.domain.validation.uids import uid_problem
 from dicom_core.domain.workitems import (
     CANCELLATION_DATETIME,
     PROCEDURE_STEP_STATE,
@@ -100,7 +102,21 @@ def check_dataset(dataset: Any) -> Dataset:
     too_deep = json_nesting_problem(dataset)
     if too_deep is not None:
         raise BadRequest(f"The dataset is refused: {too_deep}.")
+    # Kept and handed to other clients as sent: it must be DICOM JSON they can read.
+    malformed = received_dataset_problem(dataset)
+    if malformed is not None:
+        raise BadRequest(f"The dataset is refused: {malformed}.")
     return {str(tag).upper(): element for tag, element in dataset.items()}
+
+
+def check_lock(value: str | None) -> str | None:
+    """A Transaction UID given by a client (the workitem's lock): a UID, or a 400."""
+    if value is None:
+        return None
+    problem = uid_problem(value)
+    if problem is not None:
+        raise BadRequest(f"The Transaction UID is not valid: {problem}.")
+    return value
 
 
 def without_lock(dataset: Mapping[str, Any]) -> Dataset:
@@ -219,6 +235,7 @@ class WorkitemService:
     ) -> None:
         """Update Workitem: replace the given top-level attributes (sequences whole)."""
         changes = check_dataset(changes)
+        transaction_uid = check_lock(transaction_uid)
         try:
             check_requirements(Transaction.UPDATE, changes)
         except WorkitemRuleError as exc:
@@ -237,6 +254,7 @@ class WorkitemService:
             wanted = read_state_change(check_dataset(request))
         except WorkitemRuleError as exc:
             raise _error(exc) from None
+        check_lock(wanted.lock)
 
         def apply(record: WorkitemRecord) -> Dataset:
             new_state = change_state(record.state, record.lock, wanted.requested, wanted.lock)

@@ -197,6 +197,47 @@ def test_create_with_malformed_body_is_400(client: httpx.Client, body: bytes) ->
     assert response.status_code == 400
 
 
+@pytest.mark.parametrize(
+    ("tag", "sent", "named"),
+    [
+        ("00100010", {"vr": "XX", "Value": "not-a-list"}, "is not a DICOM VR"),
+        ("00100010", {"vr": "PN", "Value": "not-a-list"}, '"Value" must be a JSON array'),
+        ("0040A370", {"vr": "SQ", "Value": [1, None, "x"]}, "must be a JSON object"),
+        ("00091010", {"vr": "OB", "InlineBinary": "!!!notbase64"}, "not valid base64"),
+        ("00100030", {"vr": "DA", "Value": ["2024-13-45"]}, "2024-13-45"),
+        ("00100010", {"vr": "DA", "Value": ["20240101"]}, 'VR is "PN"'),
+        ("00091010", {"vr": "OB", "BulkDataURI": "file:///etc/passwd"}, "BulkDataURI"),
+        ("00020010", {"vr": "UI", "Value": ["1.2.840.10008.1.2.1"]}, "file meta"),
+    ],
+)
+def test_create_with_malformed_dicom_json_is_400_naming_the_attribute(
+    client: httpx.Client, tag: str, sent: dict[str, object], named: str
+) -> None:
+    """Found by a fuzzing probe: these were stored as sent (201) and served back to other
+    clients, whose DICOM JSON readers then failed on the workitem."""
+    uid = generate_uid()
+    response = create(client, {**workitem(uid), tag: sent})
+    assert response.status_code == 400, response.text
+    message = response.json()["message"]
+    assert f"({tag[:4]},{tag[4:]})" in message and named in message, message
+    assert client.get(f"/v2/workitems/{uid}", headers={"Accept": DICOM_JSON}).status_code == 404
+
+
+def test_a_transaction_uid_that_is_no_uid_is_400(client: httpx.Client) -> None:
+    """The lock is a UI: a probe claimed workitems with 'not a uid' and 5,000 characters."""
+    uid = new_workitem(client)
+    for lock in ["not a uid", "1" * 5000, "a/b?c&d=e#f"]:
+        response = change_state(client, uid, "IN PROGRESS", lock)
+        assert response.status_code == 400, (lock, response.text)
+        assert "Transaction" in response.json()["message"], response.text
+    assert state_of(client, uid) == "SCHEDULED"
+    lock = generate_uid()
+    assert change_state(client, uid, "IN PROGRESS", lock).status_code == 200
+    response = update(client, uid, {"00741204": element("LO", "x")}, "?transaction=not%20a%20uid")
+    assert response.status_code == 400
+    assert "Transaction UID" in response.json()["message"]
+
+
 def nested_workitem_body(uid: str, depth: int) -> bytes:
     """A create body whose InputInformationSequence nests ``depth`` sequence levels.
 

@@ -6,6 +6,8 @@ values are quoted escaped and truncated, and attributes are named "(gggg,eeee) K
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydicom.datadict import keyword_for_tag
 
 # How much of an offending value a message quotes, so one huge value cannot bloat a response.
@@ -57,3 +59,18 @@ def tag_label(tag: int) -> str:
     text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
     keyword = tag_keyword(tag)
     return f"{text} {keyword}" if keyword else text
+
+
+def json_type(value: Any) -> str:
+    """How a JSON value's type reads in a message ("a JSON array", "null")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a JSON boolean"
+    if isinstance(value, int | float):
+        return "a JSON number"
+    if isinstance(value, str):
+        return "a JSON string"
+    if isinstance(value, list):
+        return "a JSON array"
+    return "a JSON object"
