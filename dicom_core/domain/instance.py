@@ -27,6 +27,7 @@ from dicom_core.domain.identifiers import identifier_problem
 from dicom_core.domain.model import FrameIndex, InstanceKey, StoredInstance
 from dicom_core.domain.nesting import MAX_SEQUENCE_DEPTH, dataset_nesting_problem
 from dicom_core.domain.validation import AttributeProblem, dataset_problems
+from dicom_core.domain.validation.messages import brief
 
 # Failure and warning reason codes of the store response (conformance statement).
 PROCESSING_FAILURE = 272
@@ -166,11 +167,11 @@ def parse_instance(path: Path, size: int | None = None, *, partition: int) -> Pa
             ) from None
         except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as exc:
             raise InstanceRejected(
-                VALIDATION_FAILURE, f"The part could not be read as DICOM: {exc}"
+                VALIDATION_FAILURE, f"The part could not be read as DICOM: {brief(exc)}"
             ) from exc
         except Exception as exc:
             raise InstanceRejected(
-                VALIDATION_FAILURE, f"The part could not be read as DICOM: {exc}"
+                VALIDATION_FAILURE, f"The part could not be read as DICOM: {brief(exc)}"
             ) from exc
 
         sop_class = _text(ds, "SOPClassUID")

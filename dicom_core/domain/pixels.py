@@ -39,6 +39,7 @@ from pydicom.uid import UID
 
 from dicom_core.domain import codecs
 from dicom_core.domain.codestreams import CodestreamError, bytes_per_sample, check_frame
+from dicom_core.domain.validation.messages import brief
 
 # The one place where the imagecodecs plugin joins pydicom's registries: every decode and
 # encode of the service goes through this module.
@@ -308,7 +309,7 @@ def decode_frame(
             warnings.simplefilter("ignore")
             array, meta = _decode(transfer_syntax, source, options)
     except Exception as exc:  # the plugins raise anything from ValueError to RuntimeError
-        raise PixelDataError(f"the frame could not be decoded: {exc}") from exc
+        raise PixelDataError(f"the frame could not be decoded: {brief(exc)}") from exc
     photometric = str(meta.get("photometric_interpretation", fmt.photometric_interpretation))
     if photometric.startswith("YBR") and as_rgb:
         photometric = "RGB"  # converted (or MCT undone), whatever label pydicom kept
@@ -393,7 +394,7 @@ def encode_jpeg2000_lossless(frame: DecodedFrame) -> EncodedFrame:
             warnings.simplefilter("ignore")
             data = _encode_jpeg2000(frame.array, options)
     except Exception as exc:
-        raise PixelDataError(f"the frame could not be encoded as JPEG 2000: {exc}") from exc
+        raise PixelDataError(f"the frame could not be encoded as JPEG 2000: {brief(exc)}") from exc
     return EncodedFrame(data=bytes(data), format=widened)
 
 
@@ -459,7 +460,7 @@ def _encode_small_jpeg2000(frame: DecodedFrame) -> EncodedFrame:
             mct=0,
         )
     except Exception as exc:
-        raise PixelDataError(f"the frame could not be encoded as JPEG 2000: {exc}") from exc
+        raise PixelDataError(f"the frame could not be encoded as JPEG 2000: {brief(exc)}") from exc
     return EncodedFrame(data=buffer.getvalue(), format=out_format)
 
 

@@ -25,6 +25,7 @@ from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply
 
 from dicom_core.domain.media_types import JPEG, PNG
 from dicom_core.domain.pixels import DecodedFrame, PixelDataError
+from dicom_core.domain.validation.messages import brief
 
 DEFAULT_QUALITY: Final = 100
 
@@ -58,7 +59,7 @@ def to_display(header: Dataset, frame: DecodedFrame, *, frame_index: int = 0) ->
                 rgb = apply_color_lut(array, header)
             except Exception as exc:
                 raise PixelDataError(
-                    f"the palette colour lookup tables are unusable: {exc}"
+                    f"the palette colour lookup tables are unusable: {brief(exc)}"
                 ) from exc
             return _to_8bit(rgb, _lut_bits(rgb))
         if array.ndim == 3 and array.shape[-1] == 3:

@@ -43,6 +43,7 @@ from dicom_core.domain.pixels import (
     encode_jpeg2000_lossless,
     native_bytes,
 )
+from dicom_core.domain.validation.messages import brief
 
 #: Item and sequence delimiter tags of encapsulated pixel data (PS3.5 A.4), little endian.
 _ITEM: Final = b"\xfe\xff\x00\xe0"
@@ -66,7 +67,7 @@ def parse_header(prefix: bytes) -> Dataset:
         try:
             return dcmread(io.BytesIO(prefix), stop_before_pixels=True, force=True)
         except Exception as exc:
-            raise PixelDataError(f"the stored header could not be parsed: {exc}") from exc
+            raise PixelDataError(f"the stored header could not be parsed: {brief(exc)}") from exc
 
 
 def pixel_vr_before(prefix: bytes, value_offset: int) -> str:
@@ -210,7 +211,7 @@ def parse_file(data: bytes) -> Dataset:
         try:
             return dcmread(io.BytesIO(data), force=True)
         except Exception as exc:
-            raise PixelDataError(f"the stored file could not be parsed: {exc}") from exc
+            raise PixelDataError(f"the stored file could not be parsed: {brief(exc)}") from exc
 
 
 def _write(ds: Dataset) -> bytes:
@@ -220,7 +221,7 @@ def _write(ds: Dataset) -> bytes:
         try:
             dcmwrite(buffer, ds, enforce_file_format=True, implicit_vr=False, little_endian=True)
         except Exception as exc:
-            raise PixelDataError(f"the file could not be re-encoded: {exc}") from exc
+            raise PixelDataError(f"the file could not be re-encoded: {brief(exc)}") from exc
     return buffer.getvalue()
 
 
@@ -263,7 +264,7 @@ def decoded_frames(
             for array in iter_pixels(ds, as_rgb=convert):
                 yield DecodedFrame(array=array, format=single)
     except Exception as exc:
-        raise PixelDataError(f"the pixel data could not be decoded: {exc}") from exc
+        raise PixelDataError(f"the pixel data could not be decoded: {brief(exc)}") from exc
 
 
 def _check_codestreams(ds: Dataset, source: str, fmt: PixelFormat) -> None:
@@ -273,7 +274,7 @@ def _check_codestreams(ds: Dataset, source: str, fmt: PixelFormat) -> None:
         fragments = list(generate_frames(ds.PixelData, number_of_frames=fmt.number_of_frames))
     except Exception as exc:
         raise PixelDataError(
-            f"the encapsulated pixel data cannot be split into frames: {exc}"
+            f"the encapsulated pixel data cannot be split into frames: {brief(exc)}"
         ) from exc
     for data in fragments:
         check_codestream(data, source, fmt)

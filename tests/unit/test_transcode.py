@@ -17,9 +17,11 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames, parse_basic_offsets
 from pydicom.pixels import pixel_array
+from pydicom.uid import RLELossless
 
 from dicom_core.domain import pixels
 from dicom_core.domain.pixels import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
     DecodedFrame,
     PixelDataError,
     PixelFormat,
@@ -39,6 +41,8 @@ from dicom_core.domain.transcode import (
     pixel_vr_before,
     transcode_whole_file,
 )
+from dicom_core.domain.validation.messages import brief
+from tests.support.factories import make_dataset
 
 
 def load(name: str) -> Dataset:
@@ -322,3 +326,44 @@ def test_transcode_whole_file_decodes_unmapped_pixel_data() -> None:
 def test_transcode_to_an_unsupported_target_is_refused() -> None:
     with pytest.raises(PixelDataError, match="not supported"):
         transcode_whole_file(b"", "1.2.840.10008.1.2.4.50", max_decoded_bytes=1 << 30)
+
+
+def test_a_library_error_reaches_the_message_as_one_line_without_its_traceback() -> None:
+    """A fuzzing probe's RLE file (two frames declared, one fragment, a stray sequence
+    delimiter after Pixel Data) answered 406 with pydicom's whole traceback in the message,
+    the server's file paths in it: pydicom's error text embeds one."""
+
+    def item(data: bytes) -> bytes:
+        return struct.pack("<HHI", 0xFFFE, 0xE000, len(data)) + data
+
+    source = make_dataset(rows=8, columns=8)
+    source.compress(
+        RLELossless,
+        (np.arange(64, dtype=np.uint16) % 4096).reshape(8, 8),
+        encoding_plugin="pydicom",
+    )
+    [fragment, *_] = generate_frames(source.PixelData)
+    ds = make_dataset(rows=8, columns=8)
+    ds.NumberOfFrames = 2
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    ds.PixelData = item(b"") + item(fragment) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    with pytest.raises(PixelDataError) as raised:
+        transcode_whole_file(
+            buffer.getvalue(), EXPLICIT_VR_LITTLE_ENDIAN, max_decoded_bytes=1 << 30
+        )
+    message = str(raised.value)
+    assert "Traceback" not in message and "\n" not in message, message
+    assert message.startswith("the file could not be re-encoded: "), message
+    assert len(message) < 300
+
+
+def test_brief_keeps_the_first_line_and_cuts_long_ones() -> None:
+    assert brief(ValueError("first line\nTraceback (most recent call last):\n  File x")) == (
+        "first line"
+    )
+    assert brief(ValueError("")) == "ValueError"
+    assert brief(ValueError("x" * 500)) == "x" * 200 + "..."

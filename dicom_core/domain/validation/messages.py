@@ -74,3 +74,17 @@ def json_type(value: Any) -> str:
     if isinstance(value, list):
         return "a JSON array"
     return "a JSON object"
+
+
+#: How much of a library's error message a client's message quotes.
+_BRIEF_CHARS = 200
+
+
+def brief(exc: BaseException) -> str:
+    """A library's exception as one short line for a client's message: its first line, cut
+    short, never the traceback some carry in their text (pydicom's "With tag ... got
+    exception" embeds one, which reached clients with the server's file paths in it)."""
+    text = str(exc).split("Traceback (most recent call last)", 1)[0]
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    line = line or type(exc).__name__
+    return line if len(line) <= _BRIEF_CHARS else line[:_BRIEF_CHARS] + "..."
