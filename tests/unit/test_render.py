@@ -168,3 +168,27 @@ def test_jpeg_quality_trades_size() -> None:
     small = encode_image(pixels, media_type="image/jpeg", quality=5)
     large = encode_image(pixels, media_type="image/jpeg", quality=100)
     assert len(small) < len(large)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
+def test_rendering_a_large_frame_needs_little_beyond_its_output(dtype: type) -> None:
+    """A probe's 16,000 x 16,000 render peaked at 5 to 11 times the frame's decoded size:
+    the value lookup turned every pixel's index into an 8-byte integer at once. The memory
+    it may take beside the frame is now the 1-byte output and a few blocks."""
+    import tracemalloc
+
+    rows = columns = 3000
+    array = (np.arange(rows * columns, dtype=np.int64) % 3000 - 1000).astype(dtype)
+    frame = gray_frame(array.reshape(rows, columns), bits=8 * np.dtype(dtype).itemsize)
+    header = Dataset()
+    header.WindowCenter, header.WindowWidth = 40, 400
+    expected = to_display(header, gray_frame(array[: columns * 4].reshape(4, columns)))
+    tracemalloc.start()
+    try:
+        shown = to_display(header, frame)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert shown.dtype == np.uint8 and shown.shape == (rows, columns)
+    assert np.array_equal(shown[:4], expected)  # the same values as a small render
+    assert peak < rows * columns + 24 * 2**20, f"{peak / 2**20:.0f} MiB beside the frame"
