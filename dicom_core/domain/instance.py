@@ -95,21 +95,31 @@ def _tag(keyword: str) -> int:
 
 def _text(ds: Dataset, keyword: str) -> str | None:
     """The first value of a UID attribute as text; None when absent, "" when empty."""
+    values = _uid_values(ds, keyword)
+    if values is None:
+        return None
+    return values[0] if values else ""
+
+
+def _uid_values(ds: Dataset, keyword: str) -> list[str] | None:
+    """Every value of a UID attribute as text; None when absent, [] when empty."""
     elem = ds.get_item(_tag(keyword))
     if elem is None:
         return None
     if isinstance(elem, RawDataElement) and elem.VR == "UI" and isinstance(elem.value, bytes):
         # Read straight from the bytes: converting the element costs more than the whole rule.
-        return elem.value.split(b"\\", 1)[0].decode("latin-1").rstrip(" \x00")
+        text = elem.value.decode("latin-1").rstrip(" \x00")
+        return text.split("\\") if text else []
     try:
         value = ds[_tag(keyword)].value
     except Exception:
-        return ""
+        return []
     if value is None:
-        return ""
-    if not isinstance(value, str):
-        value = str(value[0]) if len(value) else ""
-    return value.rstrip(" \x00")
+        return []
+    if isinstance(value, str):
+        value = value.rstrip(" \x00")
+        return [value] if value else []
+    return [str(item).rstrip(" \x00") for item in value]
 
 
 def _int(ds: Dataset, keyword: str, default: int) -> int:
@@ -260,12 +270,17 @@ def _check_required(
     comments: list[str] = []
     values: dict[str, str] = {}
     for keyword in REQUIRED_UIDS:
-        value = _text(ds, keyword)
+        uids = _uid_values(ds, keyword)
         tag = _tag(keyword)
         label = f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword}"
-        if value is None:
+        if uids is None:
             comments.append(f"{label} is required but missing.")
             continue
+        if len(uids) > 1:
+            # Filing the instance under the first would hide the others for good.
+            comments.append(f"{label} has {len(uids)} values; it takes exactly one.")
+            continue
+        value = uids[0] if uids else ""
         problem = identifier_problem(value)
         if problem is not None:
             comments.append(f"{label}: {problem}.")

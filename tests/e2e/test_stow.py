@@ -168,6 +168,22 @@ def test_store_malformed_sop_instance_uid_fails_with_43264(
     assert failure_reasons(response) == [43264]
 
 
+@pytest.mark.parametrize("keyword", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
+def test_store_of_an_identifying_uid_with_two_values_fails_naming_it(
+    client: httpx.Client, keyword: str
+) -> None:
+    """A fuzzing probe's StudyInstanceUID '1.2.3.999\\1.2.4' was stored under the first value,
+    silently: the second could never find it."""
+    ds = make_dataset()
+    setattr(ds, keyword, [str(getattr(ds, keyword)), "1.2.4"])
+    response = post(client, multipart([to_bytes(ds)]))
+    assert response.status_code == 409
+    [failed] = seq(response.json(), "00081198")
+    assert failed["00081197"]["Value"] == [43264]
+    comments = [c["00000902"]["Value"][0] for c in seq(failed, "00741048")]
+    assert any(keyword in c and "2 values" in c for c in comments), comments
+
+
 def test_store_v2_invalid_searchable_attribute_stores_with_warning(client: httpx.Client) -> None:
     ds = make_dataset(StudyDate="NotAValidDate")
     response = post(client, multipart([to_bytes(ds)]))
