@@ -30,5 +30,7 @@ def parse_attribute_id(text: str) -> str | None:
     """The tag named by an attribute ID (``"PatientName"`` or ``"00100010"``), or None."""
     if HEX_TAG.fullmatch(text):
         return text.upper()
+    if not text:
+        return None  # pydicom's dictionary has a retired entry whose keyword is ""
     tag = tag_for_keyword(text)
     return None if tag is None else f"{tag:08X}"

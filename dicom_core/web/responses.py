@@ -33,8 +33,16 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> R
 
 
 def unknown_route(path: str) -> Response:
+    """404 for a path no route serves; the hint about versions only where one is missing."""
+    shown = "/" + path.lstrip("/")
+    if shown.split("/")[1] in SUPPORTED_VERSIONS:
+        return error(
+            404,
+            f"No resource at '{shown}'. Check the path after the version against the"
+            " service's routes (for example /v2/studies/{study}/series/{series}).",
+        )
     return error(
         404,
-        f"No resource at '/{path.lstrip('/')}'. URLs start with an API version: "
+        f"No resource at '{shown}'. URLs start with an API version: "
         f"{', '.join('/' + v for v in SUPPORTED_VERSIONS)} (for example /v2/studies).",
     )

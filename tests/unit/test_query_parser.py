@@ -178,3 +178,10 @@ def test_every_core_attribute_is_searchable_by_keyword_and_tag() -> None:
         by_tag = parse((attribute.tag, value), resource=R.ALL_INSTANCES)
         assert by_keyword.conditions == by_tag.conditions
         assert by_keyword.conditions[0].attribute == attribute
+
+
+def test_a_parameter_without_a_name_is_unknown_not_a_retired_attribute() -> None:
+    """pydicom's dictionary has a retired entry whose keyword is "": a probe's '?=x' was
+    answered "The attribute '' (300A0782) is not searchable"."""
+    message = bad(("", "x"))
+    assert "Unknown query parameter ''" in message and "300A" not in message
