@@ -9,6 +9,7 @@ VRs, request validation) are domain (``dicom_core.domain.extended_query_tags``).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -139,6 +140,9 @@ def index_value(value: Any, attribute: QueryAttribute) -> IndexedValue | None:
             number = float(value)
         except (TypeError, ValueError) as exc:
             raise InvalidValue(f"The value '{value}' is not a valid {vr} number.") from exc
+        if not math.isfinite(number):
+            # NaN and infinities have no place in an index (and JSON has no way to say them).
+            raise InvalidValue(f"The value '{value}' is not a finite {vr} number.")
         if vr in INTEGER_RANGES or vr == "IS":
             if number != int(number):
                 raise InvalidValue(f"The value '{value}' is not an integer ({vr}).")
