@@ -81,6 +81,12 @@ def _native(
     pixel_bits = rows * columns * samples * bits
     if pixel_bits <= 0:
         raise FrameLayoutError("Rows, Columns, SamplesPerPixel or BitsAllocated is missing")
+    if bits != 1 and bits % 8:
+        # PS3.5 8.1.1: 1 or a multiple of 8. Byte ranges computed from another value would
+        # serve frames of the wrong length (a probe's BitsAllocated 7 gave 56 of 128 bytes).
+        raise FrameLayoutError(
+            f"BitsAllocated is {bits}; native pixel data needs 1 or a multiple of 8"
+        )
     if pixel_bits % 8:
         # Bit-packed frames (BitsAllocated 1) need not start on a byte boundary; they can only
         # be served by decoding, so no byte ranges are recorded.

@@ -63,3 +63,18 @@ def test_multiframe_instance_has_one_range_per_frame(tmp_path: Path) -> None:
     path.write_bytes(make_instance(rows=4, columns=3, frames=5))
     frames = parse_instance(path, partition=1).frames
     assert frames is not None and frames.count == 5 and frames.frame_length == 4 * 3 * 2
+
+
+@pytest.mark.parametrize("bits", [7, 12])
+def test_native_bits_allocated_other_than_1_or_a_multiple_of_8_maps_no_frames(
+    tmp_path: Path, bits: int
+) -> None:
+    """A probe's BitsAllocated 7 was stored with no warning, and its frame served as 56 of
+    the 128 bytes stored: byte ranges computed from it are wrong. The instance is kept with
+    a warning naming Pixel Data, and no ranges."""
+    path = tmp_path / "odd-bits.dcm"
+    path.write_bytes(make_instance(rows=8, columns=8, BitsAllocated=bits))
+    parsed = parse_instance(path, partition=1)
+    assert parsed.frames is None
+    [problem] = [p for p in parsed.problems if p.tag == 0x7FE00010]
+    assert f"BitsAllocated is {bits}" in problem.message
