@@ -16,6 +16,7 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag
 
 from dicom_core.domain.model import InstanceKey
 from dicom_core.domain.tags import parse_attribute_id
+from dicom_core.domain.validation.messages import show
 
 MAX_TAGS = 128
 
@@ -160,7 +161,8 @@ def parse_definition(entry: Any) -> QueryTagDefinition:
     creator = creator_raw.strip() if isinstance(creator_raw, str) and creator_raw.strip() else None
     element = int(path[4:], 16)
     group = int(path[:4], 16)
-    if group == 0xFFFE or group in (0x0000, 0x0002):
+    if group in (0x0000, 0x0002, 0xFFFE, 0xFFFF):
+        # Command, file meta, item delimiters, and FFFF, which PS3.5 7.8.1 keeps from use.
         raise QueryTagError(f"The tag {path} cannot be indexed.")
     if is_private(path):
         if element < 0x1000 or element > 0xFFFF or group < 0x0009:
@@ -172,8 +174,13 @@ def parse_definition(entry: Any) -> QueryTagDefinition:
             raise QueryTagError(f"The private tag {path} needs a VR.")
         if creator is None:
             raise QueryTagError(f"The private tag {path} needs a PrivateCreator.")
-        if len(creator) > 64 or "\\" in creator:
-            raise QueryTagError(f"The PrivateCreator '{creator}' of tag {path} is invalid.")
+        if len(creator) > 64 or "\\" in creator or any(not char.isprintable() for char in creator):
+            # LO: at most 64 characters, no backslash, no control or format characters (a
+            # NUL or a right-to-left override would be listed back to every client).
+            raise QueryTagError(
+                f"The PrivateCreator {show(creator)} of tag {path} is invalid: LO text of at"
+                " most 64 printable characters without a backslash."
+            )
     else:
         if creator is not None:
             raise QueryTagError(f"The standard tag {path} cannot have a PrivateCreator.")

@@ -55,11 +55,24 @@ def test_definitions_accept_keywords_tags_and_any_case() -> None:
         {"path": "00191001", "vr": "XX", "privateCreator": "X", "level": "Study"},
         {"path": "00190010", "vr": "LO", "privateCreator": "X", "level": "Study"},
         {"path": "00101010", "level": 3},
+        # Found by a fuzzing probe: listed back to every client as sent.
+        {"path": "00191001", "vr": "LO", "privateCreator": "\u0000\u202e", "level": "Study"},
+        {"path": "00191001", "vr": "LO", "privateCreator": "A\\B", "level": "Study"},
+        {"path": "00191001", "vr": "LO", "privateCreator": "x" * 65, "level": "Study"},
+        {"path": "FFFFFFFF", "vr": "LO", "privateCreator": "X", "level": "Study"},
+        {"path": "FFFF1001", "vr": "LO", "privateCreator": "X", "level": "Study"},
     ],
 )
 def test_definitions_reject(entry: dict[str, object]) -> None:
     with pytest.raises(QueryTagError):
         parse_definitions([entry])
+
+
+def test_a_private_creator_with_accents_and_spaces_is_fine() -> None:
+    [tag] = parse_definitions(
+        [{"path": "00191001", "vr": "LO", "privateCreator": "Société Médicale 2", "level": "Study"}]
+    )
+    assert tag.private_creator == "Société Médicale 2"
 
 
 def test_definitions_reject_more_than_once_in_one_request() -> None:
