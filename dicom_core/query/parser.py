@@ -18,6 +18,7 @@ returned, as PS3.4 C.2.2.2.3 has it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from dicom_core.domain.tags import parse_attribute_id, tag_of
@@ -257,6 +258,13 @@ def parse_condition(attribute: QueryAttribute, key: str, raw: str, fuzzy: bool) 
         value = items[0]
     if set(value) <= {"*"}:
         return None  # universal matching
+    if attribute.vr == "AS" and not has_wildcard(value) and not _AGE.fullmatch(value):
+        # An age is matched as a single value; '030Y-040Y' is no range here, and as a value
+        # it could only ever match nothing.
+        raise BadRequest(
+            f"The query parameter '{key}' has an invalid age '{value}': use nnnD, nnnW, nnnM or"
+            " nnnY (such as 042Y); ranges of ages are not supported."
+        )
     search_key = text_key(attribute.matching, value)
     if not search_key:
         raise BadRequest(
@@ -270,6 +278,8 @@ def parse_condition(attribute: QueryAttribute, key: str, raw: str, fuzzy: bool) 
         return WildcardMatch(attribute, search_key)
     return ValueMatch(attribute, search_key)
 
+
+_AGE = re.compile(r"[0-9]{3}[DWMY]")
 
 _TEMPORAL = {
     "DA": ("date", "YYYYMMDD"),

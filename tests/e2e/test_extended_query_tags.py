@@ -372,3 +372,22 @@ def test_a_bulk_update_reindexes_the_attributes_it_changes(http: httpx.Client) -
     assert [s["0020000D"]["Value"][0] for s in updated.json()] == [study]
     old = http.get("/v2/studies", params={"Occupation": "Baker", "StudyInstanceUID": study})
     assert old.status_code == 204
+
+
+def test_an_age_that_is_not_one_is_400_not_an_empty_answer(http: httpx.Client) -> None:
+    """A probe's PatientAge=030Y-040Y answered 204: no range of ages exists, and as a value
+    it could match nothing."""
+    added = http.get("/v2/extendedquerytags/00101010").status_code == 404
+    if added:
+        wait_done(http, add_tags(http, [{"Path": "PatientAge", "Level": "Study"}])["href"])
+    try:
+        study, _, _ = store(http, PatientAge="042Y")
+        for bad in ["030Y-040Y", "42Y", "042"]:
+            response = http.get("/v2/studies", params={"PatientAge": bad})
+            assert response.status_code == 400, (bad, response.status_code)
+            assert "invalid age" in response.json()["message"]
+        found = http.get("/v2/studies", params={"PatientAge": "042Y", "StudyInstanceUID": study})
+        assert [s["0020000D"]["Value"][0] for s in found.json()] == [study]
+    finally:
+        if added:  # other tests of this server add and delete PatientAge themselves
+            assert http.delete("/v2/extendedquerytags/PatientAge").status_code == 204
