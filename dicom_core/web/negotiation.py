@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from dicom_core.errors import BadRequest
 from dicom_core.web.multipart import MultipartError, parse_content_type
 
 
@@ -54,13 +55,20 @@ def _split_ranges(header: str) -> list[str]:
 
 
 def parse_accept(headers: Iterable[str]) -> list[MediaRange]:
-    """All media ranges of all Accept headers, best first (stable for equal q)."""
+    """All media ranges of all Accept headers, best first (stable for equal q).
+
+    A range that cannot be read is skipped, but a header of which no range can be read is a
+    400: taking it for no header at all (anything goes) answered an unterminated quote such
+    as ``multipart/related; type="application/dicom`` in a form the client never asked for.
+    """
     ranges: list[MediaRange] = []
+    unreadable: list[str] = []
     for header in headers:
         for text in _split_ranges(header):
             try:
                 parsed = parse_content_type(text)
             except MultipartError:
+                unreadable.append(text)
                 continue
             params = dict(parsed.params)
             try:
@@ -68,6 +76,10 @@ def parse_accept(headers: Iterable[str]) -> list[MediaRange]:
             except ValueError:
                 q = 1.0
             ranges.append(MediaRange(parsed.media_type, params, max(0.0, min(q, 1.0))))
+    if unreadable and not ranges:
+        raise BadRequest(
+            f"The Accept header names no media type that can be read: {unreadable[0]!r}."
+        )
     return sorted(ranges, key=lambda r: -r.q)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dicom_core.errors import NotAcceptable
+from dicom_core.errors import BadRequest, NotAcceptable
 from dicom_core.web.negotiation import accepts, parse_accept
 from dicom_core.web.wado import Rendition, negotiate_instances
 
@@ -63,3 +63,16 @@ def test_negotiate_instances_picks_the_best_supported_rendition(
 def test_negotiate_instances_rejects_what_cannot_be_served(accept: list[str], single: bool) -> None:
     with pytest.raises(NotAcceptable):
         negotiate_instances(accept, single_instance=single)
+
+
+@pytest.mark.parametrize("header", ['multipart/related; type="application/dicom', '"', ";"])
+def test_a_header_of_which_nothing_can_be_read_is_a_400(header: str) -> None:
+    """A probe's unterminated quote was taken for no Accept at all, and answered in a form the
+    client never asked for."""
+    with pytest.raises(BadRequest, match="names no media type that can be read"):
+        parse_accept([header])
+
+
+def test_an_unreadable_range_beside_readable_ones_is_skipped() -> None:
+    assert [r.media_type for r in parse_accept(["application/dicom, ;"])] == ["application/dicom"]
+    assert parse_accept([""]) == []
