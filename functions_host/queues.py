@@ -77,7 +77,8 @@ class FailureStreak:
                 "receiving from queue %s still fails (%d attempts): %r", self._name, self.count, exc
             )
             self._logged_at = now
-        return float(min(self._poll * 2 ** min(self.count, 16), MAX_FAILURE_BACKOFF))
+        ceiling = max(MAX_FAILURE_BACKOFF, self._poll)  # never sooner than a healthy poll
+        return float(min(self._poll * 2 ** min(self.count, 16), ceiling))
 
     def succeeded(self) -> None:
         if self.count:

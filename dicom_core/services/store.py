@@ -152,6 +152,21 @@ AfterCommit = Callable[[InstanceKey, int, bytes], Awaitable[None]]
 ReceiveParts = Callable[[], Awaitable[Sequence[Path]]]
 
 
+@dataclass(slots=True)
+class _Outage:
+    """The storage outage a request met after storing some of its parts, if it met one."""
+
+    error: StorageUnavailable | None = None
+
+    def failure(self, sop_class_uid: str | None, sop_uid: str | None) -> FailedEntry:
+        return FailedEntry(
+            PROCESSING_FAILURE,
+            sop_class_uid,
+            sop_uid,
+            (f"The instance could not be stored: {self.error}.",),
+        )
+
+
 class StoreService:
     def __init__(
         self,
@@ -234,10 +249,13 @@ class StoreService:
 
         A storage outage (``StorageUnavailable``, ``StorageFull``) before anything is stored
         fails the whole request (503, 507): the client retries it whole. Once a part is
-        stored, an outage fails only the part it hits (272, with the reason), so that the
-        answer still lists every instance the request did store.
+        stored, an outage fails the part it hits and every part after it (272, with the
+        reason), without trying them: each would wait out the same outage (a locked index
+        waits 30 s a part), and the answer must still come in time to list every instance the
+        request did store.
         """
         result = StoreResult(study_url=f"{base_url}/studies/{study_uid}" if study_uid else None)
+        outage: _Outage = _Outage()
         try:
             for path in parts:
                 outcome = await self._store_one(
@@ -248,7 +266,7 @@ class StoreService:
                     api_version=api_version,
                     base_url=base_url,
                     expiry=expiry,
-                    report_outage=bool(result.stored),
+                    outage=outage if result.stored else None,
                 )
                 if isinstance(outcome, StoredEntry):
                     result.stored.append(outcome)
@@ -272,10 +290,11 @@ class StoreService:
         api_version: int,
         base_url: str,
         expiry: ExpiryRequest | None,
-        report_outage: bool = False,
+        outage: _Outage | None = None,
     ) -> StoredEntry | FailedEntry:
-        """Store one part; ``report_outage`` answers a storage outage as this part's failure
-        instead of raising it (see ``_store_parts``)."""
+        """Store one part. With ``outage`` (see ``_store_parts``), a storage outage is this
+        part's failure instead of the request's, recorded there so that later parts fail
+        with it at once."""
         try:
             size = path.stat().st_size
             if size <= INLINE_PARSE_BYTES:
@@ -312,18 +331,16 @@ class StoreService:
                     tuple(p.message for p in searchable),
                 )
             warning_reason = WARNING_VALIDATION if api_version >= 2 else WARNING_SOP_CLASS_MISMATCH
+        if outage is not None and outage.error is not None:
+            return outage.failure(parsed.sop_class_uid, key.sop_uid)
         try:
             failure = await self._write(path, parsed, upsert, expiry)
-        except StorageUnavailable as outage:
-            if not report_outage:
+        except StorageUnavailable as error:
+            if outage is None:
                 raise
-            log.warning("storing %s failed: %s", key, outage)
-            return FailedEntry(
-                PROCESSING_FAILURE,
-                parsed.sop_class_uid,
-                key.sop_uid,
-                (f"The instance could not be stored: {outage}.",),
-            )
+            log.warning("storing %s failed: %s", key, error)
+            outage.error = error
+            return outage.failure(parsed.sop_class_uid, key.sop_uid)
         if failure is not None:
             return failure
         return StoredEntry(
@@ -376,8 +393,13 @@ class StoreService:
                 key.sop_uid,
                 ("The instance could not be stored because of an internal error.",),
             )
+        # Committed: from here on nothing may report the instance as not stored. A file the
+        # replaced version leaves that cannot be deleted nor queued for deletion is litter.
         for obsolete in written.obsolete_blob_keys:
-            await self._delete_blob(obsolete)
+            try:
+                await self._delete_blob(obsolete)
+            except Exception:
+                log.exception("%s was stored; deleting the replaced file %s failed", key, obsolete)
         if self._writer is None and self._after_commit is not None:
             try:
                 await self._after_commit(key, written.watermark, parsed.metadata_json)

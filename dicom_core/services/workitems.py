@@ -89,8 +89,11 @@ def _error(exc: WorkitemRuleError) -> DicomWebError:
     return BadRequest(exc.message)
 
 
-def check_dataset(dataset: Any) -> Dataset:
-    """A DICOM JSON object: 8-hex-digit tags mapping to elements that name their VR."""
+def check_dataset(dataset: Any, *, lock_as_given: bool = False) -> Dataset:
+    """A DICOM JSON object: 8-hex-digit tags mapping to elements that name their VR, and
+    DICOM JSON others can read. ``lock_as_given`` leaves the Transaction UID's value to the
+    caller: a state change compares it with the lock kept, which may predate the UID rule
+    (a workitem claimed under an older version must still be finished)."""
     if not isinstance(dataset, dict):
         raise BadRequest("The request body must be a DICOM JSON dataset (a JSON object).")
     for tag, element in dataset.items():
@@ -103,20 +106,22 @@ def check_dataset(dataset: Any) -> Dataset:
     if too_deep is not None:
         raise BadRequest(f"The dataset is refused: {too_deep}.")
     # Kept and handed to other clients as sent: it must be DICOM JSON they can read.
-    malformed = received_dataset_problem(dataset)
+    malformed = received_dataset_problem(
+        {tag: e for tag, e in dataset.items() if str(tag).upper() != TRANSACTION_UID}
+        if lock_as_given
+        else dataset
+    )
     if malformed is not None:
         raise BadRequest(f"The dataset is refused: {malformed}.")
     return {str(tag).upper(): element for tag, element in dataset.items()}
 
 
-def check_lock(value: str | None) -> str | None:
-    """A Transaction UID given by a client (the workitem's lock): a UID, or a 400."""
-    if value is None:
-        return None
+def check_lock(value: str) -> None:
+    """A Transaction UID a claim sets as the workitem's lock: a UID, or a 400. (Later
+    transactions only compare theirs with the lock kept.)"""
     problem = uid_problem(value)
     if problem is not None:
         raise BadRequest(f"The Transaction UID is not valid: {problem}.")
-    return value
 
 
 def without_lock(dataset: Mapping[str, Any]) -> Dataset:
@@ -235,7 +240,6 @@ class WorkitemService:
     ) -> None:
         """Update Workitem: replace the given top-level attributes (sequences whole)."""
         changes = check_dataset(changes)
-        transaction_uid = check_lock(transaction_uid)
         try:
             check_requirements(Transaction.UPDATE, changes)
         except WorkitemRuleError as exc:
@@ -251,12 +255,13 @@ class WorkitemService:
     async def change_state(self, uid: str, request: Dataset, *, partition: int) -> None:
         """Change Workitem State: claim (sets the lock), complete or cancel."""
         try:
-            wanted = read_state_change(check_dataset(request))
+            wanted = read_state_change(check_dataset(request, lock_as_given=True))
         except WorkitemRuleError as exc:
             raise _error(exc) from None
-        check_lock(wanted.lock)
 
         def apply(record: WorkitemRecord) -> Dataset:
+            if record.state is State.SCHEDULED:
+                check_lock(wanted.lock)  # a claim sets the lock: it must be a UID
             new_state = change_state(record.state, record.lock, wanted.requested, wanted.lock)
             dataset = dict(record.dataset)
             dataset[PROCEDURE_STEP_STATE] = _string("CS", new_state.value)

@@ -172,3 +172,8 @@ def test_the_backoff_doubles_up_to_its_ceiling() -> None:
     waits = [streak.failed(OSError("x")) for _ in range(10)]
     assert waits[:5] == [1.0, 2.0, 4.0, 8.0, 16.0]
     assert waits[5:] == [MAX_FAILURE_BACKOFF] * 5
+
+
+def test_a_failing_queue_is_never_polled_sooner_than_a_healthy_one() -> None:
+    streak = FailureStreak("jobs", poll_interval=45.0)
+    assert [streak.failed(OSError("x")) for _ in range(3)] == [45.0, 45.0, 45.0]

@@ -145,7 +145,7 @@ class FileBlobStore:
         while True:
             try:
                 self._make_directories(target.parent)
-                self._move(source, target, overwrite=overwrite)
+                _move(source, target, overwrite=overwrite, durable=self.durable)
                 return
             except FileNotFoundError:
                 attempts -= 1
@@ -166,32 +166,6 @@ class FileBlobStore:
             created.append(path)
         created.reverse()
         return created
-
-    @staticmethod
-    def _move(source: Path, target: Path, *, overwrite: bool) -> None:
-        if overwrite:
-            try:
-                os.replace(source, target)
-            except OSError as exc:
-                if exc.errno != errno.EXDEV:
-                    raise
-                _copy_across(source, target, overwrite=True)
-            return
-        # link() fails if the target exists: an atomic create-only write.
-        try:
-            os.link(source, target)
-        except OSError as exc:
-            if isinstance(exc, FileExistsError):
-                raise
-            if exc.errno == errno.EXDEV:
-                _copy_across(source, target, overwrite=False)
-                return
-            # File systems without hard links: fall back to a checked rename.
-            if target.exists():
-                raise FileExistsError(str(target)) from exc
-            os.replace(source, target)
-            return
-        source.unlink()
 
     async def read_stream(self, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
         path = self.path_for(key)
@@ -276,18 +250,44 @@ class FileBlobStore:
         return None
 
 
-def _copy_across(source: Path, target: Path, *, overwrite: bool) -> None:
-    """Move ``source`` to ``target`` on another file system: copy it beside the target,
-    sync the copy, then rename (``overwrite``) or link (create-only) it into place, so the
-    target's name never points at a partial file; then remove ``source``."""
+def _move(source: Path, target: Path, *, overwrite: bool, durable: bool) -> None:
+    """Rename or link ``source`` to ``target``; create-only unless ``overwrite``."""
+    if overwrite:
+        try:
+            os.replace(source, target)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            _copy_across(source, target, overwrite=True, durable=durable)
+        return
+    # link() fails if the target exists: an atomic create-only write.
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if isinstance(exc, FileExistsError):
+            raise
+        if exc.errno == errno.EXDEV:
+            _copy_across(source, target, overwrite=False, durable=durable)
+            return
+        # File systems without hard links: fall back to a checked rename.
+        if target.exists():
+            raise FileExistsError(str(target)) from exc
+        os.replace(source, target)
+        return
+    source.unlink()
+
+
+def _copy_across(source: Path, target: Path, *, overwrite: bool, durable: bool) -> None:
+    """Move ``source`` to ``target`` on another file system: copy it beside the target (synced
+    when ``durable``), then move the copy into place as any staged file (so the target's name
+    never points at a partial file), then remove ``source``. A crash in between can leave
+    the copy, ``.{name}.{token}.copy``, beside the target."""
     copy = target.with_name(f".{target.name}.{uuid.uuid4().hex}.copy")
     try:
         shutil.copyfile(source, copy)
-        sync_file(copy)
-        if overwrite:
-            os.replace(copy, target)
-        else:
-            os.link(copy, target)
+        if durable:
+            sync_file(copy)
+        _move(copy, target, overwrite=overwrite, durable=durable)
     finally:
         with contextlib.suppress(FileNotFoundError):
             copy.unlink()

@@ -113,6 +113,8 @@ class SqliteInstanceWriter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, LAST_RETRY)
         except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError):
+                raise  # a defect in a statement, not an unavailable index
             raise self._db.unavailable(exc) from exc
 
     def _write(

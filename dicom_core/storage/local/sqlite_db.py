@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 import sqlite3
@@ -58,6 +59,8 @@ def _refuse_newer_schema(conn: sqlite3.Connection) -> None:
             " or restore a backup made by this one"
         )
 
+
+log = logging.getLogger(__name__)
 
 #: Free space below which a disk counts as full when SQLite reports only an I/O error.
 _FULL_DISK_BYTES = 1 << 20
@@ -257,6 +260,8 @@ class SqliteDatabase:
         try:
             return await asyncio.to_thread(fn)
         except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError):
+                raise  # a defect in a statement, not an unavailable index: no 503 to retry
             raise self.unavailable(exc) from exc
 
     def unavailable(self, exc: sqlite3.Error) -> StorageUnavailable:
@@ -266,7 +271,8 @@ class SqliteDatabase:
         SQLite's reason (locked, read-only, "database disk image is malformed")."""
         code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
         if code == sqlite3.SQLITE_FULL or (code == sqlite3.SQLITE_IOERR and self._disk_full()):
-            return StorageFull(f"the disk holding the local index {self.path} is full")
+            log.error("the disk holding the local index %s is full", self.path)
+            return StorageFull("the disk holding the local index is full")
         return StorageUnavailable(f"the local index is unavailable: {exc}")
 
     def _disk_full(self) -> bool:

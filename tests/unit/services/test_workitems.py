@@ -291,3 +291,23 @@ async def test_one_uid_names_an_independent_workitem_in_each_partition(
         assert [r[STATE] for r in found] == [element("CS", state)]
     nowhere = parse_workitem_query([("PatientID", patient)], partition=9)
     assert await service.search(nowhere) == []
+
+
+async def test_a_workitem_claimed_with_a_lock_older_versions_took_can_still_be_finished(
+    fakes: Fakes, service: WorkitemService
+) -> None:
+    """Review find: versions before the UID rule kept any Transaction UID as the lock. With
+    the rule on every transaction, such a workitem could never be updated, completed or
+    canceled; the rule applies where a lock is set, at the claim."""
+    uid = await created(service)
+    with pytest.raises(BadRequest, match="Transaction UID is not valid"):
+        await service.change_state(uid, state_change("IN PROGRESS", "not a uid"), partition=P)
+    # As an older version claimed it:
+    record = fakes.workitems.records[P, uid]
+    claimed = {**record.dataset, STATE: element("CS", "IN PROGRESS")}
+    claimed[TRANSACTION_UID] = element("UI", "not a uid")
+    await fakes.workitems.replace_workitem(uid, claimed, partition=P, version=record.version)
+
+    await service.update(uid, final_state_attributes("CANCELED"), "not a uid", partition=P)
+    await service.change_state(uid, state_change("CANCELED", "not a uid"), partition=P)
+    assert await state_of(service, uid) == "CANCELED"
