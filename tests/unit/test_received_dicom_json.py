@@ -102,6 +102,13 @@ def test_bulk_data_uris_pass_where_the_caller_takes_them() -> None:
     assert received_dataset_problem(dataset, bulk_data=True) is None
 
 
+def test_what_pydicom_also_reads_passes_wrapped_base64_and_un() -> None:
+    """From the review: pydicom reads base64 wrapped over lines, and any attribute as UN."""
+    wrapped = {"00091010": {"vr": "OB", "InlineBinary": "AAEC\r\nAwQF"}}
+    assert received_dataset_problem(wrapped) is None
+    assert received_dataset_problem({"00100010": {"vr": "UN", "InlineBinary": "AAEC"}}) is None
+
+
 def test_private_attributes_may_carry_any_vr() -> None:
     assert received_dataset_problem({"00091012": {"vr": "DA", "Value": ["20240101"]}}) is None
 

@@ -92,7 +92,8 @@ def _element_items(tag: int, element: Any, *, bulk_data: bool) -> list[Mapping[s
     if not isinstance(vr, str) or vr not in VRS:
         raise _Refused(f'"vr" {show(str(vr))} is not a DICOM VR')
     expected = _dictionary_vrs(tag)
-    if expected and vr not in expected:
+    # UN: a sender that does not know the VR (a file read in implicit VR) may say so.
+    if expected and vr not in expected and vr != "UN":
         raise _Refused(
             f'"vr" is "{vr}", but this attribute\'s VR is "{" or ".join(sorted(expected))}"'
         )
@@ -146,7 +147,8 @@ def _check_inline_binary(vr: str, value: Any) -> None:
     if not isinstance(value, str):
         raise _Refused(f"InlineBinary must be a JSON string of base64, not {json_type(value)}")
     try:
-        base64.b64decode(value, validate=True)
+        # Line breaks and spaces, as MIME writers wrap base64, are not part of the data.
+        base64.b64decode("".join(value.split()), validate=True)
     except (binascii.Error, ValueError):
         raise _Refused("InlineBinary is not valid base64") from None
 
