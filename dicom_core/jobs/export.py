@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY, is_default
 from dicom_core.domain.timestamps import utc_timestamp
 from dicom_core.jobs.messages import MalformedMessage, OperationMessage
 from dicom_core.jobs.operations import StepOutcome, running_percent, settle_stale
+from dicom_core.services.staging import spool_name
 from dicom_core.storage.ports import (
     BlobNotFound,
     BlobStore,
@@ -325,7 +325,7 @@ class ExportJob:
             raise failed.exceptions[0] from failed
 
     async def _keep_request(self, operation_id: str, request: ExportRequest) -> None:
-        staged = self._staging_dir / f"{uuid.uuid4().hex}.part"
+        staged = self._staging_dir / spool_name()
         await asyncio.to_thread(staged.write_bytes, request.to_body())
         try:
             await self._blobs.put_file(request_key(operation_id), staged)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from dicom_core.services.staging import PartSpool, StagingArea
+from dicom_core.services.staging import PartSpool, StagingArea, spool_name
 from dicom_core.storage.ports import StorageFull, StorageUnavailable
 
 BODY = b"\x02\x00\x00\x00rest of the dataset" * 10
@@ -69,3 +73,37 @@ def test_a_full_disk_while_spooling_is_storage_full_and_discard_still_removes_th
 def test_a_spool_that_cannot_be_created_is_storage_unavailable(tmp_path: Path) -> None:
     with pytest.raises(StorageUnavailable, match="spooling the request body failed"):
         PartSpool(tmp_path / "missing-directory" / "x.part")
+
+
+def dead_pid() -> int:
+    """The PID of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_start_removes_at_once_the_spools_of_a_dead_process_of_this_host(
+    tmp_path: Path,
+) -> None:
+    """A probe's kill -9 mid-STOW left 2.5 MB of parts on a full disk, kept by the restart
+    for an hour: only age told leftovers from the spools of live workers."""
+    host = socket.gethostname()
+    dead = tmp_path / f"{host}.{dead_pid()}.{'a' * 32}.part"
+    live = tmp_path / f"{host}.{os.getppid()}.{'b' * 32}.part"  # the test runner's parent
+    mine = tmp_path / f"{host}.{os.getpid()}.{'c' * 32}.part"
+    elsewhere = tmp_path / f"another-host.{dead_pid()}.{'d' * 32}.part"
+    older_version = tmp_path / f"{'e' * 32}.part"
+    for path in (dead, live, mine, elsewhere, older_version):
+        path.write_bytes(b"DICM")
+    StagingArea(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (live, mine, elsewhere, older_version)
+    )
+    # The age rule still takes any of them once older than a live request can be.
+    StagingArea(tmp_path, stale_seconds=-1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_new_spools_carry_their_host_and_process() -> None:
+    name = spool_name()
+    assert name.startswith(f"{socket.gethostname()}.{os.getpid()}.") and name.endswith(".part")
