@@ -63,6 +63,8 @@ HTJ2K_LOSSLESS: Final = "1.2.840.10008.1.2.4.201"
 HTJ2K_LOSSLESS_RPCL: Final = "1.2.840.10008.1.2.4.202"
 HTJ2K: Final = "1.2.840.10008.1.2.4.203"
 RLE_LOSSLESS: Final = "1.2.840.10008.1.2.5"
+#: The whole dataset deflated; its pixel data is native once the file is inflated.
+DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN: Final = "1.2.840.10008.1.2.1.99"
 
 #: What can be transcoded from: the conformance statement's list, plus the JPEG Extended and
 #: JPEG-LS syntaxes that the installed libjpeg plugin decodes as well.

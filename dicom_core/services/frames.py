@@ -113,8 +113,11 @@ class FrameService:
 
         return FrameSet(record, tuple(numbers), target, fmt.native_frame_length, transcoded)
 
-    def _check_transcodable(self, record: InstanceRecord, target: str) -> None:
-        source = record.transfer_syntax_uid
+    def _check_transcodable(
+        self, record: InstanceRecord, target: str, source: str | None = None
+    ) -> None:
+        """``source``: the syntax the frames are read in, when not the stored one."""
+        source = source or record.transfer_syntax_uid
         if target not in pixels.TRANSCODE_TARGETS:
             raise NotAcceptable(f"Frames cannot be transcoded to transfer syntax {target}.")
         if not pixels.can_decode(source):
@@ -139,12 +142,17 @@ class FrameService:
             raise NotFound(f"Instance {record.key.sop_uid} has no pixel data, so no frames.")
         check_frame_numbers(numbers, fmt.number_of_frames, record.key.sop_uid)
         source = record.transfer_syntax_uid
+        if source == pixels.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+            # Parsing inflates the file, and its frames are then native Explicit VR Little
+            # Endian: the only form its frames exist in, so that is "as stored" too (OHIF
+            # asked for transfer-syntax=* and was told to ask for transfer-syntax=*).
+            source = pixels.EXPLICIT_VR_LITTLE_ENDIAN
         wanted = target or source
         if pixels.is_encapsulated(source) and wanted == source:
             check_size(record, self._limit, "split into frames without a frame index")
         else:
             wanted = target or pixels.EXPLICIT_VR_LITTLE_ENDIAN
-            self._check_transcodable(record, wanted)
+            self._check_transcodable(record, wanted, source)
             # Frame n is found by decoding frames 1 to n of the parsed file.
             check_decoded(
                 fmt, sum(numbers), self._decoded_limit, record.key.sop_uid, f"read as {wanted}"

@@ -346,3 +346,23 @@ def test_frames_without_store_time_ranges_are_still_served(client: httpx.Client)
     as_jp2 = parts(frames(client, stored, "1", JP2))[0][1]
     upsampled = pixel_array(read(stored.data), as_rgb=False)
     np.testing.assert_array_equal(decode_j2k(as_jp2, stored), upsampled)
+
+
+@pytest.mark.parametrize("accept", [ANY, DECODED, "application/octet-stream; transfer-syntax=*"])
+def test_frames_of_a_deflated_instance_are_its_native_pixels(
+    client: httpx.Client, accept: str
+) -> None:
+    """OHIF asked for the frames of a Deflated Explicit VR Little Endian instance with
+    transfer-syntax=* and got 406 "ask for transfer-syntax=*". Inflated, its pixel data is
+    native: Explicit VR Little Endian is the only form its frames exist in."""
+    stored = store_sample(client, "image_dfl.dcm")
+    assert stored.ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1.99"
+    response = frames(client, stored, "1", accept)
+    assert response.status_code == 200, response.text
+    if accept.startswith("multipart"):
+        [(headers, body)] = parts(response)
+        assert part_syntax(headers) == EXPLICIT_LE
+    else:
+        body = response.content
+        assert "transfer-syntax=1.2.840.10008.1.2.1" in response.headers["content-type"]
+    assert body == read(stored.data).PixelData
