@@ -56,19 +56,23 @@ _JPEG_LS: Final = (uid.JPEGLSLossless, uid.JPEGLSNearLossless)
 #: JPEG 2000 part 1 codestreams, decoded and encoded by OpenJPEG (T.800).
 _JPEG_2000: Final = (uid.JPEG2000Lossless, uid.JPEG2000)
 
-#: Where this plugin decodes, and is tried first: it decodes these exactly as pylibjpeg does,
-#: and faster. JPEG baseline and extended are not among them: libjpeg-turbo's inverse DCT and
-#: chroma upsampling differ from pylibjpeg-libjpeg's by a grey level or a few here and there,
-#: and the images a client gets must not change.
-DECODER_DEPENDENCIES: Final = dict.fromkeys(
-    (*_JPEG_LOSSLESS, *_JPEG_LS, *_JPEG_2000), (_REQUIREMENT,)
-)
+#: JPEG baseline and extended (T.81 DCT processes), decoded by libjpeg-turbo, 8 and 12 bits.
+_JPEG_DCT: Final = (uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit)
+#: Where this plugin is tried first: it decodes these exactly as pylibjpeg does, and faster.
+_PREFERRED: Final = (*_JPEG_LOSSLESS, *_JPEG_LS, *_JPEG_2000)
+#: Where this plugin decodes. JPEG baseline and extended are not preferred: libjpeg-turbo's
+#: inverse DCT and chroma upsampling differ from pylibjpeg-libjpeg's by a grey level or a few
+#: here and there, and the images a client gets must not change. Added last, it is only the
+#: fallback there, for the grayscale frames every other plugin refuses: pylibjpeg-libjpeg
+#: rejects some 12-bit extended codestreams that libjpeg-turbo (and OHIF) read, and Pillow
+#: has no 12-bit JPEG.
+DECODER_DEPENDENCIES: Final = dict.fromkeys((*_PREFERRED, *_JPEG_DCT), (_REQUIREMENT,))
 #: Where this plugin encodes, and is tried first: the one transcoding target that compresses.
 ENCODER_DEPENDENCIES: Final = {uid.JPEG2000Lossless: ("numpy", _REQUIREMENT)}
 
 #: Codec names in imagecodecs, per transfer syntax, for :func:`is_available`.
 _CODEC_OF: Final[dict[str, str]] = {
-    **dict.fromkeys(_JPEG_LOSSLESS, "JPEG8"),
+    **dict.fromkeys((*_JPEG_LOSSLESS, *_JPEG_DCT), "JPEG8"),
     **dict.fromkeys(_JPEG_LS, "JPEGLS"),
     **dict.fromkeys(_JPEG_2000, "JPEG2K"),
 }
@@ -120,7 +124,7 @@ def _missing(missing_dependencies: list[str]) -> bool:
 
 def preferred_decoder(transfer_syntax: str) -> str:
     """The plugin to ask for by name when decoding ``transfer_syntax``; "" for pydicom's order."""
-    if transfer_syntax in DECODER_DEPENDENCIES and is_available(transfer_syntax):
+    if transfer_syntax in _PREFERRED and is_available(transfer_syntax):
         return PLUGIN
     return ""
 
@@ -161,6 +165,13 @@ def _decode_frame(src: bytes, runner: DecodeRunner) -> bytes:
         # codestream and the output makes libjpeg-turbo copy the samples unchanged.
         space = "GRAYSCALE" if runner.samples_per_pixel == 1 else "YCBCR"
         array = imagecodecs.jpeg8_decode(src, colorspace=space, outcolorspace=space)
+    elif syntax in _JPEG_DCT:
+        if runner.samples_per_pixel != 1:
+            # Colour conversion would have to match pydicom's other plugins exactly; this
+            # fallback keeps to grayscale, where there is none.
+            raise NotImplementedError(f"{PLUGIN} decodes only grayscale {syntax} frames")
+        array = imagecodecs.jpeg8_decode(src, colorspace="GRAYSCALE", outcolorspace="GRAYSCALE")
+        runner.set_option("bits_allocated", array.dtype.itemsize * 8)
     elif syntax in _JPEG_LS:
         array = imagecodecs.jpegls_decode(src)
         # Colour-by-pixel whatever the interleave mode, and a container sized by precision.

@@ -158,3 +158,14 @@ def test_rendered_after_an_upsert_shows_the_new_version(client: httpx.Client) ->
     assert response.status_code == 200
     after = image(rendered(client, stored, accept="image/png"))
     np.testing.assert_array_equal(after, 255 - before)
+
+
+def test_a_12_bit_jpeg_extended_frame_renders(client: httpx.Client) -> None:
+    """pydicom's JPEG-lossy.dcm: the OHIF probe's render was a 406, as pylibjpeg-libjpeg and
+    Pillow both refuse it; libjpeg-turbo, the fallback, reads it as OHIF does."""
+    stored = store_sample(client, "JPEG-lossy.dcm")
+    response = client.get(f"{stored.instance}/rendered", headers={"Accept": "image/png"})
+    assert response.status_code == 200, response.text
+    pixels = np.asarray(Image.open(io.BytesIO(response.content)))
+    assert pixels.shape == (int(stored.ds.Rows), int(stored.ds.Columns))
+    assert len(np.unique(pixels)) > 16  # an image, not a blank

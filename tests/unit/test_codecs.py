@@ -52,16 +52,32 @@ def ct_frame(rows: int = 512, columns: int = 512) -> np.ndarray:
     return image + noise
 
 
-def test_plugin_is_registered_where_preferred_and_nowhere_else() -> None:
+def test_plugin_is_preferred_where_it_decodes_as_before_and_a_fallback_for_jpeg_dct() -> None:
     for syntax in (uid.JPEGLosslessSV1, uid.JPEGLossless, uid.JPEGLSLossless, uid.JPEG2000):
         assert codecs.PLUGIN in get_decoder(syntax).available_plugins
         assert codecs.preferred_decoder(syntax) == codecs.PLUGIN
     frame = {"rows": 512, "columns": 512, "bits_stored": 16}
     assert codecs.preferred_encoder(uid.JPEG2000Lossless, **frame) == codecs.PLUGIN
     assert codecs.preferred_encoder(uid.JPEG2000, **frame) == ""
-    for syntax in (uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.RLELossless):
-        assert codecs.PLUGIN not in get_decoder(syntax).available_plugins
+    for syntax in (uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit):
+        # Last in pydicom's order (the order plugins were added in, which available_plugins
+        # sorts away): tried only when every other plugin refused the frame.
+        assert list(get_decoder(syntax)._available)[-1] == codecs.PLUGIN
         assert codecs.preferred_decoder(syntax) == ""
+    assert codecs.PLUGIN not in get_decoder(uid.RLELossless).available_plugins
+    assert codecs.preferred_decoder(uid.RLELossless) == ""
+
+
+def test_a_12_bit_extended_frame_the_other_plugins_refuse_is_decoded_by_the_fallback() -> None:
+    """The OHIF probe's render of pydicom's JPEG-lossy.dcm was a 406: pylibjpeg-libjpeg calls
+    its scan misplaced and Pillow has no 12-bit JPEG, while libjpeg-turbo (and OHIF) read it."""
+    frame, syntax, fmt = first_frame("JPEG-lossy.dcm")
+    assert syntax == uid.JPEGExtended12Bit
+    with pytest.raises(Exception, match="misplaced marker"):
+        decode_with(OLD, frame, syntax, fmt, as_rgb=False)
+    decoded = decode_frame(frame, syntax, fmt, as_rgb=True)
+    np.testing.assert_array_equal(decoded.array, imagecodecs.jpeg8_decode(frame))
+    assert decoded.array.shape == (fmt.rows, fmt.columns)
 
 
 def test_register_twice_changes_nothing() -> None:
