@@ -63,6 +63,26 @@ async def test_writes_are_create_only_unless_overwriting(stores: Stores, tmp_pat
     assert await read_all(stores, "k/x.dcm") == b"second"
 
 
+async def test_a_create_only_write_that_finds_its_own_bytes_succeeds_on_blob_storage(
+    stores: Stores, tmp_path: Path
+) -> None:
+    """A probe stalled Azurite past the SDK's 60 s read timeout: the upload went through,
+    its answer was lost, and the SDK's resend met the blob it had just written, so a new
+    instance failed with 272. The same bytes under the key mean the write happened."""
+    if stores.backend != "azure":
+        pytest.skip("a local rename has no lost answer to retry")
+    data = os.urandom(3 << 20)  # in blocks, as the retried uploads were
+    await stores.blobs.put_file("k/mine.dcm", staged(tmp_path, data))
+    again = staged(tmp_path, data)
+    await stores.blobs.put_file("k/mine.dcm", again)
+    assert not again.exists()  # consumed, as by any write that succeeded
+    assert await read_all(stores, "k/mine.dcm") == data
+    longer = staged(tmp_path, data + b"x")
+    with pytest.raises(FileExistsError):
+        await stores.blobs.put_file("k/mine.dcm", longer)
+    assert longer.exists()
+
+
 async def test_byte_ranges(stores: Stores, tmp_path: Path) -> None:
     data = bytes(range(256)) * 40
     await stores.blobs.put_file("r/f.dcm", staged(tmp_path, data))

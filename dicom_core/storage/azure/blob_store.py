@@ -3,7 +3,9 @@
 - Uploads stream the staged file in 1 MiB blocks (four staged at a time, committed with one
   Put Block List), so memory stays bounded for a 2 GB instance.
 - ``overwrite=False`` is a create-only write: the commit carries ``If-None-Match: *`` and an
-  existing blob makes it fail (``FileExistsError``), never replaced.
+  existing blob makes it fail (``FileExistsError``), never replaced, unless it holds exactly
+  the file being written: then an earlier attempt of this write got through (its answer lost
+  in a stall, its retry refused) and the write succeeded.
 - Durable when acknowledged: Blob Storage answers Put Block List only once the blob is
   committed to its replicas, so a store needs no sync of its own here (the local backend's
   ``DICOM_DURABLE_WRITES`` does not apply).
@@ -104,11 +106,33 @@ class AzureBlobStore:
                     raise _Retry from exc
 
         try:
-            await self._call(key, upload)
-        except _Retry:
-            await self._call(key, upload)
+            try:
+                await self._call(key, upload)
+            except _Retry:
+                await self._call(key, upload)
+        except FileExistsError:
+            if overwrite or not await self._holds(key, source, size):
+                raise
+            # Our own earlier attempt: an upload whose answer was lost (a stall past the SDK's
+            # read timeout) went through, and the SDK's or our retry then found it. Keys are
+            # unique to one attempt (a watermark, a random token), so the blob is this file.
+            log.warning("%s was already uploaded by an earlier attempt of this write", key)
         # Like the local store, a stored file consumes its staged source.
         await asyncio.to_thread(source.unlink, True)
+
+    async def _holds(self, key: str, source: Path, size: int) -> bool:
+        """Whether the blob ``key`` holds exactly the bytes of ``source`` (compared in chunks:
+        only a create-only write that found its key taken comes here)."""
+        try:
+            with open(source, "rb") as handle:
+                read = 0
+                async for chunk in self._download(key, None, 1 << 20):
+                    if await asyncio.to_thread(handle.read, len(chunk)) != chunk:
+                        return False
+                    read += len(chunk)
+                return read == size and not await asyncio.to_thread(handle.read, 1)
+        except BlobNotFound:
+            return False  # gone again meanwhile: the conflict stands
 
     async def read_stream(self, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
         async for chunk in self._download(key, None, chunk_size):
