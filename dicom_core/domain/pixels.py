@@ -268,6 +268,15 @@ def is_encapsulated(transfer_syntax: str) -> bool:
     return bool(UID(transfer_syntax).is_encapsulated)
 
 
+def frames_syntax(transfer_syntax: str) -> str:
+    """The syntax the frames of an instance stored in ``transfer_syntax`` exist in: its own,
+    but for Deflated Explicit VR Little Endian, whose whole dataset is deflated and whose
+    pixel data is native Explicit VR Little Endian once the file is inflated (parsed)."""
+    if transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        return EXPLICIT_VR_LITTLE_ENDIAN
+    return transfer_syntax
+
+
 def can_decode(transfer_syntax: str) -> bool:
     """True if frames stored in ``transfer_syntax`` can be decoded here."""
     if transfer_syntax not in TRANSCODE_SOURCES:

@@ -141,12 +141,9 @@ class FrameService:
         if fmt is None:
             raise NotFound(f"Instance {record.key.sop_uid} has no pixel data, so no frames.")
         check_frame_numbers(numbers, fmt.number_of_frames, record.key.sop_uid)
-        source = record.transfer_syntax_uid
-        if source == pixels.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-            # Parsing inflates the file, and its frames are then native Explicit VR Little
-            # Endian: the only form its frames exist in, so that is "as stored" too (OHIF
-            # asked for transfer-syntax=* and was told to ask for transfer-syntax=*).
-            source = pixels.EXPLICIT_VR_LITTLE_ENDIAN
+        # The whole file is parsed here, which inflates a deflated one: its frames are read
+        # in the syntax they exist in, "as stored" included.
+        source = pixels.frames_syntax(record.transfer_syntax_uid)
         wanted = target or source
         if pixels.is_encapsulated(source) and wanted == source:
             check_size(record, self._limit, "split into frames without a frame index")

@@ -17,6 +17,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,6 +25,15 @@ from dicom_core.storage.ports import storage_error
 
 _PREAMBLE = 128
 _PREFIX = b"DICM"
+
+
+@contextlib.contextmanager
+def _spooling() -> Iterator[None]:
+    """A spool that cannot be written is the ports' outage (507 for a full disk, 503)."""
+    try:
+        yield
+    except OSError as exc:
+        raise storage_error(exc, "spooling the request body") from exc
 
 
 class PartSpool:
@@ -36,16 +46,12 @@ class PartSpool:
         self.size = 0
         self._head = bytearray()
         self._head_written = False
-        try:
+        with _spooling():
             self._handle: BinaryIO | None = open(path, "wb")  # noqa: SIM115 - closed in close()
-        except OSError as exc:
-            raise storage_error(exc, "spooling the request body") from exc
 
     def write(self, data: bytes | memoryview) -> None:
-        try:
+        with _spooling():
             self._write(data)
-        except OSError as exc:
-            raise storage_error(exc, "spooling the request body") from exc
 
     def _write(self, data: bytes | memoryview) -> None:
         assert self._handle is not None
@@ -76,12 +82,10 @@ class PartSpool:
         """Finish the file (a part shorter than a preamble is written as it came)."""
         if self._handle is None:
             return
-        try:
+        with _spooling():
             if not self._head_written:
                 self._write_head()
             self._handle.close()
-        except OSError as exc:
-            raise storage_error(exc, "spooling the request body") from exc
         self._handle = None
 
     def discard(self) -> None:

@@ -104,7 +104,21 @@ def change_query(request: Request, version: int, partition: int | None = None) -
     include_metadata = bool_param(request, "includeMetadata", default=True)
     default_limit, max_limit = V1_LIMITS if version == 1 else V2_LIMITS
     limit = int_param(request, "limit", default=default_limit, minimum=1, maximum=max_limit)
+    start = end = None
     if version == 1:
+        seek = True  # v1's offset is the last sequence read; the window is ignored
+    else:
+        start, end = time_param(request, "startTime"), time_param(request, "endTime")
+        if start is not None and end is not None and start >= end:
+            raise BadRequest(
+                f"The start time '{start}' must be strictly before the end time '{end}'."
+            )
+        # The whole feed from its start, as Microsoft's own client sample pages it
+        # (``offset`` = entries read so far). Its sequences run 1, 2, 3... with no gap, so
+        # skipping ``offset`` entries is starting after sequence ``offset``: a seek, at any
+        # depth, rather than a read of every entry skipped.
+        seek = start is None and end is None and partition is None
+    if seek:
         offset = int_param(request, "offset", default=0, minimum=0, maximum=MAX_SEQUENCE)
         return ChangeQuery(
             limit=limit,
@@ -112,16 +126,6 @@ def change_query(request: Request, version: int, partition: int | None = None) -
             include_metadata=include_metadata,
             partition=partition,
         )
-    start, end = time_param(request, "startTime"), time_param(request, "endTime")
-    if start is not None and end is not None and start >= end:
-        raise BadRequest(f"The start time '{start}' must be strictly before the end time '{end}'.")
-    if start is None and end is None and partition is None:
-        # The whole feed from its start, as Microsoft's own client sample pages it
-        # (``offset`` = entries read so far). Its sequences run 1, 2, 3... with no gap, so
-        # skipping ``offset`` entries is starting after sequence ``offset``: a seek, at any
-        # depth, rather than a read of every entry skipped.
-        offset = int_param(request, "offset", default=0, minimum=0, maximum=MAX_SEQUENCE)
-        return ChangeQuery(limit=limit, after_sequence=offset, include_metadata=include_metadata)
     offset = int_param(request, "offset", default=0, minimum=0, maximum=MAX_SKIP)
     return ChangeQuery(
         limit=limit,

@@ -17,20 +17,21 @@ from starlette.requests import Request
 from dicom_core.errors import BadRequest
 
 
+def query_values(request: Request, name: str) -> list[str]:
+    """Every value of the query parameter ``name``, in any case, in the order given."""
+    folded = name.lower()
+    return [value for key, value in request.query_params.multi_items() if key.lower() == folded]
+
+
 def query_value(request: Request, name: str) -> str | None:
     """The value of the query parameter ``name`` in any case; None if absent.
 
     Given twice (in any case), it is a 400 rather than a silent pick of one.
     """
-    folded = name.lower()
-    found = [
-        (key, value) for key, value in request.query_params.multi_items() if key.lower() == folded
-    ]
-    if not found:
-        return None
-    if len(found) > 1:
+    values = query_values(request, name)
+    if len(values) > 1:
         raise BadRequest(f"The query parameter '{name}' may be given only once.")
-    return found[0][1]
+    return values[0] if values else None
 
 
 def int_param(request: Request, name: str, *, default: int, minimum: int, maximum: int) -> int:

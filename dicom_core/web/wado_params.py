@@ -13,6 +13,7 @@ from starlette.requests import Request
 
 from dicom_core.domain.render import DEFAULT_QUALITY
 from dicom_core.errors import BadRequest
+from dicom_core.web.query_params import query_values
 
 #: Request header selecting the original version of an instance after a bulk update
 #: (conformance statement, "Retrieve original version").
@@ -68,8 +69,7 @@ def frame_number(raw: str) -> int:
 
 def quality(request: Request) -> int:
     """The ``quality`` query parameter: an integer from 1 to 100, 100 when absent."""
-    # Any case, as Azure binds it; given twice, the last one counts.
-    values = [v for k, v in request.query_params.multi_items() if k.lower() == "quality"]
+    values = query_values(request, "quality")  # given twice, the last one counts
     if not values:
         return DEFAULT_QUALITY
     raw = values[-1].strip()

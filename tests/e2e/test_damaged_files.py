@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 
-from tests.support.factories import make_dataset, to_bytes
+from tests.support.factories import make_dataset
 from tests.support.server import Server, start_server, stop_server
+from tests.support.wado import store
 
 INSTANCE = "application/dicom; transfer-syntax=*"
 FRAME = "application/octet-stream; transfer-syntax=*"
@@ -24,12 +25,7 @@ def stored(tmp_path: Path) -> Iterator[tuple[Server, Dataset, Path]]:
     try:
         ds = make_dataset(rows=128, columns=128)
         with server.client() as client:
-            response = client.post(
-                "/v2/studies",
-                content=to_bytes(ds),
-                headers={"Content-Type": "application/dicom", "Accept": "application/dicom+json"},
-            )
-            assert response.status_code == 200, response.text
+            store(client, ds)
         [path] = server.stored_files()
         assert isinstance(path, Path)
         yield server, ds, path

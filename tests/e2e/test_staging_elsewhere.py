@@ -5,9 +5,6 @@ found every STOW then failing with 272 ("internal error", EXDEV in the log)."""
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +12,10 @@ import pytest
 from pydicom import dcmread
 
 from tests.support.factories import make_dataset, multipart, to_bytes
+from tests.support.filesystems import directory_elsewhere
 from tests.support.operations import wait_done
 from tests.support.server import Server, start_server, stop_server
+from tests.support.wado import store
 
 DICOM = {"Accept": "application/dicom; transfer-syntax=*"}
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=DICOMwebBoundary'
@@ -24,16 +23,12 @@ MULTIPART = 'multipart/related; type="application/dicom"; boundary=DICOMwebBound
 
 @pytest.fixture()
 def server(tmp_path: Path) -> Iterator[Server]:
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
-        pytest.skip("no second file system to stage on")
-    staging = shm / f"staging-{uuid.uuid4().hex}"
-    started = start_server(tmp_path, DICOM_STAGING_DIR=str(staging))
-    try:
-        yield started
-    finally:
-        stop_server(started)
-        shutil.rmtree(staging, ignore_errors=True)
+    with directory_elsewhere(tmp_path) as staging:
+        started = start_server(tmp_path, DICOM_STAGING_DIR=str(staging))
+        try:
+            yield started
+        finally:
+            stop_server(started)
 
 
 def test_stores_and_updates_work_with_the_staging_directory_on_another_disk(
@@ -41,12 +36,7 @@ def test_stores_and_updates_work_with_the_staging_directory_on_another_disk(
 ) -> None:
     single, first, second = make_dataset(), make_dataset(), make_dataset()
     with server.client() as client:
-        response = client.post(
-            "/v2/studies",
-            content=to_bytes(single),
-            headers={"Content-Type": "application/dicom", "Accept": "application/dicom+json"},
-        )
-        assert response.status_code == 200, response.text
+        store(client, single)
         response = client.post(
             "/v2/studies",
             content=multipart([to_bytes(first), to_bytes(second)]),

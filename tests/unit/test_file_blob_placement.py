@@ -3,9 +3,6 @@ failure of the disk becomes (the ports' errors, which the web layer answers 507 
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,22 +10,15 @@ import pytest
 
 from dicom_core.storage.local.file_blobs import FileBlobStore
 from dicom_core.storage.ports import StorageUnavailable
+from tests.support.filesystems import directory_elsewhere
 
 KEY = "1.2.3/4.5.6/7.8.9_1.dcm"
 
 
 @pytest.fixture()
 def other_file_system(tmp_path: Path) -> Iterator[Path]:
-    """A directory on another file system than ``tmp_path`` (the RAM disk /dev/shm)."""
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
-        pytest.skip("no second file system to stage on")
-    staging = shm / f"blob-placement-{uuid.uuid4().hex}"
-    staging.mkdir()
-    try:
-        yield staging
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with directory_elsewhere(tmp_path) as directory:
+        yield directory
 
 
 @pytest.mark.parametrize("durable", [True, False])

@@ -5,6 +5,7 @@ an error the web layer can only answer 500."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,20 @@ def test_a_file_that_is_no_database_is_unavailable_at_open(tmp_path: Path) -> No
     with pytest.raises(StorageUnavailable, match="file is not a database"):
         SqliteDatabase(path, durable=False)
     assert path.read_bytes() == b"this is not a database" * 1000
+
+
+async def test_a_defect_in_a_statement_stays_itself_not_a_503(tmp_path: Path) -> None:
+    """IntegrityError and ProgrammingError are bugs to see, not an index to retry later."""
+    database = SqliteDatabase(tmp_path / "index.sqlite", durable=False)
+
+    def duplicate() -> None:
+        conn = database.connection()
+        conn.execute("CREATE TABLE once (id INTEGER PRIMARY KEY)")
+        conn.execute("INSERT INTO once VALUES (1)")
+        conn.execute("INSERT INTO once VALUES (1)")
+
+    with pytest.raises(sqlite3.IntegrityError):
+        await database.run(duplicate)
+    with pytest.raises(sqlite3.ProgrammingError):
+        await database.run(lambda: database.connection().execute("SELECT ?", ()).fetchall())
+    database.close()

@@ -36,7 +36,7 @@ import re
 import shutil
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 from dicom_core.storage.ports import BlobNotFound, StorageUnavailable, storage_error
@@ -94,16 +94,12 @@ class FileBlobStore:
         store is durable, the file and the directory entries are on disk when this returns.
         """
         target = self.path_for(key)
-        try:
+        with _writing(key):
             if self.durable:
                 sync_file(source)
             self._move_into_place(source, target, overwrite=overwrite)
             if self.durable:
                 self._sync_directories(target)
-        except (FileExistsError, FileNotFoundError):
-            raise
-        except OSError as exc:
-            raise storage_error(exc, f"writing the stored file {key}") from exc
 
     def place_new_file(self, key: str, source: Path) -> None:
         """Move ``source`` to a fresh ``key`` nothing names yet, then sync (blocking).
@@ -112,15 +108,11 @@ class FileBlobStore:
         publish the key before then (see the module docstring for why the order differs).
         """
         target = self.path_for(key)
-        try:
+        with _writing(key):
             self._move_into_place(source, target, overwrite=False)
             if self.durable:
                 sync_file(target)
                 self._sync_directories(target)
-        except (FileExistsError, FileNotFoundError):
-            raise
-        except OSError as exc:
-            raise storage_error(exc, f"writing the stored file {key}") from exc
 
     def _sync_directories(self, target: Path) -> None:
         """Sync every directory from the file's own up to the root, where each name lives.
@@ -248,6 +240,18 @@ class FileBlobStore:
 
     async def close(self) -> None:
         return None
+
+
+@contextlib.contextmanager
+def _writing(key: str) -> Iterator[None]:
+    """A system error while placing ``key``'s file is the store's outage (``storage_error``);
+    FileExistsError (create-only) and FileNotFoundError (no staged source) stay the caller's."""
+    try:
+        yield
+    except (FileExistsError, FileNotFoundError):
+        raise
+    except OSError as exc:
+        raise storage_error(exc, f"writing the stored file {key}") from exc
 
 
 def _move(source: Path, target: Path, *, overwrite: bool, durable: bool) -> None:

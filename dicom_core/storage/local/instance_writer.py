@@ -35,7 +35,6 @@ conflict, a locked index) removes its file.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -101,7 +100,7 @@ class SqliteInstanceWriter:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._lock_timeout
         delay = FIRST_RETRY
-        try:
+        with self._db.errors_as_unavailable():
             while True:
                 try:
                     return self._write(blob_key, instance, upsert, expires_at)
@@ -112,10 +111,6 @@ class SqliteInstanceWriter:
                         ) from None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, LAST_RETRY)
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError):
-                raise  # a defect in a statement, not an unavailable index
-            raise self._db.unavailable(exc) from exc
 
     def _write(
         self, blob_key: str, instance: StoredInstance, upsert: bool, expires_at: datetime | None

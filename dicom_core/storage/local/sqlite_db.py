@@ -255,13 +255,20 @@ class SqliteDatabase:
         self._write_lock.release()
 
     async def run(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` in a worker thread; a locked, unreadable or damaged database becomes a
-        503, and a full disk a 507 (``unavailable``)."""
-        try:
+        """Run ``fn`` in a worker thread, its errors as ``errors_as_unavailable`` says."""
+        with self.errors_as_unavailable():
             return await asyncio.to_thread(fn)
+
+    @contextlib.contextmanager
+    def errors_as_unavailable(self) -> Iterator[None]:
+        """A locked, unreadable or damaged database becomes the ports' error (503, and 507
+        for a full disk: ``unavailable``). IntegrityError and ProgrammingError stay as they
+        are: a defect in a statement, not an index to retry later."""
+        try:
+            yield
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError):
-                raise  # a defect in a statement, not an unavailable index: no 503 to retry
+                raise
             raise self.unavailable(exc) from exc
 
     def unavailable(self, exc: sqlite3.Error) -> StorageUnavailable:

@@ -1,0 +1,32 @@
+"""Query parameters by name in any case, as Azure's model binding reads them."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.requests import Request
+
+from dicom_core.errors import BadRequest
+from dicom_core.web.query_params import int_param, query_value, query_values
+from dicom_core.web.wado_params import quality
+
+
+def request(query: str) -> Request:
+    return Request({"type": "http", "method": "GET", "path": "/", "query_string": query.encode()})
+
+
+def test_names_match_in_any_case_and_values_keep_their_order() -> None:
+    assert query_values(request("Quality=5&x=1&QUALITY=7"), "quality") == ["5", "7"]
+    assert query_value(request("EndTime=t"), "endTime") == "t"
+    assert query_value(request("other=1"), "endTime") is None
+    assert int_param(request("LIMIT=3"), "limit", default=1, minimum=1, maximum=5) == 3
+
+
+def test_a_single_valued_parameter_given_twice_in_any_case_is_a_400() -> None:
+    with pytest.raises(BadRequest, match="'limit' may be given only once"):
+        query_value(request("limit=1&Limit=2"), "limit")
+
+
+def test_the_rendered_quality_is_read_in_any_case_the_last_one_counting() -> None:
+    assert quality(request("Quality=40")) == 40
+    assert quality(request("quality=40&QUALITY=60")) == 60
+    assert quality(request("")) == 100
