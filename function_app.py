@@ -18,7 +18,7 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from dicom_core import jobs
-from dicom_core.settings import expiry_schedule
+from dicom_core.settings import blob_debt_schedule, expiry_schedule
 from dicom_core.web import (
     bulk_update,
     change_feed,
@@ -511,6 +511,15 @@ async def jobs_export_batch(msg: func.QueueMessage) -> None:
 @app.timer_trigger(arg_name="timer", schedule=expiry_schedule(os.environ))
 async def jobs_expire_studies(timer: func.TimerRequest) -> None:
     await jobs.expire_studies(services)
+
+
+# --- Blob debts ----------------------------------------------------------------------------
+# Deletes the files that a delete's index step freed but its process did not live to delete
+# (dicom_core.services.blob_cleanup). Its schedule, DICOM_BLOB_DEBT_SCHEDULE (every five
+# minutes by default; a tick with no debt is one indexed query), is read as the expiry timer's.
+@app.timer_trigger(arg_name="timer", schedule=blob_debt_schedule(os.environ))
+async def jobs_settle_blob_debts(timer: func.TimerRequest) -> None:
+    await jobs.settle_blob_debts(services)
 
 
 # --- Anything else: 405 with Allow, or 404 naming the versions ------------------------------

@@ -15,7 +15,7 @@ from dicom_core.jobs.bulk_update import BulkUpdateJob
 from dicom_core.jobs.events import EventPublisher
 from dicom_core.jobs.export import ExportJob
 from dicom_core.jobs.reindex import ReindexJob, plan_reindex
-from dicom_core.services.blob_cleanup import BlobJanitor
+from dicom_core.services.blob_cleanup import BlobDebtSweep, BlobJanitor
 from dicom_core.services.bulk_update import StudyUpdater
 from dicom_core.services.change_feed import ChangeFeedService
 from dicom_core.services.delete import DeleteService
@@ -68,6 +68,8 @@ class Services:
     """Starts exports; the ``export-batches`` queue's step."""
     expiry: ExpirySweep
     """Deletes expired studies (the ``jobs_expire_studies`` timer)."""
+    blob_debts: BlobDebtSweep
+    """Deletes the files that deletes left to it (the ``jobs_settle_blob_debts`` timer)."""
     events: EventPublisher | None = None
     """The events timer's publisher; None while ``DICOM_EVENTS`` is off."""
 
@@ -207,6 +209,7 @@ def build_services(settings: Settings) -> Services:
             batch_size=settings.export_batch_size,
         ),
         expiry=ExpirySweep(index, delete),
+        blob_debts=BlobDebtSweep(index, janitor),
         events=_event_publisher(settings, backend, partitions),
     )
 

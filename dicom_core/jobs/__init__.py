@@ -20,6 +20,7 @@ from dicom_core.jobs.handlers import (
     export_batch,
     publish_events,
     reindex_batch,
+    settle_blob_debts,
 )
 from dicom_core.jobs.retry import RetryRule
 
@@ -36,4 +37,5 @@ __all__ = [
     "publish_events",
     "export_batch",
     "reindex_batch",
+    "settle_blob_debts",
 ]

@@ -14,7 +14,7 @@ from dicom_core.jobs.events import EventPublisher
 from dicom_core.jobs.export import EXPORT_QUEUE, ExportJob
 from dicom_core.jobs.reindex import REINDEX_QUEUE, ReindexJob
 from dicom_core.jobs.retry import RetryRule
-from dicom_core.services.blob_cleanup import CLEANUP_QUEUE, BlobJanitor
+from dicom_core.services.blob_cleanup import CLEANUP_QUEUE, BlobDebtSweep, BlobJanitor
 from dicom_core.services.expiry import ExpirySweep
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "cleanup_blob",
     "expire_studies",
     "publish_events",
+    "settle_blob_debts",
     "export_batch",
     "reindex_batch",
 ]
@@ -51,6 +52,9 @@ class JobServices(Protocol):
 
     @property
     def expiry(self) -> ExpirySweep: ...
+
+    @property
+    def blob_debts(self) -> BlobDebtSweep: ...
 
 
 class ServiceSource(Protocol):
@@ -104,3 +108,10 @@ async def expire_studies(source: ServiceSource) -> None:
     """The expiry timer: delete one page of expired studies (``services/expiry.py``)."""
     services = await source.get()
     await services.expiry.sweep()
+
+
+async def settle_blob_debts(source: ServiceSource) -> None:
+    """The blob debt timer: delete the files of one page of debts that deletes left
+    (``services/blob_cleanup.py``)."""
+    services = await source.get()
+    await services.blob_debts.sweep()

@@ -9,6 +9,13 @@ through that queue, made visible only after the delay: a retrieve that opened th
 the delete keeps reading it that long (Blob Storage, unlike a local file held open, has no
 other way to keep a deleted object readable for a reader already streaming it).
 
+A process can die between the index step that drops an instance and the delete of its file.
+So the step records a ``BlobDebt`` with its files, and the index forgets it only once the
+janitor has taken them. ``BlobDebtSweep`` (the ``jobs_settle_blob_debts`` timer) hands the
+debts older than ``DEBT_GRACE`` to the janitor again: deleting a file twice is harmless, as
+keys are never reused, and the grace keeps the sweep from doubling the work of steps still
+in progress.
+
 A delete that still fails on a message's last allowed delivery (a directory made read-only, a
 disk error) is not given up to the poison queue, where nothing would ever try it again and the
 file would stay for good: the message is sent again, visible ``RESEND_FIRST_DELAY`` seconds
@@ -18,9 +25,11 @@ later, doubling each round, for ``RESEND_ROUNDS`` rounds (about a day), and only
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
-from dicom_core.storage.ports import BlobStore, JobQueue
+from dicom_core.domain.timestamps import utc_now
+from dicom_core.storage.ports import BlobStore, IndexStore, JobQueue, settle_debt
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +39,11 @@ MESSAGE_SCHEMA = 1
 RESEND_FIRST_DELAY = 300
 #: Resends before a delete is given up: 5 minutes to about 10.7 hours, some 21 hours in all.
 RESEND_ROUNDS = 8
+#: How old a blob debt must be before the sweep takes it: the step that recorded it settles
+#: it itself within seconds, unless its process died.
+DEBT_GRACE = timedelta(minutes=5)
+#: Debts one sweep settles at most; the rest wait for the next tick.
+DEBTS_PER_SWEEP = 100
 
 
 class BlobJanitor:
@@ -85,3 +99,24 @@ class BlobJanitor:
             await self._queue.send(
                 CLEANUP_QUEUE, {**body, "round": round_ + 1}, delay_seconds=delay
             )
+
+
+class BlobDebtSweep:
+    """Settles the blob debts that index steps left (their process died, or the janitor
+    could not take the files then): the timer-triggered ``jobs_settle_blob_debts``."""
+
+    def __init__(self, index: IndexStore, janitor: BlobJanitor) -> None:
+        self._index = index
+        self._janitor = janitor
+
+    async def sweep(self, now: datetime | None = None) -> int:
+        """Settle one page of debts older than ``DEBT_GRACE``; returns how many were."""
+        due = (now or utc_now()) - DEBT_GRACE
+        debts = await self._index.blob_debts(due, DEBTS_PER_SWEEP)
+        settled = 0
+        for debt in debts:
+            if await settle_debt(debt, self._janitor.delete, self._index.forget_blob_debt):
+                settled += 1
+        if debts:
+            log.info("blob debts: %d of %d settled", settled, len(debts))
+        return settled

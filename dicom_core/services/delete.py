@@ -1,9 +1,11 @@
 """Delete (a non-standard transaction of the service): studies, series and instances.
 
 The index removes the instances and updates summaries in one transaction, so they vanish
-from search and retrieve at once; the files follow (``BlobJanitor``). The expiry sweep
-(``services/expiry.py``) deletes expired studies the same way, on the condition that they
-are still expired when the index removes them.
+from search and retrieve at once; the files follow (``BlobJanitor``), and a debt recorded
+with the removal makes sure they do even if the process dies in between
+(``blob_cleanup.BlobDebtSweep``). The expiry sweep (``services/expiry.py``) deletes expired
+studies the same way, on the condition that they are still expired when the index removes
+them.
 """
 
 from __future__ import annotations
@@ -49,16 +51,15 @@ class DeleteService:
         sop_uid: str | None,
         expired_by: datetime | None,
     ) -> int:
-        # An index that deletes in several steps hands the janitor the files of the steps
-        # already done when a later one fails, so no file outlives its index entry.
+        # The index hands each step's files to the janitor once the step has committed,
+        # and keeps a debt of them until then (``BlobDebt``), which the debt sweep settles
+        # if this process dies first.
         blob_keys = await self._index.delete_instances(
             study_uid,
             series_uid,
             sop_uid,
             partition=partition,
-            orphans=self._janitor.delete,
+            release=self._janitor.delete,
             expired_by=expired_by,
         )
-        for blob_key in blob_keys:
-            await self._janitor.delete(blob_key)
         return len(blob_keys)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -15,7 +16,7 @@ from dicom_core.domain.index_attributes import normalized_forms
 from dicom_core.domain.model import FrameIndex, IndexAttributes, InstanceKey, StoredInstance
 from dicom_core.query.conditions import QueryLevel, QueryResource
 from dicom_core.query.parser import parse_query
-from dicom_core.storage.ports import IndexStore, InstanceBeingCreated, InstanceExists
+from dicom_core.storage.ports import BlobDebt, IndexStore, InstanceBeingCreated, InstanceExists
 from tests.support.stores import Stores, StoresFactory
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -289,8 +290,65 @@ async def test_a_large_study_is_deleted_whole(stores: Stores) -> None:
     assert summary is not None and (summary["series"], summary["instances"]) == (3, 130)
     removed = await index.delete_instances(study, partition=1)
     assert len(removed) == len(set(removed)) == 130
+    # Every step recorded the debt of its own files (Cosmos DB: one per batch).
+    owed = [key for debt in await open_debts(index, study) for key in debt.blob_keys]
+    assert sorted(owed) == sorted(removed)
     assert await index.list_instances(study, partition=1) == []
     assert await stores.raw_study_summary(study) is None
+
+
+def debts_of(debts: list[BlobDebt], study: str) -> list[BlobDebt]:
+    return [debt for debt in debts if debt.study.study_uid == study]
+
+
+async def open_debts(index: IndexStore, study: str) -> list[BlobDebt]:
+    """The study's debts, however young (other tests' debts share the store)."""
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    return debts_of(await index.blob_debts(later, 10_000), study)
+
+
+@pytest.mark.parametrize("partition", [1, 2])
+async def test_a_delete_keeps_the_debt_of_its_files_until_they_are_released(
+    stores: Stores, partition: int
+) -> None:
+    """A process that dies after the index step leaves a debt naming the files, which
+    outlives it; a release that takes every file settles it at once."""
+    index = stores.index
+    dead, alive = generate_uid(), generate_uid()
+    for study in (dead, alive):
+        for _ in range(3):
+            await store(index, replace(new_key(study), partition=partition))
+    freed = await index.delete_instances(dead, partition=partition)  # released to no one
+    [debt] = await open_debts(index, dead)
+    assert sorted(debt.blob_keys) == sorted(freed) and len(freed) == 3
+    assert debt.study.partition == partition
+    assert debt.recorded_at <= datetime.now(UTC)
+    assert debt.id in {d.id for d in await index.blob_debts(datetime.now(UTC), 10_000)}
+    assert debt.id not in {d.id for d in await index.blob_debts(debt.recorded_at, 10_000)}
+    await index.forget_blob_debt(debt)
+    await index.forget_blob_debt(debt)  # gone already: nothing to do
+    assert await open_debts(index, dead) == []
+
+    released: list[str] = []
+
+    async def release(blob_key: str) -> None:
+        released.append(blob_key)
+
+    freed = await index.delete_instances(alive, partition=partition, release=release)
+    assert sorted(released) == sorted(freed) and len(freed) == 3
+    assert await open_debts(index, alive) == []
+
+
+async def test_a_debt_whose_release_fails_stays(stores: Stores) -> None:
+    index = stores.index
+    study = generate_uid()
+    await store(index, new_key(study))
+
+    async def refuse(blob_key: str) -> None:
+        raise ConnectionError("the blob store is unreachable")
+
+    freed = await index.delete_instances(study, partition=1, release=refuse)
+    assert [debt.blob_keys for debt in await open_debts(index, study)] == [tuple(freed)]
 
 
 async def test_a_scope_that_fits_one_batch_is_listed_once(

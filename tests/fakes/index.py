@@ -20,12 +20,14 @@ from dicom_core.domain.model import (
 from dicom_core.query.conditions import QueryDescription, QueryLevel
 from dicom_core.query.results import SearchMatch
 from dicom_core.storage.ports import (
+    BlobDebt,
+    BlobRelease,
     InstanceBeingCreated,
     InstanceExists,
     NewVersion,
-    OrphanSink,
     VersionedMetadata,
     VersionsCommitted,
+    settle_debt,
 )
 from tests.fakes.change_feed import FakeChangeFeedStore
 
@@ -60,6 +62,9 @@ class FakeIndexStore:
         """Each expiring study's expiry, as the last store to it set it."""
         self.search_results: list[SearchMatch] = []
         self.searches: list[tuple[QueryDescription, frozenset[QueryLevel]]] = []
+        self.debts: dict[str, BlobDebt] = {}
+        """Blob debts not yet settled, by id."""
+        self._debt_ids = itertools.count(1)
         self._stale_after = stale_create_seconds
         self._watermarks = itertools.count(1)
 
@@ -254,7 +259,7 @@ class FakeIndexStore:
         sop_uid: str | None = None,
         *,
         partition: int,
-        orphans: OrphanSink | None = None,
+        release: BlobRelease | None = None,
         expired_by: datetime | None = None,
     ) -> list[str]:
         study = StudyKey(study_uid, partition=partition)
@@ -272,7 +277,28 @@ class FakeIndexStore:
             self.feed.record(ChangeAction.DELETE, record.key, record.watermark)
         if not self._scope(partition, study_uid, None, None):
             self.expiries.pop(study, None)  # the study is gone, and its expiry with it
+        if blob_keys:
+            debt = self.record_debt(study, blob_keys)
+            await settle_debt(debt, release, self.forget_blob_debt)
         return blob_keys
+
+    def record_debt(self, study: StudyKey, blob_keys: Sequence[str]) -> BlobDebt:
+        """What a step does with the files it frees, in the step."""
+        debt = BlobDebt(
+            id=str(next(self._debt_ids)),
+            study=study,
+            blob_keys=tuple(blob_keys),
+            recorded_at=datetime.now(UTC),
+        )
+        self.debts[debt.id] = debt
+        return debt
+
+    async def blob_debts(self, recorded_before: datetime, limit: int) -> list[BlobDebt]:
+        due = [debt for debt in self.debts.values() if debt.recorded_at < recorded_before]
+        return sorted(due, key=lambda debt: debt.recorded_at)[:limit]
+
+    async def forget_blob_debt(self, debt: BlobDebt) -> None:
+        self.debts.pop(debt.id, None)
 
     async def expired_studies(self, now: datetime, limit: int) -> list[StudyKey]:
         due = sorted((at, study) for study, at in self.expiries.items() if at <= now)

@@ -25,12 +25,14 @@ class _Waiting:
 class FakeJobQueue:
     """The ``JobQueue`` port: at-least-once delivery with leases, in memory.
 
-    ``sent`` records every send in order, so a test can assert on what a service enqueued.
+    ``sent`` records every send in order, so a test can assert on what a service enqueued;
+    ``fail_sends`` makes sends raise (a queue outage).
     """
 
     def __init__(self) -> None:
         self.queues: dict[str, list[_Waiting]] = {}
         self.sent: list[tuple[str, dict[str, Any], float]] = []
+        self.fail_sends = False
         self._ids = itertools.count(1)
 
     def bodies(self, queue: str) -> list[dict[str, Any]]:
@@ -38,6 +40,8 @@ class FakeJobQueue:
         return [waiting.body for waiting in self.queues.get(queue, [])]
 
     async def send(self, queue: str, body: dict[str, Any], *, delay_seconds: float = 0) -> None:
+        if self.fail_sends:
+            raise ConnectionError(f"sending to {queue}: the queue service is unreachable")
         self.sent.append((queue, body, delay_seconds))
         waiting = _Waiting(
             id=str(next(self._ids)),

@@ -8,7 +8,12 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from dicom_core.settings import DEFAULT_EXPIRY_SCHEDULE, expiry_schedule
+from dicom_core.settings import (
+    DEFAULT_BLOB_DEBT_SCHEDULE,
+    DEFAULT_EXPIRY_SCHEDULE,
+    blob_debt_schedule,
+    expiry_schedule,
+)
 from functions_host.timers import ScheduleError, resolve_schedule, timer_info
 
 
@@ -61,3 +66,19 @@ def test_the_app_declares_the_expiry_timer_with_that_schedule() -> None:
     trigger = timer.get_trigger()
     assert type(trigger).__name__ == "TimerTrigger"
     assert trigger.schedule == expiry_schedule(os.environ)
+
+
+def test_the_app_declares_the_blob_debt_timer_with_its_schedule() -> None:
+    import function_app
+    from dicom_core.web.unmatched import app_functions
+
+    assert blob_debt_schedule({}) == DEFAULT_BLOB_DEBT_SCHEDULE == "0 */5 * * * *"
+    assert blob_debt_schedule({"DICOM_BLOB_DEBT_SCHEDULE": "* * * * * *"}) == "* * * * * *"
+    [timer] = [
+        f
+        for f in app_functions(function_app.app)
+        if f.get_function_name() == "jobs_settle_blob_debts"
+    ]
+    trigger = timer.get_trigger()
+    assert type(trigger).__name__ == "TimerTrigger"
+    assert trigger.schedule == blob_debt_schedule(os.environ)

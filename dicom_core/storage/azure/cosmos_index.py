@@ -70,6 +70,12 @@ from dicom_core.query.conditions import QueryDescription, QueryLevel
 from dicom_core.query.results import SearchMatch
 from dicom_core.storage.azure import cosmos_docs as docs
 from dicom_core.storage.azure import cosmos_index_reads as reads
+from dicom_core.storage.azure.cosmos_blob_debts import (
+    debt_document,
+    debt_of,
+    forget_debt,
+    read_debts,
+)
 from dicom_core.storage.azure.cosmos_change_feed import sequence_pending
 from dicom_core.storage.azure.cosmos_extended_values import drop_values
 from dicom_core.storage.azure.cosmos_io import (
@@ -108,14 +114,17 @@ from dicom_core.storage.azure.cosmos_staged_versions import (
     read_version_documents,
 )
 from dicom_core.storage.ports import (
+    BlobDebt,
+    BlobRelease,
     InstanceBeingCreated,
     InstanceChanged,
     InstanceExists,
     NewVersion,
-    OrphanSink,
     StorageUnavailable,
     VersionedMetadata,
     VersionsCommitted,
+    release_all,
+    settle_debt,
 )
 
 log = logging.getLogger(__name__)
@@ -130,10 +139,10 @@ DELETE_CANDIDATES = 95
 
 @dataclass(frozen=True, slots=True)
 class _DeleteStep:
-    """One delete batch applied: the files it freed, and whether it removed the last
-    instance of the scope that its query listed."""
+    """One delete batch applied: the debt of the files it freed, and whether it removed the
+    last instance of the scope that its query listed."""
 
-    blob_keys: list[str]
+    debt: BlobDebt
     last: bool
     watermarks: list[int]
     study_removed: bool = False
@@ -613,13 +622,12 @@ class CosmosIndexStore:
         sop_uid: str | None = None,
         *,
         partition: int,
-        orphans: OrphanSink | None = None,
+        release: BlobRelease | None = None,
         expired_by: datetime | None = None,
     ) -> list[str]:
-        """Delete in batches, oldest first; files of batches already done are never lost.
+        """Delete in batches, oldest first; each batch records the debt of its files, and
+        they are released as soon as it commits (a failure in a later step loses nothing).
 
-        A failure after some batches have been applied hands their blob keys to ``orphans``
-        (the store's janitor deletes them now or through the cleanup queue) before raising.
         A step whose query listed the whole scope and whose batch removed all of it is the
         last: no further query confirms that nothing is left (an instance committed after
         that query is kept, as if it had been stored just after the delete).
@@ -638,45 +646,45 @@ class CosmosIndexStore:
                 return []  # not (or no longer) expired: nothing to settle or delete
         # A large study's bulk update that is visible but not rolled forward yet is finished
         # first, so the summaries this delete leaves come from the versions readers see.
+        # Its obsolete files are no longer named by the time it returns.
         removed: list[str] = (await self._staged.settle(study, committed_only=True)).obsolete
+        await release_all(release, removed)
         watermarks: list[int] = []
         study_gone = False
-        try:
-            while True:
-                step = await self._session.run(
-                    lambda c: self._delete_step(c, study, series_uid, sop_uid, expiry)
+        while True:
+            step = await self._session.run(
+                lambda c: self._delete_step(c, study, series_uid, sop_uid, expiry)
+            )
+            if step is None:
+                break
+            await settle_debt(step.debt, release, self.forget_blob_debt)
+            removed.extend(step.debt.blob_keys)
+            watermarks.extend(step.watermarks)
+            study_gone = study_gone or step.study_removed
+            if step.last:
+                break
+        if removed:
+            await self._sequence_changes(study)
+            # Extended query tag values of what was deleted, and external metadata when
+            # the study's last instance went, whatever the scope of the delete.
+            await self._session.run(
+                lambda c: drop_values(
+                    c.system,
+                    study.placement,
+                    study_uid,
+                    series_uid,
+                    sop_uid,
+                    removed_watermarks=watermarks,
+                    study_gone=study_gone,
                 )
-                if step is None:
-                    break
-                removed.extend(step.blob_keys)
-                watermarks.extend(step.watermarks)
-                study_gone = study_gone or step.study_removed
-                if step.last:
-                    break
-            if removed:
-                await self._sequence_changes(study)
-                # Extended query tag values of what was deleted, and external metadata when
-                # the study's last instance went, whatever the scope of the delete.
-                await self._session.run(
-                    lambda c: drop_values(
-                        c.system,
-                        study.placement,
-                        study_uid,
-                        series_uid,
-                        sop_uid,
-                        removed_watermarks=watermarks,
-                        study_gone=study_gone,
-                    )
-                )
-            return removed
-        except BaseException:
-            if removed and orphans is not None:
-                for blob_key in removed:
-                    try:
-                        await orphans(blob_key)
-                    except Exception:
-                        log.exception("could not schedule the deletion of %s", blob_key)
-            raise
+            )
+        return removed
+
+    async def blob_debts(self, recorded_before: datetime, limit: int) -> list[BlobDebt]:
+        return await self._session.run(lambda c: read_debts(c, recorded_before, limit))
+
+    async def forget_blob_debt(self, debt: BlobDebt) -> None:
+        await self._session.run(lambda c: forget_debt(c, debt))
 
     async def _delete_step(
         self,
@@ -741,6 +749,12 @@ class CosmosIndexStore:
                 now=utc_timestamp(),
                 originals=originals,
             )
+            # A staged version of a large study's bulk update goes with its instance.
+            staged = [doc[NEXT] for doc in chunk if doc.get(NEXT)]
+            debt = debt_document(
+                study, plan.removed_blob_keys + [str(version["blobKey"]) for version in staged]
+            )
+            plan.add("blob debt", ("create", (debt,)))
             try:
                 await self._execute(c, study, plan)
             except BatchConflict:
@@ -748,8 +762,6 @@ class CosmosIndexStore:
                 continue
             if plan.propagate:
                 await propagate_safely(index, study)
-            # A staged version of a large study's bulk update goes with its instance.
-            staged = [doc[NEXT] for doc in chunk if doc.get(NEXT)]
             for version in staged:
                 if int(version.get("metaParts") or 0):
                     await self._drop_metaparts(study, int(version["wm"]))
@@ -757,7 +769,7 @@ class CosmosIndexStore:
             # by the summaries' ETags) removed all of it.
             last = len(candidates) < DELETE_CANDIDATES and len(chunk) == len(candidates)
             return _DeleteStep(
-                plan.removed_blob_keys + [str(version["blobKey"]) for version in staged],
+                debt_of(debt),
                 last,
                 [int(d["wm"]) for d in chunk],
                 study_removed=plan.study_removed,
@@ -994,7 +1006,7 @@ def _delete_chunk(candidates: Sequence[Doc], originals: Mapping[str, Doc]) -> li
     """The oldest candidates whose deletion fits one batch with its summaries and feed."""
     chunk: list[Doc] = []
     series: set[str] = set()
-    operations = 1  # the study summary
+    operations = 2  # the study summary, the blob debt
     for doc in candidates:
         cost = 2 + int(doc.get("metaParts") or 0)  # instance, pending change, metadata slices
         original = originals.get(str(doc["id"]))

@@ -31,6 +31,10 @@ Tables and why they exist:
   ``Microsoft.Default`` (key 1). Not named ``partition``: that is an SQL keyword (window
   functions) and would need quoting everywhere.
 - ``job``: the local durable job queue (visible_at leases give at-least-once delivery).
+- ``blob_debt``: the files a delete's transaction stopped naming (``blob_keys``, a JSON list;
+  ``recorded_at`` in epoch milliseconds), kept until they were handed to the janitor
+  (``ports.index.BlobDebt``), so a process that dies in between leaves a row that the debt
+  sweep settles, rather than files for good.
 """
 
 from __future__ import annotations
@@ -342,10 +346,20 @@ CREATE TABLE IF NOT EXISTS job (
     created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS job_by_queue ON job (queue, poison_reason, visible_at);
+
 -- Poison messages live in "<queue>-poison", as the Functions host's do; databases written
 -- before that kept them in their own queue, marked only by poison_reason.
 UPDATE job SET queue = queue || '-poison'
     WHERE poison_reason IS NOT NULL AND queue NOT LIKE '%-poison';
+
+CREATE TABLE IF NOT EXISTS blob_debt (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    partition_key INTEGER NOT NULL,
+    study_uid TEXT NOT NULL,
+    blob_keys TEXT NOT NULL,
+    recorded_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS blob_debt_by_age ON blob_debt (recorded_at);
 """
 
 #: The tables whose rows belong to a data partition (``partition_key``; 1 is

@@ -28,6 +28,7 @@ from dicom_core.storage.local.schema import (
     STUDY_COLUMNS,
     STUDY_NORMALIZED_COLUMNS,
 )
+from dicom_core.storage.local.sqlite_blob_debts import forget_debt, read_debts, record_debt
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_query import (
     RARE_MODALITY_ROWS,
@@ -35,13 +36,15 @@ from dicom_core.storage.local.sqlite_query import (
     modality_probe,
 )
 from dicom_core.storage.ports import (
+    BlobDebt,
+    BlobRelease,
     InstanceBeingCreated,
     InstanceChanged,
     InstanceExists,
     NewVersion,
-    OrphanSink,
     VersionedMetadata,
     VersionsCommitted,
+    settle_debt,
 )
 
 CREATING, CREATED, ORIGINAL = 0, 1, 2
@@ -447,15 +450,25 @@ class SqliteIndexStore:
         sop_uid: str | None = None,
         *,
         partition: int,
-        orphans: OrphanSink | None = None,
+        release: BlobRelease | None = None,
         expired_by: datetime | None = None,
     ) -> list[str]:
-        """One transaction: all or nothing, so ``orphans`` is never needed. With
-        ``expired_by``, the study's expiry is checked in that transaction."""
+        """One transaction, with the debt of its files. With ``expired_by``, the study's
+        expiry is checked in that transaction."""
         expiry = None if expired_by is None else timestamp_of(expired_by)
-        return await self._db.run(
+        debt = await self._db.run(
             lambda: self._delete(partition, study_uid, series_uid, sop_uid, expiry)
         )
+        if debt is None:
+            return []
+        await settle_debt(debt, release, self.forget_blob_debt)
+        return list(debt.blob_keys)
+
+    async def blob_debts(self, recorded_before: datetime, limit: int) -> list[BlobDebt]:
+        return await read_debts(self._db, recorded_before, limit)
+
+    async def forget_blob_debt(self, debt: BlobDebt) -> None:
+        await forget_debt(self._db, debt)
 
     def _delete(
         self,
@@ -464,7 +477,8 @@ class SqliteIndexStore:
         series_uid: str | None,
         sop_uid: str | None,
         expired_by: str | None = None,
-    ) -> list[str]:
+    ) -> BlobDebt | None:
+        """The transaction; the debt of the files it freed, or None when nothing matched."""
         where, params = _scope(partition, study_uid, series_uid, sop_uid)
         with self._db.transaction() as conn:
             if expired_by is not None:
@@ -474,14 +488,14 @@ class SqliteIndexStore:
                     (partition, study_uid, expired_by),
                 ).fetchone()
                 if expired is None:
-                    return []  # a store moved or cleared the expiry, or the study is gone
+                    return None  # a store moved or cleared the expiry, or the study is gone
             rows = conn.execute(
                 f"SELECT watermark, series_uid, sop_uid, blob_key FROM instance"
                 f" WHERE {where} AND status = ? ORDER BY watermark",
                 (*params, CREATED),
             ).fetchall()
             if not rows:
-                return []
+                return None
             originals = conn.execute(
                 f"SELECT blob_key FROM instance WHERE {where} AND status = ?",
                 (*params, ORIGINAL),
@@ -511,7 +525,8 @@ class SqliteIndexStore:
                     "DELETE FROM external_metadata WHERE partition_key = ? AND study_uid = ?",
                     (partition, study_uid),
                 )
-        return [str(row[3]) for row in rows] + [str(row[0]) for row in originals]
+            freed = [str(row[3]) for row in rows] + [str(row[0]) for row in originals]
+            return record_debt(conn, StudyKey(study_uid, partition=partition), freed)
 
     def _add_to_summaries(
         self,

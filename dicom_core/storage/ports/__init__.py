@@ -41,16 +41,19 @@ from dicom_core.storage.ports.external_metadata import (
     ExternalVrConflict,
 )
 from dicom_core.storage.ports.index import (
+    BlobDebt,
+    BlobRelease,
     IndexStore,
     InstanceBeingCreated,
     InstanceChanged,
     InstanceExists,
     InstanceWriter,
     NewVersion,
-    OrphanSink,
     VersionedMetadata,
     VersionsCommitted,
     WrittenInstance,
+    release_all,
+    settle_debt,
 )
 from dicom_core.storage.ports.operations import (
     Continuation,
@@ -73,6 +76,7 @@ from dicom_core.storage.ports.queue import POISON_SUFFIX, JobQueue, LeaseLost, Q
 from dicom_core.storage.ports.workitems import WorkitemChanged, WorkitemExists, WorkitemStore
 
 __all__ = [
+    "BlobDebt",
     "BlobDamaged",
     "Backend",
     "BlobNotFound",
@@ -103,7 +107,7 @@ __all__ = [
     "OperationRecord",
     "OperationStart",
     "OperationStore",
-    "OrphanSink",
+    "BlobRelease",
     "PartitionStore",
     "POISON_SUFFIX",
     "QueryTagRecord",
@@ -120,5 +124,7 @@ __all__ = [
     "WorkitemExists",
     "WorkitemStore",
     "WrittenInstance",
+    "release_all",
+    "settle_debt",
     "storage_error",
 ]

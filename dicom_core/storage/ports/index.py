@@ -6,6 +6,7 @@ one-step capability a backend may add when file and index live on one machine.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +23,8 @@ from dicom_core.domain.model import (
 from dicom_core.query.conditions import QueryDescription, QueryLevel
 from dicom_core.query.results import SearchMatch
 
+log = logging.getLogger(__name__)
+
 
 class InstanceExists(Exception):
     """POST of an instance that is already stored (failure 45070)."""
@@ -36,8 +39,63 @@ class InstanceChanged(Exception):
     store, a replacing store or a delete came in between (a bulk update skips the instance)."""
 
 
-OrphanSink = Callable[[str], Awaitable[None]]
-"""Takes the blob key of a file whose index entry is gone, to delete the file."""
+BlobRelease = Callable[[str], Awaitable[None]]
+"""Takes the blob key of a file whose index entry is gone, to delete the file (now, or
+through the cleanup queue: ``services/blob_cleanup.BlobJanitor.delete``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlobDebt:
+    """Files an index step stopped naming, recorded in that same step (transaction or batch).
+
+    The index keeps the record until the files were handed to a ``BlobRelease``, so that a
+    process that dies between the step and the delete of its files leaves a record rather
+    than files nothing will ever delete: the debt sweep (``services/blob_cleanup``) settles
+    what is left. Keys are never reused, so deleting a debt's files again is harmless.
+    """
+
+    id: str
+    study: StudyKey
+    blob_keys: tuple[str, ...]
+    recorded_at: datetime
+
+
+async def release_all(release: BlobRelease | None, blob_keys: Sequence[str]) -> bool:
+    """Hand every key to ``release``; True when all were taken (their debt may go).
+
+    A failure is logged and the rest are still handed over: the step that freed them is
+    committed, so its request succeeded, and the debt it left is settled by the sweep.
+    """
+    if release is None:
+        return False
+    taken = True
+    for blob_key in blob_keys:
+        try:
+            await release(blob_key)
+        except Exception:
+            log.warning(
+                "could not release %s; its debt stays for the sweep", blob_key, exc_info=True
+            )
+            taken = False
+    return taken
+
+
+async def settle_debt(
+    debt: BlobDebt,
+    release: BlobRelease | None,
+    forget: Callable[[BlobDebt], Awaitable[None]],
+) -> bool:
+    """Release a debt's files, then forget it; True when it is settled. Best effort: the
+    step that recorded it has committed (its request succeeded), so a failure here is
+    logged and leaves the debt for the next sweep."""
+    if not await release_all(release, debt.blob_keys):
+        return False
+    try:
+        await forget(debt)
+    except Exception:
+        log.warning("could not forget blob debt %s; the sweep will", debt.id, exc_info=True)
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,15 +271,16 @@ class IndexStore(Protocol):
         sop_uid: str | None = None,
         *,
         partition: int,
-        orphans: OrphanSink | None = None,
+        release: BlobRelease | None = None,
         expired_by: datetime | None = None,
     ) -> list[str]:
         """Remove instances from the index; returns their blob keys (empty if none matched).
 
-        An adapter that removes them in several steps (Cosmos DB: a batch per step) and fails
-        after some steps were applied hands the blob keys of those steps to ``orphans`` before
-        raising, so that no file outlives its index entry. One that removes them in one
-        transaction (SQLite) never needs to.
+        Each step that removes instances (SQLite: the one transaction; Cosmos DB: a batch per
+        step) records a ``BlobDebt`` for the files it freed, in that step. Once the step is
+        committed its keys go to ``release`` (``release_all``) and, when all were taken, the
+        debt is forgotten. Without ``release``, or when the process dies first, the debt stays
+        for ``blob_debts``: no file outlives its index entry for good.
 
         With ``expired_by`` (a study's expiry sweep; a whole study only), the study's
         instances go only while its expiry is at or before that time: checked in the same
@@ -229,6 +288,15 @@ class IndexStore(Protocol):
         (Cosmos DB), so a store that moved or cleared the expiry in between keeps the study
         (what a multi-step delete had already removed stays removed).
         """
+        ...
+
+    async def blob_debts(self, recorded_before: datetime, limit: int) -> list[BlobDebt]:
+        """Up to ``limit`` debts recorded before that time, the oldest first where the
+        adapter can order them: what steps left unsettled (the sweep's page)."""
+        ...
+
+    async def forget_blob_debt(self, debt: BlobDebt) -> None:
+        """Remove a debt whose files were all handed over (nothing if it is gone already)."""
         ...
 
     async def expired_studies(self, now: datetime, limit: int) -> list[StudyKey]:

@@ -12,7 +12,7 @@ from dicom_core.domain.model import InstanceKey
 from dicom_core.errors import NotFound
 from dicom_core.services.blob_cleanup import CLEANUP_QUEUE, BlobJanitor
 from dicom_core.services.delete import DeleteService
-from dicom_core.storage.ports import OrphanSink, StorageUnavailable
+from dicom_core.storage.ports import BlobRelease, StorageUnavailable
 from tests.fakes import FakeIndexStore, Fakes
 from tests.support.index_rows import add_instance
 
@@ -118,13 +118,11 @@ class FailsAfterOneStep(FakeIndexStore):
         sop_uid: str | None = None,
         *,
         partition: int,
-        orphans: OrphanSink | None = None,
+        release: BlobRelease | None = None,
         expired_by: datetime | None = None,
     ) -> list[str]:
         first = next(key for key in self.stored if key.study_uid == study_uid)
-        [blob_key] = await super().delete_instances(*uids_of(first), partition=partition)
-        assert orphans is not None
-        await orphans(blob_key)
+        await super().delete_instances(*uids_of(first), partition=partition, release=release)
         raise StorageUnavailable("the index stopped answering")
 
 
@@ -141,3 +139,21 @@ async def test_delete_that_fails_midway_still_deletes_the_files_of_the_steps_don
     assert len(fakes.index.stored) == 4 and len(fakes.blobs.objects) == 4
     for record, _ in fakes.index.stored.values():
         assert record.blob_key in fakes.blobs.objects
+
+
+async def test_a_delete_leaves_no_debt_once_its_files_are_gone(fakes: Fakes) -> None:
+    await layout(fakes)
+    await service(fakes).delete(STUDY, partition=1)
+    assert fakes.index.debts == {}
+
+
+async def test_a_delete_whose_files_cannot_be_released_still_succeeds_and_keeps_the_debt(
+    fakes: Fakes,
+) -> None:
+    keys = await layout(fakes)
+    fakes.blobs.fail_deletes = True
+    fakes.queue.fail_sends = True  # nowhere to hand the files to
+    assert await service(fakes).delete(STUDY, MR, partition=1) == 2
+    assert remaining(fakes) == {*keys["ct"], *keys["other"]}
+    [debt] = fakes.index.debts.values()
+    assert len(debt.blob_keys) == 2 and set(debt.blob_keys) <= set(fakes.blobs.objects)
