@@ -171,6 +171,7 @@ def build_services(settings: Settings) -> Services:
             writer=backend.writer,
             after_commit=query_tags.index_instance,
             external_metadata=external_metadata,
+            lease_seconds=settings.reservation_lease_seconds,
         ),
         delete=delete,
         retrieve=RetrieveService(index, blobs),

@@ -146,6 +146,9 @@ def _list(values: Mapping[str, str], name: str, default: tuple[str, ...]) -> tup
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+#: How long a reservation stays held without renewal, at most (``reservation_lease_seconds``).
+RESERVATION_LEASE_SECONDS = 120
+
 #: When the study expiry sweep runs (six-field NCRONTAB, seconds first, UTC): every minute.
 DEFAULT_EXPIRY_SCHEDULE = "0 * * * * *"
 
@@ -379,6 +382,8 @@ class Settings:
     max_transcode_bytes: int = 100 * MIB
     max_decoded_bytes: int = 512 * MIB
     stale_create_seconds: int = 3600
+    """How long a spool file, or a reservation no store renews, may be left by an
+    interrupted store (``reservation_lease_seconds``)."""
     staging_dir: Path | None = None
     reindex_batch_size: int = 100
     export_batch_size: int = 100
@@ -434,6 +439,15 @@ class Settings:
     @classmethod
     def from_environment(cls) -> Settings:
         return cls.from_mapping(os.environ)
+
+    @property
+    def reservation_lease_seconds(self) -> float:
+        """How long a store's reservation stays held without renewal before another store
+        may take it over: ``RESERVATION_LEASE_SECONDS``, or less when
+        ``DICOM_STALE_CREATE_SECONDS`` says so. A live store renews it every third of that
+        while it writes the file, so only an interrupted store's reservation lapses: a retry
+        after a crash waits two minutes, not the hour spool files are kept."""
+        return float(min(self.stale_create_seconds, RESERVATION_LEASE_SECONDS))
 
     @property
     def effective_staging_dir(self) -> Path:

@@ -17,8 +17,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -177,8 +178,13 @@ class StoreService:
         external_metadata: ExternalMetadataService,
         writer: InstanceWriter | None = None,
         after_commit: AfterCommit | None = None,
+        lease_seconds: float = 120,
     ) -> None:
+        """``lease_seconds``: how long the index keeps a reservation without renewal
+        (``Settings.reservation_lease_seconds``); a two-step store renews it every third of
+        that while it writes the file."""
         self._index = index
+        self._renew_every = lease_seconds / 3
         self._blobs = blobs
         self._janitor = janitor
         self._external_metadata = external_metadata
@@ -413,7 +419,8 @@ class StoreService:
         """The two-step protocol: reserve, write the file, commit (undone on failure)."""
         reservation = await self._index.begin_instance(stored.key, upsert=upsert)
         try:
-            await self._blobs.put_file(reservation.blob_key, path)
+            async with self._holding(reservation):
+                await self._blobs.put_file(reservation.blob_key, path)
             replaced = await self._index.commit_instance(reservation, stored, expires_at=expires_at)
         except InstanceExists as exc:
             # Another request stored it between our reservation and commit: a race (45071).
@@ -427,6 +434,36 @@ class StoreService:
             blob_key=reservation.blob_key,
             obsolete_blob_keys=(*reservation.abandoned_blob_keys, *replaced),
         )
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, reservation: Reservation) -> AsyncIterator[None]:
+        """Renew the reservation's lease while the body runs, so a large file's upload is
+        never taken for an interrupted store's; a renewal that fails is tried again at the
+        next turn (if the lease runs out meanwhile, the commit fails with 45071)."""
+
+        done = asyncio.Event()
+
+        async def renew() -> None:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), self._renew_every)
+                    return
+                try:
+                    await self._index.renew_instance(reservation)
+                except InstanceBeingCreated:
+                    log.warning("the reservation of %s was taken over", reservation.key)
+                    return
+                except Exception:
+                    log.warning("renewing the reservation of %s failed", reservation.key)
+
+        renewing = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            # A renewal under way is let finish rather than cancelled: cancelled after its
+            # write, it would leave the index's kept ETag behind the reservation's.
+            done.set()
+            await renewing
 
     async def _undo(self, blob_key: str, reservation: Reservation) -> None:
         try:

@@ -42,7 +42,7 @@ async def make_stores(
     async def factory(**extra: str) -> Stores:
         settings = Settings.from_mapping({**environment, **extra})
         if backend == MEMORY:
-            ports = memory_backend(stale_create_seconds=settings.stale_create_seconds)
+            ports = memory_backend(stale_create_seconds=settings.reservation_lease_seconds)
         else:
             ports = build_backend(settings)
         stores = Stores(backend, settings, ports)

@@ -156,6 +156,37 @@ async def test_a_stale_reservation_is_taken_over_and_its_file_named(
     assert await stores.raw_instance_states(key) == [("created", taken.watermark)]
 
 
+async def test_a_renewed_reservation_outlives_its_lease_and_still_commits(
+    make_stores: StoresFactory,
+) -> None:
+    """A store writing a large file renews its lease; another store is refused all along,
+    and the renewal leaves the reservation committable (on Cosmos DB: its ETag kept)."""
+    stores = await make_stores(DICOM_STALE_CREATE_SECONDS="1")
+    key = new_key()
+    working = await stores.index.begin_instance(key, upsert=False)
+    for _ in range(3):
+        await asyncio.sleep(0.6)
+        await stores.index.renew_instance(working)
+        with pytest.raises(InstanceBeingCreated):
+            await stores.index.begin_instance(key, upsert=False)
+    await stores.index.commit_instance(working, instance(key))
+    assert await stores.raw_instance_states(key) == [("created", working.watermark)]
+
+
+async def test_renewing_a_reservation_taken_over_is_refused(make_stores: StoresFactory) -> None:
+    stores = await make_stores(DICOM_STALE_CREATE_SECONDS="1")
+    key = new_key()
+    lapsed = await stores.index.begin_instance(key, upsert=False)
+    await asyncio.sleep(1.2)
+    taken = await stores.index.begin_instance(key, upsert=False)
+    with pytest.raises(InstanceBeingCreated):
+        await stores.index.renew_instance(lapsed)
+    await stores.index.renew_instance(taken)
+    await stores.index.commit_instance(taken, instance(key))
+    with pytest.raises(InstanceBeingCreated):
+        await stores.index.renew_instance(taken)  # committed: nothing left to renew
+
+
 async def test_listing_is_oldest_first_and_scoped(stores: Stores) -> None:
     index = stores.index
     study, series_a, series_b = generate_uid(), generate_uid(), generate_uid()

@@ -5,11 +5,15 @@ The local twins of these tests are in ``test_store_recovery.py`` (SQLite back do
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import httpx
 import pytest
 from pydicom.dataset import Dataset
 
 from dicom_core.domain.identifiers import blob_key_for
+from dicom_core.domain.timestamps import timestamp_of
+from dicom_core.settings import RESERVATION_LEASE_SECONDS
 from dicom_core.storage.azure.cosmos_schema import RESERVATION, reservation_id
 from tests.support.azure_backdoor import blob_files, blob_put, cosmos_query, cosmos_upsert
 from tests.support.factories import make_dataset, multipart, to_bytes
@@ -77,6 +81,21 @@ def test_store_after_a_crashed_store_takes_over_and_deletes_its_file(
         {"@sop": ds.SOPInstanceUID},
     )
     assert [(d["kind"], d["blobKey"]) for d in docs] == [("instance", keys[0])]
+
+
+def test_a_retry_three_minutes_after_a_crashed_store_is_stored(
+    client: httpx.Client, server: Server
+) -> None:
+    """A reservation is a two-minute lease that live stores renew: the reservation a killed
+    host left stops blocking retries after that, not after DICOM_STALE_CREATE_SECONDS (an
+    hour), which only bounds spool files now."""
+    ds = make_dataset()
+    crashed_at = datetime.now(UTC) - timedelta(seconds=RESERVATION_LEASE_SECONDS + 60)
+    orphan = _simulate_crashed_store(server, ds, timestamp_of(crashed_at))
+    response = _post(client, ds)
+    assert response.status_code == 200, response.text
+    keys = [f.key for f in blob_files(server.azure) if ds.SOPInstanceUID in f.key]
+    assert orphan not in keys and len(keys) == 1
 
 
 def test_a_stored_instance_is_one_document_with_its_summaries(

@@ -62,11 +62,20 @@ class FakeIndexStore:
         """Each expiring study's expiry, as the last store to it set it."""
         self.search_results: list[SearchMatch] = []
         self.searches: list[tuple[QueryDescription, frozenset[QueryLevel]]] = []
+        self.renewals = 0
+        """Reservation leases renewed (``renew_instance``)."""
         self.debts: dict[str, BlobDebt] = {}
         """Blob debts not yet settled, by id."""
         self._debt_ids = itertools.count(1)
         self._stale_after = stale_create_seconds
         self._watermarks = itertools.count(1)
+
+    async def renew_instance(self, reservation: Reservation) -> None:
+        claim = self.claims.get(reservation.key)
+        if claim is None or claim.reservation.watermark != reservation.watermark:
+            raise InstanceBeingCreated(reservation.key)
+        self.claims[reservation.key] = _Claim(claim.reservation, time.monotonic())
+        self.renewals += 1
 
     async def begin_instance(self, key: InstanceKey, *, upsert: bool) -> Reservation:
         if key in self.stored and not upsert:

@@ -152,7 +152,7 @@ class CosmosIndexStore:
     """``IndexStore`` on the ``index``, ``partitioned`` and ``system`` containers (see
     ``cosmos_schema``; which container a partition's study is in: ``cosmos_placement``)."""
 
-    def __init__(self, session: CosmosSession, *, stale_create_seconds: int = 3600) -> None:
+    def __init__(self, session: CosmosSession, *, stale_create_seconds: float = 3600) -> None:
         self._session = session
         self._stale_seconds = stale_create_seconds
         self._reservation_etags: dict[tuple[InstanceKey, int], str] = {}
@@ -165,8 +165,11 @@ class CosmosIndexStore:
         """The session this store runs on (the backend's other Cosmos stores share it)."""
         return self._session
 
-    def _is_stale(self, created_at: str) -> bool:
-        return seconds_since(created_at) > self._stale_seconds
+    def _is_stale(self, reservation: Doc) -> bool:
+        """Whether a reservation's lease ran out: not renewed (``heldAt``; made: ``createdAt``)
+        for the lease time."""
+        held_at = reservation.get("heldAt") or reservation.get("createdAt")
+        return seconds_since(str(held_at)) > self._stale_seconds
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -242,7 +245,7 @@ class CosmosIndexStore:
                 own = current.get("owner") == owner
                 if own and (blob_key is None or current.get("blobKey") == blob_key):
                     held = current  # our own earlier attempt, whose answer was lost
-                elif not own and not self._is_stale(str(current.get("createdAt"))):
+                elif not own and not self._is_stale(current):
                     raise InstanceBeingCreated(key) from None
                 else:
                     # A crashed attempt, or an earlier attempt of ours with a file of its own
@@ -270,6 +273,42 @@ class CosmosIndexStore:
                 abandoned_blob_keys=tuple(abandoned),
             )
         raise InstanceBeingCreated(key)
+
+    async def renew_instance(self, reservation: Reservation) -> None:
+        """Patch the reservation's ``heldAt`` under the ETag this store last saw, and keep
+        the new one for the commit. A failed condition is checked by reading: an earlier
+        attempt whose answer was lost may have renewed it (same watermark, new ETag), and
+        the patch is tried again under the ETag read."""
+        key, watermark = reservation.key, reservation.watermark
+        study = _study_of(key)
+        rid = reservation_id(key.series_uid, key.sop_uid)
+
+        async def renew(c: Containers) -> None:
+            index = study.container(c)
+            for _ in range(3):
+                etag = self._reservation_etags.get((key, watermark))
+                if etag is not None:
+                    try:
+                        held = await index.patch_item(
+                            rid,
+                            partition_key=study.key,
+                            patch_operations=[
+                                {"op": "set", "path": "/heldAt", "value": utc_timestamp()}
+                            ],
+                            etag=etag,
+                            match_condition=MatchConditions.IfNotModified,
+                        )
+                        self._reservation_etags[(key, watermark)] = str(held["_etag"])
+                        return
+                    except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
+                        pass
+                current = await read_item(index, rid, study.key)
+                if current is None or int(current["wm"]) != watermark:
+                    raise InstanceBeingCreated(key)
+                self._reservation_etags[(key, watermark)] = str(current["_etag"])
+            raise InstanceBeingCreated(key)  # kept changing under us: someone else holds it
+
+        await self._session.run(renew)
 
     async def commit_instance(
         self,
@@ -531,7 +570,13 @@ class CosmosIndexStore:
                 await self._execute(c, study, plan)
             except BatchConflict as conflict:
                 if str(conflict) == "reservation":
-                    raise InstanceBeingCreated(key) from None
+                    # Taken over, or renewed by a write whose answer never came back.
+                    held = await read_item(index, reservation_id(key.series_uid, key.sop_uid), pk)
+                    if held is None or int(held["wm"]) != reservation.watermark:
+                        raise InstanceBeingCreated(key) from None
+                    etag = str(held["_etag"])
+                    await asyncio.sleep(backoff)
+                    continue
                 if str(conflict) == "instance" and not reservation.upsert:
                     raise InstanceExists(key) from None
                 await asyncio.sleep(backoff)

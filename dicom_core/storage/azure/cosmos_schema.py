@@ -18,7 +18,8 @@ query. Document kinds (``kind``), with their ``id`` inside the partition:
   summaries, so that an instance-level QIDO is one query without joins.
 - ``reservation`` (``r|{series}|{sop}``): the claim of a store in progress (status
   "creating"), created with create-only semantics; ``owner`` tells retries of the same store
-  apart from a competing one.
+  apart from a competing one. A lease: ``heldAt`` (``createdAt`` until then) is when its store
+  last renewed it, and one not renewed for the lease time is an interrupted store's.
 - ``series`` (``s|{series}``): the series summary. Matching keys of its latest instance
   (``rk``), that instance's study keys (``lsk``, to recompute the study after deletes), a copy
   of the study's keys (``sk``), the latest watermark and instance id, the instance count.

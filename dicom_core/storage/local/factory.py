@@ -30,7 +30,7 @@ def build_backend(settings: Settings) -> Backend:
     db = _database(settings)
     query_tags = SqliteQueryTagStore(db)
     index = SqliteIndexStore(
-        db, stale_create_seconds=settings.stale_create_seconds, hooks=(query_tags,)
+        db, stale_create_seconds=settings.reservation_lease_seconds, hooks=(query_tags,)
     )
     blobs = FileBlobStore(settings.data_dir / "blobs", durable=settings.durable_writes)
     return Backend(

@@ -161,7 +161,7 @@ class SqliteIndexStore:
         self,
         db: SqliteDatabase,
         *,
-        stale_create_seconds: int = 3600,
+        stale_create_seconds: float = 3600,
         rare_modality_rows: int | None = None,
         hooks: tuple[CommitHook, ...] = (),
     ) -> None:
@@ -201,17 +201,18 @@ class SqliteIndexStore:
         file under ``blob_key``.
         """
         now = utc_timestamp()
+        # A reservation's updated_at is when it was last held: made or renewed.
         rows = conn.execute(
-            "SELECT watermark, status, created_at, blob_key FROM instance"
+            "SELECT watermark, status, updated_at, blob_key FROM instance"
             " WHERE partition_key = ? AND study_uid = ? AND series_uid = ? AND sop_uid = ?",
             (key.partition, key.study_uid, key.series_uid, key.sop_uid),
         ).fetchall()
         abandoned: list[str] = []
-        for watermark, status, created_at, old_blob in rows:
+        for watermark, status, held_at, old_blob in rows:
             if status == CREATED and not upsert:
                 raise InstanceExists(key)
             if status == CREATING:
-                if not self._is_stale(created_at):
+                if not self._is_stale(held_at):
                     raise InstanceBeingCreated(key)
                 # A crashed attempt: take over its reservation; its file is deleted.
                 conn.execute("DELETE FROM instance WHERE watermark = ?", (watermark,))
@@ -244,8 +245,20 @@ class SqliteIndexStore:
             abandoned_blob_keys=tuple(abandoned),
         )
 
-    def _is_stale(self, created_at: str) -> bool:
-        return seconds_since(created_at) > self._stale_seconds
+    def _is_stale(self, held_at: str) -> bool:
+        return seconds_since(held_at) > self._stale_seconds
+
+    async def renew_instance(self, reservation: Reservation) -> None:
+        def renew() -> None:
+            with self._db.transaction() as conn:
+                renewed = conn.execute(
+                    "UPDATE instance SET updated_at = ? WHERE watermark = ? AND status = ?",
+                    (utc_timestamp(), reservation.watermark, CREATING),
+                ).rowcount
+            if renewed != 1:
+                raise InstanceBeingCreated(reservation.key)
+
+        await self._db.run(renew)
 
     async def commit_instance(
         self,

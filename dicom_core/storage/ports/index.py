@@ -152,7 +152,20 @@ class IndexStore(Protocol):
     visible in one step. ``abort_instance`` releases a reservation whose file failed.
     """
 
-    async def begin_instance(self, key: InstanceKey, *, upsert: bool) -> Reservation: ...
+    async def begin_instance(self, key: InstanceKey, *, upsert: bool) -> Reservation:
+        """Reserve ``key`` for a store (``InstanceBeingCreated`` while another holds it).
+
+        A reservation is a lease: one that has not been renewed (``renew_instance``) for the
+        index's lease time is an interrupted store's, and the next store takes it over, its
+        file named in ``abandoned_blob_keys``.
+        """
+        ...
+
+    async def renew_instance(self, reservation: Reservation) -> None:
+        """Renew the lease of a reservation still being worked on (a store writing a large
+        file). ``InstanceBeingCreated`` when another store has taken it over: its lease ran
+        out, and the commit would fail too."""
+        ...
 
     async def commit_instance(
         self,

@@ -7,6 +7,7 @@ the azure backend takes.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from pathlib import Path
 
@@ -250,3 +251,53 @@ def uids(dataset: Dataset) -> dict[str, str]:
         "series_uid": dataset.SeriesInstanceUID,
         "sop_uid": dataset.SOPInstanceUID,
     }
+
+
+# -- reservation leases: a slow upload is never taken for an interrupted store --------------
+
+
+class SlowBlobs:
+    """Makes the fake blob store's uploads take ``seconds``."""
+
+    def __init__(self, fakes: Fakes, seconds: float) -> None:
+        real = fakes.blobs.put_file
+
+        async def put_file(key: str, source: Path, *, overwrite: bool = False) -> None:
+            await asyncio.sleep(seconds)
+            await real(key, source, overwrite=overwrite)
+
+        fakes.blobs.put_file = put_file  # type: ignore[method-assign]
+
+
+def leased_store(fakes: Fakes, tmp_path: Path, lease: float) -> Store:
+    service = StoreService(
+        fakes.index,
+        fakes.blobs,
+        BlobJanitor(fakes.blobs, fakes.queue),
+        external_metadata=ExternalMetadataService(fakes.external_metadata),
+        lease_seconds=lease,
+    )
+    return Store(fakes, tmp_path, service)
+
+
+async def test_an_upload_longer_than_the_lease_renews_it_and_keeps_its_instance(
+    tmp_path: Path,
+) -> None:
+    fakes = Fakes(index=FakeIndexStore(stale_create_seconds=0.3))
+    SlowBlobs(fakes, 1.0)
+    ds = make_dataset()
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "competing").mkdir()
+    slow = asyncio.create_task(leased_store(fakes, tmp_path / "slow", 0.3)(ds))
+    await asyncio.sleep(0.6)  # twice the lease into the upload: a competitor is refused
+    competing = await leased_store(fakes, tmp_path / "competing", 0.3)(ds)
+    assert [f.failure_reason for f in competing.failed] == [INSTANCE_BEING_CREATED]
+    result = await slow
+    assert result.failed == [] and len(result.stored) == 1
+    assert fakes.index.renewals >= 2
+    assert key_of(ds) in fakes.index.stored
+
+
+async def test_a_quick_store_renews_nothing(fakes: Fakes, tmp_path: Path) -> None:
+    result = await leased_store(fakes, tmp_path, 120)(make_dataset())
+    assert len(result.stored) == 1 and fakes.index.renewals == 0
