@@ -88,6 +88,10 @@ class AzureSettings:
     blob_container: str = "dicom-files"
     create_resources: bool | None = None
     retry_seconds: int = 6
+    timeout_seconds: int = 20
+    """How long a call to Cosmos DB or Storage may wait for the service's answer (the SDKs'
+    socket read timeout) before it counts as failed: a frozen service becomes a 503 in under
+    a minute, inside the 230 s Azure's front end gives a request, not when it wakes."""
     blob_delete_delay_seconds: int = 600
 
     @classmethod
@@ -116,6 +120,7 @@ class AzureSettings:
                 else None
             ),
             retry_seconds=_int(values, "DICOM_AZURE_RETRY_SECONDS", 6, minimum=0),
+            timeout_seconds=_int(values, "DICOM_AZURE_TIMEOUT_SECONDS", 20, minimum=1),
             blob_delete_delay_seconds=_int(
                 values, "DICOM_AZURE_BLOB_DELETE_DELAY_SECONDS", 600, minimum=0
             ),

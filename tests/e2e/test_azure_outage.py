@@ -24,6 +24,12 @@ pytestmark = pytest.mark.skipif("azure" not in BACKENDS, reason="azure backend n
 
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=DICOMwebBoundary'
 UNAVAILABLE = {503, 424}
+#: The server's DICOM_AZURE_TIMEOUT_SECONDS: how long a call waits for a frozen service.
+TIMEOUT_SECONDS = 2
+#: How long a client here waits for an answer: far more than the server needs to give up on
+#: a frozen service with that setting (some 3 calls of 2 s), far less than the SDKs' own
+#: defaults took (76 s for a frozen Cosmos DB, 180 s for a frozen Azurite).
+PATIENCE_SECONDS = 45
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +39,7 @@ def outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Emulators
         tmp_path_factory.mktemp("outage-server"),
         **emulators.environment(),
         DICOM_AZURE_RETRY_SECONDS="1",
+        DICOM_AZURE_TIMEOUT_SECONDS=str(TIMEOUT_SECONDS),
     )
     yield emulators, server
     stop_server(server)
@@ -105,6 +112,37 @@ def test_cosmos_outage_is_503_and_the_service_recovers(
         found = client.get("/v2/studies", params={"PatientID": ds.PatientID})
         assert found.status_code == 200
         assert [s["0020000D"]["Value"][0] for s in found.json()] == [ds.StudyInstanceUID]
+
+
+@pytest.mark.parametrize("frozen", ["cosmos", "azurite"])
+def test_a_frozen_service_is_a_503_long_before_the_front_end_gives_up(
+    running: tuple[Emulators, Server], frozen: str
+) -> None:
+    """A stall (the process frozen: connections open, no answer) rather than an outage. The
+    server gives up after DICOM_AZURE_TIMEOUT_SECONDS a call, not when the service wakes, so
+    a client behind Azure's front end (230 s) gets the 503 and its Retry-After."""
+    emulators, server = running
+    ds = make_dataset()
+    with server.client() as client:
+        assert store(client, ds).status_code == 200
+    pause, resume = (
+        (emulators.pause_cosmos, emulators.resume_cosmos)
+        if frozen == "cosmos"
+        else (emulators.pause_azurite, emulators.resume_azurite)
+    )
+    pause()
+    try:
+        with httpx.Client(base_url=server.url, timeout=PATIENCE_SECONDS) as patient:
+            answer = patient.get(instance_path(ds), headers={"Accept": "application/dicom"})
+    finally:
+        resume()
+    assert answer.status_code in UNAVAILABLE, answer.text
+    assert answer.headers.get("Retry-After")
+    with server.client() as client:
+        again = eventually(
+            lambda: client.get(instance_path(ds), headers={"Accept": "application/dicom"})
+        )
+        assert again.status_code == 200
 
 
 def test_azurite_outage_is_503_and_the_service_recovers(

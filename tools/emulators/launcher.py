@@ -232,6 +232,15 @@ class Emulators:
         if self._azurite is not None:
             self._azurite.signal(signal.SIGCONT)
 
+    def pause_cosmos(self) -> None:
+        """Freeze the Cosmos DB server (requests hang) until ``resume_cosmos``."""
+        if self._cosmos is not None:
+            self._cosmos.signal(signal.SIGSTOP)
+
+    def resume_cosmos(self) -> None:
+        if self._cosmos is not None:
+            self._cosmos.signal(signal.SIGCONT)
+
     def stop_azurite(self, *, abrupt: bool = True) -> None:
         if self._azurite is not None:
             self._azurite.stop(abrupt=abrupt)

@@ -33,7 +33,8 @@ from dicom_core.settings import AzureSettings, SettingsError
 # Per-request retries inside the storage SDK stay short: RetryPolicy (retry.py) retries whole
 # operations within the configured budget, and a dead emulator must become a 503 in seconds,
 # not after the SDK's default of three exponential waits starting at 15 s.
-_STORAGE_TIMEOUTS: dict[str, Any] = {"connection_timeout": 5, "read_timeout": 60}
+# The read timeout is DICOM_AZURE_TIMEOUT_SECONDS (AzureSettings.timeout_seconds).
+CONNECTION_TIMEOUT = 5
 # Options of the SDKs' own ExponentialRetry: two retries, half a second apart (base 0 makes
 # every wait the initial one; the SDK annotates these as int but computes with floats).
 _SDK_RETRY: dict[str, Any] = {
@@ -131,13 +132,19 @@ class StorageClients:
             )
         return f"https://{self._settings.storage_account}.{service}.core.windows.net"
 
+    def _timeouts(self) -> dict[str, Any]:
+        return {
+            "connection_timeout": CONNECTION_TIMEOUT,
+            "read_timeout": self._settings.timeout_seconds,
+        }
+
     def uses_keys(self) -> bool:
         return self._settings.storage_connection is not None
 
     def blob_service(self) -> BlobServiceClient:
         if self._blob is None:
             options: dict[str, Any] = {
-                **_STORAGE_TIMEOUTS,
+                **self._timeouts(),
                 **_BLOB_TRANSFER,
                 **_SDK_RETRY,
             }
@@ -153,7 +160,7 @@ class StorageClients:
     def queue_service(self) -> QueueServiceClient:
         if self._queue is None:
             options: dict[str, Any] = {
-                **_STORAGE_TIMEOUTS,
+                **self._timeouts(),
                 **_SDK_RETRY,
             }
             connection = self._settings.storage_connection
@@ -223,7 +230,10 @@ class CosmosClients:
                     retry_backoff_max=1,
                     retry_connect=1,
                     retry_read=1,
-                    connection_timeout=5,
+                    connection_timeout=CONNECTION_TIMEOUT,
+                    # The SDK's default waits 65 s for each answer, and tries a timed-out
+                    # read again: a frozen account held requests for minutes.
+                    read_timeout=self._settings.timeout_seconds,
                     # The emulator speaks only to loopback clients; in Azure keep discovery on
                     # so the SDK follows the account's regions.
                     enable_endpoint_discovery=not is_loopback(endpoint),
