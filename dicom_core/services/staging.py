@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from dicom_core.storage.ports import storage_error
+from dicom_core.storage.ports.scratch import left_by_a_dead_process, scratch_name
 
+SPOOL_SUFFIX = ".part"
 _PREAMBLE = 128
 _PREFIX = b"DICM"
 
@@ -100,30 +100,8 @@ class PartSpool:
 
 
 def spool_name() -> str:
-    """A new spool file's name: ``{host}.{pid}.{random}.part``. The process writing it is in
-    its name, so a process that starts can tell the leftovers of a dead one (removed at once)
-    from the spools of live ones (several workers, or servers, share the directory)."""
-    return f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex}.part"
-
-
-def _left_by_a_dead_process(name: str) -> bool:
-    """Whether the spool ``name`` was written by a process of this host that no longer runs.
-    Names of another host, of an older version (no process in them), or of a live process:
-    False (a PID the system has reused since also reads as live: the file then waits for the
-    age rule)."""
-    host, _, rest = name.removesuffix(".part").rpartition(".")[0].rpartition(".")
-    if host != socket.gethostname() or not rest.isdigit():
-        return False
-    pid = int(rest)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False  # alive under another user, or the check is not allowed
-    return False
+    """A new spool file's name: ``{host}.{pid}.{random}.part`` (``ports.scratch``)."""
+    return scratch_name(SPOOL_SUFFIX)
 
 
 class StagingArea:
@@ -142,7 +120,10 @@ class StagingArea:
         cutoff = time.time() - stale_seconds
         for leftover in self.directory.glob("*.part"):
             with contextlib.suppress(OSError):
-                if _left_by_a_dead_process(leftover.name) or leftover.stat().st_mtime < cutoff:
+                if (
+                    left_by_a_dead_process(leftover.name, SPOOL_SUFFIX)
+                    or leftover.stat().st_mtime < cutoff
+                ):
                     leftover.unlink()
 
     def new_part(self) -> PartSpool:

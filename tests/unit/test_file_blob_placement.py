@@ -3,14 +3,17 @@ failure of the disk becomes (the ports' errors, which the web layer answers 507 
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from dicom_core.storage.local.file_blobs import FileBlobStore
+from dicom_core.storage.local.file_blobs import COPY_SUFFIX, INCOMING, FileBlobStore
 from dicom_core.storage.ports import StorageUnavailable
 from tests.support.filesystems import directory_elsewhere
+from tests.support.processes import dead_pid
 
 KEY = "1.2.3/4.5.6/7.8.9_1.dcm"
 
@@ -36,8 +39,26 @@ def test_a_file_staged_on_another_file_system_is_copied_into_place(
         blobs.place_file(KEY, staged, overwrite=overwrite)
     assert blobs.path_for(KEY).read_bytes() == b"DICOM bytes" * 1000
     assert not staged.exists()
-    # Nothing but the file itself is left beside it (no copy under a temporary name).
+    # Nothing but the file itself is left beside it, and no copy under a temporary name.
     assert [p.name for p in blobs.path_for(KEY).parent.iterdir()] == ["7.8.9_1.dcm"]
+    assert list((blobs.root / INCOMING).iterdir()) == []
+
+
+def test_a_start_removes_the_copies_that_killed_processes_of_this_host_left(
+    tmp_path: Path, other_file_system: Path
+) -> None:
+    """A process killed mid-copy leaves a partial copy in the blob root's incoming directory,
+    named after it, so the next start can tell it from a live process's copy."""
+    blobs = FileBlobStore(tmp_path / "blobs")
+    incoming = blobs.root / INCOMING
+    host = socket.gethostname()
+    dead = incoming / f"{host}.{dead_pid()}.{'a' * 32}{COPY_SUFFIX}"
+    live = incoming / f"{host}.{os.getppid()}.{'b' * 32}{COPY_SUFFIX}"
+    elsewhere = incoming / f"another-host.{dead_pid()}.{'c' * 32}{COPY_SUFFIX}"
+    for path in (dead, live, elsewhere):
+        path.write_bytes(b"half a copy")
+    FileBlobStore(tmp_path / "blobs")
+    assert sorted(p.name for p in incoming.iterdir()) == sorted([live.name, elsewhere.name])
 
 
 def test_a_copy_from_another_file_system_stays_create_only(

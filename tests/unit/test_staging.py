@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from dicom_core.services.staging import PartSpool, StagingArea, spool_name
 from dicom_core.storage.ports import StorageFull, StorageUnavailable
+from tests.support.processes import dead_pid
 
 BODY = b"\x02\x00\x00\x00rest of the dataset" * 10
 
@@ -73,13 +72,6 @@ def test_a_full_disk_while_spooling_is_storage_full_and_discard_still_removes_th
 def test_a_spool_that_cannot_be_created_is_storage_unavailable(tmp_path: Path) -> None:
     with pytest.raises(StorageUnavailable, match="spooling the request body failed"):
         PartSpool(tmp_path / "missing-directory" / "x.part")
-
-
-def dead_pid() -> int:
-    """The PID of a process that has exited (and been reaped)."""
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
 
 
 def test_a_start_removes_at_once_the_spools_of_a_dead_process_of_this_host(

@@ -34,12 +34,12 @@ import functools
 import os
 import re
 import shutil
-import uuid
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 from dicom_core.storage.ports import BlobNotFound, StorageUnavailable, storage_error
+from dicom_core.storage.ports.scratch import left_by_a_dead_process, scratch_name
 
 _SEGMENT = re.compile(r"^[0-9A-Za-z._-]{1,128}$")
 
@@ -62,16 +62,31 @@ def sync_directory(path: Path) -> None:
         os.close(fd)
 
 
+#: The root's directory of cross-disk copies in progress (``_copy_across``): on the same file
+#: system as every target, and the one place a start must look for what a killed copy left.
+INCOMING = ".incoming"
+COPY_SUFFIX = ".copy"
+
+
 class FileBlobStore:
     def __init__(self, root: Path, *, durable: bool = True) -> None:
         self.root = root
         self._root_name = str(root)
         self.durable = durable
-        created = self._make_directories(root)
+        self._incoming = root / INCOMING
+        created = self._make_directories(self._incoming)
         if durable:
             # The root's own name, once per start: a fresh DATA_DIR needs it synced.
             for directory in {root, *created}:
                 sync_directory(directory.parent)
+        self._remove_dead_copies()
+
+    def _remove_dead_copies(self) -> None:
+        """Remove the partial copies of processes of this host that were killed mid-copy."""
+        for leftover in self._incoming.glob(f"*{COPY_SUFFIX}"):
+            if left_by_a_dead_process(leftover.name, COPY_SUFFIX):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
 
     def path_for(self, key: str) -> Path:
         return Path(self.file_name(key))
@@ -137,7 +152,7 @@ class FileBlobStore:
         while True:
             try:
                 self._make_directories(target.parent)
-                _move(source, target, overwrite=overwrite, durable=self.durable)
+                _move(source, target, overwrite=overwrite, durable=self.durable, via=self._incoming)
                 return
             except FileNotFoundError:
                 attempts -= 1
@@ -254,15 +269,16 @@ def _writing(key: str) -> Iterator[None]:
         raise storage_error(exc, f"writing the stored file {key}") from exc
 
 
-def _move(source: Path, target: Path, *, overwrite: bool, durable: bool) -> None:
-    """Rename or link ``source`` to ``target``; create-only unless ``overwrite``."""
+def _move(source: Path, target: Path, *, overwrite: bool, durable: bool, via: Path) -> None:
+    """Rename or link ``source`` to ``target``; create-only unless ``overwrite``. From another
+    file system, ``source`` is copied into ``via`` first (``_copy_across``)."""
     if overwrite:
         try:
             os.replace(source, target)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
-            _copy_across(source, target, overwrite=True, durable=durable)
+            _copy_across(source, target, overwrite=True, durable=durable, via=via)
         return
     # link() fails if the target exists: an atomic create-only write.
     try:
@@ -271,7 +287,7 @@ def _move(source: Path, target: Path, *, overwrite: bool, durable: bool) -> None
         if isinstance(exc, FileExistsError):
             raise
         if exc.errno == errno.EXDEV:
-            _copy_across(source, target, overwrite=False, durable=durable)
+            _copy_across(source, target, overwrite=False, durable=durable, via=via)
             return
         # File systems without hard links: fall back to a checked rename.
         if target.exists():
@@ -281,17 +297,18 @@ def _move(source: Path, target: Path, *, overwrite: bool, durable: bool) -> None
     source.unlink()
 
 
-def _copy_across(source: Path, target: Path, *, overwrite: bool, durable: bool) -> None:
-    """Move ``source`` to ``target`` on another file system: copy it beside the target (synced
-    when ``durable``), then move the copy into place as any staged file (so the target's name
-    never points at a partial file), then remove ``source``. A crash in between can leave
-    the copy, ``.{name}.{token}.copy``, beside the target."""
-    copy = target.with_name(f".{target.name}.{uuid.uuid4().hex}.copy")
+def _copy_across(source: Path, target: Path, *, overwrite: bool, durable: bool, via: Path) -> None:
+    """Move ``source`` to ``target`` on another file system: copy it into ``via``, the
+    target's file system (synced when ``durable``), then move the copy into place as any
+    staged file (so the target's name never points at a partial file), then remove
+    ``source``. A process killed in between leaves its copy in ``via``, named after it
+    (``ports.scratch``), and the next start removes it."""
+    copy = via / scratch_name(COPY_SUFFIX)
     try:
         shutil.copyfile(source, copy)
         if durable:
             sync_file(copy)
-        _move(copy, target, overwrite=overwrite, durable=durable)
+        _move(copy, target, overwrite=overwrite, durable=durable, via=via)
     finally:
         with contextlib.suppress(FileNotFoundError):
             copy.unlink()
