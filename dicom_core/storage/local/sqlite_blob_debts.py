@@ -60,8 +60,11 @@ async def read_debts(db: SqliteDatabase, recorded_before: datetime, limit: int) 
 
 
 async def forget_debt(db: SqliteDatabase, debt: BlobDebt) -> None:
+    """Delete the debt's row without waiting for the disk: a forget that a power cut loses
+    only makes the sweep delete files already gone, and the next durable commit syncs it."""
+
     def delete() -> None:
-        with db.transaction() as conn:
+        with db.transaction(defer_sync=True) as conn:
             conn.execute("DELETE FROM blob_debt WHERE id = ?", (int(debt.id),))
 
     await db.run(delete)
