@@ -198,10 +198,8 @@ class StudyUpdater:
             raise
         if not versions:
             return moved
-        committed = await self._index.commit_versions(versions)
+        committed = await self._index.commit_versions(versions, release=self._janitor.delete)
         outcome.instances_updated += len(committed.committed)
-        for blob_key in committed.obsolete_blob_keys:
-            await self._janitor.delete(blob_key)
         if not committed.tags_indexed and self._after_commit is not None:
             await self._index_tags(versions, committed.committed, committed.watermarks)
         return [*moved, *committed.changed]

@@ -368,7 +368,7 @@ class StoreService:
         try:
             if self._writer is not None:
                 written = await self._writer.write_instance(
-                    path, stored, upsert=upsert, expires_at=expires_at
+                    path, stored, upsert=upsert, expires_at=expires_at, release=self._janitor.delete
                 )
             else:
                 written = await self._write_in_steps(path, stored, upsert, expires_at)
@@ -399,13 +399,8 @@ class StoreService:
                 key.sop_uid,
                 ("The instance could not be stored because of an internal error.",),
             )
-        # Committed: from here on nothing may report the instance as not stored. A file the
-        # replaced version leaves that cannot be deleted nor queued for deletion is litter.
-        for obsolete in written.obsolete_blob_keys:
-            try:
-                await self._delete_blob(obsolete)
-            except Exception:
-                log.exception("%s was stored; deleting the replaced file %s failed", key, obsolete)
+        # Committed: from here on nothing may report the instance as not stored. The files it
+        # made obsolete went to the janitor with the commit, or stay its debt (``BlobDebt``).
         if self._writer is None and self._after_commit is not None:
             try:
                 await self._after_commit(key, written.watermark, parsed.metadata_json)
@@ -421,7 +416,9 @@ class StoreService:
         try:
             async with self._holding(reservation):
                 await self._blobs.put_file(reservation.blob_key, path)
-            replaced = await self._index.commit_instance(reservation, stored, expires_at=expires_at)
+            obsolete = await self._index.commit_instance(
+                reservation, stored, expires_at=expires_at, release=self._janitor.delete
+            )
         except InstanceExists as exc:
             # Another request stored it between our reservation and commit: a race (45071).
             await self._undo(reservation.blob_key, reservation)
@@ -432,7 +429,7 @@ class StoreService:
         return WrittenInstance(
             watermark=reservation.watermark,
             blob_key=reservation.blob_key,
-            obsolete_blob_keys=(*reservation.abandoned_blob_keys, *replaced),
+            obsolete_blob_keys=tuple(obsolete),
         )
 
     @contextlib.asynccontextmanager
@@ -472,6 +469,3 @@ class StoreService:
             log.exception("releasing reservation %s failed", reservation)
         # Never committed, so never visible: no retrieve can be reading it; no delay needed.
         await self._janitor.delete(blob_key, unseen=True)
-
-    async def _delete_blob(self, blob_key: str) -> None:
-        await self._janitor.delete(blob_key)

@@ -103,6 +103,7 @@ class FakeIndexStore:
         instance: StoredInstance,
         *,
         expires_at: datetime | None = None,
+        release: BlobRelease | None = None,
     ) -> list[str]:
         key = reservation.key
         claim = self.claims.get(key)
@@ -122,12 +123,25 @@ class FakeIndexStore:
         else:
             self.expiries[study] = expires_at
         original = self.originals.pop(key, None)
-        return [entry[0].blob_key for entry in (replaced, original) if entry is not None]
+        obsolete = [entry[0].blob_key for entry in (replaced, original) if entry is not None]
+        return await self._owe(key, [*obsolete, *reservation.abandoned_blob_keys], release)
+
+    async def _owe(
+        self, key: InstanceKey, blob_keys: Sequence[str], release: BlobRelease | None
+    ) -> list[str]:
+        """A commit's debt of the files it made obsolete, settled as the adapters do."""
+        if not blob_keys:
+            return []
+        debt = self.record_debt(StudyKey(key.study_uid, partition=key.partition), blob_keys)
+        await settle_debt(debt, release, self.forget_blob_debt)
+        return list(blob_keys)
 
     async def settle_versions(self, study_uid: str, *, partition: int) -> list[str]:
         return []  # commits are atomic here
 
-    async def commit_versions(self, versions: Sequence[NewVersion]) -> VersionsCommitted:
+    async def commit_versions(
+        self, versions: Sequence[NewVersion], *, release: BlobRelease | None = None
+    ) -> VersionsCommitted:
         committed: list[InstanceKey] = []
         watermarks: list[int] = []
         changed: list[InstanceKey] = []
@@ -156,6 +170,8 @@ class FakeIndexStore:
             self.feed.record(ChangeAction.UPDATE, key, reservation.watermark)
             committed.append(key)
             watermarks.append(reservation.watermark)
+        if versions:
+            await self._owe(versions[0].key, obsolete, release)
         return VersionsCommitted(
             committed=tuple(committed),
             watermarks=tuple(watermarks),

@@ -23,7 +23,7 @@ from dicom_core.domain.model import InstanceKey
 from dicom_core.services.blob_cleanup import BlobJanitor
 from dicom_core.services.bulk_update import StudyUpdater, _rewrite, already_applied
 from dicom_core.services.staging import StagingArea
-from dicom_core.storage.ports import NewVersion, StorageFull, VersionsCommitted
+from dicom_core.storage.ports import BlobRelease, NewVersion, StorageFull, VersionsCommitted
 from tests.fakes import Fakes
 from tests.support.factories import make_dataset, to_bytes
 
@@ -122,10 +122,12 @@ async def test_an_instance_replaced_during_the_step_is_updated_from_its_new_cont
         PatientID="PUT",
     )
 
-    async def put_first(versions: list[NewVersion]) -> VersionsCommitted:
+    async def put_first(
+        versions: list[NewVersion], *, release: BlobRelease | None = None
+    ) -> VersionsCommitted:
         fakes.index.commit_versions = commit  # type: ignore[method-assign]
         await put(fakes, tmp_path, replaced, upsert=True)  # a PUT wins the race
-        return await commit(versions)
+        return await commit(versions, release=release)
 
     fakes.index.commit_versions = put_first  # type: ignore[method-assign]
     outcome = await updater(fakes, tmp_path, []).update_study(

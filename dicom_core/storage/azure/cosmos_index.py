@@ -125,6 +125,7 @@ from dicom_core.storage.ports import (
     VersionsCommitted,
     release_all,
     settle_debt,
+    settled_keys,
 )
 
 log = logging.getLogger(__name__)
@@ -316,10 +317,13 @@ class CosmosIndexStore:
         instance: StoredInstance,
         *,
         expires_at: datetime | None = None,
+        release: BlobRelease | None = None,
     ) -> list[str]:
         expiry = None if expires_at is None else timestamp_of(expires_at)
         try:
-            replaced = await self._commit_version(reservation, instance, None, expiry)
+            debt = await self._commit_version(
+                reservation, instance, None, expiry, owed=reservation.abandoned_blob_keys
+            )
         except InstanceExists:
             # A POST that lost the race to another store of the instance. ``_begin`` checks
             # that the instance is not stored, then reserves; a store that committed in
@@ -331,9 +335,11 @@ class CosmosIndexStore:
             await self._release_refused(reservation.key, lambda held: int(held["wm"]) == watermark)
             raise
         await self._sequence_changes(_study_of(reservation.key))
-        return replaced
+        return await settled_keys(debt, release, self.forget_blob_debt)
 
-    async def commit_versions(self, versions: Sequence[NewVersion]) -> VersionsCommitted:
+    async def commit_versions(
+        self, versions: Sequence[NewVersion], *, release: BlobRelease | None = None
+    ) -> VersionsCommitted:
         """A study's versions, visible to readers all at once.
 
         A batch holds at most 100 operations and 2 MB, and each new version takes four
@@ -344,7 +350,9 @@ class CosmosIndexStore:
         flip batch holds (``FLIP_SERIES``), and a chunk that keeps losing races with other
         writers, are committed in chunks and instance by instance instead. A repeated step
         reserves with the same owner (the version's claim) and takes back what an earlier
-        attempt left.
+        attempt left. The files of the versions a batch drops are a debt of that batch; the
+        rest (a staged commit's, which a crash leaves for ``settle_versions`` to find, and the
+        new files of versions not committed) go to ``release`` after the commit.
         """
         outcome = VersionsOutcome()
         reserved: list[tuple[NewVersion, Reservation]] = []
@@ -369,25 +377,29 @@ class CosmosIndexStore:
                 alone.extend(chunk)
         for version, reservation in alone:
             try:
-                outcome.obsolete.extend(
-                    await self._commit_version(reservation, version.instance, version.based_on)
-                )
+                debt = await self._commit_version(reservation, version.instance, version.based_on)
             except InstanceChanged:
                 await self.abort_instance(reservation)
                 outcome.changed.append(version.key)
                 outcome.obsolete.append(version.blob_key)
                 continue
+            if debt is not None:
+                outcome.debts.append(debt)
             outcome.committed.append(version.key)
             outcome.watermarks.append(reservation.watermark)
         for version, reservation in reserved:
             self._reservation_etags.pop((version.key, reservation.watermark), None)
         if versions:
             await self._sequence_changes(_study_of(versions[0].key))
+        owed: list[str] = []
+        for debt in outcome.debts:
+            owed += await settled_keys(debt, release, self.forget_blob_debt)
+        await release_all(release, outcome.obsolete)
         return VersionsCommitted(
             committed=tuple(outcome.committed),
             watermarks=tuple(outcome.watermarks),
             changed=tuple(outcome.changed),
-            obsolete_blob_keys=tuple(outcome.obsolete),
+            obsolete_blob_keys=(*outcome.obsolete, *owed),
             tags_indexed=False,
         )
 
@@ -440,10 +452,18 @@ class CosmosIndexStore:
             ):
                 return None
             plan = docs.plan_versions(items, series_docs, summary, now)
+            # The versions between an original and these go (each document's own file).
+            between = [i.old_instance for i in items if i.old_instance.get("hasOriginal")]
+            freed = [str(old["blobKey"]) for old in between]
+            debt = debt_document(study, freed) if freed else None
+            if debt is not None:
+                plan.add("blob debt", ("create", (debt,)))
             try:
                 await self._execute(c, study, plan)
             except BatchConflict:
                 return False
+            if debt is not None:
+                outcome.debts.append(debt_of(debt))
             if plan.propagate:
                 await propagate_safely(index, study)
             for item in items:
@@ -452,11 +472,9 @@ class CosmosIndexStore:
                 self._reservation_etags.pop(
                     (item.reservation.key, item.reservation.watermark), None
                 )
-                if item.old_instance.get("hasOriginal"):
-                    # The version between the original and this one goes.
-                    outcome.obsolete.append(str(item.old_instance["blobKey"]))
-                    if int(item.old_instance.get("metaParts") or 0):
-                        await self._drop_metaparts(study, int(item.old_instance["wm"]))
+            for old in between:
+                if int(old.get("metaParts") or 0):
+                    await self._drop_metaparts(study, int(old["wm"]))
             return True
 
         for backoff in conflict_backoff():
@@ -484,12 +502,16 @@ class CosmosIndexStore:
         instance: StoredInstance,
         based_on: int | None,
         expires_at: str | None = None,
-    ) -> list[str]:
+        *,
+        owed: Sequence[str] = (),
+    ) -> BlobDebt | None:
+        """Commit one version; the debt of the files it made obsolete (those it replaced,
+        and ``owed``), recorded in its batch; None when there were none."""
         packed = docs.pack_metadata(instance.metadata_json)
         parts = docs.split_metadata(packed)
         attempts = 0
 
-        async def attempt(c: Containers) -> list[str]:
+        async def attempt(c: Containers) -> BlobDebt | None:
             nonlocal attempts
             attempts += 1
             # A POST's reservation was made after its check found no instance. Its first
@@ -498,17 +520,17 @@ class CosmosIndexStore:
             # whose answer was lost may have committed.
             assume_new = attempts == 1 and not reservation.upsert and based_on is None
             return await self._commit(
-                c, reservation, instance, packed, parts, based_on, expires_at, assume_new
+                c, reservation, instance, packed, parts, based_on, expires_at, assume_new, owed
             )
 
         try:
-            replaced = await self._session.run(attempt)
+            debt = await self._session.run(attempt)
         except BaseException:
             if parts:
                 await self._drop_metaparts(_study_of(reservation.key), reservation.watermark)
             raise
         self._reservation_etags.pop((reservation.key, reservation.watermark), None)
-        return replaced
+        return debt
 
     async def _commit(
         self,
@@ -520,10 +542,13 @@ class CosmosIndexStore:
         based_on: int | None = None,
         expires_at: str | None = None,
         assume_new: bool = False,
-    ) -> list[str]:
+        owed: Sequence[str] = (),
+    ) -> BlobDebt | None:
         """One attempt at the commit batch; with ``assume_new`` it takes the instance as not
         stored without reading it (``_commit_version``): every round's batch creates the
-        document, and a store that committed one meanwhile makes it fail (45071)."""
+        document, and a store that committed one meanwhile makes it fail (45071). The batch
+        creates the debt of the files it makes obsolete. An attempt that finds its commit
+        done (an earlier answer was lost) returns None: that batch's debt is the sweep's."""
         key = reservation.key
         study = _study_of(key)
         index, pk = study.container(c), study.key
@@ -546,7 +571,7 @@ class CosmosIndexStore:
                 read_item(index, STUDY_DOC_ID, pk),
             )
             if old is not None and int(old["wm"]) == reservation.watermark:
-                return []  # this very commit already happened; its answer was lost
+                return None  # this very commit already happened; its answer was lost
             if old is not None and not reservation.upsert:
                 raise InstanceExists(key)
             if based_on is not None and (old is None or int(old["wm"]) != based_on):
@@ -566,6 +591,11 @@ class CosmosIndexStore:
                 old_original=old_original,
                 expires_at=expires_at,
             )
+            dropped = _dropped_by(old, old_original, based_on)
+            freed = [*(str(gone["blobKey"]) for gone in dropped), *owed]
+            debt = debt_document(study, freed) if freed else None
+            if debt is not None:
+                plan.add("blob debt", ("create", (debt,)))
             try:
                 await self._execute(c, study, plan)
             except BatchConflict as conflict:
@@ -583,15 +613,10 @@ class CosmosIndexStore:
                 continue
             if plan.propagate:
                 await propagate_safely(index, study)
-            if old is None or (based_on is not None and not old.get("hasOriginal")):
-                return []  # nothing replaced, or the replaced version is the original now
-            dropped = [old] if old_original is None else [old, old_original]
-            if old.get(NEXT):
-                dropped.append(old[NEXT])  # a staged version of a bulk update goes too
             for gone in dropped:
                 if int(gone.get("metaParts") or 0):
                     await self._drop_metaparts(study, int(gone["wm"]))
-            return [str(gone["blobKey"]) for gone in dropped]
+            return None if debt is None else debt_of(debt)
         raise StorageUnavailable(f"too many concurrent writes to study {study}")
 
     async def settle_versions(self, study_uid: str, *, partition: int) -> list[str]:
@@ -993,23 +1018,39 @@ def _packed(version: NewVersion) -> str:
     return docs.pack_metadata(version.instance.metadata_json)
 
 
+#: Operations of one version in a batch of versions: its instance, original, reservation and
+#: pending change (``cosmos_docs.plan_commit``); and those every such batch has besides its
+#: series summaries: the study summary and the blob debt.
+VERSION_OPERATIONS = 4
+STUDY_BATCH_OVERHEAD = 2
+
+
 def _study_chunks(
     reserved: list[tuple[NewVersion, Reservation]],
 ) -> list[list[tuple[NewVersion, Reservation]]]:
-    """``reserved`` in order, cut into chunks one batch holds (count and size)."""
+    """``reserved`` in order, cut into chunks one batch holds: in count, in size, and in
+    operations, which a chunk spread over many series runs out of first (20 versions in 20
+    series took 101, and Cosmos DB refuses a batch of more than 100)."""
     chunks: list[list[tuple[NewVersion, Reservation]]] = []
-    weight = 0
+    weight = operations = 0
+    series: set[str] = set()
     for item in reserved:
         size = 2 * len(_packed(item[0])) + 4096
+        uid = item[0].key.series_uid
+        cost = VERSION_OPERATIONS + (0 if uid in series else 1)
         if (
             not chunks
             or len(chunks[-1]) >= STUDY_BATCH_VERSIONS
             or weight + size > STUDY_BATCH_BYTES
+            or operations + cost > docs.MAX_BATCH_OPERATIONS
         ):
             chunks.append([])
-            weight = 0
+            weight, operations, series = 0, STUDY_BATCH_OVERHEAD, set()
+            cost = VERSION_OPERATIONS + 1
         chunks[-1].append(item)
         weight += size
+        operations += cost
+        series.add(uid)
     return chunks
 
 
@@ -1045,6 +1086,18 @@ async def _originals_of(
         partition=study.key,
     )
     return {wanted[str(doc["id"])]: doc for doc in found}
+
+
+def _dropped_by(old: Doc | None, old_original: Doc | None, based_on: int | None) -> list[Doc]:
+    """The versions a commit drops: none when nothing is replaced, or when a bulk update's
+    version turns the replaced one into the original; else the replaced version, a store's
+    replaced original, and a large study's staged version of it."""
+    if old is None or (based_on is not None and not old.get("hasOriginal")):
+        return []
+    dropped = [old] if old_original is None else [old, old_original]
+    if old.get(NEXT):
+        dropped.append(old[NEXT])
+    return dropped
 
 
 def _delete_chunk(candidates: Sequence[Doc], originals: Mapping[str, Doc]) -> list[Doc]:

@@ -82,7 +82,7 @@ from dicom_core.storage.azure.cosmos_schema import (
     reservation_id,
 )
 from dicom_core.storage.azure.cosmos_session import Containers, CosmosSession
-from dicom_core.storage.ports import NewVersion, StorageUnavailable
+from dicom_core.storage.ports import BlobDebt, NewVersion, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,9 @@ class VersionsOutcome:
     watermarks: list[int] = field(default_factory=list)
     changed: list[InstanceKey] = field(default_factory=list)
     obsolete: list[str] = field(default_factory=list)
+    """Files to release after the commit."""
+    debts: list[BlobDebt] = field(default_factory=list)
+    """Files that batches of the commit recorded as their debt, to settle after it."""
 
 
 @dataclass(slots=True)

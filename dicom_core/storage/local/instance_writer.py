@@ -49,7 +49,13 @@ from dicom_core.storage.local.sqlite_db import (
     WriterBusy,
 )
 from dicom_core.storage.local.sqlite_index import CommitHook, SqliteIndexStore
-from dicom_core.storage.ports import StorageUnavailable, WrittenInstance
+from dicom_core.storage.ports import (
+    BlobDebt,
+    BlobRelease,
+    StorageUnavailable,
+    WrittenInstance,
+    settled_keys,
+)
 
 
 class SqliteInstanceWriter:
@@ -74,6 +80,7 @@ class SqliteInstanceWriter:
         *,
         upsert: bool,
         expires_at: datetime | None = None,
+        release: BlobRelease | None = None,
     ) -> WrittenInstance:
         key = instance.key
         blob_key = blob_key_for(key.study_uid, key.series_uid, key.sop_uid, uuid.uuid4().hex)
@@ -82,7 +89,7 @@ class SqliteInstanceWriter:
         else:
             self._blobs.place_new_file(blob_key, source)
         try:
-            written = await self._commit(blob_key, instance, upsert, expires_at)
+            written, debt = await self._commit(blob_key, instance, upsert, expires_at)
         except BaseException:
             # Never committed: nothing names the file.
             self._blobs.remove_file(blob_key)
@@ -91,11 +98,12 @@ class SqliteInstanceWriter:
         # event loop; nothing is acknowledged before it returns.
         if self._db.durable:
             await asyncio.to_thread(self._db.sync_wal)
+        await settled_keys(debt, release, self._index.forget_blob_debt)
         return written
 
     async def _commit(
         self, blob_key: str, instance: StoredInstance, upsert: bool, expires_at: datetime | None
-    ) -> WrittenInstance:
+    ) -> tuple[WrittenInstance, BlobDebt | None]:
         """The transaction, retried while another writer holds the database."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._lock_timeout
@@ -114,7 +122,7 @@ class SqliteInstanceWriter:
 
     def _write(
         self, blob_key: str, instance: StoredInstance, upsert: bool, expires_at: datetime | None
-    ) -> WrittenInstance:
+    ) -> tuple[WrittenInstance, BlobDebt | None]:
         with self._db.transaction(wait=False, defer_sync=True) as conn:
             reservation = self._index.reserve(conn, instance.key, upsert=upsert, blob_key=blob_key)
             replaced = self._index.finish(conn, reservation, instance, expires_at=expires_at)
@@ -122,8 +130,9 @@ class SqliteInstanceWriter:
                 hook.index_in_transaction(
                     conn, instance.key, reservation.watermark, instance.metadata_json
                 )
-        return WrittenInstance(
-            watermark=reservation.watermark,
-            blob_key=blob_key,
-            obsolete_blob_keys=(*replaced, *reservation.abandoned_blob_keys),
+            obsolete = (*replaced, *reservation.abandoned_blob_keys)
+            debt = self._index.owe(conn, instance.key, obsolete)
+        written = WrittenInstance(
+            watermark=reservation.watermark, blob_key=blob_key, obsolete_blob_keys=obsolete
         )
+        return written, debt

@@ -45,6 +45,7 @@ from dicom_core.storage.ports import (
     VersionedMetadata,
     VersionsCommitted,
     settle_debt,
+    settled_keys,
 )
 
 CREATING, CREATED, ORIGINAL = 0, 1, 2
@@ -266,17 +267,29 @@ class SqliteIndexStore:
         instance: StoredInstance,
         *,
         expires_at: datetime | None = None,
+        release: BlobRelease | None = None,
     ) -> list[str]:
-        return await self._db.run(lambda: self._commit(reservation, instance, expires_at))
+        debt = await self._db.run(lambda: self._commit(reservation, instance, expires_at))
+        return await settled_keys(debt, release, self.forget_blob_debt)
 
     def _commit(
         self,
         reservation: Reservation,
         instance: StoredInstance,
         expires_at: datetime | None = None,
-    ) -> list[str]:
+    ) -> BlobDebt | None:
         with self._db.transaction() as conn:
-            return self.finish(conn, reservation, instance, expires_at=expires_at)
+            replaced = self.finish(conn, reservation, instance, expires_at=expires_at)
+            return self.owe(conn, reservation.key, [*replaced, *reservation.abandoned_blob_keys])
+
+    @staticmethod
+    def owe(
+        conn: sqlite3.Connection, key: InstanceKey, blob_keys: Sequence[str]
+    ) -> BlobDebt | None:
+        """The debt of the files a commit made obsolete, in its transaction (None: none)."""
+        if not blob_keys:
+            return None
+        return record_debt(conn, StudyKey(key.study_uid, partition=key.partition), blob_keys)
 
     def finish(
         self,
@@ -397,12 +410,21 @@ class SqliteIndexStore:
     async def settle_versions(self, study_uid: str, *, partition: int) -> list[str]:
         return []  # a commit of versions is one transaction: nothing is ever left half done
 
-    async def commit_versions(self, versions: Sequence[NewVersion]) -> VersionsCommitted:
-        return await self._db.run(lambda: self._commit_versions(versions))
+    async def commit_versions(
+        self, versions: Sequence[NewVersion], *, release: BlobRelease | None = None
+    ) -> VersionsCommitted:
+        committed, debt = await self._db.run(lambda: self._commit_versions(versions))
+        await settled_keys(debt, release, self.forget_blob_debt)
+        return committed
 
-    def _commit_versions(self, versions: Sequence[NewVersion]) -> VersionsCommitted:
+    def _commit_versions(
+        self, versions: Sequence[NewVersion]
+    ) -> tuple[VersionsCommitted, BlobDebt | None]:
         with self._db.transaction() as conn:
-            return self.finish_versions(conn, versions)
+            committed = self.finish_versions(conn, versions)
+            if not versions:
+                return committed, None
+            return committed, self.owe(conn, versions[0].key, committed.obsolete_blob_keys)
 
     def finish_versions(
         self, conn: sqlite3.Connection, versions: Sequence[NewVersion]

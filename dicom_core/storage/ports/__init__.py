@@ -54,6 +54,7 @@ from dicom_core.storage.ports.index import (
     WrittenInstance,
     release_all,
     settle_debt,
+    settled_keys,
 )
 from dicom_core.storage.ports.operations import (
     Continuation,
@@ -126,5 +127,6 @@ __all__ = [
     "WrittenInstance",
     "release_all",
     "settle_debt",
+    "settled_keys",
     "storage_error",
 ]

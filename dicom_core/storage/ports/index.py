@@ -98,6 +98,18 @@ async def settle_debt(
     return True
 
 
+async def settled_keys(
+    debt: BlobDebt | None,
+    release: BlobRelease | None,
+    forget: Callable[[BlobDebt], Awaitable[None]],
+) -> list[str]:
+    """``settle_debt`` for a commit that may have made nothing obsolete; the debt's keys."""
+    if debt is None:
+        return []
+    await settle_debt(debt, release, forget)
+    return list(debt.blob_keys)
+
+
 @dataclass(frozen=True, slots=True)
 class VersionedMetadata:
     """The DICOM JSON of a resource's stored instances, oldest first, and its version (see
@@ -173,8 +185,14 @@ class IndexStore(Protocol):
         instance: StoredInstance,
         *,
         expires_at: datetime | None = None,
+        release: BlobRelease | None = None,
     ) -> list[str]:
-        """Make the instance visible; returns the blob keys of versions it replaced.
+        """Make the instance visible; returns the blob keys it made obsolete: of the versions
+        it replaced, and of interrupted stores whose reservations it took over.
+
+        Those files are a debt of the commit (``BlobDebt``), released once it committed, as
+        ``delete_instances`` releases its files: a process that dies in between leaves them
+        to the debt sweep, not on disk for good.
 
         A commit is a store (STOW), and a store decides its study's expiry: the study expires
         at ``expires_at``, or never when it is None, whatever an earlier store said. It is
@@ -186,7 +204,9 @@ class IndexStore(Protocol):
 
     async def abort_instance(self, reservation: Reservation) -> None: ...
 
-    async def commit_versions(self, versions: Sequence[NewVersion]) -> VersionsCommitted:
+    async def commit_versions(
+        self, versions: Sequence[NewVersion], *, release: BlobRelease | None = None
+    ) -> VersionsCommitted:
         """Make new versions of stored instances current, together (a bulk update's commit).
 
         Each instance's first version is kept as its original (served with
@@ -196,6 +216,9 @@ class IndexStore(Protocol):
         transaction; Cosmos DB in one batch, or for a large study by staging them and
         flipping one commit document, so a reader sees all of them or none. An instance whose
         current version is no longer ``based_on`` is left alone (``changed``).
+
+        The ``obsolete_blob_keys`` go to ``release`` once committed; the local index and
+        Cosmos DB's one-instance commits record them as a debt first (``commit_instance``).
         """
         ...
 
@@ -350,7 +373,7 @@ class WrittenInstance:
     watermark: int
     blob_key: str
     # Files of the versions an upsert replaced, and of crashed attempts whose reservations
-    # were taken over; the store deletes them once the write is visible.
+    # were taken over; released by the writer once the write is durable (its debt).
     obsolete_blob_keys: tuple[str, ...] = ()
 
 
@@ -374,7 +397,9 @@ class InstanceWriter(Protocol):
         *,
         upsert: bool,
         expires_at: datetime | None = None,
+        release: BlobRelease | None = None,
     ) -> WrittenInstance:
         """Raises InstanceExists, InstanceBeingCreated or StorageUnavailable. ``expires_at``
-        sets (or with None clears) the study's expiry, as ``IndexStore.commit_instance``."""
+        sets (or with None clears) the study's expiry, and the obsolete files are a debt
+        released to ``release``, as in ``IndexStore.commit_instance``."""
         ...

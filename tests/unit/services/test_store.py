@@ -26,6 +26,7 @@ from dicom_core.domain.model import InstanceKey, Reservation, StoredInstance
 from dicom_core.services.blob_cleanup import CLEANUP_QUEUE, BlobJanitor
 from dicom_core.services.external_metadata import ExternalMetadataService
 from dicom_core.services.store import StoreResult, StoreService
+from dicom_core.storage.ports import BlobRelease
 from tests.fakes import FakeIndexStore, Fakes
 from tests.support.factories import make_dataset, to_bytes
 
@@ -157,13 +158,16 @@ class RivalCommitsFirst(FakeIndexStore):
         instance: StoredInstance,
         *,
         expires_at: datetime | None = None,
+        release: BlobRelease | None = None,
     ) -> list[str]:
         if reservation.key not in self.stored:
             mine = self.claims.pop(reservation.key)
             rival = await self.begin_instance(reservation.key, upsert=False)
             await super().commit_instance(rival, instance)
             self.claims[reservation.key] = mine
-        return await super().commit_instance(reservation, instance, expires_at=expires_at)
+        return await super().commit_instance(
+            reservation, instance, expires_at=expires_at, release=release
+        )
 
 
 async def test_store_instances_that_lose_a_commit_race_fail_45071_and_leave_no_file(
