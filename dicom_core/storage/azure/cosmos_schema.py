@@ -36,8 +36,8 @@ query. Document kinds (``kind``), with their ``id`` inside the partition:
   Cosmos SQL) orders the changes of one instance; ``wm`` is the version it records, ``ts``
   its time. Deleted once its feed entry exists.
 - ``metapart`` (``m|{watermark}|{n}``): a slice of DICOM JSON too large for one document.
-- ``blobdebt`` (``d|{token}``): the files (``blobs``) a delete's or a commit's batch stopped naming,
-  written in that batch and deleted once they were handed to the janitor
+- ``blobdebt`` (``d|{token}``): the files (``blobs``) a delete's or a commit's batch stopped
+  naming, written in that batch and deleted once they were handed to the janitor
   (``cosmos_blob_debts``); ``ord`` is when it was written, in epoch milliseconds, so the debt
   sweep takes the oldest first through the ``/kind``, ``/ord`` composite index.
 - ``original`` (``v|{series}|{sop}``): the version of an instance first stored, kept when a

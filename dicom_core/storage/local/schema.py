@@ -31,10 +31,10 @@ Tables and why they exist:
   ``Microsoft.Default`` (key 1). Not named ``partition``: that is an SQL keyword (window
   functions) and would need quoting everywhere.
 - ``job``: the local durable job queue (visible_at leases give at-least-once delivery).
-- ``blob_debt``: the files a delete's or a commit's transaction stopped naming (``blob_keys``, a JSON list;
-  ``recorded_at`` in epoch milliseconds), kept until they were handed to the janitor
-  (``ports.index.BlobDebt``), so a process that dies in between leaves a row that the debt
-  sweep settles, rather than files for good.
+- ``blob_debt``: the files a delete's or a commit's transaction stopped naming
+  (``blob_keys``, a JSON list; ``recorded_at`` in epoch milliseconds), kept until they were
+  handed to the janitor (``ports.index.BlobDebt``), so a process that dies in between leaves
+  a row that the debt sweep settles, rather than files for good.
 """
 
 from __future__ import annotations
