@@ -2,8 +2,9 @@
 
 A delete's batch, or a commit's that drops versions, creates one in the study's logical
 partition, beside its removals, so the debt and the removal commit together;
-``CosmosIndexStore`` deletes it once the janitor took every file. The sweep's read is one cross-partition query per index container, served by the
-``/kind``, ``/ord`` composite index (``cosmos_schema``), so it never scans the studies.
+``CosmosIndexStore`` deletes it once the janitor took every file. The sweep's read is one
+cross-partition query per index container, served by the ``/kind``, ``/ord`` composite index
+(``cosmos_schema``), so it never scans the studies.
 """
 
 from __future__ import annotations
