@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from dicom_core.storage.local.file_blobs import COPY_SUFFIX, INCOMING, FileBlobStore
+from dicom_core.storage.local.file_blobs import (
+    COPY_SUFFIX,
+    INCOMING,
+    INCOMING_MAX_AGE,
+    FileBlobStore,
+)
 from dicom_core.storage.ports import StorageUnavailable
 from tests.support.filesystems import directory_elsewhere
 from tests.support.processes import dead_pid
@@ -59,6 +65,30 @@ def test_a_start_removes_the_copies_that_killed_processes_of_this_host_left(
         path.write_bytes(b"half a copy")
     FileBlobStore(tmp_path / "blobs")
     assert sorted(p.name for p in incoming.iterdir()) == sorted([live.name, elsewhere.name])
+    # A day later, whoever made them: no live copy takes that long.
+    day_old = time.time() - INCOMING_MAX_AGE - 60
+    for path in (live, elsewhere):
+        os.utime(path, (day_old, day_old))
+    FileBlobStore(tmp_path / "blobs")
+    assert list(incoming.iterdir()) == []
+
+
+def test_a_study_directory_moved_to_another_disk_still_takes_new_files(
+    tmp_path: Path, other_file_system: Path
+) -> None:
+    """An operator moved a study's directory to another disk and linked it back: a file
+    staged beside the blobs must cross to it, and a copy into the blob root's .incoming
+    could not be renamed there either (it recursed, holding a copy per level)."""
+    blobs = FileBlobStore(tmp_path / "blobs")
+    moved = other_file_system / "1.2.3"
+    moved.mkdir()
+    (blobs.root / "1.2.3").symlink_to(moved)
+    staged = tmp_path / "part"
+    staged.write_bytes(b"DICOM bytes" * 1000)
+    blobs.place_new_file(KEY, staged)
+    assert blobs.path_for(KEY).read_bytes() == b"DICOM bytes" * 1000
+    assert [p.name for p in blobs.path_for(KEY).parent.iterdir()] == ["7.8.9_1.dcm"]
+    assert list((blobs.root / INCOMING).iterdir()) == [] and not staged.exists()
 
 
 def test_a_copy_from_another_file_system_stays_create_only(

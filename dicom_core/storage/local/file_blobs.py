@@ -34,6 +34,7 @@ import functools
 import os
 import re
 import shutil
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -66,6 +67,8 @@ def sync_directory(path: Path) -> None:
 #: system as every target, and the one place a start must look for what a killed copy left.
 INCOMING = ".incoming"
 COPY_SUFFIX = ".copy"
+#: Seconds after which a copy in .incoming is removed at start whoever made it.
+INCOMING_MAX_AGE = 86_400
 
 
 class FileBlobStore:
@@ -82,10 +85,14 @@ class FileBlobStore:
         self._remove_dead_copies()
 
     def _remove_dead_copies(self) -> None:
-        """Remove the partial copies of processes of this host that were killed mid-copy."""
+        """Remove the partial copies of processes of this host that were killed mid-copy, and
+        any copy a day old (another host's on a shared directory, or one whose process number
+        was reused since): no copy of a live store takes that long."""
+        cutoff = time.time() - INCOMING_MAX_AGE
         for leftover in self._incoming.glob(f"*{COPY_SUFFIX}"):
-            if left_by_a_dead_process(leftover.name, COPY_SUFFIX):
-                with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):
+                dead = left_by_a_dead_process(leftover.name, COPY_SUFFIX)
+                if dead or leftover.stat().st_mtime < cutoff:
                     leftover.unlink()
 
     def path_for(self, key: str) -> Path:
@@ -269,14 +276,15 @@ def _writing(key: str) -> Iterator[None]:
         raise storage_error(exc, f"writing the stored file {key}") from exc
 
 
-def _move(source: Path, target: Path, *, overwrite: bool, durable: bool, via: Path) -> None:
+def _move(source: Path, target: Path, *, overwrite: bool, durable: bool, via: Path | None) -> None:
     """Rename or link ``source`` to ``target``; create-only unless ``overwrite``. From another
-    file system, ``source`` is copied into ``via`` first (``_copy_across``)."""
+    file system, ``source`` is copied into ``via`` first (``_copy_across``); with no ``via``
+    (a copy already), that fails as the rename did."""
     if overwrite:
         try:
             os.replace(source, target)
         except OSError as exc:
-            if exc.errno != errno.EXDEV:
+            if exc.errno != errno.EXDEV or via is None:
                 raise
             _copy_across(source, target, overwrite=True, durable=durable, via=via)
         return
@@ -286,7 +294,7 @@ def _move(source: Path, target: Path, *, overwrite: bool, durable: bool, via: Pa
     except OSError as exc:
         if isinstance(exc, FileExistsError):
             raise
-        if exc.errno == errno.EXDEV:
+        if exc.errno == errno.EXDEV and via is not None:
             _copy_across(source, target, overwrite=False, durable=durable, via=via)
             return
         # File systems without hard links: fall back to a checked rename.
@@ -302,13 +310,20 @@ def _copy_across(source: Path, target: Path, *, overwrite: bool, durable: bool, 
     target's file system (synced when ``durable``), then move the copy into place as any
     staged file (so the target's name never points at a partial file), then remove
     ``source``. A process killed in between leaves its copy in ``via``, named after it
-    (``ports.scratch``), and the next start removes it."""
+    (``ports.scratch``), and the next start removes it.
+
+    A target directory on yet another file system than ``via`` (a study's directory an
+    operator moved to another disk and linked back) gets the copy beside the target, hidden,
+    as before ``via`` existed: a copy into ``via`` could not be renamed there either.
+    """
     copy = via / scratch_name(COPY_SUFFIX)
+    if os.stat(via).st_dev != os.stat(target.parent).st_dev:
+        copy = target.parent / f".{scratch_name(COPY_SUFFIX)}"
     try:
         shutil.copyfile(source, copy)
         if durable:
             sync_file(copy)
-        _move(copy, target, overwrite=overwrite, durable=durable, via=via)
+        _move(copy, target, overwrite=overwrite, durable=durable, via=None)
     finally:
         with contextlib.suppress(FileNotFoundError):
             copy.unlink()
