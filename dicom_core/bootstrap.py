@@ -149,7 +149,9 @@ def build_event_sink(settings: Settings) -> EventSink | None:
 def build_services(settings: Settings) -> Services:
     backend = build_backend(settings)
     index, blobs = backend.index, backend.blobs
-    janitor = BlobJanitor(blobs, backend.queue, delay_seconds=backend.blob_delete_delay_seconds)
+    janitor = BlobJanitor(
+        blobs, backend.queue, delay_seconds=backend.blob_delete_delay_seconds, index=index
+    )
     query_tags = ExtendedQueryTagService(backend.query_tags, plan_reindex=plan_reindex)
     external_metadata = ExternalMetadataService(backend.external_metadata)
     staging = StagingArea(

@@ -16,6 +16,14 @@ debts older than ``DEBT_GRACE`` to the janitor again: deleting a file twice is h
 keys are never reused, and the grace keeps the sweep from doubling the work of steps still
 in progress.
 
+A store whose commit failed without a refusal (a timeout, an outage) cannot tell whether the
+index took it: the batch may have landed, or may land yet. Its file goes through the queue,
+deleted only if the index does not name it then (``delete_unless_named``): the handler
+releases the store's reservation first, so that a commit still in flight can no longer land,
+and keeps the file when the instance (or its original) names it. A probe froze Cosmos DB as
+a commit was sent: the store gave up, deleted the file at once, and the batch landed after,
+naming a file that was gone.
+
 A delete that still fails on a message's last allowed delivery (a directory made read-only, a
 disk error) is not given up to the poison queue, where nothing would ever try it again and the
 file would stay for good: the message is sent again, visible ``RESEND_FIRST_DELAY`` seconds
@@ -28,6 +36,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+from dicom_core.domain.model import InstanceKey, Reservation
 from dicom_core.domain.timestamps import utc_now
 from dicom_core.storage.ports import BlobStore, IndexStore, JobQueue, settle_debt
 
@@ -39,6 +48,10 @@ MESSAGE_SCHEMA = 1
 RESEND_FIRST_DELAY = 300
 #: Resends before a delete is given up: 5 minutes to about 10.7 hours, some 21 hours in all.
 RESEND_ROUNDS = 8
+#: How long after a commit of unknown outcome its file is checked (``delete_unless_named``).
+#: The check is safe whenever it runs (it releases the reservation first, so no commit of it
+#: can land after); the wait only gives an index that just failed a moment to come back.
+UNKNOWN_COMMIT_DELAY = 10
 #: How old a blob debt must be before the sweep takes it: the step that recorded it settles
 #: it itself within seconds, unless its process died.
 DEBT_GRACE = timedelta(minutes=5)
@@ -47,10 +60,45 @@ DEBTS_PER_SWEEP = 100
 
 
 class BlobJanitor:
-    def __init__(self, blobs: BlobStore, queue: JobQueue, *, delay_seconds: float = 0) -> None:
+    def __init__(
+        self,
+        blobs: BlobStore,
+        queue: JobQueue,
+        *,
+        delay_seconds: float = 0,
+        index: IndexStore | None = None,
+    ) -> None:
+        """``index``: what ``delete_unless_named``'s messages are checked against."""
         self._blobs = blobs
         self._queue = queue
         self._delay = delay_seconds
+        self._index = index
+
+    async def delete_unless_named(self, reservation: Reservation) -> None:
+        """Delete the reservation's file through the cleanup queue, unless the index names it
+        when the message is handled (a store whose commit may or may not have been applied).
+        Never at once: if even the queue cannot take the message, the file stays (litter
+        rather than a lost instance)."""
+        key = reservation.key
+        body = {
+            "schema": MESSAGE_SCHEMA,
+            "blob": reservation.blob_key,
+            "unless": {
+                "partition": key.partition,
+                "study": key.study_uid,
+                "series": key.series_uid,
+                "sop": key.sop_uid,
+                "watermark": reservation.watermark,
+            },
+        }
+        try:
+            await self._queue.send(CLEANUP_QUEUE, body, delay_seconds=UNKNOWN_COMMIT_DELAY)
+        except Exception:
+            log.warning(
+                "could not queue the check of %s; the file stays",
+                reservation.blob_key,
+                exc_info=True,
+            )
 
     async def delete(self, blob_key: str, *, unseen: bool = False) -> None:
         """Delete now, or after the delay; on failure, leave the work to the cleanup queue.
@@ -84,6 +132,8 @@ class BlobJanitor:
         if body.get("schema") != MESSAGE_SCHEMA or not isinstance(body.get("blob"), str):
             raise ValueError(f"unexpected {CLEANUP_QUEUE} message: {body!r}")
         try:
+            if "unless" in body and await self._named(body["blob"], body["unless"]):
+                return
             await self._blobs.delete(body["blob"])
         except Exception:
             round_ = body.get("round", 0)
@@ -99,6 +149,28 @@ class BlobJanitor:
             await self._queue.send(
                 CLEANUP_QUEUE, {**body, "round": round_ + 1}, delay_seconds=delay
             )
+
+    async def _named(self, blob_key: str, unless: dict[str, Any]) -> bool:
+        """Whether the index names ``blob_key`` as the instance's current version or its
+        original, once the store's reservation is released (a commit of it still in flight
+        then fails, so the answer cannot change after it)."""
+        if self._index is None:
+            raise RuntimeError("a conditional cleanup needs the index")
+        key = InstanceKey(
+            str(unless["study"]),
+            str(unless["series"]),
+            str(unless["sop"]),
+            partition=int(unless["partition"]),
+        )
+        reservation = Reservation(
+            key=key, watermark=int(unless["watermark"]), blob_key=blob_key, upsert=True
+        )
+        await self._index.abort_instance(reservation)
+        for original in (False, True):
+            record = await self._index.get_instance(key, original=original)
+            if record is not None and record.blob_key == blob_key:
+                return True
+        return False
 
 
 class BlobDebtSweep:

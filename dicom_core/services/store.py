@@ -52,6 +52,7 @@ from dicom_core.storage.ports import (
     ExternalValue,
     IndexStore,
     InstanceBeingCreated,
+    InstanceChanged,
     InstanceExists,
     InstanceWriter,
     StorageUnavailable,
@@ -416,6 +417,10 @@ class StoreService:
         try:
             async with self._holding(reservation):
                 await self._blobs.put_file(reservation.blob_key, path)
+        except BaseException:
+            await self._undo(reservation.blob_key, reservation)
+            raise
+        try:
             obsolete = await self._index.commit_instance(
                 reservation, stored, expires_at=expires_at, release=self._janitor.delete
             )
@@ -423,8 +428,11 @@ class StoreService:
             # Another request stored it between our reservation and commit: a race (45071).
             await self._undo(reservation.blob_key, reservation)
             raise InstanceBeingCreated(stored.key) from exc
+        except (InstanceBeingCreated, InstanceChanged):
+            await self._undo(reservation.blob_key, reservation)  # refused: nothing committed
+            raise
         except BaseException:
-            await self._undo(reservation.blob_key, reservation)
+            await self._after_unknown_commit(reservation)
             raise
         return WrittenInstance(
             watermark=reservation.watermark,
@@ -461,6 +469,19 @@ class StoreService:
             # write, it would leave the index's kept ETag behind the reservation's.
             done.set()
             await renewing
+
+    async def _after_unknown_commit(self, reservation: Reservation) -> None:
+        """A commit that failed without a refusal (the index timed out, went away, or the
+        request was cancelled) may have been applied, or may yet be: its batch can reach
+        Cosmos DB and land after its answer was given up on. Deleting the file now could leave
+        a committed instance without it, so the janitor deletes it later, and only if the index
+        does not name it then (``BlobJanitor.delete_unless_named``). The reservation is
+        released first, best effort, which makes a commit still in flight fail."""
+        try:
+            await self._index.abort_instance(reservation)
+        except Exception:
+            log.warning("releasing reservation %s failed", reservation, exc_info=True)
+        await self._janitor.delete_unless_named(reservation)
 
     async def _undo(self, blob_key: str, reservation: Reservation) -> None:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
@@ -23,12 +24,13 @@ from dicom_core.domain.instance import (
     WARNING_VALIDATION,
 )
 from dicom_core.domain.model import InstanceKey, Reservation, StoredInstance
-from dicom_core.services.blob_cleanup import CLEANUP_QUEUE, BlobJanitor
+from dicom_core.services.blob_cleanup import CLEANUP_QUEUE, UNKNOWN_COMMIT_DELAY, BlobJanitor
 from dicom_core.services.external_metadata import ExternalMetadataService
 from dicom_core.services.store import StoreResult, StoreService
-from dicom_core.storage.ports import BlobRelease
+from dicom_core.storage.ports import BlobRelease, InstanceBeingCreated, StorageUnavailable
 from tests.fakes import FakeIndexStore, Fakes
 from tests.support.factories import make_dataset, to_bytes
+from tests.support.index_rows import stored_instance
 
 BASE = "http://dicom.test/v2"
 
@@ -305,3 +307,84 @@ async def test_an_upload_longer_than_the_lease_renews_it_and_keeps_its_instance(
 async def test_a_quick_store_renews_nothing(fakes: Fakes, tmp_path: Path) -> None:
     result = await leased_store(fakes, tmp_path, 120)(make_dataset())
     assert len(result.stored) == 1 and fakes.index.renewals == 0
+
+
+# -- a commit of unknown outcome: its file is checked later, never deleted at once ----------
+
+
+class CommitOutcomeUnknown(FakeIndexStore):
+    """A commit that raises StorageUnavailable: with ``lands``, after the index applied it
+    (its answer was lost); without, before. ``abort_fails``: the store's release of its
+    reservation fails too (the index is still down)."""
+
+    def __init__(self, *, lands: bool, abort_fails: bool = False) -> None:
+        super().__init__()
+        self.lands = lands
+        self.abort_fails = abort_fails
+
+    async def commit_instance(
+        self,
+        reservation: Reservation,
+        instance: StoredInstance,
+        *,
+        expires_at: datetime | None = None,
+        release: BlobRelease | None = None,
+    ) -> list[str]:
+        if self.lands:
+            await super().commit_instance(reservation, instance, expires_at=expires_at)
+        raise StorageUnavailable("Cosmos DB is not reachable right now (ServiceResponseTimeout)")
+
+    async def abort_instance(self, reservation: Reservation) -> None:
+        if self.abort_fails:
+            self.abort_fails = False
+            raise StorageUnavailable("Cosmos DB is not reachable right now")
+        await super().abort_instance(reservation)
+
+
+async def fail_to_store(fakes: Fakes, tmp_path: Path, ds: Dataset) -> dict[str, Any]:
+    """Store ``ds``, which fails with 503; the cleanup message it leaves for its file."""
+    with pytest.raises(StorageUnavailable):
+        await Store(fakes, tmp_path)(ds)
+    [(queue, body, delay)] = fakes.queue.sent
+    assert (queue, delay) == (CLEANUP_QUEUE, UNKNOWN_COMMIT_DELAY) and "unless" in body
+    assert body["blob"] in fakes.blobs.objects  # not deleted at once
+    return body
+
+
+def janitor_of(fakes: Fakes) -> BlobJanitor:
+    return BlobJanitor(fakes.blobs, fakes.queue, index=fakes.index)
+
+
+async def test_a_commit_whose_answer_was_lost_keeps_its_file(tmp_path: Path) -> None:
+    """A probe froze Cosmos DB as a commit was sent: the store gave up and deleted the file,
+    then the batch landed, and the instance named a file that was gone."""
+    fakes = Fakes(index=CommitOutcomeUnknown(lands=True))
+    ds = make_dataset()
+    body = await fail_to_store(fakes, tmp_path, ds)
+    await janitor_of(fakes).handle_message(body)
+    record = await fakes.index.get_instance(key_of(ds))
+    assert record is not None and record.blob_key == body["blob"]
+    assert body["blob"] in fakes.blobs.objects
+
+
+async def test_a_commit_that_never_landed_has_its_file_deleted_by_the_check(
+    tmp_path: Path,
+) -> None:
+    fakes = Fakes(index=CommitOutcomeUnknown(lands=False))
+    body = await fail_to_store(fakes, tmp_path, make_dataset())
+    await janitor_of(fakes).handle_message(body)
+    assert fakes.blobs.objects == {}
+
+
+async def test_the_check_releases_a_reservation_left_so_its_commit_can_no_longer_land(
+    tmp_path: Path,
+) -> None:
+    index = CommitOutcomeUnknown(lands=False, abort_fails=True)
+    fakes = Fakes(index=index)
+    ds = make_dataset()
+    body = await fail_to_store(fakes, tmp_path, ds)
+    [claim] = index.claims.values()  # the store could not release it
+    await janitor_of(fakes).handle_message(body)
+    assert fakes.blobs.objects == {} and index.claims == {}
+    with pytest.raises(InstanceBeingCreated):  # a commit arriving late is refused
+        await FakeIndexStore.commit_instance(index, claim.reservation, stored_instance(key_of(ds)))
