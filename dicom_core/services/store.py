@@ -61,6 +61,9 @@ from dicom_core.storage.ports import (
 
 log = logging.getLogger(__name__)
 
+#: How soon a reservation renewal that failed is tried again.
+RENEW_RETRY_SECONDS = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class StoredEntry:
@@ -443,23 +446,28 @@ class StoreService:
     @contextlib.asynccontextmanager
     async def _holding(self, reservation: Reservation) -> AsyncIterator[None]:
         """Renew the reservation's lease while the body runs, so a large file's upload is
-        never taken for an interrupted store's; a renewal that fails is tried again at the
-        next turn (if the lease runs out meanwhile, the commit fails with 45071)."""
+        never taken for an interrupted store's; a renewal that fails is tried again after
+        ``RENEW_RETRY_SECONDS`` (if the lease runs out meanwhile, the commit fails with
+        45071)."""
 
         done = asyncio.Event()
 
         async def renew() -> None:
+            wait = self._renew_every
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(done.wait(), self._renew_every)
+                    await asyncio.wait_for(done.wait(), wait)
                     return
                 try:
                     await self._index.renew_instance(reservation)
+                    wait = self._renew_every
                 except InstanceBeingCreated:
                     log.warning("the reservation of %s was taken over", reservation.key)
                     return
                 except Exception:
+                    # Sooner than a turn: two failed turns in a row would let it lapse.
                     log.warning("renewing the reservation of %s failed", reservation.key)
+                    wait = min(RENEW_RETRY_SECONDS, self._renew_every)
 
         renewing = asyncio.create_task(renew())
         try:

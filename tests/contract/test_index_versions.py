@@ -3,6 +3,7 @@ backend: what a bulk update leaves behind, and what a replacing store and a dele
 
 from __future__ import annotations
 
+import asyncio
 from uuid import uuid4
 
 import orjson
@@ -14,9 +15,15 @@ from dicom_core.domain.model import InstanceKey, StoredInstance
 from dicom_core.query.conditions import QueryLevel, QueryResource
 from dicom_core.query.parser import parse_query
 from dicom_core.services.external_metadata import parse_headers
-from dicom_core.storage.ports import ChangeQuery, IndexStore, NewVersion, VersionsCommitted
+from dicom_core.storage.ports import (
+    ChangeQuery,
+    IndexStore,
+    InstanceBeingCreated,
+    NewVersion,
+    VersionsCommitted,
+)
 from tests.contract.test_index_store import instance, new_key, open_debts, store
-from tests.support.stores import MEMORY, Stores
+from tests.support.stores import MEMORY, Stores, StoresFactory
 
 
 def marked(key: InstanceKey, marker: str, patient_id: str = "P1") -> StoredInstance:
@@ -454,3 +461,25 @@ async def test_an_update_releases_the_version_it_drops(stores: Stores) -> None:
     assert between is not None
     assert released == list(outcome.obsolete_blob_keys) == [between.blob_key]
     assert await open_debts(index, key.study_uid) == []
+
+
+async def test_cosmos_keeps_a_bulk_updates_reservation_for_the_long_lease(
+    make_stores: StoresFactory,
+) -> None:
+    """A store renews its reservation while it uploads; nothing renews a bulk update's
+    while it stages and commits a large study, so those keep DICOM_STALE_CREATE_SECONDS
+    rather than the two-minute lease (a PUT took them over, and the step failed)."""
+    stores = await make_stores(DICOM_STALE_CREATE_SECONDS="1")
+    if stores.backend != "azure":
+        pytest.skip("the Cosmos DB adapter's reservations")
+    index = stores.index
+    index._unrenewed_lease = 3600  # type: ignore[attr-defined]
+    key = new_key()
+    first = await store(index, key)
+    version = NewVersion(marked(key, "v2"), fresh_blob_key(key), first)
+    held = await index._reserve_for(version)  # type: ignore[attr-defined]
+    await asyncio.sleep(1.2)
+    with pytest.raises(InstanceBeingCreated):
+        await index.begin_instance(key, upsert=True)
+    await index.abort_instance(held)
+    await index.abort_instance(await index.begin_instance(key, upsert=True))

@@ -153,9 +153,20 @@ class CosmosIndexStore:
     """``IndexStore`` on the ``index``, ``partitioned`` and ``system`` containers (see
     ``cosmos_schema``; which container a partition's study is in: ``cosmos_placement``)."""
 
-    def __init__(self, session: CosmosSession, *, stale_create_seconds: float = 3600) -> None:
+    def __init__(
+        self,
+        session: CosmosSession,
+        *,
+        stale_create_seconds: float = 3600,
+        unrenewed_lease_seconds: float | None = None,
+    ) -> None:
+        """``stale_create_seconds``: the lease of a store's reservation, which the store
+        renews while it uploads. ``unrenewed_lease_seconds`` (default the same): the lease
+        of a bulk update's reservations, which nothing renews while the update stages and
+        commits a large study; each reservation document says which lease it has."""
         self._session = session
         self._stale_seconds = stale_create_seconds
+        self._unrenewed_lease = unrenewed_lease_seconds or stale_create_seconds
         self._reservation_etags: dict[tuple[InstanceKey, int], str] = {}
         self._staged = StagedVersions(
             session, self._run_batch, self._drop_metaparts, self.abort_instance
@@ -170,7 +181,8 @@ class CosmosIndexStore:
         """Whether a reservation's lease ran out: not renewed (``heldAt``; made: ``createdAt``)
         for the lease time."""
         held_at = reservation.get("heldAt") or reservation.get("createdAt")
-        return seconds_since(str(held_at)) > self._stale_seconds
+        lease = float(reservation.get("lease") or self._stale_seconds)
+        return seconds_since(str(held_at)) > lease
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -235,6 +247,7 @@ class CosmosIndexStore:
                 "owner": owner,
                 "upsert": upsert,
                 "createdAt": utc_timestamp(),
+                **({} if blob_key is None else {"lease": self._unrenewed_lease}),
             }
             abandoned: list[str] = []
             try:
@@ -378,7 +391,8 @@ class CosmosIndexStore:
         for version, reservation in alone:
             try:
                 debt = await self._commit_version(reservation, version.instance, version.based_on)
-            except InstanceChanged:
+            except (InstanceChanged, InstanceBeingCreated):
+                # Changed meanwhile, or its reservation taken over by a store: left alone.
                 await self.abort_instance(reservation)
                 outcome.changed.append(version.key)
                 outcome.obsolete.append(version.blob_key)

@@ -41,7 +41,11 @@ def build_backend(settings: Settings) -> Backend:
     session = CosmosSession(
         cosmos, azure, create_resources=_create_resources(settings, cosmos.uses_keys())
     )
-    index = CosmosIndexStore(session, stale_create_seconds=settings.reservation_lease_seconds)
+    index = CosmosIndexStore(
+        session,
+        stale_create_seconds=settings.reservation_lease_seconds,
+        unrenewed_lease_seconds=settings.stale_create_seconds,
+    )
     queue = build_job_queue(settings, queue_clients)
     query_tags = CosmosQueryTagStore(session, queue)
     return Backend(
