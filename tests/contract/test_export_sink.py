@@ -7,6 +7,8 @@ back doors: the Blob SDK, the file system, the fake's dict.
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -27,8 +29,10 @@ from dicom_core.domain.export import (
 )
 from dicom_core.domain.model import InstanceKey
 from dicom_core.settings import Settings
+from dicom_core.storage.local.export_directory import INCOMING, PARTIAL_SUFFIX
 from dicom_core.storage.ports import ExportDestinationError, ExportSinks
 from tests.fakes.export import FakeExportSinks
+from tests.support.processes import dead_pid
 
 if TYPE_CHECKING:
     from tools.emulators.launcher import Emulators
@@ -292,3 +296,25 @@ async def test_a_write_cut_short_leaves_no_file_behind(tmp_path: Path) -> None:
         await sink.write_instance(KEY, chunks_of(b"half", 4), 8)
     written = sorted(p.name for p in (root / op).rglob("*") if p.is_file())
     assert written == ["errors.log"]
+
+
+async def test_a_batch_removes_the_partial_files_killed_writers_left(tmp_path: Path) -> None:
+    """A worker killed mid-write leaves its partial file in the operation's .incoming; the
+    next batch's first write removes it (a live writer's stays)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    sinks = ExportDestinations(Settings.from_mapping({"DICOM_EXPORT_LOCAL_ROOT": str(root)}))
+    op = operation()
+    incoming = root / op / INCOMING
+    incoming.mkdir(parents=True)
+    host = socket.gethostname()
+    dead = incoming / f"{host}.{dead_pid()}.{'a' * 32}{PARTIAL_SUFFIX}"
+    live = incoming / f"{host}.{os.getppid()}.{'b' * 32}{PARTIAL_SUFFIX}"
+    for path in (dead, live):
+        path.write_bytes(b"half an instance")
+    sink = sinks.open(directory(root), op)
+    await sink.prepare()
+    await sink.write_instance(KEY, chunks_of(b"DICOM" * 10, 7), 50)
+    assert [p.name for p in incoming.iterdir()] == [live.name]
+    written = sorted(p.name for p in (root / op).rglob("*") if p.is_file())
+    assert written == sorted(["errors.log", f"{KEY.sop_uid}.dcm", live.name])

@@ -8,8 +8,11 @@ directory and those below it are accepted. Paths are compared after resolving sy
 writes into, so neither ``..`` nor a link leads outside. Path segments below the destination
 are the operation id and UIDs that were validated before they got here, checked once more.
 
-Files are written beside their final name and renamed into place once complete and synced, so
-a file under its final name is always whole, also after a kill.
+Files are written in the operation's ``.incoming`` directory and renamed into place once
+complete and synced, so a file under its final name is always whole, also after a kill. The
+partial files are named after the process writing them (``ports.scratch``): the first write
+of a sink (a batch of the export, after a restart too) removes those that dead processes of
+this host left, and any a day old.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import asyncio
 import contextlib
 import os
 import re
-import uuid
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
@@ -28,9 +31,14 @@ from dicom_core.domain.identifiers import identifier_problem
 from dicom_core.domain.model import InstanceKey
 from dicom_core.storage.local.file_blobs import sync_directory
 from dicom_core.storage.ports import ExportDestinationError
+from dicom_core.storage.ports.scratch import left_by_a_dead_process, scratch_name
 
 _OPERATION_ID = re.compile(r"^[0-9A-Za-z-]{1,64}$")
 ROOT_SETTING = "DICOM_EXPORT_LOCAL_ROOT"
+INCOMING = ".incoming"
+PARTIAL_SUFFIX = ".partial"
+#: Seconds after which a partial file is removed whoever wrote it.
+PARTIAL_MAX_AGE = 86_400
 
 
 def _within(path: Path, root: Path) -> bool:
@@ -59,6 +67,8 @@ class DirectoryExportSink:
                 f" under ({ROOT_SETTING})."
             )
         self._operation_id = operation_id
+        self._incoming = self._directory / operation_id / INCOMING
+        self._swept = False
 
     @property
     def error_href(self) -> str:
@@ -103,7 +113,10 @@ class DirectoryExportSink:
     ) -> None:
         target = self._result(key)
         await asyncio.to_thread(self._make_parent, target)
-        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+        if not self._swept:
+            await asyncio.to_thread(self._remove_dead_partials)
+            self._swept = True
+        partial = self._incoming / scratch_name(PARTIAL_SUFFIX)
         handle: BinaryIO = await asyncio.to_thread(open, partial, "wb")
         try:
             written = 0
@@ -122,6 +135,16 @@ class DirectoryExportSink:
             with contextlib.suppress(OSError):
                 partial.unlink()
             raise
+
+    def _remove_dead_partials(self) -> None:
+        """Make the operation's ``.incoming`` and remove what killed writers left in it."""
+        self._make_parent(self._incoming / "x")
+        cutoff = time.time() - PARTIAL_MAX_AGE
+        for leftover in self._incoming.glob(f"*{PARTIAL_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                dead = left_by_a_dead_process(leftover.name, PARTIAL_SUFFIX)
+                if dead or leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
 
     async def append_errors(self, lines: bytes) -> None:
         def append() -> None:
