@@ -26,10 +26,18 @@ What is measured, and how it differs from Kestrel:
 - header names and values, at most ``MAX_HEADER_BYTES`` together;
 - the answer carries a JSON body naming the limit, as the app's own errors do; Kestrel's has
   no body.
+
+Kestrel also gives a request head ``RequestHeadersTimeout`` (30 s) to arrive once its first
+byte has, and answers 408 Request Timeout when it does not; uvicorn waits for ever, so a
+client sending a header byte now and then (slowloris) held a connection, and a connection
+that never sent a byte stayed open too (uvicorn arms its idle timer only after an answer). The
+front answers such a head 408 after ``REQUEST_HEADERS_TIMEOUT``, and closes a connection that
+sends nothing for uvicorn's keep-alive timeout, as it closes one idle after an answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from uvicorn._types import ASGI3Application
@@ -39,8 +47,14 @@ from functions_host import zero_copy
 
 MAX_REQUEST_TARGET = 8192
 MAX_HEADER_BYTES = 32 * 1024
+#: Seconds a request head may take to arrive once its first byte has (Kestrel's default).
+REQUEST_HEADERS_TIMEOUT = 30.0
 
-_REASONS = {414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
+_REASONS = {
+    408: b"Request Timeout",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+}
 
 
 class HeadTooLarge(Exception):
@@ -54,12 +68,47 @@ class FrontProtocol(HttpToolsProtocol):
     _refusal: tuple[int, str] | None = None
     _header_bytes = 0
     _answering: RequestResponseCycle | None = None
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # Idle from the start, as after an answer: the first byte received disarms it.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._refusal = None
         self._header_bytes = 0
         zero_copy.offer(self.scope)  # type: ignore[arg-type]
+        self._stop_head_timer()
+        self._head_timer = self.loop.call_later(REQUEST_HEADERS_TIMEOUT, self._head_timed_out)
+
+    def on_headers_complete(self) -> None:
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        answering = self._answering
+        if answering is not None and not answering.response_complete:
+            # Pipelined behind an answer still going out: no 408 inside its body; the
+            # connection closes once that answer is complete.
+            answering.keep_alive = False
+            self.flow.pause_reading()
+            return
+        self._send_refusal(
+            408,
+            f"The request headers did not arrive within {REQUEST_HEADERS_TIMEOUT:.0f} seconds.",
+        )
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         # uvicorn builds the cycle in on_headers_complete; it is swapped for the zero-copy one
@@ -98,6 +147,7 @@ class FrontProtocol(HttpToolsProtocol):
         # uvicorn marks only the newest cycle disconnected: with requests pipelined, the one
         # being answered is an older one, whose next write would raise on the closed transport
         # (a traceback per dropped connection, and the app told of a failure not its own).
+        self._stop_head_timer()
         answering = self._answering
         if answering is not None and not answering.response_complete:
             answering.disconnected = True
@@ -116,7 +166,10 @@ class FrontProtocol(HttpToolsProtocol):
         if self._refusal is None:
             super().send_400_response(msg)
             return
-        status, message = self._refusal
+        self._send_refusal(*self._refusal)
+
+    def _send_refusal(self, status: int, message: str) -> None:
+        """Answer ``status`` with a JSON body naming the reason, and close the connection."""
         body = json.dumps({"status": status, "message": message}, separators=(",", ":")).encode()
         head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
         for name, value in self.server_state.default_headers:

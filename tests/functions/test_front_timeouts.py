@@ -1,0 +1,102 @@
+"""The front's timeouts for request heads, as Kestrel's: a head that has started must arrive
+whole within REQUEST_HEADERS_TIMEOUT (else 408), and a connection that sends nothing is closed
+after the keep-alive timeout, as one idle after an answer is.
+
+A real uvicorn server with the front's protocol runs in a thread of the test process, with
+the timeouts shortened; raw sockets play the slow clients.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from functions_host import front
+from functions_host.front import FrontProtocol
+from tests.support.server import free_port
+
+HEAD_TIMEOUT = 0.5
+IDLE_TIMEOUT = 1
+#: How long a socket here waits for the server: far past both timeouts.
+PATIENCE = 15
+
+
+async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    patch = pytest.MonkeyPatch()
+    patch.setattr(front, "REQUEST_HEADERS_TIMEOUT", HEAD_TIMEOUT)
+    chosen = free_port()
+    config = uvicorn.Config(
+        hello,
+        host="127.0.0.1",
+        port=chosen,
+        http=FrontProtocol,
+        lifespan="off",
+        log_level="critical",
+        timeout_keep_alive=IDLE_TIMEOUT,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    yield chosen
+    server.should_exit = True
+    thread.join(10)
+    patch.undo()
+
+
+def connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.settimeout(PATIENCE)
+    return sock
+
+
+def read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_a_head_that_trickles_in_is_answered_408_and_closed(port: int) -> None:
+    with connect(port) as sock:
+        sock.sendall(b"GET /studies HTTP/1.1\r\nHost: test\r\n")
+        time.sleep(HEAD_TIMEOUT / 2)
+        sock.sendall(b"Accept: application/dicom+json\r\n")  # and then nothing more
+        answer = read_all(sock)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 Request Timeout")
+    assert b"connection: close" in head.lower()
+    assert "did not arrive" in json.loads(body)["message"]
+
+
+def test_a_connection_that_never_sends_is_closed(port: int) -> None:
+    with connect(port) as sock:
+        assert read_all(sock) == b""
+
+
+def test_a_head_that_arrives_in_time_is_answered(port: int) -> None:
+    with connect(port) as sock:
+        sock.sendall(b"GET /studies HTTP/1.1\r\nHost: test\r\n")
+        time.sleep(HEAD_TIMEOUT / 2)
+        sock.sendall(b"\r\n")
+        time.sleep(HEAD_TIMEOUT)  # past the head timeout: the answer is what counts
+        sock.sendall(b"GET /again HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        answers = read_all(sock)
+    assert answers.count(b"HTTP/1.1 200 OK") == 2 and b"408" not in answers
