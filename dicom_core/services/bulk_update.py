@@ -127,8 +127,9 @@ class StudyUpdater:
         outcome = StudyOutcome()
         # A commit a crash interrupted (Cosmos DB's staged commit) is finished first, so the
         # study is read as it stands and no reservation of that attempt is left behind.
-        for blob_key in await self._index.settle_versions(study_uid, partition=partition):
-            await self._janitor.delete(blob_key)
+        await self._index.settle_versions(
+            study_uid, partition=partition, release=self._janitor.delete
+        )
         records = await self._index.list_instances(study_uid, partition=partition)
         if not records:
             # Nothing to update is not a failure: Azure counts the study as processed and the

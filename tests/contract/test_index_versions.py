@@ -356,12 +356,15 @@ async def test_cosmos_settles_a_staged_update_a_crash_cut(
             f"metadata:{expected}",
             f"qido:{expected}",
         }
-        obsolete = await index.settle_versions(study, partition=1)
+        obsolete = await index.settle_versions(study, partition=1)  # released to no one
         assert await reader_view(index, study, keys) == {
             f"metadata:{expected}",
             f"qido:{expected}",
         }
         assert len(obsolete) == (4 if crash_at == "flip" else 0)  # the staged files
+        # Owed by the batches that dropped them, so a crash now would not lose them.
+        owed = [key for debt in await open_debts(index, study) for key in debt.blob_keys]
+        assert sorted(owed) == sorted(obsolete)
         # Nothing staged is left: no open commit, no reservation, no staged version.
         leftovers = stores._cosmos(
             "SELECT c.id FROM c WHERE c.pk = @pk AND ((c.kind = 'commit' AND c.state != 'done')"

@@ -136,7 +136,9 @@ class FakeIndexStore:
         await settle_debt(debt, release, self.forget_blob_debt)
         return list(blob_keys)
 
-    async def settle_versions(self, study_uid: str, *, partition: int) -> list[str]:
+    async def settle_versions(
+        self, study_uid: str, *, partition: int, release: BlobRelease | None = None
+    ) -> list[str]:
         return []  # commits are atomic here
 
     async def commit_versions(

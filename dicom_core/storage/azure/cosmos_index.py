@@ -405,9 +405,7 @@ class CosmosIndexStore:
             self._reservation_etags.pop((version.key, reservation.watermark), None)
         if versions:
             await self._sequence_changes(_study_of(versions[0].key))
-        owed: list[str] = []
-        for debt in outcome.debts:
-            owed += await settled_keys(debt, release, self.forget_blob_debt)
+        owed = await self._settle_all(outcome.debts, release)
         await release_all(release, outcome.obsolete)
         return VersionsCommitted(
             committed=tuple(outcome.committed),
@@ -633,14 +631,26 @@ class CosmosIndexStore:
             return None if debt is None else debt_of(debt)
         raise StorageUnavailable(f"too many concurrent writes to study {study}")
 
-    async def settle_versions(self, study_uid: str, *, partition: int) -> list[str]:
+    async def settle_versions(
+        self, study_uid: str, *, partition: int, release: BlobRelease | None = None
+    ) -> list[str]:
         """Finish a staged bulk update of the study that a crash interrupted (roll committed
-        versions forward, strip the others); the files no version uses any more."""
+        versions forward, strip the others); the files no version uses any more, owed by
+        the batches that dropped them and released after."""
         study = placement_of(partition).study(study_uid)
         settled = await self._staged.settle(study)
         if settled.rolled:
             await self._sequence_changes(study)
-        return settled.obsolete
+        return await self._settle_all(settled.debts, release)
+
+    async def _settle_all(
+        self, debts: Sequence[BlobDebt], release: BlobRelease | None
+    ) -> list[str]:
+        """Settle each of ``debts``; their keys, together."""
+        freed: list[str] = []
+        for debt in debts:
+            freed += await settled_keys(debt, release, self.forget_blob_debt)
+        return freed
 
     async def _run_batch(
         self, c: Containers, study: PlacedStudy, plan: docs.BatchPlan
@@ -730,9 +740,9 @@ class CosmosIndexStore:
                 return []  # not (or no longer) expired: nothing to settle or delete
         # A large study's bulk update that is visible but not rolled forward yet is finished
         # first, so the summaries this delete leaves come from the versions readers see.
-        # Its obsolete files are no longer named by the time it returns.
-        removed: list[str] = (await self._staged.settle(study, committed_only=True)).obsolete
-        await release_all(release, removed)
+        # Its obsolete files are owed by the batches that dropped them.
+        settled = await self._staged.settle(study, committed_only=True)
+        removed = await self._settle_all(settled.debts, release)
         watermarks: list[int] = []
         study_gone = False
         while True:

@@ -59,6 +59,7 @@ from azure.cosmos.exceptions import (
 from dicom_core.domain.model import InstanceKey, Reservation
 from dicom_core.domain.timestamps import seconds_since, utc_timestamp
 from dicom_core.storage.azure import cosmos_docs as docs
+from dicom_core.storage.azure.cosmos_blob_debts import debt_document, debt_of
 from dicom_core.storage.azure.cosmos_io import (
     BatchConflict,
     conflict_backoff,
@@ -170,11 +171,12 @@ class VersionsOutcome:
 
 @dataclass(slots=True)
 class Settled:
-    """What ``settle`` did: versions rolled forward (key, watermark), and the files that
-    are no longer anyone's (stripped versions', and those between original and new)."""
+    """What ``settle`` did: versions rolled forward (key, watermark), and the debts of the
+    files that are no longer anyone's (stripped versions', and those between original and
+    new), each recorded in the batch that dropped them."""
 
     rolled: dict[InstanceKey, int] = field(default_factory=dict)
-    obsolete: list[str] = field(default_factory=list)
+    debts: list[BlobDebt] = field(default_factory=list)
 
 
 Execute = Callable[[Containers, PlacedStudy, docs.BatchPlan], Awaitable[list[Any]]]
@@ -244,9 +246,9 @@ class StagedVersions:
             else:
                 await self._abort(reservation)
                 outcome.changed.append(key)
+        outcome.debts.extend([*earlier.debts, *done.debts])
         staged_files = sorted(version.blob_key for version, _ in staged)
-        candidates = dict.fromkeys([*earlier.obsolete, *done.obsolete, *staged_files])
-        outcome.obsolete.extend(blob for blob in candidates if blob not in named)
+        outcome.obsolete.extend(blob for blob in staged_files if blob not in named)
         return alone
 
     async def settle(
@@ -609,13 +611,17 @@ class StagedVersions:
                 continue
             if not plan.operations:
                 return taken
+            debt = debt_document(study, obsolete) if obsolete else None
+            if debt is not None:
+                plan.add("blob debt", ("create", (debt,)))
             try:
                 await self._execute(c, study, plan)
             except BatchConflict:
                 await asyncio.sleep(backoff)
                 continue
             settled.rolled.update(rolled)
-            settled.obsolete.extend(obsolete)
+            if debt is not None:
+                settled.debts.append(debt_of(debt))
             for watermark in dropped_parts:
                 await self._drop_metaparts(study, watermark)
             return taken

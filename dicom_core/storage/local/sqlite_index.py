@@ -407,7 +407,9 @@ class SqliteIndexStore:
             conn.execute("DELETE FROM instance WHERE watermark = ?", (old_watermark,))
         return [str(blob_key) for _, blob_key in replaced]
 
-    async def settle_versions(self, study_uid: str, *, partition: int) -> list[str]:
+    async def settle_versions(
+        self, study_uid: str, *, partition: int, release: BlobRelease | None = None
+    ) -> list[str]:
         return []  # a commit of versions is one transaction: nothing is ever left half done
 
     async def commit_versions(

@@ -222,11 +222,14 @@ class IndexStore(Protocol):
         """
         ...
 
-    async def settle_versions(self, study_uid: str, *, partition: int) -> list[str]:
+    async def settle_versions(
+        self, study_uid: str, *, partition: int, release: BlobRelease | None = None
+    ) -> list[str]:
         """Finish a commit of the study's versions that a crash interrupted, where a backend
         commits in steps (Cosmos DB's staged commit: visible already, rolled forward here);
-        returns the files no version uses any more. Nothing to do where a commit is one
-        transaction. A bulk update runs it on a study before reading it.
+        returns the files no version uses any more, owed as ``commit_instance``'s are and
+        released to ``release``. Nothing to do where a commit is one transaction. A bulk
+        update runs it on a study before reading it.
         """
         ...
 
