@@ -132,7 +132,11 @@ class BlobJanitor:
         if body.get("schema") != MESSAGE_SCHEMA or not isinstance(body.get("blob"), str):
             raise ValueError(f"unexpected {CLEANUP_QUEUE} message: {body!r}")
         try:
-            if "unless" in body and await self._named(body["blob"], body["unless"]):
+            if "unless" in body:
+                if not await self._named(body["blob"], body["unless"]):
+                    # Unnamed now, but perhaps named a moment ago (a commit that landed, then
+                    # a PUT that replaced it): the delay protects readers as for any delete.
+                    await self.delete(body["blob"])
                 return
             await self._blobs.delete(body["blob"])
         except Exception:

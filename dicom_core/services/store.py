@@ -52,7 +52,6 @@ from dicom_core.storage.ports import (
     ExternalValue,
     IndexStore,
     InstanceBeingCreated,
-    InstanceChanged,
     InstanceExists,
     InstanceWriter,
     StorageUnavailable,
@@ -429,11 +428,8 @@ class StoreService:
             )
         except InstanceExists as exc:
             # Another request stored it between our reservation and commit: a race (45071).
-            await self._undo(reservation.blob_key, reservation)
+            await self._after_unknown_commit(reservation)
             raise InstanceBeingCreated(stored.key) from exc
-        except (InstanceBeingCreated, InstanceChanged):
-            await self._undo(reservation.blob_key, reservation)  # refused: nothing committed
-            raise
         except BaseException:
             await self._after_unknown_commit(reservation)
             raise
@@ -479,12 +475,15 @@ class StoreService:
             await renewing
 
     async def _after_unknown_commit(self, reservation: Reservation) -> None:
-        """A commit that failed without a refusal (the index timed out, went away, or the
-        request was cancelled) may have been applied, or may yet be: its batch can reach
-        Cosmos DB and land after its answer was given up on. Deleting the file now could leave
-        a committed instance without it, so the janitor deletes it later, and only if the index
-        does not name it then (``BlobJanitor.delete_unless_named``). The reservation is
-        released first, best effort, which makes a commit still in flight fail."""
+        """A commit that failed may have been applied, or may yet be: its batch can reach
+        Cosmos DB and land after its answer was given up on (a timeout, an outage, a cancelled
+        request). Even a refusal does not tell: the index retries a commit whose answer was
+        lost, and the retry is refused when the first attempt landed and a bulk update or a
+        store came after it (the instance exists, the reservation is gone), while the file is
+        the original's by then. Deleting the file now could leave a committed version without
+        it, so the janitor deletes it later, and only if the index does not name it then
+        (``BlobJanitor.delete_unless_named``). The reservation is released first, best
+        effort, which makes a commit still in flight fail."""
         try:
             await self._index.abort_instance(reservation)
         except Exception:

@@ -43,6 +43,8 @@ def outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Emulators
         **emulators.environment(),
         DICOM_AZURE_RETRY_SECONDS="1",
         DICOM_AZURE_TIMEOUT_SECONDS=str(TIMEOUT_SECONDS),
+        # Files go as soon as nothing names them, so a test can see them go.
+        DICOM_AZURE_BLOB_DELETE_DELAY_SECONDS="0",
     )
     yield emulators, server
     stop_server(server)

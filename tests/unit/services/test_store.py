@@ -27,7 +27,12 @@ from dicom_core.domain.model import InstanceKey, Reservation, StoredInstance
 from dicom_core.services.blob_cleanup import CLEANUP_QUEUE, UNKNOWN_COMMIT_DELAY, BlobJanitor
 from dicom_core.services.external_metadata import ExternalMetadataService
 from dicom_core.services.store import StoreResult, StoreService
-from dicom_core.storage.ports import BlobRelease, InstanceBeingCreated, StorageUnavailable
+from dicom_core.storage.ports import (
+    BlobRelease,
+    InstanceBeingCreated,
+    InstanceExists,
+    StorageUnavailable,
+)
 from tests.fakes import FakeIndexStore, Fakes
 from tests.support.factories import make_dataset, to_bytes
 from tests.support.index_rows import stored_instance
@@ -176,10 +181,19 @@ async def test_store_instances_that_lose_a_commit_race_fail_45071_and_leave_no_f
     tmp_path: Path,
 ) -> None:
     fakes = Fakes(index=RivalCommitsFirst())
-    result = await Store(fakes, tmp_path)(make_dataset())
+    ds = make_dataset()
+    result = await Store(fakes, tmp_path)(ds)
     assert [f.failure_reason for f in result.failed] == [INSTANCE_BEING_CREATED]
-    assert fakes.blobs.objects == {}  # this request's file, never visible, is gone
     assert fakes.index.claims == {}
+    # A refusal does not prove that no attempt of the commit landed: the file is checked
+    # against the index by the cleanup queue, which finds the rival's file named, not ours.
+    rival = await fakes.index.get_instance(key_of(ds))
+    assert rival is not None
+    [(queue, body, _)] = fakes.queue.sent
+    assert queue == CLEANUP_QUEUE and body["blob"] != rival.blob_key
+    assert list(fakes.blobs.objects) == [body["blob"]]  # kept until checked
+    await janitor_of(fakes).handle_message(body)
+    assert fakes.blobs.objects == {}  # this request's file, never named, is gone
 
 
 async def test_store_instances_of_another_study_than_the_url_fail_43265(store: Store) -> None:
@@ -388,3 +402,39 @@ async def test_the_check_releases_a_reservation_left_so_its_commit_can_no_longer
     assert fakes.blobs.objects == {} and index.claims == {}
     with pytest.raises(InstanceBeingCreated):  # a commit arriving late is refused
         await FakeIndexStore.commit_instance(index, claim.reservation, stored_instance(key_of(ds)))
+
+
+class LandsThenRefused(FakeIndexStore):
+    """The commit's first attempt lands with its answer lost; a bulk update then makes that
+    version the instance's original; the retry is refused (the instance exists)."""
+
+    async def commit_instance(
+        self,
+        reservation: Reservation,
+        instance: StoredInstance,
+        *,
+        expires_at: datetime | None = None,
+        release: BlobRelease | None = None,
+    ) -> list[str]:
+        await super().commit_instance(reservation, instance, expires_at=expires_at)
+        key = reservation.key
+        landed = self.stored[key]
+        update = Reservation(key=key, watermark=10_000, blob_key="updated.dcm", upsert=True)
+        self.originals[key] = landed
+        self.stored[key] = (self._record(update, instance), instance)
+        raise InstanceExists(key)
+
+
+async def test_a_refused_retry_of_a_commit_that_landed_keeps_the_file_its_original_names(
+    tmp_path: Path,
+) -> None:
+    """Review found a 45071 that deleted the file a bulk update had made the original."""
+    fakes = Fakes(index=LandsThenRefused())
+    ds = make_dataset()
+    result = await Store(fakes, tmp_path)(ds)
+    assert [f.failure_reason for f in result.failed] == [INSTANCE_BEING_CREATED]
+    [(_, body, _)] = fakes.queue.sent
+    await janitor_of(fakes).handle_message(body)
+    original = await fakes.index.get_instance(key_of(ds), original=True)
+    assert original is not None and original.blob_key == body["blob"]
+    assert body["blob"] in fakes.blobs.objects
