@@ -486,3 +486,53 @@ async def test_cosmos_keeps_a_bulk_updates_reservation_for_the_long_lease(
         await index.begin_instance(key, upsert=True)
     await index.abort_instance(held)
     await index.abort_instance(await index.begin_instance(key, upsert=True))
+
+
+async def test_cosmos_never_releases_a_file_an_overlapping_runs_staging_made_visible(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run 1 of a bulk-update step stages a large study and flips it; before it rolls
+    forward, a run 2 of the same step (same claims, its own files, based on what it read
+    before the flip) reserves, taking run 1's reservations over as an earlier attempt of its
+    own. Run 1's files are visible by then: none may be released (a review found all three
+    current versions naming released files)."""
+    if stores.backend != "azure":
+        pytest.skip("the Cosmos DB adapter's staged commit")
+    from dicom_core.storage.azure import cosmos_index, cosmos_staged_versions
+
+    monkeypatch.setattr(cosmos_index, "STUDY_BATCH_VERSIONS", 2)
+    index = stores.index
+    study = new_key().study_uid
+    keys = [new_key(study) for _ in range(3)]
+    first = [await store(index, key) for key in keys]
+    released: list[str] = []
+
+    async def release(blob_key: str) -> None:
+        released.append(blob_key)
+
+    def run(marker: str) -> list[NewVersion]:
+        return [
+            NewVersion(marked(k, marker), fresh_blob_key(k), wm, claim=f"op-{wm}")
+            for k, wm in zip(keys, first, strict=True)
+        ]
+
+    real_settle = cosmos_staged_versions.StagedVersions.settle
+    overlapping: list[VersionsCommitted] = []
+
+    async def settle(  # type: ignore[no-untyped-def]
+        self, placed, *, own=None, committed_only=False
+    ) -> object:
+        if own is not None and not overlapping:
+            monkeypatch.setattr(cosmos_staged_versions.StagedVersions, "settle", real_settle)
+            overlapping.append(await index.commit_versions(run("run2"), release=release))
+        return await real_settle(self, placed, own=own, committed_only=committed_only)
+
+    monkeypatch.setattr(cosmos_staged_versions.StagedVersions, "settle", settle)
+    await index.commit_versions(run("run1"), release=release)
+    assert overlapping
+    named = {r.blob_key for k in keys if (r := await index.get_instance(k)) is not None}
+    originals = {
+        r.blob_key for k in keys if (r := await index.get_instance(k, original=True)) is not None
+    }
+    assert len(named) == 3
+    assert not (named | originals) & set(released), "a file the index names was released"

@@ -403,17 +403,43 @@ class CosmosIndexStore:
             outcome.watermarks.append(reservation.watermark)
         for version, reservation in reserved:
             self._reservation_etags.pop((version.key, reservation.watermark), None)
+        obsolete: list[str] = []
         if versions:
-            await self._sequence_changes(_study_of(versions[0].key))
+            study = _study_of(versions[0].key)
+            await self._sequence_changes(study)
+            obsolete = await self._unnamed(study, outcome.obsolete)
         owed = await self._settle_all(outcome.debts, release)
-        await release_all(release, outcome.obsolete)
+        await release_all(release, obsolete)
         return VersionsCommitted(
             committed=tuple(outcome.committed),
             watermarks=tuple(outcome.watermarks),
             changed=tuple(outcome.changed),
-            obsolete_blob_keys=(*outcome.obsolete, *owed),
+            obsolete_blob_keys=(*obsolete, *owed),
             tags_indexed=False,
         )
+
+    async def _unnamed(self, study: PlacedStudy, blob_keys: Sequence[str]) -> list[str]:
+        """Those of ``blob_keys`` that no instance of the study names (current, staged
+        ``next``, or original). A file taken over from an earlier run of the same step may
+        be visible by now: that run's staged commit flipped after the takeover and rolls
+        forward without the reservation. A review deleted the current versions' files so."""
+        if not blob_keys:
+            return []
+        params: dict[str, object] = {"@instance": INSTANCE, "@original": ORIGINAL}
+        where = study.where(params)
+        rows = await self._session.run(
+            lambda c: query_items(
+                study.container(c),
+                f"SELECT c.blobKey, c.next.blobKey AS staged FROM c WHERE {where}"
+                " AND (c.kind = @instance OR c.kind = @original)",
+                params,
+                partition=study.key,
+            )
+        )
+        named = {
+            str(row[field]) for row in rows for field in ("blobKey", "staged") if row.get(field)
+        }
+        return [blob for blob in dict.fromkeys(blob_keys) if blob not in named]
 
     async def _commit_together(
         self, chunk: list[tuple[NewVersion, Reservation]], outcome: VersionsOutcome
