@@ -536,3 +536,62 @@ async def test_cosmos_never_releases_a_file_an_overlapping_runs_staging_made_vis
     }
     assert len(named) == 3
     assert not (named | originals) & set(released), "a file the index names was released"
+
+
+async def test_cosmos_keeps_a_stripped_stagings_late_versions_invisible(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run stages a large study past STAGING_LEASE_SECONDS; another run's settle strips
+    what is staged so far. The first run goes on staging: what it stages after must stay
+    invisible and its files may go, rather than be served (a review found the late versions
+    visible at once, through the commit document's kept token, and their files released)."""
+    if stores.backend != "azure":
+        pytest.skip("the Cosmos DB adapter's staged commit")
+    from dicom_core.storage.azure import cosmos_index, cosmos_staged_versions
+
+    monkeypatch.setattr(cosmos_index, "STUDY_BATCH_VERSIONS", 2)
+    monkeypatch.setattr(cosmos_staged_versions, "STAGE_CONCURRENCY", 1)
+    monkeypatch.setattr(cosmos_staged_versions, "STAGING_LEASE_SECONDS", -1)  # lapsed at once
+    index = stores.index
+    study = new_key().study_uid
+    keys = [new_key(study) for _ in range(4)]
+    first = [await store(index, key) for key in keys]
+    real_stage_one = cosmos_staged_versions.StagedVersions._stage_one
+    stripped: list[object] = []
+
+    async def stage_one(  # type: ignore[no-untyped-def]
+        self, c, placed, token, version, reservation
+    ) -> str:
+        result = await real_stage_one(self, c, placed, token, version, reservation)
+        if not stripped:
+            stripped.append(await self.settle(placed))  # another run, the lease lapsed
+        return result
+
+    monkeypatch.setattr(cosmos_staged_versions.StagedVersions, "_stage_one", stage_one)
+    released: list[str] = []
+
+    async def release(blob_key: str) -> None:
+        released.append(blob_key)
+
+    versions = [
+        NewVersion(marked(k, "v2"), fresh_blob_key(k), wm)
+        for k, wm in zip(keys, first, strict=True)
+    ]
+    outcome = await index.commit_versions(versions, release=release)
+    current = {k: await index.get_instance(k) for k in keys}
+    named = {r.blob_key for r in current.values() if r is not None}
+    assert not named & set(released), "a file the index names was released"
+    # What readers see is what the outcome says: committed versions new, the others old.
+    for key in keys:
+        record = current[key]
+        assert record is not None
+        assert (record.watermark not in first) == (key in outcome.committed)
+    # Nothing the stripped run staged is left under next, and its files are released.
+    leftovers = stores._cosmos(
+        "SELECT c.id FROM c WHERE c.pk = @pk AND IS_DEFINED(c.next)", {"@pk": study}
+    )
+    assert leftovers == []
+    owed = [blob for debt in await open_debts(index, study) for blob in debt.blob_keys]
+    assert {v.blob_key for v in versions if v.key not in outcome.committed} <= set(released) | set(
+        owed
+    )

@@ -221,8 +221,10 @@ class StagedVersions:
         token = uuid.uuid4().hex
         await self._session.run(lambda c: self._open(c, study, token))
         staged, alone = await self._stage(study, token, reserved, outcome)
-        if staged:
-            await self._session.run(lambda c: self._flip(c, study, token, staged))
+        if staged and not await self._session.run(lambda c: self._flip(c, study, token, staged)):
+            # Another run stripped this staging (its lease ran out): what it staged since is
+            # invisible, and goes now rather than stay under ``next`` for good.
+            outcome.debts.extend((await self._strip_own(study, token)).debts)
         done = await self.settle(study, own=token)
         ids = [instance_id(v.key.series_uid, v.key.sop_uid) for v, _ in staged]
         params: dict[str, object] = {"@kind": INSTANCE, "@ids": ids}
@@ -290,6 +292,12 @@ class StagedVersions:
             "state": DONE,
             "updatedAt": utc_timestamp(),
         }
+        if commit.get("state") == STAGING:
+            # Stripped, not rolled forward: the run it was may still be alive past its lease
+            # and stage more. A token of its own keeps what it stages invisible (``visible``
+            # reads ``done`` as visible for its token) and makes its flip find the staging
+            # gone, rather than its versions half visible. A review found both.
+            finished[TOKEN] = f"stripped-{uuid.uuid4().hex}"
         with contextlib.suppress(CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
             container = study.container(await self._session.containers())
             await container.replace_item(
@@ -299,6 +307,26 @@ class StagedVersions:
                 match_condition=MatchConditions.IfNotModified,
             )
         return settled
+
+    async def _strip_own(self, study: PlacedStudy, token: str) -> Settled:
+        """Strip the versions this run staged under ``token``, and nothing else."""
+        stripped = Settled()
+        params: dict[str, object] = {"@kind": INSTANCE, "@token": token}
+        where = study.where(params)
+        rows = await self._session.run(
+            lambda c: query_items(
+                study.container(c),
+                f"SELECT c.id FROM c WHERE {where} AND c.kind = @kind AND c.next.token = @token",
+                params,
+                partition=study.key,
+            )
+        )
+        ids = [str(row["id"]) for row in rows]
+        strip = {"state": STAGING, TOKEN: token}  # never committed: every version is stripped
+        while ids:
+            chunk = ids[:ROLL_FORWARD_VERSIONS]
+            ids = ids[await self._settle_step(study, chunk, strip, stripped) :]
+        return stripped
 
     # -- the steps ---------------------------------------------------------------------------
 
