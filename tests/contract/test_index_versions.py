@@ -472,11 +472,15 @@ async def test_cosmos_keeps_a_bulk_updates_reservation_for_the_long_lease(
     """A store renews its reservation while it uploads; nothing renews a bulk update's
     while it stages and commits a large study, so those keep DICOM_STALE_CREATE_SECONDS
     rather than the two-minute lease (a PUT took them over, and the step failed)."""
-    stores = await make_stores(DICOM_STALE_CREATE_SECONDS="1")
-    if stores.backend != "azure":
+    configured = await make_stores(DICOM_STALE_CREATE_SECONDS="1000")
+    if configured.backend != "azure":
         pytest.skip("the Cosmos DB adapter's reservations")
+    # As the app builds it: stores' lease two minutes, bulk updates' the setting.
+    assert configured.index._stale_seconds == 120  # type: ignore[attr-defined]
+    assert configured.index._unrenewed_lease == 1000  # type: ignore[attr-defined]
+    stores = await make_stores(DICOM_STALE_CREATE_SECONDS="1")
     index = stores.index
-    index._unrenewed_lease = 3600  # type: ignore[attr-defined]
+    index._unrenewed_lease = 3600  # type: ignore[attr-defined]  # the short one, longer
     key = new_key()
     first = await store(index, key)
     version = NewVersion(marked(key, "v2"), fresh_blob_key(key), first)
