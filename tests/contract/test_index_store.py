@@ -354,7 +354,9 @@ async def test_a_delete_keeps_the_debt_of_its_files_until_they_are_released(
     assert sorted(debt.blob_keys) == sorted(freed) and len(freed) == 3
     assert debt.study.partition == partition
     assert debt.recorded_at <= datetime.now(UTC)
-    assert debt.id in {d.id for d in await index.blob_debts(datetime.now(UTC), 10_000)}
+    # Recorded before a moment: listed; not before its own time (kept to the millisecond).
+    just_after = debt.recorded_at + timedelta(milliseconds=1)
+    assert debt.id in {d.id for d in await index.blob_debts(just_after, 10_000)}
     assert debt.id not in {d.id for d in await index.blob_debts(debt.recorded_at, 10_000)}
     await index.forget_blob_debt(debt)
     await index.forget_blob_debt(debt)  # gone already: nothing to do

@@ -221,10 +221,13 @@ class StagedVersions:
         token = uuid.uuid4().hex
         await self._session.run(lambda c: self._open(c, study, token))
         staged, alone = await self._stage(study, token, reserved, outcome)
+        owed: set[str] = set()
         if staged and not await self._session.run(lambda c: self._flip(c, study, token, staged)):
             # Another run stripped this staging (its lease ran out): what it staged since is
             # invisible, and goes now rather than stay under ``next`` for good.
-            outcome.debts.extend((await self._strip_own(study, token)).debts)
+            stripped = await self._strip_own(study, token)
+            outcome.debts.extend(stripped.debts)
+            owed = {blob for debt in stripped.debts for blob in debt.blob_keys}
         done = await self.settle(study, own=token)
         ids = [instance_id(v.key.series_uid, v.key.sop_uid) for v, _ in staged]
         params: dict[str, object] = {"@kind": INSTANCE, "@ids": ids}
@@ -250,7 +253,7 @@ class StagedVersions:
                 outcome.changed.append(key)
         outcome.debts.extend([*earlier.debts, *done.debts])
         staged_files = sorted(version.blob_key for version, _ in staged)
-        outcome.obsolete.extend(blob for blob in staged_files if blob not in named)
+        outcome.obsolete.extend(b for b in staged_files if b not in named and b not in owed)
         return alone
 
     async def settle(
@@ -273,31 +276,17 @@ class StagedVersions:
                 return settled
             if seconds_since(str(commit.get("updatedAt"))) < STAGING_LEASE_SECONDS:
                 raise StorageUnavailable(f"another bulk update of study {study} is staging")
-        params: dict[str, object] = {"@kind": INSTANCE}
-        where = study.where(params)
-        rows = await self._session.run(
-            lambda c: query_items(
-                study.container(c),
-                f"SELECT c.id, c.next.token AS token FROM c WHERE {where} AND c.kind = @kind",
-                params,
-                partition=pk,
-            )
-        )
-        ids = [str(row["id"]) for row in rows if row.get("token")]
-        while ids:
-            chunk = ids[:ROLL_FORWARD_VERSIONS]
-            ids = ids[await self._settle_step(study, chunk, commit, settled) :]
+        if commit.get("state") == STAGING:
+            await self._take_staging_away(study, commit)
+            stripping = {"state": STAGING, TOKEN: commit.get(TOKEN)}
+            await self._settle_versions(study, stripping, settled)
+            return settled
+        await self._settle_versions(study, commit, settled)
         finished = {
             **docs.without_system_properties(commit),
             "state": DONE,
             "updatedAt": utc_timestamp(),
         }
-        if commit.get("state") == STAGING:
-            # Stripped, not rolled forward: the run it was may still be alive past its lease
-            # and stage more. A token of its own keeps what it stages invisible (``visible``
-            # reads ``done`` as visible for its token) and makes its flip find the staging
-            # gone, rather than its versions half visible. A review found both.
-            finished[TOKEN] = f"stripped-{uuid.uuid4().hex}"
         with contextlib.suppress(CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
             container = study.container(await self._session.containers())
             await container.replace_item(
@@ -308,24 +297,54 @@ class StagedVersions:
             )
         return settled
 
-    async def _strip_own(self, study: PlacedStudy, token: str) -> Settled:
-        """Strip the versions this run staged under ``token``, and nothing else."""
-        stripped = Settled()
-        params: dict[str, object] = {"@kind": INSTANCE, "@token": token}
+    async def _take_staging_away(self, study: PlacedStudy, commit: Mapping[str, Any]) -> None:
+        """Before a staging is stripped, its commit document becomes ``done`` under a token of
+        its own, guarded by the ETag read: the run it was, if still alive past its lease, then
+        finds it gone (its flip, its next ``_stage_one``), and nothing it stages can become
+        visible (``visible`` reads ``done`` as visible for its token only). Reviews found a
+        stripped run's versions half visible, and a flip landing while the strip went on."""
+        finished = {
+            **docs.without_system_properties(commit),
+            "state": DONE,
+            TOKEN: f"stripped-{uuid.uuid4().hex}",
+            "updatedAt": utc_timestamp(),
+        }
+        try:
+            container = study.container(await self._session.containers())
+            await container.replace_item(
+                COMMIT_DOC_ID,
+                finished,
+                etag=commit["_etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
+            raise StorageUnavailable(
+                f"the bulk update of study {study} changed while it was being settled"
+            ) from None
+
+    async def _settle_versions(
+        self, study: PlacedStudy, commit: Mapping[str, Any], settled: Settled
+    ) -> None:
+        """Roll forward or strip, chunk by chunk, the instances that have a ``next``."""
+        params: dict[str, object] = {"@kind": INSTANCE}
         where = study.where(params)
         rows = await self._session.run(
             lambda c: query_items(
                 study.container(c),
-                f"SELECT c.id FROM c WHERE {where} AND c.kind = @kind AND c.next.token = @token",
+                f"SELECT c.id, c.next.token AS token FROM c WHERE {where} AND c.kind = @kind",
                 params,
                 partition=study.key,
             )
         )
-        ids = [str(row["id"]) for row in rows]
-        strip = {"state": STAGING, TOKEN: token}  # never committed: every version is stripped
+        ids = [str(row["id"]) for row in rows if row.get("token")]
         while ids:
             chunk = ids[:ROLL_FORWARD_VERSIONS]
-            ids = ids[await self._settle_step(study, chunk, strip, stripped) :]
+            ids = ids[await self._settle_step(study, chunk, commit, settled) :]
+
+    async def _strip_own(self, study: PlacedStudy, token: str) -> Settled:
+        """Strip the versions this run staged under ``token``, and nothing else."""
+        stripped = Settled()
+        await self._settle_versions(study, {"state": STAGING, TOKEN: token}, stripped)
         return stripped
 
     # -- the steps ---------------------------------------------------------------------------
@@ -419,9 +438,18 @@ class StagedVersions:
         packed = docs.pack_metadata(version.instance.metadata_json)
         sliced = False
         for backoff in conflict_backoff():
-            doc = await read_item(index, instance_id(key.series_uid, key.sop_uid), pk)
+            doc, commit = await asyncio.gather(
+                read_item(index, instance_id(key.series_uid, key.sop_uid), pk),
+                read_commit(index, pk),
+            )
             if doc is not None and int(doc["wm"]) == reservation.watermark:
                 return "committed"  # an earlier attempt's commit, whose answer was lost
+            if commit is None or commit.get(TOKEN) != token or commit.get("state") != STAGING:
+                # Our staging was taken away (stripped once its lease ran out): staging on
+                # would overwrite what another run staged since. A review found it did.
+                if sliced:
+                    await self._drop_metaparts(study, reservation.watermark)
+                return "changed"
             if doc is None or int(doc["wm"]) != version.based_on:
                 if sliced:
                     await self._drop_metaparts(study, reservation.watermark)
@@ -579,9 +607,9 @@ class StagedVersions:
             for doc_id in ids:
                 doc = by_id.get(doc_id)
                 staged = doc.get(NEXT) if doc else None
-                if doc is None or not staged:
+                if doc is None or not staged or _not_this_stagings(staged, commit):
                     taken += 1
-                    continue  # deleted, or replaced by a store, meanwhile
+                    continue  # deleted, or replaced by a store, meanwhile; or another run's
                 weight += _size(doc) + 4096
                 if taken and weight > ROLL_FORWARD_BYTES:
                     break
@@ -654,6 +682,12 @@ class StagedVersions:
                 await self._drop_metaparts(study, watermark)
             return taken
         raise StorageUnavailable(f"too many concurrent writes to study {study}")
+
+
+def _not_this_stagings(staged: Mapping[str, Any], commit: Mapping[str, Any]) -> bool:
+    """Whether a strip (a ``staging`` commit) must leave ``staged`` alone: it is another
+    run's, which may be visible by now. A roll-forward (``committed``) strips stale ones."""
+    return commit.get("state") != COMMITTED and staged.get(TOKEN) != commit.get(TOKEN)
 
 
 def _size(doc: Mapping[str, Any]) -> int:
