@@ -31,8 +31,12 @@ Kestrel also gives a request head ``RequestHeadersTimeout`` (30 s) to arrive onc
 byte has, and answers 408 Request Timeout when it does not; uvicorn waits for ever, so a
 client sending a header byte now and then (slowloris) held a connection, and a connection
 that never sent a byte stayed open too (uvicorn arms its idle timer only after an answer). The
-front answers such a head 408 after ``REQUEST_HEADERS_TIMEOUT``, and closes a connection that
-sends nothing for uvicorn's keep-alive timeout, as it closes one idle after an answer.
+front answers such a head 408 after ``REQUEST_HEADERS_TIMEOUT``, counted only while the front
+reads (a head pipelined behind an answer waits unread, so its clock starts once that answer is
+out, as Kestrel's does). A connection must send its first request within
+``NEW_CONNECTION_TIMEOUT`` (Kestrel's ``KeepAliveTimeout``, 130 s), and the next one within
+uvicorn's keep-alive timeout after an answer; blank lines between requests, which the parser
+skips, do not restart either clock.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ MAX_REQUEST_TARGET = 8192
 MAX_HEADER_BYTES = 32 * 1024
 #: Seconds a request head may take to arrive once its first byte has (Kestrel's default).
 REQUEST_HEADERS_TIMEOUT = 30.0
+#: Seconds a new connection may wait before its first request (Kestrel's KeepAliveTimeout).
+NEW_CONNECTION_TIMEOUT = 130.0
 
 _REASONS = {
     408: b"Request Timeout",
@@ -69,25 +75,55 @@ class FrontProtocol(HttpToolsProtocol):
     _header_bytes = 0
     _answering: RequestResponseCycle | None = None
     _head_timer: asyncio.TimerHandle | None = None
+    _head_pending = False
+    _idle_until: float | None = None
+    """When an idle connection (no request begun) is closed; None while a request runs."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        # Idle from the start, as after an answer: the first byte received disarms it.
-        self.timeout_keep_alive_task = self.loop.call_later(
-            self.timeout_keep_alive, self.timeout_keep_alive_handler
-        )
+        self._idle_until = self.loop.time() + NEW_CONNECTION_TIMEOUT
+        self._arm_idle_timer()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # uvicorn disarms its idle timer at every byte
+        if self._idle_until is not None and not self.transport.is_closing():
+            self._arm_idle_timer()  # only blank lines came: the clock runs on
+
+    def _arm_idle_timer(self) -> None:
+        assert self._idle_until is not None
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+        delay = max(0.0, self._idle_until - self.loop.time())
+        self.timeout_keep_alive_task = self.loop.call_later(delay, self.timeout_keep_alive_handler)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.transport.is_closing():
+            return
+        if self._head_pending and self._head_timer is None:
+            self._start_head_timer()  # a pipelined head: read from now on
+        elif not self._head_pending and not self.pipeline:
+            self._idle_until = self.loop.time() + self.timeout_keep_alive
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._refusal = None
         self._header_bytes = 0
         zero_copy.offer(self.scope)  # type: ignore[arg-type]
+        self._idle_until = None
+        self._head_pending = True
         self._stop_head_timer()
-        self._head_timer = self.loop.call_later(REQUEST_HEADERS_TIMEOUT, self._head_timed_out)
+        answering = self._answering
+        if (answering is None or answering.response_complete) and not self.pipeline:
+            self._start_head_timer()
 
     def on_headers_complete(self) -> None:
+        self._head_pending = False
         self._stop_head_timer()
         super().on_headers_complete()
+
+    def _start_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(REQUEST_HEADERS_TIMEOUT, self._head_timed_out)
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:

@@ -8,6 +8,7 @@ the timeouts shortened; raw sockets play the slow clients.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -29,9 +30,13 @@ PATIENCE = 15
 
 
 async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Says hello; ``/slow`` takes longer than the head timeout to."""
     if scope["type"] != "http":
         return
-    await send({"type": "http.response.start", "status": 200, "headers": []})
+    if scope["path"] == "/slow":
+        await asyncio.sleep(3 * HEAD_TIMEOUT)
+    headers = [(b"content-length", b"5")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b"hello"})
 
 
@@ -39,6 +44,7 @@ async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def port() -> Iterator[int]:
     patch = pytest.MonkeyPatch()
     patch.setattr(front, "REQUEST_HEADERS_TIMEOUT", HEAD_TIMEOUT)
+    patch.setattr(front, "NEW_CONNECTION_TIMEOUT", IDLE_TIMEOUT)
     chosen = free_port()
     config = uvicorn.Config(
         hello,
@@ -100,3 +106,35 @@ def test_a_head_that_arrives_in_time_is_answered(port: int) -> None:
         sock.sendall(b"GET /again HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
         answers = read_all(sock)
     assert answers.count(b"HTTP/1.1 200 OK") == 2 and b"408" not in answers
+
+
+def test_blank_lines_do_not_keep_an_idle_connection_open(port: int) -> None:
+    """The parser skips blank lines before a request: sent every so often, they must not
+    restart the idle clock (a slowloris that never begins a request)."""
+    with connect(port) as sock:
+        closed_after = None
+        start = time.monotonic()
+        for _ in range(int(4 * IDLE_TIMEOUT / 0.25)):
+            try:
+                sock.sendall(b"\r\n")
+            except OSError:
+                closed_after = time.monotonic() - start
+                break
+            time.sleep(0.25)
+        if closed_after is None:
+            assert read_all(sock) == b""  # closed by now, with nothing to say
+        assert closed_after is None or closed_after < 4 * IDLE_TIMEOUT
+
+
+def test_a_head_pipelined_behind_a_slow_answer_gets_its_answer(port: int) -> None:
+    """The head clock runs only while the front reads: a request pipelined behind an answer
+    that takes longer than the head timeout is answered, not cut."""
+    slow = b"GET /slow HTTP/1.1\r\nHost: test\r\n\r\n"
+    with connect(port) as sock:
+        # Two whole requests (the second waits, and the front stops reading behind it), and
+        # the first line of a third, whose rest arrives a moment later and sits unread.
+        sock.sendall(slow + slow + b"GET /third HTTP/1.1\r\n")
+        time.sleep(HEAD_TIMEOUT / 5)
+        sock.sendall(b"Host: test\r\nConnection: close\r\n\r\n")
+        answers = read_all(sock)
+    assert answers.count(b"HTTP/1.1 200 OK") == 3 and b"408" not in answers
