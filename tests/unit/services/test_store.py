@@ -438,3 +438,21 @@ async def test_a_refused_retry_of_a_commit_that_landed_keeps_the_file_its_origin
     original = await fakes.index.get_instance(key_of(ds), original=True)
     assert original is not None and original.blob_key == body["blob"]
     assert body["blob"] in fakes.blobs.objects
+
+
+async def test_the_check_of_an_unnamed_file_deletes_it_with_the_delete_delay(
+    tmp_path: Path,
+) -> None:
+    """A commit may have landed and been replaced by a PUT within the check's wait, so a
+    reader may be streaming the file: an unnamed file goes as any deleted one does."""
+    fakes = Fakes(index=CommitOutcomeUnknown(lands=False))
+    body = await fail_to_store(fakes, tmp_path, make_dataset())
+    delayed = BlobJanitor(fakes.blobs, fakes.queue, delay_seconds=30, index=fakes.index)
+    await delayed.handle_message(body)
+    assert body["blob"] in fakes.blobs.objects  # not at once
+    (queue, later, delay) = fakes.queue.sent[-1]
+    assert (queue, later, delay) == (
+        CLEANUP_QUEUE,
+        {"schema": body["schema"], "blob": body["blob"]},
+        30,
+    )
