@@ -18,7 +18,7 @@ import pytest
 from dicom_core.domain.model import InstanceKey
 from dicom_core.storage.ports import IndexStore, NewVersion
 from tests.contract.test_index_store import new_key, store
-from tests.contract.test_index_versions import fresh_blob_key, marked
+from tests.contract.test_index_versions import fresh_blob_key, marked, step_versions
 from tests.support.stores import Stores
 
 
@@ -32,27 +32,36 @@ async def markers(index: IndexStore, study: str, keys: list[InstanceKey]) -> lis
     return [mk(await index.get_metadata(study, k.series_uid, k.sop_uid, partition=1)) for k in keys]
 
 
-async def test_a_stripped_run_never_strips_what_another_run_made_visible(
-    stores: Stores, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def lapsing_study(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch, **limits: int
+) -> tuple[IndexStore, str, list[InstanceKey], list[int]]:
+    """On Cosmos DB (skipped elsewhere): a study of three instances, each in a series of
+    its own, whose updates are staged (two versions a batch) and whose stagings lapse at once;
+    ``limits`` set more of ``cosmos_staged_versions``'. The index, the study, its instances
+    and their watermarks."""
     if stores.backend != "azure":
         pytest.skip("the Cosmos DB adapter's staged commit")
-    from dicom_core.storage.azure import cosmos_index
-    from dicom_core.storage.azure import cosmos_staged_versions as sv
+    from dicom_core.storage.azure import cosmos_index, cosmos_staged_versions
 
     monkeypatch.setattr(cosmos_index, "STUDY_BATCH_VERSIONS", 2)
-    monkeypatch.setattr(sv, "STAGE_CONCURRENCY", 1)
-    monkeypatch.setattr(sv, "STAGING_LEASE_SECONDS", -1)
+    monkeypatch.setattr(cosmos_staged_versions, "STAGING_LEASE_SECONDS", -1)
+    for name, value in limits.items():
+        monkeypatch.setattr(cosmos_staged_versions, name, value)
     index = stores.index
     study = new_key().study_uid
     keys = [new_key(study) for _ in range(3)]
-    first = [await store(index, k) for k in keys]
+    return index, study, keys, [await store(index, k) for k in keys]
+
+
+async def test_a_stripped_run_never_strips_what_another_run_made_visible(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dicom_core.storage.azure import cosmos_staged_versions as sv
+
+    index, study, keys, first = await lapsing_study(stores, monkeypatch, STAGE_CONCURRENCY=1)
 
     def run(marker: str) -> list[NewVersion]:
-        return [
-            NewVersion(marked(k, marker), fresh_blob_key(k), wm, claim=f"op-{wm}")
-            for k, wm in zip(keys, first, strict=True)
-        ]
+        return step_versions(keys, first, marker)
 
     async def view() -> list[object]:
         return [
@@ -100,24 +109,12 @@ async def test_a_stripped_run_never_strips_what_another_run_made_visible(
 async def test_a_stripped_run_still_staging_never_overwrites_a_visible_version(
     stores: Stores, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if stores.backend != "azure":
-        pytest.skip("the Cosmos DB adapter's staged commit")
-    from dicom_core.storage.azure import cosmos_index
     from dicom_core.storage.azure import cosmos_staged_versions as sv
 
-    monkeypatch.setattr(cosmos_index, "STUDY_BATCH_VERSIONS", 2)
-    monkeypatch.setattr(sv, "STAGE_CONCURRENCY", 1)
-    monkeypatch.setattr(sv, "STAGING_LEASE_SECONDS", -1)  # A's lease lapsed
-    index = stores.index
-    study = new_key().study_uid
-    keys = [new_key(study) for _ in range(3)]
-    first = [await store(index, k) for k in keys]
+    index, study, keys, first = await lapsing_study(stores, monkeypatch, STAGE_CONCURRENCY=1)
 
     def run(marker: str) -> list[NewVersion]:
-        return [
-            NewVersion(marked(k, marker), fresh_blob_key(k), wm, claim=f"op-{wm}")
-            for k, wm in zip(keys, first, strict=True)
-        ]
+        return step_versions(keys, first, marker)
 
     real_stage_one = sv.StagedVersions._stage_one
     real_settle = sv.StagedVersions.settle
@@ -165,18 +162,9 @@ async def test_a_stripped_run_still_staging_never_overwrites_a_visible_version(
 async def test_a_flip_landing_during_a_strip_never_shows_a_study_half_updated(
     stores: Stores, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if stores.backend != "azure":
-        pytest.skip("the Cosmos DB adapter's staged commit")
-    from dicom_core.storage.azure import cosmos_index
     from dicom_core.storage.azure import cosmos_staged_versions as sv
 
-    monkeypatch.setattr(cosmos_index, "STUDY_BATCH_VERSIONS", 2)
-    monkeypatch.setattr(sv, "STAGING_LEASE_SECONDS", -1)
-    monkeypatch.setattr(sv, "ROLL_FORWARD_VERSIONS", 1)
-    index = stores.index
-    study = new_key().study_uid
-    keys = [new_key(study) for _ in range(3)]
-    first = [await store(index, k) for k in keys]
+    index, study, keys, first = await lapsing_study(stores, monkeypatch, ROLL_FORWARD_VERSIONS=1)
     versions = [
         NewVersion(marked(k, "A", patient_id="A"), fresh_blob_key(k), wm)
         for k, wm in zip(keys, first, strict=True)

@@ -49,6 +49,15 @@ async def update(
     return watermarks, outcome
 
 
+def step_versions(keys: list[InstanceKey], based_on: list[int], marker: str) -> list[NewVersion]:
+    """One run of a bulk-update step: new versions of ``keys``, each claimed as the step
+    claims it (so another run of the same step takes its reservations back)."""
+    return [
+        NewVersion(marked(k, marker), fresh_blob_key(k), wm, claim=f"op-{wm}")
+        for k, wm in zip(keys, based_on, strict=True)
+    ]
+
+
 def fresh_blob_key(key: InstanceKey) -> str:
     return blob_key_for(key.study_uid, key.series_uid, key.sop_uid, uuid4().hex)
 
@@ -515,10 +524,7 @@ async def test_cosmos_never_releases_a_file_an_overlapping_runs_staging_made_vis
         released.append(blob_key)
 
     def run(marker: str) -> list[NewVersion]:
-        return [
-            NewVersion(marked(k, marker), fresh_blob_key(k), wm, claim=f"op-{wm}")
-            for k, wm in zip(keys, first, strict=True)
-        ]
+        return step_versions(keys, first, marker)
 
     real_settle = cosmos_staged_versions.StagedVersions.settle
     overlapping: list[VersionsCommitted] = []

@@ -11,17 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 
 from functions_host import front
-from functions_host.front import FrontProtocol
-from tests.support.server import free_port
+from tests.support.front_server import front_in_thread
 
 HEAD_TIMEOUT = 0.5
 IDLE_TIMEOUT = 1
@@ -45,25 +42,8 @@ def port() -> Iterator[int]:
     patch = pytest.MonkeyPatch()
     patch.setattr(front, "REQUEST_HEADERS_TIMEOUT", HEAD_TIMEOUT)
     patch.setattr(front, "NEW_CONNECTION_TIMEOUT", IDLE_TIMEOUT)
-    chosen = free_port()
-    config = uvicorn.Config(
-        hello,
-        host="127.0.0.1",
-        port=chosen,
-        http=FrontProtocol,
-        lifespan="off",
-        log_level="critical",
-        timeout_keep_alive=IDLE_TIMEOUT,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    yield chosen
-    server.should_exit = True
-    thread.join(10)
+    with front_in_thread(hello, timeout_keep_alive=IDLE_TIMEOUT) as chosen:
+        yield chosen
     patch.undo()
 
 

@@ -12,7 +12,6 @@ import contextlib
 import errno
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,11 +19,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-import uvicorn
 
-from functions_host.front import FrontProtocol
 from functions_host.zero_copy import ZERO_COPY, _Region, _Writer
-from tests.support.server import free_port
+from tests.support.front_server import front_in_thread
 
 FILE_SIZE = 700_000
 
@@ -150,25 +147,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> FileApp:
 
 @pytest.fixture(scope="module")
 def port(app: FileApp) -> Iterator[int]:
-    chosen = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=chosen,
-        http=FrontProtocol,
-        loop="uvloop",
-        lifespan="off",
-        log_level="critical",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    yield chosen
-    server.should_exit = True
-    thread.join(10)
+    with front_in_thread(app, loop="uvloop") as chosen:
+        yield chosen
     for fd in app.decoys:
         os.close(fd)
 
