@@ -24,6 +24,7 @@ from dicom_core.domain.instance import (
     WARNING_VALIDATION,
 )
 from dicom_core.domain.model import InstanceKey, Reservation, StoredInstance
+from dicom_core.services import store as store_module
 from dicom_core.services.blob_cleanup import CLEANUP_QUEUE, UNKNOWN_COMMIT_DELAY, BlobJanitor
 from dicom_core.services.external_metadata import ExternalMetadataService
 from dicom_core.services.store import StoreResult, StoreService
@@ -316,6 +317,42 @@ async def test_an_upload_longer_than_the_lease_renews_it_and_keeps_its_instance(
     assert result.failed == [] and len(result.stored) == 1
     assert fakes.index.renewals >= 2
     assert key_of(ds) in fakes.index.stored
+
+
+class FlakyRenewals(FakeIndexStore):
+    """An index whose first ``failures`` renewals fail as an outage would."""
+
+    def __init__(self, failures: int, stale_create_seconds: float) -> None:
+        super().__init__(stale_create_seconds=stale_create_seconds)
+        self.failures = failures
+
+    async def renew_instance(self, reservation: Reservation) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StorageUnavailable("the index did not answer")
+        await super().renew_instance(reservation)
+
+
+async def test_a_failed_renewal_is_tried_again_before_the_lease_lapses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three failures in a row: retried a turn apart, the lease (0.6 s, a turn of 0.2 s) would
+    lapse at 0.6 s and the competitor at 0.7 s would take the instance over; retried after
+    RENEW_RETRY_SECONDS, the third retry renews it by about 0.26 s."""
+    monkeypatch.setattr(store_module, "RENEW_RETRY_SECONDS", 0.02)
+    index = FlakyRenewals(3, stale_create_seconds=0.6)
+    fakes = Fakes(index=index)
+    SlowBlobs(fakes, 1.0)
+    ds = make_dataset()
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "competing").mkdir()
+    slow = asyncio.create_task(leased_store(fakes, tmp_path / "slow", 0.6)(ds))
+    await asyncio.sleep(0.7)
+    competing = await leased_store(fakes, tmp_path / "competing", 0.6)(ds)
+    assert [f.failure_reason for f in competing.failed] == [INSTANCE_BEING_CREATED]
+    result = await slow
+    assert result.failed == [] and len(result.stored) == 1
+    assert index.failures == 0 and index.renewals >= 2
 
 
 async def test_a_quick_store_renews_nothing(fakes: Fakes, tmp_path: Path) -> None:
