@@ -156,6 +156,23 @@ async def test_a_stale_reservation_is_taken_over_and_its_file_named(
     assert await stores.raw_instance_states(key) == [("created", taken.watermark)]
 
 
+async def test_a_taken_over_reservation_owes_its_file_even_if_the_store_never_commits(
+    make_stores: StoresFactory,
+) -> None:
+    """A crashed store's file is named by nothing once its reservation is taken over. The
+    takeover owes it at once: the store that took over may fail too (its upload, a second
+    crash), and its commit, which also releases the file, then never comes."""
+    stores = await make_stores(DICOM_STALE_CREATE_SECONDS="1")
+    key = new_key()
+    crashed = await stores.index.begin_instance(key, upsert=False)
+    await asyncio.sleep(1.2)
+    taken = await stores.index.begin_instance(key, upsert=False)
+    await stores.index.abort_instance(taken)
+    owed = await open_debts(stores.index, key.study_uid)
+    assert [debt.blob_keys for debt in owed] == [(crashed.blob_key,)]
+    assert await stores.raw_instance_states(key) == []
+
+
 async def test_a_renewed_reservation_outlives_its_lease_and_still_commits(
     make_stores: StoresFactory,
 ) -> None:

@@ -86,6 +86,7 @@ class FakeIndexStore:
             if time.monotonic() - claim.at < self._stale_after:
                 raise InstanceBeingCreated(key)
             abandoned = (claim.reservation.blob_key,)  # a crashed attempt: taken over
+            self.record_debt(StudyKey(key.study_uid, partition=key.partition), abandoned)
         watermark = next(self._watermarks)
         reservation = Reservation(
             key=key,

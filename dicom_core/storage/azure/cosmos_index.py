@@ -265,17 +265,7 @@ class CosmosIndexStore:
                     # A crashed attempt, or an earlier attempt of ours with a file of its own
                     # (a repeated bulk update step): take its reservation over, delete its
                     # file. Its commit, if it still comes, fails on the reservation's ETag.
-                    try:
-                        held = dict(
-                            await index.replace_item(
-                                rid,
-                                doc,
-                                etag=current["_etag"],
-                                match_condition=MatchConditions.IfNotModified,
-                            )
-                        )
-                    except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
-                        raise InstanceBeingCreated(key) from None
+                    held = await self._take_over(index, study, key, doc, current, own=own)
                     abandoned.append(str(current["blobKey"]))
             wm = int(held["wm"])
             self._reservation_etags[(key, wm)] = str(held["_etag"])
@@ -287,6 +277,45 @@ class CosmosIndexStore:
                 abandoned_blob_keys=tuple(abandoned),
             )
         raise InstanceBeingCreated(key)
+
+    @staticmethod
+    async def _take_over(
+        index: Any, study: PlacedStudy, key: InstanceKey, doc: Doc, current: Doc, *, own: bool
+    ) -> Doc:
+        """Replace the lapsed reservation ``current`` with ``doc`` under its ETag.
+
+        Another store's file is owed in the same batch (a blob debt): nothing names it from
+        this step on, and the commit that releases it may never come (this store fails, or
+        dies). A repeated bulk update step's own earlier file is not: its version may be
+        staged for the study, and the step's commit reads back what is named before it
+        releases anything (``cosmos_staged_versions``).
+        """
+        rid = str(doc["id"])
+        if own:
+            try:
+                return dict(
+                    await index.replace_item(
+                        rid,
+                        doc,
+                        etag=current["_etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                )
+            except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
+                raise InstanceBeingCreated(key) from None
+        try:
+            results = await index.execute_item_batch(
+                batch_operations=[
+                    ("replace", (rid, doc), {"if_match_etag": current["_etag"]}),
+                    ("create", (debt_document(study, [str(current["blobKey"])]),)),
+                ],
+                partition_key=study.key,
+            )
+        except CosmosBatchOperationError as exc:
+            if exc.status_code in (404, 409, 412):  # another store took it over first
+                raise InstanceBeingCreated(key) from None
+            raise
+        return dict(results[0]["resourceBody"])
 
     async def renew_instance(self, reservation: Reservation) -> None:
         """Patch the reservation's ``heldAt`` under the ETag this store last saw, and keep

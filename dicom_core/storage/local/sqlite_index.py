@@ -218,6 +218,10 @@ class SqliteIndexStore:
                 # A crashed attempt: take over its reservation; its file is deleted.
                 conn.execute("DELETE FROM instance WHERE watermark = ?", (watermark,))
                 abandoned.append(str(old_blob))
+        if abandoned:
+            # Owed from this very step, which is what stops naming them: the commit releases
+            # them, but a store that fails or dies before then would leave them for good.
+            record_debt(conn, StudyKey(key.study_uid, partition=key.partition), abandoned)
         cursor = conn.execute(
             "INSERT INTO instance (partition_key, study_uid, series_uid, sop_uid, status,"
             " blob_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
