@@ -26,7 +26,7 @@ from dicom_core.domain.frames import FrameLayoutError, frame_index
 from dicom_core.domain.identifiers import identifier_problem
 from dicom_core.domain.model import FrameIndex, InstanceKey, StoredInstance
 from dicom_core.domain.nesting import MAX_SEQUENCE_DEPTH, dataset_nesting_problem
-from dicom_core.domain.validation import AttributeProblem, dataset_problems
+from dicom_core.domain.validation import AttributeProblem, attribute_comment, dataset_problems
 from dicom_core.domain.validation.messages import brief
 
 # Failure and warning reason codes of the store response (conformance statement).
@@ -120,6 +120,17 @@ def _uid_values(ds: Dataset, keyword: str) -> list[str] | None:
         value = value.rstrip(" \x00")
         return [value] if value else []
     return [str(item).rstrip(" \x00") for item in value]
+
+
+#: The longest refused UID a response repeats (twice a valid UID's 64 characters).
+_AS_SENT_MAX = 128
+
+
+def _as_sent(uid: str | None) -> str | None:
+    """A refused UID value to name in the response: printable ASCII of a sensible length."""
+    if not uid or len(uid) > _AS_SENT_MAX or not all(" " <= ch <= "~" for ch in uid):
+        return None
+    return uid
 
 
 def _int(ds: Dataset, keyword: str, default: int) -> int:
@@ -294,9 +305,10 @@ def _check_required(
         raise InstanceRejected(
             VALIDATION_FAILURE,
             " ".join(comments),
-            sop_class_uid=values.get("SOPClassUID") or None,
-            sop_uid=values.get("SOPInstanceUID") or None,
-            comments=comments,
+            # As sent, when it can be shown: the client finds which part failed by it.
+            sop_class_uid=values.get("SOPClassUID") or _as_sent(sop_class),
+            sop_uid=values.get("SOPInstanceUID") or _as_sent(sop_uid),
+            comments=[attribute_comment(comment) for comment in comments],
         )
     return InstanceKey(
         values["StudyInstanceUID"],

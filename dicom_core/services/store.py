@@ -329,7 +329,7 @@ class StoreService:
                 ),
             )
         warning_reason: int | None = None
-        comments = tuple(problem.message for problem in parsed.problems)
+        comments = tuple(problem.error_comment for problem in parsed.problems)
         if parsed.problems:
             searchable = [p for p in parsed.problems if p.tag in SEARCHABLE_TAGS]
             if api_version < 2 and searchable:
@@ -337,7 +337,7 @@ class StoreService:
                     VALIDATION_FAILURE,
                     parsed.sop_class_uid,
                     key.sop_uid,
-                    tuple(p.message for p in searchable),
+                    tuple(p.error_comment for p in searchable),
                 )
             warning_reason = WARNING_VALIDATION if api_version >= 2 else WARNING_SOP_CLASS_MISMATCH
         if outage is not None and outage.error is not None:

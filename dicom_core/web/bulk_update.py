@@ -62,14 +62,9 @@ async def start_bulk_update(request: Request, services: Services) -> Response:
     )
 
 
-#: Azure's error number for a change dataset attribute that fails validation (ErrorNumbers).
-VALIDATION_FAILURE = 100
-
-
 def failed_attributes(problems: tuple[AttributeProblem, ...]) -> dict[str, object]:
     """The DICOM JSON dataset of a refused change dataset: one ErrorComment per attribute."""
     comments = [
-        {"00000902": {"vr": "LO", "Value": [f"DICOM{VALIDATION_FAILURE}: {problem.message}"]}}
-        for problem in problems
+        {"00000902": {"vr": "LO", "Value": [problem.error_comment]}} for problem in problems
     ]
     return {"00741048": {"vr": "SQ", "Value": comments}}

@@ -171,6 +171,12 @@ def test_store_malformed_sop_instance_uid_fails_with_43264(
     response = post(client, multipart([make_instance(sop_uid=bad_uid)]))
     assert response.status_code == 409
     assert failure_reasons(response) == [43264]
+    [failed] = seq(response.json(), "00081198")
+    # The value as sent names the part that failed, as the conformance statement asks of a
+    # file that could be read.
+    assert failed["00081155"]["Value"] == [bad_uid]
+    comments = [c["00000902"]["Value"][0] for c in seq(failed, "00741048")]
+    assert comments and all(c.startswith("DICOM100: (0008,0018) SOPInstanceUID") for c in comments)
 
 
 @pytest.mark.parametrize("keyword", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
@@ -196,7 +202,9 @@ def test_store_v2_invalid_searchable_attribute_stores_with_warning(client: httpx
     [item] = seq(response.json(), "00081199")
     assert item["00081196"]["Value"] == [1]
     comments = [c["00000902"]["Value"][0] for c in seq(item, "00741048")]
-    assert len(comments) == 1 and "0008,0020" in comments[0] and "NotAValidDate" in comments[0]
+    assert len(comments) == 1 and "NotAValidDate" in comments[0]
+    # The conformance statement's "Store Error Codes" number leads, as in its example.
+    assert comments[0].startswith("DICOM100: (0008,0020)"), comments
     url = instance_path(ds)
     assert (
         client.get(url, headers={"Accept": "application/dicom; transfer-syntax=*"}).status_code

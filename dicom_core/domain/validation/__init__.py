@@ -32,7 +32,12 @@ The modules, from the bottom up:
 * ``checks``: the walk over elements, sequences and datasets, and the entry points.
 """
 
-from dicom_core.domain.validation.checks import AttributeProblem, dataset_problems, element_problem
+from dicom_core.domain.validation.checks import (
+    AttributeProblem,
+    attribute_comment,
+    dataset_problems,
+    element_problem,
+)
 from dicom_core.domain.validation.uids import UID_MAX_LENGTH, is_valid_uid, uid_problem
 from dicom_core.domain.validation.vr_rules import INTEGER_RANGES, IS_RANGE
 
@@ -41,6 +46,7 @@ __all__ = [
     "IS_RANGE",
     "UID_MAX_LENGTH",
     "AttributeProblem",
+    "attribute_comment",
     "dataset_problems",
     "element_problem",
     "is_valid_uid",

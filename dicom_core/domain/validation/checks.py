@@ -44,6 +44,8 @@ _ITEM_TAG_BE = b"\xff\xfe\xe0\x00"
 _SEQ_END_LE = b"\xfe\xff\xdd\xe0"
 _SEQ_END_BE = b"\xff\xfe\xe0\xdd"
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+#: The conformance statement's "Store Error Codes": 100, attributes that fail validation.
+ATTRIBUTE_VALIDATION_ERROR = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,18 @@ class AttributeProblem:
     tag: int
     keyword: str
     message: str
+
+    @property
+    def error_comment(self) -> str:
+        """The ErrorComment (0000,0902) for a response: the message behind Azure's error code
+        for attribute validation, as the conformance statement's example writes it
+        ("DICOM100: (0008,0020) ..."), so that a client reading the code finds it."""
+        return attribute_comment(self.message)
+
+
+def attribute_comment(message: str) -> str:
+    """``message`` about an attribute that failed validation, as an ErrorComment."""
+    return f"DICOM{ATTRIBUTE_VALIDATION_ERROR}: {message}"
 
 
 def dataset_problems(ds: Dataset) -> list[AttributeProblem]:
