@@ -26,10 +26,15 @@ class FrameLayoutError(ValueError):
     """The pixel data is not laid out as its attributes say; the message names the mismatch."""
 
 
+class TruncatedPixelData(FrameLayoutError):
+    """The file ends before its pixel data does: an incomplete file, whose frames no reader
+    can ever be given (unlike a layout mismatch, which leaves the stored bytes whole)."""
+
+
 def _read_tag(f: BinaryIO, little: bool) -> tuple[int, int]:
     raw = f.read(8)
     if len(raw) < 8:
-        raise FrameLayoutError("the file ends inside the pixel data element")
+        raise TruncatedPixelData("the file ends inside the pixel data element")
     group, element, length = struct.unpack("<HHL" if little else ">HHL", raw)
     return (group << 16) | element, length
 
@@ -44,11 +49,13 @@ def frame_index(
     samples_per_pixel: int,
     bits_allocated: int,
     extended_offsets: tuple[list[int], list[int]] | None = None,
+    file_size: int | None = None,
 ) -> FrameIndex | None:
     """Map frames to byte ranges, starting with ``f`` positioned at the Pixel Data tag.
 
     Returns None when the file has no pixel data. Raises FrameLayoutError when the pixel data
-    contradicts the image attributes, so the store can report it instead of serving garbage.
+    contradicts the image attributes, so the store can report it instead of serving garbage,
+    and TruncatedPixelData when its value runs past ``file_size`` (the file's end).
     """
     head = f.read(8)
     if len(head) < 8:
@@ -62,17 +69,22 @@ def frame_index(
     if vr in _LONG_LENGTH_VRS:
         extra = f.read(4)
         if len(extra) < 4:
-            raise FrameLayoutError("the file ends inside the pixel data element header")
+            raise TruncatedPixelData("the file ends inside the pixel data element header")
         (length,) = struct.unpack(endian + "L", extra)
     else:
         (length,) = struct.unpack(endian + "H", head[6:8])
     value_start = f.tell()
     frames = max(number_of_frames, 1)
     if length != _UNDEFINED:
+        if file_size is not None and value_start + length > file_size:
+            raise TruncatedPixelData(
+                f"Pixel Data declares {length} bytes but the file ends after"
+                f" {max(file_size - value_start, 0)} of them"
+            )
         return _native(
             value_start, length, frames, rows, columns, samples_per_pixel, bits_allocated
         )
-    return _encapsulated(f, little_endian, frames, extended_offsets)
+    return _encapsulated(f, little_endian, frames, extended_offsets, file_size)
 
 
 def _native(
@@ -106,13 +118,14 @@ def _encapsulated(
     little: bool,
     frames: int,
     extended_offsets: tuple[list[int], list[int]] | None,
+    file_size: int | None,
 ) -> FrameIndex:
     tag, bot_length = _read_tag(f, little)
     if tag != _ITEM:
         raise FrameLayoutError("encapsulated Pixel Data does not start with a Basic Offset Table")
     bot_raw = f.read(bot_length)
     if len(bot_raw) < bot_length:
-        raise FrameLayoutError("the file ends inside the Basic Offset Table")
+        raise TruncatedPixelData("the file ends inside the Basic Offset Table")
     first_item = f.tell()
     # (offset of item header relative to first fragment item, data offset in file, length)
     items: list[tuple[int, int, int]] = []
@@ -123,6 +136,11 @@ def _encapsulated(
             break
         if tag != _ITEM or length == _UNDEFINED:
             raise FrameLayoutError("encapsulated Pixel Data has a malformed fragment item")
+        if file_size is not None and position + 8 + length > file_size:
+            raise TruncatedPixelData(
+                f"fragment {len(items) + 1} of Pixel Data declares {length} bytes but the file"
+                f" ends after {max(file_size - position - 8, 0)} of them"
+            )
         items.append((position - first_item, position + 8, length))
         f.seek(length, 1)
     if not items:

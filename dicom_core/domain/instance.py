@@ -22,7 +22,7 @@ from pydicom.uid import UID
 
 from dicom_core.domain import index_attributes
 from dicom_core.domain.dicomjson import dataset_json
-from dicom_core.domain.frames import FrameLayoutError, frame_index
+from dicom_core.domain.frames import FrameLayoutError, TruncatedPixelData, frame_index
 from dicom_core.domain.identifiers import identifier_problem
 from dicom_core.domain.model import FrameIndex, InstanceKey, StoredInstance
 from dicom_core.domain.nesting import MAX_SEQUENCE_DEPTH, dataset_nesting_problem
@@ -221,7 +221,18 @@ def parse_instance(path: Path, size: int | None = None, *, partition: int) -> Pa
                 samples_per_pixel=_int(ds, "SamplesPerPixel", 1),
                 bits_allocated=_int(ds, "BitsAllocated", 0),
                 extended_offsets=None,
+                file_size=size,
             )
+        except TruncatedPixelData as exc:
+            # Stored, it could never be served: every frame would be a damaged file's.
+            message = f"(7FE0,0010) PixelData: {exc}; the file is incomplete."
+            raise InstanceRejected(
+                VALIDATION_FAILURE,
+                message,
+                sop_class_uid=sop_class,
+                sop_uid=key.sop_uid,
+                comments=[attribute_comment(message)],
+            ) from None
         except FrameLayoutError as exc:
             problems.append(
                 AttributeProblem(0x7FE00010, "PixelData", f"(7FE0,0010) PixelData: {exc}")

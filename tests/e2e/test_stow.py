@@ -233,6 +233,22 @@ def test_store_part_that_is_not_dicom_fails_with_43264(client: httpx.Client) -> 
     assert failure_reasons(response) == [43264]
 
 
+def test_store_of_a_file_cut_inside_its_pixel_data_fails_with_43264_and_keeps_nothing(
+    client: httpx.Client,
+) -> None:
+    """A probe's file cut 1,000 bytes short was stored (200), and its frames answered 424
+    for good, as a damaged stored file would."""
+    ds = make_dataset(rows=64, columns=64)
+    response = post(client, multipart([to_bytes(ds)[:-1000]]))
+    assert response.status_code == 409
+    [failed] = seq(response.json(), "00081198")
+    assert failed["00081197"]["Value"] == [43264]
+    assert failed["00081155"]["Value"] == [ds.SOPInstanceUID]
+    [comment] = [c["00000902"]["Value"][0] for c in seq(failed, "00741048")]
+    assert comment.startswith("DICOM100: (7FE0,0010) PixelData:"), comment
+    assert client.get(instance_path(ds) + "/metadata").status_code == 404
+
+
 def test_store_empty_body_returns_204(client: httpx.Client) -> None:
     assert post(client, b"").status_code == 204
     empty = client.post("/v2/studies", content=b"", headers={"Content-Type": "application/dicom"})

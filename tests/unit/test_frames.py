@@ -10,7 +10,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_frames
 
-from dicom_core.domain.instance import parse_instance
+from dicom_core.domain.instance import VALIDATION_FAILURE, InstanceRejected, parse_instance
 from tests.support.factories import make_instance
 
 FILES = [
@@ -78,3 +78,23 @@ def test_native_bits_allocated_other_than_1_or_a_multiple_of_8_maps_no_frames(
     assert parsed.frames is None
     [problem] = [p for p in parsed.problems if p.tag == 0x7FE00010]
     assert f"BitsAllocated is {bits}" in problem.message
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "emri_small_jpeg_2k_lossless.dcm"])
+@pytest.mark.parametrize("cut", [200, 1000])  # CT_small.dcm has 138 bytes of padding after
+def test_a_file_that_ends_before_its_pixel_data_does_is_refused(
+    tmp_path: Path, name: str, cut: int
+) -> None:
+    """A probe stored a file cut short by 1,000 bytes with 200: its frames then answered 424
+    (a damaged stored file) for good. Native and encapsulated pixel data alike, it is a
+    validation failure naming Pixel Data."""
+    source = get_testdata_file(name)
+    assert source is not None
+    path = tmp_path / name
+    path.write_bytes(Path(source).read_bytes()[:-cut])
+    with pytest.raises(InstanceRejected) as caught:
+        parse_instance(path, partition=1)
+    assert caught.value.failure_code == VALIDATION_FAILURE
+    [comment] = caught.value.comments
+    assert comment.startswith("DICOM100: (7FE0,0010) PixelData:") and "incomplete" in comment
+    assert caught.value.sop_uid == str(dcmread(source, stop_before_pixels=True).SOPInstanceUID)
