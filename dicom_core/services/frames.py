@@ -171,6 +171,10 @@ class FrameService:
         return FrameSet(record, numbers, wanted, fmt.native_frame_length, read)
 
 
+#: Pixel Data, Float Pixel Data and Double Float Pixel Data.
+_PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+
+
 def _transcode(data: bytes, source: str, target: str, fmt: PixelFormat) -> bytes:
     try:
         return pixels.transcode_frame(data, source, target, fmt).data
@@ -181,6 +185,9 @@ def _transcode(data: bytes, source: str, target: str, fmt: PixelFormat) -> bytes
 def _unmapped_frame(ds: Dataset, number: int, source: str, target: str) -> bytes:
     """One frame of a fully parsed dataset: as stored when ``target`` is its own syntax
     (still subsampled, for YBR_FULL_422, as its attributes say), else transcoded."""
+    if not any(tag in ds for tag in _PIXEL_DATA_TAGS):
+        # Its Image Pixel attributes alone (Rows, Columns) made it look like an image.
+        raise NotFound(f"Instance {ds.get('SOPInstanceUID', '')} has no pixel data, so no frames.")
     try:
         count = int(ds.get("NumberOfFrames", 1) or 1)
         if target == source and pixels.is_encapsulated(source):

@@ -327,6 +327,20 @@ def test_frames_of_an_instance_without_pixel_data_are_404(client: httpx.Client) 
     assert "pixel data" in response.json()["message"]
 
 
+@pytest.mark.parametrize("accept", [ANY, DECODED, JP2])
+def test_frames_of_an_instance_with_image_attributes_but_no_pixel_data_are_404(
+    client: httpx.Client, accept: str
+) -> None:
+    """A probe's instance kept Rows and Columns without Pixel Data: its frame 1 answered 406
+    with a Python attribute error, as if it existed and could not be read."""
+    ds = make_dataset()
+    del ds.PixelData
+    stored = store(client, ds)
+    response = frames(client, stored, "1", accept)
+    assert response.status_code == 404, response.text
+    assert "has no pixel data" in response.json()["message"]
+
+
 def test_frames_of_unknown_instance_are_404(client: httpx.Client) -> None:
     stored = store(client, make_dataset())
     response = client.get(f"{stored.series}/instances/1.2.3.4/frames/1", headers={"Accept": ANY})
