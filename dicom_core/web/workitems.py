@@ -127,8 +127,16 @@ async def retrieve(request: Request, services: Services) -> Response:
     return dicom_json([dataset])
 
 
+#: PS3.4 CC.3.1: the well-known SOP Instance UIDs that subscriptions address, never a
+#: workitem's. The conformance statement lists ``POST ../workitems/1.2.840.10008.5.1.4.34.5/``
+#: as "Suspend subscription", on the update route's path.
+SUBSCRIPTION_UIDS = frozenset({"1.2.840.10008.5.1.4.34.5", "1.2.840.10008.5.1.4.34.5.1"})
+
+
 async def update(request: Request, services: Services) -> Response:
     """POST ../workitems/{uid}?{transaction-uid}"""
+    if path_uid(request, "workitem") in SUBSCRIPTION_UIDS:
+        return await subscription(request, services)
     api_version(request)
     partition = await partition_of(request, services)
     uid = _workitem(request)

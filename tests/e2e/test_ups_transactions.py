@@ -609,6 +609,10 @@ def test_cancel_request_with_other_content_type_is_415(client: httpx.Client) -> 
         ("DELETE", "/v2/workitems/{uid}/subscribers/MYAE"),
         ("POST", "/v2/workitems/1.2.840.10008.5.1.4.34.5/subscribers/MYAE"),
         ("POST", "/v2/workitems/1.2.840.10008.5.1.4.34.5/subscribers/MYAE/suspend"),
+        # The conformance statement's "Suspend subscription" row, on the update route's path.
+        ("POST", "/v2/workitems/1.2.840.10008.5.1.4.34.5/"),
+        ("POST", "/v2/workitems/1.2.840.10008.5.1.4.34.5"),
+        ("POST", "/v2/workitems/1.2.840.10008.5.1.4.34.5.1"),
         ("GET", "/v2/subscribers/MYAE"),
         ("GET", "/v1/subscribers/MYAE"),
     ],
