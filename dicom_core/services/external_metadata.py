@@ -44,8 +44,12 @@ def attribute(tag: str, vr: str) -> QueryAttribute:
     )
 
 
-def creator_tag(tag: str) -> str:
-    """The private creator element of a private tag (``001910FF`` -> ``00190010``)."""
+def creator_tag(tag: str) -> str | None:
+    """The private creator element of a private tag (``001910FF`` -> ``00190010``); None for
+    an element of the creators' own block (``gggg,0010-00FF``, such as the spec's example
+    ``001900FF``), whose "creator" would be the group length (``gggg,0000``)."""
+    if tag[4:6] == "00":
+        return None
     return f"{tag[:4]}00{tag[4:6]}"
 
 
@@ -127,7 +131,9 @@ class ExternalMetadataService:
         for study, rows in found.items():
             elements: dict[str, Any] = {}
             for tag, vr, value in rows:
-                elements[creator_tag(tag)] = {"vr": "LO", "Value": [PRIVATE_CREATOR]}
+                creator = creator_tag(tag)
+                if creator is not None:
+                    elements[creator] = {"vr": "LO", "Value": [PRIVATE_CREATOR]}
                 elements[tag] = {"vr": vr, "Value": [_json_value(vr, value)]}
             out[study] = elements
         return out

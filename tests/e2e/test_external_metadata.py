@@ -65,6 +65,10 @@ def test_store_retrieve_and_search(http: httpx.Client) -> None:
     assert meta["00190011"] == {"vr": "LO", "Value": ["Microsoft"]}
     assert meta["001912FF"] == {"vr": "CS", "Value": ["CS"]}
     assert meta["00190012"] == {"vr": "LO", "Value": ["Microsoft"]}
+    # (0019,00FF), the spec's own example, lies in the creators' block (0019,0010-00FF): it
+    # has no creator of its own, and (0019,0000) would be the group's length.
+    assert meta["001900FF"] == {"vr": "DA", "Value": ["20241231"]}
+    assert "00190000" not in meta
     v1 = http.get(f"/v1/studies/{study}/metadata", headers=META).json()[0]
     assert "00191100" not in v1
 
