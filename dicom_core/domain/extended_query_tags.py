@@ -190,7 +190,9 @@ def parse_definition(entry: Any) -> QueryTagDefinition:
         if known == "SQ":
             raise QueryTagError(f"The tag {path} is a sequence (SQ), which cannot be indexed.")
         if vr is None:
-            vr = known
+            # The dictionary's first, for a tag it gives several ("US or SS"), as fo-dicom's
+            # default VR of a tag is (Azure's choice when no VR is given).
+            vr = known.split(" or ")[0]
         elif vr not in known.split(" or "):
             raise QueryTagError(
                 f"The VR '{vr}' of tag {path} does not match its VR in the standard ({known})."

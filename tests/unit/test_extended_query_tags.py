@@ -75,6 +75,20 @@ def test_a_private_creator_with_accents_and_spaces_is_fine() -> None:
     assert tag.private_creator == "Société Médicale 2"
 
 
+def test_a_standard_tag_of_several_vrs_takes_the_dictionary_first_unless_given() -> None:
+    """A probe's SmallestPixelValueInSeries (0028,0108), "US or SS", without a VR was refused
+    as if 'US or SS' were one unsupported VR."""
+    [default, given] = parse_definitions(
+        [
+            {"path": "00280108", "level": "Series"},
+            {"path": "LargestPixelValueInSeries", "vr": "SS", "level": "Series"},
+        ]
+    )
+    assert (default.vr, given.vr) == ("US", "SS")
+    with pytest.raises(QueryTagError, match=r"does not match its VR in the standard \(US or SS\)"):
+        parse_definitions([{"path": "00280108", "vr": "UL", "level": "Series"}])
+
+
 def test_definitions_reject_more_than_once_in_one_request() -> None:
     with pytest.raises(QueryTagError, match="more than once"):
         parse_definitions([{"path": "PatientAge", "level": "Study"}] * 2)
