@@ -112,8 +112,10 @@ class Parameters:
 def regex_for(pattern: str) -> str:
     """A DICOM wildcard pattern (``*`` any run, ``?`` one character) as a regex body.
 
-    Only the characters special in both .NET (real Cosmos) and JavaScript (the test server)
-    regexes are escaped, so the same text means the same in both.
+    Only the characters special in both PCRE (real Cosmos) and JavaScript (the test server)
+    regexes are escaped, so the same text means the same in both. A ``?`` (``.``) is one
+    UTF-16 unit on the test server, so a character beyond the BMP takes two there
+    (docs/azure-backend.md, "Matching keys").
     """
     out = []
     for ch in pattern:
