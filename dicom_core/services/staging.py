@@ -100,7 +100,7 @@ class PartSpool:
 
 
 def spool_name() -> str:
-    """A new spool file's name: ``{space}.{pid}.{random}.part`` (``ports.scratch``)."""
+    """A new spool file's name: ``{host}.{pid}.{random}.part`` (``ports.scratch``)."""
     return scratch_name(SPOOL_SUFFIX)
 
 

@@ -8,6 +8,7 @@ back doors: the Blob SDK, the file system, the fake's dict.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -30,7 +31,6 @@ from dicom_core.domain.model import InstanceKey
 from dicom_core.settings import Settings
 from dicom_core.storage.local.export_directory import INCOMING, PARTIAL_SUFFIX
 from dicom_core.storage.ports import ExportDestinationError, ExportSinks
-from dicom_core.storage.ports.scratch import process_space
 from tests.fakes.export import FakeExportSinks
 from tests.support.processes import dead_pid
 
@@ -307,7 +307,7 @@ async def test_a_batch_removes_the_partial_files_killed_writers_left(tmp_path: P
     op = operation()
     incoming = root / op / INCOMING
     incoming.mkdir(parents=True)
-    host = process_space()
+    host = socket.gethostname()
     dead = incoming / f"{host}.{dead_pid()}.{'a' * 32}{PARTIAL_SUFFIX}"
     live = incoming / f"{host}.{os.getppid()}.{'b' * 32}{PARTIAL_SUFFIX}"
     for path in (dead, live):

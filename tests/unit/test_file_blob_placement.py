@@ -4,6 +4,7 @@ failure of the disk becomes (the ports' errors, which the web layer answers 507 
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,6 @@ from dicom_core.storage.local.file_blobs import (
     FileBlobStore,
 )
 from dicom_core.storage.ports import StorageUnavailable
-from dicom_core.storage.ports.scratch import process_space
 from tests.support.filesystems import directory_elsewhere
 from tests.support.processes import dead_pid
 
@@ -57,7 +57,7 @@ def test_a_start_removes_the_copies_that_killed_processes_of_this_host_left(
     named after it, so the next start can tell it from a live process's copy."""
     blobs = FileBlobStore(tmp_path / "blobs")
     incoming = blobs.root / INCOMING
-    host = process_space()
+    host = socket.gethostname()
     dead = incoming / f"{host}.{dead_pid()}.{'a' * 32}{COPY_SUFFIX}"
     live = incoming / f"{host}.{os.getppid()}.{'b' * 32}{COPY_SUFFIX}"
     elsewhere = incoming / f"another-host.{dead_pid()}.{'c' * 32}{COPY_SUFFIX}"
