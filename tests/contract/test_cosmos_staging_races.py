@@ -12,14 +12,16 @@ readers see never goes from a new version back to an old one, nor shows a study 
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
 from dicom_core.domain.model import InstanceKey
 from dicom_core.storage.ports import IndexStore, NewVersion
-from tests.contract.test_index_store import new_key, store
+from tests.contract.test_index_store import new_key, open_debts, store
 from tests.contract.test_index_versions import fresh_blob_key, marked, step_versions
-from tests.support.stores import Stores
+from tests.support.stores import Stores, StoresFactory
 
 
 def mk(docs: list[bytes]) -> object:
@@ -199,3 +201,43 @@ async def test_a_flip_landing_during_a_strip_never_shows_a_study_half_updated(
     # Readers end where the outcome says: updated exactly when committed.
     final = await markers(index, study, keys)
     assert final == ["A" if k in outcome.committed else None for k in keys]
+
+
+async def test_a_store_taking_over_a_flipped_update_s_reservation_never_owes_its_file(
+    make_stores: StoresFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review found a takeover's blob debt owing a live file: a PUT took over a bulk
+    update's lapsed reservation after the update's flip and before its roll-forward (the
+    version under ``next`` is visible by then, and rolled forward whatever the reservation
+    says), then failed; the debt sweep would have deleted the current version's file."""
+    stores = await make_stores(DICOM_STALE_CREATE_SECONDS="1")
+    if stores.backend != "azure":
+        pytest.skip("the Cosmos DB adapter's staged commit")
+    from dicom_core.storage.azure import cosmos_index
+    from dicom_core.storage.azure import cosmos_staged_versions as sv
+
+    monkeypatch.setattr(cosmos_index, "STUDY_BATCH_VERSIONS", 2)
+    index = stores.index
+    study = new_key().study_uid
+    keys = [new_key(study) for _ in range(3)]
+    versions = step_versions(keys, [await store(index, k) for k in keys], "B")
+    settle = sv.StagedVersions.settle
+    taken: list[tuple[str, ...]] = []
+
+    async def settle_after_a_takeover(
+        self: sv.StagedVersions, study: object, *, own: str | None = None, **options: bool
+    ) -> object:
+        if own is not None and not taken:  # flipped, not yet rolled forward
+            await asyncio.sleep(1.5)  # the update's reservations lapse
+            reservation = await index.begin_instance(keys[0], upsert=True)
+            taken.append(reservation.abandoned_blob_keys)
+            await index.abort_instance(reservation)  # its upload failed
+        return await settle(self, study, own=own, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sv.StagedVersions, "settle", settle_after_a_takeover)
+    await index.commit_versions(versions)
+    assert taken == [(versions[0].blob_key,)]
+    record = await index.get_instance(keys[0])
+    assert record is not None and record.blob_key == versions[0].blob_key
+    owed = {blob for debt in await open_debts(index, study) for blob in debt.blob_keys}
+    assert record.blob_key not in owed

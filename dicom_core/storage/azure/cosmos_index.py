@@ -284,14 +284,16 @@ class CosmosIndexStore:
     ) -> Doc:
         """Replace the lapsed reservation ``current`` with ``doc`` under its ETag.
 
-        Another store's file is owed in the same batch (a blob debt): nothing names it from
-        this step on, and the commit that releases it may never come (this store fails, or
-        dies). A repeated bulk update step's own earlier file is not: its version may be
-        staged for the study, and the step's commit reads back what is named before it
-        releases anything (``cosmos_staged_versions``).
+        A crashed store's file is owed in the same batch (a blob debt): nothing names it from
+        this step on (its commit needed this reservation's ETag), and the commit that
+        releases it may never come (this store fails, or dies). A bulk update's reservation
+        (one with a ``lease`` of its own, ours or another run's) is not: its version may be
+        staged under ``next`` and flipped, or rolled forward, whatever became of the
+        reservation since, so its file may be named yet; the commits that drop it read back
+        what is named before releasing anything (``cosmos_staged_versions``).
         """
         rid = str(doc["id"])
-        if own:
+        if own or current.get("lease") is not None:
             try:
                 return dict(
                     await index.replace_item(

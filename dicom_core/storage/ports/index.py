@@ -169,9 +169,9 @@ class IndexStore(Protocol):
 
         A reservation is a lease: one that has not been renewed (``renew_instance``) for the
         index's lease time is an interrupted store's, and the next store takes it over, its
-        file named in ``abandoned_blob_keys`` and owed by a ``BlobDebt`` of the takeover's
-        own step (the commit releases it sooner; the debt covers a store that never gets
-        there).
+        file named in ``abandoned_blob_keys``; a store's file is also owed by a ``BlobDebt``
+        of the takeover's own step (the commit releases it sooner; the debt covers a store
+        that never gets there), a bulk update's, which may be staged, is not.
         """
         ...
 
