@@ -16,6 +16,8 @@ from dicom_core.domain.model import FrameIndex
 _ITEM = 0xFFFEE000
 _SEQUENCE_DELIMITER = 0xFFFEE0DD
 _PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
+#: The VRs PS3.5 gives Pixel Data and its float forms (UN: read from an unknown VR).
+_PIXEL_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"}
 _LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"}
 _UNDEFINED = 0xFFFFFFFF
 # Markers that open a compressed frame: JPEG (SOI), JPEG 2000 codestream (SOC+SIZ).
@@ -34,7 +36,7 @@ class TruncatedPixelData(FrameLayoutError):
 def _read_tag(f: BinaryIO, little: bool) -> tuple[int, int]:
     raw = f.read(8)
     if len(raw) < 8:
-        raise TruncatedPixelData("the file ends inside the pixel data element")
+        raise FrameLayoutError("the file ends inside the pixel data element")
     group, element, length = struct.unpack("<HHL" if little else ">HHL", raw)
     return (group << 16) | element, length
 
@@ -66,29 +68,34 @@ def frame_index(
     if tag not in _PIXEL_TAGS:
         return None
     vr = head[4:6]
+    # A header that names no pixel VR (an implicit VR header inside an explicit VR file, which
+    # pydicom reads) gives a length that cannot be trusted to say where the file should end.
+    trusted = file_size if vr in _PIXEL_VRS else None
     if vr in _LONG_LENGTH_VRS:
         extra = f.read(4)
         if len(extra) < 4:
-            raise TruncatedPixelData("the file ends inside the pixel data element header")
+            raise FrameLayoutError("the file ends inside the pixel data element header")
         (length,) = struct.unpack(endian + "L", extra)
     else:
         (length,) = struct.unpack(endian + "H", head[6:8])
     value_start = f.tell()
     frames = max(number_of_frames, 1)
     if length != _UNDEFINED:
-        if file_size is not None and value_start + length > file_size:
-            raise TruncatedPixelData(
-                f"Pixel Data declares {length} bytes but the file ends after"
-                f" {max(file_size - value_start, 0)} of them"
-            )
         return _native(
-            value_start, length, frames, rows, columns, samples_per_pixel, bits_allocated
+            value_start, length, frames, rows, columns, samples_per_pixel, bits_allocated, trusted
         )
-    return _encapsulated(f, little_endian, frames, extended_offsets, file_size)
+    return _encapsulated(f, little_endian, frames, extended_offsets, trusted)
 
 
 def _native(
-    start: int, length: int, frames: int, rows: int, columns: int, samples: int, bits: int
+    start: int,
+    length: int,
+    frames: int,
+    rows: int,
+    columns: int,
+    samples: int,
+    bits: int,
+    file_size: int | None,
 ) -> FrameIndex:
     pixel_bits = rows * columns * samples * bits
     if pixel_bits <= 0:
@@ -109,6 +116,13 @@ def _native(
             f"Pixel Data holds {length} bytes but {frames} frame(s) of "
             f"{rows}x{columns}x{samples} at {bits} bits need {frame_length * frames}"
         )
+    if file_size is not None and start + frame_length * frames > file_size:
+        # The frames themselves, not the declared length: a file missing only its last
+        # padding byte still holds every frame whole.
+        raise TruncatedPixelData(
+            f"{frames} frame(s) need {frame_length * frames} bytes of Pixel Data but the file"
+            f" ends after {max(file_size - start, 0)} of them"
+        )
     fragments = tuple(((start + i * frame_length, frame_length),) for i in range(frames))
     return FrameIndex(encapsulated=False, fragments=fragments, frame_length=frame_length)
 
@@ -123,14 +137,24 @@ def _encapsulated(
     tag, bot_length = _read_tag(f, little)
     if tag != _ITEM:
         raise FrameLayoutError("encapsulated Pixel Data does not start with a Basic Offset Table")
+    if bot_length == _UNDEFINED:
+        raise FrameLayoutError("the Basic Offset Table has an undefined length")
     bot_raw = f.read(bot_length)
     if len(bot_raw) < bot_length:
-        raise TruncatedPixelData("the file ends inside the Basic Offset Table")
+        if file_size is not None:
+            raise TruncatedPixelData("the file ends inside the Basic Offset Table")
+        raise FrameLayoutError("the file ends inside the Basic Offset Table")
     first_item = f.tell()
     # (offset of item header relative to first fragment item, data offset in file, length)
     items: list[tuple[int, int, int]] = []
     while True:
         position = f.tell()
+        if file_size is not None and position < file_size < position + 8:
+            raise TruncatedPixelData(
+                f"the file ends inside the header of fragment {len(items) + 1}"
+            )
+        # At the very end (only the sequence delimiter missing) every fragment is whole: a
+        # layout problem, as before, not a truncation.
         tag, length = _read_tag(f, little)
         if tag == _SEQUENCE_DELIMITER:
             break

@@ -11,7 +11,7 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_frames
 
 from dicom_core.domain.instance import VALIDATION_FAILURE, InstanceRejected, parse_instance
-from tests.support.factories import make_instance
+from tests.support.factories import make_dataset, make_instance, to_bytes
 
 FILES = [
     "CT_small.dcm",  # native, one frame
@@ -98,3 +98,35 @@ def test_a_file_that_ends_before_its_pixel_data_does_is_refused(
     [comment] = caught.value.comments
     assert comment.startswith("DICOM100: (7FE0,0010) PixelData:") and "incomplete" in comment
     assert caught.value.sop_uid == str(dcmread(source, stop_before_pixels=True).SOPInstanceUID)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        # Its Pixel Data header is implicit VR inside an explicit VR file: the "length" read
+        # there says nothing of where the file ends (a review found it refused as cut short).
+        "SC_rgb_jpeg.dcm",
+        # Every fragment whole, only the sequence delimiter missing: kept, with a warning.
+        "emri_small_jpeg_2k_lossless_too_short.dcm",
+    ],
+)
+def test_a_file_whose_pixel_data_header_misleads_is_not_taken_for_cut_short(
+    tmp_path: Path, name: str
+) -> None:
+    source = get_testdata_file(name)
+    assert source is not None
+    path = tmp_path / name
+    shutil.copy(source, path)
+    parse_instance(path, partition=1)  # stored, whatever its warnings
+
+
+def test_native_pixel_data_missing_only_its_padding_byte_keeps_every_frame(
+    tmp_path: Path,
+) -> None:
+    ds = make_dataset(rows=3, columns=3)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = bytes(range(9)) + b"\x00"  # 9 bytes, padded to even
+    path = tmp_path / "odd.dcm"
+    path.write_bytes(to_bytes(ds)[:-1])  # the padding byte lost in transit
+    frames = parse_instance(path, partition=1).frames
+    assert frames is not None and frames.count == 1 and frames.frame_length == 9
