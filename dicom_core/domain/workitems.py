@@ -31,7 +31,9 @@ from enum import Enum, StrEnum
 from typing import Any
 
 UPS_PUSH_SOP_CLASS = "1.2.840.10008.5.1.4.34.6.1"
-GLOBAL_SUBSCRIPTION_UID = "1.2.840.10008.5.1.4.34.5"
+#: PS3.4 CC.3.1's well-known SOP Instance UIDs that subscriptions address (the global
+#: subscription, and the filtered one): never a workitem's.
+SUBSCRIPTION_UIDS = frozenset({"1.2.840.10008.5.1.4.34.5", "1.2.840.10008.5.1.4.34.5.1"})
 
 SOP_CLASS_UID = "00080016"
 SOP_INSTANCE_UID = "00080018"

@@ -31,6 +31,7 @@ from dicom_core.domain.workitems import (
     PROCEDURE_STEP_STATE,
     SOP_CLASS_UID,
     SOP_INSTANCE_UID,
+    SUBSCRIPTION_UIDS,
     TRANSACTION_UID,
     UPS_PUSH_SOP_CLASS,
     Failure,
@@ -182,6 +183,13 @@ class WorkitemService:
             )
         else:
             uid = check_workitem_uid(given, "SOPInstanceUID (0008,0018) of the dataset")
+        if uid in SUBSCRIPTION_UIDS:
+            # Their routes are the subscriptions' (501): such a workitem could never be
+            # updated, nor so reach a final state.
+            raise BadRequest(
+                f"The workitem UID {uid} is a well-known UID of UPS subscriptions (PS3.4"
+                " CC.3.1), not one a workitem can have."
+            )
         fill_provider_attributes(dataset, creating=True)
         try:
             check_requirements(Transaction.CREATE, dataset)

@@ -25,6 +25,7 @@ from starlette.responses import Response
 from dicom_core.bootstrap import Services
 from dicom_core.domain.media_types import DICOM_JSON, JSON
 from dicom_core.domain.nesting import MAX_SEQUENCE_DEPTH
+from dicom_core.domain.workitems import SUBSCRIPTION_UIDS
 from dicom_core.errors import BadRequest, NotAcceptable, UnsupportedMediaType
 from dicom_core.query.workitems import parse_workitem_query
 from dicom_core.services.workitems import AlreadyInState, check_workitem_uid
@@ -127,14 +128,10 @@ async def retrieve(request: Request, services: Services) -> Response:
     return dicom_json([dataset])
 
 
-#: PS3.4 CC.3.1: the well-known SOP Instance UIDs that subscriptions address, never a
-#: workitem's. The conformance statement lists ``POST ../workitems/1.2.840.10008.5.1.4.34.5/``
-#: as "Suspend subscription", on the update route's path.
-SUBSCRIPTION_UIDS = frozenset({"1.2.840.10008.5.1.4.34.5", "1.2.840.10008.5.1.4.34.5.1"})
-
-
 async def update(request: Request, services: Services) -> Response:
-    """POST ../workitems/{uid}?{transaction-uid}"""
+    """POST ../workitems/{uid}?{transaction-uid}. The conformance statement lists
+    ``POST ../workitems/1.2.840.10008.5.1.4.34.5/`` as "Suspend subscription", on this
+    route's path: the subscription UIDs get the subscriptions' 501."""
     if path_uid(request, "workitem") in SUBSCRIPTION_UIDS:
         return await subscription(request, services)
     api_version(request)

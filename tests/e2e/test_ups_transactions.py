@@ -80,6 +80,16 @@ def test_create_with_invalid_uid_is_400(client: httpx.Client) -> None:
     assert create(client, workitem(), "?not-a-uid").status_code == 400
 
 
+@pytest.mark.parametrize("uid", ["1.2.840.10008.5.1.4.34.5", "1.2.840.10008.5.1.4.34.5.1"])
+def test_create_with_a_subscription_uid_is_400(client: httpx.Client, uid: str) -> None:
+    """A review created one: its update route is the subscriptions' (501), so it could never
+    reach a final state."""
+    for response in (create(client, workitem(uid)), create(client, workitem(), f"?{uid}")):
+        assert response.status_code == 400, response.text
+        assert "subscriptions" in response.json()["message"]
+    assert client.get(f"/v2/workitems/{uid}", headers=HEADERS).status_code == 404
+
+
 @pytest.mark.parametrize(
     ("tag", "keyword"),
     [
