@@ -122,13 +122,11 @@ def _uid_values(ds: Dataset, keyword: str) -> list[str] | None:
     return [str(item).rstrip(" \x00") for item in value]
 
 
-#: The longest refused UID a response repeats (twice a valid UID's 64 characters).
-_AS_SENT_MAX = 128
-
-
 def _as_sent(uid: str | None) -> str | None:
-    """A refused UID value to name in the response: printable ASCII of a sensible length."""
-    if not uid or len(uid) > _AS_SENT_MAX or not all(" " <= ch <= "~" for ch in uid):
+    """A refused UID value to name in the response, as Azure's failure items do: one value
+    of printable ASCII that fits a UI element (64 characters), so that a client parsing the
+    response as DICOM JSON still reads it; None otherwise."""
+    if not uid or len(uid) > 64 or not all(" " <= ch <= "~" and ch != "\\" for ch in uid):
         return None
     return uid
 
