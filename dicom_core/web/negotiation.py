@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from dicom_core.errors import BadRequest
+from dicom_core.errors import NotAcceptable
 from dicom_core.web.multipart import MultipartError, parse_content_type
 
 
@@ -58,8 +58,9 @@ def parse_accept(headers: Iterable[str]) -> list[MediaRange]:
     """All media ranges of all Accept headers, best first (stable for equal q).
 
     A range that cannot be read is skipped, but a header of which no range can be read is a
-    400: taking it for no header at all (anything goes) answered an unterminated quote such
-    as ``multipart/related; type="application/dicom`` in a form the client never asked for.
+    406, the conformance statement's answer to an Accept header it does not support: taking it
+    for no header at all (anything goes) answered an unterminated quote such as
+    ``multipart/related; type="application/dicom`` in a form the client never asked for.
     """
     ranges: list[MediaRange] = []
     unreadable: list[str] = []
@@ -77,7 +78,7 @@ def parse_accept(headers: Iterable[str]) -> list[MediaRange]:
                 q = 1.0
             ranges.append(MediaRange(parsed.media_type, params, max(0.0, min(q, 1.0))))
     if unreadable and not ranges:
-        raise BadRequest(
+        raise NotAcceptable(
             f"The Accept header names no media type that can be read: {unreadable[0]!r}."
         )
     return sorted(ranges, key=lambda r: -r.q)

@@ -77,6 +77,18 @@ def test_metadata_other_media_types_are_406(client: httpx.Client, accept: str) -
     assert "application/dicom+json" in response.json()["message"]
 
 
+@pytest.mark.parametrize("accept", ["foo", ";;", 'multipart/related; type="application/dicom'])
+def test_an_accept_header_that_names_nothing_readable_is_406(
+    client: httpx.Client, accept: str
+) -> None:
+    """The conformance statement answers 406 to an Accept header it does not support; a
+    probe got 400 for one it could not read at all."""
+    stored = store(client, make_dataset())
+    response = client.get(stored.instance + "/metadata", headers={"Accept": accept})
+    assert response.status_code == 406, response.text
+    assert "names no media type that can be read" in response.json()["message"]
+
+
 @pytest.mark.parametrize("level", ["study", "series", "instance"])
 def test_metadata_etag_gives_304_until_the_data_changes(client: httpx.Client, level: str) -> None:
     study, series = generate_uid(), generate_uid()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dicom_core.errors import BadRequest, NotAcceptable
+from dicom_core.errors import NotAcceptable
 from dicom_core.web.negotiation import accepts, parse_accept
 from dicom_core.web.wado import Rendition, negotiate_instances
 
@@ -66,10 +66,11 @@ def test_negotiate_instances_rejects_what_cannot_be_served(accept: list[str], si
 
 
 @pytest.mark.parametrize("header", ['multipart/related; type="application/dicom', '"', ";"])
-def test_a_header_of_which_nothing_can_be_read_is_a_400(header: str) -> None:
+def test_a_header_of_which_nothing_can_be_read_is_a_406(header: str) -> None:
     """A probe's unterminated quote was taken for no Accept at all, and answered in a form the
-    client never asked for."""
-    with pytest.raises(BadRequest, match="names no media type that can be read"):
+    client never asked for. Not a 400: the conformance statement answers 406 to an Accept
+    header it does not support."""
+    with pytest.raises(NotAcceptable, match="names no media type that can be read"):
         parse_accept([header])
 
 
