@@ -122,15 +122,6 @@ def _uid_values(ds: Dataset, keyword: str) -> list[str] | None:
     return [str(item).rstrip(" \x00") for item in value]
 
 
-def _as_sent(uid: str | None) -> str | None:
-    """A refused UID value to name in the response, as Azure's failure items do: one value
-    of printable ASCII that fits a UI element (64 characters), so that a client parsing the
-    response as DICOM JSON still reads it; None otherwise."""
-    if not uid or len(uid) > 64 or not all(" " <= ch <= "~" and ch != "\\" for ch in uid):
-        return None
-    return uid
-
-
 def _int(ds: Dataset, keyword: str, default: int) -> int:
     """The first value of an integer attribute (US or IS), or ``default`` if absent or bad."""
     elem = ds.get_item(_tag(keyword))
@@ -314,9 +305,10 @@ def _check_required(
         raise InstanceRejected(
             VALIDATION_FAILURE,
             " ".join(comments),
-            # As sent, when it can be shown: the client finds which part failed by it.
-            sop_class_uid=values.get("SOPClassUID") or _as_sent(sop_class),
-            sop_uid=values.get("SOPInstanceUID") or _as_sent(sop_uid),
+            # Only valid UIDs: a client parsing the answer as DICOM JSON with validation
+            # (fo-dicom's default) would fail on a malformed one; the comment quotes it.
+            sop_class_uid=values.get("SOPClassUID") or None,
+            sop_uid=values.get("SOPInstanceUID") or None,
             comments=[attribute_comment(comment) for comment in comments],
         )
     return InstanceKey(

@@ -172,12 +172,9 @@ def test_store_malformed_sop_instance_uid_fails_with_43264(
     assert response.status_code == 409
     assert failure_reasons(response) == [43264]
     [failed] = seq(response.json(), "00081198")
-    # The value as sent names the part that failed, as the conformance statement asks of a
-    # file that could be read, when it fits a UI element (a client still parses the answer).
-    if len(bad_uid) <= 64:
-        assert failed["00081155"]["Value"] == [bad_uid]
-    else:
-        assert "00081155" not in failed
+    # Left out: a validating DICOM JSON parser (fo-dicom's default) would fail the whole
+    # answer on a malformed UI value. The comment names the attribute instead.
+    assert "00081155" not in failed
     comments = [c["00000902"]["Value"][0] for c in seq(failed, "00741048")]
     assert comments and all(c.startswith("DICOM100: (0008,0018) SOPInstanceUID") for c in comments)
 
