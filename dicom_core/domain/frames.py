@@ -97,6 +97,12 @@ def _native(
     bits: int,
     file_size: int | None,
 ) -> FrameIndex:
+    if file_size is not None and start + length > file_size + 1:
+        # More than a lost padding byte: the value, and so the frames, are cut short.
+        raise TruncatedPixelData(
+            f"Pixel Data declares {length} bytes but the file ends after"
+            f" {max(file_size - start, 0)} of them"
+        )
     pixel_bits = rows * columns * samples * bits
     if pixel_bits <= 0:
         raise FrameLayoutError("Rows, Columns, SamplesPerPixel or BitsAllocated is missing")
@@ -117,8 +123,7 @@ def _native(
             f"{rows}x{columns}x{samples} at {bits} bits need {frame_length * frames}"
         )
     if file_size is not None and start + frame_length * frames > file_size:
-        # The frames themselves, not the declared length: a file missing only its last
-        # padding byte still holds every frame whole.
+        # A lost padding byte is forgiven (above) only while every frame is whole.
         raise TruncatedPixelData(
             f"{frames} frame(s) need {frame_length * frames} bytes of Pixel Data but the file"
             f" ends after {max(file_size - start, 0)} of them"
@@ -134,6 +139,8 @@ def _encapsulated(
     extended_offsets: tuple[list[int], list[int]] | None,
     file_size: int | None,
 ) -> FrameIndex:
+    if file_size is not None and f.tell() + 8 > file_size:
+        raise TruncatedPixelData("the file ends before the Basic Offset Table")
     tag, bot_length = _read_tag(f, little)
     if tag != _ITEM:
         raise FrameLayoutError("encapsulated Pixel Data does not start with a Basic Offset Table")
@@ -149,12 +156,13 @@ def _encapsulated(
     items: list[tuple[int, int, int]] = []
     while True:
         position = f.tell()
-        if file_size is not None and position < file_size < position + 8:
+        if file_size is not None and position + 8 > file_size:
+            # Even right after a whole fragment: without its sequence delimiter the file is
+            # incomplete (pydicom cannot read it either), and frames may be missing with it.
             raise TruncatedPixelData(
-                f"the file ends inside the header of fragment {len(items) + 1}"
+                f"the file ends after {len(items)} fragment(s) of Pixel Data, before its"
+                " sequence delimiter"
             )
-        # At the very end (only the sequence delimiter missing) every fragment is whole: a
-        # layout problem, as before, not a truncation.
         tag, length = _read_tag(f, little)
         if tag == _SEQUENCE_DELIMITER:
             break

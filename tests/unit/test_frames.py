@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
-from pydicom.encaps import generate_frames
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.uid import JPEGBaseline8Bit
 
 from dicom_core.domain.instance import VALIDATION_FAILURE, InstanceRejected, parse_instance
 from tests.support.factories import make_dataset, make_instance, to_bytes
@@ -106,8 +107,6 @@ def test_a_file_that_ends_before_its_pixel_data_does_is_refused(
         # Its Pixel Data header is implicit VR inside an explicit VR file: the "length" read
         # there says nothing of where the file ends (a review found it refused as cut short).
         "SC_rgb_jpeg.dcm",
-        # Every fragment whole, only the sequence delimiter missing: kept, with a warning.
-        "emri_small_jpeg_2k_lossless_too_short.dcm",
     ],
 )
 def test_a_file_whose_pixel_data_header_misleads_is_not_taken_for_cut_short(
@@ -118,6 +117,42 @@ def test_a_file_whose_pixel_data_header_misleads_is_not_taken_for_cut_short(
     path = tmp_path / name
     shutil.copy(source, path)
     parse_instance(path, partition=1)  # stored, whatever its warnings
+
+
+def _cut_cases() -> list[tuple[str, bytes]]:
+    """Files cut where a second review found them stored (with frames missing, or none)."""
+    jpeg = make_dataset(rows=8, columns=8, frames=3, transfer_syntax=JPEGBaseline8Bit)
+    fragments = [b"\xff\xd8" + bytes([i]) * 98 + b"\xff\xd9" for i in range(3)]
+    jpeg.PixelData = encapsulate(fragments, has_bot=True)
+    jpeg["PixelData"].VR = "OB"
+    whole = to_bytes(jpeg)
+    header_end = whole.rfind(b"\xe0\x7f\x10\x00") + 12  # tag, VR, reserved, length
+    items_start = header_end + 8 + 12  # the offset table's item: 3 offsets
+    one_bit = make_dataset(rows=5, columns=5)
+    one_bit.BitsAllocated, one_bit.BitsStored, one_bit.HighBit = 1, 1, 0
+    one_bit.PixelData = b"\xff" * 4  # 25 bits, padded to even
+    excess = make_dataset(rows=4, columns=4)
+    excess.PixelData = bytes(96)  # one frame of 32 bytes, and 64 more
+    return [
+        ("after the Pixel Data header", whole[:header_end]),
+        ("inside the offset table's item header", whole[: header_end + 3]),
+        ("between fragments, one frame of three left", whole[: items_start + 110]),
+        ("only the sequence delimiter lost", whole[:-8]),
+        ("bit-packed frames", to_bytes(one_bit)[:-3]),
+        ("in data beyond the frames", to_bytes(excess)[:-40]),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("where", "data"), _cut_cases(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_a_file_cut_anywhere_in_its_pixel_data_is_refused(
+    tmp_path: Path, where: str, data: bytes
+) -> None:
+    path = tmp_path / "cut.dcm"
+    path.write_bytes(data)
+    with pytest.raises(InstanceRejected, match="incomplete"):
+        parse_instance(path, partition=1)
 
 
 def test_native_pixel_data_missing_only_its_padding_byte_keeps_every_frame(
