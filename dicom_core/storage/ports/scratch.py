@@ -5,7 +5,10 @@ Spool files (``services/staging``) and the local blob store's cross-disk copies
 A process killed meanwhile leaves them behind. Their names say which process wrote them,
 ``{host}.{pid}.{random}{suffix}``, so that a process starting can remove the leftovers of
 dead ones at once, while never touching those of live ones: several workers, or servers,
-may share the directory.
+may share the directory. Hosts sharing it need host names of their own: two containers given
+one name (and each its own process numbers) could take each other's live files for dead
+ones. A PID namespace in the name was tried and dropped: a container restarted after a crash
+gets a new one, and its leftovers then waited for the age rule.
 """
 
 from __future__ import annotations
