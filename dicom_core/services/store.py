@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -489,7 +489,6 @@ class StoreService:
         except Exception:
             log.warning("releasing reservation %s failed", reservation, exc_info=True)
         await self._janitor.delete_unless_named(reservation)
-        await self._check_abandoned(reservation)
 
     async def _undo(self, blob_key: str, reservation: Reservation) -> None:
         try:
@@ -498,13 +497,3 @@ class StoreService:
             log.exception("releasing reservation %s failed", reservation)
         # Never committed, so never visible: no retrieve can be reading it; no delay needed.
         await self._janitor.delete(blob_key, unseen=True)
-        await self._check_abandoned(reservation)
-
-    async def _check_abandoned(self, reservation: Reservation) -> None:
-        """The files of the reservations this store took over (``abandoned_blob_keys``), which
-        only its commit would have released: checked later, and deleted unless the index
-        names them then. A bulk update's lapsed reservation may have its version staged and
-        flipped, so named, and the index owes only a crashed store's file itself (on SQLite,
-        every one): the check covers the rest, and deleting an owed file twice is harmless."""
-        for blob_key in reservation.abandoned_blob_keys:
-            await self._janitor.delete_unless_named(replace(reservation, blob_key=blob_key))

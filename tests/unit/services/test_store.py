@@ -18,7 +18,6 @@ from pydicom.dataset import Dataset
 from dicom_core.domain.instance import (
     INSTANCE_BEING_CREATED,
     INSTANCE_EXISTS,
-    PROCESSING_FAILURE,
     STUDY_MISMATCH,
     VALIDATION_FAILURE,
     WARNING_SOP_CLASS_MISMATCH,
@@ -354,31 +353,6 @@ async def test_a_failed_renewal_is_tried_again_before_the_lease_lapses(
     result = await slow
     assert result.failed == [] and len(result.stored) == 1
     assert index.failures == 0 and index.renewals >= 2
-
-
-async def test_a_store_that_took_a_reservation_over_and_failed_has_the_crashed_file_checked(
-    tmp_path: Path,
-) -> None:
-    """A crashed store's file was released only by the commit of the store that took its
-    reservation over; when that store failed too, nothing would ever delete the file (the
-    index owes it on its own only when it is a plain store's: a bulk update's may be staged,
-    and so named). The failing store has it checked, and deleted unless named."""
-    fakes = Fakes(index=FakeIndexStore(stale_create_seconds=0.05))
-    ds = make_dataset()
-    crashed = await fakes.index.begin_instance(key_of(ds), upsert=False)
-    fakes.blobs.objects[crashed.blob_key] = b"the crashed store's file"
-    await asyncio.sleep(0.1)
-
-    async def failing_upload(key: str, source: Path, *, overwrite: bool = False) -> None:
-        raise OSError("the upload failed")
-
-    fakes.blobs.put_file = failing_upload  # type: ignore[method-assign]
-    result = await leased_store(fakes, tmp_path, 120)(ds)
-    assert [f.failure_reason for f in result.failed] == [PROCESSING_FAILURE]
-    [body] = [b for q, b, _ in fakes.queue.sent if q == CLEANUP_QUEUE and "unless" in b]
-    assert body["blob"] == crashed.blob_key
-    await janitor_of(fakes).handle_message(body)
-    assert crashed.blob_key not in fakes.blobs.objects
 
 
 async def test_a_quick_store_renews_nothing(fakes: Fakes, tmp_path: Path) -> None:
