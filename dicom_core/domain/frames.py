@@ -114,7 +114,13 @@ def _native(
         )
     if pixel_bits % 8:
         # Bit-packed frames (BitsAllocated 1) need not start on a byte boundary; they can only
-        # be served by decoding, so no byte ranges are recorded.
+        # be served by decoding, so no byte ranges are recorded. They must still be whole.
+        needed = (pixel_bits * frames + 7) // 8
+        if file_size is not None and start + needed > file_size:
+            raise TruncatedPixelData(
+                f"{frames} bit-packed frame(s) need {needed} bytes of Pixel Data but the file"
+                f" ends after {max(file_size - start, 0)} of them"
+            )
         return FrameIndex(encapsulated=False, fragments=(), frame_length=0)
     frame_length = pixel_bits // 8
     if frame_length * frames > length:

@@ -139,6 +139,7 @@ def _cut_cases() -> list[tuple[str, bytes]]:
         ("between fragments, one frame of three left", whole[: items_start + 110]),
         ("only the sequence delimiter lost", whole[:-8]),
         ("bit-packed frames", to_bytes(one_bit)[:-3]),
+        ("the last byte of bit-packed frames", to_bytes(one_bit)[:-1]),
         ("in data beyond the frames", to_bytes(excess)[:-40]),
     ]
 
