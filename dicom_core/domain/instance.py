@@ -122,6 +122,12 @@ def _uid_values(ds: Dataset, keyword: str) -> list[str] | None:
     return [str(item).rstrip(" \x00") for item in value]
 
 
+def _shown(uid: str | None) -> str | None:
+    """``uid`` if a failure item may name it: a malformed one would make a client that parses
+    the answer as DICOM JSON with validation (fo-dicom's default) refuse all of it."""
+    return uid if uid and identifier_problem(uid) is None else None
+
+
 def _int(ds: Dataset, keyword: str, default: int) -> int:
     """The first value of an integer attribute (US or IS), or ``default`` if absent or bad."""
     elem = ds.get_item(_tag(keyword))
@@ -191,10 +197,13 @@ def parse_instance(path: Path, size: int | None = None, *, partition: int) -> Pa
         too_deep = dataset_nesting_problem(ds)
         if too_deep is not None:
             raise InstanceRejected(
-                VALIDATION_FAILURE, f"{too_deep}.", sop_class_uid=sop_class, sop_uid=sop_uid
+                VALIDATION_FAILURE,
+                f"{too_deep}.",
+                sop_class_uid=_shown(sop_class),
+                sop_uid=_shown(sop_uid),
             )
         ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "").rstrip(" \x00")
-        little_endian = _check_transfer_syntax(ts, sop_class, sop_uid)
+        little_endian = _check_transfer_syntax(ts, _shown(sop_class), _shown(sop_uid))
         found = dataset_problems(ds)
         key = _check_required(ds, sop_class, sop_uid, found, partition)
 
@@ -218,7 +227,7 @@ def parse_instance(path: Path, size: int | None = None, *, partition: int) -> Pa
             raise InstanceRejected(
                 VALIDATION_FAILURE,
                 message,
-                sop_class_uid=sop_class,
+                sop_class_uid=_shown(sop_class),
                 sop_uid=key.sop_uid,
                 comments=[attribute_comment(message)],
             ) from None

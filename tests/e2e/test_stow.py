@@ -227,6 +227,21 @@ def test_store_implicit_vr_instance_is_rejected(client: httpx.Client) -> None:
     assert "implicit" in failed["00741048"]["Value"][0]["00000902"]["Value"][0].lower()
 
 
+def test_a_failure_item_never_names_a_malformed_uid_whatever_the_failure(
+    client: httpx.Client,
+) -> None:
+    """A review found the transfer syntax refusals passing malformed UIDs on: a validating
+    DICOM JSON parser (fo-dicom's default) then refuses the whole answer."""
+    data = make_instance(
+        transfer_syntax=ImplicitVRLittleEndian, sop_uid="1.2.3.abc#", SOPClassUID="1.2.x y"
+    )
+    response = post(client, multipart([data]))
+    assert response.status_code == 409
+    [failed] = seq(response.json(), "00081198")
+    assert failed["00081197"]["Value"] == [43264]
+    assert "00081155" not in failed and "00081150" not in failed
+
+
 def test_store_part_that_is_not_dicom_fails_with_43264(client: httpx.Client) -> None:
     response = post(client, multipart([b"this is not DICOM at all" * 20, make_instance()]))
     assert response.status_code == 202
