@@ -72,6 +72,8 @@ class FrontProtocol(HttpToolsProtocol):
     zero-copy file sends (``functions_host.zero_copy``)."""
 
     _refusal: tuple[int, str] | None = None
+    _deferred_refusal: tuple[int, str] | None = None
+    """A refusal (status, message) of a request pipelined behind answers still due."""
     _header_bytes = 0
     _answering: RequestResponseCycle | None = None
     _head_timer: asyncio.TimerHandle | None = None
@@ -97,6 +99,10 @@ class FrontProtocol(HttpToolsProtocol):
         self.timeout_keep_alive_task = self.loop.call_later(delay, self.timeout_keep_alive_handler)
 
     def on_response_complete(self) -> None:
+        deferred = self._deferred_refusal
+        if deferred is not None and not self.pipeline and not self.transport.is_closing():
+            self._deferred_refusal = None
+            self._refuse_now(deferred)  # every answer before it is out; this one closes
         super().on_response_complete()
         if self.transport.is_closing():
             return
@@ -191,18 +197,24 @@ class FrontProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
+        refusal = self._refusal or (400, msg)
         answering = self._answering
-        if isinstance(answering, zero_copy.ZeroCopyCycle) and answering.owns_socket:
-            # A request pipelined behind an answer whose files are still being sent: a refusal
-            # written now would land inside that body. The connection closes once the answer
-            # is complete instead, and the bad request gets no answer of its own.
-            answering.keep_alive = False
+        if (answering is not None and not answering.response_complete) or self.pipeline:
+            # A bad request pipelined behind answers still to be given (or going out): a
+            # refusal written now would land inside one of their bodies. It is sent once they
+            # are complete, as Kestrel does, and the connection then closes; nothing more is
+            # read meanwhile (the parser is past use).
+            self._deferred_refusal = refusal
             self.flow.pause_reading()
             return
-        if self._refusal is None:
-            super().send_400_response(msg)
+        self._refuse_now(refusal)
+
+    def _refuse_now(self, refusal: tuple[int, str]) -> None:
+        status, message = refusal
+        if status == 400:
+            super().send_400_response(message)  # uvicorn's own plain-text 400
             return
-        self._send_refusal(*self._refusal)
+        self._send_refusal(status, message)
 
     def _send_refusal(self, status: int, message: str) -> None:
         """Answer ``status`` with a JSON body naming the reason, and close the connection."""
