@@ -186,6 +186,8 @@ class HttpForwarder:
         except ClientGone:
             return
         except aiohttp.ClientError as exc:
+            if _caused_by_client_gone(exc):
+                return  # aiohttp wraps the body's end in its own error: nobody to answer
             log.error("forwarding to the runtime failed for %s: %s", name, exc)
             await _plain(send, 502)
             return
@@ -238,32 +240,61 @@ class HttpForwarder:
         )
 
 
+def _caused_by_client_gone(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ClientGone):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _header_text(raw: bytes) -> str:
+    """A header value as aiohttp will send it on (UTF-8): the client's bytes again when they
+    are UTF-8 (a latin-1 reading would have them encoded twice); other bytes as latin-1."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def _forwarded_headers(scope: Scope, invocation_id: str) -> list[tuple[str, str]]:
     headers: list[tuple[str, str]] = []
     seen: set[str] = set()
     host = ""
     for raw_key, raw_value in scope["headers"]:
         key = raw_key.decode("latin-1").lower()
-        value = raw_value.decode("latin-1")
-        if key == "host":
-            host = value
+        value = _header_text(raw_value)
+        if key == "host" and not host:
+            host = value.strip()  # the first, as the direct engine's request reads it
         if raw_key.lower() in _HOP_BY_HOP and key != "transfer-encoding":
             continue
         if key == "x-ms-invocation-id":
             continue
+        if key == "x-forwarded-host" and not value.strip():
+            continue  # empty: no proxy named an address, so the host names one below
         seen.add(key)
         headers.append((key, value))
     headers.append(("x-ms-invocation-id", invocation_id))
     # Behind another proxy the client's own X-Forwarded-Host/-Proto already name the public
-    # address; otherwise the host names what the client used.
-    if "x-forwarded-host" not in seen and host:
-        headers.append(("x-forwarded-host", host))
+    # address; otherwise the host names what the client used, or, when the client sent no
+    # Host, the address it connected to (never the runtime's own, which is internal).
+    if "x-forwarded-host" not in seen:
+        headers.append(("x-forwarded-host", host or _server_address(scope)))
     if "x-forwarded-proto" not in seen:
         headers.append(("x-forwarded-proto", str(scope.get("scheme", "http"))))
     client = scope.get("client")
     if client:
         headers.append(("x-forwarded-for", str(client[0])))
     return headers
+
+
+def _server_address(scope: Scope) -> str:
+    server = scope.get("server")
+    if not server:
+        return "localhost"
+    address, port = server
+    return f"{address}:{port}" if port is not None else str(address)
 
 
 def _public_url(scope: Scope) -> str:

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,6 +65,40 @@ def test_each_request_carries_an_invocation_id_and_forwarded_headers(sample: Ser
     with sample.client() as client:
         spoofed = client.get("/things/c", headers={"x-ms-invocation-id": "mine"}).json()
     assert spoofed["invocation"] not in ("", "mine")
+
+
+def raw_get(server: Server, head: bytes) -> dict[str, object]:
+    """The sample's JSON answer to a request head sent as raw bytes (HTTP/1.0: read to EOF)."""
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(30)
+        sock.sendall(b"GET /things/a HTTP/1.0\r\n" + head + b"\r\n")
+        data = b""
+        while more := sock.recv(65536):
+            data += more
+    answer: dict[str, object] = json.loads(data.partition(b"\r\n\r\n")[2])
+    return answer
+
+
+def test_the_forwarded_host_is_the_client_s_never_the_runtime_s_own(sample: Server) -> None:
+    """A probe found the runtime's internal loopback port in STOW's RetrieveURLs for a request
+    without a Host, with an empty one, or with an empty X-Forwarded-Host; with two Hosts the
+    runtime took the last and the direct engine the first."""
+    address = sample.url.removeprefix("http://")
+    assert raw_get(sample, b"")["forwarded_host"] == address
+    assert raw_get(sample, b"Host:\r\n")["forwarded_host"] == address
+    assert raw_get(sample, b"Host: a.example\r\nX-Forwarded-Host:\r\n")["forwarded_host"] == (
+        "a.example"
+    )
+    two = b"Host: first.example\r\nHost: second.example\r\n"
+    assert raw_get(sample, two)["forwarded_host"] == "first.example"
+
+
+def test_utf_8_header_values_reach_the_function_as_sent(sample: Server) -> None:
+    """They were read as latin-1 and sent on as UTF-8: encoded twice. The function reads the
+    bytes sent as ASGI servers do (latin-1), as on the direct engine."""
+    sent = "café".encode()
+    assert raw_get(sample, b"X-Probe: " + sent + b"\r\n")["probe"] == sent.decode("latin-1")
 
 
 def test_unmatched_paths_and_methods_reach_the_catch_all_last(sample: Server) -> None:

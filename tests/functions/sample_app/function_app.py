@@ -20,6 +20,7 @@ def _seen(req: Request) -> dict[str, object]:
         "invocation": req.headers.get("x-ms-invocation-id", ""),
         "forwarded_host": req.headers.get("x-forwarded-host", ""),
         "forwarded_proto": req.headers.get("x-forwarded-proto", ""),
+        "probe": req.headers.get("x-probe", ""),
     }
 
 
