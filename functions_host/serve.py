@@ -307,6 +307,9 @@ def main() -> None:
         workers=workers if workers > 1 else None,
         # httptools, with the request-head limits of Azure's Kestrel (414, 431): front.py.
         http=FrontProtocol,
+        # No WebSockets: Azure's host serves an Upgrade request as the plain request it is;
+        # uvicorn would take it for a WebSocket the app cannot accept (a 500).
+        ws="none",
         log_level=os.environ.get("DICOM_LOG_LEVEL", "info").lower(),
         access_log=os.environ.get("DICOM_ACCESS_LOG", "false").lower() == "true",
         timeout_graceful_shutdown=5,

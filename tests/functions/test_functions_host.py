@@ -101,6 +101,15 @@ def test_utf_8_header_values_reach_the_function_as_sent(sample: Server) -> None:
     assert raw_get(sample, b"X-Probe: " + sent + b"\r\n")["probe"] == sent.decode("latin-1")
 
 
+def test_a_websocket_upgrade_request_is_served_as_the_plain_request_it_is(
+    sample: Server,
+) -> None:
+    """uvicorn took it for a WebSocket, which the app does not accept: a probe got 500."""
+    upgrade = b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+    upgrade += b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    assert raw_get(sample, upgrade)["params"] == {"thing": "a"}
+
+
 def test_unmatched_paths_and_methods_reach_the_catch_all_last(sample: Server) -> None:
     answer = get(sample, "/no/such/thing")
     assert answer.status_code == 404
