@@ -37,6 +37,10 @@ out, as Kestrel's does). A connection must send its first request within
 ``NEW_CONNECTION_TIMEOUT`` (Kestrel's ``KeepAliveTimeout``, 130 s), and the next one within
 uvicorn's keep-alive timeout after an answer; blank lines between requests, which the parser
 skips, do not restart either clock.
+
+A refusal (400, 414, 431) of a request pipelined behind others waits until their answers are
+all out, then goes, and the connection closes, as Kestrel answers them: written at once, it
+landed inside an answer still being sent.
 """
 
 from __future__ import annotations
