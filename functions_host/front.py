@@ -130,7 +130,20 @@ class FrontProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._head_pending = False
         self._stop_head_timer()
+        upgrade = self._get_upgrade() is not None
+        if upgrade and any(
+            name in (b"transfer-encoding", b"content-length") and value.strip() not in (b"", b"0")
+            for name, value in self.headers
+        ):
+            # The parser stops at an Upgrade request's head, so its body would be lost (a
+            # STOW answered 204 with nothing stored). Kestrel refuses such a request too.
+            self._refuse(400, "Requests with 'Connection: Upgrade' cannot have content.")
         super().on_headers_complete()
+        if upgrade:
+            # Served as the plain request it is (no WebSockets here), but the parser reads
+            # nothing after its head: the connection closes once it is answered, so a request
+            # pipelined behind it is not left unanswered on an open connection.
+            self.cycle.keep_alive = False
 
     def _start_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(REQUEST_HEADERS_TIMEOUT, self._head_timed_out)
@@ -145,16 +158,17 @@ class FrontProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         answering = self._answering
+        message = (
+            f"The request headers did not arrive within {REQUEST_HEADERS_TIMEOUT:.0f} seconds."
+        )
         if answering is not None and not answering.response_complete:
-            # Pipelined behind an answer still going out: no 408 inside its body; the
-            # connection closes once that answer is complete.
-            answering.keep_alive = False
+            # Pipelined behind an answer still going out: no 408 inside its body; it is sent
+            # once that answer is complete (a refusal kept already goes instead).
+            if self._deferred_refusal is None:
+                self._deferred_refusal = (408, message)
             self.flow.pause_reading()
             return
-        self._send_refusal(
-            408,
-            f"The request headers did not arrive within {REQUEST_HEADERS_TIMEOUT:.0f} seconds.",
-        )
+        self._send_refusal(408, message)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         # uvicorn builds the cycle in on_headers_complete; it is swapped for the zero-copy one
@@ -203,6 +217,18 @@ class FrontProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         refusal = self._refusal or (400, msg)
         answering = self._answering
+        current = self.cycle
+        if current is not None and current.more_body and not current.response_complete:
+            # The error is in the body of the request last begun, which nothing will finish:
+            # waiting for its answer would wait for ever.
+            if current is answering:
+                if current.response_started:
+                    self.transport.close()  # a refusal now would land inside its answer
+                    return
+                self._refuse_now(refusal)
+                return
+            for queued in [entry for entry in self.pipeline if entry[0] is current]:
+                self.pipeline.remove(queued)  # queued: it is never answered
         if (answering is not None and not answering.response_complete) or self.pipeline:
             # A bad request pipelined behind answers still to be given (or going out): a
             # refusal written now would land inside one of their bodies. It is sent once they

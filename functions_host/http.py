@@ -290,11 +290,15 @@ def _forwarded_headers(scope: Scope, invocation_id: str) -> list[tuple[str, str]
 
 
 def _server_address(scope: Scope) -> str:
+    """The address the client connected to, as a URL's host names it (and as Starlette's
+    request URL does, which the direct engine reads): IPv6 in brackets, no default port."""
     server = scope.get("server")
     if not server:
         return "localhost"
     address, port = server
-    return f"{address}:{port}" if port is not None else str(address)
+    host = f"[{address}]" if ":" in str(address) else str(address)
+    default = {"http": 80, "https": 443}.get(str(scope.get("scheme", "http")))
+    return host if port is None or port == default else f"{host}:{port}"
 
 
 def _public_url(scope: Scope) -> str:

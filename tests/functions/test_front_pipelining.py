@@ -90,3 +90,67 @@ def test_a_bad_request_in_the_packet_of_good_ones_leaves_their_answers_whole(por
     head, body, rest = split_answer(rest)
     assert head.startswith(b"HTTP/1.1 200") and body == PART * PARTS
     assert rest.startswith(b"HTTP/1.1 400 Bad Request"), rest[:200]
+
+
+async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Reads the whole body, then answers how long it was."""
+    if scope["type"] != "http":
+        return
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = str(size).encode()
+    headers = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture(scope="module")
+def echo_port() -> Iterator[int]:
+    with front_in_thread(echo) as chosen:
+        yield chosen
+
+
+def send_and_read(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(10)  # a hang fails the test here
+        sock.sendall(data)
+        received = b""
+        while more := sock.recv(65536):
+            received += more
+    return received
+
+
+@pytest.mark.parametrize(
+    "body", [b"5\r\nhello\r\nzz\r\nxx\r\n", b"FFFFFFFFFFFFFFFFFF\r\n"], ids=["bad size", "huge"]
+)
+def test_a_malformed_chunked_body_is_refused_at_once(echo_port: int, body: bytes) -> None:
+    """A review found the first version of the deferral waiting for the answer of the very
+    request whose body was broken: the connection hung for ever."""
+    head = b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert send_and_read(echo_port, head + body).startswith(b"HTTP/1.1 400")
+
+
+def test_a_request_with_connection_upgrade_and_a_body_is_refused(echo_port: int) -> None:
+    """The parser stops at an Upgrade request's head: its body would be lost (a STOW answered
+    204 with nothing stored), so it is refused, as Kestrel refuses it."""
+    request = (
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Content-Length: 5\r\n\r\nhello"
+    )
+    answer = send_and_read(echo_port, request)
+    assert answer.startswith(b"HTTP/1.1 400") and b"cannot have content" in answer
+
+
+def test_an_upgrade_request_is_answered_and_its_connection_closed(echo_port: int) -> None:
+    """Nothing after its head is read, so nothing pipelined behind it can be answered: the
+    connection closes after its answer instead of leaving the client waiting."""
+    request = b"GET /echo HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+    answer = send_and_read(echo_port, request + b"GET /echo HTTP/1.1\r\nHost: test\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"HTTP/1.1") == 1
+    assert b"connection: close" in answer.lower()

@@ -290,3 +290,20 @@ def test_a_timer_whose_schedule_setting_is_missing_is_disabled_not_fatal(
     """As the host marks such a function in error: the app's other functions serve."""
     assert get(sample, "/things/ok").status_code == 200
     assert "timer function tick is disabled" in sample.log_path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("server", "expected"),
+    [
+        (("::1", 7071), "[::1]:7071"),
+        (("127.0.0.1", 80), "127.0.0.1"),
+        (("127.0.0.1", 7071), "127.0.0.1:7071"),
+    ],
+)
+def test_the_address_named_for_a_request_without_host_is_a_url_s(
+    server: tuple[str, int], expected: str
+) -> None:
+    """A review found http://::1:7955/v2 in RetrieveURLs on an IPv6 listener."""
+    from functions_host.http import _server_address
+
+    assert _server_address({"server": server, "scheme": "http"}) == expected
