@@ -65,6 +65,7 @@ from dicom_core.storage.azure.cosmos_io import (
     conflict_backoff,
     query_items,
     read_item,
+    replace_if_unchanged,
 )
 from dicom_core.storage.azure.cosmos_placement import (
     PartitionKeyValue,
@@ -282,20 +283,16 @@ class StagedVersions:
             await self._settle_versions(study, stripping, settled)
             return settled
         await self._settle_versions(study, commit, settled)
-        finished = {
-            **docs.without_system_properties(commit),
-            "state": DONE,
-            "updatedAt": utc_timestamp(),
-        }
-        with contextlib.suppress(CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
-            container = study.container(await self._session.containers())
-            await container.replace_item(
-                COMMIT_DOC_ID,
-                finished,
-                etag=commit["_etag"],
-                match_condition=MatchConditions.IfNotModified,
-            )
+        await self._mark_done(study, commit)  # changed meanwhile: its new state stands
         return settled
+
+    async def _mark_done(
+        self, study: PlacedStudy, commit: Mapping[str, Any], **changes: str
+    ) -> bool:
+        """Set the commit document ``done`` (with ``changes``) under the ETag it was read
+        with; False when it changed or went meanwhile."""
+        finished = {**commit, "state": DONE, "updatedAt": utc_timestamp(), **changes}
+        return await self._session.run(lambda c: replace_if_unchanged(study.container(c), finished))
 
     async def _take_staging_away(self, study: PlacedStudy, commit: Mapping[str, Any]) -> None:
         """Before a staging is stripped, its commit document becomes ``done`` under a token of
@@ -303,24 +300,10 @@ class StagedVersions:
         finds it gone (its flip, its next ``_stage_one``), and nothing it stages can become
         visible (``visible`` reads ``done`` as visible for its token only). Reviews found a
         stripped run's versions half visible, and a flip landing while the strip went on."""
-        finished = {
-            **docs.without_system_properties(commit),
-            "state": DONE,
-            TOKEN: f"stripped-{uuid.uuid4().hex}",
-            "updatedAt": utc_timestamp(),
-        }
-        try:
-            container = study.container(await self._session.containers())
-            await container.replace_item(
-                COMMIT_DOC_ID,
-                finished,
-                etag=commit["_etag"],
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
+        if not await self._mark_done(study, commit, **{TOKEN: f"stripped-{uuid.uuid4().hex}"}):
             raise StorageUnavailable(
                 f"the bulk update of study {study} changed while it was being settled"
-            ) from None
+            )
 
     async def _settle_versions(
         self, study: PlacedStudy, commit: Mapping[str, Any], settled: Settled
