@@ -203,7 +203,7 @@ def parse_instance(path: Path, size: int | None = None, *, partition: int) -> Pa
                 sop_uid=_shown(sop_uid),
             )
         ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "").rstrip(" \x00")
-        little_endian = _check_transfer_syntax(ts, _shown(sop_class), _shown(sop_uid))
+        little_endian = _check_transfer_syntax(ts, sop_class, sop_uid)
         found = dataset_problems(ds)
         key = _check_required(ds, sop_class, sop_uid, found, partition)
 
@@ -258,24 +258,24 @@ def _check_transfer_syntax(ts: str, sop_class: str | None, sop_uid: str | None) 
         raise InstanceRejected(
             VALIDATION_FAILURE,
             "The file meta information has no TransferSyntaxUID (0002,0010).",
-            sop_class_uid=sop_class,
-            sop_uid=sop_uid,
+            sop_class_uid=_shown(sop_class),
+            sop_uid=_shown(sop_uid),
         )
     uid = UID(ts)
     if not uid.is_transfer_syntax:
         raise InstanceRejected(
             VALIDATION_FAILURE,
             f"Transfer syntax {ts} is not a transfer syntax this service knows.",
-            sop_class_uid=sop_class,
-            sop_uid=sop_uid,
+            sop_class_uid=_shown(sop_class),
+            sop_uid=_shown(sop_uid),
         )
     if uid.is_implicit_VR:
         raise InstanceRejected(
             VALIDATION_FAILURE,
             f"Transfer syntax {ts} uses implicit VR; only explicit VR transfer syntaxes are"
             " accepted.",
-            sop_class_uid=sop_class,
-            sop_uid=sop_uid,
+            sop_class_uid=_shown(sop_class),
+            sop_uid=_shown(sop_uid),
         )
     return bool(uid.is_little_endian)
 
