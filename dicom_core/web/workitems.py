@@ -132,11 +132,11 @@ async def update(request: Request, services: Services) -> Response:
     """POST ../workitems/{uid}?{transaction-uid}. The conformance statement lists
     ``POST ../workitems/1.2.840.10008.5.1.4.34.5/`` as "Suspend subscription", on this
     route's path: the subscription UIDs get the subscriptions' 501."""
-    if path_uid(request, "workitem") in SUBSCRIPTION_UIDS:
-        return await subscription(request, services)
     api_version(request)
-    partition = await partition_of(request, services)
     uid = _workitem(request)
+    if uid in SUBSCRIPTION_UIDS:  # before the partition, as the subscription routes have none
+        return await subscription(request, services)
+    partition = await partition_of(request, services)
     lock = _query_uid(request, ("transaction", "transactionuid"), "Transaction UID")
     dataset = await _body(request, services)
     await services.workitems.update(uid, dataset, lock, partition=partition.key)
