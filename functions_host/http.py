@@ -241,11 +241,15 @@ class HttpForwarder:
 
 
 def _caused_by_client_gone(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ClientGone):
+    """Whether ``exc``, or an error it was raised from, is a ``ClientGone`` (the chain is
+    walked once per error: an exception may name itself as its cause)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ClientGone):
             return True
-        seen = seen.__cause__ or seen.__context__
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
     return False
 
 

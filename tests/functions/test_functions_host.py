@@ -307,3 +307,22 @@ def test_the_address_named_for_a_request_without_host_is_a_url_s(
     from functions_host.http import _server_address
 
     assert _server_address({"server": server, "scheme": "http"}) == expected
+
+
+def test_a_client_leaving_mid_body_is_told_from_a_forwarding_failure() -> None:
+    """aiohttp wraps the body's ClientGone in its own error; a probe found it logged as the
+    runtime failing. An error naming itself as its cause ends the walk too."""
+    import aiohttp
+
+    from functions_host.http import ClientGone, _caused_by_client_gone
+
+    try:
+        try:
+            raise ClientGone()
+        except ClientGone as gone:
+            raise aiohttp.ClientPayloadError("Failed to send bytes") from gone
+    except aiohttp.ClientError as wrapped:
+        assert _caused_by_client_gone(wrapped)
+    looped = aiohttp.ClientError("the runtime closed the connection")
+    looped.__cause__ = looped
+    assert not _caused_by_client_gone(looped)
