@@ -279,9 +279,7 @@ class StagedVersions:
                 raise StorageUnavailable(f"another bulk update of study {study} is staging")
         if commit.get("state") == STAGING:
             await self._take_staging_away(study, commit)
-            stripping = {"state": STAGING, TOKEN: commit.get(TOKEN)}
-            await self._settle_versions(study, stripping, settled)
-            return settled
+            return await self._strip_own(study, str(commit.get(TOKEN)))
         await self._settle_versions(study, commit, settled)
         await self._mark_done(study, commit)  # changed meanwhile: its new state stands
         return settled
