@@ -154,3 +154,16 @@ def test_an_upgrade_request_is_answered_and_its_connection_closed(echo_port: int
     answer = send_and_read(echo_port, request + b"GET /echo HTTP/1.1\r\nHost: test\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"HTTP/1.1") == 1
     assert b"connection: close" in answer.lower()
+
+
+def test_a_body_broken_after_its_answer_began_ends_the_connection_not_the_answer(
+    port: int,
+) -> None:
+    """The streaming app answers without reading the body: when the body then breaks, a
+    refusal would land inside that answer, so the connection ends, the answer cut short as a
+    client can tell (fewer bytes than its Content-Length), never with a 400 inside it."""
+    head = b"POST /sized HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+    answer = exchange(port, head, b"zz\r\nxx\r\n")
+    assert answer.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 400" not in answer
+    body = answer.partition(b"\r\n\r\n")[2]
+    assert len(body) < PARTS * len(PART)
