@@ -155,7 +155,9 @@ def build_services(settings: Settings) -> Services:
     query_tags = ExtendedQueryTagService(backend.query_tags, plan_reindex=plan_reindex)
     external_metadata = ExternalMetadataService(backend.external_metadata)
     staging = StagingArea(
-        settings.effective_staging_dir, stale_seconds=settings.stale_create_seconds
+        settings.effective_staging_dir,
+        stale_seconds=settings.stale_create_seconds,
+        on_complete=backend.spool_complete,
     )
     updater = StudyUpdater(index, blobs, janitor, staging, after_commit=query_tags.index_instance)
     delete = DeleteService(index, janitor)

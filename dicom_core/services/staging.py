@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -41,9 +41,10 @@ class PartSpool:
 
     _HEAD = _PREAMBLE + len(_PREFIX)
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_complete: Callable[[int], object] | None = None) -> None:
         self.path = path
         self.size = 0
+        self._on_complete = on_complete
         self._head = bytearray()
         self._head_written = False
         with _spooling():
@@ -85,6 +86,9 @@ class PartSpool:
         with _spooling():
             if not self._head_written:
                 self._write_head()
+            if self._on_complete is not None:
+                self._handle.flush()
+                self._on_complete(self._handle.fileno())
             self._handle.close()
         self._handle = None
 
@@ -105,10 +109,21 @@ def spool_name() -> str:
 
 
 class StagingArea:
-    """Creates spool files in one directory and removes whatever a request leaves behind."""
+    """Creates spool files in one directory and removes whatever a request leaves behind.
 
-    def __init__(self, directory: Path, *, stale_seconds: float = 3600) -> None:
+    ``on_complete`` is called with each part's open descriptor once the part is whole
+    (``Backend.spool_complete``).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        stale_seconds: float = 3600,
+        on_complete: Callable[[int], object] | None = None,
+    ) -> None:
         self.directory = directory
+        self._on_complete = on_complete
         directory.mkdir(parents=True, exist_ok=True)
         self._remove_stale(stale_seconds)
 
@@ -127,7 +142,7 @@ class StagingArea:
                     leftover.unlink()
 
     def new_part(self) -> PartSpool:
-        return PartSpool(self.directory / spool_name())
+        return PartSpool(self.directory / spool_name(), self._on_complete)
 
     @staticmethod
     def remove(path: Path) -> None:

@@ -21,7 +21,7 @@ from pydicom.uid import generate_uid
 from dicom_core.bootstrap import build_backend
 from dicom_core.domain.model import InstanceKey
 from dicom_core.settings import Settings
-from dicom_core.storage.local.file_blobs import FileBlobStore
+from dicom_core.storage.local.file_blobs import FileBlobStore, start_writeback
 from dicom_core.storage.local.instance_writer import SqliteInstanceWriter
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
@@ -241,6 +241,8 @@ async def test_the_setting_reaches_the_local_adapters(
         assert isinstance(index, SqliteIndexStore) and isinstance(blobs, FileBlobStore)
         assert blobs.durable is durable
         assert index.database.durable is durable
+        # Spooled parts start their writeback only where the store will sync them.
+        assert backend.spool_complete is (start_writeback if durable else None)
     finally:
         await backend.close()
 
@@ -259,3 +261,23 @@ async def test_other_write_transactions_sync_the_wal_after_commit(
         conn.execute("INSERT INTO probe VALUES (1)")
     expected = [("commit", "")] + ([("fdatasync", f"{local.db.path}-wal")] if synced else [])
     assert recorder.events == expected
+
+
+@pytest.mark.skipif(start_writeback is None, reason="no sync_file_range in this C library")
+def test_starting_a_writeback_takes_a_file_and_refuses_a_pipe_without_raising(
+    tmp_path: Path,
+) -> None:
+    """The head start is only ever a hint: a descriptor it cannot take (a pipe) is a False,
+    never an error of the store."""
+    assert start_writeback is not None
+    path = tmp_path / "part"
+    with open(path, "wb") as handle:
+        handle.write(b"x" * 100_000)
+        handle.flush()
+        assert start_writeback(handle.fileno()) is True
+    read_end, write_end = os.pipe()
+    try:
+        assert start_writeback(write_end) is False
+    finally:
+        os.close(read_end)
+        os.close(write_end)

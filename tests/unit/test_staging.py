@@ -40,6 +40,37 @@ def test_spool_keeps_other_content_as_it_came(tmp_path: Path) -> None:
     assert spool.path.read_bytes() == b"short"
 
 
+@pytest.mark.parametrize("data", [b"X" * 128 + b"DICM" + BODY, b"DICM" + BODY, b"short"])
+def test_a_whole_part_is_handed_over_written_out_once_and_before_it_is_closed(
+    tmp_path: Path, data: bytes
+) -> None:
+    """``on_complete`` gets the part's descriptor with every byte already out of Python's
+    buffer (the preamble too), so what it starts writing to disk is the whole part."""
+    seen: list[tuple[int, bytes]] = []
+    paths: list[Path] = []
+
+    def complete(fd: int) -> None:
+        seen.append((os.fstat(fd).st_size, paths[0].read_bytes()))
+
+    spool = StagingArea(tmp_path, on_complete=complete).new_part()
+    paths.append(spool.path)
+    for start in range(0, len(data), 100):
+        spool.write(data[start : start + 100])
+    assert seen == []
+    spool.close()
+    spool.close()
+    stored = spool.path.read_bytes()
+    assert seen == [(len(stored), stored)]
+
+
+def test_a_discarded_part_is_never_handed_over(tmp_path: Path) -> None:
+    seen: list[int] = []
+    spool = StagingArea(tmp_path, on_complete=seen.append).new_part()
+    spool.write(b"x" * 500)
+    spool.discard()
+    assert seen == []
+
+
 def test_discard_removes_the_file(tmp_path: Path) -> None:
     spool = StagingArea(tmp_path).new_part()
     spool.write(b"x" * 500)

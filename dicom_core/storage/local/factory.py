@@ -9,7 +9,7 @@ batch and the message that continues it commit together; files live beside it un
 from __future__ import annotations
 
 from dicom_core.settings import Settings
-from dicom_core.storage.local.file_blobs import FileBlobStore
+from dicom_core.storage.local.file_blobs import FileBlobStore, start_writeback
 from dicom_core.storage.local.instance_writer import SqliteInstanceWriter
 from dicom_core.storage.local.sqlite_change_feed import SqliteChangeFeedStore
 from dicom_core.storage.local.sqlite_cursors import SqliteCursorStore
@@ -49,6 +49,7 @@ def build_backend(settings: Settings) -> Backend:
         writer=SqliteInstanceWriter(index, blobs, hooks=(query_tags,)),
         # A local file held open stays readable after its delete: no delay is needed.
         blob_delete_delay_seconds=0,
+        spool_complete=start_writeback if settings.durable_writes else None,
     )
 
 

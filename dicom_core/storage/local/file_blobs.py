@@ -17,6 +17,9 @@ sync the new name may be gone after a crash even though the data is not.
   an unnamed orphan, and on a journalling file system (ext4, XFS) the file's sync then commits
   the rename with it, so the directory's sync finds nothing left to write: one journal commit
   per file instead of two.
+- A STOW part is handed to the kernel's writeback (``start_writeback``) once it is spooled,
+  so most of its data is on disk by the time it is placed. That is a head start only: the
+  sync above is still what makes it durable, and now waits for less.
 
 A staged file on another file system (``DICOM_STAGING_DIR`` on another disk) cannot be
 renamed or linked into place; it is copied beside its target, synced, and then renamed, so
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import functools
 import os
@@ -36,7 +40,7 @@ import re
 import shutil
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
 from dicom_core.storage.ports import BlobNotFound, StorageUnavailable, storage_error
@@ -61,6 +65,36 @@ def sync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+#: ``sync_file_range`` flag: start writing the range's dirty pages, wait for none of them.
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _writeback_starter() -> Callable[[int], bool] | None:
+    """Linux's ``sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)``, which Python's ``os``
+    lacks; None where the C library has no such call (macOS)."""
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    call.restype = ctypes.c_int
+
+    def start_writeback(fd: int) -> bool:
+        """Start writing ``fd``'s file to disk and return at once (True if the kernel took
+        it). Nothing is durable by this: ``sync_file`` still is what makes it so, and only
+        waits for less. ctypes releases the GIL for the call."""
+        return bool(call(fd, 0, 0, _SYNC_FILE_RANGE_WRITE) == 0)
+
+    return start_writeback
+
+
+#: Given to the staging area for a store that syncs what it places: a STOW part's data goes
+#: to disk while the part is parsed and checked, instead of all at once in ``sync_file``
+#: after that. At one request at a time that was a fifth more instances a second
+#: (benchmarks/stow.py, 6 alternating rounds); with the CPU busy it changes nothing.
+start_writeback = _writeback_starter()
 
 
 #: The root's directory of cross-disk copies in progress (``_copy_across``): on the same file
