@@ -643,6 +643,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = args.workdir or Path(scratch)
         t0 = time.perf_counter()
         levels, large = prepare_corpora(workdir, args, multipart)
+        # The corpus just written would otherwise be written back by the kernel while the
+        # clock runs, competing with the server's own syncs for the disk.
+        os.sync()
         level_mb = sum(len(b) for b in levels[0].bodies) / MB
         print(
             f"corpus: {len(levels)} x {args.count} CT instances "
