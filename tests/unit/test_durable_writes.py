@@ -25,6 +25,7 @@ from dicom_core.storage.local.file_blobs import FileBlobStore, start_writeback
 from dicom_core.storage.local.instance_writer import SqliteInstanceWriter
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_index import SqliteIndexStore
+from tests.support.filesystems import directory_elsewhere
 from tests.support.index_rows import stored_instance
 
 SYNCHRONOUS_NORMAL = 1
@@ -281,3 +282,19 @@ def test_starting_a_writeback_takes_a_file_and_refuses_a_pipe_without_raising(
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+async def test_parts_spooled_on_another_file_system_are_not_written_out_early(
+    tmp_path: Path,
+) -> None:
+    """Copied into place from there, a part's spool is never what gets synced: starting its
+    writeback would only write it twice."""
+    with directory_elsewhere(tmp_path) as elsewhere:
+        settings = Settings.from_mapping(
+            {"DATA_DIR": str(tmp_path), "DICOM_STAGING_DIR": str(elsewhere / "not-yet-made")}
+        )
+        backend = build_backend(settings)
+        try:
+            assert backend.spool_complete is None
+        finally:
+            await backend.close()

@@ -8,6 +8,10 @@ batch and the message that continues it commit together; files live beside it un
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from pathlib import Path
+
 from dicom_core.settings import Settings
 from dicom_core.storage.local.file_blobs import FileBlobStore, start_writeback
 from dicom_core.storage.local.instance_writer import SqliteInstanceWriter
@@ -24,6 +28,20 @@ from dicom_core.storage.ports import Backend, JobQueue
 
 def _database(settings: Settings) -> SqliteDatabase:
     return SqliteDatabase(settings.data_dir / "index.sqlite", durable=settings.durable_writes)
+
+
+def _spool_complete(settings: Settings, blobs_root: Path) -> Callable[[int], object] | None:
+    """Start each spooled part's writeback only where the part itself will be synced: with
+    durable writes, and spooled on the blobs' file system. A part spooled elsewhere
+    (``DICOM_STAGING_DIR`` on another disk) is copied into place, the copy is what gets
+    synced, and writing the spool out too would only double the disk's work."""
+    if not settings.durable_writes or start_writeback is None:
+        return None
+    staging = settings.effective_staging_dir
+    existing = next(path for path in (staging, *staging.parents) if path.exists())
+    if os.stat(existing).st_dev != os.stat(blobs_root).st_dev:
+        return None
+    return start_writeback
 
 
 def build_backend(settings: Settings) -> Backend:
@@ -49,7 +67,7 @@ def build_backend(settings: Settings) -> Backend:
         writer=SqliteInstanceWriter(index, blobs, hooks=(query_tags,)),
         # A local file held open stays readable after its delete: no delay is needed.
         blob_delete_delay_seconds=0,
-        spool_complete=start_writeback if settings.durable_writes else None,
+        spool_complete=_spool_complete(settings, blobs.root),
     )
 
 
