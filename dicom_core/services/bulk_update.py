@@ -12,6 +12,10 @@ drives the steps, one study each). For each instance of the study, as currently 
    unit of atomicity is the study where the index has transactions wide enough (the local
    index: one transaction), so a reader sees the study wholly before or wholly after.
 
+An instance that cannot take the change (its character set cannot hold the new text, its file
+no longer reads) fails its whole study, as Azure's update does: nothing of the study is
+committed, its new files go, and the study is reported failed with no instance updated.
+
 An instance whose values already are the request's is left as it is, and counted as updated:
 a step repeated after its commit finds them so, writes nothing twice, and reports the same.
 An instance replaced or deleted while the step ran (``VersionsCommitted.changed``, or its file
@@ -140,6 +144,8 @@ class StudyUpdater:
         seen = {record.key for record in records}
         for round_ in range(CHANGED_ROUNDS):
             changed = await self._round(records, request, operation_id, outcome)
+            if changed is None:
+                return outcome  # the study failed: nothing more of it is updated
             # Instances stored into the study while the round ran are updated too.
             added = [
                 r
@@ -163,11 +169,14 @@ class StudyUpdater:
         request: BulkUpdateRequest,
         operation_id: str,
         outcome: StudyOutcome,
-    ) -> list[InstanceKey]:
+    ) -> list[InstanceKey] | None:
         """Rewrite ``records`` and commit them together; the keys to read again (stored,
-        replaced or deleted meanwhile)."""
+        replaced or deleted meanwhile), or None when an instance failed and nothing was
+        committed."""
         versions: list[NewVersion] = []
         moved: list[InstanceKey] = []
+        unchanged = 0
+        failures: list[str] = []
         try:
             for record in records:
                 try:
@@ -181,12 +190,12 @@ class StudyUpdater:
                     InvalidDicomError,
                     ValueError,
                 ) as bad:
-                    outcome.errors.append(_instance_error(record.key, _reason(bad)))
+                    failures.append(_instance_error(record.key, _reason(bad)))
                     continue
                 if version is None:
                     # Already holds the values: a repeated step after its commit counts the
                     # instance as before, so the results do not depend on where a crash fell.
-                    outcome.instances_updated += 1
+                    unchanged += 1
                 else:
                     versions.append(version)
         except Exception:
@@ -194,9 +203,13 @@ class StudyUpdater:
             # files it placed, and their keys are its own (a random token each), so they go
             # now rather than staying behind for good. Not after a failed commit: a commit
             # that failed midway may be rolled forward later (``settle_versions``).
-            for placed in versions:
-                await self._janitor.delete(placed.blob_key, unseen=True)
+            await self._discard(versions)
             raise
+        if failures:
+            await self._discard(versions)
+            outcome.errors.extend(failures)
+            return None
+        outcome.instances_updated += unchanged
         if not versions:
             return moved
         committed = await self._index.commit_versions(versions, release=self._janitor.delete)
@@ -204,6 +217,12 @@ class StudyUpdater:
         if not committed.tags_indexed and self._after_commit is not None:
             await self._index_tags(versions, committed.committed, committed.watermarks)
         return [*moved, *committed.changed]
+
+    async def _discard(self, versions: Sequence[NewVersion]) -> None:
+        """Remove the files of versions never committed: nothing names them, and their keys
+        are this step's own (a random token each)."""
+        for placed in versions:
+            await self._janitor.delete(placed.blob_key, unseen=True)
 
     async def _new_version(
         self, record: InstanceRecord, request: BulkUpdateRequest, operation_id: str

@@ -216,6 +216,53 @@ def test_a_study_with_no_instances_is_processed_and_the_operation_completes(
     }
 
 
+def test_a_study_with_an_instance_that_cannot_take_the_change_is_not_updated_at_all(
+    client: httpx.Client,
+) -> None:
+    """Azure's update commits a study only when every instance of it took the change (a
+    probe saw one instance updated and its sibling not): the study fails whole, no instance
+    of it counts as updated, and the feed records no update of it. Other studies of the
+    request are updated as usual."""
+    study = generate_uid()
+    plain = make_dataset(study_uid=study, PatientName="Old^Name")
+    latin = make_dataset(
+        study_uid=study,
+        PatientName="Old^Name",
+        SpecificCharacterSet="ISO_IR 100",
+        InstitutionName="Klinik Münster",
+    )
+    for ds in (plain, latin):
+        stored = client.post(
+            "/v2/studies",
+            content=to_bytes(ds),
+            headers={"Content-Type": "application/dicom", **META},
+        )
+        assert stored.status_code == 200, stored.text
+    [other] = store_study(client, count=1, PatientName="Other^Name")
+    start = latest_sequence(client)
+
+    response = update(client, [study, other.StudyInstanceUID], {"00100010": name("山田^花子")})
+    operation, _ = wait_done(client, response.json()["href"])
+    assert operation["status"] == "Failed"
+    results = operation["results"]
+    assert (
+        results["studyProcessed"],
+        results["studyUpdated"],
+        results["studyFailed"],
+        results["instanceUpdated"],
+    ) == (2, 1, 1, 1)
+    assert latin.SOPInstanceUID in " ".join(results["errors"])
+
+    metadata = client.get(f"/v2/studies/{study}/metadata", headers=META).json()
+    assert sorted(m["00100010"]["Value"][0]["Alphabetic"] for m in metadata) == ["Old^Name"] * 2
+    entries = client.get(
+        "/v2/changefeed", params={"offset": str(start), "includeMetadata": "false"}
+    ).json()
+    assert [(e["StudyInstanceUid"], e["Action"]) for e in entries] == [
+        (other.StudyInstanceUID, "update")
+    ]
+
+
 def body(studies: list[str], change: dict[str, Any] | None) -> dict[str, Any]:
     sent: dict[str, Any] = {"studyInstanceUids": studies}
     if change is not None:

@@ -140,23 +140,31 @@ async def test_an_instance_replaced_during_the_step_is_updated_from_its_new_cont
     assert (str(latest.PatientName), latest.PatientID) == ("New^Name", "PUT")
 
 
-async def test_an_instance_that_cannot_take_the_text_fails_alone(tmp_path: Path) -> None:
+async def test_an_instance_that_cannot_take_the_text_fails_its_whole_study(
+    tmp_path: Path,
+) -> None:
+    """As Azure's update: a study with a failed instance is not committed at all, so no
+    reader ever sees it half updated, and none of its instances counts as updated."""
     fakes = Fakes()
     study = generate_uid()
     ascii_only = make_dataset(study_uid=study, PatientName="Old^Name")
     latin = make_dataset(study_uid=study, SpecificCharacterSet="ISO_IR 100", PatientComments="café")
     for ds in (ascii_only, latin):
         await put(fakes, tmp_path, ds)
+    stored = set(fakes.blobs.objects)
+    indexed: list[tuple[InstanceKey, int]] = []
     change = {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "山田^太郎"}]}}
-    outcome = await updater(fakes, tmp_path, []).update_study(
+    outcome = await updater(fakes, tmp_path, indexed).update_study(
         study, request(study, change), operation_id="op1", partition=1
     )
-    assert outcome.instances_updated == 1
+    assert outcome.instances_updated == 0
     [error] = outcome.errors
     assert latin.SOPInstanceUID in error and "ISO_IR 100" in error
     key = InstanceKey(study, ascii_only.SeriesInstanceUID, ascii_only.SOPInstanceUID, partition=1)
     latest = await current_dataset(fakes, key)
-    assert (str(latest.PatientName), latest.SpecificCharacterSet) == ("山田^太郎", "ISO_IR 192")
+    assert (str(latest.PatientName), latest.get("SpecificCharacterSet")) == ("Old^Name", None)
+    assert set(fakes.blobs.objects) == stored  # the new version it wrote went with the step
+    assert indexed == []
 
 
 async def test_a_study_without_instances_is_found_empty_and_no_failure(tmp_path: Path) -> None:
