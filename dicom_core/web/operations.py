@@ -3,7 +3,8 @@
 The Operation object is the extended-query-tags spec's; a reindex lists the tags it fills as
 ``resources``, a bulk update reports ``results`` (studies processed, updated and failed,
 instances updated, errors) and an export its ``results`` (``exported``, ``skipped``,
-``errorHref``), as Azure's operations do. 202 while it runs, 200 once done.
+``errorHref``), as Azure's operations do. 202 while it runs, with a ``Location`` naming the
+operation to poll again (Azure's ``OperationsController`` adds one), 200 once done.
 """
 
 from __future__ import annotations
@@ -52,8 +53,14 @@ async def operation(request: Request, services: Services) -> Response:
     base = base_url(request, api_version(request))
     operation_id = str(request.path_params.get("operationId", "")).strip()
     found = await services.operations.get(operation_id)
+    if found.done:
+        status, headers = 200, None
+    else:
+        status = 202
+        headers = {"Location": operation_reference(found.operation_id, base)["href"]}
     return Response(
         orjson.dumps(operation_json(found, base)),
-        status_code=200 if found.done else 202,
+        status_code=status,
         media_type=JSON,
+        headers=headers,
     )
