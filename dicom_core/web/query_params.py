@@ -12,9 +12,13 @@ binding ignores case: Microsoft's own change feed page spells ``endtime`` and
 
 from __future__ import annotations
 
+import re
+
 from starlette.requests import Request
 
 from dicom_core.errors import BadRequest
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def query_values(request: Request, name: str) -> list[str]:
@@ -39,10 +43,12 @@ def int_param(request: Request, name: str, *, default: int, minimum: int, maximu
     raw = query_value(request, name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise BadRequest(f"The query parameter '{name}' must be an integer.") from exc
+    # What .NET's invariant integer parsing takes (surrounding blanks, a sign, ASCII digits),
+    # not Python's int(), which also reads "1_0" and other scripts' digits.
+    text = raw.strip(" ")
+    if _INTEGER.fullmatch(text) is None:
+        raise BadRequest(f"The query parameter '{name}' must be an integer, not {raw!r}.")
+    value = int(text)
     if not minimum <= value <= maximum:
         raise BadRequest(
             f"The query parameter '{name}' is out of range: give {minimum} to {maximum}."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 from starlette.requests import Request
 
@@ -30,3 +32,16 @@ def test_the_rendered_quality_is_read_in_any_case_the_last_one_counting() -> Non
     assert quality(request("Quality=40")) == 40
     assert quality(request("quality=40&QUALITY=60")) == 60
     assert quality(request("")) == 100
+
+
+@pytest.mark.parametrize("value", ["1_0", "\uff11", "\u0661", "1.0", "0x10", "", "1 0"])
+def test_an_integer_is_ascii_digits_as_azure_parses_it(value: str) -> None:
+    """Python's int() reads "1_0" and other scripts' digits; ASP.NET's binding refuses them."""
+    with pytest.raises(BadRequest, match="'limit' must be an integer"):
+        int_param(request(f"limit={quote(value)}"), "limit", default=1, minimum=0, maximum=99)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("+7", 7), (" 8 ", 8), ("007", 7), ("-0", 0)])
+def test_a_sign_blanks_and_leading_zeros_are_read(value: str, expected: int) -> None:
+    given = request(f"limit={quote(value)}")
+    assert int_param(given, "limit", default=1, minimum=0, maximum=99) == expected
