@@ -24,8 +24,11 @@ orders differ only when a clock steps back or two changes race by microseconds).
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
+import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import orjson
 from starlette.requests import Request
@@ -44,8 +47,10 @@ from dicom_core.web.query_params import bool_param, int_param, query_value
 #: ``limit``'s default and maximum, by API version.
 V1_LIMITS = (10, 100)
 V2_LIMITS = (100, 200)
-#: The largest v1 ``offset``: a sequence.
+#: The largest v1 ``offset``: a sequence (Azure binds it to a ``long``).
 MAX_SEQUENCE = 2**63 - 1
+#: The largest v2 ``offset`` without a window (Azure's ``Range(0, int.MaxValue)``).
+MAX_V2_OFFSET = 2**31 - 1
 #: The largest v2 ``offset`` inside a time window or one partition's entries, a count of
 #: entries to skip: skipping reads the skipped entries, so it is bounded as QIDO's offset is
 #: (narrow the window instead). Over the whole feed, without a window, it is not bounded.
@@ -75,22 +80,58 @@ def _json(body: object) -> Response:
     return Response(orjson.dumps(body), media_type=JSON)
 
 
+#: A time whose offset has a one-digit hour or minute (``+7``, ``-07:0``), which .NET reads
+#: and ``fromisoformat`` does not.
+_SHORT_OFFSET = re.compile(
+    r"(?P<time>.+[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)"
+    r"(?P<sign>[+-])(?P<hours>\d{1,2})(?::(?P<minutes>\d{1,2}))?"
+)
+#: The digits of a fraction of a second.
+_FRACTION = re.compile(r":\d{2}\.(?P<digits>\d+)")
+
+
+def _parse_time(text: str) -> datetime | None:
+    """``text`` as the forms Azure's binder (.NET's ``DateTime.Parse``) reads: ISO 8601, with
+    a one-digit offset too, or RFC 1123 (``Wed, 26 Apr 2023 18:23:40 GMT``, JavaScript's
+    ``toUTCString()``); None for anything else."""
+    with contextlib.suppress(ValueError):
+        return datetime.fromisoformat(text)
+    short = _SHORT_OFFSET.fullmatch(text)
+    if short is not None:
+        offset = f"{int(short['hours']):02d}:{int(short['minutes'] or 0):02d}"
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(f"{short['time']}{short['sign']}{offset}")
+    with contextlib.suppress(TypeError, ValueError, IndexError):
+        return email.utils.parsedate_to_datetime(text)
+    return None
+
+
 def time_param(request: Request, name: str) -> str | None:
-    """An ISO 8601 date and time with a zone, as ``utc_timestamp`` text (None if absent)."""
+    """A date and time with a zone, as ``utc_timestamp`` text (None if absent).
+
+    The feed's timestamps have microseconds. A time given more finely (.NET's round-trip
+    format has tenths of a microsecond) that falls between two microseconds is moved up to
+    the later one, so that ``startTime`` (inclusive) and ``endTime`` (exclusive) pick exactly
+    the entries the precise time would: a time cut down instead took in an entry just before
+    the start and left out one just before the end.
+    """
     raw = query_value(request, name)
     if raw is None:
         return None
-    try:
-        parsed = datetime.fromisoformat(raw.strip())
-    except ValueError as exc:
+    text = raw.strip()
+    parsed = _parse_time(text)
+    if parsed is None:
         raise BadRequest(
             f"The query parameter '{name}' must be an ISO 8601 date and time, not {raw!r}."
-        ) from exc
+        )
     if parsed.tzinfo is None:
         raise BadRequest(
             f"The query parameter '{name}' must give a time zone (for example Z or +01:00)."
         )
     try:
+        fraction = _FRACTION.search(text)
+        if fraction is not None and fraction["digits"][6:].strip("0"):
+            parsed += timedelta(microseconds=1)
         return timestamp_of(parsed)
     except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00, before year 1 in UTC
         raise BadRequest(
@@ -119,7 +160,8 @@ def change_query(request: Request, version: int, partition: int | None = None) -
         # depth, rather than a read of every entry skipped.
         seek = start is None and end is None and partition is None
     if seek:
-        offset = int_param(request, "offset", default=0, minimum=0, maximum=MAX_SEQUENCE)
+        largest = MAX_SEQUENCE if version == 1 else MAX_V2_OFFSET
+        offset = int_param(request, "offset", default=0, minimum=0, maximum=largest)
         return ChangeQuery(
             limit=limit,
             after_sequence=offset,

@@ -177,10 +177,34 @@ def test_a_parameter_given_twice_in_any_case_is_a_400(client: httpx.Client) -> N
     assert "limit" in response.json()["message"]
 
 
+def test_a_time_finer_than_a_microsecond_bounds_the_window_exactly(
+    client: httpx.Client,
+) -> None:
+    """A .NET client writes times to the tenth of a microsecond. 100 ns after an entry's
+    time, a start leaves the entry out and an end takes it in; cut down to the microsecond,
+    the start took it in and the end left the window empty (a 400)."""
+    start = latest_sequence(client)
+    for _ in range(2):
+        store(client, make_dataset())
+    first, second = read_all(client, start, includeMetadata="false")
+    stamp = first["Timestamp"]
+    assert len(stamp.split(".")[1]) == len("123456Z")
+    finer = stamp.removesuffix("Z") + "1Z"
+    later = client.get("/v2/changefeed", params={"startTime": finer, "includeMetadata": "false"})
+    assert later.status_code == 200, later.text
+    sequences = [e["Sequence"] for e in later.json()]
+    assert first["Sequence"] not in sequences and second["Sequence"] in sequences
+    window = {"startTime": stamp, "endTime": finer, "includeMetadata": "false"}
+    exact = client.get("/v2/changefeed", params=window)
+    assert exact.status_code == 200, exact.text
+    assert first["Sequence"] in [e["Sequence"] for e in exact.json()]
+
+
 @pytest.mark.parametrize(
     ("path", "params", "named"),
     [
         ("/v1/changefeed", {"limit": "0"}, "limit"),
+        ("/v2/changefeed", {"offset": "2147483648"}, "offset"),
         ("/v1/changefeed", {"limit": "101"}, "limit"),
         ("/v2/changefeed", {"limit": "201"}, "limit"),
         ("/v2/changefeed", {"limit": "ten"}, "limit"),
