@@ -82,14 +82,20 @@ class ServiceContainer:
         return self._gate
 
 
+#: The route's version segment (after the ``v``) and the API version it serves. Azure still
+#: serves ``v1.0-prerelease`` as v1 ("API versioning for DICOM service" lists it).
+_VERSIONS: Final = {"1.0-prerelease": 1, "1": 1, "2": 2}
+
+
 def api_version(request: Request) -> int:
     raw = str(request.path_params.get("version", ""))
-    if raw not in {"1", "2"}:
+    version = _VERSIONS.get(raw)
+    if version is None:
         raise NotFound(
             f"API version 'v{raw}' is not supported; use one of: "
             f"{', '.join('/' + v for v in responses.SUPPORTED_VERSIONS)}."
         )
-    return int(raw)
+    return version
 
 
 #: What each UID segment of a route template names, for the 400 a malformed one gets.
@@ -159,7 +165,10 @@ def base_url(request: Request, version: int) -> str:
         or headers.get("host")
         or request.url.netloc
     )
-    return f"{proto}://{host}/v{version}"
+    # The version as the request spelt it, so a v1.0-prerelease client's links stay there.
+    raw = str(request.path_params.get("version", ""))
+    segment = raw if _VERSIONS.get(raw) == version else str(version)
+    return f"{proto}://{host}/v{segment}"
 
 
 Handler = Callable[[Request, Services], Awaitable[Response]]

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from dicom_core.domain.media_types import DICOM_JSON, JSON
 
-SUPPORTED_VERSIONS = ("v1", "v2")
+SUPPORTED_VERSIONS = ("v1.0-prerelease", "v1", "v2")
 
 
 def dicom_json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -218,6 +218,32 @@ def test_store_v1_invalid_searchable_attribute_fails_with_43264(client: httpx.Cl
     assert failure_reasons(response) == [43264]
 
 
+def test_v1_0_prerelease_is_served_as_v1_and_its_links_stay_there(client: httpx.Client) -> None:
+    """Azure still lists v1.0-prerelease beside v1 and v2, with v1's behaviour: an invalid
+    searchable attribute fails the instance (v2 would store it with a warning), and the
+    answer's links keep the version the client used."""
+    refused = post(
+        client, multipart([make_instance(StudyDate="NotAValidDate")]), "/v1.0-prerelease/studies"
+    )
+    assert refused.status_code == 409
+    assert failure_reasons(refused) == [43264]
+
+    ds = make_dataset()
+    stored = post(client, multipart([to_bytes(ds)]), "/v1.0-prerelease/studies")
+    assert stored.status_code == 200, stored.text
+    [item] = seq(stored.json(), "00081199")
+    url = item["00081190"]["Value"][0]
+    assert url.endswith(instance_path(ds, "v1.0-prerelease"))
+    assert (
+        client.get(url, headers={"Accept": "application/dicom; transfer-syntax=*"}).status_code
+        == 200
+    )
+    found = client.get("/v1.0-prerelease/instances", params={"SOPInstanceUID": ds.SOPInstanceUID})
+    assert found.status_code == 200 and len(found.json()) == 1
+    feed = client.get("/v1.0-prerelease/changefeed", params={"includeMetadata": "false"})
+    assert feed.status_code == 200 and len(feed.json()) <= 10  # v1's default page
+
+
 def test_store_implicit_vr_instance_is_rejected(client: httpx.Client) -> None:
     data = make_instance(transfer_syntax=ImplicitVRLittleEndian)
     response = post(client, multipart([data]))
@@ -437,7 +463,9 @@ def test_store_nested_sequences_past_limit_fail_with_43264_and_a_reason(
     assert client.get(f"{instance_path(other)}/metadata", headers=ACCEPT).status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/studies", "/v3/studies", "/api/v2/studies", "/v2/nothing/here"])
+@pytest.mark.parametrize(
+    "path", ["/studies", "/v3/studies", "/v1.0/studies", "/api/v2/studies", "/v2/nothing/here"]
+)
 def test_unknown_paths_return_404_naming_versions(client: httpx.Client, path: str) -> None:
     response = client.post(path, content=b"x", headers={"Content-Type": "application/dicom"})
     assert response.status_code == 404
