@@ -246,9 +246,22 @@ def parse_bulk_update_request(body: bytes) -> BulkUpdateRequest:
     invalid for its VR. The study UIDs are checked first, as Microsoft does.
     """
     fields = _top_level_fields(_load(body))
+    for scope in _UID_UPDATE_FIELDS:
+        if scope.lower() in fields:
+            # Newer Azure releases update Study, Series and SOP Instance UIDs, scoped by these
+            # fields; this service does not, and updating the whole study instead would be
+            # worse than refusing.
+            raise BulkUpdateRequestError(
+                f'"{scope}" scopes an update of UIDs, which this service does not support;'
+                " send only studyInstanceUids and changeDataset."
+            )
     study_uids = _study_uids(fields.get(STUDY_UIDS_FIELD.lower()))
     changes = _changes(fields.get(CHANGE_DATASET_FIELD.lower()))
     return BulkUpdateRequest(study_uids, changes)
+
+
+#: The fields that scope an update of UIDs in Azure's newer releases.
+_UID_UPDATE_FIELDS = ("seriesInstanceUid", "sopInstanceUid")
 
 
 def _load(body: bytes) -> Any:

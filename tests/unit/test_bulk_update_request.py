@@ -119,6 +119,21 @@ def test_property_names_match_in_any_case_and_unknown_ones_are_ignored() -> None
     assert request.changes == (AttributeChange(0x00100020, "LO", ("MRN-7",)),)
 
 
+@pytest.mark.parametrize("scope", ["seriesInstanceUid", "SopInstanceUID"])
+def test_the_fields_of_an_update_of_uids_are_refused_not_ignored(scope: str) -> None:
+    """Azure's newer update of UIDs takes these fields to narrow it; ignoring them updated
+    the whole study instead, which a probe caught."""
+    raw = orjson.dumps(
+        {
+            "studyInstanceUids": [STUDY],
+            scope: "1.2.3",
+            "changeDataset": {"00100020": element("LO", "MRN-7")},
+        }
+    )
+    with pytest.raises(BulkUpdateRequestError, match="does not support"):
+        parse_bulk_update_request(raw)
+
+
 def test_tags_may_be_lower_case() -> None:
     request = parse_bulk_update_request(body(change_dataset={"001021f0": element("LO", "x")}))
     assert request.changes[0].tag == 0x001021F0
