@@ -31,6 +31,7 @@ from dicom_core.storage.ports import (
 )
 from dicom_core.web import responses
 from dicom_core.web.gate import Gate
+from dicom_core.web.versions import SUPPORTED_VERSIONS, version_of
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +83,13 @@ class ServiceContainer:
         return self._gate
 
 
-#: The route's version segment (after the ``v``) and the API version it serves. Azure still
-#: serves ``v1.0-prerelease`` as v1 ("API versioning for DICOM service" lists it).
-_VERSIONS: Final = {"1.0-prerelease": 1, "1": 1, "2": 2}
-
-
 def api_version(request: Request) -> int:
     raw = str(request.path_params.get("version", ""))
-    version = _VERSIONS.get(raw)
+    version = version_of(raw)
     if version is None:
         raise NotFound(
             f"API version 'v{raw}' is not supported; use one of: "
-            f"{', '.join('/' + v for v in responses.SUPPORTED_VERSIONS)}."
+            f"{', '.join('/' + v for v in SUPPORTED_VERSIONS)}."
         )
     return version
 
@@ -167,7 +163,7 @@ def base_url(request: Request, version: int) -> str:
     )
     # The version as the request spelt it, so a v1.0-prerelease client's links stay there.
     raw = str(request.path_params.get("version", ""))
-    segment = raw if _VERSIONS.get(raw) == version else str(version)
+    segment = raw if version_of(raw) == version else str(version)
     return f"{proto}://{host}/v{segment}"
 
 

@@ -8,8 +8,7 @@ import orjson
 from starlette.responses import Response
 
 from dicom_core.domain.media_types import DICOM_JSON, JSON
-
-SUPPORTED_VERSIONS = ("v1.0-prerelease", "v1", "v2")
+from dicom_core.web.versions import SUPPORTED_VERSIONS, version_of
 
 
 def dicom_json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -35,7 +34,8 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> R
 def unknown_route(path: str) -> Response:
     """404 for a path no route serves; the hint about versions only where one is missing."""
     shown = "/" + path.lstrip("/")
-    if shown.split("/")[1] in SUPPORTED_VERSIONS:
+    first = shown.split("/")[1]
+    if first[:1] in ("v", "V") and version_of(first[1:]) is not None:
         return error(
             404,
             f"No resource at '{shown}'. Check the path after the version against the"

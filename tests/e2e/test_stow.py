@@ -242,6 +242,10 @@ def test_v1_0_prerelease_is_served_as_v1_and_its_links_stay_there(client: httpx.
     assert found.status_code == 200 and len(found.json()) == 1
     feed = client.get("/v1.0-prerelease/changefeed", params={"includeMetadata": "false"})
     assert feed.status_code == 200 and len(feed.json()) <= 10  # v1's default page
+    # API versioning reads 1.0 as 1 and 2.0 as 2.
+    for version in ("v1.0", "v2.0"):
+        found = client.get(f"/{version}/instances", params={"SOPInstanceUID": ds.SOPInstanceUID})
+        assert found.status_code == 200 and len(found.json()) == 1, version
 
 
 def test_store_implicit_vr_instance_is_rejected(client: httpx.Client) -> None:
@@ -464,7 +468,7 @@ def test_store_nested_sequences_past_limit_fail_with_43264_and_a_reason(
 
 
 @pytest.mark.parametrize(
-    "path", ["/studies", "/v3/studies", "/v1.0/studies", "/api/v2/studies", "/v2/nothing/here"]
+    "path", ["/studies", "/v3/studies", "/v1.1/studies", "/api/v2/studies", "/v2/nothing/here"]
 )
 def test_unknown_paths_return_404_naming_versions(client: httpx.Client, path: str) -> None:
     response = client.post(path, content=b"x", headers={"Content-Type": "application/dicom"})
