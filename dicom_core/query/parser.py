@@ -168,7 +168,9 @@ def parse_int(
         raise BadRequest(
             f"The query parameter '{key}' has an empty value; give an integer {allowed}."
         )
-    number = int(text) if text.lstrip("+-").isdigit() and text.isascii() else None
+    digits = text.lstrip("+-")
+    # At most 19 digits (past any maximum here) before int(), which refuses over 4,300 (a 500).
+    number = int(text) if digits.isdigit() and text.isascii() and len(digits) <= 19 else None
     if number is None or number < minimum or (maximum is not None and number > maximum):
         raise BadRequest(
             f"The query parameter '{key}' must be an integer {allowed}, got '{value}'."

@@ -23,8 +23,9 @@ def check_declared_length(
 ) -> None:
     """Raise ``too_large(declared)`` when the body's Content-Length already passes ``limit``."""
     declared = request.headers.get("content-length", "").strip()
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large(int(declared))
+    if declared.isdigit() and (len(declared) > 19 or int(declared) > limit):
+        # A length of more than 19 digits is past any limit (and int() refuses over 4,300).
+        raise too_large(int(declared) if len(declared) <= 19 else None)
 
 
 async def limited_chunks(

@@ -43,12 +43,18 @@ def int_param(request: Request, name: str, *, default: int, minimum: int, maximu
     raw = query_value(request, name)
     if raw is None:
         return default
-    # What .NET's invariant integer parsing takes (surrounding blanks, a sign, ASCII digits),
-    # not Python's int(), which also reads "1_0" and other scripts' digits.
-    text = raw.strip(" ")
+    # What .NET's invariant integer parsing takes (surrounding white space, a sign, ASCII
+    # digits), not Python's int(), which also reads "1_0" and other scripts' digits.
+    text = raw.strip(" \t\n\v\f\r")
     if _INTEGER.fullmatch(text) is None:
         raise BadRequest(f"The query parameter '{name}' must be an integer, not {raw!r}.")
-    value = int(text)
+    sign, digits = ("-" if text[0] == "-" else ""), text.lstrip("+-").lstrip("0") or "0"
+    if len(digits) > 19:
+        # Out of any range here, and int() refuses more than 4,300 digits (a 500).
+        raise BadRequest(
+            f"The query parameter '{name}' is out of range: give {minimum} to {maximum}."
+        )
+    value = int(sign + digits)
     if not minimum <= value <= maximum:
         raise BadRequest(
             f"The query parameter '{name}' is out of range: give {minimum} to {maximum}."

@@ -51,7 +51,9 @@ def frame_numbers(raw: str) -> list[int]:
         raise BadRequest(f"At most {_MAX_FRAMES_PER_REQUEST} frames can be requested at once.")
     numbers: list[int] = []
     for part in parts:
-        if not part.isascii() or not part.isdigit() or int(part) < 1:
+        # At most 9 digits before int(): Python refuses to convert over 4,300 (a 500), and
+        # Azure reads frame numbers as 32-bit integers.
+        if not part.isascii() or not part.isdigit() or len(part) > 9 or int(part) < 1:
             raise BadRequest(
                 f"Frame number {part!r} is invalid; frame numbers are integers starting at 1."
             )
@@ -73,6 +75,6 @@ def quality(request: Request) -> int:
     if not values:
         return DEFAULT_QUALITY
     raw = values[-1].strip()
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 100:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= 100:
         raise BadRequest(f"The quality parameter must be an integer from 1 to 100, got {raw!r}.")
     return int(raw)

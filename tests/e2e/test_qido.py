@@ -326,6 +326,7 @@ def test_limit_defaults_to_100_and_goes_up_to_200(client: httpx.Client) -> None:
         ("limit=201", "limit"),
         ("limit=abc", "limit"),
         ("offset=-1", "offset"),
+        ("offset=" + "9" * 5000, "offset"),
         ("SOPInstanceUID=1.2.3", "SOPInstanceUID"),
         ("includefield=NoSuchKeyword", "NoSuchKeyword"),
         ("fuzzymatching=maybe", "fuzzymatching"),

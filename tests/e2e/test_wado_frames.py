@@ -286,7 +286,9 @@ def test_unsupported_frame_media_types_are_406(client: httpx.Client, accept: str
 # --- bad frame numbers and missing resources ----------------------------------------------
 
 
-@pytest.mark.parametrize("numbers", ["0", "-1", "a", "1,,2", "1,x", "1.5", ",", "%20"])
+@pytest.mark.parametrize(
+    "numbers", ["0", "-1", "a", "1,,2", "1,x", "1.5", ",", "%20", "9" * 5000, "1" + "0" * 9]
+)
 def test_malformed_frame_numbers_are_400(client: httpx.Client, numbers: str) -> None:
     stored = store(client, make_dataset(frames=2))
     response = frames(client, stored, numbers, ANY)

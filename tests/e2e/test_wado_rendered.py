@@ -114,7 +114,7 @@ def test_rendered_quality_changes_the_jpeg(client: httpx.Client) -> None:
     assert len(worst.content) < len(best.content)
 
 
-@pytest.mark.parametrize("quality", ["0", "101", "abc", "-5", "50.5", ""])
+@pytest.mark.parametrize("quality", ["0", "101", "abc", "-5", "50.5", "", "9" * 5000])
 def test_rendered_bad_quality_is_400(client: httpx.Client, quality: str) -> None:
     stored = store(client, gradient())
     response = rendered(client, stored, quality=quality)

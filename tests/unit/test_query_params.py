@@ -45,3 +45,20 @@ def test_an_integer_is_ascii_digits_as_azure_parses_it(value: str) -> None:
 def test_a_sign_blanks_and_leading_zeros_are_read(value: str, expected: int) -> None:
     given = request(f"limit={quote(value)}")
     assert int_param(given, "limit", default=1, minimum=0, maximum=99) == expected
+
+
+def test_an_integer_of_thousands_of_digits_is_out_of_range_not_an_error() -> None:
+    """int() refuses over 4,300 digits with a ValueError, which became a 500."""
+    with pytest.raises(BadRequest, match="out of range"):
+        int_param(request("limit=" + "9" * 5000), "limit", default=1, minimum=0, maximum=99)
+    assert (
+        int_param(request("limit=" + "0" * 5000 + "7"), "limit", default=1, minimum=0, maximum=9)
+        == 7
+    )
+
+
+@pytest.mark.parametrize("value", ["\t5", "5\n"])
+def test_white_space_around_an_integer_is_read_as_dotnet_does(value: str) -> None:
+    assert (
+        int_param(request(f"limit={quote(value)}"), "limit", default=1, minimum=0, maximum=9) == 5
+    )
