@@ -157,7 +157,7 @@ def build_services(settings: Settings) -> Services:
     staging = StagingArea(
         settings.effective_staging_dir,
         stale_seconds=settings.stale_create_seconds,
-        on_complete=backend.spool_complete,
+        writeback=backend.spool_writeback,
     )
     updater = StudyUpdater(index, blobs, janitor, staging, after_commit=query_tags.index_instance)
     delete = DeleteService(index, janitor)

@@ -233,8 +233,8 @@ class StudyUpdater:
         token), so two overlapping runs of one step never write, or delete, each other's
         file; ``NewVersion.claim`` (operation and version) is what a repeat shares.
         """
-        source = self._staging.new_part()
-        target = self._staging.new_part()
+        source = self._staging.new_part(scratch=True)  # read, then removed
+        target = self._staging.new_part(scratch=True)  # written by _rewrite, placed by put_file
         target.close()
         try:
             async for chunk in self._blobs.read_stream(record.blob_key):

@@ -25,6 +25,14 @@ from dicom_core.storage.ports.scratch import left_by_a_dead_process, scratch_nam
 SPOOL_SUFFIX = ".part"
 _PREAMBLE = 128
 _PREFIX = b"DICM"
+#: How much of a part is handed to ``Writeback`` at a time while it streams in: the call runs
+#: on the event loop, and submitting a megabyte to the disk queue takes it little time, where
+#: a whole large part at once could hold it up.
+WRITEBACK_STEP = 1 << 20
+
+#: ``(fd, offset, length)``: start writing that range of a spool file to disk, without
+#: waiting for it (``Backend.spool_writeback``).
+Writeback = Callable[[int, int, int], object]
 
 
 @contextlib.contextmanager
@@ -41,10 +49,11 @@ class PartSpool:
 
     _HEAD = _PREAMBLE + len(_PREFIX)
 
-    def __init__(self, path: Path, on_complete: Callable[[int], object] | None = None) -> None:
+    def __init__(self, path: Path, writeback: Writeback | None = None) -> None:
         self.path = path
         self.size = 0
-        self._on_complete = on_complete
+        self._writeback = writeback
+        self._written_back = 0
         self._head = bytearray()
         self._head_written = False
         with _spooling():
@@ -66,6 +75,16 @@ class PartSpool:
         if data:
             self._handle.write(data)
             self.size += len(data)
+        if self._writeback is not None and self.size - self._written_back >= WRITEBACK_STEP:
+            self._start_writeback()
+
+    def _start_writeback(self) -> None:
+        """Hand what was written since the last call to ``writeback`` (out of Python's buffer
+        first, so that the range is in the file)."""
+        assert self._handle is not None and self._writeback is not None
+        self._handle.flush()
+        self._writeback(self._handle.fileno(), self._written_back, self.size - self._written_back)
+        self._written_back = self.size
 
     def _write_head(self) -> None:
         assert self._handle is not None
@@ -86,9 +105,8 @@ class PartSpool:
         with _spooling():
             if not self._head_written:
                 self._write_head()
-            if self._on_complete is not None:
-                self._handle.flush()
-                self._on_complete(self._handle.fileno())
+            if self._writeback is not None and self.size > self._written_back:
+                self._start_writeback()
             self._handle.close()
         self._handle = None
 
@@ -111,8 +129,8 @@ def spool_name() -> str:
 class StagingArea:
     """Creates spool files in one directory and removes whatever a request leaves behind.
 
-    ``on_complete`` is called with each part's open descriptor once the part is whole
-    (``Backend.spool_complete``).
+    With ``writeback`` (``Backend.spool_writeback``), each part's bytes are handed to it as
+    they are written, a megabyte at a time and the rest at ``close``.
     """
 
     def __init__(
@@ -120,10 +138,10 @@ class StagingArea:
         directory: Path,
         *,
         stale_seconds: float = 3600,
-        on_complete: Callable[[int], object] | None = None,
+        writeback: Writeback | None = None,
     ) -> None:
         self.directory = directory
-        self._on_complete = on_complete
+        self._writeback = writeback
         directory.mkdir(parents=True, exist_ok=True)
         self._remove_stale(stale_seconds)
 
@@ -141,8 +159,10 @@ class StagingArea:
                 ):
                     leftover.unlink()
 
-    def new_part(self) -> PartSpool:
-        return PartSpool(self.directory / spool_name(), self._on_complete)
+    def new_part(self, *, scratch: bool = False) -> PartSpool:
+        """A new spool; ``scratch`` for a copy that is read and removed, never placed in
+        the store, so never worth writing to disk."""
+        return PartSpool(self.directory / spool_name(), None if scratch else self._writeback)
 
     @staticmethod
     def remove(path: Path) -> None:

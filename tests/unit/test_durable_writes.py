@@ -243,7 +243,7 @@ async def test_the_setting_reaches_the_local_adapters(
         assert blobs.durable is durable
         assert index.database.durable is durable
         # Spooled parts start their writeback only where the store will sync them.
-        assert backend.spool_complete is (start_writeback if durable else None)
+        assert backend.spool_writeback is (start_writeback if durable else None)
     finally:
         await backend.close()
 
@@ -275,10 +275,11 @@ def test_starting_a_writeback_takes_a_file_and_refuses_a_pipe_without_raising(
     with open(path, "wb") as handle:
         handle.write(b"x" * 100_000)
         handle.flush()
-        assert start_writeback(handle.fileno()) is True
+        assert start_writeback(handle.fileno(), 0, 100_000) is True
+        assert start_writeback(handle.fileno(), 50_000, 0) is True  # to the end
     read_end, write_end = os.pipe()
     try:
-        assert start_writeback(write_end) is False
+        assert start_writeback(write_end, 0, 0) is False
     finally:
         os.close(read_end)
         os.close(write_end)
@@ -295,6 +296,6 @@ async def test_parts_spooled_on_another_file_system_are_not_written_out_early(
         )
         backend = build_backend(settings)
         try:
-            assert backend.spool_complete is None
+            assert backend.spool_writeback is None
         finally:
             await backend.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dicom_core.services.staging import PartSpool, StagingArea, spool_name
+from dicom_core.services.staging import WRITEBACK_STEP, PartSpool, StagingArea, spool_name
 from dicom_core.storage.ports import StorageFull, StorageUnavailable
 from tests.support.processes import dead_pid
 
@@ -41,18 +41,18 @@ def test_spool_keeps_other_content_as_it_came(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("data", [b"X" * 128 + b"DICM" + BODY, b"DICM" + BODY, b"short"])
-def test_a_whole_part_is_handed_over_written_out_once_and_before_it_is_closed(
+def test_a_small_part_is_handed_to_writeback_whole_once_it_is_closed(
     tmp_path: Path, data: bytes
 ) -> None:
-    """``on_complete`` gets the part's descriptor with every byte already out of Python's
-    buffer (the preamble too), so what it starts writing to disk is the whole part."""
-    seen: list[tuple[int, bytes]] = []
+    """The range handed over is in the file already (out of Python's buffer, the zeroed
+    preamble too), so what the store starts writing to disk is the whole part."""
+    seen: list[tuple[int, int, bytes]] = []
     paths: list[Path] = []
 
-    def complete(fd: int) -> None:
-        seen.append((os.fstat(fd).st_size, paths[0].read_bytes()))
+    def writeback(fd: int, offset: int, length: int) -> None:
+        seen.append((offset, length, paths[0].read_bytes()[offset : offset + length]))
 
-    spool = StagingArea(tmp_path, on_complete=complete).new_part()
+    spool = StagingArea(tmp_path, writeback=writeback).new_part()
     paths.append(spool.path)
     for start in range(0, len(data), 100):
         spool.write(data[start : start + 100])
@@ -60,14 +60,36 @@ def test_a_whole_part_is_handed_over_written_out_once_and_before_it_is_closed(
     spool.close()
     spool.close()
     stored = spool.path.read_bytes()
-    assert seen == [(len(stored), stored)]
+    assert seen == [(0, len(stored), stored)]
 
 
-def test_a_discarded_part_is_never_handed_over(tmp_path: Path) -> None:
+def test_a_large_part_is_handed_over_a_step_at_a_time_as_it_streams_in(tmp_path: Path) -> None:
+    """The call runs on the event loop: a whole large part at once could hold it up."""
+    seen: list[tuple[int, int]] = []
+    spool = StagingArea(
+        tmp_path, writeback=lambda fd, offset, length: seen.append((offset, length))
+    ).new_part()
+    chunk = 300_000
+    for _ in range(12):  # 3.6 MB
+        spool.write(b"x" * chunk)
+    spool.close()
+    size = 12 * chunk
+    assert [offset for offset, _ in seen] == sorted({offset for offset, _ in seen})
+    assert sum(length for _, length in seen) == size and seen[0][0] == 0
+    assert all(a + n == b for (a, n), (b, _) in zip(seen, seen[1:], strict=False))
+    assert all(length < WRITEBACK_STEP + chunk for _, length in seen)
+    assert len(seen) == 3  # at 1.2, 2.4 and 3.6 MB, and nothing left at close
+
+
+def test_scratch_parts_and_discarded_ones_are_never_handed_over(tmp_path: Path) -> None:
     seen: list[int] = []
-    spool = StagingArea(tmp_path, on_complete=seen.append).new_part()
-    spool.write(b"x" * 500)
-    spool.discard()
+    area = StagingArea(tmp_path, writeback=lambda fd, offset, length: seen.append(length))
+    scratch = area.new_part(scratch=True)
+    scratch.write(b"x" * (3 * WRITEBACK_STEP))
+    scratch.close()
+    discarded = area.new_part()
+    discarded.write(b"x" * 500)
+    discarded.discard()
     assert seen == []
 
 

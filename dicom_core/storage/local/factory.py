@@ -30,7 +30,9 @@ def _database(settings: Settings) -> SqliteDatabase:
     return SqliteDatabase(settings.data_dir / "index.sqlite", durable=settings.durable_writes)
 
 
-def _spool_complete(settings: Settings, blobs_root: Path) -> Callable[[int], object] | None:
+def _spool_writeback(
+    settings: Settings, blobs_root: Path
+) -> Callable[[int, int, int], object] | None:
     """Start each spooled part's writeback only where the part itself will be synced: with
     durable writes, and spooled on the blobs' file system. A part spooled elsewhere
     (``DICOM_STAGING_DIR`` on another disk) is copied into place, the copy is what gets
@@ -67,7 +69,7 @@ def build_backend(settings: Settings) -> Backend:
         writer=SqliteInstanceWriter(index, blobs, hooks=(query_tags,)),
         # A local file held open stays readable after its delete: no delay is needed.
         blob_delete_delay_seconds=0,
-        spool_complete=_spool_complete(settings, blobs.root),
+        spool_writeback=_spool_writeback(settings, blobs.root),
     )
 
 

@@ -71,9 +71,9 @@ def sync_directory(path: Path) -> None:
 _SYNC_FILE_RANGE_WRITE = 2
 
 
-def _writeback_starter() -> Callable[[int], bool] | None:
-    """Linux's ``sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)``, which Python's ``os``
-    lacks; None where the C library has no such call (macOS)."""
+def _writeback_starter() -> Callable[[int, int, int], bool] | None:
+    """Linux's ``sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)``, which Python's
+    ``os`` lacks; None where the C library has no such call (macOS)."""
     try:
         call = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):
@@ -81,19 +81,20 @@ def _writeback_starter() -> Callable[[int], bool] | None:
     call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
     call.restype = ctypes.c_int
 
-    def start_writeback(fd: int) -> bool:
-        """Start writing ``fd``'s file to disk and return at once (True if the kernel took
-        it). Nothing is durable by this: ``sync_file`` still is what makes it so, and only
-        waits for less. ctypes releases the GIL for the call."""
-        return bool(call(fd, 0, 0, _SYNC_FILE_RANGE_WRITE) == 0)
+    def start_writeback(fd: int, offset: int, length: int) -> bool:
+        """Start writing ``length`` bytes of ``fd``'s file from ``offset`` to disk (True if the
+        kernel took it). The kernel queues the range's pages for writing and returns without
+        waiting for them, unless the disk's queue is full. Nothing is durable by this:
+        ``sync_file`` still is what makes it so, and only waits for less."""
+        return bool(call(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0)
 
     return start_writeback
 
 
 #: Given to the staging area for a store that syncs what it places: a STOW part's data goes
-#: to disk while the part is parsed and checked, instead of all at once in ``sync_file``
-#: after that. At one request at a time that was a fifth more instances a second
-#: (benchmarks/stow.py, 6 alternating rounds); with the CPU busy it changes nothing.
+#: to disk while the part arrives and is parsed, instead of all at once in ``sync_file`` after
+#: that. It made a seventh more instances a second (benchmarks/stow.py, 6 alternating
+#: rounds, one and four clients).
 start_writeback = _writeback_starter()
 
 

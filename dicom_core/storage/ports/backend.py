@@ -45,11 +45,11 @@ class Backend:
     blob_delete_delay_seconds: float
     """How long a deleted file must stay readable for a retrieve that opened it. 0 where an
     open file stays readable by itself (local files); the setting's delay on Blob Storage."""
-    spool_complete: Callable[[int], object] | None = None
-    """Called with the open descriptor of each spooled request part once it is whole. The
-    local store, which syncs every file it places, starts writing it to disk there; None
-    where nothing is to be done (Blob Storage uploads the spool; scratch writes never
-    sync)."""
+    spool_writeback: Callable[[int, int, int], object] | None = None
+    """Called with ``(fd, offset, length)`` as a spooled request part is written, a range at
+    a time. The local store, which syncs every file it places, starts writing the range to
+    disk there, so that its sync later waits for less; None where nothing is to be done
+    (Blob Storage uploads the spool; scratch writes never sync)."""
 
     async def close(self) -> None:
         """Release connections and files. The stores that share the index's database or
