@@ -80,20 +80,23 @@ def _json(body: object) -> Response:
     return Response(orjson.dumps(body), media_type=JSON)
 
 
-#: A time whose offset has a one-digit hour or minute (``+7``, ``-07:0``), which .NET reads
-#: and ``fromisoformat`` does not.
+#: A time whose offset has a one-digit hour or minute (``+7``, ``-07:0``), which some of
+#: Azure's releases read (their binder's zone pattern is ``[+-]\d{1,2}(:\d{1,2})?``) and
+#: ``fromisoformat`` does not.
 _SHORT_OFFSET = re.compile(
-    r"(?P<time>.+[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)"
-    r"(?P<sign>[+-])(?P<hours>\d{1,2})(?::(?P<minutes>\d{1,2}))?"
+    r"(?P<time>.+[T ][0-9]{1,2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]+)?)?)"
+    r"(?P<sign>[+-])(?P<hours>[0-9]{1,2})(?::(?P<minutes>[0-9]{1,2}))?"
 )
-#: The digits of a fraction of a second.
-_FRACTION = re.compile(r":\d{2}\.(?P<digits>\d+)")
+#: The digits of a fraction of a second, after the seconds of an extended (``12:00:00.5``)
+#: or basic (``120000,5``) time.
+_FRACTION = re.compile(r"T[0-9:]*[0-9]{2}[.,](?P<digits>[0-9]+)")
 
 
 def _parse_time(text: str) -> datetime | None:
-    """``text`` as the forms Azure's binder (.NET's ``DateTime.Parse``) reads: ISO 8601, with
-    a one-digit offset too, or RFC 1123 (``Wed, 26 Apr 2023 18:23:40 GMT``, JavaScript's
-    ``toUTCString()``); None for anything else."""
+    """``text`` as ISO 8601 (a one-digit offset too), or RFC 1123 (``Wed, 26 Apr 2023
+    18:23:40 GMT``, JavaScript's ``toUTCString()``, which releases of Azure whose binder used
+    .NET's ``DateTime.Parse`` read); None for anything else. A little more lenient than any
+    one Azure release: none of these forms is ambiguous."""
     with contextlib.suppress(ValueError):
         return datetime.fromisoformat(text)
     short = _SHORT_OFFSET.fullmatch(text)
