@@ -14,7 +14,10 @@ drives the steps, one study each). For each instance of the study, as currently 
 
 An instance that cannot take the change (its character set cannot hold the new text, its file
 no longer reads) fails its whole study, as Azure's update does: nothing of the study is
-committed, its new files go, and the study is reported failed with no instance updated.
+committed, its new files go, and the study is reported failed with no instance updated. One
+case escapes: an instance stored or replaced while the step ran is updated in a later round,
+after the rest was committed, and if it is the one that fails, the study is reported failed
+with what was committed counted (Azure reads a study once, so it has no such round).
 
 An instance whose values already are the request's is left as it is, and counted as updated:
 a step repeated after its commit finds them so, writes nothing twice, and reports the same.
