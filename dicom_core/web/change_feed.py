@@ -47,10 +47,9 @@ from dicom_core.web.query_params import bool_param, int_param, query_value
 #: ``limit``'s default and maximum, by API version.
 V1_LIMITS = (10, 100)
 V2_LIMITS = (100, 200)
-#: The largest v1 ``offset``: a sequence (Azure binds it to a ``long``).
-MAX_SEQUENCE = 2**63 - 1
-#: The largest v2 ``offset`` without a window (Azure's ``Range(0, int.MaxValue)``).
-MAX_V2_OFFSET = 2**31 - 1
+#: The largest ``offset`` read as a sequence (v1, and v2 without a window): Azure's
+#: ``[Range(0, int.MaxValue)] long offset`` on both controllers.
+MAX_SEQUENCE = 2**31 - 1
 #: The largest v2 ``offset`` inside a time window or one partition's entries, a count of
 #: entries to skip: skipping reads the skipped entries, so it is bounded as QIDO's offset is
 #: (narrow the window instead). Over the whole feed, without a window, it is not bounded.
@@ -163,8 +162,7 @@ def change_query(request: Request, version: int, partition: int | None = None) -
         # depth, rather than a read of every entry skipped.
         seek = start is None and end is None and partition is None
     if seek:
-        largest = MAX_SEQUENCE if version == 1 else MAX_V2_OFFSET
-        offset = int_param(request, "offset", default=0, minimum=0, maximum=largest)
+        offset = int_param(request, "offset", default=0, minimum=0, maximum=MAX_SEQUENCE)
         return ChangeQuery(
             limit=limit,
             after_sequence=offset,

@@ -205,6 +205,7 @@ def test_a_time_finer_than_a_microsecond_bounds_the_window_exactly(
     [
         ("/v1/changefeed", {"limit": "0"}, "limit"),
         ("/v2/changefeed", {"offset": "2147483648"}, "offset"),
+        ("/v1/changefeed", {"offset": "2147483648"}, "offset"),
         ("/v1/changefeed", {"limit": "101"}, "limit"),
         ("/v2/changefeed", {"limit": "201"}, "limit"),
         ("/v2/changefeed", {"limit": "ten"}, "limit"),
