@@ -25,10 +25,9 @@ orders differ only when a clock steps back or two changes race by microseconds).
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from starlette.requests import Request
@@ -103,8 +102,10 @@ def _parse_time(text: str) -> datetime | None:
         offset = f"{int(short['hours']):02d}:{int(short['minutes'] or 0):02d}"
         with contextlib.suppress(ValueError):
             return datetime.fromisoformat(f"{short['time']}{short['sign']}{offset}")
-    with contextlib.suppress(TypeError, ValueError, IndexError):
-        return email.utils.parsedate_to_datetime(text)
+    with contextlib.suppress(ValueError):
+        # RFC 1123 as HTTP dates are written (always GMT); strptime's %Y keeps year 0001,
+        # which email.utils would read as 2001.
+        return datetime.strptime(text, "%a, %d %b %Y %H:%M:%S GMT").replace(tzinfo=UTC)
     return None
 
 

@@ -28,6 +28,7 @@ def start(value: str) -> str | None:
         ("2023-04-26T11:23:40.902519+7:0", "2023-04-26T04:23:40.902519Z"),
         ("2023-04-26T11:23:40.902519+7", "2023-04-26T04:23:40.902519Z"),
         ("Wed, 26 Apr 2023 18:23:40 GMT", "2023-04-26T18:23:40.000000Z"),
+        ("Mon, 01 Jan 0001 00:00:00 GMT", "0001-01-01T00:00:00.000000Z"),
         # Tenths of a microsecond between two microseconds move up to the later one; zeros
         # beyond the sixth digit change nothing.
         ("2023-04-26T18:23:40.9025191Z", "2023-04-26T18:23:40.902520Z"),
@@ -46,7 +47,8 @@ def test_times_azure_reads_are_read_to_the_feeds_microsecond(value: str, expecte
     ("value", "named"),
     [
         ("2023-04-26T11:23:40", "time zone"),
-        ("Wed, 26 Apr 2023 18:23:40 -0000", "time zone"),  # RFC 2822's "zone unknown"
+        ("Wed, 26 Apr 2023 18:23:40 -0000", "ISO 8601"),  # RFC 2822's "zone unknown"
+        ("Wed, 26 Apr 2023 18:23:40 EST", "ISO 8601"),
         ("2023-04-26T11:23:40+25", "ISO 8601"),
         ("yesterday", "ISO 8601"),
         ("9999-12-31T23:59:59.9999999Z", "out of range"),
