@@ -16,10 +16,12 @@ def message(path: str) -> str:
 
 def test_a_path_without_a_version_is_told_to_start_with_one() -> None:
     text = message("studies")
-    assert "'/studies'" in text and "URLs start with an API version: /v1, /v2" in text
+    assert "'/studies'" in text
+    assert "URLs start with an API version: /v1.0-prerelease, /v1, /v2" in text
 
 
 def test_a_path_with_a_version_is_told_to_check_the_rest() -> None:
-    text = message("/v2/studies;x=y")
-    assert "'/v2/studies;x=y'" in text and "start with an API version" not in text
-    assert "after the version" in text
+    for path in ("/v2/studies;x=y", "/v1.0/studies;x=y", "/v1.0-prerelease/nothing"):
+        text = message(path)
+        assert f"'{path}'" in text and "start with an API version" not in text
+        assert "after the version" in text
