@@ -85,6 +85,8 @@ _SHORT_OFFSET = re.compile(
     r"(?P<time>.+[T ][0-9]{1,2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]+)?)?)"
     r"(?P<sign>[+-])(?P<hours>[0-9]{1,2})(?::(?P<minutes>[0-9]{1,2}))?"
 )
+#: The largest offset from UTC a time may give (.NET's ``DateTimeOffset``, as Azure binds it).
+_MAX_OFFSET = timedelta(hours=14)
 #: The digits of a fraction of a second, after the seconds of an extended (``12:00:00.5``)
 #: or basic (``120000,5``) time.
 _FRACTION = re.compile(r"T[0-9:]*[0-9]{2}[.,](?P<digits>[0-9]+)")
@@ -123,6 +125,9 @@ def time_param(request: Request, name: str) -> str | None:
         return None
     text = raw.strip()
     parsed = _parse_time(text)
+    offset = parsed.utcoffset() if parsed is not None else None
+    if offset is not None and abs(offset) > _MAX_OFFSET:
+        parsed = None  # .NET's DateTimeOffset takes offsets up to 14 hours either way
     if parsed is None:
         raise BadRequest(
             f"The query parameter '{name}' must be an ISO 8601 date and time, not {raw!r}."
