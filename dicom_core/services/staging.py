@@ -15,11 +15,11 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from dicom_core.storage.ports import storage_error
+from dicom_core.storage.ports import SpoolWriteback, storage_error
 from dicom_core.storage.ports.scratch import left_by_a_dead_process, scratch_name
 
 SPOOL_SUFFIX = ".part"
@@ -29,10 +29,6 @@ _PREFIX = b"DICM"
 #: on the event loop, and submitting a megabyte to the disk queue takes it little time, where
 #: a whole large part at once could hold it up.
 WRITEBACK_STEP = 1 << 20
-
-#: ``(fd, offset, length)``: start writing that range of a spool file to disk, without
-#: waiting for it (``Backend.spool_writeback``).
-Writeback = Callable[[int, int, int], object]
 
 
 @contextlib.contextmanager
@@ -49,7 +45,7 @@ class PartSpool:
 
     _HEAD = _PREAMBLE + len(_PREFIX)
 
-    def __init__(self, path: Path, writeback: Writeback | None = None) -> None:
+    def __init__(self, path: Path, writeback: SpoolWriteback | None = None) -> None:
         self.path = path
         self.size = 0
         self._writeback = writeback
@@ -138,10 +134,10 @@ class StagingArea:
         directory: Path,
         *,
         stale_seconds: float = 3600,
-        writeback: Writeback | None = None,
+        writeback: SpoolWriteback | None = None,
     ) -> None:
         self.directory = directory
-        self._writeback = writeback
+        self.writeback = writeback
         directory.mkdir(parents=True, exist_ok=True)
         self._remove_stale(stale_seconds)
 
@@ -162,7 +158,7 @@ class StagingArea:
     def new_part(self, *, scratch: bool = False) -> PartSpool:
         """A new spool; ``scratch`` for a copy that is read and removed, never placed in
         the store, so never worth writing to disk."""
-        return PartSpool(self.directory / spool_name(), None if scratch else self._writeback)
+        return PartSpool(self.directory / spool_name(), None if scratch else self.writeback)
 
     @staticmethod
     def remove(path: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
-from dicom_core.bootstrap import build_backend
+from dicom_core.bootstrap import build_backend, build_services
 from dicom_core.domain.model import InstanceKey
 from dicom_core.settings import Settings
 from dicom_core.storage.local.file_blobs import FileBlobStore, start_writeback
@@ -236,16 +236,19 @@ async def test_the_setting_reaches_the_local_adapters(
     settings = Settings.from_mapping(values)
     assert settings.durable_writes is durable
 
-    backend = build_backend(settings)
+    services = build_services(settings)
+    backend = services.backend
     index, blobs = backend.index, backend.blobs
     try:
         assert isinstance(index, SqliteIndexStore) and isinstance(blobs, FileBlobStore)
         assert blobs.durable is durable
         assert index.database.durable is durable
-        # Spooled parts start their writeback only where the store will sync them.
+        # Spooled parts start their writeback only where the store will sync them, and the
+        # staging area the STOW route spools into is the one that does it.
         assert backend.spool_writeback is (start_writeback if durable else None)
+        assert services.staging.writeback is backend.spool_writeback
     finally:
-        await backend.close()
+        await services.close()
 
 
 @pytest.mark.parametrize(("mode", "synced"), [("durable", True), ("scratch", False)])

@@ -9,7 +9,6 @@ batch and the message that continues it commit together; files live beside it un
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 from dicom_core.settings import Settings
@@ -23,16 +22,14 @@ from dicom_core.storage.local.sqlite_index import SqliteIndexStore
 from dicom_core.storage.local.sqlite_partitions import SqlitePartitionStore
 from dicom_core.storage.local.sqlite_queue import SqliteJobQueue
 from dicom_core.storage.local.sqlite_workitems import SqliteWorkitemStore
-from dicom_core.storage.ports import Backend, JobQueue
+from dicom_core.storage.ports import Backend, JobQueue, SpoolWriteback
 
 
 def _database(settings: Settings) -> SqliteDatabase:
     return SqliteDatabase(settings.data_dir / "index.sqlite", durable=settings.durable_writes)
 
 
-def _spool_writeback(
-    settings: Settings, blobs_root: Path
-) -> Callable[[int, int, int], object] | None:
+def _spool_writeback(settings: Settings, blobs_root: Path) -> SpoolWriteback | None:
     """Start each spooled part's writeback only where the part itself will be synced: with
     durable writes, and spooled on the blobs' file system. A part spooled elsewhere
     (``DICOM_STAGING_DIR`` on another disk) is copied into place, the copy is what gets

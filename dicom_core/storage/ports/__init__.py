@@ -28,7 +28,7 @@ that callers import from ``dicom_core.storage.ports``:
 
 from __future__ import annotations
 
-from dicom_core.storage.ports.backend import Backend
+from dicom_core.storage.ports.backend import Backend, SpoolWriteback
 from dicom_core.storage.ports.blobs import BlobDamaged, BlobNotFound, BlobReader, BlobStore
 from dicom_core.storage.ports.change_feed import ChangeFeedStore, ChangeQuery
 from dicom_core.storage.ports.cursors import CursorStore
@@ -85,6 +85,7 @@ __all__ = [
     "BlobStore",
     "ChangeFeedStore",
     "ChangeQuery",
+    "SpoolWriteback",
     "Continuation",
     "CursorStore",
     "EventSink",

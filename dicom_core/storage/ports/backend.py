@@ -23,6 +23,10 @@ from dicom_core.storage.ports.query_tags import QueryTagStore
 from dicom_core.storage.ports.queue import JobQueue
 from dicom_core.storage.ports.workitems import WorkitemStore
 
+#: ``(fd, offset, length)``: start writing that range of a spool file to disk, without
+#: waiting for it.
+SpoolWriteback = Callable[[int, int, int], object]
+
 
 @dataclass(frozen=True, slots=True)
 class Backend:
@@ -45,7 +49,7 @@ class Backend:
     blob_delete_delay_seconds: float
     """How long a deleted file must stay readable for a retrieve that opened it. 0 where an
     open file stays readable by itself (local files); the setting's delay on Blob Storage."""
-    spool_writeback: Callable[[int, int, int], object] | None = None
+    spool_writeback: SpoolWriteback | None = None
     """Called with ``(fd, offset, length)`` as a spooled request part is written, a range at
     a time. The local store, which syncs every file it places, starts writing the range to
     disk there, so that its sync later waits for less; None where nothing is to be done
