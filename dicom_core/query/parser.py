@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from dicom_core.domain.integers import decimal_integer
 from dicom_core.domain.tags import parse_attribute_id, tag_of
 from dicom_core.errors import BadRequest
 from dicom_core.query.attributes import (
@@ -168,9 +169,7 @@ def parse_int(
         raise BadRequest(
             f"The query parameter '{key}' has an empty value; give an integer {allowed}."
         )
-    digits = text.lstrip("+-")
-    # At most 19 digits (past any maximum here) before int(), which refuses over 4,300 (a 500).
-    number = int(text) if digits.isdigit() and text.isascii() and len(digits) <= 19 else None
+    number = decimal_integer(text)
     if number is None or number < minimum or (maximum is not None and number > maximum):
         raise BadRequest(
             f"The query parameter '{key}' must be an integer {allowed}, got '{value}'."

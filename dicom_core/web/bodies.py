@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator, Callable
 
 from starlette.requests import ClientDisconnect, Request
 
+from dicom_core.domain.integers import PAST_ANY_RANGE, decimal_integer
 from dicom_core.domain.media_types import JSON
 from dicom_core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -22,10 +23,10 @@ def check_declared_length(
     request: Request, limit: int, too_large: Callable[[int | None], PayloadTooLarge]
 ) -> None:
     """Raise ``too_large(declared)`` when the body's Content-Length already passes ``limit``."""
-    declared = request.headers.get("content-length", "").strip()
-    if declared.isdigit() and (len(declared) > 19 or int(declared) > limit):
-        # A length of more than 19 digits is past any limit (and int() refuses over 4,300).
-        raise too_large(int(declared) if len(declared) <= 19 else None)
+    header = request.headers.get("content-length", "").strip()
+    declared = decimal_integer(header) if header.isdigit() else None
+    if declared is not None and declared > limit:
+        raise too_large(declared if declared < PAST_ANY_RANGE else None)
 
 
 async def limited_chunks(

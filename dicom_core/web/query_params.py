@@ -12,13 +12,10 @@ binding ignores case: Microsoft's own change feed page spells ``endtime`` and
 
 from __future__ import annotations
 
-import re
-
 from starlette.requests import Request
 
+from dicom_core.domain.integers import decimal_integer
 from dicom_core.errors import BadRequest
-
-_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def query_values(request: Request, name: str) -> list[str]:
@@ -43,18 +40,10 @@ def int_param(request: Request, name: str, *, default: int, minimum: int, maximu
     raw = query_value(request, name)
     if raw is None:
         return default
-    # What .NET's invariant integer parsing takes (surrounding white space, a sign, ASCII
-    # digits), not Python's int(), which also reads "1_0" and other scripts' digits.
-    text = raw.strip(" \t\n\v\f\r")
-    if _INTEGER.fullmatch(text) is None:
+    # .NET's integer parsing also allows white space around the number.
+    value = decimal_integer(raw.strip(" \t\n\v\f\r"))
+    if value is None:
         raise BadRequest(f"The query parameter '{name}' must be an integer, not {raw!r}.")
-    sign, digits = ("-" if text[0] == "-" else ""), text.lstrip("+-").lstrip("0") or "0"
-    if len(digits) > 19:
-        # Out of any range here, and int() refuses more than 4,300 digits (a 500).
-        raise BadRequest(
-            f"The query parameter '{name}' is out of range: give {minimum} to {maximum}."
-        )
-    value = int(sign + digits)
     if not minimum <= value <= maximum:
         raise BadRequest(
             f"The query parameter '{name}' is out of range: give {minimum} to {maximum}."

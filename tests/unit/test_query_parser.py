@@ -145,6 +145,7 @@ def test_an_offset_past_the_maximum_is_refused_naming_it() -> None:
         ([("offset", "-1")], "offset"),
         ([("offset", "x")], "offset"),
         ([("offset", "9" * 5000)], "offset"),  # int() refuses over 4,300 digits: was a 500
+        ([("limit", "--5")], "limit"),  # int() raised on it after an isdigit() screen: a 500
         ([("fuzzymatching", "yes")], "fuzzymatching"),
         ([("includefield", "")], "includefield"),
         ([("includefield", "NotAKeyword")], "NotAKeyword"),
