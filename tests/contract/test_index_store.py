@@ -409,7 +409,7 @@ async def test_a_scope_that_fits_one_batch_is_listed_once(
     to confirm that nothing is left; what is outside the scope stays."""
     if stores.backend != "azure":
         pytest.skip("the local index deletes in one SQLite transaction")
-    from dicom_core.storage.azure import cosmos_index
+    from dicom_core.storage.azure import cosmos_delete_step
 
     index = stores.index
     study, series = generate_uid(), generate_uid()
@@ -417,13 +417,13 @@ async def test_a_scope_that_fits_one_batch_is_listed_once(
     for key in keys:
         await store(index, key)
     sent: list[str] = []
-    listing = cosmos_index.query_items
+    listing = cosmos_delete_step.query_items
 
     async def counted(*args: object, **kwargs: object) -> object:
         sent.append(str(args[1]))
         return await listing(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(cosmos_index, "query_items", counted)
+    monkeypatch.setattr(cosmos_delete_step, "query_items", counted)
     assert len(await index.delete_instances(study, series, partition=1)) == 3
     assert sum("TOP @n" in sql for sql in sent) == 1
     assert [r.key for r in await index.list_instances(study, partition=1)] == [keys[3]]

@@ -144,6 +144,7 @@ async def test_cosmos_study_delete_keeps_the_values_of_an_instance_stored_meanwh
     if stores.backend != "azure":
         pytest.skip("the Cosmos adapter's delete; SQLite drops values row by row in triggers")
     from dicom_core.domain.model import InstanceKey
+    from dicom_core.storage.azure import cosmos_index
     from dicom_core.storage.azure.cosmos_extended_values import VALUE_KIND, value_partition
     from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
     from dicom_core.storage.azure.cosmos_io import query_items
@@ -162,16 +163,16 @@ async def test_cosmos_study_delete_keeps_the_values_of_an_instance_stored_meanwh
         return key, watermark
 
     await stored(generate_uid(), "030Y")
-    original = index._delete_step
+    original = cosmos_index.delete_step
     late: list[tuple[InstanceKey, int]] = []
 
-    async def step_then_store(*args: Any) -> Any:
-        result = await original(*args)
+    async def step_then_store(*args: Any, **kwargs: Any) -> Any:
+        result = await original(*args, **kwargs)
         if not late:  # a store commits right after the delete's batch
             late.append(await stored(generate_uid(), "040Y"))
         return result
 
-    monkeypatch.setattr(index, "_delete_step", step_then_store)
+    monkeypatch.setattr(cosmos_index, "delete_step", step_then_store)
     await index.delete_instances(study, partition=1)
     ((key, watermark),) = late
     assert await index.get_instance(key) is not None

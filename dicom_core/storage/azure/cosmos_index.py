@@ -34,8 +34,9 @@ acknowledged store needs no sync of its own; ``DICOM_DURABLE_WRITES`` is a local
 
 Every call runs on the backend's ``CosmosSession`` (retries, container recreation, counters).
 The writes live here; the propagation of changed summary keys to their copies is
-``cosmos_propagation``'s, the reads ``cosmos_index_reads``'s, and the values of extended query
-tags and external metadata (searched and deleted with the instances) ``cosmos_extended_values``'s.
+``cosmos_propagation``'s, the reads ``cosmos_index_reads``'s, one batch of a delete
+``cosmos_delete_step``'s, and the values of extended query tags and external metadata (searched
+and deleted with the instances) ``cosmos_extended_values``'s.
 """
 
 from __future__ import annotations
@@ -44,8 +45,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -77,15 +77,17 @@ from dicom_core.storage.azure.cosmos_blob_debts import (
     read_debts,
 )
 from dicom_core.storage.azure.cosmos_change_feed import sequence_pending
+from dicom_core.storage.azure.cosmos_delete_step import delete_step, expired
 from dicom_core.storage.azure.cosmos_extended_values import drop_values
 from dicom_core.storage.azure.cosmos_io import (
     BatchConflict,
-    ContainerGone,
     conflict_backoff,
+    execute_plan,
     nothing,
     query_items,
     read_item,
 )
+from dicom_core.storage.azure.cosmos_placement import Containers as IndexContainers
 from dicom_core.storage.azure.cosmos_placement import (
     PlacedStudy,
     document_placement,
@@ -131,22 +133,6 @@ from dicom_core.storage.ports import (
 log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
-
-DELETE_CHUNK_OPERATIONS = 90
-"""Operations per delete batch, below the 100 real Cosmos allows, leaving room for summaries."""
-DELETE_CANDIDATES = 95
-"""Instances a delete step lists (TOP): at least as many as one batch can remove."""
-
-
-@dataclass(frozen=True, slots=True)
-class _DeleteStep:
-    """One delete batch applied: the debt of the files it freed, and whether it removed the
-    last instance of the scope that its query listed."""
-
-    debt: BlobDebt
-    last: bool
-    watermarks: list[int]
-    study_removed: bool = False
 
 
 class CosmosIndexStore:
@@ -710,26 +696,18 @@ class CosmosIndexStore:
         return freed
 
     async def _run_batch(
-        self, c: Containers, study: PlacedStudy, plan: docs.BatchPlan
+        self, c: IndexContainers, study: PlacedStudy, plan: docs.BatchPlan
     ) -> list[Any]:
+        """``_execute``, looked up at each call: the callback the staged versions and the
+        delete step run their batches with, so that wrapping ``_execute`` reaches them too."""
         return await self._execute(c, study, plan)
 
-    async def _execute(self, c: Containers, study: PlacedStudy, plan: docs.BatchPlan) -> list[Any]:
-        """Run a transactional batch in the study's logical partition; an ETag or existence
-        failure becomes ``BatchConflict``."""
-        try:
-            return list(
-                await study.container(c).execute_item_batch(
-                    batch_operations=plan.operations, partition_key=study.key
-                )
-            )
-        except CosmosBatchOperationError as exc:
-            name = plan.names[exc.error_index] if exc.error_index < len(plan.names) else "?"
-            if exc.status_code in {404, 409, 412}:
-                raise BatchConflict(name) from exc
-            raise  # throttled or failing: RetryPolicy decides by its status code
-        except CosmosResourceNotFoundError as exc:
-            raise ContainerGone(str(exc)) from exc
+    async def _execute(
+        self, c: IndexContainers, study: PlacedStudy, plan: docs.BatchPlan
+    ) -> list[Any]:
+        """Every batch of the store goes through here (``cosmos_io.execute_plan``): the one
+        place where the tests lose a batch's answer or race another write."""
+        return await execute_plan(c, study, plan)
 
     async def abort_instance(self, reservation: Reservation) -> None:
         await self._release(reservation.key, lambda held: int(held["wm"]) == reservation.watermark)
@@ -784,7 +762,7 @@ class CosmosIndexStore:
         that query is kept, as if it had been stored just after the delete).
 
         With ``expired_by``, each step goes only while the study summary says the study
-        expired by then (``_delete_step``); a store that moved or cleared the expiry ends the
+        expired by then (``cosmos_delete_step``); a store that moved or cleared the expiry ends the
         delete there.
         """
         study = placement_of(partition).study(study_uid)
@@ -793,7 +771,7 @@ class CosmosIndexStore:
             summary = await self._session.run(
                 lambda c: read_item(study.container(c), STUDY_DOC_ID, study.key)
             )
-            if not _expired(summary, expiry):
+            if not expired(summary, expiry):
                 return []  # not (or no longer) expired: nothing to settle or delete
         # A large study's bulk update that is visible but not rolled forward yet is finished
         # first, so the summaries this delete leaves come from the versions readers see.
@@ -804,7 +782,15 @@ class CosmosIndexStore:
         study_gone = False
         while True:
             step = await self._session.run(
-                lambda c: self._delete_step(c, study, series_uid, sop_uid, expiry)
+                lambda c: delete_step(
+                    c,
+                    study,
+                    series_uid,
+                    sop_uid,
+                    expiry,
+                    execute=self._run_batch,
+                    drop_metaparts=self._drop_metaparts,
+                )
             )
             if step is None:
                 break
@@ -837,96 +823,6 @@ class CosmosIndexStore:
     async def forget_blob_debt(self, debt: BlobDebt) -> None:
         await self._session.run(lambda c: forget_debt(c, debt))
 
-    async def _delete_step(
-        self,
-        c: Containers,
-        study: PlacedStudy,
-        series_uid: str | None,
-        sop_uid: str | None,
-        expired_by: str | None = None,
-    ) -> _DeleteStep | None:
-        """Remove one batch of instances; None when nothing in scope is left, or (with
-        ``expired_by``) when the study summary no longer says expired by then. The batch
-        replaces or deletes that summary under the ETag read here, so a store committed
-        after the check makes the batch fail, and the next round checks again."""
-        index, pk = study.container(c), study.key
-        for backoff in conflict_backoff():
-            where, params = reads.scope_filter(study, series_uid, sop_uid)
-            params["@n"] = DELETE_CANDIDATES
-            summary_params: dict[str, object] = {"@series": SERIES, "@study": STUDY}
-            in_study = study.where(summary_params)
-            candidates, summaries = await asyncio.gather(
-                query_items(
-                    index,
-                    "SELECT TOP @n c.id, c.series, c.sop, c.wm, c.blobKey, c.metaParts,"
-                    f" c.hasOriginal, c.next, c.dp, c._etag FROM c WHERE {where} ORDER BY c.wm",
-                    params,
-                    partition=pk,
-                ),
-                query_items(
-                    index,
-                    f"SELECT * FROM c WHERE {in_study} AND (c.kind = @series OR c.kind = @study)",
-                    summary_params,
-                    partition=pk,
-                ),
-            )
-            if not candidates:
-                return None
-            summary = next((d for d in summaries if d["kind"] == STUDY), None)
-            if expired_by is not None and not _expired(summary, expired_by):
-                return None
-            series_docs = {str(d["series"]): d for d in summaries if d["kind"] == SERIES}
-            originals = await _originals_of(c, study, candidates)
-            chunk = _delete_chunk(candidates, originals)
-            if summary is None or any(str(d["series"]) not in series_docs for d in chunk):
-                # An instance without summaries can only be a commit in flight; wait for it.
-                await asyncio.sleep(backoff)
-                continue
-            removed_ids = {str(d["id"]) for d in chunk}
-            next_latest: dict[str, Mapping[str, Any] | None] = {}
-            for uid in {str(d["series"]) for d in chunk}:
-                current = series_docs[uid]
-                gone = sum(1 for d in chunk if str(d["series"]) == uid)
-                if current["latestId"] in removed_ids and int(current["count"]) > gone:
-                    next_latest[uid] = await self._newest_instance(c, study, uid, removed_ids)
-            if any(doc is None for doc in next_latest.values()):
-                await asyncio.sleep(backoff)
-                continue
-            plan = docs.plan_delete(
-                study_doc=summary,
-                series_docs=series_docs,
-                removed=chunk,
-                next_latest=next_latest,
-                now=utc_timestamp(),
-                originals=originals,
-            )
-            # A staged version of a large study's bulk update goes with its instance.
-            staged = [doc[NEXT] for doc in chunk if doc.get(NEXT)]
-            debt = debt_document(
-                study, plan.removed_blob_keys + [str(version["blobKey"]) for version in staged]
-            )
-            plan.add("blob debt", ("create", (debt,)))
-            try:
-                await self._execute(c, study, plan)
-            except BatchConflict:
-                await asyncio.sleep(backoff)
-                continue
-            if plan.propagate:
-                await propagate_safely(index, study)
-            for version in staged:
-                if int(version.get("metaParts") or 0):
-                    await self._drop_metaparts(study, int(version["wm"]))
-            # Fewer candidates than TOP means the query saw the whole scope; the batch (guarded
-            # by the summaries' ETags) removed all of it.
-            last = len(candidates) < DELETE_CANDIDATES and len(chunk) == len(candidates)
-            return _DeleteStep(
-                debt_of(debt),
-                last,
-                [int(d["wm"]) for d in chunk],
-                study_removed=plan.study_removed,
-            )
-        raise StorageUnavailable(f"too many concurrent writes to study {study}")
-
     async def _sequence_changes(self, study: PlacedStudy) -> None:
         """Best effort, before the answer: give the study's pending changes their feed entries.
 
@@ -944,25 +840,6 @@ class CosmosIndexStore:
                 study,
                 exc_info=True,
             )
-
-    async def _newest_instance(
-        self, c: Containers, study: PlacedStudy, series_uid: str, excluded: set[str]
-    ) -> Doc | None:
-        params: dict[str, object] = {
-            "@kind": INSTANCE,
-            "@series": series_uid,
-            "@excluded": sorted(excluded),
-        }
-        where = study.where(params)
-        found = await query_items(
-            study.container(c),
-            f"SELECT TOP 1 c.id, c.wm, c.own FROM c WHERE {where} AND c.kind = @kind"
-            " AND c.series = @series AND NOT ARRAY_CONTAINS(@excluded, c.id)"
-            " ORDER BY c.wm DESC",
-            params,
-            partition=study.key,
-        )
-        return found[0] if found else None
 
     async def _drop_metaparts(self, study: PlacedStudy, watermark: int) -> None:
         """Best effort: slices of an aborted or replaced instance's DICOM JSON."""
@@ -1135,38 +1012,8 @@ def _study_chunks(
     return chunks
 
 
-def _expired(study: Mapping[str, Any] | None, by: str) -> bool:
-    """Whether a study summary says the study expired at or before ``by``."""
-    expires_at = None if study is None else study.get("expiresAt")
-    return isinstance(expires_at, str) and expires_at <= by
-
-
 def _study_of(key: InstanceKey) -> PlacedStudy:
     return placement_of(key.partition).study(key.study_uid)
-
-
-async def _originals_of(
-    c: Containers, study: PlacedStudy, candidates: Sequence[Doc]
-) -> dict[str, Doc]:
-    """The original documents of the candidates that have one, by instance document id (one
-    query, and none when no candidate was ever updated)."""
-    wanted = {
-        original_id(str(d["series"]), str(d["sop"])): str(d["id"])
-        for d in candidates
-        if d.get("hasOriginal")
-    }
-    if not wanted:
-        return {}
-    params: dict[str, object] = {"@kind": ORIGINAL, "@ids": sorted(wanted)}
-    where = study.where(params)
-    found = await query_items(
-        study.container(c),
-        "SELECT c.id, c.wm, c.blobKey, c.metaParts FROM c"
-        f" WHERE {where} AND c.kind = @kind AND ARRAY_CONTAINS(@ids, c.id)",
-        params,
-        partition=study.key,
-    )
-    return {wanted[str(doc["id"])]: doc for doc in found}
 
 
 def _dropped_by(old: Doc | None, old_original: Doc | None, based_on: int | None) -> list[Doc]:
@@ -1179,22 +1026,3 @@ def _dropped_by(old: Doc | None, old_original: Doc | None, based_on: int | None)
     if old.get(NEXT):
         dropped.append(old[NEXT])
     return dropped
-
-
-def _delete_chunk(candidates: Sequence[Doc], originals: Mapping[str, Doc]) -> list[Doc]:
-    """The oldest candidates whose deletion fits one batch with its summaries and feed."""
-    chunk: list[Doc] = []
-    series: set[str] = set()
-    operations = 2  # the study summary, the blob debt
-    for doc in candidates:
-        cost = 2 + int(doc.get("metaParts") or 0)  # instance, pending change, metadata slices
-        original = originals.get(str(doc["id"]))
-        if original is not None:
-            cost += 1 + int(original.get("metaParts") or 0)
-        new_series = 0 if str(doc["series"]) in series else 1
-        if chunk and operations + cost + new_series > DELETE_CHUNK_OPERATIONS:
-            break
-        chunk.append(doc)
-        series.add(str(doc["series"]))
-        operations += cost + new_series
-    return chunk

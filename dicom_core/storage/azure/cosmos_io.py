@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.cosmos.exceptions import CosmosAccessConditionFailedError, CosmosResourceNotFoundError
+from azure.cosmos.exceptions import (
+    CosmosAccessConditionFailedError,
+    CosmosBatchOperationError,
+    CosmosResourceNotFoundError,
+)
 
-from dicom_core.storage.azure.cosmos_docs import without_system_properties
-from dicom_core.storage.azure.cosmos_placement import PartitionKeyValue
+from dicom_core.storage.azure.cosmos_docs import BatchPlan, without_system_properties
+from dicom_core.storage.azure.cosmos_placement import Containers, PartitionKeyValue, PlacedStudy
 from dicom_core.storage.azure.retry import sub_status_of
 from dicom_core.storage.ports import StorageUnavailable
 
@@ -169,3 +173,27 @@ def conflict_backoff() -> Iterator[float]:
         wait = random.uniform(0, ceiling)
         ceiling = min(ceiling * 2, 0.4)
         yield wait
+
+
+Execute = Callable[[Containers, PlacedStudy, BatchPlan], Awaitable[list[Any]]]
+"""How a store runs a batch plan: ``execute_plan``, or the index store's wrapper of it."""
+
+
+async def execute_plan(c: Containers, study: PlacedStudy, plan: BatchPlan) -> list[Any]:
+    """Run ``plan`` as one transactional batch in the study's logical partition. An ETag or
+    existence failure becomes ``BatchConflict`` (named after the failing operation), a missing
+    container ``ContainerGone``; throttling and other failures propagate for the session's
+    retry policy to judge by their status code."""
+    try:
+        return list(
+            await study.container(c).execute_item_batch(
+                batch_operations=plan.operations, partition_key=study.key
+            )
+        )
+    except CosmosBatchOperationError as exc:
+        name = plan.names[exc.error_index] if exc.error_index < len(plan.names) else "?"
+        if exc.status_code in {404, 409, 412}:
+            raise BatchConflict(name) from exc
+        raise
+    except CosmosResourceNotFoundError as exc:
+        raise ContainerGone(str(exc)) from exc

@@ -62,6 +62,7 @@ from dicom_core.storage.azure import cosmos_docs as docs
 from dicom_core.storage.azure.cosmos_blob_debts import debt_document, debt_of
 from dicom_core.storage.azure.cosmos_io import (
     BatchConflict,
+    Execute,
     conflict_backoff,
     query_items,
     read_item,
@@ -180,7 +181,6 @@ class Settled:
     debts: list[BlobDebt] = field(default_factory=list)
 
 
-Execute = Callable[[Containers, PlacedStudy, docs.BatchPlan], Awaitable[list[Any]]]
 DropMetaparts = Callable[[PlacedStudy, int], Awaitable[None]]
 Abort = Callable[[Reservation], Awaitable[None]]
 
