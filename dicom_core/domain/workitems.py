@@ -86,6 +86,7 @@ CREATE_REQUIREMENTS: dict[str, tuple[str, Requirement]] = {
     "00741200": ("ScheduledProcedureStepPriority", R.REQUIRED),
     "00741204": ("ProcedureStepLabel", R.REQUIRED),
     "00404005": ("ScheduledProcedureStepStartDateTime", R.REQUIRED),
+    "00404011": ("ExpectedCompletionDateTime", R.NOT_EMPTY_IF_PRESENT),  # 3/1, as on update
     "00404041": ("InputReadinessState", R.REQUIRED),
     PROCEDURE_STEP_STATE: ("ProcedureStepState", R.REQUIRED),
     "00741210": ("ScheduledProcessingParametersSequence", R.REQUIRED_MAY_BE_EMPTY),  # 2/2
@@ -456,10 +457,34 @@ def read_state_change(dataset: Mapping[str, Any]) -> StateChange:
         if missing_lock and has_value(dataset.get(PROCEDURE_STEP_STATE)):
             raise WorkitemRuleError(Failure.MISSING_LOCK, exc.message) from None
         raise
+    # The request's two elements are read as one value each: a number, a name or a second
+    # value would otherwise be taken as (part of) the lock or the state.
+    problems = [
+        problem
+        for tag, keyword, vr in (
+            (TRANSACTION_UID, "TransactionUID", "UI"),
+            (PROCEDURE_STEP_STATE, "ProcedureStepState", "CS"),
+        )
+        if (problem := _single_string_problem(dataset[tag], f"{keyword} ({tag[:4]},{tag[4:]})", vr))
+    ]
+    if problems:
+        raise WorkitemRuleError(
+            Failure.INVALID, "The state change is refused: " + "; ".join(problems) + "."
+        )
     return StateChange(
         lock=str(first_string(dataset, TRANSACTION_UID)),
         requested=parse_state(first_string(dataset, PROCEDURE_STEP_STATE)),
     )
+
+
+def _single_string_problem(element: Mapping[str, Any], name: str, vr: str) -> str | None:
+    """What keeps ``element`` from being one string value of ``vr``, or None."""
+    if element.get("vr") != vr:
+        return f"{name} must have VR {vr}, not {element.get('vr')!r}"
+    value = element.get("Value")
+    if not isinstance(value, list) or len(value) != 1 or not isinstance(value[0], str):
+        return f"{name} must hold exactly one string value"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

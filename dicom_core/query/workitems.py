@@ -89,17 +89,46 @@ WORKITEM_ATTRIBUTES: dict[tuple[str, ...], QueryAttribute] = {
     )
 }
 
-# Returned by every search besides the includefield ones: the searchable attributes' top-level
-# elements, the workitem's identity and the other attributes a worklist client lists.
+# Returned by every search besides the includefield ones, as Azure returns them
+# (``WorkitemQueryResponseBuilder.RequiredReturnTags``, microsoft/dicom-server): what a
+# worklist client lists, the patient's demographics included, so that it need not ask for
+# them with includefield; and the top-level elements of the searchable attributes.
 DEFAULT_RETURN_TAGS: frozenset[str] = frozenset(
     {path[0] for path in WORKITEM_ATTRIBUTES}
     | {
+        "00080005",  # SpecificCharacterSet
         "00080016",  # SOPClassUID
         "00080018",  # SOPInstanceUID
         "00741200",  # ScheduledProcedureStepPriority
         "00741204",  # ProcedureStepLabel
-        "00404041",  # InputReadinessState
+        "00741202",  # WorklistLabel
+        "00741210",  # ScheduledProcessingParametersSequence
+        "00404025",  # ScheduledStationNameCodeSequence
+        "00404026",  # ScheduledStationClassCodeSequence
+        "00404027",  # ScheduledStationGeographicLocationCodeSequence
+        "00404034",  # ScheduledHumanPerformersSequence
+        "00404005",  # ScheduledProcedureStepStartDateTime
         "00404018",  # ScheduledWorkitemCodeSequence
+        "00404041",  # InputReadinessState
+        "00404021",  # InputInformationSequence
+        "0020000D",  # StudyInstanceUID
+        "00100010",  # PatientName
+        "00100020",  # PatientID
+        "00100021",  # IssuerOfPatientID
+        "00100024",  # IssuerOfPatientIDQualifiersSequence
+        "00101002",  # OtherPatientIDsSequence
+        "00100030",  # PatientBirthDate
+        "00100040",  # PatientSex
+        "00380010",  # AdmissionID
+        "00380014",  # IssuerOfAdmissionIDSequence
+        "00081080",  # AdmittingDiagnosesDescription
+        "00081084",  # AdmittingDiagnosesCodeSequence
+        "0040A370",  # ReferencedRequestSequence
+        "00102000",  # MedicalAlerts
+        "001021C0",  # PregnancyStatus
+        "00380050",  # SpecialNeeds
+        "00741000",  # ProcedureStepState
+        "00741002",  # ProcedureStepProgressInformationSequence
     }
 )
 

@@ -75,11 +75,7 @@ Dataset = dict[str, Any]
 
 
 class AlreadyInState(Conflict):
-    """The workitem already is in the (final) state asked for: 409 with an HTTP Warning."""
-
-    @property
-    def warning(self) -> str:
-        return f'299 - "{self.message}"'
+    """The workitem already is in the (final) state asked for: 409 (with an HTTP Warning)."""
 
 
 def _error(exc: WorkitemRuleError) -> DicomWebError:

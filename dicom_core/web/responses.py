@@ -31,6 +31,25 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> R
     )
 
 
+WARNING_TEXT_LIMIT = 1024
+"""Characters of a message a ``Warning`` header carries at most."""
+
+
+def warning(message: str) -> str:
+    """An HTTP ``Warning`` value (RFC 7234 5.5) carrying ``message``: code 299 ("miscellaneous
+    persistent warning"), the agent left anonymous (``-``), the text as a quoted string.
+
+    Header values are Latin-1 on the wire and a quoted string cannot hold control
+    characters, so the text keeps printable ASCII only (anything else becomes ``?``; the JSON
+    body carries the message whole), escapes quotes and backslashes, and stops at
+    ``WARNING_TEXT_LIMIT`` characters: a message that quotes a client's value stays a header.
+    """
+    text = "".join(c if " " <= c <= "~" else "?" for c in message[:WARNING_TEXT_LIMIT])
+    if len(message) > WARNING_TEXT_LIMIT:
+        text = text[: WARNING_TEXT_LIMIT - 3] + "..."
+    return '299 - "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def unknown_route(path: str) -> Response:
     """404 for a path no route serves; the hint about versions only where one is missing."""
     shown = "/" + path.lstrip("/")

@@ -3,9 +3,14 @@
 HTTP concerns only: media types (415 for a body that is not application/dicom+json, 406 for
 an Accept that excludes it), the UIDs carried in query strings (``POST ../workitems?{uid}``
 and ``POST ../workitems/{uid}?{transaction-uid}``, with ``AffectedSOPInstanceUID=`` and
-``transaction=`` accepted as the named forms), Location headers, the HTTP ``Warning`` header
-for a workitem already in the requested state, 204 for an empty search, and 501 for the
-Watch and Event subscription routes, which the Azure service does not implement.
+``transaction=`` accepted as the named forms), Location and Content-Location headers, 204 for
+an empty search, and 501 for the Watch and Event subscription routes, which the Azure service
+does not implement.
+
+The HTTP ``Warning`` header (PS3.18 11.6.3.2 and 11.7.3.2) repeats the reason of a refused
+update or state change (any 4xx the workitem service gives, a workitem already in the
+requested final state included), and of a cancellation request on a canceled workitem, as
+Azure's controllers set it.
 
 Each transaction but the subscriptions has a partitioned route (``/partitions/{name}/...``):
 a handler resolves the data partition first, after the API version (``partition_of``; a
@@ -26,13 +31,13 @@ from dicom_core.bootstrap import Services
 from dicom_core.domain.media_types import DICOM_JSON, JSON
 from dicom_core.domain.nesting import MAX_SEQUENCE_DEPTH
 from dicom_core.domain.workitems import SUBSCRIPTION_UIDS
-from dicom_core.errors import BadRequest, NotAcceptable, UnsupportedMediaType
+from dicom_core.errors import BadRequest, DicomWebError, NotAcceptable, UnsupportedMediaType
 from dicom_core.query.workitems import parse_workitem_query
 from dicom_core.services.workitems import AlreadyInState, check_workitem_uid
 from dicom_core.web.bodies import read_limited
 from dicom_core.web.context import api_version, partition_of, path_uid, resource_base
 from dicom_core.web.negotiation import parse_accept
-from dicom_core.web.responses import dicom_json, error
+from dicom_core.web.responses import dicom_json, error, warning
 
 
 def _check_accept(request: Request) -> None:
@@ -102,6 +107,11 @@ def _query_uid(request: Request, names: tuple[str, ...], what: str) -> str | Non
     return value.strip()
 
 
+def _warned(exc: DicomWebError) -> Response:
+    """The error answer of a refused transaction, its reason in a ``Warning`` header too."""
+    return error(exc.status, exc.message, {"Warning": warning(exc.message)})
+
+
 def _workitem(request: Request) -> str:
     return check_workitem_uid(path_uid(request, "workitem"), "workitem UID in the URL")
 
@@ -120,27 +130,36 @@ async def create(request: Request, services: Services) -> Response:
 
 
 async def retrieve(request: Request, services: Services) -> Response:
-    """GET ../workitems/{uid}: the workitem without its Transaction UID."""
+    """GET ../workitems/{uid}: the workitem without its Transaction UID, as one DICOM JSON
+    object (not an array of one): the single Workitem the conformance statement's payload
+    names, in the shape Azure's controller writes (``Ok(response.Dataset)``) and Microsoft's
+    client reads (``RetrieveWorkitemAsync`` deserializes one dataset)."""
     api_version(request)
     partition = await partition_of(request, services)
     _check_accept(request)
     dataset = await services.workitems.retrieve(_workitem(request), partition=partition.key)
-    return dicom_json([dataset])
+    return dicom_json(dataset)
 
 
 async def update(request: Request, services: Services) -> Response:
     """POST ../workitems/{uid}?{transaction-uid}. The conformance statement lists
     ``POST ../workitems/1.2.840.10008.5.1.4.34.5/`` as "Suspend subscription", on this
     route's path: the subscription UIDs get the subscriptions' 501."""
-    api_version(request)
+    version = api_version(request)
     uid = _workitem(request)
     if uid in SUBSCRIPTION_UIDS:  # before the partition, as the subscription routes have none
         return await subscription(request, services)
     partition = await partition_of(request, services)
     lock = _query_uid(request, ("transaction", "transactionuid"), "Transaction UID")
     dataset = await _body(request, services)
-    await services.workitems.update(uid, dataset, lock, partition=partition.key)
-    return Response(status_code=200)
+    try:
+        await services.workitems.update(uid, dataset, lock, partition=partition.key)
+    except DicomWebError as exc:
+        if exc.status >= 500:
+            raise
+        return _warned(exc)
+    location = f"{resource_base(request, version, partition)}/workitems/{uid}"
+    return Response(status_code=200, headers={"Content-Location": location})
 
 
 async def change_state(request: Request, services: Services) -> Response:
@@ -152,13 +171,17 @@ async def change_state(request: Request, services: Services) -> Response:
     dataset = await _body(request, services)
     try:
         await services.workitems.change_state(uid, dataset, partition=partition.key)
-    except AlreadyInState as exc:
-        return error(exc.status, exc.message, {"Warning": exc.warning})
+    except DicomWebError as exc:
+        if exc.status >= 500:
+            raise
+        return _warned(exc)
     return Response(status_code=200)
 
 
 async def cancel_request(request: Request, services: Services) -> Response:
-    """POST ../workitems/{uid}/cancelrequest: 202, or 409 with a Warning if already canceled."""
+    """POST ../workitems/{uid}/cancelrequest: 202; 409 when the workitem's state does not
+    allow it, with a Warning when it is canceled already (as the conformance statement says
+    and Azure's controller does)."""
     api_version(request)
     partition = await partition_of(request, services)
     uid = _workitem(request)
@@ -166,7 +189,7 @@ async def cancel_request(request: Request, services: Services) -> Response:
     try:
         await services.workitems.request_cancellation(uid, dataset, partition=partition.key)
     except AlreadyInState as exc:
-        return error(exc.status, exc.message, {"Warning": exc.warning})
+        return _warned(exc)
     return Response(status_code=202)
 
 

@@ -217,7 +217,7 @@ def test_the_same_workitem_uid_in_two_partitions_is_two_workitems(client: httpx.
         assert created.headers["location"].endswith(f"{base}/workitems/{uid}")
     for base, patient in ((a, "Alpha^A"), (b, "Beta^B")):
         found = client.get(f"{base}/workitems/{uid}", headers={"Accept": DICOM_JSON})
-        assert found.json()[0]["00100010"]["Value"][0]["Alphabetic"] == patient
+        assert found.json()["00100010"]["Value"][0]["Alphabetic"] == patient
     searched = client.get(f"{a}/workitems", params={"PatientName": "Beta^B"}, headers=JSON)
     assert searched.status_code == 204
     unpartitioned = client.get(f"/v2/workitems/{uid}", headers={"Accept": DICOM_JSON})

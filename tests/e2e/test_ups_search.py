@@ -149,14 +149,21 @@ def test_results_never_carry_the_transaction_uid(
 def test_includefield(client: httpx.Client, worklist: tuple[str, dict[str, str]]) -> None:
     patient, _ = worklist
     plain = search(client, f"PatientID={patient}")[0]
-    assert "00100040" not in plain  # PatientSex is not returned by default
-    assert "00100010" in plain and "0040A370" in plain
-    by_tag = search(client, f"PatientID={patient}&includefield=00100040")[0]
-    assert by_tag["00100040"]["Value"] == ["O"]
-    by_keyword = search(client, f"PatientID={patient}&includefield=PatientSex,PatientBirthDate")
-    assert {"00100040", "00100030"} <= by_keyword[0].keys()
+    # Azure's default set: the patient's demographics and the scheduling attributes, not the
+    # comments or what was performed.
+    assert plain["00100040"]["Value"] == ["O"]  # PatientSex
+    assert {"00100010", "00100030", "0040A370", "00404021", "00741202"} <= plain.keys()
+    assert "00400400" not in plain and "00741216" not in plain
+    by_tag = search(client, f"PatientID={patient}&includefield=00400400")[0]
+    assert by_tag["00400400"] == {"vr": "LT"}
+    by_keyword = search(
+        client,
+        f"PatientID={patient}&includefield="
+        "CommentsOnTheScheduledProcedureStep,UnifiedProcedureStepPerformedProcedureSequence",
+    )
+    assert {"00400400", "00741216"} <= by_keyword[0].keys()
     everything = search(client, f"PatientID={patient}&includefield=all&includefield=PatientSex")
-    assert "00404021" in everything[0]
+    assert "00741216" in everything[0]
 
 
 def test_limit_offset_and_newest_first(

@@ -122,6 +122,19 @@ def test_create_type1_attribute_empty_is_400(client: httpx.Client) -> None:
     assert "ProcedureStepLabel" in response.json()["message"]
 
 
+def test_create_with_an_empty_type_3_1_attribute_is_400(client: httpx.Client) -> None:
+    """ExpectedCompletionDateTime is 3/1 on create as on update: absent, or with a value."""
+    response = create(client, workitem(generate_uid(), **{"00404011": element("DT")}))
+    assert response.status_code == 400
+    assert "ExpectedCompletionDateTime (0040,4011) must not be empty" in response.json()["message"]
+    assert (
+        create(
+            client, workitem(generate_uid(), **{"00404011": element("DT", "20260102")})
+        ).status_code
+        == 201
+    )
+
+
 def test_create_type2_attribute_may_be_empty(client: httpx.Client) -> None:
     dataset = workitem(generate_uid(), **{"00100010": element("PN")})
     assert create(client, dataset).status_code == 201
@@ -328,6 +341,7 @@ def test_update_scheduled_workitem_without_lock(client: httpx.Client) -> None:
     uid = new_workitem(client)
     response = update(client, uid, {"00741204": element("LO", "relabelled")})
     assert response.status_code == 200, response.text
+    assert response.headers["content-location"].endswith(f"/v2/workitems/{uid}")
     assert retrieve(client, uid)["00741204"]["Value"] == ["relabelled"]
 
 
@@ -352,8 +366,14 @@ def test_update_in_progress_workitem_without_or_with_wrong_lock_is_400(
     uid = new_workitem(client)
     assert change_state(client, uid, "IN PROGRESS", generate_uid()).status_code == 200
     changes = {"00741204": element("LO", "thief")}
-    assert update(client, uid, changes).status_code == 400
-    assert update(client, uid, changes, f"?{generate_uid()}").status_code == 400
+    for refused in (
+        update(client, uid, changes),
+        update(client, uid, changes, f"?{generate_uid()}"),
+    ):
+        assert refused.status_code == 400
+        # PS3.18 11.6.3.2: the reason in a Warning header too, as Azure's controller sets it.
+        assert refused.headers["warning"] == f'299 - "{refused.json()["message"]}"'
+        assert "content-location" not in refused.headers
     assert retrieve(client, uid)["00741204"]["Value"] == ["label"]
 
 
@@ -479,7 +499,9 @@ def test_canceling_without_a_discontinuation_reason_is_400(client: httpx.Client)
 @pytest.mark.parametrize("target", ["COMPLETED", "CANCELED"])
 def test_scheduled_cannot_skip_in_progress(client: httpx.Client, target: str) -> None:
     uid = new_workitem(client)
-    assert change_state(client, uid, target, generate_uid()).status_code == 400
+    refused = change_state(client, uid, target, generate_uid())
+    assert refused.status_code == 400
+    assert refused.headers["warning"] == f'299 - "{refused.json()["message"]}"'  # 11.7.3.2
     assert state_of(client, uid) == "SCHEDULED"
 
 
@@ -496,6 +518,27 @@ def test_wrong_lock_cannot_finish(client: httpx.Client, target: str) -> None:
     assert change_state(client, uid, "IN PROGRESS", generate_uid()).status_code == 200
     assert change_state(client, uid, target, generate_uid()).status_code == 400
     assert state_of(client, uid) == "IN PROGRESS"
+
+
+@pytest.mark.parametrize(
+    "lock",
+    [
+        {"vr": "UI", "Value": [123]},
+        {"vr": "UI", "Value": ["1.2.3", "1.2.4"]},
+        {"vr": "LO", "Value": ["1.2.3"]},
+        {"vr": "UI", "Value": [{"Alphabetic": "1.2.3"}]},
+    ],
+)
+def test_a_lock_that_is_not_one_uid_string_is_400(
+    client: httpx.Client, lock: dict[str, object]
+) -> None:
+    """A number or a second value is not taken as (part of) the lock."""
+    uid = new_workitem(client)
+    body = {TRANSACTION_UID: lock, STATE: element("CS", "IN PROGRESS")}
+    response = client.put(f"/v2/workitems/{uid}/state", json=[body], headers=HEADERS)
+    assert response.status_code == 400, response.text
+    assert "TransactionUID (0008,1195)" in response.json()["message"]
+    assert state_of(client, uid) == "SCHEDULED"
 
 
 def test_missing_lock_is_400(client: httpx.Client) -> None:

@@ -118,8 +118,8 @@ def retrieve(client: httpx.Client, uid: str) -> dict[str, Any]:
     response = client.get(f"/v2/workitems/{uid}", headers={"Accept": DICOM_JSON})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert isinstance(body, list) and len(body) == 1
-    return dict(body[0])
+    assert isinstance(body, dict), "one workitem is one DICOM JSON object, as Azure answers"
+    return body
 
 
 def state_of(client: httpx.Client, uid: str) -> str:

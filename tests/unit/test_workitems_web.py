@@ -101,7 +101,8 @@ class App:
     async def read(self, base: str, uid: str) -> dict[str, Any]:
         response = await self.call(workitems.retrieve, "GET", f"{base}/{uid}")
         assert response.status_code == 200
-        [dataset] = orjson.loads(response.body)
+        dataset = orjson.loads(response.body)
+        assert isinstance(dataset, dict)
         return cast(dict[str, Any], dataset)
 
     async def search(self, base: str, patient: str) -> list[dict[str, Any]]:
