@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Any
 
+from dicom_core.domain.workitem_items import CREATE_ITEMS, UPDATE_ITEMS, ItemRules, Requirement
+
 UPS_PUSH_SOP_CLASS = "1.2.840.10008.5.1.4.34.6.1"
 #: PS3.4 CC.3.1's well-known SOP Instance UIDs that subscriptions address (the global
 #: subscription, and the filtered one): never a workitem's.
@@ -56,15 +58,6 @@ class State(StrEnum):
     @property
     def final(self) -> bool:
         return self in (State.CANCELED, State.COMPLETED)
-
-
-class Requirement(Enum):
-    REQUIRED = "1"
-    REQUIRED_MAY_BE_EMPTY = "2"
-    REQUIRED_EMPTY = "2, empty"
-    EMPTY_IF_PRESENT = "empty"
-    NOT_EMPTY_IF_PRESENT = "not empty"
-    NOT_ALLOWED = "-"
 
 
 class Transaction(Enum):
@@ -157,6 +150,14 @@ REQUIREMENTS = {
     Transaction.CHANGE_STATE: CHANGE_STATE_REQUIREMENTS,
 }
 
+#: The requirements on the items of the sequences a transaction may carry
+#: (``workitem_items``); a state change carries none.
+ITEM_REQUIREMENTS: dict[Transaction, ItemRules] = {
+    Transaction.CREATE: CREATE_ITEMS,
+    Transaction.UPDATE: UPDATE_ITEMS,
+    Transaction.CHANGE_STATE: {},
+}
+
 
 class Failure(Enum):
     """Why a rule rejected a request; the service maps each kind to a status code."""
@@ -199,25 +200,59 @@ def first_string(dataset: Mapping[str, Any], tag: str) -> str | None:
     return None
 
 
+def _requirement_problem(
+    name: str, requirement: Requirement, dataset: Mapping[str, Any], tag: str
+) -> str | None:
+    """How ``dataset[tag]`` breaks ``requirement``, or None."""
+    present = tag in dataset
+    filled = present and has_value(dataset[tag])
+    if requirement is R.REQUIRED and not filled:
+        return f"{name} is required and must have a value"
+    if requirement is R.REQUIRED_MAY_BE_EMPTY and not present:
+        return f"{name} is required (it may be empty)"
+    if requirement is R.REQUIRED_EMPTY and not present:
+        return f"{name} is required, without a value"
+    if requirement in (R.REQUIRED_EMPTY, R.EMPTY_IF_PRESENT) and filled:
+        return f"{name} must be empty"
+    if requirement is R.NOT_EMPTY_IF_PRESENT and present and not filled:
+        return f"{name} must not be empty"
+    if requirement is R.NOT_ALLOWED and present:
+        return f"{name} must not be present"
+    return None
+
+
+def _item_problems(element: Any, rules: ItemRules, name: str) -> list[str]:
+    """What the items of the sequence ``element`` (named ``name``) break of ``rules``."""
+    items = element.get("Value") if isinstance(element, Mapping) else None
+    problems: list[str] = []
+    for number, item in enumerate(items if isinstance(items, list) else [], start=1):
+        if not isinstance(item, Mapping):
+            continue  # not an item: the DICOM JSON check refuses it
+        for tag, rule in rules.items():
+            inner = f"{name} item {number} > {rule.keyword} ({tag[:4]},{tag[4:]})"
+            if rule.requirement is not None:
+                problem = _requirement_problem(inner, rule.requirement, item, tag)
+                if problem is not None:
+                    problems.append(problem)
+            if rule.items is not None and tag in item:
+                problems += _item_problems(item[tag], rule.items, inner)
+    return problems
+
+
 def check_requirements(transaction: Transaction, dataset: Mapping[str, Any]) -> None:
-    """Raise ``WorkitemRuleError(INVALID)`` naming every attribute that breaks the table."""
+    """Raise ``WorkitemRuleError(INVALID)`` naming every attribute that breaks the table: the
+    top-level requirements, then those of the items of each sequence sent."""
     problems: list[str] = []
     for tag, (keyword, requirement) in REQUIREMENTS[transaction].items():
-        present = tag in dataset
-        filled = present and has_value(dataset[tag])
-        name = f"{keyword} ({tag[:4]},{tag[4:]})"
-        if requirement is R.REQUIRED and not filled:
-            problems.append(f"{name} is required and must have a value")
-        elif requirement is R.REQUIRED_MAY_BE_EMPTY and not present:
-            problems.append(f"{name} is required (it may be empty)")
-        elif requirement is R.REQUIRED_EMPTY and not present:
-            problems.append(f"{name} is required, without a value")
-        elif requirement in (R.REQUIRED_EMPTY, R.EMPTY_IF_PRESENT) and filled:
-            problems.append(f"{name} must be empty")
-        elif requirement is R.NOT_EMPTY_IF_PRESENT and present and not filled:
-            problems.append(f"{name} must not be empty")
-        elif requirement is R.NOT_ALLOWED and present:
-            problems.append(f"{name} must not be present")
+        problem = _requirement_problem(
+            f"{keyword} ({tag[:4]},{tag[4:]})", requirement, dataset, tag
+        )
+        if problem is not None:
+            problems.append(problem)
+    for tag, rule in ITEM_REQUIREMENTS[transaction].items():
+        if rule.items is not None and tag in dataset:
+            name = f"{rule.keyword} ({tag[:4]},{tag[4:]})"
+            problems += _item_problems(dataset[tag], rule.items, name)
     if transaction is Transaction.CREATE and PROCEDURE_STEP_STATE in dataset:
         state = first_string(dataset, PROCEDURE_STEP_STATE)
         if state is not None and state != State.SCHEDULED.value:

@@ -135,6 +135,19 @@ def test_create_with_an_empty_type_3_1_attribute_is_400(client: httpx.Client) ->
     )
 
 
+def test_create_checks_the_items_of_its_sequences(client: httpx.Client) -> None:
+    """Table CC.2.5-3 below the top level: a code needs its meaning (Azure refuses it too)."""
+    station = element("SQ", {"00080100": element("SH", "ST1"), "00080102": element("SH", "L")})
+    uid = generate_uid()
+    response = create(client, workitem(uid, **{"00404025": station}))
+    assert response.status_code == 400
+    assert (
+        "ScheduledStationNameCodeSequence (0040,4025) item 1 > CodeMeaning (0008,0104) is"
+        " required" in response.json()["message"]
+    )
+    assert client.get(f"/v2/workitems/{uid}", headers={"Accept": DICOM_JSON}).status_code == 404
+
+
 def test_create_type2_attribute_may_be_empty(client: httpx.Client) -> None:
     dataset = workitem(generate_uid(), **{"00100010": element("PN")})
     assert create(client, dataset).status_code == 201
@@ -269,6 +282,20 @@ def nested_workitem_body(uid: str, depth: int) -> bytes:
     opening = b'{"0040A730":{"vr":"SQ","Value":['
     leaf = b'{"00080104":{"vr":"LO","Value":["leaf"]}}'
     inner = opening * (depth - 1) + leaf + b"]}}" * (depth - 1)
+    # The outer item is a referenced instance as Table CC.2.5-2c requires one.
+    reference = orjson.dumps(
+        {
+            "0040E020": element("CS", "DICOM"),
+            "00081199": element(
+                "SQ",
+                {
+                    "00081150": element("UI", "1.2.840.10008.5.1.4.1.1.2"),
+                    "00081155": element("UI", generate_uid()),
+                },
+            ),
+        }
+    )
+    inner = reference[:-1] + b"," + inner[1:]
     base = orjson.dumps([workitem(uid, **{"00404021": element("SQ")})])
     marker = b'"00404021":{"vr":"SQ"}'
     assert marker in base
@@ -407,6 +434,19 @@ def test_update_of_the_patient_is_400(client: httpx.Client, tag: str, keyword: s
     assert response.status_code == 400
     assert f"{keyword} ({tag[:4]},{tag[4:]}) must not be present" in response.json()["message"]
     assert retrieve(client, uid)[tag] != element("LO", "X")
+
+
+def test_update_checks_the_items_of_its_sequences(client: httpx.Client) -> None:
+    """A contact in the progress information needs its URI (Table CC.2.5-3 on N-SET)."""
+    uid, lock = new_workitem(client), generate_uid()
+    assert change_state(client, uid, "IN PROGRESS", lock).status_code == 200
+    contact = element("SQ", {"0074100C": element("LO", "Ward 3")})
+    response = update(client, uid, {"00741002": element("SQ", {"00741008": contact})}, f"?{lock}")
+    assert response.status_code == 400
+    assert "ContactURI (0074,100A) is required" in response.headers["warning"]
+    contact["Value"][0]["0074100A"] = element("UR", "tel:+15551234")
+    response = update(client, uid, {"00741002": element("SQ", {"00741008": contact})}, f"?{lock}")
+    assert response.status_code == 200, response.text
 
 
 def test_update_sets_the_modification_datetime(client: httpx.Client) -> None:

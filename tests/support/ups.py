@@ -64,6 +64,12 @@ def workitem(
                 "00080050": element("SH", accession),
                 "00401001": element("SH", procedure_id),
                 "0020000D": element("UI", generate_uid()),
+                # Type 2 in each item of the request (Table CC.2.5-3): present, here empty.
+                "00080051": element("SQ"),  # IssuerOfAccessionNumberSequence
+                "00400026": element("SQ"),  # OrderPlacerIdentifierSequence
+                "00400027": element("SQ"),  # OrderFillerIdentifierSequence
+                "00321060": element("LO"),  # RequestedProcedureDescription
+                "00321064": element("SQ"),  # RequestedProcedureCodeSequence
             },
         ),
         "00404025": element("SQ", code(station)),

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from dicom_core.domain.workitem_items import Requirement
 from dicom_core.domain.workitems import (
     CREATE_REQUIREMENTS,
     UPDATE_REQUIREMENTS,
     Failure,
-    Requirement,
     State,
     Transaction,
     WorkitemRuleError,
@@ -89,6 +89,129 @@ def test_create_forbids_a_lock_value_and_performed_information() -> None:
             check_requirements(Transaction.CREATE, dataset)
     empty = full(CREATE_REQUIREMENTS) | {"00741216": {"vr": "SQ"}, "00081195": {"vr": "UI"}}
     check_requirements(Transaction.CREATE, empty)
+
+
+def sq(*items: dict[str, Any]) -> dict[str, Any]:
+    return {"vr": "SQ", "Value": list(items)} if items else {"vr": "SQ"}
+
+
+def problems_of(transaction: Transaction, dataset: dict[str, Any]) -> str:
+    with pytest.raises(WorkitemRuleError) as caught:
+        check_requirements(transaction, dataset)
+    assert caught.value.failure is Failure.INVALID
+    return caught.value.message
+
+
+SOP = {
+    "00081150": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.2"]},
+    "00081155": {"vr": "UI", "Value": ["1.2.3.4"]},
+}
+
+
+@pytest.mark.parametrize(
+    ("tag", "items", "expected"),
+    [
+        # Table CC.2.5-2a: a code needs its meaning; a 1C value, when sent, needs a value.
+        (
+            "00404025",
+            [{"00080100": {"vr": "SH", "Value": ["X"]}}],
+            "ScheduledStationNameCodeSequence (0040,4025) item 1 > CodeMeaning (0008,0104) is"
+            " required and must have a value",
+        ),
+        (
+            "00404018",
+            [code("W"), code("W") | {"00080100": {"vr": "SH"}}],
+            "ScheduledWorkitemCodeSequence (0040,4018) item 2 > CodeValue (0008,0100) must not"
+            " be empty",
+        ),
+        (
+            "0040A370",
+            [{"00080050": {"vr": "SH", "Value": ["A1"]}}],
+            "ReferencedRequestSequence (0040,A370) item 1 > StudyInstanceUID (0020,000D) is"
+            " required and must have a value",
+        ),
+        (
+            "0040A370",
+            [{"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}],
+            "ReferencedRequestSequence (0040,A370) item 1 > RequestedProcedureID (0040,1001) is"
+            " required (it may be empty)",
+        ),
+        (
+            "00404034",
+            [{}],
+            "ScheduledHumanPerformersSequence (0040,4034) item 1 > HumanPerformerName"
+            " (0040,4037) is required",
+        ),
+        (
+            "00741224",
+            [{}],
+            "ReplacedProcedureStepSequence (0074,1224) item 1 > ReferencedSOPInstanceUID"
+            " (0008,1155) is required",
+        ),
+        (
+            "00404021",
+            [{"00081199": sq({"00081150": SOP["00081150"]})}],
+            "InputInformationSequence (0040,4021) item 1 > TypeOfInstances (0040,E020) is required",
+        ),
+        (
+            "00404021",
+            [{"0040E020": {"vr": "CS", "Value": ["DICOM"]}, "00081199": sq(SOP, {})}],
+            "InputInformationSequence (0040,4021) item 1 > ReferencedSOPSequence (0008,1199)"
+            " item 2 > ReferencedSOPClassUID (0008,1150) is required",
+        ),
+    ],
+)
+def test_create_checks_the_items_of_its_sequences(
+    tag: str, items: list[dict[str, Any]], expected: str
+) -> None:
+    """PS3.4 Table CC.2.5-3 below the top level, as Azure's validator applies it."""
+    message = problems_of(Transaction.CREATE, full(CREATE_REQUIREMENTS) | {tag: sq(*items)})
+    assert expected in message
+
+
+def test_create_accepts_complete_items_and_empty_sequences() -> None:
+    dataset = full(CREATE_REQUIREMENTS) | {
+        "00404025": sq(code("STATION"), code("OTHER")),
+        "00404034": sq(
+            {
+                "00404009": sq(code("P1")),
+                "00404037": {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jo"}]},
+                "00404036": {"vr": "LO", "Value": ["Hospital"]},
+            }
+        ),
+        "00404021": sq({"0040E020": {"vr": "CS", "Value": ["DICOM"]}, "00081199": sq(SOP)}),
+        "00741224": sq(SOP),
+        "0040A370": sq(),
+    }
+    check_requirements(Transaction.CREATE, dataset)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        (
+            {"00741002": sq({"00741008": sq({"0074100C": {"vr": "LO", "Value": ["Jo"]}})})},
+            "ProcedureStepProgressInformationSequence (0074,1002) item 1 >"
+            " ProcedureStepCommunicationsURISequence (0074,1008) item 1 > ContactURI (0074,100A)",
+        ),
+        (
+            {"00741216": sq({"00404050": {"vr": "DT", "Value": ["20260101"]}})},
+            "UnifiedProcedureStepPerformedProcedureSequence (0074,1216) item 1 >"
+            " OutputInformationSequence (0040,4033) is required (it may be empty)",
+        ),
+        (
+            {"00404025": sq({"00080100": {"vr": "SH", "Value": ["X"]}})},
+            "ScheduledStationNameCodeSequence (0040,4025) item 1 > CodeMeaning (0008,0104)",
+        ),
+    ],
+)
+def test_update_checks_the_items_of_its_sequences(changes: dict[str, Any], expected: str) -> None:
+    assert expected in problems_of(Transaction.UPDATE, changes)
+
+
+def test_update_accepts_the_final_state_attributes() -> None:
+    for target in ("COMPLETED", "CANCELED"):
+        check_requirements(Transaction.UPDATE, final_state_attributes(target))
 
 
 @pytest.mark.parametrize(
