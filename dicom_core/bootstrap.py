@@ -160,7 +160,7 @@ def build_services(settings: Settings) -> Services:
         writeback=backend.spool_writeback,
     )
     updater = StudyUpdater(index, blobs, janitor, staging, after_commit=query_tags.index_instance)
-    delete = DeleteService(index, janitor)
+    delete = DeleteService(index, janitor, after_delete=query_tags.refresh_after_delete)
     partitions = PartitionService(backend.partitions, enabled=settings.data_partitions)
     return Services(
         settings=settings,

@@ -6,10 +6,20 @@ with the removal makes sure they do even if the process dies in between
 (``blob_cleanup.BlobDebtSweep``). The expiry sweep (``services/expiry.py``) deletes expired
 studies the same way, on the condition that they are still expired when the index removes
 them.
+
+Extended query tags at study and series level hold the value of the newest instance that has
+one (latest wins, as the summaries). When a delete takes that instance and leaves others,
+``after_delete`` (the extended query tag service's ``refresh_after_delete``) takes the value
+again from the newest remaining one, so a search does not match the study by a value it no
+longer shows. It runs after the delete has committed, best effort: if it fails, the delete
+stands and the old value stays searchable until the tag is reindexed, as Azure's service
+keeps it (its instance delete leaves study- and series-level tag rows alone).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from dicom_core.domain.model import StudyKey
@@ -17,11 +27,18 @@ from dicom_core.errors import resource_not_found
 from dicom_core.services.blob_cleanup import BlobJanitor
 from dicom_core.storage.ports import IndexStore
 
+log = logging.getLogger(__name__)
+
+AfterDelete = Callable[[str, int], Awaitable[None]]
+
 
 class DeleteService:
-    def __init__(self, index: IndexStore, janitor: BlobJanitor) -> None:
+    def __init__(
+        self, index: IndexStore, janitor: BlobJanitor, *, after_delete: AfterDelete | None = None
+    ) -> None:
         self._index = index
         self._janitor = janitor
+        self._after_delete = after_delete
 
     async def delete(
         self,
@@ -62,4 +79,14 @@ class DeleteService:
             release=self._janitor.delete,
             expired_by=expired_by,
         )
+        partial = series_uid is not None or sop_uid is not None
+        if blob_keys and partial and self._after_delete is not None:
+            try:
+                await self._after_delete(study_uid, partition)
+            except Exception:
+                log.warning(
+                    "could not refresh the study-level tag values of study %s after a delete",
+                    study_uid,
+                    exc_info=True,
+                )
         return len(blob_keys)

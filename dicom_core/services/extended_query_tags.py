@@ -93,3 +93,8 @@ class ExtendedQueryTagService:
 
     async def index_instance(self, key: InstanceKey, watermark: int, metadata_json: bytes) -> None:
         await self._store.index_instance(key, watermark, metadata_json)
+
+    async def refresh_after_delete(self, study_uid: str, partition: int) -> None:
+        """After a delete that left instances in the study: the study- and series-level
+        values are those of the newest remaining instance again (``QueryTagStore``)."""
+        await self._store.refresh_after_delete(study_uid, partition=partition)

@@ -16,6 +16,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicom_core.domain.extended_query_tags import QueryTagDefinition, QueryTagLevelValues
+from dicom_core.domain.model import InstanceKey
 from dicom_core.jobs.operations import StepOutcome
 from dicom_core.jobs.reindex import ReindexCheckpoint, ReindexJob, plan_reindex
 from dicom_core.storage.ports import JobQueue, QueryTagStore, TagConflict
@@ -257,3 +258,67 @@ async def test_a_batch_that_listed_a_tag_before_its_delete_leaves_nothing_of_it(
     assert again is not None and again.key != listed[0].key
     # The old batch's invalid value is no error of the new tag's.
     assert (again.query_status, again.error_count) == ("Enabled", 0)
+
+
+async def study_level_values(stores: Stores, store: QueryTagStore, study: str) -> list[Any]:
+    """The (watermark, text) of the study's study- and series-level values."""
+    if stores.backend == "local":
+        from dicom_core.storage.local.sqlite_eqt import SqliteQueryTagStore
+
+        assert isinstance(store, SqliteQueryTagStore)
+        rows = store._db.connection().execute(
+            "SELECT watermark, text_value FROM eqt_value WHERE study_uid = ? AND sop_uid = ''",
+            (study,),
+        )
+        return [(int(wm), text) for wm, text in rows.fetchall()]
+    from dicom_core.storage.azure.cosmos_extended_values import VALUE_KIND, value_partition
+    from dicom_core.storage.azure.cosmos_index import CosmosIndexStore
+    from dicom_core.storage.azure.cosmos_io import query_items
+
+    assert isinstance(stores.index, CosmosIndexStore)
+    c = await stores.index.session.containers()
+    pk = value_partition(study, partition=1)
+    values = await query_items(
+        c.system,
+        "SELECT c.wm, c.text FROM c WHERE c.pk = @pk AND c.kind = @kind AND c.sop = ''",
+        {"@pk": pk, "@kind": VALUE_KIND},
+        partition=pk,
+    )
+    return [(int(v["wm"]), v["text"]) for v in values]
+
+
+async def test_a_delete_of_the_newest_gives_the_study_value_of_the_newest_remaining(
+    stores: Stores,
+) -> None:
+    """``refresh_after_delete``: the study-level value a deleted instance wrote is taken again
+    from the newest remaining instance that has one (skipping one without), and goes when no
+    remaining instance has one."""
+    if stores.backend not in ("local", "azure"):
+        pytest.skip("the adapters' values; the fake keeps none")
+    store, queue = tag_store(stores), stores.queue_name()
+    await store.add_tags([AGE], "op", max_tags=128, start=plan_reindex("op", queue=queue))
+    study, series = generate_uid(), generate_uid()
+
+    async def stored(age: str | None) -> tuple[str, int]:
+        sop = generate_uid()
+        metadata = {"00101010": {"vr": "AS", "Value": [age]}} if age else {}
+        watermark = await add_instance(stores.index, study, series, sop, metadata=metadata)
+        await store.index_instance(
+            InstanceKey(study, series, sop, partition=1), watermark, orjson.dumps(metadata)
+        )
+        return sop, watermark
+
+    oldest, oldest_wm = await stored("030Y")
+    await stored(None)
+    newest, newest_wm = await stored("050Y")
+    assert await study_level_values(stores, store, study) == [(newest_wm, "050Y")]
+    await store.refresh_after_delete(study, partition=1)  # nothing stale: nothing changes
+    assert await study_level_values(stores, store, study) == [(newest_wm, "050Y")]
+
+    await stores.index.delete_instances(study, series, newest, partition=1)
+    await store.refresh_after_delete(study, partition=1)
+    assert await study_level_values(stores, store, study) == [(oldest_wm, "030Y")]
+
+    await stores.index.delete_instances(study, series, oldest, partition=1)
+    await store.refresh_after_delete(study, partition=1)
+    assert await study_level_values(stores, store, study) == []

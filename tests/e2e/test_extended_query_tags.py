@@ -308,6 +308,46 @@ def test_deleted_instances_take_their_values_along(http: httpx.Client) -> None:
     assert http.get("/v2/series", params={"ProtocolName": protocol}).status_code == 204
 
 
+def test_deleting_the_newest_instance_gives_its_study_and_series_values_back(
+    http: httpx.Client,
+) -> None:
+    """Study- and series-level values are the newest instance's that has one; when a delete
+    takes that instance, the study is found by the value of the newest that remains, no longer
+    by the deleted one's (a probe found both backends kept the deleted value)."""
+    added = add_tags(
+        http,
+        [{"path": "InstitutionName", "level": "Study"}, {"path": "StationName", "level": "Series"}],
+    )
+    wait_done(http, added["href"])
+    mark = generate_uid()[-10:]
+    old, new = f"Old{mark}", f"New{mark}"
+    study, series, _ = store(http, InstitutionName=old, StationName=old)
+    store(http, study_uid=study, series_uid=series, InstitutionName=None, StationName=None)
+    _, _, newest = store(
+        http, study_uid=study, series_uid=series, InstitutionName=new, StationName=new
+    )
+
+    def found(level: str, keyword: str, value: str) -> int:
+        return http.get(f"/v2/{level}", params={keyword: value}).status_code
+
+    assert (found("studies", "InstitutionName", new), found("studies", "InstitutionName", old)) == (
+        200,
+        204,
+    )
+    assert (found("series", "StationName", new), found("series", "StationName", old)) == (200, 204)
+    assert http.delete(f"/v2/studies/{study}/series/{series}/instances/{newest}").status_code == 204
+    # The newest remaining instance has neither; the one before it has the old values.
+    assert (found("studies", "InstitutionName", new), found("studies", "InstitutionName", old)) == (
+        204,
+        200,
+    )
+    assert (found("series", "StationName", new), found("series", "StationName", old)) == (204, 200)
+    shown = http.get(
+        "/v2/studies", params={"InstitutionName": old, "includefield": "InstitutionName"}
+    )
+    assert [s["0020000D"]["Value"][0] for s in shown.json()] == [study]
+
+
 @pytest.mark.parametrize(
     ("path", "level", "named"),
     [

@@ -30,6 +30,7 @@ class FakeQueryTagStore:
     def __init__(self, tags: Sequence[QueryTagRecord] = ()) -> None:
         self.tags: dict[str, QueryTagRecord] = {tag.path: tag for tag in tags}
         self.indexed: list[tuple[InstanceKey, int, bytes]] = []
+        self.refreshed: list[tuple[str, int]] = []
 
     async def list_tags(self) -> list[QueryTagRecord]:
         return sorted(self.tags.values(), key=lambda tag: tag.key)
@@ -48,6 +49,9 @@ class FakeQueryTagStore:
 
     async def index_instance(self, key: InstanceKey, watermark: int, metadata_json: bytes) -> None:
         self.indexed.append((key, watermark, metadata_json))
+
+    async def refresh_after_delete(self, study_uid: str, *, partition: int) -> None:
+        self.refreshed.append((study_uid, partition))
 
     # -- reindex operations: dicom_core.jobs and its tests ----------------------------------
 

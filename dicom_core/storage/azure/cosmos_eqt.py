@@ -26,12 +26,19 @@ was not sent: the send failed after the move, and the retried message sends it a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
-from azure.cosmos.exceptions import CosmosBatchOperationError, CosmosResourceExistsError
+from azure.core import MatchConditions
+from azure.cosmos.exceptions import (
+    CosmosAccessConditionFailedError,
+    CosmosBatchOperationError,
+    CosmosResourceExistsError,
+    CosmosResourceNotFoundError,
+)
 
 from dicom_core.domain.extended_query_tags import (
     QueryStatusValues,
@@ -43,10 +50,11 @@ from dicom_core.domain.model import InstanceKey
 from dicom_core.domain.operations import OperationKind, OperationStatusValues
 from dicom_core.domain.partitions import DEFAULT_PARTITION_KEY, DEFAULT_PARTITION_NAME
 from dicom_core.domain.timestamps import utc_timestamp
-from dicom_core.query.indexed_values import InvalidValue, extract_value
+from dicom_core.query.indexed_values import IndexedValue, InvalidValue, extract_value
 from dicom_core.storage.azure.cosmos_docs import document_partition
 from dicom_core.storage.azure.cosmos_extended_values import VALUE_KIND
 from dicom_core.storage.azure.cosmos_io import (
+    MetadataGone,
     count_items,
     delete_if_present,
     query_items,
@@ -62,7 +70,12 @@ from dicom_core.storage.azure.cosmos_operations import (
 )
 from dicom_core.storage.azure.cosmos_partitions import partition_names
 from dicom_core.storage.azure.cosmos_placement import document_placement, placement_of
-from dicom_core.storage.azure.cosmos_schema import COUNTER_PARTITION, INSTANCE, WATERMARK_COUNTER
+from dicom_core.storage.azure.cosmos_schema import (
+    COUNTER_PARTITION,
+    INSTANCE,
+    WATERMARK_COUNTER,
+    instance_id,
+)
 from dicom_core.storage.azure.cosmos_session import (
     Containers,
     advance_counter,
@@ -111,6 +124,29 @@ def _tag(doc: Doc) -> QueryTagRecord:
 
 
 # -- the query tag store ---------------------------------------------------------------------
+
+
+def _value_document(
+    tag: QueryTagRecord, key: InstanceKey, watermark: int, value: IndexedValue
+) -> Doc:
+    """The value document of ``tag`` for the entity of ``key`` at the tag's level."""
+    _, series, sop = value_entity(tag.level, key)
+    placement = placement_of(key.partition)
+    return {
+        "id": f"t{tag.key}|{series}|{sop}",
+        "pk": placement.values_partition(key.study_uid),
+        **placement.fields(),
+        "kind": VALUE_KIND,
+        "tag": tag.key,
+        "path": tag.path,
+        "study": key.study_uid,
+        "series": series,
+        "sop": sop,
+        "wm": watermark,
+        "text": value.text,
+        "num": value.number,
+        "norm": value.norm,
+    }
 
 
 class CosmosQueryTagStore(CosmosOperationStore):
@@ -370,24 +406,8 @@ class CosmosQueryTagStore(CosmosOperationStore):
             return
         if value is None:
             return
-        _, series, sop = value_entity(tag.level, key)
-        placement = placement_of(key.partition)
-        partition = placement.values_partition(key.study_uid)
-        body: Doc = {
-            "id": f"t{tag.key}|{series}|{sop}",
-            "pk": partition,
-            **placement.fields(),
-            "kind": VALUE_KIND,
-            "tag": tag.key,
-            "path": tag.path,
-            "study": key.study_uid,
-            "series": series,
-            "sop": sop,
-            "wm": watermark,
-            "text": value.text,
-            "num": value.number,
-            "norm": value.norm,
-        }
+        body = _value_document(tag, key, watermark, value)
+        partition = body["pk"]
         for _ in range(_CAS_ATTEMPTS):
             current = await read_item(system, body["id"], partition)
             if current is None:
@@ -414,6 +434,85 @@ class CosmosQueryTagStore(CosmosOperationStore):
             await self._purge_if_deleted(c.system, tags)
 
         await self._session.run(write)
+
+    async def refresh_after_delete(self, study_uid: str, *, partition: int) -> None:
+        """The stale study- and series-level values (their ``wm`` is no stored instance's)
+        are replaced, each under the ETag read here, from the newest remaining instance with
+        a value; one that none has is deleted the same way. A store that wrote a value
+        meanwhile wins: its write changed the ETag. Instances are read newest first, their
+        metadata only while a stale value is still unresolved (usually one instance)."""
+        placement = placement_of(partition)
+        study = placement.study(study_uid)
+        values_pk = placement.values_partition(study_uid)
+
+        async def refresh(c: Containers) -> None:
+            values = await query_items(
+                c.system,
+                "SELECT * FROM c WHERE c.pk = @pk AND c.kind = @kind AND c.sop = ''",
+                {"@pk": values_pk, "@kind": VALUE_KIND},
+                partition=values_pk,
+            )
+            if not values:
+                return
+            params: dict[str, object] = {"@kind": INSTANCE}
+            instances = await query_items(
+                study.container(c),
+                "SELECT c.series, c.sop, c.wm FROM c"
+                f" WHERE {study.where(params)} AND c.kind = @kind ORDER BY c.wm DESC",
+                params,
+                partition=study.key,
+            )
+            live = {int(row["wm"]) for row in instances}
+            pending = {
+                (int(v["tag"]), str(v["series"])): v for v in values if int(v["wm"]) not in live
+            }
+            if not pending:
+                return
+            tags = {
+                t.key: t
+                for t in await self.list_tags()
+                if t.status != QueryTagStatusValues.DELETING
+            }
+            for row in instances:
+                wanted = [entry for entry in pending if entry[1] in ("", str(row["series"]))]
+                if not wanted:
+                    continue
+                series, sop = str(row["series"]), str(row["sop"])
+                stored = await read_item(study.container(c), instance_id(series, sop), study.key)
+                try:
+                    if stored is None or int(stored["wm"]) != int(row["wm"]):
+                        continue  # deleted or replaced meanwhile: the next instance stands in
+                    doc = orjson.loads(await unpack_metadata(study.container(c), study, stored))
+                except MetadataGone:
+                    continue
+                key = InstanceKey(study_uid, series, sop, partition=partition)
+                for entry in wanted:
+                    tag = tags.get(entry[0])
+                    if tag is None:
+                        continue
+                    try:
+                        value = extract_value(doc, tag.attribute)
+                    except InvalidValue:
+                        continue
+                    if value is None:
+                        continue
+                    old = pending.pop(entry)
+                    body = _value_document(tag, key, int(row["wm"]), value)
+                    await replace_if_unchanged(c.system, {**body, "_etag": old["_etag"]})
+                if not pending:
+                    return
+            for old in pending.values():  # no remaining instance has a value
+                with contextlib.suppress(
+                    CosmosAccessConditionFailedError, CosmosResourceNotFoundError
+                ):
+                    await c.system.delete_item(
+                        old["id"],
+                        partition_key=values_pk,
+                        etag=old["_etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+
+        await self._session.run(refresh)
 
     # -- the primitives of a reindex batch --------------------------------------------------------
 

@@ -59,6 +59,59 @@ def _tag(row: Sequence[Any]) -> QueryTagRecord:
     )
 
 
+def _refresh_study_values(conn: sqlite3.Connection, study_uid: str, partition: int) -> None:
+    stale = conn.execute(
+        "SELECT v.tag_key, v.series_uid FROM eqt_value v"
+        " WHERE v.partition_key = ? AND v.study_uid = ? AND v.sop_uid = ''"
+        " AND NOT EXISTS (SELECT 1 FROM instance i WHERE i.watermark = v.watermark"
+        " AND i.status = 1)",
+        (partition, study_uid),
+    ).fetchall()
+    if not stale:
+        return
+    tags = {
+        tag.key: tag
+        for tag in (
+            _tag(r)
+            for r in conn.execute(
+                f"SELECT {_TAG_COLUMNS} FROM extended_query_tag WHERE status != ?",
+                (QueryTagStatusValues.DELETING,),
+            ).fetchall()
+        )
+    }
+    pending: set[tuple[int, str]] = set()
+    for tag_key, series in stale:
+        conn.execute(
+            "DELETE FROM eqt_value WHERE tag_key = ? AND partition_key = ? AND study_uid = ?"
+            " AND series_uid = ? AND sop_uid = ''",
+            (tag_key, partition, study_uid, series),
+        )
+        if int(tag_key) in tags:
+            pending.add((int(tag_key), str(series)))
+    rows = conn.execute(
+        "SELECT watermark, series_uid, sop_uid, metadata FROM instance"
+        " WHERE partition_key = ? AND study_uid = ? AND status = 1 ORDER BY watermark DESC",
+        (partition, study_uid),
+    )
+    while pending and (batch := rows.fetchmany(64)):
+        for watermark, series, sop, metadata in batch:
+            wanted = [(k, s) for k, s in pending if s in ("", series)]
+            if not wanted or not metadata:
+                continue
+            doc = orjson.loads(metadata)
+            key = InstanceKey(study_uid, str(series), str(sop), partition=partition)
+            for tag_key, entity in wanted:
+                tag = tags[tag_key]
+                attribute = query_attribute(tag.path, tag.vr, tag.level, tag.private_creator)
+                try:
+                    found = extract_value(doc, attribute) is not None
+                except InvalidValue:
+                    found = False
+                if found:
+                    _index_one(conn, tag, key, int(watermark), doc, record_errors=False)
+                    pending.discard((tag_key, entity))
+
+
 def _index_one(
     conn: sqlite3.Connection,
     tag: QueryTagRecord,
@@ -386,6 +439,18 @@ class SqliteQueryTagStore(SqliteOperationStore):
         doc = orjson.loads(metadata_json)
         for tag in tags:
             _index_one(conn, tag, key, watermark, doc, record_errors=False)
+
+    async def refresh_after_delete(self, study_uid: str, *, partition: int) -> None:
+        """One transaction: the stale study- and series-level values (their writer is no
+        longer a stored instance) are dropped and written again from the newest remaining
+        instance that has a value, reading the stored DICOM JSON newest first and stopping
+        once every stale value is found (usually at the first instance)."""
+
+        def write() -> None:
+            with self._db.transaction() as conn:
+                _refresh_study_values(conn, study_uid, partition)
+
+        await self._db.run(write)
 
 
 class SqliteExternalMetadataStore:

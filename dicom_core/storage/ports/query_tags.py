@@ -143,3 +143,12 @@ class QueryTagStore(ReindexPrimitives, Protocol):
     async def index_instance(
         self, key: InstanceKey, watermark: int, metadata_json: bytes
     ) -> None: ...
+
+    async def refresh_after_delete(self, study_uid: str, *, partition: int) -> None:
+        """After instances of the study were deleted, some remaining: each study- or
+        series-level value that a deleted instance wrote (it was the newest with a value) is
+        taken again from the newest remaining instance of its study or series that has one,
+        or goes when none has. Each value is replaced in one write, guarded against a store
+        that wrote a newer one meanwhile, so a search matches the old value or the new,
+        never neither."""
+        ...

@@ -157,3 +157,28 @@ async def test_a_delete_whose_files_cannot_be_released_still_succeeds_and_keeps_
     assert remaining(fakes) == {*keys["ct"], *keys["other"]}
     [debt] = fakes.index.debts.values()
     assert len(debt.blob_keys) == 2 and set(debt.blob_keys) <= set(fakes.blobs.objects)
+
+
+async def test_a_partial_delete_refreshes_the_study_s_tag_values_and_survives_a_failure(
+    fakes: Fakes,
+) -> None:
+    """``after_delete`` runs once a series or instance delete committed (the study keeps
+    instances whose values may now be the latest); not after a study delete, nor a 404. Its
+    failure leaves the delete done."""
+    keys = await layout(fakes)
+    calls: list[tuple[str, int]] = []
+
+    async def refresh(study: str, partition: int) -> None:
+        calls.append((study, partition))
+        raise StorageUnavailable("the index is away")
+
+    janitor = BlobJanitor(fakes.blobs, fakes.queue, delay_seconds=0)
+    deletes = DeleteService(fakes.index, janitor, after_delete=refresh)
+    assert await deletes.delete(STUDY, CT, keys["ct"][0].sop_uid, partition=1) == 1
+    assert await deletes.delete(STUDY, MR, partition=1) == 2
+    assert calls == [(STUDY, 1), (STUDY, 1)]
+    with pytest.raises(NotFound):
+        await deletes.delete(STUDY, MR, partition=1)
+    assert await deletes.delete(OTHER_STUDY, partition=1) == 1
+    assert calls == [(STUDY, 1), (STUDY, 1)]
+    assert remaining(fakes) == {keys["ct"][1]}
