@@ -45,6 +45,9 @@ CANCELLATION_DATETIME = "00404052"
 REASON_FOR_CANCELLATION = "00741238"
 PROGRESS_INFORMATION = "00741002"  # Procedure Step Progress Information Sequence
 DISCONTINUATION_REASONS = "0074100E"  # Procedure Step Discontinuation Reason Code Sequence
+COMMUNICATIONS_URIS = "00741008"  # Procedure Step Communications URI Sequence
+CONTACT_URI = "0074100A"
+CONTACT_DISPLAY_NAME = "0074100C"
 
 
 class State(StrEnum):
@@ -366,7 +369,9 @@ def record_cancellation(
     """``dataset`` with its cancellation recorded where PS3.4 Table CC.2.5-3 keeps it: in the
     first item of the Procedure Step Progress Information Sequence, the Cancellation
     DateTime (``when``, unless the performer gave one), and the Reason For Cancellation and
-    Discontinuation Reason Code Sequence of a cancellation ``request``, when it has them.
+    Discontinuation Reason Code Sequence of a cancellation ``request``, when it has them; the
+    request's Contact URI and Display Name (PS3.4 Table CC.2.4-1: whom to tell about it) as an
+    item of the Procedure Step Communications URI Sequence, as Azure's service records them.
 
     The top-level Cancellation DateTime and Reason For Cancellation that earlier versions
     wrote are kept for their readers (Microsoft's service writes the time there too).
@@ -381,6 +386,11 @@ def record_cancellation(
     for tag in (REASON_FOR_CANCELLATION, DISCONTINUATION_REASONS):
         if tag in request:
             item[tag] = request[tag]
+    if has_value(request.get(CONTACT_URI)):
+        contact = {
+            tag: request[tag] for tag in (CONTACT_URI, CONTACT_DISPLAY_NAME) if tag in request
+        }
+        item[COMMUNICATIONS_URIS] = {"vr": "SQ", "Value": [contact]}
     rest = list(items[1:]) if isinstance(items, list) else []
     updated[PROGRESS_INFORMATION] = {"vr": "SQ", "Value": [item, *rest]}
     if not has_value(updated.get(CANCELLATION_DATETIME)):

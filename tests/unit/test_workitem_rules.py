@@ -474,12 +474,22 @@ def test_cancellation_is_recorded_in_the_progress_information_keeping_what_was_t
     request = {
         "00741238": element("LT", "patient left"),
         "0074100E": element("SQ", code("110514")),
+        "0074100A": element("UR", "mailto:ward3@example.org"),
+        "0074100C": element("LO", "Ward 3"),
     }
     recorded = record_cancellation(dataset, "20260101120000", request)
     item = recorded["00741002"]["Value"][0]
     assert item["00741004"] == element("DS", "50")  # progress the performer reported
     assert item["00741238"] == element("LT", "patient left")
     assert item["0074100E"] == element("SQ", code("110514"))
+    # Whom to tell about the cancellation (Table CC.2.4-1), where Table CC.2.5-3 keeps it.
+    assert item["00741008"] == element(
+        "SQ",
+        {
+            "0074100A": element("UR", "mailto:ward3@example.org"),
+            "0074100C": element("LO", "Ward 3"),
+        },
+    )
     assert recorded["00741238"] == element("LT", "patient left")
     assert recorded["00404052"] == element("DT", "20260101120000")
     # An empty time is filled; one the performer gave is kept.
