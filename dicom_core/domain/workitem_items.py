@@ -12,7 +12,8 @@ here too.
 
 Create and update differ only where the table does: on create the progress and performed
 procedure sequences must be empty (``workitems``), so only update checks their items; the
-patient's and the request's sequences may not be updated at all.
+request's sequences and most of the patient's may not be updated at all (``workitems``),
+and an update of the Other Patient IDs may name no issuer.
 """
 
 from __future__ import annotations
@@ -153,8 +154,10 @@ _OUTPUT_DESTINATION = _rules(
     _rule("XDSStorageSequence", _FILLED, _rules(_rule("RepositoryUniqueID", _ONE))),
 )
 
-# What both transactions check in the scheduling sequences they may carry.
+# What both transactions check in the scheduling sequences they may carry, and the patient's
+# photo (3/3 in both).
 _SCHEDULING = _rules(
+    _rule("ReferencedPatientPhotoSequence", None, REFERENCED_INSTANCES),
     _rule("ScheduledProcessingParametersSequence", None, CONTENT_ITEM),
     _rule("ScheduledStationNameCodeSequence", None, CODE),
     _rule("ScheduledStationClassCodeSequence", None, CODE),
@@ -193,7 +196,9 @@ CREATE_ITEMS: dict[str, ItemRule] = _SCHEDULING | _rules(
             _rule("RequestedProcedureID", _TWO),
             _rule("RequestedProcedureDescription", _TWO),
             _rule("RequestedProcedureCodeSequence", _TWO, CODE),
+            _rule("ReasonForRequestedProcedureCodeSequence", None, CODE),
             _rule("RequestingService", _FILLED),
+            _rule("RequestingServiceCodeSequence", None, CODE),
         ),
     ),
     _rule(
@@ -207,12 +212,25 @@ CREATE_ITEMS: dict[str, ItemRule] = _SCHEDULING | _rules(
 #: (a contact needs its URI) and the performed procedure (its output information is 2/2).
 UPDATE_ITEMS: dict[str, ItemRule] = _SCHEDULING | _rules(
     _rule(
+        "OtherPatientIDsSequence",
+        None,
+        _rules(
+            _rule("PatientID", _ONE),
+            _rule("IssuerOfPatientID", Requirement.NOT_ALLOWED),
+            _rule("IssuerOfPatientIDQualifiersSequence", Requirement.NOT_ALLOWED),
+        ),
+    ),
+    _rule(
         "ProcedureStepProgressInformationSequence",
         None,
         _rules(
             _rule("ProcedureStepProgress", _FILLED),
             _rule("ProcedureStepProgressDescription", _FILLED),
-            _rule("ProcedureStepProgressParametersSequence", None, CONTENT_ITEM),
+            _rule(
+                "ProcedureStepProgressParametersSequence",
+                None,
+                CONTENT_ITEM | _rules(_rule("ContentItemModifierSequence", None, CONTENT_ITEM)),
+            ),
             _rule(
                 "ProcedureStepCommunicationsURISequence",
                 _FILLED,

@@ -30,7 +30,12 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Any
 
-from dicom_core.domain.workitem_items import CREATE_ITEMS, UPDATE_ITEMS, ItemRules, Requirement
+from dicom_core.domain.workitem_items import (
+    CREATE_ITEMS,
+    UPDATE_ITEMS,
+    ItemRules,
+    Requirement,
+)
 
 UPS_PUSH_SOP_CLASS = "1.2.840.10008.5.1.4.34.6.1"
 #: PS3.4 CC.3.1's well-known SOP Instance UIDs that subscriptions address (the global
@@ -181,13 +186,27 @@ class WorkitemRuleError(Exception):
 
 
 def has_value(element: Any) -> bool:
-    """Whether a DICOM JSON element carries a value (a Value with at least one entry)."""
+    """Whether a DICOM JSON element carries a value: a sequence at least one item, another
+    element at least one value that is not blank (white space alone is empty, as Azure's
+    validator reads it; a person name needs a component that is not), or inline or bulk
+    data."""
     if not isinstance(element, Mapping):
         return False
     value = element.get("Value")
-    if isinstance(value, list) and value and any(v not in (None, "") for v in value):
-        return True
+    if isinstance(value, list) and value:
+        if element.get("vr") == "SQ":
+            return True
+        if any(_filled(v) for v in value):
+            return True
     return bool(element.get("InlineBinary") or element.get("BulkDataURI"))
+
+
+def _filled(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(value.strip())
+    if isinstance(value, Mapping):  # a person name's component groups
+        return any(isinstance(part, str) and part.strip() for part in value.values())
+    return value is not None
 
 
 def first_string(dataset: Mapping[str, Any], tag: str) -> str | None:
@@ -203,71 +222,95 @@ def first_string(dataset: Mapping[str, Any], tag: str) -> str | None:
     return None
 
 
-def _requirement_problem(
-    name: str, requirement: Requirement, dataset: Mapping[str, Any], tag: str
-) -> str | None:
-    """How ``dataset[tag]`` breaks ``requirement``, or None."""
+MAX_PROBLEMS_NAMED = 50
+"""Problems a refusal names at most (then how many more): a body of a million empty items
+must not become an answer, or a list in memory, of hundreds of megabytes."""
+
+
+class Problems:
+    """The problems a check finds: the first ``MAX_PROBLEMS_NAMED`` in words, the rest
+    counted. ``add`` takes a problem's words in parts, joined only when it is kept."""
+
+    def __init__(self) -> None:
+        self.named: list[str] = []
+        self.more = 0
+
+    def add(self, *parts: str) -> None:
+        if len(self.named) < MAX_PROBLEMS_NAMED:
+            self.named.append("".join(parts))
+        else:
+            self.more += 1
+
+    def __bool__(self) -> bool:
+        return bool(self.named)
+
+    def summary(self) -> str:
+        more = f"; and {self.more} more" if self.more else ""
+        return "; ".join(self.named) + more + "."
+
+
+def _tag_name(keyword: str, tag: str) -> str:
+    return f"{keyword} ({tag[:4]},{tag[4:]})"
+
+
+def _requirement_problem(requirement: Requirement, dataset: Mapping[str, Any], tag: str) -> str:
+    """How ``dataset[tag]`` breaks ``requirement`` (what follows its name), or ``""``."""
     present = tag in dataset
     filled = present and has_value(dataset[tag])
     if requirement is R.REQUIRED and not filled:
-        return f"{name} is required and must have a value"
+        return "is required and must have a value"
     if requirement is R.REQUIRED_MAY_BE_EMPTY and not present:
-        return f"{name} is required (it may be empty)"
+        return "is required (it may be empty)"
     if requirement is R.REQUIRED_EMPTY and not present:
-        return f"{name} is required, without a value"
+        return "is required, without a value"
     if requirement in (R.REQUIRED_EMPTY, R.EMPTY_IF_PRESENT) and filled:
-        return f"{name} must be empty"
+        return "must be empty"
     if requirement is R.NOT_EMPTY_IF_PRESENT and present and not filled:
-        return f"{name} must not be empty"
+        return "must not be empty"
     if requirement is R.NOT_ALLOWED and present:
-        return f"{name} must not be present"
-    return None
+        return "must not be present"
+    return ""
 
 
-def _item_problems(element: Any, rules: ItemRules, name: str) -> list[str]:
-    """What the items of the sequence ``element`` (named ``name``) break of ``rules``."""
+def _item_problems(element: Any, rules: ItemRules, name: str, problems: Problems) -> None:
+    """Add what the items of the sequence ``element`` (named ``name``) break of ``rules``."""
     items = element.get("Value") if isinstance(element, Mapping) else None
-    problems: list[str] = []
     for number, item in enumerate(items if isinstance(items, list) else [], start=1):
         if not isinstance(item, Mapping):
             continue  # not an item: the DICOM JSON check refuses it
         for tag, rule in rules.items():
-            inner = f"{name} item {number} > {rule.keyword} ({tag[:4]},{tag[4:]})"
+            prefix = (name, " item ", str(number), " > ", rule.keyword, " (", tag[:4], ",")
             if rule.requirement is not None:
-                problem = _requirement_problem(inner, rule.requirement, item, tag)
-                if problem is not None:
-                    problems.append(problem)
+                problem = _requirement_problem(rule.requirement, item, tag)
+                if problem:
+                    problems.add(*prefix, tag[4:], ") ", problem)
             if rule.items is not None and tag in item:
-                problems += _item_problems(item[tag], rule.items, inner)
-    return problems
+                _item_problems(item[tag], rule.items, "".join(prefix) + tag[4:] + ")", problems)
 
 
 def check_requirements(transaction: Transaction, dataset: Mapping[str, Any]) -> None:
-    """Raise ``WorkitemRuleError(INVALID)`` naming every attribute that breaks the table: the
-    top-level requirements, then those of the items of each sequence sent."""
-    problems: list[str] = []
+    """Raise ``WorkitemRuleError(INVALID)`` naming the attributes that break the table (the
+    first ``MAX_PROBLEMS_NAMED``): the top-level requirements, then those of the items of each
+    sequence sent."""
+    problems = Problems()
     for tag, (keyword, requirement) in REQUIREMENTS[transaction].items():
-        problem = _requirement_problem(
-            f"{keyword} ({tag[:4]},{tag[4:]})", requirement, dataset, tag
-        )
-        if problem is not None:
-            problems.append(problem)
+        problem = _requirement_problem(requirement, dataset, tag)
+        if problem:
+            problems.add(_tag_name(keyword, tag), " ", problem)
     for tag, rule in ITEM_REQUIREMENTS[transaction].items():
         if rule.items is not None and tag in dataset:
-            name = f"{rule.keyword} ({tag[:4]},{tag[4:]})"
-            problems += _item_problems(dataset[tag], rule.items, name)
+            _item_problems(dataset[tag], rule.items, _tag_name(rule.keyword, tag), problems)
     if transaction is Transaction.CREATE and PROCEDURE_STEP_STATE in dataset:
         state = first_string(dataset, PROCEDURE_STEP_STATE)
         if state is not None and state != State.SCHEDULED.value:
-            problems.append(
+            problems.add(
                 f"ProcedureStepState (0074,1000) must be SCHEDULED on create, not {state!r}"
             )
     if problems:
         raise WorkitemRuleError(
             Failure.INVALID,
             f"The dataset does not meet the {transaction.value} requirements: "
-            + "; ".join(problems)
-            + ".",
+            + problems.summary(),
         )
 
 
@@ -334,33 +377,36 @@ def check_final_state(dataset: Mapping[str, Any], target: State) -> None:
     column requires for ``target`` has a value, in the workitem as it would be stored (the
     performer sets them with Update Workitem first). Raises ``WorkitemRuleError(INVALID)``
     naming each one missing."""
-    problems = _final_state_problems(dataset, target, FINAL_STATE_REQUIREMENTS, "")
+    problems = Problems()
+    _final_state_problems(dataset, target, FINAL_STATE_REQUIREMENTS, "", problems)
     if problems:
         raise WorkitemRuleError(
             Failure.INVALID,
             f"The workitem does not meet the final state requirements of {target.value}"
-            " (set them with Update Workitem first): " + "; ".join(problems) + ".",
+            " (set them with Update Workitem first): " + problems.summary(),
         )
 
 
 def _final_state_problems(
-    dataset: Mapping[str, Any], target: State, rules: Mapping[str, FinalRule], path: str
-) -> list[str]:
-    problems: list[str] = []
+    dataset: Mapping[str, Any],
+    target: State,
+    rules: Mapping[str, FinalRule],
+    path: str,
+    problems: Problems,
+) -> None:
     for tag, rule in rules.items():
-        name = f"{path}{rule.keyword} ({tag[:4]},{tag[4:]})"
+        name = f"{path}{_tag_name(rule.keyword, tag)}"
         element = dataset.get(tag)
         if rule.code.applies_to(target) and not has_value(element):
-            problems.append(f"{name} needs a value")
+            problems.add(name, " needs a value")
         if rule.items is None or not isinstance(element, Mapping):
             continue
         items = element.get("Value")
         for number, item in enumerate(items if isinstance(items, list) else [], start=1):
             if isinstance(item, Mapping):
-                problems += _final_state_problems(
-                    item, target, rule.items, f"{name} item {number} > "
+                _final_state_problems(
+                    item, target, rule.items, f"{name} item {number} > ", problems
                 )
-    return problems
 
 
 def record_cancellation(

@@ -12,8 +12,9 @@ one (latest wins, as the summaries). When a delete takes that instance and leave
 ``after_delete`` (the extended query tag service's ``refresh_after_delete``) takes the value
 again from the newest remaining one, so a search does not match the study by a value it no
 longer shows. It runs after the delete has committed, best effort: if it fails, the delete
-stands and the old value stays searchable until the tag is reindexed, as Azure's service
-keeps it (its instance delete leaves study- and series-level tag rows alone).
+stands and the old value stays searchable until a later delete in the study refreshes it or
+the tag is deleted and added again, as Azure's service keeps it (its instance delete leaves
+study- and series-level tag rows alone).
 """
 
 from __future__ import annotations

@@ -110,7 +110,23 @@ def check_dataset(dataset: Any, *, lock_as_given: bool = False) -> Dataset:
     )
     if malformed is not None:
         raise BadRequest(f"The dataset is refused: {malformed}.")
-    return {str(tag).upper(): element for tag, element in dataset.items()}
+    return _upper_tags(dataset)
+
+
+def _upper_tags(dataset: Mapping[str, Any]) -> Dataset:
+    """``dataset`` with its tags in upper case, in the items of its sequences too: DICOM JSON
+    allows either case, and the requirement tables and the search on sequence attributes read
+    upper case. (Recursion is bounded: the nesting check ran first.)"""
+    upper: Dataset = {}
+    for tag, element in dataset.items():
+        items = element.get("Value") if element.get("vr") == "SQ" else None
+        if isinstance(items, list):
+            element = {
+                **element,
+                "Value": [_upper_tags(i) if isinstance(i, Mapping) else i for i in items],
+            }
+        upper[str(tag).upper()] = element
+    return upper
 
 
 def check_lock(value: str) -> None:

@@ -42,12 +42,23 @@ def warning(message: str) -> str:
     Header values are Latin-1 on the wire and a quoted string cannot hold control
     characters, so the text keeps printable ASCII only (anything else becomes ``?``; the JSON
     body carries the message whole), escapes quotes and backslashes, and stops at
-    ``WARNING_TEXT_LIMIT`` characters: a message that quotes a client's value stays a header.
+    ``WARNING_TEXT_LIMIT`` characters, escapes counted: a message that quotes a client's value
+    stays a header.
     """
-    text = "".join(c if " " <= c <= "~" else "?" for c in message[:WARNING_TEXT_LIMIT])
-    if len(message) > WARNING_TEXT_LIMIT:
-        text = text[: WARNING_TEXT_LIMIT - 3] + "..."
-    return '299 - "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    pieces = [
+        "\\" + c if c in '"\\' else c if " " <= c <= "~" else "?"
+        for c in message[: WARNING_TEXT_LIMIT + 1]
+    ]
+    text = "".join(pieces)
+    if len(text) > WARNING_TEXT_LIMIT:  # cut between pieces, never inside an escape
+        kept, used = [], 0
+        for piece in pieces:
+            if used + len(piece) > WARNING_TEXT_LIMIT - 3:
+                break
+            kept.append(piece)
+            used += len(piece)
+        text = "".join(kept) + "..."
+    return '299 - "' + text + '"'
 
 
 def unknown_route(path: str) -> Response:

@@ -107,6 +107,12 @@ def _query_uid(request: Request, names: tuple[str, ...], what: str) -> str | Non
     return value.strip()
 
 
+def _refused(exc: DicomWebError) -> bool:
+    """Whether ``exc`` refuses the request (a 4xx), rather than reporting that the service
+    could not do it (424 for a dependency, 5xx): only refusals carry the Warning."""
+    return 400 <= exc.status < 500 and exc.status != 424
+
+
 def _warned(exc: DicomWebError) -> Response:
     """The error answer of a refused transaction, its reason in a ``Warning`` header too."""
     return error(exc.status, exc.message, {"Warning": warning(exc.message)})
@@ -155,7 +161,7 @@ async def update(request: Request, services: Services) -> Response:
     try:
         await services.workitems.update(uid, dataset, lock, partition=partition.key)
     except DicomWebError as exc:
-        if exc.status >= 500:
+        if not _refused(exc):
             raise
         return _warned(exc)
     location = f"{resource_base(request, version, partition)}/workitems/{uid}"
@@ -172,7 +178,7 @@ async def change_state(request: Request, services: Services) -> Response:
     try:
         await services.workitems.change_state(uid, dataset, partition=partition.key)
     except DicomWebError as exc:
-        if exc.status >= 500:
+        if not _refused(exc):
             raise
         return _warned(exc)
     return Response(status_code=200)

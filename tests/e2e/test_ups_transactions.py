@@ -16,6 +16,7 @@ from tests.support.ups import (
     STATE,
     TRANSACTION_UID,
     change_state,
+    code,
     create,
     element,
     final_state_attributes,
@@ -146,6 +147,21 @@ def test_create_checks_the_items_of_its_sequences(client: httpx.Client) -> None:
         " required" in response.json()["message"]
     )
     assert client.get(f"/v2/workitems/{uid}", headers={"Accept": DICOM_JSON}).status_code == 404
+
+
+def test_create_reads_item_tags_in_either_case(client: httpx.Client) -> None:
+    """DICOM JSON tags may be lower case, inside items too: the requirements find them, and
+    the workitem is served with upper-case tags."""
+    parameter = {
+        "0040a040": element("CS", "TEXT"),
+        "0040a043": element("SQ", code("P1")),
+        "0040a160": element("UT", "slow"),
+    }
+    uid = generate_uid()
+    response = create(client, workitem(uid, **{"00741210": element("SQ", parameter)}))
+    assert response.status_code == 201, response.text
+    item = retrieve(client, uid)["00741210"]["Value"][0]
+    assert sorted(item) == ["0040A040", "0040A043", "0040A160"]
 
 
 def test_create_type2_attribute_may_be_empty(client: httpx.Client) -> None:

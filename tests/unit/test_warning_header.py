@@ -31,6 +31,13 @@ def test_a_long_message_is_cut_with_an_ellipsis() -> None:
     assert value.endswith('..."') and len(value) == len('299 - ""') + WARNING_TEXT_LIMIT
 
 
+def test_escapes_count_toward_the_limit_and_are_never_cut_in_half() -> None:
+    value = warning('"' * 5000)
+    assert len(value) <= len('299 - ""') + WARNING_TEXT_LIMIT
+    assert value.endswith('\\"..."')
+    assert warning("x" * WARNING_TEXT_LIMIT) == '299 - "' + "x" * WARNING_TEXT_LIMIT + '"'
+
+
 @given(st.text(max_size=2000))
 def test_any_message_gives_one_valid_quoted_string(message: str) -> None:
     value = warning(message)

@@ -10,6 +10,7 @@ import pytest
 from dicom_core.domain.workitem_items import Requirement
 from dicom_core.domain.workitems import (
     CREATE_REQUIREMENTS,
+    MAX_PROBLEMS_NAMED,
     UPDATE_REQUIREMENTS,
     Failure,
     State,
@@ -264,6 +265,38 @@ def test_create_type2_attributes_of_table_cc_2_5_3_are_listed(keyword: str) -> N
 def test_create_state_must_be_scheduled() -> None:
     dataset = full(CREATE_REQUIREMENTS) | {"00741000": {"vr": "CS", "Value": ["COMPLETED"]}}
     assert failure(check_requirements, Transaction.CREATE, dataset) is Failure.INVALID
+
+
+def test_a_refusal_names_the_first_problems_and_counts_the_rest() -> None:
+    """A small body of many empty items must not make a huge answer (a review's 4 MB request
+    got a 356 MB one)."""
+    items = full(CREATE_REQUIREMENTS) | {"00741210": sq(*([{}] * 100_000))}
+    message = problems_of(Transaction.CREATE, items)
+    assert message.count("is required") == MAX_PROBLEMS_NAMED
+    assert message.endswith(f"; and {2 * 100_000 - MAX_PROBLEMS_NAMED} more.")
+    assert len(message) < 10_000
+
+
+@pytest.mark.parametrize(
+    "name",
+    [[{}], [{"Alphabetic": ""}], [{"Alphabetic": "  ", "Ideographic": ""}], ["   "]],
+)
+def test_a_blank_value_is_no_value(name: list[Any]) -> None:
+    """White space alone, or a person name without a component, is empty (as Azure reads
+    it): a performer needs a name."""
+    performer = {
+        "00404009": sq(code("P1")),
+        "00404037": {"vr": "PN", "Value": name},
+        "00404036": {"vr": "LO", "Value": ["Hospital"]},
+    }
+    dataset = full(CREATE_REQUIREMENTS) | {"00404034": sq(performer)}
+    assert "HumanPerformerName (0040,4037) is required and must have a value" in problems_of(
+        Transaction.CREATE, dataset
+    )
+    blank_label = full(CREATE_REQUIREMENTS) | {"00741204": {"vr": "LO", "Value": ["  "]}}
+    assert "ProcedureStepLabel (0074,1204) is required" in problems_of(
+        Transaction.CREATE, blank_label
+    )
 
 
 def test_messages_name_every_problem() -> None:

@@ -26,9 +26,8 @@ was not sent: the send failed after the move, and the retried message sends it a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -147,6 +146,90 @@ def _value_document(
         "num": value.number,
         "norm": value.norm,
     }
+
+
+REFRESH_PAGE = 50
+"""Instances a refresh lists per page, newest first."""
+
+
+async def _refresh_values(
+    c: Containers, tags: Mapping[int, QueryTagRecord], study_uid: str, partition: int
+) -> bool:
+    """One round of ``refresh_after_delete``; False when a write lost its ETag."""
+    placement = placement_of(partition)
+    study = placement.study(study_uid)
+    values_pk = placement.values_partition(study_uid)
+    values = await query_items(
+        c.system,
+        "SELECT * FROM c WHERE c.pk = @pk AND c.kind = @kind AND c.sop = ''",
+        {"@pk": values_pk, "@kind": VALUE_KIND},
+        partition=values_pk,
+    )
+    if not values:
+        return True
+    params: dict[str, object] = {"@kind": INSTANCE, "@wms": sorted({int(v["wm"]) for v in values})}
+    writers = await query_items(
+        study.container(c),
+        f"SELECT c.wm FROM c WHERE {study.where(params)} AND c.kind = @kind"
+        " AND ARRAY_CONTAINS(@wms, c.wm)",
+        params,
+        partition=study.key,
+    )
+    live = {int(row["wm"]) for row in writers}
+    pending = {(int(v["tag"]), str(v["series"])): v for v in values if int(v["wm"]) not in live}
+    settled = True
+    below = 2**62
+    while pending:
+        params = {"@kind": INSTANCE, "@n": REFRESH_PAGE, "@below": below}
+        page = await query_items(
+            study.container(c),
+            f"SELECT TOP @n c.series, c.sop, c.wm FROM c WHERE {study.where(params)}"
+            " AND c.kind = @kind AND c.wm < @below ORDER BY c.wm DESC",
+            params,
+            partition=study.key,
+        )
+        for row in page:
+            series, sop, watermark = str(row["series"]), str(row["sop"]), int(row["wm"])
+            wanted = [entry for entry in pending if entry[1] in ("", series)]
+            if not wanted:
+                continue
+            stored = await read_item(study.container(c), instance_id(series, sop), study.key)
+            try:
+                if stored is None or int(stored["wm"]) != watermark:
+                    continue  # deleted or replaced meanwhile: an older instance stands in
+                doc = orjson.loads(await unpack_metadata(study.container(c), study, stored))
+            except MetadataGone:
+                continue
+            key = InstanceKey(study_uid, series, sop, partition=partition)
+            for entry in wanted:
+                tag = tags.get(entry[0])
+                try:
+                    value = None if tag is None else extract_value(doc, tag.attribute)
+                except InvalidValue:
+                    continue
+                if tag is None or value is None:
+                    continue
+                old = pending.pop(entry)
+                body = _value_document(tag, key, watermark, value)
+                settled &= await replace_if_unchanged(c.system, {**body, "_etag": old["_etag"]})
+            if not pending:
+                break
+        if len(page) < REFRESH_PAGE:
+            break
+        below = int(page[-1]["wm"])
+    for old in pending.values():  # no remaining instance has a value
+        try:
+            await c.system.delete_item(
+                old["id"],
+                partition_key=values_pk,
+                etag=old["_etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except CosmosAccessConditionFailedError:
+            settled = False
+        except CosmosResourceNotFoundError:
+            pass  # gone already: another refresh, or the study's delete
+    return settled
 
 
 class CosmosQueryTagStore(CosmosOperationStore):
@@ -438,81 +521,24 @@ class CosmosQueryTagStore(CosmosOperationStore):
     async def refresh_after_delete(self, study_uid: str, *, partition: int) -> None:
         """The stale study- and series-level values (their ``wm`` is no stored instance's)
         are replaced, each under the ETag read here, from the newest remaining instance with
-        a value; one that none has is deleted the same way. A store that wrote a value
-        meanwhile wins: its write changed the ETag. Instances are read newest first, their
-        metadata only while a stale value is still unresolved (usually one instance)."""
-        placement = placement_of(partition)
-        study = placement.study(study_uid)
-        values_pk = placement.values_partition(study_uid)
+        a value; one that none has is deleted the same way. A write that loses its ETag (a
+        store, or another delete's refresh, changed the value meanwhile) makes the whole
+        refresh run again on what is there now, so two deletes racing in one study leave the
+        value of an instance that remains.
 
-        async def refresh(c: Containers) -> None:
-            values = await query_items(
-                c.system,
-                "SELECT * FROM c WHERE c.pk = @pk AND c.kind = @kind AND c.sop = ''",
-                {"@pk": values_pk, "@kind": VALUE_KIND},
-                partition=values_pk,
+        Cost: one query of the study's values, and one of which of their writers remain;
+        only when one is gone, pages of the study's instances newest first (light fields) and
+        a point read of each one whose metadata is read, until every stale value is found."""
+        tags = {
+            t.key: t for t in await self.list_tags() if t.status != QueryTagStatusValues.DELETING
+        }
+        for _ in range(_CAS_ATTEMPTS):
+            settled = await self._session.run(
+                lambda c: _refresh_values(c, tags, study_uid, partition)
             )
-            if not values:
+            if settled:
                 return
-            params: dict[str, object] = {"@kind": INSTANCE}
-            instances = await query_items(
-                study.container(c),
-                "SELECT c.series, c.sop, c.wm FROM c"
-                f" WHERE {study.where(params)} AND c.kind = @kind ORDER BY c.wm DESC",
-                params,
-                partition=study.key,
-            )
-            live = {int(row["wm"]) for row in instances}
-            pending = {
-                (int(v["tag"]), str(v["series"])): v for v in values if int(v["wm"]) not in live
-            }
-            if not pending:
-                return
-            tags = {
-                t.key: t
-                for t in await self.list_tags()
-                if t.status != QueryTagStatusValues.DELETING
-            }
-            for row in instances:
-                wanted = [entry for entry in pending if entry[1] in ("", str(row["series"]))]
-                if not wanted:
-                    continue
-                series, sop = str(row["series"]), str(row["sop"])
-                stored = await read_item(study.container(c), instance_id(series, sop), study.key)
-                try:
-                    if stored is None or int(stored["wm"]) != int(row["wm"]):
-                        continue  # deleted or replaced meanwhile: the next instance stands in
-                    doc = orjson.loads(await unpack_metadata(study.container(c), study, stored))
-                except MetadataGone:
-                    continue
-                key = InstanceKey(study_uid, series, sop, partition=partition)
-                for entry in wanted:
-                    tag = tags.get(entry[0])
-                    if tag is None:
-                        continue
-                    try:
-                        value = extract_value(doc, tag.attribute)
-                    except InvalidValue:
-                        continue
-                    if value is None:
-                        continue
-                    old = pending.pop(entry)
-                    body = _value_document(tag, key, int(row["wm"]), value)
-                    await replace_if_unchanged(c.system, {**body, "_etag": old["_etag"]})
-                if not pending:
-                    return
-            for old in pending.values():  # no remaining instance has a value
-                with contextlib.suppress(
-                    CosmosAccessConditionFailedError, CosmosResourceNotFoundError
-                ):
-                    await c.system.delete_item(
-                        old["id"],
-                        partition_key=values_pk,
-                        etag=old["_etag"],
-                        match_condition=MatchConditions.IfNotModified,
-                    )
-
-        await self._session.run(refresh)
+        raise RuntimeError(f"the tag values of study {study_uid} kept changing")
 
     # -- the primitives of a reindex batch --------------------------------------------------------
 

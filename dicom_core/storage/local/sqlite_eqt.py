@@ -24,7 +24,12 @@ from dicom_core.domain.model import InstanceKey
 from dicom_core.domain.operations import OperationKind, OperationStatusValues
 from dicom_core.domain.partitions import DEFAULT_PARTITION_NAME
 from dicom_core.domain.timestamps import utc_timestamp
-from dicom_core.query.indexed_values import InvalidValue, extract_value, query_attribute
+from dicom_core.query.indexed_values import (
+    IndexedValue,
+    InvalidValue,
+    extract_value,
+    query_attribute,
+)
 from dicom_core.storage.local.sqlite_db import SqliteDatabase
 from dicom_core.storage.local.sqlite_operations import SqliteOperationStore, operation_record
 from dicom_core.storage.local.sqlite_queue import insert_job
@@ -89,14 +94,19 @@ def _refresh_study_values(conn: sqlite3.Connection, study_uid: str, partition: i
         if int(tag_key) in tags:
             pending.add((int(tag_key), str(series)))
     rows = conn.execute(
-        "SELECT watermark, series_uid, sop_uid, metadata FROM instance"
+        "SELECT watermark, series_uid, sop_uid FROM instance"
         " WHERE partition_key = ? AND study_uid = ? AND status = 1 ORDER BY watermark DESC",
         (partition, study_uid),
     )
     while pending and (batch := rows.fetchmany(64)):
-        for watermark, series, sop, metadata in batch:
+        for watermark, series, sop in batch:
             wanted = [(k, s) for k, s in pending if s in ("", series)]
-            if not wanted or not metadata:
+            if not wanted:
+                continue
+            (metadata,) = conn.execute(
+                "SELECT metadata FROM instance WHERE watermark = ?", (watermark,)
+            ).fetchone()
+            if not metadata:
                 continue
             doc = orjson.loads(metadata)
             key = InstanceKey(study_uid, str(series), str(sop), partition=partition)
@@ -104,11 +114,11 @@ def _refresh_study_values(conn: sqlite3.Connection, study_uid: str, partition: i
                 tag = tags[tag_key]
                 attribute = query_attribute(tag.path, tag.vr, tag.level, tag.private_creator)
                 try:
-                    found = extract_value(doc, attribute) is not None
+                    value = extract_value(doc, attribute)
                 except InvalidValue:
-                    found = False
-                if found:
-                    _index_one(conn, tag, key, int(watermark), doc, record_errors=False)
+                    continue
+                if value is not None:
+                    _write_value(conn, tag, key, int(watermark), value)
                     pending.discard((tag_key, entity))
 
 
@@ -157,8 +167,18 @@ def _index_one(
                 (QueryStatusValues.DISABLED, tag.key, tag.key),
             )
         return
-    if value is None:
-        return
+    if value is not None:
+        _write_value(conn, tag, key, watermark, value)
+
+
+def _write_value(
+    conn: sqlite3.Connection,
+    tag: QueryTagRecord,
+    key: InstanceKey,
+    watermark: int,
+    value: IndexedValue,
+) -> None:
+    """Upsert ``value`` for the entity of ``key`` at the tag's level; the latest wins."""
     study, series, sop = value_entity(tag.level, key)
     conn.execute(
         "INSERT INTO eqt_value (tag_key, partition_key, study_uid, series_uid, sop_uid,"
