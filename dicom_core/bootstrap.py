@@ -176,6 +176,7 @@ def build_services(settings: Settings) -> Services:
             after_commit=query_tags.index_instance,
             external_metadata=external_metadata,
             lease_seconds=settings.reservation_lease_seconds,
+            max_inflated=settings.max_decoded_bytes,
         ),
         delete=delete,
         retrieve=RetrieveService(index, blobs),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 from pydicom import dcmread
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -21,6 +22,11 @@ from pydicom.tag import Tag
 from pydicom.uid import UID
 
 from dicom_core.domain import index_attributes
+from dicom_core.domain.deflate import (
+    InflatedSizeError,
+    check_inflated_size,
+    deflated_dataset_offset,
+)
 from dicom_core.domain.dicomjson import dataset_json
 from dicom_core.domain.frames import FrameLayoutError, TruncatedPixelData, frame_index
 from dicom_core.domain.identifiers import identifier_problem
@@ -155,11 +161,24 @@ def _int(ds: Dataset, keyword: str, default: int) -> int:
         return default
 
 
-def parse_instance(path: Path, size: int | None = None, *, partition: int) -> ParsedInstance:
+DEFAULT_MAX_INFLATED = 512 << 20
+"""``Settings.max_decoded_bytes``' default: the most a deflated dataset may inflate to."""
+
+
+def parse_instance(
+    path: Path,
+    size: int | None = None,
+    *,
+    partition: int,
+    max_inflated: int = DEFAULT_MAX_INFLATED,
+) -> ParsedInstance:
     """Parse the staged part at ``path`` (preamble already zeroed) or raise InstanceRejected.
 
     ``size`` is the file's size when the caller already has it; ``partition`` the data
-    partition the instance is stored in, part of its key.
+    partition the instance is stored in, part of its key. A Deflated Explicit VR Little
+    Endian part is refused when its dataset inflates past ``max_inflated`` bytes, before
+    pydicom inflates it whole (``domain.deflate``). A part whose last element read ends past
+    the end of the file (cut short in transit) is refused too.
     """
     if size is None:
         size = path.stat().st_size
@@ -170,6 +189,14 @@ def parse_instance(path: Path, size: int | None = None, *, partition: int) -> Pa
             raise InstanceRejected(
                 VALIDATION_FAILURE, "The part is not a DICOM Part 10 file (no 'DICM' prefix)."
             )
+        offset = deflated_dataset_offset(handle)
+        if offset is not None:
+            try:
+                check_inflated_size(handle, offset, max_inflated)
+            except InflatedSizeError as exc:
+                raise InstanceRejected(
+                    VALIDATION_FAILURE, f"The part cannot be stored: {exc}."
+                ) from None
         handle.seek(0)
         try:
             ds = dcmread(handle, stop_before_pixels=True, defer_size="1 MB")
@@ -190,8 +217,17 @@ def parse_instance(path: Path, size: int | None = None, *, partition: int) -> Pa
                 VALIDATION_FAILURE, f"The part could not be read as DICOM: {brief(exc)}"
             ) from exc
 
+        cut = _cut_element(ds, size)  # before anything reads an element (and converts it)
         sop_class = _text(ds, "SOPClassUID")
         sop_uid = _text(ds, "SOPInstanceUID")
+        if cut is not None and offset is None:
+            raise InstanceRejected(
+                VALIDATION_FAILURE,
+                cut,
+                sop_class_uid=_shown(sop_class),
+                sop_uid=_shown(sop_uid),
+                comments=[attribute_comment(cut)],
+            )
         # Before any recursive walk (validation, DICOM JSON, orjson): they are safe only up to
         # MAX_SEQUENCE_DEPTH levels.
         too_deep = dataset_nesting_problem(ds)
@@ -250,6 +286,31 @@ def parse_instance(path: Path, size: int | None = None, *, partition: int) -> Pa
         attributes=attributes,
         frames=frames,
         problems=problems,
+    )
+
+
+def _cut_element(ds: Dataset, size: int) -> str | None:
+    """Why the file looks cut short: its last top-level element read (the one before Pixel
+    Data, or the last of a file without it) declares more bytes than the file has left.
+
+    pydicom reads what there is of such a value (or seeks past a deferred one) without a
+    word, so a file cut in transit would otherwise be stored as if whole. Elements before the
+    last are complete by construction: the cut is at the end. A cut inside an element's
+    8-byte header, or exactly between two elements, leaves nothing to see."""
+    raw_elements = getattr(ds, "_dict", {})
+    if not raw_elements:
+        return None
+    tag = max(raw_elements)
+    element = raw_elements[tag]
+    if not isinstance(element, RawDataElement) or element.length == 0xFFFFFFFF:
+        return None
+    end = int(element.value_tell) + int(element.length)
+    if end <= size:
+        return None
+    name = keyword_for_tag(tag) or "a private attribute"
+    return (
+        f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {name}: the file ends {end - size} bytes before"
+        f" the end of this value of {element.length} bytes; the file is incomplete."
     )
 
 

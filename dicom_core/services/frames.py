@@ -28,6 +28,7 @@ from dicom_core.services.stored_pixels import (
     StoredPixels,
     check_decoded,
     check_frame_numbers,
+    check_inflated,
     check_size,
     get_record,
     pixel_format,
@@ -156,11 +157,15 @@ class FrameService:
             )
         lock = asyncio.Lock()
         parsed: list[Dataset] = []
+        read_already: list[bytes] = []
+        if record.transfer_syntax_uid != source:  # deflated: its inflated size decides now
+            read_already.append(await stored.whole_file())
+            await check_inflated(record, read_already[0], self._decoded_limit, f"read as {wanted}")
 
         async def dataset() -> Dataset:
             async with lock:
                 if not parsed:
-                    data = await stored.whole_file()
+                    data = read_already.pop() if read_already else await stored.whole_file()
                     parsed.append(await asyncio.to_thread(parse_file, data))
                 return parsed[0]
 

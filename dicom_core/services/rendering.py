@@ -31,6 +31,7 @@ from dicom_core.services.stored_pixels import (
     StoredPixels,
     check_decoded,
     check_frame_numbers,
+    check_inflated,
     check_size,
     get_record,
     pixel_format,
@@ -86,6 +87,7 @@ class RenderingService:
             # The fallback decodes frames 1 to frame_number to reach the one asked for.
             check_decoded(fmt, frame_number, self._decoded_limit, key.sop_uid, "rendered")
             data = await stored.whole_file()
+            await check_inflated(record, data, self._decoded_limit, "rendered")
             return await asyncio.to_thread(_render_parsed, data, frame_number, media_type, quality)
         check_frame_numbers([frame_number], stored.frame_count, key.sop_uid)
         check_size(record, self._limit, "rendered")

@@ -25,7 +25,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from dicom_core.domain.deflate import deflated_dataset_offset
 from dicom_core.domain.instance import (
+    DEFAULT_MAX_INFLATED,
     INSTANCE_BEING_CREATED,
     INSTANCE_EXISTS,
     PROCESSING_FAILURE,
@@ -150,6 +152,14 @@ def instance_url(base_url: str, key: InstanceKey) -> str:
 #: about a millisecond, less than handing it to a thread and back under load.
 INLINE_PARSE_BYTES = 4 << 20
 
+
+def _deflated(path: Path) -> bool:
+    """Whether the staged part is Deflated Explicit VR Little Endian: a few kilobytes of it
+    may inflate to hundreds of megabytes, so it is never parsed on the event loop."""
+    with open(path, "rb") as handle:
+        return deflated_dataset_offset(handle) is not None
+
+
 AfterCommit = Callable[[InstanceKey, int, bytes], Awaitable[None]]
 #: Reads the request body into spooled part files (the web layer's, for HTTP): called once the
 #: request's external metadata is known to be valid, so a refused request is never read.
@@ -182,10 +192,13 @@ class StoreService:
         writer: InstanceWriter | None = None,
         after_commit: AfterCommit | None = None,
         lease_seconds: float = 120,
+        max_inflated: int = DEFAULT_MAX_INFLATED,
     ) -> None:
         """``lease_seconds``: how long the index keeps a reservation without renewal
         (``Settings.reservation_lease_seconds``); a two-step store renews it every third of
-        that while it writes the file."""
+        that while it writes the file. ``max_inflated``: the most a deflated part may
+        inflate to (``Settings.max_decoded_bytes``)."""
+        self._max_inflated = max_inflated
         self._index = index
         self._renew_every = lease_seconds / 3
         self._blobs = blobs
@@ -306,10 +319,18 @@ class StoreService:
         with it at once."""
         try:
             size = path.stat().st_size
-            if size <= INLINE_PARSE_BYTES:
-                parsed = parse_instance(path, size, partition=partition)
+            if size <= INLINE_PARSE_BYTES and not _deflated(path):
+                parsed = parse_instance(
+                    path, size, partition=partition, max_inflated=self._max_inflated
+                )
             else:
-                parsed = await asyncio.to_thread(parse_instance, path, size, partition=partition)
+                parsed = await asyncio.to_thread(
+                    parse_instance,
+                    path,
+                    size,
+                    partition=partition,
+                    max_inflated=self._max_inflated,
+                )
         except InstanceRejected as rejected:
             return FailedEntry(
                 rejected.failure_code,

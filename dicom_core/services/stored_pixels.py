@@ -9,12 +9,24 @@ store time, and only below the transcoding size limit.
 
 from __future__ import annotations
 
+import asyncio
+import io
 from collections.abc import Sequence
 
 import orjson
 
+from dicom_core.domain.deflate import (
+    InflatedSizeError,
+    check_inflated_size,
+    deflated_dataset_offset,
+)
 from dicom_core.domain.model import InstanceKey, InstanceRecord
-from dicom_core.domain.pixels import DecodedSizeError, PixelFormat, check_decoded_size
+from dicom_core.domain.pixels import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    DecodedSizeError,
+    PixelFormat,
+    check_decoded_size,
+)
 from dicom_core.errors import BadRequest, NotAcceptable, NotFound
 from dicom_core.storage.ports import (
     BlobDamaged,
@@ -188,6 +200,25 @@ def check_size(record: InstanceRecord, limit: int, action: str) -> None:
             else f"Instance {record.key.sop_uid} is {record.file_size} bytes; files over"
             f" {limit} bytes cannot be {action}."
         )
+
+
+async def check_inflated(record: InstanceRecord, data: bytes, limit: int, action: str) -> None:
+    """406 when the stored file ``data`` is deflated and inflates past ``limit`` bytes, found
+    without inflating it whole (``domain.deflate``): a store now refuses such a file, but
+    one stored before it did must not take a worker's memory when read."""
+    if record.transfer_syntax_uid != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        return
+
+    def check() -> None:
+        handle = io.BytesIO(data)
+        offset = deflated_dataset_offset(handle)
+        if offset is not None:
+            check_inflated_size(handle, offset, limit)
+
+    try:
+        await asyncio.to_thread(check)
+    except InflatedSizeError as exc:
+        raise NotAcceptable(f"Instance {record.key.sop_uid} cannot be {action}: {exc}.") from exc
 
 
 def check_decoded(fmt: PixelFormat, frames: int, limit: int, sop_uid: str, action: str) -> None:

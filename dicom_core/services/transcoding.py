@@ -37,7 +37,12 @@ from dicom_core.domain.transcode import (
     transcode_whole_file,
 )
 from dicom_core.errors import NotAcceptable
-from dicom_core.services.stored_pixels import StoredPixels, check_decoded, check_size
+from dicom_core.services.stored_pixels import (
+    StoredPixels,
+    check_decoded,
+    check_inflated,
+    check_size,
+)
 from dicom_core.storage.ports import BlobReader, BlobStore
 
 AS_STORED = "*"
@@ -87,6 +92,7 @@ class TranscodingService:
         stored = StoredPixels(self._blobs, record, reader=reader)
         if not stored.has_frame_ranges:
             data = await stored.whole_file()
+            await check_inflated(record, data, self._decoded_limit, f"transcoded to {target}")
             yield await asyncio.to_thread(_whole_file, data, target, self._decoded_limit)
             return
         source = record.transfer_syntax_uid

@@ -10,8 +10,10 @@ transcoding route must refuse it from the codestream header alone, with small me
 
 from __future__ import annotations
 
+import io
 import struct
 import threading
+import zlib
 from collections.abc import Iterator
 
 import httpx
@@ -21,10 +23,11 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels import get_encoder
 
-from tests.support.factories import make_dataset
+from dicom_core.domain.deflate import deflated_dataset_offset
+from tests.support.factories import make_dataset, to_bytes
 from tests.support.memory import PeakSampler
 from tests.support.server import Server, backend_server
-from tests.support.wado import Stored, parts, sample, store
+from tests.support.wado import STORE_HEADERS, Stored, parts, sample, store
 
 MIB = 1024**2
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -222,3 +225,56 @@ def test_a_multipart_retrieve_cut_by_a_broken_instance_has_no_closing_delimiter(
     body = response.content
     assert f"--{boundary}--".encode() not in body
     assert body.count(f"--{boundary}\r\n".encode()) == 2  # the second part started, then ended
+
+
+def deflate_bomb(inflated: int) -> bytes:
+    """A Deflated Explicit VR Little Endian instance whose dataset inflates to more than
+    ``inflated`` bytes (a private element of zeros), built a megabyte at a time: it is about
+    a thousandth of that size on the wire."""
+    ds = make_dataset()
+    del ds.PixelData
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    small = to_bytes(ds)
+    offset = deflated_dataset_offset(io.BytesIO(small))
+    assert offset is not None
+    dataset = zlib.decompress(small[offset:], -zlib.MAX_WBITS)
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    header = struct.pack("<HH2sHI", 0x0029, 0x1010, b"OB", 0, inflated)
+    out = [small[:offset], deflater.compress(dataset + header)]
+    zeros = bytes(MIB)
+    for _ in range(inflated // MIB):
+        out.append(deflater.compress(zeros))
+    out.append(deflater.flush())
+    return b"".join(out)
+
+
+def test_a_deflate_bomb_is_refused_at_store_with_small_memory(
+    http: httpx.Client, bomb_server: Server
+) -> None:
+    """A probe's 1 MB upload inflated to 1 GiB took 2 GB of a worker (2 GiB killed it). The
+    dataset is measured inflated before pydicom inflates it: past DICOM_MAX_DECODED_BYTES
+    (512 MiB by default) the part fails with 43264, naming the limit."""
+    bomb = deflate_bomb(600 * MIB)
+    assert len(bomb) < 2 * MIB
+    with PeakSampler(bomb_server.process.pid) as sampler:
+        response = http.post("/v2/studies", content=bomb, headers=STORE_HEADERS)
+    assert sampler.growth < 100 * MIB, f"server memory grew {sampler.growth / MIB:.0f} MB"
+    assert response.status_code == 409, response.text
+    (failed,) = response.json()["00081198"]["Value"]
+    assert failed["00081197"]["Value"] == [43264]
+    assert "inflates to more than 536870912 bytes" in response.text
+
+
+def test_a_file_cut_inside_an_element_is_refused_not_stored(http: httpx.Client) -> None:
+    """A careless client's file cut short before its Pixel Data (here inside a private value)
+    is a failure naming the element, not a silent success."""
+    ds = make_dataset()
+    ds.add_new(0x00291010, "OB", bytes(20_000))
+    del ds.PixelData
+    whole = to_bytes(ds)
+    response = http.post("/v2/studies", content=whole[:-5_000], headers=STORE_HEADERS)
+    assert response.status_code == 409, response.text
+    (failed,) = response.json()["00081198"]["Value"]
+    assert failed["00081197"]["Value"] == [43264]
+    assert "(0029,1010)" in response.text and "the file is incomplete" in response.text
+    assert http.post("/v2/studies", content=whole, headers=STORE_HEADERS).status_code == 200
