@@ -38,6 +38,13 @@ out, as Kestrel's does). A connection must send its first request within
 uvicorn's keep-alive timeout after an answer; blank lines between requests, which the parser
 skips, do not restart either clock.
 
+A request body gets Kestrel's ``MinRequestBodyDataRate`` too: after a grace of
+``BODY_GRACE_SECONDS`` (5 s) it must have brought ``MIN_BODY_RATE`` (240) bytes for each second
+the front spent reading it, or it is answered 408 and the connection closes (uvicorn waits for
+a body as long as a client likes). Kestrel measures the same rate over the same reading time;
+here it is checked once a second (``BODY_CHECK_SECONDS``), so a body is cut up to a second
+later than Kestrel would.
+
 A refusal (400, 414, 431) of a request pipelined behind others waits until their answers are
 all out, then goes, and the connection closes, as Kestrel answers them: written at once, it
 landed inside an answer still being sent.
@@ -59,6 +66,12 @@ MAX_HEADER_BYTES = 32 * 1024
 REQUEST_HEADERS_TIMEOUT = 30.0
 #: Seconds a new connection may wait before its first request (Kestrel's KeepAliveTimeout).
 NEW_CONNECTION_TIMEOUT = 130.0
+#: Kestrel's MinRequestBodyDataRate: once a request's head is in, its body must arrive at this
+#: many bytes a second on average, after a grace period, counted while the front reads it.
+MIN_BODY_RATE = 240.0
+BODY_GRACE_SECONDS = 5.0
+#: How often the body's rate is checked.
+BODY_CHECK_SECONDS = 1.0
 
 _REASONS = {
     408: b"Request Timeout",
@@ -84,6 +97,11 @@ class FrontProtocol(HttpToolsProtocol):
     _head_pending = False
     _idle_until: float | None = None
     """When an idle connection (no request begun) is closed; None while a request runs."""
+    _body_timer: asyncio.TimerHandle | None = None
+    _body_bytes = 0
+    _body_seconds = 0.0
+    """Seconds the front has been reading the current body (not those paused by backpressure)."""
+    _body_last = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -139,11 +157,72 @@ class FrontProtocol(HttpToolsProtocol):
             # STOW answered 204 with nothing stored). Kestrel refuses such a request too.
             self._refuse(400, "Requests with 'Connection: Upgrade' cannot have content.")
         super().on_headers_complete()
+        self._start_body_clock()
         if upgrade:
             # Served as the plain request it is (no WebSockets here), but the parser reads
             # nothing after its head: the connection closes once it is answered, so a request
             # pipelined behind it is not left unanswered on an open connection.
             self.cycle.keep_alive = False
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
+
+    def _start_body_clock(self) -> None:
+        self._stop_body_clock()
+        self._body_bytes, self._body_seconds = 0, 0.0
+        self._body_last = self.loop.time()
+        self._body_timer = self.loop.call_later(BODY_CHECK_SECONDS, self._check_body_rate)
+
+    def _stop_body_clock(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _check_body_rate(self) -> None:
+        """Kestrel's MinRequestBodyDataRate, as a tick: while the body of the request last
+        begun is still arriving, the seconds spent reading it (not those the front paused
+        because the app had not taken what was read) must bring at least ``MIN_BODY_RATE``
+        bytes each, after ``BODY_GRACE_SECONDS``. A body that trickles in past that is 408
+        and the connection closes; the app reading it is told the client left.
+
+        Without it, a client declaring a large body and sending a byte now and then held a
+        connection, and a staging file, for as long as it liked (a probe kept 7,000)."""
+        self._body_timer = None
+        cycle = self.cycle
+        if (
+            cycle is None
+            or not cycle.more_body
+            or cycle.response_complete
+            or self.transport.is_closing()
+        ):
+            return
+        now = self.loop.time()
+        if not self.flow.read_paused:
+            self._body_seconds += now - self._body_last
+        self._body_last = now
+        if (
+            self._body_seconds > BODY_GRACE_SECONDS
+            and self._body_bytes < MIN_BODY_RATE * self._body_seconds
+        ):
+            self._body_too_slow(cycle)
+            return
+        self._body_timer = self.loop.call_later(BODY_CHECK_SECONDS, self._check_body_rate)
+
+    def _body_too_slow(self, cycle: RequestResponseCycle) -> None:
+        cycle.disconnected = True  # its receive() now says http.disconnect, its send() nothing
+        cycle.message_event.set()
+        answering = self._answering
+        if cycle.response_started or (
+            answering is not None and answering is not cycle and not answering.response_complete
+        ):
+            self.transport.close()  # a 408 now would land inside an answer
+            return
+        self._send_refusal(
+            408,
+            f"The request body arrived slower than {MIN_BODY_RATE:.0f} bytes a second after"
+            f" its first {BODY_GRACE_SECONDS:.0f} seconds.",
+        )
 
     def _start_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(REQUEST_HEADERS_TIMEOUT, self._head_timed_out)
@@ -208,6 +287,7 @@ class FrontProtocol(HttpToolsProtocol):
         # being answered is an older one, whose next write would raise on the closed transport
         # (a traceback per dropped connection, and the app told of a failure not its own).
         self._stop_head_timer()
+        self._stop_body_clock()
         answering = self._answering
         if answering is not None and not answering.response_complete:
             answering.disconnected = True

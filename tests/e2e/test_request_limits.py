@@ -8,8 +8,11 @@ naming the limit, and that nothing was created.
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -159,3 +162,25 @@ def test_workitem_search_through_a_sequence_returns_one_page(client: httpx.Clien
     assert page("limit=2&offset=1") == newest_first[1:3]
     assert page("limit=1&offset=3") == newest_first[3:]
     assert page(f"PatientID={patient}&limit=3") == newest_first[:3]
+
+
+def test_a_stow_body_that_trickles_in_is_408_and_leaves_no_staging_file(limited: Server) -> None:
+    """Kestrel's minimum body rate on the host (functions_host.front): a client declaring a
+    large body and sending a few bytes held a connection and a staging file for ever."""
+    address = urlsplit(limited.url)
+    staging = limited.data_dir / "staging"
+    with socket.create_connection((address.hostname, address.port)) as sock:
+        sock.settimeout(60)
+        sock.sendall(
+            b"POST /v2/studies HTTP/1.1\r\nHost: test\r\nContent-Type: multipart/related;"
+            b' type="application/dicom"; boundary=b\r\nContent-Length: 1000000\r\n\r\n'
+            b"--b\r\nContent-Type: application/dicom\r\n\r\n" + bytes(128) + b"DICM"
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout"), answer[:300]
+    deadline = time.monotonic() + 30
+    while any(staging.glob("*.part")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(staging.glob("*.part"))
