@@ -11,69 +11,88 @@ of zlib over the file (about a second per inflated gigabyte), paid only by defla
 
 from __future__ import annotations
 
-import struct
 import zlib
+from enum import Enum
 from typing import BinaryIO, Final
 
-from dicom_core.domain.pixels import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+from pydicom import dcmread
 
-TRANSFER_SYNTAX_TAG: Final = (0x0002, 0x0010)
-
-# Explicit VR elements whose length field is 4 bytes after 2 reserved ones (PS3.5 7.1.2).
-_LONG_VRS: Final = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
 _READ: Final = 1 << 20
 _OUTPUT_STEP: Final = 4 << 20
-_META_LIMIT: Final = 1 << 20  # a file meta group larger than this is not one we can read
 
 
 class InflatedSizeError(Exception):
     """The deflated dataset inflates past the limit."""
 
 
-def deflated_dataset_offset(handle: BinaryIO) -> int | None:
-    """Where the deflated dataset of the Part 10 file in ``handle`` starts, or None when the
-    file's transfer syntax is not Deflated Explicit VR Little Endian (or its file meta group
-    cannot be walked: pydicom then reports the file as it finds it).
+class InflationDeferred(Exception):
+    """pydicom is about to inflate a deflated dataset, which this guard's mode defers: the
+    caller parses the file elsewhere (a worker thread), or only wanted it measured."""
 
-    Walks the file meta group (always Explicit VR Little Endian) from byte 132, element by
-    element, to its end; ``handle`` is left anywhere."""
-    handle.seek(132)
-    offset, syntax = 132, None
-    while offset - 132 < _META_LIMIT:
-        head = handle.read(8)
-        if len(head) < 8:
-            return None
-        group, element, vr = struct.unpack("<HH2s", head[:6])
-        if group != 0x0002:
-            break
-        if vr in _LONG_VRS:
-            extra = handle.read(4)
-            if len(extra) < 4:
-                return None
-            (length,) = struct.unpack("<I", extra)
-            header = 12
-        else:
-            (length,) = struct.unpack("<H", head[6:8])
-            header = 8
-        if length == 0xFFFFFFFF:
-            return None
-        value = handle.read(length)
-        if len(value) < length:
-            return None
-        if (group, element) == TRANSFER_SYNTAX_TAG:
-            syntax = value.decode("ascii", "replace").rstrip("\x00 ")
-        offset += header + length
-    else:
-        return None
-    return offset if syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN else None
+
+class Inflation(Enum):
+    """What an ``InflationGuard`` does when pydicom asks for the deflated dataset."""
+
+    DEFER = "defer"  # raise InflationDeferred at once (parsing on the event loop)
+    MEASURE = "measure"  # measure it against the limit, then raise InflationDeferred
+    INFLATE = "inflate"  # measure it against the limit, then let pydicom inflate it
+
+
+class InflationGuard:
+    """A binary file for ``dcmread`` that measures a deflated dataset before pydicom inflates it.
+
+    pydicom reads the deflated dataset, and nothing else, with one read of unbounded size
+    (``read()``) from wherever its own reading of the file meta group (and of a command set
+    before the dataset, if any) left the file. So that read is where the stream is measured:
+    exactly the bytes pydicom will inflate, whatever the file meta group looks like. Every
+    other call goes to the wrapped file."""
+
+    def __init__(self, inner: BinaryIO, limit: int, mode: Inflation = Inflation.INFLATE) -> None:
+        self._inner = inner
+        self._limit = limit
+        self._mode = mode
+        self.name = getattr(inner, "name", None)
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            if self._mode is Inflation.DEFER:
+                raise InflationDeferred("a deflated dataset")
+            start = self._inner.tell()
+            check_inflated_size(self._inner, start, self._limit)
+            if self._mode is Inflation.MEASURE:
+                raise InflationDeferred("measured")
+            self._inner.seek(start)
+            return self._inner.read()
+        return self._inner.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._inner.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+
+def measure_inflation(data: BinaryIO, limit: int) -> None:
+    """``InflatedSizeError`` when the Part 10 file in ``data`` is deflated and inflates past
+    ``limit`` bytes; nothing is inflated whole (the header is read as pydicom reads it). A file
+    pydicom cannot read is left for the parse that follows to report."""
+    try:
+        guard = InflationGuard(data, limit, Inflation.MEASURE)
+        dcmread(guard, stop_before_pixels=True)
+    except InflationDeferred:
+        return
+    except InflatedSizeError:
+        raise
+    except Exception:
+        return
 
 
 def check_inflated_size(handle: BinaryIO, offset: int, limit: int) -> int:
     """The inflated size of the raw deflate stream at ``offset``; ``InflatedSizeError`` as soon
     as it passes ``limit`` bytes. At most a few megabytes are held at any moment. A stream
-    zlib cannot read is left for pydicom to refuse (its size so far is returned)."""
+    zlib cannot read is left for pydicom to refuse (its size so far is returned): pydicom
+    inflates the same bytes the same way, so it fails at the same point, having inflated no
+    more than was counted here."""
     handle.seek(offset)
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     total = 0

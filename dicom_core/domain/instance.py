@@ -19,13 +19,14 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from dicom_core.domain import index_attributes
 from dicom_core.domain.deflate import (
     InflatedSizeError,
-    check_inflated_size,
-    deflated_dataset_offset,
+    Inflation,
+    InflationDeferred,
+    InflationGuard,
 )
 from dicom_core.domain.dicomjson import dataset_json
 from dicom_core.domain.frames import FrameLayoutError, TruncatedPixelData, frame_index
@@ -171,14 +172,17 @@ def parse_instance(
     *,
     partition: int,
     max_inflated: int = DEFAULT_MAX_INFLATED,
+    defer_inflation: bool = False,
 ) -> ParsedInstance:
     """Parse the staged part at ``path`` (preamble already zeroed) or raise InstanceRejected.
 
     ``size`` is the file's size when the caller already has it; ``partition`` the data
     partition the instance is stored in, part of its key. A Deflated Explicit VR Little
     Endian part is refused when its dataset inflates past ``max_inflated`` bytes, before
-    pydicom inflates it whole (``domain.deflate``). A part whose last element read ends past
-    the end of the file (cut short in transit) is refused too.
+    pydicom inflates it whole (``domain.deflate``); with ``defer_inflation`` (a caller on the
+    event loop) it raises ``InflationDeferred`` instead, for the caller to parse it in a
+    thread. A part whose last element read ends past the end of the file (cut short in
+    transit) is refused too.
     """
     if size is None:
         size = path.stat().st_size
@@ -189,17 +193,17 @@ def parse_instance(
             raise InstanceRejected(
                 VALIDATION_FAILURE, "The part is not a DICOM Part 10 file (no 'DICM' prefix)."
             )
-        offset = deflated_dataset_offset(handle)
-        if offset is not None:
-            try:
-                check_inflated_size(handle, offset, max_inflated)
-            except InflatedSizeError as exc:
-                raise InstanceRejected(
-                    VALIDATION_FAILURE, f"The part cannot be stored: {exc}."
-                ) from None
         handle.seek(0)
+        mode = Inflation.DEFER if defer_inflation else Inflation.INFLATE
+        guarded = InflationGuard(handle, max_inflated, mode)
         try:
-            ds = dcmread(handle, stop_before_pixels=True, defer_size="1 MB")
+            ds = dcmread(guarded, stop_before_pixels=True, defer_size="1 MB")
+        except InflationDeferred:
+            raise
+        except InflatedSizeError as exc:
+            raise InstanceRejected(
+                VALIDATION_FAILURE, f"The part cannot be stored: {exc}."
+            ) from None
         except RecursionError:
             # pydicom parses sequences of undefined length recursively while reading; a few
             # hundred levels exhaust Python's stack before the nesting check below can run.
@@ -217,10 +221,13 @@ def parse_instance(
                 VALIDATION_FAILURE, f"The part could not be read as DICOM: {brief(exc)}"
             ) from exc
 
-        cut = _cut_element(ds, size)  # before anything reads an element (and converts it)
+        # Before anything reads an element (and converts it); a deflated file's elements are
+        # read from the inflated data, whose offsets are not the file's.
+        syntax = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "").rstrip(" \x00")
+        cut = None if syntax == DeflatedExplicitVRLittleEndian else _cut_element(ds, size)
         sop_class = _text(ds, "SOPClassUID")
         sop_uid = _text(ds, "SOPInstanceUID")
-        if cut is not None and offset is None:
+        if cut is not None:
             raise InstanceRejected(
                 VALIDATION_FAILURE,
                 cut,

@@ -30,6 +30,7 @@ from pydicom.pixels.utils import iter_pixels
 from pydicom.tag import Tag
 from pydicom.uid import UID
 
+from dicom_core.domain.deflate import InflationGuard
 from dicom_core.domain.pixels import (
     EXPLICIT_VR_BIG_ENDIAN,
     JPEG_2000_LOSSLESS,
@@ -178,7 +179,7 @@ def transcode_whole_file(data: bytes, target_syntax: str, *, max_decoded_bytes: 
     """
     if target_syntax not in TRANSCODE_TARGETS:
         raise PixelDataError(f"transcoding to {target_syntax} is not supported")
-    ds = parse_file(data)
+    ds = parse_file(data, max_inflated=max_decoded_bytes)
     source = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
     if "PixelData" not in ds:
         if source == EXPLICIT_VR_BIG_ENDIAN:
@@ -204,12 +205,14 @@ def transcode_whole_file(data: bytes, target_syntax: str, *, max_decoded_bytes: 
     return header + pixel
 
 
-def parse_file(data: bytes) -> Dataset:
-    """Parse a complete stored file, pixel data included (fallback paths only)."""
+def parse_file(data: bytes, *, max_inflated: int) -> Dataset:
+    """Parse a complete stored file, pixel data included (fallback paths only). A deflated
+    file is measured first: past ``max_inflated`` bytes inflated, ``PixelDataError`` (callers
+    check it before their status line with ``measure_inflation``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return dcmread(io.BytesIO(data), force=True)
+            return dcmread(InflationGuard(io.BytesIO(data), max_inflated), force=True)
         except Exception as exc:
             raise PixelDataError(f"the stored file could not be parsed: {brief(exc)}") from exc
 

@@ -36,6 +36,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -47,8 +48,9 @@ from dicom_core.domain.bulk_update import (
     BulkUpdateRequest,
     apply_changes,
 )
+from dicom_core.domain.deflate import Inflation, InflationDeferred, InflationGuard
 from dicom_core.domain.identifiers import blob_key_for
-from dicom_core.domain.instance import InstanceRejected, parse_instance
+from dicom_core.domain.instance import DEFAULT_MAX_INFLATED, InstanceRejected, parse_instance
 from dicom_core.domain.model import InstanceKey, InstanceRecord
 from dicom_core.services.blob_cleanup import BlobJanitor
 from dicom_core.services.staging import StagingArea
@@ -96,9 +98,18 @@ def _rewrite(source: Path, target: Path, request: BulkUpdateRequest) -> bool:
     so an instance of any size takes the memory of its header. The attributes the update
     may change are all top-level patient and study attributes, which come before Pixel Data.
     Runs in a worker thread.
+
+    A Deflated Explicit VR Little Endian file has no such seam (its whole dataset is one
+    deflate stream): it is read whole, inflated within ``DEFAULT_MAX_INFLATED`` (a store
+    refuses more), changed and written deflated again.
     """
     with open(source, "rb") as stored:
-        dataset = dcmread(stored, stop_before_pixels=True)
+        try:
+            guarded = InflationGuard(stored, DEFAULT_MAX_INFLATED, Inflation.DEFER)
+            dataset = dcmread(guarded, stop_before_pixels=True)
+        except InflationDeferred:
+            stored.seek(0)
+            return _rewrite_whole(stored, target, request)
         pixels_at = stored.tell()  # pydicom stops at the Pixel Data element's tag
         if already_applied(dataset, request):
             return False
@@ -108,6 +119,17 @@ def _rewrite(source: Path, target: Path, request: BulkUpdateRequest) -> bool:
             dataset.save_as(written, enforce_file_format=True)
             stored.seek(pixels_at)
             shutil.copyfileobj(stored, written, _COPY_CHUNK)
+    return True
+
+
+def _rewrite_whole(stored: BinaryIO, target: Path, request: BulkUpdateRequest) -> bool:
+    dataset = dcmread(InflationGuard(stored, DEFAULT_MAX_INFLATED))
+    if already_applied(dataset, request):
+        return False
+    apply_changes(dataset, request)
+    dataset.preamble = _PREAMBLE
+    with open(target, "wb") as written:
+        dataset.save_as(written, enforce_file_format=True)
     return True
 
 

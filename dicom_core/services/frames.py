@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
@@ -166,7 +167,11 @@ class FrameService:
             async with lock:
                 if not parsed:
                     data = read_already.pop() if read_already else await stored.whole_file()
-                    parsed.append(await asyncio.to_thread(parse_file, data))
+                    parsed.append(
+                        await asyncio.to_thread(
+                            partial(parse_file, max_inflated=self._decoded_limit), data
+                        )
+                    )
                 return parsed[0]
 
         async def read(number: int) -> bytes:

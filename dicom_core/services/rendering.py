@@ -88,7 +88,9 @@ class RenderingService:
             check_decoded(fmt, frame_number, self._decoded_limit, key.sop_uid, "rendered")
             data = await stored.whole_file()
             await check_inflated(record, data, self._decoded_limit, "rendered")
-            return await asyncio.to_thread(_render_parsed, data, frame_number, media_type, quality)
+            return await asyncio.to_thread(
+                _render_parsed, data, frame_number, media_type, quality, self._decoded_limit
+            )
         check_frame_numbers([frame_number], stored.frame_count, key.sop_uid)
         check_size(record, self._limit, "rendered")
         source = record.transfer_syntax_uid
@@ -159,10 +161,12 @@ def _render(
         raise NotAcceptable(f"The frame cannot be rendered: {exc}.") from exc
 
 
-def _render_parsed(data: bytes, number: int, media_type: str, quality: int) -> bytes:
+def _render_parsed(
+    data: bytes, number: int, media_type: str, quality: int, max_inflated: int
+) -> bytes:
     """The fallback for instances without frame ranges: parse the whole file once."""
     try:
-        ds: Dataset = parse_file(data)
+        ds: Dataset = parse_file(data, max_inflated=max_inflated)
         if "PixelData" not in ds:
             raise NotFound("The instance has no pixel data to render.")
         source = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")

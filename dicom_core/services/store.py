@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dicom_core.domain.deflate import deflated_dataset_offset
+from dicom_core.domain.deflate import InflationDeferred
 from dicom_core.domain.instance import (
     DEFAULT_MAX_INFLATED,
     INSTANCE_BEING_CREATED,
@@ -151,13 +151,6 @@ def instance_url(base_url: str, key: InstanceKey) -> str:
 #: Parts up to this size are parsed on the event loop: their header is small, so a parse takes
 #: about a millisecond, less than handing it to a thread and back under load.
 INLINE_PARSE_BYTES = 4 << 20
-
-
-def _deflated(path: Path) -> bool:
-    """Whether the staged part is Deflated Explicit VR Little Endian: a few kilobytes of it
-    may inflate to hundreds of megabytes, so it is never parsed on the event loop."""
-    with open(path, "rb") as handle:
-        return deflated_dataset_offset(handle) is not None
 
 
 AfterCommit = Callable[[InstanceKey, int, bytes], Awaitable[None]]
@@ -319,11 +312,17 @@ class StoreService:
         with it at once."""
         try:
             size = path.stat().st_size
-            if size <= INLINE_PARSE_BYTES and not _deflated(path):
-                parsed = parse_instance(
-                    path, size, partition=partition, max_inflated=self._max_inflated
-                )
-            else:
+            parsed = None
+            if size <= INLINE_PARSE_BYTES:
+                with contextlib.suppress(InflationDeferred):  # deflated: parsed in a thread
+                    parsed = parse_instance(
+                        path,
+                        size,
+                        partition=partition,
+                        max_inflated=self._max_inflated,
+                        defer_inflation=True,
+                    )
+            if parsed is None:
                 parsed = await asyncio.to_thread(
                     parse_instance,
                     path,

@@ -15,11 +15,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from dicom_core.domain.deflate import (
-    InflatedSizeError,
-    check_inflated_size,
-    deflated_dataset_offset,
-)
+from dicom_core.domain.deflate import InflatedSizeError, measure_inflation
 from dicom_core.domain.model import InstanceKey, InstanceRecord
 from dicom_core.domain.pixels import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
@@ -209,14 +205,8 @@ async def check_inflated(record: InstanceRecord, data: bytes, limit: int, action
     if record.transfer_syntax_uid != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
         return
 
-    def check() -> None:
-        handle = io.BytesIO(data)
-        offset = deflated_dataset_offset(handle)
-        if offset is not None:
-            check_inflated_size(handle, offset, limit)
-
     try:
-        await asyncio.to_thread(check)
+        await asyncio.to_thread(measure_inflation, io.BytesIO(data), limit)
     except InflatedSizeError as exc:
         raise NotAcceptable(f"Instance {record.key.sop_uid} cannot be {action}: {exc}.") from exc
 

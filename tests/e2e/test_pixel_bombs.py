@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels import get_encoder
 
-from dicom_core.domain.deflate import deflated_dataset_offset
 from tests.support.factories import make_dataset, to_bytes
 from tests.support.memory import PeakSampler
 from tests.support.server import Server, backend_server
@@ -235,8 +235,10 @@ def deflate_bomb(inflated: int) -> bytes:
     del ds.PixelData
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
     small = to_bytes(ds)
-    offset = deflated_dataset_offset(io.BytesIO(small))
-    assert offset is not None
+    handle = io.BytesIO(small)
+    read_preamble(handle, False)
+    _read_file_meta_info(handle)
+    offset = handle.tell()
     dataset = zlib.decompress(small[offset:], -zlib.MAX_WBITS)
     deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     header = struct.pack("<HH2sHI", 0x0029, 0x1010, b"OB", 0, inflated)

@@ -193,7 +193,8 @@ def test_an_already_applied_multi_valued_attribute_is_recognised() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["CT_small.dcm", "MR_small_bigendian.dcm", "JPEG2000.dcm", "emri_small.dcm"]
+    "name",
+    ["CT_small.dcm", "MR_small_bigendian.dcm", "JPEG2000.dcm", "emri_small.dcm", "image_dfl.dcm"],
 )
 def test_the_rewrite_copies_pixel_data_as_bytes_and_equals_a_full_rewrite(
     tmp_path: Path, name: str
