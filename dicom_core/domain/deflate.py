@@ -52,6 +52,11 @@ class InflationGuard:
         self._limit = limit
         self._mode = mode
         self.name = getattr(inner, "name", None)
+        # The wrapped file's own methods, not a frame of ours per call: pydicom calls tell()
+        # and read(n) a few hundred times per header.
+        self.tell = inner.tell  # type: ignore[method-assign]
+        self.seek = inner.seek  # type: ignore[method-assign,assignment]
+        self._read = inner.read
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
@@ -62,8 +67,8 @@ class InflationGuard:
             if self._mode is Inflation.MEASURE:
                 raise InflationDeferred("measured")
             self._inner.seek(start)
-            return self._inner.read()
-        return self._inner.read(size)
+            return self._read()
+        return self._read(size)
 
     def seek(self, offset: int, whence: int = 0) -> int:
         return self._inner.seek(offset, whence)
