@@ -205,14 +205,10 @@ def parse_instance(
                 VALIDATION_FAILURE, f"The part cannot be stored: {exc}."
             ) from None
         except RecursionError:
-            # pydicom parses sequences of undefined length recursively while reading; a few
-            # hundred levels exhaust Python's stack before the nesting check below can run.
-            raise InstanceRejected(
-                VALIDATION_FAILURE,
-                f"The part's sequences nest too deep to be read; at most {MAX_SEQUENCE_DEPTH}"
-                " levels are accepted.",
-            ) from None
+            raise _too_deep() from None
         except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as exc:
+            if _from_recursion(exc):
+                raise _too_deep() from None
             raise InstanceRejected(
                 VALIDATION_FAILURE, f"The part could not be read as DICOM: {brief(exc)}"
             ) from exc
@@ -294,6 +290,30 @@ def parse_instance(
         frames=frames,
         problems=problems,
     )
+
+
+def _too_deep() -> InstanceRejected:
+    """pydicom parses sequences of undefined length recursively while reading; a few hundred
+    levels exhaust Python's stack before the nesting check after the parse can run."""
+    return InstanceRejected(
+        VALIDATION_FAILURE,
+        f"The part's sequences nest too deep to be read; at most {MAX_SEQUENCE_DEPTH}"
+        " levels are accepted.",
+    )
+
+
+def _from_recursion(exc: BaseException) -> bool:
+    """Whether ``exc`` stands for a RecursionError: pydicom turns any exception raised while
+    it reads an item's tag into "No tag to read" (an OSError whose context is the original),
+    so where the stack ran out decides which one reaches us."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, RecursionError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _cut_element(ds: Dataset, size: int) -> str | None:
