@@ -12,12 +12,11 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from functions_host import front
-from tests.support.front_server import front_in_thread
+from tests.support.front_server import body_length_app, front_in_thread, read_all
 
 GRACE = 0.6
 CHECK = 0.1
@@ -25,31 +24,12 @@ PATIENCE = 15
 EVENTS: list[str] = []
 
 
-async def count_body(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Reads the whole body, answering its length; records a disconnect it is told of."""
-    if scope["type"] != "http":
-        return
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            EVENTS.append("disconnect")
-            return
-        size += len(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    body = str(size).encode()
-    headers = [(b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
     patch = pytest.MonkeyPatch()
     patch.setattr(front, "BODY_GRACE_SECONDS", GRACE)
     patch.setattr(front, "BODY_CHECK_SECONDS", CHECK)
-    with front_in_thread(count_body) as chosen:
+    with front_in_thread(body_length_app(EVENTS)) as chosen:
         yield chosen
     patch.undo()
 
@@ -59,13 +39,6 @@ def post_head(length: int) -> bytes:
         b"POST /studies HTTP/1.1\r\nHost: test\r\nContent-Type: application/dicom\r\n"
         b"Content-Length: %d\r\n\r\n" % length
     )
-
-
-def read_all(sock: socket.socket) -> bytes:
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    return data
 
 
 def test_a_body_that_trickles_in_is_answered_408_and_the_app_told(port: int) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.front_server import front_in_thread
+from tests.support.front_server import body_length_app, front_in_thread
 
 PARTS = 5
 PART = b"x" * 65536
@@ -92,27 +92,9 @@ def test_a_bad_request_in_the_packet_of_good_ones_leaves_their_answers_whole(por
     assert rest.startswith(b"HTTP/1.1 400 Bad Request"), rest[:200]
 
 
-async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Reads the whole body, then answers how long it was."""
-    if scope["type"] != "http":
-        return
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        size += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    body = str(size).encode()
-    headers = [(b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 @pytest.fixture(scope="module")
 def echo_port() -> Iterator[int]:
-    with front_in_thread(echo) as chosen:
+    with front_in_thread(body_length_app()) as chosen:
         yield chosen
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from functions_host import front
-from tests.support.front_server import front_in_thread
+from tests.support.front_server import front_in_thread, read_all
 
 HEAD_TIMEOUT = 0.5
 IDLE_TIMEOUT = 1
@@ -51,13 +51,6 @@ def connect(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port))
     sock.settimeout(PATIENCE)
     return sock
-
-
-def read_all(sock: socket.socket) -> bytes:
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    return data
 
 
 def test_a_head_that_trickles_in_is_answered_408_and_closed(port: int) -> None:
