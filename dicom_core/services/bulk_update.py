@@ -36,7 +36,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -104,32 +103,24 @@ def _rewrite(source: Path, target: Path, request: BulkUpdateRequest) -> bool:
     refuses more), changed and written deflated again.
     """
     with open(source, "rb") as stored:
+        pixels_at: int | None
         try:
             guarded = InflationGuard(stored, DEFAULT_MAX_INFLATED, Inflation.DEFER)
             dataset = dcmread(guarded, stop_before_pixels=True)
-        except InflationDeferred:
+            pixels_at = stored.tell()  # pydicom stops at the Pixel Data element's tag
+        except InflationDeferred:  # deflated: read whole, nothing is copied after it
             stored.seek(0)
-            return _rewrite_whole(stored, target, request)
-        pixels_at = stored.tell()  # pydicom stops at the Pixel Data element's tag
+            dataset = dcmread(InflationGuard(stored, DEFAULT_MAX_INFLATED))
+            pixels_at = None
         if already_applied(dataset, request):
             return False
         apply_changes(dataset, request)
         dataset.preamble = _PREAMBLE
         with open(target, "wb") as written:
             dataset.save_as(written, enforce_file_format=True)
-            stored.seek(pixels_at)
-            shutil.copyfileobj(stored, written, _COPY_CHUNK)
-    return True
-
-
-def _rewrite_whole(stored: BinaryIO, target: Path, request: BulkUpdateRequest) -> bool:
-    dataset = dcmread(InflationGuard(stored, DEFAULT_MAX_INFLATED))
-    if already_applied(dataset, request):
-        return False
-    apply_changes(dataset, request)
-    dataset.preamble = _PREAMBLE
-    with open(target, "wb") as written:
-        dataset.save_as(written, enforce_file_format=True)
+            if pixels_at is not None:
+                stored.seek(pixels_at)
+                shutil.copyfileobj(stored, written, _COPY_CHUNK)
     return True
 
 
