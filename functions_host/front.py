@@ -149,15 +149,17 @@ class FrontProtocol(HttpToolsProtocol):
         self._head_pending = False
         self._stop_head_timer()
         upgrade = self._get_upgrade() is not None
-        if upgrade and any(
+        has_content = any(
             name in (b"transfer-encoding", b"content-length") and value.strip() not in (b"", b"0")
             for name, value in self.headers
-        ):
+        )
+        if upgrade and has_content:
             # The parser stops at an Upgrade request's head, so its body would be lost (a
             # STOW answered 204 with nothing stored). Kestrel refuses such a request too.
             self._refuse(400, "Requests with 'Connection: Upgrade' cannot have content.")
         super().on_headers_complete()
-        self._start_body_clock()
+        if has_content:  # a GET (a frame, metadata) arms no timer
+            self._start_body_clock()
         if upgrade:
             # Served as the plain request it is (no WebSockets here), but the parser reads
             # nothing after its head: the connection closes once it is answered, so a request
